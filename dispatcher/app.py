@@ -1,0 +1,93 @@
+"""The composition root: settings in, a wired FastAPI application out. Nothing is built at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+import dispatcher
+from dispatcher.alarm import Alarm, ApschedulerAlarm
+from dispatcher.clock import Clock, SystemClock
+from dispatcher.feed import EventFeed
+from dispatcher.hub import Hub
+from dispatcher.settings import Settings
+from dispatcher.sql_store import SqlIncidentStore
+from gateways import api, board
+from rules import compile_table, load_table
+
+log = logging.getLogger(__name__)
+
+
+def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None) -> Hub:
+    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` for a bad table."""
+    rules = compile_table(load_table(settings.rules_path))
+    return Hub(
+        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size),
+        rules=rules,
+        clock=clock or SystemClock(),
+        alarm=alarm or ApschedulerAlarm(),
+        feed=EventFeed(queue_size=settings.board_queue_size, ring_size=settings.feed_ring_size),
+        queue_size=settings.writer_queue_size,
+        batch_max=settings.writer_batch_max,
+    )
+
+
+def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
+    """The dispatcher's ASGI application; the hub starts and stops with the app's lifespan."""
+    the_hub = hub or build_hub(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await the_hub.start()
+        log.info(
+            "dispatcher ready: township %s, rule table %s, database %s",
+            the_hub.rules.township_id,
+            the_hub.rules.version,
+            settings.database_url.split("@")[-1],
+        )
+        try:
+            yield
+        finally:
+            await the_hub.stop()
+
+    app = FastAPI(
+        title="Township command-room dispatcher",
+        summary="Report → route by the responsibility boundary list → dispatch merged teams → live board",
+        version=dispatcher.__version__,
+        lifespan=lifespan,
+    )
+    app.state.hub = the_hub
+    app.state.settings = settings
+    app.include_router(api.router)
+    app.include_router(board.router)
+    api.install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/board")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        store_ok = await the_hub.store.ping()
+        ready = store_ok and the_hub.running
+        body = {
+            "ready": ready,
+            "store": "up" if store_ok else "down",
+            "writer": "running" if the_hub.running else "stopped",
+            "rule_table": the_hub.rules.version,
+            "last_seq": the_hub.last_seq,
+            "boards": the_hub.feed.subscriber_count,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return app

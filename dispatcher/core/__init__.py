@@ -1,0 +1,1 @@
+"""The domain core: lifecycle, events, incidents and deadline arithmetic. No I/O, no clock."""

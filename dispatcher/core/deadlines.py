@@ -1,0 +1,47 @@
+"""Which deadlines are due: an in-memory index over the absolute due times stored with incidents.
+
+The index is only a lookup structure; the deadlines themselves are data on the incident (and rows
+in the store). Entries are never removed when a deadline is kept: :meth:`DeadlineWatch.pop_due`
+hands back candidates and the incident itself decides (``miss_deadline`` is a no-op for a
+deadline that is no longer pending). That keeps arming and cancelling O(log n) and obviously
+correct after a restart: re-arm everything pending, nothing more.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dispatcher.core.events import DeadlineKind
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DueEntry:
+    due_at: datetime
+    incident_id: int
+    team: str = field(compare=True)
+    kind: DeadlineKind = field(compare=False)
+
+
+class DeadlineWatch:
+    """A min-heap of due times. Not thread-safe: owned by the hub's event loop."""
+
+    def __init__(self) -> None:
+        self._heap: list[DueEntry] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def arm(self, incident_id: int, team: str, kind: DeadlineKind, due_at: datetime) -> None:
+        heapq.heappush(self._heap, DueEntry(due_at, incident_id, team, kind))
+
+    def next_due(self) -> datetime | None:
+        return self._heap[0].due_at if self._heap else None
+
+    def pop_due(self, now: datetime) -> list[DueEntry]:
+        """Every entry due at or before ``now``, earliest first."""
+        due = []
+        while self._heap and self._heap[0].due_at <= now:
+            due.append(heapq.heappop(self._heap))
+        return due

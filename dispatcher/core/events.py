@@ -1,0 +1,186 @@
+"""Events: immutable facts, named in the past tense, recorded in an append-only log.
+
+Every change to an incident is one or more of these, written in the same transaction as the
+change itself and given a global, strictly increasing sequence number by the store. The board,
+replays and (later) the supervision office's scoring all read this log.
+
+Serialisation to and from plain JSON lives here too (:func:`encode` / :func:`decode`), so the
+store and the gateways never invent their own shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum, StrEnum
+from typing import Any, get_type_hints
+
+from dispatcher.core.lifecycle import AssignmentState, IncidentStatus, Role
+
+
+class DeadlineKind(StrEnum):
+    ACK = "ack"
+    ARRIVE = "arrive"
+    RESOLVE = "resolve"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every fact: which incident, and when it happened (the injected clock's time)."""
+
+    incident_id: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchedUnit:
+    team: str
+    role: Role
+    ack_due: datetime | None
+    arrive_due: datetime | None
+    resolve_due: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentReported(Event):
+    report_id: str
+    category: str
+    description: str
+    zones: tuple[str, ...]
+    lat: float | None
+    lon: float | None
+    severity: int | None
+    reporter: str | None
+    occurred_at: datetime | None
+    module: str
+    queue: str | None
+    priority: int
+    rule_id: str | None
+    table_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitsDispatched(Event):
+    """All teams of a routing decision, dispatched together in one step."""
+
+    units: tuple[DispatchedUnit, ...]
+    incident_status: IncidentStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitMoved(Event):
+    """A team's assignment changed state (acknowledged, en route, on scene, resolved)."""
+
+    team: str
+    from_state: AssignmentState
+    to_state: AssignmentState
+    actor: str | None
+    incident_status: IncidentStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentClosed(Event):
+    actor: str | None
+    incident_status: IncidentStatus = IncidentStatus.CLOSED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentCancelled(Event):
+    actor: str | None
+    reason: str
+    incident_status: IncidentStatus = IncidentStatus.CANCELLED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoteAdded(Event):
+    author: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadlineMissed(Event):
+    team: str
+    kind: DeadlineKind
+    due_at: datetime
+    late_by: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationRaised(Event):
+    """A missed promise climbed the chain (team → module lead → party secretary)."""
+
+    team: str
+    kind: DeadlineKind
+    level: str
+    to_name: str
+    to_title: str
+
+
+#: Every event type by its stored name (the class name).
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        IncidentReported,
+        UnitsDispatched,
+        UnitMoved,
+        IncidentClosed,
+        IncidentCancelled,
+        NoteAdded,
+        DeadlineMissed,
+        EscalationRaised,
+    )
+}
+
+
+def encode(event: Event) -> dict[str, Any]:
+    """The event as plain JSON-ready data, without its type name (the store keeps that apart)."""
+    return {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def decode(type_name: str, data: dict[str, Any]) -> Event:
+    """The inverse of :func:`encode`; raises ``KeyError`` for an unknown type name."""
+    event: Event = _build(EVENT_TYPES[type_name], data)
+    return event
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(cls: type[Any], data: dict[str, Any]) -> Any:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    kwargs = {f.name: _typed(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data}
+    return cls(**kwargs)
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    text = str(hint)
+    if hint is datetime or text.startswith("datetime.datetime"):
+        return datetime.fromisoformat(value)
+    if hint is timedelta:
+        return timedelta(seconds=value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if text == "tuple[dispatcher.core.events.DispatchedUnit, ...]":
+        return tuple(_build(DispatchedUnit, v) for v in value)
+    if text.startswith("tuple["):
+        return tuple(value)
+    return value

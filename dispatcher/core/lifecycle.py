@@ -1,0 +1,114 @@
+"""The incident lifecycle: one transition table for assignments, one for incidents.
+
+An incident is dispatched to several teams at once (the five-way intersection: a lead team and
+supporting teams). Each team's *assignment* walks its own states; the incident's status follows
+from its lead assignment until an operator closes or cancels it. Every legal move is a row in a
+table below; anything else raises :class:`IllegalTransition` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AssignmentState(StrEnum):
+    DISPATCHED = "dispatched"
+    ACKNOWLEDGED = "acknowledged"
+    EN_ROUTE = "en_route"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"
+
+
+class IncidentStatus(StrEnum):
+    REPORTED = "reported"
+    DISPATCHED = "dispatched"
+    ACKNOWLEDGED = "acknowledged"
+    EN_ROUTE = "en_route"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class UnitAction(StrEnum):
+    """What a team (or an operator on its behalf) does to its own assignment."""
+
+    ACKNOWLEDGE = "acknowledge"
+    DEPART = "en-route"
+    ARRIVE = "on-scene"
+    RESOLVE = "resolve"
+
+
+class IncidentAction(StrEnum):
+    """What an operator does to the whole incident."""
+
+    CLOSE = "close"
+    CANCEL = "cancel"
+
+
+class Role(StrEnum):
+    LEAD = "lead"
+    SUPPORT = "support"
+
+
+class IllegalTransition(Exception):
+    """A move that the table does not allow from the current state. Nothing was changed."""
+
+    def __init__(self, action: str, current: str, subject: str) -> None:
+        super().__init__(f"cannot {action} {subject}: it is {current}")
+        self.action = action
+        self.current = current
+        self.subject = subject
+
+
+A = AssignmentState
+I = IncidentStatus  # noqa: E741 - short alias keeps the tables readable
+
+ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction], AssignmentState] = {
+    (A.DISPATCHED, UnitAction.ACKNOWLEDGE): A.ACKNOWLEDGED,
+    (A.ACKNOWLEDGED, UnitAction.DEPART): A.EN_ROUTE,
+    (A.ACKNOWLEDGED, UnitAction.ARRIVE): A.ON_SCENE,
+    (A.EN_ROUTE, UnitAction.ARRIVE): A.ON_SCENE,
+    (A.ACKNOWLEDGED, UnitAction.RESOLVE): A.RESOLVED,
+    (A.EN_ROUTE, UnitAction.RESOLVE): A.RESOLVED,
+    (A.ON_SCENE, UnitAction.RESOLVE): A.RESOLVED,
+}
+
+INCIDENT_MOVES: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
+    (I.RESOLVED, IncidentAction.CLOSE): I.CLOSED,
+    **{
+        (status, IncidentAction.CANCEL): I.CANCELLED
+        for status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED)
+    },
+}
+
+#: The incident status that mirrors the lead assignment's state.
+STATUS_FROM_LEAD: dict[AssignmentState, IncidentStatus] = {
+    A.DISPATCHED: I.DISPATCHED,
+    A.ACKNOWLEDGED: I.ACKNOWLEDGED,
+    A.EN_ROUTE: I.EN_ROUTE,
+    A.ON_SCENE: I.ON_SCENE,
+    A.RESOLVED: I.RESOLVED,
+}
+
+#: Statuses in which units may still move and deadlines still run.
+ACTIVE_STATUSES = frozenset({I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED})
+#: Statuses after which nothing but a note may happen.
+FINAL_STATUSES = frozenset({I.CLOSED, I.CANCELLED})
+
+
+def next_assignment_state(current: AssignmentState, action: UnitAction) -> AssignmentState:
+    """The state after ``action``; raises :class:`IllegalTransition` when the table has no such row."""
+    try:
+        return ASSIGNMENT_MOVES[(current, action)]
+    except KeyError:
+        raise IllegalTransition(action.value, current.value, "the assignment") from None
+
+
+def next_incident_status(current: IncidentStatus, action: IncidentAction) -> IncidentStatus:
+    """The status after ``action``; raises :class:`IllegalTransition` when the table has no such row."""
+    try:
+        return INCIDENT_MOVES[(current, action)]
+    except KeyError:
+        raise IllegalTransition(action.value, current.value, "the incident") from None

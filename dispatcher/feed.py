@@ -1,0 +1,101 @@
+"""Fan-out of committed events to live subscribers (the boards), each through a bounded queue.
+
+Only events that are already committed are published, in sequence order. A subscriber that
+falls more than ``queue_size`` events behind is dropped (it gets :data:`OVERFLOW` and nothing
+more) instead of slowing the hub or growing memory; it resumes from the last sequence number it
+saw. Recent events are kept in a ring so a resuming subscriber usually needs no database read.
+All methods run on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRecord:
+    """One committed event as the board receives it: ``message`` is the serialised JSON text."""
+
+    seq: int
+    incident_id: int
+    message: str
+
+
+class _Overflow:
+    def __repr__(self) -> str:
+        return "OVERFLOW"
+
+
+OVERFLOW = _Overflow()
+
+
+class Subscription:
+    def __init__(self, queue_size: int, unsubscribe: Callable[[Subscription], None]) -> None:
+        self._queue: asyncio.Queue[FeedRecord | _Overflow] = asyncio.Queue(maxsize=queue_size)
+        self._unsubscribe = unsubscribe
+        self.dropped = False
+
+    def _offer(self, record: FeedRecord) -> bool:
+        try:
+            self._queue.put_nowait(record)
+            return True
+        except asyncio.QueueFull:
+            # Too far behind: forget what it has not read and tell it to resume later.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(OVERFLOW)
+            self.dropped = True
+            return False
+
+    async def get(self) -> FeedRecord | _Overflow:
+        return await self._queue.get()
+
+    def get_nowait(self) -> FeedRecord | _Overflow | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def close(self) -> None:
+        self._unsubscribe(self)
+
+
+class EventFeed:
+    def __init__(self, *, queue_size: int = 1000, ring_size: int = 10_000) -> None:
+        self._queue_size = queue_size
+        self._ring: deque[FeedRecord] = deque(maxlen=ring_size)
+        self._subscribers: set[Subscription] = set()
+        self.last_seq = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self) -> Subscription:
+        """A new subscription receiving every record published after this call."""
+        subscription = Subscription(self._queue_size, self._subscribers.discard)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def publish(self, records: Sequence[FeedRecord]) -> None:
+        """Hand committed records (in increasing ``seq``) to every subscriber; never blocks."""
+        if not records:
+            return
+        self._ring.extend(records)
+        self.last_seq = records[-1].seq
+        for subscription in list(self._subscribers):
+            for record in records:
+                if not subscription._offer(record):
+                    self._subscribers.discard(subscription)
+                    break
+
+    def recent_since(self, seq: int) -> list[FeedRecord] | None:
+        """Records after ``seq`` from memory, or None when the ring no longer reaches back that far."""
+        if seq >= self.last_seq:
+            return []
+        if not self._ring or self._ring[0].seq > seq + 1:
+            return None
+        return [r for r in self._ring if r.seq > seq]

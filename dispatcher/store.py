@@ -1,0 +1,81 @@
+"""The store port: what the hub needs from durable storage. :mod:`dispatcher.sql_store` implements it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from dispatcher.core.incidents import Incident
+from dispatcher.core.lifecycle import IncidentStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event row: ``payload`` is the event encoded as JSON text (see :mod:`dispatcher.core.events`)."""
+
+    seq: int
+    incident_id: int
+    type: str
+    at: datetime
+    payload: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Changes:
+    """Everything one writer batch changes, committed in one transaction or not at all."""
+
+    created: list[Incident] = field(default_factory=list)
+    updated: list[tuple[Incident, Incident]] = field(default_factory=list)  # (as loaded, after)
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentFilter:
+    status: Sequence[IncidentStatus] = ()
+    team: str | None = None
+    module: str | None = None
+    open_only: bool = False
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit; nothing of the batch was written."""
+
+
+class IncidentStore(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def last_ids(self) -> tuple[int, int]:
+        """The highest incident id and event sequence number written so far (0 when none)."""
+        ...
+
+    async def load_open(self) -> list[Incident]:
+        """Every incident that is neither closed nor cancelled, with assignments and deadlines."""
+        ...
+
+    async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]: ...
+
+    async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
+        """Map each already-known ``report_id`` to its incident id."""
+        ...
+
+    async def commit(self, changes: Changes) -> None:
+        """Write a whole batch atomically; raises :class:`StoreUnavailable` and writes nothing on failure."""
+        ...
+
+    async def get(self, incident_id: int) -> Incident | None: ...
+
+    async def list_incidents(self, where: IncidentFilter, *, limit: int, offset: int) -> tuple[list[Incident], int]:
+        """A page of incidents, newest first, and the count of all that match."""
+        ...
+
+    async def timeline(self, incident_id: int) -> list[StoredEvent]: ...
+
+    async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]: ...
+
+    async def ping(self) -> bool: ...

@@ -1,0 +1,98 @@
+"""Table models (SQLModel). API models live apart, in :mod:`gateways.schemas`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass timezone-aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc(nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_type=UtcDateTime, nullable=nullable, index=index)
+
+
+class IncidentRow(SQLModel, table=True):
+    __tablename__ = "incident"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    report_id: str = Field(max_length=128, unique=True)
+    category: str = Field(max_length=96)
+    description: str = Field(sa_type=sa.Text)
+    zone: str | None = Field(default=None, max_length=64)
+    zones: str = Field(default="", max_length=512)
+    lat: float | None = None
+    lon: float | None = None
+    severity: int | None = None
+    reporter: str | None = Field(default=None, max_length=256)
+    occurred_at: datetime | None = _utc(nullable=True)
+    status: str = Field(max_length=16, index=True)
+    module: str = Field(max_length=64, index=True)
+    queue: str | None = Field(default=None, max_length=16)
+    priority: int
+    rule_id: str | None = Field(default=None, max_length=64)
+    table_version: str = Field(max_length=64)
+    escalate_to_name: str = Field(max_length=128)
+    escalate_to_title: str = Field(max_length=128)
+    reported_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    version: int
+
+
+class AssignmentRow(SQLModel, table=True):
+    __tablename__ = "assignment"
+
+    incident_id: int = Field(primary_key=True, foreign_key="incident.id")
+    team: str = Field(primary_key=True, max_length=64, index=True)
+    position: int = Field(description="0 for the lead, then the supporting teams in rule order")
+    role: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    dispatched_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+class DeadlineRow(SQLModel, table=True):
+    __tablename__ = "deadline"
+
+    incident_id: int = Field(primary_key=True)
+    team: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=16)
+    due_at: datetime = _utc()
+    state: str = Field(max_length=16, index=True)
+    settled_at: datetime | None = _utc(nullable=True)
+
+    __table_args__ = (sa.ForeignKeyConstraint(["incident_id", "team"], ["assignment.incident_id", "assignment.team"]),)
+
+
+class EventRow(SQLModel, table=True):
+    """The append-only event log: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "event"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    incident_id: int = Field(index=True)
+    type: str = Field(max_length=48)
+    at: datetime = _utc()
+    payload: str = Field(sa_type=sa.Text)

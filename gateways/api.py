@@ -1,0 +1,183 @@
+"""The HTTP API under ``/api/v1``: each route parses, calls one hub method, serialises."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from dispatcher.core.incidents import UnknownAssignment
+from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
+from dispatcher.hub import Hub, HubStopped, IncidentNotFound
+from dispatcher.store import IncidentFilter, StoreUnavailable
+from gateways.schemas import (
+    CancelIn,
+    CloseIn,
+    Conflict,
+    EventsPublic,
+    IncidentCreate,
+    IncidentDetail,
+    IncidentPublic,
+    IncidentsPublic,
+    NoteIn,
+    UnitActionIn,
+    event_json,
+    incident_json,
+)
+
+
+def get_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+router = APIRouter(prefix="/api/v1")
+
+
+def json_response(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+
+
+def _raw_json(text: str, status_code: int = 200) -> Response:
+    return Response(text, status_code=status_code, media_type="application/json")
+
+
+def _field_error(field: str, message: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+@router.post(
+    "/incidents",
+    status_code=201,
+    response_model=IncidentPublic,
+    responses={200: {"model": IncidentPublic, "description": "this report_id was already reported"}},
+    summary="Report an incident; it is routed and dispatched at once",
+)
+async def report_incident(body: IncidentCreate, hub: HubDep) -> Response:
+    if body.zone is not None and not hub.rules.has_zone(body.zone):
+        raise _field_error("zone", f"unknown zone {body.zone!r} in rule table {hub.rules.version}")
+    outcome = await hub.report(body.to_report(), hub.clock.now())
+    return json_response(incident_json(outcome.incident), 201 if outcome.created else 200)
+
+
+@router.get("/incidents", response_model=IncidentsPublic, summary="List incidents, newest first")
+async def list_incidents(
+    hub: HubDep,
+    status: Annotated[list[IncidentStatus] | None, Query()] = None,
+    team: str | None = None,
+    module: str | None = None,
+    open: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    where = IncidentFilter(status=tuple(status or ()), team=team, module=module, open_only=open)
+    incidents, count = await hub.list_incidents(where, limit=limit, offset=offset)
+    return json_response({"data": [incident_json(i) for i in incidents], "count": count})
+
+
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail, summary="One incident with its timeline")
+async def get_incident(incident_id: int, hub: HubDep) -> Response:
+    incident = await hub.get(incident_id)
+    timeline = await hub.timeline(incident_id)
+    head = orjson.dumps(incident_json(incident))[:-1]
+    body = head + b',"timeline":[' + ",".join(event_json(e) for e in timeline).encode() + b"]}"
+    return Response(body, media_type="application/json")
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Conflict, "description": "the lifecycle does not allow this move now"}
+}
+
+
+@router.post(
+    "/incidents/{incident_id}/assignments/{team}/{action}",
+    response_model=IncidentPublic,
+    responses=_CONFLICT,
+    summary="A team acknowledges, goes en route, arrives on scene or resolves",
+)
+async def move_unit(
+    incident_id: int, team: str, action: UnitAction, hub: HubDep, body: UnitActionIn | None = None
+) -> Response:
+    actor = body.actor if body else None
+    return json_response(incident_json(await hub.move_unit(incident_id, team, action, hub.clock.now(), actor)))
+
+
+@router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
+async def close_incident(incident_id: int, hub: HubDep, body: CloseIn | None = None) -> Response:
+    actor = body.actor if body else None
+    return json_response(incident_json(await hub.finish(incident_id, IncidentAction.CLOSE, hub.clock.now(), actor)))
+
+
+@router.post("/incidents/{incident_id}/cancel", response_model=IncidentPublic, responses=_CONFLICT)
+async def cancel_incident(incident_id: int, body: CancelIn, hub: HubDep) -> Response:
+    incident = await hub.finish(incident_id, IncidentAction.CANCEL, hub.clock.now(), body.actor, body.reason)
+    return json_response(incident_json(incident))
+
+
+@router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
+async def add_note(incident_id: int, body: NoteIn, hub: HubDep) -> Response:
+    incident = await hub.note(incident_id, body.text, hub.clock.now(), body.author)
+    return json_response(incident_json(incident), 201)
+
+
+@router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")
+async def list_events(
+    hub: HubDep,
+    since: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> Response:
+    events = await hub.events_since(since, limit=limit)
+    data = ",".join(event_json(e) for e in events)
+    return _raw_json(f'{{"data":[{data}],"last_seq":{hub.last_seq}}}')
+
+
+@router.get("/rules", summary="The rule table in force: township, modules, teams, zones, catalogue")
+async def rules_summary(hub: HubDep) -> Response:
+    table = hub.rules.table
+    return json_response(
+        {
+            "version": table.version,
+            "township": table.township.model_dump(),
+            "triage_module": table.triage_module,
+            "modules": [m.model_dump() for m in table.modules],
+            "teams": [t.model_dump() for t in table.teams],
+            "zones": [z.model_dump() for z in table.zones],
+            "catalogue": [c.model_dump() for c in table.catalogue],
+        }
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the hub's refusals to HTTP answers; none of them changed anything."""
+
+    @app.exception_handler(IncidentNotFound)
+    async def _not_found(_: Request, exc: IncidentNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(UnknownAssignment)
+    async def _no_assignment(_: Request, exc: UnknownAssignment) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(IllegalTransition)
+    async def _conflict(request: Request, exc: IllegalTransition) -> JSONResponse:
+        hub = get_hub(request)
+        incident_id = request.path_params.get("incident_id")
+        status = ""
+        if incident_id is not None:
+            try:
+                status = (await hub.get(int(incident_id))).status.value
+            except IncidentNotFound:
+                status = ""
+        return JSONResponse({"detail": str(exc), "current": exc.current, "incident_status": status}, status_code=409)
+
+    @app.exception_handler(HubStopped)
+    async def _stopped(_: Request, exc: HubStopped) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"not stored, try again: {exc}"}, status_code=503)

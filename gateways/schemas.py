@@ -1,0 +1,196 @@
+"""API models, named by role (``IncidentCreate``, ``IncidentPublic``...), kept apart from the tables.
+
+Responses are built as plain dicts by :func:`incident_json` and serialised once with orjson (the
+intake path is hot); the models below document them in the OpenAPI schema, and the tests check
+that every response validates against its model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from dispatcher.core.incidents import Incident, Report
+from dispatcher.store import StoredEvent
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Location(_In):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class IncidentCreate(_In):
+    """A report from a field officer, a device or a citizen."""
+
+    report_id: str = Field(
+        min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="client-chosen idempotency key"
+    )
+    category: str = Field(min_length=1, max_length=96, description="catalogue id, e.g. traffic.congestion")
+    description: str = Field(min_length=1, max_length=4000)
+    location: Location | None = None
+    zone: str | None = Field(default=None, min_length=1, max_length=64)
+    severity: int | None = Field(default=None, ge=1, le=5)
+    reporter: str | None = Field(default=None, max_length=256)
+    occurred_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _placed(self) -> IncidentCreate:
+        if self.location is None and self.zone is None:
+            raise ValueError("give a location, a zone, or both")
+        return self
+
+    def to_report(self) -> Report:
+        return Report(
+            report_id=self.report_id,
+            category=self.category,
+            description=self.description,
+            zone=self.zone,
+            lat=self.location.lat if self.location else None,
+            lon=self.location.lon if self.location else None,
+            severity=self.severity,
+            reporter=self.reporter,
+            occurred_at=self.occurred_at,
+        )
+
+
+class UnitActionIn(_In):
+    actor: str | None = Field(default=None, max_length=128, description="who acted (an operator acting for a unit)")
+
+
+class CloseIn(_In):
+    actor: str | None = Field(default=None, max_length=128)
+
+
+class CancelIn(_In):
+    reason: str = Field(min_length=1, max_length=1000)
+    actor: str | None = Field(default=None, max_length=128)
+
+
+class NoteIn(_In):
+    text: str = Field(min_length=1, max_length=4000)
+    author: str | None = Field(default=None, max_length=128)
+
+
+class DeadlinePublic(BaseModel):
+    kind: str
+    due_at: datetime
+    state: str
+    settled_at: datetime | None
+
+
+class AssignmentPublic(BaseModel):
+    team: str
+    role: str
+    state: str
+    dispatched_at: datetime
+    updated_at: datetime
+    deadlines: list[DeadlinePublic]
+
+
+class RoutingPublic(BaseModel):
+    table_version: str
+    rule_id: str | None = Field(description="the rule that routed it; null when it went to a queue")
+    queue: str | None = Field(description="triage (unknown category) or admission (no owner in the table)")
+
+
+class LeaderPublic(BaseModel):
+    name: str
+    title: str
+
+
+class IncidentPublic(BaseModel):
+    id: int
+    report_id: str
+    status: str
+    category: str
+    description: str
+    zone: str | None
+    zones: list[str]
+    location: Location | None
+    severity: int | None
+    reporter: str | None
+    occurred_at: datetime | None
+    module: str
+    priority: int
+    routing: RoutingPublic
+    escalate_to: LeaderPublic
+    assignments: list[AssignmentPublic]
+    reported_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class EventPublic(BaseModel):
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+
+class IncidentDetail(IncidentPublic):
+    timeline: list[EventPublic]
+
+
+class IncidentsPublic(BaseModel):
+    data: list[IncidentPublic]
+    count: int
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    last_seq: int
+
+
+class Conflict(BaseModel):
+    detail: str
+    current: str = Field(description="the state that refused the move")
+    incident_status: str
+
+
+def incident_json(incident: Incident) -> dict[str, Any]:
+    """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson)."""
+    report = incident.report
+    return {
+        "id": incident.id,
+        "report_id": report.report_id,
+        "status": incident.status.value,
+        "category": report.category,
+        "description": report.description,
+        "zone": report.zone,
+        "zones": list(incident.zones),
+        "location": {"lat": report.lat, "lon": report.lon} if report.lat is not None else None,
+        "severity": report.severity,
+        "reporter": report.reporter,
+        "occurred_at": report.occurred_at,
+        "module": incident.module,
+        "priority": incident.priority,
+        "routing": {"table_version": incident.table_version, "rule_id": incident.rule_id, "queue": incident.queue},
+        "escalate_to": {"name": incident.escalate_to_name, "title": incident.escalate_to_title},
+        "assignments": [
+            {
+                "team": a.team,
+                "role": a.role.value,
+                "state": a.state.value,
+                "dispatched_at": a.dispatched_at,
+                "updated_at": a.updated_at,
+                "deadlines": [
+                    {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
+                    for d in a.deadlines
+                ],
+            }
+            for a in incident.assignments
+        ],
+        "reported_at": incident.reported_at,
+        "updated_at": incident.updated_at,
+        "version": incident.version,
+    }
+
+
+def event_json(event: StoredEvent) -> str:
+    """One stored event as the JSON text of :class:`EventPublic` (the payload is spliced in as stored)."""
+    return f'{{"seq":{event.seq},"type":"{event.type}","data":{event.payload}}}'

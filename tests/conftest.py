@@ -1,0 +1,134 @@
+"""Shared fixtures: the bundled rule table, stores on SQLite and PostgreSQL, a hub on a virtual clock.
+
+PostgreSQL comes from ``DISPATCHER_TEST_POSTGRES_URL`` (default: the local server, database
+``test``, trust auth). When it cannot be reached the PostgreSQL tests are skipped on a
+developer's machine but **fail** under ``CI=true``: CI must prove both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from dispatcher.alarm import ManualAlarm
+from dispatcher.clock import VirtualClock
+from dispatcher.feed import EventFeed
+from dispatcher.hub import Hub
+from dispatcher.settings import BUNDLED_TABLE
+from dispatcher.sql_store import SqlIncidentStore
+from rules import RuleBook, compile_table, load_table
+
+POSTGRES_URL = os.environ.get("DISPATCHER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+START = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)  # a market day morning
+
+
+@pytest.fixture(scope="session")
+def bundled_rules() -> RuleBook:
+    return compile_table(load_table(BUNDLED_TABLE))
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def _postgres_reachable() -> str | None:
+    try:
+        conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL), timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+async def fresh_postgres_database() -> str:
+    """Create an empty database for one test and return its SQLAlchemy URL."""
+    problem = await _postgres_reachable()
+    if problem is not None:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({problem})"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    name = f"dispatcher_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """One empty database per test, on each backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}"
+        return
+    url = await fresh_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+class HubRig:
+    """A hub on a virtual clock with a manual alarm, restartable on the same database."""
+
+    def __init__(self, url: str, rules: RuleBook) -> None:
+        self.url = url
+        self.rules = rules
+        self.clock = VirtualClock(START)
+        self.alarm = ManualAlarm()
+        self.feed = EventFeed(queue_size=10_000)
+        self.hub = self._build()
+
+    def _build(self) -> Hub:
+        return Hub(
+            store=SqlIncidentStore(self.url),
+            rules=self.rules,
+            clock=self.clock,
+            alarm=self.alarm,
+            feed=self.feed,
+        )
+
+    async def restart(self) -> Hub:
+        await self.hub.stop()
+        self.alarm = ManualAlarm()
+        self.feed = EventFeed(queue_size=10_000)
+        self.hub = self._build()
+        await self.hub.start()
+        return self.hub
+
+
+@pytest.fixture
+async def rig(database_url: str, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
+    rig = HubRig(database_url, bundled_rules)
+    await rig.hub.start()
+    try:
+        yield rig
+    finally:
+        await rig.hub.stop()
+
+
+@pytest.fixture
+def repo_root() -> Iterator[Path]:
+    yield Path(__file__).resolve().parent.parent

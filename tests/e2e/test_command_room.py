@@ -1,0 +1,183 @@
+"""End to end through real sockets: a server process, HTTP, and board websockets.
+
+The five-way intersection case of DOMAIN.md: one report dispatches the enforcement module's five
+teams together; each acknowledges; the lead resolves; the operator closes; the board sees every
+event once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from gateways.schemas import IncidentDetail, IncidentPublic, IncidentsPublic
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+TEAMS = ["traffic-police", "police-station", "market-supervision", "law-enforcement", "market-town-office"]
+FIVE_WAY = {
+    "report_id": "ershili-0612-0001",
+    "category": "traffic.congestion",
+    "zone": "five-way",
+    "description": "集市日五岔口拥堵，摊位占道 (market-day congestion, stalls on the road)",
+    "location": {"lat": 28.8481, "lon": 118.9121},
+    "severity": 3,
+    "reporter": "网格员 张",
+}
+
+
+async def _read_until(ws: Any, stop_type: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            frame = json.loads(await ws.recv())
+            frames.append(frame)
+            if frame.get("type") == stop_type:
+                return frames
+
+
+async def test_five_way_intersection_end_to_end(server: ServerProcess) -> None:
+    async with (
+        websockets.connect(server.ws_url) as board,
+        httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+    ):
+        snapshot = json.loads(await board.recv())
+        assert snapshot["kind"] == "snapshot" and snapshot["incidents"] == []
+
+        created = await http.post("/api/v1/incidents", json=FIVE_WAY)
+        assert created.status_code == 201, created.text
+        incident = IncidentPublic.model_validate(created.json())
+        assert incident.status == "dispatched"
+        assert incident.module == "enforcement"
+        assert incident.routing.rule_id == "five-way-joint-enforcement"
+        assert incident.routing.table_version == "ershili-2026.11-1"
+        assert [(a.team, a.role) for a in incident.assignments] == [("traffic-police", "lead")] + [
+            (t, "support") for t in TEAMS[1:]
+        ]
+        again = await http.post("/api/v1/incidents", json=FIVE_WAY)
+        assert again.status_code == 200 and again.json()["id"] == incident.id
+
+        base = f"/api/v1/incidents/{incident.id}"
+        for team in TEAMS:
+            answer = await http.post(f"{base}/assignments/{team}/acknowledge", json={"actor": f"{team}-duty"})
+            assert answer.status_code == 200, answer.text
+        early_close = await http.post(f"{base}/close")
+        assert early_close.status_code == 409
+        assert early_close.json()["incident_status"] == "acknowledged"
+        for step in ("en-route", "on-scene", "resolve"):
+            assert (await http.post(f"{base}/assignments/traffic-police/{step}")).status_code == 200
+        closed = await http.post(f"{base}/close", json={"actor": "指挥室值班员"})
+        assert closed.status_code == 200 and closed.json()["status"] == "closed"
+
+        frames = await _read_until(board, "IncidentClosed")
+
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(frames)))
+    types = [f["type"] for f in frames]
+    assert types == ["IncidentReported", "UnitsDispatched"] + ["UnitMoved"] * 8 + ["IncidentClosed"]
+    acked = [f["data"]["team"] for f in frames if f["type"] == "UnitMoved" and f["data"]["to_state"] == "acknowledged"]
+    assert acked == TEAMS
+    dispatched = next(f for f in frames if f["type"] == "UnitsDispatched")
+    assert [u["team"] for u in dispatched["data"]["units"]] == TEAMS
+
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        detail = IncidentDetail.model_validate((await http.get(f"/api/v1/incidents/{incident.id}")).json())
+    assert [e.seq for e in detail.timeline] == seqs
+
+
+async def test_board_resumes_with_since_without_gap_or_duplicate(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        for n in range(5):
+            body = {**FIVE_WAY, "report_id": f"before-{n}"}
+            assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
+        async with websockets.connect(server.ws_url) as board:
+            snapshot = json.loads(await board.recv())
+            assert snapshot["seq"] == 10 and len(snapshot["incidents"]) == 5
+        for n in range(5):
+            body = {**FIVE_WAY, "report_id": f"while-away-{n}"}
+            assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
+        async with websockets.connect(f"{server.ws_url}?since=4") as board:
+            backlog = [json.loads(await board.recv()) for _ in range(16)]
+            assert (await http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": "live"})).status_code == 201
+            live = [json.loads(await board.recv()) for _ in range(2)]
+    assert [f["seq"] for f in backlog + live] == list(range(5, 23))
+    assert all(f["kind"] == "event" for f in backlog + live)
+
+
+async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        bad = await http.post(
+            "/api/v1/incidents",
+            json={"report_id": "x 1", "category": "", "description": "d", "severity": 9, "colour": "red"},
+        )
+        unplaced = await http.post("/api/v1/incidents", json={"report_id": "p", "category": "a", "description": "d"})
+        unknown_zone = await http.post(
+            "/api/v1/incidents", json={"report_id": "z", "category": "a", "description": "d", "zone": "moon"}
+        )
+        listing = IncidentsPublic.model_validate((await http.get("/api/v1/incidents")).json())
+        events = (await http.get("/api/v1/events")).json()
+
+    assert bad.status_code == 422
+    fields = {tuple(e["loc"]) for e in bad.json()["detail"]}
+    assert {("body", "report_id"), ("body", "category"), ("body", "severity"), ("body", "colour")} <= fields
+    assert unplaced.status_code == 422 and "location, a zone" in unplaced.text
+    assert unknown_zone.status_code == 422 and unknown_zone.json()["detail"][0]["loc"] == ["body", "zone"]
+    assert listing.count == 0
+    assert events == {"data": [], "last_seq": 0}
+
+
+async def test_unknown_category_lands_in_the_triage_queue(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        answer = await http.post(
+            "/api/v1/incidents",
+            json={"report_id": "t-1", "category": "misc.strange_smell", "description": "怪味", "zone": "market"},
+        )
+        queued = await http.get("/api/v1/incidents", params={"module": "command-room", "status": "reported"})
+    assert answer.status_code == 201
+    body = answer.json()
+    assert (body["module"], body["routing"]["queue"], body["assignments"]) == ("command-room", "triage", [])
+    assert [i["report_id"] for i in queued.json()["data"]] == ["t-1"]
+
+
+async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path) -> None:
+    first = ServerProcess(database_url, tmp_path / "first.log").start()
+    try:
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+            answers = await asyncio.gather(
+                *(http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": f"k-{n}"}) for n in range(200))
+            )
+        assert all(a.status_code == 201 for a in answers)
+        ids = sorted(a.json()["id"] for a in answers)
+    finally:
+        first.kill_hard()
+
+    second = ServerProcess(database_url, tmp_path / "second.log").start()
+    try:
+        async with httpx.AsyncClient(base_url=second.base_url, timeout=10) as http:
+            listing = (await http.get("/api/v1/incidents", params={"limit": 500})).json()
+            events = (await http.get("/api/v1/events", params={"limit": 5000})).json()
+            ready = (await http.get("/readyz")).json()
+    finally:
+        second.stop()
+    assert sorted(i["id"] for i in listing["data"]) == ids
+    assert [e["seq"] for e in events["data"]] == list(range(1, 401))
+    assert ready["last_seq"] == 400
+
+
+async def test_openapi_schema_documents_the_api(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        schema = (await http.get("/openapi.json")).json()
+        docs = await http.get("/docs")
+        page = await http.get("/board")
+    assert "/api/v1/incidents" in schema["paths"]
+    assert "/api/v1/incidents/{incident_id}/assignments/{team}/{action}" in schema["paths"]
+    assert "IncidentCreate" in schema["components"]["schemas"]
+    assert docs.status_code == 200
+    assert page.status_code == 200 and "/static/board.js" in page.text

@@ -1,0 +1,120 @@
+"""The transition tables, walked step by step: every legal move and a refusal for every other."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dispatcher.core.events import DeadlineKind
+from dispatcher.core.incidents import DeadlineState, Report, finish_incident, miss_deadline, move_unit, open_incident
+from dispatcher.core.lifecycle import (
+    ASSIGNMENT_MOVES,
+    INCIDENT_MOVES,
+    AssignmentState,
+    IllegalTransition,
+    IncidentAction,
+    IncidentStatus,
+    UnitAction,
+    next_assignment_state,
+    next_incident_status,
+)
+from rules import RoutingInput, RuleBook
+
+A, I = AssignmentState, IncidentStatus  # noqa: E741 - short aliases keep the step tables readable
+AT = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)
+
+ASSIGNMENT_STEPS = [
+    (A.DISPATCHED, UnitAction.ACKNOWLEDGE, A.ACKNOWLEDGED),
+    (A.ACKNOWLEDGED, UnitAction.DEPART, A.EN_ROUTE),
+    (A.ACKNOWLEDGED, UnitAction.ARRIVE, A.ON_SCENE),
+    (A.EN_ROUTE, UnitAction.ARRIVE, A.ON_SCENE),
+    (A.ACKNOWLEDGED, UnitAction.RESOLVE, A.RESOLVED),
+    (A.EN_ROUTE, UnitAction.RESOLVE, A.RESOLVED),
+    (A.ON_SCENE, UnitAction.RESOLVE, A.RESOLVED),
+]
+
+
+@pytest.mark.parametrize(("state", "action", "expected"), ASSIGNMENT_STEPS)
+def test_legal_assignment_moves(state: AssignmentState, action: UnitAction, expected: AssignmentState) -> None:
+    assert next_assignment_state(state, action) is expected
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [(s, a) for s in AssignmentState for a in UnitAction if (s, a) not in {(x, y) for x, y, _ in ASSIGNMENT_STEPS}],
+)
+def test_every_other_assignment_move_is_refused(state: AssignmentState, action: UnitAction) -> None:
+    with pytest.raises(IllegalTransition) as refused:
+        next_assignment_state(state, action)
+    assert refused.value.current == state.value
+
+
+def test_the_table_is_exactly_the_steps() -> None:
+    assert set(ASSIGNMENT_MOVES.items()) == {((s, a), e) for s, a, e in ASSIGNMENT_STEPS}
+
+
+@pytest.mark.parametrize("status", list(IncidentStatus))
+def test_incident_moves(status: IncidentStatus) -> None:
+    if status is I.RESOLVED:
+        assert next_incident_status(status, IncidentAction.CLOSE) is I.CLOSED
+    else:
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.CLOSE)
+    if status in (I.CLOSED, I.CANCELLED):
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.CANCEL)
+    else:
+        assert next_incident_status(status, IncidentAction.CANCEL) is I.CANCELLED
+    assert len(INCIDENT_MOVES) == 7
+
+
+def _five_way(bundled_rules: RuleBook):  # type: ignore[no-untyped-def]
+    report = Report(report_id="r", category="traffic.congestion", description="jam", zone="five-way")
+    decision = bundled_rules.route(RoutingInput(category=report.category, zone=report.zone))
+    return open_incident(1, report, decision, AT)
+
+
+def test_opening_dispatches_the_lead_and_supports_with_deadlines(bundled_rules: RuleBook) -> None:
+    incident, events = _five_way(bundled_rules)
+    assert [type(e).__name__ for e in events] == ["IncidentReported", "UnitsDispatched"]
+    assert incident.status is I.DISPATCHED
+    due = {d.kind: d.due_at - AT for d in incident.assignments[0].deadlines}
+    assert due == {
+        DeadlineKind.ACK: timedelta(minutes=3),
+        DeadlineKind.ARRIVE: timedelta(minutes=10),
+        DeadlineKind.RESOLVE: timedelta(hours=2),
+    }
+
+
+def test_moves_keep_deadlines_and_a_kept_deadline_cannot_be_missed(bundled_rules: RuleBook) -> None:
+    incident, _ = _five_way(bundled_rules)
+    incident, _ = move_unit(incident, "traffic-police", UnitAction.ACKNOWLEDGE, AT + timedelta(minutes=1), None)
+    incident, _ = move_unit(incident, "traffic-police", UnitAction.ARRIVE, AT + timedelta(minutes=2), None)
+    states = {d.kind: d.state for d in incident.assignment("traffic-police").deadlines}
+    assert states == {
+        DeadlineKind.ACK: DeadlineState.MET,
+        DeadlineKind.ARRIVE: DeadlineState.MET,
+        DeadlineKind.RESOLVE: DeadlineState.PENDING,
+    }
+
+    later = AT + timedelta(minutes=11)
+    unchanged, events = miss_deadline(incident, "traffic-police", DeadlineKind.ARRIVE, later)
+    assert events == [] and unchanged is incident
+    missed, events = miss_deadline(incident, "police-station", DeadlineKind.ARRIVE, later)
+    assert [type(e).__name__ for e in events] == ["DeadlineMissed", "EscalationRaised"]
+    again, events = miss_deadline(missed, "police-station", DeadlineKind.ARRIVE, later)
+    assert events == [] and again is missed
+
+
+def test_a_deadline_not_yet_due_is_not_missed(bundled_rules: RuleBook) -> None:
+    incident, _ = _five_way(bundled_rules)
+    _, events = miss_deadline(incident, "traffic-police", DeadlineKind.ACK, AT + timedelta(minutes=2))
+    assert events == []
+
+
+def test_a_finished_incident_refuses_unit_moves(bundled_rules: RuleBook) -> None:
+    incident, _ = _five_way(bundled_rules)
+    cancelled, _ = finish_incident(incident, IncidentAction.CANCEL, AT, "op", "false alarm")
+    with pytest.raises(IllegalTransition):
+        move_unit(cancelled, "traffic-police", UnitAction.ACKNOWLEDGE, AT, None)
