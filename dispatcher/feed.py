@@ -36,7 +36,7 @@ class Subscription:
     def __init__(self, queue_size: int, unsubscribe: Callable[[Subscription], None]) -> None:
         self._queue: asyncio.Queue[FeedRecord | _Overflow] = asyncio.Queue(maxsize=queue_size)
         self._unsubscribe = unsubscribe
-        self.dropped = False
+        self._dropped = asyncio.Event()
 
     def _offer(self, record: FeedRecord) -> bool:
         try:
@@ -47,8 +47,16 @@ class Subscription:
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._queue.put_nowait(OVERFLOW)
-            self.dropped = True
+            self._dropped.set()
             return False
+
+    @property
+    def dropped(self) -> bool:
+        return self._dropped.is_set()
+
+    async def wait_dropped(self) -> None:
+        """Return once the feed has dropped this subscriber for lagging (even while its reader is stuck)."""
+        await self._dropped.wait()
 
     async def get(self) -> FeedRecord | _Overflow:
         return await self._queue.get()

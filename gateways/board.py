@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 from fastapi.responses import HTMLResponse
 
 from dispatcher.core.incidents import Incident
-from dispatcher.feed import OVERFLOW, FeedRecord, Subscription
+from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
 from gateways.schemas import incident_json
 
@@ -40,6 +41,11 @@ async def board_page() -> HTMLResponse:
     return HTMLResponse((STATIC_DIR / "board.html").read_text(encoding="utf-8"))
 
 
+@dataclass(slots=True)
+class _Progress:
+    last: int
+
+
 @router.websocket("/ws/board")
 async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     hub: Hub = websocket.app.state.hub
@@ -48,24 +54,32 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
     snapshot = hub.open_incidents() if since is None or since > upto else None
-    sender = asyncio.create_task(_send(websocket, hub, subscription, since, upto, snapshot))
-    receiver = asyncio.create_task(_drain_incoming(websocket))
+    progress = _Progress(last=since or 0)
+    tasks = {
+        asyncio.create_task(_send(websocket, hub, subscription, progress, upto, snapshot)),
+        asyncio.create_task(_drain_incoming(websocket)),
+        dropped := asyncio.create_task(subscription.wait_dropped()),
+    }
     try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         subscription.close()
-        for task in (sender, receiver):
+        for task in tasks:
             task.cancel()
-        for task in (sender, receiver):
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if dropped in done:
+        # The board fell behind; its sender may be stuck on a full socket, so close from here.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                websocket.close(code=LAGGING_CLOSE_CODE, reason=f"resume with since={progress.last}"), 2.0
+            )
 
 
 async def _send(
     websocket: WebSocket,
     hub: Hub,
     subscription: Subscription,
-    since: int | None,
+    progress: _Progress,
     upto: int,
     snapshot: tuple[int, list[Incident]] | None,
 ) -> None:
@@ -74,43 +88,38 @@ async def _send(
         await websocket.send_text(
             orjson.dumps({"kind": "snapshot", "seq": seq, "incidents": [incident_json(i) for i in incidents]}).decode()
         )
-        last = seq
+        progress.last = seq
     else:
-        assert since is not None
-        last = await _send_backlog(websocket, hub, since, upto)
+        await _send_backlog(websocket, hub, progress, upto)
     while True:
         record = await subscription.get()
-        if record is OVERFLOW:
-            await websocket.close(code=LAGGING_CLOSE_CODE, reason=f"resume with since={last}")
-            return
-        assert isinstance(record, FeedRecord)
-        if record.seq <= last:
+        if not isinstance(record, FeedRecord):
+            return  # dropped for lagging: board_feed closes the connection
+        if record.seq <= progress.last:
             continue
         await websocket.send_text(record.message)
-        last = record.seq
+        progress.last = record.seq
 
 
-async def _send_backlog(websocket: WebSocket, hub: Hub, since: int, upto: int) -> int:
-    """Send events ``since < seq <= upto``; returns the last one sent (``since`` if none)."""
-    last = since
-    recent = hub.feed.recent_since(since)
+async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upto: int) -> None:
+    """Send the events after ``progress.last`` up to ``upto``, from memory or else from the store."""
+    recent = hub.feed.recent_since(progress.last)
     if recent is not None:
         for record in recent:
             if record.seq > upto:
-                break
+                return
             await websocket.send_text(record.message)
-            last = record.seq
-        return last
-    while last < upto:
-        page = await hub.events_since(last, limit=_BACKLOG_PAGE)
+            progress.last = record.seq
+        return
+    while progress.last < upto:
+        page = await hub.events_since(progress.last, limit=_BACKLOG_PAGE)
         if not page:
-            break
+            return
         for event in page:
             if event.seq > upto:
-                return last
+                return
             await websocket.send_text(feed_message(event.seq, event.type, event.payload))
-            last = event.seq
-    return last
+            progress.last = event.seq
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:

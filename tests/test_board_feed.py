@@ -1,0 +1,94 @@
+"""The board feed: bounded per-board queues, dropping a lagging board, resuming from a sequence number."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from dispatcher.core.incidents import Report
+from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
+from gateways.board import LAGGING_CLOSE_CODE, board_feed
+from tests.conftest import HubRig
+
+
+def records(first: int, last: int) -> list[FeedRecord]:
+    return [FeedRecord(seq, seq, f'{{"seq":{seq}}}') for seq in range(first, last + 1)]
+
+
+def test_a_lagging_subscriber_is_dropped_and_the_others_are_not() -> None:
+    feed = EventFeed(queue_size=3, ring_size=100)
+    slow, fast = feed.subscribe(), feed.subscribe()
+    for record in records(1, 5):
+        feed.publish([record])
+        assert fast.get_nowait() == record
+
+    assert slow.dropped and slow.get_nowait() is OVERFLOW and slow.get_nowait() is None
+    assert feed.subscriber_count == 1
+    feed.publish(records(6, 6))
+    assert fast.get_nowait() == records(6, 6)[0]
+
+
+def test_recent_since_reaches_back_as_far_as_the_ring() -> None:
+    feed = EventFeed(queue_size=10, ring_size=4)
+    feed.publish(records(1, 10))
+    assert [r.seq for r in feed.recent_since(7) or []] == [8, 9, 10]
+    assert feed.recent_since(6) is not None and [r.seq for r in feed.recent_since(6) or []] == [7, 8, 9, 10]
+    assert feed.recent_since(5) is None  # event 6 has left the ring: read the database instead
+    assert feed.recent_since(10) == []
+
+
+class FakeBoard:
+    """A websocket whose reader stops reading after ``read_limit`` frames (a frozen wall screen)."""
+
+    def __init__(self, hub: Any, read_limit: int) -> None:
+        self.app = SimpleNamespace(state=SimpleNamespace(hub=hub))
+        self.sent: list[dict[str, Any]] = []
+        self.read_limit = read_limit
+        self.closed: tuple[int, str] | None = None
+        self._stuck = asyncio.Event()
+        self.gone = asyncio.Event()
+
+    async def accept(self) -> None:
+        return None
+
+    async def send_text(self, text: str) -> None:
+        if len(self.sent) >= self.read_limit:
+            await self._stuck.wait()  # never set: the send blocks like a full TCP buffer
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "websocket.disconnect"}
+
+
+async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig: HubRig) -> None:
+    rig.feed._queue_size = 5  # a small budget so that the test overflows it quickly
+    frozen = FakeBoard(rig.hub, read_limit=3)
+    connection = asyncio.create_task(board_feed(frozen, since=None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+
+    for n in range(10):
+        await rig.hub.report(
+            Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), rig.clock.now()
+        )
+    await asyncio.wait_for(connection, timeout=5)
+
+    assert frozen.sent[0]["kind"] == "snapshot"
+    last_seen = frozen.sent[-1]["seq"]
+    assert frozen.closed == (LAGGING_CLOSE_CODE, f"resume with since={last_seen}")
+    assert rig.hub.feed.subscriber_count == 0
+
+    resumed = FakeBoard(rig.hub, read_limit=1000)
+    connection = asyncio.create_task(board_feed(resumed, since=last_seen))  # type: ignore[arg-type]
+    for _ in range(100):
+        if resumed.sent and resumed.sent[-1]["seq"] == rig.hub.last_seq:
+            break
+        await asyncio.sleep(0.01)
+    resumed.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+    assert [f["seq"] for f in resumed.sent] == list(range(last_seen + 1, rig.hub.last_seq + 1))
