@@ -7,6 +7,8 @@ Protocol (server → client, JSON text frames):
 * ``{"kind": "event", "seq": N, "type": "UnitMoved", "data": {...}}`` for every committed event
   after that, in sequence order, each exactly once.
 
+* ``{"kind": "heartbeat", "seq": N}`` after 15 s without events.
+
 ``/ws/board?since=N`` skips the snapshot and resumes with the first event after ``N`` (from
 memory or, for an old ``N``, from the database): no gap, no duplicate. A board that falls more
 than ``board_queue_size`` events behind is closed with code **4008** and the reason
@@ -31,6 +33,7 @@ from gateways.schemas import incident_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
+HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
 
 router = APIRouter()
@@ -92,7 +95,12 @@ async def _send(
     else:
         await _send_backlog(websocket, hub, progress, upto)
     while True:
-        record = await subscription.get()
+        try:
+            record = await asyncio.wait_for(subscription.get(), HEARTBEAT_S)
+        except TimeoutError:
+            # A quiet feed still says it is alive, so a board notices a silently dead link.
+            await websocket.send_text(f'{{"kind":"heartbeat","seq":{progress.last}}}')
+            continue
         if not isinstance(record, FeedRecord):
             return  # dropped for lagging: board_feed closes the connection
         if record.seq <= progress.last:

@@ -2,7 +2,7 @@
  *
  * Model: one Map of open incidents (id -> incident in the REST shape, plus a few board-only
  * fields prefixed with "_"), kept current from /ws/board (a snapshot, then every event once, in
- * seq order). View: one <tr> per incident in one of three lanes (main list, triage, admission).
+ * seq order). View: one row element per incident in one of three lanes (main list, triage, admission).
  * Events only mark incidents dirty; a flush (next animation frame) rebuilds just those rows and
  * moves them to their sorted place. A one-second tick rewrites only the countdown cells.
  *
@@ -67,7 +67,7 @@
 
   function bindDom() {
     dom = {
-      tbody: { main: $('main-rows'), triage: $('triage-rows'), admission: $('admission-rows') },
+      rows: { main: $('main-rows'), triage: $('triage-rows'), admission: $('admission-rows') },
       empty: { main: $('main-empty'), triage: $('triage-empty'), admission: $('admission-empty') },
       connection: $('connection'),
       connectionText: $('connection-text'),
@@ -115,7 +115,9 @@
     const m = ISO_RE.exec(text);
     if (!m) return Date.parse(text);
     const frac = m[2] ? m[2].slice(0, 4).padEnd(4, '0') : '.000';
-    return Date.parse(m[1] + frac + (m[3] || 'Z'));
+    let zone = m[3] || 'Z';
+    if (zone.length === 5) zone = `${zone.slice(0, 3)}:${zone.slice(3)}`; // +0800 -> +08:00
+    return Date.parse(m[1] + frac + zone);
   }
 
   const pad2 = (n) => (n < 10 ? '0' : '') + n;
@@ -230,41 +232,10 @@
     needFull = true;
     dirty.clear();
     schedule();
-    backfillNotes(Array.from(incidents.keys()).sort((a, b) => b - a));
   }
 
-  /* A snapshot has no notes (they live only in the event log), so after one, fetch each
-   * incident's timeline in the background, a few at a time, newest incident first, and keep
-   * its latest note unless a newer one came live meanwhile. */
-  const BACKFILL_WORKERS = 3;
-  let backfillGen = 0;
-
-  function backfillNotes(ids) {
-    const gen = ++backfillGen;
-    const work = async () => {
-      while (ids.length && gen === backfillGen) {
-        const id = ids.shift();
-        if (!incidents.has(id)) continue;
-        try {
-          const res = await fetch(`/api/v1/incidents/${id}`, { cache: 'no-store', headers: { accept: 'application/json' } });
-          if (!res.ok) continue;
-          const detail = await res.json();
-          let last = null;
-          for (const e of detail.timeline || []) {
-            if (e.type === 'NoteAdded' && (!last || e.seq > last.seq)) last = e;
-          }
-          const inc = incidents.get(id);
-          if (gen !== backfillGen || !last || !inc || (inc._note && inc._note.seq >= last.seq)) continue;
-          inc._note = { author: last.data.author ?? null, text: last.data.text ?? '', at: last.data.at, seq: last.seq };
-          dirty.add(id);
-          schedule();
-        } catch (err) {
-          console.warn(`board: no timeline for incident ${id}`, err);
-        }
-      }
-    };
-    for (let i = 0; i < BACKFILL_WORKERS; i += 1) work();
-  }
+  /* Notes live in the event log, not in the snapshot: a row shows the latest note added while
+   * this board is open; GET /api/v1/incidents/{id} has the whole timeline. */
 
   function findAssignment(inc, team) {
     return inc.assignments.find((a) => a.team === team) || null;
@@ -346,7 +317,7 @@
         break;
       case 'DeadlineMissed': {
         if (!inc) return false;
-        let a = findAssignment(inc, d.team);
+        const a = findAssignment(inc, d.team);
         if (!a) return false;
         let dl = a.deadlines.find((x) => x.kind === d.kind);
         if (!dl) {
@@ -506,7 +477,10 @@
     for (const d of a.deadlines) {
       const k = (KIND[d.kind] || [d.kind, d.kind])[1];
       const due = parseTime(d.due_at);
-      lines.push(`${k}: ${d.state}${d.state === 'pending' && Number.isFinite(due) ? ` (due ${formatClock(due)})` : ''}`);
+      let extra = '';
+      if (d.state === 'pending' && Number.isFinite(due)) extra = ` (due ${formatClock(due)})`;
+      else if (d.state === 'missed' && Number.isFinite(d._late_by)) extra = ` (late ${Math.round(d._late_by)} s)`;
+      lines.push(`${k}: ${d.state}${extra}`);
     }
     chip.title = lines.join('\n');
     return chip;
@@ -560,7 +534,8 @@
   }
 
   function td(cls, ...children) {
-    const cell = el('td', cls);
+    const cell = el('div', `cell ${cls}`);
+    cell.setAttribute('role', 'cell');
     cell.append(...children);
     return cell;
   }
@@ -571,7 +546,7 @@
     return frag;
   }
 
-  /** Rebuild the cells of one row from the model (the <tr> itself is kept). */
+  /** Rebuild the cells of one row from the model (the row element itself is kept). */
   function fillRow(view, inc, info) {
     const row = view.row;
     row.dataset.incidentId = String(inc.id);
@@ -587,7 +562,7 @@
     view.cls = null;
 
     if (info.lane === 'main') {
-      const dueCell = el('td', 'c-due');
+      const dueCell = td('c-due');
       if (Number.isFinite(info.due)) {
         const dueEl = el('span', 'due mono');
         dueEl.dataset.dueAt = new Date(info.due).toISOString();
@@ -657,7 +632,8 @@
   // ---- rendering ---------------------------------------------------------------------------
 
   function makeView(inc) {
-    const row = el('tr', 'row');
+    const row = el('div', 'row');
+    row.setAttribute('role', 'row');
     const view = { id: inc.id, row, lane: 'main', flag: false, pri: 9, due: Infinity, rep: 0 };
     views.set(inc.id, view);
     return view;
@@ -696,22 +672,35 @@
     const i = bisect(arr, view, comparator(view.lane));
     arr.splice(i, 0, view);
     const next = arr[i + 1];
-    const tbody = dom.tbody[view.lane];
-    if (view.row.parentNode !== tbody || view.row.nextSibling !== (next ? next.row : null)) {
-      tbody.insertBefore(view.row, next ? next.row : null);
+    const box = dom.rows[view.lane];
+    if (view.row.parentNode !== box || view.row.nextSibling !== (next ? next.row : null)) {
+      box.insertBefore(view.row, next ? next.row : null);
     }
   }
 
-  let flashFlip = false;
+  /* A row just changed is highlighted for a couple of seconds: a class set now and cleared
+   * by the tick (two repaints, no per-frame animation across a busy list). */
+  const FRESH_MS = 2500;
+  const fresh = new Map(); // row element -> time to clear
 
-  function flash(row) {
-    flashFlip = !flashFlip;
-    row.classList.remove('flash-a', 'flash-b');
-    row.classList.add(flashFlip ? 'flash-a' : 'flash-b');
+  function markFresh(row) {
+    row.classList.add('fresh');
+    fresh.set(row, Date.now() + FRESH_MS);
+  }
+
+  function clearFresh() {
+    const t = Date.now();
+    for (const [row, until] of fresh) {
+      if (until <= t) {
+        row.classList.remove('fresh');
+        fresh.delete(row);
+      }
+    }
   }
 
   function renderAll() {
     views.clear();
+    fresh.clear();
     for (const lane of Object.keys(order)) order[lane] = [];
     for (const inc of incidents.values()) {
       const view = makeView(inc);
@@ -722,7 +711,7 @@
       order[lane].sort(comparator(lane));
       const frag = document.createDocumentFragment();
       for (const v of order[lane]) frag.append(v.row);
-      dom.tbody[lane].replaceChildren(frag);
+      dom.rows[lane].replaceChildren(frag);
     }
   }
 
@@ -735,6 +724,7 @@
         if (view) {
           detach(view, view.lane);
           view.row.remove();
+          fresh.delete(view.row);
           views.delete(id);
         }
         continue;
@@ -751,7 +741,7 @@
       } else {
         if (!isNew) detach(view, oldLane);
         place(view);
-        flash(view.row);
+        markFresh(view.row);
       }
     }
     dirty.clear();
@@ -760,7 +750,7 @@
         order[lane].sort(comparator(lane));
         const frag = document.createDocumentFragment();
         for (const v of order[lane]) frag.append(v.row);
-        dom.tbody[lane].append(frag); // moves the existing rows into order
+        dom.rows[lane].append(frag); // moves the existing rows into order
       }
     }
   }
@@ -778,17 +768,30 @@
     dom.lastSeq.textContent = lastSeq === null ? '–' : String(lastSeq);
   }
 
+  /* Renders are coalesced: at most one per MIN_FLUSH_GAP_MS, on an animation frame, so a burst
+   * of events costs a few renders, not one per event. The plain timer covers hidden tabs
+   * (no animation frames there). */
+  const MIN_FLUSH_GAP_MS = 120;
+  let lastFlush = 0;
+
   function schedule() {
     if (flushPending) return;
     flushPending = true;
-    // rAF keeps bursts to one render a frame; the timer covers hidden tabs (no frames there).
-    requestAnimationFrame(flush);
-    setTimeout(flush, 250);
+    const wait = Math.max(0, lastFlush + MIN_FLUSH_GAP_MS - performance.now());
+    if (wait > 0) setTimeout(() => requestAnimationFrame(flush), wait);
+    else requestAnimationFrame(flush);
+    setTimeout(flush, wait + 250);
   }
 
   function flush() {
     if (!flushPending || !dom) return;
     flushPending = false;
+    lastFlush = performance.now();
+    if (needFull && !rules && performance.now() - startedAt < 1500) {
+      // Labels are usually a moment away: wait for them rather than render everything twice.
+      setTimeout(schedule, 100);
+      return;
+    }
     if (needFull) {
       needFull = false;
       dirty.clear();
@@ -806,6 +809,7 @@
     dom.clock.textContent = formatClock(t);
     dom.clock.title = formatDate(t) + (skew.offset ? ` (server clock, local ${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)} s)` : '');
     for (const view of views.values()) paintTimer(view, t);
+    if (fresh.size) clearFresh();
     // Wake just after the next whole second of the (server) clock.
     setTimeout(tick, 1000 - (t % 1000) + 15);
   }
@@ -823,6 +827,19 @@
     dom.connectionText.replaceChildren(document.createTextNode(text + ' '), el('small', 'en', en));
     document.body.classList.toggle('stale', state !== 'open');
   }
+
+  /* The server sends a heartbeat after 15 s without events; silence for longer than this means
+   * the link died without a close (a cable pulled, a NAT timeout): drop it and resume. */
+  const SILENCE_MS = 40000;
+  let lastFrameAt = Date.now();
+  setInterval(() => {
+    if (ws && ws.readyState === WebSocket.OPEN && Date.now() - lastFrameAt > SILENCE_MS) {
+      const dead = ws;
+      ws = null;
+      dead.close(4000, 'silent feed');
+      reconnectLater(null);
+    }
+  }, 5000);
 
   function feedUrl() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -844,6 +861,7 @@
     socket.onopen = () => {
       if (ws !== socket) return;
       openedAt = Date.now();
+      lastFrameAt = openedAt;
       setConnection('open', '已连接', 'connected');
       dom.connection.title = `ws connected at ${formatClock(Date.now())}`;
     };
@@ -857,6 +875,7 @@
         return;
       }
       if (!msg || typeof msg !== 'object') return;
+      lastFrameAt = Date.now();
       if (msg.kind === 'snapshot') {
         onSnapshot(msg);
       } else if (msg.kind === 'event') {
@@ -903,7 +922,10 @@
     incidents: () => Array.from(incidents.values()),
   };
 
+  let startedAt = 0;
+
   function start() {
+    startedAt = performance.now();
     bindDom();
     setConnection('closed', '连接中', 'connecting');
     loadRules();
