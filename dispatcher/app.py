@@ -14,6 +14,7 @@ import dispatcher
 from dispatcher.alarm import Alarm, ApschedulerAlarm
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.feed import EventFeed
+from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
@@ -41,9 +42,13 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     """The dispatcher's ASGI application; the hub starts and stops with the app's lifespan."""
     the_hub = hub or build_hub(settings)
 
+    freezer = HeapFreezer() if settings.gc_freeze else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.start()
+        if freezer is not None:
+            freezer.start()
         log.info(
             "dispatcher ready: township %s, rule table %s, database %s",
             the_hub.rules.township_id,
@@ -53,6 +58,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if freezer is not None:
+                await freezer.stop()
             await the_hub.stop()
 
     app = FastAPI(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ from dispatcher.core.incidents import (
 )
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.feed import EventFeed, FeedRecord
-from dispatcher.store import Changes, IncidentFilter, IncidentStore, StoredEvent
+from dispatcher.store import Changes, DuplicateReport, IncidentFilter, IncidentStore, StoredEvent
 from rules.matcher import RoutingInput, RuleBook
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Hub:
         feed: EventFeed,
         queue_size: int = 10_000,
         batch_max: int = 512,
+        recent_reports: int = 100_000,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -151,6 +153,9 @@ class Hub:
         self._next_seq = 1
         self._armed_for: datetime | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # report_id -> incident id of the newest reports: a phone's retry is answered without a query.
+        self._recent_reports: OrderedDict[str, int] = OrderedDict()
+        self._recent_reports_max = recent_reports
 
     # -- life -----------------------------------------------------------------------------
 
@@ -356,8 +361,46 @@ class Hub:
                 leftover.future.set_exception(HubStopped("the hub stopped"))
 
     async def _process(self, commands: list[_Command]) -> None:
+        try:
+            batch, results = await self._attempt(commands, look_up_reports=False)
+        except DuplicateReport:
+            # A report_id older than the in-memory window came back: redo the batch with a lookup.
+            batch, results = await self._attempt(commands, look_up_reports=True)
+        changes = batch.changes
+        self._next_id, self._next_seq = batch.next_id, batch.next_seq
+
+        for incident in batch.touched.values():
+            if incident.is_open:
+                self._open[incident.id] = incident
+            else:
+                self._open.pop(incident.id, None)
+        for incident in changes.created:
+            self._arm(incident)
+            self._remember_report(incident.report.report_id, incident.id)
+        self.feed.publish(batch.records)
+        for command, result, error in results:
+            if command.future.done():
+                continue
+            if error is not None:
+                command.future.set_exception(error)
+            else:
+                command.future.set_result(result)
+        self._rearm_alarm()
+
+    async def _attempt(
+        self, commands: list[_Command], *, look_up_reports: bool
+    ) -> tuple[_Batch, list[tuple[_Command, Any, BaseException | None]]]:
+        """Apply the commands and commit them as one transaction; raises and changes nothing on failure.
+
+        Report ids are first checked against the recent ones in memory; the store's unique
+        constraint catches an older duplicate (``DuplicateReport``), and the batch is then redone
+        with ``look_up_reports`` (one ``SELECT ... IN`` for the batch).
+        """
         report_ids = [c.report_id for c in commands if c.report_id is not None]
-        reports = await self.store.find_reports(report_ids) if report_ids else {}
+        if look_up_reports and report_ids:
+            reports = await self.store.find_reports(report_ids)
+        else:
+            reports = {r: self._recent_reports[r] for r in report_ids if r in self._recent_reports}
         wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
         missing = [i for i in wanted if i not in self._open]
         loaded = await self.store.load(missing) if missing else {}
@@ -378,24 +421,12 @@ class Hub:
                 for entry in batch.popped:  # they were not recorded: watch them again
                     self._watch.arm(entry.incident_id, entry.team, entry.kind, entry.due_at)
                 raise
-        self._next_id, self._next_seq = batch.next_id, batch.next_seq
+        return batch, results
 
-        for incident in batch.touched.values():
-            if incident.is_open:
-                self._open[incident.id] = incident
-            else:
-                self._open.pop(incident.id, None)
-        for incident in changes.created:
-            self._arm(incident)
-        self.feed.publish(batch.records)
-        for command, result, error in results:
-            if command.future.done():
-                continue
-            if error is not None:
-                command.future.set_exception(error)
-            else:
-                command.future.set_result(result)
-        self._rearm_alarm()
+    def _remember_report(self, report_id: str, incident_id: int) -> None:
+        self._recent_reports[report_id] = incident_id
+        if len(self._recent_reports) > self._recent_reports_max:
+            self._recent_reports.popitem(last=False)
 
     def _arm(self, incident: Incident) -> None:
         for team, deadline in incident.pending_deadlines():

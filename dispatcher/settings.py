@@ -27,3 +27,4 @@ class Settings(BaseSettings):
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
+    gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")

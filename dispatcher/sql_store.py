@@ -24,14 +24,13 @@ from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import Assignment, Deadline, DeadlineState, Incident, Report
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, Role
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.store import Changes, IncidentFilter, StoredEvent, StoreUnavailable
-from dispatcher.tables import AssignmentRow, DeadlineRow, EventRow, IncidentRow
+from dispatcher.store import Changes, DuplicateReport, IncidentFilter, StoredEvent, StoreUnavailable
+from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
 
 log = logging.getLogger(__name__)
 
 incident_t = SQLModel.metadata.tables[IncidentRow.__tablename__]
 assignment_t = SQLModel.metadata.tables[AssignmentRow.__tablename__]
-deadline_t = SQLModel.metadata.tables[DeadlineRow.__tablename__]
 event_t = SQLModel.metadata.tables[EventRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -161,6 +160,11 @@ class SqlIncidentStore:
         try:
             async with conn.begin():
                 await self._write(conn, changes)
+        except sa.exc.IntegrityError as exc:
+            if "report_id" in str(exc.orig):
+                raise DuplicateReport(str(exc.orig)) from exc
+            log.exception("batch commit refused by the database; nothing of it was written")
+            raise StoreUnavailable(str(exc)) from exc
         except Exception as exc:
             log.exception("batch commit failed; nothing of it was written")
             if conn.invalidated:
@@ -173,11 +177,6 @@ class SqlIncidentStore:
             assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
             if assignments:
                 await conn.execute(sa.insert(assignment_t), assignments)
-            deadlines = [
-                _deadline_row(i.id, a.team, d) for i in changes.created for a in i.assignments for d in a.deadlines
-            ]
-            if deadlines:
-                await conn.execute(sa.insert(deadline_t), deadlines)
         if changes.updated:
             await _write_updates(conn, changes.updated)
         if changes.events:
@@ -214,50 +213,21 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
         incident_rows,
     )
     assignment_rows = []
-    deadline_rows = []
     for before, after in updated:
         old = {a.team: a for a in before.assignments}
         for assignment in after.assignments:
-            previous = old.get(assignment.team)
-            if previous is assignment:
+            if old.get(assignment.team) is assignment:
                 continue
-            assignment_rows.append(
-                {
-                    "b_incident": after.id,
-                    "b_team": assignment.team,
-                    "state": assignment.state.value,
-                    "updated_at": assignment.updated_at,
-                }
-            )
-            old_deadlines = {d.kind: d for d in previous.deadlines} if previous else {}
-            for deadline in assignment.deadlines:
-                if old_deadlines.get(deadline.kind) is deadline:
-                    continue
-                deadline_rows.append(
-                    {
-                        "b_incident": after.id,
-                        "b_team": assignment.team,
-                        "b_kind": deadline.kind.value,
-                        "state": deadline.state.value,
-                        "settled_at": deadline.settled_at,
-                    }
-                )
+            row = {"b_incident": after.id, "b_team": assignment.team}
+            row.update(_assignment_state(assignment))
+            assignment_rows.append(row)
     if assignment_rows:
         await conn.execute(
             assignment_t.update()
             .where(assignment_t.c.incident_id == sa.bindparam("b_incident"))
             .where(assignment_t.c.team == sa.bindparam("b_team"))
-            .values(state=sa.bindparam("state"), updated_at=sa.bindparam("updated_at")),
+            .values({key: sa.bindparam(key) for key in _STATE_COLUMNS}),
             assignment_rows,
-        )
-    if deadline_rows:
-        await conn.execute(
-            deadline_t.update()
-            .where(deadline_t.c.incident_id == sa.bindparam("b_incident"))
-            .where(deadline_t.c.team == sa.bindparam("b_team"))
-            .where(deadline_t.c.kind == sa.bindparam("b_kind"))
-            .values(state=sa.bindparam("state"), settled_at=sa.bindparam("settled_at")),
-            deadline_rows,
         )
 
 
@@ -294,27 +264,53 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
     }
 
 
+_KINDS = tuple(DeadlineKind)
+_STATE_COLUMNS = (
+    "state",
+    "updated_at",
+    *(f"{kind.value}_{column}" for kind in _KINDS for column in ("state", "settled_at")),
+)
+
+
+def _assignment_state(assignment: Assignment) -> dict[str, Any]:
+    """The columns an assignment's moves change: its state and each deadline's state."""
+    row: dict[str, Any] = {"state": assignment.state.value, "updated_at": assignment.updated_at}
+    for kind in _KINDS:
+        deadline = assignment.deadline(kind)
+        row[f"{kind.value}_state"] = deadline.state.value if deadline else None
+        row[f"{kind.value}_settled_at"] = deadline.settled_at if deadline else None
+    return row
+
+
 def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> dict[str, Any]:
-    return {
-        "incident_id": incident_id,
-        "team": assignment.team,
-        "position": position,
-        "role": assignment.role.value,
-        "state": assignment.state.value,
-        "dispatched_at": assignment.dispatched_at,
-        "updated_at": assignment.updated_at,
-    }
+    row = _assignment_state(assignment)
+    row.update(
+        incident_id=incident_id,
+        team=assignment.team,
+        position=position,
+        role=assignment.role.value,
+        dispatched_at=assignment.dispatched_at,
+    )
+    for kind in _KINDS:
+        deadline = assignment.deadline(kind)
+        row[f"{kind.value}_due_at"] = deadline.due_at if deadline else None
+    return row
 
 
-def _deadline_row(incident_id: int, team: str, deadline: Deadline) -> dict[str, Any]:
-    return {
-        "incident_id": incident_id,
-        "team": team,
-        "kind": deadline.kind.value,
-        "due_at": deadline.due_at,
-        "state": deadline.state.value,
-        "settled_at": deadline.settled_at,
-    }
+def _deadlines(row: Any) -> tuple[Deadline, ...]:
+    found = []
+    for kind in _KINDS:
+        due_at = getattr(row, f"{kind.value}_due_at")
+        if due_at is not None:
+            found.append(
+                Deadline(
+                    kind=kind,
+                    due_at=due_at,
+                    state=DeadlineState(getattr(row, f"{kind.value}_state")),
+                    settled_at=getattr(row, f"{kind.value}_settled_at"),
+                )
+            )
+    return tuple(found)
 
 
 def _event(row: Any) -> StoredEvent:
@@ -326,17 +322,9 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
         return []
     ids = [r.id for r in rows]
     assignments: dict[int, list[Any]] = {}
-    deadlines: dict[tuple[int, str], list[Deadline]] = {}
     for chunk in _chunks(ids):
         for a in (await conn.execute(sa.select(assignment_t).where(assignment_t.c.incident_id.in_(chunk)))).all():
             assignments.setdefault(a.incident_id, []).append(a)
-        for d in (await conn.execute(sa.select(deadline_t).where(deadline_t.c.incident_id.in_(chunk)))).all():
-            deadlines.setdefault((d.incident_id, d.team), []).append(
-                Deadline(
-                    kind=DeadlineKind(d.kind), due_at=d.due_at, state=DeadlineState(d.state), settled_at=d.settled_at
-                )
-            )
-    kind_order = list(DeadlineKind)
     incidents = []
     for r in rows:
         team_rows = sorted(assignments.get(r.id, []), key=lambda a: a.position)
@@ -373,9 +361,7 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                         state=AssignmentState(a.state),
                         dispatched_at=a.dispatched_at,
                         updated_at=a.updated_at,
-                        deadlines=tuple(
-                            sorted(deadlines.get((r.id, a.team), []), key=lambda d: kind_order.index(d.kind))
-                        ),
+                        deadlines=_deadlines(a),
                     )
                     for a in team_rows
                 ),

@@ -39,6 +39,10 @@ class IncidentFilter:
     open_only: bool = False
 
 
+class DuplicateReport(Exception):
+    """The batch holds a ``report_id`` that is already stored; nothing of the batch was written."""
+
+
 class StoreUnavailable(Exception):
     """The store could not commit; nothing of the batch was written."""
 
@@ -65,7 +69,11 @@ class IncidentStore(Protocol):
         ...
 
     async def commit(self, changes: Changes) -> None:
-        """Write a whole batch atomically; raises :class:`StoreUnavailable` and writes nothing on failure."""
+        """Write a whole batch atomically, or nothing.
+
+        Raises :class:`DuplicateReport` when a new incident's ``report_id`` is already stored, and
+        :class:`StoreUnavailable` on any other failure.
+        """
         ...
 
     async def get(self, incident_id: int) -> Incident | None: ...

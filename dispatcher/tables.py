@@ -62,28 +62,32 @@ class IncidentRow(SQLModel, table=True):
 
 
 class AssignmentRow(SQLModel, table=True):
+    """One team's part in an incident, with its three deadlines (absolute due time, state, when settled).
+
+    The deadlines are columns rather than rows of their own: the kinds are fixed (acknowledge, arrive,
+    resolve), and a report dispatching five teams then writes five rows instead of twenty.
+    """
+
     __tablename__ = "assignment"
 
     incident_id: int = Field(primary_key=True, foreign_key="incident.id")
-    team: str = Field(primary_key=True, max_length=64, index=True)
+    team: str = Field(primary_key=True, max_length=64)
     position: int = Field(description="0 for the lead, then the supporting teams in rule order")
     role: str = Field(max_length=16)
     state: str = Field(max_length=16)
     dispatched_at: datetime = _utc()
     updated_at: datetime = _utc()
+    ack_due_at: datetime | None = _utc(nullable=True)
+    ack_state: str | None = Field(default=None, max_length=16)
+    ack_settled_at: datetime | None = _utc(nullable=True)
+    arrive_due_at: datetime | None = _utc(nullable=True)
+    arrive_state: str | None = Field(default=None, max_length=16)
+    arrive_settled_at: datetime | None = _utc(nullable=True)
+    resolve_due_at: datetime | None = _utc(nullable=True)
+    resolve_state: str | None = Field(default=None, max_length=16)
+    resolve_settled_at: datetime | None = _utc(nullable=True)
 
-
-class DeadlineRow(SQLModel, table=True):
-    __tablename__ = "deadline"
-
-    incident_id: int = Field(primary_key=True)
-    team: str = Field(primary_key=True, max_length=64)
-    kind: str = Field(primary_key=True, max_length=16)
-    due_at: datetime = _utc()
-    state: str = Field(max_length=16, index=True)
-    settled_at: datetime | None = _utc(nullable=True)
-
-    __table_args__ = (sa.ForeignKeyConstraint(["incident_id", "team"], ["assignment.incident_id", "assignment.team"]),)
+    __table_args__ = (sa.Index("ix_assignment_team_incident", "team", "incident_id"),)
 
 
 class EventRow(SQLModel, table=True):

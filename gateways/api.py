@@ -28,7 +28,7 @@ from gateways.schemas import (
 )
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
@@ -164,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IllegalTransition)
     async def _conflict(request: Request, exc: IllegalTransition) -> JSONResponse:
-        hub = get_hub(request)
+        hub = await get_hub(request)
         incident_id = request.path_params.get("incident_id")
         status = ""
         if incident_id is not None:

@@ -283,3 +283,20 @@ async def test_list_filters_by_status_team_and_module(rig: HubRig) -> None:
     labour_incident = by_team[0]
     resolve = labour_incident.assignment("labour-office").deadline(DeadlineKind.RESOLVE)
     assert resolve is not None and resolve.due_at - labour_incident.reported_at == timedelta(days=7)
+
+
+async def test_an_old_report_id_after_a_restart_is_still_recognised(rig: HubRig) -> None:
+    first = (await rig.hub.report(five_way("before-restart"), rig.clock.now())).incident
+    hub = await rig.restart()  # the in-memory window of recent report ids is empty now
+
+    outcomes = await asyncio.gather(
+        hub.report(five_way("before-restart"), rig.clock.now()),
+        *(hub.report(five_way(f"new-{n}"), rig.clock.now()) for n in range(5)),
+    )
+
+    assert not outcomes[0].created and outcomes[0].incident.id == first.id
+    assert all(o.created for o in outcomes[1:])
+    assert sorted(o.incident.id for o in outcomes[1:]) == list(range(first.id + 1, first.id + 6))
+    _, count = await hub.list_incidents(IncidentFilter(), limit=10, offset=0)
+    assert count == 6
+    assert [e.seq for e in await hub.events_since(0, limit=100)] == list(range(1, 13))
