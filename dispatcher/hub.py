@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
-
 from dispatcher.alarm import Alarm
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
@@ -97,8 +95,7 @@ class _Batch:
             seq = self.next_seq
             self.next_seq += 1
             type_name = type(event).__name__
-            data = ev.encode(event)
-            payload = orjson.dumps(data).decode()
+            payload = ev.to_json(event)
             self.changes.events.append(
                 StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
             )

@@ -16,6 +16,7 @@ from dispatcher.core.events import (
     UnitsDispatched,
     decode,
     encode,
+    to_json,
 )
 from dispatcher.core.lifecycle import AssignmentState, IncidentStatus, Role
 
@@ -55,3 +56,11 @@ def test_durations_and_states_roundtrip() -> None:
 def test_every_event_type_is_registered_by_its_class_name() -> None:
     assert all(name == cls.__name__ for name, cls in EVENT_TYPES.items())
     assert len(EVENT_TYPES) == 8
+
+
+def test_to_json_writes_what_encode_gives() -> None:
+    event = DeadlineMissed(
+        incident_id=2, at=AT, team="t", kind=DeadlineKind.ARRIVE, due_at=AT, late_by=timedelta(seconds=61.5)
+    )
+    assert orjson.loads(to_json(event)) == encode(event)
+    assert decode("DeadlineMissed", orjson.loads(to_json(event))) == event

@@ -10,18 +10,19 @@ correct after a restart: re-arm everything pending, nothing more.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from dispatcher.core.events import DeadlineKind
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class DueEntry:
+class DueEntry(NamedTuple):
+    """A heap entry; a plain tuple so that the heap compares it in C."""
+
     due_at: datetime
     incident_id: int
-    team: str = field(compare=True)
-    kind: DeadlineKind = field(compare=False)
+    team: str
+    kind: DeadlineKind
 
 
 class DeadlineWatch:
