@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -18,15 +19,28 @@ from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, board
-from rules import compile_table, load_table
+from gateways import api, board, rules_api
+from rules import RuleBook, compile_table, load_source
+from rules.checker import check_for_service
 
 log = logging.getLogger(__name__)
 
 
+def load_rules(path: Path) -> RuleBook:
+    """Load, compile and check a table for service.
+
+    Raises ``RuleTableError`` (invalid) or ``TableRefused`` (blocking findings); logs the others.
+    """
+    source = load_source(path)
+    book = compile_table(source.table)
+    for finding in check_for_service(book, source):
+        log.warning("rule table %s: %s", book.version, finding)
+    return book
+
+
 def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None) -> Hub:
-    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` for a bad table."""
-    rules = compile_table(load_table(settings.rules_path))
+    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``."""
+    rules = load_rules(settings.rules_path)
     return Hub(
         store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size),
         rules=rules,
@@ -71,6 +85,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     app.state.hub = the_hub
     app.state.settings = settings
     app.include_router(api.router)
+    app.include_router(rules_api.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")

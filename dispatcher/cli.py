@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rules import RuleTableError, compile_table, load_table
+from rules import LoadedTable, RuleBook, RuleTableError, compile_table, load_source
+from rules.checker import TableRefused, check
+from rules.explain import explain, explanation_json, explanation_text
+from rules.inputs import InputError, read_records, routing_input
 
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
@@ -48,7 +52,7 @@ def serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         application = create_app(settings)
-    except RuleTableError as exc:
+    except (RuleTableError, TableRefused) as exc:
         typer.echo(f"the rule table cannot be used:\n{exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
@@ -64,30 +68,147 @@ def serve(
     )
 
 
+def _load_book(path: Path) -> tuple[RuleBook, LoadedTable]:
+    """Load, validate and compile; on a bad table print every problem and exit 1."""
+    try:
+        source = load_source(path)
+        return compile_table(source.table), source
+    except RuleTableError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1) from None
+
+
 @rules_app.command("check")
 def rules_check(
     path: Annotated[Path, typer.Argument(help="the rule table to check")],
     as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
 ) -> None:
-    """Check a rule table; exit 0 only when it is clean, 1 with one line per problem otherwise."""
+    """Check a rule table: references, gaps, overlaps, unreachable rules, escalation chains.
+
+    Exits 0 only when the table is clean; every finding names the rule(s), file and line.
+    """
+    started = time.perf_counter()
     try:
-        book = compile_table(load_table(path))
+        source = load_source(path)
     except RuleTableError as exc:
         if as_json:
-            typer.echo(json.dumps({"ok": False, "problems": [asdict(p) for p in exc.problems]}, ensure_ascii=False))
+            problems = [{"kind": "invalid", **asdict(p)} for p in exc.problems]
+            typer.echo(json.dumps({"ok": False, "findings": problems}, ensure_ascii=False))
         else:
             for problem in exc.problems:
                 typer.echo(str(problem), err=True)
         raise typer.Exit(1) from None
+    book = compile_table(source.table)
+    findings = check(book, source)
+    elapsed = time.perf_counter() - started
     table = book.table
     if as_json:
-        typer.echo(json.dumps({"ok": True, "version": table.version, "rules": len(table.rules)}, ensure_ascii=False))
+        body = {
+            "ok": not findings,
+            "version": table.version,
+            "rules": len(table.rules),
+            "seconds": round(elapsed, 3),
+            "findings": [asdict(f) for f in findings],
+        }
+        typer.echo(json.dumps(body, ensure_ascii=False))
     else:
+        for finding in findings:
+            typer.echo(str(finding), err=True)
+        verdict = "ok" if not findings else f"{len(findings)} finding(s)"
         typer.echo(
-            f"{path}: ok: table {table.version} of {table.township.name} ({table.township.id}): "
+            f"{path}: {verdict}: table {table.version} of {table.township.name} ({table.township.id}): "
             f"{len(table.rules)} rules, {len(table.catalogue)} categories, {len(table.teams)} teams, "
-            f"{len(table.zones)} zones"
+            f"{len(table.zones)} zones; checked in {elapsed:.2f} s"
         )
+    if findings:
+        raise typer.Exit(1)
+
+
+@rules_app.command("explain")
+def rules_explain(
+    path: Annotated[Path, typer.Argument(help="the rule table")],
+    incident: Annotated[Path, typer.Argument(help="a report as JSON (the API's body), or a list of them")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False,
+) -> None:
+    """Why a report goes where it goes: the rule, each condition, and the nearest rules that missed."""
+    book, _ = _load_book(path)
+    try:
+        records = list(read_records(incident))
+        items = [(n, routing_input(r)) for n, r in records]
+    except (InputError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    for number, item in items:
+        explanation = explain(book, item)
+        if as_json:
+            typer.echo(json.dumps({"record": number, **explanation_json(explanation)}, ensure_ascii=False))
+        else:
+            typer.echo(f"record {number}: {explanation_text(explanation)}")
+
+
+@rules_app.command("diff")
+def rules_diff(
+    old: Annotated[Path, typer.Argument(help="the table in force")],
+    new: Annotated[Path, typer.Argument(help="the proposed table")],
+    incidents: Annotated[
+        Path, typer.Option("--incidents", help="reports or incidents: JSON array, API listing or JSON lines")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    examples: Annotated[int, typer.Option(help="example records shown per change")] = 3,
+) -> None:
+    """Route a history under both tables and show what would go elsewhere, grouped by owner change."""
+    old_book, _ = _load_book(old)
+    new_book, _ = _load_book(new)
+    try:
+        records = [(n, routing_input(r)) for n, r in read_records(incidents)]
+    except (InputError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    changes: dict[tuple[str, str], list[int]] = {}
+    for number, item in records:
+        before, after = old_book.route(item).owner, new_book.route(item).owner
+        if before != after:
+            changes.setdefault((before, after), []).append(number)
+    moved = sum(len(v) for v in changes.values())
+    ordered = sorted(changes.items(), key=lambda kv: -len(kv[1]))
+    if as_json:
+        body = {
+            "old": old_book.version,
+            "new": new_book.version,
+            "records": len(records),
+            "moved": moved,
+            "changes": [{"from": a, "to": b, "count": len(n), "records": n[:examples]} for (a, b), n in ordered],
+        }
+        typer.echo(json.dumps(body, ensure_ascii=False))
+        return
+    typer.echo(f"{old_book.version} → {new_book.version}: {moved} of {len(records)} records would go elsewhere")
+    for (before, after), numbers in ordered:
+        typer.echo(f"  {len(numbers):6d}  {before}  →  {after}   (records {numbers[:examples]})")
+
+
+@rules_app.command("load")
+def rules_load(
+    path: Annotated[Path, typer.Argument(help="the rule table to put in force")],
+    url: Annotated[str, typer.Option(help="the running dispatcher")] = "http://127.0.0.1:8000",
+) -> None:
+    """Put a table in force on a running dispatcher (it checks it again and keeps the old one on errors)."""
+    import httpx
+    import yaml
+
+    book, _ = _load_book(path)
+    merged = book.table.model_dump(mode="json", exclude={"include"}, exclude_none=True)
+    body = yaml.safe_dump(merged, allow_unicode=True, sort_keys=False)
+    try:
+        answer = httpx.put(
+            f"{url.rstrip('/')}/api/v1/rules", content=body.encode(), headers={"content-type": "application/yaml"}
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(answer.text)
+    if answer.status_code != 200:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -217,6 +217,8 @@ class Hub:
         decision = self.rules.route(
             RoutingInput(
                 category=report.category,
+                description=report.description,
+                reporter_kind=report.reporter_kind,
                 zone=report.zone,
                 lat=report.lat,
                 lon=report.lon,
@@ -292,6 +294,15 @@ class Hub:
             return missed
 
         return int(await self._submit(apply))
+
+    def replace_rules(self, rules: RuleBook) -> RuleBook:
+        """Route new reports by ``rules`` from now on; returns the table it replaces.
+
+        Open incidents keep the deadlines and escalation chain they were dispatched with: those are
+        stored with each incident, not looked up in the table again.
+        """
+        previous, self.rules = self.rules, rules
+        return previous
 
     async def _on_alarm(self) -> None:
         # Forget what was armed: should the alarm ring a hair early, the re-arm must set it again.

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
@@ -26,6 +28,7 @@ from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentS
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.store import Changes, DuplicateReport, IncidentFilter, StoredEvent, StoreUnavailable
 from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
+from rules.matcher import EscalationTarget
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +244,8 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
     return {
         "id": incident.id,
         "report_id": report.report_id,
-        "category": report.category,
+        "category": incident.category,
+        "reported_category": report.category,
         "description": report.description,
         "zone": report.zone,
         "zones": ",".join(incident.zones),
@@ -249,6 +253,7 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "lon": report.lon,
         "severity": report.severity,
         "reporter": report.reporter,
+        "reporter_kind": report.reporter_kind,
         "occurred_at": report.occurred_at,
         "status": incident.status.value,
         "module": incident.module,
@@ -256,8 +261,13 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "priority": incident.priority,
         "rule_id": incident.rule_id,
         "table_version": incident.table_version,
-        "escalate_to_name": incident.escalate_to_name,
-        "escalate_to_title": incident.escalate_to_title,
+        "handover": incident.handover,
+        "escalation": orjson.dumps(
+            [
+                {"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title}
+                for t in incident.escalation
+            ]
+        ).decode(),
         "reported_at": incident.reported_at,
         "updated_at": incident.updated_at,
         "version": incident.version,
@@ -333,13 +343,14 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                 id=r.id,
                 report=Report(
                     report_id=r.report_id,
-                    category=r.category,
+                    category=r.reported_category,
                     description=r.description,
                     zone=r.zone,
                     lat=r.lat,
                     lon=r.lon,
                     severity=r.severity,
                     reporter=r.reporter,
+                    reporter_kind=r.reporter_kind,
                     occurred_at=r.occurred_at,
                 ),
                 status=IncidentStatus(r.status),
@@ -349,8 +360,14 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                 priority=r.priority,
                 rule_id=r.rule_id,
                 table_version=r.table_version,
-                escalate_to_name=r.escalate_to_name,
-                escalate_to_title=r.escalate_to_title,
+                category=r.category,
+                handover=r.handover,
+                escalation=tuple(
+                    EscalationTarget(
+                        after=timedelta(seconds=t["after_s"]), level=t["level"], name=t["name"], title=t["title"]
+                    )
+                    for t in orjson.loads(r.escalation)
+                ),
                 reported_at=r.reported_at,
                 updated_at=r.updated_at,
                 version=r.version,

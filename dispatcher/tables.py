@@ -56,7 +56,8 @@ class IncidentRow(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     report_id: str = Field(max_length=128, unique=True)
-    category: str = Field(max_length=96)
+    category: str | None = Field(default=None, max_length=96, description="as routed (reported or classified)")
+    reported_category: str | None = Field(default=None, max_length=96, description="as the reporter gave it")
     description: str = Field(sa_type=sa.Text)
     zone: str | None = Field(default=None, max_length=64)
     zones: str = Field(default="", max_length=512)
@@ -64,6 +65,7 @@ class IncidentRow(SQLModel, table=True):
     lon: float | None = None
     severity: int | None = None
     reporter: str | None = Field(default=None, max_length=256)
+    reporter_kind: str | None = Field(default=None, max_length=16)
     occurred_at: datetime | None = _utc(nullable=True)
     status: str = Field(max_length=16, index=True)
     module: str = Field(max_length=64, index=True)
@@ -71,8 +73,8 @@ class IncidentRow(SQLModel, table=True):
     priority: int
     rule_id: str | None = Field(default=None, max_length=64)
     table_version: str = Field(max_length=64)
-    escalate_to_name: str = Field(max_length=128)
-    escalate_to_title: str = Field(max_length=128)
+    handover: str | None = Field(default=None, max_length=64, description="county department it goes to")
+    escalation: str = Field(sa_type=sa.Text, description="the chain it started with, as JSON")
     reported_at: datetime = _utc()
     updated_at: datetime = _utc()
     version: int

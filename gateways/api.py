@@ -135,22 +135,6 @@ async def list_events(
     return _raw_json(f'{{"data":[{data}],"last_seq":{hub.last_seq}}}')
 
 
-@router.get("/rules", summary="The rule table in force: township, modules, teams, zones, catalogue")
-async def rules_summary(hub: HubDep) -> Response:
-    table = hub.rules.table
-    return json_response(
-        {
-            "version": table.version,
-            "township": table.township.model_dump(),
-            "triage_module": table.triage_module,
-            "modules": [m.model_dump() for m in table.modules],
-            "teams": [t.model_dump() for t in table.teams],
-            "zones": [z.model_dump() for z in table.zones],
-            "catalogue": [c.model_dump() for c in table.catalogue],
-        }
-    )
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Map the hub's refusals to HTTP answers; none of them changed anything."""
 

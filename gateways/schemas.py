@@ -8,7 +8,7 @@ that every response validates against its model.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -31,12 +31,18 @@ class IncidentCreate(_In):
     report_id: str = Field(
         min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="client-chosen idempotency key"
     )
-    category: str = Field(min_length=1, max_length=96, description="catalogue id, e.g. traffic.congestion")
+    category: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=96,
+        description="catalogue id, e.g. traffic.congestion; leave it out to classify the description by keywords",
+    )
     description: str = Field(min_length=1, max_length=4000)
     location: Location | None = None
     zone: str | None = Field(default=None, min_length=1, max_length=64)
     severity: int | None = Field(default=None, ge=1, le=5)
     reporter: str | None = Field(default=None, max_length=256)
+    reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None
     occurred_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -55,6 +61,7 @@ class IncidentCreate(_In):
             lon=self.location.lon if self.location else None,
             severity=self.severity,
             reporter=self.reporter,
+            reporter_kind=self.reporter_kind,
             occurred_at=self.occurred_at,
         )
 
@@ -96,7 +103,11 @@ class AssignmentPublic(BaseModel):
 class RoutingPublic(BaseModel):
     table_version: str
     rule_id: str | None = Field(description="the rule that routed it; null when it went to a queue")
-    queue: str | None = Field(description="triage (unknown category) or admission (no owner in the table)")
+    queue: str | None = Field(
+        description="triage (no or unknown category), admission (no owner in the table) "
+        "or handover (a county department)"
+    )
+    handover: str | None = Field(description="the county department the boundary list gives it to")
 
 
 class LeaderPublic(BaseModel):
@@ -104,22 +115,30 @@ class LeaderPublic(BaseModel):
     title: str
 
 
+class EscalationStepPublic(LeaderPublic):
+    after_s: float = Field(description="seconds after a missed deadline")
+    level: str
+
+
 class IncidentPublic(BaseModel):
     id: int
     report_id: str
     status: str
-    category: str
+    category: str | None = Field(description="as routed: the reported category, or the one the keywords chose")
+    reported_category: str | None
     description: str
     zone: str | None
     zones: list[str]
     location: Location | None
     severity: int | None
     reporter: str | None
+    reporter_kind: str | None
     occurred_at: datetime | None
     module: str
     priority: int
     routing: RoutingPublic
     escalate_to: LeaderPublic
+    escalation: list[EscalationStepPublic]
     assignments: list[AssignmentPublic]
     reported_at: datetime
     updated_at: datetime
@@ -159,18 +178,29 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "id": incident.id,
         "report_id": report.report_id,
         "status": incident.status.value,
-        "category": report.category,
+        "category": incident.category,
+        "reported_category": report.category,
         "description": report.description,
         "zone": report.zone,
         "zones": list(incident.zones),
         "location": {"lat": report.lat, "lon": report.lon} if report.lat is not None else None,
         "severity": report.severity,
         "reporter": report.reporter,
+        "reporter_kind": report.reporter_kind,
         "occurred_at": report.occurred_at,
         "module": incident.module,
         "priority": incident.priority,
-        "routing": {"table_version": incident.table_version, "rule_id": incident.rule_id, "queue": incident.queue},
+        "routing": {
+            "table_version": incident.table_version,
+            "rule_id": incident.rule_id,
+            "queue": incident.queue,
+            "handover": incident.handover,
+        },
         "escalate_to": {"name": incident.escalate_to_name, "title": incident.escalate_to_title},
+        "escalation": [
+            {"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title}
+            for t in incident.escalation
+        ],
         "assignments": [
             {
                 "team": a.team,

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from rules.table import RuleTable
+from rules.table import Rule, RuleTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +36,90 @@ class RuleTableError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+#: Sections an included file may hold; their items are appended to the main file's.
+INCLUDABLE = ("teams", "county_departments", "zones", "calendars", "catalogue", "keywords", "rules")
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """A validated table and where each of its values was written (for findings after validation)."""
+
+    table: RuleTable
+    _locator: _Locator
+
+    def where(self, *loc: str | int) -> tuple[str, int]:
+        """The file and line of the value at ``loc``, e.g. ``where("rules", 3)``."""
+        return self._locator.where(loc)
+
+
 def load_table(path: str | Path) -> RuleTable:
-    """Read and validate the table at ``path``; raises :class:`RuleTableError`."""
+    """Read and validate the table at ``path`` (and the files it includes); raises :class:`RuleTableError`."""
+    return load_source(path).table
+
+
+def load_source(path: str | Path) -> LoadedTable:
+    """Like :func:`load_table`, keeping the file and line of every value."""
     path = Path(path)
+    text = _read(path, str(path))
+    return load_source_text(text, source=str(path), base_dir=path.parent)
+
+
+def load_table_text(text: str, *, source: str = "<table>", base_dir: Path | None = None) -> RuleTable:
+    """Validate a table given as YAML text; ``include`` paths are relative to ``base_dir``.
+
+    Raises :class:`RuleTableError` listing every problem with its file and line.
+    """
+    return load_source_text(text, source=source, base_dir=base_dir).table
+
+
+def load_source_text(text: str, *, source: str = "<table>", base_dir: Path | None = None) -> LoadedTable:
+    """:func:`load_table_text`, keeping the file and line of every value."""
+    node, data = _parse(text, source)
+    located = _Locator(source, node)
+    problems = list(located.duplicate_keys())
+    includes = data.get("include") or []
+    if includes and not isinstance(includes, list):
+        problems.append(located.problem(("include",), "include must be a list of file names"))
+        includes = []
+    for index, name in enumerate(includes):
+        if base_dir is None:
+            problems.append(located.problem(("include", index), "include needs the table to be read from a file"))
+            continue
+        included_path = base_dir / str(name)
+        try:
+            inc_node, inc_data = _parse(_read(included_path, str(included_path)), str(included_path))
+        except RuleTableError as exc:
+            problems.extend(exc.problems)
+            continue
+        inc_located = _Locator(str(included_path), inc_node)
+        problems.extend(inc_located.duplicate_keys())
+        for key, items in inc_data.items():
+            if key not in INCLUDABLE:
+                problems.append(inc_located.problem((key,), f"an included file may hold only {', '.join(INCLUDABLE)}"))
+            elif not isinstance(items, list):
+                problems.append(inc_located.problem((key,), f"{key} must be a list"))
+            else:
+                located.append(key, data, inc_located, items)
+    if problems:
+        raise RuleTableError(problems)
     try:
-        text = path.read_text(encoding="utf-8")
+        table = RuleTable.model_validate(data)
+    except ValidationError as exc:
+        raise RuleTableError([located.problem(err["loc"], _pydantic_message(err)) for err in exc.errors()]) from None
+    problems = list(_cross_references(table, located))
+    if problems:
+        raise RuleTableError(problems)
+    return LoadedTable(table, located)
+
+
+def _read(path: Path, source: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RuleTableError([Problem(str(path), 0, f"cannot read the table: {exc}")]) from None
-    return load_table_text(text, source=str(path))
+        raise RuleTableError([Problem(source, 0, f"cannot read the table: {exc}")]) from None
 
 
-def load_table_text(text: str, *, source: str = "<table>") -> RuleTable:
-    """Validate a table given as YAML text; raises :class:`RuleTableError`."""
+def _parse(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -58,19 +130,7 @@ def load_table_text(text: str, *, source: str = "<table>") -> RuleTable:
         raise RuleTableError([Problem(source, line, f"not valid YAML: {problem}")]) from None
     if node is None or not isinstance(data, dict):
         raise RuleTableError([Problem(source, 1, "the table must be a YAML mapping")])
-
-    located = _Locator(source, node)
-    problems = list(located.duplicate_keys())
-    if problems:
-        raise RuleTableError(problems)
-    try:
-        table = RuleTable.model_validate(data)
-    except ValidationError as exc:
-        raise RuleTableError([located.problem(err["loc"], _pydantic_message(err)) for err in exc.errors()]) from None
-    problems = list(_cross_references(table, located))
-    if problems:
-        raise RuleTableError(problems)
-    return table
+    return node, data
 
 
 def _pydantic_message(err: Any) -> str:
@@ -83,23 +143,43 @@ def _pydantic_message(err: Any) -> str:
 
 
 class _Locator:
-    """Finds the line of a value in the YAML node tree by its path of keys and indexes."""
+    """Finds the file and line of a value by its path of keys and indexes, across included files."""
 
     def __init__(self, source: str, root: yaml.Node) -> None:
         self.source = source
         self.root = root
+        # section -> for each item appended from an included file: (that file's locator, its index there)
+        self._appended: dict[str, list[tuple[_Locator, int]]] = {}
+        self._own: dict[str, int] = {}
 
-    def line(self, loc: Iterable[str | int]) -> int:
+    def append(self, section: str, data: dict[str, Any], other: _Locator, items: list[Any]) -> None:
+        own = data.get(section)
+        if not isinstance(own, list):
+            own = []
+        self._own.setdefault(section, len(own))
+        data[section] = own + items
+        self._appended.setdefault(section, []).extend((other, i) for i in range(len(items)))
+
+    def where(self, loc: Sequence[str | int]) -> tuple[str, int]:
+        if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int) and loc[0] in self._appended:
+            own = self._own[loc[0]]
+            if loc[1] >= own:
+                other, index = self._appended[loc[0]][loc[1] - own]
+                return other.where((loc[0], index, *loc[2:]))
         node = self.root
         for part in loc:
             child = _child(node, part)
             if child is None:
                 break
             node = child
-        return node.start_mark.line + 1
+        return self.source, node.start_mark.line + 1
 
-    def problem(self, loc: Iterable[str | int], message: str) -> Problem:
-        return Problem(self.source, self.line(loc), message)
+    def line(self, loc: Sequence[str | int]) -> int:
+        return self.where(loc)[1]
+
+    def problem(self, loc: Sequence[str | int], message: str) -> Problem:
+        source, line = self.where(loc)
+        return Problem(source, line, message)
 
     def duplicate_keys(self) -> Iterable[Problem]:
         stack = [self.root]
@@ -142,7 +222,9 @@ def _cross_references(table: RuleTable, at: _Locator) -> Iterable[Problem]:
     for section, items in (
         ("modules", table.modules),
         ("teams", table.teams),
+        ("county_departments", table.county_departments),
         ("zones", table.zones),
+        ("calendars", table.calendars),
         ("catalogue", table.catalogue),
         ("rules", table.rules),
     ):
@@ -151,7 +233,9 @@ def _cross_references(table: RuleTable, at: _Locator) -> Iterable[Problem]:
 
     modules = {m.id for m in table.modules}
     teams = {t.id for t in table.teams}
+    departments = {d.id for d in table.county_departments}
     zones = {z.id for z in table.zones}
+    calendars = {c.id for c in table.calendars}
     categories = {c.id for c in table.catalogue}
 
     if table.triage_module not in modules:
@@ -164,40 +248,78 @@ def _cross_references(table: RuleTable, at: _Locator) -> Iterable[Problem]:
             yield at.problem(("zones", i), f"zone {zone.id!r}: a Point needs radius_m")
         if zone.geometry.type == "Polygon" and zone.radius_m is not None:
             yield at.problem(("zones", i, "radius_m"), f"zone {zone.id!r}: a Polygon takes no radius_m")
+    for i, calendar in enumerate(table.calendars):
+        if not calendar.days_of_month and not calendar.dates:
+            yield at.problem(("calendars", i), f"calendar {calendar.id!r} names no days")
+    for i, keyword in enumerate(table.keywords):
+        if keyword.category not in categories:
+            yield at.problem(
+                ("keywords", i, "category"), f"keywords: category {keyword.category!r} is not in the catalogue"
+            )
 
     for i, rule in enumerate(table.rules):
-        where = ("rules", i)
-        patterns = rule.when.category if isinstance(rule.when.category, list) else [rule.when.category]
-        for pattern in patterns:
-            if pattern == "*":
-                continue
-            if pattern.endswith(".*"):
-                prefix = pattern[:-1]
-                if not any(c.startswith(prefix) for c in categories):
-                    yield at.problem(
-                        (*where, "when", "category"),
-                        f"rule {rule.id!r}: no catalogue category falls under {pattern!r}",
-                    )
-            elif pattern not in categories:
+        yield from _rule_references(rule, ("rules", i), at, categories, zones, calendars, modules, teams, departments)
+
+
+def _rule_references(
+    rule: Rule,
+    where: tuple[str, int],
+    at: _Locator,
+    categories: set[str],
+    zones: set[str],
+    calendars: set[str],
+    modules: set[str],
+    teams: set[str],
+    departments: set[str],
+) -> Iterable[Problem]:
+    patterns = rule.when.category if isinstance(rule.when.category, list) else [rule.when.category]
+    for pattern in patterns:
+        if pattern == "*":
+            continue
+        if pattern.endswith(".*"):
+            prefix = pattern[:-1]
+            if not any(c.startswith(prefix) for c in categories):
                 yield at.problem(
-                    (*where, "when", "category"),
-                    f"rule {rule.id!r}: category {pattern!r} is not in the catalogue",
+                    (*where, "when", "category"), f"rule {rule.id!r}: no catalogue category falls under {pattern!r}"
                 )
-        rule_zones = rule.when.zone if isinstance(rule.when.zone, list) else [rule.when.zone]
-        for zone_id in rule_zones:
-            if zone_id is not None and zone_id not in zones:
-                yield at.problem((*where, "when", "zone"), f"rule {rule.id!r}: unknown zone {zone_id!r}")
-        if rule.then.module not in modules:
-            yield at.problem((*where, "then", "module"), f"rule {rule.id!r}: unknown module {rule.then.module!r}")
-        if rule.then.lead not in teams:
-            yield at.problem((*where, "then", "lead"), f"rule {rule.id!r}: unknown team {rule.then.lead!r}")
-        for j, team_id in enumerate(rule.then.support):
-            if team_id not in teams:
-                yield at.problem((*where, "then", "support", j), f"rule {rule.id!r}: unknown team {team_id!r}")
-            elif team_id == rule.then.lead:
-                yield at.problem(
-                    (*where, "then", "support", j),
-                    f"rule {rule.id!r}: the lead team {team_id!r} is also listed as support",
-                )
-        for j, dup in _duplicates(rule.then.support):
-            yield at.problem((*where, "then", "support", j), f"rule {rule.id!r}: team {dup!r} is listed twice")
+        elif pattern not in categories:
+            yield at.problem(
+                (*where, "when", "category"), f"rule {rule.id!r}: category {pattern!r} is not in the catalogue"
+            )
+    rule_zones = rule.when.zone if isinstance(rule.when.zone, list) else [rule.when.zone]
+    for zone_id in rule_zones:
+        if zone_id is not None and zone_id not in zones:
+            yield at.problem((*where, "when", "zone"), f"rule {rule.id!r}: unknown zone {zone_id!r}")
+    time = rule.when.time
+    if time is not None:
+        for key in ("calendar", "outside_calendar"):
+            name = getattr(time, key)
+            if name is not None and name not in calendars:
+                yield at.problem((*where, "when", "time", key), f"rule {rule.id!r}: unknown calendar {name!r}")
+    then = rule.then
+    if then.handover is not None:
+        if then.module or then.lead or then.support:
+            yield at.problem(
+                (*where, "then"), f"rule {rule.id!r}: a handover names no township module, lead or support"
+            )
+        if then.handover not in departments:
+            yield at.problem(
+                (*where, "then", "handover"), f"rule {rule.id!r}: unknown county department {then.handover!r}"
+            )
+        return
+    if then.module is None or then.lead is None:
+        yield at.problem((*where, "then"), f"rule {rule.id!r}: give module and lead, or handover")
+        return
+    if then.module not in modules:
+        yield at.problem((*where, "then", "module"), f"rule {rule.id!r}: unknown module {then.module!r}")
+    if then.lead not in teams:
+        yield at.problem((*where, "then", "lead"), f"rule {rule.id!r}: unknown team {then.lead!r}")
+    for j, team_id in enumerate(then.support):
+        if team_id not in teams:
+            yield at.problem((*where, "then", "support", j), f"rule {rule.id!r}: unknown team {team_id!r}")
+        elif team_id == then.lead:
+            yield at.problem(
+                (*where, "then", "support", j), f"rule {rule.id!r}: the lead team {team_id!r} is also listed as support"
+            )
+    for j, dup in _duplicates(then.support):
+        yield at.problem((*where, "then", "support", j), f"rule {rule.id!r}: team {dup!r} is listed twice")

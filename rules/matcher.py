@@ -1,38 +1,55 @@
 """The compiled rule table: immutable, indexed by category and zone, and pure.
 
-Precedence (table schema 1): **the first rule in file order whose conditions all hold wins**,
-as in Alertmanager's routing tree. A category no catalogue entry knows goes to the triage queue;
-a known category that no rule covers goes to admission review (准入): both to the triage module,
-with no team, so that nothing reported is dropped or silently pushed onto a team.
+**Precedence.** Of the rules whose conditions all hold, the one with the highest ``precedence``
+wins; among equal precedence, the most *specific* rule wins; among equally specific rules, the one
+written first (``rules check`` reports such ties when their owners differ). Specificity counts the
+conditions a rule sets: an exact category counts 2, a branch (``traffic.*``) 1, ``*`` 0; a zone,
+a time condition, a severity and a reporter kind count 1 each.
+
+A report without a category is classified by the table's keywords first. A category no catalogue
+entry knows (or no keyword claims) goes to the triage queue; a catalogue category that no rule
+covers goes to admission review (准入): both to the triage module with no team, so that nothing
+reported is dropped or silently pushed onto a township team.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from rules.durations import parse_duration
 from rules.geo import Circle, Polygon, Shape
-from rules.table import RuleTable
+from rules.table import Calendar, Rule, RuleTable
+
+if TYPE_CHECKING:
+    from rules.keywords import Classification, KeywordClassifier
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class Queue(StrEnum):
     """Why a matter went to the command room instead of a team."""
 
-    TRIAGE = "triage"  # the category is not in the catalogue
+    TRIAGE = "triage"  # no category, or one the catalogue does not know
     ADMISSION = "admission"  # in the catalogue, but the boundary list names no owner
+    HANDOVER = "handover"  # the boundary list gives it to a county department
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingInput:
-    category: str
+    category: str | None = None
+    description: str = ""
     zone: str | None = None
     lat: float | None = None
     lon: float | None = None
     severity: int | None = None
+    reporter_kind: str | None = None
     at: datetime | None = None
 
 
@@ -43,13 +60,25 @@ class Leader:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationTarget:
+    """``after`` a deadline is missed, the matter goes to ``level`` (the named leader)."""
+
+    after: timedelta
+    level: str
+    name: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """Where a matter goes and what is promised; the same input always gives the same decision."""
 
     table_version: str
     rule_id: str | None
+    category: str | None
     module: str
     queue: Queue | None
+    handover: str | None
     zones: tuple[str, ...]
     priority: int
     lead: str | None
@@ -57,24 +86,178 @@ class Decision:
     ack_within: timedelta | None
     arrive_within: timedelta | None
     resolve_within: timedelta | None
-    escalate_to: Leader
+    escalation: tuple[EscalationTarget, ...]
+    classification: Classification | None = None
+
+    @property
+    def escalate_to(self) -> Leader:
+        first = self.escalation[0]
+        return Leader(name=first.name, title=first.title)
+
+    @property
+    def owner(self) -> str:
+        """A short name of the owner, for reports and diffs: ``module/lead+support``, ``county:dept`` or the queue."""
+        if self.handover is not None:
+            return f"county:{self.handover}"
+        if self.lead is None:
+            return f"{self.module}:{self.queue}"
+        return f"{self.module}/{'+'.join((self.lead, *self.support))}"
+
+
+class Situation:
+    """The local time of a report, worked out once per routing (weekday, minute, calendars)."""
+
+    def __init__(self, at: datetime | None, tz: ZoneInfo, calendars: Mapping[str, Calendar]) -> None:
+        self._calendars = calendars
+        if at is None:
+            self.local: datetime | None = None
+            return
+        self.local = at.astimezone(tz)
+        self.weekday = self.local.weekday()
+        self.minute = self.local.hour * 60 + self.local.minute
+        self.day: date = self.local.date()
+
+    @cached_property
+    def calendar_days(self) -> frozenset[str]:
+        if self.local is None:
+            return frozenset()
+        return frozenset(
+            cid for cid, cal in self._calendars.items() if self.day in cal.dates or self.day.day in cal.days_of_month
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class _CompiledRule:
+class Condition:
+    """One condition of a rule and whether it held, for ``explain``."""
+
+    name: str
+    held: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
     index: int
     id: str
+    precedence: int
+    conditions_set: int  # conditions other than the category (zone, time, severity, reporter)
+    categories: tuple[str, ...]
+    zones: frozenset[str] | None
+    weekdays: frozenset[int] | None
+    hours: tuple[int, int] | None
+    calendar: str | None
+    outside_calendar: str | None
     min_severity: int | None
+    reporter_kinds: frozenset[str] | None
     decision: Decision
+    source: Rule = field(repr=False, compare=False)
 
-    def accepts(self, severity: int | None) -> bool:
-        return self.min_severity is None or (severity is not None and severity >= self.min_severity)
+    def category_points(self, category: str) -> int:
+        """2 for an exact category, 1 for a branch, 0 for ``*``; -1 when none of its patterns matches."""
+        best = -1
+        for pattern in self.categories:
+            if pattern == category:
+                return 2
+            if pattern.endswith(".*") and category.startswith(pattern[:-1]):
+                best = max(best, 1)
+            elif pattern == "*":
+                best = max(best, 0)
+        return best
+
+    def rank(self, category: str) -> tuple[int, int, int]:
+        """Sort key among candidates for ``category``: smaller wins."""
+        return (-self.precedence, -(self.category_points(category) + self.conditions_set), self.index)
+
+    def accepts(self, situation: Situation, severity: int | None, reporter_kind: str | None) -> bool:
+        """The conditions other than category and zone (those are settled by the index)."""
+        if self.min_severity is not None and (severity is None or severity < self.min_severity):
+            return False
+        if self.reporter_kinds is not None and reporter_kind not in self.reporter_kinds:
+            return False
+        if self.weekdays is None and self.hours is None and self.calendar is None and self.outside_calendar is None:
+            return True
+        if situation.local is None:
+            return False
+        if self.weekdays is not None and situation.weekday not in self.weekdays:
+            return False
+        if self.hours is not None and not _in_hours(situation.minute, self.hours):
+            return False
+        if self.calendar is not None and self.calendar not in situation.calendar_days:
+            return False
+        return not (self.outside_calendar is not None and self.outside_calendar in situation.calendar_days)
+
+    def conditions(
+        self, category: str | None, zones: tuple[str, ...], situation: Situation, item: RoutingInput
+    ) -> list[Condition]:
+        """Every condition of the rule, each with whether it held for this input."""
+        found = [
+            Condition(
+                "category",
+                category is not None and self.category_points(category) >= 0,
+                f"{category!r} against {list(self.categories)}",
+            )
+        ]
+        if self.zones is not None:
+            found.append(
+                Condition("zone", bool(self.zones & set(zones)), f"{list(zones)} against {sorted(self.zones)}")
+            )
+        if self.min_severity is not None:
+            found.append(
+                Condition(
+                    "severity",
+                    item.severity is not None and item.severity >= self.min_severity,
+                    f"{item.severity} against at least {self.min_severity}",
+                )
+            )
+        if self.reporter_kinds is not None:
+            found.append(
+                Condition(
+                    "reporter_kind",
+                    item.reporter_kind in self.reporter_kinds,
+                    f"{item.reporter_kind!r} against {sorted(self.reporter_kinds)}",
+                )
+            )
+        local = situation.local
+        when = local.isoformat() if local is not None else "no time given"
+        if self.weekdays is not None:
+            held = local is not None and situation.weekday in self.weekdays
+            names = [WEEKDAYS[d] for d in sorted(self.weekdays)]
+            found.append(Condition("weekday", held, f"{when} against {names}"))
+        if self.hours is not None:
+            held = local is not None and _in_hours(situation.minute, self.hours)
+            found.append(Condition("hours", held, f"{when} against {_hours_text(self.hours)}"))
+        if self.calendar is not None:
+            held = self.calendar in situation.calendar_days
+            found.append(Condition("calendar", held, f"{when} in calendar {self.calendar!r}"))
+        if self.outside_calendar is not None:
+            held = local is not None and self.outside_calendar not in situation.calendar_days
+            found.append(Condition("outside_calendar", held, f"{when} outside calendar {self.outside_calendar!r}"))
+        return found
+
+
+def _in_hours(minute: int, hours: tuple[int, int]) -> bool:
+    start, end = hours
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end  # wraps midnight
+
+
+def _hours_text(hours: tuple[int, int]) -> str:
+    return "{:02d}:{:02d}-{:02d}:{:02d}".format(*divmod(hours[0], 60), *divmod(hours[1], 60))
 
 
 @dataclass(frozen=True, slots=True)
 class _CategoryIndex:
-    any_zone: tuple[_CompiledRule, ...]
-    by_zone: Mapping[str, tuple[_CompiledRule, ...]]
+    """Candidates for one category, each list in rank order."""
+
+    any_zone: tuple[tuple[tuple[int, int, int], CompiledRule], ...]
+    by_zone: Mapping[str, tuple[tuple[tuple[int, int, int], CompiledRule], ...]]
+
+    def all_rules(self) -> list[CompiledRule]:
+        seen: dict[int, CompiledRule] = {r.index: r for _, r in self.any_zone}
+        for entries in self.by_zone.values():
+            seen.update((r.index, r) for _, r in entries)
+        return [seen[i] for i in sorted(seen)]
 
 
 @dataclass(frozen=True)
@@ -82,6 +265,10 @@ class RuleBook:
     """A compiled table. ``route`` is pure and safe to call from any thread."""
 
     table: RuleTable
+    tz: ZoneInfo
+    classifier: KeywordClassifier | None
+    rules: tuple[CompiledRule, ...] = field(repr=False)
+    calendars: Mapping[str, Calendar] = field(repr=False)
     _shapes: tuple[tuple[str, Shape], ...] = field(repr=False)
     _index: Mapping[str, _CategoryIndex] = field(repr=False)
     _fallback: Mapping[Queue, Decision] = field(repr=False)
@@ -97,55 +284,64 @@ class RuleBook:
     def has_zone(self, zone_id: str) -> bool:
         return any(zone_id == z for z, _ in self._shapes)
 
+    def shape(self, zone_id: str) -> Shape | None:
+        for z, shape in self._shapes:
+            if z == zone_id:
+                return shape
+        return None
+
     def zones_at(self, lat: float, lon: float) -> tuple[str, ...]:
         """The ids of every zone that contains the point, in table order."""
         return tuple(zone_id for zone_id, shape in self._shapes if shape.contains(lat, lon))
 
-    def route(self, item: RoutingInput) -> Decision:
-        zones = self._zones_of(item)
-        index = self._index.get(item.category)
-        if index is None:
-            return _with_zones(self._fallback[Queue.TRIAGE], zones)
-        best: _CompiledRule | None = _first(index.any_zone, item.severity)
-        for zone_id in zones:
-            candidate = _first(index.by_zone.get(zone_id, ()), item.severity)
-            if candidate is not None and (best is None or candidate.index < best.index):
-                best = candidate
-        if best is None:
-            return _with_zones(self._fallback[Queue.ADMISSION], zones)
-        return _with_zones(best.decision, zones)
-
-    def _zones_of(self, item: RoutingInput) -> tuple[str, ...]:
+    def zones_of(self, item: RoutingInput) -> tuple[str, ...]:
+        """The zone the report names, then every other zone its location falls in."""
         placed = self.zones_at(item.lat, item.lon) if item.lat is not None and item.lon is not None else ()
         if item.zone is None:
             return placed
         return (item.zone, *(z for z in placed if z != item.zone))
 
+    def situation(self, at: datetime | None) -> Situation:
+        return Situation(at, self.tz, self.calendars)
 
-def _first(rules: tuple[_CompiledRule, ...], severity: int | None) -> _CompiledRule | None:
-    for rule in rules:
-        if rule.accepts(severity):
-            return rule
-    return None
+    def candidates(self, category: str) -> list[CompiledRule]:
+        """Every rule whose category condition can hold for ``category``, in file order."""
+        index = self._index.get(category)
+        return index.all_rules() if index is not None else []
 
+    def route(self, item: RoutingInput) -> Decision:
+        category = item.category
+        classification = None
+        if category is None:
+            classification = self.classifier.classify(item.description) if self.classifier else None
+            category = classification.category if classification is not None else None
+        zones = self.zones_of(item)
+        index = self._index.get(category) if category is not None else None
+        if index is None:
+            return replace(self._fallback[Queue.TRIAGE], category=category, zones=zones, classification=classification)
+        best = self.winner(index, zones, self.situation(item.at), item)
+        if best is None:
+            return replace(
+                self._fallback[Queue.ADMISSION], category=category, zones=zones, classification=classification
+            )
+        return replace(best.decision, category=category, zones=zones, classification=classification)
 
-def _with_zones(decision: Decision, zones: tuple[str, ...]) -> Decision:
-    if decision.zones == zones:
-        return decision
-    return Decision(
-        table_version=decision.table_version,
-        rule_id=decision.rule_id,
-        module=decision.module,
-        queue=decision.queue,
-        zones=zones,
-        priority=decision.priority,
-        lead=decision.lead,
-        support=decision.support,
-        ack_within=decision.ack_within,
-        arrive_within=decision.arrive_within,
-        resolve_within=decision.resolve_within,
-        escalate_to=decision.escalate_to,
-    )
+    def winner(
+        self, index: _CategoryIndex, zones: tuple[str, ...], situation: Situation, item: RoutingInput
+    ) -> CompiledRule | None:
+        best: CompiledRule | None = None
+        best_rank: tuple[int, int, int] | None = None
+        for entries in (index.any_zone, *(index.by_zone.get(z, ()) for z in zones)):
+            for rank, rule in entries:
+                if best_rank is not None and rank >= best_rank:
+                    break
+                if rule.accepts(situation, item.severity, item.reporter_kind):
+                    best, best_rank = rule, rank
+                    break
+        return best
+
+    def index_for(self, category: str) -> _CategoryIndex | None:
+        return self._index.get(category)
 
 
 def _duration(value: str | None, default: str | None) -> timedelta | None:
@@ -153,57 +349,101 @@ def _duration(value: str | None, default: str | None) -> timedelta | None:
     return parse_duration(chosen) if chosen is not None else None
 
 
-def _category_matches(pattern: str, category: str) -> bool:
-    if pattern == "*":
-        return True
-    if pattern.endswith(".*"):
-        return category.startswith(pattern[:-1])
-    return pattern == category
+def after_duration(value: str) -> timedelta:
+    """An escalation step's ``after``: a duration, or ``0``/``0s`` for at once."""
+    return timedelta(0) if value.strip() in {"0", "0s", "0m"} else parse_duration(value)
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else [value]
 
 
 def compile_table(table: RuleTable) -> RuleBook:
     """Compile a validated table (see :func:`rules.loader.load_table`) into a :class:`RuleBook`."""
-    leads = {m.id: Leader(name=m.lead.name, title=m.lead.title) for m in table.modules}
+    leads = {m.id: m.lead for m in table.modules}
     defaults = table.defaults
 
-    compiled: list[tuple[_CompiledRule, tuple[str, ...], tuple[str | None, ...]]] = []
+    def chain(rule: Rule | None, module: str) -> tuple[EscalationTarget, ...]:
+        steps = (rule.then.escalation if rule and rule.then.escalation is not None else None) or defaults.escalation
+        targets = []
+        for step in steps:
+            person = leads[module] if step.to == "module_lead" else table.party_secretary
+            targets.append(
+                EscalationTarget(after=after_duration(step.after), level=step.to, name=person.name, title=person.title)
+            )
+        return tuple(targets)
+
+    compiled: list[CompiledRule] = []
     for index, rule in enumerate(table.rules):
-        then = rule.then
+        then, when = rule.then, rule.when
+        module = then.module if then.handover is None and then.module else table.triage_module
         decision = Decision(
             table_version=table.version,
             rule_id=rule.id,
-            module=then.module,
-            queue=None,
+            category=None,
+            module=module,
+            queue=Queue.HANDOVER if then.handover is not None else None,
+            handover=then.handover,
             zones=(),
             priority=then.priority if then.priority is not None else defaults.priority,
-            lead=then.lead,
-            support=tuple(then.support),
-            ack_within=_duration(then.ack_within, defaults.ack_within),
-            arrive_within=_duration(then.arrive_within, defaults.arrive_within),
+            lead=then.lead if then.handover is None else None,
+            support=tuple(then.support) if then.handover is None else (),
+            ack_within=_duration(then.ack_within, defaults.ack_within) if then.handover is None else None,
+            arrive_within=_duration(then.arrive_within, defaults.arrive_within) if then.handover is None else None,
             resolve_within=_duration(then.resolve_within, defaults.resolve_within),
-            escalate_to=leads[then.module],
+            escalation=chain(rule, module),
         )
-        categories = rule.when.category if isinstance(rule.when.category, list) else [rule.when.category]
-        zones = rule.when.zone if isinstance(rule.when.zone, list) else [rule.when.zone]
+        time = when.time
+        hours = None
+        if time is not None and time.hours is not None:
+            start, end = time.hours.split("-")
+            hours = (_minutes(start), _minutes(end))
+        zones = frozenset(str(z) for z in _as_list(when.zone)) if when.zone is not None else None
+        kinds = frozenset(str(k) for k in _as_list(when.reporter_kind)) if when.reporter_kind is not None else None
+        conditions_set = sum(
+            (
+                zones is not None,
+                time is not None,
+                when.severity_at_least is not None,
+                kinds is not None,
+            )
+        )
         compiled.append(
-            (_CompiledRule(index, rule.id, rule.when.severity_at_least, decision), tuple(categories), tuple(zones))
+            CompiledRule(
+                index=index,
+                id=rule.id,
+                precedence=rule.precedence,
+                conditions_set=conditions_set,
+                categories=tuple(str(c) for c in _as_list(when.category)),
+                zones=zones,
+                weekdays=frozenset(WEEKDAYS.index(d) for d in time.weekdays) if time and time.weekdays else None,
+                hours=hours,
+                calendar=time.calendar if time else None,
+                outside_calendar=time.outside_calendar if time else None,
+                min_severity=when.severity_at_least,
+                reporter_kinds=kinds,
+                decision=decision,
+                source=rule,
+            )
         )
 
     index_by_category: dict[str, _CategoryIndex] = {}
     for category in table.catalogue:
-        any_zone: list[_CompiledRule] = []
-        by_zone: dict[str, list[_CompiledRule]] = {}
-        for compiled_rule, patterns, rule_zones in compiled:
-            if not any(_category_matches(p, category.id) for p in patterns):
+        cid = category.id
+        any_zone: list[tuple[tuple[int, int, int], CompiledRule]] = []
+        by_zone: dict[str, list[tuple[tuple[int, int, int], CompiledRule]]] = {}
+        for candidate in compiled:
+            if candidate.category_points(cid) < 0:
                 continue
-            for zone_id in rule_zones:
-                if zone_id is None:
-                    any_zone.append(compiled_rule)
-                else:
-                    by_zone.setdefault(zone_id, []).append(compiled_rule)
-        index_by_category[category.id] = _CategoryIndex(
-            any_zone=tuple(any_zone),
-            by_zone=MappingProxyType({z: tuple(rs) for z, rs in by_zone.items()}),
+            entry = (candidate.rank(cid), candidate)
+            if candidate.zones is None:
+                any_zone.append(entry)
+            else:
+                for zone_id in candidate.zones:
+                    by_zone.setdefault(zone_id, []).append(entry)
+        index_by_category[cid] = _CategoryIndex(
+            any_zone=tuple(sorted(any_zone, key=lambda e: e[0])),
+            by_zone=MappingProxyType({z: tuple(sorted(rs, key=lambda e: e[0])) for z, rs in by_zone.items()}),
         )
 
     shapes: list[tuple[str, Shape]] = []
@@ -219,8 +459,10 @@ def compile_table(table: RuleTable) -> RuleBook:
         return Decision(
             table_version=table.version,
             rule_id=None,
+            category=None,
             module=table.triage_module,
             queue=queue,
+            handover=None,
             zones=(),
             priority=defaults.priority,
             lead=None,
@@ -228,12 +470,26 @@ def compile_table(table: RuleTable) -> RuleBook:
             ack_within=None,
             arrive_within=None,
             resolve_within=None,
-            escalate_to=leads[table.triage_module],
+            escalation=chain(None, table.triage_module),
         )
 
+    classifier = None
+    if table.keywords:
+        from rules.keywords import KeywordClassifier
+
+        classifier = KeywordClassifier.compile(table.keywords, min_score=table.keyword_min_score)
     return RuleBook(
         table=table,
+        tz=ZoneInfo(table.timezone),
+        classifier=classifier,
+        rules=tuple(compiled),
+        calendars=MappingProxyType({c.id: c for c in table.calendars}),
         _shapes=tuple(shapes),
         _index=MappingProxyType(index_by_category),
-        _fallback=MappingProxyType({q: fallback(q) for q in Queue}),
+        _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),
     )
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)

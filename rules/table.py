@@ -7,7 +7,9 @@ Cross-references (a rule naming a team that does not exist...) are checked by
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,8 +77,63 @@ class Zone(Labelled):
     radius_m: float | None = Field(default=None, gt=0, description="required for a Point")
 
 
+#: The 15 top-level classes (一级分类) of a Chinese government message board's classification of
+#: citizen matters (shared/data/cn_categories/classification_tree_3level.csv, TipDM 2020 data).
+#: Every catalogue category names one, so routings can be compared with real message data.
+BOARD_CLASSES = (
+    "城乡建设",
+    "农村农业",
+    "政法",
+    "教育文体",
+    "劳动和社会保障",
+    "民政",
+    "党务政务",
+    "经济管理",
+    "卫生计生",
+    "商贸旅游",
+    "环境保护",
+    "交通运输",
+    "纪检监察",
+    "国土资源",
+    "科技与信息产业",
+)
+BoardClass = Literal[
+    "城乡建设",
+    "农村农业",
+    "政法",
+    "教育文体",
+    "劳动和社会保障",
+    "民政",
+    "党务政务",
+    "经济管理",
+    "卫生计生",
+    "商贸旅游",
+    "环境保护",
+    "交通运输",
+    "纪检监察",
+    "国土资源",
+    "科技与信息产业",
+]
+
+
 class Category(Labelled):
-    pass
+    """A kind of matter. ``gbt_code``: the GB/T 47678.5 (formerly 30428.2) part or matter code, where one fits."""
+
+    board_class: BoardClass
+    gbt_code: str | None = Field(default=None, pattern=r"^\d{5,6}$")
+
+
+Keyword = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class KeywordRule(_Strict):
+    """Words in a description that point to ``category``: Chinese words match as substrings,
+    words in Latin letters as whole words, case-insensitively. Each distinct word found adds
+    ``weight`` to the category's score."""
+
+    category: Identifier
+    words: list[Keyword] = Field(min_length=1)
+    weight: int = Field(default=1, ge=1, le=100)
 
 
 def _check_duration(value: str) -> str:
@@ -98,28 +155,84 @@ class Deadlines(_Strict):
         return None if value is None else _check_duration(value)
 
 
+EscalationLevel = Literal["module_lead", "party_secretary"]
+
+
+class EscalationStep(_Strict):
+    """``after`` a deadline is missed (``0s``: at once), the matter goes ``to`` this level."""
+
+    after: Duration
+    to: EscalationLevel
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        if value.strip() not in {"0", "0s", "0m"}:
+            _check_duration(value)
+        return value
+
+
 class Defaults(Deadlines):
     priority: int = Field(default=3, ge=1, le=5)
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: [
+            EscalationStep(after="0s", to="module_lead"),
+            EscalationStep(after="30m", to="party_secretary"),
+        ]
+    )
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ReporterKind = Literal["officer", "device", "citizen", "hotline"]
+HoursRange = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")]
+
+
+class Calendar(Labelled):
+    """Named days, e.g. market days (集日): days of the month and/or explicit dates."""
+
+    days_of_month: list[Annotated[int, Field(ge=1, le=31)]] = Field(default_factory=list)
+    dates: list[date] = Field(default_factory=list)
+
+
+class TimeCondition(_Strict):
+    """Local time (the table's ``timezone``). ``hours`` may wrap midnight: ``22:00-06:00``."""
+
+    weekdays: list[Weekday] | None = None
+    hours: HoursRange | None = None
+    calendar: Identifier | None = None
+    outside_calendar: Identifier | None = None
 
 
 class When(_Strict):
     category: CategoryPattern | list[CategoryPattern] = "*"
     zone: Identifier | list[Identifier] | None = None
+    time: TimeCondition | None = None
     severity_at_least: int | None = Field(default=None, ge=1, le=5)
+    reporter_kind: ReporterKind | list[ReporterKind] | None = None
 
 
 class Then(Deadlines):
-    module: Identifier
-    lead: Identifier
+    """Either a township owner (``module`` with a ``lead`` team and ``support`` teams) or
+    ``handover`` to a county department."""
+
+    module: Identifier | None = None
+    lead: Identifier | None = None
     support: list[Identifier] = Field(default_factory=list)
+    handover: Identifier | None = None
     priority: int | None = Field(default=None, ge=1, le=5)
+    escalation: list[EscalationStep] | None = None
 
 
 class Rule(_Strict):
     id: Identifier
     description: str | None = None
+    precedence: int = Field(default=0, ge=-1000, le=1000, description="higher wins; then the more specific rule")
     when: When
     then: Then
+
+
+class CountyDepartment(Labelled):
+    """A county department that the boundary list hands matters to (not a township team)."""
 
 
 class RuleTable(_Strict):
@@ -127,12 +240,27 @@ class RuleTable(_Strict):
 
     table: Literal[1] = Field(description="version of this schema")
     version: str = Field(min_length=1, max_length=64, description="version of this table's content")
+    include: list[str] = Field(default_factory=list, description="files whose sections are appended")
     township: Township
+    timezone: str = "Asia/Shanghai"
     party_secretary: Person
     triage_module: Identifier = "command-room"
     defaults: Defaults = Defaults()
+    keyword_min_score: int = Field(default=2, ge=1)
     modules: list[Module] = Field(min_length=1)
     teams: list[Team] = Field(min_length=1)
+    county_departments: list[CountyDepartment] = Field(default_factory=list)
     zones: list[Zone] = Field(default_factory=list)
+    calendars: list[Calendar] = Field(default_factory=list)
     catalogue: list[Category] = Field(min_length=1)
+    keywords: list[KeywordRule] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value

@@ -18,7 +18,7 @@ runner = CliRunner()
 def test_rules_check_passes_the_bundled_table() -> None:
     result = runner.invoke(app, ["rules", "check", str(BUNDLED_TABLE)])
     assert result.exit_code == 0, result.output
-    assert "ok: table ershili-2026.11-1 of 廿里镇" in result.output
+    assert ": ok: table ershili-2026.11-1 of 廿里镇" in result.output
 
 
 def test_rules_check_reports_file_and_line_and_exits_1(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_rules_check_reports_file_and_line_and_exits_1(tmp_path: Path) -> None:
 
     as_json = runner.invoke(app, ["rules", "check", "--json", str(bad)])
     findings = json.loads(as_json.output)
-    assert findings["ok"] is False and findings["problems"][0]["line"] > 0
+    assert findings["ok"] is False and findings["findings"][0]["line"] > 0
 
 
 def test_serve_refuses_a_bad_table_with_a_clear_message(tmp_path: Path) -> None:

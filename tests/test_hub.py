@@ -135,18 +135,22 @@ async def test_a_refused_command_does_not_spoil_its_batch(rig: HubRig) -> None:
     assert stored.assignment("police-station").state is AssignmentState.DISPATCHED
 
 
-async def test_unknown_category_goes_to_triage_and_uncovered_to_admission(rig: HubRig) -> None:
+async def test_unknown_category_goes_to_triage_and_county_matters_are_handed_over(rig: HubRig) -> None:
     unknown = Report(report_id="u", category="ufo.sighting", description="lights", zone="market")
-    uncovered = Report(report_id="c", category="environment.pollution", description="smoke", zone="market")
+    county = Report(report_id="c", category="environment.pollution", description="smoke", zone="market")
 
     triage = (await rig.hub.report(unknown, rig.clock.now())).incident
-    admission = (await rig.hub.report(uncovered, rig.clock.now())).incident
+    handover = (await rig.hub.report(county, rig.clock.now())).incident
 
-    for incident, queue in ((triage, "triage"), (admission, "admission")):
+    for incident, queue in ((triage, "triage"), (handover, "handover")):
         assert incident.module == "command-room"
         assert incident.queue == queue
         assert incident.assignments == ()
         assert incident.status is IncidentStatus.REPORTED
+    assert handover.handover == "county-ecology" and handover.rule_id == "pollution-to-county"
+    assert [t.level for t in handover.escalation] == ["module_lead", "party_secretary"]
+    stored = await rig.hub.store.get(handover.id)
+    assert stored == handover
 
 
 async def test_every_change_is_an_event_with_strictly_increasing_seq(rig: HubRig) -> None:

@@ -31,10 +31,10 @@ zones:
     name_en: Town
     geometry: {type: Polygon, coordinates: [[[119.99, 29.99], [120.01, 29.99], [120.01, 30.01], [119.99, 30.01], [119.99, 29.99]]]}
 catalogue:
-  - {id: traffic.congestion, name: 拥堵, name_en: Congestion}
-  - {id: traffic.accident, name: 事故, name_en: Accident}
-  - {id: market.vendor, name: 摊贩, name_en: Vendor}
-  - {id: noise, name: 噪声, name_en: Noise}
+  - {id: traffic.congestion, name: 拥堵, name_en: Congestion, board_class: 交通运输}
+  - {id: traffic.accident, name: 事故, name_en: Accident, board_class: 交通运输}
+  - {id: market.vendor, name: 摊贩, name_en: Vendor, board_class: 商贸旅游}
+  - {id: noise, name: 噪声, name_en: Noise, board_class: 环境保护}
 """
 
 
@@ -64,7 +64,8 @@ ROUTING_TABLE = table(
     ("item", "rule", "queue"),
     [
         (RoutingInput(category="traffic.congestion", zone="junction"), "junction-traffic", None),
-        (RoutingInput(category="traffic.accident", zone="junction", severity=5), "junction-traffic", None),
+        (RoutingInput(category="traffic.accident", zone="junction", severity=5), "serious-accident", None),
+        (RoutingInput(category="traffic.accident", zone="junction", severity=1), "junction-traffic", None),
         (RoutingInput(category="traffic.accident", severity=5), "serious-accident", None),
         (RoutingInput(category="traffic.accident", severity=3), "traffic", None),
         (RoutingInput(category="traffic.accident"), "traffic", None),
@@ -76,7 +77,7 @@ ROUTING_TABLE = table(
         (RoutingInput(category="ufo", zone="junction"), None, Queue.TRIAGE),
     ],
 )
-def test_first_matching_rule_in_file_order_wins(item: RoutingInput, rule: str | None, queue: Queue | None) -> None:
+def test_the_most_specific_rule_that_holds_wins(item: RoutingInput, rule: str | None, queue: Queue | None) -> None:
     decision = compile_table(load_table_text(ROUTING_TABLE)).route(item)
     assert decision.rule_id == rule
     assert decision.queue == queue

@@ -47,16 +47,20 @@ class DispatchedUnit:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IncidentReported(Event):
     report_id: str
-    category: str
+    category: str | None
+    reported_category: str | None
+    keywords: tuple[str, ...]
     description: str
     zones: tuple[str, ...]
     lat: float | None
     lon: float | None
     severity: int | None
     reporter: str | None
+    reporter_kind: str | None
     occurred_at: datetime | None
     module: str
     queue: str | None
+    handover: str | None
     priority: int
     rule_id: str | None
     table_version: str

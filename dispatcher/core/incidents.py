@@ -37,7 +37,7 @@ from dispatcher.core.lifecycle import (
     next_assignment_state,
     next_incident_status,
 )
-from rules.matcher import Decision
+from rules.matcher import Decision, EscalationTarget
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,13 +45,14 @@ class Report:
     """What a field officer, device or citizen reported, as the gateway parsed it."""
 
     report_id: str
-    category: str
+    category: str | None
     description: str
     zone: str | None = None
     lat: float | None = None
     lon: float | None = None
     severity: int | None = None
     reporter: str | None = None
+    reporter_kind: str | None = None
     occurred_at: datetime | None = None
 
 
@@ -111,12 +112,21 @@ class Incident:
     priority: int
     rule_id: str | None
     table_version: str
-    escalate_to_name: str
-    escalate_to_title: str
+    category: str | None
+    handover: str | None
+    escalation: tuple[EscalationTarget, ...]
     reported_at: datetime
     updated_at: datetime
     assignments: tuple[Assignment, ...] = ()
     version: int = 1
+
+    @property
+    def escalate_to_name(self) -> str:
+        return self.escalation[0].name if self.escalation else ""
+
+    @property
+    def escalate_to_title(self) -> str:
+        return self.escalation[0].title if self.escalation else ""
 
     @property
     def is_open(self) -> bool:
@@ -175,8 +185,9 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
         priority=decision.priority,
         rule_id=decision.rule_id,
         table_version=decision.table_version,
-        escalate_to_name=decision.escalate_to.name,
-        escalate_to_title=decision.escalate_to.title,
+        category=decision.category if decision.category is not None else report.category,
+        handover=decision.handover,
+        escalation=decision.escalation,
         reported_at=at,
         updated_at=at,
         assignments=tuple(assignments),
@@ -186,16 +197,22 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
             incident_id=incident_id,
             at=at,
             report_id=report.report_id,
-            category=report.category,
+            category=incident.category,
+            reported_category=report.category,
+            keywords=tuple(h.word for h in decision.classification.hits if h.category == decision.category)
+            if decision.classification is not None
+            else (),
             description=report.description,
             zones=decision.zones,
             lat=report.lat,
             lon=report.lon,
             severity=report.severity,
             reporter=report.reporter,
+            reporter_kind=report.reporter_kind,
             occurred_at=report.occurred_at,
             module=decision.module,
             queue=incident.queue,
+            handover=decision.handover,
             priority=decision.priority,
             rule_id=decision.rule_id,
             table_version=decision.table_version,

@@ -1,0 +1,105 @@
+"""The rule table over HTTP: what is in force, its catalogue, ``explain``, and putting a new table in force."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from gateways.api import HubDep, json_response
+from rules import RoutingInput, RuleTableError, compile_table, load_source_text
+from rules.checker import TableRefused, check_for_service
+from rules.explain import explain, explanation_json
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
+
+_MAX_TABLE_BYTES = 5_000_000
+
+
+@router.get("", summary="The rule table in force: township, modules, teams, zones, catalogue")
+async def rules_summary(hub: HubDep) -> Response:
+    table = hub.rules.table
+    return json_response(
+        {
+            "version": table.version,
+            "township": table.township.model_dump(),
+            "timezone": table.timezone,
+            "triage_module": table.triage_module,
+            "party_secretary": table.party_secretary.model_dump(),
+            "modules": [m.model_dump() for m in table.modules],
+            "teams": [t.model_dump() for t in table.teams],
+            "county_departments": [d.model_dump() for d in table.county_departments],
+            "zones": [z.model_dump() for z in table.zones],
+            "catalogue": [c.model_dump() for c in table.catalogue],
+        }
+    )
+
+
+@router.get("/catalogue", summary="The categories: labels, national catalogue code, message-board class")
+async def catalogue(hub: HubDep) -> Response:
+    table = hub.rules.table
+    return json_response({"version": table.version, "data": [c.model_dump() for c in table.catalogue]})
+
+
+@router.get("/explain", summary="Why a report with these fields would go where it goes")
+async def explain_route(
+    hub: HubDep,
+    category: str | None = None,
+    description: Annotated[str, Query(max_length=4000)] = "",
+    zone: str | None = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
+    lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    severity: Annotated[int | None, Query(ge=1, le=5)] = None,
+    reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None,
+    at: Annotated[datetime | None, Query(description="when it happened (default: now)")] = None,
+) -> Response:
+    if at is not None and at.tzinfo is None:
+        raise HTTPException(422, detail=[{"loc": ["query", "at"], "msg": "give a timezone", "type": "value_error"}])
+    item = RoutingInput(
+        category=category,
+        description=description,
+        zone=zone,
+        lat=lat,
+        lon=lon,
+        severity=severity,
+        reporter_kind=reporter_kind,
+        at=at or hub.clock.now(),
+    )
+    return json_response(explanation_json(explain(hub.rules, item)))
+
+
+@router.put(
+    "",
+    summary="Put a new table in force (YAML body); refused, with the old table kept, when it has errors",
+    openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def replace_rules(request: Request, hub: HubDep) -> Response:
+    body = await request.body()
+    if len(body) > _MAX_TABLE_BYTES:
+        raise HTTPException(413, detail=f"a table may have at most {_MAX_TABLE_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(422, detail="the table must be UTF-8 text") from None
+    base: Path = request.app.state.settings.rules_path.parent
+    try:
+        source = load_source_text(text, source="<uploaded table>", base_dir=base)
+        book = compile_table(source.table)
+        findings = check_for_service(book, source)
+    except RuleTableError as exc:
+        return json_response({"detail": "the table is not valid", "problems": [asdict(p) for p in exc.problems]}, 422)
+    except TableRefused as exc:
+        return json_response(
+            {"detail": "the check refused the table", "findings": [asdict(f) for f in exc.findings]}, 422
+        )
+    previous = hub.replace_rules(book)
+    log.info("rule table %s replaced by %s (%d findings)", previous.version, book.version, len(findings))
+    return json_response(
+        {"version": book.version, "previous": previous.version, "findings": [asdict(f) for f in findings]}
+    )
