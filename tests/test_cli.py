@@ -56,3 +56,51 @@ def test_serve_refuses_a_bad_table_with_a_clear_message(tmp_path: Path) -> None:
     assert "the rule table cannot be used" in done.stderr
     assert f"{bad}:1: township: required key is missing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_diff_groups_the_history_by_owner_change(tmp_path: Path) -> None:
+    text = BUNDLED_TABLE.read_text(encoding="utf-8")
+    # The proposal: labour disputes led by the judicial office instead of the labour station.
+    proposal = text.replace(
+        "      lead: labour-office\n      support: [court, judicial-office]",
+        "      lead: judicial-office\n      support: [court, labour-office]",
+    )
+    assert proposal != text
+    (tmp_path / "new.yaml").write_text(
+        proposal.replace('version: "ershili-2026.11-1"', 'version: "proposal"'), encoding="utf-8"
+    )
+    history = tmp_path / "history.jsonl"
+    history.write_text(
+        "\n".join(
+            json.dumps(r, ensure_ascii=False)
+            for r in [
+                {"category": "labour.wage_arrears", "zone": "town-centre", "description": "欠薪"},
+                {"category": "labour.dispute", "description": "劳动合同纠纷"},
+                {"category": "traffic.congestion", "zone": "five-way", "description": "堵车"},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    result = runner.invoke(
+        app, ["rules", "diff", str(BUNDLED_TABLE), str(tmp_path / "new.yaml"), "--incidents", str(history), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["moved"] == 2 and body["records"] == 3
+    assert body["changes"] == [
+        {
+            "from": "service/labour-office+court+judicial-office",
+            "to": "service/judicial-office+court+labour-office",
+            "count": 2,
+            "records": [1, 2],
+        }
+    ]
+
+
+def test_explain_prints_the_rule_and_its_conditions(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"category": "market.unlicensed_vendor", "zone": "market", "description": "x"}))
+    result = runner.invoke(app, ["rules", "explain", str(BUNDLED_TABLE), str(report)])
+    assert result.exit_code == 0, result.output
+    assert "→ enforcement/market-town-office+market-supervision+law-enforcement" in result.output
+    assert "rule market-order" in result.output and "✓ zone" in result.output

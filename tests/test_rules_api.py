@@ -1,0 +1,78 @@
+"""The rules API in process (the hub on a virtual clock): catalogue, explain, putting a table in force."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from dispatcher.app import create_app
+from dispatcher.core.incidents import Report
+from dispatcher.settings import BUNDLED_TABLE, Settings
+from tests.conftest import HubRig
+
+
+@pytest.fixture
+async def client(rig: HubRig) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        yield http
+
+
+async def test_catalogue_names_each_category_with_its_board_class(client: httpx.AsyncClient) -> None:
+    answer = (await client.get("/api/v1/rules/catalogue")).json()
+    entries = {c["id"]: c for c in answer["data"]}
+    assert entries["labour.wage_arrears"]["board_class"] == "劳动和社会保障"
+    assert entries["traffic.congestion"]["name"] == "交通拥堵"
+
+
+async def test_explain_answers_why(client: httpx.AsyncClient) -> None:
+    answer = await client.get(
+        "/api/v1/rules/explain", params={"category": "traffic.accident", "zone": "five-way", "severity": 4}
+    )
+    body = answer.json()
+    assert answer.status_code == 200
+    assert body["decision"]["rule"] == "five-way-joint-enforcement"
+    assert [t["rule"] for t in body["also_held"]] == ["traffic-accident", "traffic"]
+
+
+async def test_a_new_table_goes_live_and_open_incidents_keep_their_promises(
+    client: httpx.AsyncClient, rig: HubRig
+) -> None:
+    before = (
+        await rig.hub.report(
+            Report(report_id="old", category="traffic.congestion", description="d", zone="five-way"), rig.clock.now()
+        )
+    ).incident
+    text = BUNDLED_TABLE.read_text(encoding="utf-8")
+    newer = text.replace('version: "ershili-2026.11-1"', 'version: "ershili-2026.12-1"').replace(
+        "      ack_within: 3m\n      arrive_within: 10m", "      ack_within: 1m\n      arrive_within: 10m"
+    )
+    put = await client.put("/api/v1/rules", content=newer.encode(), headers={"content-type": "application/yaml"})
+    assert put.status_code == 200, put.text
+    assert put.json()["previous"] == "ershili-2026.11-1"
+
+    after = (
+        await rig.hub.report(
+            Report(report_id="new", category="traffic.congestion", description="d", zone="five-way"), rig.clock.now()
+        )
+    ).incident
+    assert (after.table_version, before.table_version) == ("ershili-2026.12-1", "ershili-2026.11-1")
+    old_ack = (await rig.hub.get(before.id)).assignments[0].deadlines[0]
+    new_ack = after.assignments[0].deadlines[0]
+    assert (old_ack.due_at - before.reported_at).total_seconds() == 180
+    assert (new_ack.due_at - after.reported_at).total_seconds() == 60
+
+
+async def test_a_table_with_errors_is_refused_and_the_old_one_stays(client: httpx.AsyncClient, rig: HubRig) -> None:
+    text = BUNDLED_TABLE.read_text(encoding="utf-8")
+    broken = text.replace("lead: traffic-police\n", "lead: nobody\n", 1)
+    ambiguous = text.replace("    precedence: 10  #", "    precedence: 0  #")
+
+    invalid = await client.put("/api/v1/rules", content=broken.encode())
+    refused = await client.put("/api/v1/rules", content=ambiguous.encode())
+
+    assert invalid.status_code == 422 and "unknown team 'nobody'" in invalid.text
+    assert refused.status_code == 422 and {f["kind"] for f in refused.json()["findings"]} >= {"overlap"}
+    assert rig.hub.rules.version == "ershili-2026.11-1"
