@@ -36,6 +36,8 @@ class RuleTableError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 #: Sections an included file may hold; their items are appended to the main file's.
 INCLUDABLE = ("teams", "county_departments", "zones", "calendars", "catalogue", "keywords", "rules")
 
@@ -121,8 +123,8 @@ def _read(path: Path, source: str) -> str:
 
 def _parse(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (libyaml's when present)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0

@@ -427,12 +427,31 @@ def compile_table(table: RuleTable) -> RuleBook:
             )
         )
 
+    # Rules by the patterns they name, so that each category looks only at its own candidates.
+    exact: dict[str, list[CompiledRule]] = {}
+    branch: dict[str, list[CompiledRule]] = {}
+    anything: list[CompiledRule] = []
+    for rule in compiled:
+        for pattern in rule.categories:
+            if pattern == "*":
+                anything.append(rule)
+            elif pattern.endswith(".*"):
+                branch.setdefault(pattern[:-1], []).append(rule)
+            else:
+                exact.setdefault(pattern, []).append(rule)
+
     index_by_category: dict[str, _CategoryIndex] = {}
     for category in table.catalogue:
         cid = category.id
+        parts = cid.split(".")
+        prefixes = [".".join(parts[:n]) + "." for n in range(1, len(parts))]
+        pool = {r.index: r for r in exact.get(cid, ())}
+        for prefix in prefixes:
+            pool.update((r.index, r) for r in branch.get(prefix, ()))
+        pool.update((r.index, r) for r in anything)
         any_zone: list[tuple[tuple[int, int, int], CompiledRule]] = []
         by_zone: dict[str, list[tuple[tuple[int, int, int], CompiledRule]]] = {}
-        for candidate in compiled:
+        for candidate in (pool[i] for i in sorted(pool)):
             if candidate.category_points(cid) < 0:
                 continue
             entry = (candidate.rank(cid), candidate)
