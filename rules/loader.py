@@ -124,7 +124,7 @@ def _read(path: Path, source: str) -> str:
 def _parse(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
     try:
         node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (libyaml's when present)
+        data = yaml.load(text, Loader=_Loader)  # a safe loader: libyaml's when present
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0

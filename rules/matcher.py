@@ -431,14 +431,14 @@ def compile_table(table: RuleTable) -> RuleBook:
     exact: dict[str, list[CompiledRule]] = {}
     branch: dict[str, list[CompiledRule]] = {}
     anything: list[CompiledRule] = []
-    for rule in compiled:
-        for pattern in rule.categories:
+    for known in compiled:
+        for pattern in known.categories:
             if pattern == "*":
-                anything.append(rule)
+                anything.append(known)
             elif pattern.endswith(".*"):
-                branch.setdefault(pattern[:-1], []).append(rule)
+                branch.setdefault(pattern[:-1], []).append(known)
             else:
-                exact.setdefault(pattern, []).append(rule)
+                exact.setdefault(pattern, []).append(known)
 
     index_by_category: dict[str, _CategoryIndex] = {}
     for category in table.catalogue:

@@ -1,9 +1,10 @@
-"""Routing throughput and ``rules check`` time, with the bundled table and generated large tables.
+"""Routing throughput and ``rules check`` time (the rules benchmark; named ``routing`` so that it does
+not shadow the ``rules`` package when run as a script), with the bundled table and generated large tables.
 
 Run by hand from the repository root:
 
-    .venv/bin/python benchmarks/rules.py            # bundled, 1,566 and 20,000 rules
-    .venv/bin/python benchmarks/rules.py --sizes 1566 --seconds 3 --json out.json
+    .venv/bin/python benchmarks/routing.py            # bundled, 1,566 and 20,000 rules
+    .venv/bin/python benchmarks/routing.py --sizes 1566 --seconds 3 --json out.json
 
 The generated tables are shaped like a city's boundary list (the city of the report published
 1,566 items): a catalogue of dotted categories in branches, zones, some rules with time,
@@ -18,7 +19,6 @@ import json
 import platform
 import random
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,11 +26,8 @@ from typing import Any
 
 import yaml
 
-# This script shares its name with the package it measures: import the package, not itself.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from rules import RoutingInput, RuleBook, compile_table, load_source, load_source_text  # noqa: E402
-from rules.checker import check  # noqa: E402
+from rules import RoutingInput, RuleBook, compile_table, load_source, load_source_text
+from rules.checker import check
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "rules" / "tables" / "ershili.yaml"
@@ -44,30 +41,19 @@ def generated_table(rules: int, seed: int = 7) -> str:
     categories = [f"b{b:04d}.c{c:02d}" for b in range(branches) for c in range(leaves)]
     zones = [f"z{z:03d}" for z in range(60)]
     teams = [f"t{t:03d}" for t in range(40)]
+    director = {"name": "主任", "title": "主任"}
+    modules = [{"id": "command-room", "kind": "office", "name": "指挥室", "name_en": "Command room", "lead": director}]
+    for m in range(10):
+        kind = "main" if m < 6 else "sub"
+        leader = {"name": f"牵头人{m}", "title": "副镇长"}
+        modules.append({"id": f"m{m}", "kind": kind, "name": f"模块{m}", "name_en": f"Module {m}", "lead": leader})
+    market_days = [1, 4, 7, 11, 14, 17, 21, 24, 27]
     table: dict[str, Any] = {
         "table": 1,
         "version": f"generated-{rules}",
         "township": {"id": "gen", "name": "生成镇", "name_en": "Generated"},
         "party_secretary": {"name": "书记", "title": "党委书记"},
-        "modules": [
-            {
-                "id": "command-room",
-                "kind": "office",
-                "name": "指挥室",
-                "name_en": "Command room",
-                "lead": {"name": "主任", "title": "主任"},
-            }
-        ]
-        + [
-            {
-                "id": f"m{m}",
-                "kind": "main" if m < 6 else "sub",
-                "name": f"模块{m}",
-                "name_en": f"Module {m}",
-                "lead": {"name": f"牵头人{m}", "title": "副镇长"},
-            }
-            for m in range(10)
-        ],
+        "modules": modules,
         "teams": [
             {"id": t, "module": f"m{i % 10}", "name": t, "name_en": t, "department": "县局"}
             for i, t in enumerate(teams)
@@ -82,14 +68,7 @@ def generated_table(rules: int, seed: int = 7) -> str:
             }
             for i, z in enumerate(zones)
         ],
-        "calendars": [
-            {
-                "id": "market-days",
-                "name": "集日",
-                "name_en": "Market days",
-                "days_of_month": [1, 4, 7, 11, 14, 17, 21, 24, 27],
-            }
-        ],
+        "calendars": [{"id": "market-days", "name": "集日", "name_en": "Market days", "days_of_month": market_days}],
         "catalogue": [{"id": c, "name": c, "name_en": c, "board_class": "城乡建设"} for c in categories],
         "rules": [],
     }
