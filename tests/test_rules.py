@@ -193,3 +193,20 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("local", "rule"),
+    [
+        ("2026-06-12T09:00:00+08:00", "market-day-order"),  # the 12th is a market day, in the morning
+        ("2026-06-12T15:00:00+08:00", "market-order"),  # the same day in the afternoon
+        ("2026-06-13T09:00:00+08:00", "market-order"),  # not a market day
+        ("2026-06-12T01:30:00+00:00", "market-day-order"),  # the same instant given in UTC
+    ],
+)
+def test_market_days_and_hours_in_the_townships_time_zone(local: str, rule: str) -> None:
+    from datetime import datetime
+
+    book = compile_table(load_table(BUNDLED_TABLE))
+    item = RoutingInput(category="market.unlicensed_vendor", zone="market", at=datetime.fromisoformat(local))
+    assert book.route(item).rule_id == rule
