@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ from dispatcher.settings import BUNDLED_TABLE
 runner = CliRunner()
 
 
+def write_beside_catalogue(path: Path, text: str) -> Path:
+    """A variant of the bundled table in ``path``, with the catalogue file it includes copied beside it."""
+    shutil.copy(BUNDLED_TABLE.parent / "ershili-catalogue.yaml", path.parent / "ershili-catalogue.yaml")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def test_rules_check_passes_the_bundled_table() -> None:
     result = runner.invoke(app, ["rules", "check", str(BUNDLED_TABLE)])
     assert result.exit_code == 0, result.output
@@ -23,7 +31,7 @@ def test_rules_check_passes_the_bundled_table() -> None:
 
 def test_rules_check_reports_file_and_line_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(BUNDLED_TABLE.read_text(encoding="utf-8").replace("lead: traffic-police", "lead: traffic-polize", 1))
+    write_beside_catalogue(bad, BUNDLED_TABLE.read_text(encoding="utf-8").replace("lead: traffic-police", "lead: traffic-polize", 1))
     result = runner.invoke(app, ["rules", "check", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}:" in result.output and "unknown team 'traffic-polize'" in result.output
@@ -66,9 +74,7 @@ def test_diff_groups_the_history_by_owner_change(tmp_path: Path) -> None:
         "      lead: judicial-office\n      support: [court, labour-office]",
     )
     assert proposal != text
-    (tmp_path / "new.yaml").write_text(
-        proposal.replace('version: "ershili-2026.11-1"', 'version: "proposal"'), encoding="utf-8"
-    )
+    write_beside_catalogue(tmp_path / "new.yaml", proposal.replace('version: "ershili-2026.11-1"', 'version: "proposal"'))
     history = tmp_path / "history.jsonl"
     history.write_text(
         "\n".join(

@@ -147,7 +147,7 @@ async def test_unknown_category_goes_to_triage_and_county_matters_are_handed_ove
         assert incident.queue == queue
         assert incident.assignments == ()
         assert incident.status is IncidentStatus.REPORTED
-    assert handover.handover == "county-ecology" and handover.rule_id == "pollution-to-county"
+    assert handover.handover == "county-ecology" and handover.rule_id == "environment-to-county"
     assert [t.level for t in handover.escalation] == ["module_lead", "party_secretary"]
     stored = await rig.hub.store.get(handover.id)
     assert stored == handover
