@@ -31,7 +31,9 @@ def test_rules_check_passes_the_bundled_table() -> None:
 
 def test_rules_check_reports_file_and_line_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    write_beside_catalogue(bad, BUNDLED_TABLE.read_text(encoding="utf-8").replace("lead: traffic-police", "lead: traffic-polize", 1))
+    write_beside_catalogue(
+        bad, BUNDLED_TABLE.read_text(encoding="utf-8").replace("lead: traffic-police", "lead: traffic-polize", 1)
+    )
     result = runner.invoke(app, ["rules", "check", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}:" in result.output and "unknown team 'traffic-polize'" in result.output
@@ -74,7 +76,9 @@ def test_diff_groups_the_history_by_owner_change(tmp_path: Path) -> None:
         "      lead: judicial-office\n      support: [court, labour-office]",
     )
     assert proposal != text
-    write_beside_catalogue(tmp_path / "new.yaml", proposal.replace('version: "ershili-2026.11-1"', 'version: "proposal"'))
+    write_beside_catalogue(
+        tmp_path / "new.yaml", proposal.replace('version: "ershili-2026.11-1"', 'version: "proposal"')
+    )
     history = tmp_path / "history.jsonl"
     history.write_text(
         "\n".join(

@@ -304,3 +304,24 @@ async def test_an_old_report_id_after_a_restart_is_still_recognised(rig: HubRig)
     _, count = await hub.list_incidents(IncidentFilter(), limit=10, offset=0)
     assert count == 6
     assert [e.seq for e in await hub.events_since(0, limit=100)] == list(range(1, 13))
+
+
+async def test_a_report_without_category_is_classified_by_its_keywords(rig: HubRig) -> None:
+    citizen = Report(
+        report_id="hotline-1",
+        category=None,
+        description="我在镇上工地干活，老板拖欠工资三个月了，一直不给",
+        zone="town-centre",
+        reporter_kind="hotline",
+    )
+    nothing = Report(report_id="hotline-2", category=None, description="你好", zone="town-centre")
+
+    classified = (await rig.hub.report(citizen, rig.clock.now())).incident
+    unclassified = (await rig.hub.report(nothing, rig.clock.now())).incident
+
+    assert (classified.category, classified.report.category) == ("labour.wage_arrears", None)
+    assert classified.rule_id == "labour-one-stop" and classified.module == "service"
+    reported = orjson.loads((await rig.hub.timeline(classified.id))[0].payload)
+    assert "工资" in reported["keywords"] and reported["reporter_kind"] == "hotline"
+    assert (unclassified.category, unclassified.queue, unclassified.module) == (None, "triage", "command-room")
+    assert await rig.hub.store.get(classified.id) == classified

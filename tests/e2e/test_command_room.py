@@ -181,3 +181,22 @@ async def test_openapi_schema_documents_the_api(server: ServerProcess) -> None:
     assert "IncidentCreate" in schema["components"]["schemas"]
     assert docs.status_code == 200
     assert page.status_code == 200 and "/static/board.js" in page.text
+
+
+async def test_a_citizen_report_without_category_is_classified_and_explained(server: ServerProcess) -> None:
+    body = {
+        "report_id": "citizen-1",
+        "description": "集贸市场门口有人占道摆摊，油烟很大，堵住了路",
+        "zone": "market",
+        "reporter_kind": "citizen",
+    }
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        answer = await http.post("/api/v1/incidents", json=body)
+        why = await http.get("/api/v1/rules/explain", params={"description": body["description"], "zone": "market"})
+    assert answer.status_code == 201, answer.text
+    incident = IncidentPublic.model_validate(answer.json())
+    assert incident.reported_category is None and incident.category == "market.stall_encroachment"
+    assert incident.routing.rule_id in {"market-order", "market-day-order"}
+    explanation = why.json()
+    assert explanation["category_source"] == "keywords"
+    assert "占道摆摊" in [h["word"] for h in explanation["keywords"]["hits"]]
