@@ -7,7 +7,9 @@ Loads the catalogue and keyword table (``rules/tables/ershili-catalogue.yaml`` b
    ``--csv`` reads any CSV with a label column and one or more text columns instead (for example a
    message-board export with 一级标签, 留言主题 and 留言详情);
 2. times ``classify`` single-threaded on ``--texts`` texts of 100 to 300 characters built from those
-   messages (joined in turn, cut at the length), and prints the median rate of ``--repeats`` runs.
+   messages (joined in turn, cut at the length), and prints the median rate of ``--repeats`` runs:
+   once with texts that each join messages of one board class (like one long complaint), once with
+   texts mixing any messages (many more categories found per text: a worst case).
 
 Every loop is bounded: at most ``--limit`` messages, ``--repeats`` runs of ``--rounds`` passes, and a
 run stops early after ``--max-seconds``. Nothing is written; the script needs only the project venv.
@@ -93,25 +95,33 @@ def report_accuracy(
             print(f"  {expected} -> {got}: {n}")
 
 
-def timing_texts(pairs: list[tuple[str, str]], count: int) -> list[str]:
-    """``count`` texts whose lengths step evenly through MIN_CHARS..MAX_CHARS, made by joining the
-    messages in turn (cycling through them) and cutting at the target length."""
+def timing_texts(pairs: list[tuple[str, str]], count: int, *, one_topic: bool) -> list[str]:
+    """``count`` texts whose lengths step evenly through MIN_CHARS..MAX_CHARS, made by joining
+    messages in turn and cutting at the target length. ``one_topic``: each text joins messages of
+    one board class only (the classes take turns), like one long complaint; otherwise any messages,
+    which finds words of many more categories per text (a worst case)."""
+    pools: dict[str, list[str]] = {}
+    for board_class, text in pairs:
+        if text:
+            pools.setdefault(board_class if one_topic else "", []).append(text)
+    classes = sorted(pools)
+    cursor = dict.fromkeys(classes, 0)
     texts: list[str] = []
-    messages = [text for _, text in pairs if text]
-    position = 0
-    for i in range(count if messages else 0):
+    for i in range(count if classes else 0):
         target = MIN_CHARS + (MAX_CHARS - MIN_CHARS) * i // max(count - 1, 1)
+        board_class = classes[i % len(classes)]
+        pool = pools[board_class]
         text = ""
         while len(text) < target:
-            text += messages[position % len(messages)]
-            position += 1
+            text += pool[cursor[board_class] % len(pool)]
+            cursor[board_class] += 1
         texts.append(text[:target])
     return texts
 
 
-def report_speed(classifier: KeywordClassifier, texts: list[str], args: argparse.Namespace) -> None:
+def report_speed(classifier: KeywordClassifier, label: str, texts: list[str], args: argparse.Namespace) -> None:
     if not texts:
-        print("speed: no text to time")
+        print(f"speed, {label}: no text to time")
         return
     rates = []
     for _ in range(args.repeats):
@@ -126,11 +136,13 @@ def report_speed(classifier: KeywordClassifier, texts: list[str], args: argparse
                 break
         rates.append(done / (time.perf_counter() - start))
     mean_chars = statistics.fmean(len(t) for t in texts)
-    hits = statistics.fmean(len(classifier.classify(t).hits) for t in texts)
+    results = [classifier.classify(t) for t in texts]
+    hits = statistics.fmean(len(r.hits) for r in results)
+    categories = statistics.fmean(len({h.category for h in r.hits}) for r in results)
     print(
-        f"speed: {statistics.median(rates):,.0f} classifications/s single-threaded "
-        f"(median of {len(rates)} runs, range {min(rates):,.0f}-{max(rates):,.0f}); "
-        f"{len(texts)} texts of {mean_chars:.0f} characters on average, {hits:.1f} words found per text"
+        f"speed, {label}: {statistics.median(rates):,.0f} classifications/s single-threaded "
+        f"(median of {len(rates)} runs, range {min(rates):,.0f}-{max(rates):,.0f}); {len(texts)} texts of "
+        f"{mean_chars:.0f} characters on average, {hits:.1f} words of {categories:.1f} categories found per text"
     )
 
 
@@ -164,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no labelled messages")
         return 2
     report_accuracy(classifier, board_class, pairs)
-    report_speed(classifier, timing_texts(pairs, args.texts), args)
+    report_speed(classifier, "one topic per text", timing_texts(pairs, args.texts, one_topic=True), args)
+    report_speed(classifier, "mixed topics", timing_texts(pairs, args.texts, one_topic=False), args)
     return 0
 
 

@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, groupby
+from operator import itemgetter
 from typing import Final, NoReturn, final
 
 from rules.table import KeywordRule
@@ -58,8 +61,10 @@ _HAS_CJK: Final = re.compile(f"[{_CJK_RANGES}]")
 # each replacement is the character's own compatibility decomposition.
 _COMMON_FULL_WIDTH: Final = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，：；？！（）％～\u3000")
 
-# Text is scanned as UTF-16 code units: a word of two or more units is looked up by its first two
-# units read as one native 32-bit integer, which spares building a string per position.
+# Text is scanned as UTF-16 code units. Every two adjacent units are read as one native 32-bit
+# integer (which spares building a string per position), and a word of two or more units is filed
+# under one of its unit pairs: the one that the fewest other words share, so that a pair common to
+# many words (小区 in 小区管理, 小区物业...) does not make them all candidates at once.
 _UNITS: Final = "utf-16-le"
 
 
@@ -99,17 +104,29 @@ class Classification:
 
 _NOTHING: Final = Classification(None, 0, (), ())
 
-# One distinct normalised word, as the scan uses it: its text, whether finding its first units is
-# not proof enough (a longer word needs ``in``), whether it must stand as a whole word (no CJK
-# character), and the (table order, category index, weight, hit) of every entry that lists it. A
-# category's index is its place in tie-break order, so plain tuple sorting ranks and orders.
+# An entry's hit as the scan keeps it: (sort key, category index, weight, hit). A category's index is
+# its place in tie-break order; the sort key is (index << 32) | table order, so sorting the hits
+# groups each category's together, in table order.
 _Entry = tuple[int, int, int, KeywordHit]
+# One distinct normalised word: its text, whether finding its key pair is not proof enough (a word
+# of three or more units needs ``in``), whether it must stand as a whole word (it has no CJK
+# character), and the entries that list it.
 _Word = tuple[str, bool, bool, tuple[_Entry, ...]]
 
+_CATEGORY: Final = itemgetter(1)
+_WEIGHT: Final = itemgetter(2)
+_HIT: Final = itemgetter(3)
+_RANK: Final = itemgetter(0, 1)  # (-score, category index): best first, ties to the one listed first
 
-def _first_units(word: str, count: int) -> int:
-    units = memoryview(word.encode(_UNITS)[: 2 * count])
-    return int(units.cast("I" if count == 2 else "H")[0])
+
+def _by_category(matched: list[_Entry]) -> list[tuple[int, list[_Entry]]]:
+    return [(category, list(group)) for category, group in groupby(matched, _CATEGORY)]
+
+
+def _unit_pairs(word: str) -> list[int]:
+    """Every two adjacent UTF-16 units of ``word`` as the scan reads them, in order."""
+    data = word.encode(_UNITS)
+    return [int(memoryview(data[i : i + 4]).cast("I")[0]) for i in range(0, len(data) - 2, 2)]
 
 
 def _is_word_char(char: str) -> bool:
@@ -191,19 +208,22 @@ class KeywordClassifier:
                     continue
                 seen.add(text)
                 hit = KeywordHit(word, rule.category, rule.weight)
-                entries_by_word.setdefault(text, []).append((order, category, rule.weight, hit))
+                sort_key = (category << 32) | order  # groups a category's hits, in table order
+                entries_by_word.setdefault(text, []).append((sort_key, category, rule.weight, hit))
                 order += 1
 
+        pairs = {text: _unit_pairs(text) for text in entries_by_word}
+        sharing = Counter(pair for word_pairs in pairs.values() for pair in set(word_pairs))
         by_pair: dict[int, list[_Word]] = {}
         by_char: dict[int, list[_Word]] = {}
         for text, entries in entries_by_word.items():
-            cjk = _HAS_CJK.search(text) is not None
-            units = len(text.encode(_UNITS)) // 2
-            item: _Word = (text, units > 2, not cjk, tuple(entries))
-            if units == 1:
-                by_char.setdefault(_first_units(text, 1), []).append(item)
+            word_pairs = pairs[text]
+            item: _Word = (text, len(word_pairs) > 1, _HAS_CJK.search(text) is None, tuple(entries))
+            if word_pairs:
+                key = min(word_pairs, key=lambda pair: sharing[pair])  # the first of the rarest
+                by_pair.setdefault(key, []).append(item)
             else:
-                by_pair.setdefault(_first_units(text, 2), []).append(item)
+                by_char.setdefault(int(memoryview(text.encode(_UNITS)).cast("H")[0]), []).append(item)
         return cls(
             by_pair={key: tuple(words) for key, words in by_pair.items()},
             by_char={key: tuple(words) for key, words in by_char.items()},
@@ -231,14 +251,14 @@ class KeywordClassifier:
         data = t.encode(_UNITS)
         size = len(data)
         # Every two adjacent code units, at even and at odd offsets, as 32-bit integers: the set
-        # intersection runs in C and leaves the few words whose start occurs in the text.
+        # intersection runs in C and leaves the few words whose key pair occurs in the text.
         keys = self._pair_keys
-        starts = keys.intersection(memoryview(data[: size - size % 4]).cast("I"))
+        present = keys.intersection(memoryview(data[: size - size % 4]).cast("I"))
         if size >= 6:
-            starts |= keys.intersection(memoryview(data[2 : size - (size - 2) % 4]).cast("I"))
+            present |= keys.intersection(memoryview(data[2 : size - (size - 2) % 4]).cast("I"))
         matched: list[_Entry] = []
         by_pair = self._by_pair
-        for key in starts:
+        for key in present:
             for word, check, whole, entries in by_pair[key]:
                 if (check and word not in t) or (whole and not _occurs_as_whole_word(word, t)):
                     continue
@@ -250,22 +270,18 @@ class KeywordClassifier:
                         matched += entries
         if not matched:
             return _NOTHING
-        scores: dict[int, int] = {}
-        for _, category, weight, _ in matched:
-            scores[category] = scores.get(category, 0) + weight
-        # (-score, category index): best first, ties to the category listed first
-        ranked = sorted([(-score, category) for category, score in scores.items()])
-        if len(ranked) == 1:
-            matched.sort()  # table order; orders are unique, so hits are never compared
-            hits = tuple([entry[3] for entry in matched])
-        else:
-            rank = {category: i for i, (_, category) in enumerate(ranked)}
-            hits = tuple([hit for _, _, hit in sorted([(rank[c], order, hit) for order, c, _, hit in matched])])
+        # Sorting by (category index, table order) groups each category's hits in table order; the
+        # per-hit work below stays in C (groupby, map, sum), Python only loops over categories.
+        matched.sort()  # the sort keys are unique, so hits are never compared
+        ranked = sorted(
+            [(-sum(map(_WEIGHT, group)), category, group) for category, group in _by_category(matched)],
+            key=_RANK,
+        )
         names = self._categories
-        score, best = -ranked[0][0], names[ranked[0][1]]
+        negative, best, _ = ranked[0]
         return Classification(
-            best if score >= self._min_score else None,
-            score,
-            hits,
-            tuple([(names[category], -negative) for negative, category in ranked[:RANKING_SIZE]]),
+            names[best] if -negative >= self._min_score else None,
+            -negative,
+            tuple(chain.from_iterable([map(_HIT, group) for _, _, group in ranked])),
+            tuple([(names[category], -negative) for negative, category, _ in ranked[:RANKING_SIZE]]),
         )

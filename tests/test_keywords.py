@@ -4,6 +4,7 @@ and keyword table, and how often the table gets real-looking citizen messages ri
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,21 @@ def test_hits_and_ranking() -> None:
         KeywordHit("臭味", "smell", 1),
         KeywordHit("违建", "other", 1),
     )
+
+
+def test_words_sharing_their_start_are_told_apart() -> None:
+    rules = [kw("a", "小区管理", "小区物业", "物业费"), kw("b", "物业", "小区", "区物"), kw("c", "x光", "xx")]
+    result = classify(rules, "小区物业很差，X光机也坏了")
+    assert [h.word for h in result.hits] == ["物业", "小区", "区物", "小区物业", "x光"]
+    assert result.ranking == (("b", 3), ("a", 1), ("c", 1))
+
+
+def test_concurrent_use_gives_the_same_results() -> None:
+    classifier = KeywordClassifier.compile([kw("a", "噪音", "扰民"), kw("b", "路灯", weight=2)])
+    texts = ["噪音扰民", "路灯坏了", "路灯下噪音", "无关"] * 50
+    expected = [classifier.classify(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(classifier.classify, texts)) == expected
 
 
 def test_hits_keep_the_word_as_written() -> None:
