@@ -54,7 +54,7 @@
   const order = { main: [], triage: [], admission: [] };
   let lastSeq = null;
   let rules = null;
-  const labels = { teams: new Map(), modules: new Map(), zones: new Map(), catalogue: new Map() };
+  const labels = { teams: new Map(), modules: new Map(), zones: new Map(), catalogue: new Map(), departments: new Map() };
 
   const dirty = new Set();
   let needFull = true;
@@ -154,6 +154,7 @@
     for (const m of data.modules || []) labels.modules.set(m.id, m);
     for (const z of data.zones || []) labels.zones.set(z.id, z);
     for (const c of data.catalogue || []) labels.catalogue.set(c.id, c);
+    for (const d of data.county_departments || []) labels.departments.set(d.id, d);
     const tw = data.township || {};
     dom.township.textContent = tw.name || tw.id || '乡镇指挥室';
     dom.townshipEn.textContent = tw.name_en || '';
@@ -263,7 +264,12 @@
           occurred_at: d.occurred_at ?? null,
           module: d.module,
           priority: d.priority,
-          routing: { table_version: d.table_version, rule_id: d.rule_id ?? null, queue: d.queue ?? null },
+          routing: {
+            table_version: d.table_version,
+            rule_id: d.rule_id ?? null,
+            queue: d.queue ?? null,
+            handover: d.handover ?? null,
+          },
           escalate_to: moduleLead(d.module),
           assignments: [],
           reported_at: d.at,
@@ -579,7 +585,17 @@
       const lead = inc.assignments.filter((a) => a.role === 'lead');
       const rest = inc.assignments.filter((a) => a.role !== 'lead');
       for (const a of lead.concat(rest)) chips.append(teamChip(a));
-      if (!inc.assignments.length) chips.append(el('span', 'muted', '未派单 · none'));
+      const handover = inc.routing && inc.routing.handover;
+      if (!inc.assignments.length && handover) {
+        const dept = labels.departments.get(handover);
+        const chip = el('span', 'chip handover');
+        chip.dataset.handover = handover;
+        chip.append(el('span', 'zh', `移交 → ${dept ? dept.name : handover}`));
+        if (dept) chip.title = `handed over to ${dept.name_en}`;
+        chips.append(chip);
+      } else if (!inc.assignments.length) {
+        chips.append(el('span', 'muted', '未派单 · none'));
+      }
       row.replaceChildren(
         td('c-id', idNode(inc)),
         td('c-cat', categoryNode(inc.category)),
