@@ -8,7 +8,7 @@ Cross-references (a rule naming a team that does not exist...) are checked by
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -80,23 +80,6 @@ class Zone(Labelled):
 #: The 15 top-level classes (一级分类) of a Chinese government message board's classification of
 #: citizen matters (shared/data/cn_categories/classification_tree_3level.csv, TipDM 2020 data).
 #: Every catalogue category names one, so routings can be compared with real message data.
-BOARD_CLASSES = (
-    "城乡建设",
-    "农村农业",
-    "政法",
-    "教育文体",
-    "劳动和社会保障",
-    "民政",
-    "党务政务",
-    "经济管理",
-    "卫生计生",
-    "商贸旅游",
-    "环境保护",
-    "交通运输",
-    "纪检监察",
-    "国土资源",
-    "科技与信息产业",
-)
 BoardClass = Literal[
     "城乡建设",
     "农村农业",
@@ -114,6 +97,7 @@ BoardClass = Literal[
     "国土资源",
     "科技与信息产业",
 ]
+BOARD_CLASSES: tuple[str, ...] = get_args(BoardClass)
 
 
 class Category(Labelled):
