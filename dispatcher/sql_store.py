@@ -40,17 +40,27 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 
 
-def build_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get their folder created and WAL turned on."""
+def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+    """An async engine for ``url``; SQLite files get their folder created and WAL turned on.
+
+    ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _sqlite_pragmas_scratch(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=OFF")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -65,9 +75,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class SqlIncidentStore:
     """The store on SQLAlchemy Core over the SQLModel tables. All methods run on the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True) -> None:
         self.url = url
-        self._engine = build_engine(url, pool_size=pool_size)
+        self._engine = build_engine(url, pool_size=pool_size, durable=durable)
         self._writer: AsyncConnection | None = None
 
     @property

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rules.table import Rule, RuleTable
 
@@ -112,6 +112,22 @@ def load_source_text(text: str, *, source: str = "<table>", base_dir: Path | Non
     if problems:
         raise RuleTableError(problems)
     return LoadedTable(table, located)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path, model: type[M]) -> M:
+    """Validate any YAML file against a pydantic ``model``; raises :class:`RuleTableError` with file and line."""
+    node, data = _parse(_read(path, str(path)), str(path))
+    located = _Locator(str(path), node)
+    problems = list(located.duplicate_keys())
+    if problems:
+        raise RuleTableError(problems)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RuleTableError([located.problem(err["loc"], _pydantic_message(err)) for err in exc.errors()]) from None
 
 
 def _read(path: Path, source: str) -> str:

@@ -1,0 +1,208 @@
+"""Replaying a scenario on a virtual clock through the production hub.
+
+The hub, the rule book, the store (SQLite in a temporary folder) and the deadline logic are the
+ones the server runs; only the clock (:class:`~dispatcher.clock.VirtualClock`) and the alarm
+(:class:`~dispatcher.alarm.ManualAlarm`) differ. The runner keeps an agenda of what people will do
+(report, acknowledge, arrive, resolve, close) and jumps the clock from one moment to the next,
+ringing the deadline alarm whenever it falls due in between. Same scenario, same seed: the same
+event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from dispatcher.alarm import ManualAlarm
+from dispatcher.clock import VirtualClock
+from dispatcher.core.incidents import Incident, Report
+from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, Role, UnitAction
+from dispatcher.feed import EventFeed
+from dispatcher.hub import Hub
+from dispatcher.settings import BUNDLED_TABLE
+from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.store import IncidentFilter, StoredEvent
+from rules import RuleBook, compile_table, load_table
+from simulations.scenario import Scenario, offset
+
+Action = Callable[[], Awaitable[None]]
+_MAX_INFLIGHT = 2_000
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    events: list[StoredEvent]
+    incidents: list[Incident]
+    started: datetime
+    ended: datetime
+    refused: int = 0  # moves the lifecycle refused (e.g. a unit acting after the incident was closed)
+    rules_version: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+class Simulation:
+    """One run of a scenario. ``run`` may be called once."""
+
+    def __init__(self, scenario: Scenario, rules: RuleBook, *, workdir: Path | None = None) -> None:
+        self.scenario = scenario
+        self.rules = rules
+        self.clock = VirtualClock(scenario.start)
+        self.alarm = ManualAlarm()
+        self._workdir = workdir
+        self._rng = random.Random(scenario.seed)
+        self._agenda: list[tuple[datetime, int, Action]] = []
+        self._order = itertools.count()
+        self._refused = 0
+        self._inflight: list[asyncio.Task[object]] = []
+        self.hub: Hub | None = None
+
+    @classmethod
+    def from_file(cls, path: Path, scenario: Scenario) -> Simulation:
+        table = scenario.table_path(path.parent, BUNDLED_TABLE)
+        return cls(scenario, compile_table(load_table(table)))
+
+    def at(self, when: datetime, action: Action) -> None:
+        heapq.heappush(self._agenda, (when, next(self._order), action))
+
+    async def run(self) -> RunResult:
+        with tempfile.TemporaryDirectory(dir=self._workdir) as folder:
+            store = SqlIncidentStore(f"sqlite+aiosqlite:///{Path(folder) / 'simulation.db'}", durable=False)
+            hub = self.hub = Hub(
+                store=store, rules=self.rules, clock=self.clock, alarm=self.alarm, feed=EventFeed(queue_size=1)
+            )
+            await hub.start()
+            try:
+                self._plan_timeline()
+                await self._drive(self.scenario.horizon())
+                await self._settle()
+                events = await hub.events_since(0, limit=10_000_000)
+                incidents, _ = await hub.list_incidents(IncidentFilter(), limit=10_000_000, offset=0)
+            finally:
+                await hub.stop()
+        return RunResult(
+            scenario=self.scenario,
+            events=events,
+            incidents=sorted(incidents, key=lambda i: i.id),
+            started=self.scenario.start,
+            ended=self.clock.now(),
+            refused=self._refused,
+            rules_version=self.rules.version,
+        )
+
+    async def _drive(self, horizon: datetime) -> None:
+        while True:
+            next_action = self._agenda[0][0] if self._agenda else None
+            alarm = self.alarm.when
+            upcoming = [t for t in (next_action, alarm) if t is not None and t <= horizon]
+            if not upcoming:
+                self.clock.advance_to(horizon)
+                return
+            now = self.clock.advance_to(min(upcoming))
+            if alarm is not None and alarm <= now:
+                await self._flush()
+                await self.alarm.ring()
+                continue
+            _, _, action = heapq.heappop(self._agenda)
+            await action()
+
+    async def _flush(self) -> None:
+        """Let every move submitted so far take its place in the hub's queue, in submission order.
+
+        Moves are not awaited one by one (the writer then commits them in groups); anything that must
+        come after them in time (a report, the alarm) first yields once so that their queue puts run.
+        """
+        await asyncio.sleep(0)
+
+    async def _submit(self, command: Awaitable[object]) -> None:
+        self._inflight.append(asyncio.ensure_future(command))
+        if len(self._inflight) >= _MAX_INFLIGHT:
+            # Far below the hub's queue size, so a queue put never waits and submission order holds.
+            await self._settle()
+
+    async def _settle(self) -> None:
+        results = await asyncio.gather(*self._inflight, return_exceptions=True)
+        self._inflight.clear()
+        for outcome in results:
+            if isinstance(outcome, IllegalTransition):
+                self._refused += 1
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    def _plan_timeline(self) -> None:
+        number = itertools.count(1)
+        for step in self.scenario.timeline:
+            first = self.scenario.start + offset(step.at)
+            times = step.repeat.times if step.repeat else 1
+            every = offset(step.repeat.every) if step.repeat else timedelta(0)
+            for k in range(times):
+                self.at(first + k * every, self._reporter(step.report, next(number)))
+
+    def _reporter(self, spec: object, number: int) -> Action:
+        from simulations.scenario import ReportSpec
+
+        assert isinstance(spec, ReportSpec)
+
+        async def report() -> None:
+            assert self.hub is not None
+            await self._flush()
+            now = self.clock.now()
+            outcome = await self.hub.report(
+                Report(
+                    report_id=f"sim-{self.scenario.seed}-{number}",
+                    category=spec.category,
+                    description=spec.description,
+                    zone=spec.zone,
+                    lat=spec.lat,
+                    lon=spec.lon,
+                    severity=spec.severity,
+                    reporter=spec.reporter,
+                    reporter_kind=spec.reporter_kind,
+                    occurred_at=now,
+                ),
+                now,
+            )
+            self._plan_units(outcome.incident, now)
+
+        return report
+
+    def _plan_units(self, incident: Incident, now: datetime) -> None:
+        behaviours = self.scenario.behaviour
+        for assignment in incident.assignments:
+            behaviour = behaviours.of(assignment.team)
+            if behaviour.never_acknowledges or behaviour.ack_after is None:
+                continue
+            acked = now + behaviour.ack_after.draw(self._rng)
+            travel = behaviour.arrive_after.draw(self._rng) if behaviour.arrive_after else timedelta(0)
+            arrived = acked + max(travel, timedelta(seconds=2))  # after setting off, one second after acknowledging
+            resolved = arrived + (behaviour.resolve_after.draw(self._rng) if behaviour.resolve_after else timedelta(0))
+            team, iid = assignment.team, incident.id
+            self.at(acked, self._move(iid, team, UnitAction.ACKNOWLEDGE))
+            self.at(acked + timedelta(seconds=1), self._move(iid, team, UnitAction.DEPART))
+            self.at(arrived, self._move(iid, team, UnitAction.ARRIVE))
+            self.at(resolved, self._move(iid, team, UnitAction.RESOLVE))
+            if assignment.role is Role.LEAD:
+                self.at(resolved + behaviours.close_after.draw(self._rng), self._close(iid))
+
+    def _move(self, incident_id: int, team: str, action: UnitAction) -> Action:
+        async def move() -> None:
+            assert self.hub is not None
+            command = self.hub.move_unit(incident_id, team, action, self.clock.now(), actor=f"sim:{team}")
+            await self._submit(command)
+
+        return move
+
+    def _close(self, incident_id: int) -> Action:
+        async def close() -> None:
+            assert self.hub is not None
+            command = self.hub.finish(incident_id, IncidentAction.CLOSE, self.clock.now(), actor="sim:operator")
+            await self._submit(command)
+
+        return close
