@@ -26,6 +26,7 @@ from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
 from dispatcher.core.incidents import (
+    DeadlineState,
     Incident,
     Report,
     add_note,
@@ -436,11 +437,21 @@ class Hub:
         if len(self._recent_reports) > self._recent_reports_max:
             self._recent_reports.popitem(last=False)
 
+    def _still_pending(self, entry: DueEntry) -> bool:
+        incident = self._open.get(entry.incident_id)
+        if incident is None:
+            return False
+        deadline = next((a.deadline(entry.kind) for a in incident.assignments if a.team == entry.team), None)
+        return deadline is not None and deadline.state is DeadlineState.PENDING
+
     def _arm(self, incident: Incident) -> None:
         for team, deadline in incident.pending_deadlines():
             self._watch.arm(incident.id, team, deadline.kind, deadline.due_at)
 
     def _rearm_alarm(self) -> None:
+        # Drop entries whose deadline was kept or voided since: the alarm then wakes only for live ones.
+        while (entry := self._watch.peek()) is not None and not self._still_pending(entry):
+            self._watch.drop_first()
         due = self._watch.next_due()
         if due != self._armed_for:
             self._armed_for = due

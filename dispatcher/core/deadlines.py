@@ -37,6 +37,12 @@ class DeadlineWatch:
     def arm(self, incident_id: int, team: str, kind: DeadlineKind, due_at: datetime) -> None:
         heapq.heappush(self._heap, DueEntry(due_at, incident_id, team, kind))
 
+    def peek(self) -> DueEntry | None:
+        return self._heap[0] if self._heap else None
+
+    def drop_first(self) -> None:
+        heapq.heappop(self._heap)
+
     def next_due(self) -> datetime | None:
         return self._heap[0].due_at if self._heap else None
 
