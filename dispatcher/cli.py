@@ -215,44 +215,54 @@ def rules_load(
 def simulate(
     scenario: Annotated[Path, typer.Argument(help="a scenario file (see docs/simulations.md)")],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and verdicts here")] = None,
+    report_out: Annotated[Path | None, typer.Option("--report", help="write a self-contained HTML report")] = None,
 ) -> None:
     """Replay a scenario on a virtual clock through the real hub; exit 1 when an expectation fails."""
     import asyncio
 
+    from simulations.html import html_report
     from simulations.report import summarise, verdicts
-    from simulations.runner import Simulation
+    from simulations.runner import run_scenario
     from simulations.scenario import load_scenario
 
     try:
         loaded = load_scenario(scenario)
-        simulation = Simulation.from_file(scenario, loaded)
     except RuleTableError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     started = time.perf_counter()
-    result = asyncio.run(simulation.run())
+    results = asyncio.run(run_scenario(scenario, loaded))
     elapsed = time.perf_counter() - started
-    summary = summarise(result)
-    found = verdicts(result)
-    typer.echo(
-        f"{loaded.name}: {summary['incidents']} incidents, {summary['events']} events, "
-        f"{result.started:%Y-%m-%d %H:%M} to {result.ended:%Y-%m-%d %H:%M} simulated in {elapsed:.2f} s"
+    body: dict[str, object] = {"scenario": loaded.name, "seconds": round(elapsed, 3), "runs": {}}
+    passed = True
+    header = (
+        f"{'run':<10}{'module':<16}{'incidents':>10}{'lead ack p50':>14}{'resolve p50':>13}{'on time':>9}{'escal.':>8}"
     )
-    typer.echo(
-        f"{'module':<16}{'incidents':>10}{'lead ack p50':>14}{'resolve p50':>13}{'on time':>9}{'escalations':>13}"
-    )
-    for module, row in summary["by_module"].items():
-        ack, resolve, rate = row["lead_ack"]["median_s"], row["lead_resolve"]["median_s"], row["on_time_rate"]
+    for name, result in results.items():
+        summary = summarise(result)
+        found = verdicts(result, variant=name)
+        passed = passed and all(v.passed for v in found)
         typer.echo(
-            f"{module:<16}{row['incidents']:>10}{_minutes(ack):>14}{_minutes(resolve):>13}"
-            f"{'' if rate is None else f'{rate:.0%}':>9}{row['escalations']:>13}"
+            f"{loaded.name} [{name}, table {result.rules_version}]: {summary['incidents']} incidents, "
+            f"{summary['events']} events, {result.started:%Y-%m-%d %H:%M} to {result.ended:%Y-%m-%d %H:%M}"
         )
-    for verdict in found:
-        typer.echo(f"{'PASS' if verdict.passed else 'FAIL'}  {verdict.name}: {verdict.detail}")
+        typer.echo(header)
+        for module, row in summary["by_module"].items():
+            ack, resolve, rate = row["lead_ack"]["median_s"], row["lead_resolve"]["median_s"], row["on_time_rate"]
+            typer.echo(
+                f"{name:<10}{module:<16}{row['incidents']:>10}{_minutes(ack):>14}{_minutes(resolve):>13}"
+                f"{'' if rate is None else f'{rate:.0%}':>9}{row['escalations']:>8}"
+            )
+        for verdict in found:
+            typer.echo(f"{'PASS' if verdict.passed else 'FAIL'}  {verdict.name}: {verdict.detail}")
+        body["runs"][name] = {**summary, "verdicts": [asdict(v) for v in found]}  # type: ignore[index]
+    typer.echo(f"simulated in {elapsed:.2f} s")
     if json_out is not None:
-        body = {**summary, "seconds": round(elapsed, 3), "verdicts": [asdict(v) for v in found]}
         json_out.write_text(json.dumps(body, ensure_ascii=False, indent=2), encoding="utf-8")
-    if not all(v.passed for v in found):
+    if report_out is not None:
+        report_out.write_text(html_report(loaded, results), encoding="utf-8")
+        typer.echo(f"report: {report_out}")
+    if not passed:
         raise typer.Exit(1)
 
 

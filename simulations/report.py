@@ -152,11 +152,15 @@ def _selected(expectation: Expectation, times: dict[int, IncidentTimes]) -> list
     return chosen
 
 
-def verdicts(result: RunResult) -> list[Verdict]:
-    """Each expectation of the scenario, passed or failed, with the ids of the incidents that failed."""
+def verdicts(result: RunResult, expectations: list[Expectation] | None = None, variant: str = "run") -> list[Verdict]:
+    """Each expectation (default: the scenario's) that speaks of ``variant``, passed or failed, with the ids
+    of the incidents that failed it."""
     times = timings(result)
     found = []
-    for number, e in enumerate(result.scenario.expectations, 1):
+    chosen = result.scenario.expectations if expectations is None else expectations
+    for number, e in enumerate(chosen, 1):
+        if e.variant is not None and e.variant != variant:
+            continue
         group = _selected(e, times)
         name = e.name or f"expectation {number}"
         failed: list[int] = []

@@ -206,3 +206,16 @@ class Simulation:
             await self._submit(command)
 
         return close
+
+
+async def run_scenario(path: Path, scenario: Scenario) -> dict[str, RunResult]:
+    """Run a scenario file: once, or once per variant (the same stream, seed and timeline each time).
+
+    The key is the variant's name (``"run"`` for a scenario without variants).
+    """
+    if not scenario.variants:
+        return {"run": await Simulation.from_file(path, scenario).run()}
+    results = {}
+    for variant in scenario.variants:
+        results[variant.name] = await Simulation.from_file(path, scenario.variant(variant)).run()
+    return results

@@ -136,6 +136,16 @@ class Expectation(_Strict):
     escalations_at_least: int | None = Field(default=None, ge=0)
     escalated_to: Literal["module_lead", "party_secretary"] | None = None
     teams_dispatched: list[str] | None = None
+    variant: str | None = Field(default=None, description="the variant it speaks of (default: every run)")
+
+
+class Variant(_Strict):
+    """The same stream under another organisation: its own rule table and behaviour (the assumptions)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    table: str | None = None
+    behaviour: Behaviours | None = None
 
 
 class Scenario(_Strict):
@@ -148,6 +158,16 @@ class Scenario(_Strict):
     behaviour: Behaviours = Behaviours()
     timeline: list[Step] = Field(min_length=1)
     expectations: list[Expectation] = Field(default_factory=list)
+    variants: list[Variant] = Field(default_factory=list, description="run the stream under each, side by side")
+
+    def variant(self, variant: Variant) -> Scenario:
+        """This scenario with the variant's table and behaviour."""
+        update: dict[str, object] = {"variants": []}
+        if variant.table is not None:
+            update["table"] = variant.table
+        if variant.behaviour is not None:
+            update["behaviour"] = variant.behaviour
+        return self.model_copy(update=update)
 
     def table_path(self, scenario_dir: Path, bundled: Path) -> Path:
         return (scenario_dir / self.table).resolve() if self.table else bundled
