@@ -266,6 +266,48 @@ def simulate(
         raise typer.Exit(1)
 
 
+@app.command()
+def drill(
+    scenario: Annotated[Path, typer.Argument(help="a scenario file to play live")],
+    url: Annotated[str, typer.Option(help="the running dispatcher")] = "http://127.0.0.1:8000",
+    speed: Annotated[
+        float, typer.Option(help="virtual seconds per second: 1 is real time, 60 a minute a second")
+    ] = 1.0,
+    max_seconds: Annotated[float, typer.Option(help="stop after this many wall-clock seconds")] = 4 * 3600.0,
+) -> None:
+    """Play a scenario live against a running dispatcher (演练): reports marked as exercises, on the real board."""
+    import asyncio
+
+    import httpx
+
+    from simulations.drill import run_drill
+    from simulations.scenario import load_scenario
+
+    try:
+        loaded = load_scenario(scenario)
+    except RuleTableError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+    async def play() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds)
+        typer.echo(
+            f"drill {outcome.run_id}: {outcome.reports} reports, {outcome.moves} unit moves, "
+            f"{outcome.refused} refused, {len(outcome.errors)} errors in {outcome.seconds:.1f} s"
+        )
+        for error in outcome.errors[:20]:
+            typer.echo(f"  {error}", err=True)
+        if outcome.errors:
+            raise typer.Exit(1)
+
+    try:
+        asyncio.run(play())
+    except httpx.TransportError as exc:
+        typer.echo(f"cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
 

@@ -142,6 +142,8 @@ class SqlIncidentStore:
             conditions.append(incident_t.c.status.in_([s.value for s in where.status]))
         if where.open_only:
             conditions.append(incident_t.c.status.not_in(_FINAL))
+        if where.exercise is not None:
+            conditions.append(incident_t.c.exercise == where.exercise)
         if where.module:
             conditions.append(incident_t.c.module == where.module)
         if where.team:
@@ -264,6 +266,7 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "severity": report.severity,
         "reporter": report.reporter,
         "reporter_kind": report.reporter_kind,
+        "exercise": report.exercise,
         "occurred_at": report.occurred_at,
         "status": incident.status.value,
         "module": incident.module,
@@ -361,6 +364,7 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                     severity=r.severity,
                     reporter=r.reporter,
                     reporter_kind=r.reporter_kind,
+                    exercise=r.exercise,
                     occurred_at=r.occurred_at,
                 ),
                 status=IncidentStatus(r.status),

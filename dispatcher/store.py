@@ -37,6 +37,7 @@ class IncidentFilter:
     team: str | None = None
     module: str | None = None
     open_only: bool = False
+    exercise: bool | None = None  # None: both real and drill incidents
 
 
 class DuplicateReport(Exception):

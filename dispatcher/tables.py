@@ -66,6 +66,7 @@ class IncidentRow(SQLModel, table=True):
     severity: int | None = None
     reporter: str | None = Field(default=None, max_length=256)
     reporter_kind: str | None = Field(default=None, max_length=16)
+    exercise: bool = Field(default=False, index=True, description="a drill: kept apart from real figures")
     occurred_at: datetime | None = _utc(nullable=True)
     status: str = Field(max_length=16, index=True)
     module: str = Field(max_length=64, index=True)

@@ -43,6 +43,7 @@ class IncidentCreate(_In):
     severity: int | None = Field(default=None, ge=1, le=5)
     reporter: str | None = Field(default=None, max_length=256)
     reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None
+    exercise: bool = Field(default=False, description="a drill (演练): marked on the board, kept out of real figures")
     occurred_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -62,6 +63,7 @@ class IncidentCreate(_In):
             severity=self.severity,
             reporter=self.reporter,
             reporter_kind=self.reporter_kind,
+            exercise=self.exercise,
             occurred_at=self.occurred_at,
         )
 
@@ -133,6 +135,7 @@ class IncidentPublic(BaseModel):
     severity: int | None
     reporter: str | None
     reporter_kind: str | None
+    exercise: bool
     occurred_at: datetime | None
     module: str
     priority: int
@@ -187,6 +190,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "severity": report.severity,
         "reporter": report.reporter,
         "reporter_kind": report.reporter_kind,
+        "exercise": report.exercise,
         "occurred_at": report.occurred_at,
         "module": incident.module,
         "priority": incident.priority,

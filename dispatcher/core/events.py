@@ -57,6 +57,7 @@ class IncidentReported(Event):
     severity: int | None
     reporter: str | None
     reporter_kind: str | None
+    exercise: bool
     occurred_at: datetime | None
     module: str
     queue: str | None

@@ -53,6 +53,7 @@ class Report:
     severity: int | None = None
     reporter: str | None = None
     reporter_kind: str | None = None
+    exercise: bool = False  # a drill (演练): marked everywhere, never forwarded, never in real figures
     occurred_at: datetime | None = None
 
 
@@ -209,6 +210,7 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
             severity=report.severity,
             reporter=report.reporter,
             reporter_kind=report.reporter_kind,
+            exercise=report.exercise,
             occurred_at=report.occurred_at,
             module=decision.module,
             queue=incident.queue,

@@ -261,6 +261,7 @@
           location: d.lat != null && d.lon != null ? { lat: d.lat, lon: d.lon } : null,
           severity: d.severity ?? null,
           reporter: d.reporter ?? null,
+          exercise: d.exercise === true,
           occurred_at: d.occurred_at ?? null,
           module: d.module,
           priority: d.priority,
@@ -549,6 +550,11 @@
   function idNode(inc) {
     const frag = document.createDocumentFragment();
     frag.append(el('span', `pri pri-${inc.priority}`, `P${inc.priority}`), el('span', 'id mono', `#${inc.id}`));
+    if (inc.exercise) {
+      const badge = el('span', 'drill', '演练 DRILL');
+      badge.dataset.exercise = 'true';
+      frag.append(badge);
+    }
     return frag;
   }
 
@@ -782,6 +788,13 @@
     dom.admissionCount.textContent = String(n('admission'));
     for (const lane of Object.keys(order)) dom.empty[lane].hidden = n(lane) > 0;
     dom.lastSeq.textContent = lastSeq === null ? '–' : String(lastSeq);
+    let drills = 0;
+    for (const inc of incidents.values()) if (inc.exercise) drills += 1;
+    const banner = document.getElementById('drill-banner');
+    if (banner) {
+      banner.hidden = drills === 0;
+      banner.textContent = `演练进行中 · drill in progress: ${drills} exercise incident(s) on this board`;
+    }
   }
 
   /* Renders are coalesced: at most one per MIN_FLUSH_GAP_MS, on an animation frame, so a burst

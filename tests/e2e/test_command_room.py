@@ -200,3 +200,39 @@ async def test_a_citizen_report_without_category_is_classified_and_explained(ser
     explanation = why.json()
     assert explanation["category_source"] == "keywords"
     assert "占道摆摊" in [h["word"] for h in explanation["keywords"]["hits"]]
+
+
+async def test_a_live_drill_marks_its_incidents_as_exercises(server: ServerProcess, tmp_path: Path) -> None:
+    from simulations.drill import run_drill
+    from simulations.scenario import load_scenario
+
+    scenario = tmp_path / "drill.yaml"
+    scenario.write_text(
+        """\
+name: a short drill
+start: 2026-06-12T09:00:00+08:00
+until: 30m
+behaviour:
+  default:
+    ack_after: {dist: fixed, value: 30s}
+    arrive_after: {dist: fixed, value: 2m}
+    resolve_after: {dist: fixed, value: 5m}
+  close_after: {dist: fixed, value: 1m}
+timeline:
+  - at: 0s
+    report: {category: traffic.congestion, zone: five-way, description: 演练：五岔口拥堵}
+  - at: 1m
+    report: {description: 演练：有人拖欠工资, zone: town-centre, reporter_kind: hotline}
+""",
+        encoding="utf-8",
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        outcome = await run_drill(load_scenario(scenario), http, speed=600, max_seconds=30)
+        drills = (await http.get("/api/v1/incidents", params={"exercise": "true"})).json()
+        real = (await http.get("/api/v1/incidents", params={"exercise": "false"})).json()
+
+    assert outcome.errors == [] and outcome.reports == 2
+    assert drills["count"] == 2 and real["count"] == 0
+    assert all(i["exercise"] for i in drills["data"])
+    assert {i["status"] for i in drills["data"]} == {"closed"}  # each lead resolved and the operator closed
+    assert outcome.moves == 4 * (5 + 3) + 2  # every team's four moves, and two closes

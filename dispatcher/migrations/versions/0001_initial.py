@@ -45,6 +45,7 @@ def upgrade() -> None:
     sa.Column('severity', sa.Integer(), nullable=True),
     sa.Column('reporter', sqlmodel.sql.sqltypes.AutoString(length=256), nullable=True),
     sa.Column('reporter_kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
+    sa.Column('exercise', sa.Boolean(), nullable=False),
     sa.Column('occurred_at', dispatcher.tables.UtcDateTime(timezone=True), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('module', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -61,6 +62,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('report_id')
     )
     with op.batch_alter_table('incident', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_incident_exercise'), ['exercise'], unique=False)
         batch_op.create_index(batch_op.f('ix_incident_module'), ['module'], unique=False)
         batch_op.create_index(batch_op.f('ix_incident_status'), ['status'], unique=False)
 
@@ -99,6 +101,7 @@ def downgrade() -> None:
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_incident_status'))
         batch_op.drop_index(batch_op.f('ix_incident_module'))
+        batch_op.drop_index(batch_op.f('ix_incident_exercise'))
 
     op.drop_table('incident')
     with op.batch_alter_table('event', schema=None) as batch_op:
