@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -231,7 +232,17 @@ def simulate(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     started = time.perf_counter()
-    results = asyncio.run(run_scenario(scenario, loaded))
+    with typer.progressbar(length=1000, label="simulating", file=sys.stderr) as bar:
+        done = 0
+
+        def advance(share: float) -> None:
+            nonlocal done
+            step = int(share * 1000) - done
+            if step > 0:
+                bar.update(step)
+                done += step
+
+        results = asyncio.run(run_scenario(scenario, loaded, progress=advance))
     elapsed = time.perf_counter() - started
     body: dict[str, object] = {"scenario": loaded.name, "seconds": round(elapsed, 3), "runs": {}}
     passed = True

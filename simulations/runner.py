@@ -51,8 +51,16 @@ class RunResult:
 class Simulation:
     """One run of a scenario. ``run`` may be called once."""
 
-    def __init__(self, scenario: Scenario, rules: RuleBook, *, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        rules: RuleBook,
+        *,
+        workdir: Path | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
         self.scenario = scenario
+        self._progress = progress
         self.rules = rules
         self.clock = VirtualClock(scenario.start)
         self.alarm = ManualAlarm()
@@ -65,9 +73,11 @@ class Simulation:
         self.hub: Hub | None = None
 
     @classmethod
-    def from_file(cls, path: Path, scenario: Scenario) -> Simulation:
+    def from_file(
+        cls, path: Path, scenario: Scenario, *, progress: Callable[[float], None] | None = None
+    ) -> Simulation:
         table = scenario.table_path(path.parent, BUNDLED_TABLE)
-        return cls(scenario, compile_table(load_table(table)))
+        return cls(scenario, compile_table(load_table(table)), progress=progress)
 
     def at(self, when: datetime, action: Action) -> None:
         heapq.heappush(self._agenda, (when, next(self._order), action))
@@ -106,6 +116,8 @@ class Simulation:
                 self.clock.advance_to(horizon)
                 return
             now = self.clock.advance_to(min(upcoming))
+            if self._progress is not None:
+                self._progress((now - self.scenario.start) / (horizon - self.scenario.start))
             if alarm is not None and alarm <= now:
                 await self._flush()
                 await self.alarm.ring()
@@ -208,14 +220,21 @@ class Simulation:
         return close
 
 
-async def run_scenario(path: Path, scenario: Scenario) -> dict[str, RunResult]:
+async def run_scenario(
+    path: Path, scenario: Scenario, *, progress: Callable[[float], None] | None = None
+) -> dict[str, RunResult]:
     """Run a scenario file: once, or once per variant (the same stream, seed and timeline each time).
 
-    The key is the variant's name (``"run"`` for a scenario without variants).
+    The key is the variant's name (``"run"`` for a scenario without variants). ``progress`` gets the
+    share of the whole work done so far (0 to 1).
     """
-    if not scenario.variants:
-        return {"run": await Simulation.from_file(path, scenario).run()}
+    variants = [(v.name, scenario.variant(v)) for v in scenario.variants] or [("run", scenario)]
     results = {}
-    for variant in scenario.variants:
-        results[variant.name] = await Simulation.from_file(path, scenario.variant(variant)).run()
+    for index, (name, variant) in enumerate(variants):
+
+        def report(share: float, index: int = index) -> None:
+            if progress is not None:
+                progress((index + share) / len(variants))
+
+        results[name] = await Simulation.from_file(path, variant, progress=report).run()
     return results
