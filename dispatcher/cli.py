@@ -214,12 +214,30 @@ def rules_load(
 
 @app.command()
 def simulate(
-    scenario: Annotated[Path, typer.Argument(help="a scenario file (see docs/simulations.md)")],
+    scenario: Annotated[Path | None, typer.Argument(help="a scenario file (see docs/simulations.md)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and verdicts here")] = None,
     report_out: Annotated[Path | None, typer.Option("--report", help="write a self-contained HTML report")] = None,
+    from_csv: Annotated[Path | None, typer.Option("--from-csv", help="replay real service requests instead")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="with --from-csv: how its rows become reports")] = None,
+    table: Annotated[Path | None, typer.Option(help="with --from-csv: the rule table (default: the mapping's)")] = None,
+    limit: Annotated[int | None, typer.Option(help="with --from-csv: read at most this many rows")] = None,
 ) -> None:
-    """Replay a scenario on a virtual clock through the real hub; exit 1 when an expectation fails."""
+    """Replay a scenario on a virtual clock through the real hub; exit 1 when an expectation fails.
+
+    With ``--from-csv FILE --mapping MAP.yaml`` it replays real records with their own timestamps and
+    reports routing agreement: how often the table sends a record to the owner the real city chose.
+    """
     import asyncio
+
+    if from_csv is not None:
+        if mapping is None:
+            typer.echo("--from-csv needs --mapping", err=True)
+            raise typer.Exit(2)
+        _replay_csv(from_csv, mapping, table, limit, json_out)
+        return
+    if scenario is None:
+        typer.echo("give a scenario file, or --from-csv FILE --mapping MAP.yaml", err=True)
+        raise typer.Exit(2)
 
     from simulations.html import html_report
     from simulations.report import summarise, verdicts
@@ -317,6 +335,43 @@ def drill(
     except httpx.TransportError as exc:
         typer.echo(f"cannot reach {url}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
+    import asyncio
+
+    from simulations.realdata import run_from_csv
+
+    started = time.perf_counter()
+    try:
+        with typer.progressbar(length=1000, label="replaying", file=sys.stderr) as bar:
+            done = 0
+
+            def advance(share: float) -> None:
+                nonlocal done
+                step = int(share * 1000) - done
+                if step > 0:
+                    bar.update(step)
+                    done += step
+
+            _, report = asyncio.run(run_from_csv(csv_path, mapping, table, limit=limit, progress=advance))
+    except (RuleTableError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    elapsed = time.perf_counter() - started
+    agreement = report["agreement"]
+    typer.echo(
+        f"{csv_path.name}: {report['rows_read']} rows read, {report['replayed']} replayed, "
+        f"{report['rejected']} rejected {report['rejected_reasons']}, simulated in {elapsed:.1f} s"
+    )
+    overall = agreement.get("overall")
+    typer.echo(f"routing agreement with the real owners: {'-' if overall is None else f'{overall:.1%}'}")
+    for category, row in list(agreement.get("by_category", {}).items())[:15]:
+        share = row.get("share")
+        typer.echo(f"  {category:<40} {'-' if share is None else f'{share:.1%}':>7}  of {row.get('compared', 0)}")
+    if json_out is not None:
+        body = {k: v for k, v in report.items() if k != "summary"} | {"seconds": round(elapsed, 3)}
+        json_out.write_text(json.dumps(body, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
 
 def _minutes(seconds: float | None) -> str:

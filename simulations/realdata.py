@@ -30,8 +30,8 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from collections.abc import Mapping as MappingABC
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -532,14 +532,18 @@ async def run_from_csv(
     table_path: str | Path | None = None,
     *,
     limit: int | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     """Read a CSV through a mapping, replay it on the virtual clock through the real hub, and report.
 
     A coroutine (the hub is asynchronous): ``asyncio.run(run_from_csv(...))`` from synchronous code.
-    ``table_path`` defaults to the mapping's ``table``. Raises :class:`~rules.RuleTableError` for a bad
-    mapping or table, ``ValueError`` when the mapping names what the table lacks, the CSV cannot be read
-    or no row is usable. The report holds the counts, the rejection reasons tallied by kind (with the
-    first examples), :func:`agreement` and :func:`~simulations.report.summarise` of the run.
+    ``table_path`` defaults to the mapping's ``table``; ``limit`` reads at most that many rows; ``progress``
+    gets the share of the virtual time replayed so far (0 to 1), as :class:`Simulation` gives it.
+
+    Raises :class:`~rules.RuleTableError` for a bad mapping or table, ``ValueError`` when the mapping names
+    what the table lacks, the CSV cannot be read or no row is usable. The report holds the counts, the
+    rejection reasons tallied by kind (with the first examples), :func:`agreement` and
+    :func:`~simulations.report.summarise` of the run.
     """
     mapping = load_mapping(mapping_path)
     table = Path(table_path) if table_path is not None else mapping.table_path()
@@ -553,7 +557,7 @@ async def run_from_csv(
     if not records:
         raise ValueError(f"{csv_path}: no usable record ({len(rejected)} rejected)")
     scenario = scenario_from_records(records, name=f"replay of {Path(csv_path).name}", table=table)
-    result = await Simulation(scenario, book).run()
+    result = await Simulation(scenario, book, progress=progress).run()
     report: dict[str, Any] = {
         "source": str(csv_path),
         "mapping": str(mapping_path),

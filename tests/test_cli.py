@@ -114,3 +114,25 @@ def test_explain_prints_the_rule_and_its_conditions(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "→ enforcement/market-town-office+market-supervision+law-enforcement" in result.output
     assert "rule market-order" in result.output and "✓ zone" in result.output
+
+
+def test_simulate_replays_real_records_and_reports_agreement(tmp_path: Path) -> None:
+    root = BUNDLED_TABLE.parent.parent.parent
+    out = tmp_path / "sf.json"
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--from-csv",
+            str(root / "tests" / "fixtures" / "sf311_slice.csv"),
+            "--mapping",
+            str(root / "simulations" / "examples" / "sf311" / "mapping.yaml"),
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "routing agreement with the real owners" in result.output
+    body = json.loads(out.read_text(encoding="utf-8"))
+    assert body["replayed"] + body["rejected"] == body["rows_read"]
+    assert body["agreement"]["overall"] > 0.5
