@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -250,16 +252,7 @@ def simulate(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     started = time.perf_counter()
-    with typer.progressbar(length=1000, label="simulating", file=sys.stderr) as bar:
-        done = 0
-
-        def advance(share: float) -> None:
-            nonlocal done
-            step = int(share * 1000) - done
-            if step > 0:
-                bar.update(step)
-                done += step
-
+    with _progress("simulating") as advance:
         results = asyncio.run(run_scenario(scenario, loaded, progress=advance))
     elapsed = time.perf_counter() - started
     body: dict[str, object] = {"scenario": loaded.name, "seconds": round(elapsed, 3), "runs": {}}
@@ -344,16 +337,7 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
 
     started = time.perf_counter()
     try:
-        with typer.progressbar(length=1000, label="replaying", file=sys.stderr) as bar:
-            done = 0
-
-            def advance(share: float) -> None:
-                nonlocal done
-                step = int(share * 1000) - done
-                if step > 0:
-                    bar.update(step)
-                    done += step
-
+        with _progress("replaying") as advance:
             _, report = asyncio.run(run_from_csv(csv_path, mapping, table, limit=limit, progress=advance))
     except (RuleTableError, ValueError) as exc:
         typer.echo(str(exc), err=True)
@@ -372,6 +356,22 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
     if json_out is not None:
         body = {k: v for k, v in report.items() if k != "summary"} | {"seconds": round(elapsed, 3)}
         json_out.write_text(json.dumps(body, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr, advanced by the share of the work done (0 to 1)."""
+    with typer.progressbar(length=1000, label=label, file=sys.stderr) as bar:
+        done = 0
+
+        def advance(share: float) -> None:
+            nonlocal done
+            step = int(share * 1000) - done
+            if step > 0:
+                bar.update(step)
+                done += step
+
+        yield advance
 
 
 def _minutes(seconds: float | None) -> str:

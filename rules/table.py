@@ -11,9 +11,21 @@ from datetime import date
 from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from rules.durations import parse_duration
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+#: An IANA time zone name (``Asia/Shanghai``), refused at load when the system does not know it.
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
 CategoryPattern = Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]*(\.\*)?)$", max_length=96)]
@@ -226,7 +238,7 @@ class RuleTable(_Strict):
     version: str = Field(min_length=1, max_length=64, description="version of this table's content")
     include: list[str] = Field(default_factory=list, description="files whose sections are appended")
     township: Township
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     party_secretary: Person
     triage_module: Identifier = "command-room"
     defaults: Defaults = Defaults()
@@ -239,12 +251,3 @@ class RuleTable(_Strict):
     catalogue: list[Category] = Field(min_length=1)
     keywords: list[KeywordRule] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
