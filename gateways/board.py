@@ -95,12 +95,15 @@ async def _send(
     else:
         await _send_backlog(websocket, hub, progress, upto)
     while True:
-        try:
-            record = await asyncio.wait_for(subscription.get(), HEARTBEAT_S)
-        except TimeoutError:
-            # A quiet feed still says it is alive, so a board notices a silently dead link.
-            await websocket.send_text(f'{{"kind":"heartbeat","seq":{progress.last}}}')
-            continue
+        # A busy feed is read without a timer; only a quiet one waits with a timeout (a task per wait).
+        record = subscription.get_nowait()
+        if record is None:
+            try:
+                record = await asyncio.wait_for(subscription.get(), HEARTBEAT_S)
+            except TimeoutError:
+                # A quiet feed still says it is alive, so a board notices a silently dead link.
+                await websocket.send_text(f'{{"kind":"heartbeat","seq":{progress.last}}}')
+                continue
         if not isinstance(record, FeedRecord):
             return  # dropped for lagging: board_feed closes the connection
         if record.seq <= progress.last:

@@ -30,7 +30,7 @@ from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import IncidentFilter, StoredEvent
 from rules import RuleBook, compile_table, load_table
-from simulations.scenario import Scenario, offset
+from simulations.scenario import ReportSpec, Scenario, offset
 
 Action = Callable[[], Awaitable[None]]
 _MAX_INFLIGHT = 2_000
@@ -157,11 +157,7 @@ class Simulation:
             for k in range(times):
                 self.at(first + k * every, self._reporter(step.report, next(number)))
 
-    def _reporter(self, spec: object, number: int) -> Action:
-        from simulations.scenario import ReportSpec
-
-        assert isinstance(spec, ReportSpec)
-
+    def _reporter(self, spec: ReportSpec, number: int) -> Action:
         async def report() -> None:
             assert self.hub is not None
             await self._flush()
