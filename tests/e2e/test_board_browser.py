@@ -1,0 +1,97 @@
+"""The board in a real headless Chromium (Debian's, driven by Playwright) against a real server process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("DISPATCHER_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FOUND = os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is not None
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def page(server: ServerProcess) -> AsyncIterator[Any]:
+    if not CHROMIUM_FOUND:
+        message = f"Chromium not found at {CHROMIUM}"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it (.ci/run installs Debian's chromium)")
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1600, "height": 900})
+            board = await context.new_page()
+            dialogs: list[str] = []
+            board.on("dialog", lambda d: dialogs.append(d.message))
+            board.dialogs = dialogs  # type: ignore[attr-defined]
+            await board.goto(f"{server.base_url}/board")
+            await board.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+            yield board
+        finally:
+            await browser.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_report_appears_live_and_its_acknowledgement_follows(server: ServerProcess, page: Any) -> None:
+    body = {
+        "report_id": "browser-1",
+        "category": "traffic.congestion",
+        "zone": "five-way",
+        "description": "集市日五岔口拥堵 <script>alert('x')</script><img src=x onerror=alert(2)>",
+    }
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        answer = await http.post("/api/v1/incidents", json=body)
+        assert answer.status_code == 201
+        row = page.locator('#incidents [data-incident-id="1"]')
+        await row.wait_for(timeout=1_000)  # within one second of the answer
+        assert await row.get_attribute("data-status") == "dispatched"
+        chips = row.locator(".chip[data-team]")
+        assert await chips.count() == 5
+        assert await row.locator('.chip[data-team="traffic-police"]').get_attribute("data-role") == "lead"
+
+        await http.post("/api/v1/incidents/1/assignments/traffic-police/acknowledge", json={"actor": "王警官"})
+        await page.wait_for_selector(
+            '#incidents [data-incident-id="1"][data-status="acknowledged"] .chip[data-team="traffic-police"][data-state="acknowledged"]',
+            timeout=2_000,
+        )
+
+    text = await row.inner_text()
+    assert "<script>alert('x')</script>" in text  # shown as text, not run
+    assert page.dialogs == []
+    assert await page.locator("#incidents script, #incidents img").count() == 0
+    # Labels come from the rule table: Chinese first, English beside it.
+    assert "交通拥堵" in text and "Traffic congestion" in text and "五岔口" in text
+    assert await page.locator("#last-seq").inner_text() == "3"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_queue_lanes_and_closing_remove_rows(server: ServerProcess, page: Any) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        await http.post(
+            "/api/v1/incidents",
+            json={"report_id": "q-1", "category": "ufo.sighting", "zone": "market", "description": "?"},
+        )
+        await page.wait_for_selector('#triage-rows [data-incident-id="1"]', timeout=2_000)
+        await http.post("/api/v1/incidents/1/cancel", json={"reason": "not a matter for the township"})
+        await page.wait_for_selector('#triage-rows [data-incident-id="1"]', state="detached", timeout=2_000)
+    assert await page.locator("#triage-count").inner_text() == "0"
