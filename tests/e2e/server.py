@@ -22,10 +22,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m dispatcher serve`` in a child process; output goes to ``log_path``."""
 
-    def __init__(self, database_url: str, log_path: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str, log_path: Path, *, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         self.database_url = database_url
         self.log_path = log_path
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 

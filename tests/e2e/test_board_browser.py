@@ -62,9 +62,9 @@ async def test_a_report_appears_live_and_its_acknowledgement_follows(server: Ser
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         answer = await http.post("/api/v1/incidents", json=body)
         assert answer.status_code == 201
+        # Within one second of the answer the row is there with its teams dispatched.
+        await page.wait_for_selector('#incidents [data-incident-id="1"][data-status="dispatched"]', timeout=1_000)
         row = page.locator('#incidents [data-incident-id="1"]')
-        await row.wait_for(timeout=1_000)  # within one second of the answer
-        assert await row.get_attribute("data-status") == "dispatched"
         chips = row.locator(".chip[data-team]")
         assert await chips.count() == 5
         assert await row.locator('.chip[data-team="traffic-police"]').get_attribute("data-role") == "lead"
@@ -95,3 +95,34 @@ async def test_queue_lanes_and_closing_remove_rows(server: ServerProcess, page: 
         await http.post("/api/v1/incidents/1/cancel", json={"reason": "not a matter for the township"})
         await page.wait_for_selector('#triage-rows [data-incident-id="1"]', state="detached", timeout=2_000)
     assert await page.locator("#triage-count").inner_text() == "0"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_board_resumes_after_the_server_restarts_without_loss_or_doubles(
+    server: ServerProcess, page: Any, tmp_path: Any
+) -> None:
+    five_way = {"category": "traffic.congestion", "zone": "five-way", "description": "拥堵"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        await http.post("/api/v1/incidents", json={**five_way, "report_id": "before"})
+    await page.wait_for_selector('#incidents [data-incident-id="1"]', timeout=2_000)
+
+    server.stop()  # the link is cut: the board notices and retries
+    await page.wait_for_selector("#connection[data-state=closed]", timeout=5_000)
+    again = ServerProcess(server.database_url, tmp_path / "again.log", port=server.port).start()
+    try:
+        async with httpx.AsyncClient(base_url=again.base_url, timeout=10) as http:
+            await http.post("/api/v1/incidents", json={**five_way, "report_id": "after"})
+            await http.post("/api/v1/incidents/1/assignments/traffic-police/acknowledge")
+            last_seq = (await http.get("/readyz")).json()["last_seq"]
+        await page.wait_for_selector("#connection[data-state=open]", timeout=15_000)
+        await page.wait_for_function(
+            "seq => document.getElementById('last-seq').textContent === String(seq)", arg=last_seq, timeout=5_000
+        )
+        rows = page.locator("#incidents [data-incident-id]")
+        assert sorted([await rows.nth(i).get_attribute("data-incident-id") for i in range(await rows.count())]) == [
+            "1",
+            "2",
+        ]
+        assert await page.locator('#incidents [data-incident-id="1"]').get_attribute("data-status") == "acknowledged"
+    finally:
+        again.stop()
