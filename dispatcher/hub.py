@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from dispatcher.alarm import Alarm
@@ -27,15 +27,36 @@ from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
 from dispatcher.core.incidents import (
     DeadlineState,
+    EscalationState,
     Incident,
+    Refused,
     Report,
     add_note,
+    add_team,
+    assign_officer,
+    attach_report,
+    change_priority,
+    check_version,
+    detach_report,
+    escalate_now,
     finish_incident,
+    merge_incidents,
     miss_deadline,
     move_unit,
     open_incident,
+    raise_escalation,
+    reassign_team,
 )
-from dispatcher.core.lifecycle import IncidentAction, UnitAction
+from dispatcher.core.lifecycle import JOINABLE_STATUSES, AssignmentState, IncidentAction, UnitAction
+from dispatcher.core.roster import (
+    Need,
+    Roster,
+    UnitState,
+    UnitStatus,
+    choose_officer,
+    distance_m,
+    status_after_task_change,
+)
 from dispatcher.feed import EventFeed, FeedRecord
 from dispatcher.store import Changes, DuplicateReport, IncidentFilter, IncidentStore, StoredEvent
 from rules.matcher import RoutingInput, RuleBook
@@ -51,14 +72,23 @@ class IncidentNotFound(LookupError):
         self.incident_id = incident_id
 
 
+class UnknownOfficer(LookupError):
+    def __init__(self, officer_id: str) -> None:
+        super().__init__(f"officer {officer_id!r} is not on the roster")
+        self.officer_id = officer_id
+
+
 class HubStopped(RuntimeError):
     """The hub is not running (not started yet, or shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReportOutcome:
+    """``created``: a new incident; ``joined``: the report attached to an open duplicate; neither: a retry."""
+
     incident: Incident
     created: bool
+    joined: bool = False
 
 
 @dataclass(slots=True)
@@ -76,6 +106,8 @@ class _Batch:
     records: list[FeedRecord] = field(default_factory=list)
     popped: list[DueEntry] = field(default_factory=list)
     created_ids: set[int] = field(default_factory=set)
+    units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
+    freed: set[str] = field(default_factory=set)  # teams where an officer may have become free
 
     def current(self, incident_id: int) -> Incident:
         incident = self.touched.get(incident_id) or self.hub._open.get(incident_id) or self.loaded.get(incident_id)
@@ -83,14 +115,32 @@ class _Batch:
             raise IncidentNotFound(incident_id)
         return incident
 
+    def unit(self, officer_id: str) -> UnitState:
+        return self.units.get(officer_id) or self.hub.units.get(officer_id) or UnitState()
+
+    def all_units(self) -> _Units:
+        return _Units(self)
+
+    def choose(
+        self, team: str, incident: Incident | Report, at: datetime, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
+        report = incident.report if isinstance(incident, Incident) else incident
+        zones = incident.zones if isinstance(incident, Incident) else ()
+        need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones, exclude=exclude)
+        return choose_officer(self.hub.roster, self.all_units(), need)
+
     def record(self, incident: Incident, events: Sequence[ev.Event], *, created: bool = False) -> None:
         if not events:
             return
+        before: Incident | None = None
         if created:
             self.changes.created.append(incident)
             self.created_ids.add(incident.id)
-        elif incident.id not in self.originals and incident.id not in self.created_ids:
-            self.originals[incident.id] = self.current(incident.id)
+        else:
+            before = self.current(incident.id)
+            if incident.id not in self.originals and incident.id not in self.created_ids:
+                self.originals[incident.id] = before
+        self._count_tasks(before, incident, events)
         self.touched[incident.id] = incident
         for event in events:
             seq = self.next_seq
@@ -102,12 +152,88 @@ class _Batch:
             )
             self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
 
+    def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
+        """Keep each officer's open-task count and status in step with the assignments they hold."""
+        held_before = before.held_by() if before is not None else {}
+        held_after = after.held_by()
+        for officer in held_before.keys() | held_after.keys():
+            delta = held_after.get(officer, 0) - held_before.get(officer, 0)
+            if delta == 0:
+                continue
+            unit = self.unit(officer)
+            tasks = max(0, unit.tasks + delta)
+            self.set_unit(officer, replace(unit, tasks=tasks, status=status_after_task_change(unit.status, tasks)))
+            if delta < 0:
+                self.freed.add(self.hub.team_of(officer))
+        for event in events:
+            if isinstance(event, ev.UnitMoved) and event.to_state in _MOVING:
+                mover = after.assignment(event.team).officer
+                if mover is not None:
+                    unit = self.unit(mover)
+                    if unit.status is not UnitStatus.OFF_DUTY:
+                        self.set_unit(mover, replace(unit, status=_MOVING[event.to_state]), persist=True)
+
+    def set_unit(self, officer: str, unit: UnitState, *, persist: bool = False) -> None:
+        previous = self.unit(officer)
+        self.units[officer] = unit
+        if persist or previous.status is not unit.status:
+            self.changes.units[officer] = unit
+
     def finish(self) -> Changes:
         self.changes.created = [self.touched[i.id] for i in self.changes.created]
         self.changes.updated = [
             (self.originals[iid], incident) for iid, incident in self.touched.items() if iid not in self.created_ids
         ]
         return self.changes
+
+
+_MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCENE: UnitStatus.ON_SCENE}
+
+
+class _Units(Mapping[str, UnitState]):
+    """A read-only mapping view over the hub's units with the batch's changes on top."""
+
+    def __init__(self, batch: _Batch) -> None:
+        self._batch = batch
+
+    def __getitem__(self, officer_id: str) -> UnitState:
+        found = self._batch.units.get(officer_id) or self._batch.hub.units.get(officer_id)
+        if found is None:
+            raise KeyError(officer_id)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._batch.hub.units.keys() | self._batch.units.keys())
+
+    def __len__(self) -> int:
+        return len(self._batch.hub.units.keys() | self._batch.units.keys())
+
+
+def _routing_input(report: Report, at: datetime) -> RoutingInput:
+    return RoutingInput(
+        category=report.category,
+        description=report.description,
+        reporter_kind=report.reporter_kind,
+        zone=report.zone,
+        lat=report.lat,
+        lon=report.lon,
+        severity=report.severity,
+        at=at,
+    )
+
+
+def _due_entries(incident: Incident) -> list[DueEntry]:
+    """Every pending deadline and waiting escalation step of an incident, as heap entries."""
+    entries = [DueEntry(d.due_at, incident.id, team, d.kind) for team, d in incident.pending_deadlines()]
+    entries.extend(
+        DueEntry(e.due_at, incident.id, team, ev.DeadlineKind(e.kind), e.step)
+        for team, e in incident.pending_escalations()
+        if e.kind in _DEADLINE_KINDS
+    )
+    return entries
+
+
+_DEADLINE_KINDS = frozenset(k.value for k in ev.DeadlineKind)
 
 
 def feed_message(seq: int, type_name: str, payload: str) -> str:
@@ -121,6 +247,7 @@ class _Command:
     future: asyncio.Future[Any]
     report_id: str | None = None
     incident_id: int | None = None
+    also: tuple[int, ...] = ()  # further incidents the command reads (a merge's target)
 
 
 class Hub:
@@ -135,9 +262,17 @@ class Hub:
         queue_size: int = 10_000,
         batch_max: int = 512,
         recent_reports: int = 100_000,
+        roster: Roster | None = None,
+        duplicate_radius_m: float = 200.0,
+        duplicate_window: timedelta = timedelta(minutes=30),
     ) -> None:
         self.store = store
         self.rules = rules
+        self.roster = roster or Roster(version="none", timezone=rules.table.timezone, officers={})
+        #: Each officer's live state; changed only by the writer after a commit.
+        self.units: dict[str, UnitState] = {}
+        self.duplicate_radius_m = duplicate_radius_m
+        self.duplicate_window = duplicate_window
         self.clock = clock
         self.feed = feed
         self._alarm = alarm
@@ -154,6 +289,10 @@ class Hub:
         # report_id -> incident id of the newest reports: a phone's retry is answered without a query.
         self._recent_reports: OrderedDict[str, int] = OrderedDict()
         self._recent_reports_max = recent_reports
+        # Open incidents by routed category, for finding the one a new report duplicates.
+        self._by_category: dict[str, set[int]] = {}
+        # Waiting assignments (a roster team with nobody free) by team: incident ids.
+        self._waiting: dict[str, set[int]] = {}
 
     # -- life -----------------------------------------------------------------------------
 
@@ -176,8 +315,13 @@ class Hub:
         self._next_id, self._next_seq = last_id + 1, last_seq + 1
         self.feed.last_seq = last_seq
         self._open = {i.id: i for i in await self.store.load_open()}
+        self.units = await self.store.load_units()
         for incident in self._open.values():
-            self._arm(incident)
+            self._index(incident)
+            for officer, count in incident.held_by().items():
+                unit = self.units.get(officer, UnitState())
+                self.units[officer] = replace(unit, tasks=unit.tasks + count)
+        self._watch.arm_many([e for i in self._open.values() for e in _due_entries(i)])
         self._queue = asyncio.Queue(maxsize=self._queue_size)
         self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
         self._alarm.start(self._on_alarm)
@@ -215,26 +359,22 @@ class Hub:
 
     async def report(self, report: Report, at: datetime) -> ReportOutcome:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""
-        decision = self.rules.route(
-            RoutingInput(
-                category=report.category,
-                description=report.description,
-                reporter_kind=report.reporter_kind,
-                zone=report.zone,
-                lat=report.lat,
-                lon=report.lon,
-                severity=report.severity,
-                at=at,
-            )
-        )
+        decision = self.rules.route(_routing_input(report, at))
 
         def apply(batch: _Batch) -> ReportOutcome:
             known = batch.reports.get(report.report_id)
             if known is not None:
                 return ReportOutcome(batch.current(known), created=False)
+            same = self._duplicate_of(batch, report, decision.category, at)
+            if same is not None:
+                joined, events = attach_report(same, report, at)
+                batch.reports[report.report_id] = joined.id
+                batch.record(joined, events)
+                return ReportOutcome(joined, created=False, joined=True)
             incident_id = batch.next_id
             batch.next_id += 1
-            incident, events = open_incident(incident_id, report, decision, at)
+            officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
+            incident, events = open_incident(incident_id, report, decision, at, officers)
             batch.reports[report.report_id] = incident_id
             batch.record(incident, events, created=True)
             return ReportOutcome(incident, created=True)
@@ -242,27 +382,47 @@ class Hub:
         return await self._submit(apply, report_id=report.report_id)
 
     async def move_unit(
-        self, incident_id: int, team: str, action: UnitAction, at: datetime, actor: str | None = None
+        self,
+        incident_id: int,
+        team: str,
+        action: UnitAction,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        reason: str = "",
+        expected_version: int | None = None,
     ) -> Incident:
-        """Advance one team's assignment.
+        """Advance one team's assignment (or return it, with a reason).
 
-        Raises ``IllegalTransition``, ``UnknownAssignment`` or :class:`IncidentNotFound`; nothing changes then.
+        Raises ``IllegalTransition``, ``UnknownAssignment``, ``StaleVersion``, ``Refused`` or
+        :class:`IncidentNotFound`; nothing changes then.
         """
 
         def apply(batch: _Batch) -> Incident:
-            incident, events = move_unit(batch.current(incident_id), team, action, at, actor)
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            incident, events = move_unit(current, team, action, at, actor, reason=reason)
             batch.record(incident, events)
             return incident
 
         return await self._submit(apply, incident_id=incident_id)
 
     async def finish(
-        self, incident_id: int, action: IncidentAction, at: datetime, actor: str | None = None, reason: str = ""
+        self,
+        incident_id: int,
+        action: IncidentAction,
+        at: datetime,
+        actor: str | None = None,
+        reason: str = "",
+        *,
+        expected_version: int | None = None,
     ) -> Incident:
-        """Close or cancel an incident; raises ``IllegalTransition`` or :class:`IncidentNotFound`."""
+        """Close or cancel an incident; raises ``IllegalTransition``, ``StaleVersion`` or :class:`IncidentNotFound`."""
 
         def apply(batch: _Batch) -> Incident:
-            incident, events = finish_incident(batch.current(incident_id), action, at, actor, reason)
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            incident, events = finish_incident(current, action, at, actor, reason)
             batch.record(incident, events)
             return incident
 
@@ -288,13 +448,293 @@ class Hub:
                     current = batch.current(entry.incident_id)
                 except IncidentNotFound:
                     continue  # closed or cancelled since: nothing to escalate
-                incident, events = miss_deadline(current, entry.team, entry.kind, at)
+                if entry.step:
+                    incident, events = raise_escalation(current, entry.team, entry.kind.value, entry.step, at)
+                else:
+                    incident, events = miss_deadline(
+                        current, entry.team, entry.kind, at, replacement=self._replacement(batch, current, entry, at)
+                    )
                 if events:
                     batch.record(incident, events)
                     missed += 1
             return missed
 
         return int(await self._submit(apply))
+
+    # -- dispatch: officers, overrides, duplicates ----------------------------------------
+
+    async def assign(
+        self,
+        incident_id: int,
+        team: str,
+        officer: str | None,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> Incident:
+        """An operator hands a team's assignment to ``officer`` (``None``: the best free one now)."""
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            chosen = officer
+            if chosen is None:
+                held = current.assignment(team)
+                exclude = frozenset((*held.tried, *([held.officer] if held.officer else [])))
+                chosen = batch.choose(team, current, at, exclude)
+                if chosen is None:
+                    raise Refused(f"nobody of team {team} is on duty and free")
+            elif self.roster.officers.get(chosen) is None or self.roster.officers[chosen].team != team:
+                raise Refused(f"officer {chosen!r} is not on team {team}'s roster")
+            incident, events = assign_officer(current, team, chosen, at, reason="reassign", actor=actor)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def add_team(
+        self,
+        incident_id: int,
+        team: str,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> Incident:
+        """Send one more team (the best free officer of it, or it waits)."""
+        self._known_team(team)
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            officers = self._officers_for(batch, current.report, current.zones, (team,), at)
+            incident, events = add_team(
+                current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers
+            )
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def reassign_team(
+        self,
+        incident_id: int,
+        from_team: str,
+        to_team: str,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> Incident:
+        """Move a team's part to another team (the way a returned matter is re-dispatched)."""
+        self._known_team(to_team)
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            officers = self._officers_for(batch, current.report, current.zones, (to_team,), at)
+            incident, events = reassign_team(
+                current, from_team, to_team, at, officer=officers.get(to_team), actor=actor, waiting=to_team in officers
+            )
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def escalate(
+        self,
+        incident_id: int,
+        at: datetime,
+        actor: str | None = None,
+        team: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> Incident:
+        """Escalate now: the next level of the chain not yet reached hears of it at once."""
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            incident, events = escalate_now(current, at, actor, team)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def set_priority(
+        self,
+        incident_id: int,
+        priority: int,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> Incident:
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            incident, events = change_priority(current, priority, at, actor)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def merge(self, source_id: int, target_id: int, at: datetime, actor: str | None = None) -> Incident:
+        """Fold incident ``source_id`` into ``target_id``; returns the target."""
+
+        def apply(batch: _Batch) -> Incident:
+            folded, target, events = merge_incidents(batch.current(source_id), batch.current(target_id), at, actor)
+            batch.record(folded, [e for e in events if e.incident_id == source_id])
+            batch.record(target, [e for e in events if e.incident_id == target_id])
+            for report_id in (folded.report.report_id, *(r.report.report_id for r in folded.reports)):
+                batch.reports[report_id] = target.id
+            return target
+
+        keys = {"incident_id": source_id}
+        return await self._submit(apply, also=(target_id,), **keys)
+
+    async def split(self, incident_id: int, report_id: str, at: datetime, actor: str | None = None) -> Incident:
+        """Split an attached report off into an incident of its own, routed afresh; returns the new one."""
+
+        def apply(batch: _Batch) -> Incident:
+            new_id = batch.next_id
+            remaining, report, events = detach_report(batch.current(incident_id), report_id, new_id, at, actor)
+            batch.next_id += 1
+            decision = self.rules.route(_routing_input(report, at))
+            officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
+            opened, opened_events = open_incident(new_id, report, decision, at, officers)
+            batch.record(remaining, events)
+            batch.record(opened, opened_events, created=True)
+            batch.reports[report.report_id] = new_id
+            return opened
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def report_unit(
+        self,
+        officer_id: str,
+        at: datetime,
+        *,
+        status: UnitStatus | None = None,
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> UnitState:
+        """An officer's device reports status and/or position. Off duty takes them out of the choice."""
+        if officer_id not in self.roster.officers:
+            raise UnknownOfficer(officer_id)
+
+        def apply(batch: _Batch) -> UnitState:
+            unit = batch.unit(officer_id)
+            if status is not None:
+                if status is UnitStatus.OFF_DUTY:
+                    unit = replace(unit, status=status)
+                elif status is UnitStatus.AVAILABLE:
+                    unit = replace(unit, status=status_after_task_change(UnitStatus.AVAILABLE, unit.tasks))
+                else:
+                    unit = replace(unit, status=status)
+                batch.freed.add(self.team_of(officer_id))
+            if lat is not None and lon is not None:
+                unit = replace(unit, lat=lat, lon=lon, position_at=at)
+            batch.set_unit(officer_id, unit, persist=True)
+            return unit
+
+        return await self._submit(apply)
+
+    async def offer_waiting(self, team: str, at: datetime) -> int:
+        """Give waiting assignments of ``team`` to officers who are free now (a shift began); returns how many."""
+
+        def apply(batch: _Batch) -> int:
+            batch.freed.add(team)
+            return self._fill_waiting(batch, at)
+
+        return int(await self._submit(apply))
+
+    def waiting(self) -> list[tuple[Incident, str]]:
+        """Assignments waiting for an officer, most urgent first: (incident, team)."""
+        found = [(self._open[i], team) for team, ids in self._waiting.items() for i in ids if i in self._open]
+        return sorted(found, key=lambda it: (it[0].priority, it[0].reported_at, it[0].id, it[1]))
+
+    def team_of(self, officer_id: str) -> str:
+        officer = self.roster.officers.get(officer_id)
+        return officer.team if officer is not None else ""
+
+    def replace_roster(self, roster: Roster) -> Roster:
+        """Dispatch by ``roster`` from now on; open assignments keep their officers."""
+        previous, self.roster = self.roster, roster
+        return previous
+
+    def _known_team(self, team: str) -> None:
+        if team not in {t.id for t in self.rules.table.teams}:
+            raise Refused(f"team {team!r} is not in rule table {self.rules.version}")
+
+    def _officers_for(
+        self, batch: _Batch, report: Report, zones: tuple[str, ...], teams: Sequence[str | None], at: datetime
+    ) -> dict[str, str | None]:
+        """The chosen officer of each team that has a roster; teams without one are left out (sent whole)."""
+        chosen: dict[str, str | None] = {}
+        for team in teams:
+            if team is None or not self.roster.team(team):
+                continue
+            need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones)
+            officer = choose_officer(self.roster, batch.all_units(), need)
+            chosen[team] = officer  # an officer is on one team only: no one is chosen twice here
+        return chosen
+
+    def _replacement(self, batch: _Batch, incident: Incident, entry: DueEntry, at: datetime) -> str | None:
+        if entry.kind is not ev.DeadlineKind.ACK or not self.roster.team(entry.team):
+            return None
+        held = incident.assignment(entry.team)
+        exclude = frozenset((*held.tried, *([held.officer] if held.officer else [])))
+        return batch.choose(entry.team, incident, at, exclude)
+
+    def _duplicate_of(self, batch: _Batch, report: Report, category: str | None, at: datetime) -> Incident | None:
+        """The open incident this report repeats: same category, close by, recent; the nearest wins."""
+        if category is None or report.lat is None or report.lon is None or self.duplicate_radius_m <= 0:
+            return None
+        candidates = set(self._by_category.get(category, ()))
+        candidates.update(i for i, inc in batch.touched.items() if inc.category == category)
+        best: tuple[float, int] | None = None
+        for incident_id in candidates:
+            incident = batch.current(incident_id)
+            r = incident.report
+            if (
+                incident.status not in JOINABLE_STATUSES
+                or incident.category != category
+                or r.exercise != report.exercise
+                or r.lat is None
+                or r.lon is None
+                or at - incident.last_reported_at > self.duplicate_window
+            ):
+                continue
+            distance = distance_m(report.lat, report.lon, r.lat, r.lon)
+            if distance <= self.duplicate_radius_m and (best is None or (distance, incident_id) < best):
+                best = (distance, incident_id)
+        return batch.current(best[1]) if best else None
+
+    def _fill_waiting(self, batch: _Batch, at: datetime) -> int:
+        """After the batch's commands: hand waiting assignments of teams with a freed officer to them."""
+        filled = 0
+        teams = batch.freed
+        batch.freed = set()
+        for team in sorted(teams):
+            ids = set(self._waiting.get(team, ())) | {
+                i for i, inc in batch.touched.items() if any(a.team == team and a.waiting for a in inc.assignments)
+            }
+            queue = sorted(
+                (batch.current(i) for i in ids),
+                key=lambda inc: (inc.priority, inc.reported_at, inc.id),
+            )
+            for incident in queue:
+                if not incident.is_open or not incident.has_team(team) or not incident.assignment(team).waiting:
+                    continue
+                officer = batch.choose(team, incident, at)
+                if officer is None:
+                    break
+                updated, events = assign_officer(incident, team, officer, at, reason="available")
+                batch.record(updated, events)
+                filled += 1
+        return filled
 
     def replace_rules(self, rules: RuleBook) -> RuleBook:
         """Route new reports by ``rules`` from now on; returns the table it replaces.
@@ -375,17 +815,23 @@ class Hub:
         except DuplicateReport:
             # A report_id older than the in-memory window came back: redo the batch with a lookup.
             batch, results = await self._attempt(commands, look_up_reports=True)
-        changes = batch.changes
         self._next_id, self._next_seq = batch.next_id, batch.next_seq
 
         for incident in batch.touched.values():
+            before = batch.originals.get(incident.id)
             if incident.is_open:
                 self._open[incident.id] = incident
             else:
                 self._open.pop(incident.id, None)
-        for incident in changes.created:
-            self._arm(incident)
-            self._remember_report(incident.report.report_id, incident.id)
+            self._index(incident, before)
+            armed = set(_due_entries(before)) if before is not None else set()
+            for entry in _due_entries(incident):
+                if entry not in armed:
+                    self._watch.arm(*entry[1:4], due_at=entry.due_at, step=entry.step)
+        self.units.update(batch.units)
+        for report_id, incident_id in batch.reports.items():  # new, joined, merged or split reports
+            if self._recent_reports.get(report_id) != incident_id:
+                self._remember_report(report_id, incident_id)
         self.feed.publish(batch.records)
         for command, result, error in results:
             if command.future.done():
@@ -411,6 +857,7 @@ class Hub:
         else:
             reports = {r: self._recent_reports[r] for r in report_ids if r in self._recent_reports}
         wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
+        wanted.update(i for c in commands for i in c.also)
         missing = [i for i in wanted if i not in self._open]
         loaded = await self.store.load(missing) if missing else {}
 
@@ -421,6 +868,11 @@ class Hub:
                 results.append((command, command.apply(batch), None))
             except Exception as exc:  # noqa: BLE001 - a refused command fails alone
                 results.append((command, None, exc))
+        if batch.freed:
+            try:
+                self._fill_waiting(batch, self.clock.now())
+            except Exception:  # the batch's own commands stand; waiting ones wait on
+                log.exception("could not hand waiting assignments to free officers")
 
         changes = batch.finish()
         if changes.events:
@@ -441,12 +893,32 @@ class Hub:
         incident = self._open.get(entry.incident_id)
         if incident is None:
             return False
-        deadline = next((a.deadline(entry.kind) for a in incident.assignments if a.team == entry.team), None)
-        return deadline is not None and deadline.state is DeadlineState.PENDING
+        assignment = next((a for a in incident.assignments if a.team == entry.team), None)
+        if assignment is None:
+            return False
+        if entry.step:
+            step = assignment.escalation(entry.kind.value, entry.step)
+            return step is not None and step.state is EscalationState.PENDING and step.due_at == entry.due_at
+        deadline = assignment.deadline(entry.kind)
+        return deadline is not None and deadline.state is DeadlineState.PENDING and deadline.due_at == entry.due_at
 
-    def _arm(self, incident: Incident) -> None:
-        for team, deadline in incident.pending_deadlines():
-            self._watch.arm(incident.id, team, deadline.kind, deadline.due_at)
+    def _index(self, incident: Incident, before: Incident | None = None) -> None:
+        """Keep the duplicate and waiting indexes in step with an incident's latest state."""
+        if incident.category is not None:
+            ids = self._by_category.setdefault(incident.category, set())
+            if incident.status in JOINABLE_STATUSES:
+                ids.add(incident.id)
+            else:
+                ids.discard(incident.id)
+        teams = {a.team for a in incident.assignments}
+        if before is not None:
+            teams.update(a.team for a in before.assignments)
+        for team in teams:
+            waiting = incident.is_open and incident.has_team(team) and incident.assignment(team).waiting
+            if waiting:
+                self._waiting.setdefault(team, set()).add(incident.id)
+            elif team in self._waiting:
+                self._waiting[team].discard(incident.id)
 
     def _rearm_alarm(self) -> None:
         # Drop entries whose deadline was kept or voided since: the alarm then wakes only for live ones.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 
 from dispatcher.core.events import DeadlineKind
-from dispatcher.core.incidents import Assignment, Deadline, DeadlineState, Incident, Report
+from dispatcher.core.incidents import (
+    Assignment,
+    AttachedReport,
+    Deadline,
+    DeadlineState,
+    Escalation,
+    EscalationState,
+    Incident,
+    Promises,
+    Report,
+)
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, Role
+from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.store import Changes, DuplicateReport, IncidentFilter, StoredEvent, StoreUnavailable
-from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
+from dispatcher.store import Changes, DuplicateReport, HandoverRecord, IncidentFilter, StoredEvent, StoreUnavailable
+from dispatcher.tables import (
+    AssignmentRow,
+    EscalationRow,
+    EventRow,
+    IncidentReportRow,
+    IncidentRow,
+    OfficerStatusRow,
+    RosterRow,
+    ShiftHandoverRow,
+)
 from rules.matcher import EscalationTarget
 
 log = logging.getLogger(__name__)
@@ -35,6 +55,11 @@ log = logging.getLogger(__name__)
 incident_t = SQLModel.metadata.tables[IncidentRow.__tablename__]
 assignment_t = SQLModel.metadata.tables[AssignmentRow.__tablename__]
 event_t = SQLModel.metadata.tables[EventRow.__tablename__]
+escalation_t = SQLModel.metadata.tables[EscalationRow.__tablename__]
+report_t = SQLModel.metadata.tables[IncidentReportRow.__tablename__]
+unit_t = SQLModel.metadata.tables[OfficerStatusRow.__tablename__]
+roster_t = SQLModel.metadata.tables[RosterRow.__tablename__]
+handover_t = SQLModel.metadata.tables[ShiftHandoverRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
@@ -109,6 +134,66 @@ class SqlIncidentStore:
             max_seq = (await conn.execute(sa.select(sa.func.max(event_t.c.seq)))).scalar()
         return int(max_id or 0), int(max_seq or 0)
 
+    # -- officers, rosters, handovers --------------------------------------------------------
+
+    async def load_units(self) -> dict[str, UnitState]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(unit_t))).all()
+        return {
+            r.officer_id: UnitState(status=UnitStatus(r.status), lat=r.lat, lon=r.lon, position_at=r.position_at)
+            for r in rows
+        }
+
+    async def latest_roster(self) -> tuple[str, str] | None:
+        query = sa.select(roster_t.c.version, roster_t.c.body).order_by(roster_t.c.id.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (row.version, row.body) if row else None
+
+    async def save_roster(self, version: str, body: str, loaded_by: str | None) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.insert(roster_t).values(version=version, body=body, loaded_at=datetime.now(UTC), loaded_by=loaded_by)
+            )
+
+    async def save_handover(self, handover: HandoverRecord) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.insert(handover_t)
+                .values(
+                    team=handover.team,
+                    shift_id=handover.shift_id,
+                    at=handover.at,
+                    summary=handover.summary,
+                    incoming_lead=handover.incoming_lead,
+                )
+                .returning(handover_t.c.id)
+            )
+            return int(result.scalar_one())
+
+    async def acknowledge_handover(self, handover_id: int, by: str, at: datetime) -> HandoverRecord | None:
+        async with self._engine.begin() as conn:
+            # Only the first acknowledgement counts: a second click or a retry leaves it as it was.
+            await conn.execute(
+                handover_t.update()
+                .where(handover_t.c.id == handover_id, handover_t.c.acknowledged_by.is_(None))
+                .values(acknowledged_by=by, acknowledged_at=at)
+            )
+            row = (await conn.execute(sa.select(handover_t).where(handover_t.c.id == handover_id))).first()
+        return _handover(row) if row else None
+
+    async def handovers(self, *, team: str | None, limit: int) -> list[HandoverRecord]:
+        query = sa.select(handover_t).order_by(handover_t.c.id.desc()).limit(limit)
+        if team is not None:
+            query = query.where(handover_t.c.team == team)
+        async with self._engine.connect() as conn:
+            return [_handover(r) for r in (await conn.execute(query)).all()]
+
+    async def events_of_type(self, type_name: str, *, limit: int) -> list[StoredEvent]:
+        query = sa.select(event_t).where(event_t.c.type == type_name).order_by(event_t.c.seq).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_event(r) for r in (await conn.execute(query)).all()]
+
     # -- loading incidents -------------------------------------------------------------------
 
     async def load_open(self) -> list[Incident]:
@@ -130,6 +215,9 @@ class SqlIncidentStore:
         for chunk in _chunks(list(report_ids)):
             query = sa.select(incident_t.c.report_id, incident_t.c.id).where(incident_t.c.report_id.in_(chunk))
             found.update({r: i for r, i in (await conn.execute(query)).all()})
+            # A report that joined (or was merged into) another incident answers with that one.
+            joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(report_t.c.report_id.in_(chunk))
+            found.update({r: i for r, i in (await conn.execute(joined)).all()})
         await conn.rollback()  # end the read transaction so the next batch sees fresh data
         return found
 
@@ -192,8 +280,14 @@ class SqlIncidentStore:
             assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
             if assignments:
                 await conn.execute(sa.insert(assignment_t), assignments)
+            fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
+            if fresh:
+                await _write_children(conn, fresh)
         if changes.updated:
             await _write_updates(conn, changes.updated)
+            await _write_children(conn, changes.updated)
+        if changes.units:
+            await _upsert_units(conn, changes.units)
         if changes.events:
             await conn.execute(
                 sa.insert(event_t),
@@ -216,34 +310,166 @@ class SqlIncidentStore:
             self._writer = await self._engine.connect()
 
 
+_INCIDENT_STATE = ("status", "updated_at", "version", "priority", "queue", "report_count", "merged_into")
+
+
 async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident, Incident]]) -> None:
     incident_rows = [
-        {"b_id": after.id, "status": after.status.value, "updated_at": after.updated_at, "version": after.version}
+        {
+            "b_id": after.id,
+            "status": after.status.value,
+            "updated_at": after.updated_at,
+            "version": after.version,
+            "priority": after.priority,
+            "queue": after.queue,
+            "report_count": after.report_count,
+            "merged_into": after.merged_into,
+        }
         for _, after in updated
     ]
     await conn.execute(
         incident_t.update()
         .where(incident_t.c.id == sa.bindparam("b_id"))
-        .values(status=sa.bindparam("status"), updated_at=sa.bindparam("updated_at"), version=sa.bindparam("version")),
+        .values({key: sa.bindparam(key) for key in _INCIDENT_STATE}),
         incident_rows,
     )
     assignment_rows = []
+    new_assignments = []
     for before, after in updated:
         old = {a.team: a for a in before.assignments}
-        for assignment in after.assignments:
-            if old.get(assignment.team) is assignment:
+        for position, assignment in enumerate(after.assignments):
+            previous = old.get(assignment.team)
+            if previous is assignment:
                 continue
-            row = {"b_incident": after.id, "b_team": assignment.team}
+            if previous is None:
+                new_assignments.append(_assignment_row(after.id, position, assignment))
+                continue
+            row = {"b_incident": after.id, "b_team": assignment.team, "position": position}
             row.update(_assignment_state(assignment))
             assignment_rows.append(row)
+    if new_assignments:
+        await conn.execute(sa.insert(assignment_t), new_assignments)
     if assignment_rows:
         await conn.execute(
             assignment_t.update()
             .where(assignment_t.c.incident_id == sa.bindparam("b_incident"))
             .where(assignment_t.c.team == sa.bindparam("b_team"))
-            .values({key: sa.bindparam(key) for key in _STATE_COLUMNS}),
+            .values({key: sa.bindparam(key) for key in ("position", *_STATE_COLUMNS)}),
             assignment_rows,
         )
+
+
+async def _write_children(conn: AsyncConnection, pairs: Sequence[tuple[Incident | None, Incident]]) -> None:
+    """Escalation steps and joined reports that are new, changed or (reports, on a split) gone."""
+    new_steps: list[dict[str, Any]] = []
+    changed_steps: list[dict[str, Any]] = []
+    new_reports: list[dict[str, Any]] = []
+    gone_reports: list[str] = []
+    for before, after in pairs:
+        old_steps = {(a.team, e.kind, e.step): e for a in before.assignments for e in a.escalations} if before else {}
+        for assignment in after.assignments:
+            for e in assignment.escalations:
+                previous = old_steps.get((assignment.team, e.kind, e.step))
+                if previous is None:
+                    new_steps.append(_escalation_row(after.id, assignment.team, e))
+                elif previous != e:
+                    changed_steps.append(
+                        {
+                            "b_incident": after.id,
+                            "b_team": assignment.team,
+                            "b_kind": e.kind,
+                            "b_step": e.step,
+                            "state": e.state.value,
+                            "settled_at": e.settled_at,
+                        }
+                    )
+        old_reports = {r.report.report_id for r in before.reports} if before else set()
+        now_reports = {r.report.report_id for r in after.reports}
+        for position, attached in enumerate(after.reports, start=1):
+            if attached.report.report_id not in old_reports:
+                new_reports.append(_report_row(after.id, position, attached))
+        gone_reports.extend(old_reports - now_reports)
+    if gone_reports:
+        await conn.execute(report_t.delete().where(report_t.c.report_id.in_(gone_reports)))
+    if new_reports:
+        # A merged incident's reports move: the row of a report joining its new incident replaces the old one.
+        moved = [r["report_id"] for r in new_reports]
+        await conn.execute(report_t.delete().where(report_t.c.report_id.in_(moved)))
+        await conn.execute(sa.insert(report_t), new_reports)
+    if new_steps:
+        await conn.execute(sa.insert(escalation_t), new_steps)
+    if changed_steps:
+        await conn.execute(
+            escalation_t.update()
+            .where(escalation_t.c.incident_id == sa.bindparam("b_incident"))
+            .where(escalation_t.c.team == sa.bindparam("b_team"))
+            .where(escalation_t.c.kind == sa.bindparam("b_kind"))
+            .where(escalation_t.c.step == sa.bindparam("b_step"))
+            .values(state=sa.bindparam("state"), settled_at=sa.bindparam("settled_at")),
+            changed_steps,
+        )
+
+
+def _escalation_row(incident_id: int, team: str, e: Escalation) -> dict[str, Any]:
+    return {
+        "incident_id": incident_id,
+        "team": team,
+        "kind": e.kind,
+        "step": e.step,
+        "level": e.level,
+        "due_at": e.due_at,
+        "state": e.state.value,
+        "settled_at": e.settled_at,
+    }
+
+
+def _report_row(incident_id: int, position: int, attached: AttachedReport) -> dict[str, Any]:
+    r = attached.report
+    return {
+        "report_id": r.report_id,
+        "incident_id": incident_id,
+        "position": position,
+        "category": r.category,
+        "description": r.description,
+        "zone": r.zone,
+        "lat": r.lat,
+        "lon": r.lon,
+        "severity": r.severity,
+        "reporter": r.reporter,
+        "reporter_kind": r.reporter_kind,
+        "exercise": r.exercise,
+        "occurred_at": r.occurred_at,
+        "attached_at": attached.at,
+        "merged_from": attached.merged_from,
+    }
+
+
+async def _upsert_units(conn: AsyncConnection, units: dict[str, UnitState]) -> None:
+    rows = [
+        {
+            "officer_id": officer_id,
+            "status": u.status.value,
+            "lat": u.lat,
+            "lon": u.lon,
+            "position_at": u.position_at,
+            "updated_at": u.position_at or _EPOCH,
+        }
+        for officer_id, u in units.items()
+    ]
+    insert: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(unit_t)
+    statement = statement.on_conflict_do_update(
+        index_elements=[unit_t.c.officer_id],
+        set_={c: statement.excluded[c] for c in ("status", "lat", "lon", "position_at", "updated_at")},
+    )
+    await conn.execute(statement, rows)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
@@ -284,22 +510,47 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "reported_at": incident.reported_at,
         "updated_at": incident.updated_at,
         "version": incident.version,
+        "report_count": incident.report_count,
+        "merged_into": incident.merged_into,
+        "ack_within_s": _seconds(incident.promises.ack_within),
+        "arrive_within_s": _seconds(incident.promises.arrive_within),
+        "resolve_within_s": _seconds(incident.promises.resolve_within),
     }
+
+
+def _seconds(window: timedelta | None) -> float | None:
+    return None if window is None else window.total_seconds()
+
+
+def _window(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 _KINDS = tuple(DeadlineKind)
 _STATE_COLUMNS = (
     "state",
     "updated_at",
-    *(f"{kind.value}_{column}" for kind in _KINDS for column in ("state", "settled_at")),
+    "role",
+    "officer",
+    "tried",
+    "waiting",
+    *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
 )
 
 
 def _assignment_state(assignment: Assignment) -> dict[str, Any]:
-    """The columns an assignment's moves change: its state and each deadline's state."""
-    row: dict[str, Any] = {"state": assignment.state.value, "updated_at": assignment.updated_at}
+    """The columns an assignment's moves change: state, officer and each deadline."""
+    row: dict[str, Any] = {
+        "state": assignment.state.value,
+        "updated_at": assignment.updated_at,
+        "role": assignment.role.value,
+        "officer": assignment.officer,
+        "tried": ",".join(assignment.tried),
+        "waiting": assignment.waiting,
+    }
     for kind in _KINDS:
         deadline = assignment.deadline(kind)
+        row[f"{kind.value}_due_at"] = deadline.due_at if deadline else None
         row[f"{kind.value}_state"] = deadline.state.value if deadline else None
         row[f"{kind.value}_settled_at"] = deadline.settled_at if deadline else None
     return row
@@ -307,16 +558,7 @@ def _assignment_state(assignment: Assignment) -> dict[str, Any]:
 
 def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> dict[str, Any]:
     row = _assignment_state(assignment)
-    row.update(
-        incident_id=incident_id,
-        team=assignment.team,
-        position=position,
-        role=assignment.role.value,
-        dispatched_at=assignment.dispatched_at,
-    )
-    for kind in _KINDS:
-        deadline = assignment.deadline(kind)
-        row[f"{kind.value}_due_at"] = deadline.due_at if deadline else None
+    row.update(incident_id=incident_id, team=assignment.team, position=position, dispatched_at=assignment.dispatched_at)
     return row
 
 
@@ -336,6 +578,19 @@ def _deadlines(row: Any) -> tuple[Deadline, ...]:
     return tuple(found)
 
 
+def _handover(row: Any) -> HandoverRecord:
+    return HandoverRecord(
+        id=row.id,
+        team=row.team,
+        shift_id=row.shift_id,
+        at=row.at,
+        summary=row.summary,
+        incoming_lead=row.incoming_lead,
+        acknowledged_by=row.acknowledged_by,
+        acknowledged_at=row.acknowledged_at,
+    )
+
+
 def _event(row: Any) -> StoredEvent:
     return StoredEvent(seq=row.seq, incident_id=row.incident_id, type=row.type, at=row.at, payload=row.payload)
 
@@ -345,9 +600,26 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
         return []
     ids = [r.id for r in rows]
     assignments: dict[int, list[Any]] = {}
+    steps: dict[tuple[int, str], list[Escalation]] = {}
+    joined: dict[int, list[Any]] = {}
     for chunk in _chunks(ids):
         for a in (await conn.execute(sa.select(assignment_t).where(assignment_t.c.incident_id.in_(chunk)))).all():
             assignments.setdefault(a.incident_id, []).append(a)
+        for e in (await conn.execute(sa.select(escalation_t).where(escalation_t.c.incident_id.in_(chunk)))).all():
+            steps.setdefault((e.incident_id, e.team), []).append(
+                Escalation(
+                    kind=e.kind,
+                    step=e.step,
+                    level=e.level,
+                    due_at=e.due_at,
+                    state=EscalationState(e.state),
+                    settled_at=e.settled_at,
+                )
+            )
+    many_reports = [r.id for r in rows if r.report_count > 1]
+    for chunk in _chunks(many_reports):
+        for j in (await conn.execute(sa.select(report_t).where(report_t.c.incident_id.in_(chunk)))).all():
+            joined.setdefault(j.incident_id, []).append(j)
     incidents = []
     for r in rows:
         team_rows = sorted(assignments.get(r.id, []), key=lambda a: a.position)
@@ -393,9 +665,39 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                         dispatched_at=a.dispatched_at,
                         updated_at=a.updated_at,
                         deadlines=_deadlines(a),
+                        officer=a.officer,
+                        tried=tuple(o for o in a.tried.split(",") if o),
+                        waiting=a.waiting,
+                        escalations=tuple(sorted(steps.get((r.id, a.team), ()), key=lambda e: (e.kind, e.step))),
                     )
                     for a in team_rows
                 ),
+                promises=Promises(
+                    ack_within=_window(r.ack_within_s),
+                    arrive_within=_window(r.arrive_within_s),
+                    resolve_within=_window(r.resolve_within_s),
+                ),
+                reports=tuple(
+                    AttachedReport(
+                        report=Report(
+                            report_id=j.report_id,
+                            category=j.category,
+                            description=j.description,
+                            zone=j.zone,
+                            lat=j.lat,
+                            lon=j.lon,
+                            severity=j.severity,
+                            reporter=j.reporter,
+                            reporter_kind=j.reporter_kind,
+                            exercise=j.exercise,
+                            occurred_at=j.occurred_at,
+                        ),
+                        at=j.attached_at,
+                        merged_from=j.merged_from,
+                    )
+                    for j in sorted(joined.get(r.id, ()), key=lambda j: j.position)
+                ),
+                merged_into=r.merged_into,
             )
         )
     return incidents

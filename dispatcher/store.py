@@ -9,6 +9,7 @@ from typing import Protocol
 
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus
+from dispatcher.core.roster import UnitState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +30,7 @@ class Changes:
     created: list[Incident] = field(default_factory=list)
     updated: list[tuple[Incident, Incident]] = field(default_factory=list)  # (as loaded, after)
     events: list[StoredEvent] = field(default_factory=list)
+    units: dict[str, UnitState] = field(default_factory=dict)  # officers whose status or position changed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,3 +90,39 @@ class IncidentStore(Protocol):
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]: ...
 
     async def ping(self) -> bool: ...
+
+    async def load_units(self) -> dict[str, UnitState]:
+        """Every officer's last stored status and position (task counts are rebuilt from incidents)."""
+        ...
+
+    async def latest_roster(self) -> tuple[str, str] | None:
+        """The newest roster as (version, JSON body), or ``None`` before the first was loaded."""
+        ...
+
+    async def save_roster(self, version: str, body: str, loaded_by: str | None) -> None: ...
+
+    async def save_handover(self, handover: HandoverRecord) -> int:
+        """Store a shift handover; returns its id."""
+        ...
+
+    async def acknowledge_handover(self, handover_id: int, by: str, at: datetime) -> HandoverRecord | None:
+        """Mark a handover taken over; ``None`` when there is no such handover. Idempotent per handover."""
+        ...
+
+    async def handovers(self, *, team: str | None, limit: int) -> list[HandoverRecord]: ...
+
+    async def events_of_type(self, type_name: str, *, limit: int) -> list[StoredEvent]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandoverRecord:
+    """交接班: the summary one shift hands the next, and who took it over."""
+
+    team: str
+    shift_id: str
+    at: datetime
+    summary: str  # JSON: open incidents, running deadlines, what is about to breach
+    incoming_lead: str | None = None
+    id: int | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None

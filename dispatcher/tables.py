@@ -79,6 +79,11 @@ class IncidentRow(SQLModel, table=True):
     reported_at: datetime = _utc()
     updated_at: datetime = _utc()
     version: int
+    report_count: int = Field(default=1, description="the first report and every one that joined it")
+    merged_into: int | None = Field(default=None, description="the incident it was folded into")
+    ack_within_s: float | None = Field(default=None, description="the promised windows, for teams sent later")
+    arrive_within_s: float | None = None
+    resolve_within_s: float | None = None
 
 
 class AssignmentRow(SQLModel, table=True):
@@ -106,8 +111,92 @@ class AssignmentRow(SQLModel, table=True):
     resolve_due_at: datetime | None = _utc(nullable=True)
     resolve_state: str | None = Field(default=None, max_length=16)
     resolve_settled_at: datetime | None = _utc(nullable=True)
+    officer: str | None = Field(default=None, max_length=64, index=True, description="the unit sent")
+    tried: str = Field(default="", max_length=1024, description="officers sent before, comma-separated")
+    waiting: bool = Field(default=False, description="the team has a roster but nobody could go yet")
 
     __table_args__ = (sa.Index("ix_assignment_team_incident", "team", "incident_id"),)
+
+
+class EscalationRow(SQLModel, table=True):
+    """One step of an incident's leadership chain for one missed promise of one assignment.
+
+    The primary key is the escalation's identity: a step is inserted once and then only changes
+    state (pending → raised or void), so a retry or a restart cannot raise it twice.
+    """
+
+    __tablename__ = "escalation"
+
+    incident_id: int = Field(primary_key=True, foreign_key="incident.id")
+    team: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=16, description="ack, arrive, resolve or manual")
+    step: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    level: str = Field(max_length=32)
+    due_at: datetime = _utc()
+    state: str = Field(max_length=16)
+    settled_at: datetime | None = _utc(nullable=True)
+
+
+class IncidentReportRow(SQLModel, table=True):
+    """A further report that joined an incident (duplicates, merges); the first report is the incident's own."""
+
+    __tablename__ = "incident_report"
+
+    report_id: str = Field(primary_key=True, max_length=128)
+    incident_id: int = Field(index=True)
+    position: int
+    category: str | None = Field(default=None, max_length=96)
+    description: str = Field(sa_type=sa.Text)
+    zone: str | None = Field(default=None, max_length=64)
+    lat: float | None = None
+    lon: float | None = None
+    severity: int | None = None
+    reporter: str | None = Field(default=None, max_length=256)
+    reporter_kind: str | None = Field(default=None, max_length=16)
+    exercise: bool = False
+    occurred_at: datetime | None = _utc(nullable=True)
+    attached_at: datetime = _utc()
+    merged_from: int | None = None
+
+
+class OfficerStatusRow(SQLModel, table=True):
+    """Each officer's last reported status and position (the roster itself is a versioned document)."""
+
+    __tablename__ = "officer_status"
+
+    officer_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)
+    lat: float | None = None
+    lon: float | None = None
+    position_at: datetime | None = _utc(nullable=True)
+    updated_at: datetime = _utc()
+
+
+class RosterRow(SQLModel, table=True):
+    """Every roster the dispatcher ran with, newest last: officers, shifts and duty overrides as JSON."""
+
+    __tablename__ = "roster"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(max_length=64)
+    body: str = Field(sa_type=sa.Text)
+    loaded_at: datetime = _utc()
+    loaded_by: str | None = Field(default=None, max_length=128)
+
+
+class ShiftHandoverRow(SQLModel, table=True):
+    """交接班: what one shift handed the next (open matters, running deadlines), and who took it."""
+
+    __tablename__ = "shift_handover"
+
+    id: int | None = Field(default=None, primary_key=True)
+    team: str = Field(max_length=64, index=True)
+    shift_id: str = Field(max_length=64)
+    at: datetime = _utc()
+    summary: str = Field(sa_type=sa.Text)
+    incoming_lead: str | None = Field(default=None, max_length=64)
+    acknowledged_by: str | None = Field(default=None, max_length=128)
+    acknowledged_at: datetime | None = _utc(nullable=True)
 
 
 class EventRow(SQLModel, table=True):

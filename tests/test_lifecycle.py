@@ -32,6 +32,10 @@ ASSIGNMENT_STEPS = [
     (A.ACKNOWLEDGED, UnitAction.RESOLVE, A.RESOLVED),
     (A.EN_ROUTE, UnitAction.RESOLVE, A.RESOLVED),
     (A.ON_SCENE, UnitAction.RESOLVE, A.RESOLVED),
+    (A.DISPATCHED, UnitAction.RETURN, A.RETURNED),
+    (A.ACKNOWLEDGED, UnitAction.RETURN, A.RETURNED),
+    (A.EN_ROUTE, UnitAction.RETURN, A.RETURNED),
+    (A.ON_SCENE, UnitAction.RETURN, A.RETURNED),
 ]
 
 
@@ -61,12 +65,17 @@ def test_incident_moves(status: IncidentStatus) -> None:
     else:
         with pytest.raises(IllegalTransition):
             next_incident_status(status, IncidentAction.CLOSE)
-    if status in (I.CLOSED, I.CANCELLED):
+    if status in (I.CLOSED, I.CANCELLED, I.MERGED):
         with pytest.raises(IllegalTransition):
             next_incident_status(status, IncidentAction.CANCEL)
     else:
         assert next_incident_status(status, IncidentAction.CANCEL) is I.CANCELLED
-    assert len(INCIDENT_MOVES) == 7
+    if status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE):
+        assert next_incident_status(status, IncidentAction.MERGE) is I.MERGED
+    else:  # a resolved matter is not merged away: its report stands
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.MERGE)
+    assert len(INCIDENT_MOVES) == 1 + 6 + 5
 
 
 def _five_way(bundled_rules: RuleBook):  # type: ignore[no-untyped-def]

@@ -17,12 +17,17 @@ from dispatcher.core.events import DeadlineKind
 
 
 class DueEntry(NamedTuple):
-    """A heap entry; a plain tuple so that the heap compares it in C."""
+    """A heap entry; a plain tuple so that the heap compares it in C.
+
+    ``step`` 0 is the deadline itself; ``step`` n ≥ 1 is the n-th step of the escalation chain
+    waiting for that missed deadline.
+    """
 
     due_at: datetime
     incident_id: int
     team: str
     kind: DeadlineKind
+    step: int = 0
 
 
 class DeadlineWatch:
@@ -34,8 +39,13 @@ class DeadlineWatch:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def arm(self, incident_id: int, team: str, kind: DeadlineKind, due_at: datetime) -> None:
-        heapq.heappush(self._heap, DueEntry(due_at, incident_id, team, kind))
+    def arm(self, incident_id: int, team: str, kind: DeadlineKind, due_at: datetime, step: int = 0) -> None:
+        heapq.heappush(self._heap, DueEntry(due_at, incident_id, team, kind, step))
+
+    def arm_many(self, entries: list[DueEntry]) -> None:
+        """Add many entries at once (a restart): one O(n) heapify instead of n pushes."""
+        self._heap.extend(entries)
+        heapq.heapify(self._heap)
 
     def peek(self) -> DueEntry | None:
         return self._heap[0] if self._heap else None

@@ -42,6 +42,7 @@ class DispatchedUnit:
     ack_due: datetime | None
     arrive_due: datetime | None
     resolve_due: datetime | None
+    officer: str | None = None  # None: nobody of the team could go; the assignment waits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,10 +70,11 @@ class IncidentReported(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnitsDispatched(Event):
-    """All teams of a routing decision, dispatched together in one step."""
+    """All teams of a routing decision, dispatched together in one step (or a team an operator added)."""
 
     units: tuple[DispatchedUnit, ...]
     incident_status: IncidentStatus
+    actor: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,13 +117,106 @@ class DeadlineMissed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EscalationRaised(Event):
-    """A missed promise climbed the chain (team → module lead → party secretary)."""
+    """A missed promise climbed the chain (team → module lead → party secretary).
+
+    ``kind`` is the missed deadline's kind, or ``manual`` when an operator escalated; ``step`` is the
+    1-based position in the incident's chain. Each (team, kind, step) is raised at most once.
+    """
 
     team: str
-    kind: DeadlineKind
+    kind: str
     level: str
     to_name: str
     to_title: str
+    step: int = 1
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfficerAssigned(Event):
+    """An officer was given (or took over) a team's assignment.
+
+    ``reason``: ``available`` (someone became free for a waiting assignment), ``redispatch`` (the
+    previous officer let the acknowledgement deadline pass) or ``reassign`` (an operator chose).
+    """
+
+    team: str
+    officer: str
+    previous: str | None
+    reason: str
+    actor: str | None
+    ack_due: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentWaiting(Event):
+    """Nobody of the team can go now: the assignment waits in the queue and the module lead is alerted."""
+
+    team: str
+    alerted_name: str
+    alerted_title: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentReturned(Event):
+    """回退: a team sent its assignment back as not theirs; counted against ``rule_id``."""
+
+    team: str
+    officer: str | None
+    reason: str
+    actor: str | None
+    rule_id: str | None
+    incident_status: IncidentStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentReassigned(Event):
+    """An operator moved a team's part to another team; the old assignment is cancelled."""
+
+    from_team: str
+    to_team: str
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriorityChanged(Event):
+    from_priority: int
+    to_priority: int
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportAttached(Event):
+    """Another report of the same matter joined the incident instead of dispatching again."""
+
+    report_id: str
+    reporter: str | None
+    reporter_kind: str | None
+    description: str
+    lat: float | None
+    lon: float | None
+    report_count: int
+    merged_from: int | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSplit(Event):
+    """An operator split an attached report off into an incident of its own."""
+
+    report_id: str
+    new_incident_id: int
+    report_count: int
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentMerged(Event):
+    """The incident was folded into ``into_incident_id`` (its reports now count there)."""
+
+    into_incident_id: int
+    actor: str | None
+    incident_status: IncidentStatus = IncidentStatus.MERGED
 
 
 #: Every event type by its stored name (the class name).
@@ -136,6 +231,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NoteAdded,
         DeadlineMissed,
         EscalationRaised,
+        OfficerAssigned,
+        AssignmentWaiting,
+        AssignmentReturned,
+        AssignmentReassigned,
+        PriorityChanged,
+        ReportAttached,
+        ReportSplit,
+        IncidentMerged,
     )
 }
 

@@ -8,11 +8,15 @@ anything is built, so a refused move leaves no trace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from dispatcher.core.events import (
+    AssignmentReassigned,
+    AssignmentReturned,
+    AssignmentWaiting,
     DeadlineKind,
     DeadlineMissed,
     DispatchedUnit,
@@ -20,13 +24,20 @@ from dispatcher.core.events import (
     Event,
     IncidentCancelled,
     IncidentClosed,
+    IncidentMerged,
     IncidentReported,
     NoteAdded,
+    OfficerAssigned,
+    PriorityChanged,
+    ReportAttached,
+    ReportSplit,
     UnitMoved,
     UnitsDispatched,
 )
 from dispatcher.core.lifecycle import (
     FINAL_STATUSES,
+    JOINABLE_STATUSES,
+    LIVE_ASSIGNMENT_STATES,
     STATUS_FROM_LEAD,
     AssignmentState,
     IllegalTransition,
@@ -74,6 +85,50 @@ class Deadline:
     settled_at: datetime | None = None
 
 
+class EscalationState(StrEnum):
+    PENDING = "pending"  # due at ``due_at`` unless the promise is kept first
+    RAISED = "raised"
+    VOID = "void"  # the promise was kept (or the incident finished) before it was due
+
+
+MANUAL = "manual"  # the kind of an escalation an operator raised by hand
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalation:
+    """One step of the incident's chain for one missed promise of one assignment: data, like a deadline.
+
+    Keyed by (kind, step) within the assignment: a step once created is never created again, so a
+    retry, a second miss of the same kind or a restart cannot raise it twice.
+    """
+
+    kind: str  # a DeadlineKind value, or MANUAL
+    step: int  # 1-based position in the incident's escalation chain
+    level: str
+    due_at: datetime
+    state: EscalationState = EscalationState.PENDING
+    settled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Promises:
+    """The windows a routing decision promised; kept with the incident for teams added or re-sent later."""
+
+    ack_within: timedelta | None = None
+    arrive_within: timedelta | None = None
+    resolve_within: timedelta | None = None
+
+    def windows(self) -> tuple[tuple[DeadlineKind, timedelta | None], ...]:
+        return (
+            (DeadlineKind.ACK, self.ack_within),
+            (DeadlineKind.ARRIVE, self.arrive_within),
+            (DeadlineKind.RESOLVE, self.resolve_within),
+        )
+
+    def deadlines_from(self, at: datetime) -> tuple[Deadline, ...]:
+        return tuple(Deadline(kind=kind, due_at=at + within) for kind, within in self.windows() if within is not None)
+
+
 #: The assignment state that keeps each promise.
 KEPT_BY: dict[DeadlineKind, frozenset[AssignmentState]] = {
     DeadlineKind.ACK: frozenset(
@@ -83,10 +138,18 @@ KEPT_BY: dict[DeadlineKind, frozenset[AssignmentState]] = {
     DeadlineKind.RESOLVE: frozenset({AssignmentState.RESOLVED}),
 }
 
+#: How many times an unacknowledged assignment is re-sent to the next officer before it escalates.
+REDISPATCH_LIMIT = 1
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Assignment:
-    """One team's part in an incident: a lead or a supporting team, each acknowledging on its own."""
+    """One team's part in an incident: a lead or a supporting team, each acknowledging on its own.
+
+    ``officer`` is the unit sent, or ``None``: either the team is dispatched as a whole (it has no
+    roster) or, when ``waiting``, nobody of the team can go yet. ``tried`` lists the officers it was
+    sent to before and taken from.
+    """
 
     team: str
     role: Role
@@ -94,12 +157,35 @@ class Assignment:
     dispatched_at: datetime
     updated_at: datetime
     deadlines: tuple[Deadline, ...] = ()
+    officer: str | None = None
+    tried: tuple[str, ...] = ()
+    escalations: tuple[Escalation, ...] = ()
+    waiting: bool = False
 
     def deadline(self, kind: DeadlineKind) -> Deadline | None:
         for deadline in self.deadlines:
             if deadline.kind is kind:
                 return deadline
         return None
+
+    def escalation(self, kind: str, step: int) -> Escalation | None:
+        for escalation in self.escalations:
+            if escalation.kind == kind and escalation.step == step:
+                return escalation
+        return None
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_ASSIGNMENT_STATES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachedReport:
+    """A further report of the same matter: who, what and where, and when it joined."""
+
+    report: Report
+    at: datetime
+    merged_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +206,9 @@ class Incident:
     updated_at: datetime
     assignments: tuple[Assignment, ...] = ()
     version: int = 1
+    promises: Promises = Promises()
+    reports: tuple[AttachedReport, ...] = ()
+    merged_into: int | None = None
 
     @property
     def escalate_to_name(self) -> str:
@@ -133,14 +222,37 @@ class Incident:
     def is_open(self) -> bool:
         return self.status not in FINAL_STATUSES
 
+    @property
+    def report_count(self) -> int:
+        return 1 + len(self.reports)
+
+    @property
+    def last_reported_at(self) -> datetime:
+        return self.reports[-1].at if self.reports else self.reported_at
+
     def assignment(self, team: str) -> Assignment:
         for assignment in self.assignments:
             if assignment.team == team:
                 return assignment
         raise UnknownAssignment(self.id, team)
 
+    def has_team(self, team: str) -> bool:
+        return any(a.team == team for a in self.assignments)
+
     def pending_deadlines(self) -> list[tuple[str, Deadline]]:
         return [(a.team, d) for a in self.assignments for d in a.deadlines if d.state == DeadlineState.PENDING]
+
+    def pending_escalations(self) -> list[tuple[str, Escalation]]:
+        return [(a.team, e) for a in self.assignments for e in a.escalations if e.state is EscalationState.PENDING]
+
+    def held_by(self) -> dict[str, int]:
+        """Open tasks per officer in this incident (an officer may hold parts of several incidents)."""
+        held: dict[str, int] = {}
+        if self.is_open:
+            for a in self.assignments:
+                if a.officer is not None and a.is_live:
+                    held[a.officer] = held.get(a.officer, 0) + 1
+        return held
 
 
 class UnknownAssignment(LookupError):
@@ -150,21 +262,49 @@ class UnknownAssignment(LookupError):
         self.team = team
 
 
-def open_incident(incident_id: int, report: Report, decision: Decision, at: datetime) -> tuple[Incident, list[Event]]:
-    """A new incident routed by ``decision``: reported, and dispatched at once when it has an owner."""
+class StaleVersion(Exception):
+    """Optimistic concurrency: the caller acted on a version of the incident that is no longer current."""
+
+    def __init__(self, incident_id: int, expected: int, current: int) -> None:
+        super().__init__(f"incident {incident_id} is at version {current}, not {expected}: reload it and decide again")
+        self.incident_id = incident_id
+        self.expected = expected
+        self.current = current
+
+
+class Refused(Exception):
+    """A well-formed command that makes no sense for this incident now (nothing was changed)."""
+
+
+def check_version(incident: Incident, expected: int | None) -> None:
+    if expected is not None and expected != incident.version:
+        raise StaleVersion(incident.id, expected, incident.version)
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def open_incident(
+    incident_id: int,
+    report: Report,
+    decision: Decision,
+    at: datetime,
+    officers: Mapping[str, str | None] | None = None,
+) -> tuple[Incident, list[Event]]:
+    """A new incident routed by ``decision``: reported, and dispatched at once when it has an owner.
+
+    ``officers`` names the unit chosen for each team (see :mod:`dispatcher.core.roster`). A team
+    mapped to ``None`` has a roster but nobody who can go: it waits, and its module lead is alerted.
+    A team missing from it is dispatched as a whole (a team without a roster).
+    """
+    chosen = officers or {}
+    promises = Promises(
+        ack_within=decision.ack_within, arrive_within=decision.arrive_within, resolve_within=decision.resolve_within
+    )
     assignments: list[Assignment] = []
     teams = [(decision.lead, Role.LEAD)] if decision.lead else []
     teams += [(team, Role.SUPPORT) for team in decision.support]
     for team, role in teams:
-        deadlines = tuple(
-            Deadline(kind=kind, due_at=at + within)
-            for kind, within in (
-                (DeadlineKind.ACK, decision.ack_within),
-                (DeadlineKind.ARRIVE, decision.arrive_within),
-                (DeadlineKind.RESOLVE, decision.resolve_within),
-            )
-            if within is not None
-        )
         assignments.append(
             Assignment(
                 team=team,
@@ -172,7 +312,9 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
                 state=AssignmentState.DISPATCHED,
                 dispatched_at=at,
                 updated_at=at,
-                deadlines=deadlines,
+                deadlines=promises.deadlines_from(at),
+                officer=chosen.get(team),
+                waiting=team in chosen and chosen[team] is None,
             )
         )
     status = IncidentStatus.DISPATCHED if assignments else IncidentStatus.REPORTED
@@ -192,6 +334,7 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
         reported_at=at,
         updated_at=at,
         assignments=tuple(assignments),
+        promises=promises,
     )
     events: list[Event] = [
         IncidentReported(
@@ -223,22 +366,35 @@ def open_incident(incident_id: int, report: Report, decision: Decision, at: date
     if assignments:
         events.append(
             UnitsDispatched(
-                incident_id=incident_id,
-                at=at,
-                units=tuple(
-                    DispatchedUnit(
-                        team=a.team,
-                        role=a.role,
-                        ack_due=_due(a, DeadlineKind.ACK),
-                        arrive_due=_due(a, DeadlineKind.ARRIVE),
-                        resolve_due=_due(a, DeadlineKind.RESOLVE),
-                    )
-                    for a in assignments
-                ),
-                incident_status=status,
+                incident_id=incident_id, at=at, units=tuple(_unit(a) for a in assignments), incident_status=status
             )
         )
+        events.extend(_waiting(incident, a, at) for a in assignments if a.waiting)
     return incident, events
+
+
+def _unit(assignment: Assignment) -> DispatchedUnit:
+    return DispatchedUnit(
+        team=assignment.team,
+        role=assignment.role,
+        ack_due=_due(assignment, DeadlineKind.ACK),
+        arrive_due=_due(assignment, DeadlineKind.ARRIVE),
+        resolve_due=_due(assignment, DeadlineKind.RESOLVE),
+        officer=assignment.officer,
+    )
+
+
+def _waiting(incident: Incident, assignment: Assignment, at: datetime) -> AssignmentWaiting:
+    lead = next((t for t in incident.escalation if t.level == "module_lead"), None) or (
+        incident.escalation[0] if incident.escalation else None
+    )
+    return AssignmentWaiting(
+        incident_id=incident.id,
+        at=at,
+        team=assignment.team,
+        alerted_name=lead.name if lead else "",
+        alerted_title=lead.title if lead else "",
+    )
 
 
 def _due(assignment: Assignment, kind: DeadlineKind) -> datetime | None:
@@ -246,24 +402,97 @@ def _due(assignment: Assignment, kind: DeadlineKind) -> datetime | None:
     return deadline.due_at if deadline else None
 
 
-def move_unit(
-    incident: Incident, team: str, action: UnitAction, at: datetime, actor: str | None
-) -> tuple[Incident, list[Event]]:
-    """Advance one team's assignment; the incident's status follows its lead assignment."""
+def _bump(incident: Incident, at: datetime, **changes: object) -> Incident:
+    return replace(incident, updated_at=at, version=incident.version + 1, **changes)  # type: ignore[arg-type]
+
+
+def _with_assignment(incident: Incident, moved: Assignment, at: datetime, **changes: object) -> Incident:
+    assignments = tuple(moved if a.team == moved.team else a for a in incident.assignments)
+    return _bump(incident, at, assignments=assignments, **changes)
+
+
+def _require_open(incident: Incident, what: str) -> None:
     if not incident.is_open:
-        raise IllegalTransition(action.value, incident.status.value, "an assignment of a finished incident")
+        raise IllegalTransition(what, incident.status.value, "a finished incident")
+
+
+def _settle(assignment: Assignment, at: datetime) -> Assignment:
+    """Keep the deadlines the assignment's state now satisfies, and stand down their escalations."""
+    kept = {
+        d.kind for d in assignment.deadlines if d.state == DeadlineState.PENDING and assignment.state in KEPT_BY[d.kind]
+    }
+    kept_kinds = {k.value for k in DeadlineKind if assignment.state in KEPT_BY[k]}
+    deadlines = tuple(
+        replace(d, state=DeadlineState.MET, settled_at=at) if d.kind in kept else d for d in assignment.deadlines
+    )
+    escalations = tuple(
+        replace(e, state=EscalationState.VOID, settled_at=at)
+        if e.state is EscalationState.PENDING and e.kind in kept_kinds
+        else e
+        for e in assignment.escalations
+    )
+    return replace(assignment, deadlines=deadlines, escalations=escalations)
+
+
+def _void(assignment: Assignment, at: datetime) -> Assignment:
+    """Void every running deadline and pending escalation of an assignment that owes nothing more."""
+    return replace(
+        assignment,
+        deadlines=tuple(
+            replace(d, state=DeadlineState.VOID, settled_at=at) if d.state == DeadlineState.PENDING else d
+            for d in assignment.deadlines
+        ),
+        escalations=tuple(
+            replace(e, state=EscalationState.VOID, settled_at=at) if e.state is EscalationState.PENDING else e
+            for e in assignment.escalations
+        ),
+    )
+
+
+# -- the teams' moves ---------------------------------------------------------------------
+
+
+def move_unit(
+    incident: Incident,
+    team: str,
+    action: UnitAction,
+    at: datetime,
+    actor: str | None,
+    *,
+    reason: str = "",
+) -> tuple[Incident, list[Event]]:
+    """Advance one team's assignment; the incident's status follows its lead assignment.
+
+    ``RETURN`` (回退) needs a ``reason``: the assignment stops, and when it was the lead's the incident
+    goes back to the command room (status ``reported``, queue ``returned``) for re-dispatch.
+    """
+    _require_open(incident, action.value)
     current = incident.assignment(team)
     new_state = next_assignment_state(current.state, action)
-    deadlines = tuple(
-        replace(d, state=DeadlineState.MET, settled_at=at)
-        if d.state == DeadlineState.PENDING and new_state in KEPT_BY[d.kind]
-        else d
-        for d in current.deadlines
-    )
-    moved = replace(current, state=new_state, updated_at=at, deadlines=deadlines)
-    assignments = tuple(moved if a.team == team else a for a in incident.assignments)
+    if action is UnitAction.RETURN:
+        if not reason.strip():
+            raise Refused("a return (回退) needs a reason")
+        returned = _void(replace(current, state=new_state, updated_at=at), at)
+        is_lead = current.role is Role.LEAD
+        status = IncidentStatus.REPORTED if is_lead else incident.status
+        updated = _with_assignment(
+            incident, returned, at, status=status, queue="returned" if is_lead else incident.queue
+        )
+        return updated, [
+            AssignmentReturned(
+                incident_id=incident.id,
+                at=at,
+                team=team,
+                officer=current.officer,
+                reason=reason.strip(),
+                actor=actor,
+                rule_id=incident.rule_id,
+                incident_status=status,
+            )
+        ]
+    moved = _settle(replace(current, state=new_state, updated_at=at), at)
     status = STATUS_FROM_LEAD[new_state] if current.role is Role.LEAD else incident.status
-    updated = replace(incident, assignments=assignments, status=status, updated_at=at, version=incident.version + 1)
+    updated = _with_assignment(incident, moved, at, status=status)
     event = UnitMoved(
         incident_id=incident.id,
         at=at,
@@ -279,19 +508,12 @@ def move_unit(
 def finish_incident(
     incident: Incident, action: IncidentAction, at: datetime, actor: str | None, reason: str = ""
 ) -> tuple[Incident, list[Event]]:
-    """Close or cancel the incident; every deadline still running is voided."""
+    """Close or cancel the incident; every deadline and escalation still running is voided."""
+    if action is IncidentAction.MERGE:
+        raise Refused("merging needs the incident to merge into: use merge_incidents")
     status = next_incident_status(incident.status, action)
-    assignments = tuple(
-        replace(
-            a,
-            deadlines=tuple(
-                replace(d, state=DeadlineState.VOID, settled_at=at) if d.state == DeadlineState.PENDING else d
-                for d in a.deadlines
-            ),
-        )
-        for a in incident.assignments
-    )
-    updated = replace(incident, status=status, assignments=assignments, updated_at=at, version=incident.version + 1)
+    assignments = tuple(_void(a, at) for a in incident.assignments)
+    updated = _bump(incident, at, status=status, assignments=assignments)
     event: Event
     if action is IncidentAction.CLOSE:
         event = IncidentClosed(incident_id=incident.id, at=at, actor=actor)
@@ -302,38 +524,341 @@ def finish_incident(
 
 def add_note(incident: Incident, text: str, author: str | None, at: datetime) -> tuple[Incident, list[Event]]:
     """A note may be added in any status, a closed incident included."""
-    updated = replace(incident, updated_at=at, version=incident.version + 1)
+    updated = _bump(incident, at)
     return updated, [NoteAdded(incident_id=incident.id, at=at, author=author, text=text)]
 
 
-def miss_deadline(incident: Incident, team: str, kind: DeadlineKind, at: datetime) -> tuple[Incident, list[Event]]:
-    """Record a missed deadline and escalate it to the module lead.
+# -- deadlines and the leadership chain ---------------------------------------------------
 
-    Returns the incident unchanged with no events when the deadline is no longer pending
-    (kept, voided or already missed): firing twice can never escalate twice.
+
+def miss_deadline(
+    incident: Incident,
+    team: str,
+    kind: DeadlineKind,
+    at: datetime,
+    *,
+    replacement: str | None = None,
+    redispatch_limit: int = REDISPATCH_LIMIT,
+) -> tuple[Incident, list[Event]]:
+    """Record a missed deadline, then re-send or climb the chain.
+
+    A missed acknowledgement goes first to ``replacement`` (the next officer the hub found), up to
+    ``redispatch_limit`` times, with a fresh acknowledgement window. Otherwise every step of the
+    incident's escalation chain is created for this (team, kind): a step due at once (``after: 0s``)
+    is raised now, the later ones wait as data until they fall due or the promise is kept. Steps that
+    already exist for this (team, kind) are not created again.
+
+    Returns the incident unchanged with no events when the deadline is no longer pending (kept,
+    voided or already missed) or not yet due: firing twice can never escalate twice.
     """
     if not incident.is_open:
         return incident, []
     assignment = incident.assignment(team)
     deadline = assignment.deadline(kind)
-    if deadline is None or deadline.state != DeadlineState.PENDING or deadline.due_at > at:
+    if deadline is None or deadline.state != DeadlineState.PENDING or deadline.due_at > at or not assignment.is_live:
         return incident, []
-    missed = replace(deadline, state=DeadlineState.MISSED, settled_at=at)
-    moved = replace(assignment, deadlines=tuple(missed if d.kind is kind else d for d in assignment.deadlines))
-    assignments = tuple(moved if a.team == team else a for a in incident.assignments)
-    updated = replace(incident, assignments=assignments, updated_at=at, version=incident.version + 1)
     events: list[Event] = [
         DeadlineMissed(
             incident_id=incident.id, at=at, team=team, kind=kind, due_at=deadline.due_at, late_by=at - deadline.due_at
-        ),
-        EscalationRaised(
+        )
+    ]
+    if (
+        kind is DeadlineKind.ACK
+        and replacement is not None
+        and replacement != assignment.officer
+        and len(assignment.tried) < redispatch_limit
+    ):
+        resent, assigned = _assign(incident, assignment, replacement, at, reason="redispatch", actor=None)
+        return _with_assignment(incident, resent, at), [*events, assigned]
+    missed = replace(deadline, state=DeadlineState.MISSED, settled_at=at)
+    marked = replace(assignment, deadlines=tuple(missed if d.kind is kind else d for d in assignment.deadlines))
+    climbed, raised = _climb(incident, marked, kind.value, at, actor=None)
+    return _with_assignment(incident, climbed, at), [*events, *raised]
+
+
+def _climb(
+    incident: Incident, assignment: Assignment, kind: str, at: datetime, actor: str | None
+) -> tuple[Assignment, list[Event]]:
+    escalations = list(assignment.escalations)
+    raised: list[Event] = []
+    for step, target in enumerate(incident.escalation, start=1):
+        if assignment.escalation(kind, step) is not None:
+            continue
+        due = at + target.after
+        if due <= at:
+            escalations.append(
+                Escalation(
+                    kind=kind, step=step, level=target.level, due_at=due, state=EscalationState.RAISED, settled_at=at
+                )
+            )
+            raised.append(_raised(incident, assignment.team, kind, step, at, actor))
+        else:
+            escalations.append(Escalation(kind=kind, step=step, level=target.level, due_at=due))
+    return replace(assignment, escalations=tuple(escalations)), raised
+
+
+def _raised(incident: Incident, team: str, kind: str, step: int, at: datetime, actor: str | None) -> EscalationRaised:
+    target = incident.escalation[step - 1]
+    return EscalationRaised(
+        incident_id=incident.id,
+        at=at,
+        team=team,
+        kind=kind,
+        level=target.level,
+        to_name=target.name,
+        to_title=target.title,
+        step=step,
+        actor=actor,
+    )
+
+
+def raise_escalation(incident: Incident, team: str, kind: str, step: int, at: datetime) -> tuple[Incident, list[Event]]:
+    """Raise a waiting step of the chain that fell due; a no-op when it is no longer pending."""
+    if not incident.is_open:
+        return incident, []
+    assignment = incident.assignment(team)
+    escalation = assignment.escalation(kind, step)
+    if escalation is None or escalation.state is not EscalationState.PENDING or escalation.due_at > at:
+        return incident, []
+    done = replace(escalation, state=EscalationState.RAISED, settled_at=at)
+    moved = replace(assignment, escalations=tuple(done if e is escalation else e for e in assignment.escalations))
+    return _with_assignment(incident, moved, at), [_raised(incident, team, kind, step, at, None)]
+
+
+def escalate_now(
+    incident: Incident, at: datetime, actor: str | None, team: str | None = None
+) -> tuple[Incident, list[Event]]:
+    """An operator climbs the chain by hand: the next level not yet raised for the incident goes up now."""
+    _require_open(incident, "escalate")
+    if not incident.escalation:
+        raise Refused("the incident has no escalation chain")
+    assignment = incident.assignment(team) if team else _lead_or_first(incident)
+    raised_steps = {e.step for a in incident.assignments for e in a.escalations if e.state is EscalationState.RAISED}
+    step = next((n for n in range(1, len(incident.escalation) + 1) if n not in raised_steps), None)
+    if step is None:
+        raise Refused("the chain is already at its top (the party secretary)")
+    existing = assignment.escalation(MANUAL, step)
+    if existing is not None:
+        raise Refused(f"step {step} was already raised by hand")
+    target = incident.escalation[step - 1]
+    done = Escalation(
+        kind=MANUAL, step=step, level=target.level, due_at=at, state=EscalationState.RAISED, settled_at=at
+    )
+    moved = replace(assignment, escalations=(*assignment.escalations, done))
+    return _with_assignment(incident, moved, at), [_raised(incident, assignment.team, MANUAL, step, at, actor)]
+
+
+def _lead_or_first(incident: Incident) -> Assignment:
+    if not incident.assignments:
+        raise Refused("the incident has no team to escalate for: dispatch one first")
+    return next((a for a in incident.assignments if a.role is Role.LEAD), incident.assignments[0])
+
+
+# -- officers ------------------------------------------------------------------------------
+
+
+def _assign(
+    incident: Incident, assignment: Assignment, officer: str, at: datetime, *, reason: str, actor: str | None
+) -> tuple[Assignment, OfficerAssigned]:
+    """The assignment handed to ``officer``; an acknowledgement not yet given gets a fresh window."""
+    tried = (*assignment.tried, assignment.officer) if assignment.officer is not None else assignment.tried
+    deadlines = assignment.deadlines
+    ack_due = None
+    if assignment.state is AssignmentState.DISPATCHED and incident.promises.ack_within is not None:
+        ack_due = at + incident.promises.ack_within
+        fresh = Deadline(kind=DeadlineKind.ACK, due_at=ack_due)
+        deadlines = tuple(fresh if d.kind is DeadlineKind.ACK else d for d in deadlines)
+        if assignment.deadline(DeadlineKind.ACK) is None:
+            deadlines = (fresh, *deadlines)
+    moved = replace(assignment, officer=officer, tried=tried, deadlines=deadlines, updated_at=at, waiting=False)
+    event = OfficerAssigned(
+        incident_id=incident.id,
+        at=at,
+        team=assignment.team,
+        officer=officer,
+        previous=assignment.officer,
+        reason=reason,
+        actor=actor,
+        ack_due=ack_due,
+    )
+    return moved, event
+
+
+def assign_officer(
+    incident: Incident, team: str, officer: str, at: datetime, *, reason: str, actor: str | None = None
+) -> tuple[Incident, list[Event]]:
+    """Give a live assignment to ``officer`` (a waiting one that found a unit, or an operator's choice)."""
+    _require_open(incident, "assign")
+    assignment = incident.assignment(team)
+    if not assignment.is_live:
+        raise IllegalTransition("assign an officer to", assignment.state.value, "the assignment")
+    if assignment.officer == officer:
+        raise Refused(f"{officer} already holds this assignment")
+    moved, event = _assign(incident, assignment, officer, at, reason=reason, actor=actor)
+    return _with_assignment(incident, moved, at), [event]
+
+
+def add_team(
+    incident: Incident,
+    team: str,
+    at: datetime,
+    *,
+    officer: str | None,
+    actor: str | None,
+    role: Role = Role.SUPPORT,
+    waiting: bool = False,
+) -> tuple[Incident, list[Event]]:
+    """An operator sends one more team, with the incident's promised windows counted from now.
+
+    ``waiting``: the team has a roster but nobody can go (``officer`` is then ``None``).
+    """
+    _require_open(incident, "add a team to")
+    if incident.has_team(team) and incident.assignment(team).is_live:
+        raise Refused(f"team {team} is already working on incident {incident.id}")
+    fresh = Assignment(
+        team=team,
+        role=role,
+        state=AssignmentState.DISPATCHED,
+        dispatched_at=at,
+        updated_at=at,
+        deadlines=incident.promises.deadlines_from(at),
+        officer=officer,
+        waiting=waiting and officer is None,
+    )
+    others = tuple(a for a in incident.assignments if a.team != team)
+    assignments = (fresh, *others) if role is Role.LEAD else (*others, fresh)
+    status = (
+        IncidentStatus.DISPATCHED
+        if role is Role.LEAD or incident.status is IncidentStatus.REPORTED
+        else incident.status
+    )
+    queue = None if role is Role.LEAD else incident.queue
+    updated = _bump(incident, at, assignments=assignments, status=status, queue=queue)
+    events: list[Event] = [
+        UnitsDispatched(incident_id=incident.id, at=at, units=(_unit(fresh),), incident_status=status, actor=actor)
+    ]
+    if fresh.waiting:
+        events.append(_waiting(updated, fresh, at))
+    return updated, events
+
+
+def reassign_team(
+    incident: Incident,
+    from_team: str,
+    to_team: str,
+    at: datetime,
+    *,
+    officer: str | None,
+    actor: str | None,
+    waiting: bool = False,
+) -> tuple[Incident, list[Event]]:
+    """Move a team's part to another team: the old assignment is cancelled (or stays returned), a new one starts.
+
+    A returned lead assignment is re-dispatched this way: the new team becomes the lead.
+    """
+    _require_open(incident, "reassign")
+    current = incident.assignment(from_team)
+    if current.state not in LIVE_ASSIGNMENT_STATES | {AssignmentState.RETURNED}:
+        raise IllegalTransition("reassign", current.state.value, "the assignment")
+    if from_team == to_team:
+        raise Refused("reassigning to the same team: choose another officer instead")
+    stopped = (
+        current
+        if current.state is AssignmentState.RETURNED
+        else _void(replace(current, state=AssignmentState.CANCELLED, updated_at=at), at)
+    )
+    demoted = replace(stopped, role=Role.SUPPORT) if current.role is Role.LEAD else stopped
+    base = replace(incident, assignments=tuple(demoted if a.team == from_team else a for a in incident.assignments))
+    moved, events = add_team(base, to_team, at, officer=officer, actor=actor, role=current.role, waiting=waiting)
+    return moved, [
+        AssignmentReassigned(incident_id=incident.id, at=at, from_team=from_team, to_team=to_team, actor=actor),
+        *events,
+    ]
+
+
+def change_priority(incident: Incident, priority: int, at: datetime, actor: str | None) -> tuple[Incident, list[Event]]:
+    _require_open(incident, "change the priority of")
+    if not 1 <= priority <= 5:
+        raise Refused("priority runs from 1 (highest) to 5")
+    if priority == incident.priority:
+        raise Refused(f"the priority is already {priority}")
+    updated = _bump(incident, at, priority=priority)
+    return updated, [
+        PriorityChanged(
+            incident_id=incident.id, at=at, from_priority=incident.priority, to_priority=priority, actor=actor
+        )
+    ]
+
+
+# -- duplicates -----------------------------------------------------------------------------
+
+
+def attach_report(
+    incident: Incident, report: Report, at: datetime, *, merged_from: int | None = None, actor: str | None = None
+) -> tuple[Incident, list[Event]]:
+    """Another report of the same matter joins the incident (never a resolved or finished one)."""
+    if incident.status not in JOINABLE_STATUSES:
+        raise IllegalTransition("attach a report to", incident.status.value, "the incident")
+    attached = AttachedReport(report=report, at=at, merged_from=merged_from)
+    updated = _bump(incident, at, reports=(*incident.reports, attached))
+    return updated, [
+        ReportAttached(
             incident_id=incident.id,
             at=at,
-            team=team,
-            kind=kind,
-            level="module_lead",
-            to_name=incident.escalate_to_name,
-            to_title=incident.escalate_to_title,
-        ),
+            report_id=report.report_id,
+            reporter=report.reporter,
+            reporter_kind=report.reporter_kind,
+            description=report.description,
+            lat=report.lat,
+            lon=report.lon,
+            report_count=updated.report_count,
+            merged_from=merged_from,
+            actor=actor,
+        )
     ]
-    return updated, events
+
+
+def detach_report(
+    incident: Incident, report_id: str, new_incident_id: int, at: datetime, actor: str | None
+) -> tuple[Incident, Report, list[Event]]:
+    """Split an attached report off; the caller opens ``new_incident_id`` from the returned report."""
+    _require_open(incident, "split a report from")
+    found = next((r for r in incident.reports if r.report.report_id == report_id), None)
+    if found is None:
+        if report_id == incident.report.report_id:
+            raise Refused("the first report is the incident itself: split the others off instead")
+        raise Refused(f"report {report_id!r} is not attached to incident {incident.id}")
+    updated = _bump(incident, at, reports=tuple(r for r in incident.reports if r is not found))
+    event = ReportSplit(
+        incident_id=incident.id,
+        at=at,
+        report_id=report_id,
+        new_incident_id=new_incident_id,
+        report_count=updated.report_count,
+        actor=actor,
+    )
+    return updated, found.report, [event]
+
+
+def merge_incidents(
+    source: Incident, target: Incident, at: datetime, actor: str | None
+) -> tuple[Incident, Incident, list[Event]]:
+    """Fold ``source`` into ``target``: its reports join the target, its own work stops."""
+    if source.id == target.id:
+        raise Refused("an incident cannot be merged into itself")
+    if target.status not in JOINABLE_STATUSES:
+        raise IllegalTransition("merge into", target.status.value, "the target incident")
+    status = next_incident_status(source.status, IncidentAction.MERGE)
+    events: list[Event] = []
+    moved = target
+    for report in (source.report, *(r.report for r in source.reports)):
+        moved, attached = attach_report(moved, report, at, merged_from=source.id, actor=actor)
+        events.extend(attached)
+    folded = _bump(
+        source, at, status=status, merged_into=target.id, assignments=tuple(_void(a, at) for a in source.assignments)
+    )
+    return (
+        folded,
+        moved,
+        [IncidentMerged(incident_id=source.id, at=at, into_incident_id=target.id, actor=actor), *events],
+    )

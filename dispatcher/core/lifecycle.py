@@ -17,7 +17,8 @@ class AssignmentState(StrEnum):
     EN_ROUTE = "en_route"
     ON_SCENE = "on_scene"
     RESOLVED = "resolved"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # taken off the team by an operator (reassigned elsewhere)
+    RETURNED = "returned"  # 回退: the team sent it back as "not ours"
 
 
 class IncidentStatus(StrEnum):
@@ -29,6 +30,7 @@ class IncidentStatus(StrEnum):
     RESOLVED = "resolved"
     CLOSED = "closed"
     CANCELLED = "cancelled"
+    MERGED = "merged"  # a duplicate folded into another incident
 
 
 class UnitAction(StrEnum):
@@ -38,6 +40,7 @@ class UnitAction(StrEnum):
     DEPART = "en-route"
     ARRIVE = "on-scene"
     RESOLVE = "resolve"
+    RETURN = "return"  # 回退: "not ours", with a reason
 
 
 class IncidentAction(StrEnum):
@@ -45,6 +48,7 @@ class IncidentAction(StrEnum):
 
     CLOSE = "close"
     CANCEL = "cancel"
+    MERGE = "merge"
 
 
 class Role(StrEnum):
@@ -73,13 +77,21 @@ ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction], AssignmentState] = {
     (A.ACKNOWLEDGED, UnitAction.RESOLVE): A.RESOLVED,
     (A.EN_ROUTE, UnitAction.RESOLVE): A.RESOLVED,
     (A.ON_SCENE, UnitAction.RESOLVE): A.RESOLVED,
+    **{(state, UnitAction.RETURN): A.RETURNED for state in (A.DISPATCHED, A.ACKNOWLEDGED, A.EN_ROUTE, A.ON_SCENE)},
 }
+
+#: Assignments still owed work: they hold their officer and their deadlines run.
+LIVE_ASSIGNMENT_STATES = frozenset({A.DISPATCHED, A.ACKNOWLEDGED, A.EN_ROUTE, A.ON_SCENE})
 
 INCIDENT_MOVES: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
     (I.RESOLVED, IncidentAction.CLOSE): I.CLOSED,
     **{
         (status, IncidentAction.CANCEL): I.CANCELLED
         for status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED)
+    },
+    **{
+        (status, IncidentAction.MERGE): I.MERGED
+        for status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)
     },
 }
 
@@ -95,7 +107,9 @@ STATUS_FROM_LEAD: dict[AssignmentState, IncidentStatus] = {
 #: Statuses in which units may still move and deadlines still run.
 ACTIVE_STATUSES = frozenset({I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED})
 #: Statuses after which nothing but a note may happen.
-FINAL_STATUSES = frozenset({I.CLOSED, I.CANCELLED})
+FINAL_STATUSES = frozenset({I.CLOSED, I.CANCELLED, I.MERGED})
+#: Statuses in which a new report of the same matter joins the incident instead of opening another.
+JOINABLE_STATUSES = frozenset({I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE})
 
 
 def next_assignment_state(current: AssignmentState, action: UnitAction) -> AssignmentState:
