@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -17,9 +18,11 @@ from dispatcher.clock import Clock, SystemClock
 from dispatcher.feed import EventFeed
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
+from dispatcher.roster_file import restore_roster
 from dispatcher.settings import Settings
+from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, board, rules_api
+from gateways import api, board, dispatch_api, rules_api
 from rules import RuleBook, compile_table, load_source
 from rules.checker import check_for_service
 
@@ -49,6 +52,8 @@ def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | 
         feed=EventFeed(queue_size=settings.board_queue_size, ring_size=settings.feed_ring_size),
         queue_size=settings.writer_queue_size,
         batch_max=settings.writer_batch_max,
+        duplicate_radius_m=settings.duplicate_radius_m,
+        duplicate_window=timedelta(seconds=settings.duplicate_window_s),
     )
 
 
@@ -57,10 +62,16 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     the_hub = hub or build_hub(settings)
 
     freezer = HeapFreezer() if settings.gc_freeze else None
+    shifts = ShiftWatch(the_hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.start()
+        roster, app.state.roster_source = await restore_roster(
+            the_hub, settings.roster_file(), use_stored=not settings.no_roster
+        )
+        log.info("roster %s: %d officers, %d shifts", roster.version, len(roster.officers), len(roster.shifts))
+        shifts.start()
         if freezer is not None:
             freezer.start()
         log.info(
@@ -74,6 +85,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
         finally:
             if freezer is not None:
                 await freezer.stop()
+            shifts.stop()
             await the_hub.stop()
 
     app = FastAPI(
@@ -84,7 +96,10 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = the_hub
     app.state.settings = settings
+    app.state.roster_source = None
+    app.state.shifts = shifts
     app.include_router(api.router)
+    app.include_router(dispatch_api.router)
     app.include_router(rules_api.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
@@ -107,6 +122,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
             "store": "up" if store_ok else "down",
             "writer": "running" if the_hub.running else "stopped",
             "rule_table": the_hub.rules.version,
+            "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
         }

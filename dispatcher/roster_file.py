@@ -8,22 +8,25 @@ shift's team). A roster that fails is refused whole, with every problem listed.
 
 from __future__ import annotations
 
+import json
 from datetime import date, time
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dispatcher.core.roster import DutyOverride, Officer, OfficerKind, Roster, Shift
+from dispatcher.core.roster import WEEKDAY_NAMES, DutyOverride, Officer, OfficerKind, Roster, Shift
 from rules.matcher import RuleBook
+
+if TYPE_CHECKING:
+    from dispatcher.hub import Hub
 
 BUNDLED_ROSTER = Path(str(files("rules").joinpath("tables", "ershili-roster.yaml")))
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class _Strict(BaseModel):
@@ -157,7 +160,7 @@ def build_roster(source: RosterIn, rules: RuleBook) -> Roster:
                 end=time.fromisoformat(s.end),
                 officers=tuple(s.officers),
                 lead=s.lead,
-                weekdays=frozenset(WEEKDAYS.index(d) for d in s.weekdays),
+                weekdays=frozenset(WEEKDAY_NAMES.index(d) for d in s.weekdays),
                 days_of_month=frozenset(s.days_of_month),
                 zone=s.zone,
             )
@@ -184,3 +187,30 @@ def build_roster(source: RosterIn, rules: RuleBook) -> Roster:
 def empty_roster(rules: RuleBook) -> Roster:
     """No officers at all: every team is dispatched as a whole (the behaviour without a roster)."""
     return Roster(version="none", timezone=rules.table.timezone, officers={})
+
+
+async def install_roster(hub: Hub, source: RosterIn, loaded_by: str | None) -> Roster:
+    """Check ``source`` against the hub's rule table, store it as the newest roster and dispatch by it.
+
+    Raises :class:`RosterError` and changes nothing when it does not fit the table.
+    """
+    roster = build_roster(source, hub.rules)
+    await hub.store.save_roster(source.version, source.model_dump_json(), loaded_by)
+    hub.replace_roster(roster)
+    return roster
+
+
+async def restore_roster(hub: Hub, fallback: Path | None, *, use_stored: bool = True) -> tuple[Roster, RosterIn | None]:
+    """At start: the newest stored roster, else ``fallback`` (stored then), else none (teams sent whole)."""
+    stored = await hub.store.latest_roster() if use_stored else None
+    if stored is not None:
+        source = parse_roster(json.loads(stored[1]))
+        roster = build_roster(source, hub.rules)
+        hub.replace_roster(roster)
+        return roster, source
+    if fallback is not None:
+        source = read_roster(fallback)
+        return await install_roster(hub, source, f"file:{fallback.name}"), source
+    roster = empty_roster(hub.rules)
+    hub.replace_roster(roster)
+    return roster, None

@@ -28,3 +28,24 @@ class Settings(BaseSettings):
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
     gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")
+    roster_path: Path | None = Field(
+        default=None,
+        description="the roster loaded at first start (later the stored one is used); "
+        "default: the bundled roster when running the bundled rule table",
+    )
+    no_roster: bool = Field(default=False, description="dispatch every team as a whole, choosing no officers")
+    duplicate_radius_m: float = Field(
+        default=200.0, ge=0, description="a report this close to an open incident of its category joins it (0: off)"
+    )
+    duplicate_window_s: float = Field(
+        default=1800.0, gt=0, description="... when that incident's latest report is at most this old"
+    )
+
+    def roster_file(self) -> Path | None:
+        if self.no_roster:
+            return None
+        if self.roster_path is not None:
+            return self.roster_path
+        from dispatcher.roster_file import BUNDLED_ROSTER
+
+        return BUNDLED_ROSTER if self.rules_path == BUNDLED_TABLE else None

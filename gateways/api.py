@@ -8,9 +8,9 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from dispatcher.core.incidents import UnknownAssignment
+from dispatcher.core.incidents import Refused, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
-from dispatcher.hub import Hub, HubStopped, IncidentNotFound
+from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownOfficer
 from dispatcher.store import IncidentFilter, StoreUnavailable
 from gateways.schemas import (
     CancelIn,
@@ -54,14 +54,22 @@ def _field_error(field: str, message: str) -> HTTPException:
     "/incidents",
     status_code=201,
     response_model=IncidentPublic,
-    responses={200: {"model": IncidentPublic, "description": "this report_id was already reported"}},
-    summary="Report an incident; it is routed and dispatched at once",
+    responses={
+        200: {
+            "model": IncidentPublic,
+            "description": "this report_id was already reported, or the report joined an open incident of the "
+            "same category close by (its report_count rose); header X-Report-Outcome says which",
+        }
+    },
+    summary="Report an incident; it is routed and dispatched at once, or joins the open incident it repeats",
 )
 async def report_incident(body: IncidentCreate, hub: HubDep) -> Response:
     if body.zone is not None and not hub.rules.has_zone(body.zone):
         raise _field_error("zone", f"unknown zone {body.zone!r} in rule table {hub.rules.version}")
     outcome = await hub.report(body.to_report(), hub.clock.now())
-    return json_response(incident_json(outcome.incident), 201 if outcome.created else 200)
+    response = json_response(incident_json(outcome.incident), 201 if outcome.created else 200)
+    response.headers["X-Report-Outcome"] = "created" if outcome.created else "joined" if outcome.joined else "known"
+    return response
 
 
 @router.get("/incidents", response_model=IncidentsPublic, summary="List incidents, newest first")
@@ -75,9 +83,7 @@ async def list_incidents(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    where = IncidentFilter(
-        status=tuple(status or ()), team=team, module=module, open_only=open, exercise=exercise
-    )
+    where = IncidentFilter(status=tuple(status or ()), team=team, module=module, open_only=open, exercise=exercise)
     incidents, count = await hub.list_incidents(where, limit=limit, offset=offset)
     return json_response({"data": [incident_json(i) for i in incidents], "count": count})
 
@@ -106,18 +112,34 @@ async def move_unit(
     incident_id: int, team: str, action: UnitAction, hub: HubDep, body: UnitActionIn | None = None
 ) -> Response:
     actor = body.actor if body else None
-    return json_response(incident_json(await hub.move_unit(incident_id, team, action, hub.clock.now(), actor)))
+    if action is UnitAction.RETURN and not (body and body.reason and body.reason.strip()):
+        raise _field_error("reason", "a return (回退) needs a reason: why is it not this team's matter")
+    incident = await hub.move_unit(
+        incident_id,
+        team,
+        action,
+        hub.clock.now(),
+        actor,
+        reason=(body.reason or "") if body else "",
+        expected_version=body.version if body else None,
+    )
+    return json_response(incident_json(incident))
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
 async def close_incident(incident_id: int, hub: HubDep, body: CloseIn | None = None) -> Response:
     actor = body.actor if body else None
-    return json_response(incident_json(await hub.finish(incident_id, IncidentAction.CLOSE, hub.clock.now(), actor)))
+    incident = await hub.finish(
+        incident_id, IncidentAction.CLOSE, hub.clock.now(), actor, expected_version=body.version if body else None
+    )
+    return json_response(incident_json(incident))
 
 
 @router.post("/incidents/{incident_id}/cancel", response_model=IncidentPublic, responses=_CONFLICT)
 async def cancel_incident(incident_id: int, body: CancelIn, hub: HubDep) -> Response:
-    incident = await hub.finish(incident_id, IncidentAction.CANCEL, hub.clock.now(), body.actor, body.reason)
+    incident = await hub.finish(
+        incident_id, IncidentAction.CANCEL, hub.clock.now(), body.actor, body.reason, expected_version=body.version
+    )
     return json_response(incident_json(incident))
 
 
@@ -160,6 +182,20 @@ def install_error_handlers(app: FastAPI) -> None:
             except IncidentNotFound:
                 status = ""
         return JSONResponse({"detail": str(exc), "current": exc.current, "incident_status": status}, status_code=409)
+
+    @app.exception_handler(StaleVersion)
+    async def _stale(_: Request, exc: StaleVersion) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "current": f"version {exc.current}", "incident_status": ""}, status_code=409
+        )
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(UnknownOfficer)
+    async def _no_officer(_: Request, exc: UnknownOfficer) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(HubStopped)
     async def _stopped(_: Request, exc: HubStopped) -> JSONResponse:

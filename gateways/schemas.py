@@ -68,17 +68,86 @@ class IncidentCreate(_In):
         )
 
 
+Actor = Field(default=None, max_length=128, description="who acted: an officer id, or an operator (acting for a unit)")
+Version = Field(
+    default=None,
+    ge=1,
+    description="the incident version the caller saw; when given and no longer current the answer is 409",
+)
+
+
 class UnitActionIn(_In):
-    actor: str | None = Field(default=None, max_length=128, description="who acted (an operator acting for a unit)")
+    actor: str | None = Actor
+    reason: str | None = Field(default=None, max_length=1000, description="required for return (回退): why not ours")
+    version: int | None = Version
 
 
 class CloseIn(_In):
-    actor: str | None = Field(default=None, max_length=128)
+    actor: str | None = Actor
+    version: int | None = Version
 
 
 class CancelIn(_In):
     reason: str = Field(min_length=1, max_length=1000)
-    actor: str | None = Field(default=None, max_length=128)
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class OfficerChoiceIn(_In):
+    officer: str | None = Field(default=None, max_length=64, description="leave out: the best free officer now")
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class TeamIn(_In):
+    team: str = Field(min_length=1, max_length=64)
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class ReassignIn(_In):
+    to_team: str = Field(min_length=1, max_length=64)
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class EscalateIn(_In):
+    team: str | None = Field(default=None, max_length=64, description="default: the lead team")
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class PriorityIn(_In):
+    priority: int = Field(ge=1, le=5)
+    actor: str | None = Actor
+    version: int | None = Version
+
+
+class MergeIn(_In):
+    into: int = Field(ge=1, description="the incident that stays")
+    actor: str | None = Actor
+
+
+class SplitIn(_In):
+    report_id: str = Field(min_length=1, max_length=128)
+    actor: str | None = Actor
+
+
+class UnitReportIn(_In):
+    """What an officer's device reports: status, position, or both."""
+
+    status: Literal["available", "assigned", "en_route", "on_scene", "off_duty"] | None = None
+    location: Location | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UnitReportIn:
+        if self.status is None and self.location is None:
+            raise ValueError("give a status, a location, or both")
+        return self
+
+
+class HandoverAckIn(_In):
+    actor: str = Field(min_length=1, max_length=128, description="the incoming duty lead")
 
 
 class NoteIn(_In):
@@ -93,13 +162,36 @@ class DeadlinePublic(BaseModel):
     settled_at: datetime | None
 
 
+class EscalationPublic(BaseModel):
+    kind: str = Field(description="the missed deadline's kind, or manual")
+    step: int
+    level: str
+    due_at: datetime
+    state: str = Field(description="pending, raised or void")
+    settled_at: datetime | None
+
+
 class AssignmentPublic(BaseModel):
     team: str
     role: str
     state: str
+    officer: str | None = Field(description="the unit sent; null: the whole team, or waiting when `waiting`")
+    waiting: bool = Field(description="the team has a roster but nobody could go yet")
+    tried: list[str] = Field(description="officers it was sent to before")
     dispatched_at: datetime
     updated_at: datetime
     deadlines: list[DeadlinePublic]
+    escalations: list[EscalationPublic]
+
+
+class AttachedReportPublic(BaseModel):
+    report_id: str
+    description: str
+    reporter: str | None
+    reporter_kind: str | None
+    location: Location | None
+    attached_at: datetime
+    merged_from: int | None
 
 
 class RoutingPublic(BaseModel):
@@ -146,6 +238,9 @@ class IncidentPublic(BaseModel):
     reported_at: datetime
     updated_at: datetime
     version: int
+    report_count: int = Field(description="the first report and every one that joined it")
+    reports: list[AttachedReportPublic] = Field(description="the reports that joined after the first")
+    merged_into: int | None
 
 
 class EventPublic(BaseModel):
@@ -210,11 +305,25 @@ def incident_json(incident: Incident) -> dict[str, Any]:
                 "team": a.team,
                 "role": a.role.value,
                 "state": a.state.value,
+                "officer": a.officer,
+                "waiting": a.waiting,
+                "tried": list(a.tried),
                 "dispatched_at": a.dispatched_at,
                 "updated_at": a.updated_at,
                 "deadlines": [
                     {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
                     for d in a.deadlines
+                ],
+                "escalations": [
+                    {
+                        "kind": e.kind,
+                        "step": e.step,
+                        "level": e.level,
+                        "due_at": e.due_at,
+                        "state": e.state.value,
+                        "settled_at": e.settled_at,
+                    }
+                    for e in a.escalations
                 ],
             }
             for a in incident.assignments
@@ -222,6 +331,20 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "reported_at": incident.reported_at,
         "updated_at": incident.updated_at,
         "version": incident.version,
+        "report_count": incident.report_count,
+        "reports": [
+            {
+                "report_id": r.report.report_id,
+                "description": r.report.description,
+                "reporter": r.report.reporter,
+                "reporter_kind": r.report.reporter_kind,
+                "location": {"lat": r.report.lat, "lon": r.report.lon} if r.report.lat is not None else None,
+                "attached_at": r.at,
+                "merged_from": r.merged_from,
+            }
+            for r in incident.reports
+        ],
+        "merged_into": incident.merged_into,
     }
 
 

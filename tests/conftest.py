@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
+from dispatcher.core.roster import Roster
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.settings import BUNDLED_TABLE
@@ -91,11 +93,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 class HubRig:
-    """A hub on a virtual clock with a manual alarm, restartable on the same database."""
+    """A hub on a virtual clock with a manual alarm, restartable on the same database.
 
-    def __init__(self, url: str, rules: RuleBook) -> None:
+    ``roster`` (optional) gives the teams officers to choose from; ``hub_options`` go to the hub.
+    """
+
+    def __init__(self, url: str, rules: RuleBook, roster: Roster | None = None, **hub_options: Any) -> None:
         self.url = url
         self.rules = rules
+        self.roster = roster
+        self.hub_options = hub_options
         self.clock = VirtualClock(START)
         self.alarm = ManualAlarm()
         self.feed = EventFeed(queue_size=10_000)
@@ -108,7 +115,14 @@ class HubRig:
             clock=self.clock,
             alarm=self.alarm,
             feed=self.feed,
+            roster=self.roster,
+            **self.hub_options,
         )
+
+    async def advance(self, delta: timedelta) -> int:
+        """Move the virtual clock on and fire whatever fell due, as the alarm would; returns how many fired."""
+        self.clock.advance(delta)
+        return await self.hub.fire_due(self.clock.now())
 
     async def restart(self) -> Hub:
         await self.hub.stop()
@@ -122,6 +136,24 @@ class HubRig:
 @pytest.fixture
 async def rig(database_url: str, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
     rig = HubRig(database_url, bundled_rules)
+    await rig.hub.start()
+    try:
+        yield rig
+    finally:
+        await rig.hub.stop()
+
+
+@pytest.fixture(scope="session")
+def bundled_roster(bundled_rules: RuleBook) -> Roster:
+    from dispatcher.roster_file import BUNDLED_ROSTER, build_roster, read_roster
+
+    return build_roster(read_roster(BUNDLED_ROSTER), bundled_rules)
+
+
+@pytest.fixture
+async def crew(database_url: str, bundled_rules: RuleBook, bundled_roster: Roster) -> AsyncIterator[HubRig]:
+    """A hub with the bundled roster and duplicate joining on (200 m, 30 min)."""
+    rig = HubRig(database_url, bundled_rules, bundled_roster, duplicate_radius_m=200.0)
     await rig.hub.start()
     try:
         yield rig

@@ -11,6 +11,7 @@ from dispatcher.core.events import (
     DeadlineKind,
     DeadlineMissed,
     DispatchedUnit,
+    EscalationRaised,
     Event,
     UnitMoved,
     UnitsDispatched,
@@ -73,7 +74,7 @@ def test_events_stored_before_a_field_was_added_still_decode() -> None:
             "to_title": "x",
         },
     )
-    assert getattr(old, "step") == 1 and getattr(old, "actor") is None
+    assert isinstance(old, EscalationRaised) and old.step == 1 and old.actor is None
     unit = decode(
         "UnitsDispatched",
         {
@@ -83,7 +84,7 @@ def test_events_stored_before_a_field_was_added_still_decode() -> None:
             "units": [{"team": "t", "role": "lead", "ack_due": None, "arrive_due": None, "resolve_due": None}],
         },
     )
-    assert getattr(unit, "units")[0].officer is None
+    assert isinstance(unit, UnitsDispatched) and unit.units[0].officer is None
 
 
 def test_to_json_writes_what_encode_gives() -> None:

@@ -828,6 +828,8 @@ def detach_report(
         if report_id == incident.report.report_id:
             raise Refused("the first report is the incident itself: split the others off instead")
         raise Refused(f"report {report_id!r} is not attached to incident {incident.id}")
+    if found.merged_from is not None:
+        raise Refused(f"report {report_id!r} came with the merge of incident {found.merged_from}: merges are not split")
     updated = _bump(incident, at, reports=tuple(r for r in incident.reports if r is not found))
     event = ReportSplit(
         incident_id=incident.id,

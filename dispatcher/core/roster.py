@@ -22,6 +22,8 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # also cron's day_of_week names
+
 
 class OfficerKind(StrEnum):
     STAFFED = "staffed"  # 在编: the township's own staff

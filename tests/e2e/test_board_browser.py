@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI
+from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +109,7 @@ async def test_the_board_resumes_after_the_server_restarts_without_loss_or_doubl
 
     server.stop()  # the link is cut: the board notices and retries
     await page.wait_for_selector("#connection[data-state=closed]", timeout=5_000)
-    again = ServerProcess(server.database_url, tmp_path / "again.log", port=server.port).start()
+    again = ServerProcess(server.database_url, tmp_path / "again.log", port=server.port, env=PLAIN).start()
     try:
         async with httpx.AsyncClient(base_url=again.base_url, timeout=10) as http:
             await http.post("/api/v1/incidents", json={**five_way, "report_id": "after"})

@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from gateways.schemas import IncidentDetail, IncidentPublic, IncidentsPublic
+from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +148,7 @@ async def test_unknown_category_lands_in_the_triage_queue(server: ServerProcess)
 
 
 async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path) -> None:
-    first = ServerProcess(database_url, tmp_path / "first.log").start()
+    first = ServerProcess(database_url, tmp_path / "first.log", env=PLAIN).start()
     try:
         async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
             answers = await asyncio.gather(
@@ -158,7 +159,7 @@ async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path
     finally:
         first.kill_hard()
 
-    second = ServerProcess(database_url, tmp_path / "second.log").start()
+    second = ServerProcess(database_url, tmp_path / "second.log", env=PLAIN).start()
     try:
         async with httpx.AsyncClient(base_url=second.base_url, timeout=10) as http:
             listing = (await http.get("/api/v1/incidents", params={"limit": 500})).json()

@@ -1,0 +1,174 @@
+"""The roster, the duty schedule and the choice of a unit: pure functions, exact answers."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.core.roster import (
+    DutyOverride,
+    Need,
+    Officer,
+    OfficerKind,
+    Roster,
+    Shift,
+    UnitState,
+    UnitStatus,
+    choose_officer,
+    distance_m,
+    rank,
+)
+from dispatcher.roster_file import BUNDLED_ROSTER, RosterError, build_roster, parse_roster, read_roster
+from rules import RuleBook
+
+# 2026-06-12 is a Friday and a market day (the 12th); 08:00 UTC is 16:00 in Asia/Shanghai.
+FRIDAY_4PM = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)
+FIVE_WAY = (28.8480, 118.9120)
+
+
+def officer(oid: str, team: str = "t", zone: str | None = None) -> Officer:
+    return Officer(
+        id=oid, name=oid, team=team, module="m", post="p", department="d", kind=OfficerKind.STAFFED, zone=zone
+    )
+
+
+def crew(*officers: Officer, shifts: tuple[Shift, ...] = (), overrides: tuple[DutyOverride, ...] = ()) -> Roster:
+    return Roster(
+        version="t",
+        timezone="Asia/Shanghai",
+        officers={o.id: o for o in officers},
+        shifts=shifts,
+        overrides=overrides,
+        max_tasks=2,
+    )
+
+
+def need(**kw: object) -> Need:
+    base: dict[str, object] = {"team": "t", "at": FRIDAY_4PM, "lat": FIVE_WAY[0], "lon": FIVE_WAY[1]}
+    base.update(kw)
+    return Need(**base)  # type: ignore[arg-type]
+
+
+def test_distance_is_straight_line_in_metres() -> None:
+    # One thousandth of a degree of latitude is about 111 m anywhere.
+    assert distance_m(28.0, 118.0, 28.001, 118.0) == pytest.approx(111.2, abs=0.5)
+    assert distance_m(*FIVE_WAY, *FIVE_WAY) == 0
+
+
+def test_posted_at_the_incident_zone_comes_before_a_nearer_officer() -> None:
+    roster = crew(officer("a"), officer("b", zone="five-way"))
+    units = {"a": UnitState(lat=FIVE_WAY[0], lon=FIVE_WAY[1]), "b": UnitState(lat=28.86, lon=118.93)}
+    assert choose_officer(roster, units, need(zones=("five-way",))) == "b"
+    assert choose_officer(roster, units, need(zones=())) == "a"  # elsewhere the nearest wins
+
+
+def test_free_before_busy_then_nearest_then_least_busy_then_id() -> None:
+    roster = crew(officer("a"), officer("b"), officer("c"), officer("d"))
+    near, far = (28.8481, 118.9120), (28.8600, 118.9120)
+    units = {
+        "a": UnitState(lat=near[0], lon=near[1], tasks=1, status=UnitStatus.ASSIGNED),
+        "b": UnitState(lat=far[0], lon=far[1]),
+        "c": UnitState(),  # position unknown: after every known one
+        "d": UnitState(lat=far[0], lon=far[1]),
+    }
+    ranked = rank(roster, units, need())
+    assert [o for o, _ in ranked] == ["b", "d", "c", "a"]
+    assert ranked[2][1] == math.inf
+
+
+def test_off_duty_tried_and_full_officers_are_never_chosen() -> None:
+    roster = crew(officer("a"), officer("b"), officer("c"))
+    units = {"a": UnitState(status=UnitStatus.OFF_DUTY), "b": UnitState(tasks=2, status=UnitStatus.ASSIGNED)}
+    assert choose_officer(roster, units, need(exclude=frozenset({"c"}))) is None
+    assert choose_officer(roster, units, need()) == "c"
+
+
+def test_a_night_shift_runs_past_midnight_and_belongs_to_the_day_it_began() -> None:
+    night = Shift(id="n", team="t", start=time(20), end=time(8), officers=("a",), weekdays=frozenset({4}))  # Fri
+    roster = crew(officer("a"), shifts=(night,))
+    friday_21 = datetime(2026, 6, 12, 13, 0, tzinfo=UTC)  # 21:00 local
+    saturday_02 = datetime(2026, 6, 12, 18, 0, tzinfo=UTC)  # 02:00 local on Saturday: Friday's night
+    saturday_21 = datetime(2026, 6, 13, 13, 0, tzinfo=UTC)
+    assert roster.duty("t", friday_21) == {"a": None}
+    assert roster.duty("t", saturday_02) == {"a": None}
+    assert roster.duty("t", saturday_21) == {}
+    assert roster.duty("t", FRIDAY_4PM) == {}
+
+
+def test_market_day_shift_posts_its_officers_at_the_joint_duty_station() -> None:
+    station = Shift(
+        id="s",
+        team="t",
+        start=time(5, 30),
+        end=time(13),
+        officers=("a",),
+        days_of_month=frozenset({12}),
+        zone="five-way",
+    )
+    roster = crew(officer("a"), shifts=(station,))
+    market_morning = datetime(2026, 6, 12, 1, 0, tzinfo=UTC)  # 09:00 local on the 12th
+    assert roster.duty("t", market_morning) == {"a": "five-way"}
+    assert roster.duty("t", market_morning + timedelta(days=1)) == {}
+
+
+def test_overrides_take_an_officer_off_or_put_one_on_for_a_day() -> None:
+    day = Shift(id="d", team="t", start=time(8), end=time(20), officers=("a", "b"))
+    overrides = (
+        DutyOverride(officer="a", day=date(2026, 6, 12), on_duty=False),
+        DutyOverride(officer="c", day=date(2026, 6, 12), on_duty=True, zone="five-way"),
+    )
+    roster = crew(officer("a"), officer("b"), officer("c"), shifts=(day,), overrides=overrides)
+    assert roster.duty("t", FRIDAY_4PM) == {"b": None, "c": "five-way"}
+    assert roster.duty("t", FRIDAY_4PM + timedelta(days=1)) == {"a": None, "b": None}
+
+
+def test_a_team_without_shifts_is_on_duty_around_the_clock() -> None:
+    roster = crew(officer("a", zone="market"))
+    assert roster.duty("t", datetime(2026, 6, 12, 19, 0, tzinfo=UTC)) == {"a": "market"}
+
+
+def test_the_bundled_roster_fits_the_bundled_table(bundled_rules: RuleBook) -> None:
+    roster = build_roster(read_roster(BUNDLED_ROSTER), bundled_rules)
+    assert len(roster.officers) == 54
+    assert {o.team for o in roster.officers.values()} == {t.id for t in bundled_rules.table.teams}
+    # On a market-day morning the joint duty station has one officer of each of the five teams.
+    morning = datetime(2026, 6, 12, 1, 0, tzinfo=UTC)
+    posted = {
+        team: [o for o, zone in roster.duty(team, morning).items() if zone == "five-way"]
+        for team in ("traffic-police", "police-station", "market-supervision", "law-enforcement", "market-town-office")
+    }
+    assert all(len(found) >= 1 for found in posted.values()), posted
+
+
+def test_a_roster_that_does_not_fit_the_table_is_refused_with_every_reason(bundled_rules: RuleBook) -> None:
+    source = parse_roster(
+        {
+            "roster": 1,
+            "version": "bad",
+            "officers": [
+                {"id": "x-1", "name": "甲", "team": "no-such-team", "post": "p"},
+                {"id": "tp-9", "name": "乙", "team": "traffic-police", "post": "p", "zone": "moon"},
+                {"id": "tp-9", "name": "丙", "team": "traffic-police", "post": "p"},
+                {"id": "ps-9", "name": "丁", "team": "police-station", "post": "p"},
+            ],
+            "shifts": [
+                {"id": "s", "team": "traffic-police", "start": "08:00", "end": "20:00", "officers": ["ps-9", "ghost"]}
+            ],
+        }
+    )
+    with pytest.raises(RosterError) as refused:
+        build_roster(source, bundled_rules)
+    text = " | ".join(refused.value.problems)
+    for expected in ("no-such-team", "zone 'moon'", "used twice", "belongs to team police-station", "'ghost'"):
+        assert expected in text, text
+
+
+def test_schema_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text("roster: 1\nversion: v\nshifts: [{id: s, team: t, start: '25:00', end: '08:00', officers: [a]}]\n")
+    with pytest.raises(RosterError) as refused:
+        read_roster(bad)
+    assert any(p.startswith("shifts.0.start") for p in refused.value.problems)
