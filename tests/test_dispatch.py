@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -36,7 +37,7 @@ def jam(report_id: str, *, lat: float = FIVE_WAY[0], lon: float = FIVE_WAY[1], *
     return Report(**fields)  # type: ignore[arg-type]
 
 
-async def types_of(rig: HubRig, incident_id: int) -> list[tuple[str, dict[str, object]]]:
+async def types_of(rig: HubRig, incident_id: int) -> list[tuple[str, dict[str, Any]]]:
     return [(e.type, orjson.loads(e.payload)) for e in await rig.hub.timeline(incident_id)]
 
 
@@ -47,7 +48,7 @@ async def test_each_team_gets_the_officer_posted_at_the_joint_duty_station(crew:
     assert not any(a.waiting for a in incident.assignments)
     assert crew.hub.units["tp-02"].tasks == 1 and crew.hub.units["tp-02"].status is UnitStatus.ASSIGNED
     dispatched = (await types_of(crew, incident.id))[1][1]
-    assert [u["officer"] for u in dispatched["units"]] == ["tp-02", "ps-02", "ms-02", "le-02", "mt-02"]  # type: ignore[index]
+    assert [u["officer"] for u in dispatched["units"]] == ["tp-02", "ps-02", "ms-02", "le-02", "mt-02"]
     assert await crew.hub.store.get(incident.id) == incident
 
 
@@ -82,7 +83,10 @@ async def test_unacknowledged_goes_to_the_next_officer_then_climbs_the_chain_at_
         and d["team"] == "traffic-police"
         and d.get("kind", "ack") == "ack"  # the arrive deadline (10 min) climbs its own chain
     ]
-    at = lambda minutes: (START + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+
+    def at(minutes: int) -> str:
+        return (START + timedelta(minutes=minutes)).isoformat()
+
     assert climbed == [
         ("DeadlineMissed", "traffic-police", None, at(3)),
         ("OfficerAssigned", "traffic-police", "tp-01", at(3)),
