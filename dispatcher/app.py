@@ -23,6 +23,7 @@ from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from gateways import api, board, dispatch_api, rules_api
+from gateways.county import WebhookSettings, forwarding
 from rules import RuleBook, compile_table, load_source
 from rules.checker import check_for_service
 
@@ -57,6 +58,17 @@ def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | 
     )
 
 
+def webhook_settings(settings: Settings) -> WebhookSettings | None:
+    if settings.county_webhook_url is None:
+        return None
+    return WebhookSettings(
+        url=settings.county_webhook_url,
+        timeout_s=settings.county_webhook_timeout_s,
+        max_attempts=settings.county_webhook_attempts,
+        first_backoff_s=settings.county_webhook_first_backoff_s,
+    )
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     """The dispatcher's ASGI application; the hub starts and stops with the app's lifespan."""
     the_hub = hub or build_hub(settings)
@@ -66,22 +78,27 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await the_hub.start()
-        roster, app.state.roster_source = await restore_roster(
-            the_hub, settings.roster_file(), use_stored=not settings.no_roster
-        )
-        log.info("roster %s: %d officers, %d shifts", roster.version, len(roster.officers), len(roster.shifts))
+        async def prepare() -> None:
+            roster, app.state.roster_source = await restore_roster(
+                the_hub, settings.roster_file(), use_stored=not settings.no_roster
+            )
+            log.info("roster %s: %d officers, %d shifts", roster.version, len(roster.officers), len(roster.shifts))
+
+        await the_hub.start(prepare)
         shifts.start()
         if freezer is not None:
             freezer.start()
-        log.info(
-            "dispatcher ready: township %s, rule table %s, database %s",
-            the_hub.rules.township_id,
-            the_hub.rules.version,
-            settings.database_url.split("@")[-1],
-        )
         try:
-            yield
+            async with forwarding(the_hub, webhook_settings(settings)) as county:
+                app.state.county = county
+                log.info(
+                    "dispatcher ready: township %s, rule table %s, roster %s, database %s",
+                    the_hub.rules.township_id,
+                    the_hub.rules.version,
+                    the_hub.roster.version,
+                    settings.database_url.split("@")[-1],
+                )
+                yield
         finally:
             if freezer is not None:
                 await freezer.stop()
@@ -98,8 +115,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.roster_source = None
     app.state.shifts = shifts
-    app.include_router(api.router)
+    # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(dispatch_api.router)
+    app.include_router(api.router)
     app.include_router(rules_api.router)
     app.include_router(board.router)
     api.install_error_handlers(app)

@@ -22,6 +22,8 @@ from rules.inputs import InputError, read_records, routing_input
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+roster_app = typer.Typer(help="Work with duty rosters (officers, shifts, overrides).", no_args_is_help=True)
+app.add_typer(roster_app, name="roster")
 
 
 @app.command()
@@ -32,6 +34,10 @@ def serve(
         str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
     ] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="rule table YAML [env DISPATCHER_RULES_PATH]")] = None,
+    roster: Annotated[
+        Path | None,
+        typer.Option("--roster", help="roster YAML loaded when the database holds none [env DISPATCHER_ROSTER_PATH]"),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning [env DISPATCHER_LOG_LEVEL]")] = None,
 ) -> None:
     """Run the dispatcher: HTTP API, board websocket and the board page at /board."""
@@ -47,6 +53,7 @@ def serve(
             "port": port,
             "database_url": database_url,
             "rules_path": rules,
+            "roster_path": roster,
             "log_level": log_level,
         }.items()
         if v is not None
@@ -58,6 +65,16 @@ def serve(
     except (RuleTableError, TableRefused) as exc:
         typer.echo(f"the rule table cannot be used:\n{exc}", err=True)
         raise typer.Exit(2) from None
+    roster_path = settings.roster_file()
+    if roster_path is not None:
+        from dispatcher.roster_file import RosterError, build_roster, read_roster
+
+        try:
+            build_roster(read_roster(roster_path), application.state.hub.rules)
+        except RosterError as exc:
+            problems = "\n".join(f"  {p}" for p in exc.problems)
+            typer.echo(f"the roster {roster_path} cannot be used:\n{problems}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(
         f"board: http://{settings.host}:{settings.port}/board   API docs: http://{settings.host}:{settings.port}/docs"
     )
@@ -212,6 +229,29 @@ def rules_load(
     typer.echo(answer.text)
     if answer.status_code != 200:
         raise typer.Exit(1)
+
+
+@roster_app.command("check")
+def roster_check(
+    path: Annotated[Path, typer.Argument(help="the roster to check")],
+    rules: Annotated[Path | None, typer.Option("--rules", help="the rule table it serves (default: bundled)")] = None,
+) -> None:
+    """Check a roster against its rule table: teams, zones, shift members. Exits 0 when it fits."""
+    from dispatcher.roster_file import RosterError, build_roster, read_roster
+    from dispatcher.settings import BUNDLED_TABLE
+
+    book, _ = _load_book(rules or BUNDLED_TABLE)
+    try:
+        roster = build_roster(read_roster(path), book)
+    except RosterError as exc:
+        for problem in exc.problems:
+            typer.echo(f"{path}: {problem}", err=True)
+        raise typer.Exit(1) from None
+    teams = {o.team for o in roster.officers.values()}
+    typer.echo(
+        f"{path}: roster {roster.version} fits table {book.version}: {len(roster.officers)} officers in "
+        f"{len(teams)} teams, {len(roster.shifts)} shifts, {len(roster.overrides)} overrides"
+    )
 
 
 @app.command()

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
 from dispatcher.core.incidents import (
     DeadlineState,
+    DeliveryState,
     EscalationState,
     Incident,
     Refused,
@@ -46,6 +47,7 @@ from dispatcher.core.incidents import (
     open_incident,
     raise_escalation,
     reassign_team,
+    record_delivery,
 )
 from dispatcher.core.lifecycle import JOINABLE_STATUSES, AssignmentState, IncidentAction, UnitAction
 from dispatcher.core.roster import (
@@ -304,13 +306,17 @@ class Hub:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
-    async def start(self) -> None:
+    async def start(self, prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         """Open the store, load open incidents, re-arm every pending deadline, start the writer.
 
         Deadlines that fell due while the process was down fire at once, exactly once: their
         pending state is only changed by the writer in the same transaction as the escalation.
+        ``prepare`` runs once the store is open and before any deadline can fire: the composition
+        root restores the roster there, so a re-dispatch at start has officers to choose from.
         """
         await self.store.open()
+        if prepare is not None:
+            await prepare()
         last_id, last_seq = await self.store.last_ids()
         self._next_id, self._next_seq = last_id + 1, last_seq + 1
         self.feed.last_seq = last_seq
@@ -639,7 +645,8 @@ class Hub:
             batch.set_unit(officer_id, unit, persist=True)
             return unit
 
-        return await self._submit(apply)
+        await self._submit(apply)
+        return self.units.get(officer_id, UnitState())  # after any waiting work it took in the same batch
 
     async def offer_waiting(self, team: str, at: datetime) -> int:
         """Give waiting assignments of ``team`` to officers who are free now (a shift began); returns how many."""
@@ -649,6 +656,39 @@ class Hub:
             return self._fill_waiting(batch, at)
 
         return int(await self._submit(apply))
+
+    async def record_delivery(
+        self,
+        incident_id: int,
+        at: datetime,
+        *,
+        ok: bool,
+        status_code: int | None,
+        error: str | None,
+        max_attempts: int,
+    ) -> Incident:
+        """Record one try at forwarding a county matter (see :mod:`gateways.county`)."""
+
+        def apply(batch: _Batch) -> Incident:
+            incident, events = record_delivery(
+                batch.current(incident_id),
+                at,
+                ok=ok,
+                status_code=status_code,
+                error=error,
+                max_attempts=max_attempts,
+            )
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    def pending_deliveries(self) -> list[Incident]:
+        """Open county matters not yet forwarded, oldest first."""
+        return sorted(
+            (i for i in self._open.values() if i.delivery is not None and i.delivery.state is DeliveryState.PENDING),
+            key=lambda i: i.id,
+        )
 
     def waiting(self) -> list[tuple[Incident, str]]:
         """Assignments waiting for an officer, most urgent first: (incident, team)."""

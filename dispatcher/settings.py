@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         default=1800.0, gt=0, description="... when that incident's latest report is at most this old"
     )
 
+    county_webhook_url: str | None = Field(
+        default=None, description="where county matters are POSTed (http://...); unset: not forwarded"
+    )
+    county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
+    county_webhook_timeout_s: float = Field(default=10.0, gt=0)
+    county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
+
     def roster_file(self) -> Path | None:
         if self.no_roster:
             return None

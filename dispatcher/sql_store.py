@@ -28,6 +28,8 @@ from dispatcher.core.incidents import (
     AttachedReport,
     Deadline,
     DeadlineState,
+    Delivery,
+    DeliveryState,
     Escalation,
     EscalationState,
     Incident,
@@ -310,7 +312,19 @@ class SqlIncidentStore:
             self._writer = await self._engine.connect()
 
 
-_INCIDENT_STATE = ("status", "updated_at", "version", "priority", "queue", "report_count", "merged_into")
+_INCIDENT_STATE = (
+    "status",
+    "updated_at",
+    "version",
+    "priority",
+    "queue",
+    "report_count",
+    "merged_into",
+    "delivery_state",
+    "delivery_attempts",
+    "delivery_error",
+    "delivery_settled_at",
+)
 
 
 async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident, Incident]]) -> None:
@@ -324,6 +338,7 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             "queue": after.queue,
             "report_count": after.report_count,
             "merged_into": after.merged_into,
+            **_delivery_columns(after),
         }
         for _, after in updated
     ]
@@ -515,6 +530,17 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "ack_within_s": _seconds(incident.promises.ack_within),
         "arrive_within_s": _seconds(incident.promises.arrive_within),
         "resolve_within_s": _seconds(incident.promises.resolve_within),
+        **_delivery_columns(incident),
+    }
+
+
+def _delivery_columns(incident: Incident) -> dict[str, Any]:
+    d = incident.delivery
+    return {
+        "delivery_state": d.state.value if d else None,
+        "delivery_attempts": d.attempts if d else 0,
+        "delivery_error": (d.last_error or "")[:512] or None if d else None,
+        "delivery_settled_at": d.settled_at if d else None,
     }
 
 
@@ -698,6 +724,15 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                     for j in sorted(joined.get(r.id, ()), key=lambda j: j.position)
                 ),
                 merged_into=r.merged_into,
+                delivery=Delivery(
+                    department=r.handover,
+                    state=DeliveryState(r.delivery_state),
+                    attempts=r.delivery_attempts,
+                    last_error=r.delivery_error,
+                    settled_at=r.delivery_settled_at,
+                )
+                if r.delivery_state is not None and r.handover is not None
+                else None,
             )
         )
     return incidents

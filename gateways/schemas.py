@@ -184,6 +184,14 @@ class AssignmentPublic(BaseModel):
     escalations: list[EscalationPublic]
 
 
+class DeliveryPublic(BaseModel):
+    department: str
+    state: str = Field(description="pending, delivered or failed (phone the department)")
+    attempts: int
+    last_error: str | None
+    settled_at: datetime | None
+
+
 class AttachedReportPublic(BaseModel):
     report_id: str
     description: str
@@ -241,6 +249,7 @@ class IncidentPublic(BaseModel):
     report_count: int = Field(description="the first report and every one that joined it")
     reports: list[AttachedReportPublic] = Field(description="the reports that joined after the first")
     merged_into: int | None
+    delivery: DeliveryPublic | None = Field(description="forwarding to the county department, for county matters")
 
 
 class EventPublic(BaseModel):
@@ -345,6 +354,15 @@ def incident_json(incident: Incident) -> dict[str, Any]:
             for r in incident.reports
         ],
         "merged_into": incident.merged_into,
+        "delivery": {
+            "department": incident.delivery.department,
+            "state": incident.delivery.state.value,
+            "attempts": incident.delivery.attempts,
+            "last_error": incident.delivery.last_error,
+            "settled_at": incident.delivery.settled_at,
+        }
+        if incident.delivery is not None
+        else None,
     }
 
 

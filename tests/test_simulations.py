@@ -83,8 +83,8 @@ expectations:
     found = {v.name: v for v in verdicts(result)}
     assert not found["the lead acknowledges in time"].passed
     assert "failed: [1]" in found["the lead acknowledges in time"].detail
-    # Only the first step of the chain (the module lead) is climbed so far.
-    assert not found["someone escalates to the party secretary"].passed
+    # The chain climbs on: the module lead at once, the party secretary 30 min later.
+    assert found["someone escalates to the party secretary"].passed
     report = summarise(result)
     assert report["by_team"]["labour-office"]["never_acknowledged"] == 1
     assert report["by_module"]["service"]["escalations"] >= 1

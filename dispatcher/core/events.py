@@ -219,6 +219,21 @@ class IncidentMerged(Event):
     incident_status: IncidentStatus = IncidentStatus.MERGED
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandoverAttempted(Event):
+    """One try at forwarding a county matter through the outbound webhook, and how it went.
+
+    ``final``: no more tries follow (delivered, or given up after the last attempt).
+    """
+
+    department: str
+    attempt: int
+    ok: bool
+    status_code: int | None
+    error: str | None
+    final: bool
+
+
 #: Every event type by its stored name (the class name).
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
@@ -239,6 +254,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReportAttached,
         ReportSplit,
         IncidentMerged,
+        HandoverAttempted,
     )
 }
 

@@ -22,6 +22,7 @@ from dispatcher.core.events import (
     DispatchedUnit,
     EscalationRaised,
     Event,
+    HandoverAttempted,
     IncidentCancelled,
     IncidentClosed,
     IncidentMerged,
@@ -107,6 +108,23 @@ class Escalation:
     level: str
     due_at: datetime
     state: EscalationState = EscalationState.PENDING
+    settled_at: datetime | None = None
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # waiting to be forwarded, or between tries
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every try failed: the command room must phone the department
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """How forwarding a county matter went: the delivery record shown with the incident."""
+
+    department: str
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    last_error: str | None = None
     settled_at: datetime | None = None
 
 
@@ -209,6 +227,7 @@ class Incident:
     promises: Promises = Promises()
     reports: tuple[AttachedReport, ...] = ()
     merged_into: int | None = None
+    delivery: Delivery | None = None  # county matters only; drills are never forwarded
 
     @property
     def escalate_to_name(self) -> str:
@@ -335,6 +354,9 @@ def open_incident(
         updated_at=at,
         assignments=tuple(assignments),
         promises=promises,
+        delivery=Delivery(department=decision.handover)
+        if decision.handover is not None and not report.exercise
+        else None,
     )
     events: list[Event] = [
         IncidentReported(
@@ -864,3 +886,41 @@ def merge_incidents(
         moved,
         [IncidentMerged(incident_id=source.id, at=at, into_incident_id=target.id, actor=actor), *events],
     )
+
+
+# -- county handover ---------------------------------------------------------------------------
+
+
+def record_delivery(
+    incident: Incident,
+    at: datetime,
+    *,
+    ok: bool,
+    status_code: int | None,
+    error: str | None,
+    max_attempts: int,
+) -> tuple[Incident, list[Event]]:
+    """Record one forwarding try; the last allowed failure marks the delivery failed."""
+    delivery = incident.delivery
+    if delivery is None or delivery.state is not DeliveryState.PENDING:
+        raise Refused(f"incident {incident.id} has no county delivery waiting")
+    attempt = delivery.attempts + 1
+    final = ok or attempt >= max_attempts
+    state = DeliveryState.DELIVERED if ok else DeliveryState.FAILED if final else DeliveryState.PENDING
+    updated = _bump(
+        incident,
+        at,
+        delivery=replace(delivery, state=state, attempts=attempt, last_error=error, settled_at=at if final else None),
+    )
+    return updated, [
+        HandoverAttempted(
+            incident_id=incident.id,
+            at=at,
+            department=delivery.department,
+            attempt=attempt,
+            ok=ok,
+            status_code=status_code,
+            error=error,
+            final=final,
+        )
+    ]

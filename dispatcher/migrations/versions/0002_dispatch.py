@@ -1,8 +1,8 @@
-"""dispatch: officers on assignments, escalation steps, joined reports, roster, unit status, shift handovers
+"""dispatch: officers on assignments, escalation steps, joined reports, county delivery, roster, unit status, shift handovers
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-27 12:36:58.447568
+Create Date: 2026-11-27 12:47:11.354528
 """
 
 from collections.abc import Sequence
@@ -96,11 +96,19 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('ack_within_s', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('arrive_within_s', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('resolve_within_s', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('delivery_state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True))
+        batch_op.add_column(sa.Column('delivery_attempts', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('delivery_error', sqlmodel.sql.sqltypes.AutoString(length=512), nullable=True))
+        batch_op.add_column(sa.Column('delivery_settled_at', dispatcher.tables.UtcDateTime(timezone=True), nullable=True))
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('incident', schema=None) as batch_op:
+        batch_op.drop_column('delivery_settled_at')
+        batch_op.drop_column('delivery_error')
+        batch_op.drop_column('delivery_attempts')
+        batch_op.drop_column('delivery_state')
         batch_op.drop_column('resolve_within_s')
         batch_op.drop_column('arrive_within_s')
         batch_op.drop_column('ack_within_s')
