@@ -588,17 +588,28 @@ def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> 
     return row
 
 
+# Loading runs once per assignment at start (100,000 deadlines and more): enum lookups by plain dicts
+# and column names computed once keep it out of Enum.__call__ and string formatting.
+_DEADLINE_COLUMNS = tuple(
+    (kind, f"{kind.value}_due_at", f"{kind.value}_state", f"{kind.value}_settled_at") for kind in _KINDS
+)
+_DEADLINE_STATES = {s.value: s for s in DeadlineState}
+_ROLES = {r.value: r for r in Role}
+_ASSIGNMENT_STATES = {s.value: s for s in AssignmentState}
+
+
 def _deadlines(row: Any) -> tuple[Deadline, ...]:
+    mapping = row._mapping
     found = []
-    for kind in _KINDS:
-        due_at = getattr(row, f"{kind.value}_due_at")
+    for kind, due_column, state_column, settled_column in _DEADLINE_COLUMNS:
+        due_at = mapping[due_column]
         if due_at is not None:
             found.append(
                 Deadline(
                     kind=kind,
                     due_at=due_at,
-                    state=DeadlineState(getattr(row, f"{kind.value}_state")),
-                    settled_at=getattr(row, f"{kind.value}_settled_at"),
+                    state=_DEADLINE_STATES[mapping[state_column]],
+                    settled_at=mapping[settled_column],
                 )
             )
     return tuple(found)
@@ -686,8 +697,8 @@ async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]
                 assignments=tuple(
                     Assignment(
                         team=a.team,
-                        role=Role(a.role),
-                        state=AssignmentState(a.state),
+                        role=_ROLES[a.role],
+                        state=_ASSIGNMENT_STATES[a.state],
                         dispatched_at=a.dispatched_at,
                         updated_at=a.updated_at,
                         deadlines=_deadlines(a),

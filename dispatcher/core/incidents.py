@@ -259,7 +259,8 @@ class Incident:
         return any(a.team == team for a in self.assignments)
 
     def pending_deadlines(self) -> list[tuple[str, Deadline]]:
-        return [(a.team, d) for a in self.assignments for d in a.deadlines if d.state == DeadlineState.PENDING]
+        pending = DeadlineState.PENDING
+        return [(a.team, d) for a in self.assignments for d in a.deadlines if d.state is pending]
 
     def pending_escalations(self) -> list[tuple[str, Escalation]]:
         return [(a.team, e) for a in self.assignments for e in a.escalations if e.state is EscalationState.PENDING]
