@@ -235,7 +235,8 @@ def main() -> None:
     rearm = run_async(bench_rearm(args.database_url, args.deadlines, args.keep))
     print(
         f"re-arm at start ({rearm['backend']}): {rearm['pending_deadlines']} pending deadlines of "
-        f"{rearm['open_incidents']} open incidents: {rearm['start_seconds']} s (median {rearm['median_start_seconds']} s)"
+        f"{rearm['open_incidents']} open incidents: {rearm['start_seconds']} s "
+        f"(median {rearm['median_start_seconds']} s)"
     )
     result = {"choice": choice, "rearm": rearm, "machine": machine_info()}
     if args.json:
