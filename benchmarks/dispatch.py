@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks._common import create_database, drop_database, machine_info, make_tempdir, run_async  # noqa: E402
+from _common import create_database, drop_database, machine_info, make_tempdir, run_async  # noqa: E402
+
 from dispatcher.alarm import ManualAlarm  # noqa: E402
 from dispatcher.clock import VirtualClock  # noqa: E402
 from dispatcher.core.incidents import Report  # noqa: E402
