@@ -58,6 +58,40 @@ def timings(result: RunResult) -> dict[int, IncidentTimes]:
     return by_id
 
 
+def officer_figures(result: RunResult) -> dict[str, dict[str, Any]]:
+    """Per officer (runs with a roster): tasks given, acknowledged and how fast, taken away for silence."""
+    holder: dict[tuple[int, str], tuple[str, datetime]] = {}
+    given: dict[str, int] = defaultdict(int)
+    acked: dict[str, list[timedelta]] = defaultdict(list)
+    resent: dict[str, int] = defaultdict(int)
+    for event in result.events:
+        if event.type not in {"UnitsDispatched", "OfficerAssigned", "UnitMoved"}:
+            continue
+        data = orjson.loads(event.payload)
+        if event.type == "UnitsDispatched":
+            for unit in data["units"]:
+                if unit.get("officer"):
+                    holder[(event.incident_id, unit["team"])] = (unit["officer"], event.at)
+                    given[unit["officer"]] += 1
+        elif event.type == "OfficerAssigned":
+            holder[(event.incident_id, data["team"])] = (data["officer"], event.at)
+            given[data["officer"]] += 1
+            if data["reason"] == "redispatch" and data["previous"]:
+                resent[data["previous"]] += 1
+        elif data["to_state"] == "acknowledged":
+            held = holder.get((event.incident_id, data["team"]))
+            if held is not None:
+                acked[held[0]].append(event.at - held[1])
+    return {
+        officer: {
+            "tasks": given[officer],
+            "ack": _stats(acked[officer]),
+            "resent_for_silence": resent[officer],
+        }
+        for officer in sorted(given)
+    }
+
+
 def _stats(values: list[timedelta]) -> dict[str, float | None]:
     seconds = sorted(v.total_seconds() for v in values)
     if not seconds:
@@ -118,6 +152,10 @@ def summarise(result: RunResult) -> dict[str, Any]:
             "escalations": sum(len(t.escalations) for t in group),
             **_on_time(group, result.ended),
         }
+    by_officer = officer_figures(result)
+    if by_officer:
+        out["by_officer"] = by_officer
+        out["waited_for_an_officer"] = sum(1 for e in result.events if e.type == "AssignmentWaiting")
     for team, group in sorted(groups["team"].items()):
         out["by_team"][team] = {
             "assignments": len(group),

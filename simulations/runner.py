@@ -24,8 +24,10 @@ from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, Role, UnitAction
+from dispatcher.core.roster import Roster
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
+from dispatcher.roster_file import BUNDLED_ROSTER, build_roster, read_roster
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import IncidentFilter, StoredEvent
@@ -58,8 +60,10 @@ class Simulation:
         *,
         workdir: Path | None = None,
         progress: Callable[[float], None] | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.scenario = scenario
+        self.roster = roster
         self._progress = progress
         self.rules = rules
         self.clock = VirtualClock(scenario.start)
@@ -77,7 +81,10 @@ class Simulation:
         cls, path: Path, scenario: Scenario, *, progress: Callable[[float], None] | None = None
     ) -> Simulation:
         table = scenario.table_path(path.parent, BUNDLED_TABLE)
-        return cls(scenario, compile_table(load_table(table)), progress=progress)
+        rules = compile_table(load_table(table))
+        roster_file = scenario.roster_path(path.parent, BUNDLED_ROSTER)
+        roster = build_roster(read_roster(roster_file), rules) if roster_file is not None else None
+        return cls(scenario, rules, progress=progress, roster=roster)
 
     def at(self, when: datetime, action: Action) -> None:
         heapq.heappush(self._agenda, (when, next(self._order), action))
@@ -86,7 +93,13 @@ class Simulation:
         with tempfile.TemporaryDirectory(dir=self._workdir) as folder:
             store = SqlIncidentStore(f"sqlite+aiosqlite:///{Path(folder) / 'simulation.db'}", durable=False)
             hub = self.hub = Hub(
-                store=store, rules=self.rules, clock=self.clock, alarm=self.alarm, feed=EventFeed(queue_size=1)
+                store=store,
+                rules=self.rules,
+                clock=self.clock,
+                alarm=self.alarm,
+                feed=EventFeed(queue_size=1),
+                roster=self.roster,
+                duplicate_radius_m=0,  # a scenario's reports are its stream: each one counts
             )
             await hub.start()
             try:

@@ -154,6 +154,11 @@ class Scenario(_Strict):
     start: AwareDatetime
     seed: int = 0
     table: str | None = Field(default=None, description="rule table, relative to the scenario file")
+    roster: str | None = Field(
+        default=None,
+        description="roster (officers and shifts), relative to the scenario file, or 'bundled'; "
+        "without one every team is sent whole",
+    )
     until: Duration = Field(default="1d", description="how long after the start the run goes on")
     behaviour: Behaviours = Behaviours()
     timeline: list[Step] = Field(min_length=1)
@@ -171,6 +176,11 @@ class Scenario(_Strict):
 
     def table_path(self, scenario_dir: Path, bundled: Path) -> Path:
         return (scenario_dir / self.table).resolve() if self.table else bundled
+
+    def roster_path(self, scenario_dir: Path, bundled: Path) -> Path | None:
+        if self.roster is None:
+            return None
+        return bundled if self.roster == "bundled" else (scenario_dir / self.roster).resolve()
 
     def horizon(self) -> datetime:
         return self.start + _duration(self.until)

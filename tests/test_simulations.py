@@ -98,3 +98,14 @@ def test_a_scenario_with_mistakes_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(RuleTableError) as raised:
         load_scenario(bad)
     assert [(p.line, "timeline.0.at" in p.message) for p in raised.value.problems] == [(4, True)]
+
+
+async def test_a_scenario_with_the_roster_reports_per_officer(repo_root: Path) -> None:
+    path = repo_root / "simulations" / "scenarios" / "officer_never_acknowledges.yaml"
+    result = await Simulation.from_file(path, load_scenario(path)).run()
+    report = summarise(result)
+    officers = report["by_officer"]
+    # The traffic police never acknowledge: tp-01 is sent first, then tp-02; the chain climbs to the top.
+    assert officers["tp-01"]["tasks"] == 1 and officers["tp-01"]["resent_for_silence"] == 1
+    assert officers["tp-02"]["tasks"] == 1 and officers["tp-02"]["ack"]["count"] == 0
+    assert all(v.passed for v in verdicts(result))
