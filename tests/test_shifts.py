@@ -53,7 +53,7 @@ async def test_shift_change_records_the_handover_and_hands_out_waiting_work(crew
     assert overdue == [("ack", True), ("arrive", True), ("resolve", True)]  # 3 min, 10 min, 2 h: all passed
     assert summary["running_deadlines"] == 3
     market = (await hub.get(incident.id)).assignment("market-supervision")
-    assert market.officer == "ms-01" and not market.waiting  # by id: nobody's position is known yet
+    assert market.officer == "ms-02" and not market.waiting  # posted at the five-way joint duty station
     stored = await hub.store.handovers(team="market-supervision", limit=5)
     assert [h.id for h in stored] == [record.id]
     assert record.id is not None
