@@ -1,0 +1,57 @@
+"""The dispatch routes in process (the hub with the bundled roster on a virtual clock)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from dispatcher.app import create_app
+from dispatcher.settings import Settings
+from dispatcher.shifts import ShiftWatch
+from tests.conftest import START, HubRig
+
+
+@pytest.fixture
+async def client(crew: HubRig) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(database_url=crew.url), hub=crew.hub)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        yield http
+
+
+async def test_handovers_are_listed_and_taken_over_once(crew: HubRig, client: httpx.AsyncClient) -> None:
+    shift = next(s for s in crew.hub.roster.shifts if s.id == "tp-night")
+    record = await ShiftWatch(crew.hub).shift_began(shift, START + timedelta(hours=4))
+
+    listed = (await client.get("/api/v1/handovers", params={"team": "traffic-police"})).json()["data"]
+    assert [(h["id"], h["shift_id"], h["incoming_lead"]) for h in listed] == [(record.id, "tp-night", "tp-05")]
+    assert listed[0]["summary"]["team"] == "traffic-police"
+    taken = await client.post(f"/api/v1/handovers/{record.id}/ack", json={"actor": "tp-05"})
+    assert taken.status_code == 200 and taken.json()["acknowledged_by"] == "tp-05"
+    missing = await client.post("/api/v1/handovers/999/ack", json={"actor": "tp-05"})
+    assert missing.status_code == 404
+    nameless = await client.post(f"/api/v1/handovers/{record.id}/ack", json={})
+    assert nameless.status_code == 422
+
+
+async def test_units_show_duty_posting_and_tasks(client: httpx.AsyncClient) -> None:
+    made = await client.post(
+        "/api/v1/incidents",
+        json={
+            "report_id": "u-1",
+            "category": "traffic.congestion",
+            "description": "堵",
+            "location": {"lat": 28.848, "lon": 118.912},
+        },
+    )
+    assert made.status_code == 201
+    units = {u["id"]: u for u in (await client.get("/api/v1/units", params={"team": "traffic-police"})).json()["data"]}
+    assert set(units) == {f"tp-0{n}" for n in range(1, 7)}
+    # 16:00 local: the day shift (tp-01..04) is on, the night shift is not.
+    assert [u for u in units if units[u]["on_duty"]] == ["tp-01", "tp-02", "tp-03", "tp-04"]
+    assert units["tp-02"]["posted_at"] == "five-way"
+    assert (units["tp-02"]["status"], units["tp-02"]["tasks"]) == ("assigned", 1)
+    bad = await client.post("/api/v1/units/tp-01/status", json={})
+    assert bad.status_code == 422
