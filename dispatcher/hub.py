@@ -176,9 +176,13 @@ class _Batch:
                         self.set_unit(mover, replace(unit, status=_MOVING[event.to_state]), persist=True)
 
     def set_unit(self, officer: str, unit: UnitState, *, persist: bool = False) -> None:
-        previous = self.unit(officer)
+        """Change an officer's state in this batch; ``persist`` what a device reported or a move showed.
+
+        Statuses that only follow the task count (assigned, available again) are not written: the
+        count and with it the status are rebuilt from the open incidents at start.
+        """
         self.units[officer] = unit
-        if persist or previous.status is not unit.status:
+        if persist:
             self.changes.units[officer] = unit
 
     def finish(self) -> Changes:
@@ -203,6 +207,9 @@ class _Units(Mapping[str, UnitState]):
         if found is None:
             raise KeyError(officer_id)
         return found
+
+    def get(self, officer_id: str, default: Any = None) -> Any:  # without raising: most officers are idle
+        return self._batch.units.get(officer_id) or self._batch.hub.units.get(officer_id) or default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._batch.hub.units.keys() | self._batch.units.keys())
@@ -327,6 +334,9 @@ class Hub:
             for officer, count in incident.held_by().items():
                 unit = self.units.get(officer, UnitState())
                 self.units[officer] = replace(unit, tasks=unit.tasks + count)
+        for officer, unit in self.units.items():
+            if unit.tasks and unit.status is UnitStatus.AVAILABLE:
+                self.units[officer] = replace(unit, status=UnitStatus.ASSIGNED)
         self._watch.arm_many([e for i in self._open.values() for e in _due_entries(i)])
         self._queue = asyncio.Queue(maxsize=self._queue_size)
         self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
