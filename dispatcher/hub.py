@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
+
 from dispatcher.alarm import Alarm
+from dispatcher.alarms import OpenAlarms
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
@@ -29,6 +32,7 @@ from dispatcher.core.incidents import (
     DeadlineState,
     Incident,
     Report,
+    acknowledge_alarm,
     add_note,
     finish_incident,
     miss_deadline,
@@ -154,6 +158,7 @@ class Hub:
         # report_id -> incident id of the newest reports: a phone's retry is answered without a query.
         self._recent_reports: OrderedDict[str, int] = OrderedDict()
         self._recent_reports_max = recent_reports
+        self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -178,6 +183,7 @@ class Hub:
         self._open = {i.id: i for i in await self.store.load_open()}
         for incident in self._open.values():
             self._arm(incident)
+        await self._load_alarms()
         self._queue = asyncio.Queue(maxsize=self._queue_size)
         self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
         self._alarm.start(self._on_alarm)
@@ -387,6 +393,7 @@ class Hub:
             self._arm(incident)
             self._remember_report(incident.report.report_id, incident.id)
         self.feed.publish(batch.records)
+        self.alarms.apply(changes.events)
         for command, result, error in results:
             if command.future.done():
                 continue
@@ -456,3 +463,48 @@ class Hub:
         if due != self._armed_for:
             self._armed_for = due
             self._alarm.set(due)
+
+    # -- alarms (the board's shared acknowledgement) ----------------------------------------
+
+    async def acknowledge_alarm(self, incident_id: int, alarm_seq: int, at: datetime, actor: str | None) -> Incident:
+        """Acknowledge the open alarm raised by event ``alarm_seq``; every board clears it.
+
+        Idempotent: an alarm already acknowledged is answered with the incident and nothing is
+        recorded. Raises :class:`UnknownAlarm` when ``alarm_seq`` raised no alarm of this incident
+        still open (an unknown seq, or the incident was finished since), or
+        :class:`IncidentNotFound`.
+        """
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            if self.alarms.was_acknowledged(incident_id, alarm_seq) or _acknowledged_in(batch, incident_id, alarm_seq):
+                return current
+            if not self.alarms.is_open(incident_id, alarm_seq):
+                raise UnknownAlarm(incident_id, alarm_seq)
+            incident, events = acknowledge_alarm(current, alarm_seq, at, actor)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def _load_alarms(self) -> None:
+        """Rebuild the open alarms from the log of the open incidents that missed a deadline."""
+        for incident in self._open.values():
+            if any(d.state is DeadlineState.MISSED for a in incident.assignments for d in a.deadlines):
+                self.alarms.apply(await self.store.timeline(incident.id))
+
+
+class UnknownAlarm(LookupError):
+    def __init__(self, incident_id: int, alarm_seq: int) -> None:
+        super().__init__(f"incident {incident_id} has no open alarm {alarm_seq}")
+        self.incident_id = incident_id
+        self.alarm_seq = alarm_seq
+
+
+def _acknowledged_in(batch: _Batch, incident_id: int, alarm_seq: int) -> bool:
+    """Whether this very batch already acknowledges the alarm (two boards clicking at once)."""
+    return any(
+        orjson.loads(e.payload)["alarm_seq"] == alarm_seq
+        for e in batch.changes.events
+        if e.type == "AlarmAcknowledged" and e.incident_id == incident_id
+    )

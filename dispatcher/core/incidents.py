@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from dispatcher.core.events import (
+    AlarmAcknowledged,
     DeadlineKind,
     DeadlineMissed,
     DispatchedUnit,
@@ -337,3 +338,15 @@ def miss_deadline(incident: Incident, team: str, kind: DeadlineKind, at: datetim
         ),
     ]
     return updated, events
+
+
+def acknowledge_alarm(
+    incident: Incident, alarm_seq: int, at: datetime, actor: str | None
+) -> tuple[Incident, list[Event]]:
+    """Record that an operator acknowledged the alarm raised by event ``alarm_seq``.
+
+    Allowed in any status. Which alarms are open (and so whether ``alarm_seq`` may be
+    acknowledged at all) is the caller's knowledge: the incident does not carry its alarms.
+    """
+    updated = replace(incident, updated_at=at, version=incident.version + 1)
+    return updated, [AlarmAcknowledged(incident_id=incident.id, at=at, alarm_seq=alarm_seq, actor=actor)]
