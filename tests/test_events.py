@@ -55,7 +55,7 @@ def test_durations_and_states_roundtrip() -> None:
 
 def test_every_event_type_is_registered_by_its_class_name() -> None:
     assert all(name == cls.__name__ for name, cls in EVENT_TYPES.items())
-    assert len(EVENT_TYPES) == 8
+    assert len(EVENT_TYPES) == 9  # the eight of the core, and AlarmAcknowledged (the board)
 
 
 def test_to_json_writes_what_encode_gives() -> None:
