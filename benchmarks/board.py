@@ -151,8 +151,7 @@ async def drive(
             errors += 1
         return answer
 
-    async def move(iid: int, team: str) -> None:
-        action = NEXT_ACTION[state[(iid, team)]]
+    async def move(iid: int, team: str, action: str) -> None:
         answer = await call("POST", f"/api/v1/incidents/{iid}/assignments/{team}/{action}", {"actor": "bench"})
         if answer is not None and answer.status_code == 200:
             data = answer.json()
@@ -185,8 +184,9 @@ async def drive(
             coro = call("POST", f"/api/v1/incidents/{iid}/notes", {"text": f"备注 {sent}", "author": "bench"})
         elif movable:
             iid, team = rng.choice(movable)
+            action = NEXT_ACTION[state[(iid, team)]]
             state[(iid, team)] = "busy"  # one move in flight per unit
-            coro = _restore_on_fail(move(iid, team), state, (iid, team))
+            coro = _restore_on_fail(move(iid, team, action), state, (iid, team))
         else:
             continue
         task = asyncio.create_task(coro)
