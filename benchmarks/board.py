@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -42,6 +43,7 @@ CHROMIUM = "/usr/bin/chromium"
 FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way", "description": "集市日五岔口拥堵"}
 WAGES = {"category": "labour.wage_arrears", "zone": "town-centre", "description": "拖欠农民工工资"}
 TRIAGE = {"zone": "market", "description": "你好，请问一下"}
+TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink.user_timing"]
 QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 NEXT_ACTION = {"dispatched": "acknowledge", "acknowledged": "en-route", "en_route": "on-scene", "on_scene": "resolve"}
 
@@ -236,8 +238,14 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
                     )
                     first_render_s = time.monotonic() - t1
                     seq_before = (await http.get("/readyz")).json()["last_seq"]
+                    if args.trace and run == 1:
+                        await browser.start_tracing(page=page, path=str(args.trace), categories=TRACE_CATEGORIES)
+                    load_before = os.getloadavg()[0]
                     await page.evaluate("() => { window.__probe.recording = true; }")
                     driven = await drive(http, args.seconds, args.rate, rng, open_count)
+                    load_after = os.getloadavg()[0]
+                    if args.trace and run == 1:
+                        await browser.stop_tracing()
                     last_seq = (await http.get("/readyz")).json()["last_seq"]
                     await page.wait_for_function("seq => window.board.lastSeq() === seq", arg=last_seq, timeout=30_000)
                     await page.wait_for_timeout(300)  # the last flush
@@ -289,6 +297,7 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
         "events_measured": len(probe["latencies"]),
         "rows_match_open_incidents": sorted(rows) == sorted(api_open) and len(rows) == len(set(rows)),
         "open_at_end": len(api_open),
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
     }
 
 
@@ -312,6 +321,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--chromium", default=CHROMIUM)
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
+    parser.add_argument("--trace", type=Path, help="write a Chrome trace of the first run's drive here")
     args = parser.parse_args()
     if not (1 <= args.runs <= 10 and 1 <= args.incidents <= 5000 and 0 < args.rate <= 500 and 0 < args.seconds <= 300):
         parser.error("runs 1-10, incidents 1-5000, rate up to 500/s, seconds up to 300")
