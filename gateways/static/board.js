@@ -94,6 +94,11 @@
     return node;
   }
 
+  /** Write text only when it differs: an equal write still invalidates layout and paint. */
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   function store(key, value) {
     try {
       if (value === null) localStorage.removeItem(key); else localStorage.setItem(key, value);
@@ -1012,28 +1017,28 @@
 
   function renderCounts() {
     const n = (lane) => order[lane].length;
-    dom.openCount.textContent = String(incidents.size);
+    setText(dom.openCount, String(incidents.size));
     let flagged = 0;
     for (const v of order.main) if (v.flag) flagged += 1; else break; // flagged rows sort first
-    dom.escalatedCount.textContent = String(flagged);
+    setText(dom.escalatedCount, String(flagged));
     dom.escalatedCount.parentElement.classList.toggle('hot', flagged > 0);
-    dom.triageCount.textContent = String(n('triage'));
-    dom.admissionCount.textContent = String(n('admission'));
+    setText(dom.triageCount, String(n('triage')));
+    setText(dom.admissionCount, String(n('admission')));
     for (const lane of Object.keys(order)) {
       let shown = 0;
       for (const v of order[lane]) if (v.visible) shown += 1;
-      dom.empty[lane].hidden = shown > 0;
+      if (dom.empty[lane].hidden !== shown > 0) dom.empty[lane].hidden = shown > 0;
     }
     let visible = 0;
     for (const v of views.values()) if (v.visible) visible += 1;
-    dom.shownCount.textContent = `${visible}/${views.size}`;
-    dom.lastSeq.textContent = lastSeq === null ? '–' : String(lastSeq);
+    setText(dom.shownCount, `${visible}/${views.size}`);
+    setText(dom.lastSeq, lastSeq === null ? '–' : String(lastSeq));
     let drills = 0;
     for (const inc of incidents.values()) if (inc.exercise) drills += 1;
     const banner = $('drill-banner');
     if (banner) {
-      banner.hidden = drills === 0;
-      banner.textContent = t('drill.banner', { n: drills });
+      if (banner.hidden !== (drills === 0)) banner.hidden = drills === 0;
+      setText(banner, t('drill.banner', { n: drills }));
     }
   }
 
@@ -1696,13 +1701,17 @@
       m.append(svg('title'));
       view.marker = m;
     }
-    m.setAttribute('cx', pos.xy[0].toFixed(1));
-    m.setAttribute('cy', pos.xy[1].toFixed(1));
-    m.dataset.status = inc.status;
-    m.classList.toggle('approx', pos.approx);
-    m.classList.toggle('flagged', info.flag);
-    m.classList.toggle('filtered', !view.visible);
-    m.firstChild.textContent = `#${inc.id} ${name(labels.catalogue.get(inc.category), inc.category || '')} · ${t(`status.${inc.status}`)}${pos.approx ? ` (${t('map.approx')})` : ''}`;
+    // Only what changed is written: any write to the SVG repaints the whole map.
+    const cx = pos.xy[0].toFixed(1);
+    const cy = pos.xy[1].toFixed(1);
+    if (m.getAttribute('cx') !== cx) m.setAttribute('cx', cx);
+    if (m.getAttribute('cy') !== cy) m.setAttribute('cy', cy);
+    if (m.dataset.status !== inc.status) m.dataset.status = inc.status;
+    if (m.classList.contains('approx') !== pos.approx) m.classList.toggle('approx', pos.approx);
+    if (m.classList.contains('flagged') !== info.flag) m.classList.toggle('flagged', info.flag);
+    if (m.classList.contains('filtered') === view.visible) m.classList.toggle('filtered', !view.visible);
+    const cat = name(labels.catalogue.get(inc.category), inc.category || '');
+    setText(m.firstChild, `#${inc.id} ${cat} · ${t(`status.${inc.status}`)}${pos.approx ? ` (${t('map.approx')})` : ''}`);
     if (m.parentNode !== dom.mapMarkers) dom.mapMarkers.append(m);
   }
 
