@@ -1,6 +1,6 @@
-"""Take ``docs/board.png``: the board while the five-way intersection drill runs.
+"""Take ``docs/board.png`` and ``docs/board-detail.png``: the board while the five-way intersection drill runs.
 
-    .venv/bin/python docs/screenshot.py                  # about 3.5 minutes; writes docs/board.png
+    .venv/bin/python docs/screenshot.py                  # about 3.5 minutes; docs/board.png, docs/board-detail.png
     .venv/bin/python docs/screenshot.py --out /tmp/b.png --wait 20   # quicker, without a missed deadline
 
 It starts ``dispatcher serve`` on a fresh SQLite database (bundled rule table, free loopback port), sends a
@@ -8,8 +8,9 @@ few ordinary reports (a five-way accident whose lead team never acknowledges, a 
 report handed over to the county, one the catalogue does not know), plays
 ``simulations/scenarios/five_way_market_day.yaml`` with ``dispatcher drill`` (20 virtual seconds per second),
 waits ``--wait`` seconds (by default long enough for the 3-minute acknowledgement to be missed, so an alarm
-shows), opens the escalated incident's detail panel and photographs the page at 1600x900 in Debian's
-Chromium. Chinese labels need a CJK font (Debian ``fonts-noto-cjk``).
+shows) and photographs the page at 1600x900 in Debian's Chromium; then opens the escalated incident's detail
+panel and photographs it again (``-detail`` added to the file name). Chinese labels need a CJK font
+(Debian ``fonts-noto-cjk``).
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                         await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
                         await page.fill("#operator", "王芳")
                         await page.wait_for_timeout(int(wait_s * 1000))
+                        await page.screenshot(path=str(out))
                         await page.click('#incidents [data-incident-id="1"]')
                         await page.wait_for_selector("#detail .d-timeline li", timeout=5_000)
                         await page.wait_for_timeout(800)
-                        await page.screenshot(path=str(out))
+                        await page.screenshot(path=str(out.with_name(f"{out.stem}-detail{out.suffix}")))
                     finally:
                         await browser.close()
         finally:
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     asyncio.run(take(args.out, min(max(args.wait, 1.0), 600.0), args.chromium))
-    print(args.out)
+    print(args.out, args.out.with_name(f"{args.out.stem}-detail{args.out.suffix}"))
 
 
 if __name__ == "__main__":

@@ -1037,7 +1037,10 @@
     for (const inc of incidents.values()) if (inc.exercise) drills += 1;
     const banner = $('drill-banner');
     if (banner) {
-      if (banner.hidden !== (drills === 0)) banner.hidden = drills === 0;
+      if (banner.hidden !== (drills === 0)) {
+        banner.hidden = drills === 0;
+        if (detail.id !== null) placeDetail();
+      }
       setText(banner, t('drill.banner', { n: drills }));
     }
   }
@@ -1122,7 +1125,7 @@
       parts.push(t('alarm.missed', { team: teamName(a.team), kind: kindName(a.kind) }));
     }
     if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: a.to_title || '', name: a.to_name || '' }));
-    if (Number.isFinite(a.late_by) && a.late_by > 0) parts.push(t('alarm.late', { span: formatSpan(a.late_by * 1000) }));
+    if (Number.isFinite(a.late_by) && a.late_by >= 1) parts.push(t('alarm.late', { span: formatSpan(a.late_by * 1000) }));
     return parts.join(' · ');
   }
 
@@ -1232,12 +1235,19 @@
     detail.message = null;
     const view = views.get(id);
     if (view) view.row.classList.add('selected');
+    placeDetail();
     dom.detail.hidden = false;
     dom.detail.dataset.incident = String(id);
     document.body.classList.add('with-detail');
     writeUrl();
     refreshDetail();
     renderDetail();
+  }
+
+  /** The panel hangs below the top bar (whose height changes with the drill banner and wrapping). */
+  function placeDetail() {
+    const bar = document.querySelector('.topbar');
+    if (bar) dom.detail.style.top = `${Math.round(bar.getBoundingClientRect().bottom)}px`;
   }
 
   function closeDetail() {
@@ -1904,6 +1914,7 @@
     });
     $('detail-close').addEventListener('click', closeDetail);
     dom.detailBody.addEventListener('click', onDetailClick);
+    window.addEventListener('resize', () => { if (detail.id !== null) placeDetail(); });
     document.addEventListener('keydown', (ev) => {
       if (ev.key === 'Escape' && detail.id !== null) closeDetail();
     });
