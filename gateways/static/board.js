@@ -1407,7 +1407,7 @@
       else {
         const ul = el('ul', 'd-conditions');
         for (const c of w.conditions || []) ul.append(el('li', c.held ? 'held' : 'failed', `${c.held ? '✓' : '✗'} ${c.name}: ${c.detail}`));
-        explainBox.append(el('p', 'mono', `${w.rule} (precedence ${w.precedence}, specificity ${w.specificity})`), ul);
+        explainBox.append(el('p', 'mono', `${w.rule} (${t('detail.precedence', { n: w.precedence })}, ${t('detail.specificity', { n: w.specificity })})`), ul);
       }
     }
     body.push(section('detail.routing', dl([
@@ -1485,7 +1485,7 @@
     for (const e of detail.timeline.slice().reverse()) {
       const li = el('li', `ev ev-${e.type}`);
       li.dataset.seq = String(e.seq);
-      li.append(el('span', 'mono ev-at', formatClock(parseTime(e.data && e.data.at))), el('span', 'ev-type', t(`ev.${e.type}`)),
+      li.append(el('span', 'mono ev-at', formatClock(parseTime(e.data && e.data.at))), el('span', 'ev-type', dict && dict[`ev.${e.type}`] ? t(`ev.${e.type}`) : e.type),
         el('span', 'ev-what', eventSummary(e)));
       const actor = e.data && (e.data.actor || e.data.author);
       if (actor) li.append(el('span', 'ev-actor', actor));
