@@ -21,7 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
+
 from dispatcher.alarm import Alarm
+from dispatcher.alarms import OpenAlarms
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
@@ -32,6 +35,7 @@ from dispatcher.core.incidents import (
     Incident,
     Refused,
     Report,
+    acknowledge_alarm,
     add_note,
     add_team,
     assign_officer,
@@ -302,6 +306,7 @@ class Hub:
         self._by_category: dict[str, set[int]] = {}
         # Waiting assignments (a roster team with nobody free) by team: incident ids.
         self._waiting: dict[str, set[int]] = {}
+        self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -338,6 +343,7 @@ class Hub:
             if unit.tasks and unit.status is UnitStatus.AVAILABLE:
                 self.units[officer] = replace(unit, status=UnitStatus.ASSIGNED)
         self._watch.arm_many([e for i in self._open.values() for e in _due_entries(i)])
+        await self._load_alarms()
         self._queue = asyncio.Queue(maxsize=self._queue_size)
         self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
         self._alarm.start(self._on_alarm)
@@ -883,6 +889,7 @@ class Hub:
             if self._recent_reports.get(report_id) != incident_id:
                 self._remember_report(report_id, incident_id)
         self.feed.publish(batch.records)
+        self.alarms.apply(batch.changes.events)
         for command, result, error in results:
             if command.future.done():
                 continue
@@ -978,3 +985,50 @@ class Hub:
         if due != self._armed_for:
             self._armed_for = due
             self._alarm.set(due)
+
+    # -- alarms (the board's shared acknowledgement) ----------------------------------------
+
+    async def acknowledge_alarm(self, incident_id: int, alarm_seq: int, at: datetime, actor: str | None) -> Incident:
+        """Acknowledge the open alarm raised by event ``alarm_seq``; every board clears it.
+
+        Idempotent: an alarm already acknowledged is answered with the incident and nothing is
+        recorded. Raises :class:`UnknownAlarm` when ``alarm_seq`` raised no alarm of this incident
+        still open (an unknown seq, or the incident was finished since), or
+        :class:`IncidentNotFound`.
+        """
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            if self.alarms.was_acknowledged(incident_id, alarm_seq) or _acknowledged_in(batch, incident_id, alarm_seq):
+                return current
+            if not self.alarms.is_open(incident_id, alarm_seq):
+                raise UnknownAlarm(incident_id, alarm_seq)
+            incident, events = acknowledge_alarm(current, alarm_seq, at, actor)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    async def _load_alarms(self) -> None:
+        """Rebuild the open alarms from the log of the open incidents that missed a deadline or escalated."""
+        for incident in self._open.values():
+            if any(d.state is DeadlineState.MISSED for a in incident.assignments for d in a.deadlines) or any(
+                e.state is EscalationState.RAISED for a in incident.assignments for e in a.escalations
+            ):
+                self.alarms.apply(await self.store.timeline(incident.id))
+
+
+class UnknownAlarm(LookupError):
+    def __init__(self, incident_id: int, alarm_seq: int) -> None:
+        super().__init__(f"incident {incident_id} has no open alarm {alarm_seq}")
+        self.incident_id = incident_id
+        self.alarm_seq = alarm_seq
+
+
+def _acknowledged_in(batch: _Batch, incident_id: int, alarm_seq: int) -> bool:
+    """Whether this very batch already acknowledges the alarm (two boards clicking at once)."""
+    return any(
+        orjson.loads(e.payload)["alarm_seq"] == alarm_seq
+        for e in batch.changes.events
+        if e.type == "AlarmAcknowledged" and e.incident_id == incident_id
+    )

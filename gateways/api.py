@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse, Response
 
 from dispatcher.core.incidents import Refused, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
-from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownOfficer
+from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
 from dispatcher.store import IncidentFilter, StoreUnavailable
 from gateways.schemas import (
+    AlarmAckIn,
     CancelIn,
     CloseIn,
     Conflict,
@@ -204,3 +205,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return JSONResponse({"detail": f"not stored, try again: {exc}"}, status_code=503)
+
+
+# -- alarms (the board's shared acknowledgement) ------------------------------------------------
+
+
+@router.post(
+    "/incidents/{incident_id}/alarms/{alarm_seq}/ack",
+    response_model=IncidentPublic,
+    responses={404: {"description": "no such incident, or no open alarm raised by that event"}},
+    summary="Acknowledge an alarm (a missed deadline or an escalation) on every board",
+)
+async def acknowledge_alarm(incident_id: int, alarm_seq: int, hub: HubDep, body: AlarmAckIn | None = None) -> Response:
+    actor = body.actor if body else None
+    try:
+        incident = await hub.acknowledge_alarm(incident_id, alarm_seq, hub.clock.now(), actor)
+    except UnknownAlarm as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    return json_response(incident_json(incident))

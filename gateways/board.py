@@ -2,8 +2,9 @@
 
 Protocol (server → client, JSON text frames):
 
-* ``{"kind": "snapshot", "seq": N, "incidents": [IncidentPublic...]}`` on connect without ``since``:
-  every open incident as of event ``N``;
+* ``{"kind": "snapshot", "seq": N, "incidents": [IncidentPublic...], "alarms": [...]}`` on connect
+  without ``since``: every open incident and every open alarm (see :mod:`dispatcher.alarms`) as of
+  event ``N``;
 * ``{"kind": "event", "seq": N, "type": "UnitMoved", "data": {...}}`` for every committed event
   after that, in sequence order, each exactly once.
 
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
@@ -57,9 +59,10 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
     snapshot = hub.open_incidents() if since is None or since > upto else None
+    alarms = hub.alarms.snapshot() if snapshot is not None else []  # the same instant as the snapshot
     progress = _Progress(last=since or 0)
     tasks = {
-        asyncio.create_task(_send(websocket, hub, subscription, progress, upto, snapshot)),
+        asyncio.create_task(_send(websocket, hub, subscription, progress, upto, snapshot, alarms)),
         asyncio.create_task(_drain_incoming(websocket)),
         dropped := asyncio.create_task(subscription.wait_dropped()),
     }
@@ -85,11 +88,14 @@ async def _send(
     progress: _Progress,
     upto: int,
     snapshot: tuple[int, list[Incident]] | None,
+    alarms: list[dict[str, Any]],
 ) -> None:
     if snapshot is not None:
         seq, incidents = snapshot
         await websocket.send_text(
-            orjson.dumps({"kind": "snapshot", "seq": seq, "incidents": [incident_json(i) for i in incidents]}).decode()
+            orjson.dumps(
+                {"kind": "snapshot", "seq": seq, "incidents": [incident_json(i) for i in incidents], "alarms": alarms}
+            ).decode()
         )
         progress.last = seq
     else:

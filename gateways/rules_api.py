@@ -103,3 +103,28 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
     return json_response(
         {"version": book.version, "previous": previous.version, "findings": [asdict(f) for f in findings]}
     )
+
+
+@router.get("/zones", summary="The zones as a GeoJSON FeatureCollection with their labels (for the board's map)")
+async def zones(hub: HubDep) -> Response:
+    table = hub.rules.table
+    features = []
+    lons: list[float] = []
+    lats: list[float] = []
+    for zone in table.zones:
+        geometry = zone.geometry.model_dump()
+        points = [geometry["coordinates"]] if geometry["type"] == "Point" else geometry["coordinates"][0]
+        lons += [float(p[0]) for p in points]
+        lats += [float(p[1]) for p in points]
+        features.append(
+            {
+                "type": "Feature",
+                "id": zone.id,
+                "geometry": geometry,
+                "properties": {"id": zone.id, "name": zone.name, "name_en": zone.name_en, "radius_m": zone.radius_m},
+            }
+        )
+    collection: dict[str, object] = {"type": "FeatureCollection", "version": table.version, "features": features}
+    if features:
+        collection["bbox"] = [min(lons), min(lats), max(lons), max(lats)]
+    return json_response(collection)

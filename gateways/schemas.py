@@ -369,3 +369,9 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 def event_json(event: StoredEvent) -> str:
     """One stored event as the JSON text of :class:`EventPublic` (the payload is spliced in as stored)."""
     return f'{{"seq":{event.seq},"type":"{event.type}","data":{event.payload}}}'
+
+
+class AlarmAckIn(_In):
+    """An operator acknowledging an alarm on the board (``POST .../alarms/{seq}/ack``)."""
+
+    actor: str | None = Field(default=None, max_length=128, description="the operator, e.g. operator:王芳")

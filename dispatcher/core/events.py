@@ -321,3 +321,22 @@ def _typed(hint: Any, value: Any) -> Any:
     if text.startswith("tuple["):
         return tuple(value)
     return value
+
+
+# -- alarms (the board's shared acknowledgement) ------------------------------------------------
+# Kept apart at the end of the module so it merges cleanly with other new event types.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmAcknowledged(Event):
+    """An operator acknowledged an alarm on the board: every board stops sounding it.
+
+    ``alarm_seq`` is the ``seq`` of the event that raised the alarm (a ``DeadlineMissed``, or an
+    ``EscalationRaised`` that no miss preceded).
+    """
+
+    alarm_seq: int
+    actor: str | None
+
+
+EVENT_TYPES[AlarmAcknowledged.__name__] = AlarmAcknowledged

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from dispatcher.core.events import (
+    AlarmAcknowledged,
     AssignmentReassigned,
     AssignmentReturned,
     AssignmentWaiting,
@@ -925,3 +926,15 @@ def record_delivery(
             final=final,
         )
     ]
+
+
+def acknowledge_alarm(
+    incident: Incident, alarm_seq: int, at: datetime, actor: str | None
+) -> tuple[Incident, list[Event]]:
+    """Record that an operator acknowledged the alarm raised by event ``alarm_seq``.
+
+    Allowed in any status. Which alarms are open (and so whether ``alarm_seq`` may be
+    acknowledged at all) is the caller's knowledge: the incident does not carry its alarms.
+    """
+    updated = replace(incident, updated_at=at, version=incident.version + 1)
+    return updated, [AlarmAcknowledged(incident_id=incident.id, at=at, alarm_seq=alarm_seq, actor=actor)]

@@ -1,38 +1,34 @@
 /* Live board for the township command room.
  *
  * Model: one Map of open incidents (id -> incident in the REST shape, plus a few board-only
- * fields prefixed with "_"), kept current from /ws/board (a snapshot, then every event once, in
- * seq order). View: one row element per incident in one of three lanes (main list, triage, admission).
- * Events only mark incidents dirty; a flush (next animation frame) rebuilds just those rows and
- * moves them to their sorted place. A one-second tick rewrites only the countdown cells.
+ * fields prefixed with "_"), and one Map of open alarms (seq of the raising event -> alarm), kept
+ * current from /ws/board (a snapshot, then every event once, in seq order). View: one row element
+ * per incident in one of three lanes (main list, triage, admission), one map marker per incident.
+ * Events only mark incidents dirty; a flush (next animation frame, at most one per 120 ms) rebuilds
+ * just those rows and markers and moves them to their sorted place. A one-second tick rewrites only
+ * the countdown cells. Filters toggle the rows' `hidden` attribute (no re-render).
  *
- * All report text (description, reporter, notes, labels) goes in through textContent.
+ * Stable DOM hooks (tests and wall-screen scripts rely on them):
+ *   #incidents                                  the lanes
+ *   [data-incident-id][data-status][data-lane]  one row per open incident
+ *   .chip[data-team][data-state][data-role]     one chip per assignment
+ *   #connection[data-state=open|closed], #last-seq, #triage-rows, #admission-rows
+ *   #drill-banner, .drill[data-exercise], .chip.handover[data-handover]
+ *   #alarms, #alarm-list > li[data-alarm-seq] button.alarm-ack
+ *   #detail[data-incident] (the detail panel), its buttons [data-action][data-team]
+ *   #map .marker[data-marker-id][data-status]
+ *   #filter-module, #filter-team, #filter-status, #filter-zone, #lang-toggle, #operator, #sound-toggle
+ *
+ * All UI labels come from /static/i18n/<lang>.json; names of categories, teams, modules and zones
+ * from the rule table (name / name_en). All report text (description, reporter, notes, labels)
+ * goes in through textContent.
  */
 'use strict';
 
 (() => {
   // ---- constants ------------------------------------------------------------------------
 
-  const STATUS = {
-    reported: ['已上报', 'reported'],
-    dispatched: ['已派单', 'dispatched'],
-    acknowledged: ['已接单', 'acknowledged'],
-    en_route: ['在途', 'en route'],
-    on_scene: ['到场处置', 'on scene'],
-    resolved: ['已办结', 'resolved'],
-    closed: ['已关闭', 'closed'],
-    cancelled: ['已撤销', 'cancelled'],
-  };
-  const UNIT_STATE = {
-    dispatched: ['待接单', 'dispatched'],
-    acknowledged: ['已接单', 'acknowledged'],
-    en_route: ['在途', 'en route'],
-    on_scene: ['到场', 'on scene'],
-    resolved: ['办结', 'resolved'],
-    cancelled: ['撤销', 'cancelled'],
-  };
-  const ROLE = { lead: ['牵头', 'lead'], support: ['配合', 'support'] };
-  const KIND = { ack: ['接单', 'ack'], arrive: ['到场', 'arrive'], resolve: ['办结', 'resolve'] };
+  const STATUSES = ['reported', 'dispatched', 'acknowledged', 'en_route', 'on_scene', 'resolved'];
   const QUEUES = new Set(['triage', 'admission']);
   const FINAL = new Set(['closed', 'cancelled']);
   /** The unit states that keep each promise (mirrors the server's KEPT_BY). */
@@ -41,9 +37,20 @@
     arrive: new Set(['on_scene', 'resolved']),
     resolve: new Set(['resolved']),
   };
+  /** The unit actions the lifecycle allows from each state (mirrors ASSIGNMENT_MOVES). */
+  const UNIT_ACTIONS = {
+    dispatched: ['acknowledge'],
+    acknowledged: ['en-route', 'on-scene', 'resolve'],
+    en_route: ['on-scene', 'resolve'],
+    on_scene: ['resolve'],
+  };
+  const LANGS = ['zh-CN', 'en'];
+  const FILTER_KEYS = ['module', 'team', 'status', 'zone'];
   const BULK = 64; // more dirty rows than this in one flush: re-sort the lanes wholesale
   const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000];
   const STABLE_MS = 5000; // a connection open this long resets the backoff
+  const AMBER_SHARE = 0.25; // a countdown turns amber in the last quarter of its window...
+  const AMBER_MIN_MS = 60000; // ...and in its last minute at least
 
   // ---- state ----------------------------------------------------------------------------
 
@@ -51,6 +58,8 @@
   const incidents = new Map();
   /** @type {Map<number, object>} row views by incident id */
   const views = new Map();
+  /** @type {Map<number, object>} open alarms by the seq of the event that raised them */
+  const alarms = new Map();
   const order = { main: [], triage: [], admission: [] };
   let lastSeq = null;
   let rules = null;
@@ -59,11 +68,45 @@
   const dirty = new Set();
   let needFull = true;
   let flushPending = false;
+  let alarmsDirty = true;
+  let detailDirty = false;
 
-  // ---- DOM lookup ---------------------------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const filter = {};
+  for (const k of FILTER_KEYS) filter[k] = params.get(k) || null;
+
+  // ---- small helpers -------------------------------------------------------------------
 
   const $ = (id) => document.getElementById(id);
   let dom = null;
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  /** Write text only when it differs: an equal write still invalidates layout and paint. */
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function store(key, value) {
+    try {
+      if (value === null) localStorage.removeItem(key); else localStorage.setItem(key, value);
+    } catch (err) { /* private mode: the setting lasts for this page only */ }
+  }
+  function recall(key) {
+    try { return localStorage.getItem(key); } catch (err) { return null; }
+  }
 
   function bindDom() {
     dom = {
@@ -77,10 +120,95 @@
       escalatedCount: $('escalated-count'),
       triageCount: $('triage-count'),
       admissionCount: $('admission-count'),
+      shownCount: $('shown-count'),
       township: $('township-name'),
-      townshipEn: $('township-name-en'),
       version: $('rules-version'),
+      operator: $('operator'),
+      sound: $('sound-toggle'),
+      langToggle: $('lang-toggle'),
+      alarms: $('alarms'),
+      alarmList: $('alarm-list'),
+      alarmCount: $('alarm-count'),
+      detail: $('detail'),
+      detailTitle: $('detail-title'),
+      detailBody: $('detail-body'),
+      map: $('map'),
+      mapZones: $('map-zones'),
+      mapMarkers: $('map-markers'),
+      mapOfficers: $('map-officers'),
+      filters: {},
     };
+    for (const k of FILTER_KEYS) dom.filters[k] = $(`filter-${k}`);
+  }
+
+  // ---- language -------------------------------------------------------------------------
+
+  let lang = pickLang(params.get('lang') || recall('board.lang') || 'zh-CN');
+  let dict = null;
+
+  function pickLang(value) {
+    const v = String(value || '').toLowerCase();
+    if (v.startsWith('en')) return 'en';
+    return 'zh-CN';
+  }
+
+  /** The UI text for `key` in the current language, with {placeholders} filled in. */
+  function t(key, vars) {
+    let text = dict && Object.prototype.hasOwnProperty.call(dict, key) ? dict[key] : key;
+    if (vars) text = text.replace(/\{(\w+)\}/g, (_, k) => (vars[k] === undefined || vars[k] === null ? '' : String(vars[k])));
+    return text;
+  }
+
+  /** A rule-table object's label in the current language (name / name_en). */
+  function name(obj, fallback) {
+    if (!obj) return fallback === undefined ? '—' : fallback;
+    return lang === 'en' ? obj.name_en || obj.name : obj.name;
+  }
+
+  async function loadLang(wanted) {
+    const next = pickLang(wanted);
+    try {
+      const res = await fetch(`/static/i18n/${next}.json`, { headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`i18n ${next}: HTTP ${res.status}`);
+      dict = await res.json();
+      lang = next;
+    } catch (err) {
+      console.warn('board: could not load the translation file', err);
+      if (!dict) setTimeout(() => loadLang(next), 3000);
+      return;
+    }
+    store('board.lang', lang);
+    document.documentElement.lang = lang;
+    applyStaticLabels();
+    if (rules) applyRules(rules);
+    if (map.zones) drawZones();
+    needFull = true;
+    alarmsDirty = true;
+    detailDirty = true;
+    schedule();
+  }
+
+  function applyStaticLabels() {
+    for (const node of document.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll('[data-i18n-placeholder]')) node.placeholder = t(node.dataset.i18nPlaceholder);
+    for (const node of document.querySelectorAll('[data-i18n-title]')) node.title = t(node.dataset.i18nTitle);
+    dom.langToggle.textContent = t('lang.switch');
+    dom.langToggle.dataset.lang = lang;
+    paintSound();
+    fillFilterOptions();
+    if (dom.connection.dataset.state === 'open') setConnection('open', t('conn.open'));
+    document.title = `${rules ? name(rules.township, '') : ''} · ${t('app.title')}`;
+  }
+
+  // ---- the URL (filters, language, open incident) ------------------------------------------
+
+  function writeUrl() {
+    const q = new URLSearchParams(location.search);
+    for (const k of FILTER_KEYS) if (filter[k]) q.set(k, filter[k]); else q.delete(k);
+    if (lang === 'zh-CN') q.delete('lang'); else q.set('lang', lang);
+    if (detail.id !== null) q.set('incident', String(detail.id)); else q.delete('incident');
+    const text = q.toString();
+    history.replaceState(null, '', `${location.pathname}${text ? `?${text}` : ''}${location.hash}`);
   }
 
   // ---- time -----------------------------------------------------------------------------
@@ -88,8 +216,7 @@
   /* The countdowns run against the server's clock. Every timestamp the server sends (an
    * event's "at", the HTTP Date header) is a lower bound of the server's "now" when it
    * arrives, so the largest (server time - local time) seen in the last ten minutes estimates
-   * the skew; replayed old events only give looser bounds and never win. The samples are kept
-   * as a sliding-window maximum (a deque of decreasing values). */
+   * the skew; replayed old events only give looser bounds and never win. */
   const SKEW_WINDOW_MS = 600000;
   const skew = { samples: [], offset: 0 };
 
@@ -145,25 +272,33 @@
     return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
   }
 
+  function formatStamp(text) {
+    const ms = parseTime(text);
+    return Number.isFinite(ms) ? `${formatDate(ms)} ${formatClock(ms)}` : '—';
+  }
+
   // ---- labels ---------------------------------------------------------------------------
 
   function applyRules(data) {
     rules = data;
     for (const key of Object.keys(labels)) labels[key].clear();
-    for (const t of data.teams || []) labels.teams.set(t.id, t);
-    for (const m of data.modules || []) labels.modules.set(m.id, m);
-    for (const z of data.zones || []) labels.zones.set(z.id, z);
-    for (const c of data.catalogue || []) labels.catalogue.set(c.id, c);
-    for (const d of data.county_departments || []) labels.departments.set(d.id, d);
+    for (const x of data.teams || []) labels.teams.set(x.id, x);
+    for (const x of data.modules || []) labels.modules.set(x.id, x);
+    for (const x of data.zones || []) labels.zones.set(x.id, x);
+    for (const x of data.catalogue || []) labels.catalogue.set(x.id, x);
+    for (const x of data.county_departments || []) labels.departments.set(x.id, x);
     const tw = data.township || {};
-    dom.township.textContent = tw.name || tw.id || '乡镇指挥室';
-    dom.townshipEn.textContent = tw.name_en || '';
-    document.title = `${tw.name || '指挥室'} · 指挥室态势`;
+    dom.township.textContent = name(tw, tw.id || t('brand.default'));
+    dom.township.title = lang === 'en' ? tw.name || '' : tw.name_en || '';
+    document.title = `${name(tw, '')} · ${t('app.title')}`;
     dom.version.textContent = data.version || '?';
     for (const inc of incidents.values()) {
       if (!inc.escalate_to) inc.escalate_to = moduleLead(inc.module);
     }
+    fillFilterOptions();
     needFull = true;
+    detailDirty = true;
+    alarmsDirty = true;
     schedule();
   }
 
@@ -179,6 +314,7 @@
       if (!res.ok) throw new Error(`rules: HTTP ${res.status}`);
       noteServerTime(Date.parse(res.headers.get('date') || ''));
       applyRules(await res.json());
+      loadZones();
     } catch (err) {
       console.warn('board: could not load the rule table, retrying', err);
       setTimeout(loadRules, 5000);
@@ -197,6 +333,9 @@
     return m && m.lead ? { name: m.lead.name, title: m.lead.title } : null;
   }
 
+  const teamName = (id) => name(labels.teams.get(id), id);
+  const kindName = (kind) => t(`kind.${kind}`);
+
   // ---- model: snapshot and events -----------------------------------------------------
 
   function prepare(inc) {
@@ -209,7 +348,7 @@
     for (const a of inc.assignments) {
       a.deadlines = Array.isArray(a.deadlines) ? a.deadlines : [];
       for (const d of a.deadlines) {
-        if (d.state === 'missed' && inc.escalate_to) {
+        if (d.state === 'missed' && inc.escalate_to && inc.escalate_to.name) {
           addEscalation(inc, { team: a.team, kind: d.kind, level: 'module_lead',
             to_name: inc.escalate_to.name, to_title: inc.escalate_to.title });
         }
@@ -229,17 +368,44 @@
       if (!raw || FINAL.has(raw.status)) continue;
       incidents.set(raw.id, prepare(raw));
     }
+    alarms.clear();
+    for (const a of msg.alarms || []) if (a && typeof a.seq === 'number') alarms.set(a.seq, a);
+    alarmsDirty = true;
     lastSeq = typeof msg.seq === 'number' ? msg.seq : 0;
     needFull = true;
     dirty.clear();
+    if (detail.id !== null) refreshDetail();
     schedule();
   }
 
-  /* Notes live in the event log, not in the snapshot: a row shows the latest note added while
-   * this board is open; GET /api/v1/incidents/{id} has the whole timeline. */
-
   function findAssignment(inc, team) {
     return inc.assignments.find((a) => a.team === team) || null;
+  }
+
+  /** Fold one event into the open alarms, with the server's rules (dispatcher/alarms.py). */
+  function foldAlarm(type, d, seq, live) {
+    const id = d.incident_id;
+    if (type === 'IncidentClosed' || type === 'IncidentCancelled') {
+      for (const [s, a] of alarms) if (a.incident_id === id) alarms.delete(s);
+      alarmsDirty = true;
+    } else if (type === 'AlarmAcknowledged') {
+      if (alarms.delete(d.alarm_seq)) alarmsDirty = true;
+    } else if (type === 'DeadlineMissed' || type === 'EscalationRaised') {
+      if (type === 'EscalationRaised') {
+        for (const a of alarms.values()) {
+          if (a.incident_id === id && a.type === 'DeadlineMissed' && a.level == null && a.team === d.team && a.kind === d.kind) {
+            a.level = d.level;
+            a.to_name = d.to_name;
+            a.to_title = d.to_title;
+            alarmsDirty = true;
+            return;
+          }
+        }
+      }
+      alarms.set(seq, { level: null, to_name: null, to_title: null, ...d, seq, type });
+      alarmsDirty = true;
+      if (live) beep();
+    }
   }
 
   /** Apply one event to the model; returns whether the board changed. */
@@ -255,12 +421,14 @@
           report_id: d.report_id,
           status: 'reported',
           category: d.category,
+          reported_category: d.reported_category ?? null,
           description: d.description,
           zone: d.zones && d.zones.length ? d.zones[0] : null,
           zones: d.zones || [],
           location: d.lat != null && d.lon != null ? { lat: d.lat, lon: d.lon } : null,
           severity: d.severity ?? null,
           reporter: d.reporter ?? null,
+          reporter_kind: d.reporter_kind ?? null,
           exercise: d.exercise === true,
           occurred_at: d.occurred_at ?? null,
           module: d.module,
@@ -341,7 +509,7 @@
         addEscalation(inc, { team: d.team, kind: d.kind, level: d.level, to_name: d.to_name, to_title: d.to_title });
         break;
       default:
-        return false;
+        return false; // AlarmAcknowledged and types this board does not know change no row
     }
     inc.updated_at = d.at || inc.updated_at;
     if (d.incident_status && FINAL.has(d.incident_status)) incidents.delete(id);
@@ -358,7 +526,11 @@
     lastSeq = seq;
     const data = msg.data;
     if (data && data.at) noteServerTime(parseTime(data.at));
-    if (applyEvent(msg.type, data, seq)) dirty.add(data.incident_id);
+    if (data && typeof data.incident_id === 'number') {
+      foldAlarm(msg.type, data, seq, true);
+      if (applyEvent(msg.type, data, seq)) dirty.add(data.incident_id);
+      if (detail.id === data.incident_id) detailEvent(seq, msg.type, data);
+    }
     schedule();
     if (gap) {
       console.warn(`board: gap in the feed before seq ${seq}`);
@@ -376,6 +548,7 @@
     let due = Infinity;
     let dueKind = null;
     let dueTeam = null;
+    let dueFrom = NaN;
     for (const a of inc.assignments) {
       for (const dl of a.deadlines) {
         if (dl.state === 'missed') flag = true;
@@ -385,6 +558,7 @@
             due = dl._ms;
             dueKind = dl.kind;
             dueTeam = a.team;
+            dueFrom = parseTime(a.dispatched_at);
           }
         }
       }
@@ -393,9 +567,11 @@
     const lane = QUEUES.has(q) && inc.assignments.length === 0 ? q : 'main';
     const pri = Number.isFinite(inc.priority) ? inc.priority : 9;
     if (inc._rep === undefined) inc._rep = parseTime(inc.reported_at);
-    return { flag, due, dueKind, dueTeam, lane, pri, rep: Number.isFinite(inc._rep) ? inc._rep : 0 };
+    const win = Number.isFinite(dueFrom) && due > dueFrom ? due - dueFrom : NaN;
+    return { flag, due, dueKind, dueTeam, win, lane, pri, rep: Number.isFinite(inc._rep) ? inc._rep : 0 };
   }
 
+  /** Breached or escalated first, then priority, then the nearest deadline. */
   function compareMain(a, b) {
     if (a.flag !== b.flag) return a.flag ? -1 : 1;
     if (a.pri !== b.pri) return a.pri - b.pri;
@@ -411,31 +587,99 @@
 
   const comparator = (lane) => (lane === 'main' ? compareMain : compareQueue);
 
-  // ---- DOM building -----------------------------------------------------------------------
-
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
+  /** The amber threshold of a countdown: the last quarter of its window, the last minute at least. */
+  function amberMs(win) {
+    return Number.isFinite(win) ? Math.max(AMBER_MIN_MS, win * AMBER_SHARE) : 5 * AMBER_MIN_MS;
   }
 
-  /** Chinese text with the English in small type (and as the tooltip). */
-  function bilingual(zh, en, cls) {
-    const span = el('span', cls || 'bi');
-    span.append(el('span', 'zh', zh));
-    if (en && en !== zh) {
-      span.append(el('small', 'en', en));
-      span.title = en;
+  // ---- filters --------------------------------------------------------------------------
+
+  function matches(inc) {
+    if (filter.module && inc.module !== filter.module) return false;
+    if (filter.status && inc.status !== filter.status) return false;
+    if (filter.team && !inc.assignments.some((a) => a.team === filter.team)) return false;
+    if (filter.zone && !(inc.zones.includes(filter.zone) || inc.zone === filter.zone)) return false;
+    return true;
+  }
+
+  function setVisible(view, inc) {
+    const visible = matches(inc);
+    if (visible !== view.visible) {
+      view.visible = visible;
+      view.row.hidden = !visible;
+      if (view.marker) view.marker.classList.toggle('filtered', !visible);
     }
+  }
+
+  function applyFilters() {
+    for (const [id, view] of views) {
+      const inc = incidents.get(id);
+      if (inc) setVisible(view, inc);
+    }
+    renderCounts();
+  }
+
+  function fillFilterOptions() {
+    if (!dom) return;
+    const sources = {
+      module: rules ? (rules.modules || []).map((m) => [m.id, name(m)]) : [],
+      team: rules ? (rules.teams || []).map((x) => [x.id, name(x)]) : [],
+      status: STATUSES.map((s) => [s, t(`status.${s}`)]),
+      zone: rules ? (rules.zones || []).map((z) => [z.id, name(z)]) : [],
+    };
+    for (const k of FILTER_KEYS) {
+      const select = dom.filters[k];
+      const opts = [el('option', null, t('filter.all'))];
+      opts[0].value = '';
+      for (const [value, text] of sources[k]) {
+        const o = el('option', null, text);
+        o.value = value;
+        opts.push(o);
+      }
+      if (filter[k] && !sources[k].some(([v]) => v === filter[k])) {
+        const o = el('option', null, filter[k]); // from the URL, before the table names it
+        o.value = filter[k];
+        opts.push(o);
+      }
+      select.replaceChildren(...opts);
+      select.value = filter[k] || '';
+      select.classList.toggle('active', Boolean(filter[k]));
+    }
+  }
+
+  function onFilterChange(ev) {
+    const key = ev.target.dataset.filter;
+    if (!key) return;
+    filter[key] = ev.target.value || null;
+    ev.target.classList.toggle('active', Boolean(filter[key]));
+    writeUrl();
+    applyFilters();
+  }
+
+  function clearFilters() {
+    for (const k of FILTER_KEYS) filter[k] = null;
+    fillFilterOptions();
+    writeUrl();
+    applyFilters();
+  }
+
+  // ---- DOM building -----------------------------------------------------------------------
+
+  function labelled(text, alt, cls) {
+    const span = el('span', cls || 'lbl', text);
+    if (alt && alt !== text) span.title = alt;
     return span;
+  }
+
+  function altName(obj) {
+    return obj ? (lang === 'en' ? obj.name : obj.name_en) : '';
   }
 
   function categoryNode(id) {
     const c = labels.catalogue.get(id);
-    if (c) return bilingual(c.name, c.name_en);
-    const span = el('span', 'bi unknown');
-    span.append(el('span', 'zh mono', id || '—'), el('small', 'en', '未登记类别 · not in catalogue'));
+    if (c) return labelled(name(c), altName(c), 'lbl cat');
+    const span = el('span', 'lbl unknown');
+    span.append(el('span', 'mono', id || '—'), el('small', 'sub', t('uncatalogued')));
     return span;
   }
 
@@ -449,45 +693,35 @@
     }
     for (const zid of ids) {
       const z = labels.zones.get(zid);
-      wrap.append(z ? bilingual(z.name, z.name_en, 'bi zone') : el('span', 'bi zone mono', zid));
+      wrap.append(z ? labelled(name(z), altName(z), 'lbl zone') : el('span', 'lbl zone mono', zid));
     }
     return wrap;
   }
 
   function statusNode(status) {
-    const [zh, en] = STATUS[status] || [status, ''];
-    return bilingual(zh, en, `bi status status-${status}`);
+    return el('span', `status status-${status}`, t(`status.${status}`));
   }
 
   function moduleNode(id) {
     const m = labels.modules.get(id);
-    return m ? bilingual(m.name, m.name_en) : el('span', 'mono', id || '—');
+    return m ? labelled(name(m), altName(m)) : el('span', 'mono', id || '—');
   }
 
   function teamChip(a) {
-    const t = labels.teams.get(a.team);
+    const team = labels.teams.get(a.team);
     const chip = el('span', `chip role-${a.role} state-${a.state}`);
     chip.dataset.team = a.team;
     chip.dataset.state = a.state;
     chip.dataset.role = a.role;
     const missed = a.deadlines.filter((d) => d.state === 'missed');
     if (missed.length) chip.classList.add('missed');
-    chip.append(el('span', 'chip-name', t ? t.name : a.team));
-    const [roleZh, roleEn] = ROLE[a.role] || [a.role, a.role];
-    const [stZh, stEn] = UNIT_STATE[a.state] || [a.state, a.state];
-    chip.append(el('span', 'chip-meta', `${roleZh}·${stZh}`));
-    for (const d of missed) chip.append(el('span', 'chip-miss', `超时${(KIND[d.kind] || [d.kind])[0]}`));
-    const lines = [
-      `${t ? `${t.name_en} (${t.department})` : a.team}`,
-      `${roleEn} · ${stEn}`,
-    ];
+    chip.append(el('span', 'chip-name', name(team, a.team)));
+    chip.append(el('span', 'chip-meta', `${t(`role.${a.role}`)}·${t(`unit.${a.state}`)}`));
+    for (const d of missed) chip.append(el('span', 'chip-miss', t('chip.missed', { kind: kindName(d.kind) })));
+    const lines = [team ? `${altName(team)} (${team.department})` : a.team];
     for (const d of a.deadlines) {
-      const k = (KIND[d.kind] || [d.kind, d.kind])[1];
       const due = parseTime(d.due_at);
-      let extra = '';
-      if (d.state === 'pending' && Number.isFinite(due)) extra = ` (due ${formatClock(due)})`;
-      else if (d.state === 'missed' && Number.isFinite(d._late_by)) extra = ` (late ${Math.round(d._late_by)} s)`;
-      lines.push(`${k}: ${d.state}${extra}`);
+      lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatClock(due)}` : ''}`);
     }
     chip.title = lines.join('\n');
     return chip;
@@ -502,16 +736,13 @@
     }
     const nodes = [];
     for (const { e, causes } of byTarget.values()) {
-      const badge = el('span', 'esc-badge', `已升级 → ${e.to_title || ''} ${e.to_name || ''}`.trim());
+      const badge = el('span', 'esc-badge', t('esc.to', { title: e.to_title || '', name: e.to_name || '' }).trim());
       badge.dataset.escalated = 'true';
-      badge.title = 'Escalated: ' + causes.map((c) => {
-        const t = labels.teams.get(c.team);
-        return `${t ? t.name_en : c.team} missed ${c.kind} (${c.level})`;
-      }).join('; ');
+      badge.title = causes.map((c) => t('alarm.missed', { team: teamName(c.team), kind: kindName(c.kind) })).join('; ');
       nodes.push(badge);
     }
     if (!nodes.length && inc.assignments.some((a) => a.deadlines.some((d) => d.state === 'missed'))) {
-      nodes.push(el('span', 'esc-badge', '超时 missed'));
+      nodes.push(el('span', 'esc-badge', t('esc.missed')));
     }
     return nodes;
   }
@@ -522,8 +753,8 @@
     desc.title = inc.description || '';
     nodes.push(desc);
     const extra = [];
-    if (inc.reporter) extra.push(el('span', 'reporter', `报告人 ${inc.reporter}`));
-    if (inc.severity != null) extra.push(el('span', 'sev', `严重度 ${inc.severity}`));
+    if (inc.reporter) extra.push(el('span', 'reporter', t('reporter', { name: inc.reporter })));
+    if (inc.severity != null) extra.push(el('span', 'sev', t('severity', { n: inc.severity })));
     if (extra.length) {
       const line = el('div', 'meta');
       line.append(...extra);
@@ -531,8 +762,8 @@
     }
     if (inc._note) {
       const note = el('div', 'note');
-      note.append(el('span', 'note-tag', '备注'));
-      if (inc._note.author) note.append(el('span', 'note-author', `${inc._note.author}：`));
+      note.append(el('span', 'note-tag', t('note.tag')));
+      if (inc._note.author) note.append(el('span', 'note-author', `${inc._note.author}: `));
       note.append(el('span', 'note-text', inc._note.text));
       note.title = inc._note.text;
       nodes.push(note);
@@ -551,7 +782,7 @@
     const frag = document.createDocumentFragment();
     frag.append(el('span', `pri pri-${inc.priority}`, `P${inc.priority}`), el('span', 'id mono', `#${inc.id}`));
     if (inc.exercise) {
-      const badge = el('span', 'drill', '演练 DRILL');
+      const badge = el('span', 'drill', t('drill.badge'));
       badge.dataset.exercise = 'true';
       frag.append(badge);
     }
@@ -566,6 +797,7 @@
     row.dataset.priority = String(inc.priority);
     row.dataset.lane = info.lane;
     row.classList.toggle('flagged', info.flag);
+    row.classList.toggle('selected', detail.id === inc.id);
     row.classList.remove('overdue');
     if (info.flag) row.dataset.flagged = 'true'; else delete row.dataset.flagged;
     view.dueEl = null;
@@ -578,10 +810,8 @@
       if (Number.isFinite(info.due)) {
         const dueEl = el('span', 'due mono');
         dueEl.dataset.dueAt = new Date(info.due).toISOString();
-        const t = labels.teams.get(info.dueTeam);
-        const [kZh, kEn] = KIND[info.dueKind] || [info.dueKind, info.dueKind];
-        const sub = el('small', 'due-what', `${kZh} · ${t ? t.name : info.dueTeam}`);
-        sub.title = `${kEn} · ${t ? t.name_en : info.dueTeam} · due ${formatClock(info.due)}`;
+        const sub = el('small', 'due-what', `${kindName(info.dueKind)} · ${teamName(info.dueTeam)}`);
+        sub.title = formatClock(info.due);
         dueCell.append(dueEl, sub);
         view.dueEl = dueEl;
       } else {
@@ -596,11 +826,10 @@
         const dept = labels.departments.get(handover);
         const chip = el('span', 'chip handover');
         chip.dataset.handover = handover;
-        chip.append(el('span', 'zh', `移交 → ${dept ? dept.name : handover}`));
-        if (dept) chip.title = `handed over to ${dept.name_en}`;
+        chip.append(el('span', 'chip-name', t('handover', { dept: name(dept, handover) })));
         chips.append(chip);
       } else if (!inc.assignments.length) {
-        chips.append(el('span', 'muted', '未派单 · none'));
+        chips.append(el('span', 'muted', t('none_dispatched')));
       }
       row.replaceChildren(
         td('c-id', idNode(inc)),
@@ -628,20 +857,20 @@
   }
 
   /** Write one row's countdown (or waiting time) if its text or colour changed. */
-  function paintTimer(view, t) {
+  function paintTimer(view, t0) {
     let text;
     let cls;
     if (view.dueEl) {
-      const left = view.due - t;
+      const left = view.due - t0;
       text = formatSpan(left);
-      cls = left < 0 ? 'due mono over' : left < 60000 ? 'due mono warn' : 'due mono';
+      cls = left < 0 ? 'due mono over' : left < amberMs(view.win) ? 'due mono warn' : 'due mono';
       if (text !== view.text) view.dueEl.textContent = text;
       if (cls !== view.cls) {
         view.dueEl.className = cls;
         view.row.classList.toggle('overdue', left < 0);
       }
     } else if (view.waitEl) {
-      text = formatSpan(Math.max(0, t - view.rep));
+      text = formatSpan(Math.max(0, t0 - view.rep));
       cls = '';
       if (text !== view.text) view.waitEl.textContent = text;
     } else {
@@ -656,7 +885,9 @@
   function makeView(inc) {
     const row = el('div', 'row');
     row.setAttribute('role', 'row');
-    const view = { id: inc.id, row, lane: 'main', flag: false, pri: 9, due: Infinity, rep: 0 };
+    row.tabIndex = 0;
+    const view = { id: inc.id, row, lane: 'main', flag: false, pri: 9, due: Infinity, win: NaN, rep: 0,
+      visible: true, marker: null };
     views.set(inc.id, view);
     return view;
   }
@@ -666,10 +897,13 @@
     view.flag = info.flag;
     view.pri = info.pri;
     view.due = info.due;
+    view.win = info.win;
     view.rep = info.rep;
     const oldLane = view.lane;
     view.lane = info.lane;
     fillRow(view, inc, info);
+    placeMarker(view, inc, info);
+    setVisible(view, inc);
     return oldLane;
   }
 
@@ -711,16 +945,25 @@
   }
 
   function clearFresh() {
-    const t = Date.now();
+    const t0 = Date.now();
     for (const [row, until] of fresh) {
-      if (until <= t) {
+      if (until <= t0) {
         row.classList.remove('fresh');
         fresh.delete(row);
       }
     }
   }
 
+  function removeView(view) {
+    detach(view, view.lane);
+    view.row.remove();
+    if (view.marker) view.marker.remove();
+    fresh.delete(view.row);
+    views.delete(view.id);
+  }
+
   function renderAll() {
+    for (const view of views.values()) if (view.marker) view.marker.remove();
     views.clear();
     fresh.clear();
     for (const lane of Object.keys(order)) order[lane] = [];
@@ -743,12 +986,7 @@
       const inc = incidents.get(id);
       let view = views.get(id);
       if (!inc) {
-        if (view) {
-          detach(view, view.lane);
-          view.row.remove();
-          fresh.delete(view.row);
-          views.delete(id);
-        }
+        if (view) removeView(view);
         continue;
       }
       const isNew = !view;
@@ -779,21 +1017,31 @@
 
   function renderCounts() {
     const n = (lane) => order[lane].length;
-    dom.openCount.textContent = String(incidents.size);
+    setText(dom.openCount, String(incidents.size));
     let flagged = 0;
     for (const v of order.main) if (v.flag) flagged += 1; else break; // flagged rows sort first
-    dom.escalatedCount.textContent = String(flagged);
+    setText(dom.escalatedCount, String(flagged));
     dom.escalatedCount.parentElement.classList.toggle('hot', flagged > 0);
-    dom.triageCount.textContent = String(n('triage'));
-    dom.admissionCount.textContent = String(n('admission'));
-    for (const lane of Object.keys(order)) dom.empty[lane].hidden = n(lane) > 0;
-    dom.lastSeq.textContent = lastSeq === null ? '–' : String(lastSeq);
+    setText(dom.triageCount, String(n('triage')));
+    setText(dom.admissionCount, String(n('admission')));
+    for (const lane of Object.keys(order)) {
+      let shown = 0;
+      for (const v of order[lane]) if (v.visible) shown += 1;
+      if (dom.empty[lane].hidden !== shown > 0) dom.empty[lane].hidden = shown > 0;
+    }
+    let visible = 0;
+    for (const v of views.values()) if (v.visible) visible += 1;
+    setText(dom.shownCount, `${visible}/${views.size}`);
+    setText(dom.lastSeq, lastSeq === null ? '–' : String(lastSeq));
     let drills = 0;
     for (const inc of incidents.values()) if (inc.exercise) drills += 1;
-    const banner = document.getElementById('drill-banner');
+    const banner = $('drill-banner');
     if (banner) {
-      banner.hidden = drills === 0;
-      banner.textContent = `演练进行中 · drill in progress: ${drills} exercise incident(s) on this board`;
+      if (banner.hidden !== (drills === 0)) {
+        banner.hidden = drills === 0;
+        if (detail.id !== null) placeDetail();
+      }
+      setText(banner, t('drill.banner', { n: drills }));
     }
   }
 
@@ -816,7 +1064,7 @@
     if (!flushPending || !dom) return;
     flushPending = false;
     lastFlush = performance.now();
-    if (needFull && !rules && performance.now() - startedAt < 1500) {
+    if ((needFull && !rules && performance.now() - startedAt < 1500) || !dict) {
       // Labels are usually a moment away: wait for them rather than render everything twice.
       setTimeout(schedule, 100);
       return;
@@ -829,18 +1077,684 @@
       renderDirty();
     }
     renderCounts();
+    if (alarmsDirty) renderAlarms();
+    if (detailDirty) renderDetail();
+    if (window.board.onFlush) window.board.onFlush(lastSeq);
+  }
+
+  // ---- alarms ---------------------------------------------------------------------------
+
+  let audio = null;
+  let soundOn = recall('board.sound') === 'on';
+
+  function paintSound() {
+    dom.sound.textContent = t(soundOn ? 'sound.on' : 'sound.off');
+    dom.sound.dataset.sound = soundOn ? 'on' : 'off';
+    dom.sound.setAttribute('aria-pressed', String(soundOn));
+  }
+
+  function toggleSound() {
+    soundOn = !soundOn;
+    store('board.sound', soundOn ? 'on' : 'off');
+    if (soundOn && !audio && window.AudioContext) audio = new AudioContext(); // needs this click
+    paintSound();
+    if (soundOn) beep();
+  }
+
+  let lastBeep = 0;
+  /** A short two-tone beep through WebAudio (off by default; at most one per second). */
+  function beep() {
+    if (!soundOn || !audio || Date.now() - lastBeep < 1000) return;
+    lastBeep = Date.now();
+    const t0 = audio.currentTime;
+    for (const [i, freq] of [[0, 880], [1, 660]]) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.15, t0 + i * 0.18);
+      gain.gain.exponentialRampToValueAtTime(0.001, t0 + i * 0.18 + 0.16);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(t0 + i * 0.18);
+      osc.stop(t0 + i * 0.18 + 0.17);
+    }
+  }
+
+  function alarmText(a) {
+    const parts = [];
+    if (a.type === 'DeadlineMissed' || a.team) {
+      parts.push(t('alarm.missed', { team: teamName(a.team), kind: kindName(a.kind) }));
+    }
+    if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: a.to_title || '', name: a.to_name || '' }));
+    if (Number.isFinite(a.late_by) && a.late_by >= 1) parts.push(t('alarm.late', { span: formatSpan(a.late_by * 1000) }));
+    return parts.join(' · ');
+  }
+
+  function renderAlarms() {
+    alarmsDirty = false;
+    const list = Array.from(alarms.values()).filter((a) => incidents.has(a.incident_id));
+    list.sort((a, b) => b.seq - a.seq);
+    const items = list.map((a) => {
+      const li = el('li', 'alarm');
+      li.dataset.alarmSeq = String(a.seq);
+      li.dataset.alarmIncident = String(a.incident_id);
+      const inc = incidents.get(a.incident_id);
+      const open = el('button', 'alarm-open');
+      open.type = 'button';
+      open.append(
+        el('span', 'mono alarm-id', `#${a.incident_id}`),
+        el('span', 'alarm-cat', inc ? name(labels.catalogue.get(inc.category), inc.category || '') : ''),
+        el('span', 'alarm-text', alarmText(a)),
+        el('span', 'mono alarm-at', formatClock(parseTime(a.at))),
+      );
+      const ack = el('button', 'alarm-ack', t('alarm.ack'));
+      ack.type = 'button';
+      li.append(open, ack);
+      return li;
+    });
+    dom.alarmList.replaceChildren(...items);
+    dom.alarmCount.textContent = String(items.length);
+    dom.alarms.hidden = items.length === 0;
+    document.body.classList.toggle('alarming', items.length > 0);
+  }
+
+  async function acknowledgeAlarm(seq) {
+    const a = alarms.get(seq);
+    if (!a) return;
+    const actor = operatorActor();
+    if (!actor) {
+      flashOperator();
+      return;
+    }
+    try {
+      await post(`/api/v1/incidents/${a.incident_id}/alarms/${seq}/ack`, { actor });
+      // The AlarmAcknowledged event clears it here and on every other board.
+    } catch (err) {
+      if (err.status === 404) {
+        alarms.delete(seq); // the incident was finished, or the alarm is unknown: nothing to keep
+        alarmsDirty = true;
+        schedule();
+      } else {
+        console.warn('board: acknowledging the alarm failed', err);
+      }
+    }
+  }
+
+  // ---- the operator ---------------------------------------------------------------------
+
+  function operatorName() {
+    return (dom.operator.value || '').trim();
+  }
+
+  /** The `actor` sent with every action: "operator:<name>", or null when no name is set. */
+  function operatorActor(team) {
+    const who = operatorName();
+    if (!who) return null;
+    return team ? `operator:${who} for ${team}` : `operator:${who}`;
+  }
+
+  function flashOperator() {
+    dom.operator.classList.add('needed');
+    dom.operator.focus();
+    setTimeout(() => dom.operator.classList.remove('needed'), 2500);
+    if (detail.id !== null) showDetailMessage(t('action.need_operator'), true);
+  }
+
+  async function post(url, body) {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await res.json(); } catch (err) { data = null; }
+    if (!res.ok) {
+      let text = data && data.detail !== undefined ? data.detail : res.statusText;
+      if (typeof text !== 'string') text = JSON.stringify(text);
+      const error = new Error(text);
+      error.status = res.status;
+      error.detail = text;
+      throw error;
+    }
+    return data;
+  }
+
+  // ---- the detail panel -------------------------------------------------------------------
+
+  const detail = { id: null, data: null, timeline: [], maxSeq: 0, explain: null, message: null, busy: false,
+    fetchToken: 0, dueEls: [] };
+
+  function openDetail(id) {
+    if (!Number.isFinite(id)) return;
+    const previous = views.get(detail.id);
+    if (previous) previous.row.classList.remove('selected');
+    detail.id = id;
+    detail.data = null;
+    detail.timeline = [];
+    detail.maxSeq = 0;
+    detail.explain = null;
+    detail.message = null;
+    const view = views.get(id);
+    if (view) view.row.classList.add('selected');
+    placeDetail();
+    dom.detail.hidden = false;
+    dom.detail.dataset.incident = String(id);
+    document.body.classList.add('with-detail');
+    writeUrl();
+    refreshDetail();
+    renderDetail();
+  }
+
+  /** The panel hangs below the top bar (whose height changes with the drill banner and wrapping). */
+  function placeDetail() {
+    const bar = document.querySelector('.topbar');
+    if (bar) dom.detail.style.top = `${Math.round(bar.getBoundingClientRect().bottom)}px`;
+  }
+
+  function closeDetail() {
+    const view = views.get(detail.id);
+    if (view) view.row.classList.remove('selected');
+    detail.id = null;
+    detail.dueEls = [];
+    dom.detail.hidden = true;
+    delete dom.detail.dataset.incident;
+    document.body.classList.remove('with-detail');
+    writeUrl();
+  }
+
+  /** Fetch the incident with its timeline; events that arrive meanwhile are merged by seq. */
+  async function refreshDetail() {
+    const id = detail.id;
+    const token = ++detail.fetchToken;
+    try {
+      const res = await fetch(`/api/v1/incidents/${id}`, { cache: 'no-store', headers: { accept: 'application/json' } });
+      if (token !== detail.fetchToken || detail.id !== id) return;
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const data = await res.json();
+      if (token !== detail.fetchToken || detail.id !== id) return;
+      const bySeq = new Map();
+      for (const e of data.timeline || []) bySeq.set(e.seq, e);
+      for (const e of detail.timeline) bySeq.set(e.seq, e); // live events newer than the fetch
+      detail.timeline = Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq);
+      detail.maxSeq = detail.timeline.length ? detail.timeline[detail.timeline.length - 1].seq : 0;
+      detail.data = data;
+    } catch (err) {
+      detail.message = { text: String(err.message || err), error: true };
+    }
+    detailDirty = true;
+    schedule();
+  }
+
+  function detailEvent(seq, type, data) {
+    if (seq <= detail.maxSeq) return;
+    detail.timeline.push({ seq, type, data });
+    detail.maxSeq = seq;
+    if (detail.data && (type === 'IncidentClosed' || type === 'IncidentCancelled')) {
+      detail.data.status = data.incident_status;
+    }
+    detailDirty = true;
+  }
+
+  function showDetailMessage(text, error) {
+    detail.message = { text, error };
+    detailDirty = true;
+    schedule();
+  }
+
+  function section(titleKey, ...children) {
+    const s = el('section', 'd-section');
+    s.append(el('h3', null, t(titleKey)), ...children);
+    return s;
+  }
+
+  function dl(pairs) {
+    const list = el('dl', 'd-pairs');
+    for (const [key, value] of pairs) {
+      if (value === null || value === undefined || value === '') continue;
+      list.append(el('dt', null, t(key)));
+      const dd = el('dd');
+      if (value instanceof Node) dd.append(value); else dd.textContent = String(value);
+      list.append(dd);
+    }
+    return list;
+  }
+
+  function actionButton(action, team, text, extraCls) {
+    const b = el('button', `d-action ${extraCls || ''}`.trim(), text);
+    b.type = 'button';
+    b.dataset.action = action;
+    if (team) b.dataset.team = team;
+    b.disabled = detail.busy;
+    return b;
+  }
+
+  function eventSummary(e) {
+    const d = e.data || {};
+    switch (e.type) {
+      case 'IncidentReported':
+        return [name(labels.catalogue.get(d.category), d.category || ''), d.rule_id ? `${t('detail.rule')} ${d.rule_id}` : '']
+          .filter(Boolean).join(' · ');
+      case 'UnitsDispatched':
+        return (d.units || []).map((u) => `${teamName(u.team)} (${t(`role.${u.role}`)})`).join('、');
+      case 'UnitMoved':
+        return `${teamName(d.team)}: ${t(`unit.${d.from_state}`)} → ${t(`unit.${d.to_state}`)}`;
+      case 'IncidentCancelled':
+        return d.reason || '';
+      case 'NoteAdded':
+        return d.text || '';
+      case 'DeadlineMissed':
+        return t('alarm.missed', { team: teamName(d.team), kind: kindName(d.kind) });
+      case 'EscalationRaised':
+        return `${teamName(d.team)} · ${kindName(d.kind)} → ${d.to_title || ''} ${d.to_name || ''}`;
+      case 'AlarmAcknowledged':
+        return `#${d.alarm_seq}`;
+      default:
+        return '';
+    }
+  }
+
+  function renderDetail() {
+    detailDirty = false;
+    if (detail.id === null) return;
+    const id = detail.id;
+    const live = incidents.get(id);
+    const inc = live || (detail.data ? prepare(detail.data) : null);
+    dom.detailTitle.replaceChildren(el('span', 'mono', `#${id}`));
+    detail.dueEls = [];
+    if (!inc) {
+      dom.detailBody.replaceChildren(el('p', 'muted', t('detail.loading')));
+      return;
+    }
+    dom.detail.dataset.status = inc.status;
+    dom.detailTitle.append(' ', categoryNode(inc.category), ' ', statusNode(inc.status));
+    if (inc.exercise) dom.detailTitle.append(' ', el('span', 'drill', t('drill.badge')));
+    const open = !FINAL.has(inc.status);
+    const body = [];
+
+    if (detail.message) {
+      const msg = el('p', `d-message ${detail.message.error ? 'error' : 'ok'}`, detail.message.text);
+      msg.setAttribute('role', 'status');
+      body.push(msg);
+    }
+    if (!open) body.push(el('p', 'd-finished', t('detail.finished')));
+
+    // The report(s): an incident is one report today; the section lists what it carried.
+    const desc = el('p', 'd-desc', inc.description || '');
+    body.push(section('detail.report', desc, dl([
+      ['detail.report_id', inc.report_id],
+      ['detail.reported_at', formatStamp(inc.reported_at)],
+      ['detail.occurred_at', inc.occurred_at ? formatStamp(inc.occurred_at) : null],
+      ['filter.status', t(`status.${inc.status}`)],
+      ['detail.priority', `P${inc.priority}`],
+    ]), inc.reporter || inc.severity != null
+      ? el('p', 'd-meta', [inc.reporter ? t('reporter', { name: inc.reporter }) : '',
+        inc.severity != null ? t('severity', { n: inc.severity }) : ''].filter(Boolean).join(' · '))
+      : ''));
+
+    const loc = inc.location;
+    body.push(section('detail.location', dl([
+      ['filter.zone', zonesNode(inc)],
+      ['detail.location', loc ? `${(+loc.lat).toFixed(5)}, ${(+loc.lon).toFixed(5)}` : null],
+    ])));
+
+    const routing = inc.routing || {};
+    const lead = inc.escalate_to && inc.escalate_to.name ? `${inc.escalate_to.title || ''} ${inc.escalate_to.name}` : null;
+    const explainBox = el('div', 'd-explain');
+    if (detail.explain === 'loading') explainBox.append(el('p', 'muted', t('detail.explain_loading')));
+    else if (detail.explain && detail.explain.error) explainBox.append(el('p', 'd-message error', detail.explain.error));
+    else if (detail.explain) {
+      const w = detail.explain.winner;
+      if (!w) explainBox.append(el('p', 'muted', t('detail.no_rule')));
+      else {
+        const ul = el('ul', 'd-conditions');
+        for (const c of w.conditions || []) ul.append(el('li', c.held ? 'held' : 'failed', `${c.held ? '✓' : '✗'} ${c.name}: ${c.detail}`));
+        explainBox.append(el('p', 'mono', `${w.rule} (${t('detail.precedence', { n: w.precedence })}, ${t('detail.specificity', { n: w.specificity })})`), ul);
+      }
+    }
+    body.push(section('detail.routing', dl([
+      ['detail.module', moduleNode(inc.module)],
+      ['detail.rule', routing.rule_id || t('detail.no_rule')],
+      ['detail.table_version', routing.table_version],
+      ['detail.queue', routing.queue ? t(`stat.${routing.queue}`) : null],
+      ['detail.escalate_to', lead],
+    ]), actionButton('explain', null, t('detail.explain'), 'secondary'), explainBox));
+
+    const rows = [];
+    const t0 = now();
+    for (const a of inc.assignments) {
+      const item = el('li', `d-assignment state-${a.state}`);
+      item.dataset.team = a.team;
+      item.dataset.state = a.state;
+      const headLine = el('div', 'd-a-head');
+      headLine.append(teamChip(a));
+      item.append(headLine);
+      const dls = el('ul', 'd-deadlines');
+      for (const d of a.deadlines) {
+        const due = parseTime(d.due_at);
+        const li = el('li', `dl-${d.state}`);
+        li.append(el('span', 'd-kind', kindName(d.kind)), el('span', 'mono', formatClock(due)), el('span', 'd-dl-state', t(`dl.${d.state}`)));
+        if (d.state === 'pending') {
+          const span = el('span', 'due mono');
+          detail.dueEls.push({ span, due, win: due - parseTime(a.dispatched_at) });
+          li.append(span);
+        }
+        dls.append(li);
+      }
+      item.append(dls);
+      if (open) {
+        const acts = el('div', 'd-unit-actions');
+        for (const action of UNIT_ACTIONS[a.state] || []) acts.append(actionButton(action, a.team, t(`action.${action}`)));
+        // Hook points: the endpoints are being built in main (dispatch/roster). Wire them here.
+        acts.append(hookButton('reassign', a.team));
+        item.append(acts);
+      }
+      rows.push(item);
+    }
+    const assignments = el('ul', 'd-assignments');
+    assignments.append(...rows);
+    body.push(section('detail.assignments', rows.length ? assignments : el('p', 'muted', t('none_dispatched'))));
+
+    if (open) {
+      const acts = el('div', 'd-actions');
+      if (inc.status === 'resolved') acts.append(actionButton('close', null, t('action.close')));
+      const reason = el('input', 'd-reason');
+      reason.id = 'cancel-reason';
+      reason.placeholder = t('action.cancel_reason');
+      reason.maxLength = 500;
+      acts.append(reason, actionButton('cancel', null, t('action.cancel'), 'danger'));
+      acts.append(hookButton('add-team'), hookButton('escalate-now'));
+      body.push(section('detail.actions', acts));
+    }
+
+    const notes = detail.timeline.filter((e) => e.type === 'NoteAdded');
+    const noteList = el('ul', 'd-notes');
+    for (const e of notes) {
+      const li = el('li');
+      li.append(el('span', 'mono', formatClock(parseTime(e.data.at))), el('span', 'note-author', e.data.author || ''),
+        el('span', 'note-text', e.data.text || ''));
+      noteList.append(li);
+    }
+    const noteInput = el('textarea', 'd-note-input');
+    noteInput.id = 'note-text';
+    noteInput.rows = 2;
+    noteInput.maxLength = 4000;
+    noteInput.placeholder = t('action.note_placeholder');
+    body.push(section('detail.notes', notes.length ? noteList : el('p', 'muted', t('detail.no_notes')),
+      noteInput, actionButton('note', null, t('action.note'))));
+
+    const tl = el('ol', 'd-timeline');
+    for (const e of detail.timeline.slice().reverse()) {
+      const li = el('li', `ev ev-${e.type}`);
+      li.dataset.seq = String(e.seq);
+      li.append(el('span', 'mono ev-at', formatClock(parseTime(e.data && e.data.at))), el('span', 'ev-type', dict && dict[`ev.${e.type}`] ? t(`ev.${e.type}`) : e.type),
+        el('span', 'ev-what', eventSummary(e)));
+      const actor = e.data && (e.data.actor || e.data.author);
+      if (actor) li.append(el('span', 'ev-actor', actor));
+      tl.append(li);
+    }
+    body.push(section('detail.timeline', detail.data ? tl : el('p', 'muted', t('detail.loading'))));
+
+    // Keep what the operator is typing across live re-renders.
+    const typedNote = $('note-text') ? $('note-text').value : '';
+    const typedReason = $('cancel-reason') ? $('cancel-reason').value : '';
+    const scroll = dom.detailBody.scrollTop;
+    dom.detailBody.replaceChildren(...body.filter((x) => x !== ''));
+    if ($('note-text')) $('note-text').value = typedNote;
+    if ($('cancel-reason')) $('cancel-reason').value = typedReason;
+    dom.detailBody.scrollTop = scroll;
+    paintDetailTimers(t0);
+  }
+
+  /** A button for an action whose endpoint is not there yet (see window.board.hooks). */
+  function hookButton(name_, team) {
+    const hook = window.board.hooks[name_];
+    const b = actionButton(`hook:${name_}`, team, t(`action.${name_.replace('-', '_')}`), 'hook');
+    b.disabled = typeof hook !== 'function';
+    return b;
+  }
+
+  function paintDetailTimers(t0) {
+    for (const d of detail.dueEls) {
+      const left = d.due - t0;
+      d.span.textContent = formatSpan(left);
+      d.span.className = left < 0 ? 'due mono over' : left < amberMs(d.win) ? 'due mono warn' : 'due mono';
+    }
+  }
+
+  async function onDetailClick(ev) {
+    const button = ev.target.closest('button[data-action]');
+    if (!button || button.disabled || detail.id === null) return;
+    const id = detail.id;
+    const action = button.dataset.action;
+    const team = button.dataset.team || null;
+    if (action === 'explain') return explainDetail();
+    if (action.startsWith('hook:')) {
+      const hook = window.board.hooks[action.slice(5)];
+      if (typeof hook === 'function') hook({ incidentId: id, team, actor: operatorActor(), post });
+      return;
+    }
+    const actor = operatorActor(UNIT_ACTIONS_ALL.has(action) ? team : null);
+    if (!actor) return flashOperator();
+    let url;
+    let body;
+    if (UNIT_ACTIONS_ALL.has(action)) {
+      url = `/api/v1/incidents/${id}/assignments/${encodeURIComponent(team)}/${action}`;
+      body = { actor };
+    } else if (action === 'close') {
+      url = `/api/v1/incidents/${id}/close`;
+      body = { actor };
+    } else if (action === 'cancel') {
+      const reason = ($('cancel-reason').value || '').trim();
+      if (!reason) return showDetailMessage(t('action.need_reason'), true);
+      url = `/api/v1/incidents/${id}/cancel`;
+      body = { actor, reason };
+    } else if (action === 'note') {
+      const text = ($('note-text').value || '').trim();
+      if (!text) return;
+      url = `/api/v1/incidents/${id}/notes`;
+      body = { author: actor, text };
+    } else {
+      return;
+    }
+    detail.busy = true;
+    renderDetail();
+    try {
+      await post(url, body);
+      if (action === 'note' && $('note-text')) $('note-text').value = '';
+      if (action === 'cancel' && $('cancel-reason')) $('cancel-reason').value = '';
+      detail.message = { text: t('action.done'), error: false };
+    } catch (err) {
+      detail.message = { text: t('action.failed', { status: err.status || '?', detail: err.detail || err.message }), error: true };
+    } finally {
+      detail.busy = false;
+      if (detail.id === id) {
+        detailDirty = true;
+        schedule();
+      }
+    }
+  }
+  const UNIT_ACTIONS_ALL = new Set(['acknowledge', 'en-route', 'on-scene', 'resolve']);
+
+  async function explainDetail() {
+    const inc = incidents.get(detail.id) || detail.data;
+    if (!inc) return;
+    const q = new URLSearchParams();
+    if (inc.reported_category || inc.category) q.set('category', inc.reported_category || inc.category);
+    if (inc.description) q.set('description', inc.description.slice(0, 4000));
+    if (inc.zone) q.set('zone', inc.zone);
+    if (inc.location) {
+      q.set('lat', String(inc.location.lat));
+      q.set('lon', String(inc.location.lon));
+    }
+    if (inc.severity != null) q.set('severity', String(inc.severity));
+    if (inc.reporter_kind) q.set('reporter_kind', inc.reporter_kind);
+    if (inc.reported_at) q.set('at', inc.reported_at);
+    detail.explain = 'loading';
+    renderDetail();
+    try {
+      const res = await fetch(`/api/v1/rules/explain?${q}`, { headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      detail.explain = await res.json();
+    } catch (err) {
+      detail.explain = { error: String(err.message || err) };
+    }
+    detailDirty = true;
+    schedule();
+  }
+
+  // ---- the map --------------------------------------------------------------------------
+
+  const map = { proj: null, scale: 1, zones: null, width: 1000, height: 600 };
+  const M_PER_DEG = 111320;
+
+  async function loadZones() {
+    try {
+      const res = await fetch('/api/v1/rules/zones', { headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`zones: HTTP ${res.status}`);
+      map.zones = await res.json();
+    } catch (err) {
+      console.warn('board: could not load the zones', err);
+      return;
+    }
+    buildProjection();
+    drawZones();
+    needFull = true; // markers are placed by the new projection
+    schedule();
+  }
+
+  /** Equirectangular projection of the zones' box (plus their radii and a margin) onto the viewBox. */
+  function buildProjection() {
+    const fc = map.zones;
+    if (!fc || !fc.bbox) return;
+    let [west, south, east, north] = fc.bbox;
+    let pad = 0;
+    for (const f of fc.features) if (f.properties && f.properties.radius_m) pad = Math.max(pad, f.properties.radius_m / M_PER_DEG);
+    const lat0 = ((south + north) / 2) * (Math.PI / 180);
+    const kx = Math.cos(lat0);
+    const margin = Math.max(north - south, (east - west) * kx) * 0.08 + pad;
+    south -= margin;
+    north += margin;
+    west -= margin / kx;
+    east += margin / kx;
+    const w = (east - west) * kx;
+    const h = north - south;
+    map.scale = map.width / w;
+    map.height = Math.round(h * map.scale);
+    map.proj = (lon, lat) => [(lon - west) * kx * map.scale, (north - lat) * map.scale];
+    dom.map.setAttribute('viewBox', `0 0 ${map.width} ${map.height}`);
+  }
+
+  function zoneCentre(z) {
+    if (!z) return null;
+    const g = z.geometry;
+    if (g.type === 'Point') return g.coordinates;
+    const ring = g.coordinates[0].slice(0, -1);
+    const lon = ring.reduce((s, p) => s + p[0], 0) / ring.length;
+    const lat = ring.reduce((s, p) => s + p[1], 0) / ring.length;
+    return [lon, lat];
+  }
+
+  function drawZones() {
+    if (!map.proj) return;
+    const polys = [];
+    const circles = [];
+    const texts = [];
+    for (const f of map.zones.features) {
+      const p = f.properties || {};
+      const g = f.geometry;
+      let labelAt;
+      if (g.type === 'Point') {
+        const [x, y] = map.proj(g.coordinates[0], g.coordinates[1]);
+        const r = ((p.radius_m || 50) / M_PER_DEG) * map.scale;
+        circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
+        labelAt = [x, y - r - 8];
+      } else {
+        const d = g.coordinates.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
+        polys.push(svg('path', { d, class: 'zone zone-polygon', 'data-zone': f.id }));
+        const ring = g.coordinates[0];
+        const xs = ring.map(([lon, lat]) => map.proj(lon, lat));
+        labelAt = [Math.min(...xs.map((q) => q[0])) + 12, Math.min(...xs.map((q) => q[1])) + 30];
+      }
+      const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
+      text.textContent = lang === 'en' ? p.name_en || p.name : p.name;
+      texts.push(text);
+    }
+    dom.mapZones.replaceChildren(...polys, ...circles, ...texts);
+  }
+
+  /** Where an incident goes on the map: its location, else near its zone's centre (marked approx). */
+  function markerPosition(inc) {
+    if (!map.proj) return null;
+    if (inc.location && Number.isFinite(+inc.location.lat) && Number.isFinite(+inc.location.lon)) {
+      return { xy: map.proj(+inc.location.lon, +inc.location.lat), approx: false };
+    }
+    const zid = inc.zones[0] || inc.zone;
+    const feature = map.zones && zid ? map.zones.features.find((f) => f.id === zid) : null;
+    const c = zoneCentre(feature);
+    if (!c) return null;
+    const [x, y] = map.proj(c[0], c[1]);
+    const angle = inc.id * 2.39996; // golden angle: neighbours spread around the centre
+    const dist = 10 + 7 * Math.sqrt(inc.id % 40);
+    return { xy: [x + dist * Math.cos(angle), y + dist * Math.sin(angle)], approx: true };
+  }
+
+  function placeMarker(view, inc, info) {
+    const pos = markerPosition(inc);
+    if (!pos) {
+      if (view.marker) view.marker.remove();
+      view.marker = null;
+      return;
+    }
+    let m = view.marker;
+    if (!m) {
+      m = svg('circle', { r: 13, class: 'marker' });
+      m.dataset.markerId = String(inc.id);
+      m.append(svg('title'));
+      view.marker = m;
+    }
+    // Only what changed is written: any write to the SVG repaints the whole map.
+    const cx = pos.xy[0].toFixed(1);
+    const cy = pos.xy[1].toFixed(1);
+    if (m.getAttribute('cx') !== cx) m.setAttribute('cx', cx);
+    if (m.getAttribute('cy') !== cy) m.setAttribute('cy', cy);
+    if (m.dataset.status !== inc.status) m.dataset.status = inc.status;
+    if (m.classList.contains('approx') !== pos.approx) m.classList.toggle('approx', pos.approx);
+    if (m.classList.contains('flagged') !== info.flag) m.classList.toggle('flagged', info.flag);
+    if (m.classList.contains('filtered') === view.visible) m.classList.toggle('filtered', !view.visible);
+    const cat = name(labels.catalogue.get(inc.category), inc.category || '');
+    setText(m.firstChild, `#${inc.id} ${cat} · ${t(`status.${inc.status}`)}${pos.approx ? ` (${t('map.approx')})` : ''}`);
+    if (m.parentNode !== dom.mapMarkers) dom.mapMarkers.append(m);
+  }
+
+  /** Hook for the roster (being built in main): draw officers as small triangles. Each item:
+   *  {id, name, team, lat, lon}. Call window.board.renderOfficers(list) with the whole list. */
+  function renderOfficers(list) {
+    if (!map.proj) return;
+    const nodes = [];
+    for (const o of list || []) {
+      if (!Number.isFinite(+o.lat) || !Number.isFinite(+o.lon)) continue;
+      const [x, y] = map.proj(+o.lon, +o.lat);
+      const tri = svg('path', { d: `M${x.toFixed(1)},${(y - 8).toFixed(1)}l7,12h-14z`, class: 'officer' });
+      tri.dataset.officerId = String(o.id);
+      if (o.team) tri.dataset.team = o.team;
+      const title = svg('title');
+      title.textContent = `${o.name || o.id}${o.team ? ` · ${teamName(o.team)}` : ''}`;
+      tri.append(title);
+      nodes.push(tri);
+    }
+    dom.mapOfficers.replaceChildren(...nodes);
   }
 
   // ---- the one-second tick --------------------------------------------------------------
 
   function tick() {
-    const t = now();
-    dom.clock.textContent = formatClock(t);
-    dom.clock.title = formatDate(t) + (skew.offset ? ` (server clock, local ${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)} s)` : '');
-    for (const view of views.values()) paintTimer(view, t);
+    const t0 = now();
+    dom.clock.textContent = formatClock(t0);
+    dom.clock.title = formatDate(t0) + (skew.offset ? ` (server clock, local ${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)} s)` : '');
+    for (const view of views.values()) paintTimer(view, t0);
+    if (detail.dueEls.length) paintDetailTimers(t0);
     if (fresh.size) clearFresh();
     // Wake just after the next whole second of the (server) clock.
-    setTimeout(tick, 1000 - (t % 1000) + 15);
+    setTimeout(tick, 1000 - (t0 % 1000) + 15);
   }
 
   // ---- the feed connection --------------------------------------------------------------
@@ -851,9 +1765,9 @@
   let retryTimer = null;
   let retryAt = 0;
 
-  function setConnection(state, text, en) {
+  function setConnection(state, text) {
     dom.connection.dataset.state = state;
-    dom.connectionText.replaceChildren(document.createTextNode(text + ' '), el('small', 'en', en));
+    dom.connectionText.textContent = text;
     document.body.classList.toggle('stale', state !== 'open');
   }
 
@@ -891,7 +1805,7 @@
       if (ws !== socket) return;
       openedAt = Date.now();
       lastFrameAt = openedAt;
-      setConnection('open', '已连接', 'connected');
+      setConnection('open', t('conn.open'));
       dom.connection.title = `ws connected at ${formatClock(Date.now())}`;
     };
     socket.onmessage = (ev) => {
@@ -928,7 +1842,7 @@
     retryAt = Date.now() + delay;
     const why = ev ? `closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})` : 'failed';
     dom.connection.title = `ws ${why}; retry at ${formatClock(retryAt)} with since=${lastSeq ?? '(snapshot)'}`;
-    setConnection('closed', '重连中', `reconnecting in ${Math.round(delay / 1000)}s`);
+    setConnection('closed', t('conn.reconnecting', { s: Math.round(delay / 1000) }));
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
   }
@@ -940,7 +1854,7 @@
     ws = null;
     if (old) old.close(1000, 'resync');
     clearTimeout(retryTimer);
-    setConnection('closed', '重新同步', 'resyncing');
+    setConnection('closed', t('conn.resyncing'));
     retryTimer = setTimeout(connect, 100);
   }
 
@@ -949,6 +1863,18 @@
   window.board = {
     lastSeq: () => lastSeq,
     incidents: () => Array.from(incidents.values()),
+    alarms: () => Array.from(alarms.values()),
+    openDetail: (id) => openDetail(Number(id)),
+    renderOfficers: (list) => renderOfficers(list),
+    /** Test and benchmark hook: close the feed as a network cut would (the board resumes by itself). */
+    dropFeed: () => {
+      if (ws) ws.close(4000, 'dropped by the page');
+    },
+    /* Hook points for the actions whose endpoints are being built in main: set
+     * window.board.hooks.reassign / ['add-team'] / ['escalate-now'] to a function
+     * ({incidentId, team, actor, post}) => void, and the detail panel enables its button. */
+    hooks: { reassign: null, 'add-team': null, 'escalate-now': null },
+    onFlush: null,
   };
 
   let startedAt = 0;
@@ -956,7 +1882,48 @@
   function start() {
     startedAt = performance.now();
     bindDom();
-    setConnection('closed', '连接中', 'connecting');
+    dom.operator.value = recall('board.operator') || '';
+    dom.operator.addEventListener('change', () => store('board.operator', operatorName() || null));
+    dom.operator.addEventListener('input', () => store('board.operator', operatorName() || null));
+    dom.sound.addEventListener('click', toggleSound);
+    dom.langToggle.addEventListener('click', () => {
+      loadLang(lang === 'en' ? 'zh-CN' : 'en').then(writeUrl);
+    });
+    $('filters').addEventListener('change', onFilterChange);
+    $('filter-clear').addEventListener('click', clearFilters);
+    $('incidents').addEventListener('click', (ev) => {
+      const row = ev.target.closest('.row[data-incident-id]');
+      if (row) openDetail(Number(row.dataset.incidentId));
+    });
+    $('incidents').addEventListener('keydown', (ev) => {
+      const row = ev.target.closest('.row[data-incident-id]');
+      if (row && (ev.key === 'Enter' || ev.key === ' ')) {
+        ev.preventDefault();
+        openDetail(Number(row.dataset.incidentId));
+      }
+    });
+    dom.mapMarkers.addEventListener('click', (ev) => {
+      const m = ev.target.closest('[data-marker-id]');
+      if (m) openDetail(Number(m.dataset.markerId));
+    });
+    dom.alarmList.addEventListener('click', (ev) => {
+      const li = ev.target.closest('li[data-alarm-seq]');
+      if (!li) return;
+      if (ev.target.closest('.alarm-ack')) acknowledgeAlarm(Number(li.dataset.alarmSeq));
+      else openDetail(Number(li.dataset.alarmIncident));
+    });
+    $('detail-close').addEventListener('click', closeDetail);
+    dom.detailBody.addEventListener('click', onDetailClick);
+    window.addEventListener('resize', () => { if (detail.id !== null) placeDetail(); });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && detail.id !== null) closeDetail();
+    });
+    setConnection('closed', '…');
+    loadLang(lang).then(() => {
+      setConnection(dom.connection.dataset.state, t(dom.connection.dataset.state === 'open' ? 'conn.open' : 'conn.connecting'));
+      const wanted = Number(params.get('incident'));
+      if (wanted > 0) openDetail(wanted);
+    });
     loadRules();
     connect();
     schedule();

@@ -80,8 +80,8 @@ async def test_a_report_appears_live_and_its_acknowledgement_follows(server: Ser
     assert "<script>alert('x')</script>" in text  # shown as text, not run
     assert page.dialogs == []
     assert await page.locator("#incidents script, #incidents img").count() == 0
-    # Labels come from the rule table: Chinese first, English beside it.
-    assert "交通拥堵" in text and "Traffic congestion" in text and "五岔口" in text
+    # Labels come from the rule table, in the board's language (zh-CN by default; see test_board_operator).
+    assert "交通拥堵" in text and "五岔口" in text and "Traffic congestion" not in text
     assert await page.locator("#last-seq").inner_text() == "3"
 
 

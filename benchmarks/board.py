@@ -1,0 +1,357 @@
+"""How smooth is the board with 1,000 open incidents and 50 events a second?
+
+    .venv/bin/python benchmarks/board.py                       # 3 runs of 30 s, medians printed
+    .venv/bin/python benchmarks/board.py --runs 1 --seconds 10 --incidents 300 --rate 20
+
+Each run starts ``dispatcher serve`` with a fresh SQLite database on a free loopback port, creates
+``--incidents`` open incidents over HTTP (five-way matters with five teams, wage disputes with
+three, a few for triage), opens the board in a headless Chromium (Debian's ``/usr/bin/chromium``
+through Playwright, 1600x900), waits until every row is drawn, then drives ``--rate`` events per
+second for ``--seconds`` over HTTP, open loop: units acknowledging, setting off, arriving and
+resolving, notes, new reports, resolved incidents closed. Measured inside the page:
+
+* frames: the interval between animation frames during the drive (p50/p95/p99/max, and how many
+  were longer than 50 ms);
+* long tasks (``PerformanceObserver('longtask')``, tasks over 50 ms): count, total and longest;
+* event → DOM: from the moment a feed frame arrives in the page to the end of the flush that drew
+  it (the rows are in the DOM then); and from the event's server timestamp (same machine clock) to
+  that flush;
+* correctness at the end: the rows drawn are exactly the open incidents, and the board's last seq
+  is the server's.
+
+No assertion on time: the script prints the figures (and ``--json`` writes them). Every wait is
+bounded; traffic goes to loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import Server, machine_info, make_tempdir  # benchmarks/ is the script's folder
+
+CHROMIUM = "/usr/bin/chromium"
+FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way", "description": "集市日五岔口拥堵"}
+WAGES = {"category": "labour.wage_arrears", "zone": "town-centre", "description": "拖欠农民工工资"}
+TRIAGE = {"zone": "market", "description": "你好，请问一下"}
+TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink.user_timing"]
+QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
+NEXT_ACTION = {"dispatched": "acknowledge", "acknowledged": "en-route", "en_route": "on-scene", "on_scene": "resolve"}
+
+# Installed before the board's own script: records frame intervals, long tasks, and when each
+# feed frame arrived; board.onFlush (called by the board after each flush) settles the latencies.
+PROBE = """
+(() => {
+  const probe = window.__probe = { frames: [], longtasks: [], arrivals: [], latencies: [], serverLat: [],
+    recording: false, lastFrame: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (probe.recording) probe.longtasks.push(e.duration);
+  }).observe({ type: 'longtask', buffered: false });
+  const frame = (t) => {
+    if (probe.recording && probe.lastFrame) probe.frames.push(t - probe.lastFrame);
+    probe.lastFrame = t;
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+  const Real = window.WebSocket;
+  window.WebSocket = class extends Real {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => {
+        if (!probe.recording) return;
+        const head = ev.data.slice(0, 48);
+        const m = /"seq":(\\d+)/.exec(head);
+        if (!m || head.indexOf('"kind":"event"') < 0) return;
+        const at = /"at":"([^"]+)"/.exec(ev.data);
+        const stamp = at ? Date.parse(at[1].replace(/(\\.\\d{3})\\d+/, '$1')) : NaN;
+        probe.arrivals.push([Number(m[1]), performance.now(), stamp]);
+      });
+    }
+  };
+  let next = 0;
+  const settle = (seq) => {
+    const t = performance.now();
+    const wall = Date.now();
+    const a = probe.arrivals;
+    while (next < a.length && a[next][0] <= seq) {
+      probe.latencies.push(t - a[next][1]);
+      if (Number.isFinite(a[next][2])) probe.serverLat.push(wall - a[next][2]);
+      next += 1;
+    }
+  };
+  const hook = () => { if (window.board) window.board.onFlush = settle; else setTimeout(hook, 10); };
+  hook();
+})();
+"""
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
+
+
+async def create_incidents(http: httpx.AsyncClient, count: int, rng: random.Random) -> None:
+    bodies = []
+    for n in range(count):
+        roll = rng.random()
+        body = FIVE_WAY if roll < 0.5 else WAGES if roll < 0.97 else TRIAGE
+        bodies.append({**body, "report_id": f"bench-{n}"})
+    sem = asyncio.Semaphore(16)
+
+    async def send(body: dict[str, Any]) -> None:
+        async with sem:
+            answer = await http.post("/api/v1/incidents", json=body)
+            answer.raise_for_status()
+
+    await asyncio.gather(*(send(b) for b in bodies))
+
+
+async def drive(
+    http: httpx.AsyncClient, seconds: float, rate: float, rng: random.Random, start_id: int
+) -> dict[str, Any]:
+    """Open-loop operations at ``rate`` per second; each makes one event (a report makes two)."""
+    listed = (await http.get("/api/v1/incidents", params={"open": "true", "limit": 500})).json()["data"]
+    offset = 500
+    while offset < 5000:
+        page = (await http.get("/api/v1/incidents", params={"open": "true", "limit": 500, "offset": offset})).json()
+        if not page["data"]:
+            break
+        listed += page["data"]
+        offset += 500
+    units = [(i["id"], a["team"], a["state"]) for i in listed for a in i["assignments"]]
+    state = {(iid, team): st for iid, team, st in units}
+    resolved: list[int] = []
+    sent = 0
+    errors = 0
+    new_reports = 0
+    tasks: set[asyncio.Task[Any]] = set()
+    coro: Coroutine[Any, Any, Any]
+    started = time.monotonic()
+
+    async def call(method: str, url: str, body: dict[str, Any]) -> httpx.Response | None:
+        nonlocal errors
+        try:
+            answer = await http.request(method, url, json=body)
+        except httpx.HTTPError:
+            errors += 1
+            return None
+        if answer.status_code >= 400:
+            errors += 1
+        return answer
+
+    async def move(iid: int, team: str, action: str) -> None:
+        answer = await call("POST", f"/api/v1/incidents/{iid}/assignments/{team}/{action}", {"actor": "bench"})
+        if answer is not None and answer.status_code == 200:
+            data = answer.json()
+            state[(iid, team)] = next(a["state"] for a in data["assignments"] if a["team"] == team)
+            if data["status"] == "resolved":
+                resolved.append(iid)
+
+    async def report(n: int) -> None:
+        answer = await call("POST", "/api/v1/incidents", {**FIVE_WAY, "report_id": f"bench-live-{n}"})
+        if answer is not None and answer.status_code == 201:
+            for a in answer.json()["assignments"]:
+                state[(answer.json()["id"], a["team"])] = a["state"]
+
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= seconds:
+            break
+        due = sent / rate
+        if due > elapsed:
+            await asyncio.sleep(due - elapsed)
+        roll = rng.random()
+        movable = [k for k, v in state.items() if v in NEXT_ACTION]
+        if roll < 0.10:
+            new_reports += 1
+            coro = report(new_reports)
+        elif roll < 0.15 and resolved:
+            coro = call("POST", f"/api/v1/incidents/{resolved.pop()}/close", {"actor": "bench"})
+        elif roll < 0.30:
+            iid = rng.choice(listed)["id"]
+            coro = call("POST", f"/api/v1/incidents/{iid}/notes", {"text": f"备注 {sent}", "author": "bench"})
+        elif movable:
+            iid, team = rng.choice(movable)
+            action = NEXT_ACTION[state[(iid, team)]]
+            state[(iid, team)] = "busy"  # one move in flight per unit
+            coro = _restore_on_fail(move(iid, team, action), state, (iid, team))
+        else:
+            continue
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        sent += 1
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    return {"operations": sent, "errors": errors, "seconds": round(time.monotonic() - started, 2)}
+
+
+async def _restore_on_fail(coro: Any, state: dict[Any, str], key: Any) -> None:
+    try:
+        await coro
+    finally:
+        if state.get(key) == "busy":
+            state[key] = "dispatched"
+
+
+async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    rng = random.Random(args.seed + run)
+    workdir = make_tempdir()
+    server = Server(f"sqlite+aiosqlite:///{workdir / 'board.db'}", workdir, log_level="warning")
+    server.start()
+    try:
+        await server.wait_ready()
+        async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+            t0 = time.monotonic()
+            await create_incidents(http, args.incidents, rng)
+            setup_s = time.monotonic() - t0
+            open_count = (await http.get("/api/v1/incidents", params={"open": "true", "limit": 1})).json()["count"]
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=args.chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+                )
+                try:
+                    page = await (await browser.new_context(viewport={"width": 1600, "height": 900})).new_page()
+                    await page.add_init_script(PROBE)
+                    t1 = time.monotonic()
+                    await page.goto(f"{server.base}/board")
+                    await page.wait_for_function(
+                        "n => document.querySelectorAll('#incidents [data-incident-id]').length === n",
+                        arg=open_count,
+                        timeout=60_000,
+                    )
+                    first_render_s = time.monotonic() - t1
+                    seq_before = (await http.get("/readyz")).json()["last_seq"]
+                    if args.trace and run == 1:
+                        await browser.start_tracing(page=page, path=str(args.trace), categories=TRACE_CATEGORIES)
+                    load_before = os.getloadavg()[0]
+                    await page.evaluate("() => { window.__probe.recording = true; }")
+                    driven = await drive(http, args.seconds, args.rate, rng, open_count)
+                    load_after = os.getloadavg()[0]
+                    if args.trace and run == 1:
+                        await browser.stop_tracing()
+                    last_seq = (await http.get("/readyz")).json()["last_seq"]
+                    await page.wait_for_function("seq => window.board.lastSeq() === seq", arg=last_seq, timeout=30_000)
+                    await page.wait_for_timeout(300)  # the last flush
+                    await page.evaluate("() => { window.__probe.recording = false; }")
+                    probe = await page.evaluate(
+                        "() => ({frames: __probe.frames, longtasks: __probe.longtasks,"
+                        " latencies: __probe.latencies, serverLat: __probe.serverLat,"
+                        " rows: Array.from(document.querySelectorAll('#incidents [data-incident-id]'))"
+                        ".map(r => Number(r.dataset.incidentId))})"
+                    )
+                finally:
+                    await browser.close()
+            api_open = set()
+            offset = 0
+            while True:
+                page_data = (
+                    await http.get("/api/v1/incidents", params={"open": "true", "limit": 500, "offset": offset})
+                ).json()["data"]
+                if not page_data:
+                    break
+                api_open |= {i["id"] for i in page_data}
+                offset += 500
+    finally:
+        server.stop()
+    events = last_seq - seq_before
+    frames = probe["frames"]
+    rows = probe["rows"]
+    return {
+        "run": run,
+        "incidents_created": args.incidents,
+        "setup_s": round(setup_s, 2),
+        "first_render_s": round(first_render_s, 2),
+        "events": events,
+        "events_per_s": round(events / driven["seconds"], 1),
+        "operations": driven["operations"],
+        "http_errors": driven["errors"],
+        "frames": len(frames),
+        "frame_ms": {"p50": pct(frames, 50), "p95": pct(frames, 95), "p99": pct(frames, 99), "max": pct(frames, 100)},
+        "frames_over_50ms": sum(1 for f in frames if f > 50),
+        "longtasks": len(probe["longtasks"]),
+        "longtask_total_ms": round(sum(probe["longtasks"]), 1),
+        "longtask_max_ms": round(max(probe["longtasks"], default=0), 1),
+        "event_to_dom_ms": {
+            q: pct(probe["latencies"], n) for q, n in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
+        },
+        "server_event_to_dom_ms": {
+            q: pct(probe["serverLat"], n) for q, n in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
+        },
+        "events_measured": len(probe["latencies"]),
+        "rows_match_open_incidents": sorted(rows) == sorted(api_open) and len(rows) == len(set(rows)),
+        "open_at_end": len(api_open),
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+    }
+
+
+def median_of(runs: list[dict[str, Any]], *path: str) -> float | None:
+    values = []
+    for r in runs:
+        v: Any = r
+        for p in path:
+            v = v[p]
+        if v is not None:
+            values.append(v)
+    return round(statistics.median(values), 2) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--incidents", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=50.0, help="operations (≈ events) per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--chromium", default=CHROMIUM)
+    parser.add_argument("--json", type=Path, help="write every run and the medians here")
+    parser.add_argument("--trace", type=Path, help="write a Chrome trace of the first run's drive here")
+    args = parser.parse_args()
+    if not (1 <= args.runs <= 10 and 1 <= args.incidents <= 5000 and 0 < args.rate <= 500 and 0 < args.seconds <= 300):
+        parser.error("runs 1-10, incidents 1-5000, rate up to 500/s, seconds up to 300")
+    runs = []
+    for run in range(1, args.runs + 1):
+        result = asyncio.run(one_run(args, run))
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+        runs.append(result)
+    medians = {
+        "first_render_s": median_of(runs, "first_render_s"),
+        "events_per_s": median_of(runs, "events_per_s"),
+        "frame_ms_p50": median_of(runs, "frame_ms", "p50"),
+        "frame_ms_p95": median_of(runs, "frame_ms", "p95"),
+        "frame_ms_p99": median_of(runs, "frame_ms", "p99"),
+        "frame_ms_max": median_of(runs, "frame_ms", "max"),
+        "frames_over_50ms": median_of(runs, "frames_over_50ms"),
+        "longtasks": median_of(runs, "longtasks"),
+        "longtask_total_ms": median_of(runs, "longtask_total_ms"),
+        "longtask_max_ms": median_of(runs, "longtask_max_ms"),
+        "event_to_dom_ms_p50": median_of(runs, "event_to_dom_ms", "p50"),
+        "event_to_dom_ms_p95": median_of(runs, "event_to_dom_ms", "p95"),
+        "event_to_dom_ms_p99": median_of(runs, "event_to_dom_ms", "p99"),
+        "server_event_to_dom_ms_p50": median_of(runs, "server_event_to_dom_ms", "p50"),
+        "server_event_to_dom_ms_p99": median_of(runs, "server_event_to_dom_ms", "p99"),
+        "all_rows_matched": all(r["rows_match_open_incidents"] for r in runs),
+    }
+    print(json.dumps({"medians": medians, "machine": machine_info()}, ensure_ascii=False, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "medians": medians, "machine": machine_info()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
