@@ -18,6 +18,8 @@
  *   #detail[data-incident] (the detail panel), its buttons [data-action][data-team]
  *   #map .marker[data-marker-id][data-status]
  *   #filter-module, #filter-team, #filter-status, #filter-zone, #lang-toggle, #operator, #sound-toggle
+ *   .chip[data-officer] (the officer sent), .chip[data-waiting] (nobody could go yet), .reports[data-count]
+ *   #units-panel, #unit-teams > [data-team] .unit[data-officer][data-status], #waiting-count
  *
  * All UI labels come from /static/i18n/<lang>.json; names of categories, teams, modules and zones
  * from the rule table (name / name_en). All report text (description, reporter, notes, labels)
@@ -30,7 +32,7 @@
 
   const STATUSES = ['reported', 'dispatched', 'acknowledged', 'en_route', 'on_scene', 'resolved'];
   const QUEUES = new Set(['triage', 'admission']);
-  const FINAL = new Set(['closed', 'cancelled']);
+  const FINAL = new Set(['closed', 'cancelled', 'merged']);
   /** The unit states that keep each promise (mirrors the server's KEPT_BY). */
   const KEPT_BY = {
     ack: new Set(['acknowledged', 'en_route', 'on_scene', 'resolved']),
@@ -64,6 +66,9 @@
   let lastSeq = null;
   let rules = null;
   const labels = { teams: new Map(), modules: new Map(), zones: new Map(), catalogue: new Map(), departments: new Map() };
+  /** @type {Map<string, object>} officers on the roster by id (from /api/v1/units, refreshed) */
+  const officers = new Map();
+  let unitsDirty = false;
 
   const dirty = new Set();
   let needFull = true;
@@ -136,6 +141,8 @@
       mapZones: $('map-zones'),
       mapMarkers: $('map-markers'),
       mapOfficers: $('map-officers'),
+      unitTeams: $('unit-teams'),
+      waitingCount: $('waiting-count'),
       filters: {},
     };
     for (const k of FILTER_KEYS) dom.filters[k] = $(`filter-${k}`);
@@ -385,7 +392,7 @@
   /** Fold one event into the open alarms, with the server's rules (dispatcher/alarms.py). */
   function foldAlarm(type, d, seq, live) {
     const id = d.incident_id;
-    if (type === 'IncidentClosed' || type === 'IncidentCancelled') {
+    if (type === 'IncidentClosed' || type === 'IncidentCancelled' || type === 'IncidentMerged') {
       for (const [s, a] of alarms) if (a.incident_id === id) alarms.delete(s);
       alarmsDirty = true;
     } else if (type === 'AlarmAcknowledged') {
@@ -456,8 +463,8 @@
             const due = u[`${kind}_due`];
             if (due) deadlines.push({ kind, due_at: due, state: 'pending', settled_at: null });
           }
-          const assignment = { team: u.team, role: u.role, state: 'dispatched',
-            dispatched_at: d.at, updated_at: d.at, deadlines };
+          const assignment = { team: u.team, role: u.role, state: 'dispatched', officer: u.officer ?? null,
+            waiting: false, tried: [], escalations: [], dispatched_at: d.at, updated_at: d.at, deadlines };
           const i = inc.assignments.findIndex((a) => a.team === u.team);
           if (i >= 0) inc.assignments[i] = assignment; else inc.assignments.push(assignment);
         }
@@ -483,9 +490,60 @@
       }
       case 'IncidentClosed':
       case 'IncidentCancelled':
+      case 'IncidentMerged':
         if (!inc) return false;
         incidents.delete(id);
         return true;
+      case 'AssignmentWaiting': {
+        const a = inc && findAssignment(inc, d.team);
+        if (!a) return false;
+        a.waiting = true;
+        unitsDirty = true;
+        break;
+      }
+      case 'OfficerAssigned': {
+        const a = inc && findAssignment(inc, d.team);
+        if (!a) return false;
+        if (a.officer) (a.tried = a.tried || []).push(a.officer);
+        a.officer = d.officer;
+        a.waiting = false;
+        if (d.ack_due) {
+          const ack = a.deadlines.find((x) => x.kind === 'ack');
+          if (ack) Object.assign(ack, { due_at: d.ack_due, state: 'pending', settled_at: null });
+          else a.deadlines.unshift({ kind: 'ack', due_at: d.ack_due, state: 'pending', settled_at: null });
+        }
+        unitsDirty = true;
+        break;
+      }
+      case 'AssignmentReturned':
+      case 'AssignmentReassigned': {
+        const a = inc && findAssignment(inc, type === 'AssignmentReturned' ? d.team : d.from_team);
+        if (!a) return false;
+        a.state = type === 'AssignmentReturned' ? 'returned' : 'cancelled';
+        for (const dl of a.deadlines) if (dl.state === 'pending') Object.assign(dl, { state: 'void', settled_at: d.at });
+        if (type === 'AssignmentReturned' && a.role === 'lead') inc.routing.queue = 'returned';
+        if (type === 'AssignmentReassigned' && a.role === 'lead') {
+          a.role = 'support';
+          inc.routing.queue = null;
+        }
+        if (d.incident_status) inc.status = d.incident_status;
+        unitsDirty = true;
+        break;
+      }
+      case 'PriorityChanged':
+        if (!inc) return false;
+        inc.priority = d.to_priority;
+        break;
+      case 'ReportAttached':
+      case 'ReportSplit':
+        if (!inc) return false;
+        inc.report_count = d.report_count;
+        break;
+      case 'HandoverAttempted':
+        if (!inc) return false;
+        inc.delivery = { department: d.department, attempts: d.attempt, last_error: d.error,
+          state: d.ok ? 'delivered' : d.final ? 'failed' : 'pending' };
+        break;
       case 'NoteAdded':
         if (!inc) return false; // notes may follow a closed incident: it is no longer on the board
         inc._note = { author: d.author ?? null, text: d.text ?? '', at: d.at, seq };
@@ -717,8 +775,18 @@
     if (missed.length) chip.classList.add('missed');
     chip.append(el('span', 'chip-name', name(team, a.team)));
     chip.append(el('span', 'chip-meta', `${t(`role.${a.role}`)}·${t(`unit.${a.state}`)}`));
+    if (a.officer) {
+      chip.dataset.officer = a.officer;
+      chip.append(el('span', 'chip-officer', officerName(a.officer)));
+    } else if (a.waiting) {
+      chip.dataset.waiting = 'true';
+      chip.classList.add('waiting');
+      chip.append(el('span', 'chip-waiting', t('chip.waiting')));
+    }
     for (const d of missed) chip.append(el('span', 'chip-miss', t('chip.missed', { kind: kindName(d.kind) })));
     const lines = [team ? `${altName(team)} (${team.department})` : a.team];
+    if (a.officer) lines.push(t('chip.officer', { name: officerName(a.officer), id: a.officer }));
+    if (a.tried && a.tried.length) lines.push(t('chip.tried', { names: a.tried.map(officerName).join('、') }));
     for (const d of a.deadlines) {
       const due = parseTime(d.due_at);
       lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatClock(due)}` : ''}`);
@@ -781,6 +849,12 @@
   function idNode(inc) {
     const frag = document.createDocumentFragment();
     frag.append(el('span', `pri pri-${inc.priority}`, `P${inc.priority}`), el('span', 'id mono', `#${inc.id}`));
+    if (inc.report_count > 1) {
+      const badge = el('span', 'reports mono', `×${inc.report_count}`);
+      badge.dataset.count = String(inc.report_count);
+      badge.title = t('reports.count', { n: inc.report_count });
+      frag.append(badge);
+    }
     if (inc.exercise) {
       const badge = el('span', 'drill', t('drill.badge'));
       badge.dataset.exercise = 'true';
@@ -827,6 +901,11 @@
         const chip = el('span', 'chip handover');
         chip.dataset.handover = handover;
         chip.append(el('span', 'chip-name', t('handover', { dept: name(dept, handover) })));
+        if (inc.delivery) {
+          chip.dataset.delivery = inc.delivery.state;
+          chip.append(el('span', 'chip-meta', t(`delivery.${inc.delivery.state}`, { n: inc.delivery.attempts })));
+          if (inc.delivery.last_error) chip.title = inc.delivery.last_error;
+        }
         chips.append(chip);
       } else if (!inc.assignments.length) {
         chips.append(el('span', 'muted', t('none_dispatched')));
@@ -1079,6 +1158,11 @@
     renderCounts();
     if (alarmsDirty) renderAlarms();
     if (detailDirty) renderDetail();
+    if (unitsDirty) {
+      renderUnits();
+      clearTimeout(unitsTimer);
+      unitsTimer = setTimeout(loadUnits, 500); // statuses and task counts changed on the server
+    }
     if (window.board.onFlush) window.board.onFlush(lastSeq);
   }
 
@@ -1347,6 +1431,24 @@
         return `${teamName(d.team)} · ${kindName(d.kind)} → ${d.to_title || ''} ${d.to_name || ''}`;
       case 'AlarmAcknowledged':
         return `#${d.alarm_seq}`;
+      case 'OfficerAssigned':
+        return `${teamName(d.team)} → ${officerName(d.officer)} (${t(`why.${d.reason}`)})`;
+      case 'AssignmentWaiting':
+        return t('alarm.waiting', { team: teamName(d.team), name: `${d.alerted_title || ''} ${d.alerted_name || ''}`.trim() });
+      case 'AssignmentReturned':
+        return `${teamName(d.team)}: ${d.reason || ''}`;
+      case 'AssignmentReassigned':
+        return `${teamName(d.from_team)} → ${teamName(d.to_team)}`;
+      case 'PriorityChanged':
+        return `P${d.from_priority} → P${d.to_priority}`;
+      case 'ReportAttached':
+        return `${d.reporter || ''} ×${d.report_count}`;
+      case 'ReportSplit':
+        return `${d.report_id} → #${d.new_incident_id}`;
+      case 'IncidentMerged':
+        return `→ #${d.into_incident_id}`;
+      case 'HandoverAttempted':
+        return `${d.attempt}: ${d.ok ? 'OK' : d.error || d.status_code || ''}`;
       default:
         return '';
     }
@@ -1389,6 +1491,23 @@
       ? el('p', 'd-meta', [inc.reporter ? t('reporter', { name: inc.reporter }) : '',
         inc.severity != null ? t('severity', { n: inc.severity }) : ''].filter(Boolean).join(' · '))
       : ''));
+
+    if (Array.isArray(inc.reports) && inc.reports.length) {
+      const joined = el('ul', 'd-joined');
+      for (const r of inc.reports) {
+        const li = el('li');
+        li.dataset.reportId = r.report_id;
+        li.append(el('span', 'mono', formatClock(parseTime(r.attached_at))), el('span', 'note-author', r.reporter || ''),
+          el('span', 'note-text', r.description || ''));
+        if (open && r.merged_from == null) {
+          const split = actionButton('split', null, t('action.split'), 'secondary');
+          split.dataset.report = r.report_id;
+          li.append(split);
+        }
+        joined.append(li);
+      }
+      body.push(section('detail.joined', joined));
+    }
 
     const loc = inc.location;
     body.push(section('detail.location', dl([
@@ -1443,8 +1562,7 @@
       if (open) {
         const acts = el('div', 'd-unit-actions');
         for (const action of UNIT_ACTIONS[a.state] || []) acts.append(actionButton(action, a.team, t(`action.${action}`)));
-        // Hook points: the endpoints are being built in main (dispatch/roster). Wire them here.
-        acts.append(hookButton('reassign', a.team));
+        if (UNIT_ACTIONS[a.state]) acts.append(officerPicker(a), actionButton('reassign', a.team, t('action.reassign')));
         item.append(acts);
       }
       rows.push(item);
@@ -1461,8 +1579,11 @@
       reason.placeholder = t('action.cancel_reason');
       reason.maxLength = 500;
       acts.append(reason, actionButton('cancel', null, t('action.cancel'), 'danger'));
-      acts.append(hookButton('add-team'), hookButton('escalate-now'));
-      body.push(section('detail.actions', acts));
+      const more = el('div', 'd-actions');
+      more.append(teamPicker(inc), actionButton('add-team', null, t('action.add_team')));
+      more.append(priorityPicker(inc), actionButton('priority', null, t('action.priority')));
+      more.append(actionButton('escalate-now', null, t('action.escalate_now'), 'danger'));
+      body.push(section('detail.actions', acts, more));
     }
 
     const notes = detail.timeline.filter((e) => e.type === 'NoteAdded');
@@ -1496,20 +1617,48 @@
     // Keep what the operator is typing across live re-renders.
     const typedNote = $('note-text') ? $('note-text').value : '';
     const typedReason = $('cancel-reason') ? $('cancel-reason').value : '';
+    const picked = Array.from(dom.detailBody.querySelectorAll('select[id]'), (x) => [x.id, x.value]);
     const scroll = dom.detailBody.scrollTop;
     dom.detailBody.replaceChildren(...body.filter((x) => x !== ''));
     if ($('note-text')) $('note-text').value = typedNote;
     if ($('cancel-reason')) $('cancel-reason').value = typedReason;
+    for (const [selectId, value] of picked) {
+      const select = $(selectId);
+      if (select && Array.from(select.options).some((o) => o.value === value)) select.value = value;
+    }
     dom.detailBody.scrollTop = scroll;
     paintDetailTimers(t0);
   }
 
-  /** A button for an action whose endpoint is not there yet (see window.board.hooks). */
-  function hookButton(name_, team) {
-    const hook = window.board.hooks[name_];
-    const b = actionButton(`hook:${name_}`, team, t(`action.${name_.replace('-', '_')}`), 'hook');
-    b.disabled = typeof hook !== 'function';
-    return b;
+  /** The team's officers on duty, for handing an assignment to another (first: the best free one). */
+  function officerPicker(a) {
+    const select = el('select', 'd-officer');
+    select.id = `officer-${a.team}`;
+    select.append(new Option(t('action.best_free'), ''));
+    for (const o of officers.values()) {
+      if (o.team !== a.team || !o.on_duty || o.id === a.officer) continue;
+      select.append(new Option(`${o.name} · ${t(`ustatus.${o.status}`)} · ${o.tasks}`, o.id));
+    }
+    return select;
+  }
+
+  function teamPicker(inc) {
+    const select = el('select', 'd-team');
+    select.id = 'add-team';
+    const working = new Set(inc.assignments.filter((a) => UNIT_ACTIONS[a.state]).map((a) => a.team));
+    for (const team of labels.teams.values()) if (!working.has(team.id)) select.append(new Option(name(team, team.id), team.id));
+    return select;
+  }
+
+  function priorityPicker(inc) {
+    const select = el('select', 'd-priority');
+    select.id = 'priority';
+    for (let p = 1; p <= 5; p++) {
+      const option = new Option(`P${p}`, String(p));
+      option.selected = p === inc.priority;
+      select.append(option);
+    }
+    return select;
   }
 
   function paintDetailTimers(t0) {
@@ -1527,11 +1676,6 @@
     const action = button.dataset.action;
     const team = button.dataset.team || null;
     if (action === 'explain') return explainDetail();
-    if (action.startsWith('hook:')) {
-      const hook = window.board.hooks[action.slice(5)];
-      if (typeof hook === 'function') hook({ incidentId: id, team, actor: operatorActor(), post });
-      return;
-    }
     const actor = operatorActor(UNIT_ACTIONS_ALL.has(action) ? team : null);
     if (!actor) return flashOperator();
     let url;
@@ -1552,6 +1696,24 @@
       if (!text) return;
       url = `/api/v1/incidents/${id}/notes`;
       body = { author: actor, text };
+    } else if (action === 'reassign') {
+      const picked = $(`officer-${team}`) ? $(`officer-${team}`).value : '';
+      url = `/api/v1/incidents/${id}/assignments/${encodeURIComponent(team)}/officer`;
+      body = picked ? { actor, officer: picked } : { actor };
+    } else if (action === 'add-team') {
+      const picked = $('add-team') ? $('add-team').value : '';
+      if (!picked) return;
+      url = `/api/v1/incidents/${id}/teams`;
+      body = { actor, team: picked };
+    } else if (action === 'priority') {
+      url = `/api/v1/incidents/${id}/priority`;
+      body = { actor, priority: Number($('priority').value) };
+    } else if (action === 'escalate-now') {
+      url = `/api/v1/incidents/${id}/escalate`;
+      body = { actor };
+    } else if (action === 'split') {
+      url = `/api/v1/incidents/${id}/split`;
+      body = { actor, report_id: button.dataset.report };
     } else {
       return;
     }
@@ -1744,6 +1906,93 @@
     dom.mapOfficers.replaceChildren(...nodes);
   }
 
+  // ---- teams and officers ---------------------------------------------------------------
+
+  function officerName(id) {
+    const o = officers.get(id);
+    return o ? o.name : id;
+  }
+
+  let unitsTimer = null;
+
+  /** The roster's officers with duty, status, position and tasks; refreshed every 10 s and after changes. */
+  async function loadUnits() {
+    clearTimeout(unitsTimer);
+    try {
+      const res = await fetch('/api/v1/units', { cache: 'no-store', headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`units: HTTP ${res.status}`);
+      const body = await res.json();
+      const before = Array.from(officers.values(), (o) => `${o.id}=${o.name}`).join();
+      officers.clear();
+      for (const o of body.data || []) officers.set(o.id, o);
+      const namesChanged = before !== Array.from(officers.values(), (o) => `${o.id}=${o.name}`).join();
+      renderOfficers(body.data.filter((o) => o.location).map((o) => ({ id: o.id, name: o.name, team: o.team,
+        lat: o.location.lat, lon: o.location.lon })));
+      renderUnits();
+      if (namesChanged) {
+        needFull = true; // chips name their officers: redraw once when the names change, not per load
+        detailDirty = true;
+        schedule();
+      } else if (detail.id !== null) {
+        detailDirty = true; // the officer pickers list who is free now
+        schedule();
+      }
+    } catch (err) {
+      console.warn('board: could not load the units', err);
+    } finally {
+      unitsTimer = setTimeout(loadUnits, 10000);
+    }
+  }
+
+  /** Who is on duty per team, each officer's status and tasks; the assignments waiting for someone. */
+  function renderUnits() {
+    unitsDirty = false;
+    if (!dom.unitTeams) return;
+    const waiting = new Map();
+    for (const inc of incidents.values()) {
+      for (const a of inc.assignments) {
+        if (a.waiting && UNIT_ACTIONS[a.state]) waiting.set(a.team, (waiting.get(a.team) || []).concat(inc.id));
+      }
+    }
+    let waitingTotal = 0;
+    const blocks = [];
+    const teams = new Map();
+    for (const o of officers.values()) teams.set(o.team, (teams.get(o.team) || []).concat(o));
+    for (const [teamId, list] of teams) {
+      const onDuty = list.filter((o) => o.on_duty);
+      const block = el('div', 'unit-team');
+      block.dataset.team = teamId;
+      const head = el('div', 'unit-head');
+      head.append(el('span', 'unit-team-name', teamName(teamId)), el('span', 'mono muted', `${onDuty.length}/${list.length}`));
+      const waits = waiting.get(teamId) || [];
+      waitingTotal += waits.length;
+      if (waits.length) {
+        const w = el('span', 'unit-waiting', t('units.waiting', { n: waits.length }));
+        w.title = waits.map((i) => `#${i}`).join(' ');
+        head.append(w);
+      }
+      block.append(head);
+      const row = el('div', 'unit-list');
+      for (const o of onDuty) {
+        const u = el('span', `unit ustatus-${o.status}`);
+        u.dataset.officer = o.id;
+        u.dataset.status = o.status;
+        u.append(el('span', 'unit-name', o.name));
+        if (o.tasks) u.append(el('span', 'unit-tasks mono', String(o.tasks)));
+        if (o.posted_at === 'five-way' || (o.posted_at && labels.zones.has(o.posted_at))) {
+          u.append(el('span', 'unit-post', name(labels.zones.get(o.posted_at), o.posted_at)));
+        }
+        u.title = `${o.post} · ${t(`ustatus.${o.status}`)} · ${t('units.tasks', { n: o.tasks })}`;
+        row.append(u);
+      }
+      if (!onDuty.length) row.append(el('span', 'muted', t('units.none_on_duty')));
+      block.append(row);
+      blocks.push(block);
+    }
+    dom.unitTeams.replaceChildren(...blocks);
+    if (dom.waitingCount) dom.waitingCount.textContent = String(waitingTotal);
+  }
+
   // ---- the one-second tick --------------------------------------------------------------
 
   function tick() {
@@ -1870,10 +2119,8 @@
     dropFeed: () => {
       if (ws) ws.close(4000, 'dropped by the page');
     },
-    /* Hook points for the actions whose endpoints are being built in main: set
-     * window.board.hooks.reassign / ['add-team'] / ['escalate-now'] to a function
-     * ({incidentId, team, actor, post}) => void, and the detail panel enables its button. */
-    hooks: { reassign: null, 'add-team': null, 'escalate-now': null },
+    officers: () => Array.from(officers.values()),
+    loadUnits: () => loadUnits(),
     onFlush: null,
   };
 
@@ -1926,6 +2173,7 @@
     });
     loadRules();
     connect();
+    loadUnits();
     schedule();
     tick();
   }

@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from dispatcher.settings import BUNDLED_TABLE
 from tests.conftest import IN_CI
+from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 from tests.e2e.test_board_browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FOUND
 
@@ -47,7 +48,7 @@ async def browser() -> AsyncIterator[Any]:
 
 def _start(tmp_path: Path, env: dict[str, str] | None = None) -> ServerProcess:
     url = f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"
-    return ServerProcess(url, tmp_path / "server.log", env=env).start()
+    return ServerProcess(url, tmp_path / "server.log", env={**PLAIN, **(env or {})}).start()
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""Dispatch on the board, in a real headless Chromium against a real server: officers on the chips and in
+the units panel, a waiting assignment, a duplicate's report count, and the operator's reassign and
+escalate-now clicked in the detail panel reaching the API with the operator's name.
+
+The quick township (tests/fixtures/quick-township.yaml, with an hour to acknowledge here) and its roster of
+two patrol officers on duty around the clock keep the test independent of the hour it runs at."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.conftest import IN_CI
+from tests.e2e.server import ServerProcess
+from tests.e2e.test_board_browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FOUND
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+NOISE = {"category": "order.noise", "description": "广场舞音响太吵", "location": {"lat": 28.8, "lon": 118.9}}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    if not CHROMIUM_FOUND:
+        message = f"Chromium not found at {CHROMIUM}"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it (.ci/run installs Debian's chromium)")
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    patient = tmp_path / "patient-township.yaml"
+    text = (FIXTURES / "quick-township.yaml").read_text(encoding="utf-8")
+    patient.write_text(text.replace("ack_within: 2s", "ack_within: 1h"), encoding="utf-8")
+    env = {"DISPATCHER_RULES_PATH": str(patient), "DISPATCHER_ROSTER_PATH": str(FIXTURES / "quick-roster.yaml")}
+    process = ServerProcess(f"sqlite+aiosqlite:///{tmp_path / 'board.db'}", tmp_path / "server.log", env=env).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def test_officers_waiting_duplicates_and_operator_dispatch_actions(browser: Any, server: ServerProcess) -> None:
+    context = await browser.new_context(viewport={"width": 1600, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{server.base_url}/board")
+    await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+    await page.fill("#operator", "王芳")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        made = (await http.post("/api/v1/incidents", json={**NOISE, "report_id": "n-1"})).json()
+        chip = '#incidents [data-incident-id="1"] .chip[data-team="patrol"]'
+        await page.wait_for_selector(f'{chip}[data-officer="p-1"]', timeout=5_000)
+        assert "甲" in await page.locator(chip).inner_text()  # the roster's name, not the id
+        await page.wait_for_selector(
+            '#unit-teams [data-team="patrol"] .unit[data-officer="p-1"][data-status="assigned"]', timeout=15_000
+        )
+
+        joined = await http.post(
+            "/api/v1/incidents", json={**NOISE, "report_id": "n-2", "location": {"lat": 28.8003, "lon": 118.9}}
+        )
+        assert joined.status_code == 200
+        await page.wait_for_selector('#incidents [data-incident-id="1"] .reports[data-count="2"]', timeout=5_000)
+
+        await page.click('#incidents [data-incident-id="1"]')
+        await page.wait_for_selector(
+            '#detail select#officer-patrol option[value="p-2"]', state="attached", timeout=15_000
+        )
+        await page.select_option("#detail select#officer-patrol", "p-2")
+        await page.click('#detail button[data-action="reassign"][data-team="patrol"]')
+        await page.wait_for_selector(f'{chip}[data-officer="p-2"]', timeout=5_000)
+
+        await page.click('#detail button[data-action="escalate-now"]')
+        await page.wait_for_selector('#incidents [data-incident-id="1"] .esc-badge[data-escalated]', timeout=5_000)
+        timeline = (await http.get(f"/api/v1/incidents/{made['id']}")).json()["timeline"]
+        by_operator = [(e["type"], e["data"]["actor"]) for e in timeline if e["data"].get("actor")]
+        assert by_operator == [("OfficerAssigned", "operator:王芳"), ("EscalationRaised", "operator:王芳")]
+
+        for officer in ("p-1", "p-2"):
+            await http.post(f"/api/v1/units/{officer}/status", json={"status": "off_duty"})
+        waiting = (
+            await http.post(
+                "/api/v1/incidents", json={**NOISE, "report_id": "n-3", "location": {"lat": 28.9, "lon": 118.9}}
+            )
+        ).json()
+        await page.wait_for_selector(
+            f'#incidents [data-incident-id="{waiting["id"]}"] .chip[data-team="patrol"][data-waiting="true"]',
+            timeout=5_000,
+        )
+        await page.wait_for_function("document.getElementById('waiting-count').textContent === '1'", timeout=15_000)
+    await context.close()
