@@ -1958,7 +1958,10 @@
     const blocks = [];
     const teams = new Map();
     for (const o of officers.values()) teams.set(o.team, (teams.get(o.team) || []).concat(o));
-    for (const [teamId, list] of teams) {
+    // Teams with work waiting first, then those with someone on duty; the empty ones last.
+    const weight = ([teamId, list]) => (waiting.get(teamId) || []).length * 1000 + list.filter((o) => o.on_duty).length;
+    const sorted = Array.from(teams).sort((a, b) => weight(b) - weight(a) || a[0].localeCompare(b[0]));
+    for (const [teamId, list] of sorted) {
       const onDuty = list.filter((o) => o.on_duty);
       const block = el('div', 'unit-team');
       block.dataset.team = teamId;
