@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,9 +43,16 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return _parse_utc(value)
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@lru_cache(maxsize=8192)
+def _parse_utc(text: str) -> datetime:
+    """One stored SQLite time as an aware UTC datetime. Cached: the assignments of one incident share
+    their dispatch and due times, so loading the open incidents at start parses each time once."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _utc(nullable: bool = False, index: bool = False) -> Any:
