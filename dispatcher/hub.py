@@ -420,14 +420,10 @@ class Hub:
         :class:`IncidentNotFound`; nothing changes then.
         """
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
-            incident, events = move_unit(current, team, action, at, actor, reason=reason)
-            batch.record(incident, events)
-            return incident
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+            return move_unit(current, team, action, at, actor, reason=reason)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def finish(
         self,
@@ -441,22 +437,13 @@ class Hub:
     ) -> Incident:
         """Close or cancel an incident; raises ``IllegalTransition``, ``StaleVersion`` or :class:`IncidentNotFound`."""
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
-            incident, events = finish_incident(current, action, at, actor, reason)
-            batch.record(incident, events)
-            return incident
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+            return finish_incident(current, action, at, actor, reason)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def note(self, incident_id: int, text: str, at: datetime, author: str | None = None) -> Incident:
-        def apply(batch: _Batch) -> Incident:
-            incident, events = add_note(batch.current(incident_id), text, author, at)
-            batch.record(incident, events)
-            return incident
-
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, lambda current, _: add_note(current, text, author, at))
 
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""
@@ -497,9 +484,7 @@ class Hub:
     ) -> Incident:
         """An operator hands a team's assignment to ``officer`` (``None``: the best free one now)."""
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
             chosen = officer
             if chosen is None:
                 held = current.assignment(team)
@@ -509,11 +494,9 @@ class Hub:
                     raise Refused(f"nobody of team {team} is on duty and free")
             elif self.roster.officers.get(chosen) is None or self.roster.officers[chosen].team != team:
                 raise Refused(f"officer {chosen!r} is not on team {team}'s roster")
-            incident, events = assign_officer(current, team, chosen, at, reason="reassign", actor=actor)
-            batch.record(incident, events)
-            return incident
+            return assign_officer(current, team, chosen, at, reason="reassign", actor=actor)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def add_team(
         self,
@@ -527,17 +510,11 @@ class Hub:
         """Send one more team (the best free officer of it, or it waits)."""
         self._known_team(team)
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (team,), at)
-            incident, events = add_team(
-                current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers
-            )
-            batch.record(incident, events)
-            return incident
+            return add_team(current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def reassign_team(
         self,
@@ -552,17 +529,13 @@ class Hub:
         """Move a team's part to another team (the way a returned matter is re-dispatched)."""
         self._known_team(to_team)
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (to_team,), at)
-            incident, events = reassign_team(
+            return reassign_team(
                 current, from_team, to_team, at, officer=officers.get(to_team), actor=actor, waiting=to_team in officers
             )
-            batch.record(incident, events)
-            return incident
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def escalate(
         self,
@@ -575,14 +548,10 @@ class Hub:
     ) -> Incident:
         """Escalate now: the next level of the chain not yet reached hears of it at once."""
 
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
-            incident, events = escalate_now(current, at, actor, team)
-            batch.record(incident, events)
-            return incident
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+            return escalate_now(current, at, actor, team)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def set_priority(
         self,
@@ -593,14 +562,10 @@ class Hub:
         *,
         expected_version: int | None = None,
     ) -> Incident:
-        def apply(batch: _Batch) -> Incident:
-            current = batch.current(incident_id)
-            check_version(current, expected_version)
-            incident, events = change_priority(current, priority, at, actor)
-            batch.record(incident, events)
-            return incident
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+            return change_priority(current, priority, at, actor)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide, expected_version)
 
     async def merge(self, source_id: int, target_id: int, at: datetime, actor: str | None = None) -> Incident:
         """Fold incident ``source_id`` into ``target_id``; returns the target."""
@@ -685,19 +650,10 @@ class Hub:
     ) -> Incident:
         """Record one try at forwarding a county matter (see :mod:`gateways.county`)."""
 
-        def apply(batch: _Batch) -> Incident:
-            incident, events = record_delivery(
-                batch.current(incident_id),
-                at,
-                ok=ok,
-                status_code=status_code,
-                error=error,
-                max_attempts=max_attempts,
-            )
-            batch.record(incident, events)
-            return incident
+        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+            return record_delivery(current, at, ok=ok, status_code=status_code, error=error, max_attempts=max_attempts)
 
-        return await self._submit(apply, incident_id=incident_id)
+        return await self._change(incident_id, decide)
 
     def pending_deliveries(self) -> list[Incident]:
         """Open county matters not yet forwarded, oldest first."""
@@ -829,6 +785,24 @@ class Hub:
         return await self.store.events_since(seq, limit=limit)
 
     # -- the writer -----------------------------------------------------------------------
+
+    async def _change(
+        self,
+        incident_id: int,
+        decide: Callable[[Incident, _Batch], tuple[Incident, list[ev.Event]]],
+        expected_version: int | None = None,
+    ) -> Incident:
+        """The common shape of a command on one incident: check the version the caller saw, let the pure
+        core decide, record what it decided. Raises what ``decide`` raises; nothing changes then."""
+
+        def apply(batch: _Batch) -> Incident:
+            current = batch.current(incident_id)
+            check_version(current, expected_version)
+            incident, events = decide(current, batch)
+            batch.record(incident, events)
+            return incident
+
+        return await self._submit(apply, incident_id=incident_id)
 
     async def _submit(self, apply: Callable[[_Batch], T], **keys: Any) -> T:
         if self._queue is None or not self.running:

@@ -2,54 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.e2e.browser import chromium
 from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("DISPATCHER_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FOUND = os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is not None
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 @pytest.fixture
 async def page(server: ServerProcess) -> AsyncIterator[Any]:
-    if not CHROMIUM_FOUND:
-        message = f"Chromium not found at {CHROMIUM}"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it (.ci/run installs Debian's chromium)")
-        pytest.skip(message)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = await browser.new_context(viewport={"width": 1600, "height": 900})
-            board = await context.new_page()
-            dialogs: list[str] = []
-            board.on("dialog", lambda d: dialogs.append(d.message))
-            board.dialogs = dialogs  # type: ignore[attr-defined]
-            await board.goto(f"{server.base_url}/board")
-            await board.wait_for_selector("#connection[data-state=open]", timeout=10_000)
-            yield board
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1600, "height": 900})
+        board = await context.new_page()
+        dialogs: list[str] = []
+        board.on("dialog", lambda d: dialogs.append(d.message))
+        board.dialogs = dialogs
+        await board.goto(f"{server.base_url}/board")
+        await board.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+        yield board
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

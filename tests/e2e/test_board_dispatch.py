@@ -15,9 +15,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import IN_CI
+from tests.e2e.browser import chromium
 from tests.e2e.server import ServerProcess
-from tests.e2e.test_board_browser import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FOUND
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -27,19 +26,8 @@ NOISE = {"category": "order.noise", "description": "广场舞音响太吵", "loc
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM_FOUND:
-        message = f"Chromium not found at {CHROMIUM}"
-        if IN_CI:
-            pytest.fail(message + "; CI=true requires it (.ci/run installs Debian's chromium)")
-        pytest.skip(message)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
