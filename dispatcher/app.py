@@ -20,6 +20,8 @@ from dispatcher.hub import Hub
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
 from gateways import api, board, rules_api
+from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
+from gateways.mqtt import stats_api as mqtt_stats_api
 from rules import RuleBook, compile_table, load_source
 from rules.checker import check_for_service
 
@@ -52,15 +54,41 @@ def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | 
     )
 
 
+def build_mqtt(settings: Settings, hub: Hub, officers: LastKnownStatus) -> MqttGateway | None:
+    """The MQTT gateway when ``settings.mqtt_url`` is set, else None (HTTP only)."""
+    if not settings.mqtt_url:
+        return None
+    from dispatcher.outbox import SqlOutboxCursor
+
+    config = GatewayConfig(
+        url=settings.mqtt_url,
+        topics=Topics(settings.mqtt_prefix or default_prefix(hub.rules.township_id)),
+        client_id=settings.mqtt_client_id,
+        max_payload_bytes=settings.mqtt_max_payload_bytes,
+    )
+    return MqttGateway(
+        hub,
+        config,
+        cursor=SqlOutboxCursor(settings.database_url, settings.mqtt_client_id),
+        on_officer_status=officers.record,
+    )
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
-    """The dispatcher's ASGI application; the hub starts and stops with the app's lifespan."""
+    """The dispatcher's ASGI application; the hub (then the MQTT gateway) start and stop with its lifespan."""
     the_hub = hub or build_hub(settings)
+    officers = LastKnownStatus()
+    mqtt = build_mqtt(settings, the_hub, officers)
 
     freezer = HeapFreezer() if settings.gc_freeze else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.start()
+        if mqtt is not None:
+            await mqtt.start()
+        else:
+            log.info("MQTT gateway off (no --mqtt-url / DISPATCHER_MQTT_URL): HTTP only")
         if freezer is not None:
             freezer.start()
         log.info(
@@ -74,6 +102,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
         finally:
             if freezer is not None:
                 await freezer.stop()
+            if mqtt is not None:
+                await mqtt.stop()
             await the_hub.stop()
 
     app = FastAPI(
@@ -84,8 +114,11 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = the_hub
     app.state.settings = settings
+    app.state.mqtt = mqtt
+    app.state.officer_status = officers
     app.include_router(api.router)
     app.include_router(rules_api.router)
+    app.include_router(mqtt_stats_api.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
@@ -101,6 +134,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         store_ok = await the_hub.store.ping()
+        # Readiness is about taking reports: HTTP still does while the broker is away, so a down
+        # MQTT gateway is reported here but does not make the dispatcher unready.
         ready = store_ok and the_hub.running
         body = {
             "ready": ready,
@@ -109,6 +144,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
             "rule_table": the_hub.rules.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
+            "mqtt": mqtt.state if mqtt is not None else "off",
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

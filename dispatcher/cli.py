@@ -33,8 +33,12 @@ def serve(
     ] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="rule table YAML [env DISPATCHER_RULES_PATH]")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning [env DISPATCHER_LOG_LEVEL]")] = None,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option("--mqtt-url", help="mqtt://user:password@host:1883 for field devices [env DISPATCHER_MQTT_URL]"),
+    ] = None,
 ) -> None:
-    """Run the dispatcher: HTTP API, board websocket and the board page at /board."""
+    """Run the dispatcher: HTTP API, board websocket, the board page at /board, and MQTT with --mqtt-url."""
     import uvicorn
 
     from dispatcher.app import create_app
@@ -48,6 +52,7 @@ def serve(
             "database_url": database_url,
             "rules_path": rules,
             "log_level": log_level,
+            "mqtt_url": mqtt_url,
         }.items()
         if v is not None
     }

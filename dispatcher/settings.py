@@ -28,3 +28,11 @@ class Settings(BaseSettings):
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
     gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://user:password@host:1883 turns the MQTT gateway on; unset: HTTP only"
+    )
+    mqtt_prefix: str | None = Field(default=None, description="topic prefix; default township/<township-id>/")
+    mqtt_client_id: str = Field(
+        default="dispatcher", min_length=1, max_length=128, description="fixed: the broker keeps its session"
+    )
+    mqtt_max_payload_bytes: int = Field(default=64 * 1024, ge=1, description="larger payloads go to deadletter")
