@@ -36,6 +36,9 @@ class Refusal(StrEnum):
     REFUSED = "refused"  # well-formed, but the hub refused it (illegal move, unknown incident or team)
 
 
+UNEXPECTED = "unexpected error: "  # the detail of a refusal no check foresaw (the tests assert there is none)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     reason: Refusal
@@ -137,7 +140,7 @@ def decode(
     try:
         return _decode(topics, topic, payload, received_at, max_bytes, has_zone)
     except Exception as exc:  # noqa: BLE001 - a device's bytes must never take the gateway down
-        return DeadLetter(Refusal.SCHEMA, f"{type(exc).__name__}: {exc}"[:500], topic)
+        return DeadLetter(Refusal.SCHEMA, f"{UNEXPECTED}{type(exc).__name__}: {exc}"[:500], topic)
 
 
 def _decode(
