@@ -65,8 +65,10 @@ class Broker:
             f"allow_anonymous false\npassword_file {passwd}\n" if passwd is not None else "allow_anonymous true\n"
         ) + (f"acl_file {acl}\n" if acl is not None else "")
         # The settings of deploy/mosquitto/mosquitto.conf that matter for delivery, on a loopback port.
+        # Run as root, Mosquitto drops to user "mosquitto", who could not write the persistence file here.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n{auth}"
+            f"listener {self.port} 127.0.0.1\n{user}{auth}"
             f"persistence true\npersistence_location {workdir}/\nautosave_interval 60\n"
             "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n"
