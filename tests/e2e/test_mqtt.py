@@ -283,19 +283,19 @@ async def test_the_outbox_resends_from_its_cursor_after_a_crash_without_gaps(
     try:
         await rig.until("/readyz", lambda b: b["mqtt"] == "connected")
         async with watching(broker.url, rig.topics.board_events) as seen:
-            with httpx.Client(base_url=first.base_url, timeout=10) as http:
+            async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
                 for n in range(10):
-                    http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY}).raise_for_status()
+                    (await http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY})).raise_for_status()
             await seen.wait_for(lambda: len(seen.messages) >= 20)
             seqs += [body["seq"] for _, body in seen.messages]
 
         # The broker goes away: HTTP intake goes on, readiness holds, the notices wait in the log.
         broker.stop()
         await rig.until("/readyz", lambda b: b["mqtt"] == "down")
-        with httpx.Client(base_url=first.base_url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
             for n in range(10, 25):
-                http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY}).raise_for_status()
-            ready = http.get("/readyz")
+                (await http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY})).raise_for_status()
+            ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
         last_seq = ready.json()["last_seq"]
         assert last_seq == 50
