@@ -54,6 +54,7 @@ class DeviceConfig:
     reports: int = 0  # how many reports the officers send in all (spread over the run)
     report_kinds: tuple[tuple[str, str], ...] = DEFAULT_REPORTS
     report_within_s: float | None = None  # reports go out within this time (default: the first half of the run)
+    work_tasks: bool = True  # False: phones only walk and send positions (background load)
     stop_after_resolved: int | None = None  # end early once this many tasks were resolved
 
 
@@ -173,7 +174,7 @@ class DeviceFleet:
             self.summary.notices += 1
             body = orjson.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
             incident_id = body.get("incident_id")
-            if body.get("type") != "UnitsDispatched" or not isinstance(incident_id, int):
+            if not self.config.work_tasks or body.get("type") != "UnitsDispatched" or not isinstance(incident_id, int):
                 continue
             if body.get("team") != officer.team or not officer.mine(incident_id) or incident_id in officer.taken:
                 continue  # a re-sent notice (same seq) or another officer's incident
