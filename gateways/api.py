@@ -75,9 +75,7 @@ async def list_incidents(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    where = IncidentFilter(
-        status=tuple(status or ()), team=team, module=module, open_only=open, exercise=exercise
-    )
+    where = IncidentFilter(status=tuple(status or ()), team=team, module=module, open_only=open, exercise=exercise)
     incidents, count = await hub.list_incidents(where, limit=limit, offset=offset)
     return json_response({"data": [incident_json(i) for i in incidents], "count": count})
 

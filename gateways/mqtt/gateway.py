@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -40,6 +40,7 @@ from dispatcher.store import StoredEvent, StoreUnavailable
 from gateways.mqtt.codec import (
     AssignmentAck,
     DeadLetter,
+    Notice,
     NoticeWriter,
     OfficerStatus,
     Refusal,
@@ -47,6 +48,7 @@ from gateways.mqtt.codec import (
     dead_letter_payload,
     decode,
 )
+from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ class GatewayConfig:
     max_payload_bytes: int = 64 * 1024
     session_expiry_s: int = 7 * 24 * 3600
     intake_in_flight: int = 1000  # messages handed to the hub and not yet acknowledged, at most
-    publish_window: int = 500  # outgoing QoS 1 messages awaiting the broker's PUBACK, at most
+    publish_window: int = 200  # outgoing QoS 1 messages awaiting the broker's PUBACK, at most
     cursor_every_s: float = 0.1
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
@@ -377,11 +379,12 @@ class MqttGateway:
     # -- outbox ----------------------------------------------------------------------------
 
     async def _outbox(self, client: aiomqtt.Client) -> None:
+        batch = BatchPublisher(client)
         feed = self.hub.feed
         subscription: Subscription = feed.subscribe()
         try:
             while True:
-                await self._catch_up(client)
+                await self._catch_up(batch)
                 while True:
                     first = await subscription.get()
                     if first is OVERFLOW:
@@ -406,35 +409,36 @@ class MqttGateway:
                         continue
                     if fresh[0].seq != self._published_seq + 1:
                         break  # a gap (the feed was ahead of us): read it from the log
-                    await self._publish_events(client, (_from_feed(r) for r in fresh))
+                    await self._publish_events(batch, (_from_feed(r) for r in fresh))
         finally:
             subscription.close()
 
-    async def _catch_up(self, client: aiomqtt.Client) -> None:
+    async def _catch_up(self, batch: BatchPublisher) -> None:
         """Publish everything committed after the cursor: from the feed's memory, else the log."""
         while self._published_seq < self.hub.last_seq:
             recent = self.hub.feed.recent_since(self._published_seq)
             if recent:
-                await self._publish_events(client, (_from_feed(r) for r in recent[: self.config.catch_up_page]))
+                await self._publish_events(batch, (_from_feed(r) for r in recent[: self.config.catch_up_page]))
                 continue
             page = await self.hub.events_since(self._published_seq, limit=self.config.catch_up_page)
             if not page:
                 return
-            await self._publish_events(client, (_from_log(e) for e in page))
+            await self._publish_events(batch, (_from_log(e) for e in page))
 
-    async def _publish_events(self, client: aiomqtt.Client, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+    async def _publish_events(self, batch: BatchPublisher, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+        """Publish the notices of ``events`` (in seq order), then move the cursor past them."""
         window = self.config.publish_window
-        pending: list[Awaitable[None]] = []
+        notices: list[Notice] = []
         last = self._published_seq
         for seq, type_name, data in events:
-            for notice in self._notices.notices(seq, type_name, data):
-                pending.append(client.publish(notice.topic, notice.payload, qos=1))
+            notices.extend(self._notices.notices(seq, type_name, data))
             last = seq
-            if len(pending) >= window:
-                await _all(pending)
-                pending = []
+            if len(notices) >= window:
+                await batch.publish(notices)
+                notices = []
                 self._advance(last)
-        await _all(pending)
+        if notices:
+            await batch.publish(notices)
         self._advance(last)
 
     def _advance(self, seq: int) -> None:
@@ -455,11 +459,6 @@ class MqttGateway:
         if seq > self._saved_seq:
             await self._cursor.save(seq, self.hub.clock.now())
             self._saved_seq = seq
-
-
-async def _all(calls: Sequence[Awaitable[None]]) -> None:
-    if calls:
-        await asyncio.gather(*calls)
 
 
 def _from_feed(record: FeedRecord) -> tuple[int, str, dict[str, Any]]:
