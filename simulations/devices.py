@@ -134,6 +134,8 @@ class DeviceFleet:
             for n, (officer_id, team) in enumerate(assignment.items())
         ]
         self._done = asyncio.Event()
+        # Nobody reports before every phone listens: a notice sent to a phone still connecting is lost.
+        self._all_listening = asyncio.Barrier(len(self.officers)) if self.officers else None
 
     async def run(self) -> DeviceSummary:
         """Run until ``duration_s`` passed or ``stop_after_resolved`` tasks were resolved; re-raise a device's error."""
@@ -164,6 +166,8 @@ class DeviceFleet:
         ) as client:
             await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
             await client.subscribe(self.topics.officer_tasks(officer.id), qos=1)
+            if self._all_listening is not None:
+                await self._all_listening.wait()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._listen(client, officer, group))
                 group.create_task(self._walk(client, officer))
