@@ -336,10 +336,17 @@ class MqttGateway:
             await self._dead_letter(client, command, payload)
         elif isinstance(command, ReportCommand):
             self.counters["reports"] += 1
-            outcome = await self._until_stored(lambda: self.hub.report(command.report, at))
-            if outcome is None:
-                return  # stopping: the broker keeps it for the next session
-            self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
+            try:
+                outcome = await self._until_stored(lambda: self.hub.report(command.report, at))
+            except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
+                log.exception("report %s from MQTT failed", command.report.report_id)
+                await self._dead_letter(
+                    client, DeadLetter(Refusal.REFUSED, f"{type(exc).__name__}: {exc}", topic), payload
+                )
+            else:
+                if outcome is None:
+                    return  # stopping: the broker keeps it for the next session
+                self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
         elif isinstance(command, OfficerStatus):
             self.counters["status"] += 1
             try:
@@ -369,6 +376,9 @@ class MqttGateway:
             return True, str(exc)
         except (UnknownAssignment, IncidentNotFound) as exc:
             return True, str(exc)
+        except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
+            log.exception("acknowledgement from %s failed", ack.officer_id)
+            return True, f"{type(exc).__name__}: {exc}"
         return result is not None, None
 
     async def _until_stored(self, call: Callable[[], Awaitable[Any]]) -> Any:
