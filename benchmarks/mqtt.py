@@ -64,6 +64,7 @@ from _common import (
 )
 
 sys.path.insert(0, str(REPO_ROOT))
+from gateways.mqtt.gateway import NO_DELAY
 from simulations.devices import DeviceConfig, run_devices
 
 FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way"}
@@ -82,7 +83,7 @@ class Mosquitto:
         (workdir / "mosquitto.conf").write_text(
             f"listener {self.port} {LOOPBACK}\nallow_anonymous true\n{user}persistence true\n"
             f"persistence_location {workdir}/\nautosave_interval 60\nmax_queued_messages 0\nmax_queued_bytes 0\n"
-            "max_inflight_messages 1000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            "max_inflight_messages 1000\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         )
 
     @property
@@ -124,7 +125,13 @@ async def wait_connected(server: Server, timeout_s: float = 30) -> None:
 
 def mqtt_client(url: str) -> aiomqtt.Client:
     port = int(url.rsplit(":", 1)[1])
-    c = aiomqtt.Client(LOOPBACK, port, identifier=f"bench-{uuid.uuid4().hex[:8]}", protocol=aiomqtt.ProtocolVersion.V5)
+    c = aiomqtt.Client(
+        LOOPBACK,
+        port,
+        identifier=f"bench-{uuid.uuid4().hex[:8]}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=NO_DELAY,
+    )
     c.pending_calls_threshold = 100_000
     return c
 

@@ -27,6 +27,7 @@ import orjson
 
 from dispatcher.settings import BUNDLED_TABLE
 from gateways.mqtt import BrokerAddress, Topics, default_prefix
+from gateways.mqtt.gateway import NO_DELAY
 from rules import RuleBook, compile_table, load_table
 from rules.table import PointGeometry
 
@@ -163,6 +164,7 @@ class DeviceFleet:
             identifier=f"device-{self.run_id}-{officer.id}",
             protocol=aiomqtt.ProtocolVersion.V5,
             timeout=10,
+            socket_options=NO_DELAY,
         ) as client:
             await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
             await client.subscribe(self.topics.officer_tasks(officer.id), qos=1)

@@ -70,7 +70,7 @@ class Broker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n{user}{auth}"
             f"persistence true\npersistence_location {workdir}/\nautosave_interval 60\n"
-            "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
+            "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n"
         )
 
@@ -106,6 +106,7 @@ class Broker:
 async def client(url: str, *, identifier: str | None = None, **kwargs: Any) -> AsyncIterator[aiomqtt.Client]:
     """An MQTT 5 client on ``mqtt://[user:password@]127.0.0.1:port``."""
     from gateways.mqtt import BrokerAddress
+    from gateways.mqtt.gateway import NO_DELAY
 
     address = BrokerAddress.parse(url)
     async with aiomqtt.Client(
@@ -116,6 +117,7 @@ async def client(url: str, *, identifier: str | None = None, **kwargs: Any) -> A
         identifier=identifier or unique("test"),
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=10,
+        socket_options=NO_DELAY,
         **kwargs,
     ) as connected:
         connected.pending_calls_threshold = 10_000

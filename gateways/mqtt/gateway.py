@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# paho leaves Nagle's algorithm on: a PUBACK or a notice then waits for the peer's delayed ACK
+# (40 ms on Linux). That was the whole publish → notice latency until it was turned off.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 OnOfficerStatus = Callable[[OfficerStatus], Awaitable[None]]
 
@@ -232,6 +237,7 @@ class MqttGateway:
             timeout=10,
             max_inflight_messages=self.config.publish_window,
             logger=logging.getLogger("gateways.mqtt.paho"),
+            socket_options=NO_DELAY,
         )
         # PUBACK only after the hub committed: the broker keeps the message until then.
         client._client.manual_ack_set(True)
@@ -257,6 +263,7 @@ class MqttGateway:
             timeout=10,
             max_inflight_messages=self.config.publish_window,
             logger=logging.getLogger("gateways.mqtt.paho"),
+            socket_options=NO_DELAY,
         )
 
     async def _run(self) -> None:
