@@ -279,7 +279,8 @@ async def one_run(args: argparse.Namespace, n: int) -> dict[str, Any]:
         extra_args=["--mqtt-url", broker.url],
         env={"DISPATCHER_MQTT_PREFIX": prefix, "DISPATCHER_MQTT_CLIENT_ID": f"bench-dispatcher-{n}"},
     )
-    result: dict[str, Any] = {"run": n, "database": db.backend}
+    # The machine may be shared: say how busy it was when the run began and ended.
+    result: dict[str, Any] = {"run": n, "database": db.backend, "loadavg_1min_before": os.getloadavg()[0]}
     try:
         server.start()
         await server.wait_ready()
@@ -290,7 +291,9 @@ async def one_run(args: argparse.Namespace, n: int) -> dict[str, Any]:
         if "latency" in args.phases:
             result["latency"] = await latency(args, broker, server, prefix)
             print(f"run {n} latency: {json.dumps(result['latency'])}", flush=True)
+        print(f"run {n} load average (1 min) before {result['loadavg_1min_before']:.2f}", flush=True)
     finally:
+        result["loadavg_1min_after"] = os.getloadavg()[0]
         server.stop()
         broker.stop()
         await drop_database(db)
