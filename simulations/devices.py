@@ -55,7 +55,7 @@ class DeviceConfig:
     reports: int = 0  # how many reports the officers send in all (spread over the run)
     report_kinds: tuple[tuple[str, str], ...] = DEFAULT_REPORTS
     report_within_s: float | None = None  # reports go out within this time (default: the first half of the run)
-    work_tasks: bool = True  # False: phones only walk and send positions (background load)
+    work_tasks: bool = True  # False: phones only walk and send positions (background load), no team topics
     stop_after_resolved: int | None = None  # end early once this many tasks were resolved
 
 
@@ -166,7 +166,8 @@ class DeviceFleet:
             timeout=10,
             socket_options=NO_DELAY,
         ) as client:
-            await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
+            if self.config.work_tasks:  # a phone that only walks need not take its team's traffic
+                await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
             await client.subscribe(self.topics.officer_tasks(officer.id), qos=1)
             if self._all_listening is not None:
                 await self._all_listening.wait()
