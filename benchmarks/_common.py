@@ -206,8 +206,18 @@ def dispatcher_command() -> list[str]:
 class Server:
     """``dispatcher serve`` in a process of its own, on a free loopback port, logging to a file."""
 
-    def __init__(self, database_url: str, workdir: Path, *, log_level: str = "info") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        *,
+        log_level: str = "info",
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
         self.workdir = workdir
         self.log_level = log_level
         self.port = 0
@@ -239,9 +249,11 @@ class Server:
             self.database_url,
             "--log-level",
             self.log_level,
+            *self.extra_args,
         ]
         env = dict(os.environ)
         env.pop("DISPATCHER_DATABASE_URL", None)
+        env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

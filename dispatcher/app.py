@@ -24,6 +24,9 @@ from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from gateways import api, board, dispatch_api, rules_api
 from gateways.county import WebhookSettings, forwarding
+from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
+from gateways.mqtt import stats_api as mqtt_stats_api
+from gateways.mqtt.officers import RosterStatus
 from rules import RuleBook, compile_table, load_source
 from rules.checker import check_for_service
 
@@ -69,9 +72,31 @@ def webhook_settings(settings: Settings) -> WebhookSettings | None:
     )
 
 
+def build_mqtt(settings: Settings, hub: Hub, officers: LastKnownStatus) -> MqttGateway | None:
+    """The MQTT gateway when ``settings.mqtt_url`` is set, else None (HTTP only)."""
+    if not settings.mqtt_url:
+        return None
+    from dispatcher.outbox import SqlOutboxCursor
+
+    config = GatewayConfig(
+        url=settings.mqtt_url,
+        topics=Topics(settings.mqtt_prefix or default_prefix(hub.rules.township_id)),
+        client_id=settings.mqtt_client_id,
+        max_payload_bytes=settings.mqtt_max_payload_bytes,
+    )
+    return MqttGateway(
+        hub,
+        config,
+        cursor=SqlOutboxCursor(settings.database_url, settings.mqtt_client_id),
+        on_officer_status=RosterStatus(hub, officers).record,
+    )
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
-    """The dispatcher's ASGI application; the hub starts and stops with the app's lifespan."""
+    """The dispatcher's ASGI application; the hub (then the MQTT gateway) start and stop with its lifespan."""
     the_hub = hub or build_hub(settings)
+    officers = LastKnownStatus()
+    mqtt = build_mqtt(settings, the_hub, officers)
 
     freezer = HeapFreezer() if settings.gc_freeze else None
     shifts = ShiftWatch(the_hub)
@@ -86,6 +111,10 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
 
         await the_hub.start(prepare)
         shifts.start()
+        if mqtt is not None:
+            await mqtt.start()
+        else:
+            log.info("MQTT gateway off (no --mqtt-url / DISPATCHER_MQTT_URL): HTTP only")
         if freezer is not None:
             freezer.start()
         try:
@@ -102,6 +131,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
         finally:
             if freezer is not None:
                 await freezer.stop()
+            if mqtt is not None:
+                await mqtt.stop()
             shifts.stop()
             await the_hub.stop()
 
@@ -115,10 +146,13 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.roster_source = None
     app.state.shifts = shifts
+    app.state.mqtt = mqtt
+    app.state.officer_status = officers
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(dispatch_api.router)
     app.include_router(api.router)
     app.include_router(rules_api.router)
+    app.include_router(mqtt_stats_api.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
@@ -134,6 +168,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         store_ok = await the_hub.store.ping()
+        # Readiness is about taking reports: HTTP still does while the broker is away, so a down
+        # MQTT gateway is reported here but does not make the dispatcher unready.
         ready = store_ok and the_hub.running
         body = {
             "ready": ready,
@@ -143,6 +179,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> FastAPI:
             "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
+            "mqtt": mqtt.state if mqtt is not None else "off",
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

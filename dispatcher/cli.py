@@ -39,8 +39,12 @@ def serve(
         typer.Option("--roster", help="roster YAML loaded when the database holds none [env DISPATCHER_ROSTER_PATH]"),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning [env DISPATCHER_LOG_LEVEL]")] = None,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option("--mqtt-url", help="mqtt://user:password@host:1883 for field devices [env DISPATCHER_MQTT_URL]"),
+    ] = None,
 ) -> None:
-    """Run the dispatcher: HTTP API, board websocket and the board page at /board."""
+    """Run the dispatcher: HTTP API, board websocket, the board page at /board, and MQTT with --mqtt-url."""
     import uvicorn
 
     from dispatcher.app import create_app
@@ -55,6 +59,7 @@ def serve(
             "rules_path": rules,
             "roster_path": roster,
             "log_level": log_level,
+            "mqtt_url": mqtt_url,
         }.items()
         if v is not None
     }
@@ -368,6 +373,28 @@ def drill(
     except httpx.TransportError as exc:
         typer.echo(f"cannot reach {url}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def devices(
+    mqtt_url: Annotated[
+        str, typer.Option("--mqtt-url", help="the broker the dispatcher uses")
+    ] = "mqtt://127.0.0.1:1883",
+    officers: Annotated[int, typer.Option(help="simulated officers' phones")] = 20,
+    duration: Annotated[float, typer.Option(help="seconds to run")] = 60.0,
+    reports: Annotated[int, typer.Option(help="reports the officers send in all")] = 10,
+    seed: Annotated[int, typer.Option(help="seed of every random draw")] = 1,
+    prefix: Annotated[str | None, typer.Option(help="topic prefix (default township/<township-id>/)")] = None,
+) -> None:
+    """Simulate officers' phones over MQTT: positions, reports, and working the tasks they are sent."""
+    import asyncio
+
+    from simulations.devices import DeviceConfig, run_devices
+
+    config = DeviceConfig(
+        mqtt_url=mqtt_url, prefix=prefix, officers=officers, duration_s=duration, reports=reports, seed=seed
+    )
+    typer.echo(asyncio.run(run_devices(config)).line())
 
 
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
 
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://user:password@host:1883 turns the MQTT gateway on; unset: HTTP only"
+    )
+    mqtt_prefix: str | None = Field(default=None, description="topic prefix; default township/<township-id>/")
+    mqtt_client_id: str = Field(
+        default="dispatcher", min_length=1, max_length=128, description="fixed: the broker keeps its session"
+    )
+    mqtt_max_payload_bytes: int = Field(default=64 * 1024, ge=1, description="larger payloads go to deadletter")
+
     def roster_file(self) -> Path | None:
         if self.no_roster:
             return None

@@ -221,3 +221,17 @@ class EventRow(SQLModel, table=True):
     type: str = Field(max_length=48)
     at: datetime = _utc()
     payload: str = Field(sa_type=sa.Text)
+
+
+class OutboxCursorRow(SQLModel, table=True):
+    """How far an outbox (the MQTT gateway's, one row per client id) has published the event log.
+
+    Written after the fact and in batches: after a crash the outbox re-sends from here, so a few
+    events may go out twice (consumers deduplicate by ``seq``) but none is skipped.
+    """
+
+    __tablename__ = "outbox_cursor"
+
+    name: str = Field(primary_key=True, max_length=128)
+    last_seq: int = Field(description="every event up to this seq was acknowledged by the broker")
+    updated_at: datetime = _utc()

@@ -1,0 +1,514 @@
+"""``MqttGateway``: field devices over a real broker (aiomqtt), around the hub's public methods.
+
+Intake: it subscribes (QoS 1, persistent session under a fixed client id) to reports, officer
+status and acknowledgements; each message is decoded by the pure codec and handed to the hub, and
+acknowledged to the broker (PUBACK) only **after** the hub committed it: a message the process
+did not finish is redelivered by the broker to the next session. Refused payloads go to the
+``deadletter`` topic and are acknowledged too, so they are not redelivered forever.
+
+Out: an outbox that reads the committed event log from a persisted cursor (``hub.events_since``),
+then follows the live feed; the cursor only moves after the broker acknowledged the publishes, and
+is saved at most every ``cursor_every_s``. A crash re-sends a few events (payloads carry ``seq``:
+consumers deduplicate) but never skips one.
+
+The connection is re-established with exponential backoff; the HTTP side never waits for it.
+Runs on the hub's event loop; ``start``/``stop`` from the composition root's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from dispatcher.core.incidents import UnknownAssignment
+from dispatcher.core.lifecycle import IllegalTransition, UnitAction
+from dispatcher.feed import OVERFLOW, FeedRecord, Subscription
+from dispatcher.hub import Hub, HubStopped, IncidentNotFound
+from dispatcher.store import StoredEvent, StoreUnavailable
+from gateways.mqtt.codec import (
+    AssignmentAck,
+    DeadLetter,
+    Notice,
+    NoticeWriter,
+    OfficerStatus,
+    Refusal,
+    ReportCommand,
+    dead_letter_payload,
+    decode,
+)
+from gateways.mqtt.publisher import BatchPublisher
+from gateways.mqtt.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# paho leaves Nagle's algorithm on: a PUBACK or a notice then waits for the peer's delayed ACK
+# (40 ms on Linux). That was the whole publish → notice latency until it was turned off.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+OnOfficerStatus = Callable[[OfficerStatus], Awaitable[None]]
+
+# The state an assignment is in once an action took effect: a redelivered acknowledgement finds
+# it there already and is taken as done, not refused.
+_REACHED = {
+    UnitAction.ACKNOWLEDGE: "acknowledged",
+    UnitAction.DEPART: "en_route",
+    UnitAction.ARRIVE: "on_scene",
+    UnitAction.RESOLVE: "resolved",
+}
+
+
+class OutboxCursor(Protocol):
+    """Where the outbox stands in the event log (``dispatcher.outbox.SqlOutboxCursor``)."""
+
+    async def load(self) -> int | None: ...
+
+    async def save(self, last_seq: int, at: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """``mqtt://[user[:password]@]host[:port]``; raises ``ValueError`` on anything else."""
+        parts = urlsplit(url)
+        if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
+            raise ValueError(f"an MQTT URL looks like mqtt://user:password@host:1883, not {url!r}")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 1883,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.username + '@' if self.username else ''}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    url: str
+    topics: Topics
+    client_id: str = "dispatcher"
+    max_payload_bytes: int = 64 * 1024
+    session_expiry_s: int = 7 * 24 * 3600
+    intake_in_flight: int = 1000  # messages handed to the hub and not yet acknowledged, at most
+    publish_window: int = 200  # outgoing QoS 1 messages awaiting the broker's PUBACK, at most
+    cursor_every_s: float = 0.1
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+    catch_up_page: int = 1000
+
+
+class MqttGateway:
+    def __init__(
+        self,
+        hub: Hub,
+        config: GatewayConfig,
+        *,
+        cursor: OutboxCursor,
+        on_officer_status: OnOfficerStatus,
+    ) -> None:
+        self.hub = hub
+        self.config = config
+        self.topics = config.topics
+        self.address = BrokerAddress.parse(config.url)
+        self._cursor = cursor
+        self._on_officer_status = on_officer_status
+        self._notices = NoticeWriter(config.topics)
+        self._connected = False
+        self._generation = 0
+        self._protocol = aiomqtt.ProtocolVersion.V5
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._saver: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(config.intake_in_flight)
+        self._published_seq = 0
+        self._saved_seq = 0
+        self.counters: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+
+    # -- life ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``connected`` or ``down`` (the broker is away; the gateway keeps trying)."""
+        return "connected" if self._connected else "down"
+
+    async def start(self) -> None:
+        """Load the outbox cursor and start connecting in the background; never waits for the broker.
+
+        A first start (no cursor saved under this client id) begins at the hub's last event: the
+        history from before the gateway existed is not sent to devices.
+        """
+        saved = await self._cursor.load()
+        if saved is None:
+            saved = self.hub.last_seq
+            await self._cursor.save(saved, self.hub.clock.now())
+        self._published_seq = self._saved_seq = saved
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name="mqtt-gateway")
+        self._saver = asyncio.create_task(self._save_cursor_every(), name="mqtt-outbox-cursor")
+        log.info(
+            "MQTT gateway starting: broker %s, client id %s, topics %s*, outbox from seq %d",
+            self.address,
+            self.config.client_id,
+            self.topics.prefix,
+            saved,
+        )
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop taking messages, let those in hand finish (up to ``timeout_s``), save the cursor.
+
+        Messages still unacknowledged stay with the broker and come back to the next session.
+        """
+        self._stopping = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        for task in (self._runner, self._saver, *self._tasks):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._runner, self._saver, *self._tasks) if t is not None), return_exceptions=True
+        )
+        with contextlib.suppress(Exception):
+            await self._save_cursor()
+        await self._cursor.close()
+        self._connected = False
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``GET /api/v1/mqtt/stats`` (since start)."""
+        return {
+            "state": self.state,
+            "broker": str(self.address),
+            "client_id": self.config.client_id,
+            "prefix": self.topics.prefix,
+            "protocol": "5" if self._protocol is aiomqtt.ProtocolVersion.V5 else "3.1.1",
+            "received": dict(self.counters),
+            "dead_letters": dict(self.dead_letters),
+            "outbox": {
+                "published_seq": self._published_seq,
+                "saved_seq": self._saved_seq,
+                "lag": max(0, self.hub.last_seq - self._published_seq),
+            },
+            "in_flight": len(self._tasks),
+        }
+
+    # -- the connection --------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        v5 = self._protocol is aiomqtt.ProtocolVersion.V5
+        properties: Properties | None = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.config.session_expiry_s
+            properties.ReceiveMaximum = min(self.config.intake_in_flight, 65535)
+        client = aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=self.config.client_id,
+            protocol=self._protocol,
+            clean_start=False,
+            clean_session=None if v5 else False,
+            properties=properties,
+            keepalive=30,
+            timeout=10,
+            max_inflight_messages=self.config.publish_window,
+            logger=logging.getLogger("gateways.mqtt.paho"),
+            socket_options=NO_DELAY,
+        )
+        # PUBACK only after the hub committed: the broker keeps the message until then.
+        client._client.manual_ack_set(True)
+        client.pending_calls_threshold = self.config.publish_window + self.config.intake_in_flight
+        return client
+
+    def _outbox_client(self) -> aiomqtt.Client:
+        """The outbox's own connection: MQTT 3.1.1 with a clean session, on purpose.
+
+        It needs no broker session (its memory is the cursor in the database), and paho decodes a
+        3.1.1 PUBACK without building MQTT 5 property and reason-code objects: with seven notices
+        per report that was a tenth of the gateway's CPU (benchmarks/README.md).
+        """
+        return aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=f"{self.config.client_id}-outbox",
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=True,
+            keepalive=30,
+            timeout=10,
+            max_inflight_messages=self.config.publish_window,
+            logger=logging.getLogger("gateways.mqtt.paho"),
+            socket_options=NO_DELAY,
+        )
+
+    async def _run(self) -> None:
+        delay = self.config.reconnect_min_s
+        while not self._stopping:
+            try:
+                await self._session()
+            except aiomqtt.MqttCodeError as exc:
+                if self._protocol is aiomqtt.ProtocolVersion.V5 and _unsupported_protocol(exc):
+                    log.warning("the broker does not speak MQTT 5; using 3.1.1")
+                    self._protocol = aiomqtt.ProtocolVersion.V311
+                    continue
+                log.warning("MQTT broker %s: %s; retrying in %.1f s", self.address, exc, delay)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT broker %s unreachable or lost: %s; retrying in %.1f s", self.address, exc, delay)
+            except Exception:
+                log.exception("MQTT gateway session failed; retrying in %.1f s", delay)
+            finally:
+                if self._connected:  # it was up: start the backoff over
+                    self.counters["disconnects"] += 1
+                    delay = self.config.reconnect_min_s
+                self._connected = False
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # jitter: devices and gateways do not retry in step
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    async def _session(self) -> None:
+        client = self._client()
+        async with client, self._outbox_client() as publisher:
+            self._generation += 1
+            self._connected = True
+            self.counters["connects"] += 1
+            log.info("MQTT gateway connected to %s (session %d)", self.address, self._generation)
+            for topic in self.topics.subscriptions:
+                await client.subscribe(topic, qos=1)
+            intake = asyncio.create_task(self._intake(client, self._generation), name="mqtt-intake")
+            outbox = asyncio.create_task(self._outbox(publisher), name="mqtt-outbox")
+            try:
+                done, _ = await asyncio.wait({intake, outbox}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # re-raise the reason the session ended
+            finally:
+                for task in (intake, outbox):
+                    task.cancel()
+                await asyncio.gather(intake, outbox, return_exceptions=True)
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def _intake(self, client: aiomqtt.Client, generation: int) -> None:
+        async for message in client.messages:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(client, generation, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, aiomqtt.MqttError):
+            log.error("MQTT message handling failed", exc_info=exc)
+
+    async def _handle(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        payload = bytes(payload)
+        at = self.hub.clock.now()
+        command = decode(
+            self.topics,
+            topic,
+            payload,
+            received_at=at,
+            max_bytes=self.config.max_payload_bytes,
+            has_zone=lambda zone: self.hub.rules.has_zone(zone),
+        )
+        if isinstance(command, DeadLetter):
+            await self._dead_letter(client, command, payload)
+        elif isinstance(command, ReportCommand):
+            self.counters["reports"] += 1
+            try:
+                outcome = await self._until_stored(lambda: self.hub.report(command.report, at))
+            except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
+                log.exception("report %s from MQTT failed", command.report.report_id)
+                await self._dead_letter(
+                    client, DeadLetter(Refusal.REFUSED, f"{type(exc).__name__}: {exc}", topic), payload
+                )
+            else:
+                if outcome is None:
+                    return  # stopping: the broker keeps it for the next session
+                self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
+        elif isinstance(command, OfficerStatus):
+            self.counters["status"] += 1
+            try:
+                await self._on_officer_status(command)
+            except Exception:
+                self.counters["status_errors"] += 1
+                log.exception("officer status of %s not taken", command.officer_id)
+        elif isinstance(command, AssignmentAck):
+            self.counters["acks"] += 1
+            done, refusal = await self._move(command, at)
+            if not done:
+                return  # stopping: the broker keeps it for the next session
+            if refusal is not None:
+                await self._dead_letter(client, DeadLetter(Refusal.REFUSED, refusal, topic), payload)
+        self._ack(client, generation, message)
+
+    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, str | None]:
+        """(whether the hub decided, why it refused if it did)."""
+        try:
+            result = await self._until_stored(
+                lambda: self.hub.move_unit(ack.incident_id, ack.team, ack.action, at, actor=ack.officer_id)
+            )
+        except IllegalTransition as exc:
+            if exc.current == _REACHED[ack.action]:
+                self.counters["acks_repeated"] += 1
+                return True, None
+            return True, str(exc)
+        except (UnknownAssignment, IncidentNotFound) as exc:
+            return True, str(exc)
+        except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
+            log.exception("acknowledgement from %s failed", ack.officer_id)
+            return True, f"{type(exc).__name__}: {exc}"
+        return result is not None, None
+
+    async def _until_stored(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a hub command, retrying while the store is unavailable; None when the gateway stops."""
+        delay = 0.1
+        while not self._stopping:
+            try:
+                return await call()
+            except (StoreUnavailable, HubStopped) as exc:
+                if isinstance(exc, HubStopped) or self._stopping:
+                    return None
+                self.counters["store_retries"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return None
+
+    def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
+        # A message from a connection that has since dropped is redelivered on the new one (same
+        # packet id, DUP): that copy is handled (idempotently) and acknowledged in its own right.
+        if generation == self._generation and self._connected and message.qos > 0:
+            client._client.ack(message.mid, message.qos)
+
+    async def _dead_letter(self, client: aiomqtt.Client, letter: DeadLetter, payload: bytes) -> None:
+        self.dead_letters[letter.reason.value] += 1
+        log.warning("MQTT dead letter (%s) from %s: %s", letter.reason.value, letter.topic, letter.detail)
+        body = dead_letter_payload(letter, payload, at=self.hub.clock.now())
+        await client.publish(self.topics.deadletter, body, qos=1)
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    async def _outbox(self, client: aiomqtt.Client) -> None:
+        batch = BatchPublisher(client)
+        feed = self.hub.feed
+        subscription: Subscription = feed.subscribe()
+        try:
+            while True:
+                await self._catch_up(batch)
+                while True:
+                    first = await subscription.get()
+                    if first is OVERFLOW:
+                        subscription = feed.subscribe()  # fell behind: catch up, then follow again
+                        break
+                    assert isinstance(first, FeedRecord)
+                    records = [first]
+                    while len(records) < self.config.publish_window:
+                        more = subscription.get_nowait()
+                        if more is None:
+                            break
+                        if more is OVERFLOW:
+                            subscription = feed.subscribe()
+                            records = []
+                            break
+                        assert isinstance(more, FeedRecord)
+                        records.append(more)
+                    fresh = [r for r in records if r.seq > self._published_seq]
+                    if not fresh:
+                        if not records:
+                            break
+                        continue
+                    if fresh[0].seq != self._published_seq + 1:
+                        break  # a gap (the feed was ahead of us): read it from the log
+                    await self._publish_events(batch, (_from_feed(r) for r in fresh))
+        finally:
+            subscription.close()
+
+    async def _catch_up(self, batch: BatchPublisher) -> None:
+        """Publish everything committed after the cursor: from the feed's memory, else the log."""
+        while self._published_seq < self.hub.last_seq:
+            recent = self.hub.feed.recent_since(self._published_seq)
+            if recent:
+                await self._publish_events(batch, (_from_feed(r) for r in recent[: self.config.catch_up_page]))
+                continue
+            page = await self.hub.events_since(self._published_seq, limit=self.config.catch_up_page)
+            if not page:
+                return
+            await self._publish_events(batch, (_from_log(e) for e in page))
+
+    async def _publish_events(self, batch: BatchPublisher, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+        """Publish the notices of ``events`` (in seq order), then move the cursor past them."""
+        window = self.config.publish_window
+        notices: list[Notice] = []
+        last = self._published_seq
+        for seq, type_name, data in events:
+            notices.extend(self._notices.notices(seq, type_name, data))
+            last = seq
+            if len(notices) >= window:
+                await batch.publish(notices)
+                notices = []
+                self._advance(last)
+        if notices:
+            await batch.publish(notices)
+        self._advance(last)
+
+    def _advance(self, seq: int) -> None:
+        if seq > self._published_seq:
+            self.counters["events_published"] += seq - self._published_seq
+            self._published_seq = seq
+
+    async def _save_cursor_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cursor_every_s)
+            try:
+                await self._save_cursor()
+            except Exception:  # the next round tries again; a lost save only re-sends a few
+                log.warning("saving the MQTT outbox cursor failed", exc_info=True)
+
+    async def _save_cursor(self) -> None:
+        seq = self._published_seq
+        if seq > self._saved_seq:
+            await self._cursor.save(seq, self.hub.clock.now())
+            self._saved_seq = seq
+
+
+def _from_feed(record: FeedRecord) -> tuple[int, str, dict[str, Any]]:
+    message = orjson.loads(record.message)
+    return record.seq, message["type"], message["data"]
+
+
+def _from_log(event: StoredEvent) -> tuple[int, str, dict[str, Any]]:
+    return event.seq, event.type, orjson.loads(event.payload)
+
+
+def _unsupported_protocol(exc: aiomqtt.MqttCodeError) -> bool:
+    rc = exc.rc
+    value = getattr(rc, "value", rc)
+    return value in (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"

@@ -1,0 +1,289 @@
+"""Officers' phones over MQTT: N simulated devices against a running dispatcher and its broker.
+
+Each officer belongs to one team (round-robin over the rule table's teams), walks at random near
+the township's zones and publishes its position, listens on its team's dispatch topic and its own
+tasks topic, and works the incidents it is given: acknowledge after a delay drawn (seeded) from a
+log-normal distribution, go en route, arrive, resolve. Some officers also report incidents.
+
+    python -m simulations.devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
+    dispatcher devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
+
+Talks to the broker only (loopback or wherever ``--mqtt-url`` points); every wait is bounded by
+``duration_s``. Wall-clock delays are the simulator's own business: it is a device, not the hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiomqtt
+import orjson
+
+from dispatcher.settings import BUNDLED_TABLE
+from gateways.mqtt import BrokerAddress, Topics, default_prefix
+from gateways.mqtt.gateway import NO_DELAY
+from rules import RuleBook, compile_table, load_table
+from rules.table import PointGeometry
+
+#: What simulated officers report, as (category, zone): the five-way case and the market.
+DEFAULT_REPORTS: tuple[tuple[str, str], ...] = (
+    ("traffic.congestion", "five-way"),
+    ("market.stall_encroachment", "market"),
+    ("traffic.accident", "town-centre"),
+)
+_METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    mqtt_url: str
+    prefix: str | None = None
+    officers: int = 20
+    duration_s: float = 60.0
+    seed: int = 1
+    ack_median_s: float = 2.0  # log-normal: median and spread (sigma) of the time to acknowledge
+    ack_sigma: float = 0.5
+    step_s: float = 1.0  # mean time between en route, on scene and resolved
+    position_every_s: float = 5.0
+    walk_m: float = 30.0  # standard deviation of one step of the random walk
+    reports: int = 0  # how many reports the officers send in all (spread over the run)
+    report_kinds: tuple[tuple[str, str], ...] = DEFAULT_REPORTS
+    report_within_s: float | None = None  # reports go out within this time (default: the first half of the run)
+    work_tasks: bool = True  # False: phones only walk and send positions (background load), no team topics
+    stop_after_resolved: int | None = None  # end early once this many tasks were resolved
+
+
+@dataclass(slots=True)
+class DeviceSummary:
+    officers: int = 0
+    positions: int = 0
+    reports: int = 0
+    notices: int = 0
+    tasks_taken: int = 0
+    moves: int = 0
+    resolved: int = 0
+    seconds: float = 0.0
+    report_ids: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.officers} officers, {self.seconds:.1f} s: {self.positions} positions, {self.reports} reports, "
+            f"{self.notices} notices, {self.tasks_taken} tasks taken, {self.moves} moves, {self.resolved} resolved"
+        )
+
+
+def zone_centres(rules: RuleBook) -> list[tuple[float, float]]:
+    """(lat, lon) of each zone: a point zone's centre, a polygon's mean vertex."""
+    centres = []
+    for zone in rules.table.zones:
+        geometry = zone.geometry
+        if isinstance(geometry, PointGeometry):
+            lon, lat = geometry.coordinates
+        else:
+            ring = geometry.coordinates[0][:-1]
+            lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
+        centres.append((lat, lon))
+    return centres
+
+
+class Officer:
+    def __init__(
+        self, officer_id: str, team: str, team_mates: list[str], rng: random.Random, home: tuple[float, float]
+    ):
+        self.id = officer_id
+        self.team = team
+        self.team_mates = team_mates  # every officer of the team, this one included, in a fixed order
+        self.rng = rng
+        self.lat, self.lon = home
+        self.status = "available"
+        self.taken: set[int] = set()
+        self.working: set[int] = set()
+
+    def mine(self, incident_id: int) -> bool:
+        """Of the team's officers, exactly one takes each incident."""
+        return self.team_mates[incident_id % len(self.team_mates)] == self.id
+
+    def walk(self, sigma_m: float) -> None:
+        self.lat += self.rng.gauss(0, sigma_m) / _METRES_PER_DEGREE
+        self.lon += self.rng.gauss(0, sigma_m) / (_METRES_PER_DEGREE * math.cos(math.radians(self.lat)))
+
+
+class DeviceFleet:
+    def __init__(self, config: DeviceConfig, rules: RuleBook) -> None:
+        self.config = config
+        self.topics = Topics(config.prefix or default_prefix(rules.township_id))
+        self.address = BrokerAddress.parse(config.mqtt_url)
+        self.summary = DeviceSummary(officers=config.officers)
+        self.run_id = uuid.uuid4().hex[:8]
+        teams = [t.id for t in rules.table.teams]
+        centres = zone_centres(rules)
+        assignment = {f"officer-{n:03d}": teams[n % len(teams)] for n in range(config.officers)}
+        self.officers = [
+            Officer(
+                officer_id,
+                team,
+                [o for o, t in assignment.items() if t == team],
+                random.Random(config.seed * 100_003 + n),
+                centres[n % len(centres)],
+            )
+            for n, (officer_id, team) in enumerate(assignment.items())
+        ]
+        self._done = asyncio.Event()
+        # Nobody reports before every phone listens: a notice sent to a phone still connecting is lost.
+        self._all_listening = asyncio.Barrier(len(self.officers)) if self.officers else None
+
+    async def run(self) -> DeviceSummary:
+        """Run until ``duration_s`` passed or ``stop_after_resolved`` tasks were resolved; re-raise a device's error."""
+        started = time.monotonic()
+        phones = [asyncio.create_task(self._device(o), name=o.id) for o in self.officers]
+        finished = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait([*phones, finished], timeout=self.config.duration_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*phones, finished):
+                task.cancel()
+            results = await asyncio.gather(*phones, return_exceptions=True)
+        self.summary.seconds = time.monotonic() - started
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return self.summary
+
+    async def _device(self, officer: Officer) -> None:
+        async with aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=f"device-{self.run_id}-{officer.id}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            timeout=10,
+            socket_options=NO_DELAY,
+        ) as client:
+            if self.config.work_tasks:  # a phone that only walks need not take its team's traffic
+                await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
+            await client.subscribe(self.topics.officer_tasks(officer.id), qos=1)
+            if self._all_listening is not None:
+                await self._all_listening.wait()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._listen(client, officer, group))
+                group.create_task(self._walk(client, officer))
+                group.create_task(self._report(client, officer))
+
+    async def _listen(self, client: aiomqtt.Client, officer: Officer, group: asyncio.TaskGroup) -> None:
+        async for message in client.messages:
+            self.summary.notices += 1
+            body = orjson.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
+            incident_id = body.get("incident_id")
+            if not self.config.work_tasks or body.get("type") != "UnitsDispatched" or not isinstance(incident_id, int):
+                continue
+            if body.get("team") != officer.team or not officer.mine(incident_id) or incident_id in officer.taken:
+                continue  # a re-sent notice (same seq) or another officer's incident
+            officer.taken.add(incident_id)
+            self.summary.tasks_taken += 1
+            group.create_task(self._work(client, officer, incident_id))
+
+    async def _work(self, client: aiomqtt.Client, officer: Officer, incident_id: int) -> None:
+        config = self.config
+        rng = officer.rng
+        await asyncio.sleep(rng.lognormvariate(math.log(config.ack_median_s), config.ack_sigma))
+        steps = (("acknowledge", "assigned"), ("en_route", "en_route"), ("on_scene", "on_scene"), ("resolve", None))
+        officer.working.add(incident_id)
+        for n, (action, status) in enumerate(steps):
+            if n:
+                await asyncio.sleep(rng.expovariate(1 / config.step_s))
+            body = {"officer_id": officer.id, "incident_id": incident_id, "team": officer.team, "action": action}
+            await client.publish(self.topics.officer_acks(officer.id), orjson.dumps(body), qos=1)
+            self.summary.moves += 1
+            if status is None:
+                officer.working.discard(incident_id)
+            officer.status = status or ("assigned" if officer.working else "available")
+            await self._position(client, officer)
+        self.summary.resolved += 1
+        if self.config.stop_after_resolved is not None and self.summary.resolved >= self.config.stop_after_resolved:
+            self._done.set()
+
+    async def _walk(self, client: aiomqtt.Client, officer: Officer) -> None:
+        # Spread the first positions so N phones do not all speak in the same millisecond.
+        await asyncio.sleep(officer.rng.uniform(0, self.config.position_every_s))
+        while True:
+            officer.walk(self.config.walk_m)
+            await self._position(client, officer)
+            await asyncio.sleep(self.config.position_every_s)
+
+    async def _position(self, client: aiomqtt.Client, officer: Officer) -> None:
+        body = {
+            "officer_id": officer.id,
+            "status": officer.status,
+            "lat": round(officer.lat, 6),
+            "lon": round(officer.lon, 6),
+        }
+        await client.publish(self.topics.officer_status(officer.id), orjson.dumps(body), qos=1)
+        self.summary.positions += 1
+
+    async def _report(self, client: aiomqtt.Client, officer: Officer) -> None:
+        config = self.config
+        if config.reports <= 0:
+            return
+        index = self.officers.index(officer)
+        mine = len(range(index, config.reports, len(self.officers)))
+        if not mine:
+            return
+        within = config.report_within_s if config.report_within_s is not None else config.duration_s / 2
+        pause = within / (mine + 1)
+        for n in range(mine):
+            await asyncio.sleep(officer.rng.uniform(0.5, 1.5) * pause)
+            category, zone = config.report_kinds[officer.rng.randrange(len(config.report_kinds))]
+            report_id = f"sim-{self.run_id}-{officer.id}-{n}"
+            body = {
+                "report_id": report_id,
+                "category": category,
+                "zone": zone,
+                "description": f"{category} reported by {officer.id} (device simulation)",
+                "location": {"lat": round(officer.lat, 6), "lon": round(officer.lon, 6)},
+                "reporter": officer.id,
+                "reporter_kind": "officer",
+                "exercise": True,
+            }
+            await client.publish(self.topics.reports, orjson.dumps(body), qos=1)
+            self.summary.reports += 1
+            self.summary.report_ids.append(report_id)
+
+
+async def run_devices(config: DeviceConfig, rules: RuleBook | None = None) -> DeviceSummary:
+    """Run the fleet for ``config.duration_s`` (or until ``stop_after_resolved`` tasks are resolved)."""
+    return await DeviceFleet(config, rules or compile_table(load_table(BUNDLED_TABLE))).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    parser.add_argument("--prefix", default=None, help="topic prefix (default township/<township-id>/)")
+    parser.add_argument("--officers", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds")
+    parser.add_argument("--reports", type=int, default=10, help="reports the officers send in all")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ack-median", type=float, default=2.0, help="median seconds to acknowledge")
+    parser.add_argument("--position-every", type=float, default=5.0, help="seconds between positions")
+    args = parser.parse_args(argv)
+    config = DeviceConfig(
+        mqtt_url=args.mqtt_url,
+        prefix=args.prefix,
+        officers=args.officers,
+        duration_s=args.duration,
+        reports=args.reports,
+        seed=args.seed,
+        ack_median_s=args.ack_median,
+        position_every_s=args.position_every,
+    )
+    print(asyncio.run(run_devices(config)).line())
+
+
+if __name__ == "__main__":
+    main()
