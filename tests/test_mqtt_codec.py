@@ -222,3 +222,33 @@ def test_notices_go_to_the_board_each_team_and_a_named_officer() -> None:
     assert [n.topic for n in writer.notices(14, "NoteAdded", {"incident_id": 7, "at": "t", "text": "x"})] == [
         T.board_events
     ]
+
+
+def test_the_officer_the_roster_chose_gets_the_task_and_a_reassignment_reaches_the_team() -> None:
+    writer = NoticeWriter(T)
+    units = [{"team": "traffic-police", "role": "lead", "officer": "tp-02"}, {"team": "court", "role": "support"}]
+    dispatched = writer.notices(
+        20, "UnitsDispatched", {"incident_id": 8, "at": "t", "units": units, "incident_status": "dispatched"}
+    )
+    assert [n.topic for n in dispatched] == [
+        T.board_events,
+        T.team_dispatch("traffic-police"),
+        T.officer_tasks("tp-02"),
+        T.team_dispatch("court"),
+    ]
+    assert dispatched[1].payload == dispatched[2].payload
+    resent = writer.notices(
+        21,
+        "OfficerAssigned",
+        {
+            "incident_id": 8,
+            "at": "t",
+            "team": "traffic-police",
+            "officer": "tp-01",
+            "previous": "tp-02",
+            "reason": "redispatch",
+            "actor": None,
+            "ack_due": "t2",
+        },
+    )
+    assert [n.topic for n in resent] == [T.board_events, T.team_dispatch("traffic-police"), T.officer_tasks("tp-01")]
