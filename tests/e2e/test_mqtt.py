@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from gateways.mqtt import Topics
+from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 from tests.mqtt_broker import Broker, Collector, client, unique
 
@@ -43,6 +44,7 @@ class Rig:
             "DISPATCHER_MQTT_PREFIX": self.topics.prefix,
             "DISPATCHER_MQTT_CLIENT_ID": unique("dispatcher"),
             "DISPATCHER_GC_FREEZE": "false",
+            **PLAIN,  # about transport: every report its own incident, teams sent whole, at any hour
             **env,
         }
         self.database_url = database_url
