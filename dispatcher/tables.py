@@ -213,3 +213,8 @@ class EventRow(SQLModel, table=True):
     type: str = Field(max_length=48)
     at: datetime = _utc()
     payload: str = Field(sa_type=sa.Text)
+
+
+# Accounts, tokens and the audit trail (revision 0003) live in their own module; imported here so that
+# every user of this module's metadata (the store, the migrations, their test) sees them.
+import dispatcher.account_tables  # noqa: E402, F401
