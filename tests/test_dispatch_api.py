@@ -11,7 +11,7 @@ import pytest
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
-from tests.conftest import api_client, START, HubRig
+from tests.conftest import START, HubRig, api_client
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from dispatcher.app import create_app
 from dispatcher.core.incidents import Report
 from dispatcher.settings import BUNDLED_TABLE, Settings
-from tests.conftest import api_client, HubRig
+from tests.conftest import HubRig, api_client
 
 
 @pytest.fixture
