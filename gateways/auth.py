@@ -39,7 +39,7 @@ from dispatcher.accounts import (
 )
 from dispatcher.hub import Hub
 from gateways.limits import TokenBuckets, retry_after
-from gateways.policy import PUBLIC, Scope, grant_for
+from gateways.policy import PUBLIC, Scope, grant_for, route_path
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
@@ -86,12 +86,11 @@ def ws_subprotocol(connection: HTTPConnection) -> str | None:
 
 async def guard(connection: HTTPConnection) -> None:
     """Let the request through only as the policy table allows; see the module docstring."""
-    route = connection.scope.get("route")
-    path = getattr(route, "path", None)
+    path = route_path(connection.scope.get("route"))
     method = "GET" if connection.scope["type"] == "websocket" else connection.scope["method"]
-    if path is None or (method, path) in PUBLIC:
+    if path is not None and (method, path) in PUBLIC:
         return
-    grant = grant_for(method, path)
+    grant = grant_for(method, path) if path is not None else None
     if grant is None:
         _refuse(connection, 403, f"no policy for {method} {path}: refused")
         return

@@ -129,17 +129,22 @@ def grant_for(method: str, path: str) -> Grant | None:
     return POLICY.get((method, path))
 
 
+def route_path(route: Any) -> str | None:
+    """A route's path template (an included websocket route keeps it on its original route)."""
+    return getattr(route, "path", None) or getattr(getattr(route, "original_route", None), "path", None)
+
+
 def iter_routes(routes: Any) -> Iterator[tuple[str, str]]:
     """(method, path template) of every route, walking included routers; a websocket counts as ``GET``."""
     for route in routes:
         if hasattr(route, "effective_candidates"):
             yield from iter_routes(route.effective_candidates())
             continue
-        path = getattr(route, "path", None)
+        path = route_path(route)
         if path is None:
             continue
         methods = getattr(route, "methods", None)
-        if methods is None:
+        if not methods:
             if type(getattr(route, "original_route", route)).__name__.endswith("WebSocketRoute"):
                 yield "GET", path
             continue
