@@ -150,7 +150,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.state.clock = the_hub.clock
     app.state.settings = settings
     app.state.token_buckets = TokenBuckets(settings.rate_per_s, settings.rate_burst)
-    app.state.sign_in_buckets = TokenBuckets(settings.sign_in_per_min / 60.0, max(settings.sign_in_per_min / 6, 1.0))
+    app.state.sign_in_buckets = TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min)
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)

@@ -156,7 +156,7 @@ async def add_note(request: Request, incident_id: int, body: NoteIn, hub: HubDep
 @router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")
 async def list_events(
     hub: HubDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
     events = await hub.events_since(since, limit=limit)

@@ -43,6 +43,7 @@ from gateways.policy import PUBLIC, Scope, grant_for, route_path
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
+MAX_ID = 2**53
 TOWNSHIP_PATTERN = r"^(\*|[a-z0-9][a-z0-9_-]{0,63})$"
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -94,6 +95,10 @@ async def guard(connection: HTTPConnection) -> None:
     if grant is None:
         _refuse(connection, 403, f"no policy for {method} {path}: refused")
         return
+    for name, value in connection.path_params.items():
+        # Ids beyond any stored one would overflow the database's integers: nothing has them.
+        if name.endswith("_id") and isinstance(value, str) and value.isdecimal() and int(value) > MAX_ID:
+            _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
     directory = _directory(connection)
     await directory.open()
     token = _token_of(connection)
@@ -235,6 +240,8 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
 async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Response:
     client = request.client.host if request.client else "?"
     request.state.audit_actor = form.username[:64]
+    tried = _directory(request).account(form.username)
+    request.state.township = tried.township if tried else None  # for the audit trail: whose township's entry
     buckets: TokenBuckets = request.app.state.sign_in_buckets
     wait = buckets.take(f"ip:{client}", time.monotonic())
     if wait > 0:

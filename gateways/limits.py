@@ -13,10 +13,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 DEFAULT_BODY_LIMIT = 64 * 1024
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a body over ``limit`` bytes (``larger`` per path) is answered ``413`` unread.
 
@@ -44,27 +40,33 @@ class BodyLimit:
                     return
         received = 0
         started = False
+        answered = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, started, answered
+            if answered:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    # Answer now and tell the application the client left: it stops reading and whatever
+                    # it still sends is dropped (frameworks turn a failed body read into a 400 otherwise).
+                    if not started:
+                        started = answered = True
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await _too_large(send, limit)
+        await self.app(scope, counted, watched)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -83,13 +83,9 @@ async def matrix(crew: HubRig) -> AsyncIterator[tuple[Any, dict[str, str]]]:
 
 
 @pytest.mark.parametrize("role", list(Role))
-async def test_each_role_reaches_exactly_what_the_table_grants(
-    role: Role, matrix: tuple[Any, dict[str, str]]
-) -> None:
+async def test_each_role_reaches_exactly_what_the_table_grants(role: Role, matrix: tuple[Any, dict[str, str]]) -> None:
     app, params = matrix
-    headers = await sign_in_as(
-        app, role, township="ershili", officer_id=params["officer_id"], module=params["module"]
-    )
+    headers = await sign_in_as(app, role, township="ershili", officer_id=params["officer_id"], module=params["module"])
     refused, allowed = [], []
     entries = sorted(POLICY.items(), key=lambda item: item[0] == ("POST", "/api/v1/auth/logout"))  # sign out last
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
@@ -135,7 +131,9 @@ async def test_scopes_narrow_field_officers_and_module_leads(matrix: tuple[Any, 
         assert (await http.get("/api/v1/me/assignments", headers=stranger)).json()["data"] == []
         move = f"/api/v1/incidents/{incident}/assignments/{params['team']}/acknowledge"
         assert (await http.post(move, headers=stranger)).status_code == 403
-        assert (await http.post(f"/api/v1/units/{params['officer_id']}/status", json={}, headers=stranger)).status_code == 403
+        assert (
+            await http.post(f"/api/v1/units/{params['officer_id']}/status", json={}, headers=stranger)
+        ).status_code == 403
         acknowledged = await http.post(move, json={"actor": "someone else"}, headers=officer)
         assert acknowledged.status_code == 200
         # The actor recorded is the account; the name the client sent is kept only as "for ...".
