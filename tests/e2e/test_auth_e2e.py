@@ -1,0 +1,87 @@
+"""Accounts, real sign-ins and two townships in one real server process: nothing crosses between them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from dispatcher.settings import BUNDLED_TABLE
+from tests.e2e.conftest import PLAIN
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "a long enough password"
+REPORT = {
+    "report_id": "e-1",
+    "category": "traffic.congestion",
+    "zone": "five-way",
+    "description": "堵",
+    "reporter": "张三 13900000000",
+}
+
+
+async def _sign_in(http: httpx.AsyncClient, name: str) -> dict[str, str]:
+    answer = await http.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path, repo_root: Path) -> None:
+    quick_table = repo_root / "tests" / "fixtures" / "quick-township.yaml"
+    townships = f"ershili={BUNDLED_TABLE}:{database_url};quick={quick_table}:sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    server = ServerProcess(database_url, tmp_path / "server.log", env={**PLAIN, "DISPATCHER_TOWNSHIPS": townships})
+    server.start()
+    try:
+        async with server.client() as admin:
+            for name, role, township in (
+                ("op-e", "operator", "ershili"),
+                ("op-q", "operator", "quick"),
+                ("sv-e", "supervision", "ershili"),
+            ):
+                made = await admin.post(
+                    "/api/v1/accounts", json={"name": name, "role": role, "township": township, "password": PASSWORD}
+                )
+                assert made.status_code == 201, made.text
+            operator_e = await _sign_in(admin, "op-e")
+            operator_q = await _sign_in(admin, "op-q")
+            supervision = await _sign_in(admin, "sv-e")
+
+        with pytest.raises(InvalidStatus):
+            async with websockets.connect(server.ws_url):
+                pass
+        token_sv = supervision["Authorization"].removeprefix("Bearer ")
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+            websockets.connect(
+                server.ws_url,
+                subprotocols=["dispatcher.bearer", f"dispatcher.bearer.{operator_q['Authorization'][7:]}"],
+            ) as board_q,
+            websockets.connect(f"{server.ws_url}?token={token_sv}") as board_sv,
+        ):
+            assert json.loads(await board_q.recv())["incidents"] == []
+            assert json.loads(await board_sv.recv())["kind"] == "snapshot"
+            made = await http.post("/api/v1/incidents", json=REPORT, headers=operator_e)
+            assert made.status_code == 201 and made.json()["reporter"] == REPORT["reporter"]
+            seen = json.loads(await board_sv.recv())
+            assert seen["type"] == "IncidentReported" and seen["data"]["reporter"] == "***"
+            quick = {"report_id": "q-1", "category": "order.noise", "zone": "square", "description": "吵"}
+            assert (await http.post("/api/v1/incidents", json=quick, headers=operator_q)).status_code in (200, 201)
+            # The quick board's first event is its own report: the other township's never came.
+            first = json.loads(await board_q.recv())
+            assert first["type"] == "IncidentReported" and first["data"]["report_id"] == "q-1"
+            assert (await http.get("/api/v1/incidents", headers=operator_q)).json()["count"] == 1
+            refused = await http.get("/api/v1/incidents", params={"township": "ershili"}, headers=operator_q)
+            assert refused.status_code == 403
+            audit = await http.get("/api/v1/audit", headers=supervision)
+            rows = [json.loads(line) for line in audit.text.splitlines()]
+            reported = [r for r in rows if r["action"] == "POST /api/v1/incidents"]
+            assert [(r["actor"], r["source"], r["outcome"]) for r in reported] == [("op-e", "127.0.0.1", 201)]
+            assert all(r["township"] == "ershili" for r in rows)
+    finally:
+        server.stop()
