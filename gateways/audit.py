@@ -82,6 +82,13 @@ async def _record(scope: Scope, status: int) -> None:
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run as a formula (a target or detail may start with = + - @)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 _FIELDS = ("id", "at", "actor", "township", "action", "target", "outcome", "source", "detail")
 
 
@@ -118,6 +125,6 @@ async def export_audit(
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
     return Response(b"".join(orjson.dumps(r) + b"\n" for r in rows), media_type="application/x-ndjson")
