@@ -82,6 +82,7 @@ async def _record(scope: Scope, status: int) -> None:
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
+
 def _cell(value: object) -> object:
     """A CSV cell a spreadsheet will not run as a formula (a target or detail may start with = + - @)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from dispatcher.settings import BUNDLED_TABLE
 from tests.e2e.conftest import PLAIN
@@ -56,11 +57,12 @@ async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path,
             async with websockets.connect(server.ws_url):
                 pass
         token_sv = supervision["Authorization"].removeprefix("Bearer ")
+        token_q = operator_q["Authorization"].removeprefix("Bearer ")
         async with (
             httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
             websockets.connect(
                 server.ws_url,
-                subprotocols=["dispatcher.bearer", f"dispatcher.bearer.{operator_q['Authorization'][7:]}"],
+                subprotocols=[Subprotocol("dispatcher.bearer"), Subprotocol(f"dispatcher.bearer.{token_q}")],
             ) as board_q,
             websockets.connect(f"{server.ws_url}?token={token_sv}") as board_sv,
         ):
