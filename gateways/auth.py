@@ -30,6 +30,7 @@ from dispatcher.accounts import (
     NAME_PATTERN,
     Account,
     AccountError,
+    AuditEntry,
     Principal,
     Role,
     SignInRefused,
@@ -108,7 +109,9 @@ async def guard(connection: HTTPConnection) -> None:
         return
     connection.state.principal = principal
     buckets: TokenBuckets = connection.app.state.token_buckets
-    wait = buckets.take(f"t{principal.token.id}", time.monotonic())
+    # Signed-in sessions of one account share a bucket; each device token has its own.
+    key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
+    wait = buckets.take(key, time.monotonic())
     if wait > 0:
         _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
     scope = grant.get(principal.role)
@@ -121,9 +124,23 @@ async def guard(connection: HTTPConnection) -> None:
         connection.state.township = townships.choose(principal.account, requested)
     except HTTPException as exc:
         _refuse(connection, exc.status_code, str(exc.detail))
-    if scope in (Scope.TOWNSHIP, Scope.SELF):
-        return
-    await _check_scope(connection, scope, principal.account, township_of(connection).hub)
+    if scope not in (Scope.TOWNSHIP, Scope.SELF):
+        await _check_scope(connection, scope, principal.account, township_of(connection).hub)
+    if connection.scope["type"] == "websocket":
+        # HTTP changes are audited by gateways.audit.AuditTrail; a board subscription is audited here.
+        client = connection.client
+        await directory.record(
+            AuditEntry(
+                at=connection.app.state.clock.now(),
+                action=f"GET {path}",
+                outcome=101,
+                actor=principal.name,
+                township=getattr(connection.state, "township", None),
+                target=connection.url.path,
+                source=client.host if client else None,
+                detail="board feed subscribed",
+            )
+        )
 
 
 async def _check_scope(connection: HTTPConnection, scope: Scope, account: Account, hub: Hub) -> None:

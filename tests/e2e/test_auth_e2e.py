@@ -44,17 +44,22 @@ async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path,
                 ("op-e", "operator", "ershili"),
                 ("op-q", "operator", "quick"),
                 ("sv-e", "supervision", "ershili"),
+                ("fo-e", "field_officer", "ershili"),
             ):
-                made = await admin.post(
-                    "/api/v1/accounts", json={"name": name, "role": role, "township": township, "password": PASSWORD}
-                )
+                body = {"name": name, "role": role, "township": township, "password": PASSWORD, "officer_id": "tp-01"}
+                made = await admin.post("/api/v1/accounts", json=body)
                 assert made.status_code == 201, made.text
             operator_e = await _sign_in(admin, "op-e")
             operator_q = await _sign_in(admin, "op-q")
             supervision = await _sign_in(admin, "sv-e")
 
+            officer = await _sign_in(admin, "fo-e")
+
         with pytest.raises(InvalidStatus):
             async with websockets.connect(server.ws_url):
+                pass
+        with pytest.raises(InvalidStatus):  # a field officer has no board
+            async with websockets.connect(server.ws_url, additional_headers=officer):
                 pass
         token_sv = supervision["Authorization"].removeprefix("Bearer ")
         token_q = operator_q["Authorization"].removeprefix("Bearer ")
@@ -85,5 +90,7 @@ async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path,
             reported = [r for r in rows if r["action"] == "POST /api/v1/incidents"]
             assert [(r["actor"], r["source"], r["outcome"]) for r in reported] == [("op-e", "127.0.0.1", 201)]
             assert all(r["township"] == "ershili" for r in rows)
+            subscribed = [r["actor"] for r in rows if r["action"] == "GET /ws/board"]
+            assert subscribed == ["sv-e"]  # the quick operator's subscription is quick's
     finally:
         server.stop()
