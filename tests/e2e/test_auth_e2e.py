@@ -94,3 +94,21 @@ async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path,
             assert subscribed == ["sv-e"]  # the quick operator's subscription is quick's
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_cli_signs_in_to_put_a_table_in_force(server: ServerProcess) -> None:
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+    from tests.e2e.server import ADMIN_PASSWORD
+
+    runner = CliRunner()
+    load = ["rules", "load", str(BUNDLED_TABLE), "--url", server.base_url]
+    refused = runner.invoke(app, load)
+    assert refused.exit_code == 1 and "sign in" in refused.output
+    wrong = runner.invoke(app, [*load, "--user", "admin", "--password", "not the password"])
+    assert wrong.exit_code == 2 and "signing in as admin failed" in wrong.output
+    signed = runner.invoke(app, [*load, "--user", "admin", "--password", ADMIN_PASSWORD])
+    assert signed.exit_code == 0, signed.output
+    assert runner.invoke(app, [*load, "--token", server.token]).exit_code == 0
