@@ -255,6 +255,9 @@ class Server:
         env.pop("DISPATCHER_DATABASE_URL", None)
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
+        # The benchmark signs in as the administrator (see sign_in) and measures the intake, not the pacing.
+        env["DISPATCHER_ADMIN_PASSWORD"] = BENCH_PASSWORD
+        env["DISPATCHER_RATE_PER_S"] = "0"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
@@ -272,6 +275,7 @@ class Server:
                 if status == 200:
                     import orjson
 
+                    await sign_in(self.port)
                     return dict(orjson.loads(body))
                 last_error = f"/readyz answered {status}"
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -381,15 +385,16 @@ class HttpConnection:
         self.last_used = now
         assert self.writer is not None and self.reader is not None
         if body:
-            head = b"%s %s HTTP/1.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+            head = b"%s %s HTTP/1.1\r\n%s%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
                 method,
                 path,
                 self._head_prefix,
+                _AUTHORIZATION,
                 len(body),
             )
             self.writer.write(head + body)
         else:
-            self.writer.write(b"%s %s HTTP/1.1\r\n%s\r\n" % (method, path, self._head_prefix))
+            self.writer.write(b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method, path, self._head_prefix, _AUTHORIZATION))
         return await self.read_response()
 
     async def read_response(self) -> tuple[int, bytes]:
@@ -430,6 +435,40 @@ class HttpConnection:
             parts.append(await self.reader.readexactly(size))
             await self.reader.readexactly(2)
         raise ValueError("too many chunks")
+
+
+BENCH_PASSWORD = "benchmark-admin-password"
+#: The ``Authorization`` header line every request carries once ``sign_in`` ran (empty before).
+_AUTHORIZATION = b""
+
+
+def auth_headers() -> dict[str, str]:
+    """The bearer header for clients other than ``HttpConnection`` (the board websocket)."""
+    return {"Authorization": _AUTHORIZATION.decode().partition(": ")[2].strip()} if _AUTHORIZATION else {}
+
+
+async def sign_in(port: int, password: str = BENCH_PASSWORD) -> None:
+    """Sign in as ``admin`` (OAuth2 password form); every later ``HttpConnection`` request carries the token."""
+    global _AUTHORIZATION
+    import orjson
+
+    conn = HttpConnection(LOOPBACK, port)
+    try:
+        form = b"username=admin&password=" + password.encode()
+        assert conn.writer is None
+        await conn.connect()
+        assert conn.writer is not None
+        conn.writer.write(
+            b"POST /api/v1/auth/token HTTP/1.1\r\nHost: %s:%d\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+            % (LOOPBACK.encode(), port, len(form), form)
+        )
+        status, body = await conn.read_response()
+    finally:
+        conn.close()
+    if status != 200:
+        raise BenchError(f"signing in as admin answered {status}: {body[:200]!r}")
+    _AUTHORIZATION = b"Authorization: Bearer %s\r\n" % orjson.loads(body)["access_token"].encode()
 
 
 async def http_get(host: str, port: int, path: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:

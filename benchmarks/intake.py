@@ -68,6 +68,7 @@ from _common import (
     Database,
     HttpConnection,
     Server,
+    auth_headers,
     create_database,
     drop_database,
     http_get,
@@ -488,6 +489,7 @@ async def run_latency(args: argparse.Namespace, server: Server) -> dict[str, Any
     connect_started = time.perf_counter()
     ws = await connect(
         f"ws://{LOOPBACK}:{server.port}/ws/board",
+        additional_headers=auth_headers(),
         open_timeout=30,
         max_size=512 * 1024 * 1024,
         max_queue=4096,

@@ -216,6 +216,9 @@ def rules_diff(
 def rules_load(
     path: Annotated[Path, typer.Argument(help="the rule table to put in force")],
     url: Annotated[str, typer.Option(help="the running dispatcher")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="DISPATCHER_TOKEN", help="a bearer token")] = None,
+    user: Annotated[str | None, typer.Option(help="or sign in as this account ...")] = None,
+    password: Annotated[str | None, typer.Option(envvar="DISPATCHER_PASSWORD", help="... with this password")] = None,
 ) -> None:
     """Put a table in force on a running dispatcher (it checks it again and keeps the old one on errors)."""
     import httpx
@@ -226,7 +229,9 @@ def rules_load(
     body = yaml.safe_dump(merged, allow_unicode=True, sort_keys=False)
     try:
         answer = httpx.put(
-            f"{url.rstrip('/')}/api/v1/rules", content=body.encode(), headers={"content-type": "application/yaml"}
+            f"{url.rstrip('/')}/api/v1/rules",
+            content=body.encode(),
+            headers={"content-type": "application/yaml", **_bearer(url, token, user, password)},
         )
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach {url}: {exc}", err=True)
@@ -333,6 +338,27 @@ def simulate(
         raise typer.Exit(1)
 
 
+def _bearer(url: str, token: str | None, user: str | None, password: str | None) -> dict[str, str]:
+    """The bearer header for a running dispatcher: ``token``, or one signed in for as ``user``; exits 2 on failure."""
+    import httpx
+
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    if user is None:
+        return {}
+    try:
+        answer = httpx.post(
+            f"{url.rstrip('/')}/api/v1/auth/token", data={"username": user, "password": password or ""}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if answer.status_code != 200:
+        typer.echo(f"signing in as {user} failed: {answer.status_code} {answer.text}", err=True)
+        raise typer.Exit(2)
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
 @app.command()
 def drill(
     scenario: Annotated[Path, typer.Argument(help="a scenario file to play live")],
@@ -341,6 +367,9 @@ def drill(
         float, typer.Option(help="virtual seconds per second: 1 is real time, 60 a minute a second")
     ] = 1.0,
     max_seconds: Annotated[float, typer.Option(help="stop after this many wall-clock seconds")] = 4 * 3600.0,
+    token: Annotated[str | None, typer.Option(envvar="DISPATCHER_TOKEN", help="a bearer token")] = None,
+    user: Annotated[str | None, typer.Option(help="or sign in as this account ...")] = None,
+    password: Annotated[str | None, typer.Option(envvar="DISPATCHER_PASSWORD", help="... with this password")] = None,
 ) -> None:
     """Play a scenario live against a running dispatcher (演练): reports marked as exercises, on the real board."""
     import asyncio
@@ -356,8 +385,10 @@ def drill(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
+    headers = _bearer(url, token, user, password)
+
     async def play() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
             outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds)
         typer.echo(
             f"drill {outcome.run_id}: {outcome.reports} reports, {outcome.moves} unit moves, "

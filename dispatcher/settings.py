@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_TABLE = Path(str(files("rules").joinpath("tables", "ershili.yaml")))
@@ -56,6 +56,38 @@ class Settings(BaseSettings):
         default="dispatcher", min_length=1, max_length=128, description="fixed: the broker keeps its session"
     )
     mqtt_max_payload_bytes: int = Field(default=64 * 1024, ge=1, description="larger payloads go to deadletter")
+    # -- accounts, tokens, limits, townships (docs/security.md) --
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="the password of the administrator 'admin' created at the first start; "
+        "unset: a generated one is printed once to the console",
+    )
+    token_ttl_s: float = Field(default=8 * 3600.0, gt=0, description="how long a signed-in session token lives")
+    lockout_failures: int = Field(default=5, ge=1, description="failed sign-ins of one name that lock it ...")
+    lockout_window_s: float = Field(default=900.0, gt=0, description="... within this window ...")
+    lockout_s: float = Field(default=900.0, gt=0, description="... for this long")
+    body_limit_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body (413 beyond)")
+    rate_per_s: float = Field(default=20.0, description="requests per second per token, sustained (0: no limit)")
+    rate_burst: float = Field(default=200.0, ge=1, description="requests per token in a burst")
+    sign_in_per_min: float = Field(default=30.0, description="sign-ins per minute per client address (0: no limit)")
+    townships: str | None = Field(
+        default=None,
+        description="serve several townships: 'id=rules_path:database_url' entries separated by ';' "
+        "(accounts and the audit trail stay in database_url); unset: one township, rules_path on database_url",
+    )
+
+    def township_entries(self) -> list[tuple[str, Path, str]]:
+        """The ``townships`` entries as (id, rules path, database URL); raises ValueError when malformed."""
+        entries = []
+        for raw in (self.townships or "").split(";"):
+            if not raw.strip():
+                continue
+            township_id, eq, rest = raw.strip().partition("=")
+            rules, colon, url = rest.partition(":")
+            if not (eq and colon and township_id and rules and url):
+                raise ValueError(f"DISPATCHER_TOWNSHIPS: write id=rules_path:database_url, not {raw.strip()!r}")
+            entries.append((township_id.strip(), Path(rules.strip()), url.strip()))
+        return entries
 
     def roster_file(self) -> Path | None:
         if self.no_roster:

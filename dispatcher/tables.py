@@ -235,3 +235,8 @@ class OutboxCursorRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=128)
     last_seq: int = Field(description="every event up to this seq was acknowledged by the broker")
     updated_at: datetime = _utc()
+
+
+# Accounts, tokens and the audit trail (revision 0004) live in their own module; imported here so that
+# every user of this module's metadata (the store, the migrations, their test) sees them.
+import dispatcher.account_tables  # noqa: E402, F401

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import HTTPConnection
 
 from dispatcher.core.incidents import Refused, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
 from dispatcher.store import IncidentFilter, StoreUnavailable
+from gateways.auth import acting
 from gateways.schemas import (
     AlarmAckIn,
     CancelIn,
@@ -27,11 +29,12 @@ from gateways.schemas import (
     event_json,
     incident_json,
 )
+from gateways.tenancy import township_of
 
 
-async def get_hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
+async def get_hub(request: HTTPConnection) -> Hub:
+    """The hub of the township the guard settled for this request (the one place that chooses a hub)."""
+    return township_of(request).hub
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -110,9 +113,9 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     summary="A team acknowledges, goes en route, arrives on scene or resolves",
 )
 async def move_unit(
-    incident_id: int, team: str, action: UnitAction, hub: HubDep, body: UnitActionIn | None = None
+    request: Request, incident_id: int, team: str, action: UnitAction, hub: HubDep, body: UnitActionIn | None = None
 ) -> Response:
-    actor = body.actor if body else None
+    actor = acting(request, body.actor if body else None)
     if action is UnitAction.RETURN and not (body and body.reason and body.reason.strip()):
         raise _field_error("reason", "a return (回退) needs a reason: why is it not this team's matter")
     incident = await hub.move_unit(
@@ -128,8 +131,8 @@ async def move_unit(
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
-async def close_incident(incident_id: int, hub: HubDep, body: CloseIn | None = None) -> Response:
-    actor = body.actor if body else None
+async def close_incident(request: Request, incident_id: int, hub: HubDep, body: CloseIn | None = None) -> Response:
+    actor = acting(request, body.actor if body else None)
     incident = await hub.finish(
         incident_id, IncidentAction.CLOSE, hub.clock.now(), actor, expected_version=body.version if body else None
     )
@@ -137,23 +140,24 @@ async def close_incident(incident_id: int, hub: HubDep, body: CloseIn | None = N
 
 
 @router.post("/incidents/{incident_id}/cancel", response_model=IncidentPublic, responses=_CONFLICT)
-async def cancel_incident(incident_id: int, body: CancelIn, hub: HubDep) -> Response:
+async def cancel_incident(request: Request, incident_id: int, body: CancelIn, hub: HubDep) -> Response:
+    actor = acting(request, body.actor)
     incident = await hub.finish(
-        incident_id, IncidentAction.CANCEL, hub.clock.now(), body.actor, body.reason, expected_version=body.version
+        incident_id, IncidentAction.CANCEL, hub.clock.now(), actor, body.reason, expected_version=body.version
     )
     return json_response(incident_json(incident))
 
 
 @router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
-async def add_note(incident_id: int, body: NoteIn, hub: HubDep) -> Response:
-    incident = await hub.note(incident_id, body.text, hub.clock.now(), body.author)
+async def add_note(request: Request, incident_id: int, body: NoteIn, hub: HubDep) -> Response:
+    incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author))
     return json_response(incident_json(incident), 201)
 
 
 @router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")
 async def list_events(
     hub: HubDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=2**53)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
     events = await hub.events_since(since, limit=limit)

@@ -31,6 +31,9 @@ from fastapi.responses import HTMLResponse
 from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
+from gateways.api import get_hub
+from gateways.auth import ws_subprotocol
+from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -53,8 +56,11 @@ class _Progress:
 
 @router.websocket("/ws/board")
 async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
-    hub: Hub = websocket.app.state.hub
-    await websocket.accept()
+    hub: Hub = await get_hub(websocket)
+    # Only the subprotocol name is echoed, never a token offered in it (see gateways/auth.py).
+    await websocket.accept(subprotocol=ws_subprotocol(websocket))
+    principal = websocket.state.principal
+    out: Any = MaskedSocket(websocket, principal.account) if needs_masking(principal) else websocket
     # Subscribe and read the position in the same step (no await between): nothing can slip by.
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
@@ -62,7 +68,7 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     alarms = hub.alarms.snapshot() if snapshot is not None else []  # the same instant as the snapshot
     progress = _Progress(last=since or 0)
     tasks = {
-        asyncio.create_task(_send(websocket, hub, subscription, progress, upto, snapshot, alarms)),
+        asyncio.create_task(_send(out, hub, subscription, progress, upto, snapshot, alarms)),
         asyncio.create_task(_drain_incoming(websocket)),
         dropped := asyncio.create_task(subscription.wait_dropped()),
     }

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.roster_file import OfficerIn, OverrideIn, RosterError, RosterIn, install_roster, parse_roster
 from gateways.api import HubDep, json_response
+from gateways.auth import acting
 from gateways.schemas import (
     EscalateIn,
     HandoverAckIn,
@@ -30,6 +31,7 @@ from gateways.schemas import (
     UnitReportIn,
     incident_json,
 )
+from gateways.tenancy import township_of
 
 router = APIRouter(prefix="/api/v1")
 
@@ -42,9 +44,9 @@ router = APIRouter(prefix="/api/v1")
     response_model=IncidentPublic,
     summary="Hand a team's assignment to another officer (or the best free one)",
 )
-async def choose_officer(incident_id: int, team: str, body: OfficerChoiceIn, hub: HubDep) -> Response:
+async def choose_officer(request: Request, incident_id: int, team: str, body: OfficerChoiceIn, hub: HubDep) -> Response:
     incident = await hub.assign(
-        incident_id, team, body.officer, hub.clock.now(), body.actor, expected_version=body.version
+        incident_id, team, body.officer, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
     return json_response(incident_json(incident))
 
@@ -54,8 +56,9 @@ async def choose_officer(incident_id: int, team: str, body: OfficerChoiceIn, hub
     response_model=IncidentPublic,
     summary="Send one more team to the incident",
 )
-async def add_team(incident_id: int, body: TeamIn, hub: HubDep) -> Response:
-    incident = await hub.add_team(incident_id, body.team, hub.clock.now(), body.actor, expected_version=body.version)
+async def add_team(request: Request, incident_id: int, body: TeamIn, hub: HubDep) -> Response:
+    actor = acting(request, body.actor)
+    incident = await hub.add_team(incident_id, body.team, hub.clock.now(), actor, expected_version=body.version)
     return json_response(incident_json(incident))
 
 
@@ -64,9 +67,9 @@ async def add_team(incident_id: int, body: TeamIn, hub: HubDep) -> Response:
     response_model=IncidentPublic,
     summary="Move a team's part (a returned one included) to another team",
 )
-async def reassign_team(incident_id: int, team: str, body: ReassignIn, hub: HubDep) -> Response:
+async def reassign_team(request: Request, incident_id: int, team: str, body: ReassignIn, hub: HubDep) -> Response:
     incident = await hub.reassign_team(
-        incident_id, team, body.to_team, hub.clock.now(), body.actor, expected_version=body.version
+        incident_id, team, body.to_team, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
     return json_response(incident_json(incident))
 
@@ -76,15 +79,16 @@ async def reassign_team(incident_id: int, team: str, body: ReassignIn, hub: HubD
     response_model=IncidentPublic,
     summary="Escalate now: the next leader of the chain not yet reached hears of it",
 )
-async def escalate(incident_id: int, body: EscalateIn, hub: HubDep) -> Response:
-    incident = await hub.escalate(incident_id, hub.clock.now(), body.actor, body.team, expected_version=body.version)
+async def escalate(request: Request, incident_id: int, body: EscalateIn, hub: HubDep) -> Response:
+    actor = acting(request, body.actor)
+    incident = await hub.escalate(incident_id, hub.clock.now(), actor, body.team, expected_version=body.version)
     return json_response(incident_json(incident))
 
 
 @router.post("/incidents/{incident_id}/priority", response_model=IncidentPublic, summary="Change the priority")
-async def set_priority(incident_id: int, body: PriorityIn, hub: HubDep) -> Response:
+async def set_priority(request: Request, incident_id: int, body: PriorityIn, hub: HubDep) -> Response:
     incident = await hub.set_priority(
-        incident_id, body.priority, hub.clock.now(), body.actor, expected_version=body.version
+        incident_id, body.priority, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
     return json_response(incident_json(incident))
 
@@ -94,8 +98,9 @@ async def set_priority(incident_id: int, body: PriorityIn, hub: HubDep) -> Respo
     response_model=IncidentPublic,
     summary="Fold this incident into another (its reports join it); answers with the one that stays",
 )
-async def merge(incident_id: int, body: MergeIn, hub: HubDep) -> Response:
-    return json_response(incident_json(await hub.merge(incident_id, body.into, hub.clock.now(), body.actor)))
+async def merge(request: Request, incident_id: int, body: MergeIn, hub: HubDep) -> Response:
+    actor = acting(request, body.actor)
+    return json_response(incident_json(await hub.merge(incident_id, body.into, hub.clock.now(), actor)))
 
 
 @router.post(
@@ -104,8 +109,9 @@ async def merge(incident_id: int, body: MergeIn, hub: HubDep) -> Response:
     status_code=201,
     summary="Split a joined report off into an incident of its own, routed afresh",
 )
-async def split(incident_id: int, body: SplitIn, hub: HubDep) -> Response:
-    return json_response(incident_json(await hub.split(incident_id, body.report_id, hub.clock.now(), body.actor)), 201)
+async def split(request: Request, incident_id: int, body: SplitIn, hub: HubDep) -> Response:
+    actor = acting(request, body.actor)
+    return json_response(incident_json(await hub.split(incident_id, body.report_id, hub.clock.now(), actor)), 201)
 
 
 # -- the queue and the returns ----------------------------------------------------------------
@@ -207,7 +213,7 @@ async def report_unit(officer_id: str, body: UnitReportIn, hub: HubDep) -> Respo
 
 
 def _source(request: Request) -> RosterIn:
-    source: RosterIn | None = request.app.state.roster_source
+    source: RosterIn | None = township_of(request).roster_source
     if source is None:
         raise HTTPException(404, "no roster is loaded: PUT one to /api/v1/roster")
     return source
@@ -223,13 +229,14 @@ def _edited_version(version: str) -> str:
 
 
 async def _install(request: Request, source: RosterIn, actor: str | None) -> Response:
-    hub = request.app.state.hub
+    township = township_of(request)
+    hub = township.hub
     try:
-        await install_roster(hub, source, actor)
+        await install_roster(hub, source, acting(request, actor))
     except RosterError as exc:
         raise HTTPException(422, detail=[{"loc": ["body"], "msg": p, "type": "roster"} for p in exc.problems]) from None
-    request.app.state.roster_source = source
-    request.app.state.shifts.follow(hub.roster)
+    township.roster_source = source
+    township.shifts.follow(hub.roster)
     return json_response(orjson.loads(source.model_dump_json()))
 
 
@@ -311,8 +318,8 @@ async def handovers(hub: HubDep, team: str | None = None, limit: Annotated[int, 
 
 
 @router.post("/handovers/{handover_id}/ack", summary="The incoming duty lead takes the handover over")
-async def acknowledge_handover(handover_id: int, body: HandoverAckIn, hub: HubDep) -> Response:
-    record = await hub.store.acknowledge_handover(handover_id, body.actor, hub.clock.now())
+async def acknowledge_handover(request: Request, handover_id: int, body: HandoverAckIn, hub: HubDep) -> Response:
+    record = await hub.store.acknowledge_handover(handover_id, acting(request, body.actor), hub.clock.now())
     if record is None:
         raise HTTPException(404, f"no handover {handover_id}")
     return json_response(_handover_json(record))

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from gateways.api import HubDep, json_response
+from gateways.tenancy import township_of
 from rules import RoutingInput, RuleTableError, compile_table, load_source_text
 from rules.checker import TableRefused, check_for_service
 from rules.explain import explain, explanation_json
@@ -87,7 +88,7 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(422, detail="the table must be UTF-8 text") from None
-    base: Path = request.app.state.settings.rules_path.parent
+    base: Path = township_of(request).rules_path.parent
     try:
         source = load_source_text(text, source="<uploaded table>", base_dir=base)
         book = compile_table(source.table)

@@ -124,7 +124,7 @@ class PriorityIn(_In):
 
 
 class MergeIn(_In):
-    into: int = Field(ge=1, description="the incident that stays")
+    into: int = Field(ge=1, le=2**53, description="the incident that stays")
     actor: str | None = Actor
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,41 @@ async def crew(database_url: str, bundled_rules: RuleBook, bundled_roster: Roste
 @pytest.fixture
 def repo_root() -> Iterator[Path]:
     yield Path(__file__).resolve().parent.parent
+
+
+async def sign_in_as(
+    app: Any,
+    role: Any = None,
+    *,
+    name: str | None = None,
+    township: str = "*",
+    officer_id: str | None = None,
+    module: str | None = None,
+) -> dict[str, str]:
+    """Headers carrying a fresh device token of a new account (default: a county administrator).
+
+    No password is hashed: the matrix of roles would otherwise spend most of its time in argon2.
+    """
+    from dispatcher.accounts import Role, TokenKind
+
+    role = role or Role.ADMIN
+    directory = app.state.directory
+    await directory.open()
+    name = name or f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    await directory.create_account(name, role, township, START, officer_id=officer_id, module=module)
+    token, _ = await directory.issue_token(name, TokenKind.DEVICE, START, label="tests")
+    return {"Authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def api_client(app: Any, headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    """An in-process client of ``app`` (no lifespan: the hub is the test's), signed in as an administrator."""
+    import httpx
+
+    try:
+        headers = headers if headers is not None else await sign_in_as(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as http:
+            yield http
+    finally:
+        await app.state.directory.close()

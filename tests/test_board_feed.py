@@ -7,10 +7,14 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.core.incidents import Report
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
+from dispatcher.settings import BUNDLED_TABLE
+from dispatcher.shifts import ShiftWatch
 from gateways.board import LAGGING_CLOSE_CODE, board_feed
-from tests.conftest import HubRig
+from gateways.tenancy import Township, Townships
+from tests.conftest import START, HubRig
 
 
 def records(first: int, last: int) -> list[FeedRecord]:
@@ -43,14 +47,20 @@ class FakeBoard:
     """A websocket whose reader stops reading after ``read_limit`` frames (a frozen wall screen)."""
 
     def __init__(self, hub: Any, read_limit: int) -> None:
-        self.app = SimpleNamespace(state=SimpleNamespace(hub=hub))
+        township = Township(hub.rules.township_id, hub, ShiftWatch(hub), BUNDLED_TABLE)
+        self.app = SimpleNamespace(state=SimpleNamespace(hub=hub, townships=Townships([township])))
+        # What the guard leaves on a connection it let through: an operator of the township.
+        operator = Account("board-screen", Role.OPERATOR, township.id)
+        token = TokenInfo(1, operator.name, TokenKind.DEVICE, None, START, None)
+        self.state = SimpleNamespace(township=township.id, principal=Principal(operator, token))
+        self.headers: dict[str, str] = {}
         self.sent: list[dict[str, Any]] = []
         self.read_limit = read_limit
         self.closed: tuple[int, str] | None = None
         self._stuck = asyncio.Event()
         self.gone = asyncio.Event()
 
-    async def accept(self) -> None:
+    async def accept(self, subprotocol: str | None = None) -> None:
         return None
 
     async def send_text(self, text: str) -> None:

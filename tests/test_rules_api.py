@@ -10,13 +10,13 @@ import pytest
 from dispatcher.app import create_app
 from dispatcher.core.incidents import Report
 from dispatcher.settings import BUNDLED_TABLE, Settings
-from tests.conftest import HubRig
+from tests.conftest import HubRig, api_client
 
 
 @pytest.fixture
 async def client(rig: HubRig) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(database_url=rig.url), hub=rig.hub)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+    async with api_client(app) as http:
         yield http
 
 

@@ -317,7 +317,7 @@
     rulesFetching = true;
     rulesFetchedAt = Date.now();
     try {
-      const res = await fetch('/api/v1/rules', { cache: 'no-store', headers: { accept: 'application/json' } });
+      const res = await api('/api/v1/rules', { cache: 'no-store', headers: { accept: 'application/json' } });
       if (!res.ok) throw new Error(`rules: HTTP ${res.status}`);
       noteServerTime(Date.parse(res.headers.get('date') || ''));
       applyRules(await res.json());
@@ -1284,7 +1284,7 @@
   }
 
   async function post(url, body) {
-    const res = await fetch(url, {
+    const res = await api(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json' },
       body: JSON.stringify(body),
@@ -1300,6 +1300,81 @@
       throw error;
     }
     return data;
+  }
+
+  // ---- signing in ----------------------------------------------------------------------------
+
+  /* The API and the feed need a bearer token (docs/security.md). The board signs in with the form
+   * #signin (OAuth2 password flow at /api/v1/auth/token) and keeps the token for this tab only
+   * (sessionStorage 'board.token'); every API call carries it, the feed offers it as a websocket
+   * subprotocol. A 401 from the API, or a feed that keeps failing while /auth/me says 401, shows the form. */
+  let token = sessionStorage.getItem('board.token');
+  let account = null;
+
+  function api(url, init = {}) {
+    const headers = new Headers(init.headers || {});
+    if (token) headers.set('Authorization', `Bearer ${token}`);
+    return fetch(url, { ...init, headers }).then((res) => {
+      if (res.status === 401) needSignIn();
+      return res;
+    });
+  }
+
+  function needSignIn() {
+    token = null;
+    sessionStorage.removeItem('board.token');
+    const box = $('signin');
+    if (!box || !box.hidden) return;
+    box.hidden = false;
+    setConnection('closed', t('signin.needed'));
+    $('signin-user').focus();
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    const form = new URLSearchParams({ username: $('signin-user').value.trim(), password: $('signin-password').value });
+    const error = $('signin-error');
+    error.textContent = '';
+    try {
+      const res = await fetch('/api/v1/auth/token', { method: 'POST', body: form,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' } });
+      const data = await res.json().catch(() => null);
+      if (!res.ok) {
+        error.textContent = t('signin.refused', { detail: (data && typeof data.detail === 'string') ? data.detail : res.status });
+        return;
+      }
+      token = data.access_token;
+      sessionStorage.setItem('board.token', token);
+      $('signin-password').value = '';
+      $('signin').hidden = true;
+      showAccount(data.account);
+      loadRules();
+      loadUnits();
+      if (!ws) connect();
+    } catch (err) {
+      error.textContent = t('signin.refused', { detail: String(err.message || err) });
+    }
+  }
+
+  function showAccount(found) {
+    account = found || null;
+    const who = $('account');
+    if (!who) return;
+    who.textContent = account ? `${account.display_name || account.name} · ${t(`role.account.${account.role}`)}` : '';
+    $('signout').hidden = !account;
+    if (account && !operatorName()) dom.operator.value = account.display_name || account.name;
+  }
+
+  async function whoAmI() {
+    if (!token) return needSignIn();
+    const res = await api('/api/v1/auth/me', { headers: { accept: 'application/json' } });
+    if (res.ok) showAccount((await res.json()).account);
+  }
+
+  async function signOut() {
+    await api('/api/v1/auth/logout', { method: 'POST' }).catch(() => null);
+    sessionStorage.removeItem('board.token');
+    location.reload();
   }
 
   // ---- the detail panel -------------------------------------------------------------------
@@ -1350,7 +1425,7 @@
     const id = detail.id;
     const token = ++detail.fetchToken;
     try {
-      const res = await fetch(`/api/v1/incidents/${id}`, { cache: 'no-store', headers: { accept: 'application/json' } });
+      const res = await api(`/api/v1/incidents/${id}`, { cache: 'no-store', headers: { accept: 'application/json' } });
       if (token !== detail.fetchToken || detail.id !== id) return;
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const data = await res.json();
@@ -1753,7 +1828,7 @@
     detail.explain = 'loading';
     renderDetail();
     try {
-      const res = await fetch(`/api/v1/rules/explain?${q}`, { headers: { accept: 'application/json' } });
+      const res = await api(`/api/v1/rules/explain?${q}`, { headers: { accept: 'application/json' } });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       detail.explain = await res.json();
     } catch (err) {
@@ -1770,7 +1845,7 @@
 
   async function loadZones() {
     try {
-      const res = await fetch('/api/v1/rules/zones', { headers: { accept: 'application/json' } });
+      const res = await api('/api/v1/rules/zones', { headers: { accept: 'application/json' } });
       if (!res.ok) throw new Error(`zones: HTTP ${res.status}`);
       map.zones = await res.json();
     } catch (err) {
@@ -1919,7 +1994,7 @@
   async function loadUnits() {
     clearTimeout(unitsTimer);
     try {
-      const res = await fetch('/api/v1/units', { cache: 'no-store', headers: { accept: 'application/json' } });
+      const res = await api('/api/v1/units', { cache: 'no-store', headers: { accept: 'application/json' } });
       if (!res.ok) throw new Error(`units: HTTP ${res.status}`);
       const body = await res.json();
       const before = Array.from(officers.values(), (o) => `${o.id}=${o.name}`).join();
@@ -2046,7 +2121,11 @@
     retryTimer = null;
     let socket;
     try {
-      socket = new WebSocket(feedUrl());
+      if (!token) {
+        needSignIn();
+        return;
+      }
+      socket = new WebSocket(feedUrl(), ['dispatcher.bearer', `dispatcher.bearer.${token}`]);
     } catch (err) {
       console.warn('board: cannot open the feed', err);
       reconnectLater(null);
@@ -2080,6 +2159,8 @@
     socket.onclose = (ev) => {
       if (ws !== socket) return;
       ws = null;
+      if (!openedAt && token) whoAmI(); // refused at the handshake: is the session still good?
+      if (!token) return; // signing in reconnects
       reconnectLater(ev);
     };
     socket.onerror = () => { /* a close follows */ };
@@ -2163,6 +2244,8 @@
       else openDetail(Number(li.dataset.alarmIncident));
     });
     $('detail-close').addEventListener('click', closeDetail);
+    $('signin-form').addEventListener('submit', signIn);
+    $('signout').addEventListener('click', signOut);
     dom.detailBody.addEventListener('click', onDetailClick);
     window.addEventListener('resize', () => { if (detail.id !== null) placeDetail(); });
     document.addEventListener('keydown', (ev) => {
@@ -2174,9 +2257,14 @@
       const wanted = Number(params.get('incident'));
       if (wanted > 0) openDetail(wanted);
     });
-    loadRules();
-    connect();
-    loadUnits();
+    if (token) {
+      whoAmI();
+      loadRules();
+      connect();
+      loadUnits();
+    } else {
+      needSignIn();
+    }
     schedule();
     tick();
   }

@@ -41,3 +41,14 @@ async def chromium() -> AsyncIterator[Any]:
             yield browser
         finally:
             await browser.close()
+
+
+async def signed_in_context(browser: Any, server: Any, **options: Any) -> Any:
+    """A browser context at 1600x900 whose board starts signed in as the server's administrator.
+
+    The board keeps its session token in ``sessionStorage`` (``board.token``) after signing in through its
+    form; the tests put the server's admin token there before the page loads, as a signed-in tab would have it.
+    """
+    context = await browser.new_context(viewport={"width": 1600, "height": 900}, **options)
+    await context.add_init_script(f"sessionStorage.setItem('board.token', {server.token!r});")
+    return context

@@ -19,8 +19,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The administrator's password of every test server (set at its first start, signed in with after each start).
+ADMIN_PASSWORD = "e2e-admin-password-0123"
+
+
 class ServerProcess:
-    """``python -m dispatcher serve`` in a child process; output goes to ``log_path``."""
+    """``python -m dispatcher serve`` in a child process; output goes to ``log_path``.
+
+    Once ready it signs in as ``admin``: ``headers`` (and ``client()``) carry the bearer token.
+    """
 
     def __init__(
         self, database_url: str, log_path: Path, *, env: dict[str, str] | None = None, port: int | None = None
@@ -28,8 +35,9 @@ class ServerProcess:
         self.database_url = database_url
         self.log_path = log_path
         self.port = port or free_port()
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "DISPATCHER_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self.token = ""
 
     @property
     def base_url(self) -> str:
@@ -38,6 +46,22 @@ class ServerProcess:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/board"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client of this server signed in as the administrator."""
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10, headers=self.headers)
+
+    def sign_in(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        answer = httpx.post(
+            f"{self.base_url}/api/v1/auth/token", data={"username": username, "password": password}, timeout=30
+        )
+        answer.raise_for_status()
+        token: str = answer.json()["access_token"]
+        return token
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port)]
@@ -50,6 +74,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
             try:
                 if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    self.token = self.sign_in()
                     return self
             except httpx.TransportError:
                 pass

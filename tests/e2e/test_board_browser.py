@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.browser import chromium
+from tests.e2e.browser import chromium, signed_in_context
 from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def page(server: ServerProcess) -> AsyncIterator[Any]:
     async with chromium() as browser:
-        context = await browser.new_context(viewport={"width": 1600, "height": 900})
+        context = await signed_in_context(browser, server)
         board = await context.new_page()
         dialogs: list[str] = []
         board.on("dialog", lambda d: dialogs.append(d.message))
@@ -36,7 +35,7 @@ async def test_a_report_appears_live_and_its_acknowledgement_follows(server: Ser
         "zone": "five-way",
         "description": "集市日五岔口拥堵 <script>alert('x')</script><img src=x onerror=alert(2)>",
     }
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         answer = await http.post("/api/v1/incidents", json=body)
         assert answer.status_code == 201
         # Within one second of the answer the row is there with its teams dispatched.
@@ -63,7 +62,7 @@ async def test_a_report_appears_live_and_its_acknowledgement_follows(server: Ser
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_queue_lanes_and_closing_remove_rows(server: ServerProcess, page: Any) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await http.post(
             "/api/v1/incidents",
             json={"report_id": "q-1", "category": "ufo.sighting", "zone": "market", "description": "?"},
@@ -79,7 +78,7 @@ async def test_the_board_resumes_after_the_server_restarts_without_loss_or_doubl
     server: ServerProcess, page: Any, tmp_path: Any
 ) -> None:
     five_way = {"category": "traffic.congestion", "zone": "five-way", "description": "拥堵"}
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await http.post("/api/v1/incidents", json={**five_way, "report_id": "before"})
     await page.wait_for_selector('#incidents [data-incident-id="1"]', timeout=2_000)
 
@@ -87,7 +86,7 @@ async def test_the_board_resumes_after_the_server_restarts_without_loss_or_doubl
     await page.wait_for_selector("#connection[data-state=closed]", timeout=5_000)
     again = ServerProcess(server.database_url, tmp_path / "again.log", port=server.port, env=PLAIN).start()
     try:
-        async with httpx.AsyncClient(base_url=again.base_url, timeout=10) as http:
+        async with again.client() as http:
             await http.post("/api/v1/incidents", json={**five_way, "report_id": "after"})
             await http.post("/api/v1/incidents/1/assignments/traffic-police/acknowledge")
             last_seq = (await http.get("/readyz")).json()["last_seq"]

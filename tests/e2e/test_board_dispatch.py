@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
-from tests.e2e.browser import chromium
+from tests.e2e.browser import chromium, signed_in_context
 from tests.e2e.server import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -44,12 +43,12 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 async def test_officers_waiting_duplicates_and_operator_dispatch_actions(browser: Any, server: ServerProcess) -> None:
-    context = await browser.new_context(viewport={"width": 1600, "height": 900})
+    context = await signed_in_context(browser, server)
     page = await context.new_page()
     await page.goto(f"{server.base_url}/board")
     await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
     await page.fill("#operator", "王芳")
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         made = (await http.post("/api/v1/incidents", json={**NOISE, "report_id": "n-1"})).json()
         chip = '#incidents [data-incident-id="1"] .chip[data-team="patrol"]'
         await page.wait_for_selector(f'{chip}[data-officer="p-1"]', timeout=5_000)

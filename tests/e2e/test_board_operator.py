@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from dispatcher.settings import BUNDLED_TABLE
-from tests.e2e.browser import chromium
+from tests.e2e.browser import chromium, signed_in_context
 from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 
@@ -49,7 +49,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 async def open_board(browser: Any, server: ServerProcess, query: str = "", operator: str | None = "王芳") -> Any:
-    context = await browser.new_context(viewport={"width": 1600, "height": 900})
+    context = await signed_in_context(browser, server)
     page = await context.new_page()
     await page.goto(f"{server.base_url}/board{query}")
     await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
@@ -69,7 +69,7 @@ async def test_actions_clicked_in_the_detail_panel_go_through_the_api_with_the_o
     browser: Any, server: ServerProcess
 ) -> None:
     page = await open_board(browser, server)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(http, "op-1", FIVE_WAY)
         await page.click('#incidents [data-incident-id="1"]', timeout=2_000)
         await page.wait_for_selector('#detail[data-incident="1"] .d-timeline .ev-UnitsDispatched', timeout=5_000)
@@ -104,7 +104,7 @@ async def test_actions_clicked_in_the_detail_panel_go_through_the_api_with_the_o
 
 async def test_without_an_operator_name_nothing_is_sent(browser: Any, server: ServerProcess) -> None:
     page = await open_board(browser, server, operator=None)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(http, "anon-1", FIVE_WAY)
         await page.click('#incidents [data-incident-id="1"]', timeout=2_000)
         await page.click('#detail button[data-action="acknowledge"][data-team="traffic-police"]', timeout=5_000)
@@ -137,7 +137,7 @@ async def test_an_alarm_acknowledged_on_one_board_clears_on_every_board(
     browser: Any, quick_server: ServerProcess
 ) -> None:
     board_a = await open_board(browser, quick_server, operator="王芳")
-    async with httpx.AsyncClient(base_url=quick_server.base_url, timeout=10) as http:
+    async with quick_server.client() as http:
         await report(http, "alarm-1", FIVE_WAY)
         for team in ("police-station", "market-supervision", "law-enforcement", "market-town-office"):
             await http.post(f"/api/v1/incidents/1/assignments/{team}/acknowledge", json={"actor": team})
@@ -168,7 +168,7 @@ async def test_an_alarm_acknowledged_on_one_board_clears_on_every_board(
 
 async def test_a_cut_feed_resumes_without_losing_or_doubling_events(browser: Any, server: ServerProcess) -> None:
     page = await open_board(browser, server)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(http, "cut-0", FIVE_WAY)
         await page.wait_for_selector('#incidents [data-incident-id="1"]', timeout=2_000)
         # Hold the reconnection back so the events below happen while the board is cut off.
@@ -205,7 +205,7 @@ async def test_a_cut_feed_resumes_without_losing_or_doubling_events(browser: Any
 
 async def test_labels_come_from_the_translation_files_in_both_languages(browser: Any, server: ServerProcess) -> None:
     page = await open_board(browser, server)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(http, "lang-1", FIVE_WAY)
     row = page.locator('#incidents [data-incident-id="1"]')
     await page.wait_for_selector('#incidents [data-incident-id="1"][data-status="dispatched"]', timeout=2_000)
@@ -230,7 +230,7 @@ async def test_labels_come_from_the_translation_files_in_both_languages(browser:
 
 
 async def test_url_filters_hide_rows_and_survive_a_reload(browser: Any, server: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(http, "f-1", FIVE_WAY)
         await report(http, "f-2", WAGES)
     page = await open_board(browser, server, "?module=enforcement")
@@ -256,7 +256,7 @@ async def test_url_filters_hide_rows_and_survive_a_reload(browser: Any, server: 
 
 async def test_clicking_a_map_marker_opens_the_incident(browser: Any, server: ServerProcess) -> None:
     page = await open_board(browser, server)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         await report(
             http,
             "map-1",

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 
@@ -46,8 +45,8 @@ async def _read_until(ws: Any, stop_type: str, timeout_s: float = 10.0) -> list[
 
 async def test_five_way_intersection_end_to_end(server: ServerProcess) -> None:
     async with (
-        websockets.connect(server.ws_url) as board,
-        httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+        websockets.connect(server.ws_url, additional_headers=server.headers) as board,
+        server.client() as http,
     ):
         snapshot = json.loads(await board.recv())
         assert snapshot["kind"] == "snapshot" and snapshot["incidents"] == []
@@ -88,23 +87,23 @@ async def test_five_way_intersection_end_to_end(server: ServerProcess) -> None:
     dispatched = next(f for f in frames if f["type"] == "UnitsDispatched")
     assert [u["team"] for u in dispatched["data"]["units"]] == TEAMS
 
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         detail = IncidentDetail.model_validate((await http.get(f"/api/v1/incidents/{incident.id}")).json())
     assert [e.seq for e in detail.timeline] == seqs
 
 
 async def test_board_resumes_with_since_without_gap_or_duplicate(server: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         for n in range(5):
             body = {**FIVE_WAY, "report_id": f"before-{n}"}
             assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
-        async with websockets.connect(server.ws_url) as board:
+        async with websockets.connect(server.ws_url, additional_headers=server.headers) as board:
             snapshot = json.loads(await board.recv())
             assert snapshot["seq"] == 10 and len(snapshot["incidents"]) == 5
         for n in range(5):
             body = {**FIVE_WAY, "report_id": f"while-away-{n}"}
             assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
-        async with websockets.connect(f"{server.ws_url}?since=4") as board:
+        async with websockets.connect(f"{server.ws_url}?since=4", additional_headers=server.headers) as board:
             backlog = [json.loads(await board.recv()) for _ in range(16)]
             assert (await http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": "live"})).status_code == 201
             live = [json.loads(await board.recv()) for _ in range(2)]
@@ -113,7 +112,7 @@ async def test_board_resumes_with_since_without_gap_or_duplicate(server: ServerP
 
 
 async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         bad = await http.post(
             "/api/v1/incidents",
             json={"report_id": "x 1", "category": "", "description": "d", "severity": 9, "colour": "red"},
@@ -135,7 +134,7 @@ async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: 
 
 
 async def test_unknown_category_lands_in_the_triage_queue(server: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         answer = await http.post(
             "/api/v1/incidents",
             json={"report_id": "t-1", "category": "misc.strange_smell", "description": "怪味", "zone": "market"},
@@ -150,7 +149,7 @@ async def test_unknown_category_lands_in_the_triage_queue(server: ServerProcess)
 async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path) -> None:
     first = ServerProcess(database_url, tmp_path / "first.log", env=PLAIN).start()
     try:
-        async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+        async with first.client() as http:
             answers = await asyncio.gather(
                 *(http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": f"k-{n}"}) for n in range(200))
             )
@@ -161,7 +160,7 @@ async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path
 
     second = ServerProcess(database_url, tmp_path / "second.log", env=PLAIN).start()
     try:
-        async with httpx.AsyncClient(base_url=second.base_url, timeout=10) as http:
+        async with second.client() as http:
             listing = (await http.get("/api/v1/incidents", params={"limit": 500})).json()
             events = (await http.get("/api/v1/events", params={"limit": 5000})).json()
             ready = (await http.get("/readyz")).json()
@@ -173,7 +172,7 @@ async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path
 
 
 async def test_openapi_schema_documents_the_api(server: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         schema = (await http.get("/openapi.json")).json()
         docs = await http.get("/docs")
         page = await http.get("/board")
@@ -191,7 +190,7 @@ async def test_a_citizen_report_without_category_is_classified_and_explained(ser
         "zone": "market",
         "reporter_kind": "citizen",
     }
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         answer = await http.post("/api/v1/incidents", json=body)
         why = await http.get("/api/v1/rules/explain", params={"description": body["description"], "zone": "market"})
     assert answer.status_code == 201, answer.text
@@ -227,7 +226,7 @@ timeline:
 """,
         encoding="utf-8",
     )
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+    async with server.client() as http:
         outcome = await run_drill(load_scenario(scenario), http, speed=600, max_seconds=30)
         drills = (await http.get("/api/v1/incidents", params={"exercise": "true"})).json()
         real = (await http.get("/api/v1/incidents", params={"exercise": "false"})).json()

@@ -66,7 +66,7 @@ async def test_deadlines_that_pass_while_killed_fire_once_with_their_lateness(
 ) -> None:
     first = quick_server(database_url, tmp_path / "1.log").start()
     try:
-        async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+        async with first.client() as http:
             made = (await http.post("/api/v1/incidents", json={**NOISE, "report_id": "k-1"})).json()
     finally:
         first.kill_hard()
@@ -75,7 +75,7 @@ async def test_deadlines_that_pass_while_killed_fire_once_with_their_lateness(
 
     second = quick_server(database_url, tmp_path / "2.log").start()
     try:
-        async with httpx.AsyncClient(base_url=second.base_url, timeout=10) as http:
+        async with second.client() as http:
 
             async def climbed() -> list[dict[str, Any]]:
                 events = await timeline(http, made["id"])
@@ -89,7 +89,7 @@ async def test_deadlines_that_pass_while_killed_fire_once_with_their_lateness(
 
     third = quick_server(database_url, tmp_path / "3.log").start()
     try:
-        async with httpx.AsyncClient(base_url=third.base_url, timeout=10) as http:
+        async with third.client() as http:
 
             async def at_the_top() -> bool:
                 events = await timeline(http, made["id"])
@@ -112,7 +112,7 @@ async def test_deadlines_that_pass_while_killed_fire_once_with_their_lateness(
 
 
 async def test_duplicates_returns_overrides_and_the_roster_over_http(quick: ServerProcess) -> None:
-    async with httpx.AsyncClient(base_url=quick.base_url, timeout=10) as http:
+    async with quick.client() as http:
         first = await http.post("/api/v1/incidents", json={**NOISE, "report_id": "d-1", "reporter": "张三"})
         second = await http.post(
             "/api/v1/incidents",
@@ -232,7 +232,7 @@ async def test_county_matters_are_forwarded_with_retries_and_a_delivery_record(
         DISPATCHER_COUNTY_WEBHOOK_ATTEMPTS="5",
     ).start()
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        async with server.client() as http:
             drill = (await http.post("/api/v1/incidents", json={**SMOKE, "report_id": "s-0", "exercise": True})).json()
             made = (await http.post("/api/v1/incidents", json={**SMOKE, "report_id": "s-1"})).json()
             assert made["routing"]["handover"] == "county-ecology" and made["delivery"]["state"] == "pending"
@@ -266,7 +266,7 @@ async def test_a_delivery_nobody_answers_is_marked_failed_after_the_last_try(dat
         DISPATCHER_COUNTY_WEBHOOK_ATTEMPTS="2",
     ).start()
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        async with server.client() as http:
             made = (await http.post("/api/v1/incidents", json={**SMOKE, "report_id": "f-1"})).json()
 
             async def failed() -> dict[str, Any] | None:

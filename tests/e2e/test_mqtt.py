@@ -59,7 +59,7 @@ class Rig:
 
     def get(self, path: str) -> Any:
         assert self.server is not None
-        answer = httpx.get(self.server.base_url + path, timeout=10)
+        answer = httpx.get(self.server.base_url + path, timeout=10, headers=self.server.headers)
         answer.raise_for_status()
         return answer.json()
 
@@ -285,7 +285,7 @@ async def test_the_outbox_resends_from_its_cursor_after_a_crash_without_gaps(
     try:
         await rig.until("/readyz", lambda b: b["mqtt"] == "connected")
         async with watching(broker.url, rig.topics.board_events) as seen:
-            async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+            async with first.client() as http:
                 for n in range(10):
                     (await http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY})).raise_for_status()
             await seen.wait_for(lambda: len(seen.messages) >= 20)
@@ -294,7 +294,7 @@ async def test_the_outbox_resends_from_its_cursor_after_a_crash_without_gaps(
         # The broker goes away: HTTP intake goes on, readiness holds, the notices wait in the log.
         broker.stop()
         await rig.until("/readyz", lambda b: b["mqtt"] == "down")
-        async with httpx.AsyncClient(base_url=first.base_url, timeout=10) as http:
+        async with first.client() as http:
             for n in range(10, 25):
                 (await http.post("/api/v1/incidents", json={"report_id": f"o-{n}", **FIVE_WAY})).raise_for_status()
             ready = await http.get("/readyz")

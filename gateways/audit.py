@@ -1,0 +1,131 @@
+"""The audit trail: who did what, when and from where, for every change made through the API.
+
+:class:`AuditTrail` (ASGI middleware) appends one entry per changing request (``POST``, ``PUT``, ``PATCH``,
+``DELETE`` under ``/api/``, signing in and out included) and per audit export, after the answer is sent:
+the account (none when not signed in; the name tried for a sign-in), the township, the route template
+and the concrete path, the status answered and the client address (the socket's peer: put no proxy in
+front without teaching it here). Incident events keep their own ``actor`` in the event log; the audit
+entry of the same request adds where it came from. ``GET /api/v1/audit`` exports the trail.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatcher.accounts import AuditEntry, Principal, SqlDirectory
+
+log = logging.getLogger(__name__)
+
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+EXPORTS = frozenset({"/api/v1/audit"})
+
+
+class AuditTrail:
+    """ASGI middleware recording changing requests in the directory's audit table (after the answer)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (
+            scope["path"].startswith("/api/") and (scope["method"] in CHANGING or scope["path"] in EXPORTS)
+        ):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            await _record(scope, status)
+
+
+async def _record(scope: Scope, status: int) -> None:
+    app = scope["app"]
+    directory: SqlDirectory = app.state.directory
+    state = scope.get("state", {})
+    principal: Principal | None = state.get("principal")
+    route = scope.get("route")
+    action = f"{scope['method']} {getattr(route, 'path', None) or scope['path']}"
+    client = scope.get("client")
+    entry = AuditEntry(
+        at=app.state.clock.now(),
+        action=action,
+        outcome=status,
+        actor=principal.name if principal else state.get("audit_actor"),
+        township=state.get("township"),
+        target=scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else ""),
+        source=client[0] if client else None,
+        detail=state.get("audit_detail"),
+    )
+    try:
+        await directory.open()
+        await directory.record(entry)
+    except Exception:
+        log.exception("audit entry not stored: %s", entry)
+
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run as a formula (a target or detail may start with = + - @)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+_FIELDS = ("id", "at", "actor", "township", "action", "target", "outcome", "source", "detail")
+
+
+@router.get("/audit", summary="The audit trail (who, what, when, from where) as JSON lines or CSV")
+async def export_audit(
+    request: Request,
+    since: Annotated[datetime | None, Query(description="from (inclusive; with a timezone)")] = None,
+    until: Annotated[datetime | None, Query(description="to (exclusive; with a timezone)")] = None,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Response:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, detail=[{"loc": ["query", name], "msg": "give a timezone", "type": "value_error"}])
+    principal: Principal = request.state.principal
+    directory: SqlDirectory = request.app.state.directory
+    township = None if principal.account.county else principal.account.township
+    entries = await directory.audit(since=since, until=until, township=township, limit=limit)
+    rows = [
+        {
+            "id": e.id,
+            "at": e.at.isoformat(),
+            "actor": e.actor,
+            "township": e.township,
+            "action": e.action,
+            "target": e.target,
+            "outcome": e.outcome,
+            "source": e.source,
+            "detail": e.detail,
+        }
+        for e in entries
+    ]
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    return Response(b"".join(orjson.dumps(r) + b"\n" for r in rows), media_type="application/x-ndjson")

@@ -1,0 +1,116 @@
+"""Limits on hostile input: the size of a request body, and the pace of each token (token buckets)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes (``larger`` per path) is answered ``413`` unread.
+
+    It trusts neither ``Content-Length`` nor its absence: the bytes are counted as they arrive.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int = DEFAULT_BODY_LIMIT, larger: Mapping[str, int] | None = None):
+        self.app = app
+        self.limit = limit
+        self.larger = dict(larger or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope["path"], self.limit)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit or declared < 0:
+                    await _too_large(send, limit)
+                    return
+        received = 0
+        started = False
+        answered = False
+
+        async def counted() -> Message:
+            nonlocal received, started, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Answer now and tell the application the client left: it stops reading and whatever
+                    # it still sends is dropped (frameworks turn a failed body read into a 400 otherwise).
+                    if not started:
+                        started = answered = True
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, watched)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = orjson.dumps({"detail": f"the request body may have at most {limit} bytes"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    """One token bucket per key: ``rate_per_s`` sustained, bursts of ``burst``. ``rate_per_s <= 0``: no limit.
+
+    Time is an argument (seconds of any monotonic clock). The least recently used keys are forgotten
+    beyond ``max_keys`` (a forgotten key starts with a full bucket). Not thread-safe: the event loop only.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, *, max_keys: int = 100_000) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = max(burst, 1.0)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """Take one token: 0.0 when granted, else the seconds to wait until one is there (nothing taken)."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        bucket = self._buckets.pop(key, None) or _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + max(0.0, now - bucket.at) * self.rate_per_s)
+        bucket.at = now
+        self._buckets[key] = bucket
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate_per_s
+
+
+def retry_after(wait_s: float) -> str:
+    """The ``Retry-After`` header value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(wait_s)))

@@ -1,0 +1,164 @@
+"""Who may do what: ONE table keyed by (HTTP method, route path template) → the roles allowed, each with a scope.
+
+The table is data: :func:`gateways.auth.guard` (one dependency of the whole application) looks up the matched
+route here and refuses what is missing (deny by default). ``tests/test_policy.py`` walks every route of the
+application and fails when one has no entry, and ``docs/security.md`` carries the table as
+:func:`policy_markdown` renders it (a test keeps them equal).
+
+Scopes narrow a role to part of its township:
+
+* ``township``: everything of the township served to the request (a county account: the township it chose);
+* ``own_assignment``: only incidents where the caller's officer holds an assignment, and when the path names a
+  ``{team}``, only that team's assignment held by the caller's officer (field officers);
+* ``own_unit``: only the caller's own officer in ``{officer_id}`` (field officers' devices);
+* ``module``: only incidents of the caller's module; on lists, the caller must ask with ``?module=<its own>``;
+* ``self``: only about the caller's own account and token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from typing import Any
+
+from dispatcher.accounts import Role
+
+
+class Scope(StrEnum):
+    TOWNSHIP = "township"
+    OWN_ASSIGNMENT = "own_assignment"
+    OWN_UNIT = "own_unit"
+    MODULE = "module"
+    SELF = "self"
+
+
+Grant = Mapping[Role, Scope]
+
+FO, OP, ML, PS, SV, AD = (
+    Role.FIELD_OFFICER,
+    Role.OPERATOR,
+    Role.MODULE_LEAD,
+    Role.PARTY_SECRETARY,
+    Role.SUPERVISION,
+    Role.ADMIN,
+)
+T = Scope.TOWNSHIP
+
+
+def allow(*roles: Role, **scoped: Scope) -> Grant:
+    """``allow(OP, PS, field_officer=Scope.OWN_ASSIGNMENT)``: the roles named plainly get the township scope."""
+    grant = dict.fromkeys(roles, T)
+    grant.update({Role(role): scope for role, scope in scoped.items()})
+    return grant
+
+
+#: The command room's own work: operators, the party secretary (all of the township) and administrators.
+COMMAND = (OP, PS, AD)
+#: Reading everything of the township: the command room and the supervision office (read-only).
+READ_ALL = (OP, PS, SV, AD)
+EVERYONE = (FO, OP, ML, PS, SV, AD)
+_INCIDENT = "/api/v1/incidents/{incident_id}"
+
+#: Routes anybody may call, signed in or not.
+PUBLIC: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", "/api/v1/auth/token"),
+        ("GET", "/board"),  # the page and /static hold no data; the data needs a token
+        ("GET", "/"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+    }
+)
+
+POLICY: dict[tuple[str, str], Grant] = {
+    # -- signing in, the caller itself --
+    ("POST", "/api/v1/auth/logout"): allow(**dict.fromkeys(EVERYONE, Scope.SELF)),
+    ("GET", "/api/v1/auth/me"): allow(**dict.fromkeys(EVERYONE, Scope.SELF)),
+    ("GET", "/api/v1/me/assignments"): allow(field_officer=Scope.SELF),
+    # -- accounts and device tokens: administrators --
+    ("GET", "/api/v1/accounts"): allow(AD),
+    ("POST", "/api/v1/accounts"): allow(AD),
+    ("PATCH", "/api/v1/accounts/{name}"): allow(AD),
+    ("GET", "/api/v1/accounts/{name}/tokens"): allow(AD),
+    ("POST", "/api/v1/accounts/{name}/tokens"): allow(AD),
+    ("DELETE", "/api/v1/tokens/{token_id}"): allow(AD),
+    # -- the audit trail: supervision and administrators --
+    ("GET", "/api/v1/audit"): allow(SV, AD),
+    # -- incidents --
+    ("POST", "/api/v1/incidents"): allow(FO, OP, ML, PS, AD),
+    ("GET", "/api/v1/incidents"): allow(*READ_ALL, module_lead=Scope.MODULE),
+    ("GET", _INCIDENT): allow(*READ_ALL, module_lead=Scope.MODULE, field_officer=Scope.OWN_ASSIGNMENT),
+    ("POST", _INCIDENT + "/assignments/{team}/{action}"): allow(
+        *COMMAND, module_lead=Scope.MODULE, field_officer=Scope.OWN_ASSIGNMENT
+    ),
+    ("POST", _INCIDENT + "/notes"): allow(*COMMAND, module_lead=Scope.MODULE, field_officer=Scope.OWN_ASSIGNMENT),
+    ("POST", _INCIDENT + "/close"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/cancel"): allow(*COMMAND),
+    ("POST", _INCIDENT + "/assignments/{team}/officer"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/assignments/{team}/reassign"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/teams"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/escalate"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/priority"): allow(*COMMAND, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/merge"): allow(*COMMAND),
+    ("POST", _INCIDENT + "/split"): allow(*COMMAND),
+    ("GET", "/api/v1/events"): allow(*READ_ALL),
+    # -- dispatch: the queue, returns, units, handovers --
+    ("GET", "/api/v1/dispatch/waiting"): allow(*READ_ALL),
+    ("GET", "/api/v1/dispatch/returns"): allow(*READ_ALL),
+    ("GET", "/api/v1/units"): allow(*READ_ALL, ML),
+    ("POST", "/api/v1/units/{officer_id}/status"): allow(*COMMAND, field_officer=Scope.OWN_UNIT),
+    ("GET", "/api/v1/handovers"): allow(*READ_ALL, ML),
+    ("POST", "/api/v1/handovers/{handover_id}/ack"): allow(*COMMAND),
+    # -- the roster and the rule table: reading for all, changing for administrators --
+    ("GET", "/api/v1/roster"): allow(*READ_ALL, ML),
+    ("PUT", "/api/v1/roster"): allow(AD),
+    ("PUT", "/api/v1/roster/officers/{officer_id}"): allow(AD),
+    ("DELETE", "/api/v1/roster/officers/{officer_id}"): allow(AD),
+    ("POST", "/api/v1/roster/overrides"): allow(AD),
+    ("GET", "/api/v1/rules"): allow(*EVERYONE),
+    ("GET", "/api/v1/rules/catalogue"): allow(*EVERYONE),
+    ("GET", "/api/v1/rules/explain"): allow(*READ_ALL, ML),
+    ("PUT", "/api/v1/rules"): allow(AD),
+    # -- the live board feed (the websocket upgrade is a GET) --
+    ("GET", "/ws/board"): allow(*READ_ALL),
+}
+
+
+def grant_for(method: str, path: str) -> Grant | None:
+    """The roles allowed on a route, or None: not in the table, refused."""
+    return POLICY.get((method, path))
+
+
+def route_path(route: Any) -> str | None:
+    """A route's path template (an included websocket route keeps it on its original route)."""
+    return getattr(route, "path", None) or getattr(getattr(route, "original_route", None), "path", None)
+
+
+def iter_routes(routes: Any) -> Iterator[tuple[str, str]]:
+    """(method, path template) of every route, walking included routers; a websocket counts as ``GET``."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from iter_routes(route.effective_candidates())
+            continue
+        path = route_path(route)
+        if path is None:
+            continue
+        methods = getattr(route, "methods", None)
+        if not methods:
+            if type(getattr(route, "original_route", route)).__name__.endswith("WebSocketRoute"):
+                yield "GET", path
+            continue
+        for method in sorted(methods):
+            if method != "HEAD":
+                yield method, path
+
+
+def policy_markdown() -> str:
+    """The table as Markdown (one row per route; ``role (scope)`` when narrower than the township)."""
+    lines = ["| method | route | roles |", "|---|---|---|"]
+    for (method, path), grant in sorted(POLICY.items(), key=lambda item: (item[0][1], item[0][0])):
+        roles = ", ".join(r.value if s is T else f"{r.value} ({s.value})" for r, s in grant.items())
+        lines.append(f"| {method} | `{path}` | {roles} |")
+    for method, path in sorted(PUBLIC, key=lambda item: item[1]):
+        lines.append(f"| {method} | `{path}` | anybody |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""Masking reporters' contact details and complainants' identities for roles that do not need them.
+
+What each role sees of a ``reporter`` (of an incident, of a joined report, in an event):
+
+* operator, party secretary, administrator: everything (they call reporters back);
+* module lead: the reporters of its own module's incidents; masked elsewhere (and where the module is unknown);
+* field officer: the reporters of its own assignments, except in sensitive categories (labour.*, food.*),
+  where the complainant stays masked, and where the category is unknown;
+* supervision (综合督考办): always masked; it scores posts and teams, it does not call citizens.
+
+:func:`mask` applies this to any decoded JSON (API answers, board frames). The API is covered by
+:class:`MaskResponses` (ASGI middleware) and the board by :class:`MaskedSocket`; both leave the bytes alone
+for roles that see everything, so the command room's hot paths do not pay for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatcher.accounts import Account, Principal, Role
+
+MASK = "***"
+SENSITIVE_PREFIXES = ("labour.", "food.")
+SEES_ALL = frozenset({Role.OPERATOR, Role.PARTY_SECRETARY, Role.ADMIN})
+
+
+def sensitive(category: str | None) -> bool:
+    return category is None or category.startswith(SENSITIVE_PREFIXES)
+
+
+def reveals(account: Account, category: str | None, module: str | None) -> bool:
+    """Whether ``account`` may see the reporter of a report in ``category`` of an incident of ``module``."""
+    if account.role in SEES_ALL:
+        return True
+    if account.role is Role.MODULE_LEAD:
+        return module is not None and module == account.module
+    if account.role is Role.FIELD_OFFICER:
+        return not sensitive(category)
+    return False
+
+
+def mask(value: Any, account: Account, category: str | None = None, module: str | None = None) -> Any:
+    """``value`` with every ``reporter`` the account may not see replaced by ``***`` (in place; returned)."""
+    if isinstance(value, list):
+        for item in value:
+            mask(item, account, category, module)
+    elif isinstance(value, dict):
+        category = value.get("category", category) if isinstance(value.get("category", category), str) else category
+        module = value.get("module", module) if isinstance(value.get("module", module), str) else module
+        if value.get("reporter") is not None and not reveals(account, category, module):
+            value["reporter"] = MASK
+        for item in value.values():
+            if isinstance(item, list | dict):
+                mask(item, account, category, module)
+    return value
+
+
+def needs_masking(principal: Principal | None) -> bool:
+    return principal is not None and principal.role not in SEES_ALL
+
+
+def mask_text(text: str, account: Account) -> str:
+    """A JSON text with the reporters ``account`` may not see masked."""
+    return orjson.dumps(mask(orjson.loads(text), account)).decode()
+
+
+class MaskedSocket:
+    """What the board feed sends through: masks each frame for the subscriber's account."""
+
+    def __init__(self, websocket: Any, account: Account) -> None:
+        self._websocket = websocket
+        self._account = account
+
+    async def send_text(self, text: str) -> None:
+        await self._websocket.send_text(mask_text(text, self._account))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._websocket.close(code=code, reason=reason)
+
+
+class MaskResponses:
+    """ASGI middleware: JSON answers to a principal who must not see every reporter are masked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def masking(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                principal = scope.get("state", {}).get("principal")
+                json = any(k == b"content-type" and v.startswith(b"application/json") for k, v in message["headers"])
+                if not (needs_masking(principal) and json):
+                    await send(message)
+                    return
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            principal = scope["state"]["principal"]
+            body = orjson.dumps(mask(orjson.loads(b"".join(chunks)), principal.account))
+            headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, masking)
