@@ -101,6 +101,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("POST", _INCIDENT + "/priority"): allow(*COMMAND, module_lead=Scope.MODULE),
     ("POST", _INCIDENT + "/merge"): allow(*COMMAND),
     ("POST", _INCIDENT + "/split"): allow(*COMMAND),
+    ("POST", _INCIDENT + "/alarms/{alarm_seq}/ack"): allow(*COMMAND, module_lead=Scope.MODULE),
     ("GET", "/api/v1/events"): allow(*READ_ALL),
     # -- dispatch: the queue, returns, units, handovers --
     ("GET", "/api/v1/dispatch/waiting"): allow(*READ_ALL),
@@ -117,8 +118,11 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("POST", "/api/v1/roster/overrides"): allow(AD),
     ("GET", "/api/v1/rules"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/catalogue"): allow(*EVERYONE),
+    ("GET", "/api/v1/rules/zones"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/explain"): allow(*READ_ALL, ML),
     ("PUT", "/api/v1/rules"): allow(AD),
+    # -- the MQTT gateway's counters --
+    ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
 }
