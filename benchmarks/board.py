@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Server, machine_info, make_tempdir  # benchmarks/ is the script's folder
+from _common import Server, auth_headers, machine_info, make_tempdir  # benchmarks/ is the script's folder
 
 CHROMIUM = "/usr/bin/chromium"
 FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way", "description": "集市日五岔口拥堵"}
@@ -217,7 +217,7 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
     server.start()
     try:
         await server.wait_ready()
-        async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, headers=auth_headers()) as http:
             t0 = time.monotonic()
             await create_incidents(http, args.incidents, rng)
             setup_s = time.monotonic() - t0
@@ -227,7 +227,10 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
                     executable_path=args.chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
                 )
                 try:
-                    page = await (await browser.new_context(viewport={"width": 1600, "height": 900})).new_page()
+                    context = await browser.new_context(viewport={"width": 1600, "height": 900})
+                    token = auth_headers()["Authorization"].removeprefix("Bearer ")
+                    await context.add_init_script(f"sessionStorage.setItem('board.token', {token!r});")
+                    page = await context.new_page()
                     await page.add_init_script(PROBE)
                     t1 = time.monotonic()
                     await page.goto(f"{server.base}/board")

@@ -21,8 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.e2e.server import ServerProcess  # noqa: E402
@@ -63,7 +61,7 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
         server = ServerProcess(f"sqlite+aiosqlite:///{tmp}/shot.db", Path(tmp) / "server.log").start()
         drill = None
         try:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            async with server.client() as http:
                 for body in REPORTS:
                     (await http.post("/api/v1/incidents", json=body)).raise_for_status()
                 # The supporting teams answer; the lead (traffic police) does not, and misses its 3 minutes.
@@ -78,6 +76,7 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                 )
                 drill = await asyncio.create_subprocess_exec(
                     *(sys.executable, "-m", "dispatcher", "drill", str(SCENARIO), "--url", server.base_url),
+                    *("--token", server.token),
                     *("--speed", "20", "--max-seconds", str(wait_s + 30)),
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
@@ -87,7 +86,10 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                         executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
                     )
                     try:
-                        page = await (await browser.new_context(viewport={"width": 1600, "height": 900})).new_page()
+                        context = await browser.new_context(viewport={"width": 1600, "height": 900})
+                        # The board keeps the token it signed in with for the tab: start signed in as admin.
+                        await context.add_init_script(f"sessionStorage.setItem('board.token', {server.token!r});")
+                        page = await context.new_page()
                         await page.goto(f"{server.base_url}/board")
                         await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
                         await page.fill("#operator", "王芳")
