@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.e2e.browser import chromium, signed_in_context
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ADMIN_PASSWORD, ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -75,7 +75,9 @@ async def test_officers_waiting_duplicates_and_operator_dispatch_actions(browser
         await page.wait_for_selector('#incidents [data-incident-id="1"] .esc-badge[data-escalated]', timeout=5_000)
         timeline = (await http.get(f"/api/v1/incidents/{made['id']}")).json()["timeline"]
         by_operator = [(e["type"], e["data"]["actor"]) for e in timeline if e["data"].get("actor")]
-        assert by_operator == [("OfficerAssigned", "operator:王芳"), ("EscalationRaised", "operator:王芳")]
+        # The account signed in (admin) acts; the name typed on the board says for whom at the desk.
+        who = "admin for operator:王芳"
+        assert by_operator == [("OfficerAssigned", who), ("EscalationRaised", who)]
 
         for officer in ("p-1", "p-2"):
             await http.post(f"/api/v1/units/{officer}/status", json={"status": "off_duty"})
@@ -89,4 +91,24 @@ async def test_officers_waiting_duplicates_and_operator_dispatch_actions(browser
             timeout=5_000,
         )
         await page.wait_for_function("document.getElementById('waiting-count').textContent === '1'", timeout=15_000)
+    await context.close()
+
+
+async def test_the_board_signs_in_with_its_form_and_out_again(browser: Any, server: ServerProcess) -> None:
+    context = await browser.new_context(viewport={"width": 1600, "height": 900})  # no token: a fresh tab
+    page = await context.new_page()
+    await page.goto(f"{server.base_url}/board")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+    assert await page.locator("#connection[data-state=open]").count() == 0
+    await page.fill("#signin-user", "admin")
+    await page.fill("#signin-password", "wrong password")
+    await page.click("#signin-submit")
+    await page.wait_for_selector("#signin-error:not(:empty)", timeout=5_000)
+    await page.fill("#signin-password", ADMIN_PASSWORD)
+    await page.click("#signin-submit")
+    await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+    assert await page.locator("#signin").is_hidden()
+    await page.wait_for_selector("#account:not(:empty)", timeout=5_000)
+    await page.click("#signout")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
     await context.close()
