@@ -220,8 +220,10 @@ def install_error_handlers(app: FastAPI) -> None:
     responses={404: {"description": "no such incident, or no open alarm raised by that event"}},
     summary="Acknowledge an alarm (a missed deadline or an escalation) on every board",
 )
-async def acknowledge_alarm(incident_id: int, alarm_seq: int, hub: HubDep, body: AlarmAckIn | None = None) -> Response:
-    actor = body.actor if body else None
+async def acknowledge_alarm(
+    incident_id: int, alarm_seq: int, hub: HubDep, request: Request, body: AlarmAckIn | None = None
+) -> Response:
+    actor = acting(request, body.actor if body else None)
     try:
         incident = await hub.acknowledge_alarm(incident_id, alarm_seq, hub.clock.now(), actor)
     except UnknownAlarm as exc:

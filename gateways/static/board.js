@@ -1362,7 +1362,6 @@
     if (!who) return;
     who.textContent = account ? `${account.display_name || account.name} · ${t(`role.account.${account.role}`)}` : '';
     $('signout').hidden = !account;
-    if (account && !operatorName()) dom.operator.value = account.display_name || account.name;
   }
 
   async function whoAmI() {

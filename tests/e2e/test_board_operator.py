@@ -85,10 +85,10 @@ async def test_actions_clicked_in_the_detail_panel_go_through_the_api_with_the_o
         assert detail["status"] == "acknowledged"
         moved = [e["data"] for e in detail["timeline"] if e["type"] == "UnitMoved"]
         assert [(m["team"], m["to_state"], m["actor"]) for m in moved] == [
-            ("traffic-police", "acknowledged", "operator:王芳 for traffic-police")
+            ("traffic-police", "acknowledged", "admin for operator:王芳 for traffic-police")
         ]
         notes = [e["data"] for e in detail["timeline"] if e["type"] == "NoteAdded"]
-        assert [(n["author"], n["text"]) for n in notes] == [("operator:王芳", "已联系交警 <b>现场</b>")]
+        assert [(n["author"], n["text"]) for n in notes] == [("admin for operator:王芳", "已联系交警 <b>现场</b>")]
         assert await page.locator("#detail .d-notes b").count() == 0  # shown as text
 
         await page.fill("#cancel-reason", "重复上报")
@@ -97,7 +97,7 @@ async def test_actions_clicked_in_the_detail_panel_go_through_the_api_with_the_o
         detail = (await http.get("/api/v1/incidents/1")).json()
         cancelled = [e["data"] for e in detail["timeline"] if e["type"] == "IncidentCancelled"]
         assert detail["status"] == "cancelled"
-        assert [(c["actor"], c["reason"]) for c in cancelled] == [("operator:王芳", "重复上报")]
+        assert [(c["actor"], c["reason"]) for c in cancelled] == [("admin for operator:王芳", "重复上报")]
         await page.wait_for_selector(f'#detail .d-finished:text("{ZH["detail.finished"]}")', timeout=5_000)
     await page.context.close()
 
@@ -157,7 +157,7 @@ async def test_an_alarm_acknowledged_on_one_board_clears_on_every_board(
         assert await board_b.locator("#alarms").is_hidden()
         detail = (await http.get("/api/v1/incidents/1")).json()
         acks = [e["data"] for e in detail["timeline"] if e["type"] == "AlarmAcknowledged"]
-        assert [(a["alarm_seq"], a["actor"]) for a in acks] == [(int(seq or 0), "operator:王芳")]
+        assert [(a["alarm_seq"], a["actor"]) for a in acks] == [(int(seq or 0), "admin for operator:王芳")]
         # A board that connects now sees no alarm.
         board_c = await open_board(browser, quick_server)
         await board_c.wait_for_selector('#incidents [data-incident-id="1"]', timeout=5_000)
