@@ -215,8 +215,9 @@ class Notice:
     payload: bytes
 
 
-# Events that change a team's part after dispatch: the team's consoles hear of each.
-_TEAM_CHANGES = frozenset({"UnitMoved", "OfficerAssigned", "AssignmentWaiting", "AssignmentReturned"})
+# Events that change a team's part after dispatch: the team's consoles hear of each. (A waiting assignment is
+# not sent to the team: nobody of it can go; the command room sees it on board/events and the board.)
+_TEAM_CHANGES = frozenset({"UnitMoved", "OfficerAssigned", "AssignmentReturned"})
 
 # What a team's device needs to know about the incident it is sent to, from IncidentReported.
 _SUMMARY_KEYS = ("report_id", "category", "description", "zones", "lat", "lon", "severity", "priority", "module")
