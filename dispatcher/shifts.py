@@ -56,12 +56,6 @@ class ShiftWatch:
                 coalesce=True,
             )
 
-    def next_changes(self) -> dict[str, datetime]:
-        """When each shift next begins (UTC), for ``/readyz`` and tests."""
-        if self._scheduler is None:
-            return {}
-        return {job.id.removeprefix("shift:"): job.next_run_time for job in self._scheduler.get_jobs()}
-
     async def _fire(self, shift_id: str) -> None:
         roster = self._roster
         shift = next((s for s in roster.shifts if s.id == shift_id), None) if roster else None

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, time, timedelta
 import orjson
 
 from dispatcher.core.handover import summarise
-from dispatcher.core.incidents import Report
-from dispatcher.core.lifecycle import UnitAction
+from dispatcher.core.incidents import Incident, Report, finish_incident, open_incident
+from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.core.roster import Shift
 from dispatcher.shifts import ShiftWatch, trigger_for
+from rules import RoutingInput, RuleBook
 from tests.conftest import START, HubRig
 
 SHANGHAI_MIDNIGHT = datetime(2026, 6, 11, 16, 0, tzinfo=UTC)  # 00:00 on Friday 12 June in Asia/Shanghai
@@ -63,11 +64,28 @@ async def test_shift_change_records_the_handover_and_hands_out_waiting_work(crew
     assert (again.acknowledged_by, again.acknowledged_at) == ("ms-01", morning)
 
 
-def test_the_summary_leaves_out_other_teams_and_finished_work(bundled_rules: object) -> None:
-    assert summarise("court", [], START) == {
-        "team": "court",
-        "at": START.isoformat(),
-        "open": [],
-        "running_deadlines": 0,
-        "about_to_breach": [],
-    }
+def test_the_summary_leaves_out_other_teams_and_finished_work(bundled_rules: RuleBook) -> None:
+    def opened(n: int, category: str) -> Incident:
+        report = Report(report_id=f"s-{n}", category=category, description="d", zone="town-centre")
+        decision = bundled_rules.route(
+            RoutingInput(
+                category=category,
+                description="d",
+                reporter_kind=None,
+                zone="town-centre",
+                lat=None,
+                lon=None,
+                severity=None,
+                at=START,
+            )
+        )
+        return open_incident(n, report, decision, START)[0]
+
+    wages = opened(1, "labour.wage_arrears")  # the one-stop labour case: the court supports
+    finished, _ = finish_incident(opened(2, "labour.wage_arrears"), IncidentAction.CANCEL, START, None, "dup")
+    noise = opened(3, "traffic.congestion")  # no court assignment at all
+    summary = summarise("court", [wages, finished, noise], START + timedelta(minutes=5))
+    assert wages.has_team("court") and not noise.has_team("court")
+    assert [o["incident_id"] for o in summary["open"]] == [1]  # not the cancelled one, not another team's
+    assert summary["running_deadlines"] == len(wages.assignment("court").deadlines)
+    assert summarise("court", [finished, noise], START)["open"] == []

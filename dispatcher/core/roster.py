@@ -16,7 +16,7 @@ team of a routing decision:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -130,10 +130,6 @@ class Roster:
     def shifts_of(self, team: str) -> tuple[Shift, ...]:
         return self._shifts_by_team.get(team, ())
 
-    def running_shifts(self, team: str, at: datetime) -> tuple[Shift, ...]:
-        local = at.astimezone(self.tz)
-        return tuple(s for s in self.shifts_of(team) if s.covers(local))
-
     def duty(self, team: str, at: datetime) -> dict[str, str | None]:
         """The team's officers on duty at ``at``, each with the zone they are posted at then.
 
@@ -232,7 +228,3 @@ def status_after_task_change(current: UnitStatus, tasks: int) -> UnitStatus:
     if tasks == 0:
         return UnitStatus.AVAILABLE
     return current if current in (UnitStatus.EN_ROUTE, UnitStatus.ON_SCENE) else UnitStatus.ASSIGNED
-
-
-def officers_by_id(officers: Iterable[Officer]) -> dict[str, Officer]:
-    return {o.id: o for o in officers}
