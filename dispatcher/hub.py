@@ -4,8 +4,10 @@ Every change goes through **one writer task**. Commands queue up (bounded, so in
 instead of growing memory); the writer takes whatever has queued, applies the pure domain
 functions to each in order, commits the whole group in one transaction, and only then answers
 the callers, updates its cache of open incidents and publishes the events. A command the
-lifecycle refuses fails on its own and leaves no trace; a failed commit fails the whole group
-and changes nothing. Nothing is published before it is committed.
+lifecycle refuses fails on its own and leaves no trace. When the database refuses a value of the
+group, the group is committed again in halves until only the command that carries it is refused;
+when the database cannot be reached, the group fails and changes nothing. Nothing is published
+before it is committed, and the writer outlives whatever a command does.
 
 Runs on one asyncio event loop; call every method from that loop.
 """
@@ -64,7 +66,15 @@ from dispatcher.core.roster import (
     status_after_task_change,
 )
 from dispatcher.feed import EventFeed, FeedRecord
-from dispatcher.store import Changes, DuplicateReport, IncidentFilter, IncidentStore, StoredEvent
+from dispatcher.store import (
+    Changes,
+    CommitRefused,
+    DuplicateReport,
+    IncidentFilter,
+    IncidentStore,
+    StoredEvent,
+    StoreUnavailable,
+)
 from rules.matcher import RoutingInput, RuleBook
 
 log = logging.getLogger(__name__)
@@ -298,6 +308,10 @@ class Hub:
         self._next_id = 1
         self._next_seq = 1
         self._armed_for: datetime | None = None
+        # After the alarm's deadlines could not be recorded: not before this time again (no hot loop).
+        self._alarm_retry_at: datetime | None = None
+        self._alarm_retry = timedelta(seconds=2)
+        self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         # report_id -> incident id of the newest reports: a phone's retry is answered without a query.
         self._recent_reports: OrderedDict[str, int] = OrderedDict()
@@ -345,7 +359,8 @@ class Hub:
         self._watch.arm_many([e for i in self._open.values() for e in _due_entries(i)])
         await self._load_alarms()
         self._queue = asyncio.Queue(maxsize=self._queue_size)
-        self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
+        self._stopping = False
+        self._start_writer()
         self._alarm.start(self._on_alarm)
         self._rearm_alarm()
         log.info(
@@ -358,6 +373,7 @@ class Hub:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued (up to ``timeout_s``), then stop the writer and close the store."""
         self._alarm.stop()
+        self._stopping = True
         if self._queue is not None and self._writer is not None:
             await self._queue.put(None)
             try:
@@ -391,6 +407,7 @@ class Hub:
             if same is not None:
                 joined, events = attach_report(same, report, at)
                 batch.reports[report.report_id] = joined.id
+                batch.changes.report_ids.append(report.report_id)
                 batch.record(joined, events)
                 return ReportOutcome(joined, created=False, joined=True)
             incident_id = batch.next_id
@@ -398,6 +415,7 @@ class Hub:
             officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
             incident, events = open_incident(incident_id, report, decision, at, officers)
             batch.reports[report.report_id] = incident_id
+            batch.changes.report_ids.append(report.report_id)
             batch.record(incident, events, created=True)
             return ReportOutcome(incident, created=True)
 
@@ -758,10 +776,22 @@ class Hub:
         return previous
 
     async def _on_alarm(self) -> None:
+        """The alarm clock's job. Raises nothing: the scheduler must never hold one of the writer's errors."""
         # Forget what was armed: should the alarm ring a hair early, the re-arm must set it again.
         self._armed_for = None
-        if self.running:
+        if not self.running:
+            return
+        try:
             await self.fire_due(self.clock.now())
+        except Exception as exc:  # noqa: BLE001 - the deadlines stay pending and are tried again
+            self._alarm_retry_at = self.clock.now() + self._alarm_retry
+            log.warning(
+                "due deadlines not recorded (%s: %s); trying again in %s", type(exc).__name__, exc, self._alarm_retry
+            )
+            if self.running:
+                self._rearm_alarm()
+        else:
+            self._alarm_retry_at = None
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -770,19 +800,29 @@ class Hub:
         return self.last_seq, sorted(self._open.values(), key=lambda i: i.id)
 
     async def get(self, incident_id: int) -> Incident:
-        incident = self._open.get(incident_id) or await self.store.get(incident_id)
+        incident = self._open.get(incident_id)
+        if incident is None and self._may_exist(incident_id):
+            incident = await self.store.get(incident_id)
         if incident is None:
             raise IncidentNotFound(incident_id)
         return incident
 
     async def timeline(self, incident_id: int) -> list[StoredEvent]:
+        if not self._may_exist(incident_id):
+            return []
         return await self.store.timeline(incident_id)
+
+    def _may_exist(self, incident_id: int) -> bool:
+        """Ids are handed out in order from 1: any other cannot name an incident (nor reach the database)."""
+        return 0 < incident_id < self._next_id
 
     async def list_incidents(self, where: IncidentFilter, *, limit: int, offset: int) -> tuple[list[Incident], int]:
         return await self.store.list_incidents(where, limit=limit, offset=offset)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
-        return await self.store.events_since(seq, limit=limit)
+        if seq >= self.last_seq:
+            return []
+        return await self.store.events_since(max(seq, 0), limit=limit)
 
     # -- the writer -----------------------------------------------------------------------
 
@@ -811,6 +851,17 @@ class Hub:
         await self._queue.put(_Command(apply, future, **keys))
         return await future
 
+    def _start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
+        self._writer.add_done_callback(self._writer_ended)
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """Start the writer again should it ever end other than by :meth:`stop` (a defect, logged loudly)."""
+        if self._stopping or task.cancelled():
+            return
+        log.critical("the hub's writer ended unexpectedly; starting it again", exc_info=task.exception())
+        self._start_writer()
+
     async def _run_writer(self) -> None:
         assert self._queue is not None
         queue = self._queue
@@ -828,11 +879,9 @@ class Hub:
                 batch.append(command)
             try:
                 await self._process(batch)
-            except Exception as exc:
+            except Exception:  # a defect of the hub itself: its callers fail, the writer goes on
                 log.exception("writer batch failed")
-                for command in batch:
-                    if not command.future.done():
-                        command.future.set_exception(exc)
+                _fail(batch, lambda: RuntimeError("the command failed inside the dispatcher; see the server log"))
         # Fail whatever arrived after the stop marker rather than leaving callers waiting.
         while not queue.empty():
             leftover = queue.get_nowait()
@@ -840,11 +889,41 @@ class Hub:
                 leftover.future.set_exception(HubStopped("the hub stopped"))
 
     async def _process(self, commands: list[_Command]) -> None:
+        """Commit ``commands`` as one batch and answer them; on a refused value, commit them apart.
+
+        Each caller gets an exception object of its own: a caller (the alarm's scheduler, for one)
+        may clear the frames of the traceback it receives, and a shared one would reach the writer's.
+        """
         try:
-            batch, results = await self._attempt(commands, look_up_reports=False)
+            batch, results = await self._commit_batch(commands)
+        except StoreUnavailable as exc:
+            log.warning("batch of %d commands not stored: %s", len(commands), exc)
+            reason = str(exc)
+            _fail(commands, lambda: StoreUnavailable(reason))
+            return
+        except Exception as exc:  # a value the database refused, or a defect: isolate it
+            if len(commands) == 1:
+                log.warning("command refused by the store: %s: %s", type(exc).__name__, exc, exc_info=True)
+                message = str(exc) if isinstance(exc, CommitRefused) else "the command could not be stored"
+                _fail(commands, lambda: CommitRefused(message))
+                return
+            middle = len(commands) // 2
+            await self._process(commands[:middle])
+            await self._process(commands[middle:])
+            return
+        self._committed(batch, results)
+
+    async def _commit_batch(
+        self, commands: list[_Command]
+    ) -> tuple[_Batch, list[tuple[_Command, Any, BaseException | None]]]:
+        try:
+            return await self._attempt(commands, look_up_reports=False)
         except DuplicateReport:
             # A report_id older than the in-memory window came back: redo the batch with a lookup.
-            batch, results = await self._attempt(commands, look_up_reports=True)
+            return await self._attempt(commands, look_up_reports=True)
+
+    def _committed(self, batch: _Batch, results: list[tuple[_Command, Any, BaseException | None]]) -> None:
+        """After a commit: the cache, indexes, deadlines, feed and alarms follow, then the callers hear."""
         self._next_id, self._next_seq = batch.next_id, batch.next_seq
 
         for incident in batch.touched.values():
@@ -878,9 +957,9 @@ class Hub:
     ) -> tuple[_Batch, list[tuple[_Command, Any, BaseException | None]]]:
         """Apply the commands and commit them as one transaction; raises and changes nothing on failure.
 
-        Report ids are first checked against the recent ones in memory; the store's unique
-        constraint catches an older duplicate (``DuplicateReport``), and the batch is then redone
-        with ``look_up_reports`` (one ``SELECT ... IN`` for the batch).
+        Report ids are first checked against the recent ones in memory; the store's unique key on
+        every report id ever taken catches an older one (``DuplicateReport``), and the batch is then
+        redone with ``look_up_reports`` (one ``SELECT ... IN`` for the batch).
         """
         report_ids = [c.report_id for c in commands if c.report_id is not None]
         if look_up_reports and report_ids:
@@ -889,30 +968,30 @@ class Hub:
             reports = {r: self._recent_reports[r] for r in report_ids if r in self._recent_reports}
         wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
         wanted.update(i for c in commands for i in c.also)
-        missing = [i for i in wanted if i not in self._open]
+        missing = [i for i in wanted if i not in self._open and self._may_exist(i)]
         loaded = await self.store.load(missing) if missing else {}
 
         batch = _Batch(self, loaded, reports, self._next_id, self._next_seq)
         results: list[tuple[_Command, Any, BaseException | None]] = []
-        for command in commands:
-            try:
-                results.append((command, command.apply(batch), None))
-            except Exception as exc:  # noqa: BLE001 - a refused command fails alone
-                results.append((command, None, exc))
-        if batch.freed:
-            try:
-                self._fill_waiting(batch, self.clock.now())
-            except Exception:  # the batch's own commands stand; waiting ones wait on
-                log.exception("could not hand waiting assignments to free officers")
+        try:
+            for command in commands:
+                try:
+                    results.append((command, command.apply(batch), None))
+                except Exception as exc:  # noqa: BLE001 - a refused command fails alone
+                    results.append((command, None, exc))
+            if batch.freed:
+                try:
+                    self._fill_waiting(batch, self.clock.now())
+                except Exception:  # the batch's own commands stand; waiting ones wait on
+                    log.exception("could not hand waiting assignments to free officers")
 
-        changes = batch.finish()
-        if changes.events:
-            try:
+            changes = batch.finish()
+            if changes.events:
                 await self.store.commit(changes)
-            except Exception:
-                for entry in batch.popped:  # they were not recorded: watch them again
-                    self._watch.arm(entry.incident_id, entry.team, entry.kind, entry.due_at)
-                raise
+        except BaseException:
+            for entry in batch.popped:  # they were not recorded: watch them again, chain steps included
+                self._watch.arm(entry.incident_id, entry.team, entry.kind, entry.due_at, step=entry.step)
+            raise
         return batch, results
 
     def _remember_report(self, report_id: str, incident_id: int) -> None:
@@ -956,6 +1035,8 @@ class Hub:
         while (entry := self._watch.peek()) is not None and not self._still_pending(entry):
             self._watch.drop_first()
         due = self._watch.next_due()
+        if due is not None and self._alarm_retry_at is not None and due < self._alarm_retry_at:
+            due = self._alarm_retry_at  # the last try failed: let the store breathe before the next
         if due != self._armed_for:
             self._armed_for = due
             self._alarm.set(due)
@@ -990,6 +1071,13 @@ class Hub:
                 e.state is EscalationState.RAISED for a in incident.assignments for e in a.escalations
             ):
                 self.alarms.apply(await self.store.timeline(incident.id))
+
+
+def _fail(commands: Sequence[_Command], error: Callable[[], BaseException]) -> None:
+    """Fail every command still waiting, each with an exception object of its own."""
+    for command in commands:
+        if not command.future.done():
+            command.future.set_exception(error())
 
 
 class UnknownAlarm(LookupError):

@@ -39,7 +39,15 @@ from dispatcher.core.incidents import (
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, Role
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.store import Changes, DuplicateReport, HandoverRecord, IncidentFilter, StoredEvent, StoreUnavailable
+from dispatcher.store import (
+    Changes,
+    CommitRefused,
+    DuplicateReport,
+    HandoverRecord,
+    IncidentFilter,
+    StoredEvent,
+    StoreUnavailable,
+)
 from dispatcher.tables import (
     AssignmentRow,
     EscalationRow,
@@ -47,6 +55,7 @@ from dispatcher.tables import (
     IncidentReportRow,
     IncidentRow,
     OfficerStatusRow,
+    ReportKeyRow,
     RosterRow,
     ShiftHandoverRow,
 )
@@ -62,6 +71,7 @@ report_t = SQLModel.metadata.tables[IncidentReportRow.__tablename__]
 unit_t = SQLModel.metadata.tables[OfficerStatusRow.__tablename__]
 roster_t = SQLModel.metadata.tables[RosterRow.__tablename__]
 handover_t = SQLModel.metadata.tables[ShiftHandoverRow.__tablename__]
+report_key_t = SQLModel.metadata.tables[ReportKeyRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
@@ -77,10 +87,28 @@ def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Asyn
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: a failed statement's message (logged) never carries reporters' data.
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
+
+
+# Failures that say the database is out of reach (worth retrying), as against a value it refuses.
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, OSError, TimeoutError)
+
+
+def _translate(exc: Exception, doing: str) -> Exception:
+    """The store's own exception for a driver failure: the class says whether to retry, the text is safe.
+
+    The driver's message (SQL, parameters, another caller's report) stays in the server log.
+    """
+    kind = type(getattr(exc, "orig", None) or exc).__name__
+    if isinstance(exc, _UNREACHABLE):
+        return StoreUnavailable(f"the database could not be reached while {doing} ({kind}); nothing was written")
+    return CommitRefused(f"the database refused a value while {doing} ({kind}); nothing was written")
 
 
 def _sqlite_pragmas_scratch(dbapi_connection: Any, record: Any) -> None:
@@ -205,21 +233,30 @@ class SqlIncidentStore:
 
     async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]:
         found: dict[int, Incident] = {}
-        async with self._engine.connect() as conn:
-            for chunk in _chunks(list(incident_ids)):
-                rows = (await conn.execute(sa.select(incident_t).where(incident_t.c.id.in_(chunk)))).all()
-                found.update((i.id, i) for i in await _hydrate(conn, rows))
+        try:
+            async with self._engine.connect() as conn:
+                for chunk in _chunks(list(incident_ids)):
+                    rows = (await conn.execute(sa.select(incident_t).where(incident_t.c.id.in_(chunk)))).all()
+                    found.update((i.id, i) for i in await _hydrate(conn, rows))
+        except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
+            log.warning("loading incidents failed: %s", exc)
+            raise _translate(exc, "loading incidents") from None
         return found
 
     async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         conn = self._writer_conn()
-        for chunk in _chunks(list(report_ids)):
-            query = sa.select(incident_t.c.report_id, incident_t.c.id).where(incident_t.c.report_id.in_(chunk))
-            found.update({r: i for r, i in (await conn.execute(query)).all()})
-            # A report that joined (or was merged into) another incident answers with that one.
-            joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(report_t.c.report_id.in_(chunk))
-            found.update({r: i for r, i in (await conn.execute(joined)).all()})
+        try:
+            for chunk in _chunks(list(report_ids)):
+                query = sa.select(incident_t.c.report_id, incident_t.c.id).where(incident_t.c.report_id.in_(chunk))
+                found.update({r: i for r, i in (await conn.execute(query)).all()})
+                # A report that joined (or was merged into) another incident answers with that one.
+                joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(report_t.c.report_id.in_(chunk))
+                found.update({r: i for r, i in (await conn.execute(joined)).all()})
+        except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
+            log.warning("looking up report ids failed: %s", exc)
+            await self._recover(conn)
+            raise _translate(exc, "looking up report ids") from None
         await conn.rollback()  # end the read transaction so the next batch sees fresh data
         return found
 
@@ -266,15 +303,24 @@ class SqlIncidentStore:
             async with conn.begin():
                 await self._write(conn, changes)
         except sa.exc.IntegrityError as exc:
-            if "report_id" in str(exc.orig):
-                raise DuplicateReport(str(exc.orig)) from exc
-            log.exception("batch commit refused by the database; nothing of it was written")
-            raise StoreUnavailable(str(exc)) from exc
-        except Exception as exc:
-            log.exception("batch commit failed; nothing of it was written")
+            if "report_key" in str(exc.orig) or "report_id" in str(exc.orig):
+                raise DuplicateReport("a report id of the batch is already stored") from None
+            log.warning("batch commit refused by the database; nothing of it was written: %s", exc)
+            raise CommitRefused("the database refused a value of the batch (IntegrityError)") from None
+        except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
+            log.warning("batch commit failed; nothing of it was written: %s", exc)
+            await self._recover(conn)
+            raise _translate(exc, "committing") from None
+
+    async def _recover(self, conn: AsyncConnection) -> None:
+        """After a failure on the writer connection: a broken one is replaced, an open transaction ended."""
+        try:
             if conn.invalidated:
                 await self._reconnect()
-            raise StoreUnavailable(str(exc)) from exc
+            elif conn.in_transaction():
+                await conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - the next use reconnects or fails in its own right
+            log.warning("could not reset the writer connection: %s", exc)
 
     async def _write(self, conn: AsyncConnection, changes: Changes) -> None:
         if changes.created:
@@ -290,6 +336,8 @@ class SqlIncidentStore:
             await _write_children(conn, changes.updated)
         if changes.units:
             await _upsert_units(conn, changes.units)
+        if changes.report_ids:
+            await conn.execute(sa.insert(report_key_t), [{"report_id": r} for r in changes.report_ids])
         if changes.events:
             await conn.execute(
                 sa.insert(event_t),

@@ -31,6 +31,7 @@ class Changes:
     updated: list[tuple[Incident, Incident]] = field(default_factory=list)  # (as loaded, after)
     events: list[StoredEvent] = field(default_factory=list)
     units: dict[str, UnitState] = field(default_factory=dict)  # officers whose status or position changed
+    report_ids: list[str] = field(default_factory=list)  # report ids taken for the first time (new or joined)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,7 +48,19 @@ class DuplicateReport(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The store could not commit; nothing of the batch was written."""
+    """The database could not be reached or did not answer; nothing was written. Worth retrying.
+
+    Its message is meant for the caller: it never carries SQL, parameters or other callers' data.
+    """
+
+
+class CommitRefused(Exception):
+    """The database refused a value of the batch (out of range, a character it cannot store...).
+
+    Nothing was written; retrying the same values fails again. The hub then commits the batch's
+    commands apart so that only the one that carries the value is refused. Like
+    :class:`StoreUnavailable`, its message carries no SQL and no parameters.
+    """
 
 
 class IncidentStore(Protocol):
@@ -65,17 +78,23 @@ class IncidentStore(Protocol):
         """Every incident that is neither closed nor cancelled, with assignments and deadlines."""
         ...
 
-    async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]: ...
+    async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]:
+        """The incidents of these ids that exist. Raises :class:`StoreUnavailable` or :class:`CommitRefused`."""
+        ...
 
     async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
-        """Map each already-known ``report_id`` to its incident id."""
+        """Map each already-known ``report_id`` to the incident that holds it now.
+
+        Raises :class:`StoreUnavailable` or :class:`CommitRefused` (an id the database cannot take).
+        """
         ...
 
     async def commit(self, changes: Changes) -> None:
         """Write a whole batch atomically, or nothing.
 
-        Raises :class:`DuplicateReport` when a new incident's ``report_id`` is already stored, and
-        :class:`StoreUnavailable` on any other failure.
+        Raises :class:`DuplicateReport` when one of ``changes.report_ids`` was ever taken before
+        (whichever incident holds it now), :class:`CommitRefused` when the database refuses a value,
+        and :class:`StoreUnavailable` when it cannot be reached.
         """
         ...
 

@@ -149,6 +149,18 @@ class EscalationRow(SQLModel, table=True):
     settled_at: datetime | None = _utc(nullable=True)
 
 
+class ReportKeyRow(SQLModel, table=True):
+    """Every ``report_id`` ever taken, first reports and joined ones alike: a phone's retry is known by it.
+
+    The incident and its joined reports keep their report ids in two tables; this one key across
+    both is what makes a retry after a restart find its report instead of joining or opening again.
+    """
+
+    __tablename__ = "report_key"
+
+    report_id: str = Field(primary_key=True, max_length=128)
+
+
 class IncidentReportRow(SQLModel, table=True):
     """A further report that joined an incident (duplicates, merges); the first report is the incident's own."""
 

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from dispatcher.core.incidents import Refused, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
-from dispatcher.store import IncidentFilter, StoreUnavailable
+from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
 from gateways.auth import acting
 from gateways.schemas import (
     AlarmAckIn,
@@ -208,7 +208,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # The store's messages carry no SQL and no parameters: nothing of another caller's batch.
         return JSONResponse({"detail": f"not stored, try again: {exc}"}, status_code=503)
+
+    @app.exception_handler(CommitRefused)
+    async def _store_refused(_: Request, exc: CommitRefused) -> JSONResponse:
+        return JSONResponse({"detail": f"not stored, a value of this request was refused: {exc}"}, status_code=422)
 
 
 # -- alarms (the board's shared acknowledgement) ------------------------------------------------

@@ -171,6 +171,57 @@ async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path
     assert ready["last_seq"] == 400
 
 
+def _placed_report(n: int) -> dict[str, Any]:
+    """Report ``n`` of a stream whose reports come in clusters of five (20 m apart): most join another."""
+    cluster, member = divmod(n, 5)
+    return {
+        **FIVE_WAY,
+        "report_id": f"placed-{n}",
+        "location": {"lat": 28.84 + cluster * 0.01, "lon": 118.91 + member * 0.0002},
+    }
+
+
+async def test_every_report_resent_after_kill_9_is_stored_once(database_url: str, tmp_path: Path) -> None:
+    """Phones re-send what they never heard answered: after a crash, each report must be stored exactly once.
+
+    Duplicates are joined (200 m), so a retry that is not recognised would join its own incident or open a
+    new one. 150 reports are answered, 50 more are in flight when the process is killed; afterwards all 200
+    are re-sent, twice.
+    """
+    env = {"DISPATCHER_NO_ROSTER": "true", "DISPATCHER_RATE_PER_S": "0"}  # duplicates joined (200 m)
+    first = ServerProcess(database_url, tmp_path / "first.log", env=env).start()
+    try:
+        async with first.client() as http:
+            answered = await asyncio.gather(
+                *(http.post("/api/v1/incidents", json=_placed_report(n)) for n in range(150))
+            )
+            assert {a.status_code for a in answered} <= {200, 201}
+            in_flight = [
+                asyncio.ensure_future(http.post("/api/v1/incidents", json=_placed_report(n))) for n in range(150, 200)
+            ]
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            first.kill_hard()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+    finally:
+        first.stop()
+
+    second = ServerProcess(database_url, tmp_path / "second.log", env=env).start()
+    try:
+        async with second.client() as http:
+            for _ in range(2):
+                resent = [await http.post("/api/v1/incidents", json=_placed_report(n)) for n in range(200)]
+                assert {a.status_code for a in resent} <= {200, 201}, {a.text for a in resent if a.status_code > 201}
+            outcomes = [a.headers["X-Report-Outcome"] for a in resent]
+            listing = (await http.get("/api/v1/incidents", params={"limit": 500})).json()
+    finally:
+        second.stop()
+    assert outcomes == ["known"] * 200  # the second round: every id is known
+    stored = [r for i in listing["data"] for r in [i["report_id"], *(j["report_id"] for j in i["reports"])]]
+    assert sorted(stored) == sorted(f"placed-{n}" for n in range(200))
+    assert sum(i["report_count"] for i in listing["data"]) == 200
+    assert len(listing["data"]) == 40  # one incident per cluster of five
+
+
 async def test_openapi_schema_documents_the_api(server: ServerProcess) -> None:
     async with server.client() as http:
         schema = (await http.get("/openapi.json")).json()
