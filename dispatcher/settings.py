@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     lockout_s: float = Field(default=900.0, gt=0, description="... for this long")
     body_limit_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body (413 beyond)")
     rate_per_s: float = Field(default=20.0, description="requests per second per token, sustained (0: no limit)")
-    rate_burst: float = Field(default=200.0, ge=1, description="requests per token in a burst")
+    rate_burst: float = Field(default=200.0, ge=0, description="requests per token in a burst (0: no limit)")
     sign_in_per_min: float = Field(default=30.0, description="sign-ins per minute per client address (0: no limit)")
     townships: str | None = Field(
         default=None,

@@ -14,7 +14,6 @@ settles the township (:mod:`gateways.tenancy`) and checks the role's scope.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -111,7 +110,7 @@ async def guard(connection: HTTPConnection) -> None:
     buckets: TokenBuckets = connection.app.state.token_buckets
     # Signed-in sessions of one account share a bucket; each device token has its own.
     key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
-    wait = buckets.take(key, time.monotonic())
+    wait = buckets.take(key, connection.app.state.clock.now().timestamp())
     if wait > 0:
         _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
     scope = grant.get(principal.role)
@@ -260,7 +259,7 @@ async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, D
     tried = _directory(request).account(form.username)
     request.state.township = tried.township if tried else None  # for the audit trail: whose township's entry
     buckets: TokenBuckets = request.app.state.sign_in_buckets
-    wait = buckets.take(f"ip:{client}", time.monotonic())
+    wait = buckets.take(f"ip:{client}", request.app.state.clock.now().timestamp())
     if wait > 0:
         raise HTTPException(429, "too many sign-ins from this address", headers={"Retry-After": retry_after(wait)})
     directory = _directory(request)

@@ -83,14 +83,15 @@ class _Bucket:
 
 
 class TokenBuckets:
-    """One token bucket per key: ``rate_per_s`` sustained, bursts of ``burst``. ``rate_per_s <= 0``: no limit.
+    """One token bucket per key: ``rate_per_s`` sustained, bursts of ``burst``. Either ``<= 0``: no limit.
 
-    Time is an argument (seconds of any monotonic clock). The least recently used keys are forgotten
-    beyond ``max_keys`` (a forgotten key starts with a full bucket). Not thread-safe: the event loop only.
+    Time is an argument (seconds on the injected clock, so the pace follows a virtual clock in tests). The
+    least recently used keys are forgotten beyond ``max_keys`` (a forgotten key starts with a full bucket).
+    Not thread-safe: the event loop only.
     """
 
     def __init__(self, rate_per_s: float, burst: float, *, max_keys: int = 100_000) -> None:
-        self.rate_per_s = rate_per_s
+        self.rate_per_s = rate_per_s if burst > 0 else 0.0
         self.burst = max(burst, 1.0)
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()

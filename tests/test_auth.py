@@ -245,12 +245,24 @@ async def test_a_body_over_the_limit_is_refused_unread(app: Any) -> None:
     assert app.state.hub.last_seq == 0
 
 
-async def test_a_token_past_its_pace_gets_429_with_retry_after(app: Any) -> None:
+async def test_a_token_past_its_pace_gets_429_with_retry_after(app: Any, crew: HubRig) -> None:
+    """The pace follows the injected clock: on the virtual one, time passes only when the test says so."""
     async with api_client(app) as http:
-        statuses = [(await http.get("/api/v1/rules/catalogue")).status_code for _ in range(52)]
-        assert statuses[:50] == [200] * 50
+        burst = [(await http.get("/api/v1/rules/catalogue")).status_code for _ in range(50)]
         limited = await http.get("/api/v1/rules/catalogue")
-        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        crew.clock.advance(timedelta(seconds=30))  # 1 per second: 30 more
+        refilled = [(await http.get("/api/v1/rules/catalogue")).status_code for _ in range(31)]
+    assert burst == [200] * 50
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
+    assert refilled == [200] * 30 + [429]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 200), (20, 0)])
+async def test_a_zero_rate_or_burst_means_no_limit(crew: HubRig, rate: float, burst: float) -> None:
+    application = create_app(Settings(database_url=crew.url, rate_burst=burst, rate_per_s=rate), hub=crew.hub)
+    async with api_client(application) as http:
+        statuses = {(await http.get("/api/v1/rules/catalogue")).status_code for _ in range(250)}
+    assert statuses == {200}
 
 
 @given(st.lists(st.floats(min_value=0, max_value=10), min_size=1, max_size=50))
