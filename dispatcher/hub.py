@@ -512,7 +512,7 @@ class Hub:
                     raise Refused(f"nobody of team {team} is on duty and free")
             elif self.roster.officers.get(chosen) is None or self.roster.officers[chosen].team != team:
                 raise Refused(f"officer {chosen!r} is not on team {team}'s roster")
-            return assign_officer(current, team, chosen, at, reason="reassign", actor=actor)
+            return assign_officer(current, team, chosen, at, reason=ev.AssignReason.REASSIGN, actor=actor)
 
         return await self._change(incident_id, decide, expected_version)
 
@@ -761,7 +761,7 @@ class Hub:
                 officer = batch.choose(team, incident, at)
                 if officer is None:
                     break
-                updated, events = assign_officer(incident, team, officer, at, reason="available")
+                updated, events = assign_officer(incident, team, officer, at, reason=ev.AssignReason.AVAILABLE)
                 batch.record(updated, events)
                 filled += 1
         return filled

@@ -27,6 +27,14 @@ class DeadlineKind(StrEnum):
     RESOLVE = "resolve"
 
 
+class AssignReason(StrEnum):
+    """Why an officer was given a team's assignment (see :class:`OfficerAssigned`)."""
+
+    AVAILABLE = "available"  # someone became free for a waiting assignment
+    REDISPATCH = "redispatch"  # the previous officer let the acknowledgement deadline pass
+    REASSIGN = "reassign"  # an operator chose
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base of every fact: which incident, and when it happened (the injected clock's time)."""
@@ -136,8 +144,7 @@ class EscalationRaised(Event):
 class OfficerAssigned(Event):
     """An officer was given (or took over) a team's assignment.
 
-    ``reason``: ``available`` (someone became free for a waiting assignment), ``redispatch`` (the
-    previous officer let the acknowledgement deadline pass) or ``reassign`` (an operator chose).
+    ``reason`` is one of :class:`AssignReason`.
     """
 
     team: str

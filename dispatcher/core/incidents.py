@@ -18,6 +18,7 @@ from dispatcher.core.events import (
     AssignmentReassigned,
     AssignmentReturned,
     AssignmentWaiting,
+    AssignReason,
     DeadlineKind,
     DeadlineMissed,
     DispatchedUnit,
@@ -592,7 +593,7 @@ def miss_deadline(
         and replacement != assignment.officer
         and len(assignment.tried) < redispatch_limit
     ):
-        resent, assigned = _assign(incident, assignment, replacement, at, reason="redispatch", actor=None)
+        resent, assigned = _assign(incident, assignment, replacement, at, reason=AssignReason.REDISPATCH, actor=None)
         return _with_assignment(incident, resent, at), [*events, assigned]
     missed = replace(deadline, state=DeadlineState.MISSED, settled_at=at)
     marked = replace(assignment, deadlines=tuple(missed if d.kind is kind else d for d in assignment.deadlines))
@@ -682,7 +683,7 @@ def _lead_or_first(incident: Incident) -> Assignment:
 
 
 def _assign(
-    incident: Incident, assignment: Assignment, officer: str, at: datetime, *, reason: str, actor: str | None
+    incident: Incident, assignment: Assignment, officer: str, at: datetime, *, reason: AssignReason, actor: str | None
 ) -> tuple[Assignment, OfficerAssigned]:
     """The assignment handed to ``officer``; an acknowledgement not yet given gets a fresh window."""
     tried = (*assignment.tried, assignment.officer) if assignment.officer is not None else assignment.tried
@@ -709,7 +710,7 @@ def _assign(
 
 
 def assign_officer(
-    incident: Incident, team: str, officer: str, at: datetime, *, reason: str, actor: str | None = None
+    incident: Incident, team: str, officer: str, at: datetime, *, reason: AssignReason, actor: str | None = None
 ) -> tuple[Incident, list[Event]]:
     """Give a live assignment to ``officer`` (a waiting one that found a unit, or an operator's choice)."""
     _require_open(incident, "assign")
