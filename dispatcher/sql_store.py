@@ -9,7 +9,10 @@ the process and of the machine.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +49,7 @@ from dispatcher.store import (
     HandoverRecord,
     IncidentFilter,
     StoredEvent,
+    StoreLocked,
     StoreUnavailable,
 )
 from dispatcher.tables import (
@@ -134,20 +138,30 @@ class SqlIncidentStore:
         self.url = url
         self._engine = build_engine(url, pool_size=pool_size, durable=durable)
         self._writer: AsyncConnection | None = None
+        self._lock: WriterLock | None = None
 
     @property
     def backend(self) -> str:
         return self._engine.dialect.name
 
     async def open(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(upgrade_to_head)
-        self._writer = await self._engine.connect()
+        self._lock = await WriterLock.take(self._engine)
+        try:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(upgrade_to_head)
+            self._writer = await self._engine.connect()
+        except BaseException:
+            await self._lock.release()
+            self._lock = None
+            raise
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._lock is not None:
+            await self._lock.release()
+            self._lock = None
         await self._engine.dispose()
 
     async def ping(self) -> bool:
@@ -358,6 +372,70 @@ class SqlIncidentStore:
                 await self._writer.close()
         finally:
             self._writer = await self._engine.connect()
+
+
+class WriterLock:
+    """One writer per database: an exclusive ``flock`` on ``<file>.writer-lock`` beside a SQLite file, a
+    session-level advisory lock on PostgreSQL (held by a connection of its own).
+
+    Both go with the process: a killed dispatcher leaves no stale lock. A PostgreSQL connection that
+    drops gives its lock back with it; the writer connection would then fail too and the process
+    must be restarted. An in-memory SQLite database cannot be shared, so it takes no lock.
+    """
+
+    # An arbitrary 64-bit key that names "the dispatcher's writer" among the database's advisory locks.
+    _ADVISORY_KEY = 0x64697370_77726974  # "disp" "writ"
+
+    def __init__(self, *, fd: int | None = None, conn: AsyncConnection | None = None) -> None:
+        self._fd = fd
+        self._conn = conn
+
+    @classmethod
+    async def take(cls, engine: AsyncEngine) -> WriterLock:
+        """Raises :class:`StoreLocked` (naming what holds it) when another process has the lock."""
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if not database or database == ":memory:":
+                return cls()
+            return cls(fd=_flock_beside(database))
+        conn = await engine.connect()
+        try:
+            taken = (await conn.execute(sa.select(sa.func.pg_try_advisory_lock(cls._ADVISORY_KEY)))).scalar()
+            await conn.commit()  # the lock is the session's: no transaction is left open for it
+        except BaseException:
+            await conn.close()
+            raise
+        if not taken:
+            await conn.close()
+            raise StoreLocked(
+                f"another dispatcher process is writing to database {url.database!r} on {url.host} "
+                f"(it holds advisory lock {cls._ADVISORY_KEY}): one process per database"
+            )
+        return cls(conn=conn)
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor gives the flock back
+            self._fd = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # a dropped connection has given the lock back already
+                await self._conn.close()
+            self._conn = None
+
+
+def _flock_beside(database: str) -> int:
+    """An exclusive ``flock`` on ``<database>.writer-lock``: the open descriptor, or :class:`StoreLocked`."""
+    path = os.path.abspath(os.path.expanduser(database)) + ".writer-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(
+            f"another dispatcher process is writing to {database} (it holds {path}): one process per database"
+        ) from None
+    return fd
 
 
 _INCIDENT_STATE = (

@@ -54,6 +54,14 @@ class StoreUnavailable(Exception):
     """
 
 
+class StoreLocked(StoreUnavailable):
+    """Another dispatcher process already writes to this database: one writer per database.
+
+    The writer hands out incident ids and event sequence numbers from memory, so a second one would
+    collide with the first at commit. Raised by ``open``; nothing was written.
+    """
+
+
 class CommitRefused(Exception):
     """The database refused a value of the batch (out of range, a character it cannot store...).
 
@@ -65,7 +73,10 @@ class CommitRefused(Exception):
 
 class IncidentStore(Protocol):
     async def open(self) -> None:
-        """Connect and bring the schema up to date (migrations)."""
+        """Take the database's writer lock, connect and bring the schema up to date (migrations).
+
+        Raises :class:`StoreLocked` when another process holds the lock. ``close`` gives it back.
+        """
         ...
 
     async def close(self) -> None: ...

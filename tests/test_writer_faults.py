@@ -20,7 +20,8 @@ from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.hub import Hub, IncidentNotFound
-from dispatcher.store import Changes, CommitRefused, IncidentFilter, StoreUnavailable
+from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.store import Changes, CommitRefused, IncidentFilter, StoreLocked, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import HubRig
 
@@ -224,3 +225,19 @@ async def test_a_retry_after_its_incident_closed_opens_nothing(crew: HubRig) -> 
     assert [(r.created, r.joined, r.incident.id) for r in retries] == [(False, False, first.incident.id)] * 2
     _, count = await hub.list_incidents(IncidentFilter(), limit=1, offset=0)
     assert count == 1
+
+
+# -- one writer per database ------------------------------------------------------------------------
+
+
+async def test_a_second_writer_on_the_same_database_is_refused_until_the_first_closes(database_url: str) -> None:
+    first = SqlIncidentStore(database_url)
+    second = SqlIncidentStore(database_url)
+    await first.open()
+    try:
+        with pytest.raises(StoreLocked, match="one process per database"):
+            await second.open()
+    finally:
+        await first.close()
+    await second.open()  # the lock went with the first
+    await second.close()

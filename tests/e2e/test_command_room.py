@@ -222,6 +222,16 @@ async def test_every_report_resent_after_kill_9_is_stored_once(database_url: str
     assert len(listing["data"]) == 40  # one incident per cluster of five
 
 
+async def test_a_second_process_on_the_same_database_exits_with_the_reason(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    second = ServerProcess(server.database_url, tmp_path / "second.log", env=PLAIN)
+    with pytest.raises(RuntimeError, match="one process per database"):
+        second.start()
+    async with server.client() as http:  # the first goes on serving
+        assert (await http.get("/readyz")).status_code == 200
+
+
 async def test_openapi_schema_documents_the_api(server: ServerProcess) -> None:
     async with server.client() as http:
         schema = (await http.get("/openapi.json")).json()
