@@ -585,11 +585,29 @@ class Hub:
 
         return await self._change(incident_id, decide, expected_version)
 
-    async def merge(self, source_id: int, target_id: int, at: datetime, actor: str | None = None) -> Incident:
-        """Fold incident ``source_id`` into ``target_id``; returns the target."""
+    async def merge(
+        self,
+        source_id: int,
+        target_id: int,
+        at: datetime,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+        expected_target_version: int | None = None,
+    ) -> Incident:
+        """Fold incident ``source_id`` into ``target_id``; returns the target.
+
+        ``expected_version`` and ``expected_target_version`` are the versions of the source and of the
+        target the caller saw: a command on either that committed first (a cancel of the target, say)
+        makes the merge raise ``StaleVersion``. Also raises ``IllegalTransition``, ``Refused`` or
+        :class:`IncidentNotFound`; nothing changes then.
+        """
 
         def apply(batch: _Batch) -> Incident:
-            folded, target, events = merge_incidents(batch.current(source_id), batch.current(target_id), at, actor)
+            source, target = batch.current(source_id), batch.current(target_id)
+            check_version(source, expected_version)
+            check_version(target, expected_target_version)
+            folded, target, events = merge_incidents(source, target, at, actor)
             batch.record(folded, [e for e in events if e.incident_id == source_id])
             batch.record(target, [e for e in events if e.incident_id == target_id])
             for report_id in (folded.report.report_id, *(r.report.report_id for r in folded.reports)):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dispatcher.core.roster import WEEKDAY_NAMES, DutyOverride, Officer, OfficerKind, Roster, Shift
 from rules.matcher import RuleBook
+from rules.yaml_budget import over_budget
 
 if TYPE_CHECKING:
     from dispatcher.hub import Hub
@@ -99,8 +100,12 @@ def parse_roster(data: object) -> RosterIn:
 
 def read_roster(path: Path) -> RosterIn:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+        too_much = over_budget(text)  # before validation walks every alias again
+        if too_much is not None:
+            raise RosterError([f"{path}:{too_much.line}: {too_much.message}"])
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RosterError([f"{path}: {exc}"]) from None
     return parse_roster(data)
 

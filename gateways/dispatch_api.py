@@ -100,7 +100,15 @@ async def set_priority(request: Request, incident_id: int, body: PriorityIn, hub
 )
 async def merge(request: Request, incident_id: int, body: MergeIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
-    return json_response(incident_json(await hub.merge(incident_id, body.into, hub.clock.now(), actor)))
+    target = await hub.merge(
+        incident_id,
+        body.into,
+        hub.clock.now(),
+        actor,
+        expected_version=body.version,
+        expected_target_version=body.into_version,
+    )
+    return json_response(incident_json(target))
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict
 from datetime import datetime
@@ -12,8 +13,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from gateways.api import HubDep, json_response
 from gateways.tenancy import township_of
-from rules import RoutingInput, RuleTableError, compile_table, load_source_text
-from rules.checker import TableRefused, check_for_service
+from rules import RoutingInput, RuleBook, RuleTableError, compile_table, load_source_text
+from rules.checker import Finding, TableRefused, check_for_service
 from rules.explain import explain, explanation_json
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,39 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
         raise HTTPException(422, detail="the table must be UTF-8 text") from None
     base: Path = township_of(request).rules_path.parent
     try:
-        source = load_source_text(text, source="<uploaded table>", base_dir=base)
-        book = compile_table(source.table)
-        findings = check_for_service(book, source)
+        # Off the event loop: the loader's budget (rules.yaml_budget) bounds how long this takes.
+        book, findings = await asyncio.to_thread(_checked_table, text, base)
     except RuleTableError as exc:
         return json_response({"detail": "the table is not valid", "problems": [asdict(p) for p in exc.problems]}, 422)
     except TableRefused as exc:
         return json_response(
             {"detail": "the check refused the table", "findings": [asdict(f) for f in exc.findings]}, 422
         )
+    serving = hub.rules.township_id
+    if book.township_id != serving:
+        return json_response(
+            {
+                "detail": f"the table is for township {book.township_id!r}; this one serves township {serving!r}",
+                "township": book.township_id,
+                "serving": serving,
+            },
+            409,
+        )
     previous = hub.replace_rules(book)
     log.info("rule table %s replaced by %s (%d findings)", previous.version, book.version, len(findings))
     return json_response(
         {"version": book.version, "previous": previous.version, "findings": [asdict(f) for f in findings]}
     )
+
+
+def _checked_table(text: str, base: Path) -> tuple[RuleBook, list[Finding]]:
+    """Load, compile and check an uploaded table; runs on a worker thread.
+
+    Raises :class:`RuleTableError` (with every problem's line) or :class:`TableRefused`.
+    """
+    source = load_source_text(text, source="<uploaded table>", base_dir=base)
+    book = compile_table(source.table)
+    return book, check_for_service(book, source)
 
 
 @router.get("/zones", summary="The zones as a GeoJSON FeatureCollection with their labels (for the board's map)")

@@ -126,6 +126,12 @@ class PriorityIn(_In):
 class MergeIn(_In):
     into: int = Field(ge=1, le=2**53, description="the incident that stays")
     actor: str | None = Actor
+    version: int | None = Version
+    into_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="the version of the incident that stays, as the caller saw it; when no longer current: 409",
+    )
 
 
 class SplitIn(_In):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rules.table import Rule, RuleTable
+from rules.yaml_budget import over_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,10 @@ def _read(path: Path, source: str) -> str:
 
 def _parse(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
     try:
+        # Before anything walks the document: an alias bomb would cost minutes in what follows.
+        too_much = over_budget(text)
+        if too_much is not None:
+            raise RuleTableError([Problem(source, too_much.line, too_much.message)])
         node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # a safe loader: libyaml's when present
     except yaml.YAMLError as exc:

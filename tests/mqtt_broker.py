@@ -25,7 +25,8 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED_ACL = REPO / "deploy" / "mosquitto" / "acl"
+SHIPPED_CONFIG = REPO / "deploy" / "mosquitto"
+SHIPPED_ACL = SHIPPED_CONFIG / "acl"
 
 
 def mosquitto_binary() -> str:
@@ -73,6 +74,25 @@ class Broker:
             "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n"
         )
+
+    @classmethod
+    def shipped(cls, workdir: Path, config_dir: Path) -> Broker:
+        """A broker run by ``deploy/mosquitto/mosquitto.conf`` itself, with its ``passwd`` and ``acl`` taken from
+        ``config_dir``: only the listener (a free loopback port), the folders and the log's destination differ."""
+        broker = cls(workdir)
+        text = (SHIPPED_CONFIG / "mosquitto.conf").read_text(encoding="utf-8")
+        for old, new in (
+            ("listener 1883\n", f"listener {broker.port} 127.0.0.1\n"),
+            ("/mosquitto/config/", f"{config_dir}/"),
+            ("/mosquitto/data/", f"{workdir}/"),
+            ("log_dest stdout\n", "log_dest stderr\n"),
+        ):
+            if old not in text:
+                raise AssertionError(f"deploy/mosquitto/mosquitto.conf no longer has {old!r}: adapt Broker.shipped")
+            text = text.replace(old, new)
+        user = "user root\n" if os.geteuid() == 0 else ""
+        broker.config.write_text(user + text, encoding="utf-8")
+        return broker
 
     @property
     def url(self) -> str:

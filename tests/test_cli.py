@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dispatcher.cli import app
@@ -136,3 +137,18 @@ def test_simulate_replays_real_records_and_reports_agreement(tmp_path: Path) -> 
     body = json.loads(out.read_text(encoding="utf-8"))
     assert body["replayed"] + body["rejected"] == body["rows_read"]
     assert body["agreement"]["overall"] > 0.5
+
+
+# Without a budget the loader walks the 9^9 expanded values for minutes: the timeout makes that a failure.
+@pytest.mark.timeout(30)
+def test_rules_check_refuses_an_alias_bomb_with_file_and_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "table: 1\na: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["rules", "check", str(bomb)])
+    assert result.exit_code == 1
+    assert f"{bomb}:7: the document stands for more than 250000 values" in result.output
+    assert "Traceback" not in result.output

@@ -16,7 +16,7 @@ import pytest
 
 from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import EscalationState, Incident, Refused, Report, StaleVersion
-from dispatcher.core.lifecycle import AssignmentState, IllegalTransition, IncidentStatus, UnitAction
+from dispatcher.core.lifecycle import AssignmentState, IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.core.roster import UnitStatus
 from tests.conftest import START, HubRig
 
@@ -305,3 +305,40 @@ async def test_resolving_while_acknowledging_and_two_operators_at_once(crew: Hub
     assert isinstance(both[0], Incident) and isinstance(both[1], StaleVersion)
     assert both[1].current == seen + 1
     assert await hub.store.get(incident.id) == await hub.get(incident.id)
+
+
+@pytest.mark.parametrize("cancel_first", [True, False], ids=["cancel-first", "merge-first"])
+async def test_a_merge_and_a_cancel_of_its_target_submitted_together_exactly_one_wins(
+    crew: HubRig, cancel_first: bool
+) -> None:
+    hub = crew.hub
+    a = (await hub.report(jam("a", lat=FIVE_WAY[0] + 0.01), START)).incident
+    b = (await hub.report(jam("b"), START)).incident
+    at = START + timedelta(minutes=1)
+    merge = hub.merge(a.id, b.id, at, "operator:王芳", expected_version=a.version, expected_target_version=b.version)
+    cancel = hub.finish(b.id, IncidentAction.CANCEL, at, "operator:李强", "a drill", expected_version=b.version)
+    # The writer takes commands first in, first out: they are decided in this order, in one batch.
+    first, second = (cancel, merge) if cancel_first else (merge, cancel)
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+
+    won = [o for o in outcomes if isinstance(o, Incident)]
+    lost = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], StaleVersion)
+    source, target = await hub.get(a.id), await hub.get(b.id)
+    if cancel_first:
+        assert target.status is IncidentStatus.CANCELLED and target.report_count == 1
+        assert source.status is IncidentStatus.DISPATCHED and source.merged_into is None
+    else:
+        assert target.status is IncidentStatus.DISPATCHED and target.report_count == 2
+        assert source.status is IncidentStatus.MERGED and source.merged_into == b.id
+
+
+async def test_a_merge_refuses_a_stale_version_of_its_source(crew: HubRig) -> None:
+    hub = crew.hub
+    a = (await hub.report(jam("a", lat=FIVE_WAY[0] + 0.01), START)).incident
+    b = (await hub.report(jam("b"), START)).incident
+    await hub.set_priority(a.id, 5, START + timedelta(seconds=30), "operator:李强", expected_version=a.version)
+
+    with pytest.raises(StaleVersion):
+        await hub.merge(a.id, b.id, START + timedelta(minutes=1), expected_version=a.version)
+    assert (await hub.get(a.id)).merged_into is None and (await hub.get(b.id)).report_count == 1

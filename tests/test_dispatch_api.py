@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -58,3 +59,29 @@ async def test_units_show_duty_posting_and_tasks(client: httpx.AsyncClient) -> N
     assert (units["tp-02"]["status"], units["tp-02"]["tasks"]) == ("assigned", 1)
     bad = await client.post("/api/v1/units/tp-01/status", json={})
     assert bad.status_code == 422
+
+
+async def test_a_merge_answers_409_on_a_stale_version_of_either_incident(client: httpx.AsyncClient) -> None:
+    async def report(report_id: str, lat: float) -> dict[str, Any]:
+        body = {"report_id": report_id, "category": "traffic.congestion", "description": "堵",
+                "location": {"lat": lat, "lon": 118.912}}  # fmt: skip
+        made = await client.post("/api/v1/incidents", json=body)
+        assert made.status_code == 201
+        return dict(made.json())
+
+    a, b, c = await report("m-a", 28.858), await report("m-b", 28.848), await report("m-c", 28.838)
+    cancelled = await client.post(
+        f"/api/v1/incidents/{b['id']}/cancel", json={"actor": "李强", "reason": "a drill", "version": b["version"]}
+    )
+    assert cancelled.status_code == 200
+
+    merge = {"into": b["id"], "actor": "王芳", "version": a["version"]}
+    stale_target = await client.post(f"/api/v1/incidents/{a['id']}/merge", json={**merge, "into_version": b["version"]})
+    assert stale_target.status_code == 409
+    stale_source = await client.post(
+        f"/api/v1/incidents/{a['id']}/merge", json={**merge, "into": c["id"], "version": a["version"] + 1}
+    )
+    assert stale_source.status_code == 409
+    assert (await client.get(f"/api/v1/incidents/{c['id']}")).json()["report_count"] == 1
+    after = (await client.get(f"/api/v1/incidents/{a['id']}")).json()
+    assert (after["status"], after["merged_into"], after["version"]) == ("dispatched", None, a["version"])

@@ -172,3 +172,18 @@ def test_schema_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(RosterError) as refused:
         read_roster(bad)
     assert any(p.startswith("shifts.0.start") for p in refused.value.problems)
+
+
+@pytest.mark.timeout(30)  # without a budget, validation walks the 9^9 expanded values for minutes
+def test_a_roster_file_that_stands_for_too_much_is_refused_with_its_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "roster.yaml"
+    bomb.write_text(
+        "version: x\nofficers: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
+        encoding="utf-8",
+    )
+    with pytest.raises(RosterError) as refused:
+        read_roster(bomb)
+    assert refused.value.problems == [
+        f"{bomb}:7: the document stands for more than 250000 values once its aliases are expanded"
+    ]

@@ -76,3 +76,48 @@ async def test_a_table_with_errors_is_refused_and_the_old_one_stays(client: http
     assert invalid.status_code == 422 and "unknown team 'nobody'" in invalid.text
     assert refused.status_code == 422 and {f["kind"] for f in refused.json()["findings"]} >= {"overlap"}
     assert rig.hub.rules.version == "ershili-2026.11-1"
+
+
+async def test_a_table_for_another_township_is_refused_naming_both(client: httpx.AsyncClient, rig: HubRig) -> None:
+    text = BUNDLED_TABLE.read_text(encoding="utf-8")
+    other = text.replace("township: {id: ershili, name: 廿里镇", "township: {id: huaxi, name: 华墅乡", 1).replace(
+        'version: "ershili-2026.11-1"', 'version: "huaxi-2026.12-1"'
+    )
+    assert other != text
+
+    put = await client.put("/api/v1/rules", content=other.encode(), headers={"content-type": "application/yaml"})
+
+    assert put.status_code == 409, put.text
+    assert (put.json()["township"], put.json()["serving"]) == ("huaxi", "ershili")
+    assert "'huaxi'" in put.json()["detail"] and "'ershili'" in put.json()["detail"]
+    assert rig.hub.rules.version == "ershili-2026.11-1"
+    still = await rig.hub.report(
+        Report(report_id="after", category="traffic.congestion", description="d", zone="five-way"), rig.clock.now()
+    )
+    assert still.created and still.incident.table_version == "ershili-2026.11-1"
+
+
+# On a loader without a budget the bomb runs for minutes on the event loop: the timeout (a signal,
+# which interrupts it) makes that a failure rather than a hang.
+@pytest.mark.timeout(30)
+async def test_yaml_that_stands_for_too_much_is_refused_with_its_line(client: httpx.AsyncClient, rig: HubRig) -> None:
+    # Each line holds nine aliases of the line before: 9^9 values in under 400 bytes once expanded.
+    bomb = "table: 1\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    nested = "table: 1\nzones: " + "[" * 200 + "]" * 200 + "\n"
+    itself = "table: 1\nzones: &z [*z]\n"
+
+    answers = [await client.put("/api/v1/rules", content=text.encode()) for text in (bomb, nested, itself)]
+
+    assert [a.status_code for a in answers] == [422, 422, 422]
+    problems = [a.json()["problems"] for a in answers]
+    assert [(p[0]["line"], p[0]["file"]) for p in problems] == [
+        (7, "<uploaded table>"),
+        (2, "<uploaded table>"),
+        (2, "<uploaded table>"),
+    ]
+    assert "once its aliases are expanded" in problems[0][0]["message"]
+    assert "nested more than 64 deep" in problems[1][0]["message"]
+    assert "inside the node it names" in problems[2][0]["message"]
+    assert rig.hub.rules.version == "ershili-2026.11-1"
