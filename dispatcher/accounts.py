@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel
 
 from dispatcher.account_tables import AccountRow, ApiTokenRow, AuditRow, SignInFailureRow
@@ -367,8 +369,7 @@ class SqlDirectory:
         account = self._accounts.get(key)
         good = await asyncio.to_thread(_verify, hashed, password)
         if not good or account is None or account.disabled:
-            after = after_failure(state, at, self.lockout)
-            await self._save_failures(key, after, exists=row is not None)
+            after = await self._count_failure(key, at)
             raise SignInRefused(locked_until(after, at))
         if row is not None:
             async with self._engine.begin() as conn:
@@ -376,13 +377,42 @@ class SqlDirectory:
         token, info = await self.issue_token(account.name, TokenKind.SESSION, at, ttl=self.session_ttl)
         return token, Principal(account, info)
 
-    async def _save_failures(self, name: str, state: Failures, *, exists: bool) -> None:
-        values = {"failures": state.count, "window_start": state.window_start, "locked_until": state.locked_until}
+    async def _count_failure(self, name: str, at: datetime) -> Failures:
+        """Count one failed sign-in of ``name`` at ``at`` in one statement; the record after it.
+
+        :func:`after_failure` is the arithmetic; here it is one ``INSERT ... ON CONFLICT DO UPDATE ...
+        RETURNING`` (SQLite and PostgreSQL), so that guesses made in parallel are each counted: reading,
+        deciding and writing back in steps let a burst count as one, or fail on the name's key.
+        """
+        policy = self.lockout
+        t = failure_t
+        stamp = t.c.window_start.type
+
+        def when(value: datetime) -> Any:
+            return sa.literal(value, stamp)
+
+        # The SET expressions see the row as it was: a window that ended, or a lock that ran out, starts over.
+        over = sa.or_(
+            t.c.window_start <= when(at - policy.window),
+            sa.and_(t.c.locked_until.is_not(None), t.c.locked_until <= when(at)),
+        )
+        count = sa.case((over, 1), else_=t.c.failures + 1)
+        fresh = after_failure(None, at, policy)
+        dialect = self._engine.dialect.name
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(t).values(
+            name=name, failures=fresh.count, window_start=fresh.window_start, locked_until=fresh.locked_until
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[t.c.name],
+            set_={
+                "failures": count,
+                "window_start": sa.case((over, when(at)), else_=t.c.window_start),
+                "locked_until": sa.case((count >= policy.failures, when(at + policy.lock_for)), else_=sa.null()),
+            },
+        ).returning(t.c.failures, t.c.window_start, t.c.locked_until)
         async with self._engine.begin() as conn:
-            if exists:
-                await conn.execute(failure_t.update().where(failure_t.c.name == name).values(**values))
-            else:
-                await conn.execute(failure_t.insert().values(name=name, **values))
+            row = (await conn.execute(statement)).one()
+        return Failures(row.failures, row.window_start, row.locked_until)
 
     async def issue_token(
         self, name: str, kind: TokenKind, at: datetime, *, ttl: timedelta | None = None, label: str | None = None

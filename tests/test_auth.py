@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.accounts import Failures, Lockout, Role, after_failure, locked_until
+from dispatcher.accounts import Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
@@ -90,6 +91,37 @@ async def test_five_failures_lock_the_name_for_fifteen_minutes(app: Any, crew: H
         assert again.status_code == 200
 
 
+async def test_a_burst_of_parallel_guesses_counts_every_one_and_locks(crew: HubRig) -> None:
+    # 25 failures lock: the first burst of 20 cannot reach the lock, so none of it is refused unverified
+    # and every guess must be counted; the next burst of 5 reaches it.
+    settings = Settings(database_url=crew.url, lockout_failures=25, sign_in_per_min=0)
+    app = create_app(settings, hub=crew.hub)
+    directory = app.state.directory
+    try:
+        await directory.open()
+        await directory.create_account("op-7", Role.OPERATOR, "ershili", START, password=PASSWORD)
+        async with _client(app) as http:
+
+            async def guess(n: int) -> httpx.Response:
+                return await http.post("/api/v1/auth/token", data={"username": "op-7", "password": f"wrong {n}"})
+
+            async def failures() -> int:
+                async with directory._engine.connect() as conn:
+                    query = "SELECT failures FROM sign_in_failure WHERE name = 'op-7'"
+                    return int((await conn.exec_driver_sql(query)).scalar_one())
+
+            first = await asyncio.gather(*(guess(n) for n in range(20)))
+            assert [a.status_code for a in first] == [401] * 20
+            assert await failures() == 20
+            second = await asyncio.gather(*(guess(n) for n in range(20, 25)))
+            assert [a.status_code for a in second] == [401] * 5
+            assert await failures() == 25
+            right = await http.post("/api/v1/auth/token", data={"username": "op-7", "password": PASSWORD})
+            assert right.status_code == 401 and "locked" in right.json()["detail"]
+    finally:
+        await directory.close()
+
+
 def test_the_lockout_arithmetic() -> None:
     policy = Lockout(failures=3, window=timedelta(minutes=15), lock_for=timedelta(minutes=15))
     state: Failures | None = None
@@ -103,6 +135,21 @@ def test_the_lockout_arithmetic() -> None:
         state = after_failure(state, START + timedelta(minutes=minute), policy)
     assert locked_until(state, START + timedelta(minutes=18)) == START + timedelta(minutes=33)
     assert locked_until(state, START + timedelta(minutes=33)) is None
+
+
+async def test_the_stored_count_follows_the_lockout_arithmetic(database_url: str) -> None:
+    policy = Lockout(failures=3, window=timedelta(minutes=15), lock_for=timedelta(minutes=15))
+    directory = SqlDirectory(database_url, lockout=policy)
+    await directory.open()
+    try:
+        expected: Failures | None = None
+        # Within a window, across its end, up to a lock, and after the lock ran out.
+        for minute in (0, 5, 16, 17, 18, 19, 40, 41):
+            at = START + timedelta(minutes=minute)
+            expected = after_failure(expected, at, policy)
+            assert await directory._count_failure("someone", at) == expected, minute
+    finally:
+        await directory.close()
 
 
 async def test_the_first_start_creates_admin_once_with_a_generated_password(app: Any) -> None:
