@@ -173,6 +173,28 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _settle(waiting: asyncio.Future[None], error: Exception | None) -> None:
+    if waiting.done():
+        return
+    if error is None:
+        waiting.set_result(None)
+    else:
+        waiting.set_exception(error)
+
+
+def storable(text: str | None, limit: int | None = None) -> str | None:
+    """``text`` as every backend can store it, cut to ``limit`` characters; None stays None.
+
+    What a hostile request puts in a path, a name or a label reaches the audit trail as it came:
+    PostgreSQL's text holds no NUL and no backend stores a lone surrogate (it is not UTF-8), so
+    both are written as escapes (``\\x00``, ``\\ud800``) rather than lose the entry.
+    """
+    if text is None:
+        return None
+    safe = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe[:limit] if limit is not None else safe
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise AccountError(f"an account name is 1-64 of a-z 0-9 . _ - starting with a letter or digit: {name!r}")
@@ -473,7 +495,11 @@ class SqlDirectory:
     # -- the audit trail --
 
     async def record(self, entry: AuditEntry) -> None:
-        """Append ``entry``; returns once it is committed. Entries that arrive together commit together."""
+        """Append ``entry``; returns once it is committed. Entries that arrive together commit together.
+
+        When a group fails, its entries are stored one by one, so that only an entry that cannot be stored
+        at all is lost: its caller alone gets the error (its own exception, shared with nobody).
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, future))
         if not self._flushing:
@@ -483,29 +509,43 @@ class SqlDirectory:
                     batch, self._pending = self._pending, []
                     try:
                         await self._append([e for e, _ in batch])
-                    except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                        for _, waiting in batch:
-                            if not waiting.done():
-                                waiting.set_exception(exc)
+                    except Exception as exc:  # noqa: BLE001 - a group of one: its caller's; else retried
+                        if len(batch) == 1:
+                            _settle(batch[0][1], exc)
+                            continue
+                        log.warning(
+                            "%d audit entries failed together (%s); storing them one by one",
+                            len(batch),
+                            type(exc).__name__,
+                        )
+                        await self._append_each(batch)
                     else:
                         for _, waiting in batch:
-                            if not waiting.done():
-                                waiting.set_result(None)
+                            _settle(waiting, None)
             finally:
                 self._flushing = False
         await future
+
+    async def _append_each(self, batch: Sequence[tuple[AuditEntry, asyncio.Future[None]]]) -> None:
+        for entry, waiting in batch:
+            try:
+                await self._append([entry])
+            except Exception as exc:  # noqa: BLE001 - this entry's own error, to its own caller
+                _settle(waiting, exc)
+            else:
+                _settle(waiting, None)
 
     async def _append(self, entries: Sequence[AuditEntry]) -> None:
         rows = [
             {
                 "at": e.at,
-                "actor": e.actor,
-                "township": e.township,
-                "action": e.action[:160],
-                "target": e.target[:512] if e.target else None,
+                "actor": storable(e.actor, 64),
+                "township": storable(e.township, 64),
+                "action": storable(e.action, 160),
+                "target": storable(e.target, 512),
                 "outcome": e.outcome,
-                "source": e.source[:64] if e.source else None,
-                "detail": e.detail,
+                "source": storable(e.source, 64),
+                "detail": storable(e.detail),
             }
             for e in entries
         ]

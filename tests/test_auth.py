@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.accounts import Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
+from dispatcher.accounts import AuditEntry, Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
@@ -276,6 +276,46 @@ async def test_every_change_is_audited_with_who_and_where(app: Any) -> None:
     assert csv.startswith("id,at,actor,township,action,target,outcome,source,detail")
     assert "'=HYPERLINK(1)" in csv and ",=HYPERLINK" not in csv
     assert later == ""
+
+
+async def test_one_bad_audit_entry_loses_no_other(database_url: str) -> None:
+    directory = SqlDirectory(database_url)
+    await directory.open()
+
+    def entry(n: int, target: str, outcome: int = 200) -> AuditEntry:
+        return AuditEntry(at=START, action="POST /api/v1/incidents", outcome=outcome, actor=f"op-{n}", target=target)
+
+    entries = [
+        entry(0, "/api/v1/incidents"),  # committed alone: the others arrive while it is being written
+        entry(1, "/api/v1/incidents"),
+        entry(2, "/api/v1/incidents/\x00/cancel"),  # PostgreSQL's text holds no NUL
+        entry(3, "/api/v1/incidents", outcome=2**70),  # no backend stores this: only this one is lost
+        entry(4, "/api/v1/accounts/\ud800"),  # a lone surrogate is not UTF-8
+        entry(5, "/api/v1/incidents"),
+    ]
+    try:
+        results = await asyncio.gather(*(directory.record(e) for e in entries), return_exceptions=True)
+        assert [n for n, r in enumerate(results) if isinstance(r, Exception)] == [3]
+        stored = await directory.audit(since=None, until=None, township=None, limit=100)
+    finally:
+        await directory.close()
+    assert sorted((e.actor, e.target) for e in stored) == [
+        ("op-0", "/api/v1/incidents"),
+        ("op-1", "/api/v1/incidents"),
+        ("op-2", "/api/v1/incidents/\\x00/cancel"),
+        ("op-4", "/api/v1/accounts/\\ud800"),
+        ("op-5", "/api/v1/incidents"),
+    ]
+
+
+async def test_a_nul_in_a_path_is_audited_with_the_requests_around_it(app: Any) -> None:
+    async with api_client(app) as http:
+        paths = ["/api/v1/incidents/%00/cancel", *(f"/api/v1/incidents/{n}/cancel" for n in range(1, 8))]
+        answers = await asyncio.gather(*(http.post(path, json={"reason": "test"}) for path in paths))
+        assert all(a.status_code < 500 for a in answers)
+        rows = [orjson.loads(line) for line in (await http.get("/api/v1/audit")).text.splitlines()]
+    targets = {r["target"] for r in rows if r["action"].endswith("/cancel")}
+    assert targets == {"/api/v1/incidents/\\x00/cancel", *(f"/api/v1/incidents/{n}/cancel" for n in range(1, 8))}
 
 
 async def test_a_body_over_the_limit_is_refused_unread(app: Any) -> None:
