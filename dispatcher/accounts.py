@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -38,6 +38,11 @@ failure_t = SQLModel.metadata.tables[SignInFailureRow.__tablename__]
 audit_t = SQLModel.metadata.tables[AuditRow.__tablename__]
 
 COUNTY = "*"
+# Why a token stopped working, as told to whoever watches it (the board feed's close reason).
+TOKEN_REVOKED = "token revoked"
+SIGNED_OUT = "signed out"
+ACCOUNT_DISABLED = "account disabled"
+ACCOUNT_CHANGED = "account changed: sign in again"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 
@@ -264,6 +269,7 @@ class SqlDirectory:
         self._open_lock = asyncio.Lock()
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._flushing = False
+        self._revocation_watchers: dict[int, set[Callable[[str], None]]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -358,7 +364,8 @@ class SqlDirectory:
             row = (await conn.execute(sa.select(account_t).where(account_t.c.name == name))).one()
         self._accounts[name] = _account(row)
         if disabled or role is not None or township is not None:
-            await self.revoke_all(name, at)  # what a token may do was decided with the old account
+            # What a token may do was decided with the old account.
+            await self.revoke_all(name, at, reason=ACCOUNT_DISABLED if disabled else ACCOUNT_CHANGED)
         return self._accounts[name]
 
     async def ensure_admin(self, password: str | None, at: datetime) -> str | None:
@@ -473,21 +480,45 @@ class SqlDirectory:
             return None
         return Principal(account, info)
 
-    async def revoke(self, token_id: int, at: datetime) -> TokenInfo | None:
-        """Revoke one token; None when there is no such live token."""
+    async def revoke(self, token_id: int, at: datetime, *, reason: str = TOKEN_REVOKED) -> TokenInfo | None:
+        """Revoke one token; None when there is no such live token.
+
+        Whoever watches the token (:meth:`watch_revocation`: an open board feed) hears ``reason`` once.
+        """
         for digest, info in list(self._tokens.items()):
             if info.id == token_id:
                 async with self._engine.begin() as conn:
                     await conn.execute(token_t.update().where(token_t.c.id == token_id).values(revoked_at=at))
                 del self._tokens[digest]
+                for watcher in self._revocation_watchers.pop(token_id, set()):
+                    watcher(reason)
                 return replace(info, revoked_at=at)
         return None
 
-    async def revoke_all(self, name: str, at: datetime) -> int:
+    async def revoke_all(self, name: str, at: datetime, *, reason: str = TOKEN_REVOKED) -> int:
         ids = [info.id for info in self._tokens.values() if info.account == name]
         for token_id in ids:
-            await self.revoke(token_id, at)
+            await self.revoke(token_id, at, reason=reason)
         return len(ids)
+
+    def watch_revocation(self, token_id: int, on_revoked: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_revoked(reason)`` once when token ``token_id`` is revoked; returns the handle that stops it.
+
+        A token that is no longer live is reported at once. Runs on the event loop; ``on_revoked`` must
+        not block (it is called from within :meth:`revoke`).
+        """
+        if not any(info.id == token_id for info in self._tokens.values()):
+            on_revoked(TOKEN_REVOKED)
+            return lambda: None
+        watchers = self._revocation_watchers.setdefault(token_id, set())
+        watchers.add(on_revoked)
+
+        def stop() -> None:
+            watchers.discard(on_revoked)
+            if not watchers and self._revocation_watchers.get(token_id) is watchers:
+                del self._revocation_watchers[token_id]
+
+        return stop
 
     def tokens_of(self, name: str) -> list[TokenInfo]:
         return sorted((i for i in self._tokens.values() if i.account == name), key=lambda i: i.id)
