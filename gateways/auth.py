@@ -41,7 +41,7 @@ from dispatcher.accounts import (
 )
 from dispatcher.hub import Hub
 from gateways.limits import TokenBuckets, retry_after
-from gateways.policy import PUBLIC, Scope, grant_for, route_path
+from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
@@ -160,16 +160,9 @@ async def _check_scope(connection: HTTPConnection, scope: Scope, account: Accoun
         _refuse(connection, 403, "outside your scope")
         return
     incident = await hub.get(int(raw_id))  # IncidentNotFound: 404
-    if scope is Scope.MODULE:
-        if account.module is None or incident.module != account.module:
-            _refuse(connection, 403, f"incident {incident.id} is not of module {account.module}")
-        return
-    team = params.get("team")
-    held = account.officer_id is not None and any(
-        a.officer == account.officer_id and (team is None or a.team == team) for a in incident.assignments
-    )
-    if not held:
-        _refuse(connection, 403, f"incident {incident.id}: not an assignment of officer {account.officer_id}")
+    refusal = scope_refusal(account, scope, incident, team=params.get("team"), roster_known=bool(hub.roster.officers))
+    if refusal is not None:
+        _refuse(connection, 403, refusal)
 
 
 def principal_of(request: HTTPConnection) -> Principal:
