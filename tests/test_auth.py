@@ -223,6 +223,37 @@ async def test_reporters_are_masked_for_roles_that_do_not_need_them(app: Any) ->
         assert (await http.get(f"/api/v1/incidents/{labour['id']}")).json()["reporter"] == "王五 13800000000"
 
 
+async def test_a_report_answers_a_reporter_only_what_it_may_read(app: Any) -> None:
+    placed = {"category": "traffic.congestion", "zone": "five-way", "location": {"lat": 28.848, "lon": 118.912}}
+    first = {**placed, "report_id": "k-1", "description": "堵", "reporter": "李四 13900000000"}
+    async with api_client(app) as admin:
+        made = (await admin.post("/api/v1/incidents", json=first)).json()
+    holder = made["assignments"][0]["officer"]
+    others = {a["officer"] for a in made["assignments"]}
+    stranger = next(o for o in app.state.hub.roster.officers if o not in others)
+    receipt_keys = {"id", "report_id", "status", "outcome"}
+    async with _client(app, await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=stranger)) as http:
+        # Re-posting a report_id it heard of: the incident is not handed over.
+        known = await http.post("/api/v1/incidents", json=first)
+        assert (known.status_code, known.headers["X-Report-Outcome"]) == (200, "known")
+        assert set(known.json()) == receipt_keys and known.json()["id"] == made["id"]
+        # Reporting next to it: it joins, and the answer holds nobody else's report.
+        near = await http.post("/api/v1/incidents", json={**placed, "report_id": "k-2", "description": "还堵"})
+        assert (near.status_code, near.headers["X-Report-Outcome"]) == (200, "joined")
+        assert near.json() == {"id": made["id"], "report_id": "k-2", "status": made["status"], "outcome": "joined"}
+        assert "13900000000" not in near.text
+    lead = await sign_in_as(app, Role.MODULE_LEAD, township="ershili", module="labour")
+    async with _client(app, lead) as http:
+        assert set((await http.post("/api/v1/incidents", json=first)).json()) == receipt_keys
+    # Who may read the incident gets it whole, masked as its role is.
+    async with _client(app, await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=holder)) as http:
+        joined = await http.post("/api/v1/incidents", json={**placed, "report_id": "k-3", "description": "更堵"})
+        assert joined.headers["X-Report-Outcome"] == "joined"
+        assert joined.json()["reporter"] == first["reporter"] and joined.json()["report_count"] == 3
+    async with _client(app, await sign_in_as(app, Role.MODULE_LEAD, township="ershili", module=made["module"])) as http:
+        assert (await http.post("/api/v1/incidents", json=first)).json()["assignments"] == made["assignments"]
+
+
 @given(
     st.recursive(
         st.none() | st.text(max_size=5) | st.integers(min_value=-(2**53), max_value=2**53),
