@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel
 
 from dispatcher.account_tables import AccountRow, ApiTokenRow, AuditRow, SignInFailureRow
@@ -36,6 +38,11 @@ failure_t = SQLModel.metadata.tables[SignInFailureRow.__tablename__]
 audit_t = SQLModel.metadata.tables[AuditRow.__tablename__]
 
 COUNTY = "*"
+# Why a token stopped working, as told to whoever watches it (the board feed's close reason).
+TOKEN_REVOKED = "token revoked"
+SIGNED_OUT = "signed out"
+ACCOUNT_DISABLED = "account disabled"
+ACCOUNT_CHANGED = "account changed: sign in again"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 
@@ -171,6 +178,28 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _settle(waiting: asyncio.Future[None], error: Exception | None) -> None:
+    if waiting.done():
+        return
+    if error is None:
+        waiting.set_result(None)
+    else:
+        waiting.set_exception(error)
+
+
+def storable(text: str | None, limit: int | None = None) -> str | None:
+    """``text`` as every backend can store it, cut to ``limit`` characters; None stays None.
+
+    What a hostile request puts in a path, a name or a label reaches the audit trail as it came:
+    PostgreSQL's text holds no NUL and no backend stores a lone surrogate (it is not UTF-8), so
+    both are written as escapes (``\\x00``, ``\\ud800``) rather than lose the entry.
+    """
+    if text is None:
+        return None
+    safe = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe[:limit] if limit is not None else safe
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise AccountError(f"an account name is 1-64 of a-z 0-9 . _ - starting with a letter or digit: {name!r}")
@@ -240,6 +269,7 @@ class SqlDirectory:
         self._open_lock = asyncio.Lock()
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._flushing = False
+        self._revocation_watchers: dict[int, set[Callable[[str], None]]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -334,7 +364,8 @@ class SqlDirectory:
             row = (await conn.execute(sa.select(account_t).where(account_t.c.name == name))).one()
         self._accounts[name] = _account(row)
         if disabled or role is not None or township is not None:
-            await self.revoke_all(name, at)  # what a token may do was decided with the old account
+            # What a token may do was decided with the old account.
+            await self.revoke_all(name, at, reason=ACCOUNT_DISABLED if disabled else ACCOUNT_CHANGED)
         return self._accounts[name]
 
     async def ensure_admin(self, password: str | None, at: datetime) -> str | None:
@@ -367,8 +398,7 @@ class SqlDirectory:
         account = self._accounts.get(key)
         good = await asyncio.to_thread(_verify, hashed, password)
         if not good or account is None or account.disabled:
-            after = after_failure(state, at, self.lockout)
-            await self._save_failures(key, after, exists=row is not None)
+            after = await self._count_failure(key, at)
             raise SignInRefused(locked_until(after, at))
         if row is not None:
             async with self._engine.begin() as conn:
@@ -376,13 +406,42 @@ class SqlDirectory:
         token, info = await self.issue_token(account.name, TokenKind.SESSION, at, ttl=self.session_ttl)
         return token, Principal(account, info)
 
-    async def _save_failures(self, name: str, state: Failures, *, exists: bool) -> None:
-        values = {"failures": state.count, "window_start": state.window_start, "locked_until": state.locked_until}
+    async def _count_failure(self, name: str, at: datetime) -> Failures:
+        """Count one failed sign-in of ``name`` at ``at`` in one statement; the record after it.
+
+        :func:`after_failure` is the arithmetic; here it is one ``INSERT ... ON CONFLICT DO UPDATE ...
+        RETURNING`` (SQLite and PostgreSQL), so that guesses made in parallel are each counted: reading,
+        deciding and writing back in steps let a burst count as one, or fail on the name's key.
+        """
+        policy = self.lockout
+        t = failure_t
+        stamp = t.c.window_start.type
+
+        def when(value: datetime) -> Any:
+            return sa.literal(value, stamp)
+
+        # The SET expressions see the row as it was: a window that ended, or a lock that ran out, starts over.
+        over = sa.or_(
+            t.c.window_start <= when(at - policy.window),
+            sa.and_(t.c.locked_until.is_not(None), t.c.locked_until <= when(at)),
+        )
+        count = sa.case((over, 1), else_=t.c.failures + 1)
+        fresh = after_failure(None, at, policy)
+        dialect = self._engine.dialect.name
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(t).values(
+            name=name, failures=fresh.count, window_start=fresh.window_start, locked_until=fresh.locked_until
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[t.c.name],
+            set_={
+                "failures": count,
+                "window_start": sa.case((over, when(at)), else_=t.c.window_start),
+                "locked_until": sa.case((count >= policy.failures, when(at + policy.lock_for)), else_=sa.null()),
+            },
+        ).returning(t.c.failures, t.c.window_start, t.c.locked_until)
         async with self._engine.begin() as conn:
-            if exists:
-                await conn.execute(failure_t.update().where(failure_t.c.name == name).values(**values))
-            else:
-                await conn.execute(failure_t.insert().values(name=name, **values))
+            row = (await conn.execute(statement)).one()
+        return Failures(row.failures, row.window_start, row.locked_until)
 
     async def issue_token(
         self, name: str, kind: TokenKind, at: datetime, *, ttl: timedelta | None = None, label: str | None = None
@@ -421,21 +480,45 @@ class SqlDirectory:
             return None
         return Principal(account, info)
 
-    async def revoke(self, token_id: int, at: datetime) -> TokenInfo | None:
-        """Revoke one token; None when there is no such live token."""
+    async def revoke(self, token_id: int, at: datetime, *, reason: str = TOKEN_REVOKED) -> TokenInfo | None:
+        """Revoke one token; None when there is no such live token.
+
+        Whoever watches the token (:meth:`watch_revocation`: an open board feed) hears ``reason`` once.
+        """
         for digest, info in list(self._tokens.items()):
             if info.id == token_id:
                 async with self._engine.begin() as conn:
                     await conn.execute(token_t.update().where(token_t.c.id == token_id).values(revoked_at=at))
                 del self._tokens[digest]
+                for watcher in self._revocation_watchers.pop(token_id, set()):
+                    watcher(reason)
                 return replace(info, revoked_at=at)
         return None
 
-    async def revoke_all(self, name: str, at: datetime) -> int:
+    async def revoke_all(self, name: str, at: datetime, *, reason: str = TOKEN_REVOKED) -> int:
         ids = [info.id for info in self._tokens.values() if info.account == name]
         for token_id in ids:
-            await self.revoke(token_id, at)
+            await self.revoke(token_id, at, reason=reason)
         return len(ids)
+
+    def watch_revocation(self, token_id: int, on_revoked: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_revoked(reason)`` once when token ``token_id`` is revoked; returns the handle that stops it.
+
+        A token that is no longer live is reported at once. Runs on the event loop; ``on_revoked`` must
+        not block (it is called from within :meth:`revoke`).
+        """
+        if not any(info.id == token_id for info in self._tokens.values()):
+            on_revoked(TOKEN_REVOKED)
+            return lambda: None
+        watchers = self._revocation_watchers.setdefault(token_id, set())
+        watchers.add(on_revoked)
+
+        def stop() -> None:
+            watchers.discard(on_revoked)
+            if not watchers and self._revocation_watchers.get(token_id) is watchers:
+                del self._revocation_watchers[token_id]
+
+        return stop
 
     def tokens_of(self, name: str) -> list[TokenInfo]:
         return sorted((i for i in self._tokens.values() if i.account == name), key=lambda i: i.id)
@@ -443,7 +526,11 @@ class SqlDirectory:
     # -- the audit trail --
 
     async def record(self, entry: AuditEntry) -> None:
-        """Append ``entry``; returns once it is committed. Entries that arrive together commit together."""
+        """Append ``entry``; returns once it is committed. Entries that arrive together commit together.
+
+        When a group fails, its entries are stored one by one, so that only an entry that cannot be stored
+        at all is lost: its caller alone gets the error (its own exception, shared with nobody).
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, future))
         if not self._flushing:
@@ -453,29 +540,43 @@ class SqlDirectory:
                     batch, self._pending = self._pending, []
                     try:
                         await self._append([e for e, _ in batch])
-                    except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                        for _, waiting in batch:
-                            if not waiting.done():
-                                waiting.set_exception(exc)
+                    except Exception as exc:  # noqa: BLE001 - a group of one: its caller's; else retried
+                        if len(batch) == 1:
+                            _settle(batch[0][1], exc)
+                            continue
+                        log.warning(
+                            "%d audit entries failed together (%s); storing them one by one",
+                            len(batch),
+                            type(exc).__name__,
+                        )
+                        await self._append_each(batch)
                     else:
                         for _, waiting in batch:
-                            if not waiting.done():
-                                waiting.set_result(None)
+                            _settle(waiting, None)
             finally:
                 self._flushing = False
         await future
+
+    async def _append_each(self, batch: Sequence[tuple[AuditEntry, asyncio.Future[None]]]) -> None:
+        for entry, waiting in batch:
+            try:
+                await self._append([entry])
+            except Exception as exc:  # noqa: BLE001 - this entry's own error, to its own caller
+                _settle(waiting, exc)
+            else:
+                _settle(waiting, None)
 
     async def _append(self, entries: Sequence[AuditEntry]) -> None:
         rows = [
             {
                 "at": e.at,
-                "actor": e.actor,
-                "township": e.township,
-                "action": e.action[:160],
-                "target": e.target[:512] if e.target else None,
+                "actor": storable(e.actor, 64),
+                "township": storable(e.township, 64),
+                "action": storable(e.action, 160),
+                "target": storable(e.target, 512),
                 "outcome": e.outcome,
-                "source": e.source[:64] if e.source else None,
-                "detail": e.detail,
+                "source": storable(e.source, 64),
+                "detail": storable(e.detail),
             }
             for e in entries
         ]

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import HTTPConnection
 
-from dispatcher.core.incidents import Refused, StaleVersion, UnknownAssignment
+from dispatcher.accounts import Account
+from dispatcher.core.incidents import Incident, Refused, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
-from gateways.auth import acting
+from gateways.auth import acting, principal_of
+from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
     CancelIn,
@@ -25,6 +27,7 @@ from gateways.schemas import (
     IncidentPublic,
     IncidentsPublic,
     NoteIn,
+    ReportReceipt,
     UnitActionIn,
     event_json,
     incident_json,
@@ -57,23 +60,40 @@ def _field_error(field: str, message: str) -> HTTPException:
 @router.post(
     "/incidents",
     status_code=201,
-    response_model=IncidentPublic,
+    response_model=IncidentPublic | ReportReceipt,
     responses={
         200: {
-            "model": IncidentPublic,
+            "model": IncidentPublic | ReportReceipt,
             "description": "this report_id was already reported, or the report joined an open incident of the "
             "same category close by (its report_count rose); header X-Report-Outcome says which",
         }
     },
     summary="Report an incident; it is routed and dispatched at once, or joins the open incident it repeats",
+    description="The answer is the incident when the reporter may read it (as `GET /api/v1/incidents/{id}` "
+    "would let it), else a `ReportReceipt`: the incident's id and status only.",
 )
-async def report_incident(body: IncidentCreate, hub: HubDep) -> Response:
+async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -> Response:
     if body.zone is not None and not hub.rules.has_zone(body.zone):
         raise _field_error("zone", f"unknown zone {body.zone!r} in rule table {hub.rules.version}")
     outcome = await hub.report(body.to_report(), hub.clock.now())
-    response = json_response(incident_json(outcome.incident), 201 if outcome.created else 200)
-    response.headers["X-Report-Outcome"] = "created" if outcome.created else "joined" if outcome.joined else "known"
+    incident = outcome.incident
+    kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+    status_code = 201 if outcome.created else 200
+    if _may_read(principal_of(request).account, incident, hub):
+        response = json_response(incident_json(incident), status_code)
+    else:
+        receipt = {"id": incident.id, "report_id": body.report_id, "status": incident.status.value, "outcome": kind}
+        response = json_response(receipt, status_code)
+    response.headers["X-Report-Outcome"] = kind
     return response
+
+
+def _may_read(account: Account, incident: Incident, hub: Hub) -> bool:
+    """Whether ``account`` could read ``incident`` through ``GET /api/v1/incidents/{incident_id}``."""
+    scope = (grant_for(*READ_INCIDENT) or {}).get(account.role)
+    if scope is None:
+        return False
+    return scope_refusal(account, scope, incident, roster_known=bool(hub.roster.officers)) is None
 
 
 @router.get("/incidents", response_model=IncidentsPublic, summary="List incidents, newest first")

@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection
 from dispatcher.accounts import (
     COUNTY,
     NAME_PATTERN,
+    SIGNED_OUT,
     Account,
     AccountError,
     AuditEntry,
@@ -39,7 +40,7 @@ from dispatcher.accounts import (
 )
 from dispatcher.hub import Hub
 from gateways.limits import TokenBuckets, retry_after
-from gateways.policy import PUBLIC, Scope, grant_for, route_path
+from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
@@ -54,7 +55,8 @@ def json_response(data: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
 
 
-def _directory(connection: HTTPConnection) -> SqlDirectory:
+def directory_of(connection: HTTPConnection) -> SqlDirectory:
+    """The accounts directory of the application serving ``connection``."""
     directory: SqlDirectory = connection.app.state.directory
     return directory
 
@@ -99,7 +101,7 @@ async def guard(connection: HTTPConnection) -> None:
         # Ids beyond any stored one would overflow the database's integers: nothing has them.
         if name.endswith("_id") and isinstance(value, str) and value.isdecimal() and int(value) > MAX_ID:
             _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
-    directory = _directory(connection)
+    directory = directory_of(connection)
     await directory.open()
     token = _token_of(connection)
     principal = directory.authenticate(token, connection.app.state.clock.now()) if token else None
@@ -157,16 +159,9 @@ async def _check_scope(connection: HTTPConnection, scope: Scope, account: Accoun
         _refuse(connection, 403, "outside your scope")
         return
     incident = await hub.get(int(raw_id))  # IncidentNotFound: 404
-    if scope is Scope.MODULE:
-        if account.module is None or incident.module != account.module:
-            _refuse(connection, 403, f"incident {incident.id} is not of module {account.module}")
-        return
-    team = params.get("team")
-    held = account.officer_id is not None and any(
-        a.officer == account.officer_id and (team is None or a.team == team) for a in incident.assignments
-    )
-    if not held:
-        _refuse(connection, 403, f"incident {incident.id}: not an assignment of officer {account.officer_id}")
+    refusal = scope_refusal(account, scope, incident, team=params.get("team"), roster_known=bool(hub.roster.officers))
+    if refusal is not None:
+        _refuse(connection, 403, refusal)
 
 
 def principal_of(request: HTTPConnection) -> Principal:
@@ -256,13 +251,13 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
 async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Response:
     client = request.client.host if request.client else "?"
     request.state.audit_actor = form.username[:64]
-    tried = _directory(request).account(form.username)
+    tried = directory_of(request).account(form.username)
     request.state.township = tried.township if tried else None  # for the audit trail: whose township's entry
     buckets: TokenBuckets = request.app.state.sign_in_buckets
     wait = buckets.take(f"ip:{client}", request.app.state.clock.now().timestamp())
     if wait > 0:
         raise HTTPException(429, "too many sign-ins from this address", headers={"Retry-After": retry_after(wait)})
-    directory = _directory(request)
+    directory = directory_of(request)
     await directory.open()
     now = request.app.state.clock.now()
     try:
@@ -291,7 +286,7 @@ async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, D
 
 @router.post("/auth/logout", status_code=204, summary="Sign out: the token used is revoked")
 async def sign_out(request: Request, principal: PrincipalDep) -> Response:
-    await _directory(request).revoke(principal.token.id, request.app.state.clock.now())
+    await directory_of(request).revoke(principal.token.id, request.app.state.clock.now(), reason=SIGNED_OUT)
     request.state.audit_detail = f"revoked token {principal.token.id}"
     return Response(status_code=204)
 
@@ -328,7 +323,7 @@ def _manageable(principal: Principal, township: str) -> None:
 
 
 def _existing(request: Request, principal: Principal, name: str) -> Account:
-    account = _directory(request).account(name)
+    account = directory_of(request).account(name)
     if account is None:
         raise HTTPException(404, f"no account {name!r}")
     _manageable(principal, account.township)
@@ -344,7 +339,7 @@ def _check_shape(role: Role, officer_id: str | None, module: str | None) -> None
 
 @router.get("/accounts", summary="Accounts (an administrator of a township: its own)")
 async def list_accounts(request: Request, principal: PrincipalDep) -> Response:
-    accounts = _directory(request).accounts()
+    accounts = directory_of(request).accounts()
     if not principal.account.county:
         accounts = [a for a in accounts if a.township == principal.account.township]
     return json_response({"data": [account_json(a) for a in accounts]})
@@ -355,7 +350,7 @@ async def create_account(request: Request, body: AccountCreate, principal: Princ
     _manageable(principal, body.township)
     _check_shape(body.role, body.officer_id, body.module)
     try:
-        account = await _directory(request).create_account(
+        account = await directory_of(request).create_account(
             body.name,
             body.role,
             body.township,
@@ -376,7 +371,7 @@ async def update_account(request: Request, name: str, body: AccountUpdate, princ
     if body.township is not None:
         _manageable(principal, body.township)
     _check_shape(body.role or account.role, body.officer_id or account.officer_id, body.module or account.module)
-    updated = await _directory(request).update_account(
+    updated = await directory_of(request).update_account(
         name,
         request.app.state.clock.now(),
         password=body.password,
@@ -396,13 +391,13 @@ async def update_account(request: Request, name: str, body: AccountUpdate, princ
 @router.get("/accounts/{name}/tokens", summary="An account's live tokens (never the tokens themselves)")
 async def list_tokens(request: Request, name: str, principal: PrincipalDep) -> Response:
     _existing(request, principal, name)
-    return json_response({"data": [token_json(t) for t in _directory(request).tokens_of(name)]})
+    return json_response({"data": [token_json(t) for t in directory_of(request).tokens_of(name)]})
 
 
 @router.post("/accounts/{name}/tokens", status_code=201, summary="A device token for the account (shown once)")
 async def issue_device_token(request: Request, name: str, body: DeviceTokenCreate, principal: PrincipalDep) -> Response:
     _existing(request, principal, name)
-    token, info = await _directory(request).issue_token(
+    token, info = await directory_of(request).issue_token(
         name, TokenKind.DEVICE, request.app.state.clock.now(), label=body.label
     )
     request.state.audit_detail = f"device token {info.id} for {name}: {body.label}"
@@ -411,7 +406,7 @@ async def issue_device_token(request: Request, name: str, body: DeviceTokenCreat
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
 async def revoke_token(request: Request, token_id: int, principal: PrincipalDep) -> Response:
-    directory = _directory(request)
+    directory = directory_of(request)
     info = next((t for a in directory.accounts() for t in directory.tokens_of(a.name) if t.id == token_id), None)
     if info is None:
         raise HTTPException(404, f"no live token {token_id}")

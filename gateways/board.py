@@ -13,7 +13,10 @@ Protocol (server → client, JSON text frames):
 ``/ws/board?since=N`` skips the snapshot and resumes with the first event after ``N`` (from
 memory or, for an old ``N``, from the database): no gap, no duplicate. A board that falls more
 than ``board_queue_size`` events behind is closed with code **4008** and the reason
-``resume with since=<last seq sent>``; it reconnects with that ``since``.
+``resume with since=<last seq sent>``; it reconnects with that ``since``. When the feed's token is revoked
+(signed out, revoked by an administrator, or its account disabled or changed) the feed is closed with code
+**4401** and the reason (``signed out``, ``token revoked``, ``account disabled``, ``account changed: sign in
+again``); the board must sign in again.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
 from gateways.api import get_hub
-from gateways.auth import ws_subprotocol
+from gateways.auth import directory_of, ws_subprotocol
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
+REVOKED_CLOSE_CODE = 4401  # like a refused handshake's 4000 + 401: sign in again
 HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
 
@@ -67,24 +71,35 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     snapshot = hub.open_incidents() if since is None or since > upto else None
     alarms = hub.alarms.snapshot() if snapshot is not None else []  # the same instant as the snapshot
     progress = _Progress(last=since or 0)
-    tasks = {
+    # Signing out, revoking the token or disabling the account ends the feed too, not only new requests.
+    revoked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop_watching = directory_of(websocket).watch_revocation(
+        principal.token.id, lambda reason: None if revoked.done() else revoked.set_result(reason)
+    )
+    tasks: set[asyncio.Future[Any]] = {
         asyncio.create_task(_send(out, hub, subscription, progress, upto, snapshot, alarms)),
         asyncio.create_task(_drain_incoming(websocket)),
         dropped := asyncio.create_task(subscription.wait_dropped()),
+        revoked,
     }
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stop_watching()
         subscription.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if dropped in done:
-        # The board fell behind; its sender may be stuck on a full socket, so close from here.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                websocket.close(code=LAGGING_CLOSE_CODE, reason=f"resume with since={progress.last}"), 2.0
-            )
+    # The sender may be stuck on a full socket, so close from here.
+    if revoked in done:
+        await _close(websocket, REVOKED_CLOSE_CODE, revoked.result())
+    elif dropped in done:
+        await _close(websocket, LAGGING_CLOSE_CODE, f"resume with since={progress.last}")
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), 2.0)
 
 
 async def _send(

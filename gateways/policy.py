@@ -13,6 +13,10 @@ Scopes narrow a role to part of its township:
 * ``own_unit``: only the caller's own officer in ``{officer_id}`` (field officers' devices);
 * ``module``: only incidents of the caller's module; on lists, the caller must ask with ``?module=<its own>``;
 * ``self``: only about the caller's own account and token.
+
+Whether a scope reaches one incident is :func:`scope_refusal`, pure, and the same for every door: the HTTP
+guard, the answer to a report (:func:`gateways.api.report_incident`) and the MQTT gateway's acknowledgements
+(devices act as field officers, :data:`DEVICE_ROLE`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import Any
 
-from dispatcher.accounts import Role
+from dispatcher.accounts import Account, Role
+from dispatcher.core.incidents import Incident
 
 
 class Scope(StrEnum):
@@ -126,6 +131,38 @@ POLICY: dict[tuple[str, str], Grant] = {
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
 }
+
+
+#: The routes whose entries the other doors borrow: reading one incident, and moving a team's assignment.
+READ_INCIDENT = ("GET", _INCIDENT)
+MOVE_ASSIGNMENT = ("POST", _INCIDENT + "/assignments/{team}/{action}")
+#: What a field device on MQTT is: a field officer, the officer of its topic.
+DEVICE_ROLE = Role.FIELD_OFFICER
+
+
+def scope_refusal(
+    account: Account, scope: Scope, incident: Incident, *, team: str | None = None, roster_known: bool = True
+) -> str | None:
+    """Why ``scope`` keeps ``account`` from ``incident`` (and from ``team``'s part of it), or None: it reaches it.
+
+    ``own_assignment`` reaches an incident where the account's officer holds an assignment (of ``team``
+    when given). ``roster_known`` False is a township dispatched without a roster (``DISPATCHER_NO_ROSTER``):
+    teams are sent whole and no officer holds anything, so there every assignment is every field officer's.
+    """
+    if scope in (Scope.TOWNSHIP, Scope.SELF):
+        return None
+    if scope is Scope.MODULE:
+        if account.module is not None and incident.module == account.module:
+            return None
+        return f"incident {incident.id} is not of module {account.module}"
+    if scope is Scope.OWN_ASSIGNMENT and account.officer_id is not None:
+        if not roster_known and (team is None or any(a.team == team for a in incident.assignments)):
+            return None
+        if any(a.officer == account.officer_id and (team is None or a.team == team) for a in incident.assignments):
+            return None
+        held = f"{team}'s assignment" if team is not None else "an assignment"
+        return f"incident {incident.id}: not {held} of officer {account.officer_id}"
+    return "outside your scope"
 
 
 def grant_for(method: str, path: str) -> Grant | None:

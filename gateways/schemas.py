@@ -228,6 +228,20 @@ class EscalationStepPublic(LeaderPublic):
     level: str
 
 
+class ReportReceipt(BaseModel):
+    """The answer to a report whose incident the reporter may not read (by the policy's ``GET`` entry).
+
+    A report that repeats a known ``report_id`` or joins an open incident close by is answered with the
+    incident; a reporter outside that incident (another team's officer, another module's lead) learns only
+    that the report was taken, and where it went, not what others reported.
+    """
+
+    id: int = Field(description="the incident the report created, repeated or joined")
+    report_id: str = Field(description="the report_id sent")
+    status: str
+    outcome: Literal["created", "known", "joined"]
+
+
 class IncidentPublic(BaseModel):
     id: int
     report_id: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.accounts import Failures, Lockout, Role, after_failure, locked_until
+from dispatcher.accounts import AuditEntry, Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
@@ -90,6 +91,37 @@ async def test_five_failures_lock_the_name_for_fifteen_minutes(app: Any, crew: H
         assert again.status_code == 200
 
 
+async def test_a_burst_of_parallel_guesses_counts_every_one_and_locks(crew: HubRig) -> None:
+    # 25 failures lock: the first burst of 20 cannot reach the lock, so none of it is refused unverified
+    # and every guess must be counted; the next burst of 5 reaches it.
+    settings = Settings(database_url=crew.url, lockout_failures=25, sign_in_per_min=0)
+    app = create_app(settings, hub=crew.hub)
+    directory = app.state.directory
+    try:
+        await directory.open()
+        await directory.create_account("op-7", Role.OPERATOR, "ershili", START, password=PASSWORD)
+        async with _client(app) as http:
+
+            async def guess(n: int) -> httpx.Response:
+                return await http.post("/api/v1/auth/token", data={"username": "op-7", "password": f"wrong {n}"})
+
+            async def failures() -> int:
+                async with directory._engine.connect() as conn:
+                    query = "SELECT failures FROM sign_in_failure WHERE name = 'op-7'"
+                    return int((await conn.exec_driver_sql(query)).scalar_one())
+
+            first = await asyncio.gather(*(guess(n) for n in range(20)))
+            assert [a.status_code for a in first] == [401] * 20
+            assert await failures() == 20
+            second = await asyncio.gather(*(guess(n) for n in range(20, 25)))
+            assert [a.status_code for a in second] == [401] * 5
+            assert await failures() == 25
+            right = await http.post("/api/v1/auth/token", data={"username": "op-7", "password": PASSWORD})
+            assert right.status_code == 401 and "locked" in right.json()["detail"]
+    finally:
+        await directory.close()
+
+
 def test_the_lockout_arithmetic() -> None:
     policy = Lockout(failures=3, window=timedelta(minutes=15), lock_for=timedelta(minutes=15))
     state: Failures | None = None
@@ -103,6 +135,21 @@ def test_the_lockout_arithmetic() -> None:
         state = after_failure(state, START + timedelta(minutes=minute), policy)
     assert locked_until(state, START + timedelta(minutes=18)) == START + timedelta(minutes=33)
     assert locked_until(state, START + timedelta(minutes=33)) is None
+
+
+async def test_the_stored_count_follows_the_lockout_arithmetic(database_url: str) -> None:
+    policy = Lockout(failures=3, window=timedelta(minutes=15), lock_for=timedelta(minutes=15))
+    directory = SqlDirectory(database_url, lockout=policy)
+    await directory.open()
+    try:
+        expected: Failures | None = None
+        # Within a window, across its end, up to a lock, and after the lock ran out.
+        for minute in (0, 5, 16, 17, 18, 19, 40, 41):
+            at = START + timedelta(minutes=minute)
+            expected = after_failure(expected, at, policy)
+            assert await directory._count_failure("someone", at) == expected, minute
+    finally:
+        await directory.close()
 
 
 async def test_the_first_start_creates_admin_once_with_a_generated_password(app: Any) -> None:
@@ -176,6 +223,37 @@ async def test_reporters_are_masked_for_roles_that_do_not_need_them(app: Any) ->
         assert (await http.get(f"/api/v1/incidents/{labour['id']}")).json()["reporter"] == "王五 13800000000"
 
 
+async def test_a_report_answers_a_reporter_only_what_it_may_read(app: Any) -> None:
+    placed = {"category": "traffic.congestion", "zone": "five-way", "location": {"lat": 28.848, "lon": 118.912}}
+    first = {**placed, "report_id": "k-1", "description": "堵", "reporter": "李四 13900000000"}
+    async with api_client(app) as admin:
+        made = (await admin.post("/api/v1/incidents", json=first)).json()
+    holder = made["assignments"][0]["officer"]
+    others = {a["officer"] for a in made["assignments"]}
+    stranger = next(o for o in app.state.hub.roster.officers if o not in others)
+    receipt_keys = {"id", "report_id", "status", "outcome"}
+    async with _client(app, await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=stranger)) as http:
+        # Re-posting a report_id it heard of: the incident is not handed over.
+        known = await http.post("/api/v1/incidents", json=first)
+        assert (known.status_code, known.headers["X-Report-Outcome"]) == (200, "known")
+        assert set(known.json()) == receipt_keys and known.json()["id"] == made["id"]
+        # Reporting next to it: it joins, and the answer holds nobody else's report.
+        near = await http.post("/api/v1/incidents", json={**placed, "report_id": "k-2", "description": "还堵"})
+        assert (near.status_code, near.headers["X-Report-Outcome"]) == (200, "joined")
+        assert near.json() == {"id": made["id"], "report_id": "k-2", "status": made["status"], "outcome": "joined"}
+        assert "13900000000" not in near.text
+    lead = await sign_in_as(app, Role.MODULE_LEAD, township="ershili", module="labour")
+    async with _client(app, lead) as http:
+        assert set((await http.post("/api/v1/incidents", json=first)).json()) == receipt_keys
+    # Who may read the incident gets it whole, masked as its role is.
+    async with _client(app, await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=holder)) as http:
+        joined = await http.post("/api/v1/incidents", json={**placed, "report_id": "k-3", "description": "更堵"})
+        assert joined.headers["X-Report-Outcome"] == "joined"
+        assert joined.json()["reporter"] == first["reporter"] and joined.json()["report_count"] == 3
+    async with _client(app, await sign_in_as(app, Role.MODULE_LEAD, township="ershili", module=made["module"])) as http:
+        assert (await http.post("/api/v1/incidents", json=first)).json()["assignments"] == made["assignments"]
+
+
 @given(
     st.recursive(
         st.none() | st.text(max_size=5) | st.integers(min_value=-(2**53), max_value=2**53),
@@ -229,6 +307,46 @@ async def test_every_change_is_audited_with_who_and_where(app: Any) -> None:
     assert csv.startswith("id,at,actor,township,action,target,outcome,source,detail")
     assert "'=HYPERLINK(1)" in csv and ",=HYPERLINK" not in csv
     assert later == ""
+
+
+async def test_one_bad_audit_entry_loses_no_other(database_url: str) -> None:
+    directory = SqlDirectory(database_url)
+    await directory.open()
+
+    def entry(n: int, target: str, outcome: int = 200) -> AuditEntry:
+        return AuditEntry(at=START, action="POST /api/v1/incidents", outcome=outcome, actor=f"op-{n}", target=target)
+
+    entries = [
+        entry(0, "/api/v1/incidents"),  # committed alone: the others arrive while it is being written
+        entry(1, "/api/v1/incidents"),
+        entry(2, "/api/v1/incidents/\x00/cancel"),  # PostgreSQL's text holds no NUL
+        entry(3, "/api/v1/incidents", outcome=2**70),  # no backend stores this: only this one is lost
+        entry(4, "/api/v1/accounts/\ud800"),  # a lone surrogate is not UTF-8
+        entry(5, "/api/v1/incidents"),
+    ]
+    try:
+        results = await asyncio.gather(*(directory.record(e) for e in entries), return_exceptions=True)
+        assert [n for n, r in enumerate(results) if isinstance(r, Exception)] == [3]
+        stored = await directory.audit(since=None, until=None, township=None, limit=100)
+    finally:
+        await directory.close()
+    assert sorted((e.actor, e.target) for e in stored) == [
+        ("op-0", "/api/v1/incidents"),
+        ("op-1", "/api/v1/incidents"),
+        ("op-2", "/api/v1/incidents/\\x00/cancel"),
+        ("op-4", "/api/v1/accounts/\\ud800"),
+        ("op-5", "/api/v1/incidents"),
+    ]
+
+
+async def test_a_nul_in_a_path_is_audited_with_the_requests_around_it(app: Any) -> None:
+    async with api_client(app) as http:
+        paths = ["/api/v1/incidents/%00/cancel", *(f"/api/v1/incidents/{n}/cancel" for n in range(1, 8))]
+        answers = await asyncio.gather(*(http.post(path, json={"reason": "test"}) for path in paths))
+        assert all(a.status_code < 500 for a in answers)
+        rows = [orjson.loads(line) for line in (await http.get("/api/v1/audit")).text.splitlines()]
+    targets = {r["target"] for r in rows if r["action"].endswith("/cancel")}
+    assert targets == {"/api/v1/incidents/\\x00/cancel", *(f"/api/v1/incidents/{n}/cancel" for n in range(1, 8))}
 
 
 async def test_a_body_over_the_limit_is_refused_unread(app: Any) -> None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
+from dispatcher.app import create_app
 from dispatcher.core.incidents import Report
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
-from dispatcher.settings import BUNDLED_TABLE
+from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.shifts import ShiftWatch
-from gateways.board import LAGGING_CLOSE_CODE, board_feed
+from gateways.board import LAGGING_CLOSE_CODE, REVOKED_CLOSE_CODE, board_feed
 from gateways.tenancy import Township, Townships
-from tests.conftest import START, HubRig
+from tests.conftest import START, HubRig, api_client
 
 
 def records(first: int, last: int) -> list[FeedRecord]:
@@ -43,18 +47,28 @@ def test_recent_since_reaches_back_as_far_as_the_ring() -> None:
     assert feed.recent_since(10) == []
 
 
+class NoRevocations:
+    """A directory whose tokens are never revoked."""
+
+    def watch_revocation(self, token_id: int, on_revoked: Callable[[str], None]) -> Callable[[], None]:
+        return lambda: None
+
+
 class FakeBoard:
     """A websocket whose reader stops reading after ``read_limit`` frames (a frozen wall screen)."""
 
-    def __init__(self, hub: Any, read_limit: int) -> None:
+    def __init__(self, hub: Any, read_limit: int, *, app: Any = None, principal: Principal | None = None) -> None:
         township = Township(hub.rules.township_id, hub, ShiftWatch(hub), BUNDLED_TABLE)
-        self.app = SimpleNamespace(state=SimpleNamespace(hub=hub, townships=Townships([township])))
-        # What the guard leaves on a connection it let through: an operator of the township.
+        self.app = app or SimpleNamespace(
+            state=SimpleNamespace(hub=hub, townships=Townships([township]), directory=NoRevocations())
+        )
+        # What the guard leaves on a connection it let through: by default an operator of the township.
         operator = Account("board-screen", Role.OPERATOR, township.id)
         token = TokenInfo(1, operator.name, TokenKind.DEVICE, None, START, None)
-        self.state = SimpleNamespace(township=township.id, principal=Principal(operator, token))
+        self.state = SimpleNamespace(township=township.id, principal=principal or Principal(operator, token))
         self.headers: dict[str, str] = {}
         self.sent: list[dict[str, Any]] = []
+        self.first_frame = asyncio.Event()
         self.read_limit = read_limit
         self.closed: tuple[int, str] | None = None
         self._stuck = asyncio.Event()
@@ -67,6 +81,7 @@ class FakeBoard:
         if len(self.sent) >= self.read_limit:
             await self._stuck.wait()  # never set: the send blocks like a full TCP buffer
         self.sent.append(json.loads(text))
+        self.first_frame.set()
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -102,3 +117,50 @@ async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig:
     resumed.gone.set()
     await asyncio.wait_for(connection, timeout=5)
     assert [f["seq"] for f in resumed.sent] == list(range(last_seen + 1, rig.hub.last_seq + 1))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("sign-out", "signed out"), ("revoke", "token revoked"), ("disable", "account disabled")],
+)
+async def test_an_open_feed_is_closed_when_its_token_stops_working(rig: HubRig, how: str, reason: str) -> None:
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    directory = app.state.directory
+    try:
+        await directory.open()
+        await directory.create_account("op-board", Role.OPERATOR, "ershili", START, password="correct horse battery")
+        token, principal = await directory.sign_in("op-board", "correct horse battery", START)
+        screen = FakeBoard(rig.hub, read_limit=1000, app=app, principal=principal)
+        connection = asyncio.create_task(board_feed(screen, since=None))  # type: ignore[arg-type]
+        await asyncio.wait_for(screen.first_frame.wait(), timeout=5)  # subscribed: the snapshot is out
+        assert screen.sent[0]["kind"] == "snapshot" and not connection.done()
+
+        async with api_client(app, {"Authorization": f"Bearer {token}"} if how == "sign-out" else None) as http:
+            if how == "sign-out":
+                answer = await http.post("/api/v1/auth/logout")
+            elif how == "revoke":
+                answer = await http.delete(f"/api/v1/tokens/{principal.token.id}")
+            else:
+                answer = await http.patch("/api/v1/accounts/op-board", json={"disabled": True})
+            assert answer.status_code in (200, 204), answer.text
+            await asyncio.wait_for(connection, timeout=5)
+        assert screen.closed == (REVOKED_CLOSE_CODE, reason)
+        assert rig.hub.feed.subscriber_count == 0
+    finally:
+        await directory.close()
+
+
+async def test_a_feed_whose_token_was_revoked_before_it_subscribed_closes_at_once(rig: HubRig) -> None:
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    directory = app.state.directory
+    try:
+        await directory.open()
+        await directory.create_account("op-late", Role.OPERATOR, "ershili", START)
+        device_token, info = await directory.issue_token("op-late", TokenKind.DEVICE, START)
+        principal = directory.authenticate(device_token, START)
+        await directory.revoke(info.id, START)  # between the guard's check and the subscription
+        screen = FakeBoard(rig.hub, read_limit=1000, app=app, principal=principal)
+        await asyncio.wait_for(board_feed(screen, since=None), timeout=5)  # type: ignore[arg-type]
+        assert screen.closed == (REVOKED_CLOSE_CODE, "token revoked")
+    finally:
+        await directory.close()

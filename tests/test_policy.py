@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
-from dispatcher.accounts import Role
+from dispatcher.accounts import Account, Role
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
-from gateways.policy import POLICY, PUBLIC, iter_routes, policy_markdown
+from gateways.policy import POLICY, PUBLIC, Scope, iter_routes, policy_markdown, scope_refusal
 from tests.conftest import HubRig, sign_in_as
 
 FIVE_WAY = {"report_id": "p-1", "category": "traffic.congestion", "zone": "five-way", "description": "堵"}
@@ -171,3 +172,41 @@ async def test_scopes_narrow_field_officers_and_module_leads(matrix: tuple[Any, 
         assert listed.status_code == 200 and {i["module"] for i in listed.json()["data"]} == {params["module"]}
         assert (await http.post(f"/api/v1/incidents/{other['id']}/escalate", json={}, headers=lead)).status_code == 403
         assert (await http.post(f"/api/v1/incidents/{incident}/escalate", json={}, headers=lead)).status_code != 403
+
+
+# An incident of the enforcement module: the traffic police sent to tp-1, the police station sent whole.
+_SCOPED = SimpleNamespace(
+    id=7,
+    module="enforcement",
+    assignments=(
+        SimpleNamespace(team="traffic-police", officer="tp-1"),
+        SimpleNamespace(team="police-station", officer=None),
+    ),
+)
+_TP1 = Account("tp-1-phone", Role.FIELD_OFFICER, "ershili", officer_id="tp-1")
+_PS1 = Account("ps-1-phone", Role.FIELD_OFFICER, "ershili", officer_id="ps-1")
+
+
+@pytest.mark.parametrize(
+    ("account", "scope", "team", "roster_known", "reaches"),
+    [
+        (_TP1, Scope.OWN_ASSIGNMENT, None, True, True),
+        (_TP1, Scope.OWN_ASSIGNMENT, "traffic-police", True, True),
+        (_TP1, Scope.OWN_ASSIGNMENT, "police-station", True, False),  # another team's, even of its incident
+        (_PS1, Scope.OWN_ASSIGNMENT, None, True, False),
+        (_PS1, Scope.OWN_ASSIGNMENT, "traffic-police", True, False),  # the MQTT case of issue 21
+        (_PS1, Scope.OWN_ASSIGNMENT, "police-station", True, False),  # sent whole, but a roster exists
+        (_PS1, Scope.OWN_ASSIGNMENT, "police-station", False, True),  # no roster: nobody holds anything
+        (_PS1, Scope.OWN_ASSIGNMENT, "market-supervision", False, False),  # no such assignment
+        (Account("x", Role.FIELD_OFFICER, "ershili"), Scope.OWN_ASSIGNMENT, None, True, False),
+        (Account("ml", Role.MODULE_LEAD, "ershili", module="enforcement"), Scope.MODULE, None, True, True),
+        (Account("ml", Role.MODULE_LEAD, "ershili", module="labour"), Scope.MODULE, None, True, False),
+        (Account("op", Role.OPERATOR, "ershili"), Scope.TOWNSHIP, None, True, True),
+        (_TP1, Scope.OWN_UNIT, None, True, False),  # a unit's scope never reaches an incident
+    ],
+)
+def test_scope_refusal_is_one_table_for_every_door(
+    account: Account, scope: Scope, team: str | None, roster_known: bool, reaches: bool
+) -> None:
+    refusal = scope_refusal(account, scope, _SCOPED, team=team, roster_known=roster_known)  # type: ignore[arg-type]
+    assert (refusal is None) == reaches, refusal

@@ -34,6 +34,7 @@ class Refusal(StrEnum):
     UNKNOWN_ZONE = "unknown_zone"
     OFFICER_MISMATCH = "officer_mismatch"
     REFUSED = "refused"  # well-formed, but the hub refused it (illegal move, unknown incident or team)
+    FORBIDDEN = "forbidden"  # well-formed, but the policy does not let this officer make this move
 
 
 UNEXPECTED = "unexpected error: "  # the detail of a refusal no check foresaw (the tests assert there is none)

@@ -33,7 +33,8 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from dispatcher.core.incidents import UnknownAssignment
+from dispatcher.accounts import Account
+from dispatcher.core.incidents import Incident, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, UnitAction
 from dispatcher.feed import OVERFLOW, FeedRecord, Subscription
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound
@@ -51,6 +52,7 @@ from gateways.mqtt.codec import (
 )
 from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
+from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +369,18 @@ class MqttGateway:
             if not done:
                 return  # stopping: the broker keeps it for the next session
             if refusal is not None:
-                await self._dead_letter(client, DeadLetter(Refusal.REFUSED, refusal, topic), payload)
+                await self._dead_letter(client, DeadLetter(refusal[0], refusal[1], topic), payload)
         self._ack(client, generation, message)
 
-    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, str | None]:
-        """(whether the hub decided, why it refused if it did)."""
+    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, tuple[Refusal, str] | None]:
+        """(whether the hub decided, why the move was refused if it was)."""
         try:
+            incident = await self._until_stored(lambda: self.hub.get(ack.incident_id))
+            if incident is None:
+                return False, None  # stopping
+            forbidden = self._forbidden(ack, incident)
+            if forbidden is not None:
+                return True, (Refusal.FORBIDDEN, forbidden)
             result = await self._until_stored(
                 lambda: self.hub.move_unit(ack.incident_id, ack.team, ack.action, at, actor=ack.officer_id)
             )
@@ -380,13 +388,26 @@ class MqttGateway:
             if exc.current == _REACHED[ack.action]:
                 self.counters["acks_repeated"] += 1
                 return True, None
-            return True, str(exc)
+            return True, (Refusal.REFUSED, str(exc))
         except (UnknownAssignment, IncidentNotFound) as exc:
-            return True, str(exc)
+            return True, (Refusal.REFUSED, str(exc))
         except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
             log.exception("acknowledgement from %s failed", ack.officer_id)
-            return True, f"{type(exc).__name__}: {exc}"
+            return True, (Refusal.REFUSED, f"{type(exc).__name__}: {exc}")
         return result is not None, None
+
+    def _forbidden(self, ack: AssignmentAck, incident: Incident) -> str | None:
+        """Why the policy keeps the officer of the topic from this move, as it would over HTTP; None: allowed.
+
+        The device is a field officer (:data:`gateways.policy.DEVICE_ROLE`) whose officer is the topic's; the
+        entry of ``POST /api/v1/incidents/{incident_id}/assignments/{team}/{action}`` decides, through the same
+        :func:`gateways.policy.scope_refusal` as the HTTP guard.
+        """
+        scope = (grant_for(*MOVE_ASSIGNMENT) or {}).get(DEVICE_ROLE)
+        if scope is None:
+            return f"role {DEVICE_ROLE.value} may not move assignments"
+        device = Account(f"mqtt:{ack.officer_id}", DEVICE_ROLE, self.hub.rules.township_id, officer_id=ack.officer_id)
+        return scope_refusal(device, scope, incident, team=ack.team, roster_known=bool(self.hub.roster.officers))
 
     async def _until_stored(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run a hub command, retrying while the store is unavailable; None when the gateway stops."""

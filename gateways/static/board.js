@@ -2158,6 +2158,7 @@
     socket.onclose = (ev) => {
       if (ws !== socket) return;
       ws = null;
+      if (ev.code === 4401) { needSignIn(); return; } // the token was revoked, signed out or the account disabled
       if (!openedAt && token) whoAmI(); // refused at the handshake: is the session still good?
       if (!token) return; // signing in reconnects
       reconnectLater(ev);

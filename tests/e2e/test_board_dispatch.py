@@ -112,3 +112,22 @@ async def test_the_board_signs_in_with_its_form_and_out_again(browser: Any, serv
     await page.click("#signout")
     await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
     await context.close()
+
+
+async def test_a_board_whose_token_is_revoked_elsewhere_asks_to_sign_in(browser: Any, server: ServerProcess) -> None:
+    context = await browser.new_context(viewport={"width": 1600, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{server.base_url}/board")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+    await page.fill("#signin-user", "admin")
+    await page.fill("#signin-password", ADMIN_PASSWORD)
+    await page.click("#signin-submit")
+    await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+    async with server.client() as http:
+        tokens = (await http.get("/api/v1/accounts/admin/tokens")).json()["data"]
+        board_token = max((t for t in tokens if t["kind"] == "session"), key=lambda t: t["id"])
+        assert (await http.delete(f"/api/v1/tokens/{board_token['id']}")).status_code == 204
+    # The open feed is closed (4401) at once: the board shows its sign-in form without a request of its own.
+    await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+    assert await page.locator("#connection[data-state=open]").count() == 0
+    await context.close()
