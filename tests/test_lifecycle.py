@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher.core.events import DeadlineKind
-from dispatcher.core.incidents import DeadlineState, Report, finish_incident, miss_deadline, move_unit, open_incident
+from dispatcher.core.events import DeadlineKind, Event
+from dispatcher.core.incidents import (
+    DeadlineState,
+    Incident,
+    Report,
+    add_team,
+    finish_incident,
+    miss_deadline,
+    move_unit,
+    open_incident,
+    reassign_team,
+)
 from dispatcher.core.lifecycle import (
     ASSIGNMENT_MOVES,
     INCIDENT_MOVES,
+    STATUS_FROM_LEAD,
+    AssignmentCommand,
     AssignmentState,
     IllegalTransition,
     IncidentAction,
@@ -36,19 +49,26 @@ ASSIGNMENT_STEPS = [
     (A.ACKNOWLEDGED, UnitAction.RETURN, A.RETURNED),
     (A.EN_ROUTE, UnitAction.RETURN, A.RETURNED),
     (A.ON_SCENE, UnitAction.RETURN, A.RETURNED),
+    (A.DISPATCHED, AssignmentCommand.CANCEL, A.CANCELLED),
+    (A.ACKNOWLEDGED, AssignmentCommand.CANCEL, A.CANCELLED),
+    (A.EN_ROUTE, AssignmentCommand.CANCEL, A.CANCELLED),
+    (A.ON_SCENE, AssignmentCommand.CANCEL, A.CANCELLED),
 ]
+ACTIONS = [*UnitAction, *AssignmentCommand]
 
 
 @pytest.mark.parametrize(("state", "action", "expected"), ASSIGNMENT_STEPS)
-def test_legal_assignment_moves(state: AssignmentState, action: UnitAction, expected: AssignmentState) -> None:
+def test_legal_assignment_moves(
+    state: AssignmentState, action: UnitAction | AssignmentCommand, expected: AssignmentState
+) -> None:
     assert next_assignment_state(state, action) is expected
 
 
 @pytest.mark.parametrize(
     ("state", "action"),
-    [(s, a) for s in AssignmentState for a in UnitAction if (s, a) not in {(x, y) for x, y, _ in ASSIGNMENT_STEPS}],
+    [(s, a) for s in AssignmentState for a in ACTIONS if (s, a) not in {(x, y) for x, y, _ in ASSIGNMENT_STEPS}],
 )
-def test_every_other_assignment_move_is_refused(state: AssignmentState, action: UnitAction) -> None:
+def test_every_other_assignment_move_is_refused(state: AssignmentState, action: UnitAction | AssignmentCommand) -> None:
     with pytest.raises(IllegalTransition) as refused:
         next_assignment_state(state, action)
     assert refused.value.current == state.value
@@ -75,7 +95,18 @@ def test_incident_moves(status: IncidentStatus) -> None:
     else:  # a resolved matter is not merged away: its report stands
         with pytest.raises(IllegalTransition):
             next_incident_status(status, IncidentAction.MERGE)
-    assert len(INCIDENT_MOVES) == 1 + 6 + 5
+    working = (I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)
+    if status in (I.REPORTED, *working, I.RESOLVED):
+        assert next_incident_status(status, IncidentAction.DISPATCH) is I.DISPATCHED
+    else:
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.DISPATCH)
+    if status in working:  # only a working lead can send it back; a resolved one is checked, not returned
+        assert next_incident_status(status, IncidentAction.RETURN) is I.REPORTED
+    else:
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.RETURN)
+    assert len(INCIDENT_MOVES) == 1 + 6 + 5 + 6 + 4
 
 
 def _five_way(bundled_rules: RuleBook):  # type: ignore[no-untyped-def]
@@ -127,3 +158,48 @@ def test_a_finished_incident_refuses_unit_moves(bundled_rules: RuleBook) -> None
     cancelled, _ = finish_incident(incident, IncidentAction.CANCEL, AT, "op", "false alarm")
     with pytest.raises(IllegalTransition):
         move_unit(cancelled, "traffic-police", UnitAction.ACKNOWLEDGE, AT, None)
+
+
+def _moves_outside_the_tables(before: Incident, after: Incident) -> list[str]:
+    """Every state change from ``before`` to ``after`` that no table row (nor the lead's mirror) explains."""
+    found = []
+    for was in before.assignments:
+        now = after.assignment(was.team)
+        if now.state is not was.state and was.state not in {
+            s for (s, _), e in ASSIGNMENT_MOVES.items() if e is now.state
+        }:
+            found.append(f"{was.team}: {was.state} -> {now.state}")
+    lead = next((a for a in after.assignments if a.role.value == "lead"), None)
+    mirrored = lead is not None and STATUS_FROM_LEAD.get(lead.state) is after.status
+    by_table = any(s is before.status and e is after.status for (s, _), e in INCIDENT_MOVES.items())
+    if after.status is not before.status and not (mirrored or by_table):
+        found.append(f"incident: {before.status} -> {after.status}")
+    return found
+
+
+def test_every_change_the_core_makes_is_a_row_of_a_table(bundled_rules: RuleBook) -> None:
+    """Returning the lead, taking a part off a team and sending a new lead: no state is set around the tables."""
+    opened, _ = _five_way(bundled_rules)
+    t = AT
+    steps: list[Callable[[Incident], tuple[Incident, list[Event]]]] = [
+        lambda i: move_unit(i, "traffic-police", UnitAction.ACKNOWLEDGE, t, None),
+        lambda i: move_unit(i, "police-station", UnitAction.ACKNOWLEDGE, t, None),
+        lambda i: reassign_team(i, "police-station", "law-enforcement-2", t, officer=None, actor="op"),
+        lambda i: move_unit(i, "traffic-police", UnitAction.RETURN, t, None, reason="not a traffic matter"),
+        lambda i: reassign_team(i, "traffic-police", "market-supervision-2", t, officer=None, actor="op"),
+        lambda i: move_unit(i, "market-supervision-2", UnitAction.ACKNOWLEDGE, t, None),
+        lambda i: add_team(i, "county-water", t, officer=None, actor="op"),
+        lambda i: move_unit(i, "market-supervision-2", UnitAction.RESOLVE, t, None),
+        lambda i: finish_incident(i, IncidentAction.CLOSE, t, "op"),
+    ]
+    incident = opened
+    statuses = [incident.status]
+    for step in steps:
+        after, _ = step(incident)
+        assert _moves_outside_the_tables(incident, after) == []
+        incident = after
+        statuses.append(incident.status)
+    assert statuses == [
+        I.DISPATCHED, I.ACKNOWLEDGED, I.ACKNOWLEDGED, I.ACKNOWLEDGED, I.REPORTED,
+        I.DISPATCHED, I.ACKNOWLEDGED, I.ACKNOWLEDGED, I.RESOLVED, I.CLOSED,
+    ]  # fmt: skip

@@ -42,6 +42,7 @@ from dispatcher.core.lifecycle import (
     JOINABLE_STATUSES,
     LIVE_ASSIGNMENT_STATES,
     STATUS_FROM_LEAD,
+    AssignmentCommand,
     AssignmentState,
     IllegalTransition,
     IncidentAction,
@@ -499,7 +500,7 @@ def move_unit(
             raise Refused("a return (回退) needs a reason")
         returned = _void(replace(current, state=new_state, updated_at=at), at)
         is_lead = current.role is Role.LEAD
-        status = IncidentStatus.REPORTED if is_lead else incident.status
+        status = next_incident_status(incident.status, IncidentAction.RETURN) if is_lead else incident.status
         updated = _with_assignment(
             incident, returned, at, status=status, queue="returned" if is_lead else incident.queue
         )
@@ -753,7 +754,7 @@ def add_team(
     others = tuple(a for a in incident.assignments if a.team != team)
     assignments = (fresh, *others) if role is Role.LEAD else (*others, fresh)
     status = (
-        IncidentStatus.DISPATCHED
+        next_incident_status(incident.status, IncidentAction.DISPATCH)
         if role is Role.LEAD or incident.status is IncidentStatus.REPORTED
         else incident.status
     )
@@ -790,7 +791,9 @@ def reassign_team(
     stopped = (
         current
         if current.state is AssignmentState.RETURNED
-        else _void(replace(current, state=AssignmentState.CANCELLED, updated_at=at), at)
+        else _void(
+            replace(current, state=next_assignment_state(current.state, AssignmentCommand.CANCEL), updated_at=at), at
+        )
     )
     demoted = replace(stopped, role=Role.SUPPORT) if current.role is Role.LEAD else stopped
     base = replace(incident, assignments=tuple(demoted if a.team == from_team else a for a in incident.assignments))

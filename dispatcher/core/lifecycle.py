@@ -43,12 +43,20 @@ class UnitAction(StrEnum):
     RETURN = "return"  # 回退: "not ours", with a reason
 
 
+class AssignmentCommand(StrEnum):
+    """What the command room does to a team's assignment (the team's own moves are :class:`UnitAction`)."""
+
+    CANCEL = "cancel"  # taken off the team: its part goes to another team
+
+
 class IncidentAction(StrEnum):
-    """What an operator does to the whole incident."""
+    """What happens to the whole incident: an operator's close, cancel or merge, or a lead team's coming and going."""
 
     CLOSE = "close"
     CANCEL = "cancel"
     MERGE = "merge"
+    DISPATCH = "dispatch"  # a team was sent: a lead (back to dispatched), or the first one of a reported matter
+    RETURN = "return"  # the lead sent it back (回退): the command room must dispatch it again
 
 
 class Role(StrEnum):
@@ -69,7 +77,7 @@ class IllegalTransition(Exception):
 A = AssignmentState
 I = IncidentStatus  # noqa: E741 - short alias keeps the tables readable
 
-ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction], AssignmentState] = {
+ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction | AssignmentCommand], AssignmentState] = {
     (A.DISPATCHED, UnitAction.ACKNOWLEDGE): A.ACKNOWLEDGED,
     (A.ACKNOWLEDGED, UnitAction.DEPART): A.EN_ROUTE,
     (A.ACKNOWLEDGED, UnitAction.ARRIVE): A.ON_SCENE,
@@ -78,6 +86,10 @@ ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction], AssignmentState] = {
     (A.EN_ROUTE, UnitAction.RESOLVE): A.RESOLVED,
     (A.ON_SCENE, UnitAction.RESOLVE): A.RESOLVED,
     **{(state, UnitAction.RETURN): A.RETURNED for state in (A.DISPATCHED, A.ACKNOWLEDGED, A.EN_ROUTE, A.ON_SCENE)},
+    **{
+        (state, AssignmentCommand.CANCEL): A.CANCELLED
+        for state in (A.DISPATCHED, A.ACKNOWLEDGED, A.EN_ROUTE, A.ON_SCENE)
+    },
 }
 
 #: Assignments still owed work: they hold their officer and their deadlines run.
@@ -92,6 +104,13 @@ INCIDENT_MOVES: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
     **{
         (status, IncidentAction.MERGE): I.MERGED
         for status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)
+    },
+    **{
+        (status, IncidentAction.DISPATCH): I.DISPATCHED
+        for status in (I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED)
+    },
+    **{
+        (status, IncidentAction.RETURN): I.REPORTED for status in (I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)
     },
 }
 
@@ -112,7 +131,7 @@ FINAL_STATUSES = frozenset({I.CLOSED, I.CANCELLED, I.MERGED})
 JOINABLE_STATUSES = frozenset({I.REPORTED, I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE})
 
 
-def next_assignment_state(current: AssignmentState, action: UnitAction) -> AssignmentState:
+def next_assignment_state(current: AssignmentState, action: UnitAction | AssignmentCommand) -> AssignmentState:
     """The state after ``action``; raises :class:`IllegalTransition` when the table has no such row."""
     try:
         return ASSIGNMENT_MOVES[(current, action)]
