@@ -30,6 +30,7 @@ from dispatcher.alarms import OpenAlarms
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
+from dispatcher.core.duplicates import find_duplicate
 from dispatcher.core.incidents import (
     DeadlineState,
     DeliveryState,
@@ -62,7 +63,6 @@ from dispatcher.core.roster import (
     UnitState,
     UnitStatus,
     choose_officer,
-    distance_m,
     status_after_task_change,
 )
 from dispatcher.feed import EventFeed, FeedRecord
@@ -737,28 +737,19 @@ class Hub:
         return batch.choose(entry.team, incident, at, exclude)
 
     def _duplicate_of(self, batch: _Batch, report: Report, category: str | None, at: datetime) -> Incident | None:
-        """The open incident this report repeats: same category, close by, recent; the nearest wins."""
-        if category is None or report.lat is None or report.lon is None or self.duplicate_radius_m <= 0:
+        """The open incident this report repeats (see :func:`find_duplicate`), as this batch sees it."""
+        if category is None or report.lat is None or self.duplicate_radius_m <= 0:
             return None
-        candidates = set(self._by_category.get(category, ()))
-        candidates.update(i for i, inc in batch.touched.items() if inc.category == category)
-        best: tuple[float, int] | None = None
-        for incident_id in candidates:
-            incident = batch.current(incident_id)
-            r = incident.report
-            if (
-                incident.status not in JOINABLE_STATUSES
-                or incident.category != category
-                or r.exercise != report.exercise
-                or r.lat is None
-                or r.lon is None
-                or at - incident.last_reported_at > self.duplicate_window
-            ):
-                continue
-            distance = distance_m(report.lat, report.lon, r.lat, r.lon)
-            if distance <= self.duplicate_radius_m and (best is None or (distance, incident_id) < best):
-                best = (distance, incident_id)
-        return batch.current(best[1]) if best else None
+        ids = set(self._by_category.get(category, ()))
+        ids.update(i for i, inc in batch.touched.items() if inc.category == category)
+        return find_duplicate(
+            report,
+            category,
+            at,
+            (batch.current(i) for i in ids),
+            radius_m=self.duplicate_radius_m,
+            window=self.duplicate_window,
+        )
 
     def _fill_waiting(self, batch: _Batch, at: datetime) -> int:
         """After the batch's commands: hand waiting assignments of teams with a freed officer to them."""
