@@ -186,7 +186,7 @@ async def bench_rearm(database_url: str | None, deadlines: int, keep: bool) -> d
             began, cpu = time.perf_counter(), time.process_time()
             await fresh.start()
             took, cpu = time.perf_counter() - began, time.process_time() - cpu
-            armed = len(fresh._watch)
+            armed = fresh.armed_deadlines
             await fresh.stop()
             runs.append((took, armed, cpu))
         return {

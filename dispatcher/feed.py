@@ -15,6 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
+def feed_message(seq: int, type_name: str, payload: str) -> str:
+    """The JSON text a board receives for one event (the payload is spliced in, not re-encoded)."""
+    return f'{{"kind":"event","seq":{seq},"type":"{type_name}","data":{payload}}}'
+
+
 @dataclass(frozen=True, slots=True)
 class FeedRecord:
     """One committed event as the board receives it: ``message`` is the serialised JSON text."""

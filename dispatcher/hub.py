@@ -1,25 +1,27 @@
-"""The hub: owns the store, the deadline alarm and the event feed around the pure domain core.
+"""The hub: the command room's one write path, around the pure domain core.
 
-Every change goes through **one writer task**. Commands queue up (bounded, so intake slows down
-instead of growing memory); the writer takes whatever has queued, applies the pure domain
-functions to each in order, commits the whole group in one transaction, and only then answers
-the callers, updates its cache of open incidents and publishes the events. A command the
-lifecycle refuses fails on its own and leaves no trace. When the database refuses a value of the
-group, the group is committed again in halves until only the command that carries it is refused;
-when the database cannot be reached, the group fails and changes nothing. Nothing is published
-before it is committed, and the writer outlives whatever a command does.
+It is the facade the gateways call (every command and read below), built from three rooms with one
+job each:
+
+- the **writer** (:mod:`dispatcher.writer`): the queue, the batch, the commit, the answers;
+- the **open-incident index** (:mod:`dispatcher.open_incidents`): the cache of open incidents, the
+  officers' live state, and what duplicates and waiting assignments are looked up by;
+- the **deadline scheduler** (:mod:`dispatcher.deadline_scheduler`): the heap of pending deadlines and
+  escalation steps, and the alarm clock set for the earliest.
+
+Each command here is a closure that reads a :class:`~dispatcher.writer.Batch`, lets the pure core
+decide (:mod:`dispatcher.core.incidents`; duplicates in :mod:`dispatcher.core.duplicates`, the choice
+of an officer in :mod:`dispatcher.core.roster`) and records what it decided; the writer commits it. After
+each commit the hub lets the index, the scheduler, the feed and the board's alarms follow.
 
 Runs on one asyncio event loop; call every method from that loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -29,11 +31,10 @@ from dispatcher.alarm import Alarm
 from dispatcher.alarms import OpenAlarms
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
-from dispatcher.core.deadlines import DeadlineWatch, DueEntry
+from dispatcher.core.deadlines import DueEntry
 from dispatcher.core.duplicates import find_duplicate
 from dispatcher.core.incidents import (
     DeadlineState,
-    DeliveryState,
     EscalationState,
     Incident,
     Refused,
@@ -56,7 +57,7 @@ from dispatcher.core.incidents import (
     reassign_team,
     record_delivery,
 )
-from dispatcher.core.lifecycle import JOINABLE_STATUSES, AssignmentState, IncidentAction, UnitAction
+from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.core.roster import (
     Need,
     Roster,
@@ -65,37 +66,32 @@ from dispatcher.core.roster import (
     choose_officer,
     status_after_task_change,
 )
-from dispatcher.feed import EventFeed, FeedRecord
-from dispatcher.store import (
-    Changes,
-    CommitRefused,
-    DuplicateReport,
-    IncidentFilter,
-    IncidentStore,
-    StoredEvent,
-    StoreUnavailable,
-)
+from dispatcher.deadline_scheduler import DeadlineScheduler
+from dispatcher.feed import EventFeed, feed_message
+from dispatcher.open_incidents import OpenIncidents
+from dispatcher.store import IncidentFilter, IncidentStore, StoredEvent
+from dispatcher.writer import Batch, HubStopped, IncidentNotFound, Writer
 from rules.matcher import RoutingInput, RuleBook
+
+__all__ = [
+    "Hub",
+    "HubStopped",
+    "IncidentNotFound",
+    "ReportOutcome",
+    "UnknownAlarm",
+    "UnknownOfficer",
+    "feed_message",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class IncidentNotFound(LookupError):
-    def __init__(self, incident_id: int) -> None:
-        super().__init__(f"no incident {incident_id}")
-        self.incident_id = incident_id
-
-
 class UnknownOfficer(LookupError):
     def __init__(self, officer_id: str) -> None:
         super().__init__(f"officer {officer_id!r} is not on the roster")
         self.officer_id = officer_id
-
-
-class HubStopped(RuntimeError):
-    """The hub is not running (not started yet, or shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,131 +101,6 @@ class ReportOutcome:
     incident: Incident
     created: bool
     joined: bool = False
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The working state of one writer batch: what it read, changed and will publish."""
-
-    hub: Hub
-    loaded: dict[int, Incident]
-    reports: dict[str, int]
-    next_id: int
-    next_seq: int
-    changes: Changes = field(default_factory=Changes)
-    touched: dict[int, Incident] = field(default_factory=dict)
-    originals: dict[int, Incident] = field(default_factory=dict)
-    records: list[FeedRecord] = field(default_factory=list)
-    popped: list[DueEntry] = field(default_factory=list)
-    created_ids: set[int] = field(default_factory=set)
-    units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
-    freed: set[str] = field(default_factory=set)  # teams where an officer may have become free
-
-    def current(self, incident_id: int) -> Incident:
-        incident = self.touched.get(incident_id) or self.hub._open.get(incident_id) or self.loaded.get(incident_id)
-        if incident is None:
-            raise IncidentNotFound(incident_id)
-        return incident
-
-    def unit(self, officer_id: str) -> UnitState:
-        return self.units.get(officer_id) or self.hub.units.get(officer_id) or UnitState()
-
-    def all_units(self) -> _Units:
-        return _Units(self)
-
-    def choose(
-        self, team: str, incident: Incident | Report, at: datetime, exclude: frozenset[str] = frozenset()
-    ) -> str | None:
-        report = incident.report if isinstance(incident, Incident) else incident
-        zones = incident.zones if isinstance(incident, Incident) else ()
-        need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones, exclude=exclude)
-        return choose_officer(self.hub.roster, self.all_units(), need)
-
-    def record(self, incident: Incident, events: Sequence[ev.Event], *, created: bool = False) -> None:
-        if not events:
-            return
-        before: Incident | None = None
-        if created:
-            self.changes.created.append(incident)
-            self.created_ids.add(incident.id)
-        else:
-            before = self.current(incident.id)
-            if incident.id not in self.originals and incident.id not in self.created_ids:
-                self.originals[incident.id] = before
-        self._count_tasks(before, incident, events)
-        self.touched[incident.id] = incident
-        for event in events:
-            seq = self.next_seq
-            self.next_seq += 1
-            type_name = type(event).__name__
-            payload = ev.to_json(event)
-            self.changes.events.append(
-                StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
-            )
-            self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
-
-    def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
-        """Keep each officer's open-task count and status in step with the assignments they hold."""
-        held_before = before.held_by() if before is not None else {}
-        held_after = after.held_by()
-        for officer in held_before.keys() | held_after.keys():
-            delta = held_after.get(officer, 0) - held_before.get(officer, 0)
-            if delta == 0:
-                continue
-            unit = self.unit(officer)
-            tasks = max(0, unit.tasks + delta)
-            self.set_unit(officer, replace(unit, tasks=tasks, status=status_after_task_change(unit.status, tasks)))
-            if delta < 0:
-                self.freed.add(self.hub.team_of(officer))
-        for event in events:
-            if isinstance(event, ev.UnitMoved) and event.to_state in _MOVING:
-                mover = after.assignment(event.team).officer
-                if mover is not None:
-                    unit = self.unit(mover)
-                    if unit.status is not UnitStatus.OFF_DUTY:
-                        self.set_unit(mover, replace(unit, status=_MOVING[event.to_state]), persist=True)
-
-    def set_unit(self, officer: str, unit: UnitState, *, persist: bool = False) -> None:
-        """Change an officer's state in this batch; ``persist`` what a device reported or a move showed.
-
-        Statuses that only follow the task count (assigned, available again) are not written: the
-        count and with it the status are rebuilt from the open incidents at start.
-        """
-        self.units[officer] = unit
-        if persist:
-            self.changes.units[officer] = unit
-
-    def finish(self) -> Changes:
-        self.changes.created = [self.touched[i.id] for i in self.changes.created]
-        self.changes.updated = [
-            (self.originals[iid], incident) for iid, incident in self.touched.items() if iid not in self.created_ids
-        ]
-        return self.changes
-
-
-_MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCENE: UnitStatus.ON_SCENE}
-
-
-class _Units(Mapping[str, UnitState]):
-    """A read-only mapping view over the hub's units with the batch's changes on top."""
-
-    def __init__(self, batch: _Batch) -> None:
-        self._batch = batch
-
-    def __getitem__(self, officer_id: str) -> UnitState:
-        found = self._batch.units.get(officer_id) or self._batch.hub.units.get(officer_id)
-        if found is None:
-            raise KeyError(officer_id)
-        return found
-
-    def get(self, officer_id: str, default: Any = None) -> Any:  # without raising: most officers are idle
-        return self._batch.units.get(officer_id) or self._batch.hub.units.get(officer_id) or default
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._batch.hub.units.keys() | self._batch.units.keys())
-
-    def __len__(self) -> int:
-        return len(self._batch.hub.units.keys() | self._batch.units.keys())
 
 
 def _routing_input(report: Report, at: datetime) -> RoutingInput:
@@ -243,34 +114,6 @@ def _routing_input(report: Report, at: datetime) -> RoutingInput:
         severity=report.severity,
         at=at,
     )
-
-
-def _due_entries(incident: Incident) -> list[DueEntry]:
-    """Every pending deadline and waiting escalation step of an incident, as heap entries."""
-    entries = [DueEntry(d.due_at, incident.id, team, d.kind) for team, d in incident.pending_deadlines()]
-    entries.extend(
-        DueEntry(e.due_at, incident.id, team, ev.DeadlineKind(e.kind), e.step)
-        for team, e in incident.pending_escalations()
-        if e.kind in _DEADLINE_KINDS
-    )
-    return entries
-
-
-_DEADLINE_KINDS = frozenset(k.value for k in ev.DeadlineKind)
-
-
-def feed_message(seq: int, type_name: str, payload: str) -> str:
-    """The JSON text a board receives for one event (the payload is spliced in, not re-encoded)."""
-    return f'{{"kind":"event","seq":{seq},"type":"{type_name}","data":{payload}}}'
-
-
-@dataclass(slots=True)
-class _Command:
-    apply: Callable[[_Batch], Any]
-    future: asyncio.Future[Any]
-    report_id: str | None = None
-    incident_id: int | None = None
-    also: tuple[int, ...] = ()  # further incidents the command reads (a merge's target)
 
 
 class Hub:
@@ -288,49 +131,48 @@ class Hub:
         roster: Roster | None = None,
         duplicate_radius_m: float = 200.0,
         duplicate_window: timedelta = timedelta(minutes=30),
+        alarm_retry: timedelta = timedelta(seconds=2),
     ) -> None:
         self.store = store
         self.rules = rules
         self.roster = roster or Roster(version="none", timezone=rules.table.timezone, officers={})
-        #: Each officer's live state; changed only by the writer after a commit.
-        self.units: dict[str, UnitState] = {}
         self.duplicate_radius_m = duplicate_radius_m
         self.duplicate_window = duplicate_window
         self.clock = clock
         self.feed = feed
-        self._alarm = alarm
-        self._queue_size = queue_size
-        self._batch_max = batch_max
-        self._queue: asyncio.Queue[_Command | None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._open: dict[int, Incident] = {}
-        self._watch = DeadlineWatch()
-        self._next_id = 1
-        self._next_seq = 1
-        self._armed_for: datetime | None = None
-        # After the alarm's deadlines could not be recorded: not before this time again (no hot loop).
-        self._alarm_retry_at: datetime | None = None
-        self._alarm_retry = timedelta(seconds=2)
-        self._stopping = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        # report_id -> incident id of the newest reports: a phone's retry is answered without a query.
-        self._recent_reports: OrderedDict[str, int] = OrderedDict()
-        self._recent_reports_max = recent_reports
-        # Open incidents by routed category, for finding the one a new report duplicates.
-        self._by_category: dict[str, set[int]] = {}
-        # Waiting assignments (a roster team with nobody free) by team: incident ids.
-        self._waiting: dict[str, set[int]] = {}
         self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
+        self._open = OpenIncidents(recent_reports=recent_reports)
+        self._deadlines = DeadlineScheduler(alarm, clock, self._open, retry=alarm_retry)
+        self._writer = Writer(
+            store=store,
+            open_incidents=self._open,
+            roster=lambda: self.roster,
+            before_commit=self._offer_freed,
+            after_commit=self._committed,
+            restore=self._deadlines.restore,
+            queue_size=queue_size,
+            batch_max=batch_max,
+        )
 
     # -- life -----------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._writer is not None and not self._writer.done()
+        return self._writer.running
 
     @property
     def last_seq(self) -> int:
-        return self._next_seq - 1
+        return self._writer.next_seq - 1
+
+    @property
+    def armed_deadlines(self) -> int:
+        """How many deadlines and escalation steps the scheduler watches (some may since be kept)."""
+        return len(self._deadlines)
+
+    @property
+    def units(self) -> dict[str, UnitState]:
+        """Each officer's live state (status, position, open tasks); changed only after a commit."""
+        return self._open.units
 
     async def start(self, prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         """Open the store, load open incidents, re-arm every pending deadline, start the writer.
@@ -344,53 +186,27 @@ class Hub:
         if prepare is not None:
             await prepare()
         last_id, last_seq = await self.store.last_ids()
-        self._next_id, self._next_seq = last_id + 1, last_seq + 1
         self.feed.last_seq = last_seq
-        self._open = {i.id: i for i in await self.store.load_open()}
-        self.units = await self.store.load_units()
-        for incident in self._open.values():
-            self._index(incident)
-            for officer, count in incident.held_by().items():
-                unit = self.units.get(officer, UnitState())
-                self.units[officer] = replace(unit, tasks=unit.tasks + count)
-        for officer, unit in self.units.items():
-            if unit.tasks and unit.status is UnitStatus.AVAILABLE:
-                self.units[officer] = replace(unit, status=UnitStatus.ASSIGNED)
-        self._watch.arm_many([e for i in self._open.values() for e in _due_entries(i)])
+        self._open.load(await self.store.load_open(), await self.store.load_units())
         await self._load_alarms()
-        self._queue = asyncio.Queue(maxsize=self._queue_size)
-        self._stopping = False
-        self._start_writer()
-        self._alarm.start(self._on_alarm)
-        self._rearm_alarm()
+        self._writer.start(last_id, last_seq)
+        self._deadlines.start(self.fire_due)
         log.info(
             "hub started: %d open incidents, %d deadlines armed, last event %d",
             len(self._open),
-            len(self._watch),
+            len(self._deadlines),
             last_seq,
         )
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued (up to ``timeout_s``), then stop the writer and close the store."""
-        self._alarm.stop()
-        self._stopping = True
-        if self._queue is not None and self._writer is not None:
-            await self._queue.put(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
-            except TimeoutError:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._writer = None
+        self._deadlines.stop()
+        await self._writer.stop(timeout_s)
         await self.store.close()
 
     async def settle(self) -> None:
         """Wait until every command queued so far is committed (tests: act, then settle)."""
-        if self._queue is not None:
+        if self.running:
             await self._submit(lambda batch: None)
 
     # -- commands -------------------------------------------------------------------------
@@ -399,7 +215,7 @@ class Hub:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""
         decision = self.rules.route(_routing_input(report, at))
 
-        def apply(batch: _Batch) -> ReportOutcome:
+        def apply(batch: Batch) -> ReportOutcome:
             known = batch.reports.get(report.report_id)
             if known is not None:
                 return ReportOutcome(batch.current(known), created=False)
@@ -438,7 +254,7 @@ class Hub:
         :class:`IncidentNotFound`; nothing changes then.
         """
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return move_unit(current, team, action, at, actor, reason=reason)
 
         return await self._change(incident_id, decide, expected_version)
@@ -455,7 +271,7 @@ class Hub:
     ) -> Incident:
         """Close or cancel an incident; raises ``IllegalTransition``, ``StaleVersion`` or :class:`IncidentNotFound`."""
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return finish_incident(current, action, at, actor, reason)
 
         return await self._change(incident_id, decide, expected_version)
@@ -466,9 +282,9 @@ class Hub:
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""
 
-        def apply(batch: _Batch) -> int:
+        def apply(batch: Batch) -> int:
             missed = 0
-            entries = self._watch.pop_due(at)
+            entries = self._deadlines.pop_due(at)
             batch.popped.extend(entries)
             for entry in entries:
                 try:
@@ -502,7 +318,7 @@ class Hub:
     ) -> Incident:
         """An operator hands a team's assignment to ``officer`` (``None``: the best free one now)."""
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             chosen = officer
             if chosen is None:
                 held = current.assignment(team)
@@ -528,7 +344,7 @@ class Hub:
         """Send one more team (the best free officer of it, or it waits)."""
         self._known_team(team)
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (team,), at)
             return add_team(current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers)
 
@@ -547,7 +363,7 @@ class Hub:
         """Move a team's part to another team (the way a returned matter is re-dispatched)."""
         self._known_team(to_team)
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (to_team,), at)
             return reassign_team(
                 current, from_team, to_team, at, officer=officers.get(to_team), actor=actor, waiting=to_team in officers
@@ -566,7 +382,7 @@ class Hub:
     ) -> Incident:
         """Escalate now: the next level of the chain not yet reached hears of it at once."""
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return escalate_now(current, at, actor, team)
 
         return await self._change(incident_id, decide, expected_version)
@@ -580,7 +396,7 @@ class Hub:
         *,
         expected_version: int | None = None,
     ) -> Incident:
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return change_priority(current, priority, at, actor)
 
         return await self._change(incident_id, decide, expected_version)
@@ -603,7 +419,7 @@ class Hub:
         :class:`IncidentNotFound`; nothing changes then.
         """
 
-        def apply(batch: _Batch) -> Incident:
+        def apply(batch: Batch) -> Incident:
             source, target = batch.current(source_id), batch.current(target_id)
             check_version(source, expected_version)
             check_version(target, expected_target_version)
@@ -620,7 +436,7 @@ class Hub:
     async def split(self, incident_id: int, report_id: str, at: datetime, actor: str | None = None) -> Incident:
         """Split an attached report off into an incident of its own, routed afresh; returns the new one."""
 
-        def apply(batch: _Batch) -> Incident:
+        def apply(batch: Batch) -> Incident:
             new_id = batch.next_id
             remaining, report, events = detach_report(batch.current(incident_id), report_id, new_id, at, actor)
             batch.next_id += 1
@@ -647,7 +463,7 @@ class Hub:
         if officer_id not in self.roster.officers:
             raise UnknownOfficer(officer_id)
 
-        def apply(batch: _Batch) -> UnitState:
+        def apply(batch: Batch) -> UnitState:
             unit = batch.unit(officer_id)
             if status is not None:
                 if status is UnitStatus.OFF_DUTY:
@@ -668,7 +484,7 @@ class Hub:
     async def offer_waiting(self, team: str, at: datetime) -> int:
         """Give waiting assignments of ``team`` to officers who are free now (a shift began); returns how many."""
 
-        def apply(batch: _Batch) -> int:
+        def apply(batch: Batch) -> int:
             batch.freed.add(team)
             return self._fill_waiting(batch, at)
 
@@ -686,22 +502,18 @@ class Hub:
     ) -> Incident:
         """Record one try at forwarding a county matter (see :mod:`gateways.county`)."""
 
-        def decide(current: Incident, batch: _Batch) -> tuple[Incident, list[ev.Event]]:
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return record_delivery(current, at, ok=ok, status_code=status_code, error=error, max_attempts=max_attempts)
 
         return await self._change(incident_id, decide)
 
     def pending_deliveries(self) -> list[Incident]:
         """Open county matters not yet forwarded, oldest first."""
-        return sorted(
-            (i for i in self._open.values() if i.delivery is not None and i.delivery.state is DeliveryState.PENDING),
-            key=lambda i: i.id,
-        )
+        return self._open.pending_deliveries()
 
     def waiting(self) -> list[tuple[Incident, str]]:
         """Assignments waiting for an officer, most urgent first: (incident, team)."""
-        found = [(self._open[i], team) for team, ids in self._waiting.items() for i in ids if i in self._open]
-        return sorted(found, key=lambda it: (it[0].priority, it[0].reported_at, it[0].id, it[1]))
+        return self._open.waiting()
 
     def team_of(self, officer_id: str) -> str:
         officer = self.roster.officers.get(officer_id)
@@ -717,7 +529,7 @@ class Hub:
             raise Refused(f"team {team!r} is not in rule table {self.rules.version}")
 
     def _officers_for(
-        self, batch: _Batch, report: Report, zones: tuple[str, ...], teams: Sequence[str | None], at: datetime
+        self, batch: Batch, report: Report, zones: tuple[str, ...], teams: Sequence[str | None], at: datetime
     ) -> dict[str, str | None]:
         """The chosen officer of each team that has a roster; teams without one are left out (sent whole)."""
         chosen: dict[str, str | None] = {}
@@ -729,18 +541,18 @@ class Hub:
             chosen[team] = officer  # an officer is on one team only: no one is chosen twice here
         return chosen
 
-    def _replacement(self, batch: _Batch, incident: Incident, entry: DueEntry, at: datetime) -> str | None:
+    def _replacement(self, batch: Batch, incident: Incident, entry: DueEntry, at: datetime) -> str | None:
         if entry.kind is not ev.DeadlineKind.ACK or not self.roster.team(entry.team):
             return None
         held = incident.assignment(entry.team)
         exclude = frozenset((*held.tried, *([held.officer] if held.officer else [])))
         return batch.choose(entry.team, incident, at, exclude)
 
-    def _duplicate_of(self, batch: _Batch, report: Report, category: str | None, at: datetime) -> Incident | None:
+    def _duplicate_of(self, batch: Batch, report: Report, category: str | None, at: datetime) -> Incident | None:
         """The open incident this report repeats (see :func:`find_duplicate`), as this batch sees it."""
         if category is None or report.lat is None or self.duplicate_radius_m <= 0:
             return None
-        ids = set(self._by_category.get(category, ()))
+        ids = set(self._open.in_category(category))
         ids.update(i for i, inc in batch.touched.items() if inc.category == category)
         return find_duplicate(
             report,
@@ -751,13 +563,13 @@ class Hub:
             window=self.duplicate_window,
         )
 
-    def _fill_waiting(self, batch: _Batch, at: datetime) -> int:
+    def _fill_waiting(self, batch: Batch, at: datetime) -> int:
         """After the batch's commands: hand waiting assignments of teams with a freed officer to them."""
         filled = 0
         teams = batch.freed
         batch.freed = set()
         for team in sorted(teams):
-            ids = set(self._waiting.get(team, ())) | {
+            ids = set(self._open.waiting_in(team)) | {
                 i for i, inc in batch.touched.items() if any(a.team == team and a.waiting for a in inc.assignments)
             }
             queue = sorted(
@@ -784,29 +596,11 @@ class Hub:
         previous, self.rules = self.rules, rules
         return previous
 
-    async def _on_alarm(self) -> None:
-        """The alarm clock's job. Raises nothing: the scheduler must never hold one of the writer's errors."""
-        # Forget what was armed: should the alarm ring a hair early, the re-arm must set it again.
-        self._armed_for = None
-        if not self.running:
-            return
-        try:
-            await self.fire_due(self.clock.now())
-        except Exception as exc:  # noqa: BLE001 - the deadlines stay pending and are tried again
-            self._alarm_retry_at = self.clock.now() + self._alarm_retry
-            log.warning(
-                "due deadlines not recorded (%s: %s); trying again in %s", type(exc).__name__, exc, self._alarm_retry
-            )
-            if self.running:
-                self._rearm_alarm()
-        else:
-            self._alarm_retry_at = None
-
     # -- reads ----------------------------------------------------------------------------
 
     def open_incidents(self) -> tuple[int, list[Incident]]:
         """The open incidents and the sequence number they reflect, taken at one instant."""
-        return self.last_seq, sorted(self._open.values(), key=lambda i: i.id)
+        return self.last_seq, self._open.by_id()
 
     async def get(self, incident_id: int) -> Incident:
         incident = self._open.get(incident_id)
@@ -822,8 +616,7 @@ class Hub:
         return await self.store.timeline(incident_id)
 
     def _may_exist(self, incident_id: int) -> bool:
-        """Ids are handed out in order from 1: any other cannot name an incident (nor reach the database)."""
-        return 0 < incident_id < self._next_id
+        return self._writer.may_exist(incident_id)
 
     async def list_incidents(self, where: IncidentFilter, *, limit: int, offset: int) -> tuple[list[Incident], int]:
         return await self.store.list_incidents(where, limit=limit, offset=offset)
@@ -833,18 +626,18 @@ class Hub:
             return []
         return await self.store.events_since(max(seq, 0), limit=limit)
 
-    # -- the writer -----------------------------------------------------------------------
+    # -- the write path -------------------------------------------------------------------
 
     async def _change(
         self,
         incident_id: int,
-        decide: Callable[[Incident, _Batch], tuple[Incident, list[ev.Event]]],
+        decide: Callable[[Incident, Batch], tuple[Incident, list[ev.Event]]],
         expected_version: int | None = None,
     ) -> Incident:
         """The common shape of a command on one incident: check the version the caller saw, let the pure
         core decide, record what it decided. Raises what ``decide`` raises; nothing changes then."""
 
-        def apply(batch: _Batch) -> Incident:
+        def apply(batch: Batch) -> Incident:
             current = batch.current(incident_id)
             check_version(current, expected_version)
             incident, events = decide(current, batch)
@@ -853,202 +646,23 @@ class Hub:
 
         return await self._submit(apply, incident_id=incident_id)
 
-    async def _submit(self, apply: Callable[[_Batch], T], **keys: Any) -> T:
-        if self._queue is None or not self.running:
-            raise HubStopped("the hub is not running")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Command(apply, future, **keys))
-        return await future
+    async def _submit(self, apply: Callable[[Batch], T], **keys: Any) -> T:
+        return await self._writer.submit(apply, **keys)
 
-    def _start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._run_writer(), name="hub-writer")
-        self._writer.add_done_callback(self._writer_ended)
+    def _offer_freed(self, batch: Batch) -> None:
+        """Before a batch commits: officers it freed take the waiting work of their teams."""
+        self._fill_waiting(batch, self.clock.now())
 
-    def _writer_ended(self, task: asyncio.Task[None]) -> None:
-        """Start the writer again should it ever end other than by :meth:`stop` (a defect, logged loudly)."""
-        if self._stopping or task.cancelled():
-            return
-        log.critical("the hub's writer ended unexpectedly; starting it again", exc_info=task.exception())
-        self._start_writer()
-
-    async def _run_writer(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        stopping = False
-        while not stopping:
-            first = await queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._batch_max and not queue.empty():
-                command = queue.get_nowait()
-                if command is None:
-                    stopping = True
-                    break
-                batch.append(command)
-            try:
-                await self._process(batch)
-            except Exception:  # a defect of the hub itself: its callers fail, the writer goes on
-                log.exception("writer batch failed")
-                _fail(batch, lambda: RuntimeError("the command failed inside the dispatcher; see the server log"))
-        # Fail whatever arrived after the stop marker rather than leaving callers waiting.
-        while not queue.empty():
-            leftover = queue.get_nowait()
-            if leftover is not None and not leftover.future.done():
-                leftover.future.set_exception(HubStopped("the hub stopped"))
-
-    async def _process(self, commands: list[_Command]) -> None:
-        """Commit ``commands`` as one batch and answer them; on a refused value, commit them apart.
-
-        Each caller gets an exception object of its own: a caller (the alarm's scheduler, for one)
-        may clear the frames of the traceback it receives, and a shared one would reach the writer's.
-        """
-        try:
-            batch, results = await self._commit_batch(commands)
-        except StoreUnavailable as exc:
-            log.warning("batch of %d commands not stored: %s", len(commands), exc)
-            reason = str(exc)
-            _fail(commands, lambda: StoreUnavailable(reason))
-            return
-        except Exception as exc:  # a value the database refused, or a defect: isolate it
-            if len(commands) == 1:
-                log.warning("command refused by the store: %s: %s", type(exc).__name__, exc, exc_info=True)
-                message = str(exc) if isinstance(exc, CommitRefused) else "the command could not be stored"
-                _fail(commands, lambda: CommitRefused(message))
-                return
-            middle = len(commands) // 2
-            await self._process(commands[:middle])
-            await self._process(commands[middle:])
-            return
-        self._committed(batch, results)
-
-    async def _commit_batch(
-        self, commands: list[_Command]
-    ) -> tuple[_Batch, list[tuple[_Command, Any, BaseException | None]]]:
-        try:
-            return await self._attempt(commands, look_up_reports=False)
-        except DuplicateReport:
-            # A report_id older than the in-memory window came back: redo the batch with a lookup.
-            return await self._attempt(commands, look_up_reports=True)
-
-    def _committed(self, batch: _Batch, results: list[tuple[_Command, Any, BaseException | None]]) -> None:
-        """After a commit: the cache, indexes, deadlines, feed and alarms follow, then the callers hear."""
-        self._next_id, self._next_seq = batch.next_id, batch.next_seq
-
+    def _committed(self, batch: Batch) -> None:
+        """After a commit, before the callers hear: the index, the deadlines, the feed and the alarms follow."""
         for incident in batch.touched.values():
             before = batch.originals.get(incident.id)
-            if incident.is_open:
-                self._open[incident.id] = incident
-            else:
-                self._open.pop(incident.id, None)
-            self._index(incident, before)
-            armed = set(_due_entries(before)) if before is not None else set()
-            for entry in _due_entries(incident):
-                if entry not in armed:
-                    self._watch.arm(*entry[1:4], due_at=entry.due_at, step=entry.step)
-        self.units.update(batch.units)
-        for report_id, incident_id in batch.reports.items():  # new, joined, merged or split reports
-            if self._recent_reports.get(report_id) != incident_id:
-                self._remember_report(report_id, incident_id)
+            self._open.follow(incident, before)
+            self._deadlines.follow(incident, before)
+        self._open.follow_units(batch.units)
         self.feed.publish(batch.records)
         self.alarms.apply(batch.changes.events)
-        for command, result, error in results:
-            if command.future.done():
-                continue
-            if error is not None:
-                command.future.set_exception(error)
-            else:
-                command.future.set_result(result)
-        self._rearm_alarm()
-
-    async def _attempt(
-        self, commands: list[_Command], *, look_up_reports: bool
-    ) -> tuple[_Batch, list[tuple[_Command, Any, BaseException | None]]]:
-        """Apply the commands and commit them as one transaction; raises and changes nothing on failure.
-
-        Report ids are first checked against the recent ones in memory; the store's unique key on
-        every report id ever taken catches an older one (``DuplicateReport``), and the batch is then
-        redone with ``look_up_reports`` (one ``SELECT ... IN`` for the batch).
-        """
-        report_ids = [c.report_id for c in commands if c.report_id is not None]
-        if look_up_reports and report_ids:
-            reports = await self.store.find_reports(report_ids)
-        else:
-            reports = {r: self._recent_reports[r] for r in report_ids if r in self._recent_reports}
-        wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
-        wanted.update(i for c in commands for i in c.also)
-        missing = [i for i in wanted if i not in self._open and self._may_exist(i)]
-        loaded = await self.store.load(missing) if missing else {}
-
-        batch = _Batch(self, loaded, reports, self._next_id, self._next_seq)
-        results: list[tuple[_Command, Any, BaseException | None]] = []
-        try:
-            for command in commands:
-                try:
-                    results.append((command, command.apply(batch), None))
-                except Exception as exc:  # noqa: BLE001 - a refused command fails alone
-                    results.append((command, None, exc))
-            if batch.freed:
-                try:
-                    self._fill_waiting(batch, self.clock.now())
-                except Exception:  # the batch's own commands stand; waiting ones wait on
-                    log.exception("could not hand waiting assignments to free officers")
-
-            changes = batch.finish()
-            if changes.events:
-                await self.store.commit(changes)
-        except BaseException:
-            for entry in batch.popped:  # they were not recorded: watch them again, chain steps included
-                self._watch.arm(entry.incident_id, entry.team, entry.kind, entry.due_at, step=entry.step)
-            raise
-        return batch, results
-
-    def _remember_report(self, report_id: str, incident_id: int) -> None:
-        self._recent_reports[report_id] = incident_id
-        if len(self._recent_reports) > self._recent_reports_max:
-            self._recent_reports.popitem(last=False)
-
-    def _still_pending(self, entry: DueEntry) -> bool:
-        incident = self._open.get(entry.incident_id)
-        if incident is None:
-            return False
-        assignment = next((a for a in incident.assignments if a.team == entry.team), None)
-        if assignment is None:
-            return False
-        if entry.step:
-            step = assignment.escalation(entry.kind.value, entry.step)
-            return step is not None and step.state is EscalationState.PENDING and step.due_at == entry.due_at
-        deadline = assignment.deadline(entry.kind)
-        return deadline is not None and deadline.state is DeadlineState.PENDING and deadline.due_at == entry.due_at
-
-    def _index(self, incident: Incident, before: Incident | None = None) -> None:
-        """Keep the duplicate and waiting indexes in step with an incident's latest state."""
-        if incident.category is not None:
-            ids = self._by_category.setdefault(incident.category, set())
-            if incident.status in JOINABLE_STATUSES:
-                ids.add(incident.id)
-            else:
-                ids.discard(incident.id)
-        teams = {a.team for a in incident.assignments}
-        if before is not None:
-            teams.update(a.team for a in before.assignments)
-        for team in teams:
-            waiting = incident.is_open and incident.has_team(team) and incident.assignment(team).waiting
-            if waiting:
-                self._waiting.setdefault(team, set()).add(incident.id)
-            elif team in self._waiting:
-                self._waiting[team].discard(incident.id)
-
-    def _rearm_alarm(self) -> None:
-        # Drop entries whose deadline was kept or voided since: the alarm then wakes only for live ones.
-        while (entry := self._watch.peek()) is not None and not self._still_pending(entry):
-            self._watch.drop_first()
-        due = self._watch.next_due()
-        if due is not None and self._alarm_retry_at is not None and due < self._alarm_retry_at:
-            due = self._alarm_retry_at  # the last try failed: let the store breathe before the next
-        if due != self._armed_for:
-            self._armed_for = due
-            self._alarm.set(due)
+        self._deadlines.rearm()
 
     # -- alarms (the board's shared acknowledgement) ----------------------------------------
 
@@ -1061,7 +675,7 @@ class Hub:
         :class:`IncidentNotFound`.
         """
 
-        def apply(batch: _Batch) -> Incident:
+        def apply(batch: Batch) -> Incident:
             current = batch.current(incident_id)
             if self.alarms.was_acknowledged(incident_id, alarm_seq) or _acknowledged_in(batch, incident_id, alarm_seq):
                 return current
@@ -1075,18 +689,11 @@ class Hub:
 
     async def _load_alarms(self) -> None:
         """Rebuild the open alarms from the log of the open incidents that missed a deadline or escalated."""
-        for incident in self._open.values():
+        for incident in self._open.incidents.values():
             if any(d.state is DeadlineState.MISSED for a in incident.assignments for d in a.deadlines) or any(
                 e.state is EscalationState.RAISED for a in incident.assignments for e in a.escalations
             ):
                 self.alarms.apply(await self.store.timeline(incident.id))
-
-
-def _fail(commands: Sequence[_Command], error: Callable[[], BaseException]) -> None:
-    """Fail every command still waiting, each with an exception object of its own."""
-    for command in commands:
-        if not command.future.done():
-            command.future.set_exception(error())
 
 
 class UnknownAlarm(LookupError):
@@ -1096,7 +703,7 @@ class UnknownAlarm(LookupError):
         self.alarm_seq = alarm_seq
 
 
-def _acknowledged_in(batch: _Batch, incident_id: int, alarm_seq: int) -> bool:
+def _acknowledged_in(batch: Batch, incident_id: int, alarm_seq: int) -> bool:
     """Whether this very batch already acknowledges the alarm (two boards clicking at once)."""
     return any(
         orjson.loads(e.payload)["alarm_seq"] == alarm_seq

@@ -215,6 +215,10 @@ async def test_labels_come_from_the_translation_files_in_both_languages(browser:
 
     await page.click("#lang-toggle")
     await page.wait_for_function("t => document.getElementById('main-title').textContent === t", arg=EN["lane.main"])
+    # The rows are drawn again once the English names of categories and teams have arrived.
+    await page.wait_for_function(
+        "() => document.querySelector('#incidents [data-incident-id=\"1\"]').innerText.includes('Traffic police')"
+    )
     text = await row.inner_text()
     assert "Traffic congestion" in text and "Traffic police squadron" in text and EN["status.dispatched"] in text
     assert "lang=en" in page.url

@@ -1,0 +1,124 @@
+"""The open-incident index: the writer's cache of every open incident and what it looks things up by.
+
+It holds what the hub needs between batches without asking the store: the open incidents themselves,
+each officer's live state and task count, the open incidents by routed category (where a new report's
+duplicate is looked for), the waiting assignments by team, and the newest report ids (a phone's
+retry is answered from here). It changes only when the writer has committed a batch
+(:meth:`OpenIncidents.follow`) and when it is loaded at start.
+
+Runs on the hub's event loop; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from dispatcher.core.incidents import DeliveryState, Incident
+from dispatcher.core.lifecycle import JOINABLE_STATUSES
+from dispatcher.core.roster import UnitState, UnitStatus
+
+
+class OpenIncidents:
+    """Open incidents by id, with the indexes the writer's policies read. Changed only after a commit."""
+
+    def __init__(self, *, recent_reports: int = 100_000) -> None:
+        self.incidents: dict[int, Incident] = {}
+        #: Each officer's live state; its task count is rebuilt from the open incidents at start.
+        self.units: dict[str, UnitState] = {}
+        self._by_category: dict[str, set[int]] = {}
+        self._waiting: dict[str, set[int]] = {}
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._recent_max = recent_reports
+
+    def load(self, incidents: Iterable[Incident], units: Mapping[str, UnitState]) -> None:
+        """Start from the store: the open incidents, and the officers' stored status and position."""
+        self.incidents = {i.id: i for i in incidents}
+        self.units = dict(units)
+        for incident in self.incidents.values():
+            self._index(incident)
+            for officer, count in incident.held_by().items():
+                unit = self.units.get(officer, UnitState())
+                self.units[officer] = replace(unit, tasks=unit.tasks + count)
+        for officer, unit in self.units.items():
+            if unit.tasks and unit.status is UnitStatus.AVAILABLE:
+                self.units[officer] = replace(unit, status=UnitStatus.ASSIGNED)
+
+    def __len__(self) -> int:
+        return len(self.incidents)
+
+    def get(self, incident_id: int) -> Incident | None:
+        return self.incidents.get(incident_id)
+
+    def by_id(self) -> list[Incident]:
+        return sorted(self.incidents.values(), key=lambda i: i.id)
+
+    # -- after a commit ---------------------------------------------------------------------
+
+    def follow(self, incident: Incident, before: Incident | None) -> None:
+        """An incident as a batch committed it (``before``: as it was, ``None`` when new)."""
+        if incident.is_open:
+            self.incidents[incident.id] = incident
+        else:
+            self.incidents.pop(incident.id, None)
+        self._index(incident, before)
+
+    def follow_units(self, units: Mapping[str, UnitState]) -> None:
+        self.units.update(units)
+
+    def remember_report(self, report_id: str, incident_id: int) -> None:
+        """Remember which incident holds ``report_id`` (the newest ``recent_reports`` are kept)."""
+        if self._recent.get(report_id) == incident_id:
+            return
+        self._recent[report_id] = incident_id
+        self._recent.move_to_end(report_id)
+        if len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def recent_report(self, report_id: str) -> int | None:
+        return self._recent.get(report_id)
+
+    def in_category(self, category: str) -> set[int]:
+        """Ids of open incidents of ``category`` that a new report could still join."""
+        return self._by_category.get(category, set())
+
+    def waiting_in(self, team: str) -> set[int]:
+        """Ids of open incidents where ``team``'s assignment waits for an officer."""
+        return self._waiting.get(team, set())
+
+    def waiting(self) -> list[tuple[Incident, str]]:
+        """Assignments waiting for an officer, most urgent first: (incident, team)."""
+        found = [(self.incidents[i], team) for team, ids in self._waiting.items() for i in ids if i in self.incidents]
+        return sorted(found, key=lambda it: (it[0].priority, it[0].reported_at, it[0].id, it[1]))
+
+    def pending_deliveries(self) -> list[Incident]:
+        """Open county matters not yet forwarded, oldest first."""
+        return sorted(
+            (
+                i
+                for i in self.incidents.values()
+                if i.delivery is not None and i.delivery.state is DeliveryState.PENDING
+            ),
+            key=lambda i: i.id,
+        )
+
+    def _index(self, incident: Incident, before: Incident | None = None) -> None:
+        """Keep the duplicate and waiting indexes in step with an incident's latest state."""
+        if incident.category is not None:
+            ids = self._by_category.setdefault(incident.category, set())
+            if incident.status in JOINABLE_STATUSES:
+                ids.add(incident.id)
+            else:
+                ids.discard(incident.id)
+        teams = {a.team for a in incident.assignments}
+        if before is not None:
+            teams.update(a.team for a in before.assignments)
+        for team in teams:
+            waiting = incident.is_open and incident.has_team(team) and incident.assignment(team).waiting
+            if waiting:
+                self._waiting.setdefault(team, set()).add(incident.id)
+            elif team in self._waiting:
+                self._waiting[team].discard(incident.id)

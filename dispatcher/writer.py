@@ -1,0 +1,393 @@
+"""The writer: the one task through which every change goes, a batch at a time.
+
+Commands queue up (bounded, so intake slows down instead of growing memory); the writer takes
+whatever has queued, applies each command to a :class:`Batch` in order, commits the whole group in
+one transaction, and only then lets the hub follow (cache, deadlines, feed) and answers the callers.
+A command the lifecycle refuses fails on its own and leaves no trace. When the database refuses a
+value of the group, the group is committed again in halves until only the command that carries it
+is refused; when the database cannot be reached, the group fails and changes nothing. Nothing is
+published before it is committed, and the writer outlives whatever a command does.
+
+Runs on one asyncio event loop; call every method from that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from dispatcher.core import events as ev
+from dispatcher.core.deadlines import DueEntry
+from dispatcher.core.incidents import Incident, Report
+from dispatcher.core.lifecycle import AssignmentState
+from dispatcher.core.roster import Need, Roster, UnitState, UnitStatus, choose_officer, status_after_task_change
+from dispatcher.feed import FeedRecord, feed_message
+from dispatcher.open_incidents import OpenIncidents
+from dispatcher.store import Changes, CommitRefused, DuplicateReport, IncidentStore, StoredEvent, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class IncidentNotFound(LookupError):
+    def __init__(self, incident_id: int) -> None:
+        super().__init__(f"no incident {incident_id}")
+        self.incident_id = incident_id
+
+
+class HubStopped(RuntimeError):
+    """The hub is not running (not started yet, or shutting down)."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """The working state of one writer batch: what it read, changed and will publish.
+
+    Commands read incidents through :meth:`current` (this batch's version first, then the open
+    index, then what the writer loaded for it) and record what the core decided with :meth:`record`.
+    """
+
+    open: OpenIncidents
+    roster: Roster
+    loaded: dict[int, Incident]
+    reports: dict[str, int]
+    next_id: int
+    next_seq: int
+    changes: Changes = field(default_factory=Changes)
+    touched: dict[int, Incident] = field(default_factory=dict)
+    originals: dict[int, Incident] = field(default_factory=dict)
+    records: list[FeedRecord] = field(default_factory=list)
+    popped: list[DueEntry] = field(default_factory=list)  # deadlines taken off the watch by this batch
+    created_ids: set[int] = field(default_factory=set)
+    units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
+    freed: set[str] = field(default_factory=set)  # teams where an officer may have become free
+
+    def current(self, incident_id: int) -> Incident:
+        incident = self.touched.get(incident_id) or self.open.get(incident_id) or self.loaded.get(incident_id)
+        if incident is None:
+            raise IncidentNotFound(incident_id)
+        return incident
+
+    def unit(self, officer_id: str) -> UnitState:
+        return self.units.get(officer_id) or self.open.units.get(officer_id) or UnitState()
+
+    def all_units(self) -> _Units:
+        return _Units(self)
+
+    def team_of(self, officer_id: str) -> str:
+        officer = self.roster.officers.get(officer_id)
+        return officer.team if officer is not None else ""
+
+    def choose(
+        self, team: str, incident: Incident | Report, at: datetime, exclude: frozenset[str] = frozenset()
+    ) -> str | None:
+        """The officer of ``team`` the roster would send now (see :func:`choose_officer`), or ``None``."""
+        report = incident.report if isinstance(incident, Incident) else incident
+        zones = incident.zones if isinstance(incident, Incident) else ()
+        need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones, exclude=exclude)
+        return choose_officer(self.roster, self.all_units(), need)
+
+    def record(self, incident: Incident, events: Sequence[ev.Event], *, created: bool = False) -> None:
+        """Take the incident as the core left it, with the events that say why (nothing when none)."""
+        if not events:
+            return
+        before: Incident | None = None
+        if created:
+            self.changes.created.append(incident)
+            self.created_ids.add(incident.id)
+        else:
+            before = self.current(incident.id)
+            if incident.id not in self.originals and incident.id not in self.created_ids:
+                self.originals[incident.id] = before
+        self._count_tasks(before, incident, events)
+        self.touched[incident.id] = incident
+        for event in events:
+            seq = self.next_seq
+            self.next_seq += 1
+            type_name = type(event).__name__
+            payload = ev.to_json(event)
+            self.changes.events.append(
+                StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
+            )
+            self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
+
+    def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
+        """Keep each officer's open-task count and status in step with the assignments they hold."""
+        held_before = before.held_by() if before is not None else {}
+        held_after = after.held_by()
+        for officer in held_before.keys() | held_after.keys():
+            delta = held_after.get(officer, 0) - held_before.get(officer, 0)
+            if delta == 0:
+                continue
+            unit = self.unit(officer)
+            tasks = max(0, unit.tasks + delta)
+            self.set_unit(officer, replace(unit, tasks=tasks, status=status_after_task_change(unit.status, tasks)))
+            if delta < 0:
+                self.freed.add(self.team_of(officer))
+        for event in events:
+            if isinstance(event, ev.UnitMoved) and event.to_state in _MOVING:
+                mover = after.assignment(event.team).officer
+                if mover is not None:
+                    unit = self.unit(mover)
+                    if unit.status is not UnitStatus.OFF_DUTY:
+                        self.set_unit(mover, replace(unit, status=_MOVING[event.to_state]), persist=True)
+
+    def set_unit(self, officer: str, unit: UnitState, *, persist: bool = False) -> None:
+        """Change an officer's state in this batch; ``persist`` what a device reported or a move showed.
+
+        Statuses that only follow the task count (assigned, available again) are not written: the
+        count and with it the status are rebuilt from the open incidents at start.
+        """
+        self.units[officer] = unit
+        if persist:
+            self.changes.units[officer] = unit
+
+    def finish(self) -> Changes:
+        self.changes.created = [self.touched[i.id] for i in self.changes.created]
+        self.changes.updated = [
+            (self.originals[iid], incident) for iid, incident in self.touched.items() if iid not in self.created_ids
+        ]
+        return self.changes
+
+
+_MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCENE: UnitStatus.ON_SCENE}
+
+
+class _Units(Mapping[str, UnitState]):
+    """A read-only mapping view over the index's units with the batch's changes on top."""
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+
+    def __getitem__(self, officer_id: str) -> UnitState:
+        found = self._batch.units.get(officer_id) or self._batch.open.units.get(officer_id)
+        if found is None:
+            raise KeyError(officer_id)
+        return found
+
+    def get(self, officer_id: str, default: Any = None) -> Any:  # without raising: most officers are idle
+        return self._batch.units.get(officer_id) or self._batch.open.units.get(officer_id) or default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._batch.open.units.keys() | self._batch.units.keys())
+
+    def __len__(self) -> int:
+        return len(self._batch.open.units.keys() | self._batch.units.keys())
+
+
+@dataclass(slots=True)
+class Command:
+    """One caller's change: ``apply`` runs inside a batch; the keys say what it reads from the store."""
+
+    apply: Callable[[Batch], Any]
+    future: asyncio.Future[Any]
+    report_id: str | None = None
+    incident_id: int | None = None
+    also: tuple[int, ...] = ()  # further incidents the command reads (a merge's target)
+
+
+Outcome = tuple[Command, Any, BaseException | None]
+
+
+class Writer:
+    """The single writer task over ``store``; the hub gives it three steps of its own.
+
+    ``roster`` is read when a batch starts; ``before_commit(batch)`` runs after the batch's commands
+    (the hub hands freed officers their waiting work there); ``after_commit(batch)`` runs once the
+    batch is committed, before any caller hears (the hub's index, deadlines and feed follow there);
+    ``restore(entries)`` gets back the deadlines a batch that was not committed had taken.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: IncidentStore,
+        open_incidents: OpenIncidents,
+        roster: Callable[[], Roster],
+        before_commit: Callable[[Batch], None],
+        after_commit: Callable[[Batch], None],
+        restore: Callable[[list[DueEntry]], None],
+        queue_size: int = 10_000,
+        batch_max: int = 512,
+    ) -> None:
+        self._store = store
+        self._open = open_incidents
+        self._roster = roster
+        self._before_commit = before_commit
+        self._after_commit = after_commit
+        self._restore = restore
+        self._queue_size = queue_size
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[Command | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.next_id = 1
+        self.next_seq = 1
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def may_exist(self, incident_id: int) -> bool:
+        """Ids are handed out in order from 1: any other cannot name an incident (nor reach the database)."""
+        return 0 < incident_id < self.next_id
+
+    def start(self, last_id: int, last_seq: int) -> None:
+        self.next_id, self.next_seq = last_id + 1, last_seq + 1
+        self._queue = asyncio.Queue(maxsize=self._queue_size)
+        self._stopping = False
+        self._start_task()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish what is queued (up to ``timeout_s``), then end the task; later submissions get HubStopped."""
+        self._stopping = True
+        if self._queue is not None and self._task is not None:
+            await self._queue.put(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self._task = None
+
+    async def submit(self, apply: Callable[[Batch], T], **keys: Any) -> T:
+        """Queue a command and wait until its batch is committed; raises what ``apply`` raised, or the store's error."""
+        if self._queue is None or not self.running:
+            raise HubStopped("the hub is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(Command(apply, future, **keys))
+        return await future
+
+    # -- the task ---------------------------------------------------------------------------
+
+    def _start_task(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hub-writer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Start the task again should it ever end other than by :meth:`stop` (a defect, logged loudly)."""
+        if self._stopping or task.cancelled():
+            return
+        log.critical("the hub's writer ended unexpectedly; starting it again", exc_info=task.exception())
+        self._start_task()
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._batch_max and not queue.empty():
+                command = queue.get_nowait()
+                if command is None:
+                    stopping = True
+                    break
+                batch.append(command)
+            try:
+                await self._process(batch)
+            except Exception:  # a defect of the hub itself: its callers fail, the writer goes on
+                log.exception("writer batch failed")
+                _fail(batch, lambda: RuntimeError("the command failed inside the dispatcher; see the server log"))
+        # Fail whatever arrived after the stop marker rather than leaving callers waiting.
+        while not queue.empty():
+            leftover = queue.get_nowait()
+            if leftover is not None and not leftover.future.done():
+                leftover.future.set_exception(HubStopped("the hub stopped"))
+
+    async def _process(self, commands: list[Command]) -> None:
+        """Commit ``commands`` as one batch and answer them; on a refused value, commit them apart.
+
+        Each caller gets an exception object of its own: a caller (the alarm's scheduler, for one)
+        may clear the frames of the traceback it receives, and a shared one would reach the writer's.
+        """
+        try:
+            batch, results = await self._commit_batch(commands)
+        except StoreUnavailable as exc:
+            log.warning("batch of %d commands not stored: %s", len(commands), exc)
+            reason = str(exc)
+            _fail(commands, lambda: StoreUnavailable(reason))
+            return
+        except Exception as exc:  # a value the database refused, or a defect: isolate it
+            if len(commands) == 1:
+                log.warning("command refused by the store: %s: %s", type(exc).__name__, exc, exc_info=True)
+                message = str(exc) if isinstance(exc, CommitRefused) else "the command could not be stored"
+                _fail(commands, lambda: CommitRefused(message))
+                return
+            middle = len(commands) // 2
+            await self._process(commands[:middle])
+            await self._process(commands[middle:])
+            return
+        self.next_id, self.next_seq = batch.next_id, batch.next_seq
+        for report_id, incident_id in batch.reports.items():  # new, joined, merged or split reports
+            self._open.remember_report(report_id, incident_id)
+        self._after_commit(batch)
+        for command, result, error in results:
+            if command.future.done():
+                continue
+            if error is not None:
+                command.future.set_exception(error)
+            else:
+                command.future.set_result(result)
+
+    async def _commit_batch(self, commands: list[Command]) -> tuple[Batch, list[Outcome]]:
+        try:
+            return await self._attempt(commands, look_up_reports=False)
+        except DuplicateReport:
+            # A report_id older than the in-memory window came back: redo the batch with a lookup.
+            return await self._attempt(commands, look_up_reports=True)
+
+    async def _attempt(self, commands: list[Command], *, look_up_reports: bool) -> tuple[Batch, list[Outcome]]:
+        """Apply the commands and commit them as one transaction; raises and changes nothing on failure.
+
+        Report ids are first checked against the recent ones in memory; the store's unique key on
+        every report id ever taken catches an older one (``DuplicateReport``), and the batch is then
+        redone with ``look_up_reports`` (one ``SELECT ... IN`` for the batch).
+        """
+        report_ids = [c.report_id for c in commands if c.report_id is not None]
+        if look_up_reports and report_ids:
+            reports = await self._store.find_reports(report_ids)
+        else:
+            reports = {r: i for r in report_ids if (i := self._open.recent_report(r)) is not None}
+        wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
+        wanted.update(i for c in commands for i in c.also)
+        missing = [i for i in wanted if self._open.get(i) is None and self.may_exist(i)]
+        loaded = await self._store.load(missing) if missing else {}
+
+        batch = Batch(self._open, self._roster(), loaded, reports, self.next_id, self.next_seq)
+        results: list[Outcome] = []
+        try:
+            for command in commands:
+                try:
+                    results.append((command, command.apply(batch), None))
+                except Exception as exc:  # noqa: BLE001 - a refused command fails alone
+                    results.append((command, None, exc))
+            if batch.freed:
+                try:
+                    self._before_commit(batch)
+                except Exception:  # the batch's own commands stand; waiting ones wait on
+                    log.exception("could not hand waiting assignments to free officers")
+
+            changes = batch.finish()
+            if changes.events:
+                await self._store.commit(changes)
+        except BaseException:
+            self._restore(batch.popped)  # not recorded: watched again, chain steps included
+            raise
+        return batch, results
+
+
+def _fail(commands: Sequence[Command], error: Callable[[], BaseException]) -> None:
+    """Fail every command still waiting, each with an exception object of its own."""
+    for command in commands:
+        if not command.future.done():
+            command.future.set_exception(error())
