@@ -23,6 +23,7 @@ from fastapi.exceptions import WebSocketException
 from fastapi.responses import Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import (
@@ -39,7 +40,7 @@ from dispatcher.accounts import (
     TokenKind,
 )
 from dispatcher.hub import Hub
-from dispatcher.values import INT32_MAX, RowId, Text
+from dispatcher.values import INT32_MAX, RowId, Text, storable_text
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path
 from gateways.tenancy import Townships, township_of
@@ -257,6 +258,11 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
     responses={401: {"description": "wrong name or password, or locked"}, 429: {"description": "too many"}},
 )
 async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Response:
+    try:
+        # The name tried is stored (failure counts, the audit trail): refuse what the store cannot hold.
+        storable_text(form.username)
+    except PydanticCustomError as exc:
+        raise HTTPException(422, [{"loc": ["body", "username"], "msg": exc.message(), "type": exc.type}]) from None
     client = request.client.host if request.client else "?"
     request.state.audit_actor = form.username[:64]
     tried = _directory(request).account(form.username)

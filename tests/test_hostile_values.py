@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from dispatcher.app import create_app
 from dispatcher.roster_file import OfficerIn, RosterIn
-from dispatcher.settings import Settings
+from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.values import INT32_MAX
 from gateways.auth import AccountCreate, DeviceTokenCreate
 from gateways.mqtt.codec import DeadLetter, Refusal, decode
@@ -267,6 +268,7 @@ def test_the_codec_sends_each_value_found_to_the_dead_letters(topic: str, body: 
 
 # -- through the HTTP app, on each backend -------------------------------------------------------
 
+RULES_WITH_NUL = Path(BUNDLED_TABLE).read_text(encoding="utf-8").replace("version: ", 'version: "v\\0"  #', 1).encode()
 GOOD = {"report_id": "good-0", "category": "traffic.congestion", "zone": "five-way", "description": "堵"}
 
 # (method, path, raw JSON body or None, the answer, a piece of its text that names the problem)
@@ -325,7 +327,12 @@ FOUND: list[tuple[str, str, bytes | None, int, str]] = [
     ("GET", "/api/v1/rules/explain?lat=NaN&lon=1", None, 422, "finite"),
     ("POST", "/api/v1/accounts/x/tokens", b'{"label":"a\\u0000"}', 422, "NUL"),
     ("PUT", "/api/v1/roster", b'{"roster":1,"version":"v\\u0000"}', 422, "NUL"),
+    # a table whose version holds a NUL went live: every report after it failed on PostgreSQL
+    ("PUT", "/api/v1/rules", RULES_WITH_NUL, 422, "NUL"),
+    # the name tried is stored (failure count, audit): a 500 on PostgreSQL
+    ("POST", "/api/v1/auth/token", b"username=a%00&password=x", 422, "NUL"),
 ]
+_CONTENT_TYPE = {"/api/v1/rules": "application/yaml", "/api/v1/auth/token": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
@@ -345,7 +352,7 @@ async def test_each_value_found_is_named_in_its_answer_and_the_writer_goes_on(ht
     assert (await http.post("/api/v1/incidents", json=GOOD)).status_code == 201  # incident 1
     wrong = []
     for n, (method, path, body, status, named) in enumerate(FOUND):
-        headers = {"content-type": "application/json"} if body is not None else {}
+        headers = {"content-type": _CONTENT_TYPE.get(path, "application/json")} if body is not None else {}
         answer = await http.request(method, path, content=body, headers=headers)
         if answer.status_code != status or named not in answer.text:
             wrong.append((method, path, body, answer.status_code, answer.text[:200]))
