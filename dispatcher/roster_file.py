@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dispatcher.core.roster import WEEKDAY_NAMES, DutyOverride, Officer, OfficerKind, Roster, Shift
+from dispatcher.values import Text
 from rules.matcher import RuleBook
 from rules.yaml_budget import over_budget
 
@@ -36,13 +37,13 @@ class _Strict(BaseModel):
 
 class OfficerIn(_Strict):
     id: Identifier
-    name: str = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=64)
     team: Identifier
-    post: str = Field(min_length=1, max_length=64, description="岗位, e.g. 中队长, 执法队员")
+    post: Text = Field(min_length=1, max_length=64, description="岗位, e.g. 中队长, 执法队员")
     kind: OfficerKind = OfficerKind.STAFFED
-    department: str | None = Field(default=None, max_length=64, description="home department; default: the team's")
+    department: Text | None = Field(default=None, max_length=64, description="home department; default: the team's")
     zone: Identifier | None = Field(default=None, description="where the officer is posted")
-    phone: str | None = Field(default=None, max_length=32)
+    phone: Text | None = Field(default=None, max_length=32)
 
 
 class ShiftIn(_Strict):
@@ -74,7 +75,7 @@ class OverrideIn(_Strict):
 
 class RosterIn(_Strict):
     roster: Literal[1] = Field(description="version of this schema")
-    version: str = Field(min_length=1, max_length=64)
+    version: Text = Field(min_length=1, max_length=64)
     max_tasks: int = Field(default=3, ge=1, le=50, description="open tasks one officer may hold")
     officers: list[OfficerIn] = Field(default_factory=list)
     shifts: list[ShiftIn] = Field(default_factory=list)

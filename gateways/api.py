@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import HTTPConnection
 
@@ -14,6 +17,7 @@ from dispatcher.core.incidents import Incident, Refused, StaleVersion, UnknownAs
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
+from dispatcher.values import IncidentId, Offset, Seq, Text
 from gateways.auth import acting, principal_of
 from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
@@ -100,12 +104,12 @@ def _may_read(account: Account, incident: Incident, hub: Hub) -> bool:
 async def list_incidents(
     hub: HubDep,
     status: Annotated[list[IncidentStatus] | None, Query()] = None,
-    team: str | None = None,
-    module: str | None = None,
+    team: Text | None = None,
+    module: Text | None = None,
     open: bool = False,
     exercise: Annotated[bool | None, Query(description="true: drills only; false: real incidents only")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> Response:
     where = IncidentFilter(status=tuple(status or ()), team=team, module=module, open_only=open, exercise=exercise)
     incidents, count = await hub.list_incidents(where, limit=limit, offset=offset)
@@ -113,7 +117,7 @@ async def list_incidents(
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentDetail, summary="One incident with its timeline")
-async def get_incident(incident_id: int, hub: HubDep) -> Response:
+async def get_incident(incident_id: IncidentId, hub: HubDep) -> Response:
     incident = await hub.get(incident_id)
     timeline = await hub.timeline(incident_id)
     head = orjson.dumps(incident_json(incident))[:-1]
@@ -133,7 +137,12 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     summary="A team acknowledges, goes en route, arrives on scene or resolves",
 )
 async def move_unit(
-    request: Request, incident_id: int, team: str, action: UnitAction, hub: HubDep, body: UnitActionIn | None = None
+    request: Request,
+    incident_id: IncidentId,
+    team: Text,
+    action: UnitAction,
+    hub: HubDep,
+    body: UnitActionIn | None = None,
 ) -> Response:
     actor = acting(request, body.actor if body else None)
     if action is UnitAction.RETURN and not (body and body.reason and body.reason.strip()):
@@ -151,7 +160,9 @@ async def move_unit(
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
-async def close_incident(request: Request, incident_id: int, hub: HubDep, body: CloseIn | None = None) -> Response:
+async def close_incident(
+    request: Request, incident_id: IncidentId, hub: HubDep, body: CloseIn | None = None
+) -> Response:
     actor = acting(request, body.actor if body else None)
     incident = await hub.finish(
         incident_id, IncidentAction.CLOSE, hub.clock.now(), actor, expected_version=body.version if body else None
@@ -160,7 +171,7 @@ async def close_incident(request: Request, incident_id: int, hub: HubDep, body: 
 
 
 @router.post("/incidents/{incident_id}/cancel", response_model=IncidentPublic, responses=_CONFLICT)
-async def cancel_incident(request: Request, incident_id: int, body: CancelIn, hub: HubDep) -> Response:
+async def cancel_incident(request: Request, incident_id: IncidentId, body: CancelIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
     incident = await hub.finish(
         incident_id, IncidentAction.CANCEL, hub.clock.now(), actor, body.reason, expected_version=body.version
@@ -169,7 +180,7 @@ async def cancel_incident(request: Request, incident_id: int, body: CancelIn, hu
 
 
 @router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
-async def add_note(request: Request, incident_id: int, body: NoteIn, hub: HubDep) -> Response:
+async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub: HubDep) -> Response:
     incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author))
     return json_response(incident_json(incident), 201)
 
@@ -177,7 +188,7 @@ async def add_note(request: Request, incident_id: int, body: NoteIn, hub: HubDep
 @router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")
 async def list_events(
     hub: HubDep,
-    since: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    since: Annotated[Seq, Query()] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
     events = await hub.events_since(since, limit=limit)
@@ -185,8 +196,40 @@ async def list_events(
     return _raw_json(f'{{"data":[{data}],"last_seq":{hub.last_seq}}}')
 
 
+# pydantic's words for a lone surrogate in a constrained string, said the way dispatcher.values says them
+_PLAINER = {"string_unicode": "a lone surrogate (\\ud800-\\udfff) is not valid Unicode text"}
+
+
+def answerable(value: Any) -> Any:
+    """``value`` as a JSON answer can carry it: NaN, Infinity and integers beyond 64 bits as text, a lone
+    surrogate escaped.
+
+    A refused request is echoed back in its 422 (``input``); Python's JSON reader takes NaN, Infinity,
+    integers of any size and ``\\ud800``, which orjson cannot write: the refusal itself would fail with a 500.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {answerable(k): answerable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [answerable(v) for v in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map the hub's refusals to HTTP answers; none of them changed anything."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer, with each problem named, and safe to encode whatever the input held.
+        errors = jsonable_encoder(exc.errors())
+        for error in errors:
+            error["msg"] = _PLAINER.get(error.get("type"), error.get("msg"))
+        return json_response({"detail": answerable(errors)}, 422)
 
     @app.exception_handler(IncidentNotFound)
     async def _not_found(_: Request, exc: IncidentNotFound) -> JSONResponse:
@@ -246,7 +289,7 @@ def install_error_handlers(app: FastAPI) -> None:
     summary="Acknowledge an alarm (a missed deadline or an escalation) on every board",
 )
 async def acknowledge_alarm(
-    incident_id: int, alarm_seq: int, hub: HubDep, request: Request, body: AlarmAckIn | None = None
+    incident_id: IncidentId, alarm_seq: Seq, hub: HubDep, request: Request, body: AlarmAckIn | None = None
 ) -> Response:
     actor = acting(request, body.actor if body else None)
     try:

@@ -22,6 +22,7 @@ from fastapi.exceptions import WebSocketException
 from fastapi.responses import Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import (
@@ -39,12 +40,13 @@ from dispatcher.accounts import (
     TokenKind,
 )
 from dispatcher.hub import Hub
+from dispatcher.values import INT32_MAX, RowId, Text, storable_text
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
-MAX_ID = 2**53
+MAX_ID = INT32_MAX  # ids are INTEGER columns: PostgreSQL keeps them in 32 bits
 TOWNSHIP_PATTERN = r"^(\*|[a-z0-9][a-z0-9_-]{0,63})$"
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -98,7 +100,8 @@ async def guard(connection: HTTPConnection) -> None:
         _refuse(connection, 403, f"no policy for {method} {path}: refused")
         return
     for name, value in connection.path_params.items():
-        # Ids beyond any stored one would overflow the database's integers: nothing has them.
+        # Ids beyond any stored one would overflow the database's integers: nothing has them. (Checked here,
+        # before the route's own validation, because the scope check below looks the incident up.)
         if name.endswith("_id") and isinstance(value, str) and value.isdecimal() and int(value) > MAX_ID:
             _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
     directory = directory_of(connection)
@@ -198,22 +201,22 @@ class AccountCreate(_In):
     name: str = Field(pattern=NAME_PATTERN)
     role: Role
     township: str = Field(pattern=TOWNSHIP_PATTERN, description="a township id, or * for the county")
-    officer_id: str | None = Field(default=None, min_length=1, max_length=64, description="field officers")
-    module: str | None = Field(default=None, min_length=1, max_length=64, description="module leads")
-    password: str | None = Field(default=None, min_length=12, max_length=256, description="none: tokens only")
+    officer_id: Text | None = Field(default=None, min_length=1, max_length=64, description="field officers")
+    module: Text | None = Field(default=None, min_length=1, max_length=64, description="module leads")
+    password: Text | None = Field(default=None, min_length=12, max_length=256, description="none: tokens only")
 
 
 class AccountUpdate(_In):
     role: Role | None = None
     township: str | None = Field(default=None, pattern=TOWNSHIP_PATTERN)
-    officer_id: str | None = Field(default=None, min_length=1, max_length=64)
-    module: str | None = Field(default=None, min_length=1, max_length=64)
-    password: str | None = Field(default=None, min_length=12, max_length=256)
+    officer_id: Text | None = Field(default=None, min_length=1, max_length=64)
+    module: Text | None = Field(default=None, min_length=1, max_length=64)
+    password: Text | None = Field(default=None, min_length=12, max_length=256)
     disabled: bool | None = None
 
 
 class DeviceTokenCreate(_In):
-    label: str = Field(min_length=1, max_length=128, description="which device or integration holds it")
+    label: Text = Field(min_length=1, max_length=128, description="which device or integration holds it")
 
 
 def account_json(account: Account) -> dict[str, Any]:
@@ -249,6 +252,11 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
     responses={401: {"description": "wrong name or password, or locked"}, 429: {"description": "too many"}},
 )
 async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Response:
+    try:
+        # The name tried is stored (failure counts, the audit trail): refuse what the store cannot hold.
+        storable_text(form.username)
+    except PydanticCustomError as exc:
+        raise HTTPException(422, [{"loc": ["body", "username"], "msg": exc.message(), "type": exc.type}]) from None
     client = request.client.host if request.client else "?"
     request.state.audit_actor = form.username[:64]
     tried = directory_of(request).account(form.username)
@@ -366,7 +374,7 @@ async def create_account(request: Request, body: AccountCreate, principal: Princ
 
 
 @router.patch("/accounts/{name}", summary="Change an account: role, township, password, disabled (revokes its tokens)")
-async def update_account(request: Request, name: str, body: AccountUpdate, principal: PrincipalDep) -> Response:
+async def update_account(request: Request, name: Text, body: AccountUpdate, principal: PrincipalDep) -> Response:
     account = _existing(request, principal, name)
     if body.township is not None:
         _manageable(principal, body.township)
@@ -389,13 +397,15 @@ async def update_account(request: Request, name: str, body: AccountUpdate, princ
 
 
 @router.get("/accounts/{name}/tokens", summary="An account's live tokens (never the tokens themselves)")
-async def list_tokens(request: Request, name: str, principal: PrincipalDep) -> Response:
+async def list_tokens(request: Request, name: Text, principal: PrincipalDep) -> Response:
     _existing(request, principal, name)
     return json_response({"data": [token_json(t) for t in directory_of(request).tokens_of(name)]})
 
 
 @router.post("/accounts/{name}/tokens", status_code=201, summary="A device token for the account (shown once)")
-async def issue_device_token(request: Request, name: str, body: DeviceTokenCreate, principal: PrincipalDep) -> Response:
+async def issue_device_token(
+    request: Request, name: Text, body: DeviceTokenCreate, principal: PrincipalDep
+) -> Response:
     _existing(request, principal, name)
     token, info = await directory_of(request).issue_token(
         name, TokenKind.DEVICE, request.app.state.clock.now(), label=body.label
@@ -405,7 +415,7 @@ async def issue_device_token(request: Request, name: str, body: DeviceTokenCreat
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
-async def revoke_token(request: Request, token_id: int, principal: PrincipalDep) -> Response:
+async def revoke_token(request: Request, token_id: RowId, principal: PrincipalDep) -> Response:
     directory = directory_of(request)
     info = next((t for a in directory.accounts() for t in directory.tokens_of(a.name) if t.id == token_id), None)
     if info is None:

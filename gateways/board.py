@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse
 from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
+from dispatcher.values import Seq
 from gateways.api import get_hub
 from gateways.auth import directory_of, ws_subprotocol
 from gateways.privacy import MaskedSocket, needs_masking
@@ -59,7 +60,7 @@ class _Progress:
 
 
 @router.websocket("/ws/board")
-async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
+async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
     hub: Hub = await get_hub(websocket)
     # Only the subprotocol name is echoed, never a token offered in it (see gateways/auth.py).
     await websocket.accept(subprotocol=ws_subprotocol(websocket))

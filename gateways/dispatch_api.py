@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.roster_file import OfficerIn, OverrideIn, RosterError, RosterIn, install_roster, parse_roster
+from dispatcher.values import IncidentId, RowId, Text
 from gateways.api import HubDep, json_response
 from gateways.auth import acting
 from gateways.schemas import (
@@ -44,7 +45,9 @@ router = APIRouter(prefix="/api/v1")
     response_model=IncidentPublic,
     summary="Hand a team's assignment to another officer (or the best free one)",
 )
-async def choose_officer(request: Request, incident_id: int, team: str, body: OfficerChoiceIn, hub: HubDep) -> Response:
+async def choose_officer(
+    request: Request, incident_id: IncidentId, team: Text, body: OfficerChoiceIn, hub: HubDep
+) -> Response:
     incident = await hub.assign(
         incident_id, team, body.officer, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
@@ -56,7 +59,7 @@ async def choose_officer(request: Request, incident_id: int, team: str, body: Of
     response_model=IncidentPublic,
     summary="Send one more team to the incident",
 )
-async def add_team(request: Request, incident_id: int, body: TeamIn, hub: HubDep) -> Response:
+async def add_team(request: Request, incident_id: IncidentId, body: TeamIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
     incident = await hub.add_team(incident_id, body.team, hub.clock.now(), actor, expected_version=body.version)
     return json_response(incident_json(incident))
@@ -67,7 +70,9 @@ async def add_team(request: Request, incident_id: int, body: TeamIn, hub: HubDep
     response_model=IncidentPublic,
     summary="Move a team's part (a returned one included) to another team",
 )
-async def reassign_team(request: Request, incident_id: int, team: str, body: ReassignIn, hub: HubDep) -> Response:
+async def reassign_team(
+    request: Request, incident_id: IncidentId, team: Text, body: ReassignIn, hub: HubDep
+) -> Response:
     incident = await hub.reassign_team(
         incident_id, team, body.to_team, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
@@ -79,14 +84,14 @@ async def reassign_team(request: Request, incident_id: int, team: str, body: Rea
     response_model=IncidentPublic,
     summary="Escalate now: the next leader of the chain not yet reached hears of it",
 )
-async def escalate(request: Request, incident_id: int, body: EscalateIn, hub: HubDep) -> Response:
+async def escalate(request: Request, incident_id: IncidentId, body: EscalateIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
     incident = await hub.escalate(incident_id, hub.clock.now(), actor, body.team, expected_version=body.version)
     return json_response(incident_json(incident))
 
 
 @router.post("/incidents/{incident_id}/priority", response_model=IncidentPublic, summary="Change the priority")
-async def set_priority(request: Request, incident_id: int, body: PriorityIn, hub: HubDep) -> Response:
+async def set_priority(request: Request, incident_id: IncidentId, body: PriorityIn, hub: HubDep) -> Response:
     incident = await hub.set_priority(
         incident_id, body.priority, hub.clock.now(), acting(request, body.actor), expected_version=body.version
     )
@@ -98,7 +103,7 @@ async def set_priority(request: Request, incident_id: int, body: PriorityIn, hub
     response_model=IncidentPublic,
     summary="Fold this incident into another (its reports join it); answers with the one that stays",
 )
-async def merge(request: Request, incident_id: int, body: MergeIn, hub: HubDep) -> Response:
+async def merge(request: Request, incident_id: IncidentId, body: MergeIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
     target = await hub.merge(
         incident_id,
@@ -117,7 +122,7 @@ async def merge(request: Request, incident_id: int, body: MergeIn, hub: HubDep) 
     status_code=201,
     summary="Split a joined report off into an incident of its own, routed afresh",
 )
-async def split(request: Request, incident_id: int, body: SplitIn, hub: HubDep) -> Response:
+async def split(request: Request, incident_id: IncidentId, body: SplitIn, hub: HubDep) -> Response:
     actor = acting(request, body.actor)
     return json_response(incident_json(await hub.split(incident_id, body.report_id, hub.clock.now(), actor)), 201)
 
@@ -193,7 +198,7 @@ def _unit_json(hub: Any, officer_id: str, unit: UnitState, on_duty: dict[str, st
 
 
 @router.get("/units", summary="Every officer on the roster: duty, status, position and open tasks")
-async def units(hub: HubDep, team: str | None = None) -> Response:
+async def units(hub: HubDep, team: Text | None = None) -> Response:
     now = hub.clock.now()
     teams = sorted({o.team for o in hub.roster.officers.values()} if team is None else {team})
     data = []
@@ -205,7 +210,7 @@ async def units(hub: HubDep, team: str | None = None) -> Response:
 
 
 @router.post("/units/{officer_id}/status", summary="An officer's device reports status and/or position")
-async def report_unit(officer_id: str, body: UnitReportIn, hub: HubDep) -> Response:
+async def report_unit(officer_id: Text, body: UnitReportIn, hub: HubDep) -> Response:
     unit = await hub.report_unit(
         officer_id,
         hub.clock.now(),
@@ -254,7 +259,7 @@ async def get_roster(request: Request) -> Response:
 
 
 @router.put("/roster", summary="Replace the roster (checked against the rule table; refused whole on any problem)")
-async def put_roster(request: Request, body: dict[str, Any], actor: str | None = None) -> Response:
+async def put_roster(request: Request, body: dict[str, Any], actor: Text | None = None) -> Response:
     try:
         source = parse_roster(body)
     except RosterError as exc:
@@ -263,7 +268,7 @@ async def put_roster(request: Request, body: dict[str, Any], actor: str | None =
 
 
 @router.put("/roster/officers/{officer_id}", summary="Add or change one officer")
-async def put_officer(request: Request, officer_id: str, body: OfficerIn, actor: str | None = None) -> Response:
+async def put_officer(request: Request, officer_id: Text, body: OfficerIn, actor: Text | None = None) -> Response:
     if body.id != officer_id:
         raise HTTPException(422, f"the body is officer {body.id!r}, the path {officer_id!r}")
     source = _source(request)
@@ -273,7 +278,7 @@ async def put_officer(request: Request, officer_id: str, body: OfficerIn, actor:
 
 
 @router.delete("/roster/officers/{officer_id}", summary="Take an officer off the roster (and off every shift)")
-async def delete_officer(request: Request, officer_id: str, actor: str | None = None) -> Response:
+async def delete_officer(request: Request, officer_id: Text, actor: Text | None = None) -> Response:
     source = _source(request)
     if all(o.id != officer_id for o in source.officers):
         raise HTTPException(404, f"officer {officer_id!r} is not on the roster")
@@ -295,7 +300,7 @@ async def delete_officer(request: Request, officer_id: str, actor: str | None = 
 
 
 @router.post("/roster/overrides", status_code=201, summary="Put an officer on or off duty for one day")
-async def add_override(request: Request, body: OverrideIn, actor: str | None = None) -> Response:
+async def add_override(request: Request, body: OverrideIn, actor: Text | None = None) -> Response:
     source = _source(request)
     overrides = [o for o in source.overrides if (o.officer, o.date) != (body.officer, body.date)] + [body]
     edited = source.model_copy(update={"overrides": overrides, "version": _edited_version(source.version)})
@@ -321,12 +326,12 @@ def _handover_json(record: Any) -> dict[str, Any]:
 
 
 @router.get("/handovers", summary="Shift handovers (交接班), newest first")
-async def handovers(hub: HubDep, team: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+async def handovers(hub: HubDep, team: Text | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
     return json_response({"data": [_handover_json(h) for h in await hub.store.handovers(team=team, limit=limit)]})
 
 
 @router.post("/handovers/{handover_id}/ack", summary="The incoming duty lead takes the handover over")
-async def acknowledge_handover(request: Request, handover_id: int, body: HandoverAckIn, hub: HubDep) -> Response:
+async def acknowledge_handover(request: Request, handover_id: RowId, body: HandoverAckIn, hub: HubDep) -> Response:
     record = await hub.store.acknowledge_handover(handover_id, acting(request, body.actor), hub.clock.now())
     if record is None:
         raise HTTPException(404, f"no handover {handover_id}")

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
+from dispatcher.values import Latitude, Longitude, Text
 from gateways.api import HubDep, json_response
 from gateways.tenancy import township_of
 from rules import RoutingInput, RuleBook, RuleTableError, compile_table, load_source_text
@@ -52,11 +53,11 @@ async def catalogue(hub: HubDep) -> Response:
 @router.get("/explain", summary="Why a report with these fields would go where it goes")
 async def explain_route(
     hub: HubDep,
-    category: str | None = None,
-    description: Annotated[str, Query(max_length=4000)] = "",
-    zone: str | None = None,
-    lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
-    lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    category: Text | None = None,
+    description: Annotated[Text, Query(max_length=4000)] = "",
+    zone: Text | None = None,
+    lat: Latitude | None = None,
+    lon: Longitude | None = None,
     severity: Annotated[int | None, Query(ge=1, le=5)] = None,
     reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None,
     at: Annotated[datetime | None, Query(description="when it happened (default: now)")] = None,

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.store import StoredEvent
+from dispatcher.values import IncidentId, Latitude, Longitude, Text, VersionNumber
 
 
 class _In(BaseModel):
@@ -21,8 +22,8 @@ class _In(BaseModel):
 
 
 class Location(_In):
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Latitude
+    lon: Longitude
 
 
 class IncidentCreate(_In):
@@ -31,17 +32,17 @@ class IncidentCreate(_In):
     report_id: str = Field(
         min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="client-chosen idempotency key"
     )
-    category: str | None = Field(
+    category: Text | None = Field(
         default=None,
         min_length=1,
         max_length=96,
         description="catalogue id, e.g. traffic.congestion; leave it out to classify the description by keywords",
     )
-    description: str = Field(min_length=1, max_length=4000)
+    description: Text = Field(min_length=1, max_length=4000)
     location: Location | None = None
-    zone: str | None = Field(default=None, min_length=1, max_length=64)
+    zone: Text | None = Field(default=None, min_length=1, max_length=64)
     severity: int | None = Field(default=None, ge=1, le=5)
-    reporter: str | None = Field(default=None, max_length=256)
+    reporter: Text | None = Field(default=None, max_length=256)
     reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None
     exercise: bool = Field(default=False, description="a drill (演练): marked on the board, kept out of real figures")
     occurred_at: AwareDatetime | None = None
@@ -77,66 +78,65 @@ Version = Field(
 
 
 class UnitActionIn(_In):
-    actor: str | None = Actor
-    reason: str | None = Field(default=None, max_length=1000, description="required for return (回退): why not ours")
-    version: int | None = Version
+    actor: Text | None = Actor
+    reason: Text | None = Field(default=None, max_length=1000, description="required for return (回退): why not ours")
+    version: VersionNumber | None = Version
 
 
 class CloseIn(_In):
-    actor: str | None = Actor
-    version: int | None = Version
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class CancelIn(_In):
-    reason: str = Field(min_length=1, max_length=1000)
-    actor: str | None = Actor
-    version: int | None = Version
+    reason: Text = Field(min_length=1, max_length=1000)
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class OfficerChoiceIn(_In):
-    officer: str | None = Field(default=None, max_length=64, description="leave out: the best free officer now")
-    actor: str | None = Actor
-    version: int | None = Version
+    officer: Text | None = Field(default=None, max_length=64, description="leave out: the best free officer now")
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class TeamIn(_In):
-    team: str = Field(min_length=1, max_length=64)
-    actor: str | None = Actor
-    version: int | None = Version
+    team: Text = Field(min_length=1, max_length=64)
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class ReassignIn(_In):
-    to_team: str = Field(min_length=1, max_length=64)
-    actor: str | None = Actor
-    version: int | None = Version
+    to_team: Text = Field(min_length=1, max_length=64)
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class EscalateIn(_In):
-    team: str | None = Field(default=None, max_length=64, description="default: the lead team")
-    actor: str | None = Actor
-    version: int | None = Version
+    team: Text | None = Field(default=None, max_length=64, description="default: the lead team")
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class PriorityIn(_In):
     priority: int = Field(ge=1, le=5)
-    actor: str | None = Actor
-    version: int | None = Version
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
 
 
 class MergeIn(_In):
-    into: int = Field(ge=1, le=2**53, description="the incident that stays")
-    actor: str | None = Actor
-    version: int | None = Version
-    into_version: int | None = Field(
+    into: IncidentId = Field(description="the incident that stays")
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
+    into_version: VersionNumber | None = Field(
         default=None,
-        ge=1,
         description="the version of the incident that stays, as the caller saw it; when no longer current: 409",
     )
 
 
 class SplitIn(_In):
-    report_id: str = Field(min_length=1, max_length=128)
-    actor: str | None = Actor
+    report_id: Text = Field(min_length=1, max_length=128)
+    actor: Text | None = Actor
 
 
 class UnitReportIn(_In):
@@ -153,12 +153,12 @@ class UnitReportIn(_In):
 
 
 class HandoverAckIn(_In):
-    actor: str = Field(min_length=1, max_length=128, description="the incoming duty lead")
+    actor: Text = Field(min_length=1, max_length=128, description="the incoming duty lead")
 
 
 class NoteIn(_In):
-    text: str = Field(min_length=1, max_length=4000)
-    author: str | None = Field(default=None, max_length=128)
+    text: Text = Field(min_length=1, max_length=4000)
+    author: Text | None = Field(default=None, max_length=128)
 
 
 class DeadlinePublic(BaseModel):
@@ -394,4 +394,4 @@ def event_json(event: StoredEvent) -> str:
 class AlarmAckIn(_In):
     """An operator acknowledging an alarm on the board (``POST .../alarms/{seq}/ack``)."""
 
-    actor: str | None = Field(default=None, max_length=128, description="the operator, e.g. operator:王芳")
+    actor: Text | None = Field(default=None, max_length=128, description="the operator, e.g. operator:王芳")

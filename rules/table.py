@@ -8,7 +8,7 @@ Cross-references (a rule naming a team that does not exist...) are checked by
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -31,8 +31,29 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=
 CategoryPattern = Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]*(\.\*)?)$", max_length=96)]
 
 
+def _storable(text: str) -> None:
+    """Refuse text the store cannot hold: a table's strings end up in stored rows (its version, rule ids,
+    leaders' names), and PostgreSQL refuses NUL. The same check as ``dispatcher.values.storable_text``,
+    kept here so that the rule table's package stays free of the dispatcher's."""
+    if "\x00" in text:
+        raise ValueError("the NUL character (\\u0000) is not allowed in text")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a lone surrogate (\\ud800-\\udfff) is not valid Unicode text") from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str):
+                _storable(item)
+        return value
 
 
 class Labelled(_Strict):

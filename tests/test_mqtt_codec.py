@@ -90,6 +90,9 @@ def test_a_report_is_the_http_schema_converted_the_same_way() -> None:
             Refusal.OFFICER_MISMATCH,
         ),
         (T.officer_acks("o-1"), {"incident_id": 0, "team": "t", "action": "acknowledge"}, Refusal.SCHEMA),
+        # Values PostgreSQL refuses: once taken, the report was retried for ever instead of dead-lettered.
+        (T.reports, {**REPORT, "description": "jam\x00"}, Refusal.SCHEMA),
+        (T.officer_acks("o-1"), {"incident_id": 2**31, "team": "t", "action": "acknowledge"}, Refusal.SCHEMA),
         (T.officer_acks("o-1"), {"incident_id": 1, "team": "t", "action": "dance"}, Refusal.SCHEMA),
         ("township/ershili/board/events", REPORT, Refusal.UNKNOWN_TOPIC),
     ],

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import UnitAction
+from dispatcher.values import IncidentId, Latitude, Longitude, Text
 from gateways.mqtt.topics import Inbound, Topics, valid_id
 from gateways.schemas import IncidentCreate
 
@@ -92,17 +93,17 @@ class _In(BaseModel):
 
 
 class OfficerStatusIn(_In):
-    officer_id: str | None = Field(default=None, description="when given, must be the officer of the topic")
+    officer_id: Text | None = Field(default=None, description="when given, must be the officer of the topic")
     status: Literal["available", "assigned", "en_route", "on_scene", "off_duty"]
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Latitude
+    lon: Longitude
     at: AwareDatetime | None = None
 
 
 class AssignmentAckIn(_In):
-    officer_id: str | None = Field(default=None, description="when given, must be the officer of the topic")
-    incident_id: int = Field(ge=1)
-    team: str = Field(min_length=1, max_length=64)
+    officer_id: Text | None = Field(default=None, description="when given, must be the officer of the topic")
+    incident_id: IncidentId
+    team: Text = Field(min_length=1, max_length=64)
     action: UnitAction
 
     @field_validator("action", mode="before")

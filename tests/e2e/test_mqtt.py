@@ -202,6 +202,35 @@ async def test_each_bad_payload_lands_on_deadletter_and_is_acknowledged(
         rig.server.stop()
 
 
+async def test_a_report_the_store_cannot_hold_goes_to_deadletter_once_and_the_next_is_taken(
+    broker: Broker, database_url: str, tmp_path: Path
+) -> None:
+    # On PostgreSQL a NUL in a report failed every commit it rode in: the gateway retried it for ever.
+    rig = Rig(broker, database_url, tmp_path)
+    rig.start()
+    t = rig.topics
+    try:
+        await rig.until("/readyz", lambda b: b["mqtt"] == "connected")
+        async with watching(broker.url, t.deadletter) as seen:
+            await publish(
+                broker.url,
+                t.reports,
+                {"report_id": "nul-1", **FIVE_WAY, "description": "拥堵\u0000"},
+                {"report_id": "good-1", **FIVE_WAY},
+            )
+            await seen.wait_for(lambda: len(seen.messages) == 1)
+            stats = await rig.until("/api/v1/mqtt/stats", lambda b: b["received"].get("reports_created") == 1)
+        [(_, letter)] = seen.messages
+        assert (letter["topic"], letter["reason"]) == (t.reports, "schema")
+        assert "description" in letter["detail"] and "NUL" in letter["detail"], letter["detail"]
+        assert stats["dead_letters"] == {"schema": 1}
+        listed = rig.get("/api/v1/incidents")["data"]
+        assert [i["report_id"] for i in listed] == ["good-1"]
+    finally:
+        assert rig.server is not None
+        rig.server.stop()
+
+
 async def test_reports_published_while_the_dispatcher_is_down_are_taken_when_it_returns(
     broker: Broker, sqlite_url: str, tmp_path: Path
 ) -> None:
