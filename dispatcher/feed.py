@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class FeedRecord:
-    """One committed event as the board receives it: ``message`` is the serialised JSON text."""
+    """One committed event as the board receives it: ``message`` is the serialised JSON text.
+
+    ``incident_id`` is ``None`` for a fact of the township's log (a handover, a roster, a rule table).
+    """
 
     seq: int
-    incident_id: int
+    incident_id: int | None
     message: str
 
 

@@ -30,6 +30,7 @@ from dispatcher.alarms import OpenAlarms
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
+from dispatcher.core.handover import summarise
 from dispatcher.core.incidents import (
     DeadlineState,
     DeliveryState,
@@ -59,6 +60,7 @@ from dispatcher.core.lifecycle import JOINABLE_STATUSES, AssignmentState, Incide
 from dispatcher.core.roster import (
     Need,
     Roster,
+    Shift,
     UnitState,
     UnitStatus,
     choose_officer,
@@ -70,8 +72,11 @@ from dispatcher.store import (
     Changes,
     CommitRefused,
     DuplicateReport,
+    HandoverRecord,
     IncidentFilter,
     IncidentStore,
+    RosterRecord,
+    RuleTableRecord,
     StoredEvent,
     StoreUnavailable,
 )
@@ -124,6 +129,8 @@ class _Batch:
     created_ids: set[int] = field(default_factory=set)
     units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
     freed: set[str] = field(default_factory=set)  # teams where an officer may have become free
+    roster: Roster | None = None  # a roster this batch puts in force (the hub takes it after the commit)
+    rules: RuleBook | None = None  # a rule table this batch puts in force (likewise)
 
     def current(self, incident_id: int) -> Incident:
         incident = self.touched.get(incident_id) or self.hub._open.get(incident_id) or self.loaded.get(incident_id)
@@ -167,6 +174,15 @@ class _Batch:
                 StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
             )
             self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
+
+    def record_township(self, event: ev.TownshipEvent) -> None:
+        """Log a fact of the township's log (no incident): same log, same ``seq``, ``incident_id`` None."""
+        seq = self.next_seq
+        self.next_seq += 1
+        type_name = type(event).__name__
+        payload = ev.to_json(event)
+        self.changes.events.append(StoredEvent(seq=seq, incident_id=None, type=type_name, at=event.at, payload=payload))
+        self.records.append(FeedRecord(seq, None, feed_message(seq, type_name, payload)))
 
     def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
         """Keep each officer's open-task count and status in step with the assignments they hold."""
@@ -321,6 +337,11 @@ class Hub:
         # Waiting assignments (a roster team with nobody free) by team: incident ids.
         self._waiting: dict[str, set[int]] = {}
         self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
+        # The township's records: the last ids given, and the handovers taken over since start
+        # (id -> by, at) so that a second acknowledgement is answered without a write.
+        self._last_handover_id = 0
+        self._last_table_id = 0
+        self._handovers_taken: dict[int, tuple[str, datetime]] = {}
 
     # -- life -----------------------------------------------------------------------------
 
@@ -345,6 +366,7 @@ class Hub:
             await prepare()
         last_id, last_seq = await self.store.last_ids()
         self._next_id, self._next_seq = last_id + 1, last_seq + 1
+        self._last_handover_id, self._last_table_id = await self.store.last_record_ids()
         self.feed.last_seq = last_seq
         self._open = {i.id: i for i in await self.store.load_open()}
         self.units = await self.store.load_units()
@@ -938,6 +960,7 @@ class Hub:
                 if entry not in armed:
                     self._watch.arm(*entry[1:4], due_at=entry.due_at, step=entry.step)
         self.units.update(batch.units)
+        self._township_committed(batch)
         for report_id, incident_id in batch.reports.items():  # new, joined, merged or split reports
             if self._recent_reports.get(report_id) != incident_id:
                 self._remember_report(report_id, incident_id)
@@ -1041,6 +1064,134 @@ class Hub:
             self._armed_for = due
             self._alarm.set(due)
 
+    # -- the township's log: handovers, rosters, rule tables ---------------------------------
+
+    async def record_handover(self, shift: Shift, at: datetime) -> HandoverRecord:
+        """交接班: record ``shift``'s handover summary as of ``at`` (a ``HandoverRecorded`` event).
+
+        The summary is taken inside the writer, from the open incidents as this batch leaves them,
+        so it matches the log at the handover's ``seq``. Returns the record with its id.
+        """
+
+        def apply(batch: _Batch) -> HandoverRecord:
+            incidents = {**self._open, **{i.id: i for i in batch.touched.values()}}
+            summary = summarise(shift.team, incidents.values(), at)
+            record = HandoverRecord(
+                id=self._last_handover_id + len(batch.changes.handovers) + 1,
+                team=shift.team,
+                shift_id=shift.id,
+                at=at,
+                summary=orjson.dumps(summary).decode(),
+                incoming_lead=shift.lead,
+            )
+            assert record.id is not None
+            batch.changes.handovers.append(record)
+            batch.record_township(
+                ev.HandoverRecorded(
+                    at=at,
+                    handover_id=record.id,
+                    team=shift.team,
+                    shift_id=shift.id,
+                    incoming_lead=shift.lead,
+                    open_incidents=tuple(item["incident_id"] for item in summary["open"]),
+                    running_deadlines=summary["running_deadlines"],
+                    about_to_breach=len(summary["about_to_breach"]),
+                )
+            )
+            return record
+
+        return await self._submit(apply)
+
+    async def acknowledge_handover(self, handover_id: int, actor: str, at: datetime) -> HandoverRecord:
+        """The incoming duty lead takes handover ``handover_id`` over (a ``HandoverAcknowledged`` event).
+
+        Idempotent: a handover already taken over is returned as it was and nothing is recorded.
+        Raises :class:`HandoverNotFound`.
+        """
+        stored = await self.store.handover(handover_id) if 0 < handover_id <= self._last_handover_id else None
+        if stored is None:
+            raise HandoverNotFound(handover_id)
+
+        def apply(batch: _Batch) -> HandoverRecord:
+            if stored.acknowledged_by is not None:
+                return stored
+            taken = self._handovers_taken.get(handover_id)
+            if taken is not None:  # taken over since it was read, by an earlier batch
+                return replace(stored, acknowledged_by=taken[0], acknowledged_at=taken[1])
+            earlier = next((h for h in batch.changes.handover_acks if h.id == handover_id), None)
+            if earlier is not None:  # two clicks in one batch
+                return earlier
+            record = replace(stored, acknowledged_by=actor, acknowledged_at=at)
+            batch.changes.handover_acks.append(record)
+            batch.record_township(
+                ev.HandoverAcknowledged(at=at, handover_id=handover_id, team=stored.team, actor=actor)
+            )
+            return record
+
+        return await self._submit(apply)
+
+    async def load_roster(self, roster: Roster, body: str, at: datetime, actor: str | None) -> ev.RosterLoaded:
+        """Store ``roster`` (``body``: its checked document as JSON) and dispatch by it from the commit on.
+
+        ``roster`` must already be checked against the rule table. Open assignments keep their officers.
+        """
+
+        def apply(batch: _Batch) -> ev.RosterLoaded:
+            event = ev.RosterLoaded(
+                at=at,
+                version=roster.version,
+                previous=(batch.roster or self.roster).version,
+                officers=len(roster.officers),
+                shifts=len(roster.shifts),
+                actor=actor,
+            )
+            batch.changes.rosters.append(RosterRecord(version=roster.version, body=body, loaded_at=at, loaded_by=actor))
+            batch.record_township(event)
+            batch.roster = roster
+            return event
+
+        return await self._submit(apply)
+
+    async def put_rules_in_force(
+        self, rules: RuleBook, text: str, at: datetime, actor: str | None
+    ) -> ev.RulesPutInForce:
+        """Store rule table ``rules`` (``text``: its YAML as given) and route new reports by it from the commit on.
+
+        ``rules`` must already be compiled and checked. Open incidents keep the deadlines and chain
+        they were dispatched with. The event's ``table_id`` names the stored text (for a rollback).
+        """
+
+        def apply(batch: _Batch) -> ev.RulesPutInForce:
+            table_id = self._last_table_id + len(batch.changes.rule_tables) + 1
+            event = ev.RulesPutInForce(
+                at=at,
+                table_id=table_id,
+                version=rules.version,
+                previous=(batch.rules or self.rules).version,
+                actor=actor,
+            )
+            batch.changes.rule_tables.append(
+                RuleTableRecord(id=table_id, version=rules.version, put_at=at, put_by=actor, body=text)
+            )
+            batch.record_township(event)
+            batch.rules = rules
+            return event
+
+        return await self._submit(apply)
+
+    def _township_committed(self, batch: _Batch) -> None:
+        """After a commit: the ids given, the handovers taken over, the roster and rule table put in force."""
+        changes = batch.changes
+        self._last_handover_id += len(changes.handovers)
+        self._last_table_id += len(changes.rule_tables)
+        for taken in changes.handover_acks:
+            assert taken.id is not None and taken.acknowledged_by is not None and taken.acknowledged_at is not None
+            self._handovers_taken[taken.id] = (taken.acknowledged_by, taken.acknowledged_at)
+        if batch.roster is not None:
+            self.roster = batch.roster
+        if batch.rules is not None:
+            self.rules = batch.rules
+
     # -- alarms (the board's shared acknowledgement) ----------------------------------------
 
     async def acknowledge_alarm(self, incident_id: int, alarm_seq: int, at: datetime, actor: str | None) -> Incident:
@@ -1078,6 +1229,12 @@ def _fail(commands: Sequence[_Command], error: Callable[[], BaseException]) -> N
     for command in commands:
         if not command.future.done():
             command.future.set_exception(error())
+
+
+class HandoverNotFound(LookupError):
+    def __init__(self, handover_id: int) -> None:
+        super().__init__(f"no handover {handover_id}")
+        self.handover_id = handover_id
 
 
 class UnknownAlarm(LookupError):
