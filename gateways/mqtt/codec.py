@@ -262,13 +262,13 @@ class NoticeWriter:
                         out.append(Notice(self.topics.officer_tasks(officer), encoded))
         elif type_name in _HANDOVERS:
             # The township's log: the team's devices, and the incoming duty lead's, hear of their handover.
-            body = orjson.dumps({"seq": seq, "type": type_name, **data})
+            fact = orjson.dumps({"seq": seq, "type": type_name, **data})
             team = data.get("team")
             if isinstance(team, str) and valid_id(team):
-                out.append(Notice(self.topics.team_dispatch(team), body))
+                out.append(Notice(self.topics.team_dispatch(team), fact))
             lead = data.get("incoming_lead")
             if isinstance(lead, str) and valid_id(lead):
-                out.append(Notice(self.topics.officer_tasks(lead), body))
+                out.append(Notice(self.topics.officer_tasks(lead), fact))
             return out
         elif type_name in _TEAM_CHANGES:
             team = data.get("team") or data.get("to_team")
