@@ -81,8 +81,16 @@ async def test_a_table_put_in_force_over_http_is_in_force_after_a_restart_and_ro
         assert await _in_force(http) == FILE_VERSION
         assert [v["id"] for v in (await http.get("/api/v1/rules/versions")).json()["data"]] == [3, 2, 1]
         logged = (await http.get("/api/v1/events", params={"since": 0})).json()["data"]
-        put_in_force = [(e["data"]["table_id"], e["data"]["version"]) for e in logged if e["type"] == "RulesPutInForce"]
-        assert put_in_force == [(1, FILE_VERSION), (2, NEWER_VERSION), (3, FILE_VERSION)]
+        put_in_force = [
+            (e["data"]["table_id"], e["data"]["version"], e["data"]["previous"])
+            for e in logged
+            if e["type"] == "RulesPutInForce"
+        ]
+        assert put_in_force == [
+            (1, FILE_VERSION, None),
+            (2, NEWER_VERSION, FILE_VERSION),
+            (3, FILE_VERSION, NEWER_VERSION),
+        ]
         assert all("incident_id" not in e["data"] for e in logged if e["type"] == "RulesPutInForce")
 
 

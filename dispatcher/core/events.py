@@ -393,11 +393,15 @@ class RosterLoaded(TownshipEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RulesPutInForce(TownshipEvent):
-    """A rule table (the boundary list) was put in force; ``table_id`` names its stored text."""
+    """A rule table (the boundary list) was put in force; ``table_id`` names its stored text.
+
+    ``previous``: the version it replaced; ``None`` for the first table this database stored (at
+    first start, the table of ``DISPATCHER_RULES_PATH``).
+    """
 
     table_id: int
     version: str
-    previous: str
+    previous: str | None
     actor: str | None
 
 
