@@ -712,7 +712,11 @@ class Hub:
         return officer.team if officer is not None else ""
 
     def replace_roster(self, roster: Roster) -> Roster:
-        """Dispatch by ``roster`` from now on; open assignments keep their officers."""
+        """Dispatch by ``roster`` from now on without storing it: for restoring at start, before the writer runs.
+
+        In service a roster is put in force with :meth:`load_roster` (stored, with an event).
+        Open assignments keep their officers.
+        """
         previous, self.roster = self.roster, roster
         return previous
 
@@ -791,8 +795,10 @@ class Hub:
     def replace_rules(self, rules: RuleBook) -> RuleBook:
         """Route new reports by ``rules`` from now on; returns the table it replaces.
 
-        Open incidents keep the deadlines and escalation chain they were dispatched with: those are
-        stored with each incident, not looked up in the table again.
+        Not stored: for restoring at start, before the writer runs; in service a table is put in force
+        with :meth:`put_rules_in_force` (stored, with an event). Open incidents keep the deadlines and
+        escalation chain they were dispatched with: those are stored with each incident, not looked up
+        in the table again.
         """
         previous, self.rules = self.rules, rules
         return previous
