@@ -1169,12 +1169,13 @@ class Hub:
 
         def apply(batch: _Batch) -> ev.RulesPutInForce:
             table_id = self._last_table_id + len(batch.changes.rule_tables) + 1
-            first = table_id == 1  # nothing stored before: the table in memory came from the file
+            current = batch.rules or self.rules
+            # Storing the table already in force (the file's, at start) replaces nothing.
             event = ev.RulesPutInForce(
                 at=at,
                 table_id=table_id,
                 version=rules.version,
-                previous=None if first else (batch.rules or self.rules).version,
+                previous=None if rules is current else current.version,
                 actor=actor,
             )
             batch.changes.rule_tables.append(

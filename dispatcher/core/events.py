@@ -395,8 +395,8 @@ class RosterLoaded(TownshipEvent):
 class RulesPutInForce(TownshipEvent):
     """A rule table (the boundary list) was put in force; ``table_id`` names its stored text.
 
-    ``previous``: the version it replaced; ``None`` for the first table this database stored (at
-    first start, the table of ``DISPATCHER_RULES_PATH``).
+    ``previous``: the version it replaced; ``None`` when the table stored was already in force in
+    memory: the table of ``DISPATCHER_RULES_PATH`` stored at start (the first, or forced from the file).
     """
 
     table_id: int
