@@ -39,7 +39,7 @@ class OpenAlarms:
     def apply(self, events: Iterable[StoredEvent]) -> None:
         """Fold committed events, in ``seq`` order, into the index (others are skipped cheaply)."""
         for event in events:
-            if event.type in _WATCHED:
+            if event.type in _WATCHED and event.incident_id is not None:
                 self.fold(event.seq, event.type, event.incident_id, orjson.loads(event.payload))
 
     def fold(self, seq: int, type_name: str, incident_id: int, data: dict[str, Any]) -> None:

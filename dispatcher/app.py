@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,7 +20,7 @@ from dispatcher.clock import Clock, SystemClock
 from dispatcher.feed import EventFeed
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
-from dispatcher.roster_file import restore_roster
+from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
@@ -32,8 +33,8 @@ from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
 from gateways.privacy import MaskResponses
 from gateways.tenancy import Township, Townships
-from rules import RuleBook, compile_table, load_source
-from rules.checker import check_for_service
+from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
+from rules.checker import TableRefused, check_for_service
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,61 @@ def load_rules(path: Path) -> RuleBook:
     for finding in check_for_service(book, source):
         log.warning("rule table %s: %s", book.version, finding)
     return book
+
+
+def _compile_text(text: str, base_dir: Path, source: str) -> RuleBook:
+    loaded = load_source_text(text, source=source, base_dir=base_dir)
+    book = compile_table(loaded.table)
+    for finding in check_for_service(book, loaded):
+        log.warning("rule table %s: %s", book.version, finding)
+    return book
+
+
+async def restore_rules(hub: Hub, path: Path, *, from_file: bool) -> str | None:
+    """At start, before the writer runs: put the rule table put in force last (stored) back in force.
+
+    The table at ``path`` (already the hub's, from :func:`build_hub`) is used instead on the first
+    start (nothing stored), with ``from_file``, or when the stored table no longer compiles. Returns
+    that file's text when it is in force but not yet the stored table: the caller stores it through
+    the hub (a ``RulesPutInForce`` event) once the writer runs; ``None`` otherwise.
+    """
+    file_text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    stored = await hub.store.latest_rule_table()
+    if stored is None:
+        log.info("rule table %s from %s: the first put in force in this database", hub.rules.version, path)
+        return file_text
+    if from_file:
+        if stored.body == file_text:
+            log.info("rule table %s from %s: already the stored table %d", hub.rules.version, path, stored.id)
+            return None
+        log.warning(
+            "rule table %s from %s put in force over stored table %d (%s) as asked (rules_from_file)",
+            hub.rules.version,
+            path,
+            stored.id,
+            stored.version,
+        )
+        return file_text
+    assert stored.body is not None
+    try:
+        book = _compile_text(stored.body, path.parent, f"<stored table {stored.id}>")
+    except (RuleTableError, TableRefused) as exc:
+        log.error(
+            "stored rule table %d (%s) cannot be used (%s); %s is put in force", stored.id, stored.version, exc, path
+        )
+        return file_text
+    hub.replace_rules(book)
+    log.warning(
+        "rule table %s is in force: stored table %d, put in force by %s at %s; the file %s (%s) is not used "
+        "(DISPATCHER_RULES_FROM_FILE=true puts it in force)",
+        book.version,
+        stored.id,
+        stored.put_by,
+        stored.put_at.isoformat(),
+        path,
+        "the same table" if stored.body == file_text else "another table",
+    )
+    return None
 
 
 def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None) -> Hub:
@@ -236,14 +292,25 @@ LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000}
 async def _start_township(stack: AsyncExitStack, township: Township, settings: Settings) -> None:
     hub = township.hub
 
+    rules_text: str | None = None
+    roster_unstored = False
+
     async def prepare() -> None:
-        roster, township.roster_source = await restore_roster(
+        # The rule table first: the roster is checked against it.
+        nonlocal rules_text, roster_unstored
+        rules_text = await restore_rules(hub, township.rules_path, from_file=settings.rules_from_file)
+        roster, township.roster_source, roster_unstored = await restore_roster(
             hub, township.roster_file, use_stored=not settings.no_roster
         )
         log.info("roster %s: %d officers, %d shifts", roster.version, len(roster.officers), len(roster.shifts))
 
     await hub.start(prepare)
     stack.push_async_callback(hub.stop)
+    # What came from files is stored through the writer, so that it is on the log like any other change.
+    if rules_text is not None:
+        await hub.put_rules_in_force(hub.rules, rules_text, hub.clock.now(), f"file:{township.rules_path.name}")
+    if roster_unstored and township.roster_source is not None and township.roster_file is not None:
+        await install_roster(hub, township.roster_source, f"file:{township.roster_file.name}")
     township.shifts.start()
     stack.callback(township.shifts.stop)
     log.info(

@@ -33,7 +33,17 @@ def serve(
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
     ] = None,
-    rules: Annotated[Path | None, typer.Option("--rules", help="rule table YAML [env DISPATCHER_RULES_PATH]")] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", help="rule table YAML put in force at first start [env DISPATCHER_RULES_PATH]"),
+    ] = None,
+    rules_from_file: Annotated[
+        bool | None,
+        typer.Option(
+            "--rules-from-file",
+            help="put --rules in force over the table stored in the database [env DISPATCHER_RULES_FROM_FILE]",
+        ),
+    ] = None,
     roster: Annotated[
         Path | None,
         typer.Option("--roster", help="roster YAML loaded when the database holds none [env DISPATCHER_ROSTER_PATH]"),
@@ -57,6 +67,7 @@ def serve(
             "port": port,
             "database_url": database_url,
             "rules_path": rules,
+            "rules_from_file": rules_from_file,
             "roster_path": roster,
             "log_level": log_level,
             "mqtt_url": mqtt_url,

@@ -22,10 +22,13 @@ def feed_message(seq: int, type_name: str, payload: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FeedRecord:
-    """One committed event as the board receives it: ``message`` is the serialised JSON text."""
+    """One committed event as the board receives it: ``message`` is the serialised JSON text.
+
+    ``incident_id`` is ``None`` for a fact of the township's log (a handover, a roster, a rule table).
+    """
 
     seq: int
-    incident_id: int
+    incident_id: int | None
     message: str
 
 

@@ -33,6 +33,7 @@ from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
 from dispatcher.core.duplicates import find_duplicate
+from dispatcher.core.handover import summarise
 from dispatcher.core.incidents import (
     DeadlineState,
     EscalationState,
@@ -61,6 +62,7 @@ from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.core.roster import (
     Need,
     Roster,
+    Shift,
     UnitState,
     UnitStatus,
     choose_officer,
@@ -69,11 +71,19 @@ from dispatcher.core.roster import (
 from dispatcher.deadline_scheduler import DeadlineScheduler
 from dispatcher.feed import EventFeed, feed_message
 from dispatcher.open_incidents import OpenIncidents
-from dispatcher.store import IncidentFilter, IncidentStore, StoredEvent
+from dispatcher.store import (
+    HandoverRecord,
+    IncidentFilter,
+    IncidentStore,
+    RosterRecord,
+    RuleTableRecord,
+    StoredEvent,
+)
 from dispatcher.writer import Batch, HubStopped, IncidentNotFound, Writer
 from rules.matcher import RoutingInput, RuleBook
 
 __all__ = [
+    "HandoverNotFound",
     "Hub",
     "HubStopped",
     "IncidentNotFound",
@@ -141,6 +151,11 @@ class Hub:
         self.clock = clock
         self.feed = feed
         self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
+        # The township's records: the last ids given, and the handovers taken over since start
+        # (id -> by, at) so that a second acknowledgement is answered without a write.
+        self._last_handover_id = 0
+        self._last_table_id = 0
+        self._handovers_taken: dict[int, tuple[str, datetime]] = {}
         self._open = OpenIncidents(recent_reports=recent_reports)
         self._deadlines = DeadlineScheduler(alarm, clock, self._open, retry=alarm_retry)
         self._writer = Writer(
@@ -186,6 +201,7 @@ class Hub:
         if prepare is not None:
             await prepare()
         last_id, last_seq = await self.store.last_ids()
+        self._last_handover_id, self._last_table_id = await self.store.last_record_ids()
         self.feed.last_seq = last_seq
         self._open.load(await self.store.load_open(), await self.store.load_units())
         await self._load_alarms()
@@ -520,7 +536,11 @@ class Hub:
         return officer.team if officer is not None else ""
 
     def replace_roster(self, roster: Roster) -> Roster:
-        """Dispatch by ``roster`` from now on; open assignments keep their officers."""
+        """Dispatch by ``roster`` from now on without storing it: for restoring at start, before the writer runs.
+
+        In service a roster is put in force with :meth:`load_roster` (stored, with an event).
+        Open assignments keep their officers.
+        """
         previous, self.roster = self.roster, roster
         return previous
 
@@ -590,8 +610,10 @@ class Hub:
     def replace_rules(self, rules: RuleBook) -> RuleBook:
         """Route new reports by ``rules`` from now on; returns the table it replaces.
 
-        Open incidents keep the deadlines and escalation chain they were dispatched with: those are
-        stored with each incident, not looked up in the table again.
+        Not stored: for restoring at start, before the writer runs; in service a table is put in force
+        with :meth:`put_rules_in_force` (stored, with an event). Open incidents keep the deadlines and
+        escalation chain they were dispatched with: those are stored with each incident, not looked up
+        in the table again.
         """
         previous, self.rules = self.rules, rules
         return previous
@@ -660,9 +682,140 @@ class Hub:
             self._open.follow(incident, before)
             self._deadlines.follow(incident, before)
         self._open.follow_units(batch.units)
+        self._township_committed(batch)
         self.feed.publish(batch.records)
         self.alarms.apply(batch.changes.events)
         self._deadlines.rearm()
+
+    # -- the township's log: handovers, rosters, rule tables ---------------------------------
+
+    async def record_handover(self, shift: Shift, at: datetime) -> HandoverRecord:
+        """交接班: record ``shift``'s handover summary as of ``at`` (a ``HandoverRecorded`` event).
+
+        The summary is taken inside the writer, from the open incidents as this batch leaves them,
+        so it matches the log at the handover's ``seq``. Returns the record with its id.
+        """
+
+        def apply(batch: Batch) -> HandoverRecord:
+            incidents = {**self._open.incidents, **{i.id: i for i in batch.touched.values()}}
+            summary = summarise(shift.team, incidents.values(), at)
+            record = HandoverRecord(
+                id=self._last_handover_id + len(batch.changes.handovers) + 1,
+                team=shift.team,
+                shift_id=shift.id,
+                at=at,
+                summary=orjson.dumps(summary).decode(),
+                incoming_lead=shift.lead,
+            )
+            assert record.id is not None
+            batch.changes.handovers.append(record)
+            batch.record_township(
+                ev.HandoverRecorded(
+                    at=at,
+                    handover_id=record.id,
+                    team=shift.team,
+                    shift_id=shift.id,
+                    incoming_lead=shift.lead,
+                    open_incidents=tuple(item["incident_id"] for item in summary["open"]),
+                    running_deadlines=summary["running_deadlines"],
+                    about_to_breach=len(summary["about_to_breach"]),
+                )
+            )
+            return record
+
+        return await self._submit(apply)
+
+    async def acknowledge_handover(self, handover_id: int, actor: str, at: datetime) -> HandoverRecord:
+        """The incoming duty lead takes handover ``handover_id`` over (a ``HandoverAcknowledged`` event).
+
+        Idempotent: a handover already taken over is returned as it was and nothing is recorded.
+        Raises :class:`HandoverNotFound`.
+        """
+        stored = await self.store.handover(handover_id) if 0 < handover_id <= self._last_handover_id else None
+        if stored is None:
+            raise HandoverNotFound(handover_id)
+
+        def apply(batch: Batch) -> HandoverRecord:
+            if stored.acknowledged_by is not None:
+                return stored
+            taken = self._handovers_taken.get(handover_id)
+            if taken is not None:  # taken over since it was read, by an earlier batch
+                return replace(stored, acknowledged_by=taken[0], acknowledged_at=taken[1])
+            earlier = next((h for h in batch.changes.handover_acks if h.id == handover_id), None)
+            if earlier is not None:  # two clicks in one batch
+                return earlier
+            record = replace(stored, acknowledged_by=actor, acknowledged_at=at)
+            batch.changes.handover_acks.append(record)
+            batch.record_township(
+                ev.HandoverAcknowledged(at=at, handover_id=handover_id, team=stored.team, actor=actor)
+            )
+            return record
+
+        return await self._submit(apply)
+
+    async def load_roster(self, roster: Roster, body: str, at: datetime, actor: str | None) -> ev.RosterLoaded:
+        """Store ``roster`` (``body``: its checked document as JSON) and dispatch by it from the commit on.
+
+        ``roster`` must already be checked against the rule table. Open assignments keep their officers.
+        """
+
+        def apply(batch: Batch) -> ev.RosterLoaded:
+            event = ev.RosterLoaded(
+                at=at,
+                version=roster.version,
+                previous=(batch.roster_in_force or self.roster).version,
+                officers=len(roster.officers),
+                shifts=len(roster.shifts),
+                actor=actor,
+            )
+            batch.changes.rosters.append(RosterRecord(version=roster.version, body=body, loaded_at=at, loaded_by=actor))
+            batch.record_township(event)
+            batch.roster_in_force = roster
+            return event
+
+        return await self._submit(apply)
+
+    async def put_rules_in_force(
+        self, rules: RuleBook, text: str, at: datetime, actor: str | None
+    ) -> ev.RulesPutInForce:
+        """Store rule table ``rules`` (``text``: its YAML as given) and route new reports by it from the commit on.
+
+        ``rules`` must already be compiled and checked. Open incidents keep the deadlines and chain
+        they were dispatched with. The event's ``table_id`` names the stored text (for a rollback).
+        """
+
+        def apply(batch: Batch) -> ev.RulesPutInForce:
+            table_id = self._last_table_id + len(batch.changes.rule_tables) + 1
+            current = batch.rules_in_force or self.rules
+            # Storing the table already in force (the file's, at start) replaces nothing.
+            event = ev.RulesPutInForce(
+                at=at,
+                table_id=table_id,
+                version=rules.version,
+                previous=None if rules is current else current.version,
+                actor=actor,
+            )
+            batch.changes.rule_tables.append(
+                RuleTableRecord(id=table_id, version=rules.version, put_at=at, put_by=actor, body=text)
+            )
+            batch.record_township(event)
+            batch.rules_in_force = rules
+            return event
+
+        return await self._submit(apply)
+
+    def _township_committed(self, batch: Batch) -> None:
+        """After a commit: the ids given, the handovers taken over, the roster and rule table put in force."""
+        changes = batch.changes
+        self._last_handover_id += len(changes.handovers)
+        self._last_table_id += len(changes.rule_tables)
+        for taken in changes.handover_acks:
+            assert taken.id is not None and taken.acknowledged_by is not None and taken.acknowledged_at is not None
+            self._handovers_taken[taken.id] = (taken.acknowledged_by, taken.acknowledged_at)
+        if batch.roster_in_force is not None:
+            self.roster = batch.roster_in_force
+        if batch.rules_in_force is not None:
+            self.rules = batch.rules_in_force
 
     # -- alarms (the board's shared acknowledgement) ----------------------------------------
 
@@ -694,6 +847,12 @@ class Hub:
                 e.state is EscalationState.RAISED for a in incident.assignments for e in a.escalations
             ):
                 self.alarms.apply(await self.store.timeline(incident.id))
+
+
+class HandoverNotFound(LookupError):
+    def __init__(self, handover_id: int) -> None:
+        super().__init__(f"no handover {handover_id}")
+        self.handover_id = handover_id
 
 
 class UnknownAlarm(LookupError):

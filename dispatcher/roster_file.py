@@ -196,27 +196,37 @@ def empty_roster(rules: RuleBook) -> Roster:
 
 
 async def install_roster(hub: Hub, source: RosterIn, loaded_by: str | None) -> Roster:
-    """Check ``source`` against the hub's rule table, store it as the newest roster and dispatch by it.
+    """Check ``source`` against the hub's rule table, then put it in force through the hub's writer.
 
-    Raises :class:`RosterError` and changes nothing when it does not fit the table.
+    It is stored as the newest roster with a ``RosterLoaded`` event in one transaction. Raises
+    :class:`RosterError` and changes nothing when it does not fit the table; the hub's errors
+    (``StoreUnavailable``...) pass through, and then nothing changed either.
     """
     roster = build_roster(source, hub.rules)
-    await hub.store.save_roster(source.version, source.model_dump_json(), loaded_by)
-    hub.replace_roster(roster)
+    await hub.load_roster(roster, source.model_dump_json(), hub.clock.now(), loaded_by)
     return roster
 
 
-async def restore_roster(hub: Hub, fallback: Path | None, *, use_stored: bool = True) -> tuple[Roster, RosterIn | None]:
-    """At start: the newest stored roster, else ``fallback`` (stored then), else none (teams sent whole)."""
+async def restore_roster(
+    hub: Hub, fallback: Path | None, *, use_stored: bool = True
+) -> tuple[Roster, RosterIn | None, bool]:
+    """At start, before the writer runs: the newest stored roster, else ``fallback``, else none (teams sent whole).
+
+    The roster is put in force in memory only; the third value says whether it came from
+    ``fallback`` and is not stored yet: the caller then stores it with :func:`install_roster` once
+    the hub runs, so that it is on the log too.
+    """
     stored = await hub.store.latest_roster() if use_stored else None
     if stored is not None:
         source = parse_roster(json.loads(stored[1]))
         roster = build_roster(source, hub.rules)
         hub.replace_roster(roster)
-        return roster, source
+        return roster, source, False
     if fallback is not None:
         source = read_roster(fallback)
-        return await install_roster(hub, source, f"file:{fallback.name}"), source
+        roster = build_roster(source, hub.rules)
+        hub.replace_roster(roster)
+        return roster, source, True
     roster = empty_roster(hub.rules)
     hub.replace_roster(roster)
-    return roster, None
+    return roster, None, False

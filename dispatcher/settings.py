@@ -18,7 +18,16 @@ class Settings(BaseSettings):
         default="sqlite+aiosqlite:///dispatcher.db",
         description="any SQLAlchemy async URL: sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db",
     )
-    rules_path: Path = Field(default=BUNDLED_TABLE, description="the rule table (boundary list) to route with")
+    rules_path: Path = Field(
+        default=BUNDLED_TABLE,
+        description="the rule table (boundary list) put in force at first start; later the table put in force "
+        "last (stored in the database) wins, unless rules_from_file; its folder is where includes are read",
+    )
+    rules_from_file: bool = Field(
+        default=False,
+        description="put the table at rules_path in force at start even though the database holds a newer one "
+        "(recorded as a new version by file:<name>, unless it is the stored table already)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"

@@ -9,14 +9,12 @@ does the work and is what tests call; the cron jobs only decide when.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import datetime
 
 import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from dispatcher.core.handover import summarise
 from dispatcher.core.roster import WEEKDAY_NAMES, Roster, Shift
 from dispatcher.hub import Hub
 from dispatcher.store import HandoverRecord
@@ -67,27 +65,19 @@ class ShiftWatch:
             log.exception("shift change %s failed", shift_id)
 
     async def shift_began(self, shift: Shift, at: datetime) -> HandoverRecord:
-        """Record the team's handover and hand its waiting assignments to who came on duty."""
-        _, incidents = self._hub.open_incidents()
-        summary = summarise(shift.team, incidents, at)
-        record = HandoverRecord(
-            team=shift.team,
-            shift_id=shift.id,
-            at=at,
-            summary=orjson.dumps(summary).decode(),
-            incoming_lead=shift.lead,
-        )
-        handover_id = await self._hub.store.save_handover(record)
+        """Record the team's handover (a hub command) and hand its waiting assignments to who came on duty."""
+        record = await self._hub.record_handover(shift, at)
         filled = await self._hub.offer_waiting(shift.team, at)
+        summary = orjson.loads(record.summary)
         log.info(
-            "shift %s began: handover %d (%d open, %d about to breach), %d waiting assignments handed out",
+            "shift %s began: handover %s (%d open, %d about to breach), %d waiting assignments handed out",
             shift.id,
-            handover_id,
+            record.id,
             len(summary["open"]),
             len(summary["about_to_breach"]),
             filled,
         )
-        return replace(record, id=handover_id)
+        return record
 
 
 def trigger_for(shift: Shift, timezone: str) -> CronTrigger:

@@ -48,6 +48,7 @@ from dispatcher.store import (
     DuplicateReport,
     HandoverRecord,
     IncidentFilter,
+    RuleTableRecord,
     StoredEvent,
     StoreLocked,
     StoreUnavailable,
@@ -61,6 +62,7 @@ from dispatcher.tables import (
     OfficerStatusRow,
     ReportKeyRow,
     RosterRow,
+    RuleTableRow,
     ShiftHandoverRow,
 )
 from rules.matcher import EscalationTarget
@@ -75,6 +77,7 @@ report_t = SQLModel.metadata.tables[IncidentReportRow.__tablename__]
 unit_t = SQLModel.metadata.tables[OfficerStatusRow.__tablename__]
 roster_t = SQLModel.metadata.tables[RosterRow.__tablename__]
 handover_t = SQLModel.metadata.tables[ShiftHandoverRow.__tablename__]
+rule_table_t = SQLModel.metadata.tables[RuleTableRow.__tablename__]
 report_key_t = SQLModel.metadata.tables[ReportKeyRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
@@ -194,37 +197,33 @@ class SqlIncidentStore:
             row = (await conn.execute(query)).first()
         return (row.version, row.body) if row else None
 
-    async def save_roster(self, version: str, body: str, loaded_by: str | None) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.insert(roster_t).values(version=version, body=body, loaded_at=datetime.now(UTC), loaded_by=loaded_by)
-            )
+    async def last_record_ids(self) -> tuple[int, int]:
+        async with self._engine.connect() as conn:
+            handover_id = (await conn.execute(sa.select(sa.func.max(handover_t.c.id)))).scalar()
+            table_id = (await conn.execute(sa.select(sa.func.max(rule_table_t.c.id)))).scalar()
+        return int(handover_id or 0), int(table_id or 0)
 
-    async def save_handover(self, handover: HandoverRecord) -> int:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                sa.insert(handover_t)
-                .values(
-                    team=handover.team,
-                    shift_id=handover.shift_id,
-                    at=handover.at,
-                    summary=handover.summary,
-                    incoming_lead=handover.incoming_lead,
-                )
-                .returning(handover_t.c.id)
-            )
-            return int(result.scalar_one())
-
-    async def acknowledge_handover(self, handover_id: int, by: str, at: datetime) -> HandoverRecord | None:
-        async with self._engine.begin() as conn:
-            # Only the first acknowledgement counts: a second click or a retry leaves it as it was.
-            await conn.execute(
-                handover_t.update()
-                .where(handover_t.c.id == handover_id, handover_t.c.acknowledged_by.is_(None))
-                .values(acknowledged_by=by, acknowledged_at=at)
-            )
+    async def handover(self, handover_id: int) -> HandoverRecord | None:
+        async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(handover_t).where(handover_t.c.id == handover_id))).first()
         return _handover(row) if row else None
+
+    async def latest_rule_table(self) -> RuleTableRecord | None:
+        query = sa.select(rule_table_t).order_by(rule_table_t.c.id.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _rule_table(row, row.body) if row else None
+
+    async def rule_table(self, table_id: int) -> RuleTableRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(rule_table_t).where(rule_table_t.c.id == table_id))).first()
+        return _rule_table(row, row.body) if row else None
+
+    async def rule_tables(self, *, limit: int) -> list[RuleTableRecord]:
+        columns = (rule_table_t.c.id, rule_table_t.c.version, rule_table_t.c.put_at, rule_table_t.c.put_by)
+        query = sa.select(*columns).order_by(rule_table_t.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_rule_table(r, None) for r in (await conn.execute(query)).all()]
 
     async def handovers(self, *, team: str | None, limit: int) -> list[HandoverRecord]:
         query = sa.select(handover_t).order_by(handover_t.c.id.desc()).limit(limit)
@@ -352,6 +351,8 @@ class SqlIncidentStore:
             await _upsert_units(conn, changes.units)
         if changes.report_ids:
             await conn.execute(sa.insert(report_key_t), [{"report_id": r} for r in changes.report_ids])
+        if changes.handovers or changes.handover_acks or changes.rosters or changes.rule_tables:
+            await _write_township(conn, changes)
         if changes.events:
             await conn.execute(
                 sa.insert(event_t),
@@ -752,6 +753,54 @@ def _handover(row: Any) -> HandoverRecord:
         acknowledged_by=row.acknowledged_by,
         acknowledged_at=row.acknowledged_at,
     )
+
+
+async def _write_township(conn: AsyncConnection, changes: Changes) -> None:
+    """The township's records a batch changed: handovers, their acknowledgements, rosters, rule tables."""
+    if changes.handovers:
+        await conn.execute(
+            sa.insert(handover_t),
+            [
+                {
+                    "id": h.id,
+                    "team": h.team,
+                    "shift_id": h.shift_id,
+                    "at": h.at,
+                    "summary": h.summary,
+                    "incoming_lead": h.incoming_lead,
+                    "acknowledged_by": h.acknowledged_by,
+                    "acknowledged_at": h.acknowledged_at,
+                }
+                for h in changes.handovers
+            ],
+        )
+    for h in changes.handover_acks:
+        # Only the first acknowledgement counts; the hub already answers a second one without a write.
+        await conn.execute(
+            handover_t.update()
+            .where(handover_t.c.id == h.id, handover_t.c.acknowledged_by.is_(None))
+            .values(acknowledged_by=h.acknowledged_by, acknowledged_at=h.acknowledged_at)
+        )
+    if changes.rosters:
+        await conn.execute(
+            sa.insert(roster_t),
+            [
+                {"version": r.version, "body": r.body, "loaded_at": r.loaded_at, "loaded_by": r.loaded_by}
+                for r in changes.rosters
+            ],
+        )
+    if changes.rule_tables:
+        await conn.execute(
+            sa.insert(rule_table_t),
+            [
+                {"id": t.id, "version": t.version, "body": t.body, "put_at": t.put_at, "put_by": t.put_by}
+                for t in changes.rule_tables
+            ],
+        )
+
+
+def _rule_table(row: Any, body: str | None) -> RuleTableRecord:
+    return RuleTableRecord(id=row.id, version=row.version, put_at=row.put_at, put_by=row.put_by, body=body)
 
 
 def _event(row: Any) -> StoredEvent:

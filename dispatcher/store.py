@@ -14,10 +14,14 @@ from dispatcher.core.roster import UnitState
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredEvent:
-    """An event row: ``payload`` is the event encoded as JSON text (see :mod:`dispatcher.core.events`)."""
+    """An event row: ``payload`` is the event encoded as JSON text (see :mod:`dispatcher.core.events`).
+
+    ``incident_id`` is ``None`` for a fact of the township's log (a handover, a roster, a rule table:
+    :class:`dispatcher.core.events.TownshipEvent`); it is never 0, and no incident's timeline shows it.
+    """
 
     seq: int
-    incident_id: int
+    incident_id: int | None
     type: str
     at: datetime
     payload: str
@@ -32,6 +36,10 @@ class Changes:
     events: list[StoredEvent] = field(default_factory=list)
     units: dict[str, UnitState] = field(default_factory=dict)  # officers whose status or position changed
     report_ids: list[str] = field(default_factory=list)  # report ids taken for the first time (new or joined)
+    handovers: list[HandoverRecord] = field(default_factory=list)  # recorded in this batch (ids given)
+    handover_acks: list[HandoverRecord] = field(default_factory=list)  # taken over in this batch
+    rosters: list[RosterRecord] = field(default_factory=list)  # rosters put in force
+    rule_tables: list[RuleTableRecord] = field(default_factory=list)  # rule tables put in force (ids given)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,14 +137,22 @@ class IncidentStore(Protocol):
         """The newest roster as (version, JSON body), or ``None`` before the first was loaded."""
         ...
 
-    async def save_roster(self, version: str, body: str, loaded_by: str | None) -> None: ...
-
-    async def save_handover(self, handover: HandoverRecord) -> int:
-        """Store a shift handover; returns its id."""
+    async def last_record_ids(self) -> tuple[int, int]:
+        """The highest handover id and rule table id written so far (0 when none); the hub gives the next."""
         ...
 
-    async def acknowledge_handover(self, handover_id: int, by: str, at: datetime) -> HandoverRecord | None:
-        """Mark a handover taken over; ``None`` when there is no such handover. Idempotent per handover."""
+    async def handover(self, handover_id: int) -> HandoverRecord | None: ...
+
+    async def latest_rule_table(self) -> RuleTableRecord | None:
+        """The rule table put in force last (with its text), or ``None`` before the first."""
+        ...
+
+    async def rule_table(self, table_id: int) -> RuleTableRecord | None:
+        """One stored rule table with its text, or ``None``."""
+        ...
+
+    async def rule_tables(self, *, limit: int) -> list[RuleTableRecord]:
+        """The rule tables put in force, newest first, without their text (``body`` is ``None``)."""
         ...
 
     async def handovers(self, *, team: str | None, limit: int) -> list[HandoverRecord]: ...
@@ -156,3 +172,24 @@ class HandoverRecord:
     id: int | None = None
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RosterRecord:
+    """A roster put in force: its version, the checked document as JSON, who and when."""
+
+    version: str
+    body: str
+    loaded_at: datetime
+    loaded_by: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleTableRecord:
+    """A rule table put in force: the YAML text as given (``None`` in listings), who and when."""
+
+    id: int
+    version: str
+    put_at: datetime
+    put_by: str | None
+    body: str | None = None

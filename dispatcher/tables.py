@@ -223,13 +223,29 @@ class ShiftHandoverRow(SQLModel, table=True):
     acknowledged_at: datetime | None = _utc(nullable=True)
 
 
+class RuleTableRow(SQLModel, table=True):
+    """Every rule table put in force, newest last: the YAML text as given, who put it in force and when.
+
+    Ids are given by the hub's writer (in the same transaction as the ``RulesPutInForce`` event).
+    """
+
+    __tablename__ = "rule_table"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    version: str = Field(max_length=64)
+    body: str = Field(sa_type=sa.Text)
+    put_at: datetime = _utc()
+    put_by: str | None = Field(default=None, max_length=128)
+
+
 class EventRow(SQLModel, table=True):
     """The append-only event log: rows are inserted, never updated or deleted."""
 
     __tablename__ = "event"
 
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    incident_id: int = Field(index=True)
+    # NULL: a fact of the township's log (a handover, a roster, a rule table), about no incident.
+    incident_id: int | None = Field(default=None, index=True)
     type: str = Field(max_length=48)
     at: datetime = _utc()
     payload: str = Field(sa_type=sa.Text)

@@ -29,6 +29,7 @@ from dispatcher.core.roster import Need, Roster, UnitState, UnitStatus, choose_o
 from dispatcher.feed import FeedRecord, feed_message
 from dispatcher.open_incidents import OpenIncidents
 from dispatcher.store import Changes, CommitRefused, DuplicateReport, IncidentStore, StoredEvent, StoreUnavailable
+from rules.matcher import RuleBook
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Batch:
     created_ids: set[int] = field(default_factory=set)
     units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
     freed: set[str] = field(default_factory=set)  # teams where an officer may have become free
+    roster_in_force: Roster | None = None  # a roster this batch puts in force (the hub takes it after the commit)
+    rules_in_force: RuleBook | None = None  # a rule table this batch puts in force (likewise)
 
     def current(self, incident_id: int) -> Incident:
         incident = self.touched.get(incident_id) or self.open.get(incident_id) or self.loaded.get(incident_id)
@@ -116,6 +119,15 @@ class Batch:
                 StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
             )
             self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
+
+    def record_township(self, event: ev.TownshipEvent) -> None:
+        """Log a fact of the township's log (no incident): same log, same ``seq``, ``incident_id`` None."""
+        seq = self.next_seq
+        self.next_seq += 1
+        type_name = type(event).__name__
+        payload = ev.to_json(event)
+        self.changes.events.append(StoredEvent(seq=seq, incident_id=None, type=type_name, at=event.at, payload=payload))
+        self.records.append(FeedRecord(seq, None, feed_message(seq, type_name, payload)))
 
     def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
         """Keep each officer's open-task count and status in step with the assignments they hold."""

@@ -100,7 +100,9 @@ class CountyForwarder:
             record = await subscription.get()
             if not isinstance(record, FeedRecord):
                 return  # dropped for lagging: resubscribe, and rescan the pending ones
-            if '"type":"IncidentReported"' not in record.message or '"handover":null' in record.message:
+            if record.incident_id is None or '"type":"IncidentReported"' not in record.message:
+                continue
+            if '"handover":null' in record.message:
                 continue
             self._send_soon(record.incident_id)
 

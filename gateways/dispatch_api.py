@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from dispatcher.core.roster import UnitState, UnitStatus
+from dispatcher.hub import HandoverNotFound
 from dispatcher.roster_file import OfficerIn, OverrideIn, RosterError, RosterIn, install_roster, parse_roster
 from dispatcher.values import IncidentId, RowId, Text
 from gateways.api import HubDep, json_response
@@ -332,7 +333,8 @@ async def handovers(hub: HubDep, team: Text | None = None, limit: Annotated[int,
 
 @router.post("/handovers/{handover_id}/ack", summary="The incoming duty lead takes the handover over")
 async def acknowledge_handover(request: Request, handover_id: RowId, body: HandoverAckIn, hub: HubDep) -> Response:
-    record = await hub.store.acknowledge_handover(handover_id, acting(request, body.actor), hub.clock.now())
-    if record is None:
-        raise HTTPException(404, f"no handover {handover_id}")
+    try:
+        record = await hub.acknowledge_handover(handover_id, acting(request, body.actor), hub.clock.now())
+    except HandoverNotFound:
+        raise HTTPException(404, f"no handover {handover_id}") from None
     return json_response(_handover_json(record))

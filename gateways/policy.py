@@ -126,6 +126,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/rules/zones"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/explain"): allow(*READ_ALL, ML),
     ("PUT", "/api/v1/rules"): allow(AD),
+    ("GET", "/api/v1/rules/versions"): allow(*READ_ALL, ML),
+    ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
-from dispatcher.values import Latitude, Longitude, Text
+from dispatcher.values import Latitude, Longitude, RowId, Text
 from gateways.api import HubDep, json_response
+from gateways.auth import acting
 from gateways.tenancy import township_of
 from rules import RoutingInput, RuleBook, RuleTableError, compile_table, load_source_text
 from rules.checker import Finding, TableRefused, check_for_service
@@ -110,10 +112,15 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
             },
             409,
         )
-    previous = hub.replace_rules(book)
-    log.info("rule table %s replaced by %s (%d findings)", previous.version, book.version, len(findings))
+    put = await hub.put_rules_in_force(book, text, hub.clock.now(), acting(request, None))
+    log.info("rule table %s replaced by %s (%d findings)", put.previous, book.version, len(findings))
     return json_response(
-        {"version": book.version, "previous": previous.version, "findings": [asdict(f) for f in findings]}
+        {
+            "version": book.version,
+            "previous": put.previous,
+            "table_id": put.table_id,
+            "findings": [asdict(f) for f in findings],
+        }
     )
 
 
@@ -125,6 +132,31 @@ def _checked_table(text: str, base: Path) -> tuple[RuleBook, list[Finding]]:
     source = load_source_text(text, source="<uploaded table>", base_dir=base)
     book = compile_table(source.table)
     return book, check_for_service(book, source)
+
+
+@router.get("/versions", summary="Every rule table put in force, newest first: id, version, who and when")
+async def rule_versions(hub: HubDep, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
+    tables = await hub.store.rule_tables(limit=limit)
+    return json_response(
+        {
+            "data": [
+                {"id": t.id, "version": t.version, "put_by": t.put_by, "put_at": t.put_at.isoformat()} for t in tables
+            ],
+            "in_force": hub.rules.version,
+        }
+    )
+
+
+@router.get(
+    "/versions/{table_id}",
+    summary="One stored rule table as the YAML it was put in force with (PUT it back to roll back)",
+    response_class=PlainTextResponse,
+)
+async def rule_version(table_id: RowId, hub: HubDep) -> Response:
+    table = await hub.store.rule_table(table_id) if table_id > 0 else None
+    if table is None or table.body is None:
+        raise HTTPException(404, f"no stored rule table {table_id}")
+    return Response(table.body, media_type="application/yaml; charset=utf-8")
 
 
 @router.get("/zones", summary="The zones as a GeoJSON FeatureCollection with their labels (for the board's map)")

@@ -36,7 +36,7 @@ class IncidentTimes:
 def timings(result: RunResult) -> dict[int, IncidentTimes]:
     by_id = {i.id: IncidentTimes(i) for i in result.incidents}
     for event in result.events:
-        times = by_id.get(event.incident_id)
+        times = by_id.get(event.incident_id) if event.incident_id is not None else None
         if times is None:
             continue
         data = orjson.loads(event.payload)
@@ -65,7 +65,7 @@ def officer_figures(result: RunResult) -> dict[str, dict[str, Any]]:
     acked: dict[str, list[timedelta]] = defaultdict(list)
     resent: dict[str, int] = defaultdict(int)
     for event in result.events:
-        if event.type not in {"UnitsDispatched", "OfficerAssigned", "UnitMoved"}:
+        if event.incident_id is None or event.type not in {"UnitsDispatched", "OfficerAssigned", "UnitMoved"}:
             continue
         data = orjson.loads(event.payload)
         if event.type == "UnitsDispatched":

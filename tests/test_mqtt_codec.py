@@ -255,3 +255,27 @@ def test_the_officer_the_roster_chose_gets_the_task_and_a_reassignment_reaches_t
         },
     )
     assert [n.topic for n in resent] == [T.board_events, T.team_dispatch("traffic-police"), T.officer_tasks("tp-01")]
+
+
+def test_a_handover_reaches_its_team_and_incoming_lead_and_a_roster_only_the_board() -> None:
+    writer = NoticeWriter(T)
+    recorded = {
+        "at": "t",
+        "handover_id": 4,
+        "team": "traffic-police",
+        "shift_id": "tp-night",
+        "incoming_lead": "tp-05",
+        "open_incidents": [7],
+        "running_deadlines": 3,
+        "about_to_breach": 1,
+    }
+    notices = writer.notices(30, "HandoverRecorded", recorded)
+    assert [n.topic for n in notices] == [T.board_events, T.team_dispatch("traffic-police"), T.officer_tasks("tp-05")]
+    body = orjson.loads(notices[1].payload)
+    assert (body["seq"], body["type"], body["handover_id"], "incident_id" in body) == (30, "HandoverRecorded", 4, False)
+    taken = writer.notices(
+        31, "HandoverAcknowledged", {"at": "t", "handover_id": 4, "team": "traffic-police", "actor": "x"}
+    )
+    assert [n.topic for n in taken] == [T.board_events, T.team_dispatch("traffic-police")]
+    roster = {"at": "t", "version": "v2", "previous": "v1", "officers": 3, "shifts": 1, "actor": "admin"}
+    assert [n.topic for n in writer.notices(32, "RosterLoaded", roster)] == [T.board_events]

@@ -271,7 +271,7 @@ def encode(event: Event) -> dict[str, Any]:
     return {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
 
 
-def to_json(event: Event) -> str:
+def to_json(event: Event | TownshipEvent) -> str:
     """The same data as :func:`encode`, serialised straight to JSON text (the writer's hot path)."""
     return orjson.dumps(event, default=_json_default).decode()
 
@@ -347,3 +347,78 @@ class AlarmAcknowledged(Event):
 
 
 EVENT_TYPES[AlarmAcknowledged.__name__] = AlarmAcknowledged
+
+
+# -- the township's log: facts about the command room, not about one incident -------------------
+# Stored in the same log with the same global ``seq``, with no incident (``incident_id`` NULL in the
+# event table, absent from the payload), so a replay, a board or a second replica sees them in order.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TownshipEvent:
+    """Base of a fact about the township's command room (its roster, rule table, shifts): when it happened."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandoverRecorded(TownshipEvent):
+    """交接班: a shift began and its team's handover summary was recorded for the incoming duty lead.
+
+    ``open_incidents``: the incidents the summary lists; ``about_to_breach``: how many of their
+    running deadlines fall due within the summary's window (or have passed).
+    """
+
+    handover_id: int
+    team: str
+    shift_id: str
+    incoming_lead: str | None
+    open_incidents: tuple[int, ...]
+    running_deadlines: int
+    about_to_breach: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandoverAcknowledged(TownshipEvent):
+    """The incoming duty lead took the handover over (recorded once: a second click records nothing)."""
+
+    handover_id: int
+    team: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RosterLoaded(TownshipEvent):
+    """A roster was put in force (over HTTP, or from the roster file when none was stored)."""
+
+    version: str
+    previous: str
+    officers: int
+    shifts: int
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RulesPutInForce(TownshipEvent):
+    """A rule table (the boundary list) was put in force; ``table_id`` names its stored text.
+
+    ``previous``: the version it replaced; ``None`` when the table stored was already in force in
+    memory: the table of ``DISPATCHER_RULES_PATH`` stored at start (the first, or forced from the file).
+    """
+
+    table_id: int
+    version: str
+    previous: str | None
+    actor: str | None
+
+
+#: Every township event type by its stored name (the class name).
+TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
+    cls.__name__: cls for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce)
+}
+
+
+def decode_township(type_name: str, data: dict[str, Any]) -> TownshipEvent:
+    """The inverse of :func:`to_json` for a township event (via plain data); raises ``KeyError`` for an unknown name."""
+    event: TownshipEvent = _build(TOWNSHIP_EVENT_TYPES[type_name], data)
+    return event

@@ -220,6 +220,8 @@ class Notice:
 # Events that change a team's part after dispatch: the team's consoles hear of each. (A waiting assignment is
 # not sent to the team: nobody of it can go; the command room sees it on board/events and the board.)
 _TEAM_CHANGES = frozenset({"UnitMoved", "OfficerAssigned", "AssignmentReturned"})
+# Facts of the township's log a team cares about (rosters and rule tables go to board/events only).
+_HANDOVERS = frozenset({"HandoverRecorded", "HandoverAcknowledged"})
 
 # What a team's device needs to know about the incident it is sent to, from IncidentReported.
 _SUMMARY_KEYS = ("report_id", "category", "description", "zones", "lat", "lon", "severity", "priority", "module")
@@ -260,6 +262,16 @@ class NoticeWriter:
                     officer = unit.get("officer")
                     if isinstance(officer, str) and valid_id(officer):  # the unit the roster chose
                         out.append(Notice(self.topics.officer_tasks(officer), encoded))
+        elif type_name in _HANDOVERS:
+            # The township's log: the team's devices, and the incoming duty lead's, hear of their handover.
+            fact = orjson.dumps({"seq": seq, "type": type_name, **data})
+            team = data.get("team")
+            if isinstance(team, str) and valid_id(team):
+                out.append(Notice(self.topics.team_dispatch(team), fact))
+            lead = data.get("incoming_lead")
+            if isinstance(lead, str) and valid_id(lead):
+                out.append(Notice(self.topics.officer_tasks(lead), fact))
+            return out
         elif type_name in _TEAM_CHANGES:
             team = data.get("team") or data.get("to_team")
             if isinstance(team, str) and valid_id(team):

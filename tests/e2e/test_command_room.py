@@ -94,25 +94,29 @@ async def test_five_way_intersection_end_to_end(server: ServerProcess) -> None:
 
 async def test_board_resumes_with_since_without_gap_or_duplicate(server: ServerProcess) -> None:
     async with server.client() as http:
+        # The first start logged the rule table it put in force: the incidents' events come after it.
+        base = (await http.get("/readyz")).json()["last_seq"]
         for n in range(5):
             body = {**FIVE_WAY, "report_id": f"before-{n}"}
             assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
         async with websockets.connect(server.ws_url, additional_headers=server.headers) as board:
             snapshot = json.loads(await board.recv())
-            assert snapshot["seq"] == 10 and len(snapshot["incidents"]) == 5
+            assert snapshot["seq"] == base + 10 and len(snapshot["incidents"]) == 5
         for n in range(5):
             body = {**FIVE_WAY, "report_id": f"while-away-{n}"}
             assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
-        async with websockets.connect(f"{server.ws_url}?since=4", additional_headers=server.headers) as board:
+        since = base + 4
+        async with websockets.connect(f"{server.ws_url}?since={since}", additional_headers=server.headers) as board:
             backlog = [json.loads(await board.recv()) for _ in range(16)]
             assert (await http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": "live"})).status_code == 201
             live = [json.loads(await board.recv()) for _ in range(2)]
-    assert [f["seq"] for f in backlog + live] == list(range(5, 23))
+    assert [f["seq"] for f in backlog + live] == list(range(since + 1, since + 19))
     assert all(f["kind"] == "event" for f in backlog + live)
 
 
 async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: ServerProcess) -> None:
     async with server.client() as http:
+        base = (await http.get("/readyz")).json()["last_seq"]  # the rule table put in force at first start
         bad = await http.post(
             "/api/v1/incidents",
             json={"report_id": "x 1", "category": "", "description": "d", "severity": 9, "colour": "red"},
@@ -122,7 +126,7 @@ async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: 
             "/api/v1/incidents", json={"report_id": "z", "category": "a", "description": "d", "zone": "moon"}
         )
         listing = IncidentsPublic.model_validate((await http.get("/api/v1/incidents")).json())
-        events = (await http.get("/api/v1/events")).json()
+        events = (await http.get("/api/v1/events", params={"since": base})).json()
 
     assert bad.status_code == 422
     fields = {tuple(e["loc"]) for e in bad.json()["detail"]}
@@ -130,7 +134,7 @@ async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: 
     assert unplaced.status_code == 422 and "location, a zone" in unplaced.text
     assert unknown_zone.status_code == 422 and unknown_zone.json()["detail"][0]["loc"] == ["body", "zone"]
     assert listing.count == 0
-    assert events == {"data": [], "last_seq": 0}
+    assert events == {"data": [], "last_seq": base}
 
 
 async def test_unknown_category_lands_in_the_triage_queue(server: ServerProcess) -> None:
@@ -167,8 +171,10 @@ async def test_answered_reports_survive_kill_9(database_url: str, tmp_path: Path
     finally:
         second.stop()
     assert sorted(i["id"] for i in listing["data"]) == ids
-    assert [e["seq"] for e in events["data"]] == list(range(1, 401))
-    assert ready["last_seq"] == 400
+    # Seq 1 is the rule table the first start put in force; the second start found it stored.
+    assert [e["seq"] for e in events["data"]] == list(range(1, 402))
+    assert [e["type"] for e in events["data"][:2]] == ["RulesPutInForce", "IncidentReported"]
+    assert ready["last_seq"] == 401
 
 
 def _placed_report(n: int) -> dict[str, Any]:
