@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY dispatcher ./dispatcher
 COPY gateways ./gateways
 COPY rules ./rules
+COPY server ./server
 COPY simulations ./simulations
 RUN pip install --no-cache-dir --no-deps . && useradd --system --home /app dispatcher
 USER dispatcher

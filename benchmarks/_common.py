@@ -200,7 +200,7 @@ def dispatcher_command() -> list[str]:
     found = shutil.which("dispatcher")
     if found:
         return [found]
-    return [sys.executable, "-c", "from dispatcher.cli import main; main()"]
+    return [sys.executable, "-c", "from server.cli import main; main()"]
 
 
 class Server:

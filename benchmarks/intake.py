@@ -755,8 +755,8 @@ def summarize_collapsed(path: Path, top: int = 20) -> dict[str, Any]:
             leaf = frames[-1]
             self_counts[leaf] += count
             package_counts[_package(leaf.rsplit(":", 1)[0])] += count
-            for frame in {f for f in frames if f.startswith(_PROJECT) and f != "dispatcher/cli.py:serve"}:
-                if not frame.startswith("dispatcher/cli.py"):
+            for frame in {f for f in frames if f.startswith(_PROJECT) and f != "server/cli.py:serve"}:
+                if not frame.startswith("server/cli.py"):
                     project_counts[frame] += count
 
     def rows(counter: Counter[str], key: str = "function") -> list[dict[str, Any]]:

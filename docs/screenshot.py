@@ -75,7 +75,7 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                     "/api/v1/incidents/2/assignments/labour-office/acknowledge", json={"actor": "劳动保障站"}
                 )
                 drill = await asyncio.create_subprocess_exec(
-                    *(sys.executable, "-m", "dispatcher", "drill", str(SCENARIO), "--url", server.base_url),
+                    *(sys.executable, "-m", "server", "drill", str(SCENARIO), "--url", server.base_url),
                     *("--token", server.token),
                     *("--speed", "20", "--max-seconds", str(wait_s + 30)),
                     stdout=asyncio.subprocess.DEVNULL,

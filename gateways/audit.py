@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.accounts import AuditEntry, Principal, SqlDirectory
+from gateways.context import AppContext, context_of
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,15 @@ class AuditTrail:
 
 
 async def _record(scope: Scope, status: int) -> None:
-    app = scope["app"]
-    directory: SqlDirectory = app.state.directory
+    context: AppContext = scope["app"].state.context
+    directory = context.directory
     state = scope.get("state", {})
     principal: Principal | None = state.get("principal")
     route = scope.get("route")
     action = f"{scope['method']} {getattr(route, 'path', None) or scope['path']}"
     client = scope.get("client")
     entry = AuditEntry(
-        at=app.state.clock.now(),
+        at=context.clock.now(),
         action=action,
         outcome=status,
         actor=principal.name if principal else state.get("audit_actor"),
@@ -105,7 +106,7 @@ async def export_audit(
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, detail=[{"loc": ["query", name], "msg": "give a timezone", "type": "value_error"}])
     principal: Principal = request.state.principal
-    directory: SqlDirectory = request.app.state.directory
+    directory: SqlDirectory = context_of(request).directory
     township = None if principal.account.county else principal.account.township
     entries = await directory.audit(since=since, until=until, township=township, limit=limit)
     rows = [

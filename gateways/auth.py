@@ -41,6 +41,7 @@ from dispatcher.accounts import (
 )
 from dispatcher.hub import Hub
 from dispatcher.values import INT32_MAX, RowId, Text, storable_text
+from gateways.context import context_of
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
 from gateways.tenancy import Townships, township_of
@@ -59,7 +60,7 @@ def json_response(data: Any, status_code: int = 200) -> Response:
 
 def directory_of(connection: HTTPConnection) -> SqlDirectory:
     """The accounts directory of the application serving ``connection``."""
-    directory: SqlDirectory = connection.app.state.directory
+    directory: SqlDirectory = context_of(connection).directory
     return directory
 
 
@@ -107,22 +108,22 @@ async def guard(connection: HTTPConnection) -> None:
     directory = directory_of(connection)
     await directory.open()
     token = _token_of(connection)
-    principal = directory.authenticate(token, connection.app.state.clock.now()) if token else None
+    principal = directory.authenticate(token, context_of(connection).clock.now()) if token else None
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
         return
     connection.state.principal = principal
-    buckets: TokenBuckets = connection.app.state.token_buckets
+    buckets: TokenBuckets = context_of(connection).token_buckets
     # Signed-in sessions of one account share a bucket; each device token has its own.
     key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
-    wait = buckets.take(key, connection.app.state.clock.now().timestamp())
+    wait = buckets.take(key, context_of(connection).clock.now().timestamp())
     if wait > 0:
         _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
     scope = grant.get(principal.role)
     if scope is None:
         _refuse(connection, 403, f"role {principal.role.value} may not {method} {path}")
         return
-    townships: Townships = connection.app.state.townships
+    townships: Townships = context_of(connection).townships
     requested = connection.query_params.get("township") or connection.headers.get("x-township")
     try:
         connection.state.township = townships.choose(principal.account, requested)
@@ -135,7 +136,7 @@ async def guard(connection: HTTPConnection) -> None:
         client = connection.client
         await directory.record(
             AuditEntry(
-                at=connection.app.state.clock.now(),
+                at=context_of(connection).clock.now(),
                 action=f"GET {path}",
                 outcome=101,
                 actor=principal.name,
@@ -261,13 +262,13 @@ async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, D
     request.state.audit_actor = form.username[:64]
     tried = directory_of(request).account(form.username)
     request.state.township = tried.township if tried else None  # for the audit trail: whose township's entry
-    buckets: TokenBuckets = request.app.state.sign_in_buckets
-    wait = buckets.take(f"ip:{client}", request.app.state.clock.now().timestamp())
+    buckets: TokenBuckets = context_of(request).sign_in_buckets
+    wait = buckets.take(f"ip:{client}", context_of(request).clock.now().timestamp())
     if wait > 0:
         raise HTTPException(429, "too many sign-ins from this address", headers={"Retry-After": retry_after(wait)})
     directory = directory_of(request)
     await directory.open()
-    now = request.app.state.clock.now()
+    now = context_of(request).clock.now()
     try:
         token, principal = await directory.sign_in(form.username, form.password, now)
     except SignInRefused as exc:
@@ -294,14 +295,14 @@ async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, D
 
 @router.post("/auth/logout", status_code=204, summary="Sign out: the token used is revoked")
 async def sign_out(request: Request, principal: PrincipalDep) -> Response:
-    await directory_of(request).revoke(principal.token.id, request.app.state.clock.now(), reason=SIGNED_OUT)
+    await directory_of(request).revoke(principal.token.id, context_of(request).clock.now(), reason=SIGNED_OUT)
     request.state.audit_detail = f"revoked token {principal.token.id}"
     return Response(status_code=204)
 
 
 @router.get("/auth/me", summary="Who the token belongs to, and the townships it may choose")
 async def me(request: Request, principal: PrincipalDep, _: Annotated[str | None, Security(bearer)]) -> Response:
-    townships: Townships = request.app.state.townships
+    townships: Townships = context_of(request).townships
     mine = sorted(townships) if principal.account.county else [t for t in townships if t == principal.account.township]
     return json_response(
         {
@@ -362,7 +363,7 @@ async def create_account(request: Request, body: AccountCreate, principal: Princ
             body.name,
             body.role,
             body.township,
-            request.app.state.clock.now(),
+            context_of(request).clock.now(),
             officer_id=body.officer_id,
             module=body.module,
             password=body.password,
@@ -381,7 +382,7 @@ async def update_account(request: Request, name: Text, body: AccountUpdate, prin
     _check_shape(body.role or account.role, body.officer_id or account.officer_id, body.module or account.module)
     updated = await directory_of(request).update_account(
         name,
-        request.app.state.clock.now(),
+        context_of(request).clock.now(),
         password=body.password,
         disabled=body.disabled,
         role=body.role,
@@ -408,7 +409,7 @@ async def issue_device_token(
 ) -> Response:
     _existing(request, principal, name)
     token, info = await directory_of(request).issue_token(
-        name, TokenKind.DEVICE, request.app.state.clock.now(), label=body.label
+        name, TokenKind.DEVICE, context_of(request).clock.now(), label=body.label
     )
     request.state.audit_detail = f"device token {info.id} for {name}: {body.label}"
     return json_response({**token_json(info), "token": token}, 201)
@@ -422,6 +423,6 @@ async def revoke_token(request: Request, token_id: RowId, principal: PrincipalDe
         raise HTTPException(404, f"no live token {token_id}")
     owner = directory.account(info.account)
     _manageable(principal, owner.township if owner else COUNTY)
-    await directory.revoke(token_id, request.app.state.clock.now())
+    await directory.revoke(token_id, context_of(request).clock.now())
     request.state.audit_detail = f"revoked token {token_id} of {info.account}"
     return Response(status_code=204)

@@ -19,6 +19,7 @@ from dispatcher.accounts import Account
 from dispatcher.hub import Hub
 from dispatcher.roster_file import RosterIn
 from dispatcher.shifts import ShiftWatch
+from gateways.context import context_of
 
 
 @dataclass(slots=True)
@@ -75,7 +76,7 @@ class Townships(Mapping[str, Township]):
 def township_of(connection: HTTPConnection) -> Township:
     """The township the guard settled for this request or websocket (400 when a county account did not choose)."""
     chosen: str | None = getattr(connection.state, "township", None)
-    townships: Townships = connection.app.state.townships
+    townships: Townships = context_of(connection).townships
     if chosen is None:
         raise HTTPException(400, f"choose a township with ?township= or X-Township: one of {sorted(townships)}")
     return townships[chosen]

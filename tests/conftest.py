@@ -183,7 +183,7 @@ async def sign_in_as(
     from dispatcher.accounts import Role, TokenKind
 
     role = role or Role.ADMIN
-    directory = app.state.directory
+    directory = app.state.context.directory
     await directory.open()
     name = name or f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
     await directory.create_account(name, role, township, START, officer_id=officer_id, module=module)
@@ -202,4 +202,4 @@ async def api_client(app: Any, headers: dict[str, str] | None = None) -> AsyncIt
         async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as http:
             yield http
     finally:
-        await app.state.directory.close()
+        await app.state.context.directory.close()

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from dispatcher.alarms import OpenAlarms
-from dispatcher.app import create_app
 from dispatcher.core.events import AlarmAcknowledged, decode, encode
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.hub import UnknownAlarm
 from dispatcher.settings import Settings
+from server.app import create_app
 from tests.conftest import START, HubRig, api_client
 from tests.test_hub import FIVE_WAY_TEAMS, five_way
 

@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.accounts import AuditEntry, Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
-from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
 from gateways.privacy import MASK, mask
 from rules import compile_table, load_table
+from server.app import create_app
 from tests.conftest import START, HubRig, api_client, sign_in_as
 
 REPORT = {"report_id": "a-1", "category": "traffic.congestion", "zone": "five-way", "description": "堵"}
@@ -37,7 +37,7 @@ PASSWORD = "correct horse battery"
 async def app(crew: HubRig) -> AsyncIterator[Any]:
     application = create_app(Settings(database_url=crew.url, rate_burst=50, rate_per_s=1), hub=crew.hub)
     yield application
-    await application.state.directory.close()
+    await application.state.context.directory.close()
 
 
 def _client(app: Any, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
@@ -51,11 +51,11 @@ async def test_without_a_valid_token_nothing_is_served(app: Any) -> None:
         assert (await http.post("/api/v1/incidents", json=REPORT)).status_code == 401
         assert (await http.get("/api/v1/rules")).status_code == 401
         assert (await http.get("/healthz")).status_code == 200  # public, holds no data
-    assert app.state.hub.last_seq == 0
+    assert app.state.context.hub.last_seq == 0
 
 
 async def test_sign_in_me_and_sign_out(app: Any) -> None:
-    directory = app.state.directory
+    directory = app.state.context.directory
     await directory.open()
     await directory.create_account("op-1", Role.OPERATOR, "ershili", START, password=PASSWORD)
     async with _client(app) as http:
@@ -76,7 +76,7 @@ async def test_sign_in_me_and_sign_out(app: Any) -> None:
 
 
 async def test_five_failures_lock_the_name_for_fifteen_minutes(app: Any, crew: HubRig) -> None:
-    directory = app.state.directory
+    directory = app.state.context.directory
     await directory.open()
     await directory.create_account("op-2", Role.OPERATOR, "ershili", START, password=PASSWORD)
     async with _client(app) as http:
@@ -96,7 +96,7 @@ async def test_a_burst_of_parallel_guesses_counts_every_one_and_locks(crew: HubR
     # and every guess must be counted; the next burst of 5 reaches it.
     settings = Settings(database_url=crew.url, lockout_failures=25, sign_in_per_min=0)
     app = create_app(settings, hub=crew.hub)
-    directory = app.state.directory
+    directory = app.state.context.directory
     try:
         await directory.open()
         await directory.create_account("op-7", Role.OPERATOR, "ershili", START, password=PASSWORD)
@@ -153,7 +153,7 @@ async def test_the_stored_count_follows_the_lockout_arithmetic(database_url: str
 
 
 async def test_the_first_start_creates_admin_once_with_a_generated_password(app: Any) -> None:
-    directory = app.state.directory
+    directory = app.state.context.directory
     generated = await directory.ensure_admin(None, START)
     assert generated is not None and len(generated) >= 16
     assert await directory.ensure_admin(None, START) is None
@@ -230,7 +230,7 @@ async def test_a_report_answers_a_reporter_only_what_it_may_read(app: Any) -> No
         made = (await admin.post("/api/v1/incidents", json=first)).json()
     holder = made["assignments"][0]["officer"]
     others = {a["officer"] for a in made["assignments"]}
-    stranger = next(o for o in app.state.hub.roster.officers if o not in others)
+    stranger = next(o for o in app.state.context.hub.roster.officers if o not in others)
     receipt_keys = {"id", "report_id", "status", "outcome"}
     async with _client(app, await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=stranger)) as http:
         # Re-posting a report_id it heard of: the incident is not handed over.
@@ -282,7 +282,7 @@ def test_supervision_never_sees_a_reporter(value: Any) -> None:
 
 
 async def test_every_change_is_audited_with_who_and_where(app: Any) -> None:
-    directory = app.state.directory
+    directory = app.state.context.directory
     await directory.open()
     await directory.create_account("op-3", Role.OPERATOR, "ershili", START, password=PASSWORD)
     async with _client(app) as http:
@@ -360,7 +360,7 @@ async def test_a_body_over_the_limit_is_refused_unread(app: Any) -> None:
 
         streamed = await http.post("/api/v1/incidents", content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413
-    assert app.state.hub.last_seq == 0
+    assert app.state.context.hub.last_seq == 0
 
 
 async def test_a_token_past_its_pace_gets_429_with_retry_after(app: Any, crew: HubRig) -> None:
@@ -431,7 +431,7 @@ async def test_nothing_leaks_between_two_townships(crew: HubRig, tmp_path: Path,
             assert (await admin.get("/api/v1/incidents", params={"township": "elsewhere"})).status_code == 403
         assert quick.hub.last_seq == 0
     finally:
-        await app.state.directory.close()
+        await app.state.context.directory.close()
         await quick.hub.stop()
 
 
@@ -446,6 +446,6 @@ async def test_the_generated_admin_password_is_printed_once(tmp_path: Path, caps
     again = create_app(settings)
     async with again.router.lifespan_context(again):
         assert "password" not in capsys.readouterr().out
-        directory = again.state.directory
+        directory = again.state.context.directory
         token, principal = await directory.sign_in("admin", password, START)
         assert principal.role is Role.ADMIN and directory.authenticate(token, START) is not None

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
-from dispatcher.app import create_app
 from dispatcher.core.incidents import Report
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
 from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.shifts import ShiftWatch
 from gateways.board import LAGGING_CLOSE_CODE, REVOKED_CLOSE_CODE, board_feed
 from gateways.tenancy import Township, Townships
+from server.app import create_app
 from tests.conftest import START, HubRig, api_client
 
 
@@ -60,7 +60,9 @@ class FakeBoard:
     def __init__(self, hub: Any, read_limit: int, *, app: Any = None, principal: Principal | None = None) -> None:
         township = Township(hub.rules.township_id, hub, ShiftWatch(hub), BUNDLED_TABLE)
         self.app = app or SimpleNamespace(
-            state=SimpleNamespace(hub=hub, townships=Townships([township]), directory=NoRevocations())
+            state=SimpleNamespace(
+                context=SimpleNamespace(hub=hub, townships=Townships([township]), directory=NoRevocations())
+            )
         )
         # What the guard leaves on a connection it let through: by default an operator of the township.
         operator = Account("board-screen", Role.OPERATOR, township.id)
@@ -125,7 +127,7 @@ async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig:
 )
 async def test_an_open_feed_is_closed_when_its_token_stops_working(rig: HubRig, how: str, reason: str) -> None:
     app = create_app(Settings(database_url=rig.url), hub=rig.hub)
-    directory = app.state.directory
+    directory = app.state.context.directory
     try:
         await directory.open()
         await directory.create_account("op-board", Role.OPERATOR, "ershili", START, password="correct horse battery")
@@ -152,7 +154,7 @@ async def test_an_open_feed_is_closed_when_its_token_stops_working(rig: HubRig, 
 
 async def test_a_feed_whose_token_was_revoked_before_it_subscribed_closes_at_once(rig: HubRig) -> None:
     app = create_app(Settings(database_url=rig.url), hub=rig.hub)
-    directory = app.state.directory
+    directory = app.state.context.directory
     try:
         await directory.open()
         await directory.create_account("op-late", Role.OPERATOR, "ershili", START)

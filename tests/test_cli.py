@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dispatcher.cli import app
 from dispatcher.settings import BUNDLED_TABLE
+from server.cli import app
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ def test_serve_refuses_a_bad_table_with_a_clear_message(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "dispatcher",
+            "server",
             "serve",
             "--rules",
             str(bad),

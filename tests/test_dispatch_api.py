@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
+from server.app import create_app
 from tests.conftest import START, HubRig, api_client
 
 

@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from dispatcher.app import create_app
 from dispatcher.roster_file import OfficerIn, RosterIn
 from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.values import INT32_MAX
@@ -53,6 +52,7 @@ from gateways.schemas import (
     UnitActionIn,
     UnitReportIn,
 )
+from server.app import create_app
 from tests.conftest import HubRig, sign_in_as
 
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None)
@@ -345,7 +345,7 @@ async def http(rig: HubRig) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             yield client
     finally:
-        await app.state.directory.close()
+        await app.state.context.directory.close()
 
 
 async def test_each_value_found_is_named_in_its_answer_and_the_writer_goes_on(http: httpx.AsyncClient) -> None:

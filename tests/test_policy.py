@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from dispatcher.accounts import Account, Role
-from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from gateways.policy import POLICY, PUBLIC, Scope, iter_routes, policy_markdown, scope_refusal
+from server.app import create_app
 from tests.conftest import HubRig, sign_in_as
 
 FIVE_WAY = {"report_id": "p-1", "category": "traffic.congestion", "zone": "five-way", "description": "堵"}
@@ -97,7 +97,7 @@ async def matrix(crew: HubRig) -> AsyncIterator[tuple[Any, dict[str, str]]]:
         }
         yield app, params
     finally:
-        await app.state.directory.close()
+        await app.state.context.directory.close()
 
 
 @pytest.mark.parametrize("role", list(Role))

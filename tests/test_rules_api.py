@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from dispatcher.app import create_app
 from dispatcher.core.incidents import Report
 from dispatcher.settings import BUNDLED_TABLE, Settings
+from server.app import create_app
 from tests.conftest import HubRig, api_client
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from dispatcher.app import create_app
 from dispatcher.settings import BUNDLED_TABLE, Settings
 from rules import RuleBook
+from server.app import create_app
 from tests.conftest import START, HubRig, api_client
 
 FILE_VERSION = "ershili-2026.11-1"

@@ -6,16 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from gateways.context import context_of
+
 router = APIRouter(prefix="/api/v1")
 
 
 @router.get("/mqtt/stats", summary="The MQTT gateway: connection state, messages taken, dead letters, outbox")
 async def mqtt_stats(request: Request) -> dict[str, Any]:
-    gateway = getattr(request.app.state, "mqtt", None)
+    gateway = context_of(request).mqtt
     if gateway is None:
         return {"state": "off"}
     stats: dict[str, Any] = gateway.stats()
-    officers = getattr(request.app.state, "officer_status", None)
+    officers = context_of(request).officer_status
     if officers is not None:
         stats["officers_reporting"] = len(officers.latest)
     return stats

@@ -24,7 +24,7 @@ ADMIN_PASSWORD = "e2e-admin-password-0123"
 
 
 class ServerProcess:
-    """``python -m dispatcher serve`` in a child process; output goes to ``log_path``.
+    """``python -m server serve`` in a child process; output goes to ``log_path``.
 
     Once ready it signs in as ``admin``: ``headers`` (and ``client()``) carry the bearer token.
     """
@@ -64,7 +64,7 @@ class ServerProcess:
         return token
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        command = [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "server", "serve", "--port", str(self.port)]
         command += ["--database-url", self.database_url, "--log-level", "warning"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)

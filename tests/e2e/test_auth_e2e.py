@@ -100,7 +100,7 @@ async def test_two_townships_with_real_tokens(database_url: str, tmp_path: Path,
 def test_the_cli_signs_in_to_put_a_table_in_force(server: ServerProcess) -> None:
     from typer.testing import CliRunner
 
-    from dispatcher.cli import app
+    from server.cli import app
     from tests.e2e.server import ADMIN_PASSWORD
 
     runner = CliRunner()

@@ -27,8 +27,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from dispatcher.app import create_app
 from dispatcher.settings import Settings
+from server.app import create_app
 from tests.conftest import drop_postgres_database, fresh_postgres_database
 from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess

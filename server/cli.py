@@ -57,8 +57,8 @@ def serve(
     """Run the dispatcher: HTTP API, board websocket, the board page at /board, and MQTT with --mqtt-url."""
     import uvicorn
 
-    from dispatcher.app import create_app
     from dispatcher.settings import Settings
+    from server.app import create_app
 
     overrides = {
         k: v

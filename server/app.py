@@ -26,6 +26,7 @@ from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from gateways import api, audit, auth, board, dispatch_api, rules_api
 from gateways.audit import AuditTrail
+from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
 from gateways.limits import BodyLimit, TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
@@ -215,7 +216,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             if freezer is not None:
                 freezer.start()
                 stack.push_async_callback(freezer.stop)
-            app.state.county = await stack.enter_async_context(forwarding(the_hub, webhook_settings(settings)))
+            context.county = await stack.enter_async_context(forwarding(the_hub, webhook_settings(settings)))
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
             yield
@@ -230,15 +231,17 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         dependencies=[Depends(auth.guard)],
     )
     #: The first township's hub, for code that serves one township; HTTP routes choose through get_hub.
-    app.state.hub = the_hub
-    app.state.townships = townships
-    app.state.directory = directory
-    app.state.clock = the_hub.clock
-    app.state.settings = settings
-    app.state.mqtt = mqtt
-    app.state.officer_status = officers
-    app.state.token_buckets = TokenBuckets(settings.rate_per_s, settings.rate_burst)
-    app.state.sign_in_buckets = TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min)
+    app.state.context = context = AppContext(
+        hub=the_hub,
+        townships=townships,
+        directory=directory,
+        clock=the_hub.clock,
+        settings=settings,
+        mqtt=mqtt,
+        officer_status=officers,
+        token_buckets=TokenBuckets(settings.rate_per_s, settings.rate_burst),
+        sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
+    )
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)

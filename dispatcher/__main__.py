@@ -1,3 +1,0 @@
-from dispatcher.cli import main
-
-main()

@@ -1,0 +1,43 @@
+"""What the gateways share, typed: built once by the composition root (``server/app.py``).
+
+A route or middleware reaches it with :func:`context_of`; nothing else is kept on ``app.state``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from dispatcher.accounts import SqlDirectory
+from dispatcher.clock import Clock
+from dispatcher.hub import Hub
+from dispatcher.settings import Settings
+from gateways.limits import TokenBuckets
+
+if TYPE_CHECKING:
+    from gateways.mqtt import LastKnownStatus, MqttGateway
+    from gateways.tenancy import Townships
+
+
+@dataclass(slots=True, kw_only=True)
+class AppContext:
+    """The dispatcher's shared parts. ``hub`` is the first township's (routes choose theirs by township)."""
+
+    hub: Hub
+    townships: Townships
+    directory: SqlDirectory
+    clock: Clock
+    settings: Settings
+    token_buckets: TokenBuckets
+    sign_in_buckets: TokenBuckets
+    mqtt: MqttGateway | None = None
+    officer_status: LastKnownStatus | None = None
+    county: Any = None  # the county forwarder while the app runs (gateways/county.py), when a webhook is set
+
+
+def context_of(connection: HTTPConnection) -> AppContext:
+    """The context of the app serving ``connection``."""
+    context: AppContext = connection.app.state.context
+    return context
