@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -247,6 +248,7 @@ def _due_entries(incident: Incident) -> list[DueEntry]:
 
 
 _DEADLINE_KINDS = frozenset(k.value for k in ev.DeadlineKind)
+_by_id = operator.attrgetter("id")
 
 
 def feed_message(seq: int, type_name: str, payload: str) -> str:
@@ -766,8 +768,13 @@ class Hub:
     # -- reads ----------------------------------------------------------------------------
 
     def open_incidents(self) -> tuple[int, list[Incident]]:
-        """The open incidents and the sequence number they reflect, taken at one instant."""
-        return self.last_seq, sorted(self._open.values(), key=lambda i: i.id)
+        """The open incidents by id and the sequence number they reflect, taken at one instant.
+
+        The incidents are immutable: the list stays the state as of that sequence number however
+        long its reader takes (a board's paged snapshot). The open incidents are usually kept in id
+        order already, so the sort only checks it.
+        """
+        return self.last_seq, sorted(self._open.values(), key=_by_id)
 
     async def get(self, incident_id: int) -> Incident:
         incident = self._open.get(incident_id) or await self.store.get(incident_id)

@@ -2,17 +2,20 @@
 
 Protocol (server → client, JSON text frames):
 
-* ``{"kind": "snapshot", "seq": N, "incidents": [IncidentPublic...], "alarms": [...]}`` on connect
-  without ``since``: every open incident and every open alarm (see :mod:`dispatcher.alarms`) as of
-  event ``N``;
+* on connect without ``since``, a snapshot of every open incident and every open alarm (see
+  :mod:`dispatcher.alarms`) as of event ``N``, in pages: first
+  ``{"kind": "snapshot", "seq": N, "total": T, "alarms": [...], "incidents": [IncidentPublic...], "more": M}``,
+  then while ``more`` is true ``{"kind": "snapshot_page", "seq": N, "incidents": [...], "more": M}``; the
+  snapshot is whole once a frame says ``"more": false`` (a small one is a single frame);
 * ``{"kind": "event", "seq": N, "type": "UnitMoved", "data": {...}}`` for every committed event
   after that, in sequence order, each exactly once.
 
 * ``{"kind": "heartbeat", "seq": N}`` after 15 s without events.
 
 ``/ws/board?since=N`` skips the snapshot and resumes with the first event after ``N`` (from
-memory or, for an old ``N``, from the database): no gap, no duplicate. A board that falls more
-than ``board_queue_size`` events behind is closed with code **4008** and the reason
+memory or, for an old ``N``, from the database): no gap, no duplicate. After a snapshot the feed
+resumes the same way from the snapshot's ``seq``. A board that falls more than
+``board_queue_size`` events behind is closed with code **4008** and the reason
 ``resume with since=<last seq sent>``; it reconnects with that ``since``.
 """
 
@@ -28,7 +31,6 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import HTMLResponse
 
-from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
 from gateways.api import get_hub
@@ -40,6 +42,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
 HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
+#: Open incidents per snapshot frame (``DISPATCHER_BOARD_SNAPSHOT_PAGE``).
+SNAPSHOT_PAGE = 200
 
 router = APIRouter()
 
@@ -61,24 +65,40 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
     await websocket.accept(subprotocol=ws_subprotocol(websocket))
     principal = websocket.state.principal
     out: Any = MaskedSocket(websocket, principal.account) if needs_masking(principal) else websocket
+    drain = asyncio.create_task(_drain_incoming(websocket))
+    try:
+        if since is None or since > hub.last_seq:
+            # The snapshot is streamed in pages with no subscription held: a board that takes long to
+            # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
+            # seq like any board resuming with ``since``.
+            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket)))
+            done, _ = await asyncio.wait({sending, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if sending not in done or sending.exception() is not None:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+                return
+            since = sending.result()
+        await _follow(websocket, out, hub, since, drain)
+    finally:
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _follow(websocket: WebSocket, out: Any, hub: Hub, since: int, drain: asyncio.Task[None]) -> None:
+    """Every event after ``since``: the backlog, then live; closes with 4008 when the board lags."""
     # Subscribe and read the position in the same step (no await between): nothing can slip by.
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
-    snapshot = hub.open_incidents() if since is None or since > upto else None
-    alarms = hub.alarms.snapshot() if snapshot is not None else []  # the same instant as the snapshot
-    progress = _Progress(last=since or 0)
-    tasks = {
-        asyncio.create_task(_send(out, hub, subscription, progress, upto, snapshot, alarms)),
-        asyncio.create_task(_drain_incoming(websocket)),
-        dropped := asyncio.create_task(subscription.wait_dropped()),
-    }
+    progress = _Progress(last=since)
+    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto))
+    dropped = asyncio.create_task(subscription.wait_dropped())
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({sending, drain, dropped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         subscription.close()
-        for task in tasks:
+        for task in (sending, dropped):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(sending, dropped, return_exceptions=True)
     if dropped in done:
         # The board fell behind; its sender may be stuck on a full socket, so close from here.
         with contextlib.suppress(Exception):
@@ -87,25 +107,41 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
             )
 
 
+def _snapshot_page(websocket: WebSocket) -> int:
+    settings = getattr(websocket.app.state, "settings", None)
+    return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
+
+
+async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int) -> int:
+    """Send every open incident and open alarm as of one seq, in frames of ``page`` incidents; returns the seq.
+
+    The incidents are immutable, so the list taken here stays the state as of ``seq`` while later
+    pages are encoded; each page is encoded and sent on its own, and the loop runs other work
+    (the writer, requests) between pages.
+    """
+    seq, incidents = hub.open_incidents()
+    alarms = hub.alarms.snapshot()  # the same instant as the incidents
+    total = len(incidents)
+    for start in range(0, max(total, 1), page):
+        frame: dict[str, Any] = {"kind": "snapshot" if start == 0 else "snapshot_page", "seq": seq}
+        if start == 0:
+            frame["total"] = total
+            frame["alarms"] = alarms
+        frame["incidents"] = [incident_json(i) for i in incidents[start : start + page]]
+        frame["more"] = start + page < total
+        await websocket.send_text(orjson.dumps(frame).decode())
+        await asyncio.sleep(0)  # yield between pages even when the socket takes them without waiting
+    return seq
+
+
 async def _send(
     websocket: WebSocket,
     hub: Hub,
     subscription: Subscription,
     progress: _Progress,
     upto: int,
-    snapshot: tuple[int, list[Incident]] | None,
-    alarms: list[dict[str, Any]],
 ) -> None:
-    if snapshot is not None:
-        seq, incidents = snapshot
-        await websocket.send_text(
-            orjson.dumps(
-                {"kind": "snapshot", "seq": seq, "incidents": [incident_json(i) for i in incidents], "alarms": alarms}
-            ).decode()
-        )
-        progress.last = seq
-    else:
-        await _send_backlog(websocket, hub, progress, upto)
+    await _send_backlog(websocket, hub, progress, upto)
     while True:
         # A busy feed is read without a timer; only a quiet one waits with a timeout (a task per wait).
         record = subscription.get_nowait()
