@@ -48,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-from _common import (  # noqa: E402
+from _common import (
     LOOPBACK,
     BenchError,
     Database,
@@ -160,7 +160,11 @@ async def prepared(args: argparse.Namespace, tempdir: Path, now: datetime) -> tu
     sqlite = args.database_url is None or args.database_url.startswith("sqlite")
     if args.filled:
         if sqlite:
-            return Database(backend="sqlite", url=f"sqlite+aiosqlite:///{args.filled}", tempdir=tempdir, name=args.filled), False, {}
+            return (
+                Database(backend="sqlite", url=f"sqlite+aiosqlite:///{args.filled}", tempdir=tempdir, name=args.filled),
+                False,
+                {},
+            )
         db = await create_database(args.database_url, tempdir, keep=True)
         await drop_database_named(db, db.name)
         db.name = args.filled
@@ -393,8 +397,7 @@ async def one_run(args: argparse.Namespace, source: Database, tempdir: Path, n: 
     workdir.mkdir()
     env: dict[str, str] = {}
     if args.checkout:
-        checkout = str(Path(args.checkout).resolve())
-        env["PYTHONPATH"] = checkout
+        env["PYTHONPATH"] = args.checkout
     server = Server(db.url, workdir, log_level="warning", env=env)
     if args.checkout:
         server_command = [sys.executable, "-c", "from dispatcher.cli import main; main()"]
@@ -421,8 +424,7 @@ async def one_run(args: argparse.Namespace, source: Database, tempdir: Path, n: 
         if db.backend == "postgresql":
             await drop_database_named(source, db.name)
         else:
-            with contextlib.suppress(OSError):
-                Path(db.name).unlink()
+            await asyncio.to_thread(Path(db.name).unlink, missing_ok=True)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -493,6 +495,8 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.checkout:
+        args.checkout = str(Path(args.checkout).resolve())
     if args.rate * args.duration > 20_000:
         raise BenchError("at most 20,000 reports per run")
     result = run_async(main_async(args))
