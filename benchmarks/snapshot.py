@@ -448,7 +448,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "open_incidents": args.open,
         "fill": facts,
         "runs": runs,
-        "median_restart_seconds": statistics.median(restart),
+        "median_restart_seconds": statistics.median(restart) if restart else None,
         "machine": machine_info(),
         "load_average": os.getloadavg(),
     }
@@ -484,7 +484,7 @@ def main() -> None:
     parser.add_argument("--filled", default=None, help="reuse a filled SQLite file or PostgreSQL database")
     parser.add_argument("--keep-filled", default=None, help="keep the filled database under this file or name")
     parser.add_argument("--checkout", default=None, help="run the server from this source tree")
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="runs on copies of the filled database (0: fill only)")
     parser.add_argument("--rate", type=float, default=200.0, help="reports per second (0: restart only)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of intake (bounded)")
     parser.add_argument("--board-at", type=float, default=5.0, help="seconds into the intake when boards connect")

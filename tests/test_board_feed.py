@@ -9,6 +9,7 @@ from typing import Any
 
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.core.incidents import Report
+from dispatcher.core.lifecycle import IncidentAction
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.shifts import ShiftWatch
@@ -102,3 +103,65 @@ async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig:
     resumed.gone.set()
     await asyncio.wait_for(connection, timeout=5)
     assert [f["seq"] for f in resumed.sent] == list(range(last_seen + 1, rig.hub.last_seq + 1))
+
+
+class PagedBoard(FakeBoard):
+    """A board reading every frame, with snapshot pages of ``page`` incidents; ``during`` runs after its
+    first snapshot frame (while the rest of the snapshot is still to come)."""
+
+    def __init__(self, hub: Any, page: int, during: Any) -> None:
+        super().__init__(hub, read_limit=10_000)
+        self.app.state.settings = SimpleNamespace(board_snapshot_page=page)
+        self._during = during
+        self.arrived = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        frame = json.loads(text)
+        self.sent.append(frame)
+        self.arrived.set()
+        if frame["kind"] == "snapshot":
+            await self._during()
+
+    async def until_seq(self, seq: int) -> None:
+        while not (self.sent and self.sent[-1].get("seq") == seq and self.sent[-1]["kind"] == "event"):
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), timeout=5)
+
+
+async def test_the_snapshot_comes_in_pages_as_of_its_seq_and_the_feed_goes_on_without_gap_or_duplicate(
+    rig: HubRig,
+) -> None:
+    hub = rig.hub
+    for n in range(7):
+        await hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    to_change = 6  # on the snapshot's last page: it changes while the first page is being read
+    before = hub.get
+    snapshot_seq = hub.last_seq
+
+    changed = asyncio.Event()
+
+    async def meanwhile() -> None:
+        await hub.note(to_change, "still noisy", START, "operator")
+        await hub.report(Report(report_id="late", category="noise.x", description="d", zone="market"), START)
+        await hub.finish(2, IncidentAction.CANCEL, START, "operator", "a prank")
+        changed.set()
+
+    board = PagedBoard(hub, page=3, during=meanwhile)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(changed.wait(), timeout=5)
+    await board.until_seq(hub.last_seq)
+    board.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+
+    pages = [f for f in board.sent if f["kind"] in ("snapshot", "snapshot_page")]
+    assert [f["kind"] for f in pages] == ["snapshot", "snapshot_page", "snapshot_page"]
+    assert [f["more"] for f in pages] == [True, True, False] and pages[0]["total"] == 7
+    assert {f["seq"] for f in pages} == {snapshot_seq}
+    incidents = [i for f in pages for i in f["incidents"]]
+    # The state as of the snapshot's seq: the cancelled incident still open, the changed one as it was.
+    assert [i["id"] for i in incidents] == [1, 2, 3, 4, 5, 6, 7]
+    assert incidents[to_change - 1]["version"] == (await before(to_change)).version - 1
+    events = board.sent[len(pages) :]
+    assert [f["seq"] for f in events] == list(range(snapshot_seq + 1, hub.last_seq + 1))
+    assert {f["kind"] for f in events} == {"event"}
+    assert rig.hub.feed.subscriber_count == 0
