@@ -9,9 +9,10 @@ Run by hand from the repository root:
 
 1. **Fill** (not timed): ``--open`` open incidents written through the real hub and store in this
    process (the intake benchmark's mix: five-team congestion at the five-way intersection, market,
-   wage and food matters). One in a hundred was reported two days ago and has missed its
-   deadlines and raised its escalations (so the open alarms are rebuilt at start); the others
-   were reported a day ahead, so no deadline falls due while the benchmark runs. ``--keep-filled``
+   wage and food matters). One in a hundred was reported three days ago and has missed all its
+   deadlines and raised its whole escalation chains (so the open alarms are rebuilt at start);
+   the others are reported a day ahead, so no deadline falls due while the benchmark runs (use a
+   kept database within a day). ``--keep-filled``
    keeps the filled database (a SQLite file, or a PostgreSQL database of that name) and
    ``--filled`` reuses one: every run then starts from a copy of it (a file copy, or
    ``CREATE DATABASE ... TEMPLATE``), so two checkouts are measured on the same data.
@@ -100,7 +101,7 @@ async def fill(url: str, count: int, now: datetime) -> dict[str, Any]:
     await hub.start()
     try:
         late = max(1, count // 100)
-        past = now - timedelta(days=2)
+        past = now - timedelta(days=3)
 
         async def reports(first: int, last: int, at: datetime) -> None:
             for start in range(first, last, 500):
@@ -121,8 +122,8 @@ async def fill(url: str, count: int, now: datetime) -> dict[str, Any]:
 
         await reports(0, late, past)
         missed = 0
-        for _ in range(50):  # every deadline and escalation step of the late ones, up to a minute ago
-            fired = await hub.fire_due(now - timedelta(minutes=1))
+        for _ in range(50):  # every deadline and escalation step of the late ones, up to a day ago
+            fired = await hub.fire_due(now - timedelta(days=1))
             missed += fired
             if not fired:
                 break

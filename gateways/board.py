@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import HTMLResponse
 
+from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
 from gateways.api import get_hub
@@ -112,24 +115,58 @@ def _snapshot_page(websocket: WebSocket) -> int:
     return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
 
 
+class SnapshotPages:
+    """Encoded snapshot pages, shared by the boards whose snapshots hold the same incidents.
+
+    Wall screens tend to connect together (after a restart, a network cut, a shift change), and
+    encoding is the whole cost of a snapshot: boards whose pages hold the same incident objects (they
+    are immutable) send the same text, encoded once. A page is keyed by the identities of its
+    incidents; the entry holds the incidents, so no identity is reused while it is kept. Bounded to
+    the ``size`` pages used last. Runs on the event loop.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._pages: OrderedDict[tuple[int, ...], tuple[Sequence[Incident], str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def encoded(self, incidents: Sequence[Incident]) -> str:
+        """The JSON array of ``incidents`` as ``IncidentPublic`` objects."""
+        key = tuple(map(id, incidents))
+        found = self._pages.get(key)
+        if found is not None:
+            self._pages.move_to_end(key)
+            return found[1]
+        text = orjson.dumps([incident_json(i) for i in incidents]).decode()
+        self._pages[key] = (incidents, text)
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+        return text
+
+
+_PAGES = SnapshotPages()
+
+
 async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int) -> int:
     """Send every open incident and open alarm as of one seq, in frames of ``page`` incidents; returns the seq.
 
     The incidents are immutable, so the list taken here stays the state as of ``seq`` while later
-    pages are encoded; each page is encoded and sent on its own, and the loop runs other work
-    (the writer, requests) between pages.
+    pages are encoded; each page is encoded (or found encoded by another board) and sent on its own,
+    and the loop runs other work (the writer, requests) between pages.
     """
     seq, incidents = hub.open_incidents()
     alarms = hub.alarms.snapshot()  # the same instant as the incidents
     total = len(incidents)
     for start in range(0, max(total, 1), page):
-        frame: dict[str, Any] = {"kind": "snapshot" if start == 0 else "snapshot_page", "seq": seq}
+        more = "true" if start + page < total else "false"
+        array = _PAGES.encoded(incidents[start : start + page])
         if start == 0:
-            frame["total"] = total
-            frame["alarms"] = alarms
-        frame["incidents"] = [incident_json(i) for i in incidents[start : start + page]]
-        frame["more"] = start + page < total
-        await websocket.send_text(orjson.dumps(frame).decode())
+            head = f'{{"kind":"snapshot","seq":{seq},"total":{total},"alarms":{orjson.dumps(alarms).decode()}'
+        else:
+            head = f'{{"kind":"snapshot_page","seq":{seq}'
+        await websocket.send_text(f'{head},"incidents":{array},"more":{more}}}')
         await asyncio.sleep(0)  # yield between pages even when the socket takes them without waiting
     return seq
 

@@ -13,7 +13,7 @@ from dispatcher.core.lifecycle import IncidentAction
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.shifts import ShiftWatch
-from gateways.board import LAGGING_CLOSE_CODE, board_feed
+from gateways.board import LAGGING_CLOSE_CODE, SnapshotPages, board_feed
 from gateways.tenancy import Township, Townships
 from tests.conftest import START, HubRig
 
@@ -165,3 +165,20 @@ async def test_the_snapshot_comes_in_pages_as_of_its_seq_and_the_feed_goes_on_wi
     assert [f["seq"] for f in events] == list(range(snapshot_seq + 1, hub.last_seq + 1))
     assert {f["kind"] for f in events} == {"event"}
     assert rig.hub.feed.subscriber_count == 0
+
+
+async def test_boards_share_the_encoding_of_pages_that_hold_the_same_incidents(rig: HubRig) -> None:
+    for n in range(3):
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    pages = SnapshotPages(size=2)
+    _, incidents = rig.hub.open_incidents()
+    first = pages.encoded(incidents[:2])
+    assert pages.encoded(list(incidents[:2])) is first  # another board, the same incident objects
+    assert [i["id"] for i in json.loads(first)] == [1, 2]
+
+    changed = await rig.hub.note(2, "again", START, "operator")
+    _, now = rig.hub.open_incidents()
+    again = pages.encoded(now[:2])
+    assert again is not first and json.loads(again)[1]["version"] == changed.version
+    pages.encoded(now[2:])
+    assert len(pages) == 2  # bounded: the page used longest ago went
