@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -271,6 +272,25 @@ async def run_board(port: int, board: Board, stop_at: float) -> None:
             board.problems.append("the snapshot did not end in time")
 
 
+def boards_process(port: int, authorization: dict[str, str], count: int, seconds: float, out: Any) -> None:
+    """Run ``count`` boards for at most ``seconds`` in a process of their own, so that reading and
+    parsing their snapshots does not delay the intake client; sends back (boards, errors)."""
+    import _common
+
+    _common._AUTHORIZATION = f"Authorization: {authorization['Authorization']}\r\n".encode() if authorization else b""
+
+    async def run() -> tuple[list[Board], list[str]]:
+        boards = [Board() for _ in range(count)]
+        stop_at = time.perf_counter() + seconds
+        results = await asyncio.gather(*(run_board(port, b, stop_at) for b in boards), return_exceptions=True)
+        return boards, [repr(r) for r in results if isinstance(r, BaseException)]
+
+    boards, errors = run_async(run())
+    # Times as offsets from connecting: this process's clock is not the parent's.
+    out.send(([(b, b.snapshot_done_at - b.connected_at if b.snapshot_done_at else None) for b in boards], errors))
+    out.close()
+
+
 # -- intake -----------------------------------------------------------------------------------------
 
 
@@ -288,8 +308,9 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     sent_at: list[float] = []
     latency: list[float] = []
     errors: dict[str, int] = {}
-    boards = [Board() for _ in range(args.boards)]
-    board_tasks: list[asyncio.Task[None]] = []
+    boards_proc: multiprocessing.Process | None = None
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    boards_at = 0.0
     tag = os.getpid()
 
     async def one(n: int) -> None:
@@ -326,8 +347,14 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     cpu_before = server.cpu_seconds()
     for n in range(count):
         target = first + n * interval
-        if not board_tasks and target - first >= args.board_at:
-            board_tasks = [asyncio.create_task(run_board(server.port, b, board_stop)) for b in boards]
+        if boards_proc is None and target - first >= args.board_at:
+            boards_at = time.perf_counter()
+            boards_proc = multiprocessing.Process(
+                target=boards_process,
+                args=(server.port, auth_headers(), args.boards, board_stop - boards_at, sender),
+                daemon=True,
+            )
+            boards_proc.start()
         delay = target - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -339,16 +366,24 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     cpu_after = server.cpu_seconds()
     ended = time.perf_counter()
     # The boards keep reading live events until the intake has been seen through (bounded by board_stop).
-    await asyncio.wait(board_tasks, timeout=max(1.0, board_stop - time.perf_counter() + 5))
-    for task in board_tasks:
-        if not task.done():
-            task.cancel()
-    board_errors = [repr(t.exception()) for t in board_tasks if t.done() and not t.cancelled() and t.exception()]
+    boards: list[Board] = []
+    snapshot_seconds: list[float | None] = []
+    board_errors: list[str] = []
+    if boards_proc is not None:
+        if await asyncio.to_thread(receiver.poll, max(1.0, board_stop - time.perf_counter() + 30)):
+            results, board_errors = receiver.recv()
+            boards = [b for b, _ in results]
+            snapshot_seconds = [t for _, t in results]
+        else:
+            board_errors = ["the boards did not report in time"]
+        boards_proc.join(timeout=10)
+        if boards_proc.is_alive():
+            boards_proc.kill()
     for conn in pool:
         conn.close()
 
-    window_start = min((b.connected_at for b in boards), default=0.0)
-    window_end = max((b.snapshot_done_at or ended for b in boards), default=0.0)
+    window_start = boards_at
+    window_end = boards_at + max((t if t is not None else ended - boards_at for t in snapshot_seconds), default=0.0)
     during = [lat for s, lat in zip(sent_at, latency, strict=True) if window_start <= s <= window_end]
     count_api = await open_count(server)
     return {
@@ -361,7 +396,7 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "server_cpu_seconds": round((cpu_after or 0) - (cpu_before or 0), 2),
         "boards": [
             {
-                "snapshot_seconds": round(b.snapshot_done_at - b.connected_at, 2) if b.snapshot_done_at else None,
+                "snapshot_seconds": round(t, 2) if t is not None else None,
                 "snapshot_incidents": b.snapshot_incidents,
                 "snapshot_mb": round(b.snapshot_bytes / 1e6, 1),
                 "frames": b.snapshot_frames,
@@ -370,7 +405,7 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
                 "last_seq": b.last_seq,
                 "problems": b.problems[:5],
             }
-            for b in boards
+            for b, t in zip(boards, snapshot_seconds, strict=True)
         ],
         "board_errors": board_errors,
         "open_incidents_now": count_api,
