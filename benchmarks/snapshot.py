@@ -385,6 +385,8 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     window_start = boards_at
     window_end = boards_at + max((t if t is not None else ended - boards_at for t in snapshot_seconds), default=0.0)
     during = [lat for s, lat in zip(sent_at, latency, strict=True) if window_start <= s <= window_end]
+    before = [lat for s, lat in zip(sent_at, latency, strict=True) if s < window_start]
+    after = [lat for s, lat in zip(sent_at, latency, strict=True) if s > window_end]
     count_api = await open_count(server)
     return {
         "reports_sent": count,
@@ -392,7 +394,9 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "errors": errors,
         "achieved_rate": round(len(latency) / max(1e-9, ended - first), 1),
         "latency_all_ms": latency_summary(latency),
+        "latency_before_boards_ms": latency_summary(before),
         "latency_during_snapshots_ms": latency_summary(during),
+        "latency_after_snapshots_ms": latency_summary(after),
         "server_cpu_seconds": round((cpu_after or 0) - (cpu_before or 0), 2),
         "boards": [
             {
@@ -497,9 +501,12 @@ def print_summary(result: dict[str, Any]) -> None:
         intake = run.get("intake")
         if intake:
             a, d = intake["latency_all_ms"], intake["latency_during_snapshots_ms"]
+            b, z = intake["latency_before_boards_ms"], intake["latency_after_snapshots_ms"]
             line += (
                 f"; intake {intake['achieved_rate']}/s p50 {a.get('p50_ms')} p99 {a.get('p99_ms')} ms"
-                f" (while snapshots: p50 {d.get('p50_ms')} p99 {d.get('p99_ms')} ms, n={d.get('count')})"
+                f" (before boards: p50 {b.get('p50_ms')} p99 {b.get('p99_ms')} ms;"
+                f" while snapshots: p50 {d.get('p50_ms')} p99 {d.get('p99_ms')} ms, n={d.get('count')};"
+                f" after: p50 {z.get('p50_ms')} p99 {z.get('p99_ms')} ms)"
                 f"; errors {intake['errors']}"
             )
             for b in intake["boards"]:

@@ -45,6 +45,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
 HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
+_ENCODE_SLICE = 25  # incidents encoded between two turns of the other work
+_BACKLOG_YIELD = 200  # backlog frames sent between two turns of the other work
 #: Open incidents per snapshot frame (``DISPATCHER_BOARD_SNAPSHOT_PAGE``).
 SNAPSHOT_PAGE = 200
 
@@ -128,22 +130,49 @@ class SnapshotPages:
     def __init__(self, size: int = 64) -> None:
         self._size = size
         self._pages: OrderedDict[tuple[int, ...], tuple[Sequence[Incident], str]] = OrderedDict()
+        self._encoding: dict[tuple[int, ...], asyncio.Future[str]] = {}
 
     def __len__(self) -> int:
         return len(self._pages)
 
-    def encoded(self, incidents: Sequence[Incident]) -> str:
-        """The JSON array of ``incidents`` as ``IncidentPublic`` objects."""
+    async def encoded(self, incidents: Sequence[Incident]) -> str:
+        """The JSON array of ``incidents`` as ``IncidentPublic`` objects.
+
+        Built ``_ENCODE_SLICE`` incidents at a time, letting the loop run other work in between (about
+        a millisecond each): a page of 200 in one go would hold the writer and every request for 8 ms
+        per connecting board.
+        """
         key = tuple(map(id, incidents))
-        found = self._pages.get(key)
+        while (found := self._pages.get(key)) is None and (encoding := self._encoding.get(key)) is not None:
+            try:  # another board is encoding this page right now: take its text
+                return await asyncio.shield(encoding)
+            except _Abandoned:
+                continue  # its board went away mid-page: encode it here
         if found is not None:
             self._pages.move_to_end(key)
             return found[1]
-        text = orjson.dumps([incident_json(i) for i in incidents]).decode()
+        encoding = self._encoding[key] = asyncio.get_running_loop().create_future()
+        try:
+            items: list[dict[str, Any]] = []
+            for start in range(0, len(incidents), _ENCODE_SLICE):
+                items.extend(incident_json(i) for i in incidents[start : start + _ENCODE_SLICE])
+                await asyncio.sleep(0)
+            text = orjson.dumps(items).decode()
+        except BaseException:
+            encoding.set_exception(_Abandoned())
+            encoding.exception()  # retrieved: there may be nobody waiting
+            raise
+        finally:
+            del self._encoding[key]
+        encoding.set_result(text)
         self._pages[key] = (incidents, text)
         if len(self._pages) > self._size:
             self._pages.popitem(last=False)
         return text
+
+
+class _Abandoned(Exception):
+    """The board encoding a page went away before finishing it."""
 
 
 _PAGES = SnapshotPages()
@@ -161,7 +190,7 @@ async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int) -> int:
     total = len(incidents)
     for start in range(0, max(total, 1), page):
         more = "true" if start + page < total else "false"
-        array = _PAGES.encoded(incidents[start : start + page])
+        array = await _PAGES.encoded(incidents[start : start + page])
         if start == 0:
             head = f'{{"kind":"snapshot","seq":{seq},"total":{total},"alarms":{orjson.dumps(alarms).decode()}'
         else:
@@ -201,21 +230,25 @@ async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upt
     """Send the events after ``progress.last`` up to ``upto``, from memory or else from the store."""
     recent = hub.feed.recent_since(progress.last)
     if recent is not None:
-        for record in recent:
+        for n, record in enumerate(recent, start=1):
             if record.seq > upto:
                 return
             await websocket.send_text(record.message)
             progress.last = record.seq
+            if n % _BACKLOG_YIELD == 0:
+                await asyncio.sleep(0)  # a socket that takes every frame at once never suspends the sender
         return
     while progress.last < upto:
         page = await hub.events_since(progress.last, limit=_BACKLOG_PAGE)
         if not page:
             return
-        for event in page:
+        for n, event in enumerate(page, start=1):
             if event.seq > upto:
                 return
             await websocket.send_text(feed_message(event.seq, event.type, event.payload))
             progress.last = event.seq
+            if n % _BACKLOG_YIELD == 0:
+                await asyncio.sleep(0)
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:

@@ -172,13 +172,30 @@ async def test_boards_share_the_encoding_of_pages_that_hold_the_same_incidents(r
         await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
     pages = SnapshotPages(size=2)
     _, incidents = rig.hub.open_incidents()
-    first = pages.encoded(incidents[:2])
-    assert pages.encoded(list(incidents[:2])) is first  # another board, the same incident objects
+    first = await pages.encoded(incidents[:2])
+    assert await pages.encoded(list(incidents[:2])) is first  # another board, the same incident objects
     assert [i["id"] for i in json.loads(first)] == [1, 2]
 
     changed = await rig.hub.note(2, "again", START, "operator")
     _, now = rig.hub.open_incidents()
-    again = pages.encoded(now[:2])
+    again = await pages.encoded(now[:2])
     assert again is not first and json.loads(again)[1]["version"] == changed.version
-    pages.encoded(now[2:])
+    await pages.encoded(now[2:])
     assert len(pages) == 2  # bounded: the page used longest ago went
+
+
+async def test_a_page_being_encoded_is_awaited_not_encoded_twice_and_a_board_gone_mid_page_hands_it_on(
+    rig: HubRig,
+) -> None:
+    for n in range(60):  # more than one slice of encoding, so that encoding awaits in between
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    _, incidents = rig.hub.open_incidents()
+    pages = SnapshotPages()
+    first, second = asyncio.create_task(pages.encoded(incidents)), asyncio.create_task(pages.encoded(incidents))
+    assert (await first) is (await second)
+
+    other = SnapshotPages()
+    gone, waiting = asyncio.create_task(other.encoded(incidents)), asyncio.create_task(other.encoded(incidents))
+    await asyncio.sleep(0)  # both started: one encodes, the other waits for it
+    gone.cancel()
+    assert [i["id"] for i in json.loads(await waiting)] == list(range(1, 61))
