@@ -394,6 +394,11 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "errors": errors,
         "achieved_rate": round(len(latency) / max(1e-9, ended - first), 1),
         "latency_all_ms": latency_summary(latency),
+        # The slow answers, as (seconds after the first report was due, ms): where the stalls fall.
+        "slow_answers": [
+            (round(s - first, 2), round(lat * 1000)) for s, lat in zip(sent_at, latency, strict=True) if lat > 0.25
+        ][:500],
+        "boards_connected_s": round(boards_at - first, 2) if boards_proc is not None else None,
         "latency_before_boards_ms": latency_summary(before),
         "latency_during_snapshots_ms": latency_summary(during),
         "latency_after_snapshots_ms": latency_summary(after),
