@@ -140,6 +140,8 @@ async def copy_database(source: Database, tempdir: Path, n: int) -> Database:
     if source.backend == "sqlite":
         path = tempdir / f"run-{n}.db"
         shutil.copyfile(source.name, path)
+        # Written back before the server starts: the copy's writeback must not stall the server's fsyncs.
+        await asyncio.to_thread(os.sync)
         return Database(backend="sqlite", url=f"sqlite+aiosqlite:///{path}", tempdir=tempdir, name=str(path))
     import asyncpg
     from sqlalchemy.engine import make_url
