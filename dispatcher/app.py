@@ -181,6 +181,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.state.settings = settings
     app.state.mqtt = mqtt
     app.state.officer_status = officers
+    app.state.snapshot_pages = board.SnapshotPages()  # boards connecting together share encoded snapshot pages
     app.state.token_buckets = TokenBuckets(settings.rate_per_s, settings.rate_burst)
     app.state.sign_in_buckets = TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min)
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.

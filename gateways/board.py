@@ -76,7 +76,8 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
             # The snapshot is streamed in pages with no subscription held: a board that takes long to
             # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
             # seq like any board resuming with ``since``.
-            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket)))
+            pages = _snapshot_pages(websocket)
+            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages))
             done, _ = await asyncio.wait({sending, drain}, return_when=asyncio.FIRST_COMPLETED)
             if sending not in done or sending.exception() is not None:
                 sending.cancel()
@@ -115,6 +116,12 @@ async def _follow(websocket: WebSocket, out: Any, hub: Hub, since: int, drain: a
 def _snapshot_page(websocket: WebSocket) -> int:
     settings = getattr(websocket.app.state, "settings", None)
     return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
+
+
+def _snapshot_pages(websocket: WebSocket) -> SnapshotPages:
+    """The app's shared pages (``create_app`` puts them in its state); an app without them shares none."""
+    pages = getattr(websocket.app.state, "snapshot_pages", None)
+    return pages if isinstance(pages, SnapshotPages) else SnapshotPages()
 
 
 class SnapshotPages:
@@ -175,10 +182,7 @@ class _Abandoned(Exception):
     """The board encoding a page went away before finishing it."""
 
 
-_PAGES = SnapshotPages()
-
-
-async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int) -> int:
+async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int, pages: SnapshotPages) -> int:
     """Send every open incident and open alarm as of one seq, in frames of ``page`` incidents; returns the seq.
 
     The incidents are immutable, so the list taken here stays the state as of ``seq`` while later
@@ -190,7 +194,7 @@ async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int) -> int:
     total = len(incidents)
     for start in range(0, max(total, 1), page):
         more = "true" if start + page < total else "false"
-        array = await _PAGES.encoded(incidents[start : start + page])
+        array = await pages.encoded(incidents[start : start + page])
         if start == 0:
             head = f'{{"kind":"snapshot","seq":{seq},"total":{total},"alarms":{orjson.dumps(alarms).decode()}'
         else:
