@@ -78,10 +78,13 @@ async def board_feed(websocket: WebSocket, since: int | None = None) -> None:
             # seq like any board resuming with ``since``.
             pages = _snapshot_pages(websocket)
             sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages))
-            done, _ = await asyncio.wait({sending, drain}, return_when=asyncio.FIRST_COMPLETED)
-            if sending not in done or sending.exception() is not None:
-                sending.cancel()
-                await asyncio.gather(sending, return_exceptions=True)
+            try:
+                await asyncio.wait({sending, drain}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not sending.done():  # the board went away (or the server stops) mid-snapshot
+                    sending.cancel()
+                    await asyncio.gather(sending, return_exceptions=True)
+            if sending.cancelled() or sending.exception() is not None:
                 return
             since = sending.result()
         await _follow(websocket, out, hub, since, drain)

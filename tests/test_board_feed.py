@@ -199,3 +199,17 @@ async def test_a_page_being_encoded_is_awaited_not_encoded_twice_and_a_board_gon
     await asyncio.sleep(0)  # both started: one encodes, the other waits for it
     gone.cancel()
     assert [i["id"] for i in json.loads(await waiting)] == list(range(1, 61))
+
+
+async def test_a_board_gone_mid_snapshot_ends_its_feed_and_never_subscribes(rig: HubRig) -> None:
+    for n in range(5):
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    board: PagedBoard
+
+    async def leave() -> None:
+        board.gone.set()
+        await asyncio.Event().wait()  # the socket never takes another frame: only the disconnect ends this
+
+    board = PagedBoard(rig.hub, page=2, during=leave)
+    await asyncio.wait_for(board_feed(board, since=None), timeout=5)  # type: ignore[arg-type]
+    assert [f["kind"] for f in board.sent] == ["snapshot"] and rig.hub.feed.subscriber_count == 0
