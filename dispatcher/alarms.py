@@ -23,6 +23,8 @@ from dispatcher.store import StoredEvent
 RAISING = frozenset({"DeadlineMissed", "EscalationRaised"})
 _FINISHING = frozenset({"IncidentClosed", "IncidentCancelled", "IncidentMerged"})
 _WATCHED = RAISING | _FINISHING | {"AlarmAcknowledged"}
+#: The event types that open or close the alarms of an incident that is still open.
+ALARM_EVENTS = RAISING | {"AlarmAcknowledged"}
 _ESCALATION_FIELDS = ("level", "to_name", "to_title")
 
 

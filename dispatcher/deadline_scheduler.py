@@ -37,6 +37,24 @@ def due_entries(incident: Incident) -> list[DueEntry]:
     return entries
 
 
+def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
+    """:func:`due_entries` of every incident in one pass (a restart may find a million pending ones)."""
+    pending, step_pending = DeadlineState.PENDING, EscalationState.PENDING
+    make_entry = DueEntry._make
+    entries: list[DueEntry] = []
+    for incident in incidents:
+        incident_id = incident.id
+        for a in incident.assignments:
+            team = a.team
+            for d in a.deadlines:
+                if d.state is pending:
+                    entries.append(make_entry((d.due_at, incident_id, team, d.kind, 0)))
+            for e in a.escalations:
+                if e.state is step_pending and e.kind in _DEADLINE_KINDS:
+                    entries.append(make_entry((e.due_at, incident_id, team, ev.DeadlineKind(e.kind), e.step)))
+    return entries
+
+
 class DeadlineScheduler:
     """Arms ``alarm`` for the earliest pending entry; on a ring, awaits ``fire(now)`` and never raises.
 
@@ -57,10 +75,14 @@ class DeadlineScheduler:
     def __len__(self) -> int:
         return len(self._watch)
 
+    def pending(self) -> list[DueEntry]:
+        """The watched entries still pending, in due order (kept or voided ones wait in the heap until they come up)."""
+        return sorted(e for e in self._watch.entries() if self._still_pending(e))
+
     def start(self, fire: Callable[[datetime], Awaitable[int]]) -> None:
         """Arm every pending entry of the open incidents and start the alarm clock."""
         self._fire = fire
-        self._watch.arm_many([e for i in self._open.incidents.values() for e in due_entries(i)])
+        self._watch.arm_many(_all_due_entries(self._open.incidents.values()))
         self._alarm.start(self._ring)
         self.rearm()
 

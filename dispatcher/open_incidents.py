@@ -11,6 +11,7 @@ Runs on the hub's event loop; no I/O.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -18,6 +19,8 @@ from dataclasses import replace
 from dispatcher.core.incidents import DeliveryState, Incident
 from dispatcher.core.lifecycle import JOINABLE_STATUSES
 from dispatcher.core.roster import UnitState, UnitStatus
+
+_by_id = operator.attrgetter("id")
 
 
 class OpenIncidents:
@@ -33,14 +36,26 @@ class OpenIncidents:
         self._recent_max = recent_reports
 
     def load(self, incidents: Iterable[Incident], units: Mapping[str, UnitState]) -> None:
-        """Start from the store: the open incidents, and the officers' stored status and position."""
+        """Start from the store: the open incidents, and the officers' stored status and position.
+
+        What :meth:`follow` does for one incident, done in one pass over all of them (a restart may
+        find 100,000 open incidents).
+        """
         self.incidents = {i.id: i for i in incidents}
         self.units = dict(units)
+        tasks: dict[str, int] = {}
         for incident in self.incidents.values():
-            self._index(incident)
+            incident_id = incident.id
+            if incident.category is not None and incident.status in JOINABLE_STATUSES:
+                self._by_category.setdefault(incident.category, set()).add(incident_id)
             for officer, count in incident.held_by().items():
-                unit = self.units.get(officer, UnitState())
-                self.units[officer] = replace(unit, tasks=unit.tasks + count)
+                tasks[officer] = tasks.get(officer, 0) + count
+            for a in incident.assignments:
+                if a.waiting and incident.is_open:
+                    self._waiting.setdefault(a.team, set()).add(incident_id)
+        for officer, count in tasks.items():
+            unit = self.units.get(officer, UnitState())
+            self.units[officer] = replace(unit, tasks=unit.tasks + count)
         for officer, unit in self.units.items():
             if unit.tasks and unit.status is UnitStatus.AVAILABLE:
                 self.units[officer] = replace(unit, status=UnitStatus.ASSIGNED)
@@ -52,7 +67,8 @@ class OpenIncidents:
         return self.incidents.get(incident_id)
 
     def by_id(self) -> list[Incident]:
-        return sorted(self.incidents.values(), key=lambda i: i.id)
+        """The open incidents in id order (usually kept in that order already: the sort only checks it)."""
+        return sorted(self.incidents.values(), key=_by_id)
 
     # -- after a commit ---------------------------------------------------------------------
 
@@ -93,6 +109,13 @@ class OpenIncidents:
         """Assignments waiting for an officer, most urgent first: (incident, team)."""
         found = [(self.incidents[i], team) for team, ids in self._waiting.items() for i in ids if i in self.incidents]
         return sorted(found, key=lambda it: (it[0].priority, it[0].reported_at, it[0].id, it[1]))
+
+    def indexes(self) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
+        """The duplicate index (category → ids) and the waiting index (team → ids), without empty keys."""
+        return (
+            {k: set(v) for k, v in self._by_category.items() if v},
+            {k: set(v) for k, v in self._waiting.items() if v},
+        )
 
     def pending_deliveries(self) -> list[Incident]:
         """Open county matters not yet forwarded, oldest first."""

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     writer_queue_size: int = Field(default=10_000, ge=1, description="commands waiting for the writer")
     writer_batch_max: int = Field(default=512, ge=1, description="commands committed in one transaction at most")
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")
+    board_snapshot_page: int = Field(default=200, ge=1, description="open incidents per snapshot frame of a board")
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
     gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")

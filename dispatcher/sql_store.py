@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import operator
 import os
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,7 @@ from dispatcher.tables import (
     RosterRow,
     RuleTableRow,
     ShiftHandoverRow,
+    UtcDateTime,
 )
 from rules.matcher import EscalationTarget
 
@@ -82,6 +84,7 @@ report_key_t = SQLModel.metadata.tables[ReportKeyRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
+_OPEN_PAGE = 2000  # open incidents read per query at start
 
 
 def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
@@ -239,18 +242,51 @@ class SqlIncidentStore:
 
     # -- loading incidents -------------------------------------------------------------------
 
-    async def load_open(self) -> list[Incident]:
+    async def load_open(self, *, page: int | None = None) -> list[Incident]:
+        """Every open incident, in id order, read ``page`` incidents at a time.
+
+        Paging keeps only one page of rows alive at once, and equal values (team names, states,
+        times, deadlines, escalation chains) are shared among the incidents built (see
+        :class:`_Hydrator`), so the incidents loaded at a restart take about the memory they took
+        when they were built live.
+        """
+        page = page or _OPEN_PAGE
+        hydrator = _Hydrator()
+        found: list[Incident] = []
+        after = 0
+        open_ = incident_t.c.status.not_in(_FINAL)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(sa.select(incident_t).where(incident_t.c.status.not_in(_FINAL)))).all()
-            return await _hydrate(conn, rows)
+            while True:
+                query = _select(conn, incident_t, _INCIDENT_COLUMNS).where(open_, incident_t.c.id > after)
+                rows = (await conn.execute(query.order_by(incident_t.c.id).limit(page))).all()
+                if not rows:
+                    return found
+                last = rows[-1][0]
+                in_page = sa.and_(open_, incident_t.c.id > after, incident_t.c.id <= last)
+                found.extend(await hydrator.build(conn, rows, in_page))
+                if len(rows) < page:
+                    return found
+                after = last
+
+    async def events_of_incidents(self, incident_ids: Collection[int], types: Collection[str]) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        async with self._engine.connect() as conn:
+            for chunk in _chunks(sorted(incident_ids)):
+                query = (
+                    sa.select(event_t)
+                    .where(event_t.c.incident_id.in_(chunk), event_t.c.type.in_(sorted(types)))
+                    .order_by(event_t.c.seq)
+                )
+                events.extend(_event(r) for r in (await conn.execute(query)).all())
+        return events
 
     async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]:
         found: dict[int, Incident] = {}
         try:
             async with self._engine.connect() as conn:
                 for chunk in _chunks(list(incident_ids)):
-                    rows = (await conn.execute(sa.select(incident_t).where(incident_t.c.id.in_(chunk)))).all()
-                    found.update((i.id, i) for i in await _hydrate(conn, rows))
+                    incidents = await _hydrate(conn, lambda q, chunk=chunk: q.where(incident_t.c.id.in_(chunk)))
+                    found.update((i.id, i) for i in incidents)
         except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
             log.warning("loading incidents failed: %s", exc)
             raise _translate(exc, "loading incidents") from None
@@ -292,11 +328,10 @@ class SqlIncidentStore:
             )
         async with self._engine.connect() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(incident_t).where(*conditions))).scalar()
-            query = (
-                sa.select(incident_t).where(*conditions).order_by(incident_t.c.id.desc()).limit(limit).offset(offset)
+            page = await _hydrate(
+                conn, lambda q: q.where(*conditions).order_by(incident_t.c.id.desc()).limit(limit).offset(offset)
             )
-            rows = (await conn.execute(query)).all()
-            return await _hydrate(conn, rows), int(total or 0)
+            return page, int(total or 0)
 
     async def timeline(self, incident_id: int) -> list[StoredEvent]:
         query = sa.select(event_t).where(event_t.c.incident_id == incident_id).order_by(event_t.c.seq)
@@ -716,30 +751,10 @@ def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> 
 
 
 # Loading runs once per assignment at start (100,000 deadlines and more): enum lookups by plain dicts
-# and column names computed once keep it out of Enum.__call__ and string formatting.
-_DEADLINE_COLUMNS = tuple(
-    (kind, f"{kind.value}_due_at", f"{kind.value}_state", f"{kind.value}_settled_at") for kind in _KINDS
-)
+# keep it out of Enum.__call__.
 _DEADLINE_STATES = {s.value: s for s in DeadlineState}
 _ROLES = {r.value: r for r in Role}
 _ASSIGNMENT_STATES = {s.value: s for s in AssignmentState}
-
-
-def _deadlines(row: Any) -> tuple[Deadline, ...]:
-    mapping = row._mapping
-    found = []
-    for kind, due_column, state_column, settled_column in _DEADLINE_COLUMNS:
-        due_at = mapping[due_column]
-        if due_at is not None:
-            found.append(
-                Deadline(
-                    kind=kind,
-                    due_at=due_at,
-                    state=_DEADLINE_STATES[mapping[state_column]],
-                    settled_at=mapping[settled_column],
-                )
-            )
-    return tuple(found)
 
 
 def _handover(row: Any) -> HandoverRecord:
@@ -807,118 +822,280 @@ def _event(row: Any) -> StoredEvent:
     return StoredEvent(seq=row.seq, incident_id=row.incident_id, type=row.type, at=row.at, payload=row.payload)
 
 
-async def _hydrate(conn: AsyncConnection, rows: Sequence[Any]) -> list[Incident]:
+class _Hydrator:
+    """Builds incidents from their rows, sharing equal values among everything it builds.
+
+    Every value is immutable, so incidents may share them: the team names, states and routing
+    strings, the times (the assignments of one report share their dispatch and due times), the
+    deadlines of an assignment (equal for every team sent at once), escalation steps, the escalation
+    chain and the promised windows (equal for every incident of a rule). One hydrator serves one
+    load; its tables are dropped with it. Rows are plain tuples in the order of the ``_*_COLUMNS``
+    below, with times as the driver gives them (see :func:`_select`).
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+        self._times: dict[Any, datetime] = {}
+        self._deadlines: dict[tuple[Any, ...], tuple[Deadline, ...]] = {}
+        self._steps: dict[tuple[Any, ...], Escalation] = {}
+        self._chains: dict[str, tuple[EscalationTarget, ...]] = {}
+        self._promises: dict[tuple[Any, ...], Promises] = {}
+        self._lists: dict[str, tuple[str, ...]] = {}
+
+    def share(self, value: Any) -> Any:
+        """The first equal string seen in this load (``None`` as it is)."""
+        if value is None:
+            return None
+        return self._values.setdefault(value, value)
+
+    def time(self, value: Any) -> Any:
+        """An aware UTC datetime from a stored time (SQLite's text, PostgreSQL's timestamptz), shared."""
+        if value is None:
+            return None
+        found = self._times.get(value)
+        if found is None:
+            if isinstance(value, str):
+                found = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            else:
+                found = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            found = self._times[value] = self._times.setdefault(found, found)
+        return found
+
+    def listed(self, text: str) -> tuple[str, ...]:
+        found = self._lists.get(text)
+        if found is None:
+            found = self._lists[text] = tuple(self.share(x) for x in text.split(",") if x)
+        return found
+
+    def chain(self, text: str) -> tuple[EscalationTarget, ...]:
+        found = self._chains.get(text)
+        if found is None:
+            found = self._chains[text] = tuple(
+                EscalationTarget(
+                    after=timedelta(seconds=t["after_s"]),
+                    level=self.share(t["level"]),
+                    name=self.share(t["name"]),
+                    title=self.share(t["title"]),
+                )
+                for t in orjson.loads(text)
+            )
+        return found
+
+    def promises(self, key: tuple[Any, ...]) -> Promises:
+        found = self._promises.get(key)
+        if found is None:
+            ack, arrive, resolve = key
+            found = self._promises[key] = Promises(
+                ack_within=_window(ack), arrive_within=_window(arrive), resolve_within=_window(resolve)
+            )
+        return found
+
+    def deadlines(self, key: tuple[Any, ...]) -> tuple[Deadline, ...]:
+        """The deadlines of an assignment from its nine deadline columns (due, state, settled per kind)."""
+        found = self._deadlines.get(key)
+        if found is None:
+            found = self._deadlines[key] = tuple(
+                Deadline(
+                    kind=kind,
+                    due_at=self.time(key[n]),
+                    state=_DEADLINE_STATES[key[n + 1]],
+                    settled_at=self.time(key[n + 2]),
+                )
+                for n, kind in zip((0, 3, 6), _KINDS, strict=True)
+                if key[n] is not None
+            )
+        return found
+
+    def step(self, key: tuple[Any, ...]) -> Escalation:
+        """An escalation step from (kind, step, level, due_at, state, settled_at)."""
+        found = self._steps.get(key)
+        if found is None:
+            kind, step, level, due_at, state, settled_at = key
+            found = self._steps[key] = Escalation(
+                kind=self.share(kind),
+                step=step,
+                level=self.share(level),
+                due_at=self.time(due_at),
+                state=_ESCALATION_STATES[state],
+                settled_at=self.time(settled_at),
+            )
+        return found
+
+    def attached(self, row: tuple[Any, ...]) -> AttachedReport:
+        (_, _, report_id, category, description, zone, lat, lon, severity, reporter, reporter_kind, exercise,
+         occurred_at, attached_at, merged_from) = row  # fmt: skip
+        report = Report(
+            report_id=report_id,
+            category=self.share(category),
+            description=description,
+            zone=self.share(zone),
+            lat=lat,
+            lon=lon,
+            severity=severity,
+            reporter=reporter,
+            reporter_kind=self.share(reporter_kind),
+            exercise=exercise,
+            occurred_at=self.time(occurred_at),
+        )
+        return AttachedReport(report=report, at=self.time(attached_at), merged_from=merged_from)
+
+    def assignment(self, row: tuple[Any, ...], steps: tuple[Escalation, ...]) -> Assignment:
+        _, team, _, role, state, dispatched_at, updated_at = row[:7]
+        officer, tried, waiting = row[16:]
+        return Assignment(
+            team=self.share(team),
+            role=_ROLES[role],
+            state=_ASSIGNMENT_STATES[state],
+            dispatched_at=self.time(dispatched_at),
+            updated_at=self.time(updated_at),
+            deadlines=self.deadlines(row[7:16]),
+            officer=self.share(officer),
+            tried=self.listed(tried),
+            waiting=waiting,
+            escalations=steps,
+        )
+
+    async def build(self, conn: AsyncConnection, rows: Sequence[Any], in_page: Any = None) -> list[Incident]:
+        """The incidents of ``rows`` (from :func:`_select` of the incident columns) with their children.
+
+        ``in_page`` (a condition on the incident table that selects exactly ``rows``) reads each kind
+        of child in one query; without it the children are read by ``IN`` lists of ids.
+        """
+        if not rows:
+            return []
+        assignments: dict[int, list[Any]] = {}
+        steps: dict[tuple[int, str], list[Escalation]] = {}
+        joined: dict[int, list[Any]] = {}
+        for a in await _children(conn, assignment_t, _ASSIGNMENT_COLUMNS, rows, in_page):
+            assignments.setdefault(a[0], []).append(a)
+        for e in await _children(conn, escalation_t, _ESCALATION_COLUMNS, rows, in_page):
+            steps.setdefault((e[0], e[1]), []).append(self.step(e[2:]))
+        many = [r for r in rows if r[_REPORT_COUNT] > 1]
+        for j in await _children(conn, report_t, _REPORT_COLUMNS, many, in_page, joined=True):
+            joined.setdefault(j[0], []).append(j)
+        share, time = self.share, self.time
+        incidents = []
+        for row in rows:
+            (incident_id, report_id, reported_category, description, zone, lat, lon, severity, reporter,
+             reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
+             category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
+             arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
+             delivery_settled_at) = row  # fmt: skip
+            incidents.append(
+                Incident(
+                    id=incident_id,
+                    report=Report(
+                        report_id=report_id,
+                        category=share(reported_category),
+                        description=description,
+                        zone=share(zone),
+                        lat=lat,
+                        lon=lon,
+                        severity=severity,
+                        reporter=reporter,
+                        reporter_kind=share(reporter_kind),
+                        exercise=exercise,
+                        occurred_at=time(occurred_at),
+                    ),
+                    status=_INCIDENT_STATUSES[status],
+                    module=share(module),
+                    queue=share(queue),
+                    zones=self.listed(zones),
+                    priority=priority,
+                    rule_id=share(rule_id),
+                    table_version=share(table_version),
+                    category=share(category),
+                    handover=share(handover),
+                    escalation=self.chain(escalation),
+                    reported_at=time(reported_at),
+                    updated_at=time(updated_at),
+                    version=version,
+                    assignments=tuple(
+                        self.assignment(a, tuple(sorted(steps.get((incident_id, a[1]), ()), key=_step_order)))
+                        for a in sorted(assignments.get(incident_id, ()), key=_position)
+                    ),
+                    promises=self.promises((ack_within_s, arrive_within_s, resolve_within_s)),
+                    reports=tuple(self.attached(j) for j in sorted(joined.get(incident_id, ()), key=_report_position)),
+                    merged_into=merged_into,
+                    delivery=Delivery(
+                        department=handover,
+                        state=DeliveryState(delivery_state),
+                        attempts=delivery_attempts,
+                        last_error=delivery_error,
+                        settled_at=time(delivery_settled_at),
+                    )
+                    if delivery_state is not None and handover is not None
+                    else None,
+                )
+            )
+        return incidents
+
+
+_INCIDENT_COLUMNS = (
+    "id", "report_id", "reported_category", "description", "zone", "lat", "lon", "severity", "reporter",
+    "reporter_kind", "exercise", "occurred_at", "status", "module", "queue", "zones", "priority", "rule_id",
+    "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
+    "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
+    "delivery_error", "delivery_settled_at",
+)  # fmt: skip
+_REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
+_ASSIGNMENT_COLUMNS = (
+    "incident_id", "team", "position", "role", "state", "dispatched_at", "updated_at",
+    *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
+    "officer", "tried", "waiting",
+)  # fmt: skip
+_ESCALATION_COLUMNS = ("incident_id", "team", "kind", "step", "level", "due_at", "state", "settled_at")
+_REPORT_COLUMNS = (
+    "incident_id", "position", "report_id", "category", "description", "zone", "lat", "lon", "severity", "reporter",
+    "reporter_kind", "exercise", "occurred_at", "attached_at", "merged_from",
+)  # fmt: skip
+_INCIDENT_STATUSES = {s.value: s for s in IncidentStatus}
+_ESCALATION_STATES = {s.value: s for s in EscalationState}
+_position = operator.itemgetter(2)  # of an assignment row
+_report_position = operator.itemgetter(1)  # of a joined report's row
+_step_order = operator.attrgetter("kind", "step")
+
+
+def _select(conn: AsyncConnection, table: sa.Table, columns: Sequence[str]) -> sa.Select[Any]:
+    """``SELECT columns`` with times as the driver returns them: the hydrator converts and shares them
+    itself (one parse per distinct time instead of one per value)."""
+    raw = sa.String() if conn.dialect.name == "sqlite" else sa.DateTime(timezone=True)
+    return sa.select(
+        *(
+            sa.type_coerce(table.c[name], raw).label(name)
+            if isinstance(table.c[name].type, UtcDateTime)
+            else table.c[name]
+            for name in columns
+        )
+    )
+
+
+async def _children(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Any],
+    in_page: Any,
+    *,
+    joined: bool = False,
+) -> list[Any]:
+    """The rows of ``table`` (assignments, escalation steps, joined reports) belonging to ``rows``."""
     if not rows:
         return []
-    ids = [r.id for r in rows]
-    assignments: dict[int, list[Any]] = {}
-    steps: dict[tuple[int, str], list[Escalation]] = {}
-    joined: dict[int, list[Any]] = {}
-    for chunk in _chunks(ids):
-        for a in (await conn.execute(sa.select(assignment_t).where(assignment_t.c.incident_id.in_(chunk)))).all():
-            assignments.setdefault(a.incident_id, []).append(a)
-        for e in (await conn.execute(sa.select(escalation_t).where(escalation_t.c.incident_id.in_(chunk)))).all():
-            steps.setdefault((e.incident_id, e.team), []).append(
-                Escalation(
-                    kind=e.kind,
-                    step=e.step,
-                    level=e.level,
-                    due_at=e.due_at,
-                    state=EscalationState(e.state),
-                    settled_at=e.settled_at,
-                )
-            )
-    many_reports = [r.id for r in rows if r.report_count > 1]
-    for chunk in _chunks(many_reports):
-        for j in (await conn.execute(sa.select(report_t).where(report_t.c.incident_id.in_(chunk)))).all():
-            joined.setdefault(j.incident_id, []).append(j)
-    incidents = []
-    for r in rows:
-        team_rows = sorted(assignments.get(r.id, []), key=lambda a: a.position)
-        incidents.append(
-            Incident(
-                id=r.id,
-                report=Report(
-                    report_id=r.report_id,
-                    category=r.reported_category,
-                    description=r.description,
-                    zone=r.zone,
-                    lat=r.lat,
-                    lon=r.lon,
-                    severity=r.severity,
-                    reporter=r.reporter,
-                    reporter_kind=r.reporter_kind,
-                    exercise=r.exercise,
-                    occurred_at=r.occurred_at,
-                ),
-                status=IncidentStatus(r.status),
-                module=r.module,
-                queue=r.queue,
-                zones=tuple(z for z in r.zones.split(",") if z),
-                priority=r.priority,
-                rule_id=r.rule_id,
-                table_version=r.table_version,
-                category=r.category,
-                handover=r.handover,
-                escalation=tuple(
-                    EscalationTarget(
-                        after=timedelta(seconds=t["after_s"]), level=t["level"], name=t["name"], title=t["title"]
-                    )
-                    for t in orjson.loads(r.escalation)
-                ),
-                reported_at=r.reported_at,
-                updated_at=r.updated_at,
-                version=r.version,
-                assignments=tuple(
-                    Assignment(
-                        team=a.team,
-                        role=_ROLES[a.role],
-                        state=_ASSIGNMENT_STATES[a.state],
-                        dispatched_at=a.dispatched_at,
-                        updated_at=a.updated_at,
-                        deadlines=_deadlines(a),
-                        officer=a.officer,
-                        tried=tuple(o for o in a.tried.split(",") if o),
-                        waiting=a.waiting,
-                        escalations=tuple(sorted(steps.get((r.id, a.team), ()), key=lambda e: (e.kind, e.step))),
-                    )
-                    for a in team_rows
-                ),
-                promises=Promises(
-                    ack_within=_window(r.ack_within_s),
-                    arrive_within=_window(r.arrive_within_s),
-                    resolve_within=_window(r.resolve_within_s),
-                ),
-                reports=tuple(
-                    AttachedReport(
-                        report=Report(
-                            report_id=j.report_id,
-                            category=j.category,
-                            description=j.description,
-                            zone=j.zone,
-                            lat=j.lat,
-                            lon=j.lon,
-                            severity=j.severity,
-                            reporter=j.reporter,
-                            reporter_kind=j.reporter_kind,
-                            exercise=j.exercise,
-                            occurred_at=j.occurred_at,
-                        ),
-                        at=j.attached_at,
-                        merged_from=j.merged_from,
-                    )
-                    for j in sorted(joined.get(r.id, ()), key=lambda j: j.position)
-                ),
-                merged_into=r.merged_into,
-                delivery=Delivery(
-                    department=r.handover,
-                    state=DeliveryState(r.delivery_state),
-                    attempts=r.delivery_attempts,
-                    last_error=r.delivery_error,
-                    settled_at=r.delivery_settled_at,
-                )
-                if r.delivery_state is not None and r.handover is not None
-                else None,
-            )
-        )
-    return incidents
+    if in_page is not None:
+        query = _select(conn, table, columns).join_from(table, incident_t, incident_t.c.id == table.c.incident_id)
+        query = query.where(in_page)
+        if joined:
+            query = query.where(incident_t.c.report_count > 1)
+        return list((await conn.execute(query)).all())
+    found: list[Any] = []
+    for chunk in _chunks([r[0] for r in rows]):
+        query = _select(conn, table, columns).where(table.c.incident_id.in_(chunk))
+        found.extend((await conn.execute(query)).all())
+    return found
+
+
+async def _hydrate(conn: AsyncConnection, query: Any) -> list[Incident]:
+    """The incidents a query of the incident table selects (``query`` gets the columns to read)."""
+    rows = (await conn.execute(query(_select(conn, incident_t, _INCIDENT_COLUMNS)))).all()
+    return await _Hydrator().build(conn, rows)

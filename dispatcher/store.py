@@ -94,7 +94,11 @@ class IncidentStore(Protocol):
         ...
 
     async def load_open(self) -> list[Incident]:
-        """Every incident that is neither closed nor cancelled, with assignments and deadlines."""
+        """Every incident that is neither closed nor cancelled, with assignments and deadlines, in id order."""
+        ...
+
+    async def events_of_incidents(self, incident_ids: Collection[int], types: Collection[str]) -> list[StoredEvent]:
+        """The events of these types of these incidents, in ``seq`` order within each incident."""
         ...
 
     async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]:

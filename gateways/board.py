@@ -2,27 +2,32 @@
 
 Protocol (server → client, JSON text frames):
 
-* ``{"kind": "snapshot", "seq": N, "incidents": [IncidentPublic...], "alarms": [...]}`` on connect
-  without ``since``: every open incident and every open alarm (see :mod:`dispatcher.alarms`) as of
-  event ``N``;
+* on connect without ``since``, a snapshot of every open incident and every open alarm (see
+  :mod:`dispatcher.alarms`) as of event ``N``, in pages: first
+  ``{"kind": "snapshot", "seq": N, "total": T, "alarms": [...], "incidents": [IncidentPublic...], "more": M}``,
+  then while ``more`` is true ``{"kind": "snapshot_page", "seq": N, "incidents": [...], "more": M}``; the
+  snapshot is whole once a frame says ``"more": false`` (a small one is a single frame);
 * ``{"kind": "event", "seq": N, "type": "UnitMoved", "data": {...}}`` for every committed event
   after that, in sequence order, each exactly once.
 
 * ``{"kind": "heartbeat", "seq": N}`` after 15 s without events.
 
 ``/ws/board?since=N`` skips the snapshot and resumes with the first event after ``N`` (from
-memory or, for an old ``N``, from the database): no gap, no duplicate. A board that falls more
-than ``board_queue_size`` events behind is closed with code **4008** and the reason
+memory or, for an old ``N``, from the database): no gap, no duplicate. After a snapshot the feed
+resumes the same way from the snapshot's ``seq``. A board that falls more than
+``board_queue_size`` events behind is closed with code **4008** and the reason
 ``resume with since=<last seq sent>``; it reconnects with that ``since``. When the feed's token is revoked
 (signed out, revoked by an administrator, or its account disabled or changed) the feed is closed with code
 **4401** and the reason (``signed out``, ``token revoked``, ``account disabled``, ``account changed: sign in
-again``); the board must sign in again.
+again``), during the snapshot as after it; the board must sign in again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from dispatcher.hub import Hub, feed_message
 from dispatcher.values import Seq
 from gateways.api import get_hub
 from gateways.auth import directory_of, ws_subprotocol
+from gateways.context import context_of
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
 
@@ -45,6 +51,10 @@ LAGGING_CLOSE_CODE = 4008
 REVOKED_CLOSE_CODE = 4401  # like a refused handshake's 4000 + 401: sign in again
 HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
+_ENCODE_SLICE = 25  # incidents encoded between two turns of the other work
+_BACKLOG_YIELD = 200  # backlog frames sent between two turns of the other work
+#: Open incidents per snapshot frame (``DISPATCHER_BOARD_SNAPSHOT_PAGE``).
+SNAPSHOT_PAGE = 200
 
 router = APIRouter()
 
@@ -66,31 +76,58 @@ async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
     await websocket.accept(subprotocol=ws_subprotocol(websocket))
     principal = websocket.state.principal
     out: Any = MaskedSocket(websocket, principal.account) if needs_masking(principal) else websocket
-    # Subscribe and read the position in the same step (no await between): nothing can slip by.
-    subscription = hub.feed.subscribe()
-    upto = hub.last_seq
-    snapshot = hub.open_incidents() if since is None or since > upto else None
-    alarms = hub.alarms.snapshot() if snapshot is not None else []  # the same instant as the snapshot
-    progress = _Progress(last=since or 0)
+    drain = asyncio.create_task(_drain_incoming(websocket))
     # Signing out, revoking the token or disabling the account ends the feed too, not only new requests.
     revoked: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop_watching = directory_of(websocket).watch_revocation(
         principal.token.id, lambda reason: None if revoked.done() else revoked.set_result(reason)
     )
-    tasks: set[asyncio.Future[Any]] = {
-        asyncio.create_task(_send(out, hub, subscription, progress, upto, snapshot, alarms)),
-        asyncio.create_task(_drain_incoming(websocket)),
-        dropped := asyncio.create_task(subscription.wait_dropped()),
-        revoked,
-    }
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if since is None or since > hub.last_seq:
+            # The snapshot is streamed in pages with no subscription held: a board that takes long to
+            # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
+            # seq like any board resuming with ``since``.
+            pages = _snapshot_pages(websocket)
+            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages))
+            try:
+                watched: set[asyncio.Future[Any]] = {sending, drain, revoked}
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not sending.done():  # the board went away, its token was revoked, or the server stops
+                    sending.cancel()
+                    await asyncio.gather(sending, return_exceptions=True)
+            if revoked.done():
+                await _close(websocket, REVOKED_CLOSE_CODE, revoked.result())
+                return
+            if sending.cancelled() or sending.exception() is not None:
+                return
+            since = sending.result()
+        await _follow(websocket, out, hub, since, drain, revoked)
     finally:
         stop_watching()
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _follow(
+    websocket: WebSocket, out: Any, hub: Hub, since: int, drain: asyncio.Task[None], revoked: asyncio.Future[str]
+) -> None:
+    """Every event after ``since``: the backlog, then live; closes with 4008 when the board lags, 4401 when
+    its token stops working."""
+    # Subscribe and read the position in the same step (no await between): nothing can slip by.
+    subscription = hub.feed.subscribe()
+    upto = hub.last_seq
+    progress = _Progress(last=since)
+    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto))
+    dropped = asyncio.create_task(subscription.wait_dropped())
+    try:
+        watched: set[asyncio.Future[Any]] = {sending, drain, dropped, revoked}
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    finally:
         subscription.close()
-        for task in tasks:
+        for task in (sending, dropped):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(sending, dropped, return_exceptions=True)
     # The sender may be stuck on a full socket, so close from here.
     if revoked in done:
         await _close(websocket, REVOKED_CLOSE_CODE, revoked.result())
@@ -103,25 +140,105 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await asyncio.wait_for(websocket.close(code=code, reason=reason), 2.0)
 
 
+def _snapshot_page(websocket: WebSocket) -> int:
+    settings = getattr(context_of(websocket), "settings", None)
+    return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
+
+
+def _snapshot_pages(websocket: WebSocket) -> SnapshotPages:
+    """The app's shared pages (``create_app`` puts them in the context); an app without them shares none."""
+    pages = getattr(context_of(websocket), "snapshot_pages", None)
+    return pages if isinstance(pages, SnapshotPages) else SnapshotPages()
+
+
+class SnapshotPages:
+    """Encoded snapshot pages, shared by the boards whose snapshots hold the same incidents.
+
+    Wall screens tend to connect together (after a restart, a network cut, a shift change), and
+    encoding is the whole cost of a snapshot: boards whose pages hold the same incident objects (they
+    are immutable) send the same text, encoded once. A page is keyed by the identities of its
+    incidents; the entry holds the incidents, so no identity is reused while it is kept. Bounded to
+    the ``size`` pages used last. Runs on the event loop.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._pages: OrderedDict[tuple[int, ...], tuple[Sequence[Incident], str]] = OrderedDict()
+        self._encoding: dict[tuple[int, ...], asyncio.Future[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    async def encoded(self, incidents: Sequence[Incident]) -> str:
+        """The JSON array of ``incidents`` as ``IncidentPublic`` objects.
+
+        Built ``_ENCODE_SLICE`` incidents at a time, letting the loop run other work in between (about
+        a millisecond each): a page of 200 in one go would hold the writer and every request for 8 ms
+        per connecting board.
+        """
+        key = tuple(map(id, incidents))
+        while (found := self._pages.get(key)) is None and (encoding := self._encoding.get(key)) is not None:
+            try:  # another board is encoding this page right now: take its text
+                return await asyncio.shield(encoding)
+            except _Abandoned:
+                continue  # its board went away mid-page: encode it here
+        if found is not None:
+            self._pages.move_to_end(key)
+            return found[1]
+        encoding = self._encoding[key] = asyncio.get_running_loop().create_future()
+        try:
+            items: list[dict[str, Any]] = []
+            for start in range(0, len(incidents), _ENCODE_SLICE):
+                items.extend(incident_json(i) for i in incidents[start : start + _ENCODE_SLICE])
+                await asyncio.sleep(0)
+            text = orjson.dumps(items).decode()
+        except BaseException:
+            encoding.set_exception(_Abandoned())
+            encoding.exception()  # retrieved: there may be nobody waiting
+            raise
+        finally:
+            del self._encoding[key]
+        encoding.set_result(text)
+        self._pages[key] = (incidents, text)
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+        return text
+
+
+class _Abandoned(Exception):
+    """The board encoding a page went away before finishing it."""
+
+
+async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int, pages: SnapshotPages) -> int:
+    """Send every open incident and open alarm as of one seq, in frames of ``page`` incidents; returns the seq.
+
+    The incidents are immutable, so the list taken here stays the state as of ``seq`` while later
+    pages are encoded; each page is encoded (or found encoded by another board) and sent on its own,
+    and the loop runs other work (the writer, requests) between pages.
+    """
+    seq, incidents = hub.open_incidents()
+    alarms = hub.alarms.snapshot()  # the same instant as the incidents
+    total = len(incidents)
+    for start in range(0, max(total, 1), page):
+        more = "true" if start + page < total else "false"
+        array = await pages.encoded(incidents[start : start + page])
+        if start == 0:
+            head = f'{{"kind":"snapshot","seq":{seq},"total":{total},"alarms":{orjson.dumps(alarms).decode()}'
+        else:
+            head = f'{{"kind":"snapshot_page","seq":{seq}'
+        await websocket.send_text(f'{head},"incidents":{array},"more":{more}}}')
+        await asyncio.sleep(0)  # yield between pages even when the socket takes them without waiting
+    return seq
+
+
 async def _send(
     websocket: WebSocket,
     hub: Hub,
     subscription: Subscription,
     progress: _Progress,
     upto: int,
-    snapshot: tuple[int, list[Incident]] | None,
-    alarms: list[dict[str, Any]],
 ) -> None:
-    if snapshot is not None:
-        seq, incidents = snapshot
-        await websocket.send_text(
-            orjson.dumps(
-                {"kind": "snapshot", "seq": seq, "incidents": [incident_json(i) for i in incidents], "alarms": alarms}
-            ).decode()
-        )
-        progress.last = seq
-    else:
-        await _send_backlog(websocket, hub, progress, upto)
+    await _send_backlog(websocket, hub, progress, upto)
     while True:
         # A busy feed is read without a timer; only a quiet one waits with a timeout (a task per wait).
         record = subscription.get_nowait()
@@ -144,21 +261,25 @@ async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upt
     """Send the events after ``progress.last`` up to ``upto``, from memory or else from the store."""
     recent = hub.feed.recent_since(progress.last)
     if recent is not None:
-        for record in recent:
+        for n, record in enumerate(recent, start=1):
             if record.seq > upto:
                 return
             await websocket.send_text(record.message)
             progress.last = record.seq
+            if n % _BACKLOG_YIELD == 0:
+                await asyncio.sleep(0)  # a socket that takes every frame at once never suspends the sender
         return
     while progress.last < upto:
         page = await hub.events_since(progress.last, limit=_BACKLOG_PAGE)
         if not page:
             return
-        for event in page:
+        for n, event in enumerate(page, start=1):
             if event.seq > upto:
                 return
             await websocket.send_text(feed_message(event.seq, event.type, event.payload))
             progress.last = event.seq
+            if n % _BACKLOG_YIELD == 0:
+                await asyncio.sleep(0)
 
 
 async def _drain_incoming(websocket: WebSocket) -> None:

@@ -239,6 +239,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         settings=settings,
         mqtt=mqtt,
         officer_status=officers,
+        snapshot_pages=board.SnapshotPages(),  # boards connecting together share encoded snapshot pages
         token_buckets=TokenBuckets(settings.rate_per_s, settings.rate_burst),
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
     )

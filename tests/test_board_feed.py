@@ -12,10 +12,11 @@ import pytest
 
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.core.incidents import Report
+from dispatcher.core.lifecycle import IncidentAction
 from dispatcher.feed import OVERFLOW, EventFeed, FeedRecord
 from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.shifts import ShiftWatch
-from gateways.board import LAGGING_CLOSE_CODE, REVOKED_CLOSE_CODE, board_feed
+from gateways.board import LAGGING_CLOSE_CODE, REVOKED_CLOSE_CODE, SnapshotPages, board_feed
 from gateways.tenancy import Township, Townships
 from server.app import create_app
 from tests.conftest import START, HubRig, api_client
@@ -166,3 +167,113 @@ async def test_a_feed_whose_token_was_revoked_before_it_subscribed_closes_at_onc
         assert screen.closed == (REVOKED_CLOSE_CODE, "token revoked")
     finally:
         await directory.close()
+
+
+class PagedBoard(FakeBoard):
+    """A board reading every frame, with snapshot pages of ``page`` incidents; ``during`` runs after its
+    first snapshot frame (while the rest of the snapshot is still to come)."""
+
+    def __init__(self, hub: Any, page: int, during: Any) -> None:
+        super().__init__(hub, read_limit=10_000)
+        self.app.state.context.settings = SimpleNamespace(board_snapshot_page=page)
+        self._during = during
+        self.arrived = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        frame = json.loads(text)
+        self.sent.append(frame)
+        self.arrived.set()
+        if frame["kind"] == "snapshot":
+            await self._during()
+
+    async def until_seq(self, seq: int) -> None:
+        while not (self.sent and self.sent[-1].get("seq") == seq and self.sent[-1]["kind"] == "event"):
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), timeout=5)
+
+
+async def test_the_snapshot_comes_in_pages_as_of_its_seq_and_the_feed_goes_on_without_gap_or_duplicate(
+    rig: HubRig,
+) -> None:
+    hub = rig.hub
+    for n in range(7):
+        await hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    to_change = 6  # on the snapshot's last page: it changes while the first page is being read
+    before = hub.get
+    snapshot_seq = hub.last_seq
+
+    changed = asyncio.Event()
+
+    async def meanwhile() -> None:
+        await hub.note(to_change, "still noisy", START, "operator")
+        await hub.report(Report(report_id="late", category="noise.x", description="d", zone="market"), START)
+        await hub.finish(2, IncidentAction.CANCEL, START, "operator", "a prank")
+        changed.set()
+
+    board = PagedBoard(hub, page=3, during=meanwhile)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(changed.wait(), timeout=5)
+    await board.until_seq(hub.last_seq)
+    board.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+
+    pages = [f for f in board.sent if f["kind"] in ("snapshot", "snapshot_page")]
+    assert [f["kind"] for f in pages] == ["snapshot", "snapshot_page", "snapshot_page"]
+    assert [f["more"] for f in pages] == [True, True, False] and pages[0]["total"] == 7
+    assert {f["seq"] for f in pages} == {snapshot_seq}
+    incidents = [i for f in pages for i in f["incidents"]]
+    # The state as of the snapshot's seq: the cancelled incident still open, the changed one as it was.
+    assert [i["id"] for i in incidents] == [1, 2, 3, 4, 5, 6, 7]
+    assert incidents[to_change - 1]["version"] == (await before(to_change)).version - 1
+    events = board.sent[len(pages) :]
+    assert [f["seq"] for f in events] == list(range(snapshot_seq + 1, hub.last_seq + 1))
+    assert {f["kind"] for f in events} == {"event"}
+    assert rig.hub.feed.subscriber_count == 0
+
+
+async def test_boards_share_the_encoding_of_pages_that_hold_the_same_incidents(rig: HubRig) -> None:
+    for n in range(3):
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    pages = SnapshotPages(size=2)
+    _, incidents = rig.hub.open_incidents()
+    first = await pages.encoded(incidents[:2])
+    assert await pages.encoded(list(incidents[:2])) is first  # another board, the same incident objects
+    assert [i["id"] for i in json.loads(first)] == [1, 2]
+
+    changed = await rig.hub.note(2, "again", START, "operator")
+    _, now = rig.hub.open_incidents()
+    again = await pages.encoded(now[:2])
+    assert again is not first and json.loads(again)[1]["version"] == changed.version
+    await pages.encoded(now[2:])
+    assert len(pages) == 2  # bounded: the page used longest ago went
+
+
+async def test_a_page_being_encoded_is_awaited_not_encoded_twice_and_a_board_gone_mid_page_hands_it_on(
+    rig: HubRig,
+) -> None:
+    for n in range(60):  # more than one slice of encoding, so that encoding awaits in between
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    _, incidents = rig.hub.open_incidents()
+    pages = SnapshotPages()
+    first, second = asyncio.create_task(pages.encoded(incidents)), asyncio.create_task(pages.encoded(incidents))
+    assert (await first) is (await second)
+
+    other = SnapshotPages()
+    gone, waiting = asyncio.create_task(other.encoded(incidents)), asyncio.create_task(other.encoded(incidents))
+    await asyncio.sleep(0)  # both started: one encodes, the other waits for it
+    gone.cancel()
+    assert [i["id"] for i in json.loads(await waiting)] == list(range(1, 61))
+
+
+async def test_a_board_gone_mid_snapshot_ends_its_feed_and_never_subscribes(rig: HubRig) -> None:
+    for n in range(5):
+        await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+    board: PagedBoard
+
+    async def leave() -> None:
+        board.gone.set()
+        await asyncio.Event().wait()  # the socket never takes another frame: only the disconnect ends this
+
+    board = PagedBoard(rig.hub, page=2, during=leave)
+    await asyncio.wait_for(board_feed(board, since=None), timeout=5)  # type: ignore[arg-type]
+    assert [f["kind"] for f in board.sent] == ["snapshot"] and rig.hub.feed.subscriber_count == 0

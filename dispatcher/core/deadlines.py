@@ -47,6 +47,10 @@ class DeadlineWatch:
         self._heap.extend(entries)
         heapq.heapify(self._heap)
 
+    def entries(self) -> list[DueEntry]:
+        """Every entry watched, in no particular order (a copy)."""
+        return list(self._heap)
+
     def peek(self) -> DueEntry | None:
         return self._heap[0] if self._heap else None
 

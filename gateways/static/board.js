@@ -385,6 +385,25 @@
     schedule();
   }
 
+  /* A snapshot comes in pages (`more` true until the last): they are gathered per connection and
+   * applied at once when the last arrives, so the board never shows half a snapshot. A connection
+   * that ends mid-snapshot leaves the board as it was (and lastSeq with it). */
+  let pendingSnapshot = null;
+
+  function onSnapshotFrame(socket, msg) {
+    if (msg.kind === 'snapshot') {
+      pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [] };
+    } else if (!pendingSnapshot || pendingSnapshot.socket !== socket || pendingSnapshot.seq !== msg.seq) {
+      console.warn('board: a snapshot page without its first frame');
+      return;
+    }
+    for (const raw of msg.incidents || []) pendingSnapshot.incidents.push(raw);
+    if (msg.more) return;
+    const whole = pendingSnapshot;
+    pendingSnapshot = null;
+    onSnapshot(whole);
+  }
+
   function findAssignment(inc, team) {
     return inc.assignments.find((a) => a.team === team) || null;
   }
@@ -2149,8 +2168,8 @@
       }
       if (!msg || typeof msg !== 'object') return;
       lastFrameAt = Date.now();
-      if (msg.kind === 'snapshot') {
-        onSnapshot(msg);
+      if (msg.kind === 'snapshot' || msg.kind === 'snapshot_page') {
+        onSnapshotFrame(socket, msg);
       } else if (msg.kind === 'event') {
         onEvent(msg);
       }

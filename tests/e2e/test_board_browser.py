@@ -102,3 +102,53 @@ async def test_the_board_resumes_after_the_server_restarts_without_loss_or_doubl
         assert await page.locator('#incidents [data-incident-id="1"]').get_attribute("data-status") == "acknowledged"
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_snapshot_in_pages_draws_every_open_incident_and_the_feed_follows(
+    database_url: str, tmp_path: Any
+) -> None:
+    paged = ServerProcess(database_url, tmp_path / "paged.log", env={**PLAIN, "DISPATCHER_BOARD_SNAPSHOT_PAGE": "2"})
+    paged.start()
+    try:
+        async with paged.client() as http:
+            for n in range(5):
+                body = {
+                    "report_id": f"p-{n}",
+                    "category": "traffic.congestion",
+                    "zone": "five-way",
+                    "description": "拥堵",
+                }
+                assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
+            await http.post("/api/v1/incidents/5/cancel", json={"reason": "a prank"})
+            async with chromium() as browser:
+                context = await signed_in_context(browser, paged)
+                board = await context.new_page()
+                frames: list[str] = []
+                board.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+                await board.goto(f"{paged.base_url}/board")
+                await board.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+                await board.wait_for_selector('#incidents [data-incident-id="4"]', timeout=5_000)
+
+                body = {
+                    "report_id": "p-live",
+                    "category": "traffic.congestion",
+                    "zone": "five-way",
+                    "description": "又堵",
+                }
+                assert (await http.post("/api/v1/incidents", json=body)).status_code == 201
+                last_seq = (await http.get("/readyz")).json()["last_seq"]
+                await board.wait_for_function(
+                    "seq => document.getElementById('last-seq').textContent === String(seq)",
+                    arg=last_seq,
+                    timeout=5_000,
+                )
+                rows = board.locator("#incidents [data-incident-id]")
+                drawn = sorted(
+                    [int(await rows.nth(i).get_attribute("data-incident-id")) for i in range(await rows.count())]
+                )
+                assert drawn == [1, 2, 3, 4, 6]
+        snapshot = [f for f in frames if f.startswith(('{"kind":"snapshot"', '{"kind":"snapshot_page"'))]
+        assert len(snapshot) == 2  # four open incidents in pages of two
+    finally:
+        paged.stop()
