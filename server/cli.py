@@ -86,7 +86,7 @@ def serve(
         from dispatcher.roster_file import RosterError, build_roster, read_roster
 
         try:
-            build_roster(read_roster(roster_path), application.state.hub.rules)
+            build_roster(read_roster(roster_path), application.state.context.hub.rules)
         except RosterError as exc:
             problems = "\n".join(f"  {p}" for p in exc.problems)
             typer.echo(f"the roster {roster_path} cannot be used:\n{problems}", err=True)
