@@ -390,7 +390,7 @@ class Writer:
                     log.exception("could not hand waiting assignments to free officers")
 
             changes = batch.finish()
-            if changes.events:
+            if changes.events or changes.units:  # a device's status or position makes no event
                 await self._store.commit(changes)
         except BaseException:
             self._restore(batch.popped)  # not recorded: watched again, chain steps included

@@ -19,6 +19,7 @@ from dispatcher.alarm import ApschedulerAlarm
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
+from dispatcher.core.roster import UnitStatus
 from dispatcher.hub import Hub, IncidentNotFound
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import Changes, CommitRefused, IncidentFilter, StoreLocked, StoreUnavailable
@@ -241,3 +242,14 @@ async def test_a_second_writer_on_the_same_database_is_refused_until_the_first_c
         await first.close()
     await second.open()  # the lock went with the first
     await second.close()
+
+
+async def test_a_status_report_that_makes_no_event_is_stored_all_the_same(crew: HubRig) -> None:
+    """An officer going off duty, or a position, changes no incident: it must still survive a restart."""
+    await crew.hub.report_unit("ms-01", crew.clock.now(), status=UnitStatus.OFF_DUTY)
+    await crew.hub.report_unit("ms-02", crew.clock.now(), lat=28.849, lon=118.9125)
+    assert crew.hub.last_seq == 0  # no event was written
+    hub = await crew.restart()
+
+    assert hub.units["ms-01"].status is UnitStatus.OFF_DUTY
+    assert (hub.units["ms-02"].lat, hub.units["ms-02"].lon) == (28.849, 118.9125)
