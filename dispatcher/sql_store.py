@@ -385,7 +385,7 @@ class SqlIncidentStore:
         if changes.units:
             await _upsert_units(conn, changes.units)
         if changes.report_ids:
-            await conn.execute(sa.insert(report_key_t), [{"report_id": r} for r in changes.report_ids])
+            await _insert_report_keys(conn, changes.report_ids)
         if changes.handovers or changes.handover_acks or changes.rosters or changes.rule_tables:
             await _write_township(conn, changes)
         if changes.events:
@@ -458,6 +458,21 @@ class WriterLock:
             with contextlib.suppress(Exception):  # a dropped connection has given the lock back already
                 await self._conn.close()
             self._conn = None
+
+
+_REPORT_KEYS_PG = sa.text("INSERT INTO report_key (report_id) SELECT unnest(CAST(:ids AS varchar[]))")
+
+
+async def _insert_report_keys(conn: AsyncConnection, report_ids: list[str]) -> None:
+    """Take the batch's new report ids (a retry of one of them breaks the key: ``DuplicateReport``).
+
+    On PostgreSQL as one array parameter: the same rows through ``executemany`` cost the server about
+    a fifth of its intake (measured with benchmarks/intake.py).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_REPORT_KEYS_PG, {"ids": report_ids})
+    else:
+        await conn.execute(sa.insert(report_key_t), [{"report_id": r} for r in report_ids])
 
 
 def _flock_beside(database: str) -> int:
