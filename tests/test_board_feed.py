@@ -72,6 +72,7 @@ class FakeBoard:
         self.headers: dict[str, str] = {}
         self.sent: list[dict[str, Any]] = []
         self.first_frame = asyncio.Event()
+        self._frame = asyncio.Event()
         self.read_limit = read_limit
         self.closed: tuple[int, str] | None = None
         self._stuck = asyncio.Event()
@@ -85,9 +86,16 @@ class FakeBoard:
             await self._stuck.wait()  # never set: the send blocks like a full TCP buffer
         self.sent.append(json.loads(text))
         self.first_frame.set()
+        self._frame.set()
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+    async def until_seq(self, seq: int) -> None:
+        """Wait until the last frame taken carries ``seq`` (bound it with ``asyncio.wait_for``)."""
+        while not (self.sent and self.sent[-1].get("seq") == seq):
+            self._frame.clear()
+            await self._frame.wait()
 
     async def receive(self) -> dict[str, Any]:
         await self.gone.wait()
@@ -98,7 +106,7 @@ async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig:
     rig.feed._queue_size = 5  # a small budget so that the test overflows it quickly
     frozen = FakeBoard(rig.hub, read_limit=3)
     connection = asyncio.create_task(board_feed(frozen, since=None))  # type: ignore[arg-type]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(frozen.first_frame.wait(), timeout=5)  # the snapshot is out: it follows the feed
 
     for n in range(10):
         await rig.hub.report(
@@ -113,10 +121,7 @@ async def test_a_frozen_board_is_closed_with_4008_and_resumes_without_a_gap(rig:
 
     resumed = FakeBoard(rig.hub, read_limit=1000)
     connection = asyncio.create_task(board_feed(resumed, since=last_seen))  # type: ignore[arg-type]
-    for _ in range(500):  # up to 5 s: generous for a loaded CI machine
-        if resumed.sent and resumed.sent[-1]["seq"] == rig.hub.last_seq:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(resumed.until_seq(rig.hub.last_seq), timeout=5)
     resumed.gone.set()
     await asyncio.wait_for(connection, timeout=5)
     assert [f["seq"] for f in resumed.sent] == list(range(last_seen + 1, rig.hub.last_seq + 1))
