@@ -887,7 +887,6 @@ class UnknownAlarm(LookupError):
 def _acknowledged_in(batch: Batch, incident_id: int, alarm_seq: int) -> bool:
     """Whether this very batch already acknowledges the alarm (two boards clicking at once)."""
     return any(
-        orjson.loads(e.payload)["alarm_seq"] == alarm_seq
-        for e in batch.changes.events
-        if e.type == "AlarmAcknowledged" and e.incident_id == incident_id
+        isinstance(fact, ev.AlarmAcknowledged) and fact.incident_id == incident_id and fact.alarm_seq == alarm_seq
+        for _, fact in batch.facts
     )

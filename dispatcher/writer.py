@@ -64,6 +64,9 @@ class Batch:
     touched: dict[int, Incident] = field(default_factory=dict)
     originals: dict[int, Incident] = field(default_factory=dict)
     records: list[FeedRecord] = field(default_factory=list)
+    #: The batch's events as the core made them, with their seq: after the commit they stay typed for the
+    #: hub's own readers; ``changes.events`` and ``records`` are their stored and published encodings.
+    facts: list[tuple[int, ev.Event | ev.TownshipEvent]] = field(default_factory=list)
     popped: list[DueEntry] = field(default_factory=list)  # deadlines taken off the watch by this batch
     created_ids: set[int] = field(default_factory=set)
     units: dict[str, UnitState] = field(default_factory=dict)  # officers changed in this batch
@@ -119,6 +122,7 @@ class Batch:
                 StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
             )
             self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
+            self.facts.append((seq, event))
 
     def record_township(self, event: ev.TownshipEvent) -> None:
         """Log a fact of the township's log (no incident): same log, same ``seq``, ``incident_id`` None."""
@@ -128,6 +132,7 @@ class Batch:
         payload = ev.to_json(event)
         self.changes.events.append(StoredEvent(seq=seq, incident_id=None, type=type_name, at=event.at, payload=payload))
         self.records.append(FeedRecord(seq, None, feed_message(seq, type_name, payload)))
+        self.facts.append((seq, event))
 
     def _count_tasks(self, before: Incident | None, after: Incident, events: Sequence[ev.Event]) -> None:
         """Keep each officer's open-task count and status in step with the assignments they hold."""
