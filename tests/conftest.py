@@ -163,6 +163,19 @@ async def crew(database_url: str, bundled_rules: RuleBook, bundled_roster: Roste
 
 
 @pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    """A Mosquitto of the test's own on a free loopback port (see tests/mqtt_broker.py)."""
+    from tests.mqtt_broker import Broker
+
+    (tmp_path / "broker").mkdir()
+    started = Broker(tmp_path / "broker").start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
 def repo_root() -> Iterator[Path]:
     yield Path(__file__).resolve().parent.parent
 

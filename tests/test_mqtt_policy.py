@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -22,16 +20,6 @@ from gateways.mqtt.gateway import GatewayConfig, MqttGateway
 from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
 from tests.conftest import HubRig
 from tests.mqtt_broker import Broker, Collector, client, unique
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "broker").mkdir()
-    started = Broker(tmp_path / "broker").start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 async def _ignore(_: OfficerStatus) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from simulations.devices import DeviceConfig, run_devices
-from tests.e2e.test_mqtt import Rig, broker, sqlite_url  # noqa: F401 - fixtures
+from tests.e2e.test_mqtt import Rig, sqlite_url  # noqa: F401 - fixtures
 from tests.mqtt_broker import Broker
 
 pytestmark = pytest.mark.e2e

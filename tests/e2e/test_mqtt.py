@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,6 @@ from tests.mqtt_broker import Broker, Collector, client, unique
 pytestmark = pytest.mark.e2e
 
 FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way", "description": "集市日五岔口拥堵"}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "broker").mkdir()
-    started = Broker(tmp_path / "broker").start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 class Rig:
