@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_simulated_phones_acknowledge_and_resolve_what_they_are_sent(
-    broker: Broker,  # noqa: F811
+    broker: Broker,
     sqlite_url: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
