@@ -16,6 +16,7 @@ import operator
 import os
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -372,10 +373,10 @@ class SqlIncidentStore:
 
     async def _write(self, conn: AsyncConnection, changes: Changes) -> None:
         if changes.created:
-            await conn.execute(sa.insert(incident_t), [_incident_row(i) for i in changes.created])
+            await _insert(conn, incident_t, [_incident_row(i) for i in changes.created])
             assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
             if assignments:
-                await conn.execute(sa.insert(assignment_t), assignments)
+                await _insert(conn, assignment_t, assignments)
             fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
             if fresh:
                 await _write_children(conn, fresh)
@@ -385,12 +386,14 @@ class SqlIncidentStore:
         if changes.units:
             await _upsert_units(conn, changes.units)
         if changes.report_ids:
-            await _insert_report_keys(conn, changes.report_ids)
+            # A retry of one of them breaks the key: DuplicateReport.
+            await _insert(conn, report_key_t, [{"report_id": r} for r in changes.report_ids])
         if changes.handovers or changes.handover_acks or changes.rosters or changes.rule_tables:
             await _write_township(conn, changes)
         if changes.events:
-            await conn.execute(
-                sa.insert(event_t),
+            await _insert(
+                conn,
+                event_t,
                 [
                     {"seq": e.seq, "incident_id": e.incident_id, "type": e.type, "at": e.at, "payload": e.payload}
                     for e in changes.events
@@ -460,19 +463,28 @@ class WriterLock:
             self._conn = None
 
 
-_REPORT_KEYS_PG = sa.text("INSERT INTO report_key (report_id) SELECT unnest(CAST(:ids AS varchar[]))")
+async def _insert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table``.
 
-
-async def _insert_report_keys(conn: AsyncConnection, report_ids: list[str]) -> None:
-    """Take the batch's new report ids (a retry of one of them breaks the key: ``DuplicateReport``).
-
-    On PostgreSQL as one array parameter: the same rows through ``executemany`` cost the server about
-    a fifth of its intake (measured with benchmarks/intake.py).
+    On PostgreSQL each column goes as one array parameter (``INSERT ... SELECT * FROM unnest(...)``): one
+    statement whatever the count, where ``executemany`` binds and sends every row on its own. Measured with
+    benchmarks/intake.py, that one statement per table is most of PostgreSQL's writer cost gone (see the
+    README's performance section). Elsewhere an ``executemany``.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_REPORT_KEYS_PG, {"ids": report_ids})
-    else:
-        await conn.execute(sa.insert(report_key_t), [{"report_id": r} for r in report_ids])
+    if conn.dialect.name != "postgresql":
+        await conn.execute(sa.insert(table), rows)
+        return
+    names = tuple(c.name for c in table.columns if c.name in rows[0])
+    statement = _unnest_insert(table, names, conn.dialect)
+    await conn.execute(statement, {name: [row[name] for row in rows] for name in names})
+
+
+@lru_cache(maxsize=64)
+def _unnest_insert(table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect) -> sa.TextClause:
+    columns = [table.c[name] for name in names]
+    casts = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=dialect)}[])" for c in columns)
+    listed = ", ".join(f'"{c.name}"' for c in columns)
+    return sa.text(f'INSERT INTO "{table.name}" ({listed}) SELECT * FROM unnest({casts})')
 
 
 def _flock_beside(database: str) -> int:
@@ -540,7 +552,7 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             row.update(_assignment_state(assignment))
             assignment_rows.append(row)
     if new_assignments:
-        await conn.execute(sa.insert(assignment_t), new_assignments)
+        await _insert(conn, assignment_t, new_assignments)
     if assignment_rows:
         await conn.execute(
             assignment_t.update()
@@ -587,9 +599,9 @@ async def _write_children(conn: AsyncConnection, pairs: Sequence[tuple[Incident 
         # A merged incident's reports move: the row of a report joining its new incident replaces the old one.
         moved = [r["report_id"] for r in new_reports]
         await conn.execute(report_t.delete().where(report_t.c.report_id.in_(moved)))
-        await conn.execute(sa.insert(report_t), new_reports)
+        await _insert(conn, report_t, new_reports)
     if new_steps:
-        await conn.execute(sa.insert(escalation_t), new_steps)
+        await _insert(conn, escalation_t, new_steps)
     if changed_steps:
         await conn.execute(
             escalation_t.update()
