@@ -175,6 +175,19 @@ def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> li
     return townships
 
 
+def first_start_box(password: str, settings: Settings) -> str:
+    """The first start's message: the generated password of ``admin``, framed so that it stands out in the log."""
+    lines = [
+        "First start: the administrator account 'admin' was created.",
+        f"Its password, shown this once: {password}",
+        f"Sign in at http://{settings.host}:{settings.port}/board as admin.",
+        "Lost it? On this machine: dispatcher accounts set-password admin",
+    ]
+    width = max(len(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub] | None = None) -> FastAPI:
     """The dispatcher's ASGI application; the hubs start and stop with the app's lifespan.
 
@@ -200,11 +213,17 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await directory.open()
         admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        had_accounts = bool(directory.accounts())
         generated = await directory.ensure_admin(admin_password, the_hub.clock.now())
         if generated is not None:
             # Printed once, to the console only (not to the log): it is never shown again.
-            print(f"dispatcher: created administrator 'admin' with password {generated}", flush=True)
+            print(first_start_box(generated, settings), flush=True)
             log.warning("created administrator 'admin'; its generated password was printed once to the console")
+        elif had_accounts and admin_password is not None:
+            log.warning(
+                "DISPATCHER_ADMIN_PASSWORD is set but this database has accounts already: it is not applied (it "
+                "only sets admin's password at the first start); to change it: dispatcher accounts set-password admin"
+            )
         async with AsyncExitStack() as stack:
             for township in townships.values():
                 await _start_township(stack, township, settings)

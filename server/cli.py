@@ -18,12 +18,14 @@ from rules import LoadedTable, RuleBook, RuleTableError, compile_table, load_sou
 from rules.checker import TableRefused, check
 from rules.explain import explain, explanation_json, explanation_text
 from rules.inputs import InputError, read_records, routing_input
+from server.accounts_cli import accounts_app
 
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 roster_app = typer.Typer(help="Work with duty rosters (officers, shifts, overrides).", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
+app.add_typer(accounts_app, name="accounts")
 
 
 @app.command()

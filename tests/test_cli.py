@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,47 @@ def test_rules_check_refuses_an_alias_bomb_with_file_and_line(tmp_path: Path) ->
     assert result.exit_code == 1
     assert f"{bomb}:7: the document stands for more than 250000 values" in result.output
     assert "Traceback" not in result.output
+
+
+def test_accounts_create_list_set_password_lock_and_unlock(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
+    created = runner.invoke(
+        app,
+        ["accounts", "create", "op-1", "--role", "operator", "--township", "ershili", "--password-stdin",
+         "--database-url", url],
+        input="first password 123\n",
+    )  # fmt: skip
+    listed = runner.invoke(app, ["accounts", "list", "--database-url", url])
+    reset = runner.invoke(
+        app, ["accounts", "set-password", "op-1", "--password-stdin", "--database-url", url], input="second pass 4567\n"
+    )
+    too_short = runner.invoke(
+        app, ["accounts", "set-password", "op-1", "--password-stdin", "--database-url", url], input="short\n"
+    )
+    unknown = runner.invoke(app, ["accounts", "set-password", "nobody", "--generate", "--database-url", url])
+    locked = runner.invoke(app, ["accounts", "lock", "op-1", "--database-url", url])
+
+    assert created.exit_code == 0, created.output
+    assert listed.output.strip().split("\t") == ["op-1", "operator", "ershili", "active"]
+    assert reset.exit_code == 0 and "password of op-1 set" in reset.output
+    assert too_short.exit_code == 2 and "at least 12" in too_short.output
+    assert unknown.exit_code == 1 and "no account 'nobody'" in unknown.output
+    assert locked.exit_code == 0
+    assert asyncio.run(_can_sign_in(url, "op-1", "second pass 4567")) == "refused"  # locked
+    assert runner.invoke(app, ["accounts", "unlock", "op-1", "--database-url", url]).exit_code == 0
+    assert asyncio.run(_can_sign_in(url, "op-1", "first password 123")) == "refused"
+    assert asyncio.run(_can_sign_in(url, "op-1", "second pass 4567")) == "signed in"
+
+
+async def _can_sign_in(url: str, name: str, password: str) -> str:
+    from dispatcher.accounts import SignInRefused, SqlDirectory
+
+    directory = SqlDirectory(url)
+    await directory.open()
+    try:
+        await directory.sign_in(name, password, datetime.now(UTC))
+        return "signed in"
+    except SignInRefused:
+        return "refused"
+    finally:
+        await directory.close()

@@ -30,12 +30,23 @@ class ServerProcess:
     """
 
     def __init__(
-        self, database_url: str, log_path: Path, *, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        database_url: str,
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        admin_password: str | None = ADMIN_PASSWORD,
     ) -> None:
+        """``admin_password=None``: start without ``DISPATCHER_ADMIN_PASSWORD`` and do not sign in."""
         self.database_url = database_url
         self.log_path = log_path
         self.port = port or free_port()
-        self.env = {**os.environ, "DISPATCHER_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
+        self.admin_password = admin_password
+        self.env = {k: v for k, v in os.environ.items() if k != "DISPATCHER_ADMIN_PASSWORD"}
+        if admin_password is not None:
+            self.env["DISPATCHER_ADMIN_PASSWORD"] = admin_password
+        self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
 
@@ -74,7 +85,8 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()}")
             try:
                 if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    self.token = self.sign_in()
+                    if self.admin_password is not None:
+                        self.token = self.sign_in(password=self.admin_password)
                     return self
             except httpx.TransportError:
                 pass

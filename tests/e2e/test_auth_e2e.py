@@ -112,3 +112,41 @@ def test_the_cli_signs_in_to_put_a_table_in_force(server: ServerProcess) -> None
     signed = runner.invoke(app, [*load, "--user", "admin", "--password", ADMIN_PASSWORD])
     assert signed.exit_code == 0, signed.output
     assert runner.invoke(app, [*load, "--token", server.token]).exit_code == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_first_run_prints_a_password_that_signs_in_and_the_cli_resets_it(database_url: str, tmp_path: Path) -> None:
+    """A newcomer's first hour: no DISPATCHER_ADMIN_PASSWORD, the printed password, then a reset on the machine."""
+    import re
+    import subprocess
+    import sys
+
+    first = ServerProcess(database_url, tmp_path / "first.log", env=PLAIN, admin_password=None).start()
+    try:
+        box = re.search(r"shown this once: (\S+)", (tmp_path / "first.log").read_text())
+        assert box is not None, (tmp_path / "first.log").read_text()
+        assert first.sign_in(password=box.group(1))
+        reset = subprocess.run(
+            [sys.executable, "-m", "server", "accounts", "set-password", "admin", "--password-stdin",
+             "--database-url", database_url],
+            input="a new admin password\n", capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr
+        assert first.sign_in(password="a new admin password")  # counts at once on the running dispatcher
+        with pytest.raises(httpx.HTTPStatusError):
+            first.sign_in(password=box.group(1))
+    finally:
+        first.stop()
+
+    # Starting again with the variable set on the same database says why it is not applied.
+    second = ServerProcess(database_url, tmp_path / "second.log", env=PLAIN, admin_password="ignored password 1")
+    second.admin_password = None  # do not sign in with it: it is not admin's password
+    second.start()
+    try:
+        assert (
+            "DISPATCHER_ADMIN_PASSWORD is set but this database has accounts already"
+            in (tmp_path / "second.log").read_text()
+        )
+        assert second.sign_in(password="a new admin password")
+    finally:
+        second.stop()
