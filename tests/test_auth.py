@@ -441,8 +441,8 @@ async def test_the_generated_admin_password_is_printed_once(tmp_path: Path, caps
     async with first.router.lifespan_context(first):
         pass
     printed = capsys.readouterr().out
-    assert "created administrator 'admin' with password " in printed
-    password = printed.split("with password ", 1)[1].split()[0]
+    assert "the administrator account 'admin' was created" in printed
+    password = printed.split("shown this once: ", 1)[1].split()[0]
     again = create_app(settings)
     async with again.router.lifespan_context(again):
         assert "password" not in capsys.readouterr().out
