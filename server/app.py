@@ -10,8 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from swagger_ui_bundle import swagger_ui_path
 
 import dispatcher
 from dispatcher.accounts import Lockout, SqlDirectory
@@ -175,6 +178,31 @@ def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> li
     return townships
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI served from the ``swagger-ui-bundle-v2`` wheel under ``/docs/assets``.
+
+    Plain routes (no policy dependency), like FastAPI's own: the page and its scripts hold no data; the
+    schema it reads is ``/openapi.json``.
+    """
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    async def docs(_: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} – API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+        )
+
+    async def oauth2_redirect(_: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    app.add_route("/docs", docs, include_in_schema=False)
+    app.add_route("/docs/oauth2-redirect", oauth2_redirect, include_in_schema=False)
+
+
 def first_start_box(password: str, settings: Settings) -> str:
     """The first start's message: the generated password of ``admin``, framed so that it stands out in the log."""
     lines = [
@@ -248,6 +276,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         lifespan=lifespan,
         # Every route passes the policy table (gateways/policy.py): deny by default.
         dependencies=[Depends(auth.guard)],
+        # The API docs come from the package, not a CDN: township intranets are offline (see _offline_docs).
+        docs_url=None,
+        redoc_url=None,
     )
     #: The first township's hub, for code that serves one township; HTTP routes choose through get_hub.
     app.state.context = context = AppContext(
@@ -272,6 +303,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
+    _offline_docs(app)
     # Outermost last: the body limit sees a request first, then the audit trail, then masking.
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)
