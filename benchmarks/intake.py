@@ -13,7 +13,9 @@ throughput
     ``--concurrency`` keep-alive connections each send ``POST /api/v1/incidents`` and await its
     201 (a closed loop) for ``--duration`` seconds (after ``--warmup`` seconds that are not
     counted), never more than ``--max-requests`` requests. Reports req/s, latency percentiles,
-    errors, the server's CPU time per request, and checks that every 201 was stored.
+    errors, the server's CPU time per request, and checks that every 201 was stored. With
+    ``--batch N`` each request is ``POST /api/v1/incidents/batch`` with N reports, and counts as
+    done when its 200 says all N were created; reports/s and CPU per report are given beside req/s.
 
 latency
     one board websocket (``/ws/board``) is connected; reports are sent open-loop at ``--rate``
@@ -30,6 +32,7 @@ Run from the repository root with the project's venv::
     .venv/bin/python benchmarks/intake.py                       # SQLite, defaults
     .venv/bin/python benchmarks/intake.py --database-url postgresql+asyncpg://root@127.0.0.1:5432/test
     .venv/bin/python benchmarks/intake.py --phases throughput --profile-out /tmp/intake.txt
+    .venv/bin/python benchmarks/intake.py --phases throughput --batch 100   # 100 reports per request
 
 ``--profile-out`` runs py-spy (``--py-spy PATH``, not a project dependency) on the server during
 the measured throughput window: ``.svg`` writes a flame graph, ``.json`` speedscope, anything
@@ -80,6 +83,7 @@ from _common import (
 )
 
 INCIDENTS_PATH = b"/api/v1/incidents"
+BATCH_PATH = b"/api/v1/incidents/batch"
 # (category, zone): a mix of rules, from the five-team joint duty at the five-way intersection
 # down to two-team dispatches. Each report makes two events (IncidentReported, UnitsDispatched).
 MIX = (
@@ -99,6 +103,23 @@ def report_body(report_id: bytes, n: int, description: bytes) -> bytes:
         zone,
         description,
     )
+
+
+def batch_body(tag: bytes, first: int, size: int, description: bytes) -> bytes:
+    """A JSON array of ``size`` reports numbered from ``first`` (the body of ``POST /api/v1/incidents/batch``)."""
+    return b"[%s]" % b",".join(report_body(b"%s-%d" % (tag, n), n, description) for n in range(first, first + size))
+
+
+def created_in(answer: bytes) -> int:
+    """The ``created`` count of a batch answer (it ends with the counts; nothing else is parsed)."""
+    at = answer.rfind(b'"created":')
+    if at < 0:
+        return 0
+    end = at + len(b'"created":')
+    digits = end
+    while digits < len(answer) and answer[digits : digits + 1].isdigit():
+        digits += 1
+    return int(answer[end:digits] or b"0")
 
 
 def make_description(size: int) -> bytes:
@@ -121,9 +142,11 @@ class ClosedLoopState:
     tag: bytes
     description: bytes
     request_timeout: float
+    batch: int = 0  # reports per request through the batch door; 0: one per request through the single door
     bucket_start: float = 0.0
     sent: int = 0
-    ok: int = 0
+    ok: int = 0  # reports stored (one per 201; a batch's ``created``)
+    requests_ok: int = 0
     errors: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     error_kinds: Counter[str] = field(default_factory=Counter)
@@ -141,11 +164,16 @@ async def closed_loop_worker(state: ClosedLoopState, host: str, port: int) -> No
                 return
             state.sent += 1
             n = state.sent
-            body = report_body(b"%s-%d" % (state.tag, n), n, state.description)
+            if state.batch:
+                path = BATCH_PATH
+                body = batch_body(state.tag, (n - 1) * state.batch, state.batch, state.description)
+            else:
+                path = INCIDENTS_PATH
+                body = report_body(b"%s-%d" % (state.tag, n), n, state.description)
             started = perf()
             try:
                 async with asyncio.timeout(state.request_timeout):
-                    status, _ = await conn.request(b"POST", INCIDENTS_PATH, body)
+                    status, answer = await conn.request(b"POST", path, body)
             except NETWORK_ERRORS as exc:
                 state.errors += 1
                 state.error_kinds[type(exc).__name__] += 1
@@ -154,10 +182,12 @@ async def closed_loop_worker(state: ClosedLoopState, host: str, port: int) -> No
                 continue
             done = perf()
             state.last_done = done
-            if status == 201:
-                state.ok += 1
+            stored = 1 if status == 201 and not state.batch else created_in(answer) if status == 200 else 0
+            if stored and (not state.batch or stored == state.batch):
+                state.ok += stored
+                state.requests_ok += 1
                 state.latencies.append(done - started)
-                state.per_second[int(done - state.bucket_start)] += 1
+                state.per_second[int(done - state.bucket_start)] += stored
             else:
                 state.errors += 1
                 state.statuses[status] += 1
@@ -175,6 +205,7 @@ async def closed_loop(
     tag: bytes,
     description: bytes,
     request_timeout: float,
+    batch: int = 0,
 ) -> ClosedLoopState:
     started = time.perf_counter()
     state = ClosedLoopState(
@@ -183,6 +214,7 @@ async def closed_loop(
         tag=tag,
         description=description,
         request_timeout=request_timeout,
+        batch=batch,
         bucket_start=started,
     )
     workers = [asyncio.create_task(closed_loop_worker(state, host, port)) for _ in range(connections)]
@@ -212,6 +244,7 @@ async def throughput_client(params: dict[str, Any], gate: Any = None) -> dict[st
             tag=b"warm-%s" % params["tag"],
             description=description,
             request_timeout=params["request_timeout"],
+            batch=params["batch"],
         )
     else:
         warm = None
@@ -228,6 +261,7 @@ async def throughput_client(params: dict[str, Any], gate: Any = None) -> dict[st
         tag=params["tag"],
         description=description,
         request_timeout=params["request_timeout"],
+        batch=params["batch"],
     )
     return {
         "warmup_ok": warm.ok if warm else 0,
@@ -236,6 +270,7 @@ async def throughput_client(params: dict[str, Any], gate: Any = None) -> dict[st
         "ended": state.last_done or time.perf_counter(),
         "sent": state.sent,
         "ok": state.ok,
+        "requests_ok": state.requests_ok,
         "errors": state.errors,
         "statuses": dict(state.statuses),
         "error_kinds": dict(state.error_kinds),
@@ -272,6 +307,7 @@ async def run_throughput_clients(
         "warmup": args.warmup,
         "request_timeout": args.request_timeout,
         "description": make_description(args.description_bytes),
+        "batch": args.batch,
     }
     shares = [args.concurrency // procs + (1 if i < args.concurrency % procs else 0) for i in range(procs)]
     caps = [args.max_requests // procs + (1 if i < args.max_requests % procs else 0) for i in range(procs)]
@@ -346,6 +382,7 @@ async def run_throughput_clients(
 
     latencies = [x for part in parts for x in part["latencies"]]
     ok = sum(p["ok"] for p in parts)
+    requests_ok = sum(p["requests_ok"] for p in parts)
     errors = sum(p["errors"] for p in parts)
     started = min(p["started"] for p in parts)
     ended = max(p["ended"] for p in parts)
@@ -369,15 +406,21 @@ async def run_throughput_clients(
         "elapsed_s": round(elapsed, 3),
         "requests": sum(p["sent"] for p in parts),
         "ok": ok,
+        "batch": args.batch,
+        "requests_ok": requests_ok,
         "errors": errors,
         "error_statuses": dict(statuses),
         "error_kinds": dict(kinds),
-        "req_per_s": round(ok / elapsed, 1),
+        "req_per_s": round(requests_ok / elapsed, 1),
+        "reports_per_s": round(ok / elapsed, 1),
         "events_per_s": round(2 * ok / elapsed, 1),
         "latency": latency_summary(latencies),
         "per_second_ok": [per_second.get(i, 0) for i in range(int(args.duration) + 1)],
         "server_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
-        "server_cpu_ms_per_req": round(1000 * server_cpu / ok, 3) if server_cpu is not None and ok else None,
+        "server_cpu_ms_per_req": (
+            round(1000 * server_cpu / requests_ok, 3) if server_cpu is not None and requests_ok else None
+        ),
+        "server_cpu_ms_per_report": round(1000 * server_cpu / ok, 3) if server_cpu is not None and ok else None,
         "server_cpu_utilisation": round(server_cpu / elapsed, 2) if server_cpu is not None else None,
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_ms_per_req": round(1000 * client_cpu / ok, 3) if ok else None,
@@ -810,6 +853,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tp.add_argument("--concurrency", type=int, default=64, help="keep-alive connections, one request in flight each")
     tp.add_argument("--client-procs", type=int, default=1, help="client processes sharing the connections")
     tp.add_argument("--max-requests", type=int, default=200_000, help="hard cap on requests per phase")
+    tp.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="reports per request through POST /api/v1/incidents/batch (1-500); 0: one per POST /api/v1/incidents",
+    )
     lat = parser.add_argument_group("latency phase")
     lat.add_argument("--rate", type=float, default=200.0, help="reports per second, open loop")
     lat.add_argument("--latency-duration", type=float, default=10.0, help="seconds of sending")
@@ -846,6 +895,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("phases are capped at 600 s")
     if args.concurrency < 1 or args.client_procs < 1 or args.latency_connections < 1 or args.max_requests < 1:
         parser.error("--concurrency, --client-procs, --latency-connections and --max-requests must be >= 1")
+    if not 0 <= args.batch <= 500:
+        parser.error("--batch must be 0 (the single door) or 1 to 500")
     if args.client_procs > args.concurrency:
         parser.error("--client-procs cannot exceed --concurrency")
     if args.profile_out is not None and "throughput" not in args.phases:
@@ -978,13 +1029,16 @@ def print_summary(result: dict[str, Any]) -> None:
             print("  note: autovacuum is off, so the fresh tables are never analyzed unless --pg-analyze")
     tp = result["phases"].get("throughput")
     if tp:
+        per = f"{tp['batch']} reports per request" if tp.get("batch") else "one report per request"
         print(
-            f"throughput: {tp['req_per_s']:.0f} req/s ({tp['ok']} x 201 in {tp['elapsed_s']:.1f} s, "
-            f"{tp['connections']} connections, {tp['client_procs']} client proc), errors {tp['errors']}"
+            f"throughput: {tp['reports_per_s']:.0f} reports/s, {tp['req_per_s']:.0f} req/s ({per}; {tp['ok']} stored "
+            f"in {tp['elapsed_s']:.1f} s, {tp['connections']} connections, {tp['client_procs']} client proc), "
+            f"errors {tp['errors']}"
         )
         print(f"  latency   {_fmt_ms(tp['latency'], ('p50', 'p90', 'p99', 'max'))}")
         print(
-            f"  server CPU {tp['server_cpu_ms_per_req']} ms/req ({tp['server_cpu_utilisation']} cores busy), "
+            f"  server CPU {tp['server_cpu_ms_per_report']} ms/report, {tp['server_cpu_ms_per_req']} ms/req "
+            f"({tp['server_cpu_utilisation']} cores busy), "
             f"client CPU {tp['client_cpu_ms_per_req']} ms/req, server RSS {tp['server_rss_mib']} MiB"
         )
         print(f"  per second: {tp['per_second_ok']}")

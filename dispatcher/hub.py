@@ -246,6 +246,22 @@ class Hub:
 
     async def report(self, report: Report, at: datetime) -> ReportOutcome:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""
+        return await self._submit(self._reporting(report, at), report_id=report.report_id)
+
+    async def report_many(self, reports: Sequence[Report], at: datetime) -> list[ReportOutcome | BaseException]:
+        """Route and dispatch ``reports`` as :meth:`report` does each, queued together so that they commit
+        together (one writer batch when they fit ``batch_max``); answers each one's outcome in order.
+
+        A report the lifecycle or the store refuses is answered with its exception (``Refused``,
+        ``CommitRefused``); the others still commit. A retry of a ``report_id`` given earlier in the same list
+        answers the incident the first made. ``StoreUnavailable`` comes back for each report of a batch that
+        could not be stored. Raises ``HubStopped`` (nothing queued) when the hub is not running.
+        """
+        commands = [(self._reporting(report, at), {"report_id": report.report_id}) for report in reports]
+        return await self._writer.submit_many(commands)
+
+    def _reporting(self, report: Report, at: datetime) -> Callable[[Batch], ReportOutcome]:
+        """The writer command of a report: routed now, applied in its batch."""
         decision = self.rules.route(_routing_input(report, at))
 
         def apply(batch: Batch) -> ReportOutcome:
@@ -268,7 +284,7 @@ class Hub:
             batch.record(incident, events, created=True)
             return ReportOutcome(incident, created=True)
 
-        return await self._submit(apply, report_id=report.report_id)
+        return apply
 
     async def move_unit(
         self,

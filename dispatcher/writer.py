@@ -282,6 +282,25 @@ class Writer:
         await self._queue.put(Command(apply, future, **keys))
         return await future
 
+    async def submit_many(
+        self, commands: Sequence[tuple[Callable[[Batch], T], dict[str, Any]]]
+    ) -> list[T | BaseException]:
+        """Queue ``commands`` (each ``(apply, keys)`` as :meth:`submit` takes them) one after another, then wait
+        for all: they ride in one batch when it has room (``batch_max``), else in consecutive ones.
+
+        Answers in order what each ``apply`` returned, or the exception it or its commit raised (the store
+        refusing a value fails only the command carrying it). Raises HubStopped before queueing anything.
+        """
+        if self._queue is None or not self.running:
+            raise HubStopped("the hub is not running")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[T]] = []
+        for apply, keys in commands:
+            future: asyncio.Future[T] = loop.create_future()
+            await self._queue.put(Command(apply, future, **keys))
+            futures.append(future)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
     # -- the task ---------------------------------------------------------------------------
 
     def _start_task(self) -> None:

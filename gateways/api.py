@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Annotated, Any
 
 import orjson
@@ -10,12 +11,13 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
-from dispatcher.core.incidents import Incident, Refused, StaleVersion, UnknownAssignment
+from dispatcher.core.incidents import Incident, Refused, Report, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
-from dispatcher.hub import Hub, HubStopped, IncidentNotFound, UnknownAlarm, UnknownOfficer
+from dispatcher.hub import Hub, HubStopped, IncidentNotFound, ReportOutcome, UnknownAlarm, UnknownOfficer
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
 from dispatcher.values import IncidentId, Offset, Seq, Text
 from gateways.auth import acting, principal_of
@@ -29,6 +31,8 @@ from gateways.schemas import (
     IncidentCreate,
     IncidentDetail,
     IncidentPublic,
+    IncidentsBatchCreate,
+    IncidentsBatchPublic,
     IncidentsPublic,
     NoteIn,
     ReportReceipt,
@@ -90,6 +94,91 @@ async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -
         response = json_response(receipt, status_code)
     response.headers["X-Report-Outcome"] = kind
     return response
+
+
+@router.post(
+    "/incidents/batch",
+    response_model=IncidentsBatchPublic,
+    responses={
+        413: {"description": "the body is over the batch door's limit (see docs/security.md)"},
+        422: {"description": "the body is not a JSON array of at most 500 items (nothing was stored)"},
+        503: {"description": "the database could not be reached: retry the whole batch, stored reports answer known"},
+    },
+    summary="Report up to 500 incidents at once; each report is answered on its own, in order",
+    description="For hotline imports and devices that buffer. Each item is the body of `POST /api/v1/incidents` "
+    "and is validated on its own: an invalid item, an unknown zone or a value the store refuses is answered "
+    "`refused` with its problem, and the others are stored all the same (together, in one writer batch when "
+    "they fit). The answer is `200` whatever the outcomes; `incident` is given only where the reporter may read "
+    "it (as the single door answers a receipt).",
+)
+async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: HubDep) -> Response:
+    at = hub.clock.now()
+    outcomes: list[dict[str, Any]] = []
+    accepted: list[tuple[dict[str, Any], Report]] = []
+    for index, item in enumerate(body.root):
+        outcome, report = _admit(index, item, hub)
+        outcomes.append(outcome)
+        if report is not None:
+            accepted.append((outcome, report))
+    if accepted:
+        answers = await hub.report_many([report for _, report in accepted], at)
+        for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
+            raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
+        account = principal_of(request).account
+        for (outcome, _), answer in zip(accepted, answers, strict=True):
+            _settle(outcome, answer, account, hub)
+    counts = Counter(o["outcome"] for o in outcomes)
+    request.state.audit_detail = ", ".join(f"{counts[k]} {k}" for k in BATCH_KINDS if counts[k]) or "empty"
+    return json_response({"data": outcomes, "count": len(outcomes), **{k: counts[k] for k in BATCH_KINDS}})
+
+
+BATCH_KINDS = ("created", "known", "joined", "refused")
+
+
+def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | None]:
+    """One batch item checked as the single door checks its body: its outcome so far, and its report when valid."""
+    given = item.get("report_id") if isinstance(item, dict) else None
+    outcome: dict[str, Any] = {"index": index, "report_id": given if isinstance(given, str) else None}
+    try:
+        body = IncidentCreate.model_validate(item)
+    except ValidationError as exc:
+        errors = [
+            {
+                "loc": ["body", index, *error["loc"]],
+                "msg": _PLAINER.get(error["type"], error["msg"]),
+                "type": error["type"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
+        return answerable(outcome), None
+    if body.zone is not None and not hub.rules.has_zone(body.zone):
+        message = f"unknown zone {body.zone!r} in rule table {hub.rules.version}"
+        errors = [{"loc": ["body", index, "zone"], "msg": message, "type": "value_error"}]
+        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
+        return outcome, None
+    return outcome, body.to_report()
+
+
+def _one_line(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][2:]) or 'report'}: {e['msg']}" for e in errors)
+
+
+def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, hub: Hub) -> None:
+    """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500)."""
+    if isinstance(answer, CommitRefused):
+        outcome.update(outcome="refused", problem=f"not stored, a value of this report was refused: {answer}")
+        return
+    if isinstance(answer, Refused):
+        outcome.update(outcome="refused", problem=str(answer))
+        return
+    if isinstance(answer, BaseException):
+        raise answer
+    incident = answer.incident
+    kind = "created" if answer.created else "joined" if answer.joined else "known"
+    outcome.update(outcome=kind, id=incident.id, status=incident.status.value)
+    if _may_read(account, incident, hub):
+        outcome["incident"] = incident_json(incident)
 
 
 def _may_read(account: Account, incident: Incident, hub: Hub) -> bool:

@@ -91,6 +91,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/audit"): allow(SV, AD),
     # -- incidents --
     ("POST", "/api/v1/incidents"): allow(FO, OP, ML, PS, AD),
+    ("POST", "/api/v1/incidents/batch"): allow(FO, OP, ML, PS, AD),  # the same reports, up to 500 at once
     ("GET", "/api/v1/incidents"): allow(*READ_ALL, module_lead=Scope.MODULE),
     ("GET", _INCIDENT): allow(*READ_ALL, module_lead=Scope.MODULE, field_officer=Scope.OWN_ASSIGNMENT),
     ("POST", _INCIDENT + "/assignments/{team}/{action}"): allow(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, SkipValidation, model_validator
 
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.store import StoredEvent
@@ -285,6 +285,61 @@ class IncidentDetail(IncidentPublic):
 class IncidentsPublic(BaseModel):
     data: list[IncidentPublic]
     count: int
+
+
+#: The most reports one ``POST /api/v1/incidents/batch`` takes (a writer batch holds 512 commands by default).
+BATCH_MAX = 500
+
+
+class IncidentsBatchCreate(RootModel[list[SkipValidation[IncidentCreate]]]):
+    """The body of ``POST /api/v1/incidents/batch``: up to 500 reports, each an ``IncidentCreate``.
+
+    Only the list is validated as a whole (a JSON array of at most :data:`BATCH_MAX` items); each item is
+    validated on its own, so that one bad report is refused alone (see :class:`BatchOutcome`).
+    """
+
+    # The schema says what each item must be; the items are left as they came (whatever JSON value), and
+    # the route validates each with IncidentCreate itself.
+    root: list[SkipValidation[IncidentCreate]] = Field(max_length=BATCH_MAX)
+
+
+class ItemProblem(BaseModel):
+    """One validation problem of a batch item, as FastAPI names them in a ``422`` (``loc`` from ``body``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class BatchOutcome(BaseModel):
+    """What became of one report of a batch, at its ``index`` in the request.
+
+    ``created``, ``known`` (a retry of a stored ``report_id``, earlier in the same batch included) and
+    ``joined`` (it joined an open incident close by) carry the incident's ``id`` and ``status``, and the
+    ``incident`` itself only when the reporter may read it (as ``POST /api/v1/incidents`` answers a
+    :class:`ReportReceipt` otherwise). ``refused`` carries the ``problem``, and ``errors`` when the report
+    was not valid; nothing of it was stored.
+    """
+
+    index: int = Field(description="the report's position in the request, from 0")
+    report_id: str | None = Field(description="the report_id sent (null when the item had no valid one)")
+    outcome: Literal["created", "known", "joined", "refused"]
+    id: int | None = Field(default=None, description="the incident the report created, repeated or joined")
+    status: str | None = None
+    incident: IncidentPublic | None = Field(default=None, description="the incident, when the reporter may read it")
+    problem: str | None = Field(default=None, description="refused: why, in one line")
+    errors: list[ItemProblem] | None = Field(default=None, description="refused as invalid: each problem")
+
+
+class IncidentsBatchPublic(BaseModel):
+    """The answer to ``POST /api/v1/incidents/batch``: one outcome per report, in the request's order."""
+
+    data: list[BatchOutcome]
+    count: int = Field(description="reports in the request")
+    created: int
+    known: int
+    joined: int
+    refused: int
 
 
 class EventsPublic(BaseModel):

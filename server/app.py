@@ -340,8 +340,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     return app
 
 
-#: Bodies allowed past the default limit: a whole rule table or roster.
-LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000}
+#: Bodies allowed past the default limit: a whole rule table or roster, a batch of reports (500 reports of 8 KiB
+#: each on average: a batch of longer descriptions is sent in smaller batches).
+LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
 
 
 async def _start_township(stack: AsyncExitStack, township: Township, settings: Settings) -> None:
