@@ -197,6 +197,34 @@ def iter_routes(routes: Any) -> Iterator[tuple[str, str]]:
                 yield method, path
 
 
+BEARER_SCHEME = "OAuth2PasswordBearer"  # the scheme FastAPI names after gateways.auth.bearer
+
+
+def document_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Mark in an OpenAPI document what the guard enforces: every operation of the policy table needs the
+    bearer token and can answer 401 (no valid token), 403 (role or scope), 429 (pace), and 404 when its
+    path names something. Public operations are left open. Changes ``schema`` in place and returns it.
+    """
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.setdefault(
+        BEARER_SCHEME,
+        {"type": "oauth2", "flows": {"password": {"scopes": {}, "tokenUrl": "/api/v1/auth/token"}}},
+    )
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            key = (method.upper(), path)
+            if key in PUBLIC or grant_for(*key) is None:
+                continue
+            operation["security"] = [{BEARER_SCHEME: []}]
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {"description": "no valid bearer token: sign in (`WWW-Authenticate: Bearer`)"})
+            responses.setdefault("403", {"description": "the caller's role or scope may not do this here"})
+            responses.setdefault("429", {"description": "too many requests for this token (`Retry-After`)"})
+            if "{" in path:
+                responses.setdefault("404", {"description": "nothing of that id (or not in the caller's township)"})
+    return schema
+
+
 def policy_markdown() -> str:
     """The table as Markdown (one row per route; ``role (scope)`` when narrower than the township)."""
     lines = ["| method | route | roles |", "|---|---|---|"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -35,6 +36,7 @@ from gateways.limits import BodyLimit, TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
+from gateways.policy import document_security
 from gateways.privacy import MaskResponses
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
@@ -178,6 +180,18 @@ def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> li
     return townships
 
 
+def _documented_security(app: FastAPI) -> None:
+    """The OpenAPI document says what the guard enforces (see :func:`gateways.policy.document_security`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_security(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _offline_docs(app: FastAPI) -> None:
     """``/docs``: Swagger UI served from the ``swagger-ui-bundle-v2`` wheel under ``/docs/assets``.
 
@@ -304,6 +318,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
+    _documented_security(app)
     # Outermost last: the body limit sees a request first, then the audit trail, then masking.
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)

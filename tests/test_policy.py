@@ -39,6 +39,21 @@ def test_every_route_has_a_policy_entry_and_every_entry_a_route() -> None:
     assert ("GET", "/ws/board") in routes
 
 
+def test_the_openapi_document_declares_what_the_guard_enforces() -> None:
+    """Generated clients and "Try it out" need the bearer scheme and the guard's answers on every guarded route."""
+    schema = _app().openapi()
+    operations = [(m.upper(), path, op) for path, ops in schema["paths"].items() for m, op in ops.items()]
+    guarded = [(m, p, op) for m, p, op in operations if (m, p) not in PUBLIC]
+    assert len(guarded) > 40
+    for method, path, op in guarded:
+        assert op.get("security") == [{"OAuth2PasswordBearer": []}], (method, path)
+        assert {"401", "403", "429"} <= set(op["responses"]), (method, path)
+        assert "{" not in path or "404" in op["responses"], (method, path)
+    public = [op for m, p, op in operations if (m, p) in PUBLIC]
+    assert public and all("security" not in op for op in public)
+    assert schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["type"] == "oauth2"
+
+
 def test_docs_carry_the_policy_table(repo_root: Path) -> None:
     assert policy_markdown() in (repo_root / "docs" / "security.md").read_text(encoding="utf-8")
 
