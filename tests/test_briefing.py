@@ -99,12 +99,12 @@ class History:
             rows.append(self._event(incident_id, "IncidentClosed", at + closed_after))
         async with self.engine.begin() as conn:
             for table, values in rows:
-                await conn.execute(table.__table__.insert(), values)  # type: ignore[attr-defined]
+                await conn.execute(table.__table__.insert(), values)
 
     async def event(self, incident_id: int, type_name: str, at: datetime, **payload: Any) -> None:
         table, values = self._event(incident_id, type_name, at, **payload)
         async with self.engine.begin() as conn:
-            await conn.execute(table.__table__.insert(), values)  # type: ignore[attr-defined]
+            await conn.execute(table.__table__.insert(), values)
 
     def _event(self, incident_id: int, type_name: str, at: datetime, **payload: Any) -> tuple[Any, dict[str, Any]]:
         self.seq += 1
