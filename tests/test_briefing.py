@@ -6,17 +6,21 @@ the stored history only, so building it row by row keeps each case's answer visi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
 
 from dispatcher.briefing import Stage, StageTimes, Unit, UnitFigures
 from dispatcher.sql_store import SqlIncidentStore, build_engine
 from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
+from server.cli import app
 
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
 JULY = datetime(2026, 7, 1, tzinfo=UTC)
@@ -245,3 +249,28 @@ async def test_stage_medians_and_p90(store: SqlIncidentStore, history: History) 
 async def test_an_empty_period_is_refused(store: SqlIncidentStore) -> None:
     with pytest.raises(ValueError):
         await store.briefing(start=JULY, end=JUNE, by=Unit.TEAM)
+
+
+def test_the_command_prints_a_table(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}"
+
+    async def fill() -> None:
+        store = SqlIncidentStore(url, durable=False)
+        await store.open()
+        await store.close()
+        engine = build_engine(url, durable=False)
+        try:
+            await june_history(History(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(fill())
+    args = ["briefing", "--from", "2026-06-01", "--to", "2026-07-01", "--by", "module", "--database-url", url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split()[:8] == ["unit", "受理", "立案", "应结案", "结案", "结案率", "按期结案率", "逾期未结"]
+    assert lines[3].split()[:8] == ["enforcement", "3", "3", "3", "3", "66.7%", "33.3%", "1"]
+    assert lines[-1] == "回退 by rule: r-wage 1"
+    wrong = CliRunner().invoke(app, ["briefing", "--from", "2026-06-01", "--to", "2026-07-01", "--by", "planet"])
+    assert wrong.exit_code != 0
