@@ -30,6 +30,7 @@ import orjson
 
 from dispatcher.alarm import Alarm
 from dispatcher.alarms import ALARM_EVENTS, OpenAlarms
+from dispatcher.briefing import Briefing, Unit
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
@@ -679,6 +680,10 @@ class Hub:
 
     async def list_incidents(self, where: IncidentFilter, *, limit: int, offset: int) -> tuple[list[Incident], int]:
         return await self.store.list_incidents(where, limit=limit, offset=offset)
+
+    async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
+        """The briefing's figures for ``[start, end)`` grouped by ``by``; reads the store only."""
+        return await self.store.briefing(start=start, end=end, by=by)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         if seq >= self.last_seq:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
+from dispatcher import briefing
 from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import (
     Assignment,
@@ -338,6 +339,9 @@ class SqlIncidentStore:
         query = sa.select(event_t).where(event_t.c.incident_id == incident_id).order_by(event_t.c.seq)
         async with self._engine.connect() as conn:
             return [_event(r) for r in (await conn.execute(query)).all()]
+
+    async def briefing(self, *, start: datetime, end: datetime, by: briefing.Unit) -> briefing.Briefing:
+        return await briefing.compute(self._engine, start=start, end=end, by=by)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         query = sa.select(event_t).where(event_t.c.seq > seq).order_by(event_t.c.seq).limit(limit)

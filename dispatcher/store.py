@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from dispatcher.briefing import Briefing, Unit
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.roster import UnitState
@@ -130,6 +131,11 @@ class IncidentStore(Protocol):
     async def timeline(self, incident_id: int) -> list[StoredEvent]: ...
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]: ...
+
+    async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
+        """The briefing's figures per unit of kind ``by`` for ``[start, end)`` (read-only; see
+        :mod:`dispatcher.briefing`). Raises ``ValueError`` for an empty period or naive times."""
+        ...
 
     async def ping(self) -> bool: ...
 

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import AwareDatetime, ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
+from dispatcher.briefing import Unit
 from dispatcher.core.incidents import Incident, Refused, Report, StaleVersion, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound, ReportOutcome, UnknownAlarm, UnknownOfficer
@@ -24,6 +25,7 @@ from gateways.auth import acting, principal_of
 from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
+    BriefingPublic,
     CancelIn,
     CloseIn,
     Conflict,
@@ -37,6 +39,7 @@ from gateways.schemas import (
     NoteIn,
     ReportReceipt,
     UnitActionIn,
+    briefing_public,
     event_json,
     incident_json,
 )
@@ -283,6 +286,18 @@ async def list_events(
     events = await hub.events_since(since, limit=limit)
     data = ",".join(event_json(e) for e in events)
     return _raw_json(f'{{"data":[{data}],"last_seq":{hub.last_seq}}}')
+
+
+@router.get("/briefing", response_model=BriefingPublic, summary="The briefing's figures per unit for a period")
+async def get_briefing(
+    hub: HubDep,
+    start: Annotated[AwareDatetime, Query(alias="from", description="the period's first instant (inclusive)")],
+    end: Annotated[AwareDatetime, Query(alias="to", description="the period's end (exclusive)")],
+    by: Annotated[Unit, Query(description="the unit the figures are grouped by")] = Unit.TEAM,
+) -> BriefingPublic:
+    if end <= start:
+        raise HTTPException(422, "the period must end after it starts ('to' after 'from')")
+    return briefing_public(await hub.briefing(start=start, end=end, by=by))
 
 
 # pydantic's words for a lone surrogate in a constrained string, said the way dispatcher.values says them

@@ -129,6 +129,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("PUT", "/api/v1/rules"): allow(AD),
     ("GET", "/api/v1/rules/versions"): allow(*READ_ALL, ML),
     ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
+    # -- what leaders read: the briefing's figures (aggregates of the whole township) --
+    ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

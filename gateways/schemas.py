@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, SkipValidation, model_validator
 
+from dispatcher.briefing import Briefing
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.store import StoredEvent
 from dispatcher.values import IncidentId, Latitude, Longitude, Text, VersionNumber
@@ -450,3 +451,68 @@ class AlarmAckIn(_In):
     """An operator acknowledging an alarm on the board (``POST .../alarms/{seq}/ack``)."""
 
     actor: Text | None = Field(default=None, max_length=128, description="the operator, e.g. operator:王芳")
+
+
+class StageTimesPublic(BaseModel):
+    """Nearest-rank median and p90 of one stage's durations, in seconds."""
+
+    count: int
+    median_s: float | None
+    p90_s: float | None
+
+
+class UnitFiguresPublic(BaseModel):
+    """One unit's row of the briefing (简报); docs/reports.md defines each figure."""
+
+    unit: str | None = Field(description="null: incidents with no such unit (no lead team, officer or zone)")
+    received: int = Field(description="受理")
+    accepted: int = Field(description="立案")
+    due: int = Field(description="应结案")
+    closed: int = Field(description="结案")
+    due_closed: int
+    on_time: int
+    overdue_open: int
+    close_rate: float | None = Field(description="结案率: due_closed / due")
+    on_time_rate: float | None = Field(description="按期结案率: on_time / due")
+    stages: dict[str, StageTimesPublic] = Field(description="ack, arrive, resolve")
+
+
+class RuleReturnsPublic(BaseModel):
+    rule_id: str | None
+    returns: int = Field(description="回退 in the period, counted against the rule that routed the incident")
+
+
+class BriefingPublic(BaseModel):
+    start: datetime
+    end: datetime
+    by: str
+    units: list[UnitFiguresPublic]
+    returns: list[RuleReturnsPublic]
+
+
+def briefing_public(briefing: Briefing) -> BriefingPublic:
+    return BriefingPublic(
+        start=briefing.start,
+        end=briefing.end,
+        by=briefing.by.value,
+        units=[
+            UnitFiguresPublic(
+                unit=u.unit,
+                received=u.received,
+                accepted=u.accepted,
+                due=u.due,
+                closed=u.closed,
+                due_closed=u.due_closed,
+                on_time=u.on_time,
+                overdue_open=u.overdue_open,
+                close_rate=u.close_rate,
+                on_time_rate=u.on_time_rate,
+                stages={
+                    s.value: StageTimesPublic(count=t.count, median_s=t.median_s, p90_s=t.p90_s)
+                    for s, t in u.stages.items()
+                },
+            )
+            for u in briefing.units
+        ],
+        returns=[RuleReturnsPublic(rule_id=r.rule_id, returns=r.returns) for r in briefing.returns],
+    )

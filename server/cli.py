@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +20,9 @@ from rules.checker import TableRefused, check
 from rules.explain import explain, explanation_json, explanation_text
 from rules.inputs import InputError, read_records, routing_input
 from server.accounts_cli import accounts_app
+
+if TYPE_CHECKING:
+    from dispatcher.briefing import Briefing, UnitFigures
 
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
@@ -275,6 +279,108 @@ def roster_check(
         f"{path}: roster {roster.version} fits table {book.version}: {len(roster.officers)} officers in "
         f"{len(teams)} teams, {len(roster.shifts)} shifts, {len(roster.overrides)} overrides"
     )
+
+
+def _instant(text: str) -> datetime:
+    """An ISO date or time from the command line; one without an offset is read as UTC (say +08:00 for 北京时间)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO date or time") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@app.command()
+def briefing(
+    start: Annotated[
+        str, typer.Option("--from", help="the period's start: 2026-11-01 (UTC) or 2026-11-01T00:00+08:00")
+    ],
+    end: Annotated[str, typer.Option("--to", help="the period's end, exclusive")],
+    by: Annotated[str, typer.Option("--by", help="township, module, team, officer or zone")] = "team",
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Print the briefing's figures per unit for [from, to) (read-only; see docs/reports.md)."""
+    import asyncio
+
+    from dispatcher import briefing as figures
+    from dispatcher.settings import Settings
+    from dispatcher.sql_store import build_engine
+
+    try:
+        unit = figures.Unit(by)
+    except ValueError:
+        raise typer.BadParameter(f"--by must be one of {', '.join(u.value for u in figures.Unit)}") from None
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+
+    async def read() -> figures.Briefing:
+        engine = build_engine(settings.database_url)
+        try:
+            return await figures.compute(engine, start=_instant(start), end=_instant(end), by=unit)
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(read())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(briefing_table(result))
+
+
+def briefing_table(result: Briefing) -> str:
+    """The figures as a fixed-width text table, one unit a line, then the returns by rule."""
+    from dispatcher.briefing import Stage
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    def times(u: UnitFigures, stage: Stage) -> str:
+        t = u.stages.get(stage)
+        return "-" if t is None else f"{t.median_s:.0f}/{t.p90_s:.0f}"
+
+    head = [
+        "unit",
+        "受理",
+        "立案",
+        "应结案",
+        "结案",
+        "结案率",
+        "按期结案率",
+        "逾期未结",
+        "ack s",
+        "arrive s",
+        "resolve s",
+    ]
+    rows = [
+        [
+            u.unit or "(none)",
+            str(u.received),
+            str(u.accepted),
+            str(u.due),
+            str(u.closed),
+            rate(u.close_rate),
+            rate(u.on_time_rate),
+            str(u.overdue_open),
+            times(u, Stage.ACK),
+            times(u, Stage.ARRIVE),
+            times(u, Stage.RESOLVE),
+        ]
+        for u in result.units
+    ]
+    widths = [max(_width(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = [f"{result.by.value} {result.start.isoformat()} .. {result.end.isoformat()}  (stage times: median/p90)"]
+    for r in [head, *rows]:
+        lines.append("  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(r, widths, strict=True)).rstrip())
+    lines.append(
+        "回退 by rule: " + (", ".join(f"{r.rule_id or '(none)'} {r.returns}" for r in result.returns) or "none")
+    )
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    """Columns a string takes in a terminal: CJK characters take two."""
+    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
 
 
 @app.command()

@@ -1,0 +1,276 @@
+"""The briefing's figures on small hand-made histories whose right answers can be read off, on both backends.
+
+The rows are written straight into the tables (as the writer would have left them): the figures read
+the stored history only, so building it row by row keeps each case's answer visible in the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
+
+from dispatcher.briefing import Stage, StageTimes, Unit, UnitFigures
+from dispatcher.sql_store import SqlIncidentStore, build_engine
+from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
+from server.cli import app
+
+JUNE = datetime(2026, 6, 1, tzinfo=UTC)
+JULY = datetime(2026, 7, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+
+
+class History:
+    """Writes incidents, lead assignments and events as rows."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.seq = 0
+
+    async def incident(
+        self,
+        incident_id: int,
+        *,
+        at: datetime,
+        module: str = "enforcement",
+        team: str | None = None,
+        team_state: str = "resolved",
+        resolve_within: timedelta = D,
+        moves: tuple[tuple[str, timedelta], ...] = (),
+        closed_after: timedelta | None = None,
+        status: str | None = None,
+        exercise: bool = False,
+        merged_into: int | None = None,
+        queue: str | None = None,
+        rule_id: str | None = "r-default",
+        zone: str | None = "market-square",
+        officer: str | None = None,
+    ) -> None:
+        status = status or ("closed" if closed_after is not None else "dispatched" if team else "reported")
+        rows: list[tuple[Any, dict[str, Any]]] = [
+            (
+                IncidentRow,
+                dict(
+                    id=incident_id,
+                    report_id=f"r-{incident_id}",
+                    description="hand-made",
+                    zone=zone,
+                    zones=zone or "",
+                    exercise=exercise,
+                    status=status,
+                    module=module,
+                    queue=queue,
+                    priority=2,
+                    rule_id=rule_id,
+                    table_version="t1",
+                    escalation="[]",
+                    reported_at=at,
+                    updated_at=at,
+                    version=1,
+                    merged_into=merged_into,
+                ),
+            )
+        ]
+        if team is not None:
+            rows.append(
+                (
+                    AssignmentRow,
+                    dict(
+                        incident_id=incident_id,
+                        team=team,
+                        position=0,
+                        role="lead",
+                        state=team_state,
+                        dispatched_at=at,
+                        updated_at=at,
+                        resolve_due_at=at + resolve_within,
+                        resolve_state="pending",
+                        officer=officer,
+                    ),
+                )
+            )
+        for to_state, after in moves:
+            rows.append(self._event(incident_id, "UnitMoved", at + after, team=team, to_state=to_state))
+        if closed_after is not None:
+            rows.append(self._event(incident_id, "IncidentClosed", at + closed_after))
+        async with self.engine.begin() as conn:
+            for table, values in rows:
+                await conn.execute(table.__table__.insert(), values)
+
+    async def event(self, incident_id: int, type_name: str, at: datetime, **payload: Any) -> None:
+        table, values = self._event(incident_id, type_name, at, **payload)
+        async with self.engine.begin() as conn:
+            await conn.execute(table.__table__.insert(), values)
+
+    def _event(self, incident_id: int, type_name: str, at: datetime, **payload: Any) -> tuple[Any, dict[str, Any]]:
+        self.seq += 1
+        body = orjson.dumps({"incident_id": incident_id, **payload}).decode()
+        return EventRow, dict(seq=self.seq, incident_id=incident_id, type=type_name, at=at, payload=body)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlIncidentStore]:
+    store = SqlIncidentStore(database_url, durable=False)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def history(database_url: str, store: SqlIncidentStore) -> AsyncIterator[History]:
+    engine = build_engine(database_url, durable=False)
+    try:
+        yield History(engine)
+    finally:
+        await engine.dispose()
+
+
+async def june_history(h: History) -> None:
+    """The month every test below reads; each line says what it must count as."""
+    # 1: closed on time by traffic (due 3 June, closed 2 June).
+    await h.incident(
+        1,
+        at=JUNE + D + 8 * H,
+        team="traffic",
+        officer="tp-01",
+        moves=(("acknowledged", timedelta(seconds=60)), ("on_scene", timedelta(minutes=10)), ("resolved", H)),
+        closed_after=90 * timedelta(minutes=1),
+    )
+    # 2: closed late by traffic (due 6 June, closed 7 June).
+    await h.incident(
+        2,
+        at=JUNE + 4 * D,
+        team="traffic",
+        officer="tp-02",
+        moves=(("acknowledged", timedelta(seconds=120)), ("on_scene", timedelta(minutes=20)), ("resolved", 2 * D)),
+        closed_after=2 * D + H,
+    )
+    # 3: market's, due 12 June and still open on 1 July: counts against the on-time rate like a late close.
+    await h.incident(
+        3, at=JUNE + 9 * D, team="market", team_state="acknowledged", resolve_within=2 * D, zone="north-road"
+    )
+    # 4: a drill, closed on time: counts nowhere.
+    await h.incident(4, at=JUNE + 2 * D, team="traffic", closed_after=H, exercise=True)
+    # 5 merged into 6: counts once, as 6 (the service module's, due after the period).
+    await h.incident(5, at=JUNE + 19 * D, team="market", status="merged", merged_into=6)
+    await h.incident(6, at=JUNE + 19 * D, module="service", team="court", resolve_within=15 * D, rule_id="r-wage")
+    # 7: in triage, no owner: received, not accepted.
+    await h.incident(7, at=JUNE + 20 * D, module="command-room", queue="triage", rule_id=None)
+    # 8: the labour team sent it back (回退): it counts against the rule r-wage, not the team.
+    await h.incident(
+        8, at=JUNE + 14 * D, module="service", team="labour", team_state="returned", status="reported", rule_id="r-wage"
+    )
+    await h.event(8, "AssignmentReturned", JUNE + 14 * D + H, team="labour", rule_id="r-wage", reason="not ours")
+    # 9: reported in May, closed in June, due in May: closed in June, but not due in June.
+    await h.incident(9, at=JUNE - 3 * D, team="traffic", closed_after=4 * D)
+
+
+def figures(units: list[UnitFigures]) -> dict[str | None, tuple[int, ...]]:
+    """unit → (received, accepted, due, closed, due_closed, on_time, overdue_open)."""
+    return {u.unit: (u.received, u.accepted, u.due, u.closed, u.due_closed, u.on_time, u.overdue_open) for u in units}
+
+
+async def test_per_team(store: SqlIncidentStore, history: History) -> None:
+    await june_history(history)
+    briefing = await store.briefing(start=JUNE, end=JULY, by=Unit.TEAM)
+    assert figures(briefing.units) == {
+        "traffic": (2, 2, 2, 3, 2, 1, 0),
+        "market": (1, 1, 1, 0, 0, 0, 1),
+        "court": (1, 1, 0, 0, 0, 0, 0),
+        None: (2, 1, 0, 0, 0, 0, 0),  # 7 in triage, 8 handed back: neither has a lead now
+    }
+    traffic = next(u for u in briefing.units if u.unit == "traffic")
+    assert traffic.close_rate == 1.0 and traffic.on_time_rate == 0.5
+    assert [(r.rule_id, r.returns) for r in briefing.returns] == [("r-wage", 1)]
+
+
+async def test_per_module_and_township(store: SqlIncidentStore, history: History) -> None:
+    await june_history(history)
+    by_module = await store.briefing(start=JUNE, end=JULY, by=Unit.MODULE)
+    assert figures(by_module.units) == {
+        "command-room": (1, 0, 0, 0, 0, 0, 0),
+        "enforcement": (3, 3, 3, 3, 2, 1, 1),
+        "service": (2, 2, 0, 0, 0, 0, 0),
+    }
+    enforcement = next(u for u in by_module.units if u.unit == "enforcement")
+    assert enforcement.close_rate == pytest.approx(2 / 3)
+    assert enforcement.on_time_rate == pytest.approx(1 / 3)
+    township = await store.briefing(start=JUNE, end=JULY, by=Unit.TOWNSHIP)
+    assert figures(township.units) == {"township": (6, 5, 3, 3, 2, 1, 1)}
+
+
+async def test_per_officer_and_zone(store: SqlIncidentStore, history: History) -> None:
+    await june_history(history)
+    by_officer = figures((await store.briefing(start=JUNE, end=JULY, by=Unit.OFFICER)).units)
+    assert by_officer["tp-01"] == (1, 1, 1, 1, 1, 1, 0)
+    assert by_officer["tp-02"] == (1, 1, 1, 1, 1, 0, 0)
+    by_zone = figures((await store.briefing(start=JUNE, end=JULY, by=Unit.ZONE)).units)
+    assert by_zone["north-road"] == (1, 1, 1, 0, 0, 0, 1)
+
+
+async def test_a_period_that_ends_earlier_sees_the_late_close_as_open(
+    store: SqlIncidentStore, history: History
+) -> None:
+    await june_history(history)
+    # Up to 7 June 00:00: incident 2 (due 6 June 00:00) is not closed yet; incident 1 is on time.
+    first_week = await store.briefing(start=JUNE, end=JUNE + 6 * D, by=Unit.TEAM)
+    assert figures(first_week.units)["traffic"] == (2, 2, 2, 2, 1, 1, 1)
+
+
+async def test_stage_medians_and_p90(store: SqlIncidentStore, history: History) -> None:
+    for n, ack_s in enumerate((50, 10, 40, 20, 30), start=1):
+        await history.incident(
+            n,
+            at=JUNE + n * H,
+            team="quick",
+            moves=(
+                ("acknowledged", timedelta(seconds=ack_s)),
+                ("en_route", timedelta(seconds=ack_s + 5)),
+                ("resolved", timedelta(minutes=10 * n)),
+            ),
+        )
+    quick = (await store.briefing(start=JUNE, end=JULY, by=Unit.TEAM)).units[0]
+    # Nearest rank: the median of five is the 3rd, the p90 the 5th (ceil(0.9 × 5)).
+    assert quick.stages[Stage.ACK] == StageTimes(count=5, median_s=30.0, p90_s=50.0)
+    assert quick.stages[Stage.RESOLVE] == StageTimes(count=5, median_s=1800.0, p90_s=3000.0)
+    assert Stage.ARRIVE not in quick.stages  # none went on scene
+
+
+async def test_an_empty_period_is_refused(store: SqlIncidentStore) -> None:
+    with pytest.raises(ValueError):
+        await store.briefing(start=JULY, end=JUNE, by=Unit.TEAM)
+
+
+def test_the_command_prints_a_table(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}"
+
+    async def fill() -> None:
+        store = SqlIncidentStore(url, durable=False)
+        await store.open()
+        await store.close()
+        engine = build_engine(url, durable=False)
+        try:
+            await june_history(History(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(fill())
+    args = ["briefing", "--from", "2026-06-01", "--to", "2026-07-01", "--by", "module", "--database-url", url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split()[:8] == ["unit", "受理", "立案", "应结案", "结案", "结案率", "按期结案率", "逾期未结"]
+    assert lines[3].split()[:8] == ["enforcement", "3", "3", "3", "3", "66.7%", "33.3%", "1"]
+    assert lines[-1] == "回退 by rule: r-wage 1"
+    wrong = CliRunner().invoke(app, ["briefing", "--from", "2026-06-01", "--to", "2026-07-01", "--by", "planet"])
+    assert wrong.exit_code != 0
