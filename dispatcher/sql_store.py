@@ -472,8 +472,9 @@ async def _insert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, A
 
     On PostgreSQL each column goes as one array parameter (``INSERT ... SELECT * FROM unnest(...)``): one
     statement whatever the count, where ``executemany`` binds and sends every row on its own. Measured with
-    benchmarks/intake.py, that one statement per table is most of PostgreSQL's writer cost gone (see the
-    README's performance section). Elsewhere an ``executemany``.
+    benchmarks/intake.py (README, performance): for ``report_key`` the ``executemany`` had cost a fifth of
+    PostgreSQL's intake; for the other tables the arrays made no difference beyond the runs' spread. Elsewhere
+    an ``executemany``.
     """
     if conn.dialect.name != "postgresql":
         await conn.execute(sa.insert(table), rows)
