@@ -270,3 +270,50 @@ def test_the_body_carries_type_timestamp_and_the_event_with_its_township_and_seq
     }
     hidden = orjson.loads(body_of(dataclasses.replace(subscription, reveal_reporters=False), "ershili", event))
     assert hidden["data"]["event"]["report"]["reporter"] == "***"
+
+
+# -- the API -----------------------------------------------------------------------------------------
+
+
+async def test_administrators_manage_subscriptions_and_bad_ones_are_refused_with_the_reason(crew: HubRig) -> None:
+    from dispatcher.accounts import Role
+    from dispatcher.settings import Settings
+    from server.app import create_app
+    from tests.conftest import api_client, sign_in_as
+
+    app = create_app(Settings(database_url=crew.url), hub=crew.hub)
+    try:
+        admin = await sign_in_as(app, Role.ADMIN, township="ershili")
+        async with api_client(app, admin) as http:
+            for bad, field in (
+                ({"url": "ftp://county.example/hook", "event_types": ["*"]}, "url"),
+                ({"url": "http://county.example/hook", "event_types": []}, "event_types"),
+                ({"url": "http://county.example/hook", "event_types": ["incident reported"]}, "event_types"),
+                ({"url": "http://county.example/hook", "event_types": ["*"], "secret": "mine"}, "secret"),
+            ):
+                answer = await http.post("/api/v1/webhooks", json=bad)
+                assert answer.status_code == 422, answer.text
+                assert field in answer.text
+            made = await http.post(
+                "/api/v1/webhooks", json={"url": "http://county.example/hook", "event_types": ["IncidentReported"]}
+            )
+            assert made.status_code == 201, made.text
+            created = made.json()
+            assert created["secret"].startswith("whsec_") and created["delivered_seq"] == crew.hub.last_seq
+            listed = (await http.get("/api/v1/webhooks")).json()
+            assert [s["id"] for s in listed["data"]] == [created["id"]]
+            assert "secret" not in listed["data"][0]
+            off = await http.patch(f"/api/v1/webhooks/{created['id']}", json={"enabled": False})
+            assert off.json()["enabled"] is False and off.json()["disabled_reason"] == "disabled by an administrator"
+            on = await http.patch(f"/api/v1/webhooks/{created['id']}", json={"enabled": True})
+            assert on.json()["enabled"] is True and on.json()["disabled_reason"] is None
+            assert (await http.patch(f"/api/v1/webhooks/{created['id']}", json={"url": None})).status_code == 422
+            assert (await http.get("/api/v1/webhooks/999")).status_code == 404
+            assert (await http.delete(f"/api/v1/webhooks/{created['id']}")).status_code == 204
+            assert (await http.get(f"/api/v1/webhooks/{created['id']}")).status_code == 404
+        operator = await sign_in_as(app, Role.OPERATOR, township="ershili")
+        async with api_client(app, operator) as http:
+            assert (await http.get("/api/v1/webhooks")).status_code == 403
+    finally:
+        await app.state.context.webhooks.store.close()
+        await app.state.context.directory.close()
