@@ -817,6 +817,15 @@ class Hub:
 
         return await self._submit(apply)
 
+    async def record_township_event(self, event: ev.WebhookDisabled) -> ev.WebhookDisabled:
+        """Append a fact of the township's log that changes no state of the hub (a webhook disabled)."""
+
+        def apply(batch: Batch) -> ev.WebhookDisabled:
+            batch.record_township(event)
+            return event
+
+        return await self._submit(apply)
+
     async def put_rules_in_force(
         self, rules: RuleBook, text: str, at: datetime, actor: str | None
     ) -> ev.RulesPutInForce:

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300, description="webhook subscriptions: per request")
+    webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
+    webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
+    webhook_disable_after_s: float = Field(
+        default=86_400.0, gt=0, description="webhooks: a subscription failing this long is disabled (an alarm)"
+    )
 
     mqtt_url: str | None = Field(
         default=None, description="mqtt://user:password@host:1883 turns the MQTT gateway on; unset: HTTP only"

@@ -35,6 +35,7 @@ class AppContext:
     mqtt: MqttGateway | None = None
     officer_status: LastKnownStatus | None = None
     county: Any = None  # the county forwarder while the app runs (gateways/county.py), when a webhook is set
+    webhooks: Any = None  # the webhook deliverer while the app runs (gateways/webhooks.py)
     snapshot_pages: Any = None  # encoded board snapshot pages shared by boards (gateways/board.py)
 
 
