@@ -72,6 +72,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),  # counts and timings only, no personal data: keep it on the intranet (operations.md)
     }
 )
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,6 +107,7 @@ class Deliverer:
         self._drills: dict[str, OrderedDict[int, bool]] = {t: OrderedDict() for t in hubs}
         self._running = False
         self._progress = asyncio.Condition()
+        self.attempt_counts: Counter[tuple[int, str]] = Counter()  # (subscription, "ok"/"failed") since start
 
     async def delivered(self, subscription_id: int, seq: int) -> None:
         """Wait until the subscription's cursor has passed ``seq`` (delivered or skipped), or it is gone or off."""
@@ -258,6 +259,7 @@ class Deliverer:
             started = time.perf_counter()
             status, error = await self._post(subscription, message_id, self._wall_clock(), body)
             ok = error is None
+            self.attempt_counts[subscription_id, "ok" if ok else "failed"] += 1
             attempt = Attempt(
                 subscription_id=subscription_id,
                 seq=event.seq,

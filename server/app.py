@@ -29,7 +29,7 @@ from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.webhooks import Backoff, SqlWebhooks
-from gateways import api, audit, auth, board, dispatch_api, rules_api, webhooks
+from gateways import api, audit, auth, board, dispatch_api, metrics, rules_api, webhooks
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -332,6 +332,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(mqtt_stats_api.router)
     app.include_router(audit.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
