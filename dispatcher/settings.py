@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, with request id, township and incident"
+    )
     writer_queue_size: int = Field(default=10_000, ge=1, description="commands waiting for the writer")
     writer_batch_max: int = Field(default=512, ge=1, description="commands committed in one transaction at most")
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")

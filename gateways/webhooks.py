@@ -103,7 +103,7 @@ class Deliverer:
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
         self._workers: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._wake: dict[int, asyncio.Event] = {}
-        self._wakers: list[asyncio.Task[None]] = []
+        self._wakers: dict[str, asyncio.Task[None]] = {}  # per township with workers: it follows the feed
         self._drills: dict[str, OrderedDict[int, bool]] = {t: OrderedDict() for t in hubs}
         self._running = False
         self._progress = asyncio.Condition()
@@ -128,13 +128,11 @@ class Deliverer:
         if self._given_client is None and self._client.is_closed:
             self._client = httpx.AsyncClient(timeout=self._settings.timeout_s)
         self._running = True
-        for township, hub in self._hubs.items():
-            self._wakers.append(asyncio.create_task(self._wake_on_commits(township, hub), name=f"webhooks-{township}"))
         self.refresh()
         log.info("webhooks: %d subscription(s), %d enabled", len(self.store.all()), len(self._workers))
 
     async def stop(self) -> None:
-        tasks = [*self._wakers, *(task for _, task in self._workers.values())]
+        tasks = [*self._wakers.values(), *(task for _, task in self._workers.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,6 +167,15 @@ class Deliverer:
                 self._wake[subscription_id] = asyncio.Event()
                 task = asyncio.create_task(self._work(subscription_id), name=f"webhook-{subscription_id}")
                 self._workers[subscription_id] = (subscription, task)
+        # Only a township with workers follows its feed: without subscriptions, intake pays nothing here.
+        followed = {s.township for s, _ in self._workers.values()}
+        for township in set(self._wakers) - followed:
+            self._wakers.pop(township).cancel()
+        for township in followed - set(self._wakers):
+            hub = self._hubs[township]
+            self._wakers[township] = asyncio.create_task(
+                self._wake_on_commits(township, hub), name=f"webhooks-{township}"
+            )
 
     async def _wake_on_commits(self, township: str, hub: Hub) -> None:
         while True:
@@ -176,9 +183,11 @@ class Deliverer:
             try:
                 self._wake_township(township)  # a resubscription may have missed commits
                 while True:
-                    record = await subscription.get()
+                    record: object = await subscription.get()
+                    while record is not None and isinstance(record, FeedRecord):  # one wake-up per batch
+                        record = subscription.get_nowait()
                     self._wake_township(township)
-                    if not isinstance(record, FeedRecord):
+                    if record is not None:
                         break  # dropped for lagging: subscribe again
             finally:
                 subscription.close()
