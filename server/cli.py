@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -98,6 +98,7 @@ def serve(
             problems = "\n".join(f"  {p}" for p in exc.problems)
             typer.echo(f"the roster {roster_path} cannot be used:\n{problems}", err=True)
             raise typer.Exit(2) from None
+    _refuse_a_second_writer(application)
     where = (
         f"board: http://{settings.host}:{settings.port}/board   API docs: http://{settings.host}:{settings.port}/docs"
     )
@@ -599,6 +600,26 @@ def _progress(label: str) -> Iterator[Callable[[float], None]]:
 
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _refuse_a_second_writer(application: Any) -> None:
+    """Say so plainly, before the server starts, when another dispatcher writes to a township's database."""
+    import asyncio
+
+    from dispatcher.sql_store import SqlIncidentStore, WriterLock
+    from dispatcher.store import StoreLocked
+
+    async def check() -> None:
+        for township in application.state.context.townships.values():
+            store = township.hub.store
+            if isinstance(store, SqlIncidentStore):
+                await WriterLock.check_free(store.url)
+
+    try:
+        asyncio.run(check())
+    except StoreLocked as exc:
+        typer.echo(f"not started: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:
