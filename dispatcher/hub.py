@@ -71,6 +71,7 @@ from dispatcher.core.roster import (
 from dispatcher.deadline_scheduler import DeadlineScheduler
 from dispatcher.feed import EventFeed, feed_message
 from dispatcher.open_incidents import OpenIncidents
+from dispatcher.stats import HubStats
 from dispatcher.store import (
     HandoverRecord,
     IncidentFilter,
@@ -151,6 +152,7 @@ class Hub:
         self.clock = clock
         self.feed = feed
         self.alarms = OpenAlarms()  # the board's open alarms (see dispatcher/alarms.py)
+        self.stats = HubStats()  # counters for /metrics (see dispatcher/stats.py)
         # The township's records: the last ids given, and the handovers taken over since start
         # (id -> by, at) so that a second acknowledgement is answered without a write.
         self._last_handover_id = 0
@@ -167,6 +169,7 @@ class Hub:
             restore=self._deadlines.restore,
             queue_size=queue_size,
             batch_max=batch_max,
+            stats=self.stats,
         )
 
     # -- life -----------------------------------------------------------------------------
@@ -727,6 +730,7 @@ class Hub:
         self._township_committed(batch)
         self.feed.publish(batch.records)
         self.alarms.apply(batch.changes.events)
+        self.stats.events.update(e.type for e in batch.changes.events)
         self._deadlines.rearm()
 
     # -- the township's log: handovers, rosters, rule tables ---------------------------------
@@ -813,6 +817,15 @@ class Hub:
             batch.changes.rosters.append(RosterRecord(version=roster.version, body=body, loaded_at=at, loaded_by=actor))
             batch.record_township(event)
             batch.roster_in_force = roster
+            return event
+
+        return await self._submit(apply)
+
+    async def record_township_event(self, event: ev.WebhookDisabled) -> ev.WebhookDisabled:
+        """Append a fact of the township's log that changes no state of the hub (a webhook disabled)."""
+
+        def apply(batch: Batch) -> ev.WebhookDisabled:
+            batch.record_township(event)
             return event
 
         return await self._submit(apply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, with request id, township and incident"
+    )
     writer_queue_size: int = Field(default=10_000, ge=1, description="commands waiting for the writer")
     writer_batch_max: int = Field(default=512, ge=1, description="commands committed in one transaction at most")
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")
@@ -57,6 +61,12 @@ class Settings(BaseSettings):
     county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300, description="webhook subscriptions: per request")
+    webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
+    webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
+    webhook_disable_after_s: float = Field(
+        default=86_400.0, gt=0, description="webhooks: a subscription failing this long is disabled (an alarm)"
+    )
 
     mqtt_url: str | None = Field(
         default=None, description="mqtt://user:password@host:1883 turns the MQTT gateway on; unset: HTTP only"

@@ -267,4 +267,5 @@ class OutboxCursorRow(SQLModel, table=True):
 
 # Accounts, tokens and the audit trail (revision 0004) live in their own module; imported here so that
 # every user of this module's metadata (the store, the migrations, their test) sees them.
-import dispatcher.account_tables  # noqa: E402, F401
+import dispatcher.account_tables  # noqa: E402
+import dispatcher.webhook_tables  # noqa: E402, F401

@@ -89,6 +89,7 @@ async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -
     outcome = await hub.report(body.to_report(), hub.clock.now())
     incident = outcome.incident
     kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+    hub.stats.reports["http", kind] += 1
     status_code = 201 if outcome.created else 200
     if _may_read(principal_of(request).account, incident, hub):
         response = json_response(incident_json(incident), status_code)
@@ -131,6 +132,7 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         for (outcome, _), answer in zip(accepted, answers, strict=True):
             _settle(outcome, answer, account, hub)
     counts = Counter(o["outcome"] for o in outcomes)
+    hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items()})
     request.state.audit_detail = ", ".join(f"{counts[k]} {k}" for k in BATCH_KINDS if counts[k]) or "empty"
     return json_response({"data": outcomes, "count": len(outcomes), **{k: counts[k] for k in BATCH_KINDS}})
 

@@ -41,6 +41,7 @@ from dispatcher.accounts import (
 )
 from dispatcher.hub import Hub
 from dispatcher.values import INT32_MAX, RowId, Text, storable_text
+from gateways import log_context
 from gateways.context import context_of
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
@@ -129,6 +130,9 @@ async def guard(connection: HTTPConnection) -> None:
         connection.state.township = townships.choose(principal.account, requested)
     except HTTPException as exc:
         _refuse(connection, exc.status_code, str(exc.detail))
+    log_context.bind(
+        connection.headers.get("x-request-id"), connection.state.township, connection.path_params.get("incident_id")
+    )
     if scope not in (Scope.TOWNSHIP, Scope.SELF):
         await _check_scope(connection, scope, principal.account, township_of(connection).hub)
     if connection.scope["type"] == "websocket":

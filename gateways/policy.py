@@ -72,6 +72,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),  # counts and timings only, no personal data: keep it on the intranet (operations.md)
     }
 )
 
@@ -131,6 +132,13 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
     # -- what leaders read: the briefing's figures (aggregates of the whole township) --
     ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
+    # -- webhook subscriptions: administrators --
+    ("GET", "/api/v1/webhooks"): allow(AD),
+    ("POST", "/api/v1/webhooks"): allow(AD),
+    ("GET", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("PATCH", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): allow(AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

@@ -28,7 +28,8 @@ from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, dispatch_api, rules_api
+from dispatcher.webhooks import Backoff, SqlWebhooks
+from gateways import api, audit, auth, board, dispatch_api, metrics, rules_api, webhooks
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -230,6 +231,17 @@ def first_start_box(password: str, settings: Settings) -> str:
     return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
 
 
+def delivery_settings(settings: Settings) -> webhooks.DeliverySettings:
+    return webhooks.DeliverySettings(
+        timeout_s=settings.webhook_timeout_s,
+        backoff=Backoff(
+            first=timedelta(seconds=settings.webhook_first_backoff_s),
+            most=timedelta(seconds=settings.webhook_max_backoff_s),
+        ),
+        disable_after=timedelta(seconds=settings.webhook_disable_after_s),
+    )
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub] | None = None) -> FastAPI:
     """The dispatcher's ASGI application; the hubs start and stop with the app's lifespan.
 
@@ -250,6 +262,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     officers = LastKnownStatus()
     mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
     freezer = HeapFreezer() if settings.gc_freeze else None
+    deliverer = webhooks.Deliverer(
+        SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -280,6 +295,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             context.county = await stack.enter_async_context(forwarding(the_hub, webhook_settings(settings)))
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
+            await stack.enter_async_context(deliverer.running())
             yield
         await directory.close()
 
@@ -303,6 +319,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         settings=settings,
         mqtt=mqtt,
         officer_status=officers,
+        webhooks=deliverer,
         snapshot_pages=board.SnapshotPages(),  # boards connecting together share encoded snapshot pages
         token_buckets=TokenBuckets(settings.rate_per_s, settings.rate_burst),
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
@@ -314,6 +331,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(rules_api.router)
     app.include_router(mqtt_stats_api.router)
     app.include_router(audit.router)
+    app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     app.include_router(board.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from rules import LoadedTable, RuleBook, RuleTableError, compile_table, load_sou
 from rules.checker import TableRefused, check
 from rules.explain import explain, explanation_json, explanation_text
 from rules.inputs import InputError, read_records, routing_input
+from server import logs
 from server.accounts_cli import accounts_app
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def serve(
         if v is not None
     }
     settings = Settings.model_validate(overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     try:
         application = create_app(settings)
     except (RuleTableError, TableRefused) as exc:
@@ -97,14 +98,20 @@ def serve(
             problems = "\n".join(f"  {p}" for p in exc.problems)
             typer.echo(f"the roster {roster_path} cannot be used:\n{problems}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(
+    _refuse_a_second_writer(application)
+    where = (
         f"board: http://{settings.host}:{settings.port}/board   API docs: http://{settings.host}:{settings.port}/docs"
     )
+    if settings.log_format == "json":
+        logging.getLogger("server").info(where)  # a log pipeline reads only JSON lines
+    else:
+        typer.echo(where)
     uvicorn.run(
         application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through the root logger's format (server/logs.py)
         access_log=False,
         timeout_graceful_shutdown=10,
     )
@@ -593,6 +600,26 @@ def _progress(label: str) -> Iterator[Callable[[float], None]]:
 
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _refuse_a_second_writer(application: Any) -> None:
+    """Say so plainly, before the server starts, when another dispatcher writes to a township's database."""
+    import asyncio
+
+    from dispatcher.sql_store import SqlIncidentStore, WriterLock
+    from dispatcher.store import StoreLocked
+
+    async def check() -> None:
+        for township in application.state.context.townships.values():
+            store = township.hub.store
+            if isinstance(store, SqlIncidentStore):
+                await WriterLock.check_free(store.url)
+
+    try:
+        asyncio.run(check())
+    except StoreLocked as exc:
+        typer.echo(f"not started: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

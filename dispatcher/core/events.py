@@ -412,9 +412,20 @@ class RulesPutInForce(TownshipEvent):
     actor: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookDisabled(TownshipEvent):
+    """A webhook subscription was disabled after a long run of failed deliveries: someone must look at it."""
+
+    subscription_id: int
+    url: str
+    reason: str
+    delivered_seq: int
+
+
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
-    cls.__name__: cls for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce)
+    cls.__name__: cls
+    for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, WebhookDisabled)
 }
 
 

@@ -356,6 +356,8 @@ class MqttGateway:
                 if outcome is None:
                     return  # stopping: the broker keeps it for the next session
                 self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
+                kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+                self.hub.stats.reports["mqtt", kind] += 1
         elif isinstance(command, OfficerStatus):
             self.counters["status"] += 1
             try:

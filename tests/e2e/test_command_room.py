@@ -234,6 +234,10 @@ async def test_a_second_process_on_the_same_database_exits_with_the_reason(
     second = ServerProcess(server.database_url, tmp_path / "second.log", env=PLAIN)
     with pytest.raises(RuntimeError, match="one process per database"):
         second.start()
+    assert second.process is not None and second.process.returncode == 1
+    said = (tmp_path / "second.log").read_text()
+    assert "not started: another dispatcher process is writing to database" in said
+    assert "Traceback" not in said  # one plain line, not uvicorn's account of a failed startup
     async with server.client() as http:  # the first goes on serving
         assert (await http.get("/readyz")).status_code == 200
 
