@@ -38,6 +38,7 @@ from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
 from gateways.policy import document_security
 from gateways.privacy import MaskResponses
+from gateways.problems import document_problems
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
@@ -186,7 +187,7 @@ def _documented_security(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_security(build())
+            app.openapi_schema = document_problems(document_security(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
