@@ -29,6 +29,7 @@ from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from gateways import api, audit, auth, board, dispatch_api, rules_api
+from gateways.access import AccessLog
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -324,6 +325,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)
     app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger=LARGER_BODIES)
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: it times and logs every answer, a 413 of BodyLimit too
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

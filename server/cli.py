@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +64,7 @@ def serve(
 
     from dispatcher.settings import Settings
     from server.app import create_app
+    from server.logs import configure_logging
 
     overrides = {
         k: v
@@ -81,7 +81,7 @@ def serve(
         if v is not None
     }
     settings = Settings.model_validate(overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         application = create_app(settings)
     except (RuleTableError, TableRefused) as exc:
