@@ -66,7 +66,7 @@ async def test_one_bad_report_is_refused_alone_and_named_in_its_place(app: Any, 
         + b',42,{"report_id":"no-description","zone":"five-way"}'
         + b',{"report_id":"surrogate","zone":"five-way","description":"\\ud800"}'
         + b","
-        + orjson.dumps(five_way("good-2", location=FAR))
+        + orjson.dumps(five_way("good-2", location=FAR, zone="market"))  # good-1 has only the five-way's zone
         + b"]"
     )
     async with api_client(app) as http:
@@ -133,11 +133,17 @@ async def test_retries_answer_known_and_repeats_join_and_nothing_is_stored_twice
         five_way("a", location=HOME),  # a retry within the batch
         five_way("c", location=FAR),
     ]
-    again = [five_way("c", location=FAR), five_way("a", location=HOME), five_way("b", location=HOME), five_way("d")]
+    # "d" names only a zone: the market, as "a" is in the five-way's (a small zone: it would join there)
+    again = [
+        five_way("c", location=FAR),
+        five_way("a", location=HOME),
+        five_way("b", location=HOME),
+        five_way("d", zone="market"),
+    ]
     async with api_client(app) as http:
         one = await http.post(BATCH, json=first)
         two = await http.post(BATCH, json=again)
-        single = await http.post("/api/v1/incidents", json=five_way("d"))
+        single = await http.post("/api/v1/incidents", json=five_way("d", zone="market"))
 
     assert _outcomes(one) == [("a", "created"), ("b", "joined"), ("a", "known"), ("c", "created")]
     assert _outcomes(two) == [("c", "known"), ("a", "known"), ("b", "known"), ("d", "created")]
