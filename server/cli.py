@@ -530,7 +530,12 @@ def devices(
     mqtt_url: Annotated[
         str, typer.Option("--mqtt-url", help="the broker the dispatcher uses")
     ] = "mqtt://127.0.0.1:1883",
-    officers: Annotated[int, typer.Option(help="simulated officers' phones")] = 20,
+    officers: Annotated[
+        int | None, typer.Option(help="simulated officers' phones (default: one per officer of the roster)")
+    ] = None,
+    no_roster: Annotated[
+        bool, typer.Option("--no-roster", help="made-up officer ids, for a dispatcher run with DISPATCHER_NO_ROSTER")
+    ] = False,
     duration: Annotated[float, typer.Option(help="seconds to run")] = 60.0,
     reports: Annotated[int, typer.Option(help="reports the officers send in all")] = 10,
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 1,
@@ -539,12 +544,22 @@ def devices(
     """Simulate officers' phones over MQTT: positions, reports, and working the tasks they are sent."""
     import asyncio
 
-    from simulations.devices import DeviceConfig, run_devices
+    from simulations.devices import DeviceConfig, TooManyPhones, run_devices
 
     config = DeviceConfig(
-        mqtt_url=mqtt_url, prefix=prefix, officers=officers, duration_s=duration, reports=reports, seed=seed
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        officers=officers,
+        roster=() if no_roster else None,
+        duration_s=duration,
+        reports=reports,
+        seed=seed,
     )
-    typer.echo(asyncio.run(run_devices(config)).line())
+    try:
+        typer.echo(asyncio.run(run_devices(config)).line())
+    except TooManyPhones as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
