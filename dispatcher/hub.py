@@ -607,7 +607,9 @@ class Hub:
 
     def _duplicate_of(self, batch: Batch, report: Report, category: str | None, at: datetime) -> Incident | None:
         """The open incident this report repeats (see :func:`find_duplicate`), as this batch sees it."""
-        if category is None or report.lat is None or self.duplicate_radius_m <= 0:
+        if category is None or self.duplicate_radius_m <= 0:
+            return None
+        if report.lat is None and report.zone not in self.rules.small_zones:
             return None
         ids = set(self._open.in_category(category))
         ids.update(i for i, inc in batch.touched.items() if inc.category == category)
@@ -618,6 +620,7 @@ class Hub:
             (batch.current(i) for i in ids),
             radius_m=self.duplicate_radius_m,
             window=self.duplicate_window,
+            small_zones=self.rules.small_zones,
         )
 
     def _fill_waiting(self, batch: Batch, at: datetime) -> int:

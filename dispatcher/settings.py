@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line, with request id, township and incident"
     )
+    access_log: bool = Field(
+        default=True, description="one line per HTTP request on the dispatcher.access logger (false: none)"
+    )
     writer_queue_size: int = Field(default=10_000, ge=1, description="commands waiting for the writer")
     writer_batch_max: int = Field(default=512, ge=1, description="commands committed in one transaction at most")
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import AwareDatetime, ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
 from dispatcher.briefing import Unit
-from dispatcher.core.incidents import Incident, Refused, Report, StaleVersion, UnknownAssignment
-from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
-from dispatcher.hub import Hub, HubStopped, IncidentNotFound, ReportOutcome, UnknownAlarm, UnknownOfficer
+from dispatcher.core.incidents import Incident, Refused, Report
+from dispatcher.core.lifecycle import IncidentAction, IncidentStatus, UnitAction
+from dispatcher.hub import Hub, HubStopped, ReportOutcome, UnknownAlarm
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
 from dispatcher.values import IncidentId, Offset, Seq, Text
+from gateways import problems
 from gateways.auth import acting, principal_of
 from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
@@ -28,7 +26,6 @@ from gateways.schemas import (
     BriefingPublic,
     CancelIn,
     CloseIn,
-    Conflict,
     EventsPublic,
     IncidentCreate,
     IncidentDetail,
@@ -65,7 +62,7 @@ def _raw_json(text: str, status_code: int = 200) -> Response:
 
 
 def _field_error(field: str, message: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+    return problems.Problem(422, "invalid", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 @router.post(
@@ -147,35 +144,24 @@ def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | No
     try:
         body = IncidentCreate.model_validate(item)
     except ValidationError as exc:
-        errors = [
-            {
-                "loc": ["body", index, *error["loc"]],
-                "msg": _PLAINER.get(error["type"], error["msg"]),
-                "type": error["type"],
-            }
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
-        return answerable(outcome), None
+        errors = problems.field_errors(exc.errors(include_url=False, include_input=False))
+        outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
+        return problems.answerable(outcome), None
     if body.zone is not None and not hub.rules.has_zone(body.zone):
-        message = f"unknown zone {body.zone!r} in rule table {hub.rules.version}"
-        errors = [{"loc": ["body", index, "zone"], "msg": message, "type": "value_error"}]
-        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
+        errors = [{"field": "zone", "message": f"unknown zone {body.zone!r} in rule table {hub.rules.version}"}]
+        outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
         return outcome, None
     return outcome, body.to_report()
-
-
-def _one_line(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][2:]) or 'report'}: {e['msg']}" for e in errors)
 
 
 def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, hub: Hub) -> None:
     """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500)."""
     if isinstance(answer, CommitRefused):
-        outcome.update(outcome="refused", problem=f"not stored, a value of this report was refused: {answer}")
+        problem = f"not stored, a value of this report was refused: {answer}"
+        outcome.update(outcome="refused", code=problems.code_of(answer), problem=problem)
         return
     if isinstance(answer, Refused):
-        outcome.update(outcome="refused", problem=str(answer))
+        outcome.update(outcome="refused", code=problems.code_of(answer), problem=str(answer))
         return
     if isinstance(answer, BaseException):
         raise answer
@@ -220,7 +206,10 @@ async def get_incident(incident_id: IncidentId, hub: HubDep) -> Response:
 
 
 _CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": Conflict, "description": "the lifecycle does not allow this move now"}
+    409: {
+        "description": "the lifecycle does not allow this move now (`illegal-transition`, with `allowed`), or the "
+        "incident moved on since the `version` given (`stale-version`); `current` says where it is now"
+    }
 }
 
 
@@ -302,87 +291,9 @@ async def get_briefing(
     return briefing_public(await hub.briefing(start=start, end=end, by=by))
 
 
-# pydantic's words for a lone surrogate in a constrained string, said the way dispatcher.values says them
-_PLAINER = {"string_unicode": "a lone surrogate (\\ud800-\\udfff) is not valid Unicode text"}
-
-
-def answerable(value: Any) -> Any:
-    """``value`` as a JSON answer can carry it: NaN, Infinity and integers beyond 64 bits as text, a lone
-    surrogate escaped.
-
-    A refused request is echoed back in its 422 (``input``); Python's JSON reader takes NaN, Infinity,
-    integers of any size and ``\\ud800``, which orjson cannot write: the refusal itself would fail with a 500.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else str(value)
-    if isinstance(value, str):
-        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {answerable(k): answerable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [answerable(v) for v in value]
-    return value
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the hub's refusals to HTTP answers; none of them changed anything."""
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's own answer, with each problem named, and safe to encode whatever the input held.
-        errors = jsonable_encoder(exc.errors())
-        for error in errors:
-            error["msg"] = _PLAINER.get(error.get("type"), error.get("msg"))
-        return json_response({"detail": answerable(errors)}, 422)
-
-    @app.exception_handler(IncidentNotFound)
-    async def _not_found(_: Request, exc: IncidentNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(UnknownAssignment)
-    async def _no_assignment(_: Request, exc: UnknownAssignment) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(IllegalTransition)
-    async def _conflict(request: Request, exc: IllegalTransition) -> JSONResponse:
-        hub = await get_hub(request)
-        incident_id = request.path_params.get("incident_id")
-        status = ""
-        if incident_id is not None:
-            try:
-                status = (await hub.get(int(incident_id))).status.value
-            except IncidentNotFound:
-                status = ""
-        return JSONResponse({"detail": str(exc), "current": exc.current, "incident_status": status}, status_code=409)
-
-    @app.exception_handler(StaleVersion)
-    async def _stale(_: Request, exc: StaleVersion) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "current": f"version {exc.current}", "incident_status": ""}, status_code=409
-        )
-
-    @app.exception_handler(Refused)
-    async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(UnknownOfficer)
-    async def _no_officer(_: Request, exc: UnknownOfficer) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(HubStopped)
-    async def _stopped(_: Request, exc: HubStopped) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        # The store's messages carry no SQL and no parameters: nothing of another caller's batch.
-        return JSONResponse({"detail": f"not stored, try again: {exc}"}, status_code=503)
-
-    @app.exception_handler(CommitRefused)
-    async def _store_refused(_: Request, exc: CommitRefused) -> JSONResponse:
-        return JSONResponse({"detail": f"not stored, a value of this request was refused: {exc}"}, status_code=422)
+    """Answer the hub's refusals (none of which changed anything) and every HTTP error as problem details."""
+    problems.install(app, get_hub)
 
 
 # -- alarms (the board's shared acknowledgement) ------------------------------------------------

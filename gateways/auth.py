@@ -45,6 +45,7 @@ from gateways import log_context
 from gateways.context import context_of
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
+from gateways.problems import Problem
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
@@ -280,10 +281,14 @@ async def sign_in(request: Request, form: Annotated[OAuth2PasswordRequestForm, D
         if exc.locked_until is not None:
             request.state.audit_detail = f"locked until {exc.locked_until.isoformat()}"
             headers["Retry-After"] = retry_after((exc.locked_until - now).total_seconds())
-            raise HTTPException(
-                401, f"too many failed sign-ins: locked until {exc.locked_until.isoformat()}", headers=headers
+            raise Problem(
+                401,
+                "locked",
+                f"too many failed sign-ins: locked until {exc.locked_until.isoformat()}",
+                headers=headers,
+                locked_until=exc.locked_until.isoformat(),
             ) from None
-        raise HTTPException(401, "wrong name or password", headers=headers) from None
+        raise Problem(401, "sign-in-failed", "wrong name or password", headers=headers) from None
     request.state.principal = principal
     request.state.audit_detail = f"session token {principal.token.id}"
     expires = principal.token.expires_at

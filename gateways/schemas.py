@@ -305,11 +305,11 @@ class IncidentsBatchCreate(RootModel[list[SkipValidation[IncidentCreate]]]):
 
 
 class ItemProblem(BaseModel):
-    """One validation problem of a batch item, as FastAPI names them in a ``422`` (``loc`` from ``body``)."""
+    """One validation problem of a batch item, as a ``422`` problem's ``errors`` name them."""
 
-    loc: list[str | int]
-    msg: str
-    type: str
+    field: str = Field(description="the field of the report, dotted (`location.lat`); `body`: the item itself")
+    message: str
+    type: str | None = Field(default=None, description="the kind of problem (`missing`, `text_nul`...)")
 
 
 class BatchOutcome(BaseModel):
@@ -328,6 +328,7 @@ class BatchOutcome(BaseModel):
     id: int | None = Field(default=None, description="the incident the report created, repeated or joined")
     status: str | None = None
     incident: IncidentPublic | None = Field(default=None, description="the incident, when the reporter may read it")
+    code: str | None = Field(default=None, description="refused: the problem code, as the HTTP API's (docs/api.md)")
     problem: str | None = Field(default=None, description="refused: why, in one line")
     errors: list[ItemProblem] | None = Field(default=None, description="refused as invalid: each problem")
 
@@ -346,12 +347,6 @@ class IncidentsBatchPublic(BaseModel):
 class EventsPublic(BaseModel):
     data: list[EventPublic]
     last_seq: int
-
-
-class Conflict(BaseModel):
-    detail: str
-    current: str = Field(description="the state that refused the move")
-    incident_status: str
 
 
 def incident_json(incident: Incident) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.webhooks import Backoff, SqlWebhooks
 from gateways import api, audit, auth, board, dispatch_api, metrics, rules_api, webhooks
+from gateways.access import AccessLog
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -39,6 +40,7 @@ from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
 from gateways.policy import document_security
 from gateways.privacy import MaskResponses
+from gateways.problems import document_problems
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
@@ -187,7 +189,7 @@ def _documented_security(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_security(build())
+            app.openapi_schema = document_problems(document_security(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -342,6 +344,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)
     app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger=LARGER_BODIES)
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: it times and logs every answer, a 413 of BodyLimit too
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

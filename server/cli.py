@@ -21,9 +21,11 @@ from rules.explain import explain, explanation_json, explanation_text
 from rules.inputs import InputError, read_records, routing_input
 from server import logs
 from server.accounts_cli import accounts_app
+from server.progress import Progress
 
 if TYPE_CHECKING:
     from dispatcher.briefing import Briefing, UnitFigures
+    from simulations.drill import DrillOutcome
 
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
@@ -503,7 +505,7 @@ def drill(
     import httpx
 
     from simulations.drill import run_drill
-    from simulations.scenario import load_scenario
+    from simulations.scenario import load_scenario, offset
 
     try:
         loaded = load_scenario(scenario)
@@ -513,23 +515,66 @@ def drill(
 
     headers = _bearer(url, token, user, password)
 
-    async def play() -> None:
+    expected_s = offset(loaded.until).total_seconds() / speed
+    typer.echo(
+        f"drill {loaded.name!r} against {url}: {loaded.until} of scenario at speed {speed:g}, "
+        f"about {expected_s / 60:.1f} min",
+        err=True,
+    )
+
+    async def play() -> DrillOutcome:
         async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
-            outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds)
-        typer.echo(
-            f"drill {outcome.run_id}: {outcome.reports} reports, {outcome.moves} unit moves, "
-            f"{outcome.refused} refused, {len(outcome.errors)} errors in {outcome.seconds:.1f} s"
-        )
-        for error in outcome.errors[:20]:
-            typer.echo(f"  {error}", err=True)
-        if outcome.errors:
-            raise typer.Exit(1)
+            seen: list[DrillOutcome] = []
+
+            def so_far() -> str:
+                o = seen[-1] if seen else None
+                return "starting" if o is None else f"{o.reports} reports, {o.moves} moves, {o.refused} refused"
+
+            with Progress("drill", sys.stderr, describe=so_far) as progress:
+
+                def tick(outcome: DrillOutcome) -> None:
+                    seen[:] = [outcome]
+                    progress(outcome.share)
+
+                outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds, tick=tick)
+                seen[:] = [outcome]
+                if not outcome.finished:
+                    raise _Stopped(outcome)
+        return outcome
 
     try:
-        asyncio.run(play())
+        outcome = asyncio.run(play())
+    except _Stopped as stopped:
+        outcome = stopped.outcome
     except httpx.TransportError as exc:
         typer.echo(f"cannot reach {url}: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(drill_summary(outcome))
+    for error in outcome.errors[:20]:
+        typer.echo(f"  {error}", err=True)
+    if outcome.errors:
+        raise typer.Exit(1)
+
+
+class _Stopped(Exception):
+    """The drill stopped before its end (max_seconds): its progress is not finished."""
+
+    def __init__(self, outcome: DrillOutcome) -> None:
+        super().__init__("stopped")
+        self.outcome = outcome
+
+
+def drill_summary(outcome: DrillOutcome) -> str:
+    """What a drill did, and each kind of refused move with how often and why (nothing was changed by them)."""
+    lines = [
+        f"drill {outcome.run_id}: {outcome.reports} reports ({outcome.joined} joined an open incident), "
+        f"{outcome.moves} unit moves, {outcome.refused} refused, {len(outcome.errors)} errors "
+        f"in {outcome.seconds:.1f} s"
+    ]
+    if outcome.refusals:
+        lines.append("refused (the incident was no longer where the plan expected; nothing changed):")
+        lines += [f"  {count} × {why}" for why, count in outcome.refusals.most_common()]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -537,7 +582,12 @@ def devices(
     mqtt_url: Annotated[
         str, typer.Option("--mqtt-url", help="the broker the dispatcher uses")
     ] = "mqtt://127.0.0.1:1883",
-    officers: Annotated[int, typer.Option(help="simulated officers' phones")] = 20,
+    officers: Annotated[
+        int | None, typer.Option(help="simulated officers' phones (default: one per officer of the roster)")
+    ] = None,
+    no_roster: Annotated[
+        bool, typer.Option("--no-roster", help="made-up officer ids, for a dispatcher run with DISPATCHER_NO_ROSTER")
+    ] = False,
     duration: Annotated[float, typer.Option(help="seconds to run")] = 60.0,
     reports: Annotated[int, typer.Option(help="reports the officers send in all")] = 10,
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 1,
@@ -546,12 +596,22 @@ def devices(
     """Simulate officers' phones over MQTT: positions, reports, and working the tasks they are sent."""
     import asyncio
 
-    from simulations.devices import DeviceConfig, run_devices
+    from simulations.devices import DeviceConfig, TooManyPhones, run_devices
 
     config = DeviceConfig(
-        mqtt_url=mqtt_url, prefix=prefix, officers=officers, duration_s=duration, reports=reports, seed=seed
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        officers=officers,
+        roster=() if no_roster else None,
+        duration_s=duration,
+        reports=reports,
+        seed=seed,
     )
-    typer.echo(asyncio.run(run_devices(config)).line())
+    try:
+        typer.echo(asyncio.run(run_devices(config)).line())
+    except TooManyPhones as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
@@ -584,18 +644,9 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[float], None]]:
-    """A progress bar on stderr, advanced by the share of the work done (0 to 1)."""
-    with typer.progressbar(length=1000, label=label, file=sys.stderr) as bar:
-        done = 0
-
-        def advance(share: float) -> None:
-            nonlocal done
-            step = int(share * 1000) - done
-            if step > 0:
-                bar.update(step)
-                done += step
-
-        yield advance
+    """Progress on stderr (a bar on a terminal, else a line a minute), advanced by the share done (0 to 1)."""
+    with Progress(label, sys.stderr) as progress:
+        yield progress
 
 
 def _minutes(seconds: float | None) -> str:

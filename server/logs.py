@@ -1,4 +1,5 @@
-"""How the dispatcher logs: plain lines for a person at a terminal, or JSON lines for a log pipeline.
+"""How ``dispatcher serve`` logs: plain lines for a person at a terminal, or JSON lines for a log pipeline;
+the dispatcher's own lines, the libraries' chatter kept down.
 
 ``DISPATCHER_LOG_FORMAT=json`` writes one JSON object per line: ``time`` (UTC, ISO 8601), ``level``,
 ``logger``, ``message``, ``exception`` when there is one, and the ``request_id``, ``township`` and
@@ -15,6 +16,11 @@ import orjson
 from gateways import log_context
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Libraries whose INFO lines say nothing an operator acts on: APScheduler writes a line per job it adds (one per
+#: shift of the roster) and per scheduler started, Alembic two per connection. The dispatcher says each once itself
+#: (``shift changes: N cron jobs armed``, ``database schema upgraded from … to …``). Their warnings still show.
+QUIET = ("apscheduler", "alembic")
 
 
 class JsonLines(logging.Formatter):
@@ -38,10 +44,13 @@ class JsonLines(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
-def configure(level: str, log_format: str) -> None:
-    """Set the root logger up once for ``serve`` (uvicorn's loggers then propagate to it)."""
+def configure(level: str, log_format: str = "text") -> None:
+    """The root logger at ``level`` in one format (uvicorn's loggers propagate to it); the :data:`QUIET`
+    libraries at WARNING unless debugging."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
