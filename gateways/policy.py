@@ -69,6 +69,10 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/auth/token"),
         ("GET", "/board"),  # the page and /static hold no data; the data needs a token
+        ("GET", "/field"),  # the field officer's app (docs/field.md): page, worker and manifest, no data
+        ("GET", "/field/place/{code}"),
+        ("GET", "/field/sw.js"),
+        ("GET", "/field/manifest.webmanifest"),
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -126,6 +130,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/rules/catalogue"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/zones"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/explain"): allow(*READ_ALL, ML),
+    ("GET", "/api/v1/rules/classify"): allow(*EVERYONE),  # the keyword categories as a phone's officer types
     ("PUT", "/api/v1/rules"): allow(AD),
     ("GET", "/api/v1/rules/versions"): allow(*READ_ALL, ML),
     ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
