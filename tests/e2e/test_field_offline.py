@@ -1,0 +1,44 @@
+"""The field app with no signal: the app shell and the last task list open from the phone, and what the officer
+did meanwhile waits in the outbox and is delivered exactly once when the network is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from tests.e2e.phone import dispatch_task, incidents, make_officer, open_app, phone, start_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+
+async def test_the_app_opens_with_the_server_gone_and_sends_the_report_when_it_is_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path)
+    try:
+        token = await make_officer(server)
+        await dispatch_task(server, "shell-1", "五岔口拥堵，地下车库无信号")
+        async with phone(server, token, service_workers="allow") as context:
+            page = await open_app(context, server)
+            await expect(page.locator("#task-list .task")).to_have_count(1)
+            await page.wait_for_function("() => !!navigator.serviceWorker.controller")
+
+            server.stop()  # no network at all: not an emulation, nothing answers on the port
+            await page.reload()
+            await page.wait_for_selector("body[data-ready=true]")
+            await expect(page.locator("#task-list .task .desc")).to_have_text("五岔口拥堵，地下车库无信号")
+
+            await page.locator("#nav button[data-go=report]").tap()
+            await page.fill("#report-form textarea[name=description]", "集贸市场门口占道经营")
+            await page.select_option("#report-form select[name=zone]", "market")
+            await page.locator("#report-form button[type=submit]").tap()
+            await expect(page.locator("#outbox-badge")).to_have_text("待发送 1")
+
+            server.start()  # same port, same database: the outbox's retry finds it
+            await expect(page.locator("#outbox-badge")).to_be_hidden(timeout=60_000)
+        reported = [i for i in await incidents(server) if i["description"] == "集贸市场门口占道经营"]
+        assert len(reported) == 1 and reported[0]["zone"] == "market"
+    finally:
+        server.stop()
