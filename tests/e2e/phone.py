@@ -54,6 +54,9 @@ async def dispatch_task(server: ServerProcess, report_id: str, description: str,
         made = await admin.post("/api/v1/incidents", json=body)
         assert made.status_code == 201, made.text
         incident = int(made.json()["id"])
+        held = any(a["team"] == "traffic-police" and a["officer"] == officer_id for a in made.json()["assignments"])
+        if held:  # the roster chose this officer already (it depends on the hour's shifts)
+            return incident
         handed = await admin.post(
             f"/api/v1/incidents/{incident}/assignments/traffic-police/officer", json={"officer": officer_id}
         )
