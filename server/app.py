@@ -30,7 +30,7 @@ from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, dispatch_api, field, field_api, rules_api
+from gateways import api, audit, auth, board, dispatch_api, field_api, field_app, rules_api
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -324,7 +324,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(board.router)
     app.include_router(field_api.router)
     app.include_router(field_api.feed_router)
-    app.include_router(field.router)
+    app.include_router(field_app.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)

@@ -24,7 +24,9 @@ from dispatcher.media import (
 MB = 1024 * 1024
 
 
-def image_bytes(fmt: str, size: tuple[int, int] = (640, 480), exif: Image.Exif | None = None, mode: str = "RGB") -> bytes:
+def image_bytes(
+    fmt: str, size: tuple[int, int] = (640, 480), exif: Image.Exif | None = None, mode: str = "RGB"
+) -> bytes:
     image = Image.new(mode, size, (200, 30, 30) if mode == "RGB" else (200, 30, 30, 128))
     out = io.BytesIO()
     if exif is not None:

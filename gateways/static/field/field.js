@@ -359,6 +359,7 @@ function fillSelects() {
 
 // ---------------------------------------------------------------- tasks
 function myAssignment(incident) {
+  if (incident.task) return incident.assignments.find((a) => a.team === incident.task.team) || incident.assignments[0];
   const me = session.account && session.account.officer_id;
   return incident.assignments.find((a) => a.officer === me && !['resolved', 'returned', 'cancelled'].includes(a.state))
     || incident.assignments.find((a) => a.officer === me)
@@ -368,7 +369,7 @@ function myAssignment(incident) {
 
 /** The deadline that runs now for the officer's part: the first pending one (ack, then arrive, then resolve). */
 function runningDeadline(incident) {
-  if (incident.running_deadline) return incident.running_deadline;
+  if (incident.task) return incident.task.deadline; // the server's: the earliest pending one of the task's part
   const part = myAssignment(incident);
   if (!part) return null;
   const order = { ack: 0, arrive: 1, resolve: 2 };
@@ -376,10 +377,10 @@ function runningDeadline(incident) {
   return pending[0] || null;
 }
 
+/** The most urgent first, as the server orders them: priority (1 first), then the running deadline, then id. */
 function sortTasks(tasks) {
   const due = (i) => { const d = runningDeadline(i); return d ? Date.parse(d.due_at) : Infinity; };
-  return tasks.slice().sort((a, b) => due(a) - due(b) || a.priority - b.priority
-    || Date.parse(b.reported_at) - Date.parse(a.reported_at));
+  return tasks.slice().sort((a, b) => a.priority - b.priority || due(a) - due(b) || a.id - b.id);
 }
 
 async function loadTasks({ announce = true, draw = true } = {}) {
@@ -398,6 +399,7 @@ async function loadTasks({ announce = true, draw = true } = {}) {
     stale.hidden = false;
   }
   const tasks = data.data || [];
+  if (!state.lastSeq && typeof data.seq === 'number') rememberSeq(data.seq); // the feed resumes from here
   if (state.scope === 'mine') {
     const ids = new Set(tasks.map((i) => i.id));
     if (announce && state.taskIds && [...ids].some((id) => !state.taskIds.has(id))) alertNewTask();
@@ -405,9 +407,10 @@ async function loadTasks({ announce = true, draw = true } = {}) {
   }
   state.tasks = sortTasks(tasks);
   if (draw) renderTasks();
-  if (state.current) {
+  if (state.current && state.view === 'task') {
+    // A resolved or returned part leaves the list: the task shown is then read again on its own.
     const fresh = tasks.find((i) => i.id === state.current.id);
-    if (fresh && fresh.version !== state.current.version) showTask(fresh.id, { quiet: true });
+    if (!fresh || fresh.version !== state.current.version) showTask(state.current.id, { quiet: true });
   }
 }
 
@@ -873,10 +876,7 @@ function connect() {
   socket.onmessage = (msg) => {
     let frame;
     try { frame = JSON.parse(msg.data); } catch { return; }
-    if (typeof frame.seq === 'number' && frame.seq > state.lastSeq) {
-      state.lastSeq = frame.seq;
-      localStorage.setItem('field.seq', String(frame.seq));
-    }
+    if (typeof frame.seq === 'number' && frame.seq > state.lastSeq) rememberSeq(frame.seq);
     if (frame.kind === 'event' || frame.kind === 'snapshot') {
       clearTimeout(refreshTimer);
       refreshTimer = setTimeout(() => loadTasks(), 150); // a dispatch is several events: one reload
@@ -888,6 +888,11 @@ function connect() {
     socketTimer = setTimeout(connect, socketRetry);
     socketRetry = Math.min(socketRetry * 2, RETRY_MAX_MS);
   };
+}
+
+function rememberSeq(seq) {
+  state.lastSeq = seq;
+  localStorage.setItem('field.seq', String(seq));
 }
 
 let audio = null;
@@ -947,8 +952,9 @@ async function openPlace(code) {
     box.replaceChildren(el('p', { class: 'error' }, err instanceof ApiError ? err.detail : t('net.offline')));
     return;
   }
-  const place = data.place || data;
+  const place = data;
   const incidents = data.incidents || [];
+  const contact = place.contact ? [place.contact.name, place.contact.phone].filter(Boolean).join(' ') : '';
   box.replaceChildren(
     el('div', { class: 'card', id: 'place-card' },
       el('h2', {}, place.name || place.code),
@@ -957,13 +963,16 @@ async function openPlace(code) {
         el('dt', {}, t('place.kind')), el('dd', {}, place.kind ? t(`place.kind.${place.kind}`) : ''),
         el('dt', {}, t('place.address')), el('dd', {}, place.address || ''),
         el('dt', {}, t('report.zone_short')), el('dd', {}, zoneName(place.zone)),
-        el('dt', {}, t('place.contact')), el('dd', {}, place.contact || ''))),
+        el('dt', {}, t('place.contact')), el('dd', {}, contact)),
+      place.notes ? el('p', { class: 'muted' }, place.notes) : null,
+      smallMap({ location: place.location, zone: place.zone }, true)),
     el('button', { class: 'primary big', type: 'button', id: 'report-here',
       onclick: () => { state.place = { code: place.code || code, name: place.name, zone: place.zone }; go('report'); } },
     t('place.report_here')),
     el('div', { class: 'card' }, el('h2', {}, t('place.incidents', { n: incidents.length })),
       el('ul', { class: 'list small' }, ...incidents.map((i) => el('li', {},
-        `#${i.id} ${t(`status.${i.status}`)} · `, el('span', { class: 'desc' }, i.description))))));
+        `#${i.id} ${t(`status.${i.status}`)} · `, el('span', { class: 'desc' }, i.description))))),
+    incidents.length ? null : el('p', { class: 'empty' }, t('place.none')));
 }
 
 // ---------------------------------------------------------------- my status and position
