@@ -381,3 +381,25 @@ async def test_the_field_feed_sends_an_officer_only_its_incidents_events(field: 
         socket.gone.set()
     await asyncio.wait_for(asyncio.gather(*feeds, resumed), timeout=5)
     assert orjson.dumps(mine_socket.sent)  # every frame was JSON
+
+
+# -- the officer's status ---------------------------------------------------------------------------------
+
+
+async def test_a_field_officer_sets_its_own_status_and_position_with_accuracy(field: Field) -> None:
+    own = f"/api/v1/units/{TRAFFIC_OFFICER}/status"
+    off = await field.officer.post(own, json={"status": "off_duty"})
+    assert off.status_code == 200, off.text
+    assert (off.json()["status"], off.json()["on_duty"]) == ("off_duty", False)
+    # Off duty, it is not chosen: the junction's report goes to another officer of the team.
+    made = (await report(field.admin, "st-1")).json()
+    assert made["assignments"][0]["officer"] not in (TRAFFIC_OFFICER, None)
+    back = await field.officer.post(own, json={"status": "available", "location": FIVE_WAY, "accuracy_m": 6.5})
+    assert back.status_code == 200, back.text
+    body = back.json()
+    assert (body["status"], body["on_duty"], body["location"], body["accuracy_m"]) == ("available", True, FIVE_WAY, 6.5)
+    assert body["position_at"] is not None
+    assert (await field.officer.post(own, json={"location": FIVE_WAY, "accuracy_m": -1})).status_code == 422
+    assert (
+        await field.officer.post(f"/api/v1/units/{SAME_TEAM}/status", json={"status": "off_duty"})
+    ).status_code == 403
