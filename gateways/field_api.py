@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -125,7 +126,7 @@ async def upload_media(
             uploaded_by=principal.name,
             uploaded_at=context.clock.now(),
             township=township_id(request),
-            client_taken_at=taken_at,
+            client_taken_at=taken_at.astimezone(UTC) if taken_at is not None else None,
             client_lat=lat,
             client_lon=lon,
             client_accuracy_m=accuracy_m,

@@ -164,6 +164,13 @@ class UnitReportIn(_In):
 
     status: Literal["available", "assigned", "en_route", "on_scene", "off_duty"] | None = None
     location: Location | None = None
+    accuracy_m: float | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        allow_inf_nan=False,
+        description="the phone's GPS accuracy of location, metres (accepted and echoed; not stored)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> UnitReportIn:
