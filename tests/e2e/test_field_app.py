@@ -185,3 +185,40 @@ async def test_a_hostile_description_and_note_stay_text(database_url: str, tmp_p
             assert await page.evaluate("() => window.__xss") is None
     finally:
         server.stop()
+
+
+async def test_a_dispatched_task_arrives_live_with_sound_and_vibration_and_the_feed_resumes_by_seq(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path)
+    try:
+        token = await make_officer(server)
+        async with phone(server, token) as context:
+            # Record what the app asks of the phone: a vibration pattern, a tone.
+            await context.add_init_script(
+                "window.__vibrated = []; navigator.vibrate = (p) => { window.__vibrated.push(p); return true; };"
+                "window.__tones = 0; const start = OscillatorNode.prototype.start;"
+                "OscillatorNode.prototype.start = function (...a) { window.__tones += 1; return start.apply(this, a); };"
+            )
+            page = await open_app(context, server)
+            await expect(page.locator("#tasks-empty")).to_be_visible()
+            await page.wait_for_function("() => socket && socket.readyState === WebSocket.OPEN")
+            first = await dispatch_task(server, "live-1", "五岔口突发拥堵")
+            await expect(page.locator(f'#task-list .task[data-id="{first}"]')).to_be_visible()
+            await expect(page.locator("#toast")).to_have_text("有新任务")
+            assert await page.evaluate("() => window.__vibrated") == [[200, 100, 200]]
+            assert await page.evaluate("() => window.__tones") == 1
+            seen = await page.evaluate("() => state.lastSeq")
+            assert seen > 0
+
+            # The feed drops (the phone's socket is cut); what happens meanwhile arrives on the resumed feed.
+            await page.evaluate(
+                "() => { socket.onclose = null; socket.close(); socket = null; clearInterval(pollTimer); }"
+            )
+            second = await dispatch_task(server, "live-2", "市场口车辆乱停")
+            await page.evaluate("() => connect()")
+            await page.wait_for_function(f"() => state.lastSeq > {seen}")
+            await expect(page.locator(f'#task-list .task[data-id="{second}"]')).to_be_visible()
+            await expect(page.locator("#task-list .task")).to_have_count(2)
+    finally:
+        server.stop()
