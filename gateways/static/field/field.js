@@ -733,6 +733,7 @@ async function enqueue(item) {
   try {
     item.state = 'waiting';
     item.created_at = new Date().toISOString();
+    item.account = session.account && session.account.name; // sent only under this account's token
     item.seq = await db.put('outbox', item);
     state.outbox.push(item);
   } finally {
@@ -789,8 +790,9 @@ async function flush() {
   sending = true;
   let sentAny = false;
   try {
+    const me = session.account && session.account.name;
     for (const item of state.outbox.slice()) {
-      if (item.state === 'refused') continue;
+      if (item.state === 'refused' || (item.account && item.account !== me)) continue;
       try {
         await send(item);
         await db.del('outbox', item.seq);
@@ -972,7 +974,7 @@ async function openPlace(code) {
     el('div', { class: 'card' }, el('h2', {}, t('place.incidents', { n: incidents.length })),
       el('ul', { class: 'list small' }, ...incidents.map((i) => el('li', {},
         `#${i.id} ${t(`status.${i.status}`)} · `, el('span', { class: 'desc' }, i.description))))),
-    incidents.length ? null : el('p', { class: 'empty' }, t('place.none')));
+    ...(incidents.length ? [] : [el('p', { class: 'empty' }, t('place.none'))]));
 }
 
 // ---------------------------------------------------------------- my status and position
