@@ -198,7 +198,9 @@ def inspect_photo(data: bytes, *, max_bytes: int, max_pixels: int = DEFAULT_MAX_
         raise PhotoRefused(415, f"not a photo type taken here{heic}: send {ACCEPTED_TEXT}")
     try:
         with warnings.catch_warnings():
-            # Pillow warns between its limit and twice it, and raises beyond: both are refusals here.
+            # Pillow warns between its limit and twice it, and raises beyond: both are refusals here. Its other
+            # warnings (a damaged EXIF tag skipped) change nothing of what is kept.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 if image.format != ACCEPTED[content_type]:
@@ -217,6 +219,8 @@ def inspect_photo(data: bytes, *, max_bytes: int, max_pixels: int = DEFAULT_MAX_
         raise PhotoRefused(422, f"the photo has too many pixels to decode safely: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise PhotoRefused(422, f"the {content_type} could not be decoded: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder's own failure on hostile bytes (struct.error, IndexError...)
+        raise PhotoRefused(422, f"the {content_type} could not be decoded ({type(exc).__name__})") from None
     return Photo(
         sha256=hashlib.sha256(data).hexdigest(),
         content_type=content_type,
@@ -249,9 +253,11 @@ _DATETIME_ORIGINAL, _OFFSET_TIME_ORIGINAL, _DATETIME = 36867, 36881, 306
 def _exif(image: Image.Image) -> tuple[str | None, float | None, float | None]:
     """(taken at as the camera wrote it, in ISO form with its offset when given; latitude; longitude)."""
     try:
-        exif = image.getexif()
-        sub = exif.get_ifd(_EXIF_IFD)
-        gps = exif.get_ifd(_GPS_IFD)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged tag is skipped (Pillow warns): the photo still counts
+            exif = image.getexif()
+            sub = exif.get_ifd(_EXIF_IFD)
+            gps = exif.get_ifd(_GPS_IFD)
     except Exception:  # noqa: BLE001 - a broken EXIF block loses the EXIF, not the photo
         return None, None, None
     taken = _exif_time(sub.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME), sub.get(_OFFSET_TIME_ORIGINAL))

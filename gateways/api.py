@@ -268,6 +268,7 @@ async def move_unit(
         current = await hub.get(incident_id)
         if not await hub.step_taken(current, team, action, actor):
             raise
+        await record_refs(request, incident_id, photos)  # in case the first try stopped before recording them
         response = json_response({**incident_json(current), "outcome": "already"})
         response.headers["X-Step-Outcome"] = "already"
         return response
@@ -313,8 +314,7 @@ async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub:
         photos=tuple(body.photos),
         note_id=body.note_id,
     )
-    if added:
-        await record_refs(request, incident_id, body.photos)
+    await record_refs(request, incident_id, body.photos)  # a retry records them again: idempotent
     return json_response(incident_json(incident), 201 if added else 200)
 
 

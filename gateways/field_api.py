@@ -30,7 +30,7 @@ from dispatcher.accounts import Account
 from dispatcher.core.incidents import Incident
 from dispatcher.field_store import MediaRecord, Place
 from dispatcher.hub import Hub, IncidentNotFound
-from dispatcher.media import MediaVariant, PhotoRefused, inspect_photo, is_media_id
+from dispatcher.media import DEFAULT_MAX_PIXELS, MediaVariant, PhotoRefused, inspect_photo, is_media_id
 from dispatcher.store import IncidentFilter
 from dispatcher.values import Latitude, Longitude, Seq
 from gateways import board
@@ -260,10 +260,16 @@ def decode_codes(data: bytes) -> list[str]:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                raise PhotoRefused(422, f"the image has more than {DEFAULT_MAX_PIXELS} pixels")
             image.load()
             found = zxingcpp.read_barcodes(image.convert("L"))
+    except PhotoRefused:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise PhotoRefused(422, f"the image could not be decoded: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder's own failure on hostile bytes
+        raise PhotoRefused(422, f"the image could not be decoded ({type(exc).__name__})") from None
     return [b.text for b in found if b.valid and b.text]
 
 

@@ -24,6 +24,7 @@ from gateways.field_api import field_feed
 from server.app import create_app
 from tests.conftest import START, HubRig, sign_in_as
 from tests.test_board_feed import FakeBoard
+from tests.test_media import _png_claiming as png_claiming
 from tests.test_media import exif_with_time_and_gps, image_bytes
 
 FIVE_WAY = {"lat": 28.848, "lon": 118.912}
@@ -321,6 +322,8 @@ async def test_a_photo_of_a_place_code_is_decoded_on_the_server(field: Field) ->
     assert blank.status_code == 422 and "no place code" in blank.json()["detail"]
     junk = await field.officer.post("/api/v1/places/decode", files={"file": ("j.png", b"not an image", "image/png")})
     assert junk.status_code == 422
+    bomb = await field.officer.post("/api/v1/places/decode", files={"file": ("b.png", png_claiming(60_000, 60_000))})
+    assert bomb.status_code == 422 and "pixels" in bomb.json()["detail"]
 
 
 # -- the officer's live feed ----------------------------------------------------------------------------

@@ -188,3 +188,24 @@ def test_a_failure_mid_put_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert not store.exists(sha)
     assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == []  # no temporary, no thumbnail
     assert store.put(data, thumbnail=b"thumb") == sha and store.exists(sha)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_spoilt_photos_are_refused_never_raised_past_the_check(fmt: str) -> None:
+    import random
+
+    chance = random.Random(f"spoilt-{fmt}")  # deterministic
+    whole = image_bytes(fmt, (64, 48), exif=exif_with_time_and_gps() if fmt == "JPEG" else None)
+    outcomes: set[str | int] = set()
+    for _ in range(150):
+        spoilt = bytearray(whole)
+        for _ in range(chance.randint(1, 12)):
+            spoilt[chance.randrange(len(spoilt))] = chance.randrange(256)
+        cut = spoilt[: chance.randint(len(spoilt) // 2, len(spoilt))]
+        try:
+            inspect_photo(bytes(cut), max_bytes=MB)
+            outcomes.add("kept")
+        except PhotoRefused as refused:
+            assert refused.status in (415, 422)
+            outcomes.add(refused.status)
+    assert outcomes - {"kept"}  # some were refused: the check was exercised
