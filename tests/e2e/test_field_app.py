@@ -4,6 +4,7 @@ the outbox's guarantees (one step per double tap, a refusal shown), and data sho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
@@ -220,5 +221,55 @@ async def test_a_dispatched_task_arrives_live_with_sound_and_vibration_and_the_f
             await page.wait_for_function(f"() => state.lastSeq > {seen}")
             await expect(page.locator(f'#task-list .task[data-id="{second}"]')).to_be_visible()
             await expect(page.locator("#task-list .task")).to_have_count(2)
+    finally:
+        server.stop()
+
+
+async def test_my_status_and_shared_position_reach_the_roster_and_english_is_one_tap_away(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path)
+
+    async def unit() -> dict[str, object]:
+        async with server.client() as admin:
+            units = (await admin.get("/api/v1/units")).json()["data"]
+            found: dict[str, object] = next(u for u in units if u["id"] == "tp-01")
+            return found
+
+    try:
+        token = await make_officer(server)
+        async with phone(server, token) as context:
+            page = await open_app(context, server)
+            await page.locator("#nav button[data-go=me]").tap()
+            await page.locator("#status-off").tap()
+            await expect(page.locator("#status-off")).to_have_attribute("aria-pressed", "true")
+            await expect(page.locator("#outbox-badge")).to_be_hidden()
+            assert (await unit())["status"] == "off_duty"
+
+            await page.locator("#status-available").tap()
+            await expect(page.locator("#outbox-badge")).to_be_hidden()
+
+            def position_posted(response: Any) -> bool:
+                request = response.request
+                return (
+                    request.method == "POST"
+                    and request.url.endswith("/units/tp-01/status")
+                    and ("location" in (request.post_data or ""))
+                )
+
+            async with page.expect_response(position_posted) as posted:
+                await page.locator("#share-position").check()
+            assert (await posted.value).status == 200
+            await expect(page.locator("#me-position")).to_contain_text("±12 米")
+            mine = await unit()
+            assert mine["status"] == "available" and mine["location"] == {"lat": 28.8481, "lon": 118.9121}
+
+            await page.locator("#lang").tap()
+            await expect(page.locator("#nav button[data-go=me]")).to_contain_text("Me")
+            await expect(page.locator("#status-available")).to_have_text("Available")
+            await page.reload()
+            await page.wait_for_selector("body[data-ready=true]")
+            await expect(page.locator("#nav button[data-go=tasks]")).to_contain_text("Tasks")
+            assert await page.evaluate("() => document.documentElement.lang") == "en"
     finally:
         server.stop()

@@ -898,9 +898,19 @@ function rememberSeq(seq) {
 }
 
 let audio = null;
-function alertNewTask() {
+
+/** Browsers start an AudioContext suspended until the user touches the page: the first touch unlocks it, so
+ *  that a task arriving later can beep while the officer is not touching the screen. */
+function unlockAudio() {
   try {
     audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+    if (audio.state === 'suspended') audio.resume();
+  } catch { /* no WebAudio on this phone */ }
+}
+
+function alertNewTask() {
+  try {
+    unlockAudio();
     const osc = audio.createOscillator();
     const gain = audio.createGain();
     osc.frequency.value = 880;
@@ -1094,6 +1104,7 @@ function wire() {
     onNetwork();
     renderOutbox();
   });
+  document.addEventListener('pointerdown', unlockAudio, { once: true, capture: true });
   window.addEventListener('online', onNetwork);
   window.addEventListener('offline', onNetwork);
   window.addEventListener('popstate', () => {
