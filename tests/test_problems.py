@@ -79,7 +79,9 @@ async def test_409_an_illegal_move_says_what_is_allowed_and_a_stale_version_says
         base = f"/api/v1/incidents/{created['id']}"
         early_close = await http.post(f"{base}/close")
         twice = await http.post(f"{base}/assignments/traffic-police/acknowledge")
-        again = await http.post(f"{base}/assignments/traffic-police/acknowledge")
+        # The same account sending it again is a retry (answered 200, "already"); another account's is a conflict.
+        operator = await sign_in_as(app, Role.OPERATOR, township="ershili")
+        again = await http.post(f"{base}/assignments/traffic-police/acknowledge", headers=operator)
         stale = await http.post(f"{base}/priority", json={"priority": 1, "actor": "op", "version": created["version"]})
         now = (await http.get(base)).json()
     illegal = problem_of(early_close, 409, "illegal-transition")
