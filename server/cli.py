@@ -392,6 +392,9 @@ def simulate(
     mapping: Annotated[Path | None, typer.Option(help="with --from-csv: how its rows become reports")] = None,
     table: Annotated[Path | None, typer.Option(help="with --from-csv: the rule table (default: the mapping's)")] = None,
     limit: Annotated[int | None, typer.Option(help="with --from-csv: read at most this many rows")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="with --from-csv: check the mapping against the file, replay nothing")
+    ] = False,
 ) -> None:
     """Replay a scenario on a virtual clock through the real hub; exit 1 when an expectation fails.
 
@@ -404,7 +407,10 @@ def simulate(
         if mapping is None:
             typer.echo("--from-csv needs --mapping", err=True)
             raise typer.Exit(2)
-        _replay_csv(from_csv, mapping, table, limit, json_out)
+        if dry_run:
+            _check_csv(from_csv, mapping, table, limit, json_out)
+        else:
+            _replay_csv(from_csv, mapping, table, limit, json_out)
         return
     if scenario is None:
         typer.echo("give a scenario file, or --from-csv FILE --mapping MAP.yaml", err=True)
@@ -547,6 +553,36 @@ def devices(
     typer.echo(asyncio.run(run_devices(config)).line())
 
 
+def _check_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
+    from simulations.realdata import dry_run
+
+    started = time.perf_counter()
+    try:
+        found = dry_run(csv_path, mapping, table, limit=limit)
+    except (RuleTableError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    elapsed = time.perf_counter() - started
+    typer.echo(
+        f"{csv_path.name}: {found['rows_read']} rows read, {found['usable']} usable, "
+        f"{found['rejected']} rejected, checked in {elapsed:.2f} s (nothing replayed)"
+    )
+    if found["rejected"]:
+        typer.echo("rejected: " + ", ".join(f"{k} {n}" for k, n in found["rejected_reasons"].items()))
+        for example in found["rejected_examples"][:5]:
+            typer.echo(f"  line {example['line']} (row {example['row']}): {example['reason']}")
+    typer.echo(f"without a category (the table's keywords decide): {found['without_category']}")
+    for kind, count in list(found["without_category_top"].items())[:5]:
+        typer.echo(f"  {count:>6}  {kind}")
+    typer.echo(f"agency without an owner (not compared): {found['agency_without_owner']}")
+    for agency, count in list(found["agencies_without_owner"].items())[:5]:
+        typer.echo(f"  {count:>6}  {agency}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(found, ensure_ascii=False, indent=2), encoding="utf-8")
+    if not found["usable"]:
+        raise typer.Exit(1)
+
+
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
     import asyncio
 
@@ -565,6 +601,8 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
         f"{csv_path.name}: {report['rows_read']} rows read, {report['replayed']} replayed, "
         f"{report['rejected']} rejected {report['rejected_reasons']}, simulated in {elapsed:.1f} s"
     )
+    for example in report["rejected_examples"][:5]:
+        typer.echo(f"  line {example['line']} (row {example['row']}): {example['reason']}")
     overall = agreement.get("overall")
     typer.echo(f"routing agreement with the real owners: {'-' if overall is None else f'{overall:.1%}'}")
     for category, row in list(agreement.get("by_category", {}).items())[:15]:
