@@ -29,6 +29,7 @@ from rules.table import Calendar, Rule, RuleTable
 
 if TYPE_CHECKING:
     from rules.keywords import Classification, KeywordClassifier
+    from rules.messages import MessageModel, MessageVerdict
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -88,6 +89,7 @@ class Decision:
     resolve_within: timedelta | None
     escalation: tuple[EscalationTarget, ...]
     classification: Classification | None = None
+    message: MessageVerdict | None = None  # how keywords, model and threshold decided a message's category
 
     @property
     def escalate_to(self) -> Leader:
@@ -272,6 +274,16 @@ class RuleBook:
     _shapes: tuple[tuple[str, Shape], ...] = field(repr=False)
     _index: Mapping[str, _CategoryIndex] = field(repr=False)
     _fallback: Mapping[Queue, Decision] = field(repr=False)
+    messages: MessageModel | None = field(default=None, repr=False)
+
+    def with_messages(self, model: MessageModel | None) -> RuleBook:
+        """This book with a message model (:mod:`rules.messages`) deciding where the keywords are weak."""
+        return replace(self, messages=model)
+
+    @cached_property
+    def board_classes(self) -> Mapping[str, str]:
+        """Each catalogue category's message-board class."""
+        return MappingProxyType({c.id: c.board_class for c in self.table.catalogue})
 
     @property
     def version(self) -> str:
@@ -312,19 +324,23 @@ class RuleBook:
     def route(self, item: RoutingInput) -> Decision:
         category = item.category
         classification = None
+        message = None
         if category is None:
             classification = self.classifier.classify(item.description) if self.classifier else None
             category = classification.category if classification is not None else None
+            if self.messages is not None:
+                from rules.messages import decide
+
+                message = decide(item.description, classification, self.messages, board_class=self.board_classes)
+                category = message.category
         zones = self.zones_of(item)
         index = self._index.get(category) if category is not None else None
         if index is None:
-            return replace(self._fallback[Queue.TRIAGE], category=category, zones=zones, classification=classification)
-        best = self.winner(index, zones, self.situation(item.at), item)
-        if best is None:
-            return replace(
-                self._fallback[Queue.ADMISSION], category=category, zones=zones, classification=classification
-            )
-        return replace(best.decision, category=category, zones=zones, classification=classification)
+            base = self._fallback[Queue.TRIAGE]
+        else:
+            best = self.winner(index, zones, self.situation(item.at), item)
+            base = self._fallback[Queue.ADMISSION] if best is None else best.decision
+        return replace(base, category=category, zones=zones, classification=classification, message=message)
 
     def winner(
         self, index: _CategoryIndex, zones: tuple[str, ...], situation: Situation, item: RoutingInput
@@ -358,8 +374,9 @@ def _as_list(value: object) -> list[object]:
     return value if isinstance(value, list) else [value]
 
 
-def compile_table(table: RuleTable) -> RuleBook:
-    """Compile a validated table (see :func:`rules.loader.load_table`) into a :class:`RuleBook`."""
+def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> RuleBook:
+    """Compile a validated table (see :func:`rules.loader.load_table`) into a :class:`RuleBook`; ``messages``:
+    a message model that decides where the keywords are weak (:mod:`rules.messages`, loaded at the edge)."""
     leads = {m.id: m.lead for m in table.modules}
     defaults = table.defaults
 
@@ -506,6 +523,7 @@ def compile_table(table: RuleTable) -> RuleBook:
         _shapes=tuple(shapes),
         _index=MappingProxyType(index_by_category),
         _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),
+        messages=messages,
     )
 
 

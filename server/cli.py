@@ -30,6 +30,8 @@ app.add_typer(rules_app, name="rules")
 roster_app = typer.Typer(help="Work with duty rosters (officers, shifts, overrides).", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
 app.add_typer(accounts_app, name="accounts")
+classify_app = typer.Typer(help="Citizen messages: train the model that backs the keywords.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify")
 
 
 @app.command()
@@ -172,9 +174,21 @@ def rules_explain(
     path: Annotated[Path, typer.Argument(help="the rule table")],
     incident: Annotated[Path, typer.Argument(help="a report as JSON (the API's body), or a list of them")],
     as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False,
+    model: Annotated[
+        Path | None, typer.Option(help="a message model (dispatcher classify train) deciding weak keywords")
+    ] = None,
 ) -> None:
-    """Why a report goes where it goes: the rule, each condition, and the nearest rules that missed."""
+    """Why a report goes where it goes: the rule, each condition, and the nearest rules that missed; for a
+    report without a category, the keywords found and (with ``--model``) the model's three best classes."""
     book, _ = _load_book(path)
+    if model is not None:
+        from rules.message_file import read_message_model
+
+        try:
+            book = book.with_messages(read_message_model(model))
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
     try:
         records = list(read_records(incident))
         items = [(n, routing_input(r)) for n, r in records]
@@ -187,6 +201,79 @@ def rules_explain(
             typer.echo(json.dumps({"record": number, **explanation_json(explanation)}, ensure_ascii=False))
         else:
             typer.echo(f"record {number}: {explanation_text(explanation)}")
+
+
+def _joined(row: dict[str, str | None], columns: list[str]) -> str:
+    return " ".join((row.get(c) or "").strip() for c in columns).strip()
+
+
+@classify_app.command("train")
+def classify_train(
+    csv_path: Annotated[Path, typer.Option("--csv", help="labelled messages, UTF-8 CSV with a header row")],
+    out: Annotated[Path, typer.Option(help="where to write the model (JSON), e.g. beside the rule table")],
+    label: Annotated[str, typer.Option(help="the label column: a catalogue category or a board class")] = "label",
+    text: Annotated[
+        str, typer.Option(help="the text columns, joined by a space (missing ones skipped)")
+    ] = "title,text",
+    table: Annotated[
+        Path | None, typer.Option(help="the rule table the model serves: labels checked against it, version kept")
+    ] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="below this, triage")] = 0.5,
+    keyword_margin: Annotated[int, typer.Option(min=0, help="keywords leading by this much decide alone")] = 15,
+    max_chars: Annotated[int, typer.Option(min=20, help="characters of a message the model reads")] = 200,
+) -> None:
+    """Train the message model: jieba words, TF-IDF and logistic regression, from a labelled CSV."""
+    import csv
+
+    from rules.message_file import write_message_model
+    from rules.training import train
+
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    try:
+        with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in [label] if c not in header] or ([] if set(columns) & set(header) else columns)
+            if missing:
+                typer.echo(f"{csv_path}: the CSV has no column {', '.join(map(repr, missing))}", err=True)
+                raise typer.Exit(2)
+            rows = [
+                (" ".join((r.get(c) or "").strip() for c in columns).strip(), (r[label] or "").strip()) for r in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        typer.echo(f"{csv_path}: cannot read: {exc}", err=True)
+        raise typer.Exit(2) from None
+    empty = [n for n, (t, y) in enumerate(rows, 2) if not t or not y]
+    if empty:
+        typer.echo(f"{csv_path}: line {empty[0]}: a message without text or label ({len(empty)} such rows)", err=True)
+        raise typer.Exit(2)
+    trained_on: dict[str, object] = {"csv": csv_path.name}
+    if table is not None:
+        book, _ = _load_book(table)
+        known = set(book.board_classes) | set(book.board_classes.values())
+        unknown = sorted({y for _, y in rows} - known)
+        if unknown:
+            typer.echo(f"{csv_path}: labels neither a category nor a board class of {table}: {unknown[:10]}", err=True)
+            raise typer.Exit(2)
+        trained_on["table_version"] = book.version
+    started = time.perf_counter()
+    try:
+        data = train(
+            [t for t, _ in rows],
+            [y for _, y in rows],
+            threshold=threshold,
+            keyword_margin=keyword_margin,
+            max_chars=max_chars,
+            trained_on=trained_on,
+        )
+    except ValueError as exc:
+        typer.echo(f"{csv_path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_message_model(data, out)
+    typer.echo(
+        f"{out}: {len(data['labels'])} labels, {len(data['words'])} words, from {len(rows)} messages, "
+        f"trained in {time.perf_counter() - started:.1f} s"
+    )
 
 
 @rules_app.command("diff")
