@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from rules.durations import parse_duration
-from rules.geo import Circle, Polygon, Shape
+from rules.geo import Area, Circle, Polygon, Shape
 from rules.table import Calendar, Rule, RuleTable
 
 if TYPE_CHECKING:
@@ -488,8 +488,10 @@ def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> 
         if geometry.type == "Point":
             lon, lat = geometry.coordinates
             shapes.append((zone.id, Circle(lat, lon, zone.radius_m or 0.0)))
+        elif geometry.type == "Polygon":
+            shapes.append((zone.id, _polygon(geometry.coordinates)))
         else:
-            shapes.append((zone.id, Polygon(tuple(geometry.coordinates[0]))))
+            shapes.append((zone.id, Area(tuple(_polygon(rings) for rings in geometry.coordinates))))
 
     def fallback(queue: Queue) -> Decision:
         return Decision(
@@ -525,6 +527,10 @@ def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> 
         _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),
         messages=messages,
     )
+
+
+def _polygon(rings: list[list[tuple[float, float]]]) -> Polygon:
+    return Polygon(tuple(rings[0]), tuple(tuple(hole) for hole in rings[1:]))
 
 
 def _minutes(text: str) -> int:
