@@ -612,9 +612,7 @@ def _record(
     if category is None and classifier is not None and any(w != 1 for _, w in texts):
         category = weighted_category(classifier, texts)
     zone_text = row[columns.zone]
-    zone = mapping.zone_for(zone_text) if zone_text else None
-    if zone_text and zone is None and spec.zones:
-        return Rejected(number, f"unknown zone: {zone_text!r}", line)
+    zone = mapping.zone_for(zone_text) if zone_text else None  # a value not listed: no zone, the point decides
     agency = row[columns.agency]
     report = ReportSpec(
         category=category,

@@ -139,10 +139,10 @@ def test_null_markers_lat_lon_zone_and_rejections_with_lines(tmp_path: Path) -> 
         (2, 3, "bad opened time"),
         (3, 4, "closed before opened"),
         (4, 5, "unparseable point"),
-        (5, 6, "unknown zone"),
     ]
-    first, last = records
+    first, unlisted, last = records
     assert (first.report.lat, first.report.lon, first.report.zone) == (34.07, -118.26, "north-yard")
+    assert (unlisted.row, unlisted.report.zone) == (5, None)  # a zone value the mapping does not list
     assert first.at == datetime(2018, 1, 1, 7, 59, 58, tzinfo=UTC)
     assert (last.row, last.report.lat, last.report.zone) == (6, None, None)  # -9999 both: no location
 
