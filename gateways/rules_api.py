@@ -168,7 +168,12 @@ async def zones(hub: HubDep) -> Response:
     lats: list[float] = []
     for zone in table.zones:
         geometry = zone.geometry.model_dump()
-        points = [geometry["coordinates"]] if geometry["type"] == "Point" else geometry["coordinates"][0]
+        if geometry["type"] == "Point":
+            points = [geometry["coordinates"]]
+        elif geometry["type"] == "Polygon":
+            points = geometry["coordinates"][0]
+        else:  # MultiPolygon: every outer ring
+            points = [p for rings in geometry["coordinates"] for p in rings[0]]
         lons += [float(p[0]) for p in points]
         lats += [float(p[1]) for p in points]
         features.append(

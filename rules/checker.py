@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
-from rules.geo import Circle, Polygon, Shape
+from rules.geo import Area, Circle, Shape
 from rules.loader import LoadedTable
 from rules.matcher import CompiledRule, RuleBook, after_duration
 from rules.table import EscalationStep
@@ -202,10 +202,9 @@ def _bbox(shape: Shape) -> tuple[float, float, float, float]:
         dlat = shape.radius_m / 111_000
         dlon = dlat * 2  # generous: a cos(lat) of 0.5 or more covers every inhabited latitude of China
         return shape.lat - dlat, shape.lat + dlat, shape.lon - dlon, shape.lon + dlon
-    assert isinstance(shape, Polygon)
-    lons = [p[0] for p in shape.ring]
-    lats = [p[1] for p in shape.ring]
-    return min(lats), max(lats), min(lons), max(lons)
+    polygons = shape.polygons if isinstance(shape, Area) else (shape,)
+    boxes = [p.box for p in polygons]  # (west, south, east, north)
+    return min(b[1] for b in boxes), max(b[3] for b in boxes), min(b[0] for b in boxes), max(b[2] for b in boxes)
 
 
 def _may_overlap(a: Shape, b: Shape) -> bool:

@@ -39,12 +39,19 @@ class Explanation:
     winner: RuleTrace | None
     also_held: tuple[RuleTrace, ...]
     nearest_misses: tuple[RuleTrace, ...]
+    model_words: tuple[tuple[str, float], ...] = ()  # the words weighing most for the model's best class
 
 
 def explain(book: RuleBook, item: RoutingInput, *, misses: int = 5) -> Explanation:
     decision = book.route(item)
     category = decision.category
     source = "reported" if item.category is not None else ("keywords" if category is not None else "none")
+    message = decision.message
+    model_words: tuple[tuple[str, float], ...] = ()
+    if message is not None and book.messages is not None:
+        source = "none" if message.decided_by == "triage" else message.decided_by
+        if message.model.label is not None:
+            model_words = tuple(book.messages.explain(item.description, message.model.label))
     zones = decision.zones
     situation = book.situation(item.at)
     traces: list[tuple[CompiledRule, RuleTrace]] = []
@@ -62,6 +69,7 @@ def explain(book: RuleBook, item: RoutingInput, *, misses: int = 5) -> Explanati
         winner=winner,
         also_held=tuple(held),
         nearest_misses=tuple(missed[:misses]),
+        model_words=model_words,
     )
 
 
@@ -89,6 +97,17 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
             "score": classification.score,
             "ranking": [{"category": c, "score": s} for c, s in classification.ranking],
             "hits": [{"word": h.word, "category": h.category, "weight": h.weight} for h in classification.hits],
+        },
+        "model": None
+        if d.message is None
+        else {
+            "decided_by": d.message.decided_by,
+            "label": d.message.label,
+            "keyword_margin": d.message.keyword_margin,
+            "needed_margin": d.message.needed_margin,
+            "threshold": d.message.threshold,
+            "top": [{"label": label, "probability": round(p, 4)} for label, p in d.message.model.top],
+            "words": [{"word": w, "weight": round(x, 4)} for w, x in explanation.model_words],
         },
         "zones": list(explanation.zones),
         "decision": {
@@ -123,6 +142,17 @@ def explanation_text(explanation: Explanation) -> str:
     if d.classification is not None:
         words = [f"{h.word}+{h.weight}" for h in d.classification.hits if h.category == d.category]
         lines.append(f"  keywords: {', '.join(words) or 'none'} (score {d.classification.score})")
+        ranking = ", ".join(f"{c} {s}" for c, s in d.classification.ranking[:3])
+        lines.append(f"  keyword ranking: {ranking or 'nothing found'}")
+    if d.message is not None:
+        m = d.message
+        top = ", ".join(f"{label} {p:.2f}" for label, p in m.model.top)
+        lines.append(
+            f"  model: {top} (decided by {m.decided_by}: keywords led by {m.keyword_margin}, "
+            f"{m.needed_margin} needed; model threshold {m.threshold:.2f})"
+        )
+        if explanation.model_words:
+            lines.append("  model's words: " + ", ".join(f"{w} {x:+.2f}" for w, x in explanation.model_words))
     lines.append(f"  zones: {list(explanation.zones) or 'none'}")
     if explanation.winner is None:
         lines.append(f"  no rule holds: queue {d.queue}")

@@ -43,6 +43,10 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 INCLUDABLE = ("teams", "county_departments", "zones", "calendars", "catalogue", "keywords", "rules")
 
 
+#: An included file with one of these suffixes is a GeoJSON FeatureCollection whose features become zones.
+GEOJSON_SUFFIXES = (".geojson", ".json")
+
+
 @dataclass(frozen=True)
 class LoadedTable:
     """A validated table and where each of its values was written (for findings after validation)."""
@@ -89,6 +93,14 @@ def load_source_text(text: str, *, source: str = "<table>", base_dir: Path | Non
             problems.append(located.problem(("include", index), "include needs the table to be read from a file"))
             continue
         included_path = base_dir / str(name)
+        if included_path.suffix.lower() in GEOJSON_SUFFIXES:
+            try:
+                geo_located, zones = _geojson_zones(included_path)
+            except RuleTableError as exc:
+                problems.extend(exc.problems)
+                continue
+            located.append("zones", data, geo_located, zones)
+            continue
         try:
             inc_node, inc_data = _parse(_read(included_path, str(included_path)), str(included_path))
         except RuleTableError as exc:
@@ -113,6 +125,41 @@ def load_source_text(text: str, *, source: str = "<table>", base_dir: Path | Non
     if problems:
         raise RuleTableError(problems)
     return LoadedTable(table, located)
+
+
+def _geojson_zones(path: Path) -> tuple[_Locator, list[Any]]:
+    """The zones of a GeoJSON FeatureCollection (e.g. service areas, or the grid cells of 网格化管理): each
+    feature's ``properties.id`` (else the feature's ``id``) is the zone id, ``properties.name`` and
+    ``name_en`` its labels (default: the id), its Polygon or MultiPolygon geometry its area. The file is read
+    as YAML (JSON is YAML), so that mistakes are reported with their line."""
+    node, data = _parse(_read(path, str(path)), str(path))
+    located = _FeatureLocator(str(path), node)
+    problems = list(located.duplicate_keys())
+    features = data.get("features")
+    if data.get("type") != "FeatureCollection" or not isinstance(features, list):
+        raise RuleTableError([located.problem(("type",), "a zone file is a GeoJSON FeatureCollection with features")])
+    zones: list[Any] = []
+    for index, feature in enumerate(features):
+        properties = feature.get("properties") if isinstance(feature, dict) else None
+        if not isinstance(feature, dict) or not isinstance(properties, dict):
+            problems.append(located.problem(("features", index), "a feature needs properties (its id, name)"))
+            continue
+        zone_id = properties.get("id", feature.get("id"))
+        if zone_id is None:
+            problems.append(located.problem(("features", index, "properties"), "a feature needs properties.id"))
+            continue
+        name = properties.get("name") or str(zone_id)
+        zones.append(
+            {
+                "id": zone_id,
+                "name": name,
+                "name_en": properties.get("name_en") or name,
+                "geometry": feature.get("geometry"),
+            }
+        )
+    if problems:
+        raise RuleTableError(problems)
+    return located, zones
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -269,8 +316,8 @@ def _cross_references(table: RuleTable, at: _Locator) -> Iterable[Problem]:
     for i, zone in enumerate(table.zones):
         if zone.geometry.type == "Point" and zone.radius_m is None:
             yield at.problem(("zones", i), f"zone {zone.id!r}: a Point needs radius_m")
-        if zone.geometry.type == "Polygon" and zone.radius_m is not None:
-            yield at.problem(("zones", i, "radius_m"), f"zone {zone.id!r}: a Polygon takes no radius_m")
+        if zone.geometry.type != "Point" and zone.radius_m is not None:
+            yield at.problem(("zones", i, "radius_m"), f"zone {zone.id!r}: a {zone.geometry.type} takes no radius_m")
     for i, calendar in enumerate(table.calendars):
         if not calendar.days_of_month and not calendar.dates:
             yield at.problem(("calendars", i), f"calendar {calendar.id!r} names no days")
@@ -346,3 +393,16 @@ def _rule_references(
             )
     for j, dup in _duplicates(then.support):
         yield at.problem((*where, "then", "support", j), f"rule {rule.id!r}: team {dup!r} is listed twice")
+
+
+class _FeatureLocator(_Locator):
+    """Lines in a GeoJSON zone file: ``zones[i].geometry…`` is ``features[i].geometry…``, the rest of a zone
+    its ``properties``."""
+
+    def where(self, loc: Sequence[str | int]) -> tuple[str, int]:
+        if len(loc) >= 2 and loc[0] == "zones":
+            rest = tuple(loc[2:])
+            if rest and rest[0] == "geometry":
+                return super().where(("features", loc[1], *rest))
+            return super().where(("features", loc[1], "properties") if rest else ("features", loc[1]))
+        return super().where(loc)

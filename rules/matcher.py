@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from rules.durations import parse_duration
-from rules.geo import Circle, Polygon, Shape
+from rules.geo import Area, Circle, Polygon, Shape
 from rules.table import Calendar, Rule, RuleTable
 
 if TYPE_CHECKING:
     from rules.keywords import Classification, KeywordClassifier
+    from rules.messages import MessageModel, MessageVerdict
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -88,6 +89,7 @@ class Decision:
     resolve_within: timedelta | None
     escalation: tuple[EscalationTarget, ...]
     classification: Classification | None = None
+    message: MessageVerdict | None = None  # how keywords, model and threshold decided a message's category
 
     @property
     def escalate_to(self) -> Leader:
@@ -274,6 +276,16 @@ class RuleBook:
     _fallback: Mapping[Queue, Decision] = field(repr=False)
     #: Zones small enough to be one place (``duplicates.small_zone_m``): reports placed only by one join.
     small_zones: frozenset[str] = frozenset()
+    messages: MessageModel | None = field(default=None, repr=False)
+
+    def with_messages(self, model: MessageModel | None) -> RuleBook:
+        """This book with a message model (:mod:`rules.messages`) deciding where the keywords are weak."""
+        return replace(self, messages=model)
+
+    @cached_property
+    def board_classes(self) -> Mapping[str, str]:
+        """Each catalogue category's message-board class."""
+        return MappingProxyType({c.id: c.board_class for c in self.table.catalogue})
 
     @property
     def version(self) -> str:
@@ -314,19 +326,23 @@ class RuleBook:
     def route(self, item: RoutingInput) -> Decision:
         category = item.category
         classification = None
+        message = None
         if category is None:
             classification = self.classifier.classify(item.description) if self.classifier else None
             category = classification.category if classification is not None else None
+            if self.messages is not None:
+                from rules.messages import decide
+
+                message = decide(item.description, classification, self.messages, board_class=self.board_classes)
+                category = message.category
         zones = self.zones_of(item)
         index = self._index.get(category) if category is not None else None
         if index is None:
-            return replace(self._fallback[Queue.TRIAGE], category=category, zones=zones, classification=classification)
-        best = self.winner(index, zones, self.situation(item.at), item)
-        if best is None:
-            return replace(
-                self._fallback[Queue.ADMISSION], category=category, zones=zones, classification=classification
-            )
-        return replace(best.decision, category=category, zones=zones, classification=classification)
+            base = self._fallback[Queue.TRIAGE]
+        else:
+            best = self.winner(index, zones, self.situation(item.at), item)
+            base = self._fallback[Queue.ADMISSION] if best is None else best.decision
+        return replace(base, category=category, zones=zones, classification=classification, message=message)
 
     def winner(
         self, index: _CategoryIndex, zones: tuple[str, ...], situation: Situation, item: RoutingInput
@@ -360,8 +376,9 @@ def _as_list(value: object) -> list[object]:
     return value if isinstance(value, list) else [value]
 
 
-def compile_table(table: RuleTable) -> RuleBook:
-    """Compile a validated table (see :func:`rules.loader.load_table`) into a :class:`RuleBook`."""
+def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> RuleBook:
+    """Compile a validated table (see :func:`rules.loader.load_table`) into a :class:`RuleBook`; ``messages``:
+    a message model that decides where the keywords are weak (:mod:`rules.messages`, loaded at the edge)."""
     leads = {m.id: m.lead for m in table.modules}
     defaults = table.defaults
 
@@ -473,8 +490,10 @@ def compile_table(table: RuleTable) -> RuleBook:
         if geometry.type == "Point":
             lon, lat = geometry.coordinates
             shapes.append((zone.id, Circle(lat, lon, zone.radius_m or 0.0)))
+        elif geometry.type == "Polygon":
+            shapes.append((zone.id, _polygon(geometry.coordinates)))
         else:
-            shapes.append((zone.id, Polygon(tuple(geometry.coordinates[0]))))
+            shapes.append((zone.id, Area(tuple(_polygon(rings) for rings in geometry.coordinates))))
 
     def fallback(queue: Queue) -> Decision:
         return Decision(
@@ -509,7 +528,12 @@ def compile_table(table: RuleTable) -> RuleBook:
         _index=MappingProxyType(index_by_category),
         _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),
         small_zones=frozenset(zone_id for zone_id, shape in shapes if shape.reach_m() <= table.duplicates.small_zone_m),
+        messages=messages,
     )
+
+
+def _polygon(rings: list[list[tuple[float, float]]]) -> Polygon:
+    return Polygon(tuple(rings[0]), tuple(tuple(hole) for hole in rings[1:]))
 
 
 def _minutes(text: str) -> int:

@@ -92,21 +92,43 @@ class PointGeometry(_Strict):
     coordinates: tuple[float, float] = Field(description="[lon, lat], GeoJSON order")
 
 
+def _closed_rings(rings: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+    for ring in rings:
+        if len(ring) < 4 or ring[0] != ring[-1]:
+            raise ValueError("a polygon ring needs at least 4 positions and must end where it starts")
+    return rings
+
+
 class PolygonGeometry(_Strict):
+    """The outer ring, then any holes (GeoJSON order: [lon, lat] positions)."""
+
     type: Literal["Polygon"]
     coordinates: list[list[tuple[float, float]]] = Field(min_length=1)
 
     @field_validator("coordinates")
     @classmethod
     def _ring_closed(cls, rings: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
-        ring = rings[0]
-        if len(ring) < 4 or ring[0] != ring[-1]:
-            raise ValueError("a polygon ring needs at least 4 positions and must end where it starts")
-        return rings
+        return _closed_rings(rings)
+
+
+class MultiPolygonGeometry(_Strict):
+    """Several polygons, each an outer ring and its holes."""
+
+    type: Literal["MultiPolygon"]
+    coordinates: list[list[list[tuple[float, float]]]] = Field(min_length=1)
+
+    @field_validator("coordinates")
+    @classmethod
+    def _rings_closed(cls, polygons: list[list[list[tuple[float, float]]]]) -> list[list[list[tuple[float, float]]]]:
+        for rings in polygons:
+            if not rings:
+                raise ValueError("a polygon needs its outer ring")
+            _closed_rings(rings)
+        return polygons
 
 
 class Zone(Labelled):
-    geometry: Annotated[PointGeometry | PolygonGeometry, Field(discriminator="type")]
+    geometry: Annotated[PointGeometry | PolygonGeometry | MultiPolygonGeometry, Field(discriminator="type")]
     radius_m: float | None = Field(default=None, gt=0, description="required for a Point")
 
 

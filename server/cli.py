@@ -37,6 +37,8 @@ places_app = typer.Typer(
     help="Places with printed codes (龙游通): load them, print their QR codes.", no_args_is_help=True
 )
 app.add_typer(places_app, name="places")
+classify_app = typer.Typer(help="Citizen messages: train the model that backs the keywords.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify")
 
 
 @app.command()
@@ -185,9 +187,21 @@ def rules_explain(
     path: Annotated[Path, typer.Argument(help="the rule table")],
     incident: Annotated[Path, typer.Argument(help="a report as JSON (the API's body), or a list of them")],
     as_json: Annotated[bool, typer.Option("--json", help="print the explanation as JSON")] = False,
+    model: Annotated[
+        Path | None, typer.Option(help="a message model (dispatcher classify train) deciding weak keywords")
+    ] = None,
 ) -> None:
-    """Why a report goes where it goes: the rule, each condition, and the nearest rules that missed."""
+    """Why a report goes where it goes: the rule, each condition, and the nearest rules that missed; for a
+    report without a category, the keywords found and (with ``--model``) the model's three best classes."""
     book, _ = _load_book(path)
+    if model is not None:
+        from rules.message_file import read_message_model
+
+        try:
+            book = book.with_messages(read_message_model(model))
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
     try:
         records = list(read_records(incident))
         items = [(n, routing_input(r)) for n, r in records]
@@ -200,6 +214,79 @@ def rules_explain(
             typer.echo(json.dumps({"record": number, **explanation_json(explanation)}, ensure_ascii=False))
         else:
             typer.echo(f"record {number}: {explanation_text(explanation)}")
+
+
+def _joined(row: dict[str, str | None], columns: list[str]) -> str:
+    return " ".join((row.get(c) or "").strip() for c in columns).strip()
+
+
+@classify_app.command("train")
+def classify_train(
+    csv_path: Annotated[Path, typer.Option("--csv", help="labelled messages, UTF-8 CSV with a header row")],
+    out: Annotated[Path, typer.Option(help="where to write the model (JSON), e.g. beside the rule table")],
+    label: Annotated[str, typer.Option(help="the label column: a catalogue category or a board class")] = "label",
+    text: Annotated[
+        str, typer.Option(help="the text columns, joined by a space (missing ones skipped)")
+    ] = "title,text",
+    table: Annotated[
+        Path | None, typer.Option(help="the rule table the model serves: labels checked against it, version kept")
+    ] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="below this, triage")] = 0.5,
+    keyword_margin: Annotated[int, typer.Option(min=0, help="keywords leading by this much decide alone")] = 15,
+    max_chars: Annotated[int, typer.Option(min=20, help="characters of a message the model reads")] = 200,
+) -> None:
+    """Train the message model: jieba words, TF-IDF and logistic regression, from a labelled CSV."""
+    import csv
+
+    from rules.message_file import write_message_model
+    from rules.training import train
+
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    try:
+        with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in [label] if c not in header] or ([] if set(columns) & set(header) else columns)
+            if missing:
+                typer.echo(f"{csv_path}: the CSV has no column {', '.join(map(repr, missing))}", err=True)
+                raise typer.Exit(2)
+            rows = [
+                (" ".join((r.get(c) or "").strip() for c in columns).strip(), (r[label] or "").strip()) for r in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        typer.echo(f"{csv_path}: cannot read: {exc}", err=True)
+        raise typer.Exit(2) from None
+    empty = [n for n, (t, y) in enumerate(rows, 2) if not t or not y]
+    if empty:
+        typer.echo(f"{csv_path}: line {empty[0]}: a message without text or label ({len(empty)} such rows)", err=True)
+        raise typer.Exit(2)
+    trained_on: dict[str, object] = {"csv": csv_path.name}
+    if table is not None:
+        book, _ = _load_book(table)
+        known = set(book.board_classes) | set(book.board_classes.values())
+        unknown = sorted({y for _, y in rows} - known)
+        if unknown:
+            typer.echo(f"{csv_path}: labels neither a category nor a board class of {table}: {unknown[:10]}", err=True)
+            raise typer.Exit(2)
+        trained_on["table_version"] = book.version
+    started = time.perf_counter()
+    try:
+        data = train(
+            [t for t, _ in rows],
+            [y for _, y in rows],
+            threshold=threshold,
+            keyword_margin=keyword_margin,
+            max_chars=max_chars,
+            trained_on=trained_on,
+        )
+    except ValueError as exc:
+        typer.echo(f"{csv_path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_message_model(data, out)
+    typer.echo(
+        f"{out}: {len(data['labels'])} labels, {len(data['words'])} words, from {len(rows)} messages, "
+        f"trained in {time.perf_counter() - started:.1f} s"
+    )
 
 
 @rules_app.command("diff")
@@ -405,6 +492,9 @@ def simulate(
     mapping: Annotated[Path | None, typer.Option(help="with --from-csv: how its rows become reports")] = None,
     table: Annotated[Path | None, typer.Option(help="with --from-csv: the rule table (default: the mapping's)")] = None,
     limit: Annotated[int | None, typer.Option(help="with --from-csv: read at most this many rows")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="with --from-csv: check the mapping against the file, replay nothing")
+    ] = False,
 ) -> None:
     """Replay a scenario on a virtual clock through the real hub; exit 1 when an expectation fails.
 
@@ -417,7 +507,10 @@ def simulate(
         if mapping is None:
             typer.echo("--from-csv needs --mapping", err=True)
             raise typer.Exit(2)
-        _replay_csv(from_csv, mapping, table, limit, json_out)
+        if dry_run:
+            _check_csv(from_csv, mapping, table, limit, json_out)
+        else:
+            _replay_csv(from_csv, mapping, table, limit, json_out)
         return
     if scenario is None:
         typer.echo("give a scenario file, or --from-csv FILE --mapping MAP.yaml", err=True)
@@ -618,6 +711,36 @@ def devices(
         raise typer.Exit(2) from None
 
 
+def _check_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
+    from simulations.realdata import dry_run
+
+    started = time.perf_counter()
+    try:
+        found = dry_run(csv_path, mapping, table, limit=limit)
+    except (RuleTableError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    elapsed = time.perf_counter() - started
+    typer.echo(
+        f"{csv_path.name}: {found['rows_read']} rows read, {found['usable']} usable, "
+        f"{found['rejected']} rejected, checked in {elapsed:.2f} s (nothing replayed)"
+    )
+    if found["rejected"]:
+        typer.echo("rejected: " + ", ".join(f"{k} {n}" for k, n in found["rejected_reasons"].items()))
+        for example in found["rejected_examples"][:5]:
+            typer.echo(f"  line {example['line']} (row {example['row']}): {example['reason']}")
+    typer.echo(f"without a category (the table's keywords decide): {found['without_category']}")
+    for kind, count in list(found["without_category_top"].items())[:5]:
+        typer.echo(f"  {count:>6}  {kind}")
+    typer.echo(f"agency without an owner (not compared): {found['agency_without_owner']}")
+    for agency, count in list(found["agencies_without_owner"].items())[:5]:
+        typer.echo(f"  {count:>6}  {agency}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(found, ensure_ascii=False, indent=2), encoding="utf-8")
+    if not found["usable"]:
+        raise typer.Exit(1)
+
+
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
     import asyncio
 
@@ -636,6 +759,8 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
         f"{csv_path.name}: {report['rows_read']} rows read, {report['replayed']} replayed, "
         f"{report['rejected']} rejected {report['rejected_reasons']}, simulated in {elapsed:.1f} s"
     )
+    for example in report["rejected_examples"][:5]:
+        typer.echo(f"  line {example['line']} (row {example['row']}): {example['reason']}")
     overall = agreement.get("overall")
     typer.echo(f"routing agreement with the real owners: {'-' if overall is None else f'{overall:.1%}'}")
     for category, row in list(agreement.get("by_category", {}).items())[:15]:

@@ -36,7 +36,7 @@ from dispatcher.settings import BUNDLED_TABLE
 from gateways.mqtt import BrokerAddress, Topics, default_prefix
 from gateways.mqtt.gateway import NO_DELAY
 from rules import RuleBook, compile_table, load_table
-from rules.table import PointGeometry
+from rules.table import MultiPolygonGeometry, PointGeometry
 
 #: What simulated officers report, as (category, zone): the five-way case and the market.
 DEFAULT_REPORTS: tuple[tuple[str, str], ...] = (
@@ -126,6 +126,9 @@ def zone_points(rules: RuleBook) -> dict[str, tuple[float, float]]:
         geometry = zone.geometry
         if isinstance(geometry, PointGeometry):
             lon, lat = geometry.coordinates
+        elif isinstance(geometry, MultiPolygonGeometry):
+            ring = geometry.coordinates[0][0][:-1]  # the first polygon's outer ring
+            lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
         else:
             ring = geometry.coordinates[0][:-1]
             lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)

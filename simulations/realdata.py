@@ -28,6 +28,7 @@ with the offset before the change (02:30 is 03:30 daylight time).
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -35,14 +36,15 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import Role
 from rules import RuleBook, compile_table, load_table
+from rules.keywords import KeywordClassifier
 from rules.loader import load_model
 from rules.table import Identifier, TimeZoneName
 from simulations.report import summarise
@@ -55,27 +57,88 @@ Owner = Annotated[
     str,
     Field(pattern=r"^(county:[a-z0-9][a-z0-9_.-]*|[a-z0-9][a-z0-9_.-]*(:(triage|admission))?)$", max_length=96),
 ]
-Pattern = Annotated[str, Field(min_length=1, max_length=300)]
 _DESCRIPTION_MAX = 4000
 _TOP = 15
+
+
+T = TypeVar("T")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TextColumn(_Strict):
+    """A column whose text goes into the report's description; ``weight`` scales what the table's keywords
+    find in it when the row has no mapped category (0: shown in the description, not classified)."""
+
+    column: str = Field(min_length=1)
+    weight: int = Field(default=1, ge=0, le=10)
+
+
 class Columns(_Strict):
-    """The CSV's column names; ``None`` for one the file does not have (then empty in every row)."""
+    """The CSV's column names; ``None`` for one the file does not have (then empty in every row).
+
+    ``category``, ``request_type`` and ``details`` are the built-in category-like fields (their defaults are
+    DataSF's names); ``fields`` names more of them (``{complaint: Complaint Type}``), for ``when`` entries.
+    The location is one ``point`` column (``"(lat, lon)"``) or ``latitude`` + ``longitude``. ``text`` lists
+    the columns of the description, in order (default: category, request type, details, each weight 1).
+    """
 
     opened: str = "Opened"
-    category: str = "Category"
+    category: str | None = "Category"
     closed: str | None = "Closed"
     request_type: str | None = "Request.Type"
     details: str | None = "Request.Details"
     agency: str | None = "Responsible.Agency"
     point: str | None = "Point"
+    latitude: str | None = None
+    longitude: str | None = None
+    zone: str | None = None
     source: str | None = "Source"
     case_id: str | None = "CaseID"
+    fields: dict[Identifier, str] = Field(default_factory=dict)
+    text: list[TextColumn] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _location(self) -> Columns:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude go together")
+        clash = {"category", "request_type", "details"} & set(self.fields)
+        if clash:
+            raise ValueError(f"fields: {sorted(clash)} are built-in field names")
+        return self
+
+    def named(self) -> list[str]:
+        """Every column the mapping names (each must be in the CSV's header)."""
+        single = [
+            self.opened,
+            self.category,
+            self.closed,
+            self.request_type,
+            self.details,
+            self.agency,
+            self.point,
+            self.latitude,
+            self.longitude,
+            self.zone,
+            self.source,
+            self.case_id,
+        ]
+        found = [c for c in single if c is not None] + list(self.fields.values())
+        found += [t.column for t in self.text or ()]
+        return list(dict.fromkeys(found))
+
+    def field_columns(self) -> dict[str, str | None]:
+        """Category-like field name -> column: the built-in three, then ``fields``."""
+        return {"category": self.category, "request_type": self.request_type, "details": self.details} | dict(
+            self.fields
+        )
+
+    def text_columns(self) -> list[TextColumn]:
+        if self.text is not None:
+            return list(self.text)
+        return [TextColumn(column=c) for c in (self.category, self.request_type, self.details) if c is not None]
 
 
 class Bounds(_Strict):
@@ -96,14 +159,55 @@ class Bounds(_Strict):
         return self.south <= lat <= self.north and self.west <= lon <= self.east
 
 
-class CategoryEntry(_Strict):
-    """Rows of ``sf_category`` (whose Request.Type and Request.Details match the patterns, when given)
-    become reports of our category ``ours``. A pattern ending in ``*`` matches by prefix."""
+def _check_pattern(written: str) -> str:
+    if written.startswith("re:"):
+        try:
+            re.compile(written[3:])
+        except re.error as exc:
+            raise ValueError(f"{written!r} is not a regular expression: {exc}") from None
+    return written
 
-    sf_category: str = Field(min_length=1)
+
+Pattern = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_pattern)]
+#: A key of ``agencies`` or ``reporter_kinds``: exact text, ``prefix*`` or ``re:regular expression``.
+PatternKey = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_pattern)]
+
+
+class CategoryEntry(_Strict):
+    """Rows whose fields match become reports of our category ``ours``.
+
+    ``sf_category`` (the ``category`` field, exactly), ``request_type`` and ``details`` are the historical
+    San Francisco-shaped keys; ``when`` names any category-like field (built-in or from ``columns.fields``)
+    with its patterns. Every condition given must hold; one of a field's patterns is enough.
+    """
+
+    sf_category: Pattern | None = None
     request_type: list[Pattern] | None = Field(default=None, min_length=1)
     details: list[Pattern] | None = Field(default=None, min_length=1)
+    when: dict[Identifier, list[Pattern]] | None = Field(default=None, min_length=1)
     ours: Identifier
+
+    @model_validator(mode="after")
+    def _something(self) -> CategoryEntry:
+        if self.sf_category is None and self.when is None:
+            raise ValueError("an entry needs sf_category or when")
+        given = {"category": self.sf_category, "request_type": self.request_type, "details": self.details}
+        twice = sorted(k for k in self.when or {} if given.get(k) is not None)
+        if twice:
+            raise ValueError(f"when repeats {twice}, given by their own keys too")
+        return self
+
+    def conditions(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        if self.sf_category is not None:
+            found["category"] = [self.sf_category]
+        if self.request_type is not None:
+            found["request_type"] = list(self.request_type)
+        if self.details is not None:
+            found["details"] = list(self.details)
+        for name, patterns in (self.when or {}).items():
+            found[name] = list(patterns)
+        return found
 
 
 class MappingFile(_Strict):
@@ -114,13 +218,22 @@ class MappingFile(_Strict):
     table: str | None = Field(default=None, description="rule table, relative to the mapping file")
     timezone: TimeZoneName = "America/Los_Angeles"
     time_format: str = Field(default="%m/%d/%Y %I:%M:%S %p", min_length=2)
+    time_formats: list[Annotated[str, Field(min_length=2)]] | None = Field(default=None, min_length=1)
+    null_markers: list[str] = Field(default_factory=list, description="cells that mean 'empty', e.g. NA")
     columns: Columns = Columns()
     bounds: Bounds | None = None
     unmapped_category: Literal["keywords", "reject"] = "keywords"
-    reporter_kinds: dict[str, ReporterKind] = Field(default_factory=dict)
+    reporter_kinds: dict[PatternKey, ReporterKind] = Field(default_factory=dict)
     categories: list[CategoryEntry] = Field(min_length=1)
-    agencies: dict[str, Owner] = Field(default_factory=dict)
+    agencies: dict[PatternKey, Owner] = Field(default_factory=dict)
     agency_prefixes: dict[str, Owner] = Field(default_factory=dict)
+    zones: dict[PatternKey, Identifier] = Field(
+        default_factory=dict, description="zone column value -> a zone of the table"
+    )
+
+    def formats(self) -> tuple[str, ...]:
+        """The time formats, tried in order: ``time_formats`` when given, else ``time_format``."""
+        return tuple(self.time_formats) if self.time_formats else (self.time_format,)
 
 
 def normalise(text: str) -> str:
@@ -130,59 +243,127 @@ def normalise(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
+    """``text`` exactly, ``prefix*`` by prefix, ``re:expression`` searched (case-insensitive; anchor with ^ $)."""
+
     text: str
     prefix: bool
+    regex: re.Pattern[str] | None = None
 
     @classmethod
     def of(cls, written: str) -> _Pattern:
+        if written.startswith("re:"):
+            return cls(written, False, re.compile(written[3:], re.IGNORECASE))
         if written.endswith("*"):
             return cls(normalise(written[:-1]), True)
         return cls(normalise(written), False)
 
+    @property
+    def exact(self) -> bool:
+        return self.regex is None and not self.prefix
+
     def matches(self, value: str) -> bool:
+        """``value`` is already :func:`normalise`-d."""
+        if self.regex is not None:
+            return self.regex.search(value) is not None
         return value.startswith(self.text) if self.prefix else value == self.text
 
 
-def _any(patterns: tuple[_Pattern, ...] | None, value: str) -> bool:
-    return patterns is None or any(p.matches(value) for p in patterns)
+@dataclass(frozen=True, slots=True)
+class _Lookup(Generic[T]):
+    """Keys that are patterns: an exact key wins, then the longest prefix, then regular expressions in order."""
+
+    exact: dict[str, T]
+    prefixes: tuple[tuple[str, T], ...]
+    regexes: tuple[tuple[re.Pattern[str], T], ...]
+
+    @classmethod
+    def of(cls, items: MappingABC[str, T], prefixes: MappingABC[str, T] | None = None) -> _Lookup[T]:
+        exact: dict[str, T] = {}
+        prefix: list[tuple[str, T]] = [(normalise(k), v) for k, v in (prefixes or {}).items()]
+        regexes: list[tuple[re.Pattern[str], T]] = []
+        for key, value in items.items():
+            pattern = _Pattern.of(key)
+            if pattern.regex is not None:
+                regexes.append((pattern.regex, value))
+            elif pattern.prefix:
+                prefix.append((pattern.text, value))
+            else:
+                exact[pattern.text] = value
+        prefix.sort(key=lambda p: -len(p[0]))
+        return cls(exact, tuple(prefix), tuple(regexes))
+
+    def get(self, text: str) -> T | None:
+        key = normalise(text)
+        if not key:
+            return None
+        found = self.exact.get(key)
+        if found is not None:
+            return found
+        for prefix, value in self.prefixes:
+            if key.startswith(prefix):
+                return value
+        return next((value for regex, value in self.regexes if regex.search(key)), None)
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     ours: str
-    request_type: tuple[_Pattern, ...] | None
-    details: tuple[_Pattern, ...] | None
+    conditions: tuple[tuple[str, tuple[_Pattern, ...]], ...]
+
+    def matches(self, values: MappingABC[str, str]) -> bool:
+        return all(any(p.matches(values.get(name, "")) for p in patterns) for name, patterns in self.conditions)
 
 
 @dataclass(frozen=True)
 class Mapping:
-    """A validated mapping, with its lookups compiled: categories by SF Category, agencies, sources."""
+    """A validated mapping, with its lookups compiled: categories, agencies, sources, zones."""
 
     spec: MappingFile
     source: Path | None = None
     tz: ZoneInfo = field(init=False, repr=False)
-    _categories: dict[str, tuple[_Entry, ...]] = field(init=False, repr=False)
-    _agencies: dict[str, str] = field(init=False, repr=False)
-    _prefixes: tuple[tuple[str, str], ...] = field(init=False, repr=False)
-    _sources: dict[str, ReporterKind] = field(init=False, repr=False)
+    _entries: tuple[_Entry, ...] = field(init=False, repr=False)
+    _by_category: dict[str, tuple[_Entry, ...]] = field(init=False, repr=False)
+    _agencies: _Lookup[str] = field(init=False, repr=False)
+    _sources: _Lookup[ReporterKind] = field(init=False, repr=False)
+    _zones: _Lookup[str] = field(init=False, repr=False)
+    _nulls: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
-        categories: dict[str, list[_Entry]] = defaultdict(list)
-        for entry in spec.categories:
-            categories[normalise(entry.sf_category)].append(
-                _Entry(
-                    ours=entry.ours,
-                    request_type=tuple(map(_Pattern.of, entry.request_type)) if entry.request_type else None,
-                    details=tuple(map(_Pattern.of, entry.details)) if entry.details else None,
-                )
+        entries = tuple(
+            _Entry(
+                ours=entry.ours,
+                conditions=tuple((name, tuple(map(_Pattern.of, ps))) for name, ps in entry.conditions().items()),
             )
-        prefixes = sorted(((normalise(k), v) for k, v in spec.agency_prefixes.items()), key=lambda p: -len(p[0]))
+            for entry in spec.categories
+        )
+        # Entries whose category condition is one exact text are also filed under it, so that a row looks
+        # only at its own category's entries and those without an exact category condition, in file order.
+        by_category: dict[str, list[_Entry]] = defaultdict(list)
+        loose = [e for e in entries if not self._exact_category(e)]
+        for entry in entries:
+            exact = self._exact_category(entry)
+            if exact is not None:
+                by_category[exact].append(entry)
+        ordered = {e: i for i, e in enumerate(entries)}
         object.__setattr__(self, "tz", ZoneInfo(spec.timezone))
-        object.__setattr__(self, "_categories", {k: tuple(v) for k, v in categories.items()})
-        object.__setattr__(self, "_agencies", {normalise(k): v for k, v in spec.agencies.items()})
-        object.__setattr__(self, "_prefixes", tuple(prefixes))
-        object.__setattr__(self, "_sources", {normalise(k): v for k, v in spec.reporter_kinds.items()})
+        object.__setattr__(self, "_entries", tuple(loose))
+        object.__setattr__(
+            self,
+            "_by_category",
+            {k: tuple(sorted([*v, *loose], key=ordered.__getitem__)) for k, v in by_category.items()},
+        )
+        object.__setattr__(self, "_agencies", _Lookup.of(spec.agencies, spec.agency_prefixes))
+        object.__setattr__(self, "_sources", _Lookup.of(spec.reporter_kinds))
+        object.__setattr__(self, "_zones", _Lookup.of(spec.zones))
+        object.__setattr__(self, "_nulls", frozenset(m.strip() for m in spec.null_markers))
+
+    @staticmethod
+    def _exact_category(entry: _Entry) -> str | None:
+        for name, patterns in entry.conditions:
+            if name == "category" and len(patterns) == 1 and patterns[0].exact:
+                return patterns[0].text
+        return None
 
     @property
     def name(self) -> str:
@@ -195,38 +376,53 @@ class Mapping:
         base = self.source.parent if self.source is not None else Path.cwd()
         return (base / self.spec.table).resolve()
 
+    def is_null(self, cell: str) -> bool:
+        return cell in self._nulls
+
+    def category_of(self, fields: MappingABC[str, str]) -> str | None:
+        """Our category for a row's category-like fields (name -> text): the first entry that matches."""
+        values = {name: normalise(value) for name, value in fields.items()}
+        entries = self._by_category.get(values.get("category", ""), self._entries)
+        return next((entry.ours for entry in entries if entry.matches(values)), None)
+
     def category_for(self, sf_category: str, request_type: str = "", details: str = "") -> str | None:
-        """Our category for a row: the first entry of its SF Category whose patterns match, else ``None``."""
-        entries = self._categories.get(normalise(sf_category), ())
-        kind, detail = normalise(request_type), normalise(details)
-        for entry in entries:
-            if _any(entry.request_type, kind) and _any(entry.details, detail):
-                return entry.ours
-        return None
+        """:meth:`category_of` with the three built-in fields."""
+        return self.category_of({"category": sf_category, "request_type": request_type, "details": details})
 
     def owner_for(self, agency: str) -> str | None:
-        """The owner a real agency stands for: an exact entry, else the longest matching prefix, else ``None``."""
-        key = normalise(agency)
-        if not key:
-            return None
-        exact = self._agencies.get(key)
-        if exact is not None:
-            return exact
-        return next((owner for prefix, owner in self._prefixes if key.startswith(prefix)), None)
+        """The owner a real agency stands for: an exact entry, else the longest matching prefix, else the first
+        matching regular expression, else ``None``."""
+        return self._agencies.get(agency)
 
     def reporter_kind(self, source: str) -> ReporterKind | None:
-        return self._sources.get(normalise(source))
+        return self._sources.get(source)
+
+    def zone_for(self, value: str) -> str | None:
+        return self._zones.get(value)
 
     def problems(self, book: RuleBook) -> list[str]:
-        """What in the mapping the table does not know: categories, teams, departments, the triage module."""
+        """What in the mapping the table does not know: categories, teams, departments, the triage module,
+        zones; and ``when`` fields the columns do not name."""
         table = book.table
         catalogue = {c.id for c in table.catalogue}
         teams = {t.id for t in table.teams}
         departments = {d.id for d in table.county_departments}
+        fields = set(self.spec.columns.field_columns())
         found = [
             f"categories[{i}]: {entry.ours!r} is not in the catalogue of table {table.version}"
             for i, entry in enumerate(self.spec.categories)
             if entry.ours not in catalogue
+        ]
+        found += [
+            f"categories[{i}]: field {name!r} is not a column (columns.fields)"
+            for i, entry in enumerate(self.spec.categories)
+            for name in entry.conditions()
+            if name not in fields
+        ]
+        found += [
+            f"zones[{key!r}]: zone {zone!r} is not in table {table.version}"
+            for key, zone in self.spec.zones.items()
+            if not book.has_zone(zone)
         ]
         for section, owners in (("agencies", self.spec.agencies), ("agency_prefixes", self.spec.agency_prefixes)):
             for agency, owner in owners.items():
@@ -251,8 +447,9 @@ def load_mapping(path: str | Path) -> Mapping:
 class Record:
     """A usable row: its time (``at``, aware, UTC), the report it makes, and the owner of its real agency.
 
-    ``row`` counts the file's data rows from 1 (the header is not counted). ``category`` is ours (``None``:
-    the mapping matched none and keywords will decide).
+    ``row`` counts the file's data rows from 1 (the header is not counted); ``line`` is the file's line where
+    the row ends (a quoted cell may span lines). ``category`` is ours (``None``: the mapping matched none and
+    keywords will decide).
     """
 
     row: int
@@ -262,26 +459,40 @@ class Record:
     category: str | None
     case_id: str = ""
     agency: str = ""
-    sf_kind: str = ""  # "Category / Request.Type", to show where disagreements come from
+    sf_kind: str = ""  # the category-like fields but details, joined by " / ": where disagreements come from
+    line: int = 0
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A row that is not replayed; ``reason`` is ``"kind: detail"`` (kinds are tallied by :func:`run_from_csv`)."""
+    """A row that is not replayed; ``reason`` is ``"kind: detail"`` (kinds are tallied by :func:`run_from_csv`).
+    ``line`` is the file's line where the row ends (0 when not known)."""
 
     row: int
     reason: str
+    line: int = 0
 
     @property
     def kind(self) -> str:
         return self.reason.split(":", 1)[0]
 
 
-def parse_local_time(text: str, time_format: str, tz: ZoneInfo) -> datetime:
-    """A local time as written (e.g. ``04/30/2014 02:51:52 PM``) as an aware UTC time; ``ValueError`` if not one."""
-    parsed = datetime.strptime(text.strip(), time_format)
-    local = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
-    return local.astimezone(UTC)
+def parse_local_time(text: str, time_format: str | Sequence[str], tz: ZoneInfo) -> datetime:
+    """A local time as written (e.g. ``04/30/2014 02:51:52 PM``) as an aware UTC time; ``ValueError`` if not one.
+
+    ``time_format`` is one ``strptime`` format or several, tried in order; the first that reads the whole
+    text wins. A format with ``%z`` gives its own offset; any other is read as local time in ``tz``.
+    """
+    formats = (time_format,) if isinstance(time_format, str) else tuple(time_format)
+    stripped = text.strip()
+    for candidate in formats:
+        try:
+            parsed = datetime.strptime(stripped, candidate)
+        except ValueError:
+            continue
+        local = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+        return local.astimezone(UTC)
+    raise ValueError(f"{text!r} matches none of the time formats {list(formats)}")
 
 
 _POINT = re.compile(r"^\(?\s*([-+]?\d+(?:\.\d*)?)\s*,\s*([-+]?\d+(?:\.\d*)?)\s*\)?$")
@@ -295,17 +506,30 @@ def parse_point(text: str) -> tuple[float, float] | None:
     match = _POINT.match(stripped)
     if match is None:
         raise ValueError(f"{text!r} is not (lat, lon)")
-    lat, lon = float(match.group(1)), float(match.group(2))
+    return _on_earth(float(match.group(1)), float(match.group(2)), text)
+
+
+def _on_earth(lat: float, lon: float, text: str) -> tuple[float, float]:
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ValueError(f"{text!r} is not a position on Earth")
     return lat, lon
 
 
-def _cell(row: MappingABC[str | None, Any], column: str | None) -> str:
-    if column is None:
-        return ""
-    value = row.get(column)
-    return value.strip() if isinstance(value, str) else ""
+def parse_lat_lon(lat_text: str, lon_text: str) -> tuple[float, float] | None:
+    """Two cells as ``(lat, lon)``; ``None`` when both are empty; ``ValueError`` for one alone or a non-number."""
+    lat_text, lon_text = lat_text.strip(), lon_text.strip()
+    if not lat_text and not lon_text:
+        return None
+    shown = f"{lat_text}, {lon_text}"
+    if not lat_text or not lon_text:
+        raise ValueError(f"{shown!r} has only one of latitude and longitude")
+    try:
+        lat, lon = float(lat_text), float(lon_text)
+    except ValueError:
+        raise ValueError(f"{shown!r} is not a latitude and a longitude") from None
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise ValueError(f"{shown!r} is not a latitude and a longitude")
+    return _on_earth(lat, lon, shown)
 
 
 def _description(*parts: str) -> str:
@@ -316,41 +540,87 @@ def _description(*parts: str) -> str:
     return (": ".join(seen) or "(no description)")[:_DESCRIPTION_MAX]
 
 
-def _record(number: int, row: MappingABC[str | None, Any], mapping: Mapping) -> Record | Rejected:
+def weighted_category(classifier: KeywordClassifier, texts: Sequence[tuple[str, int]]) -> str | None:
+    """The category the keywords find in weighted texts: each text's scores times its weight, summed; the
+    highest sum wins (a tie: the classifier's tie-break order); ``None`` below the classifier's ``min_score``."""
+    totals: Counter[str] = Counter()
+    for text, weight in texts:
+        if weight and text:
+            for hit in classifier.classify(text).hits:
+                totals[hit.category] += hit.weight * weight
+    if not totals:
+        return None
+    order = {c: i for i, c in enumerate(classifier.categories)}
+    best, score = min(totals.items(), key=lambda kv: (-kv[1], order.get(kv[0], len(order))))
+    return best if score >= classifier.min_score else None
+
+
+class _Row:
+    """A CSV row read through the mapping: cells stripped, null markers read as empty."""
+
+    __slots__ = ("mapping", "row")
+
+    def __init__(self, row: MappingABC[str | None, Any], mapping: Mapping) -> None:
+        self.row = row
+        self.mapping = mapping
+
+    def __getitem__(self, column: str | None) -> str:
+        if column is None:
+            return ""
+        value = self.row.get(column)
+        text = value.strip() if isinstance(value, str) else ""
+        return "" if self.mapping.is_null(text) else text
+
+
+def _record(
+    number: int,
+    raw: MappingABC[str | None, Any],
+    mapping: Mapping,
+    classifier: KeywordClassifier | None = None,
+    line: int = 0,
+) -> Record | Rejected:
     columns, spec = mapping.spec.columns, mapping.spec
-    opened_text = _cell(row, columns.opened)
+    row = _Row(raw, mapping)
+    formats = spec.formats()
+    opened_text = row[columns.opened]
     try:
-        at = parse_local_time(opened_text, spec.time_format, mapping.tz)
+        at = parse_local_time(opened_text, formats, mapping.tz)
     except ValueError:
-        return Rejected(number, f"bad opened time: {opened_text!r}")
-    closed_text = _cell(row, columns.closed)
+        return Rejected(number, f"bad opened time: {opened_text!r}", line)
+    closed_text = row[columns.closed]
     if closed_text:
         try:
-            closed = parse_local_time(closed_text, spec.time_format, mapping.tz)
+            closed = parse_local_time(closed_text, formats, mapping.tz)
         except ValueError:
-            return Rejected(number, f"bad closed time: {closed_text!r}")
+            return Rejected(number, f"bad closed time: {closed_text!r}", line)
         if closed < at:
-            return Rejected(number, f"closed before opened: closed {closed_text}, opened {opened_text}")
-    point_text = _cell(row, columns.point)
+            return Rejected(number, f"closed before opened: closed {closed_text}, opened {opened_text}", line)
     try:
-        point = parse_point(point_text)
+        point = parse_point(row[columns.point])
+        if point is None and columns.latitude is not None:
+            point = parse_lat_lon(row[columns.latitude], row[columns.longitude])
     except ValueError as exc:
-        return Rejected(number, f"unparseable point: {exc}")
+        return Rejected(number, f"unparseable point: {exc}", line)
     if point is not None and spec.bounds is not None and not spec.bounds.contains(*point):
-        return Rejected(number, f"point outside bounds: {point_text}")
-    sf_category = _cell(row, columns.category)
-    request_type = _cell(row, columns.request_type)
-    details = _cell(row, columns.details)
-    category = mapping.category_for(sf_category, request_type, details)
+        return Rejected(number, f"point outside bounds: {point[0]}, {point[1]}", line)
+    fields = {name: row[column] for name, column in columns.field_columns().items()}
+    category = mapping.category_of(fields)
+    kind = " / ".join(v for name, v in fields.items() if v and name != "details")
     if category is None and spec.unmapped_category == "reject":
-        return Rejected(number, f"unmapped category: {sf_category!r} / {request_type!r}")
-    agency = _cell(row, columns.agency)
+        return Rejected(number, f"unmapped category: {kind!r}", line)
+    texts = [(row[t.column], t.weight) for t in columns.text_columns()]
+    if category is None and classifier is not None and any(w != 1 for _, w in texts):
+        category = weighted_category(classifier, texts)
+    zone_text = row[columns.zone]
+    zone = mapping.zone_for(zone_text) if zone_text else None  # a value not listed: no zone, the point decides
+    agency = row[columns.agency]
     report = ReportSpec(
         category=category,
-        description=_description(sf_category, request_type, details),
+        description=_description(*(text for text, _ in texts)),
+        zone=zone,
         lat=point[0] if point is not None else None,
         lon=point[1] if point is not None else None,
-        reporter_kind=mapping.reporter_kind(_cell(row, columns.source)),
+        reporter_kind=mapping.reporter_kind(row[columns.source]),
     )
     return Record(
         row=number,
@@ -358,17 +628,25 @@ def _record(number: int, row: MappingABC[str | None, Any], mapping: Mapping) -> 
         report=report,
         real_owner=mapping.owner_for(agency),
         category=category,
-        case_id=_cell(row, columns.case_id),
+        case_id=row[columns.case_id],
         agency=agency,
-        sf_kind=f"{sf_category} / {request_type}",
+        sf_kind=kind,
+        line=line,
     )
 
 
 def read_records(
-    csv_path: str | Path, mapping: Mapping, *, limit: int | None = None
+    csv_path: str | Path,
+    mapping: Mapping,
+    *,
+    limit: int | None = None,
+    classifier: KeywordClassifier | None = None,
 ) -> tuple[list[Record], list[Rejected]]:
     """The usable rows of a CSV and the rejected ones, in file order; ``limit``: read at most that many rows.
 
+    ``classifier`` (the table's keywords) chooses the category of an unmapped row from its weighted text
+    columns when a weight other than 1 is given (:func:`weighted_category`); otherwise such a row goes
+    without a category and the table's keywords read its description at routing time.
     A bad row never stops the reading; a file that is not CSV or lacks a named column raises ``ValueError``.
     """
     path = Path(csv_path)
@@ -378,14 +656,13 @@ def read_records(
         reader = csv.DictReader(handle)
         try:
             header = reader.fieldnames or []
-            named = [c for c in mapping.spec.columns.model_dump().values() if c is not None]
-            missing = [c for c in named if c not in header]
+            missing = [c for c in mapping.spec.columns.named() if c not in header]
             if missing:
                 raise ValueError(f"{path}: the CSV has no column {', '.join(map(repr, missing))}")
             for number, row in enumerate(reader, 1):
                 if limit is not None and number > limit:
                     break
-                outcome = _record(number, row, mapping)
+                outcome = _record(number, row, mapping, classifier, reader.line_num)
                 if isinstance(outcome, Record):
                     records.append(outcome)
                 else:
@@ -393,6 +670,53 @@ def read_records(
         except csv.Error as exc:
             raise ValueError(f"{path}:{reader.line_num}: not readable as CSV: {exc}") from None
     return records, rejected
+
+
+def rejection_report(rejected: Sequence[Rejected], *, examples: int = 10) -> dict[str, Any]:
+    """Rejected rows tallied by reason (most frequent first) and the first ``examples`` with their lines."""
+    return {
+        "rejected": len(rejected),
+        "rejected_reasons": dict(Counter(r.kind for r in rejected).most_common()),
+        "rejected_examples": [{"row": r.row, "line": r.line, "reason": r.reason} for r in rejected[:examples]],
+    }
+
+
+def rejection_text(rejected: Sequence[Rejected], *, examples: int = 5) -> str:
+    """The same in words, for a terminal or an error message."""
+    if not rejected:
+        return "no row rejected"
+    found = rejection_report(rejected, examples=examples)
+    lines = [f"{found['rejected']} rejected: " + ", ".join(f"{k} {n}" for k, n in found["rejected_reasons"].items())]
+    lines += [f"  line {e['line']} (row {e['row']}): {e['reason']}" for e in found["rejected_examples"]]
+    return "\n".join(lines)
+
+
+def dry_run(
+    csv_path: str | Path, mapping_path: str | Path, table_path: str | Path | None = None, *, limit: int | None = None
+) -> dict[str, Any]:
+    """Check a mapping against a CSV without replaying: the mapping and table are loaded and compared, every
+    row is read; the counts, rejections (by reason, with lines), rows without a category, agencies without an
+    owner and the categories found; ``limit`` reads at most that many rows.
+    Raises like :func:`run_from_csv` for a bad mapping, table or file."""
+    mapping, book, table = _mapping_and_book(mapping_path, table_path)
+    records, rejected = read_records(csv_path, mapping, limit=limit, classifier=book.classifier)
+    no_owner = Counter(r.agency or "(empty)" for r in records if r.real_owner is None)
+    no_category = Counter(r.sf_kind or "(empty)" for r in records if r.category is None)
+    return {
+        "source": str(csv_path),
+        "mapping": str(mapping_path),
+        "table": str(table),
+        "rows_read": len(records) + len(rejected),
+        "usable": len(records),
+        **rejection_report(rejected),
+        "without_category": sum(no_category.values()),
+        "without_category_top": dict(no_category.most_common(_TOP)),
+        "agency_without_owner": sum(no_owner.values()),
+        "agencies_without_owner": dict(no_owner.most_common(_TOP)),
+        "categories": dict(Counter(r.category or "(keywords)" for r in records).most_common()),
+        "from": min(r.at for r in records).isoformat() if records else None,
+        "to": max(r.at for r in records).isoformat() if records else None,
+    }
 
 
 def in_time_order(records: Sequence[Record]) -> list[Record]:
@@ -517,6 +841,18 @@ def agreement(result: RunResult, records: Sequence[Record], mapping: Mapping) ->
     }
 
 
+def _mapping_and_book(mapping_path: str | Path, table_path: str | Path | None) -> tuple[Mapping, RuleBook, Path]:
+    mapping = load_mapping(mapping_path)
+    table = Path(table_path) if table_path is not None else mapping.table_path()
+    if table is None:
+        raise ValueError(f"{mapping_path}: no table given and the mapping names none")
+    book = compile_table(load_table(table))
+    problems = mapping.problems(book)
+    if problems:
+        raise ValueError(f"{mapping_path} does not fit {table}:\n" + "\n".join(problems))
+    return mapping, book, table
+
+
 async def run_from_csv(
     csv_path: str | Path,
     mapping_path: str | Path,
@@ -536,17 +872,10 @@ async def run_from_csv(
     rejection reasons tallied by kind (with the first examples), :func:`agreement` and
     :func:`~simulations.report.summarise` of the run.
     """
-    mapping = load_mapping(mapping_path)
-    table = Path(table_path) if table_path is not None else mapping.table_path()
-    if table is None:
-        raise ValueError(f"{mapping_path}: no table given and the mapping names none")
-    book = compile_table(load_table(table))
-    problems = mapping.problems(book)
-    if problems:
-        raise ValueError(f"{mapping_path} does not fit {table}:\n" + "\n".join(problems))
-    records, rejected = read_records(csv_path, mapping, limit=limit)
+    mapping, book, table = _mapping_and_book(mapping_path, table_path)
+    records, rejected = read_records(csv_path, mapping, limit=limit, classifier=book.classifier)
     if not records:
-        raise ValueError(f"{csv_path}: no usable record ({len(rejected)} rejected)")
+        raise ValueError(f"{csv_path}: no usable record ({rejection_text(rejected)})")
     scenario = scenario_from_records(records, name=f"replay of {Path(csv_path).name}", table=table)
     result = await Simulation(scenario, book, progress=progress).run()
     report: dict[str, Any] = {
@@ -555,9 +884,7 @@ async def run_from_csv(
         "table": str(table),
         "rows_read": len(records) + len(rejected),
         "replayed": len(records),
-        "rejected": len(rejected),
-        "rejected_reasons": dict(Counter(r.kind for r in rejected).most_common()),
-        "rejected_examples": [{"row": r.row, "reason": r.reason} for r in rejected[:10]],
+        **rejection_report(rejected),
         "from": scenario.start.isoformat(),
         "to": in_time_order(records)[-1].at.isoformat(),
         "agreement": agreement(result, records, mapping),

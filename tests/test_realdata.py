@@ -186,12 +186,12 @@ def test_bad_records_are_rejected_with_a_reason_and_never_stop_the_reading(tmp_p
     ]
     records, rejected = read_records(_write(tmp_path / "cases.csv", rows), mapping)
 
-    assert [(r.row, r.reason.split(":")[0]) for r in rejected] == [
-        (2, "bad opened time"),
-        (3, "bad closed time"),
-        (4, "closed before opened"),
-        (5, "unparseable point"),
-        (6, "point outside bounds"),
+    assert [(r.row, r.line, r.reason.split(":")[0]) for r in rejected] == [
+        (2, 3, "bad opened time"),
+        (3, 4, "bad closed time"),
+        (4, 5, "closed before opened"),
+        (5, 6, "unparseable point"),
+        (6, 7, "point outside bounds"),
     ]
     assert all(isinstance(r, Rejected) and r.kind in r.reason for r in rejected)
     first, no_place, unmapped = records
@@ -204,6 +204,7 @@ def test_bad_records_are_rejected_with_a_reason_and_never_stop_the_reading(tmp_p
         case_id="100",
         agency="PUC Sewer Ops",
         sf_kind="Sewer Issues / Sewage_back_up",
+        line=2,
     )
     assert first.report.category == "sewer.backup"
     assert (first.report.lat, first.report.lon) == (37.774007256355, -122.395680023339)

@@ -1919,7 +1919,8 @@
     if (!z) return null;
     const g = z.geometry;
     if (g.type === 'Point') return g.coordinates;
-    const ring = g.coordinates[0].slice(0, -1);
+    const outer = g.type === 'MultiPolygon' ? g.coordinates[0][0] : g.coordinates[0];
+    const ring = outer.slice(0, -1);
     const lon = ring.reduce((s, p) => s + p[0], 0) / ring.length;
     const lat = ring.reduce((s, p) => s + p[1], 0) / ring.length;
     return [lon, lat];
@@ -1940,9 +1941,10 @@
         circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
         labelAt = [x, y - r - 8];
       } else {
-        const d = g.coordinates.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
+        const rings = g.type === 'MultiPolygon' ? g.coordinates.flat(1) : g.coordinates;
+        const d = rings.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
         polys.push(svg('path', { d, class: 'zone zone-polygon', 'data-zone': f.id }));
-        const ring = g.coordinates[0];
+        const ring = rings[0];
         const xs = ring.map(([lon, lat]) => map.proj(lon, lat));
         labelAt = [Math.min(...xs.map((q) => q[0])) + 12, Math.min(...xs.map((q) => q[1])) + 30];
       }
