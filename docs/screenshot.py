@@ -54,7 +54,7 @@ REPORTS = [
 ]
 
 
-async def take(out: Path, wait_s: float, chromium: str) -> None:
+async def take(out: Path, wait_s: float, chromium: str, size: tuple[int, int] = (1600, 900)) -> None:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="board_shot_") as tmp:
@@ -86,7 +86,7 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                         executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
                     )
                     try:
-                        context = await browser.new_context(viewport={"width": 1600, "height": 900})
+                        context = await browser.new_context(viewport={"width": size[0], "height": size[1]})
                         # The board keeps the token it signed in with for the tab: start signed in as admin.
                         await context.add_init_script(f"sessionStorage.setItem('board.token', {server.token!r});")
                         page = await context.new_page()
@@ -113,8 +113,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "board.png")
     parser.add_argument("--wait", type=float, default=190.0, help="seconds of drill before the picture (max 600)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--size", default="1600x900", help="viewport WIDTHxHEIGHT, e.g. 1920x1080 or 3840x2160")
     args = parser.parse_args()
-    asyncio.run(take(args.out, min(max(args.wait, 1.0), 600.0), args.chromium))
+    width, _, height = args.size.partition("x")
+    size = (int(width), int(height))
+    asyncio.run(take(args.out, min(max(args.wait, 1.0), 600.0), args.chromium, size))
     print(args.out, args.out.with_name(f"{args.out.stem}-detail{args.out.suffix}"))
 
 

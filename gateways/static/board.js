@@ -416,6 +416,15 @@
       alarmsDirty = true;
     } else if (type === 'AlarmAcknowledged') {
       if (alarms.delete(d.alarm_seq)) alarmsDirty = true;
+    } else if (type === 'AlarmsResolved') {
+      // The team kept the promise late: its alarms of those kinds resolve by themselves.
+      const kinds = new Set(d.kinds || []);
+      for (const [s, a] of alarms) {
+        if (a.incident_id === id && a.team === d.team && kinds.has(a.kind)) {
+          alarms.delete(s);
+          alarmsDirty = true;
+        }
+      }
     } else if (type === 'DeadlineMissed' || type === 'EscalationRaised') {
       if (type === 'EscalationRaised') {
         for (const a of alarms.values()) {
@@ -604,8 +613,10 @@
     const data = msg.data;
     if (data && data.at) noteServerTime(parseTime(data.at));
     if (data && typeof data.incident_id === 'number') {
+      const alarmsBefore = alarms.size;
       foldAlarm(msg.type, data, seq, true);
-      if (applyEvent(msg.type, data, seq)) dirty.add(data.incident_id);
+      const changed = applyEvent(msg.type, data, seq);
+      if (changed || alarms.size !== alarmsBefore) dirty.add(data.incident_id);
       if (detail.id === data.incident_id) detailEvent(seq, msg.type, data);
     }
     schedule();
@@ -620,8 +631,14 @@
 
   // ---- derived row data -----------------------------------------------------------------
 
+  /** Whether an alarm of this incident is open (its row is red like a breached one). */
+  function hasAlarm(id) {
+    for (const a of alarms.values()) if (a.incident_id === id) return true;
+    return false;
+  }
+
   function derive(inc) {
-    let flag = inc._escalations.length > 0;
+    let flag = inc._escalations.length > 0 || hasAlarm(inc.id);
     let due = Infinity;
     let dueKind = null;
     let dueTeam = null;
@@ -1114,14 +1131,15 @@
   }
 
   function renderCounts() {
-    const n = (lane) => order[lane].length;
-    setText(dom.openCount, String(incidents.size));
+    // Every counter counts the rows its lane shows (the filters apply to both).
+    const shownIn = (lane) => order[lane].reduce((k, v) => k + (v.visible ? 1 : 0), 0);
     let flagged = 0;
-    for (const v of order.main) if (v.flag) flagged += 1; else break; // flagged rows sort first
+    for (const v of order.main) if (v.flag && v.visible) flagged += 1;
+    setText(dom.openCount, String(shownIn('main') + shownIn('triage') + shownIn('admission')));
     setText(dom.escalatedCount, String(flagged));
     dom.escalatedCount.parentElement.classList.toggle('hot', flagged > 0);
-    setText(dom.triageCount, String(n('triage')));
-    setText(dom.admissionCount, String(n('admission')));
+    setText(dom.triageCount, String(shownIn('triage')));
+    setText(dom.admissionCount, String(shownIn('admission')));
     for (const lane of Object.keys(order)) {
       let shown = 0;
       for (const v of order[lane]) if (v.visible) shown += 1;
@@ -1232,32 +1250,97 @@
     return parts.join(' · ');
   }
 
+  /** Alarms grouped per incident and stage (the promise kind, or a manual escalation), as
+   * Alertmanager groups alerts: one strip row per group, with its count and its teams. */
+  function alarmGroups() {
+    const groups = new Map();
+    for (const a of alarms.values()) {
+      if (!incidents.has(a.incident_id)) continue;
+      const key = `${a.incident_id}:${a.kind || a.type}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = { key, incident_id: a.incident_id, kind: a.kind, members: [], latest: 0, at: NaN };
+        groups.set(key, g);
+      }
+      g.members.push(a);
+      if (a.seq > g.latest) {
+        g.latest = a.seq;
+        g.at = parseTime(a.at);
+      }
+    }
+    for (const g of groups.values()) g.members.sort((a, b) => a.seq - b.seq);
+    return Array.from(groups.values()).sort((a, b) => b.latest - a.latest);
+  }
+
+  function alarmGroupText(g) {
+    const teams = [];
+    for (const a of g.members) if (a.team && !teams.includes(a.team)) teams.push(a.team);
+    const parts = [];
+    if (g.kind === 'manual') parts.push(t('alarm.manual'));
+    else parts.push(t('alarm.group', { kind: kindName(g.kind), teams: teams.map(teamName).join(t('list.sep')) }));
+    // The highest step reached in the group names the leader it reached.
+    let top = null;
+    for (const a of g.members) if (a.to_name || a.to_title) top = a;
+    if (top) parts.push(t('alarm.escalated', { title: top.to_title || '', name: top.to_name || '' }));
+    let late = NaN;
+    for (const a of g.members) if (Number.isFinite(a.late_by) && !(a.late_by <= late)) late = a.late_by;
+    if (Number.isFinite(late) && late >= 1) parts.push(t('alarm.late', { span: formatSpan(late * 1000) }));
+    return parts.join(' · ');
+  }
+
+  const ALARM_ROWS = 3; // groups shown in the strip; the rest are counted behind them
+
   function renderAlarms() {
     alarmsDirty = false;
-    const list = Array.from(alarms.values()).filter((a) => incidents.has(a.incident_id));
-    list.sort((a, b) => b.seq - a.seq);
-    const items = list.map((a) => {
+    const groups = alarmGroups();
+    const items = groups.slice(0, ALARM_ROWS).map((g) => {
       const li = el('li', 'alarm');
-      li.dataset.alarmSeq = String(a.seq);
-      li.dataset.alarmIncident = String(a.incident_id);
-      const inc = incidents.get(a.incident_id);
+      li.dataset.alarmSeq = String(g.members[0].seq);
+      li.dataset.alarmSeqs = g.members.map((a) => a.seq).join(' ');
+      li.dataset.alarmGroup = g.key;
+      li.dataset.alarmCount = String(g.members.length);
+      li.dataset.alarmIncident = String(g.incident_id);
+      const inc = incidents.get(g.incident_id);
       const open = el('button', 'alarm-open');
       open.type = 'button';
       open.append(
-        el('span', 'mono alarm-id', `#${a.incident_id}`),
+        el('span', 'mono alarm-id', `#${g.incident_id}`),
         el('span', 'alarm-cat', inc ? name(labels.catalogue.get(inc.category), inc.category || '') : ''),
-        el('span', 'alarm-text', alarmText(a)),
-        el('span', 'mono alarm-at', formatClock(parseTime(a.at))),
+        el('span', 'alarm-text', alarmGroupText(g)),
       );
+      if (g.members.length > 1) {
+        const n = el('span', 'mono alarm-n', `×${g.members.length}`);
+        n.title = t('alarm.count', { n: g.members.length });
+        open.append(n);
+      }
+      open.append(el('span', 'mono alarm-at', formatClock(g.at)));
       const ack = el('button', 'alarm-ack', t('alarm.ack'));
       ack.type = 'button';
       li.append(open, ack);
       return li;
     });
+    const behind = groups.length - items.length;
+    if (behind > 0) {
+      const more = el('li', 'alarm-more', t('alarm.more', { n: behind }));
+      more.dataset.alarmMore = String(behind);
+      items.push(more);
+    }
+    let total = 0;
+    for (const g of groups) total += g.members.length;
     dom.alarmList.replaceChildren(...items);
-    dom.alarmCount.textContent = String(items.length);
-    dom.alarms.hidden = items.length === 0;
-    document.body.classList.toggle('alarming', items.length > 0);
+    dom.alarmCount.textContent = String(groups.length);
+    dom.alarmCount.title = t('alarm.total', { groups: groups.length, n: total });
+    dom.alarms.hidden = groups.length === 0;
+    document.body.classList.toggle('alarming', groups.length > 0);
+  }
+
+  /** Acknowledge every alarm of a strip row (its group). */
+  async function acknowledgeGroup(seqs) {
+    if (!operatorActor()) {
+      flashOperator();
+      return;
+    }
+    for (const seq of seqs) await acknowledgeAlarm(seq);
   }
 
   async function acknowledgeAlarm(seq) {
@@ -2259,7 +2342,7 @@
     dom.alarmList.addEventListener('click', (ev) => {
       const li = ev.target.closest('li[data-alarm-seq]');
       if (!li) return;
-      if (ev.target.closest('.alarm-ack')) acknowledgeAlarm(Number(li.dataset.alarmSeq));
+      if (ev.target.closest('.alarm-ack')) acknowledgeGroup((li.dataset.alarmSeqs || li.dataset.alarmSeq).split(' ').map(Number));
       else openDetail(Number(li.dataset.alarmIncident));
     });
     $('detail-close').addEventListener('click', closeDetail);

