@@ -202,6 +202,7 @@
     dom.langToggle.textContent = t('lang.switch');
     dom.langToggle.dataset.lang = lang;
     paintSound();
+    if (account) showAccount(account); // signed in before the labels came: name the role now
     fillFilterOptions();
     if (dom.connection.dataset.state === 'open') setConnection('open', t('conn.open'));
     document.title = `${rules ? name(rules.township, '') : ''} · ${t('app.title')}`;
@@ -269,14 +270,54 @@
     return `${sign}${Math.floor(h / 24)}d ${pad2(h % 24)}:${pad2(m)}:${pad2(s)}`;
   }
 
+  /* Every time on the board is in the rule table's time zone (Asia/Shanghai unless the table says
+   * otherwise), not the browser's: a wall screen set to another zone shows the township's hours. */
+  const DEFAULT_ZONE = 'Asia/Shanghai';
+  const zoneFormats = new Map();
+
+  function timeZone() {
+    return (rules && rules.timezone) || DEFAULT_ZONE;
+  }
+
+  /** {y, mo, d, h, mi, s} of an instant in the table's time zone. */
+  function zonedParts(ms) {
+    const zone = timeZone();
+    let fmt = zoneFormats.get(zone);
+    if (!fmt) {
+      try {
+        fmt = new Intl.DateTimeFormat('en-GB', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit',
+          day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      } catch (err) {
+        fmt = new Intl.DateTimeFormat('en-GB', { timeZone: DEFAULT_ZONE, hourCycle: 'h23', year: 'numeric',
+          month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      }
+      zoneFormats.set(zone, fmt);
+    }
+    const p = {};
+    for (const part of fmt.formatToParts(new Date(ms))) p[part.type] = part.value;
+    return { y: p.year, mo: p.month, d: p.day, h: p.hour, mi: p.minute, s: p.second };
+  }
+
   function formatClock(ms) {
-    const d = new Date(ms);
-    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+    if (!Number.isFinite(ms)) return '—';
+    const p = zonedParts(ms);
+    return `${p.h}:${p.mi}:${p.s}`;
   }
 
   function formatDate(ms) {
-    const d = new Date(ms);
-    return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+    if (!Number.isFinite(ms)) return '—';
+    const p = zonedParts(ms);
+    return `${p.y}-${p.mo}-${p.d}`;
+  }
+
+  const DAY_MS = 86400000;
+
+  /** A due time: the clock time within a day of now, the date and time (to the minute) beyond. */
+  function formatDue(ms) {
+    if (!Number.isFinite(ms)) return '—';
+    if (Math.abs(ms - now()) < DAY_MS) return formatClock(ms);
+    const p = zonedParts(ms);
+    return `${p.y}-${p.mo}-${p.d} ${p.h}:${p.mi}`;
   }
 
   function formatStamp(text) {
@@ -337,7 +378,13 @@
 
   function moduleLead(moduleId) {
     const m = labels.modules.get(moduleId);
-    return m && m.lead ? { name: m.lead.name, title: m.lead.title } : null;
+    return m && m.lead ? { name: m.lead.name, title: m.lead.title, level: 'module_lead' } : null;
+  }
+
+  /** A leader's title in the board's language: the table's (Chinese) title, or in English the level's label. */
+  function leaderTitle(level, title) {
+    if (lang === 'en' && level && dict && Object.prototype.hasOwnProperty.call(dict, `level.${level}`)) return t(`level.${level}`);
+    return title || '';
   }
 
   const teamName = (id) => name(labels.teams.get(id), id);
@@ -358,6 +405,7 @@
         if (d.state === 'missed' && inc.escalate_to && inc.escalate_to.name) {
           addEscalation(inc, { team: a.team, kind: d.kind, level: 'module_lead',
             to_name: inc.escalate_to.name, to_title: inc.escalate_to.title });
+          inc._escalations[inc._escalations.length - 1].level = inc._escalations[inc._escalations.length - 1].level || 'module_lead';
         }
       }
     }
@@ -825,7 +873,7 @@
     if (a.tried && a.tried.length) lines.push(t('chip.tried', { names: a.tried.map(officerName).join('、') }));
     for (const d of a.deadlines) {
       const due = parseTime(d.due_at);
-      lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatClock(due)}` : ''}`);
+      lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatDue(due)}` : ''}`);
     }
     chip.title = lines.join('\n');
     return chip;
@@ -840,7 +888,7 @@
     }
     const nodes = [];
     for (const { e, causes } of byTarget.values()) {
-      const badge = el('span', 'esc-badge', t('esc.to', { title: e.to_title || '', name: e.to_name || '' }).trim());
+      const badge = el('span', 'esc-badge', t('esc.to', { title: leaderTitle(e.level, e.to_title), name: e.to_name || '' }).trim());
       badge.dataset.escalated = 'true';
       badge.title = causes.map((c) => t('alarm.missed', { team: teamName(c.team), kind: kindName(c.kind) })).join('; ');
       nodes.push(badge);
@@ -921,8 +969,14 @@
         const dueEl = el('span', 'due mono');
         dueEl.dataset.dueAt = new Date(info.due).toISOString();
         const sub = el('small', 'due-what', `${kindName(info.dueKind)} · ${teamName(info.dueTeam)}`);
-        sub.title = formatClock(info.due);
+        sub.title = formatDue(info.due);
         dueCell.append(dueEl, sub);
+        if (info.due - now() >= DAY_MS) {
+          // A countdown of days says little on its own: give the date it falls due.
+          const date = el('small', 'due-date mono', formatDue(info.due));
+          date.dataset.dueDate = formatDate(info.due);
+          dueCell.append(date);
+        }
         view.dueEl = dueEl;
       } else {
         dueCell.append(el('span', 'muted', '—'));
@@ -1245,7 +1299,7 @@
     if (a.type === 'DeadlineMissed' || a.team) {
       parts.push(t('alarm.missed', { team: teamName(a.team), kind: kindName(a.kind) }));
     }
-    if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: a.to_title || '', name: a.to_name || '' }));
+    if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: leaderTitle(a.level, a.to_title), name: a.to_name || '' }));
     if (Number.isFinite(a.late_by) && a.late_by >= 1) parts.push(t('alarm.late', { span: formatSpan(a.late_by * 1000) }));
     return parts.join(' · ');
   }
@@ -1281,7 +1335,7 @@
     // The highest step reached in the group names the leader it reached.
     let top = null;
     for (const a of g.members) if (a.to_name || a.to_title) top = a;
-    if (top) parts.push(t('alarm.escalated', { title: top.to_title || '', name: top.to_name || '' }));
+    if (top) parts.push(t('alarm.escalated', { title: leaderTitle(top.level, top.to_title), name: top.to_name || '' }));
     let late = NaN;
     for (const a of g.members) if (Number.isFinite(a.late_by) && !(a.late_by <= late)) late = a.late_by;
     if (Number.isFinite(late) && late >= 1) parts.push(t('alarm.late', { span: formatSpan(late * 1000) }));
@@ -1604,7 +1658,7 @@
       case 'DeadlineMissed':
         return t('alarm.missed', { team: teamName(d.team), kind: kindName(d.kind) });
       case 'EscalationRaised':
-        return `${teamName(d.team)} · ${kindName(d.kind)} → ${d.to_title || ''} ${d.to_name || ''}`;
+        return `${teamName(d.team)} · ${kindName(d.kind)} → ${leaderTitle(d.level, d.to_title)} ${d.to_name || ''}`;
       case 'AlarmAcknowledged':
         return `#${d.alarm_seq}`;
       case 'OfficerAssigned':
@@ -1692,7 +1746,8 @@
     ])));
 
     const routing = inc.routing || {};
-    const lead = inc.escalate_to && inc.escalate_to.name ? `${inc.escalate_to.title || ''} ${inc.escalate_to.name}` : null;
+    const lead = inc.escalate_to && inc.escalate_to.name
+      ? `${leaderTitle(inc.escalate_to.level || 'module_lead', inc.escalate_to.title)} ${inc.escalate_to.name}` : null;
     const explainBox = el('div', 'd-explain');
     if (detail.explain === 'loading') explainBox.append(el('p', 'muted', t('detail.explain_loading')));
     else if (detail.explain && detail.explain.error) explainBox.append(el('p', 'd-message error', detail.explain.error));
@@ -1701,7 +1756,15 @@
       if (!w) explainBox.append(el('p', 'muted', t('detail.no_rule')));
       else {
         const ul = el('ul', 'd-conditions');
-        for (const c of w.conditions || []) ul.append(el('li', c.held ? 'held' : 'failed', `${c.held ? '✓' : '✗'} ${c.name}: ${c.detail}`));
+        for (const c of w.conditions || []) {
+          // The condition's name and verdict from the translation files; the server's English detail only
+          // on the English board (a tooltip).
+          const li = el('li', c.held ? 'held' : 'failed',
+            t('cond.line', { mark: c.held ? '✓' : '✗', name: t(`cond.${c.name}`), verdict: t(c.held ? 'cond.held' : 'cond.failed') }));
+          li.dataset.condition = c.name;
+          if (lang === 'en') li.title = c.detail;
+          ul.append(li);
+        }
         explainBox.append(el('p', 'mono', `${w.rule} (${t('detail.precedence', { n: w.precedence })}, ${t('detail.specificity', { n: w.specificity })})`), ul);
       }
     }
@@ -1726,7 +1789,7 @@
       for (const d of a.deadlines) {
         const due = parseTime(d.due_at);
         const li = el('li', `dl-${d.state}`);
-        li.append(el('span', 'd-kind', kindName(d.kind)), el('span', 'mono', formatClock(due)), el('span', 'd-dl-state', t(`dl.${d.state}`)));
+        li.append(el('span', 'd-kind', kindName(d.kind)), el('span', 'mono', formatDue(due)), el('span', 'd-dl-state', t(`dl.${d.state}`)));
         if (d.state === 'pending') {
           const span = el('span', 'due mono');
           detail.dueEls.push({ span, due, win: due - parseTime(a.dispatched_at) });
@@ -2177,7 +2240,8 @@
   function tick() {
     const t0 = now();
     dom.clock.textContent = formatClock(t0);
-    dom.clock.title = formatDate(t0) + (skew.offset ? ` (server clock, local ${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)} s)` : '');
+    dom.clock.title = `${formatDate(t0)} ${t('clock.zone', { zone: timeZone() })}`
+      + (skew.offset ? ` ${t('clock.skew', { s: `${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)}` })}` : '');
     for (const view of views.values()) paintTimer(view, t0);
     if (detail.dueEls.length) paintDetailTimers(t0);
     if (fresh.size) clearFresh();
@@ -2238,7 +2302,7 @@
       openedAt = Date.now();
       lastFrameAt = openedAt;
       setConnection('open', t('conn.open'));
-      dom.connection.title = `ws connected at ${formatClock(Date.now())}`;
+      dom.connection.title = t('conn.since', { at: formatClock(Date.now()) });
     };
     socket.onmessage = (ev) => {
       if (ws !== socket) return;
@@ -2275,8 +2339,7 @@
     attempt += 1;
     if (ev && ev.code === 4008) delay = 250; // dropped for lagging: resume at once from lastSeq
     retryAt = Date.now() + delay;
-    const why = ev ? `closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})` : 'failed';
-    dom.connection.title = `ws ${why}; retry at ${formatClock(retryAt)} with since=${lastSeq ?? '(snapshot)'}`;
+    dom.connection.title = t('conn.retry', { code: ev ? ev.code : '—', at: formatClock(retryAt), seq: lastSeq ?? '—' });
     setConnection('closed', t('conn.reconnecting', { s: Math.round(delay / 1000) }));
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);

@@ -6,10 +6,13 @@ team chips inside their cells at 1920x1080. One browser per module; each test ge
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
@@ -169,4 +172,102 @@ async def test_every_counter_counts_what_its_lane_shows_also_when_filtered(brows
     await page.select_option("#filter-module", "enforcement")
     await page.wait_for_function("document.getElementById('open-count').textContent === '1'", timeout=5_000)
     assert all(counter == shown for counter, shown in (await counters_and_lanes(page)).values())
+    await page.context.close()
+
+
+KEY_PREFIXES = sorted({key.split(".", 1)[0] for key in ZH if "." in key})
+#: A translation key shown as it is (``kind.manual``, ``role.account.admin``): a known prefix, a dot, a name.
+RAW_KEY = re.compile(r"\b(?:" + "|".join(map(re.escape, KEY_PREFIXES)) + r")\.[A-Za-z_][\w.-]*")
+LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+async def shown_text(page: Any) -> str:
+    """Every text a person can see or hover on the page: the text, the tooltips, the placeholders, the title."""
+    return str(
+        await page.evaluate(
+            """() => {
+          const parts = [document.title, document.body.innerText];
+          for (const node of document.querySelectorAll('[title], [placeholder], [aria-label]')) {
+            if (node.closest('[hidden]')) continue;
+            parts.push(node.getAttribute('title') || '', node.getAttribute('placeholder') || '');
+          }
+          return parts.join('\\n');
+        }"""
+        )
+    )
+
+
+async def _sign_in_through_the_form(browser: Any, server: ServerProcess, lang: str) -> Any:
+    """A tab with no session signs in through the board's own form (the race between sign-in and labels)."""
+    context = await browser.new_context(viewport=WALL)
+    page = await context.new_page()
+    await page.goto(f"{server.base_url}/board?lang={lang}")
+    await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+    await page.fill("#signin-user", "admin")
+    await page.fill("#signin-password", server.admin_password or "")
+    await page.click("#signin-submit")
+    await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)
+    await page.fill("#operator", "王芳")
+    return page
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+async def test_no_raw_key_is_shown_after_signing_in_in_either_language(
+    browser: Any, quick_server: ServerProcess, lang: str
+) -> None:
+    page = await _sign_in_through_the_form(browser, quick_server, lang)
+    dictionary = ZH if lang == "zh-CN" else EN
+    async with quick_server.client() as http:
+        first = await report(http, "keys-1", FIVE_WAY)
+        await report(http, "keys-2", {"zone": "market", "description": "你好，请问集市几点散场？"})
+        await report(
+            http, "keys-3", {"category": "environment.pollution", "zone": "town-centre", "description": "河道排污"}
+        )
+        # A manual escalation (kind "manual") and a missed acknowledgement give alarms of both stages.
+        assert (await http.post(f"/api/v1/incidents/{first}/escalate", json={})).status_code == 200
+        await page.wait_for_selector(f'#alarm-list li[data-alarm-group="{first}:ack"]', timeout=15_000)
+        await page.wait_for_selector(f'#alarm-list li[data-alarm-group="{first}:manual"]', timeout=5_000)
+    await page.wait_for_selector("#account:not(:empty)")
+    assert dictionary["role.account.admin"] in await page.locator("#account").inner_text()
+    # The detail panel with the rule's explanation open.
+    await page.click(f'#incidents [data-incident-id="{first}"]')
+    await page.wait_for_selector("#detail .d-timeline li", timeout=5_000)
+    await page.click('#detail button[data-action="explain"]')
+    await page.wait_for_selector("#detail .d-conditions li[data-condition]", timeout=5_000)
+    text = await shown_text(page)
+    assert RAW_KEY.findall(text) == []
+    if lang == "zh-CN":
+        conditions = await page.locator("#detail .d-conditions").inner_text()
+        assert LATIN_WORD.findall(conditions) == []  # the explanation panel in Chinese
+        assert "(party secretary)" not in text
+        assert ZH["detail.precedence"].split(" ")[0] in text and ZH["detail.priority"] in text
+    await page.context.close()
+
+
+async def test_times_are_in_the_tables_zone_and_far_deadlines_show_their_date(
+    browser: Any, server: ServerProcess
+) -> None:
+    # A wall screen whose browser runs on New York time still shows the township's (Asia/Shanghai) hours.
+    page = await open_board(browser, server, timezone_id="America/New_York")
+    wages = {"category": "labour.wage_arrears", "zone": "town-centre", "description": "拖欠工资三个月"}
+    async with server.client() as http:
+        incident = (await http.post("/api/v1/incidents", json={**wages, "report_id": "far-1"})).json()
+        for assignment in incident["assignments"]:
+            for action in ("acknowledge", "on-scene"):
+                url = f"/api/v1/incidents/{incident['id']}/assignments/{assignment['team']}/{action}"
+                assert (await http.post(url, json={})).status_code == 200, url
+        resolve = next(d["due_at"] for a in incident["assignments"] for d in a["deadlines"] if d["kind"] == "resolve")
+    due = datetime.fromisoformat(resolve).astimezone(ZoneInfo("Asia/Shanghai"))
+    # Only the resolution (7 days away) is left: the row gives its date, in the township's zone.
+    date = page.locator(f'#main-rows [data-incident-id="{incident["id"]}"] .due-date')
+    await date.wait_for(timeout=5_000)
+    assert await date.get_attribute("data-due-date") == due.strftime("%Y-%m-%d")
+    assert await date.inner_text() == due.strftime("%Y-%m-%d %H:%M")
+    # The top clock: the hour in Shanghai, whatever the browser's zone (a second either side of reading it).
+    before = datetime.now(ZoneInfo("Asia/Shanghai")) - timedelta(seconds=2)
+    shown = await page.locator("#clock").inner_text()
+    after = datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(seconds=2)
+    assert shown[:2] in {before.strftime("%H"), after.strftime("%H")}
+    zone = await page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    assert zone == "America/New_York"  # the browser really is elsewhere
     await page.context.close()
