@@ -418,6 +418,7 @@
   }
 
   function onSnapshot(msg) {
+    countyForwarding = msg.county_forwarding !== false;
     incidents.clear();
     for (const raw of msg.incidents || []) {
       if (!raw || FINAL.has(raw.status)) continue;
@@ -440,7 +441,8 @@
 
   function onSnapshotFrame(socket, msg) {
     if (msg.kind === 'snapshot') {
-      pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [] };
+      pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [],
+        county_forwarding: msg.county_forwarding !== false };
     } else if (!pendingSnapshot || pendingSnapshot.socket !== socket || pendingSnapshot.seq !== msg.seq) {
       console.warn('board: a snapshot page without its first frame');
       return;
@@ -527,7 +529,11 @@
           reported_at: d.at,
           updated_at: d.at,
           version: 1,
+          // A county matter opens with a delivery waiting (drills are never forwarded).
+          delivery: d.handover && d.exercise !== true
+            ? { department: d.handover, state: 'pending', attempts: 0, last_error: null } : null,
         }));
+        if (d.handover && !countyForwarding) alarmsDirty = true;
         checkTableVersion(d.table_version);
         return true;
       }
@@ -992,8 +998,10 @@
         chip.dataset.handover = handover;
         chip.append(el('span', 'chip-name', t('handover', { dept: name(dept, handover) })));
         if (inc.delivery) {
-          chip.dataset.delivery = inc.delivery.state;
-          chip.append(el('span', 'chip-meta', t(`delivery.${inc.delivery.state}`, { n: inc.delivery.attempts })));
+          // Without a webhook nothing is forwarded: "forwarding, 0 tries" would wait forever.
+          const state = inc.delivery.state === 'pending' && !countyForwarding ? 'unconfigured' : inc.delivery.state;
+          chip.dataset.delivery = state;
+          chip.append(el('span', 'chip-meta', t(`delivery.${state}`, { n: inc.delivery.attempts })));
           if (inc.delivery.last_error) chip.title = inc.delivery.last_error;
         }
         chips.append(chip);
@@ -1373,7 +1381,9 @@
       li.append(open, ack);
       return li;
     });
-    const behind = groups.length - items.length;
+    const notice = countyNotice();
+    if (notice) items.unshift(notice);
+    const behind = groups.length - (items.length - (notice ? 1 : 0));
     if (behind > 0) {
       const more = el('li', 'alarm-more', t('alarm.more', { n: behind }));
       more.dataset.alarmMore = String(behind);
@@ -1384,8 +1394,40 @@
     dom.alarmList.replaceChildren(...items);
     dom.alarmCount.textContent = String(groups.length);
     dom.alarmCount.title = t('alarm.total', { groups: groups.length, n: total });
-    dom.alarms.hidden = groups.length === 0;
+    dom.alarms.hidden = groups.length === 0 && !notice;
     document.body.classList.toggle('alarming', groups.length > 0);
+  }
+
+  /* County forwarding off (no webhook): the county matters on the board are not forwarded and the command
+   * room must phone the departments. Said once in the strip, until the operator dismisses it; it comes
+   * back only for a county matter that arrives after that. */
+  let countyForwarding = true;
+
+  function unforwarded() {
+    const ids = [];
+    if (countyForwarding) return ids;
+    for (const inc of incidents.values()) {
+      if (inc.delivery && inc.delivery.state === 'pending' && !inc.exercise) ids.push(inc.id);
+    }
+    return ids.sort((a, b) => a - b);
+  }
+
+  function countyNotice() {
+    const ids = unforwarded();
+    const seen = Number(recall('board.county-notice') || 0);
+    if (!ids.length || ids[ids.length - 1] <= seen) return null;
+    const li = el('li', 'alarm notice');
+    li.dataset.notice = 'county';
+    li.append(el('span', 'alarm-text', t('delivery.notice', { n: ids.length })));
+    const ok = el('button', 'notice-ok', t('notice.dismiss'));
+    ok.type = 'button';
+    ok.addEventListener('click', () => {
+      store('board.county-notice', String(ids[ids.length - 1]));
+      alarmsDirty = true;
+      schedule();
+    });
+    li.append(ok);
+    return li;
   }
 
   /** Acknowledge every alarm of a strip row (its group). */

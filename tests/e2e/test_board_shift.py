@@ -271,3 +271,32 @@ async def test_times_are_in_the_tables_zone_and_far_deadlines_show_their_date(
     zone = await page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
     assert zone == "America/New_York"  # the browser really is elsewhere
     await page.context.close()
+
+
+async def test_county_matters_without_forwarding_say_not_configured_and_raise_it_once(
+    browser: Any, server: ServerProcess
+) -> None:
+    river = {"category": "environment.pollution", "zone": "town-centre", "description": "河道排污，水发黑发臭"}
+    page = await open_board(browser, server)  # no DISPATCHER_COUNTY_WEBHOOK_URL
+    async with server.client() as http:
+        first = await report(http, "river-1", river)
+        chip = page.locator(f'#main-rows [data-incident-id="{first}"] .chip.handover')
+        await page.wait_for_selector(f'#main-rows [data-incident-id="{first}"] .chip[data-delivery="unconfigured"]')
+        assert ZH["delivery.unconfigured"] in await chip.inner_text()
+        assert "0" not in await chip.locator(".chip-meta").inner_text()  # not "forwarding, 0 tries"
+        notice = page.locator("#alarm-list li[data-notice=county]")
+        await notice.wait_for(timeout=5_000)
+        assert ZH["delivery.notice"].replace("{n}", "1") in await notice.inner_text()
+
+        # Dismissed once, it stays away, after a reload too ...
+        await notice.locator(".notice-ok").click()
+        await notice.wait_for(state="detached", timeout=5_000)
+        await page.reload()
+        await page.wait_for_selector(f'#main-rows [data-incident-id="{first}"] .chip[data-delivery="unconfigured"]')
+        assert await page.locator("#alarm-list li[data-notice=county]").count() == 0
+        assert await page.locator("#alarms").is_hidden()
+        # ... until another county matter arrives.
+        await report(http, "river-2", {**river, "zone": "market"})
+        await page.locator("#alarm-list li[data-notice=county]").wait_for(timeout=5_000)
+        assert ZH["delivery.notice"].replace("{n}", "2") in await page.locator("#alarm-list").inner_text()
+    await page.context.close()
