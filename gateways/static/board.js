@@ -141,6 +141,7 @@
       mapZones: $('map-zones'),
       mapMarkers: $('map-markers'),
       mapOfficers: $('map-officers'),
+      mapClusters: $('map-clusters'),
       unitTeams: $('unit-teams'),
       waitingCount: $('waiting-count'),
       filters: {},
@@ -765,6 +766,7 @@
       if (inc) setVisible(view, inc);
     }
     renderCounts();
+    scheduleClusters();
   }
 
   function fillFilterOptions() {
@@ -1255,6 +1257,7 @@
       renderDirty();
     }
     renderCounts();
+    scheduleClusters(); // markers moved, came or went
     if (alarmsDirty) renderAlarms();
     if (detailDirty) renderDetail();
     if (unitsDirty) {
@@ -2083,7 +2086,179 @@
     map.scale = map.width / w;
     map.height = Math.round(h * map.scale);
     map.proj = (lon, lat) => [(lon - west) * kx * map.scale, (north - lat) * map.scale];
-    dom.map.setAttribute('viewBox', `0 0 ${map.width} ${map.height}`);
+    resetMapView();
+  }
+
+  /* Pan and zoom: the SVG's viewBox is the window onto the township. Markers, labels and strokes keep
+   * their size on screen (CSS divides them by --k, the zoom factor); markers closer than CLUSTER_PX on
+   * screen are drawn as one cluster with its count, which spreads into its markers as the map zooms in. */
+  const mapView = { x: 0, y: 0, w: 1000, h: 600 };
+  const MAX_ZOOM = 40;
+  const CLUSTER_PX = 24;
+
+  function resetMapView() {
+    mapView.x = 0;
+    mapView.y = 0;
+    mapView.w = map.width;
+    mapView.h = map.height;
+    applyMapView();
+  }
+
+  function mapZoom() {
+    return map.width / mapView.w;
+  }
+
+  function applyMapView() {
+    // Keep some of the township in sight: the window never leaves the drawn box entirely.
+    mapView.x = Math.min(Math.max(mapView.x, -mapView.w * 0.5), map.width - mapView.w * 0.5);
+    mapView.y = Math.min(Math.max(mapView.y, -mapView.h * 0.5), map.height - mapView.h * 0.5);
+    dom.map.setAttribute('viewBox', `${mapView.x.toFixed(2)} ${mapView.y.toFixed(2)} ${mapView.w.toFixed(2)} ${mapView.h.toFixed(2)}`);
+    // --u: map units per screen pixel, so CSS sizes markers and labels in screen pixels at every zoom.
+    dom.map.style.setProperty('--u', (1 / pxPerUnit()).toFixed(5));
+    dom.map.dataset.zoom = mapZoom().toFixed(2);
+    if (lastOfficers) renderOfficers(lastOfficers);
+    scheduleClusters();
+  }
+
+  /** Zoom by `factor` (>1: in) keeping the map point under (clientX, clientY) where it is. */
+  function zoomMap(factor, clientX, clientY) {
+    const rect = dom.map.getBoundingClientRect();
+    const cx = clientX === undefined ? rect.left + rect.width / 2 : clientX;
+    const cy = clientY === undefined ? rect.top + rect.height / 2 : clientY;
+    const at = clientToMap(cx, cy);
+    const w = Math.min(map.width, Math.max(map.width / MAX_ZOOM, mapView.w / factor));
+    const ratio = w / mapView.w;
+    mapView.x = at.x - (at.x - mapView.x) * ratio;
+    mapView.y = at.y - (at.y - mapView.y) * ratio;
+    mapView.w = w;
+    mapView.h *= ratio;
+    applyMapView();
+  }
+
+  function clientToMap(clientX, clientY) {
+    const ctm = dom.map.getScreenCTM();
+    if (!ctm) return { x: mapView.x + mapView.w / 2, y: mapView.y + mapView.h / 2 };
+    const pt = dom.map.createSVGPoint();
+    pt.x = clientX;
+    pt.y = clientY;
+    return pt.matrixTransform(ctm.inverse());
+  }
+
+  /** Screen pixels per map unit at the current zoom (the SVG fits its viewBox, "meet"). */
+  function pxPerUnit() {
+    const rect = dom.map.getBoundingClientRect();
+    return Math.min(rect.width / mapView.w, rect.height / mapView.h) || 1;
+  }
+
+  const drag = { on: false, moved: false, x: 0, y: 0 };
+
+  function bindMap() {
+    dom.map.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      zoomMap(ev.deltaY < 0 ? 1.25 : 1 / 1.25, ev.clientX, ev.clientY);
+    }, { passive: false });
+    dom.map.addEventListener('pointerdown', (ev) => {
+      if (ev.button !== 0) return;
+      Object.assign(drag, { on: true, moved: false, x: ev.clientX, y: ev.clientY });
+    });
+    window.addEventListener('pointermove', (ev) => {
+      if (!drag.on) return;
+      const dx = ev.clientX - drag.x;
+      const dy = ev.clientY - drag.y;
+      if (!drag.moved && Math.hypot(dx, dy) < 4) return;
+      drag.moved = true;
+      const k = pxPerUnit();
+      mapView.x -= dx / k;
+      mapView.y -= dy / k;
+      drag.x = ev.clientX;
+      drag.y = ev.clientY;
+      applyMapView();
+    });
+    window.addEventListener('pointerup', () => { drag.on = false; });
+    if (window.ResizeObserver) new ResizeObserver(() => { if (map.proj) applyMapView(); }).observe(dom.map);
+    for (const [id, act] of [['map-zoom-in', () => zoomMap(2)], ['map-zoom-out', () => zoomMap(0.5)], ['map-reset', resetMapView]]) {
+      const button = $(id);
+      if (button) button.addEventListener('click', act);
+    }
+    dom.mapClusters.addEventListener('click', (ev) => {
+      const c = ev.target.closest('[data-cluster-size]');
+      if (!c || drag.moved) return;
+      // Zoom in on the cluster until its markers part (a few steps at most).
+      const box = c.getBoundingClientRect();
+      zoomMap(3, box.left + box.width / 2, box.top + box.height / 2);
+    });
+  }
+
+  let clustersPending = false;
+
+  function scheduleClusters() {
+    if (clustersPending) return;
+    clustersPending = true;
+    dom.mapClusters.dataset.pending = 'true'; // cleared once the clusters match the view (tests wait on it)
+    requestAnimationFrame(clusterMarkers);
+  }
+
+  /** Group the visible markers closer than CLUSTER_PX on screen (greedy, in id order, over a grid). */
+  function clusterMarkers() {
+    clustersPending = false;
+    delete dom.mapClusters.dataset.pending;
+    if (!map.proj) return;
+    const radius = CLUSTER_PX / pxPerUnit();
+    const points = [];
+    for (const view of views.values()) {
+      const m = view.marker;
+      if (!m || !view.visible || !m.isConnected) continue;
+      points.push({ m, id: view.id, x: +m.getAttribute('cx'), y: +m.getAttribute('cy') });
+    }
+    points.sort((a, b) => a.id - b.id);
+    const grid = new Map();
+    const cellOf = (v) => Math.floor(v / radius);
+    for (const p of points) {
+      const key = `${cellOf(p.x)},${cellOf(p.y)}`;
+      if (!grid.has(key)) grid.set(key, []);
+      grid.get(key).push(p);
+    }
+    const taken = new Set();
+    const nodes = [];
+    for (const p of points) {
+      if (taken.has(p)) continue;
+      taken.add(p);
+      const members = [p];
+      for (let dx = -1; dx <= 1; dx += 1) {
+        for (let dy = -1; dy <= 1; dy += 1) {
+          for (const q of grid.get(`${cellOf(p.x) + dx},${cellOf(p.y) + dy}`) || []) {
+            if (!taken.has(q) && Math.hypot(q.x - p.x, q.y - p.y) <= radius) {
+              taken.add(q);
+              members.push(q);
+            }
+          }
+        }
+      }
+      if (members.length === 1) {
+        p.m.classList.remove('clustered');
+        continue;
+      }
+      let x = 0;
+      let y = 0;
+      let flagged = false;
+      for (const q of members) {
+        q.m.classList.add('clustered');
+        x += q.x;
+        y += q.y;
+        flagged = flagged || q.m.classList.contains('flagged');
+      }
+      const g = svg('g', { class: `cluster${flagged ? ' flagged' : ''}`,
+        transform: `translate(${(x / members.length).toFixed(1)} ${(y / members.length).toFixed(1)})` });
+      g.dataset.clusterSize = String(members.length);
+      g.dataset.clusterIds = members.map((q) => q.id).sort((a, b) => a - b).join(' ');
+      const count = svg('text', { class: 'cluster-n' });
+      count.textContent = String(members.length);
+      const title = svg('title');
+      title.textContent = t('map.cluster', { n: members.length, ids: members.map((q) => `#${q.id}`).join(' ') });
+      g.append(svg('circle', { class: 'cluster-dot' }), count, title);
+      nodes.push(g);
+    }
+    dom.mapClusters.replaceChildren(...nodes);
   }
 
   function zoneCentre(z) {
@@ -2109,15 +2284,17 @@
         const [x, y] = map.proj(g.coordinates[0], g.coordinates[1]);
         const r = ((p.radius_m || 50) / M_PER_DEG) * map.scale;
         circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
-        labelAt = [x, y - r - 8];
+        labelAt = [x, y - r, '0', '-0.4em'];
       } else {
         const d = g.coordinates.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
         polys.push(svg('path', { d, class: 'zone zone-polygon', 'data-zone': f.id }));
         const ring = g.coordinates[0];
         const xs = ring.map(([lon, lat]) => map.proj(lon, lat));
-        labelAt = [Math.min(...xs.map((q) => q[0])) + 12, Math.min(...xs.map((q) => q[1])) + 30];
+        labelAt = [Math.min(...xs.map((q) => q[0])), Math.min(...xs.map((q) => q[1])), '0.5em', '1.3em'];
       }
-      const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
+      // Offsets in em: the label keeps its place beside the zone at every zoom (its size is in screen pixels).
+      const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), dx: labelAt[2], dy: labelAt[3],
+        class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
       text.textContent = lang === 'en' ? p.name_en || p.name : p.name;
       texts.push(text);
     }
@@ -2170,13 +2347,18 @@
 
   /** Hook for the roster (being built in main): draw officers as small triangles. Each item:
    *  {id, name, team, lat, lon}. Call window.board.renderOfficers(list) with the whole list. */
+  let lastOfficers = null;
+
   function renderOfficers(list) {
+    lastOfficers = list || [];
     if (!map.proj) return;
+    const size = 1 / pxPerUnit(); // the same size on screen at every zoom
     const nodes = [];
     for (const o of list || []) {
       if (!Number.isFinite(+o.lat) || !Number.isFinite(+o.lon)) continue;
       const [x, y] = map.proj(+o.lon, +o.lat);
-      const tri = svg('path', { d: `M${x.toFixed(1)},${(y - 8).toFixed(1)}l7,12h-14z`, class: 'officer' });
+      const tri = svg('path', { d: 'M0,-8l7,12h-14z', class: 'officer',
+        transform: `translate(${x.toFixed(1)} ${y.toFixed(1)}) scale(${size.toFixed(4)})` });
       tri.dataset.officerId = String(o.id);
       if (o.team) tri.dataset.team = o.team;
       const title = svg('title');
@@ -2440,7 +2622,9 @@
         openDetail(Number(row.dataset.incidentId));
       }
     });
+    bindMap();
     dom.mapMarkers.addEventListener('click', (ev) => {
+      if (drag.moved) return; // the end of a pan, not a click
       const m = ev.target.closest('[data-marker-id]');
       if (m) openDetail(Number(m.dataset.markerId));
     });

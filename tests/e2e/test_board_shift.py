@@ -300,3 +300,67 @@ async def test_county_matters_without_forwarding_say_not_configured_and_raise_it
         await page.locator("#alarm-list li[data-notice=county]").wait_for(timeout=5_000)
         assert ZH["delivery.notice"].replace("{n}", "2") in await page.locator("#alarm-list").inner_text()
     await page.context.close()
+
+
+async def test_zooming_the_map_spreads_a_cluster_into_its_markers(browser: Any, server: ServerProcess) -> None:
+    page = await open_board(browser, server)
+    async with server.client() as http:
+        ids = [await report(http, f"map-{n}", FIVE_WAY) for n in range(6)]  # zone only: placed near its centre
+    wanted = " ".join(map(str, ids))
+    cluster = page.locator(f'#map-clusters [data-cluster-ids="{wanted}"]')
+    await cluster.wait_for(timeout=5_000)  # the whole township in view: one cluster of six
+    assert await cluster.get_attribute("data-cluster-size") == "6"
+    assert await page.locator("#map-markers .marker.clustered").count() == 6
+    # Clicking a cluster zooms in on it; a few clicks part it into its six markers.
+    for _ in range(4):
+        if await page.locator("#map-clusters [data-cluster-size]").count() == 0:
+            break
+        zoom = await page.locator("#map").get_attribute("data-zoom")
+        await page.locator("#map-clusters [data-cluster-size]").first.click()
+        await page.wait_for_function(f"document.getElementById('map').dataset.zoom !== '{zoom}'")
+        await page.wait_for_function("!document.querySelector('#map-clusters').dataset.pending")
+    assert await page.locator("#map-clusters [data-cluster-size]").count() == 0
+    assert await page.locator("#map-markers .marker:not(.clustered)").count() == 6
+    # Each marker is its own again: clicking one opens its incident.
+    await page.locator(f'#map-markers [data-marker-id="{ids[2]}"]').click()
+    await page.wait_for_selector(f'#detail[data-incident="{ids[2]}"]', timeout=5_000)
+    # Back to the whole township (the panel closed): one cluster again.
+    await page.click("#detail-close")
+    await page.wait_for_selector("#detail", state="hidden", timeout=5_000)
+    await page.click("#map-reset")
+    await cluster.wait_for(timeout=5_000)
+    await page.context.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+async def test_team_chips_stay_inside_their_cells_at_1920x1080(browser: Any, server: ServerProcess, lang: str) -> None:
+    page = await open_board(browser, server, f"?lang={lang}")
+    async with server.client() as http:
+        await report(http, "chips-1", FIVE_WAY)
+        await report(http, "chips-2", {"category": "labour.wage_arrears", "zone": "town-centre", "description": "欠薪"})
+        await report(
+            http, "chips-3", {"category": "environment.pollution", "zone": "town-centre", "description": "排污"}
+        )
+        await page.wait_for_selector('#main-rows [data-incident-id="3"] .chip', timeout=5_000)
+    outside = await page.evaluate(
+        """() => {
+      const out = [];
+      for (const chip of document.querySelectorAll('#main-rows .chip')) {
+        const cell = chip.closest('.cell').getBoundingClientRect();
+        const box = chip.getBoundingClientRect();
+        if (box.left < cell.left - 0.5 || box.right > cell.right + 0.5) out.push(chip.textContent);
+        for (const part of chip.children) {
+          const p = part.getBoundingClientRect();
+          if (p.right > box.right + 0.5) out.push(`${part.textContent} past its chip`);
+        }
+      }
+      for (const status of document.querySelectorAll('#main-rows .status')) {
+        const cell = status.closest('.cell').getBoundingClientRect();
+        if (status.getBoundingClientRect().right > cell.right + 0.5) out.push(status.textContent);
+      }
+      return out;
+    }"""
+    )
+    assert await page.locator("#main-rows .chip").count() >= 9
+    assert outside == []
+    await page.context.close()
