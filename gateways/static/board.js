@@ -420,6 +420,12 @@
 
   function onSnapshot(msg) {
     countyForwarding = msg.county_forwarding !== false;
+    const tiles = typeof msg.map_tiles === 'string' && msg.map_tiles ? msg.map_tiles : null;
+    if (tiles !== map.tiles) {
+      map.tiles = tiles;
+      map.tileKey = '';
+      if (map.proj) drawTiles();
+    }
     incidents.clear();
     for (const raw of msg.incidents || []) {
       if (!raw || FINAL.has(raw.status)) continue;
@@ -443,7 +449,7 @@
   function onSnapshotFrame(socket, msg) {
     if (msg.kind === 'snapshot') {
       pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [],
-        county_forwarding: msg.county_forwarding !== false };
+        county_forwarding: msg.county_forwarding !== false, map_tiles: msg.map_tiles ?? null };
     } else if (!pendingSnapshot || pendingSnapshot.socket !== socket || pendingSnapshot.seq !== msg.seq) {
       console.warn('board: a snapshot page without its first frame');
       return;
@@ -2049,7 +2055,7 @@
 
   // ---- the map --------------------------------------------------------------------------
 
-  const map = { proj: null, scale: 1, zones: null, width: 1000, height: 600 };
+  const map = { proj: null, inv: null, kx: 1, scale: 1, zones: null, width: 1000, height: 600, tiles: null, tileKey: '' };
   const M_PER_DEG = 111320;
 
   async function loadZones() {
@@ -2086,6 +2092,8 @@
     map.scale = map.width / w;
     map.height = Math.round(h * map.scale);
     map.proj = (lon, lat) => [(lon - west) * kx * map.scale, (north - lat) * map.scale];
+    map.inv = (x, y) => [west + x / (kx * map.scale), north - y / map.scale];
+    map.kx = kx;
     resetMapView();
   }
 
@@ -2118,6 +2126,57 @@
     dom.map.dataset.zoom = mapZoom().toFixed(2);
     if (lastOfficers) renderOfficers(lastOfficers);
     scheduleClusters();
+    drawTiles();
+  }
+
+  /* The optional tile layer: only a township's own tile server (DISPATCHER_MAP_TILES_URL, an XYZ template of
+   * Web Mercator tiles); none by default, so nothing is fetched. Each tile is placed by projecting its
+   * corners, which at a township's scale (a few km) matches the zones' projection to well under a pixel. */
+  const MAX_TILES = 64;
+
+  function tileLon(x, z) { return (x / 2 ** z) * 360 - 180; }
+  function tileLat(y, z) { return (Math.atan(Math.sinh(Math.PI * (1 - (2 * y) / 2 ** z))) * 180) / Math.PI; }
+
+  function drawTiles() {
+    const layer = $('map-tiles');
+    if (!layer) return;
+    if (!map.tiles || !map.proj) {
+      if (layer.firstChild) layer.replaceChildren();
+      map.tileKey = '';
+      return;
+    }
+    // The zoom whose tile pixels are closest to screen pixels.
+    const pxPerDegLon = pxPerUnit() * map.kx * map.scale;
+    const z = Math.max(0, Math.min(19, Math.round(Math.log2((pxPerDegLon * 360) / 256))));
+    const [west, north] = map.inv(mapView.x, mapView.y);
+    const [east, south] = map.inv(mapView.x + mapView.w, mapView.y + mapView.h);
+    const n = 2 ** z;
+    const tx = (lon) => Math.floor(((lon + 180) / 360) * n);
+    const ty = (lat) => {
+      const r = (Math.max(-85, Math.min(85, lat)) * Math.PI) / 180;
+      return Math.floor(((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2) * n);
+    };
+    const x0 = Math.max(0, tx(west));
+    const x1 = Math.min(n - 1, tx(east));
+    const y0 = Math.max(0, ty(north));
+    const y1 = Math.min(n - 1, ty(south));
+    const key = `${map.tiles} ${z} ${x0}-${x1} ${y0}-${y1}`;
+    if (key === map.tileKey) return;
+    map.tileKey = key;
+    const images = [];
+    for (let x = x0; x <= x1; x += 1) {
+      for (let y = y0; y <= y1; y += 1) {
+        if (images.length >= MAX_TILES) break;
+        const [left, top] = map.proj(tileLon(x, z), tileLat(y, z));
+        const [right, bottom] = map.proj(tileLon(x + 1, z), tileLat(y + 1, z));
+        const img = svg('image', { x: left.toFixed(2), y: top.toFixed(2), width: (right - left).toFixed(2),
+          height: (bottom - top).toFixed(2), preserveAspectRatio: 'none', class: 'map-tile' });
+        img.setAttribute('href', map.tiles.replace('{z}', String(z)).replace('{x}', String(x)).replace('{y}', String(y)));
+        img.dataset.tile = `${z}/${x}/${y}`;
+        images.push(img);
+      }
+    }
+    layer.replaceChildren(...images);
   }
 
   /** Zoom by `factor` (>1: in) keeping the map point under (clientX, clientY) where it is. */

@@ -5,9 +5,12 @@ team chips inside their cells at 1920x1080. One browser per module; each test ge
 
 from __future__ import annotations
 
+import http.server
+import io
 import json
 import re
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -364,3 +367,74 @@ async def test_team_chips_stay_inside_their_cells_at_1920x1080(browser: Any, ser
     assert await page.locator("#main-rows .chip").count() >= 9
     assert outside == []
     await page.context.close()
+
+
+class _TileServer:
+    """A township's own tile server on loopback: answers every tile with a small PNG and records the paths."""
+
+    def __init__(self) -> None:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (256, 256), (40, 60, 80)).save(buffer, format="PNG")
+        png = buffer.getvalue()
+        asked: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.send_header("content-length", str(len(png)))
+                self.end_headers()
+                self.wfile.write(png)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.asked = asked
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.template = f"http://127.0.0.1:{self.httpd.server_address[1]}/tiles/{{z}}/{{x}}/{{y}}.png"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+async def test_the_map_draws_the_townships_own_tiles_only_when_set(
+    browser: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    # By default: no tile layer, nothing fetched from anywhere but the dispatcher.
+    page = await open_board(browser, server)
+    await page.wait_for_selector("#map-zones .zone", timeout=5_000)
+    assert await page.locator("#map-tiles image").count() == 0
+    await page.context.close()
+
+    tiles = _TileServer()
+    (tmp_path / "tiled").mkdir()
+    tiled = _start(tmp_path / "tiled", env={"DISPATCHER_MAP_TILES_URL": tiles.template})
+    try:
+        page = await open_board(browser, tiled)
+        await page.wait_for_selector("#map-tiles image", timeout=5_000)
+        hrefs = await page.eval_on_selector_all(
+            "#map-tiles image", "images => images.map((i) => i.getAttribute('href'))"
+        )
+        assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/tiles/\d+/\d+/\d+\.png", h) for h in hrefs)
+        zoom_before = {h.split("/")[-3] for h in hrefs}
+        # Zooming in asks for tiles of a higher zoom level.
+        await page.click("#map-zoom-in")
+        await page.click("#map-zoom-in")
+        await page.wait_for_function(
+            "z => Array.from(document.querySelectorAll('#map-tiles image')).every("
+            "(i) => Number(i.dataset.tile.split('/')[0]) > z)",
+            arg=max(int(z) for z in zoom_before),
+            timeout=5_000,
+        )
+        assert any(path.startswith("/tiles/") for path in tiles.asked)
+        await page.context.close()
+    finally:
+        tiled.stop()
+        tiles.close()
