@@ -2,15 +2,16 @@
 
     .venv/bin/python docs/screenshot.py                  # about 3.5 minutes; docs/board.png, docs/board-detail.png
     .venv/bin/python docs/screenshot.py --out /tmp/b.png --wait 20   # quicker, without a missed deadline
+    .venv/bin/python docs/screenshot.py --out docs/board-3840x2160.png --size 3840x2160   # a 4K wall
 
 It starts ``dispatcher serve`` on a fresh SQLite database (bundled rule table, free loopback port), sends a
 few ordinary reports (a five-way accident whose lead team never acknowledges, a wage dispute, a pollution
 report handed over to the county, one the catalogue does not know), plays
 ``simulations/scenarios/five_way_market_day.yaml`` with ``dispatcher drill`` (20 virtual seconds per second),
-waits ``--wait`` seconds (by default long enough for the 3-minute acknowledgement to be missed, so an alarm
-shows) and photographs the page at 1600x900 in Debian's Chromium; then opens the escalated incident's detail
-panel and photographs it again (``-detail`` added to the file name). Chinese labels need a CJK font
-(Debian ``fonts-noto-cjk``).
+waits ``--wait`` seconds (by default long enough for the 3-minute acknowledgement to be missed, so an
+alarm shows) and photographs the page at 1600x900 (``--size``) in Debian's Chromium; then opens the
+escalated incident's detail panel and photographs it again (``-detail`` added to the file name). Chinese
+labels need a CJK font (Debian ``fonts-noto-cjk``).
 """
 
 from __future__ import annotations

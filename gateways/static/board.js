@@ -14,13 +14,19 @@
  *   .chip[data-team][data-state][data-role]     one chip per assignment
  *   #connection[data-state=open|closed], #last-seq, #triage-rows, #admission-rows
  *   #drill-banner, .drill[data-exercise], .chip.handover[data-handover]
- *   #alarms, #alarm-list > li[data-alarm-seq] button.alarm-ack
+ *   #alarms, #alarm-list > li[data-alarm-seq] button.alarm-ack (one li per incident and stage:
+ *     [data-alarm-group="<incident>:<kind>"][data-alarm-count][data-alarm-seqs]), li[data-alarm-more],
+ *     li[data-notice=county] (county forwarding not configured)
+ *   .chip.handover[data-delivery=pending|delivered|failed|unconfigured], .due-date[data-due-date]
  *   #detail[data-incident] (the detail panel), its buttons [data-action][data-team]
- *   #map .marker[data-marker-id][data-status]
+ *   #map[data-zoom] .marker[data-marker-id][data-status] (.clustered when drawn in a cluster),
+ *   #map-clusters [data-cluster-size][data-cluster-ids], #map-tiles image[data-tile],
+ *   #map-zoom-in, #map-zoom-out, #map-reset
  *   #filter-module, #filter-team, #filter-status, #filter-zone, #lang-toggle, #operator, #sound-toggle
  *   .chip[data-officer] (the officer sent), .chip[data-waiting] (nobody could go yet), .reports[data-count]
  *   #units-panel, #unit-teams > [data-team] .unit[data-officer][data-status], #waiting-count
  *
+ * Times are in the rule table's time zone (Asia/Shanghai by default), not the browser's.
  * All UI labels come from /static/i18n/<lang>.json; names of categories, teams, modules and zones
  * from the rule table (name / name_en). All report text (description, reporter, notes, labels)
  * goes in through textContent.
