@@ -438,3 +438,22 @@ async def test_the_map_draws_the_townships_own_tiles_only_when_set(
     finally:
         tiled.stop()
         tiles.close()
+
+
+async def test_the_side_lanes_show_their_rows_at_1920x1080(browser: Any, server: ServerProcess) -> None:
+    page = await open_board(browser, server)
+    async with server.client() as http:
+        for n in range(3):
+            await report(http, f"side-{n}", {"zone": "market", "description": f"你好，请问集市几点散场？第{n}次"})
+        await page.wait_for_selector('#triage-rows [data-incident-id="3"]', timeout=5_000)
+    cut = await page.evaluate(
+        """() => {
+      const lane = document.querySelector('#triage-rows').closest('.scroll').getBoundingClientRect();
+      return Array.from(document.querySelectorAll('#triage-rows > .row'))
+        .filter((row) => { const r = row.getBoundingClientRect(); return r.top < lane.top || r.bottom > lane.bottom + 0.5; })
+        .map((row) => row.dataset.incidentId);
+    }"""
+    )
+    assert await page.locator("#triage-rows > .row").count() == 3
+    assert cut == []  # every row whole in sight, none behind the lane's edge
+    await page.context.close()
