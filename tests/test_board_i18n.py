@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dispatcher import accounts
 from dispatcher.core import events, incidents, lifecycle, roster
+from gateways import problems
 from rules import matcher, table
 from rules.matcher import Queue
 
@@ -59,6 +60,7 @@ BUILT_KEYS: dict[str, set[str]] = {
     "level": set(typing.get_args(table.EscalationLevel)),
     # The conditions rules/explain.py reports: every name the matcher gives a Condition.
     "cond": set(re.findall(r'Condition\(\s*"(\w+)"', (Path(matcher.__file__)).read_text(encoding="utf-8"))),
+    "problem": set(problems.TITLES),
     "ev": {
         name
         for name, cls in inspect.getmembers(events, inspect.isclass)
