@@ -4,7 +4,10 @@ An alarm is raised by a ``DeadlineMissed`` (a promise was not kept) or by an ``E
 (a matter reached a leader). The escalation that follows a miss in the same step (same team and
 kind) joins the miss's alarm instead of raising a second one, so an operator acknowledges one alarm
 per broken promise. An alarm is identified by the ``seq`` of the event that raised it; it stays
-open until an ``AlarmAcknowledged`` names that seq, or until its incident is closed, cancelled or merged.
+open until an ``AlarmAcknowledged`` names that seq, until an ``AlarmsResolved`` says its team kept the
+promise after all (it resolves by itself: the team acknowledged late, arrived, resolved), or until its
+incident is closed, cancelled or merged. An operator's manual escalation (kind ``manual``) never resolves
+by itself: it needs a person.
 
 The board's JavaScript folds the live events with the same rules (``gateways/static/board.js``);
 this index gives a connecting board the alarms open at its snapshot. Pure data, no I/O; the hub
@@ -22,9 +25,9 @@ from dispatcher.store import StoredEvent
 
 RAISING = frozenset({"DeadlineMissed", "EscalationRaised"})
 _FINISHING = frozenset({"IncidentClosed", "IncidentCancelled", "IncidentMerged"})
-_WATCHED = RAISING | _FINISHING | {"AlarmAcknowledged"}
+_WATCHED = RAISING | _FINISHING | {"AlarmAcknowledged", "AlarmsResolved"}
 #: The event types that open or close the alarms of an incident that is still open.
-ALARM_EVENTS = RAISING | {"AlarmAcknowledged"}
+ALARM_EVENTS = RAISING | {"AlarmAcknowledged", "AlarmsResolved"}
 _ESCALATION_FIELDS = ("level", "to_name", "to_title")
 
 
@@ -54,6 +57,17 @@ class OpenAlarms:
             if alarms is not None and alarms.pop(alarm_seq, None) is not None and not alarms:
                 del self._open[incident_id]
             self._acked.setdefault(incident_id, set()).add(alarm_seq)
+        elif type_name == "AlarmsResolved":
+            alarms = self._open.get(incident_id)
+            if alarms is None:
+                return
+            kinds = set(data.get("kinds") or ())
+            for seq_open in [
+                s for s, a in alarms.items() if a.get("team") == data.get("team") and a.get("kind") in kinds
+            ]:
+                del alarms[seq_open]
+            if not alarms:
+                del self._open[incident_id]
         elif type_name in RAISING:
             alarms = self._open.setdefault(incident_id, {})
             if type_name == "EscalationRaised":

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     county_webhook_url: str | None = Field(
         default=None, description="where county matters are POSTed (http://...); unset: not forwarded"
     )
+    map_tiles_url: str | None = Field(
+        default=None,
+        pattern=r"^(https?://[^\s]+|/[^\s]*)$",
+        description=(
+            "the township's own tile server for the board's map, an XYZ template such as"
+            " http://tiles.township.local/{z}/{x}/{y}.png (Web Mercator tiles); unset: no tiles, nothing fetched"
+        ),
+    )
     county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")

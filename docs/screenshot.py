@@ -2,15 +2,16 @@
 
     .venv/bin/python docs/screenshot.py                  # about 3.5 minutes; docs/board.png, docs/board-detail.png
     .venv/bin/python docs/screenshot.py --out /tmp/b.png --wait 20   # quicker, without a missed deadline
+    .venv/bin/python docs/screenshot.py --out docs/board-3840x2160.png --size 3840x2160   # a 4K wall
 
 It starts ``dispatcher serve`` on a fresh SQLite database (bundled rule table, free loopback port), sends a
 few ordinary reports (a five-way accident whose lead team never acknowledges, a wage dispute, a pollution
 report handed over to the county, one the catalogue does not know), plays
 ``simulations/scenarios/five_way_market_day.yaml`` with ``dispatcher drill`` (20 virtual seconds per second),
-waits ``--wait`` seconds (by default long enough for the 3-minute acknowledgement to be missed, so an alarm
-shows) and photographs the page at 1600x900 in Debian's Chromium; then opens the escalated incident's detail
-panel and photographs it again (``-detail`` added to the file name). Chinese labels need a CJK font
-(Debian ``fonts-noto-cjk``).
+waits ``--wait`` seconds (by default long enough for the 3-minute acknowledgement to be missed, so an
+alarm shows) and photographs the page at 1600x900 (``--size``) in Debian's Chromium; then opens the
+escalated incident's detail panel and photographs it again (``-detail`` added to the file name). Chinese
+labels need a CJK font (Debian ``fonts-noto-cjk``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ REPORTS = [
 ]
 
 
-async def take(out: Path, wait_s: float, chromium: str) -> None:
+async def take(out: Path, wait_s: float, chromium: str, size: tuple[int, int] = (1600, 900)) -> None:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="board_shot_") as tmp:
@@ -86,7 +87,7 @@ async def take(out: Path, wait_s: float, chromium: str) -> None:
                         executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
                     )
                     try:
-                        context = await browser.new_context(viewport={"width": 1600, "height": 900})
+                        context = await browser.new_context(viewport={"width": size[0], "height": size[1]})
                         # The board keeps the token it signed in with for the tab: start signed in as admin.
                         await context.add_init_script(f"sessionStorage.setItem('board.token', {server.token!r});")
                         page = await context.new_page()
@@ -113,8 +114,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "board.png")
     parser.add_argument("--wait", type=float, default=190.0, help="seconds of drill before the picture (max 600)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--size", default="1600x900", help="viewport WIDTHxHEIGHT, e.g. 1920x1080 or 3840x2160")
     args = parser.parse_args()
-    asyncio.run(take(args.out, min(max(args.wait, 1.0), 600.0), args.chromium))
+    width, _, height = args.size.partition("x")
+    size = (int(width), int(height))
+    asyncio.run(take(args.out, min(max(args.wait, 1.0), 600.0), args.chromium, size))
     print(args.out, args.out.with_name(f"{args.out.stem}-detail{args.out.suffix}"))
 
 

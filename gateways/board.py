@@ -4,7 +4,9 @@ Protocol (server → client, JSON text frames):
 
 * on connect without ``since``, a snapshot of every open incident and every open alarm (see
   :mod:`dispatcher.alarms`) as of event ``N``, in pages: first
-  ``{"kind": "snapshot", "seq": N, "total": T, "alarms": [...], "incidents": [IncidentPublic...], "more": M}``,
+  ``{"kind": "snapshot", "seq": N, "total": T, "county_forwarding": F, "alarms": [...], "incidents":
+  [IncidentPublic...], "more": M}`` (``F``: whether county matters are forwarded, a webhook being set; also
+  ``"map_tiles"``: the township's own tile server's URL template, or null),
   then while ``more`` is true ``{"kind": "snapshot_page", "seq": N, "incidents": [...], "more": M}``; the
   snapshot is whole once a frame says ``"more": false`` (a small one is a single frame);
 * ``{"kind": "event", "seq": N, "type": "UnitMoved", "data": {...}}`` for every committed event
@@ -89,7 +91,9 @@ async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
             # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
             # seq like any board resuming with ``since``.
             pages = _snapshot_pages(websocket)
-            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages))
+            forwarding = _county_forwarding(websocket)
+            tiles = _map_tiles(websocket)
+            sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages, forwarding, tiles))
             try:
                 watched: set[asyncio.Future[Any]] = {sending, drain, revoked}
                 await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -144,6 +148,19 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 def _snapshot_page(websocket: WebSocket) -> int:
     settings = getattr(context_of(websocket), "settings", None)
     return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
+
+
+def _county_forwarding(websocket: WebSocket) -> bool:
+    """Whether county matters are forwarded (``DISPATCHER_COUNTY_WEBHOOK_URL`` set): the board says so."""
+    settings = getattr(context_of(websocket), "settings", None)
+    return getattr(settings, "county_webhook_url", None) is not None
+
+
+def _map_tiles(websocket: WebSocket) -> str | None:
+    """The township's own tile server for the map (``DISPATCHER_MAP_TILES_URL``), or None: no tiles."""
+    settings = getattr(context_of(websocket), "settings", None)
+    url = getattr(settings, "map_tiles_url", None)
+    return url if isinstance(url, str) else None
 
 
 def _snapshot_pages(websocket: WebSocket) -> SnapshotPages:
@@ -210,7 +227,14 @@ class _Abandoned(Exception):
     """The board encoding a page went away before finishing it."""
 
 
-async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int, pages: SnapshotPages) -> int:
+async def _send_snapshot(
+    websocket: WebSocket,
+    hub: Hub,
+    page: int,
+    pages: SnapshotPages,
+    county_forwarding: bool = True,
+    map_tiles: str | None = None,
+) -> int:
     """Send every open incident and open alarm as of one seq, in frames of ``page`` incidents; returns the seq.
 
     The incidents are immutable, so the list taken here stays the state as of ``seq`` while later
@@ -224,7 +248,12 @@ async def _send_snapshot(websocket: WebSocket, hub: Hub, page: int, pages: Snaps
         more = "true" if start + page < total else "false"
         array = await pages.encoded(incidents[start : start + page])
         if start == 0:
-            head = f'{{"kind":"snapshot","seq":{seq},"total":{total},"alarms":{orjson.dumps(alarms).decode()}'
+            forwarding = "true" if county_forwarding else "false"
+            head = (
+                f'{{"kind":"snapshot","seq":{seq},"total":{total},"county_forwarding":{forwarding},'
+                f'"map_tiles":{orjson.dumps(map_tiles).decode()},'
+                f'"alarms":{orjson.dumps(alarms).decode()}'
+            )
         else:
             head = f'{{"kind":"snapshot_page","seq":{seq}'
         await websocket.send_text(f'{head},"incidents":{array},"more":{more}}}')

@@ -488,6 +488,7 @@ def simulate(
     scenario: Annotated[Path | None, typer.Argument(help="a scenario file (see docs/simulations.md)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and verdicts here")] = None,
     report_out: Annotated[Path | None, typer.Option("--report", help="write a self-contained HTML report")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="the HTML report's language: en or zh-CN")] = "en",
     from_csv: Annotated[Path | None, typer.Option("--from-csv", help="replay real service requests instead")] = None,
     mapping: Annotated[Path | None, typer.Option(help="with --from-csv: how its rows become reports")] = None,
     table: Annotated[Path | None, typer.Option(help="with --from-csv: the rule table (default: the mapping's)")] = None,
@@ -516,8 +517,12 @@ def simulate(
         typer.echo("give a scenario file, or --from-csv FILE --mapping MAP.yaml", err=True)
         raise typer.Exit(2)
 
-    from simulations.html import html_report
+    from simulations.html import LANGS, html_report
     from simulations.report import summarise, verdicts
+
+    if lang not in LANGS:
+        typer.echo(f"--lang {lang}: the report speaks {' or '.join(LANGS)}", err=True)
+        raise typer.Exit(2)
     from simulations.runner import run_scenario
     from simulations.scenario import load_scenario
 
@@ -557,7 +562,7 @@ def simulate(
     if json_out is not None:
         json_out.write_text(json.dumps(body, ensure_ascii=False, indent=2), encoding="utf-8")
     if report_out is not None:
-        report_out.write_text(html_report(loaded, results), encoding="utf-8")
+        report_out.write_text(html_report(loaded, results, lang), encoding="utf-8")
         typer.echo(f"report: {report_out}")
     if not passed:
         raise typer.Exit(1)

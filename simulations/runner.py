@@ -32,6 +32,7 @@ from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import IncidentFilter, StoredEvent
 from rules import RuleBook, compile_table, load_table
+from rules.table import RuleTable
 from simulations.scenario import ReportSpec, Scenario, offset
 
 Action = Callable[[], Awaitable[None]]
@@ -48,6 +49,8 @@ class RunResult:
     refused: int = 0  # moves the lifecycle refused (e.g. a unit acting after the incident was closed)
     rules_version: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The rule table of the run: module and team names (``name`` / ``name_en``) for reports.
+    table: RuleTable | None = None
 
 
 class Simulation:
@@ -118,6 +121,7 @@ class Simulation:
             ended=self.clock.now(),
             refused=self._refused,
             rules_version=self.rules.version,
+            table=self.rules.table,
         )
 
     async def _drive(self, horizon: datetime) -> None:

@@ -129,10 +129,38 @@ async def test_the_ack_endpoint_records_the_operator_and_refuses_unknown_alarms(
     assert (await client.post(url, json={"actor": "x" * 200})).status_code == 422
 
 
-async def test_a_unit_moving_does_not_clear_an_alarm(rig: HubRig) -> None:
+async def test_a_team_keeping_its_promise_late_resolves_its_alarm_by_itself(rig: HubRig) -> None:
     incident_id, seqs = await _missed_five_way(rig)
+    police = [a["seq"] for a in rig.hub.alarms.snapshot() if a["team"] == "traffic-police"]
+    assert len(police) == 1
     await rig.hub.move_unit(incident_id, "traffic-police", UnitAction.ACKNOWLEDGE, rig.clock.now(), "operator:王芳")
-    assert len(rig.hub.alarms.snapshot()) == len(seqs)
+    # Only the team that acknowledged: the four others still owe theirs.
+    assert sorted(a["seq"] for a in rig.hub.alarms.snapshot()) == sorted(set(seqs) - set(police))
+    resolved = [orjson.loads(e.payload) for e in await rig.hub.timeline(incident_id) if e.type == "AlarmsResolved"]
+    assert [(r["team"], r["kinds"], r["to_state"]) for r in resolved] == [("traffic-police", ["ack"], "acknowledged")]
+    # Resolved, not acknowledged: nobody acknowledged it, and a restart does not bring it back.
+    assert not rig.hub.alarms.was_acknowledged(incident_id, police[0])
+    hub = await rig.restart()
+    assert sorted(a["seq"] for a in hub.alarms.snapshot()) == sorted(set(seqs) - set(police))
+
+
+async def test_a_promise_kept_in_time_records_no_resolution(rig: HubRig) -> None:
+    incident = (await rig.hub.report(five_way(), rig.clock.now())).incident
+    await rig.hub.move_unit(incident.id, "traffic-police", UnitAction.ACKNOWLEDGE, rig.clock.now(), None)
+    assert [e.type for e in await rig.hub.timeline(incident.id) if e.type == "AlarmsResolved"] == []
+
+
+def test_a_resolution_clears_its_teams_alarms_of_those_kinds_and_leaves_a_manual_escalation() -> None:
+    alarms = OpenAlarms()
+    alarms.fold(10, "DeadlineMissed", 1, {"incident_id": 1, **MISS})
+    alarms.fold(11, "EscalationRaised", 1, {"incident_id": 1, **ESCALATION, "kind": "ack", "level": "secretary"})
+    alarms.fold(12, "DeadlineMissed", 1, {"incident_id": 1, **MISS, "team": "police-station"})
+    alarms.fold(13, "EscalationRaised", 1, {"incident_id": 1, **ESCALATION, "kind": "manual"})
+    alarms.fold(14, "DeadlineMissed", 1, {"incident_id": 1, **MISS, "kind": "arrive"})
+    resolved = {"incident_id": 1, "team": "traffic-police", "kinds": ["ack"], "to_state": "acknowledged"}
+    alarms.fold(15, "AlarmsResolved", 1, resolved)
+    assert [a["seq"] for a in alarms.snapshot()] == [12, 13, 14]
+    assert not alarms.was_acknowledged(1, 10)
 
 
 async def test_zones_come_as_geojson_with_labels(client: httpx.AsyncClient) -> None:

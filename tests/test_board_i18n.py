@@ -6,11 +6,13 @@ import dataclasses
 import inspect
 import json
 import re
+import typing
 from pathlib import Path
 
 from dispatcher import accounts
 from dispatcher.core import events, incidents, lifecycle, roster
 from gateways import problems
+from rules import matcher, table
 from rules.matcher import Queue
 
 STATIC = Path(__file__).resolve().parent.parent / "gateways" / "static"
@@ -48,13 +50,16 @@ BUILT_KEYS: dict[str, set[str]] = {
     "unit": {s.value for s in lifecycle.AssignmentState},
     "role": {r.value for r in lifecycle.Role},
     "role.account": {r.value for r in accounts.Role},
-    "kind": {k.value for k in events.DeadlineKind},
+    "kind": {k.value for k in events.DeadlineKind} | {incidents.MANUAL},
     "dl": {s.value for s in incidents.DeadlineState},
     "delivery": {s.value for s in incidents.DeliveryState},
     "why": {r.value for r in events.AssignReason},
     "stat": {q.value for q in Queue},
     "action": {a.value for a in lifecycle.UnitAction},
     "ustatus": {s.value for s in roster.UnitStatus},
+    "level": set(typing.get_args(table.EscalationLevel)),
+    # The conditions rules/explain.py reports: every name the matcher gives a Condition.
+    "cond": set(re.findall(r'Condition\(\s*"(\w+)"', (Path(matcher.__file__)).read_text(encoding="utf-8"))),
     "problem": set(problems.TITLES),
     "ev": {
         name

@@ -342,3 +342,19 @@ async def test_a_merge_refuses_a_stale_version_of_its_source(crew: HubRig) -> No
     with pytest.raises(StaleVersion):
         await hub.merge(a.id, b.id, START + timedelta(minutes=1), expected_version=a.version)
     assert (await hub.get(a.id)).merged_into is None and (await hub.get(b.id)).report_count == 1
+
+
+async def test_an_acknowledgement_re_sent_after_a_miss_resolves_the_misses_alarm_when_kept(crew: HubRig) -> None:
+    hub = crew.hub
+    incident = (await hub.report(jam("r1"), START)).incident
+    for team in FIVE_WAY_TEAMS[1:]:
+        await hub.move_unit(incident.id, team, UnitAction.ACKNOWLEDGE, START + timedelta(minutes=1))
+    await crew.advance(timedelta(minutes=3))  # missed: re-sent to the next officer, whose window is fresh
+    assert [a["team"] for a in hub.alarms.snapshot()] == ["traffic-police"]
+    # The new officer acknowledges in time: the first officer's miss resolves by itself.
+    await hub.move_unit(incident.id, "traffic-police", UnitAction.ACKNOWLEDGE, START + timedelta(minutes=4))
+    assert hub.alarms.snapshot() == []
+    resolved = [d for t, d in await types_of(crew, incident.id) if t == "AlarmsResolved"]
+    assert [(d["team"], d["kinds"]) for d in resolved] == [("traffic-police", ["ack"])]
+    # The supporting teams acknowledged in time: nothing of theirs was resolved.
+    assert all(d["team"] == "traffic-police" for d in resolved)

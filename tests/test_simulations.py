@@ -109,3 +109,33 @@ async def test_a_scenario_with_the_roster_reports_per_officer(repo_root: Path) -
     assert officers["tp-01"]["tasks"] == 1 and officers["tp-01"]["resent_for_silence"] == 1
     assert officers["tp-02"]["tasks"] == 1 and officers["tp-02"]["ack"]["count"] == 0
     assert all(v.passed for v in verdicts(result))
+
+
+async def test_the_html_report_in_chinese_names_modules_from_the_table_and_says_long_durations_in_days() -> None:
+    path = next(p for p in SCENARIOS if p.stem == "labour_one_stop")
+    scenario = load_scenario(path)
+    results = await run_scenario(path, scenario)
+    page = html_report(scenario, results, "zh-CN")
+    assert "<html lang='zh-CN'>" in page and "<script" not in page
+    # Module and team names from the rule table, not their ids.
+    assert "<td>大服务</td>" in page and "<td>劳动保障站</td>" in page
+    assert "<td>service</td>" not in page and "<td>labour-office</td>" not in page
+    # The siloed run takes months: said in days, in Chinese.
+    siloed = summarise(results["siloed"])["by_module"]["service"]["lead_resolve"]["median_s"]
+    assert siloed > 2 * 86400
+    assert f"{siloed / 86400:.1f} 天" in page
+    assert "Expectations" not in page and "incidents" not in page and " min" not in page
+    english = html_report(scenario, results)
+    assert "<td>Service</td>" in english and f"{siloed / 86400:.1f} d" in english
+    with pytest.raises(ValueError, match="zh-CN"):
+        html_report(scenario, results, "fr")
+
+
+def test_durations_are_said_in_the_unit_they_read_best_in() -> None:
+    from simulations.html import WORDS, span
+
+    en = WORDS["en"]
+    table = [(None, "–"), (30.0, "30.0 s"), (90.0, "90.0 s"), (600.0, "10.0 min"), (3 * 3600.0, "3.0 h")]
+    table += [(36 * 3600.0, "36.0 h"), (90 * 86400.0, "90.0 d")]
+    assert [span(seconds, en) for seconds, _ in table] == [text for _, text in table]
+    assert span(3 * 86400.0, WORDS["zh-CN"]) == "3.0 天"

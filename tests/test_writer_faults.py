@@ -157,7 +157,7 @@ async def test_a_failed_commit_loses_no_escalation_step(rig: HubRig, monkeypatch
     assert commits.failed == 1
     assert (fired, again) == (5, 0)
     assert sorted(s["step"] for s in raised if s["kind"] == "ack") == [1] * 5 + [2] * 5
-    assert {s["to_title"] for s in raised if s["kind"] == "ack" and s["step"] == 2} == {"党委书记 (party secretary)"}
+    assert {s["to_title"] for s in raised if s["kind"] == "ack" and s["step"] == 2} == {"党委书记"}
 
 
 async def test_the_writer_survives_a_failed_batch_reaching_the_alarm_job(

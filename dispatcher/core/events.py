@@ -357,6 +357,25 @@ class AlarmAcknowledged(Event):
 EVENT_TYPES[AlarmAcknowledged.__name__] = AlarmAcknowledged
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmsResolved(Event):
+    """A team kept, late, a promise it had missed: the alarms raised for it clear by themselves.
+
+    ``kinds`` are the promises (``ack``, ``arrive``, ``resolve``) the team's move to ``to_state`` kept
+    after one of them was missed (or, for ``ack``, after its officer let the window pass and it was
+    re-sent). Every open alarm of this incident for ``team`` and one of ``kinds`` (the miss and the
+    escalations that followed it) is resolved; nobody has to acknowledge it. Alarms that still need a
+    person (an operator's manual escalation) are not touched.
+    """
+
+    team: str
+    kinds: tuple[str, ...]
+    to_state: AssignmentState
+
+
+EVENT_TYPES[AlarmsResolved.__name__] = AlarmsResolved
+
+
 # -- the township's log: facts about the command room, not about one incident -------------------
 # Stored in the same log with the same global ``seq``, with no incident (``incident_id`` NULL in the
 # event table, absent from the payload), so a replay, a board or a second replica sees them in order.

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from dispatcher.core.events import (
     AlarmAcknowledged,
+    AlarmsResolved,
     AssignmentReassigned,
     AssignmentReturned,
     AssignmentWaiting,
@@ -540,7 +541,29 @@ def move_unit(
         note=note,
         photos=photos,
     )
-    return updated, [event]
+    late = _kept_late(current, new_state)
+    if not late:
+        return updated, [event]
+    return updated, [event, AlarmsResolved(incident_id=incident.id, at=at, team=team, kinds=late, to_state=new_state)]
+
+
+def _kept_late(before: Assignment, new_state: AssignmentState) -> tuple[str, ...]:
+    """The promises a move to ``new_state`` keeps that had been missed before (their alarms clear).
+
+    An acknowledgement re-sent to another officer after a miss is pending again but was missed all the
+    same: its earlier officers (``tried``) tell.
+    """
+    kinds: list[str] = []
+    for kind in DeadlineKind:
+        if before.state in KEPT_BY[kind] or new_state not in KEPT_BY[kind]:
+            continue  # kept before, or not kept by this move
+        deadline = before.deadline(kind)
+        missed = deadline is not None and deadline.state is DeadlineState.MISSED
+        resent = kind is DeadlineKind.ACK and bool(before.tried)
+        raised = any(e.kind == kind.value and e.state is EscalationState.RAISED for e in before.escalations)
+        if missed or resent or raised:
+            kinds.append(kind.value)
+    return tuple(kinds)
 
 
 def finish_incident(

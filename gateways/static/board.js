@@ -14,13 +14,19 @@
  *   .chip[data-team][data-state][data-role]     one chip per assignment
  *   #connection[data-state=open|closed], #last-seq, #triage-rows, #admission-rows
  *   #drill-banner, .drill[data-exercise], .chip.handover[data-handover]
- *   #alarms, #alarm-list > li[data-alarm-seq] button.alarm-ack
+ *   #alarms, #alarm-list > li[data-alarm-seq] button.alarm-ack (one li per incident and stage:
+ *     [data-alarm-group="<incident>:<kind>"][data-alarm-count][data-alarm-seqs]), li[data-alarm-more],
+ *     li[data-notice=county] (county forwarding not configured)
+ *   .chip.handover[data-delivery=pending|delivered|failed|unconfigured], .due-date[data-due-date]
  *   #detail[data-incident] (the detail panel), its buttons [data-action][data-team]
- *   #map .marker[data-marker-id][data-status]
+ *   #map[data-zoom] .marker[data-marker-id][data-status] (.clustered when drawn in a cluster),
+ *   #map-clusters [data-cluster-size][data-cluster-ids], #map-tiles image[data-tile],
+ *   #map-zoom-in, #map-zoom-out, #map-reset
  *   #filter-module, #filter-team, #filter-status, #filter-zone, #lang-toggle, #operator, #sound-toggle
  *   .chip[data-officer] (the officer sent), .chip[data-waiting] (nobody could go yet), .reports[data-count]
  *   #units-panel, #unit-teams > [data-team] .unit[data-officer][data-status], #waiting-count
  *
+ * Times are in the rule table's time zone (Asia/Shanghai by default), not the browser's.
  * All UI labels come from /static/i18n/<lang>.json; names of categories, teams, modules and zones
  * from the rule table (name / name_en). All report text (description, reporter, notes, labels)
  * goes in through textContent.
@@ -141,6 +147,7 @@
       mapZones: $('map-zones'),
       mapMarkers: $('map-markers'),
       mapOfficers: $('map-officers'),
+      mapClusters: $('map-clusters'),
       unitTeams: $('unit-teams'),
       waitingCount: $('waiting-count'),
       filters: {},
@@ -202,6 +209,7 @@
     dom.langToggle.textContent = t('lang.switch');
     dom.langToggle.dataset.lang = lang;
     paintSound();
+    if (account) showAccount(account); // signed in before the labels came: name the role now
     fillFilterOptions();
     if (dom.connection.dataset.state === 'open') setConnection('open', t('conn.open'));
     document.title = `${rules ? name(rules.township, '') : ''} · ${t('app.title')}`;
@@ -269,14 +277,54 @@
     return `${sign}${Math.floor(h / 24)}d ${pad2(h % 24)}:${pad2(m)}:${pad2(s)}`;
   }
 
+  /* Every time on the board is in the rule table's time zone (Asia/Shanghai unless the table says
+   * otherwise), not the browser's: a wall screen set to another zone shows the township's hours. */
+  const DEFAULT_ZONE = 'Asia/Shanghai';
+  const zoneFormats = new Map();
+
+  function timeZone() {
+    return (rules && rules.timezone) || DEFAULT_ZONE;
+  }
+
+  /** {y, mo, d, h, mi, s} of an instant in the table's time zone. */
+  function zonedParts(ms) {
+    const zone = timeZone();
+    let fmt = zoneFormats.get(zone);
+    if (!fmt) {
+      try {
+        fmt = new Intl.DateTimeFormat('en-GB', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit',
+          day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      } catch (err) {
+        fmt = new Intl.DateTimeFormat('en-GB', { timeZone: DEFAULT_ZONE, hourCycle: 'h23', year: 'numeric',
+          month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      }
+      zoneFormats.set(zone, fmt);
+    }
+    const p = {};
+    for (const part of fmt.formatToParts(new Date(ms))) p[part.type] = part.value;
+    return { y: p.year, mo: p.month, d: p.day, h: p.hour, mi: p.minute, s: p.second };
+  }
+
   function formatClock(ms) {
-    const d = new Date(ms);
-    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+    if (!Number.isFinite(ms)) return '—';
+    const p = zonedParts(ms);
+    return `${p.h}:${p.mi}:${p.s}`;
   }
 
   function formatDate(ms) {
-    const d = new Date(ms);
-    return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+    if (!Number.isFinite(ms)) return '—';
+    const p = zonedParts(ms);
+    return `${p.y}-${p.mo}-${p.d}`;
+  }
+
+  const DAY_MS = 86400000;
+
+  /** A due time: the clock time within a day of now, the date and time (to the minute) beyond. */
+  function formatDue(ms) {
+    if (!Number.isFinite(ms)) return '—';
+    if (Math.abs(ms - now()) < DAY_MS) return formatClock(ms);
+    const p = zonedParts(ms);
+    return `${p.y}-${p.mo}-${p.d} ${p.h}:${p.mi}`;
   }
 
   function formatStamp(text) {
@@ -337,7 +385,13 @@
 
   function moduleLead(moduleId) {
     const m = labels.modules.get(moduleId);
-    return m && m.lead ? { name: m.lead.name, title: m.lead.title } : null;
+    return m && m.lead ? { name: m.lead.name, title: m.lead.title, level: 'module_lead' } : null;
+  }
+
+  /** A leader's title in the board's language: the table's (Chinese) title, or in English the level's label. */
+  function leaderTitle(level, title) {
+    if (lang === 'en' && level && dict && Object.prototype.hasOwnProperty.call(dict, `level.${level}`)) return t(`level.${level}`);
+    return title || '';
   }
 
   const teamName = (id) => name(labels.teams.get(id), id);
@@ -358,6 +412,7 @@
         if (d.state === 'missed' && inc.escalate_to && inc.escalate_to.name) {
           addEscalation(inc, { team: a.team, kind: d.kind, level: 'module_lead',
             to_name: inc.escalate_to.name, to_title: inc.escalate_to.title });
+          inc._escalations[inc._escalations.length - 1].level = inc._escalations[inc._escalations.length - 1].level || 'module_lead';
         }
       }
     }
@@ -370,6 +425,13 @@
   }
 
   function onSnapshot(msg) {
+    countyForwarding = msg.county_forwarding !== false;
+    const tiles = typeof msg.map_tiles === 'string' && msg.map_tiles ? msg.map_tiles : null;
+    if (tiles !== map.tiles) {
+      map.tiles = tiles;
+      map.tileKey = '';
+      if (map.proj) drawTiles();
+    }
     incidents.clear();
     for (const raw of msg.incidents || []) {
       if (!raw || FINAL.has(raw.status)) continue;
@@ -392,7 +454,8 @@
 
   function onSnapshotFrame(socket, msg) {
     if (msg.kind === 'snapshot') {
-      pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [] };
+      pendingSnapshot = { socket, seq: msg.seq, alarms: msg.alarms || [], incidents: [],
+        county_forwarding: msg.county_forwarding !== false, map_tiles: msg.map_tiles ?? null };
     } else if (!pendingSnapshot || pendingSnapshot.socket !== socket || pendingSnapshot.seq !== msg.seq) {
       console.warn('board: a snapshot page without its first frame');
       return;
@@ -416,6 +479,15 @@
       alarmsDirty = true;
     } else if (type === 'AlarmAcknowledged') {
       if (alarms.delete(d.alarm_seq)) alarmsDirty = true;
+    } else if (type === 'AlarmsResolved') {
+      // The team kept the promise late: its alarms of those kinds resolve by themselves.
+      const kinds = new Set(d.kinds || []);
+      for (const [s, a] of alarms) {
+        if (a.incident_id === id && a.team === d.team && kinds.has(a.kind)) {
+          alarms.delete(s);
+          alarmsDirty = true;
+        }
+      }
     } else if (type === 'DeadlineMissed' || type === 'EscalationRaised') {
       if (type === 'EscalationRaised') {
         for (const a of alarms.values()) {
@@ -470,7 +542,11 @@
           reported_at: d.at,
           updated_at: d.at,
           version: 1,
+          // A county matter opens with a delivery waiting (drills are never forwarded).
+          delivery: d.handover && d.exercise !== true
+            ? { department: d.handover, state: 'pending', attempts: 0, last_error: null } : null,
         }));
+        if (d.handover && !countyForwarding) alarmsDirty = true;
         checkTableVersion(d.table_version);
         return true;
       }
@@ -604,8 +680,10 @@
     const data = msg.data;
     if (data && data.at) noteServerTime(parseTime(data.at));
     if (data && typeof data.incident_id === 'number') {
+      const alarmsBefore = alarms.size;
       foldAlarm(msg.type, data, seq, true);
-      if (applyEvent(msg.type, data, seq)) dirty.add(data.incident_id);
+      const changed = applyEvent(msg.type, data, seq);
+      if (changed || alarms.size !== alarmsBefore) dirty.add(data.incident_id);
       if (detail.id === data.incident_id) detailEvent(seq, msg.type, data);
     }
     schedule();
@@ -620,8 +698,14 @@
 
   // ---- derived row data -----------------------------------------------------------------
 
+  /** Whether an alarm of this incident is open (its row is red like a breached one). */
+  function hasAlarm(id) {
+    for (const a of alarms.values()) if (a.incident_id === id) return true;
+    return false;
+  }
+
   function derive(inc) {
-    let flag = inc._escalations.length > 0;
+    let flag = inc._escalations.length > 0 || hasAlarm(inc.id);
     let due = Infinity;
     let dueKind = null;
     let dueTeam = null;
@@ -694,6 +778,7 @@
       if (inc) setVisible(view, inc);
     }
     renderCounts();
+    scheduleClusters();
   }
 
   function fillFilterOptions() {
@@ -808,7 +893,7 @@
     if (a.tried && a.tried.length) lines.push(t('chip.tried', { names: a.tried.map(officerName).join('、') }));
     for (const d of a.deadlines) {
       const due = parseTime(d.due_at);
-      lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatClock(due)}` : ''}`);
+      lines.push(`${kindName(d.kind)}: ${t(`dl.${d.state}`)}${Number.isFinite(due) ? ` ${formatDue(due)}` : ''}`);
     }
     chip.title = lines.join('\n');
     return chip;
@@ -823,7 +908,7 @@
     }
     const nodes = [];
     for (const { e, causes } of byTarget.values()) {
-      const badge = el('span', 'esc-badge', t('esc.to', { title: e.to_title || '', name: e.to_name || '' }).trim());
+      const badge = el('span', 'esc-badge', t('esc.to', { title: leaderTitle(e.level, e.to_title), name: e.to_name || '' }).trim());
       badge.dataset.escalated = 'true';
       badge.title = causes.map((c) => t('alarm.missed', { team: teamName(c.team), kind: kindName(c.kind) })).join('; ');
       nodes.push(badge);
@@ -904,8 +989,14 @@
         const dueEl = el('span', 'due mono');
         dueEl.dataset.dueAt = new Date(info.due).toISOString();
         const sub = el('small', 'due-what', `${kindName(info.dueKind)} · ${teamName(info.dueTeam)}`);
-        sub.title = formatClock(info.due);
+        sub.title = formatDue(info.due);
         dueCell.append(dueEl, sub);
+        if (info.due - now() >= DAY_MS) {
+          // A countdown of days says little on its own: give the date it falls due.
+          const date = el('small', 'due-date mono', formatDue(info.due));
+          date.dataset.dueDate = formatDate(info.due);
+          dueCell.append(date);
+        }
         view.dueEl = dueEl;
       } else {
         dueCell.append(el('span', 'muted', '—'));
@@ -921,8 +1012,10 @@
         chip.dataset.handover = handover;
         chip.append(el('span', 'chip-name', t('handover', { dept: name(dept, handover) })));
         if (inc.delivery) {
-          chip.dataset.delivery = inc.delivery.state;
-          chip.append(el('span', 'chip-meta', t(`delivery.${inc.delivery.state}`, { n: inc.delivery.attempts })));
+          // Without a webhook nothing is forwarded: "forwarding, 0 tries" would wait forever.
+          const state = inc.delivery.state === 'pending' && !countyForwarding ? 'unconfigured' : inc.delivery.state;
+          chip.dataset.delivery = state;
+          chip.append(el('span', 'chip-meta', t(`delivery.${state}`, { n: inc.delivery.attempts })));
           if (inc.delivery.last_error) chip.title = inc.delivery.last_error;
         }
         chips.append(chip);
@@ -1114,14 +1207,15 @@
   }
 
   function renderCounts() {
-    const n = (lane) => order[lane].length;
-    setText(dom.openCount, String(incidents.size));
+    // Every counter counts the rows its lane shows (the filters apply to both).
+    const shownIn = (lane) => order[lane].reduce((k, v) => k + (v.visible ? 1 : 0), 0);
     let flagged = 0;
-    for (const v of order.main) if (v.flag) flagged += 1; else break; // flagged rows sort first
+    for (const v of order.main) if (v.flag && v.visible) flagged += 1;
+    setText(dom.openCount, String(shownIn('main') + shownIn('triage') + shownIn('admission')));
     setText(dom.escalatedCount, String(flagged));
     dom.escalatedCount.parentElement.classList.toggle('hot', flagged > 0);
-    setText(dom.triageCount, String(n('triage')));
-    setText(dom.admissionCount, String(n('admission')));
+    setText(dom.triageCount, String(shownIn('triage')));
+    setText(dom.admissionCount, String(shownIn('admission')));
     for (const lane of Object.keys(order)) {
       let shown = 0;
       for (const v of order[lane]) if (v.visible) shown += 1;
@@ -1175,6 +1269,7 @@
       renderDirty();
     }
     renderCounts();
+    scheduleClusters(); // markers moved, came or went
     if (alarmsDirty) renderAlarms();
     if (detailDirty) renderDetail();
     if (unitsDirty) {
@@ -1227,37 +1322,136 @@
     if (a.type === 'DeadlineMissed' || a.team) {
       parts.push(t('alarm.missed', { team: teamName(a.team), kind: kindName(a.kind) }));
     }
-    if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: a.to_title || '', name: a.to_name || '' }));
+    if (a.to_name || a.to_title) parts.push(t('alarm.escalated', { title: leaderTitle(a.level, a.to_title), name: a.to_name || '' }));
     if (Number.isFinite(a.late_by) && a.late_by >= 1) parts.push(t('alarm.late', { span: formatSpan(a.late_by * 1000) }));
     return parts.join(' · ');
   }
 
+  /** Alarms grouped per incident and stage (the promise kind, or a manual escalation), as
+   * Alertmanager groups alerts: one strip row per group, with its count and its teams. */
+  function alarmGroups() {
+    const groups = new Map();
+    for (const a of alarms.values()) {
+      if (!incidents.has(a.incident_id)) continue;
+      const key = `${a.incident_id}:${a.kind || a.type}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = { key, incident_id: a.incident_id, kind: a.kind, members: [], latest: 0, at: NaN };
+        groups.set(key, g);
+      }
+      g.members.push(a);
+      if (a.seq > g.latest) {
+        g.latest = a.seq;
+        g.at = parseTime(a.at);
+      }
+    }
+    for (const g of groups.values()) g.members.sort((a, b) => a.seq - b.seq);
+    return Array.from(groups.values()).sort((a, b) => b.latest - a.latest);
+  }
+
+  function alarmGroupText(g) {
+    const teams = [];
+    for (const a of g.members) if (a.team && !teams.includes(a.team)) teams.push(a.team);
+    const parts = [];
+    if (g.kind === 'manual') parts.push(t('alarm.manual'));
+    else parts.push(t('alarm.group', { kind: kindName(g.kind), teams: teams.map(teamName).join(t('list.sep')) }));
+    // The highest step reached in the group names the leader it reached.
+    let top = null;
+    for (const a of g.members) if (a.to_name || a.to_title) top = a;
+    if (top) parts.push(t('alarm.escalated', { title: leaderTitle(top.level, top.to_title), name: top.to_name || '' }));
+    let late = NaN;
+    for (const a of g.members) if (Number.isFinite(a.late_by) && !(a.late_by <= late)) late = a.late_by;
+    if (Number.isFinite(late) && late >= 1) parts.push(t('alarm.late', { span: formatSpan(late * 1000) }));
+    return parts.join(' · ');
+  }
+
+  const ALARM_ROWS = 3; // groups shown in the strip; the rest are counted behind them
+
   function renderAlarms() {
     alarmsDirty = false;
-    const list = Array.from(alarms.values()).filter((a) => incidents.has(a.incident_id));
-    list.sort((a, b) => b.seq - a.seq);
-    const items = list.map((a) => {
+    const groups = alarmGroups();
+    const items = groups.slice(0, ALARM_ROWS).map((g) => {
       const li = el('li', 'alarm');
-      li.dataset.alarmSeq = String(a.seq);
-      li.dataset.alarmIncident = String(a.incident_id);
-      const inc = incidents.get(a.incident_id);
+      li.dataset.alarmSeq = String(g.members[0].seq);
+      li.dataset.alarmSeqs = g.members.map((a) => a.seq).join(' ');
+      li.dataset.alarmGroup = g.key;
+      li.dataset.alarmCount = String(g.members.length);
+      li.dataset.alarmIncident = String(g.incident_id);
+      const inc = incidents.get(g.incident_id);
       const open = el('button', 'alarm-open');
       open.type = 'button';
       open.append(
-        el('span', 'mono alarm-id', `#${a.incident_id}`),
+        el('span', 'mono alarm-id', `#${g.incident_id}`),
         el('span', 'alarm-cat', inc ? name(labels.catalogue.get(inc.category), inc.category || '') : ''),
-        el('span', 'alarm-text', alarmText(a)),
-        el('span', 'mono alarm-at', formatClock(parseTime(a.at))),
+        el('span', 'alarm-text', alarmGroupText(g)),
       );
+      if (g.members.length > 1) {
+        const n = el('span', 'mono alarm-n', `×${g.members.length}`);
+        n.title = t('alarm.count', { n: g.members.length });
+        open.append(n);
+      }
+      open.append(el('span', 'mono alarm-at', formatClock(g.at)));
       const ack = el('button', 'alarm-ack', t('alarm.ack'));
       ack.type = 'button';
       li.append(open, ack);
       return li;
     });
+    const notice = countyNotice();
+    if (notice) items.unshift(notice);
+    const behind = groups.length - (items.length - (notice ? 1 : 0));
+    if (behind > 0) {
+      const more = el('li', 'alarm-more', t('alarm.more', { n: behind }));
+      more.dataset.alarmMore = String(behind);
+      items.push(more);
+    }
+    let total = 0;
+    for (const g of groups) total += g.members.length;
     dom.alarmList.replaceChildren(...items);
-    dom.alarmCount.textContent = String(items.length);
-    dom.alarms.hidden = items.length === 0;
-    document.body.classList.toggle('alarming', items.length > 0);
+    dom.alarmCount.textContent = String(groups.length);
+    dom.alarmCount.title = t('alarm.total', { groups: groups.length, n: total });
+    dom.alarms.hidden = groups.length === 0 && !notice;
+    document.body.classList.toggle('alarming', groups.length > 0);
+  }
+
+  /* County forwarding off (no webhook): the county matters on the board are not forwarded and the command
+   * room must phone the departments. Said once in the strip, until the operator dismisses it; it comes
+   * back only for a county matter that arrives after that. */
+  let countyForwarding = true;
+
+  function unforwarded() {
+    const ids = [];
+    if (countyForwarding) return ids;
+    for (const inc of incidents.values()) {
+      if (inc.delivery && inc.delivery.state === 'pending' && !inc.exercise) ids.push(inc.id);
+    }
+    return ids.sort((a, b) => a - b);
+  }
+
+  function countyNotice() {
+    const ids = unforwarded();
+    const seen = Number(recall('board.county-notice') || 0);
+    if (!ids.length || ids[ids.length - 1] <= seen) return null;
+    const li = el('li', 'alarm notice');
+    li.dataset.notice = 'county';
+    li.append(el('span', 'alarm-text', t('delivery.notice', { n: ids.length })));
+    const ok = el('button', 'notice-ok', t('notice.dismiss'));
+    ok.type = 'button';
+    ok.addEventListener('click', () => {
+      store('board.county-notice', String(ids[ids.length - 1]));
+      alarmsDirty = true;
+      schedule();
+    });
+    li.append(ok);
+    return li;
+  }
+
+  /** Acknowledge every alarm of a strip row (its group). */
+  async function acknowledgeGroup(seqs) {
+    if (!operatorActor()) {
+      flashOperator();
+      return;
+    }
+    for (const seq of seqs) await acknowledgeAlarm(seq);
   }
 
   async function acknowledgeAlarm(seq) {
@@ -1538,7 +1732,7 @@
       case 'DeadlineMissed':
         return t('alarm.missed', { team: teamName(d.team), kind: kindName(d.kind) });
       case 'EscalationRaised':
-        return `${teamName(d.team)} · ${kindName(d.kind)} → ${d.to_title || ''} ${d.to_name || ''}`;
+        return `${teamName(d.team)} · ${kindName(d.kind)} → ${leaderTitle(d.level, d.to_title)} ${d.to_name || ''}`;
       case 'AlarmAcknowledged':
         return `#${d.alarm_seq}`;
       case 'OfficerAssigned':
@@ -1626,7 +1820,8 @@
     ])));
 
     const routing = inc.routing || {};
-    const lead = inc.escalate_to && inc.escalate_to.name ? `${inc.escalate_to.title || ''} ${inc.escalate_to.name}` : null;
+    const lead = inc.escalate_to && inc.escalate_to.name
+      ? `${leaderTitle(inc.escalate_to.level || 'module_lead', inc.escalate_to.title)} ${inc.escalate_to.name}` : null;
     const explainBox = el('div', 'd-explain');
     if (detail.explain === 'loading') explainBox.append(el('p', 'muted', t('detail.explain_loading')));
     else if (detail.explain && detail.explain.error) explainBox.append(el('p', 'd-message error', detail.explain.error));
@@ -1635,7 +1830,15 @@
       if (!w) explainBox.append(el('p', 'muted', t('detail.no_rule')));
       else {
         const ul = el('ul', 'd-conditions');
-        for (const c of w.conditions || []) ul.append(el('li', c.held ? 'held' : 'failed', `${c.held ? '✓' : '✗'} ${c.name}: ${c.detail}`));
+        for (const c of w.conditions || []) {
+          // The condition's name and verdict from the translation files; the server's English detail only
+          // on the English board (a tooltip).
+          const li = el('li', c.held ? 'held' : 'failed',
+            t('cond.line', { mark: c.held ? '✓' : '✗', name: t(`cond.${c.name}`), verdict: t(c.held ? 'cond.held' : 'cond.failed') }));
+          li.dataset.condition = c.name;
+          if (lang === 'en') li.title = c.detail;
+          ul.append(li);
+        }
         explainBox.append(el('p', 'mono', `${w.rule} (${t('detail.precedence', { n: w.precedence })}, ${t('detail.specificity', { n: w.specificity })})`), ul);
       }
     }
@@ -1660,7 +1863,7 @@
       for (const d of a.deadlines) {
         const due = parseTime(d.due_at);
         const li = el('li', `dl-${d.state}`);
-        li.append(el('span', 'd-kind', kindName(d.kind)), el('span', 'mono', formatClock(due)), el('span', 'd-dl-state', t(`dl.${d.state}`)));
+        li.append(el('span', 'd-kind', kindName(d.kind)), el('span', 'mono', formatDue(due)), el('span', 'd-dl-state', t(`dl.${d.state}`)));
         if (d.state === 'pending') {
           const span = el('span', 'due mono');
           detail.dueEls.push({ span, due, win: due - parseTime(a.dispatched_at) });
@@ -1875,7 +2078,7 @@
 
   // ---- the map --------------------------------------------------------------------------
 
-  const map = { proj: null, scale: 1, zones: null, width: 1000, height: 600 };
+  const map = { proj: null, inv: null, kx: 1, scale: 1, zones: null, width: 1000, height: 600, tiles: null, tileKey: '' };
   const M_PER_DEG = 111320;
 
   async function loadZones() {
@@ -1912,7 +2115,232 @@
     map.scale = map.width / w;
     map.height = Math.round(h * map.scale);
     map.proj = (lon, lat) => [(lon - west) * kx * map.scale, (north - lat) * map.scale];
-    dom.map.setAttribute('viewBox', `0 0 ${map.width} ${map.height}`);
+    map.inv = (x, y) => [west + x / (kx * map.scale), north - y / map.scale];
+    map.kx = kx;
+    resetMapView();
+  }
+
+  /* Pan and zoom: the SVG's viewBox is the window onto the township. Markers, labels and strokes keep
+   * their size on screen (CSS divides them by --k, the zoom factor); markers closer than CLUSTER_PX on
+   * screen are drawn as one cluster with its count, which spreads into its markers as the map zooms in. */
+  const mapView = { x: 0, y: 0, w: 1000, h: 600 };
+  const MAX_ZOOM = 40;
+  const CLUSTER_PX = 24;
+
+  function resetMapView() {
+    mapView.x = 0;
+    mapView.y = 0;
+    mapView.w = map.width;
+    mapView.h = map.height;
+    applyMapView();
+  }
+
+  function mapZoom() {
+    return map.width / mapView.w;
+  }
+
+  function applyMapView() {
+    // Keep some of the township in sight: the window never leaves the drawn box entirely.
+    mapView.x = Math.min(Math.max(mapView.x, -mapView.w * 0.5), map.width - mapView.w * 0.5);
+    mapView.y = Math.min(Math.max(mapView.y, -mapView.h * 0.5), map.height - mapView.h * 0.5);
+    dom.map.setAttribute('viewBox', `${mapView.x.toFixed(2)} ${mapView.y.toFixed(2)} ${mapView.w.toFixed(2)} ${mapView.h.toFixed(2)}`);
+    // --u: map units per screen pixel, so CSS sizes markers and labels in screen pixels at every zoom.
+    dom.map.style.setProperty('--u', (1 / pxPerUnit()).toFixed(5));
+    dom.map.dataset.zoom = mapZoom().toFixed(2);
+    if (lastOfficers) renderOfficers(lastOfficers);
+    scheduleClusters();
+    drawTiles();
+  }
+
+  /* The optional tile layer: only a township's own tile server (DISPATCHER_MAP_TILES_URL, an XYZ template of
+   * Web Mercator tiles); none by default, so nothing is fetched. Each tile is placed by projecting its
+   * corners, which at a township's scale (a few km) matches the zones' projection to well under a pixel. */
+  const MAX_TILES = 64;
+
+  function tileLon(x, z) { return (x / 2 ** z) * 360 - 180; }
+  function tileLat(y, z) { return (Math.atan(Math.sinh(Math.PI * (1 - (2 * y) / 2 ** z))) * 180) / Math.PI; }
+
+  function drawTiles() {
+    const layer = $('map-tiles');
+    if (!layer) return;
+    if (!map.tiles || !map.proj) {
+      if (layer.firstChild) layer.replaceChildren();
+      map.tileKey = '';
+      return;
+    }
+    // The zoom whose tile pixels are closest to screen pixels.
+    const pxPerDegLon = pxPerUnit() * map.kx * map.scale;
+    const z = Math.max(0, Math.min(19, Math.round(Math.log2((pxPerDegLon * 360) / 256))));
+    const [west, north] = map.inv(mapView.x, mapView.y);
+    const [east, south] = map.inv(mapView.x + mapView.w, mapView.y + mapView.h);
+    const n = 2 ** z;
+    const tx = (lon) => Math.floor(((lon + 180) / 360) * n);
+    const ty = (lat) => {
+      const r = (Math.max(-85, Math.min(85, lat)) * Math.PI) / 180;
+      return Math.floor(((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2) * n);
+    };
+    const x0 = Math.max(0, tx(west));
+    const x1 = Math.min(n - 1, tx(east));
+    const y0 = Math.max(0, ty(north));
+    const y1 = Math.min(n - 1, ty(south));
+    const key = `${map.tiles} ${z} ${x0}-${x1} ${y0}-${y1}`;
+    if (key === map.tileKey) return;
+    map.tileKey = key;
+    const images = [];
+    for (let x = x0; x <= x1; x += 1) {
+      for (let y = y0; y <= y1; y += 1) {
+        if (images.length >= MAX_TILES) break;
+        const [left, top] = map.proj(tileLon(x, z), tileLat(y, z));
+        const [right, bottom] = map.proj(tileLon(x + 1, z), tileLat(y + 1, z));
+        const img = svg('image', { x: left.toFixed(2), y: top.toFixed(2), width: (right - left).toFixed(2),
+          height: (bottom - top).toFixed(2), preserveAspectRatio: 'none', class: 'map-tile' });
+        img.setAttribute('href', map.tiles.replace('{z}', String(z)).replace('{x}', String(x)).replace('{y}', String(y)));
+        img.dataset.tile = `${z}/${x}/${y}`;
+        images.push(img);
+      }
+    }
+    layer.replaceChildren(...images);
+  }
+
+  /** Zoom by `factor` (>1: in) keeping the map point under (clientX, clientY) where it is. */
+  function zoomMap(factor, clientX, clientY) {
+    const rect = dom.map.getBoundingClientRect();
+    const cx = clientX === undefined ? rect.left + rect.width / 2 : clientX;
+    const cy = clientY === undefined ? rect.top + rect.height / 2 : clientY;
+    const at = clientToMap(cx, cy);
+    const w = Math.min(map.width, Math.max(map.width / MAX_ZOOM, mapView.w / factor));
+    const ratio = w / mapView.w;
+    mapView.x = at.x - (at.x - mapView.x) * ratio;
+    mapView.y = at.y - (at.y - mapView.y) * ratio;
+    mapView.w = w;
+    mapView.h *= ratio;
+    applyMapView();
+  }
+
+  function clientToMap(clientX, clientY) {
+    const ctm = dom.map.getScreenCTM();
+    if (!ctm) return { x: mapView.x + mapView.w / 2, y: mapView.y + mapView.h / 2 };
+    const pt = dom.map.createSVGPoint();
+    pt.x = clientX;
+    pt.y = clientY;
+    return pt.matrixTransform(ctm.inverse());
+  }
+
+  /** Screen pixels per map unit at the current zoom (the SVG fits its viewBox, "meet"). */
+  function pxPerUnit() {
+    const rect = dom.map.getBoundingClientRect();
+    return Math.min(rect.width / mapView.w, rect.height / mapView.h) || 1;
+  }
+
+  const drag = { on: false, moved: false, x: 0, y: 0 };
+
+  function bindMap() {
+    dom.map.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      zoomMap(ev.deltaY < 0 ? 1.25 : 1 / 1.25, ev.clientX, ev.clientY);
+    }, { passive: false });
+    dom.map.addEventListener('pointerdown', (ev) => {
+      if (ev.button !== 0) return;
+      Object.assign(drag, { on: true, moved: false, x: ev.clientX, y: ev.clientY });
+    });
+    window.addEventListener('pointermove', (ev) => {
+      if (!drag.on) return;
+      const dx = ev.clientX - drag.x;
+      const dy = ev.clientY - drag.y;
+      if (!drag.moved && Math.hypot(dx, dy) < 4) return;
+      drag.moved = true;
+      const k = pxPerUnit();
+      mapView.x -= dx / k;
+      mapView.y -= dy / k;
+      drag.x = ev.clientX;
+      drag.y = ev.clientY;
+      applyMapView();
+    });
+    window.addEventListener('pointerup', () => { drag.on = false; });
+    if (window.ResizeObserver) new ResizeObserver(() => { if (map.proj) applyMapView(); }).observe(dom.map);
+    for (const [id, act] of [['map-zoom-in', () => zoomMap(2)], ['map-zoom-out', () => zoomMap(0.5)], ['map-reset', resetMapView]]) {
+      const button = $(id);
+      if (button) button.addEventListener('click', act);
+    }
+    dom.mapClusters.addEventListener('click', (ev) => {
+      const c = ev.target.closest('[data-cluster-size]');
+      if (!c || drag.moved) return;
+      // Zoom in on the cluster until its markers part (a few steps at most).
+      const box = c.getBoundingClientRect();
+      zoomMap(3, box.left + box.width / 2, box.top + box.height / 2);
+    });
+  }
+
+  let clustersPending = false;
+
+  function scheduleClusters() {
+    if (clustersPending) return;
+    clustersPending = true;
+    dom.mapClusters.dataset.pending = 'true'; // cleared once the clusters match the view (tests wait on it)
+    requestAnimationFrame(clusterMarkers);
+  }
+
+  /** Group the visible markers closer than CLUSTER_PX on screen (greedy, in id order, over a grid). */
+  function clusterMarkers() {
+    clustersPending = false;
+    delete dom.mapClusters.dataset.pending;
+    if (!map.proj) return;
+    const radius = CLUSTER_PX / pxPerUnit();
+    const points = [];
+    for (const view of views.values()) {
+      const m = view.marker;
+      if (!m || !view.visible || !m.isConnected) continue;
+      points.push({ m, id: view.id, x: +m.getAttribute('cx'), y: +m.getAttribute('cy') });
+    }
+    points.sort((a, b) => a.id - b.id);
+    const grid = new Map();
+    const cellOf = (v) => Math.floor(v / radius);
+    for (const p of points) {
+      const key = `${cellOf(p.x)},${cellOf(p.y)}`;
+      if (!grid.has(key)) grid.set(key, []);
+      grid.get(key).push(p);
+    }
+    const taken = new Set();
+    const nodes = [];
+    for (const p of points) {
+      if (taken.has(p)) continue;
+      taken.add(p);
+      const members = [p];
+      for (let dx = -1; dx <= 1; dx += 1) {
+        for (let dy = -1; dy <= 1; dy += 1) {
+          for (const q of grid.get(`${cellOf(p.x) + dx},${cellOf(p.y) + dy}`) || []) {
+            if (!taken.has(q) && Math.hypot(q.x - p.x, q.y - p.y) <= radius) {
+              taken.add(q);
+              members.push(q);
+            }
+          }
+        }
+      }
+      if (members.length === 1) {
+        p.m.classList.remove('clustered');
+        continue;
+      }
+      let x = 0;
+      let y = 0;
+      let flagged = false;
+      for (const q of members) {
+        q.m.classList.add('clustered');
+        x += q.x;
+        y += q.y;
+        flagged = flagged || q.m.classList.contains('flagged');
+      }
+      const g = svg('g', { class: `cluster${flagged ? ' flagged' : ''}`,
+        transform: `translate(${(x / members.length).toFixed(1)} ${(y / members.length).toFixed(1)})` });
+      g.dataset.clusterSize = String(members.length);
+      g.dataset.clusterIds = members.map((q) => q.id).sort((a, b) => a - b).join(' ');
+      const count = svg('text', { class: 'cluster-n' });
+      count.textContent = String(members.length);
+      const title = svg('title');
+      title.textContent = t('map.cluster', { n: members.length, ids: members.map((q) => `#${q.id}`).join(' ') });
+      g.append(svg('circle', { class: 'cluster-dot' }), count, title);
+      nodes.push(g);
+    }
+    dom.mapClusters.replaceChildren(...nodes);
   }
 
   function zoneCentre(z) {
@@ -1939,16 +2367,18 @@
         const [x, y] = map.proj(g.coordinates[0], g.coordinates[1]);
         const r = ((p.radius_m || 50) / M_PER_DEG) * map.scale;
         circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
-        labelAt = [x, y - r - 8];
+        labelAt = [x, y - r, '0', '-0.4em'];
       } else {
         const rings = g.type === 'MultiPolygon' ? g.coordinates.flat(1) : g.coordinates;
         const d = rings.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
         polys.push(svg('path', { d, class: 'zone zone-polygon', 'data-zone': f.id }));
         const ring = rings[0];
         const xs = ring.map(([lon, lat]) => map.proj(lon, lat));
-        labelAt = [Math.min(...xs.map((q) => q[0])) + 12, Math.min(...xs.map((q) => q[1])) + 30];
+        labelAt = [Math.min(...xs.map((q) => q[0])), Math.min(...xs.map((q) => q[1])), '0.5em', '1.3em'];
       }
-      const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
+      // Offsets in em: the label keeps its place beside the zone at every zoom (its size is in screen pixels).
+      const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), dx: labelAt[2], dy: labelAt[3],
+        class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
       text.textContent = lang === 'en' ? p.name_en || p.name : p.name;
       texts.push(text);
     }
@@ -2001,13 +2431,18 @@
 
   /** Hook for the roster (being built in main): draw officers as small triangles. Each item:
    *  {id, name, team, lat, lon}. Call window.board.renderOfficers(list) with the whole list. */
+  let lastOfficers = null;
+
   function renderOfficers(list) {
+    lastOfficers = list || [];
     if (!map.proj) return;
+    const size = 1 / pxPerUnit(); // the same size on screen at every zoom
     const nodes = [];
     for (const o of list || []) {
       if (!Number.isFinite(+o.lat) || !Number.isFinite(+o.lon)) continue;
       const [x, y] = map.proj(+o.lon, +o.lat);
-      const tri = svg('path', { d: `M${x.toFixed(1)},${(y - 8).toFixed(1)}l7,12h-14z`, class: 'officer' });
+      const tri = svg('path', { d: 'M0,-8l7,12h-14z', class: 'officer',
+        transform: `translate(${x.toFixed(1)} ${y.toFixed(1)}) scale(${size.toFixed(4)})` });
       tri.dataset.officerId = String(o.id);
       if (o.team) tri.dataset.team = o.team;
       const title = svg('title');
@@ -2113,7 +2548,8 @@
   function tick() {
     const t0 = now();
     dom.clock.textContent = formatClock(t0);
-    dom.clock.title = formatDate(t0) + (skew.offset ? ` (server clock, local ${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)} s)` : '');
+    dom.clock.title = `${formatDate(t0)} ${t('clock.zone', { zone: timeZone() })}`
+      + (skew.offset ? ` ${t('clock.skew', { s: `${skew.offset > 0 ? '+' : ''}${(skew.offset / 1000).toFixed(1)}` })}` : '');
     for (const view of views.values()) paintTimer(view, t0);
     if (detail.dueEls.length) paintDetailTimers(t0);
     if (fresh.size) clearFresh();
@@ -2174,7 +2610,7 @@
       openedAt = Date.now();
       lastFrameAt = openedAt;
       setConnection('open', t('conn.open'));
-      dom.connection.title = `ws connected at ${formatClock(Date.now())}`;
+      dom.connection.title = t('conn.since', { at: formatClock(Date.now()) });
     };
     socket.onmessage = (ev) => {
       if (ws !== socket) return;
@@ -2211,8 +2647,7 @@
     attempt += 1;
     if (ev && ev.code === 4008) delay = 250; // dropped for lagging: resume at once from lastSeq
     retryAt = Date.now() + delay;
-    const why = ev ? `closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ''})` : 'failed';
-    dom.connection.title = `ws ${why}; retry at ${formatClock(retryAt)} with since=${lastSeq ?? '(snapshot)'}`;
+    dom.connection.title = t('conn.retry', { code: ev ? ev.code : '—', at: formatClock(retryAt), seq: lastSeq ?? '—' });
     setConnection('closed', t('conn.reconnecting', { s: Math.round(delay / 1000) }));
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
@@ -2271,14 +2706,16 @@
         openDetail(Number(row.dataset.incidentId));
       }
     });
+    bindMap();
     dom.mapMarkers.addEventListener('click', (ev) => {
+      if (drag.moved) return; // the end of a pan, not a click
       const m = ev.target.closest('[data-marker-id]');
       if (m) openDetail(Number(m.dataset.markerId));
     });
     dom.alarmList.addEventListener('click', (ev) => {
       const li = ev.target.closest('li[data-alarm-seq]');
       if (!li) return;
-      if (ev.target.closest('.alarm-ack')) acknowledgeAlarm(Number(li.dataset.alarmSeq));
+      if (ev.target.closest('.alarm-ack')) acknowledgeGroup((li.dataset.alarmSeqs || li.dataset.alarmSeq).split(' ').map(Number));
       else openDetail(Number(li.dataset.alarmIncident));
     });
     $('detail-close').addEventListener('click', closeDetail);
