@@ -326,8 +326,14 @@ class Hub:
 
         return await self._change(incident_id, decide, expected_version)
 
-    async def note(self, incident_id: int, text: str, at: datetime, author: str | None = None) -> Incident:
-        return await self._change(incident_id, lambda current, _: add_note(current, text, author, at))
+    async def note(
+        self, incident_id: int, text: str, at: datetime, author: str | None = None, *, public: bool = False
+    ) -> Incident:
+        return await self._change(incident_id, lambda current, _: add_note(current, text, author, at, public=public))
+
+    async def find_report(self, report_id: str) -> int | None:
+        """The incident that holds ``report_id`` now, or None: no report of that id was ever taken."""
+        return (await self.store.find_reports([report_id])).get(report_id)
 
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""

@@ -328,6 +328,16 @@ class SqlIncidentStore:
             conditions.append(
                 incident_t.c.id.in_(sa.select(assignment_t.c.incident_id).where(assignment_t.c.team == where.team))
             )
+        if where.ids:
+            conditions.append(incident_t.c.id.in_(list(where.ids)))
+        if where.categories:
+            conditions.append(incident_t.c.category.in_(list(where.categories)))
+        if where.reporter_kinds:
+            conditions.append(incident_t.c.reporter_kind.in_(list(where.reporter_kinds)))
+        if where.reported_from is not None:
+            conditions.append(incident_t.c.reported_at >= where.reported_from)
+        if where.reported_before is not None:
+            conditions.append(incident_t.c.reported_at < where.reported_before)
         async with self._engine.connect() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(incident_t).where(*conditions))).scalar()
             page = await _hydrate(

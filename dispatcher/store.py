@@ -50,6 +50,11 @@ class IncidentFilter:
     module: str | None = None
     open_only: bool = False
     exercise: bool | None = None  # None: both real and drill incidents
+    ids: Sequence[int] = ()  # only these incidents (empty: any)
+    categories: Sequence[str] = ()  # routed category among these (empty: any)
+    reporter_kinds: Sequence[str] = ()  # first report's reporter kind among these (empty: any)
+    reported_from: datetime | None = None  # reported at or after (inclusive)
+    reported_before: datetime | None = None  # reported before (exclusive)
 
 
 class DuplicateReport(Exception):

@@ -273,7 +273,7 @@ async def cancel_incident(request: Request, incident_id: IncidentId, body: Cance
 
 @router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
 async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub: HubDep) -> Response:
-    incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author))
+    incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author), public=body.public)
     return json_response(incident_json(incident), 201)
 
 

@@ -72,6 +72,13 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        # Open311 GeoReport v2: reading is open to any citizen app, as the specification has it; the records
+        # carry no reporter, and no description in sensitive categories (gateways/open311.py)
+        ("GET", "/open311/v2/services.{fmt}"),
+        ("GET", "/open311/v2/services/{service_code}.{fmt}"),
+        ("GET", "/open311/v2/requests.{fmt}"),
+        ("GET", "/open311/v2/requests/{service_request_id}.{fmt}"),
+        ("GET", "/open311/v2/tokens/{token}.{fmt}"),
     }
 )
 
@@ -133,6 +140,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
+    # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --
+    ("POST", "/open311/v2/requests.{fmt}"): allow(Role.CITIZEN_APP, Role.HOTLINE),
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
 }

@@ -160,6 +160,7 @@ class HandoverAckIn(_In):
 class NoteIn(_In):
     text: Text = Field(min_length=1, max_length=4000)
     author: Text | None = Field(default=None, max_length=128)
+    public: bool = Field(default=False, description="shown to the reporter (Open311 status_notes); internal otherwise")
 
 
 class DeadlinePublic(BaseModel):

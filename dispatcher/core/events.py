@@ -113,6 +113,7 @@ class IncidentCancelled(Event):
 class NoteAdded(Event):
     author: str | None
     text: str
+    public: bool = False  # shown to the reporter (Open311 ``status_notes``); internal otherwise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -548,10 +548,12 @@ def finish_incident(
     return updated, [event]
 
 
-def add_note(incident: Incident, text: str, author: str | None, at: datetime) -> tuple[Incident, list[Event]]:
-    """A note may be added in any status, a closed incident included."""
+def add_note(
+    incident: Incident, text: str, author: str | None, at: datetime, *, public: bool = False
+) -> tuple[Incident, list[Event]]:
+    """A note may be added in any status, a closed incident included; a ``public`` one is shown to the reporter."""
     updated = _bump(incident, at)
-    return updated, [NoteAdded(incident_id=incident.id, at=at, author=author, text=text)]
+    return updated, [NoteAdded(incident_id=incident.id, at=at, author=author, text=text, public=public)]
 
 
 # -- deadlines and the leadership chain ---------------------------------------------------
