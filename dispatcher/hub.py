@@ -852,6 +852,30 @@ class Hub:
 
         return await self._submit(apply)
 
+    async def issue_alert(self, alert: ev.AlertIssued) -> int:
+        """Record a public notice (CAP) on the township's log; returns its ``seq``, the alert's id from then on."""
+
+        def apply(batch: Batch) -> int:
+            seq = batch.next_seq
+            batch.record_township(alert)
+            return seq
+
+        return await self._submit(apply)
+
+    async def alerts(self, *, limit: int) -> list[tuple[int, ev.AlertIssued]]:
+        """The notices issued, newest first, with their ids (``seq``)."""
+        stored = await self.store.events_of_type(ev.AlertIssued.__name__, limit=limit, newest_first=True)
+        return [(e.seq, _alert(e)) for e in stored]
+
+    async def alert(self, alert_id: int) -> ev.AlertIssued | None:
+        """The notice of id ``alert_id`` (its event's ``seq``), or None."""
+        if alert_id < 1 or alert_id > self.last_seq:
+            return None
+        found = await self.store.events_since(alert_id - 1, limit=1)
+        if not found or found[0].seq != alert_id or found[0].type != ev.AlertIssued.__name__:
+            return None
+        return _alert(found[0])
+
     def _township_committed(self, batch: Batch) -> None:
         """After a commit: the ids given, the handovers taken over, the roster and rule table put in force."""
         changes = batch.changes
@@ -917,3 +941,9 @@ def _acknowledged_in(batch: Batch, incident_id: int, alarm_seq: int) -> bool:
         isinstance(fact, ev.AlarmAcknowledged) and fact.incident_id == incident_id and fact.alarm_seq == alarm_seq
         for _, fact in batch.facts
     )
+
+
+def _alert(stored: StoredEvent) -> ev.AlertIssued:
+    event = ev.decode_township(stored.type, orjson.loads(stored.payload))
+    assert isinstance(event, ev.AlertIssued)
+    return event

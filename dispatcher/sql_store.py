@@ -237,8 +237,9 @@ class SqlIncidentStore:
         async with self._engine.connect() as conn:
             return [_handover(r) for r in (await conn.execute(query)).all()]
 
-    async def events_of_type(self, type_name: str, *, limit: int) -> list[StoredEvent]:
-        query = sa.select(event_t).where(event_t.c.type == type_name).order_by(event_t.c.seq).limit(limit)
+    async def events_of_type(self, type_name: str, *, limit: int, newest_first: bool = False) -> list[StoredEvent]:
+        order = event_t.c.seq.desc() if newest_first else event_t.c.seq
+        query = sa.select(event_t).where(event_t.c.type == type_name).order_by(order).limit(limit)
         async with self._engine.connect() as conn:
             return [_event(r) for r in (await conn.execute(query)).all()]
 

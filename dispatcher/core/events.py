@@ -413,9 +413,29 @@ class RulesPutInForce(TownshipEvent):
     actor: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertIssued(TownshipEvent):
+    """The command room issued a public notice as a CAP 1.2 message (an alert, an update or a cancel).
+
+    ``document`` is the CAP XML exactly as issued: served as it is, never changed (an update or a cancel is a
+    new message whose ``references`` name earlier ones, ``referenced``: their ``seq``). ``at`` is its ``sent``.
+    ``status`` is ``Exercise`` for a drill's notice, else ``Actual``.
+    """
+
+    identifier: str
+    sender: str
+    status: str
+    msg_type: str
+    referenced: tuple[int, ...]
+    incident_id: int | None
+    headline: str
+    actor: str | None
+    document: str
+
+
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
-    cls.__name__: cls for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce)
+    cls.__name__: cls for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, AlertIssued)
 }
 
 
