@@ -319,6 +319,11 @@ async def issue_alert(request: Request, body: AlertCreate, hub: HubDep) -> Respo
     else:
         areas = _areas(body, hub, incident.report.zone if incident else None)
     sent = hub.clock.now().astimezone(hub.rules.tz).replace(microsecond=0)
+    if body.expires is not None:
+        if body.expires <= sent:
+            raise _invalid("expires", f"a notice must expire after it is sent ({cap_time(sent)})")
+        # CAP's date-times carry whole-minute offsets: written in the township's time, like ``sent``
+        body = body.model_copy(update={"expires": body.expires.astimezone(hub.rules.tz)})
     township = hub.rules.township_id
     identifier = f"{township}-{sent:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
     sender = f"command-room@{township}.dispatcher"
