@@ -171,6 +171,8 @@ class Open311Route(APIRoute):
                 status, description = exc.status, exc.description
             except HTTPException as exc:
                 status, description = exc.status_code, str(exc.detail)
+                if status == 401:
+                    description = "api_key missing or not valid: give the key of a citizen_app or hotline account"
             except RequestValidationError as exc:
                 status = 400
                 description = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -467,7 +469,8 @@ def record(incident: Incident, rules: RuleBook, status_note: str | None) -> dict
     """One incident as a GeoReport v2 service request (no reporter; no description in sensitive categories)."""
     report = incident.report
     category = _category(rules, incident.category) if incident.category else None
-    zone = next((z for z in rules.table.zones if z.id == report.zone), None)
+    zone_id = report.zone or (incident.zones[0] if incident.zones else None)  # given, or found by lat/long
+    zone = next((z for z in rules.table.zones if z.id == zone_id), None)
     closed = incident.status in CLOSED
     return {
         "service_request_id": str(incident.id),
@@ -481,8 +484,8 @@ def record(incident: Incident, rules: RuleBook, status_note: str | None) -> dict
         "requested_datetime": incident.reported_at,
         "updated_datetime": incident.updated_at,
         "expected_datetime": None if closed else _expected(incident),
-        "address": f"{zone.name} ({zone.name_en})" if zone else None,
-        "address_id": report.zone,
+        "address": zone.name if zone else None,
+        "address_id": zone_id,
         "zipcode": None,
         "lat": report.lat,
         "long": report.lon,
