@@ -331,6 +331,16 @@ class Hub:
     ) -> Incident:
         return await self._change(incident_id, lambda current, _: add_note(current, text, author, at, public=public))
 
+    async def public_notes(self, incident_ids: Sequence[int]) -> dict[int, str]:
+        """The text of each incident's last public note (shown to its reporter), for those that have one."""
+        notes = await self.store.events_of_incidents(incident_ids, (ev.NoteAdded.__name__,))
+        last: dict[int, str] = {}
+        for stored in notes:
+            data = orjson.loads(stored.payload)
+            if data.get("public") and stored.incident_id is not None:
+                last[stored.incident_id] = data["text"]
+        return last
+
     async def find_report(self, report_id: str) -> int | None:
         """The incident that holds ``report_id`` now, or None: no report of that id was ever taken."""
         return (await self.store.find_reports([report_id])).get(report_id)

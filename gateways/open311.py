@@ -32,7 +32,6 @@ from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Role
-from dispatcher.core.events import NoteAdded
 from dispatcher.core.incidents import Incident, Refused
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.lifecycle import Role as AssignmentRole
@@ -494,15 +493,9 @@ def record(incident: Incident, rules: RuleBook, status_note: str | None) -> dict
     }
 
 
-async def _last_public_note(hub: Hub, incident_id: int) -> str | None:
-    """The text of the incident's last public note (its ``status_notes``), or None."""
-    notes = [orjson.loads(e.payload) for e in await hub.timeline(incident_id) if e.type == NoteAdded.__name__]
-    public = [n["text"] for n in notes if n.get("public")]
-    return public[-1] if public else None
-
-
 async def _records(hub: Hub, incidents: Sequence[Incident]) -> list[dict[str, Any]]:
-    return [record(i, hub.rules, await _last_public_note(hub, i.id)) for i in incidents]
+    notes = await hub.public_notes([i.id for i in incidents])
+    return [record(i, hub.rules, notes.get(i.id)) for i in incidents]
 
 
 def _instant(name: str, raw: str | None) -> datetime | None:
@@ -533,6 +526,7 @@ async def list_requests(request: Request, fmt: str) -> Response:
     hub = _hub(request)
     query = request.query_params
     ids_given = _codes(query.get("service_request_id"))
+    codes = _codes(query.get("service_code"))
     if ids_given:
         if not all(i.isdecimal() and len(i) <= 9 for i in ids_given):
             raise Open311Error(400, "service_request_id: a comma-separated list of numbers")
@@ -543,7 +537,6 @@ async def list_requests(request: Request, fmt: str) -> Response:
             if status not in ("open", "closed"):
                 raise Open311Error(400, f"status: {status!r} is neither open nor closed")
             statuses.extend(OPEN if status == "open" else CLOSED)
-        codes = _codes(query.get("service_code"))
         start = _instant("start_date", query.get("start_date"))
         end = _instant("end_date", query.get("end_date"))
         if start is None:
@@ -557,11 +550,13 @@ async def list_requests(request: Request, fmt: str) -> Response:
             raise Open311Error(400, "start_date to end_date may span 90 days at most")
         where = _public_filter(
             status=tuple(dict.fromkeys(statuses)),
-            categories=[c for c in codes if c != OTHER],
+            categories=[] if OTHER in codes else codes,  # ``other`` (no category): filtered below
             reported_from=start,
             reported_before=end + timedelta(microseconds=1),
         )
     incidents, _ = await hub.list_incidents(where, limit=MAX_RECORDS, offset=0)
+    if OTHER in codes:
+        incidents = [i for i in incidents if (i.category or OTHER) in codes]
     return answer(fmt, "service_requests", "request", await _records(hub, incidents))
 
 

@@ -154,6 +154,8 @@ async def test_open311_door_with_a_real_client(server: ServerProcess) -> None:
     assert [r["service_request_id"] for r in closed] == [congestion_id]
     opened = await asyncio.to_thread(client.get_service_requests, status="open", service_code="traffic.accident")
     assert [r["service_request_id"] for r in opened] == [accident_id]
+    unplaced = await asyncio.to_thread(client.get_service_requests, service_code="other")
+    assert [r["service_request_id"] for r in unplaced] == [str(triage_id)]
     listed = await asyncio.to_thread(client.get_service_requests, service_request_id=f"{accident_id},{officers_report}")
     assert [r["service_request_id"] for r in listed] == [accident_id]
     long_ago = await asyncio.to_thread(
