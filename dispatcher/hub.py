@@ -155,6 +155,9 @@ class Hub:
         # (id -> by, at) so that a second acknowledgement is answered without a write.
         self._last_handover_id = 0
         self._last_table_id = 0
+        #: The public notices (CAP) issued, oldest first, by seq: few, read by a public feed, so kept here
+        #: (loaded at start) rather than searched for in the event log on every request.
+        self._alerts: dict[int, ev.AlertIssued] = {}
         self._handovers_taken: dict[int, tuple[str, datetime]] = {}
         self._open = OpenIncidents(recent_reports=recent_reports)
         self._deadlines = DeadlineScheduler(alarm, clock, self._open, retry=alarm_retry)
@@ -223,6 +226,8 @@ class Hub:
             if collecting:
                 gc.enable()
         await self._load_alarms()
+        stored_alerts = await self.store.events_of_type(ev.AlertIssued.__name__, limit=10_000_000)
+        self._alerts = {e.seq: _alert(e) for e in stored_alerts}
         self._writer.start(last_id, last_seq)
         self._deadlines.start(self.fire_due)
         log.info(
@@ -872,25 +877,25 @@ class Hub:
 
         return await self._submit(apply)
 
-    async def alerts(self, *, limit: int) -> list[tuple[int, ev.AlertIssued]]:
+    def alerts(self, *, limit: int) -> list[tuple[int, ev.AlertIssued]]:
         """The notices issued, newest first, with their ids (``seq``)."""
-        stored = await self.store.events_of_type(ev.AlertIssued.__name__, limit=limit, newest_first=True)
-        return [(e.seq, _alert(e)) for e in stored]
+        newest = sorted(self._alerts, reverse=True)[:limit]
+        return [(seq, self._alerts[seq]) for seq in newest]
 
-    async def alert(self, alert_id: int) -> ev.AlertIssued | None:
+    def alert(self, alert_id: int) -> ev.AlertIssued | None:
         """The notice of id ``alert_id`` (its event's ``seq``), or None."""
-        if alert_id < 1 or alert_id > self.last_seq:
-            return None
-        found = await self.store.events_since(alert_id - 1, limit=1)
-        if not found or found[0].seq != alert_id or found[0].type != ev.AlertIssued.__name__:
-            return None
-        return _alert(found[0])
+        return self._alerts.get(alert_id)
+
+    def cancelled_alerts(self) -> set[int]:
+        """The ids of the notices a Cancel has replaced."""
+        return {ref for alert in self._alerts.values() if alert.msg_type == "Cancel" for ref in alert.referenced}
 
     def _township_committed(self, batch: Batch) -> None:
         """After a commit: the ids given, the handovers taken over, the roster and rule table put in force."""
         changes = batch.changes
         self._last_handover_id += len(changes.handovers)
         self._last_table_id += len(changes.rule_tables)
+        self._alerts.update((seq, fact) for seq, fact in batch.facts if isinstance(fact, ev.AlertIssued))
         for taken in changes.handover_acks:
             assert taken.id is not None and taken.acknowledged_by is not None and taken.acknowledged_at is not None
             self._handovers_taken[taken.id] = (taken.acknowledged_by, taken.acknowledged_at)

@@ -300,12 +300,12 @@ async def issue_alert(request: Request, body: AlertCreate, hub: HubDep) -> Respo
     incident = await hub.get(body.incident_id) if body.incident_id is not None else None
     referenced: list[AlertIssued] = []
     for alert_id in dict.fromkeys(body.references):
-        earlier = await hub.alert(alert_id)
+        earlier = hub.alert(alert_id)
         if earlier is None:
             raise _invalid("references", f"no notice {alert_id}")
         referenced.append(earlier)
     if body.references:
-        cancelled = {r for _, a in await hub.alerts(limit=10_000) if a.msg_type == "Cancel" for r in a.referenced}
+        cancelled = hub.cancelled_alerts()
         gone = [i for i in body.references if i in cancelled]
         if gone:
             raise HTTPException(409, f"notice {gone[0]} is already cancelled: issue a new Alert instead")
@@ -359,7 +359,7 @@ async def issue_alert(request: Request, body: AlertCreate, hub: HubDep) -> Respo
 
 @router.get("/api/v1/alerts", summary="The public notices issued, newest first")
 async def list_alerts(hub: HubDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-    alerts = await hub.alerts(limit=limit)
+    alerts = hub.alerts(limit=limit)
     return Response(orjson.dumps({"data": [alert_json(i, a) for i, a in alerts]}), media_type="application/json")
 
 
@@ -378,7 +378,7 @@ def _public_hub(request: HTTPConnection) -> Hub:
 
 @router.get("/cap/alerts/{alert_id}.xml", summary="A public notice as issued (CAP 1.2 XML)")
 async def get_alert(request: Request, alert_id: str) -> Response:
-    event = await _public_hub(request).alert(int(alert_id)) if alert_id.isdecimal() and len(alert_id) < 10 else None
+    event = _public_hub(request).alert(int(alert_id)) if alert_id.isdecimal() and len(alert_id) < 10 else None
     if event is None:
         raise HTTPException(404, f"no notice {alert_id}")
     body = '<?xml version="1.0" encoding="UTF-8"?>\n' + event.document
@@ -388,7 +388,7 @@ async def get_alert(request: Request, alert_id: str) -> Response:
 @router.get("/cap/feed.xml", summary="The public notices as an Atom feed, newest first")
 async def feed(request: Request) -> Response:
     hub = _public_hub(request)
-    alerts = await hub.alerts(limit=FEED_SIZE)
+    alerts = hub.alerts(limit=FEED_SIZE)
     township = hub.rules.table.township
     base = str(request.base_url).rstrip("/")
 
