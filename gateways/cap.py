@@ -323,7 +323,10 @@ async def issue_alert(request: Request, body: AlertCreate, hub: HubDep) -> Respo
         if body.expires <= sent:
             raise _invalid("expires", f"a notice must expire after it is sent ({cap_time(sent)})")
         # CAP's date-times carry whole-minute offsets: written in the township's time, like ``sent``
-        body = body.model_copy(update={"expires": body.expires.astimezone(hub.rules.tz)})
+        try:
+            body = body.model_copy(update={"expires": body.expires.astimezone(hub.rules.tz)})
+        except OverflowError:
+            raise _invalid("expires", "a date-time within the years 1-9999 in the township's time") from None
     township = hub.rules.township_id
     identifier = f"{township}-{sent:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
     sender = f"command-room@{township}.dispatcher"

@@ -105,12 +105,16 @@ ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
 # -- encoding -------------------------------------------------------------------------------------
 
 
+#: Characters XML 1.0 cannot carry; a report's text may hold them (the API takes any storable text).
+_XML_ILLEGAL = dict.fromkeys([c for c in range(0x20) if chr(c) not in "\t\n\r"] + [0xFFFE, 0xFFFF], "\ufffd")
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
         return _w3c(value)
-    return str(value)
+    return str(value).translate(_XML_ILLEGAL)
 
 
 def _w3c(at: datetime) -> str:
