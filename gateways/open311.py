@@ -32,7 +32,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Role
-from dispatcher.core.incidents import Incident, Refused
+from dispatcher.core.incidents import Incident, Refused, Report
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.lifecycle import Role as AssignmentRole
 from dispatcher.hub import Hub, IncidentNotFound
@@ -372,8 +372,6 @@ def _attributes(form: Mapping[str, Any], code: str) -> tuple[list[str], int | No
     "while the report waits in the command room's triage.",
 )
 async def post_request(request: Request, fmt: str) -> Response:
-    from dispatcher.core.incidents import Report
-
     fmt = _fmt(fmt)
     role = principal_of(request).role
     kind = REPORTER_KIND.get(role)
