@@ -10,6 +10,7 @@ All methods run on the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ class EventFeed:
         self._ring: deque[FeedRecord] = deque(maxlen=ring_size)
         self._subscribers: set[Subscription] = set()
         self.last_seq = 0
+        self._published: dict[int, float] = {}  # seq -> monotonic time it was published (the recent ones)
+        self._published_size = ring_size
 
     @property
     def subscriber_count(self) -> int:
@@ -102,11 +105,21 @@ class EventFeed:
             return
         self._ring.extend(records)
         self.last_seq = records[-1].seq
+        now = time.monotonic()
+        published = self._published
+        for record in records:
+            published[record.seq] = now
+        while len(published) > self._published_size:
+            del published[next(iter(published))]
         for subscription in list(self._subscribers):
             for record in records:
                 if not subscription._offer(record):
                     self._subscribers.discard(subscription)
                     break
+
+    def published_at(self, seq: int) -> float | None:
+        """The monotonic time event ``seq`` was published, while it is among the recent ones."""
+        return self._published.get(seq)
 
     def recent_since(self, seq: int) -> list[FeedRecord] | None:
         """Records after ``seq`` from memory, or None when the ring no longer reaches back that far."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, with request id, township and incident"
+    )
+    access_log: bool = Field(
+        default=True, description="one line per HTTP request on the dispatcher.access logger (false: none)"
+    )
     writer_queue_size: int = Field(default=10_000, ge=1, description="commands waiting for the writer")
     writer_batch_max: int = Field(default=512, ge=1, description="commands committed in one transaction at most")
     board_queue_size: int = Field(default=2_000, ge=1, description="events a board may lag before it is dropped")
@@ -57,6 +64,12 @@ class Settings(BaseSettings):
     county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300, description="webhook subscriptions: per request")
+    webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
+    webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
+    webhook_disable_after_s: float = Field(
+        default=86_400.0, gt=0, description="webhooks: a subscription failing this long is disabled (an alarm)"
+    )
 
     mqtt_url: str | None = Field(
         default=None, description="mqtt://user:password@host:1883 turns the MQTT gateway on; unset: HTTP only"
@@ -85,6 +98,23 @@ class Settings(BaseSettings):
         description="serve several townships: 'id=rules_path:database_url' entries separated by ';' "
         "(accounts and the audit trail stay in database_url); unset: one township, rules_path on database_url",
     )
+
+    # -- the field app's photos (docs/field.md) --
+    media_dir: Path | None = Field(
+        default=None,
+        description="where photos are stored (content-addressed); default: a folder 'media' beside the SQLite "
+        "database file, or ./media for PostgreSQL",
+    )
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest photo taken (413 beyond)")
+
+    def media_path(self) -> Path:
+        """The photo store's folder: ``media_dir``, else ``media`` beside the SQLite file, else ``./media``."""
+        if self.media_dir is not None:
+            return self.media_dir
+        prefix, _, rest = self.database_url.partition(":///")
+        if prefix.startswith("sqlite") and rest and rest != ":memory:":
+            return Path(rest).expanduser().resolve().parent / "media"
+        return Path("media")
 
     def township_entries(self) -> list[tuple[str, Path, str]]:
         """The ``townships`` entries as (id, rules path, database URL); raises ValueError when malformed."""

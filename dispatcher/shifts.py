@@ -53,6 +53,7 @@ class ShiftWatch:
                 misfire_grace_time=300,
                 coalesce=True,
             )
+        log.info("shift changes: %d cron jobs armed, one per shift of roster %s", len(roster.shifts), roster.version)
 
     async def _fire(self, shift_id: str) -> None:
         roster = self._roster

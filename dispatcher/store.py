@@ -55,6 +55,7 @@ class IncidentFilter:
     reporter_kinds: Sequence[str] = ()  # first report's reporter kind among these (empty: any)
     reported_from: datetime | None = None  # reported at or after (inclusive)
     reported_before: datetime | None = None  # reported before (exclusive)
+    place: str | None = None  # reported from this place code (龙游通)
 
 
 class DuplicateReport(Exception):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -28,6 +29,7 @@ from dispatcher.core.lifecycle import AssignmentState
 from dispatcher.core.roster import Need, Roster, UnitState, UnitStatus, choose_officer, status_after_task_change
 from dispatcher.feed import FeedRecord, feed_message
 from dispatcher.open_incidents import OpenIncidents
+from dispatcher.stats import HubStats
 from dispatcher.store import Changes, CommitRefused, DuplicateReport, IncidentStore, StoredEvent, StoreUnavailable
 from rules.matcher import RuleBook
 
@@ -232,6 +234,7 @@ class Writer:
         restore: Callable[[list[DueEntry]], None],
         queue_size: int = 10_000,
         batch_max: int = 512,
+        stats: HubStats | None = None,
     ) -> None:
         self._store = store
         self._open = open_incidents
@@ -241,6 +244,7 @@ class Writer:
         self._restore = restore
         self._queue_size = queue_size
         self._batch_max = batch_max
+        self.stats = stats or HubStats()
         self._queue: asyncio.Queue[Command | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -349,12 +353,14 @@ class Writer:
         try:
             batch, results = await self._commit_batch(commands)
         except StoreUnavailable as exc:
+            self.stats.commit_failures["unavailable"] += 1
             log.warning("batch of %d commands not stored: %s", len(commands), exc)
             reason = str(exc)
             _fail(commands, lambda: StoreUnavailable(reason))
             return
         except Exception as exc:  # a value the database refused, or a defect: isolate it
             if len(commands) == 1:
+                self.stats.commit_failures["refused"] += 1
                 log.warning("command refused by the store: %s: %s", type(exc).__name__, exc, exc_info=True)
                 message = str(exc) if isinstance(exc, CommitRefused) else "the command could not be stored"
                 _fail(commands, lambda: CommitRefused(message))
@@ -415,7 +421,10 @@ class Writer:
 
             changes = batch.finish()
             if changes.events or changes.units:  # a device's status or position makes no event
+                started = time.perf_counter()
                 await self._store.commit(changes)
+                self.stats.commit_seconds.observe(time.perf_counter() - started)
+                self.stats.batch_size.observe(len(commands))
         except BaseException:
             self._restore(batch.popped)  # not recorded: watched again, chain steps included
             raise

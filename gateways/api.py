@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import AwareDatetime, ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
 from dispatcher.briefing import Unit
-from dispatcher.core.incidents import Incident, Refused, Report, StaleVersion, UnknownAssignment
+from dispatcher.core.incidents import Incident, Refused, Report
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, IncidentStatus, UnitAction
-from dispatcher.hub import Hub, HubStopped, IncidentNotFound, ReportOutcome, UnknownAlarm, UnknownOfficer
+from dispatcher.hub import Hub, HubStopped, ReportOutcome, UnknownAlarm
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
 from dispatcher.values import IncidentId, Offset, Seq, Text
+from gateways import problems
 from gateways.auth import acting, principal_of
+from gateways.evidence import attachment_problem, check_attachments, record_refs
 from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
     BriefingPublic,
     CancelIn,
     CloseIn,
-    Conflict,
     EventsPublic,
     IncidentCreate,
     IncidentDetail,
@@ -65,7 +63,7 @@ def _raw_json(text: str, status_code: int = 200) -> Response:
 
 
 def _field_error(field: str, message: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+    return problems.Problem(422, "invalid", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 @router.post(
@@ -86,9 +84,12 @@ def _field_error(field: str, message: str) -> HTTPException:
 async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -> Response:
     if body.zone is not None and not hub.rules.has_zone(body.zone):
         raise _field_error("zone", f"unknown zone {body.zone!r} in rule table {hub.rules.version}")
+    await check_attachments(request, body.photos, body.place)
     outcome = await hub.report(body.to_report(), hub.clock.now())
     incident = outcome.incident
+    await record_refs(request, incident.id, body.photos)
     kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+    hub.stats.reports["http", kind] += 1
     status_code = 201 if outcome.created else 200
     if _may_read(principal_of(request).account, incident, hub):
         response = json_response(incident_json(incident), status_code)
@@ -122,15 +123,23 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         outcome, report = _admit(index, item, hub)
         outcomes.append(outcome)
         if report is not None:
+            problem = await attachment_problem(request, report.photos, report.place)
+            if problem is not None:
+                errors = [{"field": problem[0], "message": problem[1]}]
+                outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
+                continue
             accepted.append((outcome, report))
     if accepted:
         answers = await hub.report_many([report for _, report in accepted], at)
         for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
             raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
         account = principal_of(request).account
-        for (outcome, _), answer in zip(accepted, answers, strict=True):
+        for (outcome, report), answer in zip(accepted, answers, strict=True):
             _settle(outcome, answer, account, hub)
+            if isinstance(answer, ReportOutcome):
+                await record_refs(request, answer.incident.id, report.photos)
     counts = Counter(o["outcome"] for o in outcomes)
+    hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items()})
     request.state.audit_detail = ", ".join(f"{counts[k]} {k}" for k in BATCH_KINDS if counts[k]) or "empty"
     return json_response({"data": outcomes, "count": len(outcomes), **{k: counts[k] for k in BATCH_KINDS}})
 
@@ -145,35 +154,24 @@ def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | No
     try:
         body = IncidentCreate.model_validate(item)
     except ValidationError as exc:
-        errors = [
-            {
-                "loc": ["body", index, *error["loc"]],
-                "msg": _PLAINER.get(error["type"], error["msg"]),
-                "type": error["type"],
-            }
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
-        return answerable(outcome), None
+        errors = problems.field_errors(exc.errors(include_url=False, include_input=False))
+        outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
+        return problems.answerable(outcome), None
     if body.zone is not None and not hub.rules.has_zone(body.zone):
-        message = f"unknown zone {body.zone!r} in rule table {hub.rules.version}"
-        errors = [{"loc": ["body", index, "zone"], "msg": message, "type": "value_error"}]
-        outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
+        errors = [{"field": "zone", "message": f"unknown zone {body.zone!r} in rule table {hub.rules.version}"}]
+        outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
         return outcome, None
     return outcome, body.to_report()
-
-
-def _one_line(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][2:]) or 'report'}: {e['msg']}" for e in errors)
 
 
 def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, hub: Hub) -> None:
     """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500)."""
     if isinstance(answer, CommitRefused):
-        outcome.update(outcome="refused", problem=f"not stored, a value of this report was refused: {answer}")
+        problem = f"not stored, a value of this report was refused: {answer}"
+        outcome.update(outcome="refused", code=problems.code_of(answer), problem=problem)
         return
     if isinstance(answer, Refused):
-        outcome.update(outcome="refused", problem=str(answer))
+        outcome.update(outcome="refused", code=problems.code_of(answer), problem=str(answer))
         return
     if isinstance(answer, BaseException):
         raise answer
@@ -218,7 +216,10 @@ async def get_incident(incident_id: IncidentId, hub: HubDep) -> Response:
 
 
 _CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": Conflict, "description": "the lifecycle does not allow this move now"}
+    409: {
+        "description": "the lifecycle does not allow this move now (`illegal-transition`, with `allowed`), or the "
+        "incident moved on since the `version` given (`stale-version`); `current` says where it is now"
+    }
 }
 
 
@@ -239,16 +240,33 @@ async def move_unit(
     actor = acting(request, body.actor if body else None)
     if action is UnitAction.RETURN and not (body and body.reason and body.reason.strip()):
         raise _field_error("reason", "a return (回退) needs a reason: why is it not this team's matter")
-    incident = await hub.move_unit(
-        incident_id,
-        team,
-        action,
-        hub.clock.now(),
-        actor,
-        reason=(body.reason or "") if body else "",
-        expected_version=body.version if body else None,
-    )
-    return json_response(incident_json(incident))
+    photos = tuple(body.photos) if body else ()
+    await check_attachments(request, photos)
+    try:
+        incident = await hub.move_unit(
+            incident_id,
+            team,
+            action,
+            hub.clock.now(),
+            actor,
+            reason=(body.reason or "") if body else "",
+            expected_version=body.version if body else None,
+            note=body.note if body else None,
+            photos=photos,
+        )
+    except IllegalTransition:
+        # A retry of a step this account already took (a double tap, an answer lost): not a conflict.
+        current = await hub.get(incident_id)
+        if not await hub.step_taken(current, team, action, actor):
+            raise
+        await record_refs(request, incident_id, photos)  # in case the first try stopped before recording them
+        response = json_response({**incident_json(current), "outcome": "already"})
+        response.headers["X-Step-Outcome"] = "already"
+        return response
+    await record_refs(request, incident_id, photos)
+    response = json_response({**incident_json(incident), "outcome": "applied"})
+    response.headers["X-Step-Outcome"] = "applied"
+    return response
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
@@ -271,10 +289,25 @@ async def cancel_incident(request: Request, incident_id: IncidentId, body: Cance
     return json_response(incident_json(incident))
 
 
-@router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
+@router.post(
+    "/incidents/{incident_id}/notes",
+    response_model=IncidentPublic,
+    status_code=201,
+    responses={200: {"model": IncidentPublic, "description": "a note with this note_id was already added"}},
+)
 async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub: HubDep) -> Response:
-    incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author), public=body.public)
-    return json_response(incident_json(incident), 201)
+    await check_attachments(request, body.photos)
+    incident, added = await hub.add_note(
+        incident_id,
+        body.text,
+        hub.clock.now(),
+        acting(request, body.author),
+        photos=tuple(body.photos),
+        note_id=body.note_id,
+        public=body.public,
+    )
+    await record_refs(request, incident_id, body.photos)  # a retry records them again: idempotent
+    return json_response(incident_json(incident), 201 if added else 200)
 
 
 @router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")
@@ -300,87 +333,9 @@ async def get_briefing(
     return briefing_public(await hub.briefing(start=start, end=end, by=by))
 
 
-# pydantic's words for a lone surrogate in a constrained string, said the way dispatcher.values says them
-_PLAINER = {"string_unicode": "a lone surrogate (\\ud800-\\udfff) is not valid Unicode text"}
-
-
-def answerable(value: Any) -> Any:
-    """``value`` as a JSON answer can carry it: NaN, Infinity and integers beyond 64 bits as text, a lone
-    surrogate escaped.
-
-    A refused request is echoed back in its 422 (``input``); Python's JSON reader takes NaN, Infinity,
-    integers of any size and ``\\ud800``, which orjson cannot write: the refusal itself would fail with a 500.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else str(value)
-    if isinstance(value, str):
-        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {answerable(k): answerable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [answerable(v) for v in value]
-    return value
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the hub's refusals to HTTP answers; none of them changed anything."""
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's own answer, with each problem named, and safe to encode whatever the input held.
-        errors = jsonable_encoder(exc.errors())
-        for error in errors:
-            error["msg"] = _PLAINER.get(error.get("type"), error.get("msg"))
-        return json_response({"detail": answerable(errors)}, 422)
-
-    @app.exception_handler(IncidentNotFound)
-    async def _not_found(_: Request, exc: IncidentNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(UnknownAssignment)
-    async def _no_assignment(_: Request, exc: UnknownAssignment) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(IllegalTransition)
-    async def _conflict(request: Request, exc: IllegalTransition) -> JSONResponse:
-        hub = await get_hub(request)
-        incident_id = request.path_params.get("incident_id")
-        status = ""
-        if incident_id is not None:
-            try:
-                status = (await hub.get(int(incident_id))).status.value
-            except IncidentNotFound:
-                status = ""
-        return JSONResponse({"detail": str(exc), "current": exc.current, "incident_status": status}, status_code=409)
-
-    @app.exception_handler(StaleVersion)
-    async def _stale(_: Request, exc: StaleVersion) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "current": f"version {exc.current}", "incident_status": ""}, status_code=409
-        )
-
-    @app.exception_handler(Refused)
-    async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(UnknownOfficer)
-    async def _no_officer(_: Request, exc: UnknownOfficer) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(HubStopped)
-    async def _stopped(_: Request, exc: HubStopped) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        # The store's messages carry no SQL and no parameters: nothing of another caller's batch.
-        return JSONResponse({"detail": f"not stored, try again: {exc}"}, status_code=503)
-
-    @app.exception_handler(CommitRefused)
-    async def _store_refused(_: Request, exc: CommitRefused) -> JSONResponse:
-        return JSONResponse({"detail": f"not stored, a value of this request was refused: {exc}"}, status_code=422)
+    """Answer the hub's refusals (none of which changed anything) and every HTTP error as problem details."""
+    problems.install(app, get_hub)
 
 
 # -- alarms (the board's shared acknowledgement) ------------------------------------------------

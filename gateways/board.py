@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -255,6 +256,9 @@ async def _send(
             continue
         await websocket.send_text(record.message)
         progress.last = record.seq
+        published = hub.feed.published_at(record.seq)
+        if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
+            hub.stats.board_latency.observe(time.monotonic() - published)
 
 
 async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upto: int) -> None:

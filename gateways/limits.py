@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateways.problems import MEDIA_TYPE, problem
+
 DEFAULT_BODY_LIMIT = 64 * 1024
 
 
@@ -70,8 +72,8 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps({"detail": f"the request body may have at most {limit} bytes"})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = orjson.dumps(problem(413, "too-large", f"the request body may have at most {limit} bytes", limit=limit))
+    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -69,9 +69,14 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/auth/token"),
         ("GET", "/board"),  # the page and /static hold no data; the data needs a token
+        ("GET", "/field"),  # the field officer's app (docs/field.md): page, worker and manifest, no data
+        ("GET", "/field/place/{code}"),
+        ("GET", "/field/sw.js"),
+        ("GET", "/field/manifest.webmanifest"),
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/metrics"),  # counts and timings only, no personal data: keep it on the intranet (operations.md)
         # Open311 GeoReport v2: reading is open to any citizen app, as the specification has it; the records
         # carry no reporter, and no description in sensitive categories (gateways/open311.py)
         ("GET", "/open311/v2/services.{fmt}"),
@@ -136,11 +141,19 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/rules/catalogue"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/zones"): allow(*EVERYONE),
     ("GET", "/api/v1/rules/explain"): allow(*READ_ALL, ML),
+    ("GET", "/api/v1/rules/classify"): allow(*EVERYONE),  # the keyword categories as a phone's officer types
     ("PUT", "/api/v1/rules"): allow(AD),
     ("GET", "/api/v1/rules/versions"): allow(*READ_ALL, ML),
     ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
     # -- what leaders read: the briefing's figures (aggregates of the whole township) --
     ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
+    # -- webhook subscriptions: administrators --
+    ("GET", "/api/v1/webhooks"): allow(AD),
+    ("POST", "/api/v1/webhooks"): allow(AD),
+    ("GET", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("PATCH", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): allow(AD),
+    ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): allow(AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --
@@ -150,6 +163,14 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/alerts"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
+    # -- the field officer's app (docs/field.md): photos, places, its own live feed --
+    ("POST", "/api/v1/media"): allow(FO, OP, ML, PS, AD),
+    # reading a photo: its uploader, or whoever may read an incident that references it (checked by the route)
+    ("GET", "/api/v1/media/{media_id}"): allow(*EVERYONE),
+    ("GET", "/api/v1/media/{media_id}/thumbnail"): allow(*EVERYONE),
+    ("GET", "/api/v1/places/{code}"): allow(*EVERYONE),
+    ("POST", "/api/v1/places/decode"): allow(FO, OP, ML, PS, AD),
+    ("GET", "/ws/field"): allow(field_officer=Scope.SELF),
 }
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from dispatcher.values import Latitude, Longitude, RowId, Text
 from gateways.api import HubDep, json_response
 from gateways.auth import acting
+from gateways.problems import problem_response
 from gateways.tenancy import township_of
 from rules import RoutingInput, RuleBook, RuleTableError, compile_table, load_source_text
 from rules.checker import Finding, TableRefused, check_for_service
@@ -97,20 +98,20 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
         # Off the event loop: the loader's budget (rules.yaml_budget) bounds how long this takes.
         book, findings = await asyncio.to_thread(_checked_table, text, base)
     except RuleTableError as exc:
-        return json_response({"detail": "the table is not valid", "problems": [asdict(p) for p in exc.problems]}, 422)
+        found = [asdict(p) for p in exc.problems]
+        return problem_response(422, "invalid", "the table is not valid", problems=found)
     except TableRefused as exc:
-        return json_response(
-            {"detail": "the check refused the table", "findings": [asdict(f) for f in exc.findings]}, 422
+        return problem_response(
+            422, "invalid", "the check refused the table", findings=[asdict(f) for f in exc.findings]
         )
     serving = hub.rules.township_id
     if book.township_id != serving:
-        return json_response(
-            {
-                "detail": f"the table is for township {book.township_id!r}; this one serves township {serving!r}",
-                "township": book.township_id,
-                "serving": serving,
-            },
+        return problem_response(
             409,
+            "wrong-township",
+            f"the table is for township {book.township_id!r}; this one serves township {serving!r}",
+            township=book.township_id,
+            serving=serving,
         )
     put = await hub.put_rules_in_force(book, text, hub.clock.now(), acting(request, None))
     log.info("rule table %s replaced by %s (%d findings)", put.previous, book.version, len(findings))

@@ -26,12 +26,23 @@ class Circle:
     def contains(self, lat: float, lon: float) -> bool:
         return distance_m(self.lat, self.lon, lat, lon) <= self.radius_m
 
+    def reach_m(self) -> float:
+        """How far from its centre the shape reaches."""
+        return self.radius_m
+
 
 @dataclass(frozen=True, slots=True)
 class Polygon:
     """A simple polygon; ``ring`` holds (lon, lat) pairs in GeoJSON order."""
 
     ring: tuple[tuple[float, float], ...]
+
+    def reach_m(self) -> float:
+        """How far from its centre (the mean vertex) the shape reaches: its farthest vertex."""
+        points = self.ring[:-1] if len(self.ring) > 1 and self.ring[0] == self.ring[-1] else self.ring
+        lon = sum(p[0] for p in points) / len(points)
+        lat = sum(p[1] for p in points) / len(points)
+        return max(distance_m(lat, lon, p[1], p[0]) for p in points)
 
     def contains(self, lat: float, lon: float) -> bool:
         # Ray casting: count the edges a ray to the east crosses.

@@ -272,6 +272,8 @@ class RuleBook:
     _shapes: tuple[tuple[str, Shape], ...] = field(repr=False)
     _index: Mapping[str, _CategoryIndex] = field(repr=False)
     _fallback: Mapping[Queue, Decision] = field(repr=False)
+    #: Zones small enough to be one place (``duplicates.small_zone_m``): reports placed only by one join.
+    small_zones: frozenset[str] = frozenset()
 
     @property
     def version(self) -> str:
@@ -506,6 +508,7 @@ def compile_table(table: RuleTable) -> RuleBook:
         _shapes=tuple(shapes),
         _index=MappingProxyType(index_by_category),
         _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),
+        small_zones=frozenset(zone_id for zone_id, shape in shapes if shape.reach_m() <= table.duplicates.small_zone_m),
     )
 
 

@@ -252,6 +252,17 @@ class CountyDepartment(Labelled):
     """A county department that the boundary list hands matters to (not a township team)."""
 
 
+class Duplicates(_Strict):
+    """How the table places reports for joining (see docs/dispatch.md: duplicates)."""
+
+    small_zone_m: float = Field(
+        default=0,
+        ge=0,
+        description="a zone whose every point lies within this many metres of its centre (a Point zone: its radius) "
+        "is one place: reports placed only by it join an open incident of the same category in it (0: none)",
+    )
+
+
 class RuleTable(_Strict):
     """A whole table. ``triage_module`` receives what no rule owns (分拨/准入 review)."""
 
@@ -264,6 +275,7 @@ class RuleTable(_Strict):
     triage_module: Identifier = "command-room"
     defaults: Defaults = Defaults()
     keyword_min_score: int = Field(default=2, ge=1)
+    duplicates: Duplicates = Duplicates()
     modules: list[Module] = Field(min_length=1)
     teams: list[Team] = Field(min_length=1)
     county_departments: list[CountyDepartment] = Field(default_factory=list)

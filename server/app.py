@@ -22,13 +22,30 @@ from dispatcher.accounts import Lockout, SqlDirectory
 from dispatcher.alarm import Alarm, ApschedulerAlarm
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.feed import EventFeed
+from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
+from dispatcher.media import LocalMediaStore
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, cap, dispatch_api, open311, rules_api
+from dispatcher.webhooks import Backoff, SqlWebhooks
+from gateways import (
+    api,
+    audit,
+    auth,
+    board,
+    cap,
+    dispatch_api,
+    field_api,
+    field_app,
+    metrics,
+    open311,
+    rules_api,
+    webhooks,
+)
+from gateways.access import AccessLog
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -38,6 +55,7 @@ from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
 from gateways.policy import document_security
 from gateways.privacy import MaskResponses
+from gateways.problems import document_problems
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
@@ -186,7 +204,7 @@ def _documented_security(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_security(build())
+            app.openapi_schema = document_problems(document_security(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -230,6 +248,17 @@ def first_start_box(password: str, settings: Settings) -> str:
     return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
 
 
+def delivery_settings(settings: Settings) -> webhooks.DeliverySettings:
+    return webhooks.DeliverySettings(
+        timeout_s=settings.webhook_timeout_s,
+        backoff=Backoff(
+            first=timedelta(seconds=settings.webhook_first_backoff_s),
+            most=timedelta(seconds=settings.webhook_max_backoff_s),
+        ),
+        disable_after=timedelta(seconds=settings.webhook_disable_after_s),
+    )
+
+
 def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub] | None = None) -> FastAPI:
     """The dispatcher's ASGI application; the hubs start and stop with the app's lifespan.
 
@@ -248,12 +277,17 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         ),
     )
     officers = LastKnownStatus()
+    field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
     mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
     freezer = HeapFreezer() if settings.gc_freeze else None
+    deliverer = webhooks.Deliverer(
+        SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await directory.open()
+        await field.open()
         admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
         had_accounts = bool(directory.accounts())
         generated = await directory.ensure_admin(admin_password, the_hub.clock.now())
@@ -280,7 +314,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             context.county = await stack.enter_async_context(forwarding(the_hub, webhook_settings(settings)))
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
+            await stack.enter_async_context(deliverer.running())
             yield
+        await field.close()
         await directory.close()
 
     app = FastAPI(
@@ -303,9 +339,12 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         settings=settings,
         mqtt=mqtt,
         officer_status=officers,
+        webhooks=deliverer,
         snapshot_pages=board.SnapshotPages(),  # boards connecting together share encoded snapshot pages
         token_buckets=TokenBuckets(settings.rate_per_s, settings.rate_burst),
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
+        media=LocalMediaStore(settings.media_path()),
+        field=field,
     )
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
@@ -314,7 +353,12 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(rules_api.router)
     app.include_router(mqtt_stats_api.router)
     app.include_router(audit.router)
+    app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     app.include_router(board.router)
+    app.include_router(field_api.router)
+    app.include_router(field_api.feed_router)
+    app.include_router(field_app.router)
     app.include_router(open311.router)
     app.include_router(cap.router)
     api.install_error_handlers(app)
@@ -324,7 +368,10 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     # Outermost last: the body limit sees a request first, then the audit trail, then masking.
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)
-    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger=LARGER_BODIES)
+    uploads = dict.fromkeys(field_api.UPLOAD_PATHS, settings.media_max_bytes + field_api.UPLOAD_OVERHEAD)
+    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger={**LARGER_BODIES, **uploads})
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: it times and logs every answer, a 413 of BodyLimit too
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

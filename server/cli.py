@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,10 +19,13 @@ from rules import LoadedTable, RuleBook, RuleTableError, compile_table, load_sou
 from rules.checker import TableRefused, check
 from rules.explain import explain, explanation_json, explanation_text
 from rules.inputs import InputError, read_records, routing_input
+from server import logs
 from server.accounts_cli import accounts_app
+from server.progress import Progress
 
 if TYPE_CHECKING:
     from dispatcher.briefing import Briefing, UnitFigures
+    from simulations.drill import DrillOutcome
 
 app = typer.Typer(help="The township command room's dispatcher.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rule tables (the responsibility boundary list).", no_args_is_help=True)
@@ -30,6 +33,10 @@ app.add_typer(rules_app, name="rules")
 roster_app = typer.Typer(help="Work with duty rosters (officers, shifts, overrides).", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
 app.add_typer(accounts_app, name="accounts")
+places_app = typer.Typer(
+    help="Places with printed codes (龙游通): load them, print their QR codes.", no_args_is_help=True
+)
+app.add_typer(places_app, name="places")
 
 
 @app.command()
@@ -81,7 +88,7 @@ def serve(
         if v is not None
     }
     settings = Settings.model_validate(overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     try:
         application = create_app(settings)
     except (RuleTableError, TableRefused) as exc:
@@ -97,14 +104,20 @@ def serve(
             problems = "\n".join(f"  {p}" for p in exc.problems)
             typer.echo(f"the roster {roster_path} cannot be used:\n{problems}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(
+    _refuse_a_second_writer(application)
+    where = (
         f"board: http://{settings.host}:{settings.port}/board   API docs: http://{settings.host}:{settings.port}/docs"
     )
+    if settings.log_format == "json":
+        logging.getLogger("server").info(where)  # a log pipeline reads only JSON lines
+    else:
+        typer.echo(where)
     uvicorn.run(
         application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through the root logger's format (server/logs.py)
         access_log=False,
         timeout_graceful_shutdown=10,
     )
@@ -538,7 +551,7 @@ def drill(
     import httpx
 
     from simulations.drill import run_drill
-    from simulations.scenario import load_scenario
+    from simulations.scenario import load_scenario, offset
 
     try:
         loaded = load_scenario(scenario)
@@ -548,23 +561,66 @@ def drill(
 
     headers = _bearer(url, token, user, password)
 
-    async def play() -> None:
+    expected_s = offset(loaded.until).total_seconds() / speed
+    typer.echo(
+        f"drill {loaded.name!r} against {url}: {loaded.until} of scenario at speed {speed:g}, "
+        f"about {expected_s / 60:.1f} min",
+        err=True,
+    )
+
+    async def play() -> DrillOutcome:
         async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
-            outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds)
-        typer.echo(
-            f"drill {outcome.run_id}: {outcome.reports} reports, {outcome.moves} unit moves, "
-            f"{outcome.refused} refused, {len(outcome.errors)} errors in {outcome.seconds:.1f} s"
-        )
-        for error in outcome.errors[:20]:
-            typer.echo(f"  {error}", err=True)
-        if outcome.errors:
-            raise typer.Exit(1)
+            seen: list[DrillOutcome] = []
+
+            def so_far() -> str:
+                o = seen[-1] if seen else None
+                return "starting" if o is None else f"{o.reports} reports, {o.moves} moves, {o.refused} refused"
+
+            with Progress("drill", sys.stderr, describe=so_far) as progress:
+
+                def tick(outcome: DrillOutcome) -> None:
+                    seen[:] = [outcome]
+                    progress(outcome.share)
+
+                outcome = await run_drill(loaded, client, speed=speed, max_seconds=max_seconds, tick=tick)
+                seen[:] = [outcome]
+                if not outcome.finished:
+                    raise _Stopped(outcome)
+        return outcome
 
     try:
-        asyncio.run(play())
+        outcome = asyncio.run(play())
+    except _Stopped as stopped:
+        outcome = stopped.outcome
     except httpx.TransportError as exc:
         typer.echo(f"cannot reach {url}: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(drill_summary(outcome))
+    for error in outcome.errors[:20]:
+        typer.echo(f"  {error}", err=True)
+    if outcome.errors:
+        raise typer.Exit(1)
+
+
+class _Stopped(Exception):
+    """The drill stopped before its end (max_seconds): its progress is not finished."""
+
+    def __init__(self, outcome: DrillOutcome) -> None:
+        super().__init__("stopped")
+        self.outcome = outcome
+
+
+def drill_summary(outcome: DrillOutcome) -> str:
+    """What a drill did, and each kind of refused move with how often and why (nothing was changed by them)."""
+    lines = [
+        f"drill {outcome.run_id}: {outcome.reports} reports ({outcome.joined} joined an open incident), "
+        f"{outcome.moves} unit moves, {outcome.refused} refused, {len(outcome.errors)} errors "
+        f"in {outcome.seconds:.1f} s"
+    ]
+    if outcome.refusals:
+        lines.append("refused (the incident was no longer where the plan expected; nothing changed):")
+        lines += [f"  {count} × {why}" for why, count in outcome.refusals.most_common()]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -572,7 +628,12 @@ def devices(
     mqtt_url: Annotated[
         str, typer.Option("--mqtt-url", help="the broker the dispatcher uses")
     ] = "mqtt://127.0.0.1:1883",
-    officers: Annotated[int, typer.Option(help="simulated officers' phones")] = 20,
+    officers: Annotated[
+        int | None, typer.Option(help="simulated officers' phones (default: one per officer of the roster)")
+    ] = None,
+    no_roster: Annotated[
+        bool, typer.Option("--no-roster", help="made-up officer ids, for a dispatcher run with DISPATCHER_NO_ROSTER")
+    ] = False,
     duration: Annotated[float, typer.Option(help="seconds to run")] = 60.0,
     reports: Annotated[int, typer.Option(help="reports the officers send in all")] = 10,
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 1,
@@ -581,12 +642,22 @@ def devices(
     """Simulate officers' phones over MQTT: positions, reports, and working the tasks they are sent."""
     import asyncio
 
-    from simulations.devices import DeviceConfig, run_devices
+    from simulations.devices import DeviceConfig, TooManyPhones, run_devices
 
     config = DeviceConfig(
-        mqtt_url=mqtt_url, prefix=prefix, officers=officers, duration_s=duration, reports=reports, seed=seed
+        mqtt_url=mqtt_url,
+        prefix=prefix,
+        officers=officers,
+        roster=() if no_roster else None,
+        duration_s=duration,
+        reports=reports,
+        seed=seed,
     )
-    typer.echo(asyncio.run(run_devices(config)).line())
+    try:
+        typer.echo(asyncio.run(run_devices(config)).line())
+    except TooManyPhones as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | None, json_out: Path | None) -> None:
@@ -619,22 +690,134 @@ def _replay_csv(csv_path: Path, mapping: Path, table: Path | None, limit: int | 
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[float], None]]:
-    """A progress bar on stderr, advanced by the share of the work done (0 to 1)."""
-    with typer.progressbar(length=1000, label=label, file=sys.stderr) as bar:
-        done = 0
-
-        def advance(share: float) -> None:
-            nonlocal done
-            step = int(share * 1000) - done
-            if step > 0:
-                bar.update(step)
-                done += step
-
-        yield advance
+    """Progress on stderr (a bar on a terminal, else a line a minute), advanced by the share done (0 to 1)."""
+    with Progress(label, sys.stderr) as progress:
+        yield progress
 
 
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _refuse_a_second_writer(application: Any) -> None:
+    """Say so plainly, before the server starts, when another dispatcher writes to a township's database."""
+    import asyncio
+
+    from dispatcher.sql_store import SqlIncidentStore, WriterLock
+    from dispatcher.store import StoreLocked
+
+    async def check() -> None:
+        for township in application.state.context.townships.values():
+            store = township.hub.store
+            if isinstance(store, SqlIncidentStore):
+                await WriterLock.check_free(store.url)
+
+    try:
+        asyncio.run(check())
+    except StoreLocked as exc:
+        typer.echo(f"not started: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _places_township(rules: Path | None) -> tuple[str, frozenset[str]]:
+    """The township and zone ids of the rule table ``rules`` (default: the settings' table)."""
+    from dispatcher.settings import Settings
+
+    book, _ = _load_book(rules or Settings().rules_path)
+    return book.table.township.id, frozenset(z.id for z in book.table.zones)
+
+
+@places_app.command("load")
+def places_load(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a .csv or .yaml places file")],
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="the rule table whose township and zones the places belong to")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Check a places file (every problem with its line) and store its places, replacing those of the same code."""
+    import asyncio
+
+    from dispatcher.field_store import SqlFieldStore
+    from dispatcher.places import PlacesError, read_places
+    from dispatcher.settings import Settings
+
+    township, zones = _places_township(rules)
+    try:
+        places = read_places(path, township, zones=zones)
+    except PlacesError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+
+    async def store() -> int:
+        field = SqlFieldStore(settings.database_url)
+        try:
+            await field.open()
+            return await field.put_places(places)
+        finally:
+            await field.close()
+
+    typer.echo(f"{asyncio.run(store())} places of {township} stored from {path.name}")
+
+
+@places_app.command("codes")
+def places_codes(
+    out: Annotated[Path, typer.Option("--out", help="the file to write")],
+    fmt: Annotated[str, typer.Option("--format", help="svg or pdf")] = "pdf",
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="the address phones open: <base-url>/field/place/<code>")
+    ] = "http://127.0.0.1:8000",
+    source: Annotated[
+        Path | None, typer.Option("--from", help="a places file to print instead of the stored places")
+    ] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="the rule table (its township)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Write a printable sheet of the places' QR codes (A4, 3 × 4 a page), each with its name and code."""
+    import asyncio
+
+    from dispatcher.field_store import SqlFieldStore
+    from dispatcher.places import PlacesError, find_cjk_font, read_places, sheet_pdf, sheet_svg
+    from dispatcher.settings import Settings
+
+    if fmt not in ("svg", "pdf"):
+        raise typer.BadParameter("--format must be svg or pdf")
+    if not base_url.startswith(("http://", "https://")):
+        raise typer.BadParameter("--base-url must start with http:// or https://")
+    township, zones = _places_township(rules)
+    if source is not None:
+        try:
+            places = read_places(source, township, zones=zones)
+        except PlacesError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+    else:
+        settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+
+        async def read() -> list[Any]:
+            field = SqlFieldStore(settings.database_url)
+            try:
+                await field.open()
+                return await field.places(township)
+            finally:
+                await field.close()
+
+        places = asyncio.run(read())
+    if not places:
+        typer.echo(f"no places of {township} to print: load some first (dispatcher places load FILE)", err=True)
+        raise typer.Exit(1)
+    if fmt == "svg":
+        out.write_text(sheet_svg(places, base_url), encoding="utf-8")
+    else:
+        if find_cjk_font() is None:
+            typer.echo("no CJK font (Noto Sans CJK) under /usr/share/fonts: the PDF shows the codes without names")
+        out.write_bytes(sheet_pdf(places, base_url))
+    typer.echo(f"{len(places)} place codes written to {out}")
 
 
 def main() -> None:

@@ -1,9 +1,14 @@
 """Officers' phones over MQTT: N simulated devices against a running dispatcher and its broker.
 
-Each officer belongs to one team (round-robin over the rule table's teams), walks at random near
-the township's zones and publishes its position, listens on its team's dispatch topic and its own
-tasks topic, and works the incidents it is given: acknowledge after a delay drawn (seeded) from a
-log-normal distribution, go en route, arrive, resolve. Some officers also report incidents.
+The phones are the roster's officers (by default the bundled roster of the bundled table: the ids the
+dispatcher knows, so their positions reach the map and the roster): taken one team at a time (the first
+officer of each team, then the second...), so that a few phones cover every team. Without a roster
+(``roster=()``) they are ``officer-000``... round-robin over the rule table's teams, for a dispatcher run
+with ``DISPATCHER_NO_ROSTER``. Each walks at random near its zone and publishes its position, listens on
+its team's dispatch topic and its own tasks topic, and works the incidents it is given (with a roster:
+those whose notice names its officer, as the roster chose or a re-dispatch or an operator moved them;
+without: one phone of the team per incident): acknowledge after a delay drawn
+(seeded) from a log-normal distribution, go en route, arrive, resolve. Some officers also report incidents.
 
     python -m simulations.devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
     dispatcher devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
@@ -21,10 +26,12 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiomqtt
 import orjson
 
+from dispatcher.roster_file import BUNDLED_ROSTER, RosterError, build_roster, read_roster
 from dispatcher.settings import BUNDLED_TABLE
 from gateways.mqtt import BrokerAddress, Topics, default_prefix
 from gateways.mqtt.gateway import NO_DELAY
@@ -38,13 +45,15 @@ DEFAULT_REPORTS: tuple[tuple[str, str], ...] = (
     ("traffic.accident", "town-centre"),
 )
 _METRES_PER_DEGREE = 111_320.0
+#: The notices that give an officer work: a dispatch, and an officer (re)assigned by a re-dispatch or an operator.
+_TASKS = ("UnitsDispatched", "OfficerAssigned")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceConfig:
     mqtt_url: str
     prefix: str | None = None
-    officers: int = 20
+    officers: int | None = None  # how many phones; None: every officer of the roster (20 without a roster)
     duration_s: float = 60.0
     seed: int = 1
     ack_median_s: float = 2.0  # log-normal: median and spread (sigma) of the time to acknowledge
@@ -57,6 +66,38 @@ class DeviceConfig:
     report_within_s: float | None = None  # reports go out within this time (default: the first half of the run)
     work_tasks: bool = True  # False: phones only walk and send positions (background load), no team topics
     stop_after_resolved: int | None = None  # end early once this many tasks were resolved
+    #: The roster's officers as (id, team, zone or None), in the roster's order; None: the bundled roster (with
+    #: the bundled table); (): made-up ids ``officer-NNN`` (a dispatcher without a roster).
+    roster: tuple[tuple[str, str, str | None], ...] | None = None
+
+
+class TooManyPhones(ValueError):
+    """More phones asked for than the roster has officers."""
+
+
+def roster_officers(path: Path = BUNDLED_ROSTER) -> tuple[tuple[str, str, str | None], ...]:
+    """(id, team, zone) of every officer of a roster file, in its order."""
+    return tuple((o.id, o.team, o.zone) for o in read_roster(path).officers)
+
+
+def phones_of(
+    roster: tuple[tuple[str, str, str | None], ...], teams: list[str], count: int
+) -> list[tuple[str, str, str | None]]:
+    """``count`` officers of ``roster``, one team at a time in the table's order (every team's first officer,
+    then every team's second...); raises :class:`TooManyPhones` when the roster has fewer."""
+    by_team: dict[str, list[tuple[str, str, str | None]]] = {}
+    for officer in roster:
+        by_team.setdefault(officer[1], []).append(officer)
+    order = [t for t in teams if t in by_team] + [t for t in by_team if t not in teams]
+    interleaved = [
+        by_team[team][n]
+        for n in range(max(map(len, by_team.values()), default=0))
+        for team in order
+        if n < len(by_team[team])
+    ]
+    if count > len(interleaved):
+        raise TooManyPhones(f"the roster has {len(interleaved)} officers: ask for at most that many phones")
+    return interleaved[:count]
 
 
 @dataclass(slots=True)
@@ -78,9 +119,9 @@ class DeviceSummary:
         )
 
 
-def zone_centres(rules: RuleBook) -> list[tuple[float, float]]:
-    """(lat, lon) of each zone: a point zone's centre, a polygon's mean vertex."""
-    centres = []
+def zone_points(rules: RuleBook) -> dict[str, tuple[float, float]]:
+    """(lat, lon) of each zone by id: a point zone's centre, a polygon's mean vertex."""
+    centres = {}
     for zone in rules.table.zones:
         geometry = zone.geometry
         if isinstance(geometry, PointGeometry):
@@ -88,8 +129,22 @@ def zone_centres(rules: RuleBook) -> list[tuple[float, float]]:
         else:
             ring = geometry.coordinates[0][:-1]
             lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
-        centres.append((lat, lon))
+        centres[zone.id] = (lat, lon)
     return centres
+
+
+def zone_centres(rules: RuleBook) -> list[tuple[float, float]]:
+    """(lat, lon) of each zone, in the table's order."""
+    return list(zone_points(rules).values())
+
+
+def default_roster(rules: RuleBook) -> tuple[tuple[str, str, str | None], ...]:
+    """The bundled roster's officers when it fits ``rules`` (the bundled table), else none."""
+    try:
+        build_roster(read_roster(BUNDLED_ROSTER), rules)
+    except RosterError:
+        return ()
+    return roster_officers(BUNDLED_ROSTER)
 
 
 class Officer:
@@ -119,23 +174,31 @@ class DeviceFleet:
         self.config = config
         self.topics = Topics(config.prefix or default_prefix(rules.township_id))
         self.address = BrokerAddress.parse(config.mqtt_url)
-        self.summary = DeviceSummary(officers=config.officers)
+        self.summary = DeviceSummary()
         self.run_id = uuid.uuid4().hex[:8]
         teams = [t.id for t in rules.table.teams]
-        centres = zone_centres(rules)
-        assignment = {f"officer-{n:03d}": teams[n % len(teams)] for n in range(config.officers)}
+        zones = zone_points(rules)
+        centres = list(zones.values())
+        roster = default_roster(rules) if config.roster is None else config.roster
+        self.on_roster = bool(roster)
+        if roster:
+            phones = phones_of(roster, teams, len(roster) if config.officers is None else config.officers)
+        else:
+            count = 20 if config.officers is None else config.officers
+            phones = [(f"officer-{n:03d}", teams[n % len(teams)], None) for n in range(count)]
         self.officers = [
             Officer(
                 officer_id,
                 team,
-                [o for o, t in assignment.items() if t == team],
+                [o for o, t, _ in phones if t == team],
                 random.Random(config.seed * 100_003 + n),
-                centres[n % len(centres)],
+                zones.get(zone or "", centres[n % len(centres)]),
             )
-            for n, (officer_id, team) in enumerate(assignment.items())
+            for n, (officer_id, team, zone) in enumerate(phones)
         ]
         self._done = asyncio.Event()
         # Nobody reports before every phone listens: a notice sent to a phone still connecting is lost.
+        self.summary.officers = len(self.officers)
         self._all_listening = asyncio.Barrier(len(self.officers)) if self.officers else None
 
     async def run(self) -> DeviceSummary:
@@ -181,10 +244,14 @@ class DeviceFleet:
             self.summary.notices += 1
             body = orjson.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
             incident_id = body.get("incident_id")
-            if not self.config.work_tasks or body.get("type") != "UnitsDispatched" or not isinstance(incident_id, int):
+            kind = body.get("type")
+            if not self.config.work_tasks or kind not in _TASKS or not isinstance(incident_id, int):
                 continue
-            if body.get("team") != officer.team or not officer.mine(incident_id) or incident_id in officer.taken:
-                continue  # a re-sent notice (same seq) or another officer's incident
+            # With a roster a task is the named officer's (the roster's choice, a re-dispatch, an operator's): one
+            # waiting for an officer on duty is nobody's yet. Without one, one phone of the team takes each.
+            mine = body.get("officer") == officer.id if self.on_roster else officer.mine(incident_id)
+            if body.get("team") != officer.team or not mine or incident_id in officer.taken:
+                continue  # a re-sent notice (same seq, or on the team's topic and the officer's) or another's
             officer.taken.add(incident_id)
             self.summary.tasks_taken += 1
             group.create_task(self._work(client, officer, incident_id))
@@ -265,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--prefix", default=None, help="topic prefix (default township/<township-id>/)")
-    parser.add_argument("--officers", type=int, default=20)
+    parser.add_argument("--officers", type=int, default=None, help="phones (default: every officer of the roster)")
+    parser.add_argument("--no-roster", action="store_true", help="made-up officer ids (a dispatcher without roster)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--reports", type=int, default=10, help="reports the officers send in all")
     parser.add_argument("--seed", type=int, default=1)
@@ -276,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         mqtt_url=args.mqtt_url,
         prefix=args.prefix,
         officers=args.officers,
+        roster=() if args.no_roster else None,
         duration_s=args.duration,
         reports=args.reports,
         seed=args.seed,

@@ -15,9 +15,11 @@ import itertools
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
@@ -28,13 +30,38 @@ _STEPS = ("acknowledge", "en-route", "on-scene", "resolve")
 
 @dataclass
 class DrillOutcome:
+    """What a drill sent and what became of it, filled in as it runs (a progress display may read it)."""
+
     run_id: str
     reports: int = 0
+    joined: int = 0  # reports that joined an open incident (a repeat of the same matter): no moves planned
     moves: int = 0
     refused: int = 0
+    #: Each kind of refused move (``409``: the incident was not where the drill's plan thought), counted:
+    #: ``"acknowledge: cannot acknowledge a finished incident: it is closed (illegal-transition)"``.
+    refusals: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     incident_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    virtual_s: float = 0.0  # how far into the scenario the drill is
+    horizon_s: float = 0.0  # the scenario's length (``until``)
+    finished: bool = False  # the whole scenario was played (not stopped by max_seconds)
+
+    @property
+    def share(self) -> float:
+        """The share of the scenario played, 0 to 1."""
+        return 1.0 if self.finished else min(1.0, self.virtual_s / self.horizon_s) if self.horizon_s > 0 else 0.0
+
+
+def _problem(answer: httpx.Response) -> str:
+    """A refusal's ``detail (code)`` from its problem document, or its status."""
+    try:
+        body: Any = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return f"{body['detail']} ({body.get('code', answer.status_code)})"
+    return f"HTTP {answer.status_code}"
 
 
 async def run_drill(
@@ -43,11 +70,17 @@ async def run_drill(
     *,
     speed: float = 1.0,
     max_seconds: float = 3600.0,
+    tick: Callable[[DrillOutcome], None] | None = None,
+    tick_every_s: float = 1.0,
 ) -> DrillOutcome:
-    """Play ``scenario`` against the dispatcher behind ``client`` (its ``base_url``); returns what was sent."""
+    """Play ``scenario`` against the dispatcher behind ``client`` (its ``base_url``); returns what was sent.
+
+    ``tick`` is called with the outcome so far after each action and at least every ``tick_every_s`` seconds
+    of a wait (a progress display); ``outcome.finished`` is set when the whole scenario was played.
+    """
     if speed <= 0:
         raise ValueError("speed must be positive")
-    outcome = DrillOutcome(run_id=uuid.uuid4().hex[:8])
+    outcome = DrillOutcome(run_id=uuid.uuid4().hex[:8], horizon_s=offset(scenario.until).total_seconds())
     rng = random.Random(scenario.seed)
     agenda: list[tuple[float, int, Callable[[], Awaitable[None]]]] = []
     order = itertools.count()
@@ -64,10 +97,13 @@ async def run_drill(
             body |= {"report_id": f"drill-{outcome.run_id}-{number}", "exercise": True}
             answer = await client.post("/api/v1/incidents", json=body)
             if answer.status_code not in (200, 201):
-                outcome.errors.append(f"report {number}: HTTP {answer.status_code} {answer.text[:200]}")
+                outcome.errors.append(f"report {number}: {_problem(answer)[:300]}")
                 return
             incident = answer.json()
             outcome.reports += 1
+            if answer.headers.get("X-Report-Outcome") == "joined":
+                outcome.joined += 1  # its teams are on it already: their moves are planned once
+                return
             outcome.incident_ids.append(incident["id"])
             plan_units(incident, when)
 
@@ -93,24 +129,25 @@ async def run_drill(
     def move_action(incident_id: object, team: str, step: str) -> Callable[[], Awaitable[None]]:
         async def move() -> None:
             path = f"/api/v1/incidents/{incident_id}/assignments/{team}/{step}"
-            await send_move(path, {"actor": f"drill:{team}"})
+            await send_move(step, path, {"actor": f"drill:{team}"})
 
         return move
 
     def close_action(incident_id: object) -> Callable[[], Awaitable[None]]:
         async def close() -> None:
-            await send_move(f"/api/v1/incidents/{incident_id}/close", {"actor": "drill:operator"})
+            await send_move("close", f"/api/v1/incidents/{incident_id}/close", {"actor": "drill:operator"})
 
         return close
 
-    async def send_move(path: str, body: dict[str, str]) -> None:
+    async def send_move(step: str, path: str, body: dict[str, str]) -> None:
         answer = await client.post(path, json=body)
         if answer.status_code == 200:
             outcome.moves += 1
         elif answer.status_code == 409:
             outcome.refused += 1
+            outcome.refusals[f"{step}: {_problem(answer)}"] += 1
         else:
-            outcome.errors.append(f"{path}: HTTP {answer.status_code}")
+            outcome.errors.append(f"{path}: {_problem(answer)[:300]}")
 
     number = itertools.count(1)
     for step in scenario.timeline:
@@ -119,7 +156,8 @@ async def run_drill(
             when = offset(step.at) + k * every
             at(when, report_action(step.report, next(number), when))
 
-    horizon = offset(scenario.until).total_seconds()
+    horizon = outcome.horizon_s
+    stopped = False
     while agenda:
         virtual, _, action = agenda[0]
         if virtual > horizon:
@@ -127,10 +165,19 @@ async def run_drill(
         wait = started + virtual / speed - time.monotonic()
         if time.monotonic() - started + max(wait, 0) > max_seconds:
             outcome.errors.append(f"stopped after max_seconds={max_seconds}")
+            stopped = True
             break
-        if wait > 0:
-            await asyncio.sleep(wait)
+        while wait > 0:  # the wait in slices, so that a display can follow the scenario's time meanwhile
+            await asyncio.sleep(min(wait, tick_every_s) if tick is not None else wait)
+            outcome.virtual_s = min(virtual, (time.monotonic() - started) * speed)
+            if tick is not None:
+                tick(outcome)
+            wait = started + virtual / speed - time.monotonic()
         heapq.heappop(agenda)
+        outcome.virtual_s = virtual
         await action()
+        if tick is not None:
+            tick(outcome)
+    outcome.finished = not stopped
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -126,7 +126,11 @@ class Simulation:
             alarm = self.alarm.when
             upcoming = [t for t in (next_action, alarm) if t is not None and t <= horizon]
             if not upcoming:
+                # The horizon is reached when nothing is left before it: say so, or a display stops at the share
+                # of the last action (79-99 %).
                 self.clock.advance_to(horizon)
+                if self._progress is not None:
+                    self._progress(1.0)
                 return
             now = self.clock.advance_to(min(upcoming))
             if self._progress is not None:

@@ -136,7 +136,8 @@ class HubRig:
 
 @pytest.fixture
 async def rig(database_url: str, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
-    rig = HubRig(database_url, bundled_rules)
+    """A hub without roster, every report its own incident (duplicate joining off: see ``crew`` for it on)."""
+    rig = HubRig(database_url, bundled_rules, duplicate_radius_m=0.0)
     await rig.hub.start()
     try:
         yield rig

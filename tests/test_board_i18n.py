@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dispatcher import accounts
 from dispatcher.core import events, incidents, lifecycle, roster
+from gateways import problems
 from rules.matcher import Queue
 
 STATIC = Path(__file__).resolve().parent.parent / "gateways" / "static"
@@ -54,6 +55,7 @@ BUILT_KEYS: dict[str, set[str]] = {
     "stat": {q.value for q in Queue},
     "action": {a.value for a in lifecycle.UnitAction},
     "ustatus": {s.value for s in roster.UnitStatus},
+    "problem": set(problems.TITLES),
     "ev": {
         name
         for name, cls in inspect.getmembers(events, inspect.isclass)

@@ -382,10 +382,13 @@ async def test_a_refusal_echoes_nan_and_surrogates_as_valid_json(http: httpx.Asy
         headers={"content-type": "application/json"},
     )
     assert answer.status_code == 422
-    problems = {tuple(p["loc"]): p for p in orjson.loads(answer.content)["detail"]}
-    assert problems[("body", "location", "lat")]["input"] == "nan"
-    assert problems[("body", "location", "lon")]["input"] == "inf"
-    assert problems[("body", "description")]["input"] == "a\\ud800"
+    problem = orjson.loads(answer.content)
+    assert answer.headers["content-type"] == "application/problem+json" and problem["code"] == "invalid"
+    fields = {p["field"]: p for p in problem["errors"]}
+    assert "lone surrogate" in fields["description"]["message"]
+    assert fields["location.lat"]["input"] == "nan"
+    assert fields["location.lon"]["input"] == "inf"
+    assert fields["description"]["input"] == "a\\ud800"
 
 
 # -- the HTTP fuzz: spoilt bodies, and hostile values in paths and queries -------------------------------

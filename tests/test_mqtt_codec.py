@@ -169,6 +169,7 @@ def test_dead_letter_payload_keeps_reason_topic_and_the_start_of_the_payload() -
     body = orjson.loads(dead_letter_payload(letter, b"a" * 5000, at=NOW))
     assert body == {
         "reason": "too_large",
+        "code": "too-large",
         "detail": "big",
         "topic": T.reports,
         "size": 5000,

@@ -164,7 +164,7 @@ async def test_the_writer_survives_a_failed_batch_reaching_the_alarm_job(
     database_url: str, bundled_rules: RuleBook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through APScheduler's own job path: it clears the frames of a job's exception's traceback."""
-    rig = HubRig(database_url, bundled_rules)
+    rig = HubRig(database_url, bundled_rules, duplicate_radius_m=0.0)  # each report its own incident
     rig.clock = VirtualClock(datetime.now(UTC))  # the deadlines are in the real future: the alarm sleeps
     alarm = ApschedulerAlarm()
     rig.alarm = alarm  # type: ignore[assignment]

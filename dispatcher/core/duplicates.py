@@ -6,7 +6,7 @@ and the time; nothing here reads a clock or a store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 from dispatcher.core.incidents import Incident, Report
@@ -22,15 +22,22 @@ def find_duplicate(
     *,
     radius_m: float,
     window: timedelta,
+    small_zones: Collection[str] = (),
 ) -> Incident | None:
     """The incident ``report`` repeats, or ``None``.
 
     A duplicate has the same routed ``category``, is still joinable (not resolved or finished), is of the
-    same kind (a drill joins only a drill), was last reported within ``window`` of ``at``, and lies within
-    ``radius_m`` of the report; the nearest wins, then the lowest id. A report without a position, or
-    ``radius_m <= 0``, never joins.
+    same kind (a drill joins only a drill), was last reported within ``window`` of ``at``, and is in the same
+    place: both positioned and within ``radius_m`` of each other, or, where either has no position, both named
+    by the same zone of ``small_zones`` (a zone the table calls small: 五岔口 is one place, a whole town is
+    not). The nearest wins (a shared small zone counts as 0 m), then the lowest id. ``radius_m <= 0`` turns
+    joining off; a report with neither a position nor a small zone never joins.
     """
-    if category is None or report.lat is None or report.lon is None or radius_m <= 0:
+    if category is None or radius_m <= 0:
+        return None
+    placed = report.lat is not None and report.lon is not None
+    small_zone = report.zone if report.zone is not None and report.zone in small_zones else None
+    if not placed and small_zone is None:
         return None
     best: tuple[float, int, Incident] | None = None
     for incident in candidates:
@@ -39,12 +46,16 @@ def find_duplicate(
             incident.status not in JOINABLE_STATUSES
             or incident.category != category
             or first.exercise != report.exercise
-            or first.lat is None
-            or first.lon is None
             or at - incident.last_reported_at > window
         ):
             continue
-        distance = distance_m(report.lat, report.lon, first.lat, first.lon)
+        if placed and first.lat is not None and first.lon is not None:
+            assert report.lat is not None and report.lon is not None
+            distance = distance_m(report.lat, report.lon, first.lat, first.lon)
+        elif small_zone is not None and first.zone == small_zone:
+            distance = 0.0
+        else:
+            continue
         if distance <= radius_m and (best is None or (distance, incident.id) < best[:2]):
             best = (distance, incident.id, incident)
     return best[2] if best else None

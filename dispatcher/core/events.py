@@ -74,6 +74,9 @@ class IncidentReported(Event):
     priority: int
     rule_id: str | None
     table_version: str
+    photos: tuple[str, ...] = ()  # content addresses in the media store (the report's evidence)
+    place: str | None = None  # the place code (龙游通) it was reported from
+    accuracy_m: float | None = None  # the phone's GPS accuracy for lat/lon
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +97,8 @@ class UnitMoved(Event):
     to_state: AssignmentState
     actor: str | None
     incident_status: IncidentStatus
+    note: str | None = None  # what the officer wrote with the step (a resolution's account)
+    photos: tuple[str, ...] = ()  # evidence taken with the step (content addresses)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +119,8 @@ class NoteAdded(Event):
     author: str | None
     text: str
     public: bool = False  # shown to the reporter (Open311 ``status_notes``); internal otherwise
+    photos: tuple[str, ...] = ()
+    note_id: str | None = None  # the client's key: a retried note with the same key is not added again
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +213,7 @@ class ReportAttached(Event):
     report_count: int
     merged_from: int | None = None
     actor: str | None = None
+    photos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,9 +441,20 @@ class AlertIssued(TownshipEvent):
     document: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookDisabled(TownshipEvent):
+    """A webhook subscription was disabled after a long run of failed deliveries: someone must look at it."""
+
+    subscription_id: int
+    url: str
+    reason: str
+    delivered_seq: int
+
+
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
-    cls.__name__: cls for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, AlertIssued)
+    cls.__name__: cls
+    for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, WebhookDisabled, AlertIssued)
 }
 
 

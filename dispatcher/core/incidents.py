@@ -70,6 +70,9 @@ class Report:
     reporter_kind: str | None = None
     exercise: bool = False  # a drill (演练): marked everywhere, never forwarded, never in real figures
     occurred_at: datetime | None = None
+    photos: tuple[str, ...] = ()  # content addresses (SHA-256 hex) of photos in the media store
+    place: str | None = None  # a place code (龙游通) the report was made from
+    accuracy_m: float | None = None  # the phone's GPS accuracy for lat/lon
 
 
 class DeadlineState(StrEnum):
@@ -387,6 +390,9 @@ def open_incident(
             priority=decision.priority,
             rule_id=decision.rule_id,
             table_version=decision.table_version,
+            photos=report.photos,
+            place=report.place,
+            accuracy_m=report.accuracy_m,
         )
     ]
     if assignments:
@@ -486,8 +492,12 @@ def move_unit(
     actor: str | None,
     *,
     reason: str = "",
+    note: str | None = None,
+    photos: tuple[str, ...] = (),
 ) -> tuple[Incident, list[Event]]:
     """Advance one team's assignment; the incident's status follows its lead assignment.
+
+    ``note`` and ``photos`` (content addresses) go with the step into its event (a resolution's evidence).
 
     ``RETURN`` (回退) needs a ``reason``: the assignment stops, and when it was the lead's the incident
     goes back to the command room (status ``reported``, queue ``returned``) for re-dispatch.
@@ -527,6 +537,8 @@ def move_unit(
         to_state=new_state,
         actor=actor,
         incident_status=status,
+        note=note,
+        photos=photos,
     )
     return updated, [event]
 
@@ -549,11 +561,23 @@ def finish_incident(
 
 
 def add_note(
-    incident: Incident, text: str, author: str | None, at: datetime, *, public: bool = False
+    incident: Incident,
+    text: str,
+    author: str | None,
+    at: datetime,
+    *,
+    photos: tuple[str, ...] = (),
+    note_id: str | None = None,
+    public: bool = False,
 ) -> tuple[Incident, list[Event]]:
-    """A note may be added in any status, a closed incident included; a ``public`` one is shown to the reporter."""
+    """A note may be added in any status, a closed incident included; ``note_id`` is the client's key;
+    a ``public`` one is shown to the reporter (Open311 ``status_notes``)."""
     updated = _bump(incident, at)
-    return updated, [NoteAdded(incident_id=incident.id, at=at, author=author, text=text, public=public)]
+    return updated, [
+        NoteAdded(
+            incident_id=incident.id, at=at, author=author, text=text, photos=photos, note_id=note_id, public=public
+        )
+    ]
 
 
 # -- deadlines and the leadership chain ---------------------------------------------------
@@ -844,6 +868,7 @@ def attach_report(
             report_count=updated.report_count,
             merged_from=merged_from,
             actor=actor,
+            photos=report.photos,
         )
     ]
 

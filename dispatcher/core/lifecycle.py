@@ -67,11 +67,13 @@ class Role(StrEnum):
 class IllegalTransition(Exception):
     """A move that the table does not allow from the current state. Nothing was changed."""
 
-    def __init__(self, action: str, current: str, subject: str) -> None:
+    def __init__(self, action: str, current: str, subject: str, *, allowed: tuple[str, ...] = ()) -> None:
         super().__init__(f"cannot {action} {subject}: it is {current}")
         self.action = action
         self.current = current
         self.subject = subject
+        #: The moves the table does allow from ``current`` (empty where no table decided the refusal).
+        self.allowed = allowed
 
 
 A = AssignmentState
@@ -136,7 +138,8 @@ def next_assignment_state(current: AssignmentState, action: UnitAction | Assignm
     try:
         return ASSIGNMENT_MOVES[(current, action)]
     except KeyError:
-        raise IllegalTransition(action.value, current.value, "the assignment") from None
+        allowed = tuple(a.value for (state, a) in ASSIGNMENT_MOVES if state is current)
+        raise IllegalTransition(action.value, current.value, "the assignment", allowed=allowed) from None
 
 
 def next_incident_status(current: IncidentStatus, action: IncidentAction) -> IncidentStatus:
@@ -144,4 +147,5 @@ def next_incident_status(current: IncidentStatus, action: IncidentAction) -> Inc
     try:
         return INCIDENT_MOVES[(current, action)]
     except KeyError:
-        raise IllegalTransition(action.value, current.value, "the incident") from None
+        allowed = tuple(a.value for (status, a) in INCIDENT_MOVES if status is current)
+        raise IllegalTransition(action.value, current.value, "the incident", allowed=allowed) from None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -19,5 +22,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade_to_head(connection: Connection) -> None:
-    """Bring the schema on ``connection`` to the newest revision (synchronous; use ``run_sync``)."""
+    """Bring the schema on ``connection`` to the newest revision (synchronous; use ``run_sync``).
+
+    Logs one line when it upgraded (Alembic's own lines, one per revision, are left to its logger).
+    """
+    before = MigrationContext.configure(connection).get_current_revision()
     command.upgrade(alembic_config(connection), "head")
+    after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "nothing (a new database)", after)

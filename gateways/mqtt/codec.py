@@ -41,11 +41,26 @@ class Refusal(StrEnum):
 UNEXPECTED = "unexpected error: "  # the detail of a refusal no check foresaw (the tests assert there is none)
 
 
+#: The problem code (gateways.problems, as the HTTP API answers) of each reason; a refused move says its own.
+PROBLEM_CODES: dict[Refusal, str] = {
+    Refusal.TOO_LARGE: "too-large",
+    Refusal.NOT_JSON: "invalid",
+    Refusal.SCHEMA: "invalid",
+    Refusal.UNKNOWN_TOPIC: "not-found",
+    Refusal.UNKNOWN_ZONE: "invalid",
+    Refusal.OFFICER_MISMATCH: "forbidden",
+    Refusal.REFUSED: "refused",
+    Refusal.FORBIDDEN: "forbidden",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     reason: Refusal
     detail: str
     topic: str
+    #: The problem code; empty: the reason's (:data:`PROBLEM_CODES`).
+    code: str = ""
 
 
 class OfficerState(StrEnum):
@@ -198,6 +213,7 @@ def dead_letter_payload(letter: DeadLetter, payload: bytes, *, at: datetime, kee
     return orjson.dumps(
         {
             "reason": letter.reason.value,
+            "code": letter.code or PROBLEM_CODES[letter.reason],
             "detail": letter.detail,
             "topic": letter.topic,
             "size": len(payload),

@@ -53,6 +53,7 @@ from gateways.mqtt.codec import (
 from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
+from gateways.problems import code_of
 
 log = logging.getLogger(__name__)
 
@@ -349,13 +350,14 @@ class MqttGateway:
                 outcome = await self._until_stored(lambda: self.hub.report(command.report, at))
             except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
                 log.exception("report %s from MQTT failed", command.report.report_id)
-                await self._dead_letter(
-                    client, DeadLetter(Refusal.REFUSED, f"{type(exc).__name__}: {exc}", topic), payload
-                )
+                letter = DeadLetter(Refusal.REFUSED, f"{type(exc).__name__}: {exc}", topic, code_of(exc))
+                await self._dead_letter(client, letter, payload)
             else:
                 if outcome is None:
                     return  # stopping: the broker keeps it for the next session
                 self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
+                kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+                self.hub.stats.reports["mqtt", kind] += 1
         elif isinstance(command, OfficerStatus):
             self.counters["status"] += 1
             try:
@@ -369,10 +371,11 @@ class MqttGateway:
             if not done:
                 return  # stopping: the broker keeps it for the next session
             if refusal is not None:
-                await self._dead_letter(client, DeadLetter(refusal[0], refusal[1], topic), payload)
+                reason, detail, code = refusal
+                await self._dead_letter(client, DeadLetter(reason, detail, topic, code), payload)
         self._ack(client, generation, message)
 
-    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, tuple[Refusal, str] | None]:
+    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, tuple[Refusal, str, str] | None]:
         """(whether the hub decided, why the move was refused if it was)."""
         try:
             incident = await self._until_stored(lambda: self.hub.get(ack.incident_id))
@@ -380,7 +383,7 @@ class MqttGateway:
                 return False, None  # stopping
             forbidden = self._forbidden(ack, incident)
             if forbidden is not None:
-                return True, (Refusal.FORBIDDEN, forbidden)
+                return True, (Refusal.FORBIDDEN, forbidden, "forbidden")
             result = await self._until_stored(
                 lambda: self.hub.move_unit(ack.incident_id, ack.team, ack.action, at, actor=ack.officer_id)
             )
@@ -388,12 +391,12 @@ class MqttGateway:
             if exc.current == _REACHED[ack.action]:
                 self.counters["acks_repeated"] += 1
                 return True, None
-            return True, (Refusal.REFUSED, str(exc))
+            return True, (Refusal.REFUSED, str(exc), code_of(exc))
         except (UnknownAssignment, IncidentNotFound) as exc:
-            return True, (Refusal.REFUSED, str(exc))
+            return True, (Refusal.REFUSED, str(exc), code_of(exc))
         except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
             log.exception("acknowledgement from %s failed", ack.officer_id)
-            return True, (Refusal.REFUSED, f"{type(exc).__name__}: {exc}")
+            return True, (Refusal.REFUSED, f"{type(exc).__name__}: {exc}", code_of(exc))
         return result is not None, None
 
     def _forbidden(self, ack: AssignmentAck, incident: Incident) -> str | None:

@@ -1311,14 +1311,31 @@
     let data = null;
     try { data = await res.json(); } catch (err) { data = null; }
     if (!res.ok) {
-      let text = data && data.detail !== undefined ? data.detail : res.statusText;
-      if (typeof text !== 'string') text = JSON.stringify(text);
+      const text = problemText(data, res.statusText || String(res.status));
       const error = new Error(text);
       error.status = res.status;
       error.detail = text;
+      error.code = data && data.code;
       throw error;
     }
     return data;
+  }
+
+  /* A refusal's words in the board's language. The API answers every refusal as a problem document
+   * (RFC 9457, docs/api.md) with a stable `code`: its label is problem.<code> in the i18n files; the
+   * server's English `detail` is shown only for a code the files do not know. */
+  function problemText(data, fallback) {
+    const code = data && typeof data.code === 'string' ? data.code : '';
+    if (!code || !dict || !Object.prototype.hasOwnProperty.call(dict, `problem.${code}`)) {
+      return data && typeof data.detail === 'string' ? data.detail : fallback;
+    }
+    const current = data.current || {};
+    const raw = current.state || current.status || '';
+    const unitKey = `unit.${raw}`;
+    let state = '';
+    if (raw) state = Object.prototype.hasOwnProperty.call(dict, unitKey) ? t(`unit.${raw}`) : t(`status.${raw}`);
+    const fields = Array.isArray(data.errors) ? data.errors.map((e) => e.field).join(', ') : '';
+    return t(`problem.${code}`, { state, fields });
   }
 
   // ---- signing in ----------------------------------------------------------------------------
@@ -1359,7 +1376,7 @@
         headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' } });
       const data = await res.json().catch(() => null);
       if (!res.ok) {
-        error.textContent = t('signin.refused', { detail: (data && typeof data.detail === 'string') ? data.detail : res.status });
+        error.textContent = t('signin.refused', { detail: problemText(data, String(res.status)) });
         return;
       }
       token = data.access_token;

@@ -37,8 +37,10 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         port: int | None = None,
         admin_password: str | None = ADMIN_PASSWORD,
+        log_level: str = "warning",
     ) -> None:
         """``admin_password=None``: start without ``DISPATCHER_ADMIN_PASSWORD`` and do not sign in."""
+        self.log_level = log_level
         self.database_url = database_url
         self.log_path = log_path
         self.port = port or free_port()
@@ -76,7 +78,7 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         command = [sys.executable, "-m", "server", "serve", "--port", str(self.port)]
-        command += ["--database-url", self.database_url, "--log-level", "warning"]
+        command += ["--database-url", self.database_url, "--log-level", self.log_level]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout_s

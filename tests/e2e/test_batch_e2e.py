@@ -39,7 +39,8 @@ async def test_a_hotline_import_stores_each_good_report_once_and_names_the_bad_o
     answer = IncidentsBatchPublic.model_validate(first.json())
     assert [o.outcome for o in answer.data] == ["refused" if n == 117 else "created" for n in range(200)]
     bad = answer.data[117]
-    assert (bad.report_id, bad.errors and bad.errors[0].loc) == ("hotline-0612-0117", ["body", 117, "severity"])
+    assert (bad.index, bad.report_id, bad.code) == (117, "hotline-0612-0117", "invalid")
+    assert bad.errors and bad.errors[0].field == "severity"
     assert len({o.id for o in answer.data if o.id is not None}) == 199
     assert (answer.created, answer.refused) == (199, 1)
 

@@ -104,6 +104,8 @@ async def test_the_board_signs_in_with_its_form_and_out_again(browser: Any, serv
     await page.fill("#signin-password", "wrong password")
     await page.click("#signin-submit")
     await page.wait_for_selector("#signin-error:not(:empty)", timeout=5_000)
+    # The refusal's code (sign-in-failed) in the board's language, not the server's English detail.
+    assert await page.locator("#signin-error").text_content() == "登录失败：账号或密码错误"
     await page.fill("#signin-password", ADMIN_PASSWORD)
     await page.click("#signin-submit")
     await page.wait_for_selector("#connection[data-state=open]", timeout=10_000)

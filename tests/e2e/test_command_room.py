@@ -70,7 +70,9 @@ async def test_five_way_intersection_end_to_end(server: ServerProcess) -> None:
             assert answer.status_code == 200, answer.text
         early_close = await http.post(f"{base}/close")
         assert early_close.status_code == 409
-        assert early_close.json()["incident_status"] == "acknowledged"
+        refusal = early_close.json()
+        assert (refusal["code"], refusal["current"]["status"]) == ("illegal-transition", "acknowledged")
+        assert refusal["allowed"] == ["cancel", "merge", "dispatch", "return"]
         for step in ("en-route", "on-scene", "resolve"):
             assert (await http.post(f"{base}/assignments/traffic-police/{step}")).status_code == 200
         closed = await http.post(f"{base}/close", json={"actor": "指挥室值班员"})
@@ -129,10 +131,10 @@ async def test_refused_report_answers_422_per_field_and_leaves_no_trace(server: 
         events = (await http.get("/api/v1/events", params={"since": base})).json()
 
     assert bad.status_code == 422
-    fields = {tuple(e["loc"]) for e in bad.json()["detail"]}
-    assert {("body", "report_id"), ("body", "category"), ("body", "severity"), ("body", "colour")} <= fields
+    fields = {e["field"] for e in bad.json()["errors"]}
+    assert {"report_id", "category", "severity", "colour"} <= fields
     assert unplaced.status_code == 422 and "location, a zone" in unplaced.text
-    assert unknown_zone.status_code == 422 and unknown_zone.json()["detail"][0]["loc"] == ["body", "zone"]
+    assert unknown_zone.status_code == 422 and unknown_zone.json()["errors"][0]["field"] == "zone"
     assert listing.count == 0
     assert events == {"data": [], "last_seq": base}
 
@@ -234,6 +236,10 @@ async def test_a_second_process_on_the_same_database_exits_with_the_reason(
     second = ServerProcess(server.database_url, tmp_path / "second.log", env=PLAIN)
     with pytest.raises(RuntimeError, match="one process per database"):
         second.start()
+    assert second.process is not None and second.process.returncode == 1
+    said = (tmp_path / "second.log").read_text()
+    assert "not started: another dispatcher process is writing to database" in said
+    assert "Traceback" not in said  # one plain line, not uvicorn's account of a failed startup
     async with server.client() as http:  # the first goes on serving
         assert (await http.get("/readyz")).status_code == 200
 

@@ -1,0 +1,180 @@
+"""The field app's budget (issue 12): first-load bytes, time to interactive with the CPU throttled, scrolling.
+
+    .venv/bin/python benchmarks/field.py                 # 3 runs, medians and ranges printed
+    .venv/bin/python benchmarks/field.py --runs 1 --tasks 200 --json /tmp/field.json
+
+Starts ``dispatcher serve`` on a fresh SQLite database (bundled table and roster, free loopback port), makes a
+field officer's account and ``--tasks`` open tasks held by its officer (reports through the batch door, each
+traffic police part handed to the officer), then in Debian's headless Chromium with a phone profile (390x844,
+touch, mobile) and a fresh context for every run (empty HTTP cache, no service worker):
+
+* **first load, transferred**: the bytes Chromium received (``Network.loadingFinished`` encodedDataLength,
+  headers included) for ``/field`` up to the sign-in screen being ready, and again signed in with the task
+  list drawn (the API answers included);
+* **time to interactive** with the CPU throttled ×4 (CDP ``Emulation.setCPUThrottlingRate``): from navigation
+  start to the page's ``field-ready`` mark (labels loaded, handlers wired, the task list of ``--tasks`` drawn),
+  and to the sign-in screen's mark;
+* **scrolling** the list of ``--tasks`` tasks, with the CPU throttled ×1 and ×4: the page scrolls 40 px per
+  animation frame from top to bottom (at most 600 frames) and counts dropped frames from the
+  ``requestAnimationFrame`` timestamps (an interval of k·16.7 ms counts k−1 dropped).
+
+No assertion on time: it prints the figures (budget: < 250 KB, < 1 s, no dropped frames). Loopback only;
+every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.e2e.phone import ACCOUNT, OFFICER, make_officer  # noqa: E402
+from tests.e2e.server import ServerProcess  # noqa: E402
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+
+SCROLL = """async () => {
+  const stamps = [];
+  window.scrollTo(0, 0);
+  await new Promise((done) => {
+    const frame = (ts) => {
+      stamps.push(ts);
+      const bottom = window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 1;
+      if (bottom || stamps.length >= 600) { done(); return; }
+      window.scrollBy(0, 40);
+      requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+  });
+  const gaps = stamps.slice(1).map((t, i) => t - stamps[i]);
+  const dropped = gaps.reduce((n, g) => n + Math.max(0, Math.round(g / 16.667) - 1), 0);
+  const height = document.documentElement.scrollHeight;
+  return { frames: stamps.length, dropped, longest_ms: Math.max(...gaps), height };
+}"""
+
+
+async def make_tasks(server: ServerProcess, count: int) -> None:
+    descriptions = ["五岔口早高峰拥堵", "集贸市场门口占道经营", "两车剐蹭占用车道", "路口信号灯不亮"]
+    async with server.client() as admin:
+        reports = [
+            {
+                "report_id": f"bench-{i}",
+                "category": "traffic.congestion",
+                "zone": "five-way",
+                "description": f"{descriptions[i % len(descriptions)]}（第 {i + 1} 起）",
+            }
+            for i in range(count)
+        ]
+        for start in range(0, count, 100):
+            answer = await admin.post("/api/v1/incidents/batch", json=reports[start : start + 100])
+            answer.raise_for_status()
+        listed = (await admin.get("/api/v1/incidents", params={"limit": count})).json()["data"]
+        for incident in listed:
+            if any(a["team"] == "traffic-police" and a["officer"] == OFFICER for a in incident["assignments"]):
+                continue  # the roster chose this officer already
+            handed = await admin.post(
+                f"/api/v1/incidents/{incident['id']}/assignments/traffic-police/officer", json={"officer": OFFICER}
+            )
+            if handed.status_code != 200:
+                raise SystemExit(f"handing incident {incident['id']} to {OFFICER}: {handed.status_code} {handed.text}")
+
+
+async def one_run(browser: Any, server: ServerProcess, token: str | None, rate: float) -> dict[str, Any]:
+    context = await browser.new_context(**PHONE, service_workers="block")
+    if token is not None:
+        account = json.dumps({"name": ACCOUNT, "role": "field_officer", "officer_id": OFFICER})
+        await context.add_init_script(
+            f"localStorage.setItem('field.token', {json.dumps(token)});"
+            f"localStorage.setItem('field.account', {json.dumps(account)});"
+        )
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+    await cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
+    received: list[float] = []
+    cdp.on("Network.loadingFinished", lambda e: received.append(float(e["encodedDataLength"])))
+    await page.goto(f"{server.base_url}/field", timeout=60_000)
+    await page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    ready_ms = await page.evaluate("() => performance.getEntriesByName('field-ready')[0].startTime")
+    result: dict[str, Any] = {"bytes": sum(received), "requests": len(received), "ready_ms": ready_ms}
+    if token is not None:
+        result["tasks_drawn"] = await page.locator("#task-list .task").count()
+        for scroll_rate in (1, 4):
+            await cdp.send("Emulation.setCPUThrottlingRate", {"rate": scroll_rate})
+            result[f"scroll_x{scroll_rate}"] = await page.evaluate(SCROLL)
+    await context.close()
+    return result
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(
+            f"sqlite+aiosqlite:///{tmp}/bench.db",
+            Path(tmp) / "server.log",
+            env={"DISPATCHER_DUPLICATE_RADIUS_M": "0", "DISPATCHER_RATE_PER_S": "0", "DISPATCHER_RATE_BURST": "0"},
+        ).start()
+        try:
+            token = await make_officer(server)
+            await make_tasks(server, args.tasks)
+            runs: list[dict[str, Any]] = []
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    for _ in range(args.runs):
+                        signin = await one_run(browser, server, None, args.cpu)
+                        signed = await one_run(browser, server, token, args.cpu)
+                        runs.append({"sign_in": signin, "tasks": signed})
+                finally:
+                    await browser.close()
+        finally:
+            server.stop()
+    return {"tasks": args.tasks, "cpu_throttle": args.cpu, "runs": runs}
+
+
+def summary(figures: dict[str, Any]) -> None:
+    runs = figures["runs"]
+
+    def show(label: str, values: list[float], unit: str, scale: float = 1.0) -> None:
+        scaled = [v / scale for v in values]
+        print(f"{label}: median {statistics.median(scaled):.1f} {unit} [{min(scaled):.1f}–{max(scaled):.1f}]")
+
+    tasks, cpu = figures["tasks"], figures["cpu_throttle"]
+    show("first load to sign-in, transferred", [r["sign_in"]["bytes"] for r in runs], "KB", 1024)
+    show(f"first load signed in with {tasks} tasks, transferred", [r["tasks"]["bytes"] for r in runs], "KB", 1024)
+    show(f"interactive (sign-in screen), CPU ×{cpu}", [r["sign_in"]["ready_ms"] for r in runs], "ms")
+    show(
+        f"interactive ({figures['tasks']} tasks drawn), CPU ×{figures['cpu_throttle']}",
+        [r["tasks"]["ready_ms"] for r in runs],
+        "ms",
+    )
+    for rate in (1, 4):
+        key = f"scroll_x{rate}"
+        dropped = [r["tasks"][key]["dropped"] for r in runs]
+        frames = [r["tasks"][key]["frames"] for r in runs]
+        longest = [r["tasks"][key]["longest_ms"] for r in runs]
+        print(f"scroll {tasks} tasks, CPU ×{rate}: dropped {dropped} of frames {frames}, longest {longest} ms")
+    print("tasks drawn:", [r["tasks"]["tasks_drawn"] for r in runs])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--cpu", type=float, default=4.0, help="CPU throttling rate for the load (default ×4)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    arguments = parser.parse_args()
+    result = asyncio.run(main(arguments))
+    summary(result)
+    if arguments.json:
+        arguments.json.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -1,0 +1,24 @@
+"""What a log line is about: the request, its township and incident, bound by the guard for the request's task.
+
+The JSON log format (``DISPATCHER_LOG_FORMAT=json``, :mod:`server.logs`) writes them beside each line the
+request's code logs; plain text ignores them. Binding is three ``ContextVar.set`` calls per request.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+township: ContextVar[str | None] = ContextVar("township", default=None)
+incident_id: ContextVar[int | None] = ContextVar("incident_id", default=None)
+
+_GIVEN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def bind(given_request_id: str | None, township_id: str | None, incident: str | None) -> None:
+    """Bind the request's id (the caller's ``X-Request-ID`` when it is a sane token, else a new one)."""
+    request_id.set(given_request_id if given_request_id and _GIVEN_ID.match(given_request_id) else secrets.token_hex(6))
+    township.set(township_id)
+    incident_id.set(int(incident) if incident is not None and incident.isdecimal() else None)

@@ -1,0 +1,56 @@
+"""How ``dispatcher serve`` logs: plain lines for a person at a terminal, or JSON lines for a log pipeline;
+the dispatcher's own lines, the libraries' chatter kept down.
+
+``DISPATCHER_LOG_FORMAT=json`` writes one JSON object per line: ``time`` (UTC, ISO 8601), ``level``,
+``logger``, ``message``, ``exception`` when there is one, and the ``request_id``, ``township`` and
+``incident_id`` the request being served was bound to (:mod:`gateways.log_context`), when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import orjson
+
+from gateways import log_context
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Libraries whose INFO lines say nothing an operator acts on: APScheduler writes a line per job it adds (one per
+#: shift of the roster) and per scheduler started, Alembic two per connection. The dispatcher says each once itself
+#: (``shift changes: N cron jobs armed``, ``database schema upgraded from … to …``). Their warnings still show.
+QUIET = ("apscheduler", "alembic")
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, var in (
+            ("request_id", log_context.request_id),
+            ("township", log_context.township),
+            ("incident_id", log_context.incident_id),
+        ):
+            value = var.get()
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def configure(level: str, log_format: str = "text") -> None:
+    """The root logger at ``level`` in one format (uvicorn's loggers propagate to it); the :data:`QUIET`
+    libraries at WARNING unless debugging."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
