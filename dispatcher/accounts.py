@@ -56,6 +56,8 @@ class Role(StrEnum):
     PARTY_SECRETARY = "party_secretary"  # 党委书记
     SUPERVISION = "supervision"  # 综合督考办
     ADMIN = "admin"
+    CITIZEN_APP = "citizen_app"  # a citizen app's Open311 client: reports as ``citizen``, reads nothing else
+    HOTLINE = "hotline"  # a 12345-style hotline's Open311 client: reports as ``hotline``
 
 
 class TokenKind(StrEnum):

@@ -164,6 +164,9 @@ class Hub:
         # (id -> by, at) so that a second acknowledgement is answered without a write.
         self._last_handover_id = 0
         self._last_table_id = 0
+        #: The public notices (CAP) issued, oldest first, by seq: few, read by a public feed, so kept here
+        #: (loaded at start) rather than searched for in the event log on every request.
+        self._alerts: dict[int, ev.AlertIssued] = {}
         self._handovers_taken: dict[int, tuple[str, datetime]] = {}
         self._note_keys: OrderedDict[tuple[int, str], None] = OrderedDict()  # notes' client keys seen (newest last)
         self._open = OpenIncidents(recent_reports=recent_reports)
@@ -234,6 +237,8 @@ class Hub:
             if collecting:
                 gc.enable()
         await self._load_alarms()
+        stored_alerts = await self.store.events_of_type(ev.AlertIssued.__name__, limit=10_000_000)
+        self._alerts = {e.seq: _alert(e) for e in stored_alerts}
         self._writer.start(last_id, last_seq)
         self._deadlines.start(self.fire_due)
         log.info(
@@ -339,8 +344,10 @@ class Hub:
 
         return await self._change(incident_id, decide, expected_version)
 
-    async def note(self, incident_id: int, text: str, at: datetime, author: str | None = None) -> Incident:
-        incident, _ = await self.add_note(incident_id, text, at, author)
+    async def note(
+        self, incident_id: int, text: str, at: datetime, author: str | None = None, *, public: bool = False
+    ) -> Incident:
+        incident, _ = await self.add_note(incident_id, text, at, author, public=public)
         return incident
 
     async def add_note(
@@ -352,6 +359,7 @@ class Hub:
         *,
         photos: tuple[str, ...] = (),
         note_id: str | None = None,
+        public: bool = False,
     ) -> tuple[Incident, bool]:
         """Add a note; returns the incident and whether the note was added.
 
@@ -375,7 +383,7 @@ class Hub:
                 )
             ):
                 return current, False
-            incident, events = add_note(current, text, author, at, photos=photos, note_id=note_id)
+            incident, events = add_note(current, text, author, at, photos=photos, note_id=note_id, public=public)
             batch.record(incident, events)
             return incident, True
 
@@ -405,6 +413,20 @@ class Hub:
             if same and (kind == "AssignmentReturned" or data.get("to_state") == target.value):
                 return True
         return False
+
+    async def public_notes(self, incident_ids: Sequence[int]) -> dict[int, str]:
+        """The text of each incident's last public note (shown to its reporter), for those that have one."""
+        notes = await self.store.events_of_incidents(incident_ids, (ev.NoteAdded.__name__,))
+        last: dict[int, str] = {}
+        for stored in notes:
+            data = orjson.loads(stored.payload)
+            if data.get("public") and stored.incident_id is not None:
+                last[stored.incident_id] = data["text"]
+        return last
+
+    async def find_report(self, report_id: str) -> int | None:
+        """The incident that holds ``report_id`` now, or None: no report of that id was ever taken."""
+        return (await self.store.find_reports([report_id])).get(report_id)
 
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""
@@ -939,11 +961,35 @@ class Hub:
 
         return await self._submit(apply)
 
+    async def issue_alert(self, alert: ev.AlertIssued) -> int:
+        """Record a public notice (CAP) on the township's log; returns its ``seq``, the alert's id from then on."""
+
+        def apply(batch: Batch) -> int:
+            seq = batch.next_seq
+            batch.record_township(alert)
+            return seq
+
+        return await self._submit(apply)
+
+    def alerts(self, *, limit: int) -> list[tuple[int, ev.AlertIssued]]:
+        """The notices issued, newest first, with their ids (``seq``)."""
+        newest = sorted(self._alerts, reverse=True)[:limit]
+        return [(seq, self._alerts[seq]) for seq in newest]
+
+    def alert(self, alert_id: int) -> ev.AlertIssued | None:
+        """The notice of id ``alert_id`` (its event's ``seq``), or None."""
+        return self._alerts.get(alert_id)
+
+    def cancelled_alerts(self) -> set[int]:
+        """The ids of the notices a Cancel has replaced."""
+        return {ref for alert in self._alerts.values() if alert.msg_type == "Cancel" for ref in alert.referenced}
+
     def _township_committed(self, batch: Batch) -> None:
         """After a commit: the ids given, the handovers taken over, the roster and rule table put in force."""
         changes = batch.changes
         self._last_handover_id += len(changes.handovers)
         self._last_table_id += len(changes.rule_tables)
+        self._alerts.update((seq, fact) for seq, fact in batch.facts if isinstance(fact, ev.AlertIssued))
         for taken in changes.handover_acks:
             assert taken.id is not None and taken.acknowledged_by is not None and taken.acknowledged_at is not None
             self._handovers_taken[taken.id] = (taken.acknowledged_by, taken.acknowledged_at)
@@ -1004,3 +1050,9 @@ def _acknowledged_in(batch: Batch, incident_id: int, alarm_seq: int) -> bool:
         isinstance(fact, ev.AlarmAcknowledged) and fact.incident_id == incident_id and fact.alarm_seq == alarm_seq
         for _, fact in batch.facts
     )
+
+
+def _alert(stored: StoredEvent) -> ev.AlertIssued:
+    event = ev.decode_township(stored.type, orjson.loads(stored.payload))
+    assert isinstance(event, ev.AlertIssued)
+    return event

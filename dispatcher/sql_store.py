@@ -237,8 +237,9 @@ class SqlIncidentStore:
         async with self._engine.connect() as conn:
             return [_handover(r) for r in (await conn.execute(query)).all()]
 
-    async def events_of_type(self, type_name: str, *, limit: int) -> list[StoredEvent]:
-        query = sa.select(event_t).where(event_t.c.type == type_name).order_by(event_t.c.seq).limit(limit)
+    async def events_of_type(self, type_name: str, *, limit: int, newest_first: bool = False) -> list[StoredEvent]:
+        order = event_t.c.seq.desc() if newest_first else event_t.c.seq
+        query = sa.select(event_t).where(event_t.c.type == type_name).order_by(order).limit(limit)
         async with self._engine.connect() as conn:
             return [_event(r) for r in (await conn.execute(query)).all()]
 
@@ -330,6 +331,16 @@ class SqlIncidentStore:
             conditions.append(
                 incident_t.c.id.in_(sa.select(assignment_t.c.incident_id).where(assignment_t.c.team == where.team))
             )
+        if where.ids:
+            conditions.append(incident_t.c.id.in_(list(where.ids)))
+        if where.categories:
+            conditions.append(incident_t.c.category.in_(list(where.categories)))
+        if where.reporter_kinds:
+            conditions.append(incident_t.c.reporter_kind.in_(list(where.reporter_kinds)))
+        if where.reported_from is not None:
+            conditions.append(incident_t.c.reported_at >= where.reported_from)
+        if where.reported_before is not None:
+            conditions.append(incident_t.c.reported_at < where.reported_before)
         async with self._engine.connect() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(incident_t).where(*conditions))).scalar()
             page = await _hydrate(

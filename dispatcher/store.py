@@ -50,6 +50,11 @@ class IncidentFilter:
     module: str | None = None
     open_only: bool = False
     exercise: bool | None = None  # None: both real and drill incidents
+    ids: Sequence[int] = ()  # only these incidents (empty: any)
+    categories: Sequence[str] = ()  # routed category among these (empty: any)
+    reporter_kinds: Sequence[str] = ()  # first report's reporter kind among these (empty: any)
+    reported_from: datetime | None = None  # reported at or after (inclusive)
+    reported_before: datetime | None = None  # reported before (exclusive)
     place: str | None = None  # reported from this place code (龙游通)
 
 
@@ -168,7 +173,7 @@ class IncidentStore(Protocol):
 
     async def handovers(self, *, team: str | None, limit: int) -> list[HandoverRecord]: ...
 
-    async def events_of_type(self, type_name: str, *, limit: int) -> list[StoredEvent]: ...
+    async def events_of_type(self, type_name: str, *, limit: int, newest_first: bool = False) -> list[StoredEvent]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -304,6 +304,7 @@ async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub:
         acting(request, body.author),
         photos=tuple(body.photos),
         note_id=body.note_id,
+        public=body.public,
     )
     await record_refs(request, incident_id, body.photos)  # a retry records them again: idempotent
     return json_response(incident_json(incident), 201 if added else 200)

@@ -87,6 +87,21 @@ def _token_of(connection: HTTPConnection) -> str | None:
     return None
 
 
+#: Open311 GeoReport v2 passes the API key as a field (``api_key``) of the query or the form: its routes only.
+OPEN311_PREFIX = "/open311/"
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def _api_key_of(connection: HTTPConnection, path: str | None) -> str | None:
+    if path is None or not path.startswith(OPEN311_PREFIX) or not isinstance(connection, Request):
+        return None
+    key = connection.query_params.get("api_key")
+    if not key and connection.headers.get("content-type", "").startswith(_FORMS):
+        value = (await connection.form()).get("api_key")  # starlette keeps the parsed form for the route
+        key = value if isinstance(value, str) else None
+    return key or None
+
+
 def ws_subprotocol(connection: HTTPConnection) -> str | None:
     """The subprotocol to accept a board websocket with: ours when the client offered it, else none."""
     offered = [p.strip() for p in connection.headers.get("sec-websocket-protocol", "").split(",")]
@@ -110,7 +125,7 @@ async def guard(connection: HTTPConnection) -> None:
             _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
     directory = directory_of(connection)
     await directory.open()
-    token = _token_of(connection)
+    token = _token_of(connection) or await _api_key_of(connection, path)
     principal = directory.authenticate(token, context_of(connection).clock.now()) if token else None
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})

@@ -77,6 +77,16 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),  # counts and timings only, no personal data: keep it on the intranet (operations.md)
+        # Open311 GeoReport v2: reading is open to any citizen app, as the specification has it; the records
+        # carry no reporter, and no description in sensitive categories (gateways/open311.py)
+        ("GET", "/open311/v2/services.{fmt}"),
+        ("GET", "/open311/v2/services/{service_code}.{fmt}"),
+        ("GET", "/open311/v2/requests.{fmt}"),
+        ("GET", "/open311/v2/requests/{service_request_id}.{fmt}"),
+        ("GET", "/open311/v2/tokens/{token}.{fmt}"),
+        # CAP 1.2 public notices: public by nature (gateways/cap.py)
+        ("GET", "/cap/alerts/{alert_id}.xml"),
+        ("GET", "/cap/feed.xml"),
     }
 )
 
@@ -146,6 +156,11 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): allow(AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
+    # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --
+    ("POST", "/open311/v2/requests.{fmt}"): allow(Role.CITIZEN_APP, Role.HOTLINE),
+    # -- public notices (CAP 1.2): the command room issues them; reading them is public (/cap/...) --
+    ("POST", "/api/v1/alerts"): allow(*COMMAND),
+    ("GET", "/api/v1/alerts"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
     # -- the field officer's app (docs/field.md): photos, places, its own live feed --

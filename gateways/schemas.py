@@ -194,6 +194,7 @@ class NoteIn(_In):
         pattern=r"^[\x21-\x7e]+$",
         description="client-chosen key: a retry with the same key on the same incident adds nothing (200)",
     )
+    public: bool = Field(default=False, description="shown to the reporter (Open311 status_notes); internal otherwise")
 
 
 class DeadlinePublic(BaseModel):

@@ -31,7 +31,20 @@ from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.webhooks import Backoff, SqlWebhooks
-from gateways import api, audit, auth, board, dispatch_api, field_api, field_app, metrics, rules_api, webhooks
+from gateways import (
+    api,
+    audit,
+    auth,
+    board,
+    cap,
+    dispatch_api,
+    field_api,
+    field_app,
+    metrics,
+    open311,
+    rules_api,
+    webhooks,
+)
 from gateways.access import AccessLog
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
@@ -346,6 +359,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(field_api.router)
     app.include_router(field_api.feed_router)
     app.include_router(field_app.router)
+    app.include_router(open311.router)
+    app.include_router(cap.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)

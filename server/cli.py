@@ -182,6 +182,48 @@ def rules_check(
         raise typer.Exit(1)
 
 
+@rules_app.command("catalogue")
+def rules_catalogue(
+    path: Annotated[Path | None, typer.Argument(help="the rule table (default: the bundled one)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or xlsx")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (csv: default stdout)")] = None,
+    crosswalk: Annotated[
+        Path | None, typer.Option("--crosswalk", help="reasons of the codes (default: <table>-crosswalk.csv beside it)")
+    ] = None,
+) -> None:
+    """Export the catalogue: each category, its message-board class and GB/T 47678.5 code with the reason."""
+    from dispatcher.settings import BUNDLED_TABLE
+    from rules.crosswalk import CrosswalkError, crosswalk_path, crosswalk_rows, to_csv, to_xlsx
+
+    if fmt not in ("csv", "xlsx"):
+        typer.echo(f"--format must be csv or xlsx, not {fmt!r}", err=True)
+        raise typer.Exit(2)
+    if fmt == "xlsx" and output is None:
+        typer.echo("--format xlsx needs --output FILE.xlsx", err=True)
+        raise typer.Exit(2)
+    table_path = path or BUNDLED_TABLE
+    book, _ = _load_book(table_path)
+    reasons = crosswalk or crosswalk_path(table_path)
+    try:
+        rows = crosswalk_rows(book.table, reasons.read_text(encoding="utf-8"))
+    except OSError as exc:
+        typer.echo(f"{reasons}: cannot read the crosswalk: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except CrosswalkError as exc:
+        typer.echo(f"{reasons}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if fmt == "xlsx":
+        assert output is not None
+        output.write_bytes(to_xlsx(rows))
+    elif output is not None:
+        output.write_text(to_csv(rows), encoding="utf-8")
+    else:
+        typer.echo(to_csv(rows), nl=False)
+    if output is not None:
+        coded = sum(1 for r in rows if r.gbt_code)
+        typer.echo(f"{output}: {len(rows)} categories, {coded} with a GB/T 47678.5 code", err=True)
+
+
 @rules_app.command("explain")
 def rules_explain(
     path: Annotated[Path, typer.Argument(help="the rule table")],

@@ -33,6 +33,7 @@ from dispatcher.roster_file import OfficerIn, RosterIn
 from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.values import INT32_MAX
 from gateways.auth import AccountCreate, DeviceTokenCreate
+from gateways.cap import AlertCreate
 from gateways.mqtt.codec import DeadLetter, Refusal, decode
 from gateways.mqtt.topics import Topics, default_prefix
 from gateways.schemas import (
@@ -108,6 +109,17 @@ WHO = {"actor": "operator:王芳", "version": 1}
 #: A body each input model takes; the fuzz spoils one or two of its values at a time (a body spoilt
 #: everywhere is refused for its first fault, and the others are never looked at).
 VALID: dict[type[BaseModel], dict[str, Any]] = {
+    AlertCreate: {
+        "category": ["Transport"],
+        "urgency": "Expected",
+        "severity": "Moderate",
+        "certainty": "Observed",
+        "area": {"circle": {"lat": 28.8, "lon": 118.9, "radius_m": 500}},
+        "text": {
+            "zh-CN": {"event": "道路封闭", "headline": "封路", "description": "五岔口封闭"},
+            "en": {"event": "Road closed", "headline": "Closed", "description": "Five-way closed"},
+        },
+    },
     IncidentCreate: {
         "report_id": "r-1",
         "category": "traffic.congestion",

@@ -78,13 +78,16 @@ _AUDIT = ("GET", "/api/v1/audit")
 _EVENTS = ("GET", "/api/v1/events")
 _ACK = ("POST", "/api/v1/incidents/{incident_id}/assignments/{team}/{action}")
 _ACCOUNTS = ("POST", "/api/v1/accounts")
+_OPEN311 = ("POST", "/open311/v2/requests.{fmt}")
 _BY_HAND: dict[Role, dict[str, set[tuple[str, str]]]] = {
     Role.FIELD_OFFICER: {"allowed": {_REPORT, _ACK}, "refused": {_CANCEL, _EVENTS, _AUDIT, _PUT_RULES, _ACCOUNTS}},
     Role.OPERATOR: {"allowed": {_REPORT, _ACK, _CANCEL, _EVENTS}, "refused": {_AUDIT, _PUT_RULES, _ACCOUNTS}},
     Role.MODULE_LEAD: {"allowed": {_ACK, ("POST", _CANCEL[1].replace("cancel", "escalate"))}, "refused": {_CANCEL}},
     Role.PARTY_SECRETARY: {"allowed": {_CANCEL, _EVENTS}, "refused": {_PUT_RULES, _ACCOUNTS, _AUDIT}},
     Role.SUPERVISION: {"allowed": {_AUDIT, _EVENTS}, "refused": {_REPORT, _ACK, _CANCEL, _PUT_RULES}},
-    Role.ADMIN: {"allowed": {_ACCOUNTS, _PUT_RULES, _AUDIT, _CANCEL}, "refused": set()},
+    Role.ADMIN: {"allowed": {_ACCOUNTS, _PUT_RULES, _AUDIT, _CANCEL}, "refused": {_OPEN311}},
+    Role.CITIZEN_APP: {"allowed": {_OPEN311}, "refused": {_REPORT, _EVENTS, _ACK, _ACCOUNTS}},
+    Role.HOTLINE: {"allowed": {_OPEN311}, "refused": {_REPORT, _EVENTS, _ACK, _ACCOUNTS}},
 }
 
 
@@ -109,6 +112,7 @@ async def matrix(crew: HubRig) -> AsyncIterator[tuple[Any, dict[str, str]]]:
             "name": "someone",
             "token_id": "999999",
             "handover_id": "999999",
+            "fmt": "json",
         }
         yield app, params
     finally:

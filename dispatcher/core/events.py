@@ -118,6 +118,7 @@ class IncidentCancelled(Event):
 class NoteAdded(Event):
     author: str | None
     text: str
+    public: bool = False  # shown to the reporter (Open311 ``status_notes``); internal otherwise
     photos: tuple[str, ...] = ()
     note_id: str | None = None  # the client's key: a retried note with the same key is not added again
 
@@ -440,6 +441,26 @@ class RulesPutInForce(TownshipEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlertIssued(TownshipEvent):
+    """The command room issued a public notice as a CAP 1.2 message (an alert, an update or a cancel).
+
+    ``document`` is the CAP XML exactly as issued: served as it is, never changed (an update or a cancel is a
+    new message whose ``references`` name earlier ones, ``referenced``: their ``seq``). ``at`` is its ``sent``.
+    ``status`` is ``Exercise`` for a drill's notice, else ``Actual``.
+    """
+
+    identifier: str
+    sender: str
+    status: str
+    msg_type: str
+    referenced: tuple[int, ...]
+    incident_id: int | None
+    headline: str
+    actor: str | None
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookDisabled(TownshipEvent):
     """A webhook subscription was disabled after a long run of failed deliveries: someone must look at it."""
 
@@ -452,7 +473,7 @@ class WebhookDisabled(TownshipEvent):
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
     cls.__name__: cls
-    for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, WebhookDisabled)
+    for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, WebhookDisabled, AlertIssued)
 }
 
 

@@ -591,11 +591,15 @@ def add_note(
     *,
     photos: tuple[str, ...] = (),
     note_id: str | None = None,
+    public: bool = False,
 ) -> tuple[Incident, list[Event]]:
-    """A note may be added in any status, a closed incident included; ``note_id`` is the client's key."""
+    """A note may be added in any status, a closed incident included; ``note_id`` is the client's key;
+    a ``public`` one is shown to the reporter (Open311 ``status_notes``)."""
     updated = _bump(incident, at)
     return updated, [
-        NoteAdded(incident_id=incident.id, at=at, author=author, text=text, photos=photos, note_id=note_id)
+        NoteAdded(
+            incident_id=incident.id, at=at, author=author, text=text, photos=photos, note_id=note_id, public=public
+        )
     ]
 
 
