@@ -230,8 +230,10 @@ def _areas(body: AlertCreate, hub: Hub, zone_of_incident: str | None) -> dict[st
         if geometry.type == "Point":
             lon, lat = geometry.coordinates
             circles.append(f"{_point(lat, lon)} {(zone.radius_m or 0) / 1000:.3f}")
-        else:
+        elif geometry.type == "Polygon":
             polygons.append(" ".join(_point(lat, lon) for lon, lat in geometry.coordinates[0]))
+        else:  # a MultiPolygon zone: one <polygon> per part (its outer ring; CAP has no holes)
+            polygons += [" ".join(_point(lat, lon) for lon, lat in part[0]) for part in geometry.coordinates]
     elif area.circle is not None:
         c = area.circle
         circles.append(f"{_point(c.lat, c.lon)} {c.radius_m / 1000:.3f}")
