@@ -104,11 +104,19 @@ _STAGE_STATES = {
 
 # The incidents that count: no drill, and no incident merged into another (its reports count there, once).
 # The lead is the current one: not a part handed back (回退) or given to another team (cancelled).
+#
+# Shaped for speed (benchmarks/README.md, "reports.py"): ``b`` is materialised so that the close time is
+# looked up once per incident (SQLite evaluated the correlated subquery again at each of its six uses
+# below); ``had_lead`` is looked up only for incidents received in the period that have no current lead
+# (``CASE`` evaluates lazily on both backends).
 _BASE = """
 SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS status,
        i.handover AS handover, a.team AS team, a.dispatched_at AS dispatched_at,
        a.resolve_due_at AS due_at,
-       EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') AS had_lead,
+       CASE WHEN a.team IS NOT NULL THEN 1
+            WHEN i.reported_at < :start THEN 0
+            WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
+            ELSE 0 END AS had_lead,
        (SELECT min(c.at) FROM event c WHERE c.incident_id = i.id AND c.type = 'IncidentClosed') AS closed_at
 FROM incident i
 LEFT JOIN assignment a
@@ -118,10 +126,10 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
 """
 
 _FIGURES = """
-WITH b AS ({base})
+WITH b AS MATERIALIZED ({base})
 SELECT unit,
   SUM(CASE WHEN reported_at >= :start THEN 1 ELSE 0 END) AS received,
-  SUM(CASE WHEN reported_at >= :start AND had_lead AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
+  SUM(CASE WHEN reported_at >= :start AND had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
   SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due,
   SUM(CASE WHEN closed_at >= :start AND closed_at < :end THEN 1 ELSE 0 END) AS closed,
   SUM(CASE WHEN {due} AND closed_at < :end THEN 1 ELSE 0 END) AS due_closed,
@@ -132,24 +140,38 @@ GROUP BY unit
 """
 _DUE = "(due_at >= :start AND due_at < :end AND status <> 'cancelled')"
 
+# Stage times read the lead's moves of the incidents received in the period: one pass over their
+# ``UnitMoved`` events (through the ``incident_id`` index, in incident order, so the grouping needs no
+# sort), the first end of each stage per incident, then ranked. PostgreSQL parses each payload once.
 _STAGES = """
-WITH b AS ({base}),
-moves AS (
-  SELECT b.id AS id, b.unit AS unit, b.dispatched_at AS dispatched_at, e.at AS at, {to_state} AS to_state
-  FROM b JOIN event e ON e.incident_id = b.id AND e.type = 'UnitMoved'
-  WHERE b.reported_at >= :start AND e.at < :end AND {team} = b.team
+WITH b AS MATERIALIZED (
+  SELECT i.id AS id, {unit} AS unit, a.team AS team, a.dispatched_at AS dispatched_at
+  FROM incident i
+  JOIN assignment a
+    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+    AND i.reported_at >= :start AND i.reported_at < :end
+),
+firsts AS (
+  SELECT b.unit AS unit, b.dispatched_at AS dispatched_at,
+    MIN(CASE WHEN {to_state} IN ({ack}) THEN e.at END) AS ack_at,
+    MIN(CASE WHEN {to_state} IN ({arrive}) THEN e.at END) AS arrive_at,
+    MIN(CASE WHEN {to_state} IN ({resolve}) THEN e.at END) AS resolve_at
+  FROM b JOIN event e ON e.incident_id = b.id{move_from}
+  WHERE e.type = 'UnitMoved' AND e.at < :end AND {team} = b.team
+  GROUP BY b.id, b.unit, b.dispatched_at
 ),
 ends AS (
-  SELECT unit, 'ack' AS stage, {duration} AS secs FROM moves WHERE to_state IN ({ack}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'ack' AS stage, {ack_s} AS secs FROM firsts WHERE ack_at IS NOT NULL
   UNION ALL
-  SELECT unit, 'arrive', {duration} FROM moves WHERE to_state IN ({arrive}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'arrive', {arrive_s} FROM firsts WHERE arrive_at IS NOT NULL
   UNION ALL
-  SELECT unit, 'resolve', {duration} FROM moves WHERE to_state IN ({resolve}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'resolve', {resolve_s} FROM firsts WHERE resolve_at IS NOT NULL
 ),
 ranked AS (
   SELECT unit, stage, secs,
-    ROW_NUMBER() OVER (PARTITION BY unit, stage ORDER BY secs) AS rn,
-    COUNT(*) OVER (PARTITION BY unit, stage) AS n
+    ROW_NUMBER() OVER (PARTITION BY unit{bytewise}, stage{bytewise} ORDER BY secs) AS rn,
+    COUNT(*) OVER (PARTITION BY unit{bytewise}, stage{bytewise}) AS n
   FROM ends
 )
 SELECT unit, stage, MAX(n) AS n,
@@ -167,19 +189,25 @@ GROUP BY i.rule_id
 
 
 def _dialect_parts(dialect: str) -> dict[str, str]:
-    """The few expressions the two backends spell differently: JSON fields and a duration in seconds.
-
-    ``GROUP BY id, unit, dispatched_at`` above is per lead assignment; the duration takes its first move."""
+    """The few expressions the two backends spell differently: the move's fields read from its JSON
+    payload (parsed once per event) and a duration in seconds from ``dispatched_at``."""
     if dialect == "sqlite":
-        return {
-            "to_state": "json_extract(e.payload, '$.to_state')",
-            "team": "json_extract(e.payload, '$.team')",
-            "duration": "ROUND((julianday(MIN(at)) - julianday(dispatched_at)) * 86400.0, 3)",
-        }
+        duration = "ROUND((julianday({at}) - julianday(dispatched_at)) * 86400.0, 3)"
+        move_from = ""
+        bytewise = ""  # SQLite compares text bytewise already
+        fields = {"team": "json_extract(e.payload, '$.team')", "to_state": "json_extract(e.payload, '$.to_state')"}
+    else:
+        duration = "EXTRACT(EPOCH FROM ({at} - dispatched_at))::float8"
+        # Partitions only need equal keys together: sorting them by the database's locale collation cost
+        # more than the durations' own sort.
+        bytewise = ' COLLATE "C"'
+        move_from = " CROSS JOIN LATERAL json_to_record(e.payload::json) AS m(team text, to_state text)"
+        fields = {"team": "m.team", "to_state": "m.to_state"}
     return {
-        "to_state": "(e.payload::json ->> 'to_state')",
-        "team": "(e.payload::json ->> 'team')",
-        "duration": "EXTRACT(EPOCH FROM (MIN(at) - dispatched_at))::float8",
+        **fields,
+        "move_from": move_from,
+        "bytewise": bytewise,
+        **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage},
     }
 
 
@@ -205,7 +233,7 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     base = _BASE.format(unit=_UNIT_COLUMN[by])
     figures_sql = _FIGURES.format(base=base, due=_DUE)
     stages_sql = _STAGES.format(
-        base=base,
+        unit=_UNIT_COLUMN[by],
         ack=_in(_STAGE_STATES[Stage.ACK]),
         arrive=_in(_STAGE_STATES[Stage.ARRIVE]),
         resolve=_in(_STAGE_STATES[Stage.RESOLVE]),
@@ -213,6 +241,11 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     )
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # Three queries over up to a year of rows: compiling them (JIT, chosen by the planner's cost
+            # estimate) took longer than running them, and the ranking's sort spilled to disk at 4 MB.
+            await conn.execute(sa.text("SET LOCAL jit = off"))
+            await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
         rows = (await conn.execute(_bound(figures_sql), params)).all()
         stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
         return_rows = (await conn.execute(_bound(_RETURNS), params)).all()
