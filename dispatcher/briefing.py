@@ -7,8 +7,10 @@ and repeated, briefly, at the column that computes each.
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -278,3 +280,149 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
+
+
+# -- the briefing document (简报): the figures of a named period, put together for leaders ----------------
+
+#: The offset periods are named in: the township's civil time (北京时间, no daylight saving).
+CHINA = timezone(timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Period:
+    """A named reporting period: a month (``2026-11``), a quarter (``2026-Q4``) or a year (``2026``),
+    from the first instant of its first day in the township's time to the first of the next."""
+
+    name: str
+    start: datetime
+    end: datetime
+    months: tuple[tuple[str, datetime, datetime], ...]  # (``2026-10``, start, end) for the trend
+
+    @classmethod
+    def parse(cls, text: str, *, tz: tzinfo = CHINA) -> Period:
+        """Raises ``ValueError`` with what is wrong for anything else than the three forms above."""
+        match = _PERIOD.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"period {text!r}: write a month 2026-11, a quarter 2026-Q4 or a year 2026")
+        year = int(match["year"])
+        if not 2000 <= year <= 2100:
+            raise ValueError(f"period {text!r}: the year must be between 2000 and 2100")
+        if match["month"]:
+            first = int(match["month"])
+            if not 1 <= first <= 12:
+                raise ValueError(f"period {text!r}: the month must be 01 to 12")
+            count, name = 1, f"{year}-{first:02d}"
+        elif match["quarter"]:
+            quarter = int(match["quarter"])
+            if not 1 <= quarter <= 4:
+                raise ValueError(f"period {text!r}: the quarter must be Q1 to Q4")
+            first, count, name = 3 * quarter - 2, 3, f"{year}-Q{quarter}"
+        else:
+            first, count, name = 1, 12, f"{year}"
+        index = [year * 12 + first - 1 + k for k in range(count + 1)]  # months since year 0
+        starts = [datetime(m // 12, m % 12 + 1, 1, tzinfo=tz) for m in index]
+        months = tuple((f"{s.year}-{s.month:02d}", s, e) for s, e in pairwise(starts))
+        return cls(name=name, start=starts[0], end=starts[-1], months=months)
+
+
+_PERIOD = re.compile(r"(?P<year>\d{4})(?:-(?:(?P<month>\d{2})|[Qq](?P<quarter>\d)))?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hotspot:
+    """高发统计: how many incidents of a kind (category or zone) were received in the period."""
+
+    key: str | None
+    received: int
+
+
+_HOTSPOTS = """
+SELECT {column} AS key, COUNT(*) AS received
+FROM incident i
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+  AND i.reported_at >= :start AND i.reported_at < :end
+GROUP BY {column}
+"""
+
+
+async def hotspots(engine: AsyncEngine, *, start: datetime, end: datetime, by: str) -> list[Hotspot]:
+    """Incidents received in ``[start, end)`` per ``category`` or ``zone``, the most frequent first (ties
+    by name); drills and merged duplicates left out as in every figure."""
+    column = {"category": "i.category", "zone": "i.zone"}[by]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_bound(_HOTSPOTS.format(column=column)), {"start": start, "end": end})).all()
+    found = [Hotspot(key=r.key, received=int(r.received)) for r in rows]
+    return sorted(found, key=lambda h: (-h.received, h.key is None, h.key or ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ranked:
+    """One unit's place by the composite score (综合指标值, see :func:`composite`)."""
+
+    rank: int | None  # None: nothing was due, no score
+    figures: UnitFigures
+    score: float | None
+
+
+def composite(u: UnitFigures) -> float | None:
+    """综合指标值, 0–100: 60 × on-time rate + 40 × close rate, over the incidents due in the period
+    (docs/reports.md). None when nothing was due."""
+    if u.on_time_rate is None or u.close_rate is None:
+        return None
+    return round(60 * u.on_time_rate + 40 * u.close_rate, 1)
+
+
+def ranking(units: list[UnitFigures]) -> list[Ranked]:
+    """Units by composite score, best first (equal scores share a rank; ties listed by name); units
+    with nothing due come last, unranked. The row of incidents without a unit is left out."""
+    scored = sorted(
+        ((composite(u), u) for u in units if u.unit is not None),
+        key=lambda su: (su[0] is None, -(su[0] or 0.0), su[1].unit or ""),
+    )
+    out: list[Ranked] = []
+    for position, (score, u) in enumerate(scored, start=1):
+        if score is None:
+            rank = None
+        elif out and out[-1].score == score:
+            rank = out[-1].rank
+        else:
+            rank = position
+        out.append(Ranked(rank=rank, figures=u, score=score))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """Everything the briefing document shows, all read from the store (nothing typed by hand)."""
+
+    township: str
+    period: Period
+    township_figures: UnitFigures | None
+    by: dict[Unit, Briefing]  # module, team, officer, zone
+    ranking: list[Ranked]  # of the teams
+    trend: list[tuple[str, UnitFigures | None]]  # the township's figures month by month
+    hotspots: dict[str, list[Hotspot]]  # "category", "zone"
+
+
+async def document(engine: AsyncEngine, *, township: str, period: Period) -> Document:
+    """The briefing document of ``period``: the figures per module, team, officer and zone, the teams
+    ranked by composite score, the township month by month and the most frequent matters. Read-only."""
+    by: dict[Unit, Briefing] = {}
+    for unit in (Unit.MODULE, Unit.TEAM, Unit.OFFICER, Unit.ZONE):
+        by[unit] = await compute(engine, start=period.start, end=period.end, by=unit)
+    whole = await compute(engine, start=period.start, end=period.end, by=Unit.TOWNSHIP)
+    trend: list[tuple[str, UnitFigures | None]] = []
+    for name, start, end in period.months:
+        month = await compute(engine, start=start, end=end, by=Unit.TOWNSHIP)
+        trend.append((name, month.units[0] if month.units else None))
+    return Document(
+        township=township,
+        period=period,
+        township_figures=whole.units[0] if whole.units else None,
+        by=by,
+        ranking=ranking(by[Unit.TEAM].units),
+        trend=trend,
+        hotspots={
+            kind: await hotspots(engine, start=period.start, end=period.end, by=kind) for kind in ("category", "zone")
+        },
+    )

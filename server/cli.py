@@ -384,6 +384,59 @@ def _width(text: str) -> int:
 
 
 @app.command()
+def report(
+    period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
+    township: Annotated[str | None, typer.Option("--township", help="the township id")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="write the briefing as one HTML file here")] = None,
+    xlsx_out: Annotated[Path | None, typer.Option("--xlsx", help="write the briefing as an XLSX workbook here")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Write the briefing document (简报) of a period as HTML and/or XLSX (read-only; see docs/reports.md)."""
+    import asyncio
+
+    from dispatcher import briefing as figures
+    from dispatcher.settings import Settings
+    from dispatcher.sql_store import build_engine
+    from gateways.briefing_document import render_html, render_xlsx
+    from rules.loader import load_table
+
+    if html_out is None and xlsx_out is None:
+        raise typer.BadParameter("say where to write it: --html out.html and/or --xlsx out.xlsx")
+    try:
+        named = figures.Period.parse(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+    entries = {t: (path, url) for t, path, url in settings.township_entries()}
+    if entries and database_url is None:
+        if township not in entries:
+            raise typer.BadParameter(f"--township must be one of {', '.join(sorted(entries))}")
+        rules_path, url = entries[township]
+    else:
+        rules_path, url = settings.rules_path, settings.database_url
+    table = load_table(rules_path)
+    if township is not None and township != table.township.id:
+        raise typer.BadParameter(f"--township {township!r}: this database serves {table.township.id!r}")
+
+    async def read() -> figures.Document:
+        engine = build_engine(url)
+        try:
+            return await figures.document(engine, township=table.township.name, period=named)
+        finally:
+            await engine.dispose()
+
+    doc = asyncio.run(read())
+    if html_out is not None:
+        html_out.write_text(render_html(doc), encoding="utf-8")
+        typer.echo(f"wrote {html_out}")
+    if xlsx_out is not None:
+        xlsx_out.write_bytes(render_xlsx(doc))
+        typer.echo(f"wrote {xlsx_out}")
+
+
+@app.command()
 def simulate(
     scenario: Annotated[Path | None, typer.Argument(help="a scenario file (see docs/simulations.md)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and verdicts here")] = None,
