@@ -8,10 +8,10 @@ and repeated, briefly, at the column that computes each.
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
