@@ -426,3 +426,84 @@ async def document(engine: AsyncEngine, *, township: str, period: Period) -> Doc
             kind: await hotspots(engine, start=period.start, end=period.end, by=kind) for kind in ("category", "zone")
         },
     )
+
+
+class Figure(StrEnum):
+    """The figures whose incidents can be listed (a leader follows a number to the incidents behind it)."""
+
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    DUE = "due"
+    CLOSED = "closed"
+    ON_TIME = "on_time"
+    LATE = "late"  # due, closed after the deadline
+    OVERDUE_OPEN = "overdue_open"
+
+
+_BEHIND = {
+    Figure.RECEIVED: "reported_at >= :start",
+    Figure.ACCEPTED: "reported_at >= :start AND had_lead = 1 AND handover IS NULL",
+    Figure.DUE: _DUE,
+    Figure.CLOSED: "closed_at >= :start AND closed_at < :end",
+    Figure.ON_TIME: f"{_DUE} AND closed_at <= due_at",
+    Figure.LATE: f"{_DUE} AND closed_at > due_at AND closed_at < :end",
+    Figure.OVERDUE_OPEN: f"{_DUE} AND (closed_at IS NULL OR closed_at >= :end)",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentLine:
+    """One incident behind a figure, with the times that put it there."""
+
+    incident_id: int
+    unit: str | None
+    status: str
+    reported_at: datetime
+    due_at: datetime | None
+    closed_at: datetime | None
+
+
+#: At most this many incidents are listed behind one figure (the count itself is the figure).
+BEHIND_LIMIT = 1000
+
+
+async def incidents_behind(
+    engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+) -> list[IncidentLine]:
+    """The incidents counted in ``figure`` for the unit named ``unit`` (None: the row without a unit; for
+    ``Unit.TOWNSHIP`` any name) in ``[start, end)``, by the same definitions as :func:`compute`; oldest
+    first, at most :data:`BEHIND_LIMIT`. Read-only."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("naive datetime refused: pass timezone-aware UTC times")
+    if end <= start:
+        raise ValueError("the period must end after it starts")
+    which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
+    sql = (
+        f"WITH b AS MATERIALIZED ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
+        "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
+        f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
+    )
+    statement = _bound(sql).columns(
+        sa.column("id"),
+        sa.column("unit"),
+        sa.column("status"),
+        sa.column("reported_at", UtcDateTime()),
+        sa.column("due_at", UtcDateTime()),
+        sa.column("closed_at", UtcDateTime()),
+    )
+    params: dict[str, Any] = {"start": start, "end": end}
+    if "unit = :unit" in which:
+        params["unit"] = unit
+    async with engine.connect() as conn:
+        rows = (await conn.execute(statement, params)).all()
+    return [
+        IncidentLine(
+            incident_id=int(r.id),
+            unit=r.unit,
+            status=r.status,
+            reported_at=r.reported_at,
+            due_at=r.due_at,
+            closed_at=r.closed_at,
+        )
+        for r in rows
+    ]

@@ -30,7 +30,7 @@ import orjson
 
 from dispatcher.alarm import Alarm
 from dispatcher.alarms import ALARM_EVENTS, OpenAlarms
-from dispatcher.briefing import Briefing, Unit
+from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
@@ -684,6 +684,16 @@ class Hub:
     async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
         """The briefing's figures for ``[start, end)`` grouped by ``by``; reads the store only."""
         return await self.store.briefing(start=start, end=end, by=by)
+
+    async def briefing_document(self, *, period: Period) -> Document:
+        """The briefing document (简报) of a named period for this township; reads the store only."""
+        return await self.store.briefing_document(township=self.rules.table.township.name, period=period)
+
+    async def incidents_behind(
+        self, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+    ) -> list[IncidentLine]:
+        """The incidents counted in one figure of one unit; reads the store only."""
+        return await self.store.incidents_behind(start=start, end=end, by=by, unit=unit, figure=figure)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         if seq >= self.last_seq:

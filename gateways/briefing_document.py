@@ -21,7 +21,7 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from pygal.style import CleanStyle
 
-from dispatcher.briefing import Document, Hotspot, Stage, Unit, UnitFigures, composite
+from dispatcher.briefing import Document, Figure, Hotspot, Stage, Unit, UnitFigures, composite
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL)
 
@@ -50,11 +50,31 @@ def _stage(u: UnitFigures, stage: Stage, field: str) -> float | None:
     return None if times is None else getattr(times, field)
 
 
-def tables(doc: Document) -> list[tuple[str, list[str], list[list[Any]]]]:
+Table = tuple[str, list[str], list[list[Any]]]
+
+
+def tables(doc: Document) -> list[Table]:
     """Every table of the document as (title, headings, rows of plain values): the one source of both
     renderings. A rate is a fraction, an empty figure is None."""
+    return [table for table, _ in _tables(doc)]
+
+
+#: The count figures a reader can follow to their incidents (heading → figure), and the score (→ its due ones).
+_FOLLOW = {
+    "受理": Figure.RECEIVED,
+    "立案": Figure.ACCEPTED,
+    "应结案": Figure.DUE,
+    "结案": Figure.CLOSED,
+    "逾期未结": Figure.OVERDUE_OPEN,
+    "综合指标值": Figure.DUE,
+}
+
+
+def _tables(doc: Document) -> list[tuple[Table, Unit | None]]:
+    """The tables, each with the kind of unit its rows are (None: rows that are not units)."""
     heads = [h for h, _ in _FIGURES]
     out: list[tuple[str, list[str], list[list[Any]]]] = []
+    kinds: list[Unit | None] = [Unit.TOWNSHIP, Unit.TEAM]
     township = [doc.township_figures] if doc.township_figures else []
     out.append(("全镇", ["单位", *heads], [[doc.township, *(f(u) for _, f in _FIGURES)] for u in township]))
     out.append(
@@ -70,6 +90,7 @@ def tables(doc: Document) -> list[tuple[str, list[str], list[list[Any]]]]:
     for unit in (Unit.MODULE, Unit.TEAM, Unit.ZONE):
         rows = [[u.unit or _NONE, *(f(u) for _, f in _FIGURES)] for u in doc.by[unit].units]
         out.append((f"按{_UNIT_NAMES[unit]}", [_UNIT_NAMES[unit], *heads], rows))
+        kinds.append(unit)
     out.append(
         (
             "月度趋势",
@@ -77,13 +98,17 @@ def tables(doc: Document) -> list[tuple[str, list[str], list[list[Any]]]]:
             [[month, *(f(u) if u else None for _, f in _FIGURES)] for month, u in doc.trend],
         )
     )
+    kinds.append(None)
     for kind, title in (("category", "高发统计 (类别)"), ("zone", "高发统计 (区域)")):
         out.append((title, ["类别" if kind == "category" else "区域", "受理"], _hot(doc.hotspots[kind])))
+        kinds.append(None)
     officers = [[u.unit or _NONE, *(f(u) for _, f in _FIGURES)] for u in doc.by[Unit.OFFICER].units]
     out.append(("岗位赋分依据 (人员)", ["岗位 (人员)", *heads], officers))
+    kinds.append(Unit.OFFICER)
     returns = [[r.rule_id or _NONE, r.returns] for r in doc.by[Unit.TEAM].returns]
     out.append(("回退 (按规则)", ["规则", "回退"], returns))
-    return out
+    kinds.append(None)
+    return list(zip(out, kinds, strict=True))
 
 
 def _hot(spots: list[Hotspot]) -> list[list[Any]]:
@@ -139,7 +164,9 @@ def charts(doc: Document) -> list[str]:
 
 
 def render_html(doc: Document, *, fragment: bool = False) -> str:
-    """The document as HTML: a whole page, or with ``fragment`` only the body's content (for /reports)."""
+    """The document as HTML: a whole page, or with ``fragment`` only the body's content for /reports, where
+    each count of a unit (and each team's score) is a link carrying ``data-by``, ``data-unit`` (absent for
+    the row without a unit) and ``data-figure``, which the page follows to the incidents behind it."""
     esc = html.escape
     parts = [
         f"<h1>{esc(doc.township)} 简报 {esc(doc.period.name)}</h1>",
@@ -147,7 +174,7 @@ def render_html(doc: Document, *, fragment: bool = False) -> str:
         "(不含). 演练不计; 合并的重复事件只计一次; 定义见 docs/reports.md.</p>",
     ]
     svgs = charts(doc)
-    for i, (title, heads, rows) in enumerate(tables(doc)):
+    for i, ((title, heads, rows), kind) in enumerate(_tables(doc)):
         slug = f"t{i}"
         parts.append(f"<h2 id='{slug}'>{esc(title)}</h2>")
         if title == "组团排名":
@@ -156,7 +183,7 @@ def render_html(doc: Document, *, fragment: bool = False) -> str:
             parts.append(f"<figure>{svgs[0]}</figure>")
         if title == "高发统计 (类别)":
             parts.append(f"<figure>{svgs[2]}</figure>")
-        parts.append(_html_table(heads, rows, data_table=title))
+        parts.append(_html_table(heads, rows, data_table=title, follow=kind if fragment else None))
     body = "\n".join(parts)
     if fragment:
         return body
@@ -177,13 +204,24 @@ STYLE = (
 )
 
 
-def _html_table(heads: Sequence[str], rows: list[list[Any]], *, data_table: str) -> str:
+def _html_table(heads: Sequence[str], rows: list[list[Any]], *, data_table: str, follow: Unit | None) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in heads)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(h, v)}</td>" for h, v in zip(heads, row, strict=True)) + "</tr>" for row in rows
-    )
-    return f"<table data-table='{esc(data_table)}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    unit_at = 1 if data_table == "组团排名" else 0
+    body = []
+    for row in rows:
+        cells = []
+        for h, v in zip(heads, row, strict=True):
+            text = _cell(h, v)
+            figure = _FOLLOW.get(h)
+            if follow is not None and figure is not None and v is not None:
+                name = row[unit_at]
+                who = "" if name == _NONE or follow is Unit.TOWNSHIP else f" data-unit='{esc(str(name))}'"
+                text = f"<a href='#' data-by='{follow.value}'{who} data-figure='{figure.value}'>{text}</a>"
+            cells.append(f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    rows_html = "".join(body)
+    return f"<table data-table='{esc(data_table)}'><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>"
 
 
 def render_xlsx(doc: Document) -> bytes:

@@ -69,6 +69,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("POST", "/api/v1/auth/token"),
         ("GET", "/board"),  # the page and /static hold no data; the data needs a token
+        ("GET", "/reports"),  # likewise: the briefing comes from /api/v1/reports/* with a token
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -131,6 +132,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/rules/versions/{table_id}"): allow(*READ_ALL, ML),
     # -- what leaders read: the briefing's figures (aggregates of the whole township) --
     ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
+    ("GET", "/api/v1/reports/briefing"): allow(ML, PS, SV, AD),
+    ("GET", "/api/v1/reports/incidents"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

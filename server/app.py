@@ -28,7 +28,7 @@ from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, dispatch_api, rules_api
+from gateways import api, audit, auth, board, dispatch_api, reports, rules_api
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -315,6 +315,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(mqtt_stats_api.router)
     app.include_router(audit.router)
     app.include_router(board.router)
+    app.include_router(reports.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
