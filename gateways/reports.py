@@ -83,9 +83,7 @@ async def get_incidents_behind(
     period: PeriodQuery,
     figure: Figure,
     by: Unit = Unit.TEAM,
-    unit: Annotated[
-        str | None, Query(max_length=64, description="omit: the row without a unit")
-    ] = None,
+    unit: Annotated[str | None, Query(max_length=64, description="omit: the row without a unit")] = None,
 ) -> IncidentsBehindPublic:
     named = _period(period)
     lines = await hub.incidents_behind(start=named.start, end=named.end, by=by, unit=unit, figure=figure)
