@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from dispatcher.alarm import ManualAlarm
+from dispatcher.briefing import Briefing, Unit
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, Role, UnitAction
@@ -48,6 +49,9 @@ class RunResult:
     refused: int = 0  # moves the lifecycle refused (e.g. a unit acting after the incident was closed)
     rules_version: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The briefing's figures of the run (by module and by team) computed by dispatcher.briefing, the same
+    #: SQL as ``dispatcher report`` over a real month, for the period from the start to just after the end.
+    briefing: dict[Unit, Briefing] = field(default_factory=dict)
 
 
 class Simulation:
@@ -108,6 +112,11 @@ class Simulation:
                 await self._settle()
                 events = await hub.events_since(0, limit=10_000_000)
                 incidents, _ = await hub.list_incidents(IncidentFilter(), limit=10_000_000, offset=0)
+                until = self.clock.now() + timedelta(seconds=1)  # the period excludes its end: keep the last moves
+                briefing = {
+                    by: await hub.briefing(start=self.scenario.start, end=until, by=by)
+                    for by in (Unit.MODULE, Unit.TEAM)
+                }
             finally:
                 await hub.stop()
         return RunResult(
@@ -118,6 +127,7 @@ class Simulation:
             ended=self.clock.now(),
             refused=self._refused,
             rules_version=self.rules.version,
+            briefing=briefing,
         )
 
     async def _drive(self, horizon: datetime) -> None:
