@@ -30,6 +30,7 @@ import orjson
 
 from dispatcher.alarm import Alarm
 from dispatcher.alarms import ALARM_EVENTS, OpenAlarms
+from dispatcher.assessment import Assessment
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
@@ -81,6 +82,7 @@ from dispatcher.store import (
 )
 from dispatcher.writer import Batch, HubStopped, IncidentNotFound, Writer
 from rules.matcher import RoutingInput, RuleBook
+from rules.scoring import ScoringTable
 
 __all__ = [
     "HandoverNotFound",
@@ -684,6 +686,10 @@ class Hub:
     async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
         """The briefing's figures for ``[start, end)`` grouped by ``by``; reads the store only."""
         return await self.store.briefing(start=start, end=end, by=by)
+
+    async def assessment(self, *, period: Period, table: ScoringTable) -> Assessment:
+        """The assessment of a named period by the scoring table ``table``; reads the store only."""
+        return await self.store.assessment(period=period, table=table)
 
     async def briefing_document(self, *, period: Period) -> Document:
         """The briefing document (简报) of a named period for this township; reads the store only."""

@@ -29,6 +29,7 @@ from sqlmodel import SQLModel
 
 from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
+from dispatcher.assessment import Assessment, assess
 from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import (
     Assignment,
@@ -71,6 +72,7 @@ from dispatcher.tables import (
     UtcDateTime,
 )
 from rules.matcher import EscalationTarget
+from rules.scoring import ScoringTable
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +345,9 @@ class SqlIncidentStore:
 
     async def briefing(self, *, start: datetime, end: datetime, by: briefing.Unit) -> briefing.Briefing:
         return await briefing.compute(self._engine, start=start, end=end, by=by)
+
+    async def assessment(self, *, period: figures.Period, table: ScoringTable) -> Assessment:
+        return await assess(self._engine, period=period, table=table)
 
     async def briefing_document(self, *, township: str, period: figures.Period) -> figures.Document:
         return await figures.document(self._engine, township=township, period=period)

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from dispatcher.assessment import Assessment
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.roster import UnitState
+from rules.scoring import ScoringTable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +147,10 @@ class IncidentStore(Protocol):
         self, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
     ) -> list[IncidentLine]:
         """The incidents counted in one figure of one unit (see :func:`dispatcher.briefing.incidents_behind`)."""
+        ...
+
+    async def assessment(self, *, period: Period, table: ScoringTable) -> Assessment:
+        """Post, team and module scores of a period by a scoring table (see :mod:`dispatcher.assessment`)."""
         ...
 
     async def ping(self) -> bool: ...

@@ -134,6 +134,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/briefing"): allow(ML, PS, SV, AD),
     ("GET", "/api/v1/reports/briefing"): allow(ML, PS, SV, AD),
     ("GET", "/api/v1/reports/incidents"): allow(ML, PS, SV, AD),
+    ("GET", "/api/v1/assessment"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

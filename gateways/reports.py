@@ -5,7 +5,9 @@ The page (``/reports``, like ``/board``) holds no data: it signs in and fetches,
 - ``GET /api/v1/reports/briefing?period=2026-11`` (``&format=html``, the default: the document as an HTML
   fragment, the same rendering as ``dispatcher report --html``; ``&format=xlsx``: the workbook, as a download);
 - ``GET /api/v1/reports/incidents?period=…&by=team&unit=traffic&figure=due``: the incidents behind one
-  figure of one unit, so a leader follows a number to the incidents that make it.
+  figure of one unit, so a leader follows a number to the incidents that make it;
+- ``GET /api/v1/assessment?period=2026-11``: post points, team points and module scores by the bundled
+  scoring table (rules/tables/ershili-scoring.yaml), every score with its lines and their incidents.
 
 Who may read them is the policy table's (leaders and the supervision office); docs/reports.md defines
 every figure.
@@ -14,16 +16,19 @@ every figure.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
+from dispatcher.assessment import Assessment, Score
 from dispatcher.briefing import BEHIND_LIMIT, Figure, Period, Unit
 from gateways.api import HubDep
 from gateways.board import STATIC_DIR
 from gateways.briefing_document import STYLE, render_html, render_xlsx
+from rules.scoring import BUNDLED_SCORING, ScoringTable, load_scoring
 
 router = APIRouter(tags=["reports"])
 
@@ -105,3 +110,67 @@ async def get_incidents_behind(
         ],
         limit=BEHIND_LIMIT,
     )
+
+
+class LinePublic(BaseModel):
+    rule: str
+    count: int
+    points_each: float
+    points: float
+    incidents: list[int]
+
+
+class ScorePublic(BaseModel):
+    unit: str
+    base: float
+    score: float
+    lines: list[LinePublic]
+
+
+class AssessmentPublic(BaseModel):
+    period: str
+    table_version: str
+    posts: list[ScorePublic]
+    teams: list[ScorePublic]
+    modules: list[ScorePublic]
+    not_counted: dict[str, str]
+
+
+def score_public(s: Score) -> ScorePublic:
+    return ScorePublic(
+        unit=s.unit,
+        base=s.base,
+        score=s.score,
+        lines=[
+            LinePublic(
+                rule=x.rule, count=x.count, points_each=x.points_each, points=x.points, incidents=list(x.incidents)
+            )
+            for x in s.lines
+        ],
+    )
+
+
+def assessment_public(a: Assessment) -> AssessmentPublic:
+    return AssessmentPublic(
+        period=a.period.name,
+        table_version=a.table_version,
+        posts=[score_public(s) for s in a.posts],
+        teams=[score_public(s) for s in a.teams],
+        modules=[score_public(s) for s in a.modules],
+        not_counted=a.not_counted,
+    )
+
+
+@lru_cache(maxsize=1)
+def _bundled_scoring() -> ScoringTable:
+    return load_scoring(BUNDLED_SCORING).table
+
+
+@router.get(
+    "/api/v1/assessment",
+    response_model=AssessmentPublic,
+    summary="Post points, team points and module scores of a period, each with the lines and incidents behind it",
+)
+async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
+    named = _period(period)
+    return assessment_public(await hub.assessment(period=named, table=_bundled_scoring()))

@@ -384,6 +384,74 @@ def _width(text: str) -> int:
 
 
 @app.command()
+def assess(
+    period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
+    scoring: Annotated[
+        Path | None, typer.Option("--scoring", help="the scoring table (default: the bundled one of 廿里镇)")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
+) -> None:
+    """Print the assessment of a period: post points, team points and module scores, each with its lines
+    and the incidents behind them (read-only; see docs/reports.md). A broken scoring table is refused
+    with file:line."""
+    import asyncio
+
+    from dispatcher.assessment import Assessment
+    from dispatcher.assessment import assess as run_assessment
+    from dispatcher.briefing import Period
+    from dispatcher.settings import Settings
+    from dispatcher.sql_store import build_engine
+    from rules import RuleTableError, compile_table, load_table
+    from rules.scoring import BUNDLED_SCORING, check_scoring, load_scoring
+
+    try:
+        named = Period.parse(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+    try:
+        loaded = load_scoring(scoring or BUNDLED_SCORING)
+        problems = check_scoring(loaded, compile_table(load_table(settings.rules_path)))
+    except RuleTableError as exc:
+        problems = exc.problems
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1)
+
+    async def read() -> Assessment:
+        engine = build_engine(settings.database_url)
+        try:
+            return await run_assessment(engine, period=named, table=loaded.table)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(read())
+    if as_json:
+        from gateways.reports import assessment_public
+
+        typer.echo(assessment_public(result).model_dump_json(indent=2))
+        return
+    typer.echo(f"assessment {result.period.name} by scoring table {result.table_version}")
+    for title, scores in (
+        ("岗位赋分 posts", result.posts),
+        ("组团积分 teams", result.teams),
+        ("模块评分 modules", result.modules),
+    ):
+        typer.echo(f"\n{title}")
+        for s in scores:
+            typer.echo(f"  {s.unit}: {s.score:g} (base {s.base:g})")
+            for line in s.lines:
+                ids = ", ".join(f"#{i}" for i in line.incidents[:20]) + (" …" if len(line.incidents) > 20 else "")
+                typer.echo(f"    {line.rule}: {line.count} × {line.points_each:g} = {line.points:g}  [{ids}]")
+    for what, why in result.not_counted.items():
+        typer.echo(f"not counted: {what}: {why}")
+
+
+@app.command()
 def report(
     period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
     township: Annotated[str | None, typer.Option("--township", help="the township id")] = None,
