@@ -7,23 +7,29 @@ in the period (their lead's resolve deadline falls in it; drills and merged dupl
 one's outcome: closed on time, closed late, or still open past its deadline at the period's end. Only the
 period's due incidents and its missed acknowledgements are read, never the whole history. Read-only.
 
-Special bonus points (专项加分, entered and approved one by one) are not built yet; see docs/reports.md.
+Special bonus points (专项加分) are township events (BonusEntered, then BonusApproved by a second person);
+:func:`with_bonuses` adds the approved ones of the period as lines of their units' scores.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.briefing import _BASE, _DUE, Period, _bound
+from dispatcher.core import events as ev
 from dispatcher.tables import UtcDateTime
 from rules.scoring import ModuleMethod, ScoringTable
+
+if TYPE_CHECKING:
+    from dispatcher.store import StoredEvent  # the store's port imports this module
 
 OUTCOMES = ("on_time_close", "late_close", "open_past_deadline")
 
@@ -61,6 +67,7 @@ class Assessment:
     teams: list[Score]
     modules: list[Score]
     not_counted: dict[str, str] = field(default_factory=dict)  # what is left out, and why
+    bonuses: list[Bonus] = field(default_factory=list)  # the period's special bonuses, approved or waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +220,89 @@ def _score(
         teams=teams,
         modules=modules,
         not_counted={
-            "special_bonus": "专项加分 with a second person's approval is not built yet",
+            "special_bonus": "no special bonus was read for this assessment",
             "extension_and_rework": "延期率 and 返工率 wait for deadline extensions and verification (issue 15)",
         },
     )
+
+
+# -- special bonus points (专项加分): entered with a reason, counted once a second person approves ----------
+
+UNIT_KINDS = ("post", "team", "module")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bonus:
+    """A special bonus as logged: ``bonus`` is the seq of its BonusEntered event."""
+
+    bonus: int
+    entered: ev.BonusEntered
+    approved: ev.BonusApproved | None
+
+
+class BonusRefused(ValueError):
+    """An approval that cannot be recorded; the message says why. Nothing was written."""
+
+
+def approval_refusal(bonus: Bonus | None, bonus_id: int, actor: str) -> str | None:
+    """Why ``actor`` may not approve ``bonus`` (None: they may): it must exist, not be approved yet, and the
+    approver must be a different person from the one who entered it."""
+    if bonus is None:
+        return f"no special bonus {bonus_id}"
+    if bonus.approved is not None:
+        return f"special bonus {bonus_id} was already approved by {bonus.approved.approved_by}"
+    if bonus.entered.entered_by == actor:
+        return f"special bonus {bonus_id} was entered by {actor}: a second person must approve it"
+    return None
+
+
+def bonuses_from(events: Iterable[StoredEvent]) -> dict[int, Bonus]:
+    """The bonuses of the township log (BonusEntered and BonusApproved events), by id."""
+    entered: dict[int, ev.BonusEntered] = {}
+    approved: dict[int, ev.BonusApproved] = {}
+    for e in sorted(events, key=lambda e: e.seq):
+        fact = ev.decode_township(e.type, orjson.loads(e.payload))
+        if isinstance(fact, ev.BonusEntered):
+            entered[e.seq] = fact
+        elif isinstance(fact, ev.BonusApproved) and fact.bonus not in approved:
+            approved[fact.bonus] = fact
+    return {seq: Bonus(bonus=seq, entered=fact, approved=approved.get(seq)) for seq, fact in entered.items()}
+
+
+def with_bonuses(result: Assessment, table: ScoringTable, bonuses: Iterable[Bonus]) -> Assessment:
+    """``result`` with the period's approved bonuses as lines (``special_bonus.<id>``) of their units' scores
+    (a unit without a score yet gets one at its base), and the ones still waiting for approval listed."""
+    mine = [b for b in bonuses if b.entered.period == result.period.name]
+    approved = [b for b in mine if b.approved is not None]
+    groups = {"post": result.posts, "team": result.teams, "module": result.modules}
+    bases = {"post": table.post_points.base, "team": 0.0, "module": table.module_score.base}
+    out: dict[str, list[Score]] = {}
+    for kind, scores in groups.items():
+        by_unit = {s.unit: s for s in scores}
+        for b in approved:
+            if b.entered.unit_kind != kind:
+                continue
+            line = Line(rule=f"special_bonus.{b.bonus}", count=1, points_each=b.entered.points, incidents=())
+            have = by_unit.get(b.entered.unit) or Score(unit=b.entered.unit, base=bases[kind], lines=())
+            by_unit[b.entered.unit] = Score(unit=have.unit, base=have.base, lines=(*have.lines, line))
+        out[kind] = sorted(by_unit.values(), key=lambda s: s.unit)
+    return replace(
+        result,
+        posts=out["post"],
+        teams=out["team"],
+        modules=out["module"],
+        bonuses=mine,
+        not_counted={k: v for k, v in result.not_counted.items() if k != "special_bonus"},
+    )
+
+
+async def logged_bonuses(engine: AsyncEngine) -> dict[int, Bonus]:
+    """The special bonuses of the township log read straight from the event table (for the command line)."""
+    from dispatcher.store import StoredEvent
+
+    query = sa.text(
+        "SELECT seq, type, at, payload FROM event WHERE type IN ('BonusEntered', 'BonusApproved') ORDER BY seq"
+    ).columns(sa.column("seq"), sa.column("type"), sa.column("at", UtcDateTime()), sa.column("payload"))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return bonuses_from(StoredEvent(seq=r.seq, incident_id=None, type=r.type, at=r.at, payload=r.payload) for r in rows)

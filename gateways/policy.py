@@ -135,6 +135,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/reports/briefing"): allow(ML, PS, SV, AD),
     ("GET", "/api/v1/reports/incidents"): allow(ML, PS, SV, AD),
     ("GET", "/api/v1/assessment"): allow(ML, PS, SV, AD),
+    ("POST", "/api/v1/assessment/bonuses"): allow(SV),
+    ("POST", "/api/v1/assessment/bonuses/{bonus_id}/approve"): allow(SV, PS),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --

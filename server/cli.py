@@ -399,7 +399,7 @@ def assess(
     with file:line."""
     import asyncio
 
-    from dispatcher.assessment import Assessment
+    from dispatcher.assessment import Assessment, logged_bonuses, with_bonuses
     from dispatcher.assessment import assess as run_assessment
     from dispatcher.briefing import Period
     from dispatcher.settings import Settings
@@ -425,7 +425,8 @@ def assess(
     async def read() -> Assessment:
         engine = build_engine(settings.database_url)
         try:
-            return await run_assessment(engine, period=named, table=loaded.table)
+            found = await run_assessment(engine, period=named, table=loaded.table)
+            return with_bonuses(found, loaded.table, (await logged_bonuses(engine)).values())
         finally:
             await engine.dispose()
 
@@ -447,6 +448,12 @@ def assess(
             for line in s.lines:
                 ids = ", ".join(f"#{i}" for i in line.incidents[:20]) + (" …" if len(line.incidents) > 20 else "")
                 typer.echo(f"    {line.rule}: {line.count} × {line.points_each:g} = {line.points:g}  [{ids}]")
+    for b in result.bonuses:
+        state = f"approved by {b.approved.approved_by}" if b.approved else "waiting for a second person's approval"
+        typer.echo(
+            f"special bonus {b.bonus}: {b.entered.unit_kind} {b.entered.unit} {b.entered.points:+g} "
+            f"({b.entered.reason}; entered by {b.entered.entered_by}, {state})"
+        )
     for what, why in result.not_counted.items():
         typer.echo(f"not counted: {what}: {why}")
 

@@ -5,6 +5,7 @@ table's checker refusing broken tables with file:line; the route and the command
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -172,3 +173,60 @@ async def test_a_leader_reads_the_assessment_and_a_field_officer_is_refused(rig:
     officer = await sign_in_as(service, Role.FIELD_OFFICER, officer_id="tp-01")
     async with api_client(service, officer) as field:
         assert (await field.get("/api/v1/assessment", params={"period": "2026-06"})).status_code == 403
+
+
+async def test_a_special_bonus_counts_once_a_second_person_approves_it(rig: HubRig) -> None:
+    engine = build_engine(rig.url, durable=False)
+    try:
+        await june_with_misses(engine)
+    finally:
+        await engine.dispose()
+    hub = await rig.restart()  # the history was written beside the hub: it takes the log's seq up again
+    service = create_app(Settings(database_url=rig.url), hub=hub)
+    entry = {"period": "2026-06", "unit_kind": "post", "unit": "tp-02", "points": 3, "reason": "抗洪抢险突出"}
+    clerk = await sign_in_as(service, Role.SUPERVISION, name="duban-li")
+    async with api_client(service, clerk) as li:
+        made = await li.post("/api/v1/assessment/bonuses", json=entry)
+        assert made.status_code == 201, made.text
+        bonus = made.json()
+        assert (bonus["entered_by"], bonus["approved_by"]) == ("duban-li", None)
+        # waiting: listed, not counted
+        before = (await li.get("/api/v1/assessment", params={"period": "2026-06"})).json()
+        assert next(s for s in before["posts"] if s["unit"] == "tp-02")["score"] == 98.0
+        assert [b["bonus"] for b in before["bonuses"]] == [bonus["bonus"]]
+        # the same person may not approve it: refused, nothing written
+        own = await li.post(f"/api/v1/assessment/bonuses/{bonus['bonus']}/approve")
+        assert own.status_code == 409 and "second person" in own.json()["detail"]
+        assert (await li.post("/api/v1/assessment/bonuses/999999/approve")).status_code == 404
+        for bad in ({**entry, "reason": ""}, {**entry, "points": 500}, {**entry, "unit_kind": "village"}):
+            assert (await li.post("/api/v1/assessment/bonuses", json=bad)).status_code == 422
+    async with api_client(service, await sign_in_as(service, Role.SUPERVISION, name="duban-wang")) as wang:
+        approved = await wang.post(f"/api/v1/assessment/bonuses/{bonus['bonus']}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["approved_by"] == "duban-wang"
+        again = await wang.post(f"/api/v1/assessment/bonuses/{bonus['bonus']}/approve")
+        assert again.status_code == 409 and "already approved" in again.json()["detail"]
+        after = (await wang.get("/api/v1/assessment", params={"period": "2026-06"})).json()
+        tp02 = next(s for s in after["posts"] if s["unit"] == "tp-02")
+        assert tp02["score"] == 101.0
+        assert tp02["lines"][-1] == {
+            "rule": f"special_bonus.{bonus['bonus']}",
+            "count": 1,
+            "points_each": 3.0,
+            "points": 3.0,
+            "incidents": [],
+        }
+        other = (await wang.get("/api/v1/assessment", params={"period": "2026-07"})).json()
+        assert other["bonuses"] == []  # it counts in its own period only
+    # a leader may read but not enter; the audit trail holds the entry, the refusal and the approval
+    async with api_client(service, await sign_in_as(service, Role.PARTY_SECRETARY)) as leader:
+        assert (await leader.post("/api/v1/assessment/bonuses", json=entry)).status_code == 403
+        audit = (await leader.get("/api/v1/audit")).status_code
+        assert audit == 403  # the trail is for supervision and administrators
+    async with api_client(service, clerk) as li:
+        trail = [json.loads(line) for line in (await li.get("/api/v1/audit")).text.splitlines()]
+        seen = [(e["actor"], e["target"], e["outcome"]) for e in trail if "bonuses" in e["action"]]
+        approve = f"/api/v1/assessment/bonuses/{bonus['bonus']}/approve"
+        assert ("duban-li", "/api/v1/assessment/bonuses", 201) in seen
+        assert ("duban-li", approve, 409) in seen
+        assert ("duban-wang", approve, 200) in seen
