@@ -7,9 +7,11 @@ and repeated, briefly, at the column that computes each.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
@@ -104,11 +106,19 @@ _STAGE_STATES = {
 
 # The incidents that count: no drill, and no incident merged into another (its reports count there, once).
 # The lead is the current one: not a part handed back (回退) or given to another team (cancelled).
+#
+# Shaped for speed (benchmarks/README.md, "reports.py"): ``b`` is materialised so that the close time is
+# looked up once per incident (SQLite evaluated the correlated subquery again at each of its six uses
+# below); ``had_lead`` is looked up only for incidents received in the period that have no current lead
+# (``CASE`` evaluates lazily on both backends).
 _BASE = """
 SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS status,
        i.handover AS handover, a.team AS team, a.dispatched_at AS dispatched_at,
        a.resolve_due_at AS due_at,
-       EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') AS had_lead,
+       CASE WHEN a.team IS NOT NULL THEN 1
+            WHEN i.reported_at < :start THEN 0
+            WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
+            ELSE 0 END AS had_lead,
        (SELECT min(c.at) FROM event c WHERE c.incident_id = i.id AND c.type = 'IncidentClosed') AS closed_at
 FROM incident i
 LEFT JOIN assignment a
@@ -118,10 +128,10 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
 """
 
 _FIGURES = """
-WITH b AS ({base})
+WITH b AS MATERIALIZED ({base})
 SELECT unit,
   SUM(CASE WHEN reported_at >= :start THEN 1 ELSE 0 END) AS received,
-  SUM(CASE WHEN reported_at >= :start AND had_lead AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
+  SUM(CASE WHEN reported_at >= :start AND had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
   SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due,
   SUM(CASE WHEN closed_at >= :start AND closed_at < :end THEN 1 ELSE 0 END) AS closed,
   SUM(CASE WHEN {due} AND closed_at < :end THEN 1 ELSE 0 END) AS due_closed,
@@ -132,24 +142,38 @@ GROUP BY unit
 """
 _DUE = "(due_at >= :start AND due_at < :end AND status <> 'cancelled')"
 
+# Stage times read the lead's moves of the incidents received in the period: one pass over their
+# ``UnitMoved`` events (through the ``incident_id`` index, in incident order, so the grouping needs no
+# sort), the first end of each stage per incident, then ranked. PostgreSQL parses each payload once.
 _STAGES = """
-WITH b AS ({base}),
-moves AS (
-  SELECT b.id AS id, b.unit AS unit, b.dispatched_at AS dispatched_at, e.at AS at, {to_state} AS to_state
-  FROM b JOIN event e ON e.incident_id = b.id AND e.type = 'UnitMoved'
-  WHERE b.reported_at >= :start AND e.at < :end AND {team} = b.team
+WITH b AS MATERIALIZED (
+  SELECT i.id AS id, {unit} AS unit, a.team AS team, a.dispatched_at AS dispatched_at
+  FROM incident i
+  JOIN assignment a
+    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+    AND i.reported_at >= :start AND i.reported_at < :end
+),
+firsts AS (
+  SELECT b.unit AS unit, b.dispatched_at AS dispatched_at,
+    MIN(CASE WHEN {to_state} IN ({ack}) THEN e.at END) AS ack_at,
+    MIN(CASE WHEN {to_state} IN ({arrive}) THEN e.at END) AS arrive_at,
+    MIN(CASE WHEN {to_state} IN ({resolve}) THEN e.at END) AS resolve_at
+  FROM b JOIN event e ON e.incident_id = b.id{move_from}
+  WHERE e.type = 'UnitMoved' AND e.at < :end AND {team} = b.team
+  GROUP BY b.id, b.unit, b.dispatched_at
 ),
 ends AS (
-  SELECT unit, 'ack' AS stage, {duration} AS secs FROM moves WHERE to_state IN ({ack}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'ack' AS stage, {ack_s} AS secs FROM firsts WHERE ack_at IS NOT NULL
   UNION ALL
-  SELECT unit, 'arrive', {duration} FROM moves WHERE to_state IN ({arrive}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'arrive', {arrive_s} FROM firsts WHERE arrive_at IS NOT NULL
   UNION ALL
-  SELECT unit, 'resolve', {duration} FROM moves WHERE to_state IN ({resolve}) GROUP BY id, unit, dispatched_at
+  SELECT unit, 'resolve', {resolve_s} FROM firsts WHERE resolve_at IS NOT NULL
 ),
 ranked AS (
   SELECT unit, stage, secs,
-    ROW_NUMBER() OVER (PARTITION BY unit, stage ORDER BY secs) AS rn,
-    COUNT(*) OVER (PARTITION BY unit, stage) AS n
+    ROW_NUMBER() OVER (PARTITION BY unit{bytewise}, stage{bytewise} ORDER BY secs) AS rn,
+    COUNT(*) OVER (PARTITION BY unit{bytewise}, stage{bytewise}) AS n
   FROM ends
 )
 SELECT unit, stage, MAX(n) AS n,
@@ -167,19 +191,25 @@ GROUP BY i.rule_id
 
 
 def _dialect_parts(dialect: str) -> dict[str, str]:
-    """The few expressions the two backends spell differently: JSON fields and a duration in seconds.
-
-    ``GROUP BY id, unit, dispatched_at`` above is per lead assignment; the duration takes its first move."""
+    """The few expressions the two backends spell differently: the move's fields read from its JSON
+    payload (parsed once per event) and a duration in seconds from ``dispatched_at``."""
     if dialect == "sqlite":
-        return {
-            "to_state": "json_extract(e.payload, '$.to_state')",
-            "team": "json_extract(e.payload, '$.team')",
-            "duration": "ROUND((julianday(MIN(at)) - julianday(dispatched_at)) * 86400.0, 3)",
-        }
+        duration = "ROUND((julianday({at}) - julianday(dispatched_at)) * 86400.0, 3)"
+        move_from = ""
+        bytewise = ""  # SQLite compares text bytewise already
+        fields = {"team": "json_extract(e.payload, '$.team')", "to_state": "json_extract(e.payload, '$.to_state')"}
+    else:
+        duration = "EXTRACT(EPOCH FROM ({at} - dispatched_at))::float8"
+        # Partitions only need equal keys together: sorting them by the database's locale collation cost
+        # more than the durations' own sort.
+        bytewise = ' COLLATE "C"'
+        move_from = " CROSS JOIN LATERAL json_to_record(e.payload::json) AS m(team text, to_state text)"
+        fields = {"team": "m.team", "to_state": "m.to_state"}
     return {
-        "to_state": "(e.payload::json ->> 'to_state')",
-        "team": "(e.payload::json ->> 'team')",
-        "duration": "EXTRACT(EPOCH FROM (MIN(at) - dispatched_at))::float8",
+        **fields,
+        "move_from": move_from,
+        "bytewise": bytewise,
+        **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage},
     }
 
 
@@ -205,7 +235,7 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     base = _BASE.format(unit=_UNIT_COLUMN[by])
     figures_sql = _FIGURES.format(base=base, due=_DUE)
     stages_sql = _STAGES.format(
-        base=base,
+        unit=_UNIT_COLUMN[by],
         ack=_in(_STAGE_STATES[Stage.ACK]),
         arrive=_in(_STAGE_STATES[Stage.ARRIVE]),
         resolve=_in(_STAGE_STATES[Stage.RESOLVE]),
@@ -213,6 +243,11 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     )
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # Three queries over up to a year of rows: compiling them (JIT, chosen by the planner's cost
+            # estimate) took longer than running them, and the ranking's sort spilled to disk at 4 MB.
+            await conn.execute(sa.text("SET LOCAL jit = off"))
+            await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
         rows = (await conn.execute(_bound(figures_sql), params)).all()
         stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
         return_rows = (await conn.execute(_bound(_RETURNS), params)).all()
@@ -245,3 +280,230 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
+
+
+# -- the briefing document (简报): the figures of a named period, put together for leaders ----------------
+
+#: The offset periods are named in: the township's civil time (北京时间, no daylight saving).
+CHINA = timezone(timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Period:
+    """A named reporting period: a month (``2026-11``), a quarter (``2026-Q4``) or a year (``2026``),
+    from the first instant of its first day in the township's time to the first of the next."""
+
+    name: str
+    start: datetime
+    end: datetime
+    months: tuple[tuple[str, datetime, datetime], ...]  # (``2026-10``, start, end) for the trend
+
+    @classmethod
+    def parse(cls, text: str, *, tz: tzinfo = CHINA) -> Period:
+        """Raises ``ValueError`` with what is wrong for anything else than the three forms above."""
+        match = _PERIOD.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"period {text!r}: write a month 2026-11, a quarter 2026-Q4 or a year 2026")
+        year = int(match["year"])
+        if not 2000 <= year <= 2100:
+            raise ValueError(f"period {text!r}: the year must be between 2000 and 2100")
+        if match["month"]:
+            first = int(match["month"])
+            if not 1 <= first <= 12:
+                raise ValueError(f"period {text!r}: the month must be 01 to 12")
+            count, name = 1, f"{year}-{first:02d}"
+        elif match["quarter"]:
+            quarter = int(match["quarter"])
+            if not 1 <= quarter <= 4:
+                raise ValueError(f"period {text!r}: the quarter must be Q1 to Q4")
+            first, count, name = 3 * quarter - 2, 3, f"{year}-Q{quarter}"
+        else:
+            first, count, name = 1, 12, f"{year}"
+        index = [year * 12 + first - 1 + k for k in range(count + 1)]  # months since year 0
+        starts = [datetime(m // 12, m % 12 + 1, 1, tzinfo=tz) for m in index]
+        months = tuple((f"{s.year}-{s.month:02d}", s, e) for s, e in pairwise(starts))
+        return cls(name=name, start=starts[0], end=starts[-1], months=months)
+
+
+_PERIOD = re.compile(r"(?P<year>\d{4})(?:-(?:(?P<month>\d{2})|[Qq](?P<quarter>\d)))?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hotspot:
+    """高发统计: how many incidents of a kind (category or zone) were received in the period."""
+
+    key: str | None
+    received: int
+
+
+_HOTSPOTS = """
+SELECT {column} AS key, COUNT(*) AS received
+FROM incident i
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+  AND i.reported_at >= :start AND i.reported_at < :end
+GROUP BY {column}
+"""
+
+
+async def hotspots(engine: AsyncEngine, *, start: datetime, end: datetime, by: str) -> list[Hotspot]:
+    """Incidents received in ``[start, end)`` per ``category`` or ``zone``, the most frequent first (ties
+    by name); drills and merged duplicates left out as in every figure."""
+    column = {"category": "i.category", "zone": "i.zone"}[by]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_bound(_HOTSPOTS.format(column=column)), {"start": start, "end": end})).all()
+    found = [Hotspot(key=r.key, received=int(r.received)) for r in rows]
+    return sorted(found, key=lambda h: (-h.received, h.key is None, h.key or ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ranked:
+    """One unit's place by the composite score (综合指标值, see :func:`composite`)."""
+
+    rank: int | None  # None: nothing was due, no score
+    figures: UnitFigures
+    score: float | None
+
+
+def composite(u: UnitFigures) -> float | None:
+    """综合指标值, 0–100: 60 × on-time rate + 40 × close rate, over the incidents due in the period
+    (docs/reports.md). None when nothing was due."""
+    if u.on_time_rate is None or u.close_rate is None:
+        return None
+    return round(60 * u.on_time_rate + 40 * u.close_rate, 1)
+
+
+def ranking(units: list[UnitFigures]) -> list[Ranked]:
+    """Units by composite score, best first (equal scores share a rank; ties listed by name); units
+    with nothing due come last, unranked. The row of incidents without a unit is left out."""
+    scored = sorted(
+        ((composite(u), u) for u in units if u.unit is not None),
+        key=lambda su: (su[0] is None, -(su[0] or 0.0), su[1].unit or ""),
+    )
+    out: list[Ranked] = []
+    for position, (score, u) in enumerate(scored, start=1):
+        if score is None:
+            rank = None
+        elif out and out[-1].score == score:
+            rank = out[-1].rank
+        else:
+            rank = position
+        out.append(Ranked(rank=rank, figures=u, score=score))
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """Everything the briefing document shows, all read from the store (nothing typed by hand)."""
+
+    township: str
+    period: Period
+    township_figures: UnitFigures | None
+    by: dict[Unit, Briefing]  # module, team, officer, zone
+    ranking: list[Ranked]  # of the teams
+    trend: list[tuple[str, UnitFigures | None]]  # the township's figures month by month
+    hotspots: dict[str, list[Hotspot]]  # "category", "zone"
+
+
+async def document(engine: AsyncEngine, *, township: str, period: Period) -> Document:
+    """The briefing document of ``period``: the figures per module, team, officer and zone, the teams
+    ranked by composite score, the township month by month and the most frequent matters. Read-only."""
+    by: dict[Unit, Briefing] = {}
+    for unit in (Unit.MODULE, Unit.TEAM, Unit.OFFICER, Unit.ZONE):
+        by[unit] = await compute(engine, start=period.start, end=period.end, by=unit)
+    whole = await compute(engine, start=period.start, end=period.end, by=Unit.TOWNSHIP)
+    trend: list[tuple[str, UnitFigures | None]] = []
+    for name, start, end in period.months:
+        month = await compute(engine, start=start, end=end, by=Unit.TOWNSHIP)
+        trend.append((name, month.units[0] if month.units else None))
+    return Document(
+        township=township,
+        period=period,
+        township_figures=whole.units[0] if whole.units else None,
+        by=by,
+        ranking=ranking(by[Unit.TEAM].units),
+        trend=trend,
+        hotspots={
+            kind: await hotspots(engine, start=period.start, end=period.end, by=kind) for kind in ("category", "zone")
+        },
+    )
+
+
+class Figure(StrEnum):
+    """The figures whose incidents can be listed (a leader follows a number to the incidents behind it)."""
+
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    DUE = "due"
+    CLOSED = "closed"
+    ON_TIME = "on_time"
+    LATE = "late"  # due, closed after the deadline
+    OVERDUE_OPEN = "overdue_open"
+
+
+_BEHIND = {
+    Figure.RECEIVED: "reported_at >= :start",
+    Figure.ACCEPTED: "reported_at >= :start AND had_lead = 1 AND handover IS NULL",
+    Figure.DUE: _DUE,
+    Figure.CLOSED: "closed_at >= :start AND closed_at < :end",
+    Figure.ON_TIME: f"{_DUE} AND closed_at <= due_at",
+    Figure.LATE: f"{_DUE} AND closed_at > due_at AND closed_at < :end",
+    Figure.OVERDUE_OPEN: f"{_DUE} AND (closed_at IS NULL OR closed_at >= :end)",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentLine:
+    """One incident behind a figure, with the times that put it there."""
+
+    incident_id: int
+    unit: str | None
+    status: str
+    reported_at: datetime
+    due_at: datetime | None
+    closed_at: datetime | None
+
+
+#: At most this many incidents are listed behind one figure (the count itself is the figure).
+BEHIND_LIMIT = 1000
+
+
+async def incidents_behind(
+    engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+) -> list[IncidentLine]:
+    """The incidents counted in ``figure`` for the unit named ``unit`` (None: the row without a unit; for
+    ``Unit.TOWNSHIP`` any name) in ``[start, end)``, by the same definitions as :func:`compute`; oldest
+    first, at most :data:`BEHIND_LIMIT`. Read-only."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("naive datetime refused: pass timezone-aware UTC times")
+    if end <= start:
+        raise ValueError("the period must end after it starts")
+    which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
+    sql = (
+        f"WITH b AS MATERIALIZED ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
+        "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
+        f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
+    )
+    statement = _bound(sql).columns(
+        sa.column("id"),
+        sa.column("unit"),
+        sa.column("status"),
+        sa.column("reported_at", UtcDateTime()),
+        sa.column("due_at", UtcDateTime()),
+        sa.column("closed_at", UtcDateTime()),
+    )
+    params: dict[str, Any] = {"start": start, "end": end}
+    if "unit = :unit" in which:
+        params["unit"] = unit
+    async with engine.connect() as conn:
+        rows = (await conn.execute(statement, params)).all()
+    return [
+        IncidentLine(
+            incident_id=int(r.id),
+            unit=r.unit,
+            status=r.status,
+            reported_at=r.reported_at,
+            due_at=r.due_at,
+            closed_at=r.closed_at,
+        )
+        for r in rows
+    ]

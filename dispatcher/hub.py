@@ -31,7 +31,16 @@ import orjson
 
 from dispatcher.alarm import Alarm
 from dispatcher.alarms import ALARM_EVENTS, OpenAlarms
-from dispatcher.briefing import Briefing, Unit
+from dispatcher.assessment import (
+    UNIT_KINDS,
+    Assessment,
+    Bonus,
+    BonusRefused,
+    approval_refusal,
+    bonuses_from,
+    with_bonuses,
+)
+from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
@@ -83,6 +92,7 @@ from dispatcher.store import (
 )
 from dispatcher.writer import Batch, HubStopped, IncidentNotFound, Writer
 from rules.matcher import RoutingInput, RuleBook
+from rules.scoring import ScoringTable
 
 __all__ = [
     "HandoverNotFound",
@@ -786,6 +796,64 @@ class Hub:
     async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
         """The briefing's figures for ``[start, end)`` grouped by ``by``; reads the store only."""
         return await self.store.briefing(start=start, end=end, by=by)
+
+    async def assessment(self, *, period: Period, table: ScoringTable) -> Assessment:
+        """The assessment of a named period by the scoring table ``table``, with the period's approved special
+        bonuses as lines; reads the store only."""
+        result = await self.store.assessment(period=period, table=table)
+        return with_bonuses(result, table, (await self.bonuses()).values())
+
+    async def bonuses(self) -> dict[int, Bonus]:
+        """Every special bonus (专项加分) of the township log, by id, with its approval if any."""
+        entered = await self.store.events_of_type("BonusEntered", limit=100_000)
+        approved = await self.store.events_of_type("BonusApproved", limit=100_000)
+        return bonuses_from([*entered, *approved])
+
+    async def enter_bonus(
+        self, *, period: Period, unit_kind: str, unit: str, points: float, reason: str, at: datetime, actor: str
+    ) -> int:
+        """Log a special bonus entered by ``actor`` (the supervision office); returns its id (its seq). It
+        counts in the assessment once another person approves it. Raises ``ValueError`` for a unit kind
+        other than post, team or module."""
+        if unit_kind not in UNIT_KINDS:
+            raise ValueError(f"unit_kind must be one of {', '.join(UNIT_KINDS)}")
+        event = ev.BonusEntered(
+            at=at, period=period.name, unit_kind=unit_kind, unit=unit, points=points, reason=reason, entered_by=actor
+        )
+
+        def apply(batch: Batch) -> int:
+            seq = batch.next_seq
+            batch.record_township(event)
+            return seq
+
+        return await self._submit(apply)
+
+    async def approve_bonus(self, bonus_id: int, *, at: datetime, actor: str) -> ev.BonusApproved:
+        """Approve special bonus ``bonus_id`` as ``actor``. Raises :class:`BonusRefused` (nothing written)
+        for an unknown bonus, one already approved, or an approval by the person who entered it.
+
+        The checks read the committed log before the approval is queued: two different people approving
+        the same bonus at the same instant may both be logged; the first approval in the log counts."""
+        refusal = approval_refusal((await self.bonuses()).get(bonus_id), bonus_id, actor)
+        if refusal is not None:
+            raise BonusRefused(refusal)
+        event = ev.BonusApproved(at=at, bonus=bonus_id, approved_by=actor)
+
+        def apply(batch: Batch) -> ev.BonusApproved:
+            batch.record_township(event)
+            return event
+
+        return await self._submit(apply)
+
+    async def briefing_document(self, *, period: Period) -> Document:
+        """The briefing document (简报) of a named period for this township; reads the store only."""
+        return await self.store.briefing_document(township=self.rules.table.township.name, period=period)
+
+    async def incidents_behind(
+        self, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+    ) -> list[IncidentLine]:
+        """The incidents counted in one figure of one unit; reads the store only."""
+        return await self.store.incidents_behind(start=start, end=end, by=by, unit=unit, figure=figure)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         if seq >= self.last_seq:

@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 
 from dispatcher import briefing
+from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
+from dispatcher.assessment import Assessment, assess
 from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import (
     Assignment,
@@ -70,6 +72,7 @@ from dispatcher.tables import (
     UtcDateTime,
 )
 from rules.matcher import EscalationTarget
+from rules.scoring import ScoringTable
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +358,17 @@ class SqlIncidentStore:
 
     async def briefing(self, *, start: datetime, end: datetime, by: briefing.Unit) -> briefing.Briefing:
         return await briefing.compute(self._engine, start=start, end=end, by=by)
+
+    async def assessment(self, *, period: figures.Period, table: ScoringTable) -> Assessment:
+        return await assess(self._engine, period=period, table=table)
+
+    async def briefing_document(self, *, township: str, period: figures.Period) -> figures.Document:
+        return await figures.document(self._engine, township=township, period=period)
+
+    async def incidents_behind(
+        self, *, start: datetime, end: datetime, by: figures.Unit, unit: str | None, figure: figures.Figure
+    ) -> list[figures.IncidentLine]:
+        return await figures.incidents_behind(self._engine, start=start, end=end, by=by, unit=unit, figure=figure)
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         query = sa.select(event_t).where(event_t.c.seq > seq).order_by(event_t.c.seq).limit(limit)

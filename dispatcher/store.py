@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from dispatcher.briefing import Briefing, Unit
+from dispatcher.assessment import Assessment
+from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.roster import UnitState
+from rules.scoring import ScoringTable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +143,20 @@ class IncidentStore(Protocol):
     async def briefing(self, *, start: datetime, end: datetime, by: Unit) -> Briefing:
         """The briefing's figures per unit of kind ``by`` for ``[start, end)`` (read-only; see
         :mod:`dispatcher.briefing`). Raises ``ValueError`` for an empty period or naive times."""
+        ...
+
+    async def briefing_document(self, *, township: str, period: Period) -> Document:
+        """The briefing document of a named period (read-only; see :func:`dispatcher.briefing.document`)."""
+        ...
+
+    async def incidents_behind(
+        self, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+    ) -> list[IncidentLine]:
+        """The incidents counted in one figure of one unit (see :func:`dispatcher.briefing.incidents_behind`)."""
+        ...
+
+    async def assessment(self, *, period: Period, table: ScoringTable) -> Assessment:
+        """Post, team and module scores of a period by a scoring table (see :mod:`dispatcher.assessment`)."""
         ...
 
     async def ping(self) -> bool: ...

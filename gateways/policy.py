@@ -73,6 +73,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/field/place/{code}"),
         ("GET", "/field/sw.js"),
         ("GET", "/field/manifest.webmanifest"),
+        ("GET", "/reports"),  # likewise: the briefing comes from /api/v1/reports/* with a token
         ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -154,6 +155,11 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("PATCH", "/api/v1/webhooks/{subscription_id}"): allow(AD),
     ("DELETE", "/api/v1/webhooks/{subscription_id}"): allow(AD),
     ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): allow(AD),
+    ("GET", "/api/v1/reports/briefing"): allow(ML, PS, SV, AD),
+    ("GET", "/api/v1/reports/incidents"): allow(ML, PS, SV, AD),
+    ("GET", "/api/v1/assessment"): allow(ML, PS, SV, AD),
+    ("POST", "/api/v1/assessment/bonuses"): allow(SV),
+    ("POST", "/api/v1/assessment/bonuses/{bonus_id}/approve"): allow(SV, PS),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --

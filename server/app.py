@@ -42,6 +42,7 @@ from gateways import (
     field_app,
     metrics,
     open311,
+    reports,
     rules_api,
     webhooks,
 )
@@ -361,6 +362,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(field_app.router)
     app.include_router(open311.router)
     app.include_router(cap.router)
+    app.include_router(reports.router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)

@@ -526,6 +526,134 @@ def _width(text: str) -> int:
 
 
 @app.command()
+def assess(
+    period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
+    scoring: Annotated[
+        Path | None, typer.Option("--scoring", help="the scoring table (default: the bundled one of 廿里镇)")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
+) -> None:
+    """Print the assessment of a period: post points, team points and module scores, each with its lines
+    and the incidents behind them (read-only; see docs/reports.md). A broken scoring table is refused
+    with file:line."""
+    import asyncio
+
+    from dispatcher.assessment import Assessment, logged_bonuses, with_bonuses
+    from dispatcher.assessment import assess as run_assessment
+    from dispatcher.briefing import Period
+    from dispatcher.settings import Settings
+    from dispatcher.sql_store import build_engine
+    from rules import RuleTableError, compile_table, load_table
+    from rules.scoring import BUNDLED_SCORING, check_scoring, load_scoring
+
+    try:
+        named = Period.parse(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+    try:
+        loaded = load_scoring(scoring or BUNDLED_SCORING)
+        problems = check_scoring(loaded, compile_table(load_table(settings.rules_path)))
+    except RuleTableError as exc:
+        problems = exc.problems
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1)
+
+    async def read() -> Assessment:
+        engine = build_engine(settings.database_url)
+        try:
+            found = await run_assessment(engine, period=named, table=loaded.table)
+            return with_bonuses(found, loaded.table, (await logged_bonuses(engine)).values())
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(read())
+    if as_json:
+        from gateways.reports import assessment_public
+
+        typer.echo(assessment_public(result).model_dump_json(indent=2))
+        return
+    typer.echo(f"assessment {result.period.name} by scoring table {result.table_version}")
+    for title, scores in (
+        ("岗位赋分 posts", result.posts),
+        ("组团积分 teams", result.teams),
+        ("模块评分 modules", result.modules),
+    ):
+        typer.echo(f"\n{title}")
+        for s in scores:
+            typer.echo(f"  {s.unit}: {s.score:g} (base {s.base:g})")
+            for line in s.lines:
+                ids = ", ".join(f"#{i}" for i in line.incidents[:20]) + (" …" if len(line.incidents) > 20 else "")
+                typer.echo(f"    {line.rule}: {line.count} × {line.points_each:g} = {line.points:g}  [{ids}]")
+    for b in result.bonuses:
+        state = f"approved by {b.approved.approved_by}" if b.approved else "waiting for a second person's approval"
+        typer.echo(
+            f"special bonus {b.bonus}: {b.entered.unit_kind} {b.entered.unit} {b.entered.points:+g} "
+            f"({b.entered.reason}; entered by {b.entered.entered_by}, {state})"
+        )
+    for what, why in result.not_counted.items():
+        typer.echo(f"not counted: {what}: {why}")
+
+
+@app.command()
+def report(
+    period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
+    township: Annotated[str | None, typer.Option("--township", help="the township id")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="write the briefing as one HTML file here")] = None,
+    xlsx_out: Annotated[Path | None, typer.Option("--xlsx", help="write the briefing as an XLSX workbook here")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Write the briefing document (简报) of a period as HTML and/or XLSX (read-only; see docs/reports.md)."""
+    import asyncio
+
+    from dispatcher import briefing as figures
+    from dispatcher.settings import Settings
+    from dispatcher.sql_store import build_engine
+    from gateways.briefing_document import render_html, render_xlsx
+    from rules.loader import load_table
+
+    if html_out is None and xlsx_out is None:
+        raise typer.BadParameter("say where to write it: --html out.html and/or --xlsx out.xlsx")
+    try:
+        named = figures.Period.parse(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+    entries = {t: (path, url) for t, path, url in settings.township_entries()}
+    if entries and database_url is None:
+        if township not in entries:
+            raise typer.BadParameter(f"--township must be one of {', '.join(sorted(entries))}")
+        rules_path, url = entries[township]
+    else:
+        rules_path, url = settings.rules_path, settings.database_url
+    table = load_table(rules_path)
+    if township is not None and township != table.township.id:
+        raise typer.BadParameter(f"--township {township!r}: this database serves {table.township.id!r}")
+
+    async def read() -> figures.Document:
+        engine = build_engine(url)
+        try:
+            return await figures.document(engine, township=table.township.name, period=named)
+        finally:
+            await engine.dispose()
+
+    doc = asyncio.run(read())
+    if html_out is not None:
+        html_out.write_text(render_html(doc), encoding="utf-8")
+        typer.echo(f"wrote {html_out}")
+    if xlsx_out is not None:
+        xlsx_out.write_bytes(render_xlsx(doc))
+        typer.echo(f"wrote {xlsx_out}")
+
+
+@app.command()
 def simulate(
     scenario: Annotated[Path | None, typer.Argument(help="a scenario file (see docs/simulations.md)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the summary and verdicts here")] = None,

@@ -239,6 +239,7 @@ def html_report(scenario: Scenario, results: dict[str, RunResult], lang: str = "
             ]
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
+    parts.append(_briefing_table(summaries))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -247,3 +248,29 @@ def _p50_p90(stats: dict[str, Any], words: dict[str, str]) -> str:
     if stats["median_s"] is None:
         return "–"
     return f"{span(stats['median_s'], words)} / {span(stats['p90_s'], words)}"
+
+
+def _briefing_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The briefing's figures by module, one row per run and module: the code and definitions of
+    ``dispatcher report`` (docs/reports.md), so a scenario and a real month read alike."""
+    esc = html.escape
+    rows = []
+    for name, summary in summaries.items():
+        for module, f in summary.get("briefing", {}).get("module", {}).items():
+            rate = "" if f["on_time_rate"] is None else f"{f['on_time_rate']:.1%}"
+            close = "" if f["close_rate"] is None else f"{f['close_rate']:.1%}"
+            score = "–" if f["composite"] is None else f"{f['composite']:.1f}"
+            rows.append(
+                f"<tr><td>{esc(name)}</td><td>{esc(module)}</td><td>{f['received']}</td><td>{f['accepted']}</td>"
+                f"<td>{f['due']}</td><td>{f['closed']}</td><td>{close}</td><td>{rate}</td>"
+                f"<td>{f['overdue_open']}</td><td>{score}</td></tr>"
+            )
+    if not rows:
+        return ""
+    return (
+        "<h2>简报 figures by module (the code of <code>dispatcher report</code>)</h2>"
+        "<table data-table='briefing'><tr><th>run</th><th>module</th><th>受理</th><th>立案</th><th>应结案</th>"
+        "<th>结案</th><th>结案率</th><th>按期结案率</th><th>逾期未结</th><th>综合指标值</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from dispatcher.briefing import Briefing, composite
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus, Role
 from simulations.runner import RunResult
@@ -122,6 +123,25 @@ def _on_time(group: list[IncidentTimes], end: datetime) -> dict[str, Any]:
     }
 
 
+def briefing_rows(briefing: Briefing) -> dict[str, dict[str, Any]]:
+    """The briefing's figures of each unit (dispatcher.briefing, the code of ``dispatcher report``), as plain
+    values: the same definitions as a real month's briefing, so the two can be laid side by side."""
+    return {
+        u.unit or "(none)": {
+            "received": u.received,
+            "accepted": u.accepted,
+            "due": u.due,
+            "closed": u.closed,
+            "close_rate": u.close_rate,
+            "on_time_rate": u.on_time_rate,
+            "overdue_open": u.overdue_open,
+            "composite": composite(u),
+            **{f"{stage.value}_median_s": t.median_s for stage, t in u.stages.items()},
+        }
+        for u in briefing.units
+    }
+
+
 def summarise(result: RunResult) -> dict[str, Any]:
     by_id = timings(result)
     groups: dict[str, dict[str, list[IncidentTimes]]] = {"module": defaultdict(list), "team": defaultdict(list)}
@@ -156,6 +176,8 @@ def summarise(result: RunResult) -> dict[str, Any]:
     if by_officer:
         out["by_officer"] = by_officer
         out["waited_for_an_officer"] = sum(1 for e in result.events if e.type == "AssignmentWaiting")
+    if result.briefing:
+        out["briefing"] = {by.value: briefing_rows(b) for by, b in result.briefing.items()}
     for team, group in sorted(groups["team"].items()):
         out["by_team"][team] = {
             "assignments": len(group),

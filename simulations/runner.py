@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from dispatcher.alarm import ManualAlarm
+from dispatcher.briefing import Briefing, Unit
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, Role, UnitAction
@@ -51,6 +52,9 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     #: The rule table of the run: module and team names (``name`` / ``name_en``) for reports.
     table: RuleTable | None = None
+    #: The briefing's figures of the run (by module and by team) computed by dispatcher.briefing, the same
+    #: SQL as ``dispatcher report`` over a real month, for the period from the start to just after the end.
+    briefing: dict[Unit, Briefing] = field(default_factory=dict)
 
 
 class Simulation:
@@ -111,6 +115,11 @@ class Simulation:
                 await self._settle()
                 events = await hub.events_since(0, limit=10_000_000)
                 incidents, _ = await hub.list_incidents(IncidentFilter(), limit=10_000_000, offset=0)
+                until = self.clock.now() + timedelta(seconds=1)  # the period excludes its end: keep the last moves
+                briefing = {
+                    by: await hub.briefing(start=self.scenario.start, end=until, by=by)
+                    for by in (Unit.MODULE, Unit.TEAM)
+                }
             finally:
                 await hub.stop()
         return RunResult(
@@ -122,6 +131,7 @@ class Simulation:
             refused=self._refused,
             rules_version=self.rules.version,
             table=self.rules.table,
+            briefing=briefing,
         )
 
     async def _drive(self, horizon: datetime) -> None:

@@ -139,3 +139,21 @@ def test_durations_are_said_in_the_unit_they_read_best_in() -> None:
     table += [(36 * 3600.0, "36.0 h"), (90 * 86400.0, "90.0 d")]
     assert [span(seconds, en) for seconds, _ in table] == [text for _, text in table]
     assert span(3 * 86400.0, WORDS["zh-CN"]) == "3.0 天"
+
+
+async def test_a_run_reports_the_briefing_figures_with_the_code_of_dispatcher_report() -> None:
+    path = next(p for p in SCENARIOS if p.stem == "labour_one_stop")
+    scenario = load_scenario(path)
+    results = await run_scenario(path, scenario)
+    for name, result in results.items():
+        figures = summarise(result)["briefing"]["module"]["service"]
+        service = [
+            i for i in result.incidents if i.module == "service" and not i.report.exercise and i.merged_into is None
+        ]
+        assert figures["received"] == len(service) > 0, name
+        closed = sum(1 for i in service if i.status.value == "closed")
+        assert figures["closed"] == closed, name
+    modular, siloed = (summarise(results[n])["briefing"]["module"]["service"] for n in ("modular", "siloed"))
+    assert modular["on_time_rate"] > siloed["on_time_rate"]  # the comparison reads the same on the briefing
+    page = html_report(scenario, results)
+    assert "data-table='briefing'" in page and page.count("<td>service</td>") >= 2

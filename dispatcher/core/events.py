@@ -470,10 +470,41 @@ class WebhookDisabled(TownshipEvent):
     delivered_seq: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BonusEntered(TownshipEvent):
+    """专项加分: the supervision office entered ``points`` for a post, team or module (``unit_kind``,
+    ``unit``) in ``period`` (``2026-11``, ``2026-Q4``), with its reason. It counts once another person
+    approves it (:class:`BonusApproved`); its ``seq`` in the log is its id."""
+
+    period: str
+    unit_kind: str  # post, team or module
+    unit: str
+    points: float
+    reason: str
+    entered_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BonusApproved(TownshipEvent):
+    """A second person approved the special bonus logged at ``bonus`` (the seq of its BonusEntered)."""
+
+    bonus: int
+    approved_by: str
+
+
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
     cls.__name__: cls
-    for cls in (HandoverRecorded, HandoverAcknowledged, RosterLoaded, RulesPutInForce, WebhookDisabled, AlertIssued)
+    for cls in (
+        HandoverRecorded,
+        HandoverAcknowledged,
+        RosterLoaded,
+        RulesPutInForce,
+        WebhookDisabled,
+        AlertIssued,
+        BonusEntered,
+        BonusApproved,
+    )
 }
 
 

@@ -1,0 +1,257 @@
+"""What leaders read in a browser: the ``/reports`` page and the briefing document behind it.
+
+The page (``/reports``, like ``/board``) holds no data: it signs in and fetches, with its bearer token,
+
+- ``GET /api/v1/reports/briefing?period=2026-11`` (``&format=html``, the default: the document as an HTML
+  fragment, the same rendering as ``dispatcher report --html``; ``&format=xlsx``: the workbook, as a download);
+- ``GET /api/v1/reports/incidents?period=…&by=team&unit=traffic&figure=due``: the incidents behind one
+  figure of one unit, so a leader follows a number to the incidents that make it;
+- ``GET /api/v1/assessment?period=2026-11``: post points, team points and module scores by the bundled
+  scoring table (rules/tables/ershili-scoring.yaml), every score with its lines and their incidents;
+- ``POST /api/v1/assessment/bonuses`` (the supervision office) and ``…/bonuses/{id}/approve`` (a second
+  person: approving one's own entry is refused with 409); both are in the audit trail like every change.
+
+Who may read them is the policy table's (leaders and the supervision office); docs/reports.md defines
+every figure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score
+from dispatcher.briefing import BEHIND_LIMIT, Figure, Period, Unit
+from dispatcher.values import RowId, Text
+from gateways.api import HubDep
+from gateways.auth import acting
+from gateways.board import STATIC_DIR
+from gateways.briefing_document import STYLE, render_html, render_xlsx
+from rules.scoring import BUNDLED_SCORING, ScoringTable, load_scoring
+
+router = APIRouter(tags=["reports"])
+
+PeriodQuery = Annotated[str, Query(max_length=16, description="a month 2026-11, a quarter 2026-Q4 or a year 2026")]
+
+
+def _period(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
+async def reports_page() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "reports.html").read_text(encoding="utf-8"))
+
+
+@router.get("/api/v1/reports/briefing", summary="The briefing document (简报) of a period, as HTML or XLSX")
+async def get_briefing_document(hub: HubDep, period: PeriodQuery, format: Literal["html", "xlsx"] = "html") -> Response:
+    named = _period(period)
+    doc = await hub.briefing_document(period=named)
+    if format == "xlsx":
+        return Response(
+            render_xlsx(doc),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="briefing-{named.name}.xlsx"'},
+        )
+    return HTMLResponse(f"<style>{STYLE}</style><div class='briefing'>{render_html(doc, fragment=True)}</div>")
+
+
+class IncidentLinePublic(BaseModel):
+    incident_id: int
+    unit: str | None
+    status: str
+    reported_at: datetime
+    due_at: datetime | None
+    closed_at: datetime | None
+
+
+class IncidentsBehindPublic(BaseModel):
+    period: str
+    by: str
+    unit: str | None
+    figure: str
+    incidents: list[IncidentLinePublic]
+    limit: int
+
+
+@router.get(
+    "/api/v1/reports/incidents",
+    response_model=IncidentsBehindPublic,
+    summary="The incidents counted in one figure of one unit for a period",
+)
+async def get_incidents_behind(
+    hub: HubDep,
+    period: PeriodQuery,
+    figure: Figure,
+    by: Unit = Unit.TEAM,
+    unit: Annotated[str | None, Query(max_length=64, description="omit: the row without a unit")] = None,
+) -> IncidentsBehindPublic:
+    named = _period(period)
+    lines = await hub.incidents_behind(start=named.start, end=named.end, by=by, unit=unit, figure=figure)
+    return IncidentsBehindPublic(
+        period=named.name,
+        by=by.value,
+        unit=unit,
+        figure=figure.value,
+        incidents=[
+            IncidentLinePublic(
+                incident_id=line.incident_id,
+                unit=line.unit,
+                status=line.status,
+                reported_at=line.reported_at,
+                due_at=line.due_at,
+                closed_at=line.closed_at,
+            )
+            for line in lines
+        ],
+        limit=BEHIND_LIMIT,
+    )
+
+
+class LinePublic(BaseModel):
+    rule: str
+    count: int
+    points_each: float
+    points: float
+    incidents: list[int]
+
+
+class ScorePublic(BaseModel):
+    unit: str
+    base: float
+    score: float
+    lines: list[LinePublic]
+
+
+class AssessmentPublic(BaseModel):
+    period: str
+    table_version: str
+    posts: list[ScorePublic]
+    teams: list[ScorePublic]
+    modules: list[ScorePublic]
+    not_counted: dict[str, str]
+    bonuses: list[BonusPublic]  # the period's special bonuses, approved (in the scores) or waiting
+
+
+def score_public(s: Score) -> ScorePublic:
+    return ScorePublic(
+        unit=s.unit,
+        base=s.base,
+        score=s.score,
+        lines=[
+            LinePublic(
+                rule=x.rule, count=x.count, points_each=x.points_each, points=x.points, incidents=list(x.incidents)
+            )
+            for x in s.lines
+        ],
+    )
+
+
+def assessment_public(a: Assessment) -> AssessmentPublic:
+    return AssessmentPublic(
+        period=a.period.name,
+        table_version=a.table_version,
+        posts=[score_public(s) for s in a.posts],
+        teams=[score_public(s) for s in a.teams],
+        modules=[score_public(s) for s in a.modules],
+        not_counted=a.not_counted,
+        bonuses=[bonus_public(b) for b in a.bonuses],
+    )
+
+
+@lru_cache(maxsize=1)
+def _bundled_scoring() -> ScoringTable:
+    return load_scoring(BUNDLED_SCORING).table
+
+
+@router.get(
+    "/api/v1/assessment",
+    response_model=AssessmentPublic,
+    summary="Post points, team points and module scores of a period, each with the lines and incidents behind it",
+)
+async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
+    named = _period(period)
+    return assessment_public(await hub.assessment(period=named, table=_bundled_scoring()))
+
+
+# -- special bonus points (专项加分): entered by the supervision office, approved by a second person --------
+
+
+class BonusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    period: Annotated[str, Field(max_length=16, description="the period it counts in: 2026-11, 2026-Q4, 2026")]
+    unit_kind: Literal["post", "team", "module"]
+    unit: Annotated[Text, Field(min_length=1, max_length=64, description="the officer, team or module")]
+    points: Annotated[float, Field(ge=-50, le=50, allow_inf_nan=False)]
+    reason: Annotated[Text, Field(min_length=2, max_length=500, description="why: kept with the bonus and shown")]
+
+
+class BonusPublic(BaseModel):
+    bonus: int
+    period: str
+    unit_kind: str
+    unit: str
+    points: float
+    reason: str
+    entered_by: str
+    entered_at: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+
+
+def bonus_public(b: Bonus) -> BonusPublic:
+    e, a = b.entered, b.approved
+    return BonusPublic(
+        bonus=b.bonus,
+        period=e.period,
+        unit_kind=e.unit_kind,
+        unit=e.unit,
+        points=e.points,
+        reason=e.reason,
+        entered_by=e.entered_by,
+        entered_at=e.at,
+        approved_by=a.approved_by if a else None,
+        approved_at=a.at if a else None,
+    )
+
+
+@router.post(
+    "/api/v1/assessment/bonuses",
+    status_code=201,
+    response_model=BonusPublic,
+    summary="Enter a special bonus (专项加分) with its reason; it counts once a second person approves it",
+)
+async def enter_bonus(request: Request, hub: HubDep, body: BonusIn) -> BonusPublic:
+    named = _period(body.period)
+    bonus_id = await hub.enter_bonus(
+        period=named,
+        unit_kind=body.unit_kind,
+        unit=body.unit,
+        points=body.points,
+        reason=body.reason,
+        at=hub.clock.now(),
+        actor=acting(request, None),
+    )
+    return bonus_public((await hub.bonuses())[bonus_id])
+
+
+@router.post(
+    "/api/v1/assessment/bonuses/{bonus_id}/approve",
+    response_model=BonusPublic,
+    summary="Approve a special bonus: refused (409) to the person who entered it",
+)
+async def approve_bonus(request: Request, hub: HubDep, bonus_id: RowId) -> BonusPublic:
+    try:
+        await hub.approve_bonus(bonus_id, at=hub.clock.now(), actor=acting(request, None))
+    except BonusRefused as exc:
+        raise HTTPException(404 if str(exc).startswith("no special bonus") else 409, str(exc)) from None
+    return bonus_public((await hub.bonuses())[bonus_id])

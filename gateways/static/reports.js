@@ -1,0 +1,151 @@
+/* The /reports page: a leader picks a period, reads the briefing document the dispatcher renders
+ * (GET /api/v1/reports/briefing), follows any linked figure to the incidents behind it
+ * (GET /api/v1/reports/incidents) and downloads the same document as XLSX. The page holds no data of
+ * its own; every call carries the bearer token kept for this tab (sessionStorage 'board.token', shared
+ * with the board). Labels come from /static/i18n/<lang>.json (Chinese by default, ?lang=en). */
+(() => {
+  'use strict';
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const lang = params.get('lang') === 'en' ? 'en' : 'zh-CN';
+  let labels = {};
+  let token = sessionStorage.getItem('board.token');
+  let shown = null; // the period whose document is on the page
+
+  function t(key, values = {}) {
+    const text = labels[key] || key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => (name in values ? String(values[name]) : `{${name}}`));
+  }
+
+  async function loadLabels() {
+    try {
+      const res = await fetch(`/static/i18n/${lang}.json`, { headers: { accept: 'application/json' } });
+      if (res.ok) labels = await res.json();
+    } catch (err) { labels = {}; }
+    document.documentElement.lang = lang;
+    document.querySelectorAll('[data-i18n]').forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.title = t('reports.title');
+  }
+
+  function status(text, error = false) {
+    const el = $('status');
+    el.textContent = text;
+    el.classList.toggle('error', error);
+  }
+
+  function needSignIn() {
+    token = null;
+    sessionStorage.removeItem('board.token');
+    $('signin').hidden = false;
+    $('signin-user').focus();
+  }
+
+  async function api(url) {
+    if (!token) { needSignIn(); throw new Error(t('signin.needed')); }
+    const res = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+    if (res.status === 401) { needSignIn(); throw new Error(t('signin.needed')); }
+    if (!res.ok) {
+      const body = await res.json().catch(() => null);
+      const detail = body && typeof body.detail === 'string' ? body.detail : res.status;
+      throw new Error(t('reports.failed', { detail }));
+    }
+    return res;
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    const form = new URLSearchParams({ username: $('signin-user').value.trim(), password: $('signin-password').value });
+    $('signin-error').textContent = '';
+    const res = await fetch('/api/v1/auth/token', { method: 'POST', body: form,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' } });
+    const data = await res.json().catch(() => null);
+    if (!res.ok) {
+      $('signin-error').textContent = t('signin.refused', { detail: data && typeof data.detail === 'string' ? data.detail : res.status });
+      return;
+    }
+    token = data.access_token;
+    sessionStorage.setItem('board.token', token);
+    $('signin-password').value = '';
+    $('signin').hidden = true;
+    if ($('period').value) open();
+  }
+
+  async function open(ev) {
+    if (ev) ev.preventDefault();
+    const period = $('period').value.trim();
+    status(t('reports.loading', { period }));
+    $('behind').hidden = true;
+    try {
+      const res = await api(`/api/v1/reports/briefing?period=${encodeURIComponent(period)}`);
+      // The fragment is the dispatcher's own rendering (names escaped there); it carries no script.
+      $('document').innerHTML = await res.text();
+      shown = period;
+      $('xlsx').disabled = false;
+      const url = new URL(location.href);
+      url.searchParams.set('period', period);
+      history.replaceState(null, '', url);
+      status(t('reports.shown', { period }));
+    } catch (err) {
+      status(String(err.message || err), true);
+    }
+  }
+
+  async function follow(link) {
+    const query = new URLSearchParams({ period: shown, by: link.dataset.by, figure: link.dataset.figure });
+    if (link.dataset.unit !== undefined) query.set('unit', link.dataset.unit);
+    try {
+      const data = await (await api(`/api/v1/reports/incidents?${query}`)).json();
+      const rows = $('behind-rows');
+      rows.replaceChildren();
+      for (const line of data.incidents) {
+        const tr = document.createElement('tr');
+        tr.dataset.incident = String(line.incident_id);
+        for (const value of [`#${line.incident_id}`, line.unit || '–', line.status, line.reported_at, line.due_at || '–', line.closed_at || '–']) {
+          const td = document.createElement('td');
+          td.textContent = value;
+          tr.append(td);
+        }
+        rows.append(tr);
+      }
+      $('behind-title').textContent = t('reports.behind', {
+        unit: data.unit || t('reports.no_unit'), figure: t(`reports.figure.${data.figure}`), count: data.incidents.length,
+      });
+      $('behind').hidden = false;
+      $('behind').scrollIntoView();
+    } catch (err) {
+      status(String(err.message || err), true);
+    }
+  }
+
+  async function download() {
+    try {
+      const res = await api(`/api/v1/reports/briefing?period=${encodeURIComponent(shown)}&format=xlsx`);
+      const blob = await res.blob();
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `briefing-${shown}.xlsx`;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+    } catch (err) {
+      status(String(err.message || err), true);
+    }
+  }
+
+  document.addEventListener('DOMContentLoaded', async () => {
+    await loadLabels();
+    $('period-form').addEventListener('submit', open);
+    $('signin-form').addEventListener('submit', signIn);
+    $('xlsx').addEventListener('click', download);
+    $('document').addEventListener('click', (ev) => {
+      const link = ev.target.closest('a[data-figure]');
+      if (!link) return;
+      ev.preventDefault();
+      follow(link);
+    });
+    $('period').value = params.get('period') || '';
+    if (!token) needSignIn();
+    else if ($('period').value) open();
+  });
+})();

@@ -1,0 +1,75 @@
+"""``/api/v1/reports/*`` in process on the hand-made June of tests/test_briefing.py: a leader reads the
+briefing as HTML and XLSX and follows a figure to its incidents; bad periods are refused with what is
+wrong; a field officer is refused."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+
+import openpyxl
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dispatcher.accounts import Role
+from dispatcher.settings import Settings
+from dispatcher.sql_store import build_engine
+from server.app import create_app
+from tests.conftest import HubRig, api_client, sign_in_as
+from tests.test_briefing import History, june_history
+
+
+@pytest.fixture
+async def engine(rig: HubRig) -> AsyncIterator[AsyncEngine]:
+    engine = build_engine(rig.url, durable=False)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_a_leader_reads_the_briefing_and_follows_a_figure(rig: HubRig, engine: AsyncEngine) -> None:
+    await june_history(History(engine))
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    async with api_client(app, await sign_in_as(app, Role.SUPERVISION)) as supervision:
+        page = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06"})
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        # traffic's 2 due incidents, as a link the page follows
+        assert "data-by='team' data-unit='traffic' data-figure='due'>2</a>" in page.text
+        behind = await supervision.get(
+            "/api/v1/reports/incidents", params={"period": "2026-06", "by": "team", "unit": "traffic", "figure": "due"}
+        )
+        assert behind.status_code == 200, behind.text
+        assert [i["incident_id"] for i in behind.json()["incidents"]] == [1, 2]
+        late = await supervision.get(
+            "/api/v1/reports/incidents", params={"period": "2026-06", "unit": "traffic", "figure": "late"}
+        )
+        assert [i["incident_id"] for i in late.json()["incidents"]] == [2]
+        open_past = await supervision.get(
+            "/api/v1/reports/incidents",
+            params={"period": "2026-06", "by": "module", "unit": "enforcement", "figure": "overdue_open"},
+        )
+        assert [i["incident_id"] for i in open_past.json()["incidents"]] == [3]
+        nobody = await supervision.get("/api/v1/reports/incidents", params={"period": "2026-06", "figure": "received"})
+        assert [i["incident_id"] for i in nobody.json()["incidents"]] == [
+            8,
+            7,
+        ]  # no current lead: sent back (15 June), triage (21 June)
+        book = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06", "format": "xlsx"})
+        assert book.status_code == 200
+        assert 'filename="briefing-2026-06.xlsx"' in book.headers["content-disposition"]
+        sheet = openpyxl.load_workbook(io.BytesIO(book.content))["全镇"]
+        assert [c.value for c in sheet[2]][1:5] == [6, 5, 3, 3]
+        for bad in ("2026-13", "soon", "2026-Q9"):
+            refused = await supervision.get("/api/v1/reports/briefing", params={"period": bad})
+            assert refused.status_code == 422 and "period" in refused.text
+        wrong_figure = await supervision.get("/api/v1/reports/incidents", params={"period": "2026-06", "figure": "x"})
+        assert wrong_figure.status_code == 422
+
+    officer = await sign_in_as(app, Role.FIELD_OFFICER, officer_id="tp-01")
+    async with api_client(app, officer) as field:
+        assert (await field.get("/api/v1/reports/briefing", params={"period": "2026-06"})).status_code == 403
+        assert (
+            await field.get("/api/v1/reports/incidents", params={"period": "2026-06", "figure": "due"})
+        ).status_code == 403
