@@ -406,3 +406,24 @@ async def test_a_field_officer_sets_its_own_status_and_position_with_accuracy(fi
     assert (
         await field.officer.post(f"/api/v1/units/{SAME_TEAM}/status", json={"status": "off_duty"})
     ).status_code == 403
+
+
+async def test_the_field_feed_closes_with_4401_when_the_officer_signs_out(field: Field) -> None:
+    directory = field.app.state.context.directory
+    await directory.create_account(
+        "officer-phone",
+        Role.FIELD_OFFICER,
+        "ershili",
+        START,
+        officer_id=TRAFFIC_OFFICER,
+        password="correct horse battery",
+    )
+    token, principal = await directory.sign_in("officer-phone", "correct horse battery", START)
+    phone = FakeBoard(field.rig.hub, read_limit=1000, app=field.app, principal=principal)
+    connection = asyncio.create_task(field_feed(phone, after=None, scope="mine"))  # type: ignore[arg-type]
+    await asyncio.wait_for(phone.first_frame.wait(), timeout=5)
+    assert phone.sent[0]["kind"] == "hello" and not connection.done()
+    signed_out = await field.officer.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert signed_out.status_code == 204
+    await asyncio.wait_for(connection, timeout=5)
+    assert phone.closed == (4401, "signed out")

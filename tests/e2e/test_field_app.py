@@ -273,3 +273,28 @@ async def test_my_status_and_shared_position_reach_the_roster_and_english_is_one
             assert await page.evaluate("() => document.documentElement.lang") == "en"
     finally:
         server.stop()
+
+
+async def test_team_tasks_are_one_tap_away_and_another_officers_part_offers_no_steps(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path)
+    try:
+        token = await make_officer(server)
+        mine = await dispatch_task(server, "team-1", "五岔口拥堵（我的）")
+        theirs = await dispatch_task(server, "team-2", "市场口拥堵（同事的）", officer_id="tp-03")
+        async with phone(server, token) as context:
+            page = await open_app(context, server)
+            await expect(page.locator("#task-list .task")).to_have_count(1)
+            await expect(page.locator(f'#task-list .task[data-id="{mine}"]')).to_be_visible()
+            await page.locator("#scope-team").tap()
+            await expect(page.locator(f'#task-list .task[data-id="{theirs}"]')).to_be_visible()
+            await expect(page.locator("#task-list .task")).to_have_count(2)
+            await page.locator(f'#task-list .task[data-id="{theirs}"]').tap()
+            await expect(page.locator("#task-detail .steps")).to_contain_text("由 tp-03 处理")
+            assert await page.locator("#task-detail [data-action]").count() == 0
+            await page.locator("#view-task .back").tap()
+            await page.locator(f'#task-list .task[data-id="{mine}"]').tap()
+            await expect(page.locator("#task-detail [data-action=acknowledge]")).to_be_visible()
+    finally:
+        server.stop()

@@ -497,8 +497,10 @@ const NEXT = {
 
 async function showTask(id, { quiet = false } = {}) {
   let incident = state.tasks.find((i) => i.id === id) || (state.current && state.current.id === id ? state.current : null);
+  const task = incident && incident.task; // which part is the officer's (or its team's): from the task list
   try {
     incident = await api('GET', `incidents/${id}`);
+    if (task) incident.task = task;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
     if (err instanceof ApiError && !incident) { toast(err.detail); return; }
@@ -514,7 +516,10 @@ function renderTask(incident) {
   const deadline = runningDeadline(incident);
   const waiting = pendingFor(incident.id);
   const steps = el('div', { class: 'steps' });
-  if (part) {
+  const me = session.account && session.account.officer_id;
+  const mine = incident.task ? incident.task.mine !== false : Boolean(part && part.officer === me);
+  if (part && !mine) steps.append(el('p', { class: 'muted' }, t('task.held_by', { officer: part.officer || part.team })));
+  if (part && mine) {
     const queued = new Set(waiting.map((i) => i.action));
     const next = NEXT[part.state] || [];
     for (const action of next) {
