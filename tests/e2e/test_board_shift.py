@@ -116,7 +116,7 @@ async def test_alarms_are_grouped_per_incident_and_stage_and_resolve_when_the_te
         first = await report(http, "flood-1", FIVE_WAY)
         # Five teams miss their 2 s acknowledgement: five alarms, one strip row with its count and teams.
         group = f'#alarm-list li[data-alarm-group="{first}:ack"][data-alarm-count="5"]'
-        await page.wait_for_selector(group, timeout=15_000)
+        await page.wait_for_selector(group, timeout=30_000)
         assert await page.locator("#alarm-list li[data-alarm-group]").count() == 1
         text = await page.locator(group).inner_text()
         for team in ("交警中队", "派出所"):
@@ -127,7 +127,7 @@ async def test_alarms_are_grouped_per_incident_and_stage_and_resolve_when_the_te
         # Three more incidents miss theirs: the strip shows three rows and says how many are behind them.
         for n in range(2, 5):
             await report(http, f"flood-{n}", FIVE_WAY)
-        await page.wait_for_selector('#alarm-list li[data-alarm-group="4:ack"][data-alarm-count="5"]', timeout=15_000)
+        await page.wait_for_selector('#alarm-list li[data-alarm-group="4:ack"][data-alarm-count="5"]', timeout=30_000)
         await page.wait_for_selector("#alarm-list li[data-alarm-more='1']", timeout=5_000)
         assert await page.locator("#alarm-list li[data-alarm-group]").count() == 3
         assert ZH["alarm.more"].replace("{n}", "1") in await page.locator("#alarm-list .alarm-more").inner_text()
@@ -228,7 +228,7 @@ async def test_no_raw_key_is_shown_after_signing_in_in_either_language(
         )
         # A manual escalation (kind "manual") and a missed acknowledgement give alarms of both stages.
         assert (await http.post(f"/api/v1/incidents/{first}/escalate", json={})).status_code == 200
-        await page.wait_for_selector(f'#alarm-list li[data-alarm-group="{first}:ack"]', timeout=15_000)
+        await page.wait_for_selector(f'#alarm-list li[data-alarm-group="{first}:ack"]', timeout=30_000)
         await page.wait_for_selector(f'#alarm-list li[data-alarm-group="{first}:manual"]', timeout=5_000)
     await page.wait_for_selector("#account:not(:empty)")
     assert dictionary["role.account.admin"] in await page.locator("#account").inner_text()
