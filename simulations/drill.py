@@ -112,6 +112,8 @@ async def run_drill(
     def plan_units(incident: dict[str, object], when: timedelta) -> None:
         assignments = incident.get("assignments")
         assert isinstance(assignments, list)
+        lead_planned = False
+        last_resolved = when
         for assignment in assignments:
             behaviour = scenario.behaviour.of(assignment["team"])
             if behaviour.never_acknowledges or behaviour.ack_after is None:
@@ -123,8 +125,12 @@ async def run_drill(
             times = (acked, acked + timedelta(seconds=1), arrived, resolved)
             for step, moment in zip(_STEPS, times, strict=True):
                 at(moment, move_action(incident["id"], assignment["team"], step))
-            if assignment["role"] == "lead":
-                at(resolved + scenario.behaviour.close_after.draw(rng), close_action(incident["id"]))
+            lead_planned = lead_planned or assignment["role"] == "lead"
+            last_resolved = max(last_resolved, resolved)
+        if lead_planned:
+            # The operator closes once every team that works it is done, as a command room does (closing when the
+            # lead alone is done refused every later move of the others).
+            at(last_resolved + scenario.behaviour.close_after.draw(rng), close_action(incident["id"]))
 
     def move_action(incident_id: object, team: str, step: str) -> Callable[[], Awaitable[None]]:
         async def move() -> None:

@@ -169,6 +169,10 @@ async def test_each_bad_payload_lands_on_deadletter_and_is_acknowledged(
         letters = [body for _, body in seen.messages]
         assert sorted((d["topic"], d["reason"]) for d in letters) == sorted((topic, reason) for topic, _, reason in bad)
         assert all(d["detail"] for d in letters)
+        # The problem codes the HTTP API would answer: an unknown incident is not-found there too.
+        codes = {"not_json": "invalid", "schema": "invalid", "too_large": "too-large", "unknown_zone": "invalid"}
+        codes |= {"officer_mismatch": "forbidden", "refused": "not-found"}
+        assert all(d["code"] == codes[d["reason"]] for d in letters), letters
         stats = rig.get("/api/v1/mqtt/stats")
         assert stats["dead_letters"] == {
             "not_json": 1,
