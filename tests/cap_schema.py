@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, shared_data
 
-CAP_DATA = Path("/work/shared/data/cap")
+CAP_DATA = shared_data("cap")
 CAP_XSD = CAP_DATA / "schema" / "cap12.xsd"
 
 

@@ -30,6 +30,20 @@ from rules import RuleBook, compile_table, load_table
 
 POSTGRES_URL = os.environ.get("DISPATCHER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def shared_data(*parts: str) -> Path:
+    """A file of the workplace's shared data (``../shared/data`` beside the repository, else /work/shared/data,
+    or ``DISPATCHER_SHARED_DATA``): read at test time, never copied in. The first place that has it wins."""
+    given = os.environ.get("DISPATCHER_SHARED_DATA")
+    roots = [Path(given)] if given else []
+    roots += [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+    for root in roots:
+        if root.joinpath(*parts).exists():
+            return root.joinpath(*parts)
+    return roots[0].joinpath(*parts)
+
+
 START = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)  # a market day morning
 
 

@@ -15,11 +15,11 @@ from dispatcher.settings import BUNDLED_TABLE
 from rules import RuleBook
 from rules.crosswalk import CrosswalkError, crosswalk_path, crosswalk_rows
 from server.cli import app
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, shared_data
 
 runner = CliRunner()
 #: The third-party transcription of GB/T 47678.5 (shared data, read here, never copied into the repository).
-TRANSCRIPTION = Path("/work/shared/data/cn_categories/gbt47678.5-2026_parts_and_matters_as_transcribed.csv")
+TRANSCRIPTION = shared_data("cn_categories", "gbt47678.5-2026_parts_and_matters_as_transcribed.csv")
 
 
 def _bundled_text() -> str:

@@ -27,10 +27,10 @@ from rules.message_file import read_message_model, write_message_model
 from rules.messages import FORMAT, VERSION, MessageModel, decide
 from rules.training import train
 from server.cli import app
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, shared_data
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CN_MESSAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cn_messages" / "cn_messages_dev.csv"
+CN_MESSAGES = shared_data("cn_messages", "cn_messages_dev.csv")
 BOARD = {"env.noise": "环境保护", "env.dust": "环境保护", "edu.school": "教育文体", "road.bus": "交通运输"}
 
 
