@@ -52,6 +52,8 @@ WORDS: dict[str, dict[str, str]] = {
         "table_head": "{name}: rule table {version}",
         "counts": "{incidents} incidents, {events} events",
         "module": "module",
+        "briefing": "Briefing (简报) figures by module, computed as dispatcher report computes them",
+        "run": "run",
         "team": "team",
         "incidents": "incidents",
         "assignments": "assignments",
@@ -85,6 +87,8 @@ WORDS: dict[str, dict[str, str]] = {
         "table_head": "{name}：规则表 {version}",
         "counts": "共 {incidents} 起事件，{events} 条记录",
         "module": "模块",
+        "briefing": "简报指标（按模块，与 dispatcher report 同一算法）",
+        "run": "方案",
         "team": "处置力量",
         "incidents": "事件数",
         "assignments": "派单数",
@@ -239,7 +243,7 @@ def html_report(scenario: Scenario, results: dict[str, RunResult], lang: str = "
             ]
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
-    parts.append(_briefing_table(summaries))
+    parts.append(_briefing_table(summaries, modules, w))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -250,9 +254,10 @@ def _p50_p90(stats: dict[str, Any], words: dict[str, str]) -> str:
     return f"{span(stats['median_s'], words)} / {span(stats['p90_s'], words)}"
 
 
-def _briefing_table(summaries: dict[str, dict[str, Any]]) -> str:
+def _briefing_table(summaries: dict[str, dict[str, Any]], modules: dict[str, str], words: dict[str, str]) -> str:
     """The briefing's figures by module, one row per run and module: the code and definitions of
-    ``dispatcher report`` (docs/reports.md), so a scenario and a real month read alike."""
+    ``dispatcher report`` (docs/reports.md), so a scenario and a real month read alike. Modules are named
+    by the rule table; the figures keep the briefing's Chinese names in both languages."""
     esc = html.escape
     rows = []
     for name, summary in summaries.items():
@@ -261,15 +266,17 @@ def _briefing_table(summaries: dict[str, dict[str, Any]]) -> str:
             close = "" if f["close_rate"] is None else f"{f['close_rate']:.1%}"
             score = "–" if f["composite"] is None else f"{f['composite']:.1f}"
             rows.append(
-                f"<tr><td>{esc(name)}</td><td>{esc(module)}</td><td>{f['received']}</td><td>{f['accepted']}</td>"
+                f"<tr><td>{esc(name)}</td><td>{esc(_label(modules, module))}</td><td>{f['received']}</td>"
+                f"<td>{f['accepted']}</td>"
                 f"<td>{f['due']}</td><td>{f['closed']}</td><td>{close}</td><td>{rate}</td>"
                 f"<td>{f['overdue_open']}</td><td>{score}</td></tr>"
             )
     if not rows:
         return ""
     return (
-        "<h2>简报 figures by module (the code of <code>dispatcher report</code>)</h2>"
-        "<table data-table='briefing'><tr><th>run</th><th>module</th><th>受理</th><th>立案</th><th>应结案</th>"
+        f"<h2>{esc(words['briefing'])}</h2>"
+        f"<table data-table='briefing'><tr><th>{esc(words['run'])}</th><th>{esc(words['module'])}</th>"
+        "<th>受理</th><th>立案</th><th>应结案</th>"
         "<th>结案</th><th>结案率</th><th>按期结案率</th><th>逾期未结</th><th>综合指标值</th></tr>"
         + "".join(rows)
         + "</table>"
