@@ -279,7 +279,9 @@ class Hub:
             incident_id = batch.next_id
             batch.next_id += 1
             officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
-            incident, events = open_incident(incident_id, report, decision, at, officers)
+            incident, events = open_incident(
+                incident_id, report, decision, at, officers, calendar=self.rules.work_calendar
+            )
             batch.reports[report.report_id] = incident_id
             batch.changes.report_ids.append(report.report_id)
             batch.record(incident, events, created=True)
@@ -396,7 +398,15 @@ class Hub:
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (team,), at)
-            return add_team(current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers)
+            return add_team(
+                current,
+                team,
+                at,
+                officer=officers.get(team),
+                actor=actor,
+                waiting=team in officers,
+                calendar=self.rules.work_calendar,
+            )
 
         return await self._change(incident_id, decide, expected_version)
 
@@ -416,7 +426,14 @@ class Hub:
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (to_team,), at)
             return reassign_team(
-                current, from_team, to_team, at, officer=officers.get(to_team), actor=actor, waiting=to_team in officers
+                current,
+                from_team,
+                to_team,
+                at,
+                officer=officers.get(to_team),
+                actor=actor,
+                waiting=to_team in officers,
+                calendar=self.rules.work_calendar,
             )
 
         return await self._change(incident_id, decide, expected_version)
@@ -492,7 +509,9 @@ class Hub:
             batch.next_id += 1
             decision = self.rules.route(_routing_input(report, at))
             officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
-            opened, opened_events = open_incident(new_id, report, decision, at, officers)
+            opened, opened_events = open_incident(
+                new_id, report, decision, at, officers, calendar=self.rules.work_calendar
+            )
             batch.record(remaining, events)
             batch.record(opened, opened_events, created=True)
             batch.reports[report.report_id] = new_id

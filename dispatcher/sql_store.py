@@ -70,6 +70,7 @@ from dispatcher.tables import (
     UtcDateTime,
 )
 from rules.matcher import EscalationTarget
+from rules.workdays import WorkSpan, parse_work_span
 
 log = logging.getLogger(__name__)
 
@@ -723,7 +724,10 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "merged_into": incident.merged_into,
         "ack_within_s": _seconds(incident.promises.ack_within),
         "arrive_within_s": _seconds(incident.promises.arrive_within),
-        "resolve_within_s": _seconds(incident.promises.resolve_within),
+        "resolve_within_s": _seconds(resolve)
+        if isinstance(resolve := incident.promises.resolve_within, timedelta)
+        else None,
+        "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
         **_delivery_columns(incident),
     }
 
@@ -916,9 +920,11 @@ class _Hydrator:
     def promises(self, key: tuple[Any, ...]) -> Promises:
         found = self._promises.get(key)
         if found is None:
-            ack, arrive, resolve = key
+            ack, arrive, resolve, resolve_work = key
             found = self._promises[key] = Promises(
-                ack_within=_window(ack), arrive_within=_window(arrive), resolve_within=_window(resolve)
+                ack_within=_window(ack),
+                arrive_within=_window(arrive),
+                resolve_within=parse_work_span(resolve_work) if resolve_work is not None else _window(resolve),
             )
         return found
 
@@ -1012,7 +1018,7 @@ class _Hydrator:
              reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
              category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
              arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
-             delivery_settled_at) = row  # fmt: skip
+             delivery_settled_at, resolve_within_work) = row  # fmt: skip
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -1046,7 +1052,7 @@ class _Hydrator:
                         self.assignment(a, tuple(sorted(steps.get((incident_id, a[1]), ()), key=_step_order)))
                         for a in sorted(assignments.get(incident_id, ()), key=_position)
                     ),
-                    promises=self.promises((ack_within_s, arrive_within_s, resolve_within_s)),
+                    promises=self.promises((ack_within_s, arrive_within_s, resolve_within_s, resolve_within_work)),
                     reports=tuple(self.attached(j) for j in sorted(joined.get(incident_id, ()), key=_report_position)),
                     merged_into=merged_into,
                     delivery=Delivery(
@@ -1068,7 +1074,7 @@ _INCIDENT_COLUMNS = (
     "reporter_kind", "exercise", "occurred_at", "status", "module", "queue", "zones", "priority", "rule_id",
     "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
     "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
-    "delivery_error", "delivery_settled_at",
+    "delivery_error", "delivery_settled_at", "resolve_within_work",
 )  # fmt: skip
 _REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
 _ASSIGNMENT_COLUMNS = (

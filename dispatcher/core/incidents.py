@@ -53,6 +53,7 @@ from dispatcher.core.lifecycle import (
     next_incident_status,
 )
 from rules.matcher import Decision, EscalationTarget
+from rules.workdays import BeyondCalendar, Window, WorkCalendar
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,17 +138,26 @@ class Promises:
 
     ack_within: timedelta | None = None
     arrive_within: timedelta | None = None
-    resolve_within: timedelta | None = None
+    resolve_within: Window | None = None  # may be working time (``5wd``, ``8wh``)
 
-    def windows(self) -> tuple[tuple[DeadlineKind, timedelta | None], ...]:
+    def windows(self) -> tuple[tuple[DeadlineKind, Window | None], ...]:
         return (
             (DeadlineKind.ACK, self.ack_within),
             (DeadlineKind.ARRIVE, self.arrive_within),
             (DeadlineKind.RESOLVE, self.resolve_within),
         )
 
-    def deadlines_from(self, at: datetime) -> tuple[Deadline, ...]:
-        return tuple(Deadline(kind=kind, due_at=at + within) for kind, within in self.windows() if within is not None)
+    def deadlines_from(self, at: datetime, calendar: WorkCalendar | None = None) -> tuple[Deadline, ...]:
+        """The deadlines these windows promise when counted from ``at``.
+
+        Working time is counted by ``calendar``; raises :class:`CalendarUnknown` (nothing changed)
+        when there is none or when counting needs a year it does not know.
+        """
+        return tuple(
+            Deadline(kind=kind, due_at=due_after(at, within, calendar))
+            for kind, within in self.windows()
+            if within is not None
+        )
 
 
 #: The assignment state that keeps each promise.
@@ -299,6 +309,22 @@ class Refused(Exception):
     """A well-formed command that makes no sense for this incident now (nothing was changed)."""
 
 
+class CalendarUnknown(Refused):
+    """A working-time deadline cannot be counted: the calendar does not know the year it falls in."""
+
+
+def due_after(at: datetime, window: Window, calendar: WorkCalendar | None) -> datetime:
+    """``at`` plus ``window``: clock time added, working time counted by ``calendar``."""
+    if isinstance(window, timedelta):
+        return at + window
+    if calendar is None:
+        raise CalendarUnknown(f"a deadline of {window} needs the working-day calendar")
+    try:
+        return calendar.due(at, window)
+    except BeyondCalendar as exc:
+        raise CalendarUnknown(str(exc)) from None
+
+
 def check_version(incident: Incident, expected: int | None) -> None:
     if expected is not None and expected != incident.version:
         raise StaleVersion(incident.id, expected, incident.version)
@@ -313,8 +339,12 @@ def open_incident(
     decision: Decision,
     at: datetime,
     officers: Mapping[str, str | None] | None = None,
+    *,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """A new incident routed by ``decision``: reported, and dispatched at once when it has an owner.
+
+    ``calendar`` counts deadlines written in working time (raises :class:`CalendarUnknown` when it cannot).
 
     ``officers`` names the unit chosen for each team (see :mod:`dispatcher.core.roster`). A team
     mapped to ``None`` has a roster but nobody who can go: it waits, and its module lead is alerted.
@@ -335,7 +365,7 @@ def open_incident(
                 state=AssignmentState.DISPATCHED,
                 dispatched_at=at,
                 updated_at=at,
-                deadlines=promises.deadlines_from(at),
+                deadlines=promises.deadlines_from(at, calendar),
                 officer=chosen.get(team),
                 waiting=team in chosen and chosen[team] is None,
             )
@@ -733,6 +763,7 @@ def add_team(
     actor: str | None,
     role: Role = Role.SUPPORT,
     waiting: bool = False,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """An operator sends one more team, with the incident's promised windows counted from now.
 
@@ -747,7 +778,7 @@ def add_team(
         state=AssignmentState.DISPATCHED,
         dispatched_at=at,
         updated_at=at,
-        deadlines=incident.promises.deadlines_from(at),
+        deadlines=incident.promises.deadlines_from(at, calendar),
         officer=officer,
         waiting=waiting and officer is None,
     )
@@ -777,6 +808,7 @@ def reassign_team(
     officer: str | None,
     actor: str | None,
     waiting: bool = False,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """Move a team's part to another team: the old assignment is cancelled (or stays returned), a new one starts.
 
@@ -797,7 +829,9 @@ def reassign_team(
     )
     demoted = replace(stopped, role=Role.SUPPORT) if current.role is Role.LEAD else stopped
     base = replace(incident, assignments=tuple(demoted if a.team == from_team else a for a in incident.assignments))
-    moved, events = add_team(base, to_team, at, officer=officer, actor=actor, role=current.role, waiting=waiting)
+    moved, events = add_team(
+        base, to_team, at, officer=officer, actor=actor, role=current.role, waiting=waiting, calendar=calendar
+    )
     return moved, [
         AssignmentReassigned(incident_id=incident.id, at=at, from_team=from_team, to_team=to_team, actor=actor),
         *events,
