@@ -130,7 +130,7 @@ SELECT unit,
 FROM b
 GROUP BY unit
 """
-_DUE = "(due_at >= :start AND due_at < :end AND status <> 'cancelled')"
+_DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'parked'))"
 
 _STAGES = """
 WITH b AS ({base}),

@@ -32,11 +32,13 @@ from dispatcher.alarm import Alarm
 from dispatcher.alarms import ALARM_EVENTS, OpenAlarms
 from dispatcher.briefing import Briefing, Unit
 from dispatcher.clock import Clock
+from dispatcher.core import closing
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
 from dispatcher.core.duplicates import find_duplicate
 from dispatcher.core.handover import summarise
 from dispatcher.core.incidents import (
+    NO_TEAM,
     Incident,
     Refused,
     Report,
@@ -307,7 +309,83 @@ class Hub:
         """
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
-            return move_unit(current, team, action, at, actor, reason=reason)
+            moved, events = move_unit(current, team, action, at, actor, reason=reason)
+            # Every team resolved and the rule asks for 核查: the incident waits for its verifier.
+            waiting, more = closing.await_verification(moved, at, calendar=self.rules.work_calendar)
+            return waiting, [*events, *more]
+
+        return await self._change(incident_id, decide, expected_version)
+
+    # -- closing the loop: extensions (延期), parking (挂账), verification (核查) -------------------
+
+    async def request_extension(
+        self, incident_id: int, team: str, reason: str, due_at: datetime, at: datetime, actor: str | None = None
+    ) -> Incident:
+        """A team asks to move its resolution deadline; see :mod:`dispatcher.core.closing`."""
+        return await self._change(
+            incident_id, lambda current, _: closing.request_extension(current, team, reason, due_at, at, actor)
+        )
+
+    async def request_parking(
+        self, incident_id: int, reason: str, review_at: datetime, at: datetime, actor: str | None = None
+    ) -> Incident:
+        """Ask to park (挂账) the incident until ``review_at``."""
+        return await self._change(
+            incident_id, lambda current, _: closing.request_parking(current, reason, review_at, at, actor)
+        )
+
+    async def decide_request(
+        self,
+        incident_id: int,
+        request_id: int,
+        approve: bool,
+        at: datetime,
+        *,
+        role: str,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> Incident:
+        """An approver in ``role`` (module_lead, party_secretary) approves or refuses a request."""
+        return await self._change(
+            incident_id,
+            lambda current, _: closing.decide_request(
+                current, request_id, approve, at, role=role, actor=actor, reason=reason
+            ),
+        )
+
+    async def resume(self, incident_id: int, at: datetime, actor: str | None = None) -> Incident:
+        """Take a parked incident out of the parked list: its live teams' deadlines start again from ``at``."""
+        return await self._change(
+            incident_id, lambda current, _: closing.resume(current, at, actor, calendar=self.rules.work_calendar)
+        )
+
+    async def verify(
+        self,
+        incident_id: int,
+        passed: bool,
+        at: datetime,
+        *,
+        verifier: str,
+        verifier_ids: Sequence[str] = (),
+        reason: str = "",
+        photos: Sequence[str] = (),
+        flags: Sequence[str] = (),
+        expected_version: int | None = None,
+    ) -> Incident:
+        """核查: pass (close) or fail (返工) an incident waiting for verification."""
+
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
+            return closing.verify(
+                current,
+                passed,
+                at,
+                verifier=verifier,
+                verifier_ids=verifier_ids,
+                reason=reason,
+                photos=photos,
+                flags=flags,
+                calendar=self.rules.work_calendar,
+            )
 
         return await self._change(incident_id, decide, expected_version)
 
@@ -343,7 +421,9 @@ class Hub:
                     current = batch.current(entry.incident_id)
                 except IncidentNotFound:
                     continue  # closed or cancelled since: nothing to escalate
-                if entry.step:
+                if entry.team == NO_TEAM:
+                    incident, events = closing.miss_check(current, entry.kind, at)
+                elif entry.step:
                     incident, events = raise_escalation(current, entry.team, entry.kind.value, entry.step, at)
                 else:
                     incident, events = miss_deadline(

@@ -353,7 +353,10 @@ def install_error_handlers(app: FastAPI) -> None:
                 status = (await hub.get(int(incident_id))).status.value
             except IncidentNotFound:
                 status = ""
-        return JSONResponse({"detail": str(exc), "current": exc.current, "incident_status": status}, status_code=409)
+        return JSONResponse(
+            {"detail": str(exc), "current": exc.current, "incident_status": status, "allowed": list(exc.allowed)},
+            status_code=409,
+        )
 
     @app.exception_handler(StaleVersion)
     async def _stale(_: Request, exc: StaleVersion) -> JSONResponse:

@@ -89,6 +89,9 @@ class Decision:
     resolve_within: Window | None  # clock time, or working time (``5wd``) counted by the table's calendar
     escalation: tuple[EscalationTarget, ...]
     classification: Classification | None = None
+    verify_within: Window | None = None  # 核查 needed within this after every team resolved; None: not needed
+    max_extensions: int = 1
+    extension_approver: str = "module_lead"
 
     @property
     def escalate_to(self) -> Leader:
@@ -399,6 +402,9 @@ def compile_table(table: RuleTable) -> RuleBook:
             arrive_within=_duration(then.arrive_within, defaults.arrive_within) if then.handover is None else None,
             resolve_within=_window(then.resolve_within, defaults.resolve_within),
             escalation=chain(rule, module),
+            verify_within=_window(then.verify_within, defaults.verify_within) if then.handover is None else None,
+            max_extensions=defaults.max_extensions,
+            extension_approver=defaults.extension_approver,
         )
         time = when.time
         hours = None

@@ -187,13 +187,16 @@ class Deadlines(_Strict):
     ack_within: Duration | None = None
     arrive_within: Duration | None = None
     resolve_within: Duration | None = None
+    verify_within: Duration | None = Field(
+        default=None, description="核查: the resolved matter must be verified within this (absent: no verification)"
+    )
 
     @field_validator("ack_within", "arrive_within")
     @classmethod
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _check_clock_duration(value)
 
-    @field_validator("resolve_within")
+    @field_validator("resolve_within", "verify_within")
     @classmethod
     def _window(cls, value: str | None) -> str | None:
         return None if value is None else _check_window(value)
@@ -218,6 +221,8 @@ class EscalationStep(_Strict):
 
 class Defaults(Deadlines):
     priority: int = Field(default=3, ge=1, le=5)
+    max_extensions: int = Field(default=1, ge=0, le=10, description="延期: approved extensions per incident")
+    extension_approver: Literal["module_lead", "party_secretary"] = "module_lead"
     escalation: list[EscalationStep] = Field(
         default_factory=lambda: [
             EscalationStep(after="0s", to="module_lead"),

@@ -28,7 +28,7 @@ from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, dispatch_api, rules_api
+from gateways import api, audit, auth, board, closing_api, dispatch_api, rules_api
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -310,6 +310,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)
+    app.include_router(closing_api.router)
     app.include_router(api.router)
     app.include_router(rules_api.router)
     app.include_router(mqtt_stats_api.router)

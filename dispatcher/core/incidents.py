@@ -41,14 +41,17 @@ from dispatcher.core.lifecycle import (
     FINAL_STATUSES,
     JOINABLE_STATUSES,
     LIVE_ASSIGNMENT_STATES,
+    OPEN_REQUEST_STATES,
     STATUS_FROM_LEAD,
     AssignmentCommand,
     AssignmentState,
     IllegalTransition,
     IncidentAction,
     IncidentStatus,
+    RequestState,
     Role,
     UnitAction,
+    allowed_incident_actions,
     next_assignment_state,
     next_incident_status,
 )
@@ -210,6 +213,97 @@ class Assignment:
         return self.state in LIVE_ASSIGNMENT_STATES
 
 
+class RequestKind(StrEnum):
+    EXTENSION = "extension"  # 延期
+    PARKING = "parking"  # 挂账
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    role: str  # module_lead | party_secretary
+    actor: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """An extension (延期: ``team``'s resolution deadline to ``until``) or a parking (挂账: review at ``until``)."""
+
+    id: int  # 1, 2, ... within the incident
+    kind: RequestKind
+    team: str | None
+    reason: str
+    until: datetime
+    state: RequestState
+    requested_by: str | None
+    requested_at: datetime
+    needs: tuple[str, ...]  # the approvers' roles, all of which must approve
+    approvals: tuple[Approval, ...] = ()
+    decided_at: datetime | None = None
+    refusal: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_REQUEST_STATES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """One check (核查) of a resolved incident, passed or failed, with its evidence."""
+
+    at: datetime
+    verifier: str
+    passed: bool
+    reason: str
+    photos: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loop:
+    """Closing the loop: what the rule asked (verification, extensions) and what happened since.
+
+    ``checks`` are the incident's own deadlines (no team): verification due (``verify``) and the
+    parking review date (``review``), data like the teams' deadlines and armed the same way.
+    """
+
+    verify_within: Window | None = None  # None: the rule needs no verification; resolved is closed by hand
+    max_extensions: int = 1
+    extension_approver: str = "module_lead"
+    requests: tuple[Request, ...] = ()
+    checks: tuple[Deadline, ...] = ()
+    verifications: tuple[Verification, ...] = ()
+
+    @property
+    def extensions(self) -> int:
+        """Extensions approved."""
+        return sum(1 for r in self.requests if r.kind is RequestKind.EXTENSION and r.state is RequestState.APPROVED)
+
+    @property
+    def reworks(self) -> int:
+        """Verifications failed (返工)."""
+        return sum(1 for v in self.verifications if not v.passed)
+
+    def check(self, kind: DeadlineKind) -> Deadline | None:
+        return next((d for d in reversed(self.checks) if d.kind is kind), None)
+
+    def request(self, request_id: int) -> Request:
+        for request in self.requests:
+            if request.id == request_id:
+                return request
+        raise UnknownRequest(request_id)
+
+
+class UnknownRequest(LookupError):
+    def __init__(self, request_id: int) -> None:
+        super().__init__(f"no request {request_id} on this incident")
+        self.request_id = request_id
+
+
+#: The ``team`` of the incident's own deadlines in the deadline index (they belong to no team).
+NO_TEAM = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachedReport:
     """A further report of the same matter: who, what and where, and when it joined."""
@@ -241,6 +335,7 @@ class Incident:
     reports: tuple[AttachedReport, ...] = ()
     merged_into: int | None = None
     delivery: Delivery | None = None  # county matters only; drills are never forwarded
+    loop: Loop = Loop()
 
     @property
     def escalate_to_name(self) -> str:
@@ -272,8 +367,11 @@ class Incident:
         return any(a.team == team for a in self.assignments)
 
     def pending_deadlines(self) -> list[tuple[str, Deadline]]:
+        """Every running deadline: the teams' and the incident's own (team :data:`NO_TEAM`)."""
         pending = DeadlineState.PENDING
-        return [(a.team, d) for a in self.assignments for d in a.deadlines if d.state is pending]
+        found = [(a.team, d) for a in self.assignments for d in a.deadlines if d.state is pending]
+        found.extend((NO_TEAM, d) for d in self.loop.checks if d.state is pending)
+        return found
 
     def pending_escalations(self) -> list[tuple[str, Escalation]]:
         return [(a.team, e) for a in self.assignments for e in a.escalations if e.state is EscalationState.PENDING]
@@ -388,6 +486,11 @@ def open_incident(
         updated_at=at,
         assignments=tuple(assignments),
         promises=promises,
+        loop=Loop(
+            verify_within=decision.verify_within,
+            max_extensions=decision.max_extensions,
+            extension_approver=decision.extension_approver,
+        ),
         delivery=Delivery(department=decision.handover)
         if decision.handover is not None and not report.exercise
         else None,
@@ -477,7 +580,7 @@ def _settle(assignment: Assignment, at: datetime) -> Assignment:
     kept = {
         d.kind for d in assignment.deadlines if d.state == DeadlineState.PENDING and assignment.state in KEPT_BY[d.kind]
     }
-    kept_kinds = {k.value for k in DeadlineKind if assignment.state in KEPT_BY[k]}
+    kept_kinds = {k.value for k in KEPT_BY if assignment.state in KEPT_BY[k]}
     deadlines = tuple(
         replace(d, state=DeadlineState.MET, settled_at=at) if d.kind in kept else d for d in assignment.deadlines
     )
@@ -523,6 +626,10 @@ def move_unit(
     goes back to the command room (status ``reported``, queue ``returned``) for re-dispatch.
     """
     _require_open(incident, action.value)
+    if incident.status is IncidentStatus.PARKED:
+        raise IllegalTransition(
+            action.value, incident.status.value, "the incident", allowed=allowed_incident_actions(incident.status)
+        )
     current = incident.assignment(team)
     new_state = next_assignment_state(current.state, action)
     if action is UnitAction.RETURN:
@@ -569,7 +676,12 @@ def finish_incident(
         raise Refused("merging needs the incident to merge into: use merge_incidents")
     status = next_incident_status(incident.status, action)
     assignments = tuple(_void(a, at) for a in incident.assignments)
-    updated = _bump(incident, at, status=status, assignments=assignments)
+    checks = tuple(
+        replace(d, state=DeadlineState.VOID, settled_at=at) if d.state is DeadlineState.PENDING else d
+        for d in incident.loop.checks
+    )
+    loop = replace(incident.loop, checks=checks) if checks != incident.loop.checks else incident.loop
+    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop)
     event: Event
     if action is IncidentAction.CLOSE:
         event = IncidentClosed(incident_id=incident.id, at=at, actor=actor)
