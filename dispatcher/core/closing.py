@@ -283,7 +283,14 @@ def _park(
     updated = replace(updated, status=status)
     return updated, [
         _decided(incident, request, role, reason, actor, at),
-        IncidentParked(incident_id=incident.id, at=at, request_id=request.id, review_at=request.until, actor=actor),
+        IncidentParked(
+            incident_id=incident.id,
+            at=at,
+            request_id=request.id,
+            review_at=request.until,
+            actor=actor,
+            teams=tuple(a.team for a in incident.assignments if a.is_live),
+        ),
     ]
 
 
@@ -306,7 +313,8 @@ def resume(
     status = STATUS_FROM_LEAD[lead.state] if lead is not None else IncidentStatus.DISPATCHED
     loop = replace(incident.loop, checks=_settled_checks(incident, at))
     updated = _bump(incident, at, assignments=assignments, status=status, loop=loop)
-    return updated, [IncidentResumed(incident_id=incident.id, at=at, actor=actor, incident_status=status)]
+    teams = tuple(a.team for a in assignments if a.is_live)
+    return updated, [IncidentResumed(incident_id=incident.id, at=at, actor=actor, incident_status=status, teams=teams)]
 
 
 def _fresh(incident: Incident, assignment: Assignment, at: datetime, calendar: WorkCalendar | None) -> Assignment:

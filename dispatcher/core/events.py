@@ -404,6 +404,7 @@ class IncidentParked(Event):
     request_id: int
     review_at: datetime
     actor: str | None
+    teams: tuple[str, ...] = ()  # the live teams whose deadlines stopped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -412,6 +413,7 @@ class IncidentResumed(Event):
 
     actor: str | None
     incident_status: IncidentStatus
+    teams: tuple[str, ...] = ()  # the live teams whose deadlines start again
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
