@@ -13,10 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
+from dispatcher.core.closing import PhotoFacts, photo_flags
 from dispatcher.core.events import DeadlineKind
-from dispatcher.core.incidents import NO_TEAM, DeadlineState, Incident, Refused, Report
+from dispatcher.core.incidents import NO_TEAM, DeadlineState, Incident, Refused, Report, open_incident
 from dispatcher.core.lifecycle import AssignmentState, IllegalTransition, IncidentAction, IncidentStatus, UnitAction
 from dispatcher.store import IncidentFilter
+from rules import RoutingInput, RuleBook
 from tests.conftest import START, HubRig
 from tests.test_dispatch import FIVE_WAY_TEAMS, jam
 
@@ -251,3 +253,25 @@ async def test_a_parked_incident_leaves_the_on_time_figures_until_it_is_resumed(
     await hub.resume(incident.id, START + timedelta(days=1), actor="op")
     (row,) = (await hub.briefing(**period)).units  # type: ignore[arg-type]
     assert (row.due, row.overdue_open) == (1, 1)
+
+
+def test_photo_flags_name_far_early_stale_and_unknown_photos(bundled_rules: RuleBook) -> None:
+    report = jam("f1")  # at the five-way junction, 28.8480 N 118.9120 E
+    decision = bundled_rules.route(RoutingInput(category=report.category, lat=report.lat, lon=report.lon))
+    incident, _ = open_incident(1, report, decision, START)
+    at = START + timedelta(hours=30)
+    photos = [
+        PhotoFacts(id="a" * 64, taken_at=at - timedelta(minutes=5), lat=28.8482, lon=118.9121),  # there, now
+        PhotoFacts(id="b" * 64, taken_at=at - timedelta(minutes=5), lat=28.8580, lon=118.9120),  # 1.1 km north
+        PhotoFacts(id="c" * 64, taken_at=START - timedelta(days=3), lat=28.8480, lon=118.9120),  # before the report
+        PhotoFacts(id="d" * 64, taken_at=START + timedelta(hours=1), lat=28.8480, lon=118.9120),  # 29 h old
+        PhotoFacts(id="e" * 64, taken_at=None, lat=None, lon=None),
+    ]
+    assert photo_flags(incident, photos, at) == (
+        "photo bbbbbbbbbbbb: taken 1,112 m from the incident",
+        "photo cccccccccccc: taken before the incident was reported",
+        "photo dddddddddddd: taken 29 h before the verification",
+        "photo eeeeeeeeeeee: no place recorded",
+        "photo eeeeeeeeeeee: no time recorded",
+    )
+    assert photo_flags(incident, photos[:1], at) == ()

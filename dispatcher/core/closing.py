@@ -20,8 +20,8 @@ anything is built. The moves are rows of the tables in :mod:`dispatcher.core.lif
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from dispatcher.core.events import (
     DeadlineKind,
@@ -70,6 +70,7 @@ from dispatcher.core.lifecycle import (
     next_incident_status,
     next_request_state,
 )
+from rules.geo import distance_m
 from rules.workdays import WorkCalendar
 
 MODULE_LEAD = "module_lead"
@@ -422,6 +423,51 @@ def verify(
         ),
         *closed,
     ]
+
+
+# -- evidence ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhotoFacts:
+    """Where and when a photo was taken, as the photo store knows it (the phone's own fix, else the EXIF)."""
+
+    id: str
+    taken_at: datetime | None
+    lat: float | None
+    lon: float | None
+
+
+#: A verification photo farther than this from the incident's position is flagged.
+FAR_M = 500.0
+#: A verification photo taken this long before the verification (or before the report) is flagged.
+STALE = timedelta(hours=24)
+
+
+def photo_flags(
+    incident: Incident, photos: Sequence[PhotoFacts], at: datetime, *, far_m: float = FAR_M, stale: timedelta = STALE
+) -> tuple[str, ...]:
+    """Why the evidence looks doubtful: each photo taken far from the incident, before it was reported or long
+    before the verification, or without a time or place to tell. Flags are shown with the verification; they
+    never refuse it (the verifier may have a good reason the board should see)."""
+    flags: list[str] = []
+    here = (incident.report.lat, incident.report.lon)
+    for photo in photos:
+        short = photo.id[:12]
+        if photo.lat is None or photo.lon is None:
+            flags.append(f"photo {short}: no place recorded")
+        elif here[0] is not None and here[1] is not None:
+            metres = distance_m(here[0], here[1], photo.lat, photo.lon)
+            if metres > far_m:
+                flags.append(f"photo {short}: taken {metres:,.0f} m from the incident")
+        if photo.taken_at is None:
+            flags.append(f"photo {short}: no time recorded")
+        elif photo.taken_at < incident.reported_at:
+            flags.append(f"photo {short}: taken before the incident was reported")
+        elif at - photo.taken_at > stale:
+            hours = (at - photo.taken_at).total_seconds() / 3600
+            flags.append(f"photo {short}: taken {hours:.0f} h before the verification")
+    return tuple(flags)
 
 
 # -- the incident's own deadlines ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def photo_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def account(admin: httpx.AsyncClient, server: ServerProcess, **fields: str) -> dict[str, str]:
+async def account(admin: httpx.AsyncClient, **fields: str) -> dict[str, str]:
     """Create an account and return the headers of a session signed in as it."""
     made = await admin.post("/api/v1/accounts", json={**fields, "password": PASSWORD})
     assert made.status_code == 201, made.text
@@ -50,9 +51,9 @@ async def test_resolve_fail_rework_resolve_pass_with_photos(database_url: str, t
     server = ServerProcess(database_url, tmp_path / "server.log", env=PLAIN).start()
     try:
         async with server.client() as admin:
-            grid = await account(admin, server, name="grid-07", role="field_officer", township="ershili",
+            grid = await account(admin, name="grid-07", role="field_officer", township="ershili",
                                  officer_id="gw-07")  # fmt: skip
-            lead = await account(admin, server, name="enforcement-lead", role="module_lead", township="ershili",
+            lead = await account(admin, name="enforcement-lead", role="module_lead", township="ershili",
                                  module="enforcement")  # fmt: skip
             made = await admin.post("/api/v1/incidents", json={**JAM, "report_id": "c-1"})
             assert made.status_code == 201, made.text
@@ -133,7 +134,7 @@ async def test_verification_due_and_parking_review_survive_kill_9(database_url: 
     first = quick_server(database_url, tmp_path / "1.log", **env).start()
     try:
         async with first.client() as admin:
-            lead = await account(admin, first, name="quick-lead", role="module_lead", township="quick",
+            lead = await account(admin, name="quick-lead", role="module_lead", township="quick",
                                  module="enforcement")  # fmt: skip
             noise = {"category": "order.noise", "description": "广场舞音响太吵", "zone": "square"}
             checked = (await admin.post("/api/v1/incidents", json={**noise, "report_id": "k-v"})).json()
@@ -141,8 +142,6 @@ async def test_verification_due_and_parking_review_survive_kill_9(database_url: 
                 await admin.post(f"/api/v1/incidents/{checked['id']}/assignments/patrol/{step}")
             parked = (await admin.post("/api/v1/incidents", json={**noise, "report_id": "k-p"})).json()
             server_now = (await admin.get(f"/api/v1/incidents/{parked['id']}")).json()["updated_at"]
-            from datetime import datetime, timedelta
-
             review_at = (datetime.fromisoformat(server_now) + timedelta(seconds=3)).isoformat()
             asked = await admin.post(
                 f"/api/v1/incidents/{parked['id']}/parking", json={"reason": "等资金", "review_at": review_at}
