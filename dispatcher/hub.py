@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -60,7 +61,7 @@ from dispatcher.core.incidents import (
     reassign_team,
     record_delivery,
 )
-from dispatcher.core.lifecycle import IncidentAction, UnitAction
+from dispatcher.core.lifecycle import ASSIGNMENT_MOVES, AssignmentState, IncidentAction, UnitAction
 from dispatcher.core.roster import (
     Need,
     Roster,
@@ -98,6 +99,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Notes' client keys remembered in memory (older ones are found in the timeline).
+_NOTE_KEYS_KEPT = 100_000
+#: The state each step of a team leads to, and the forward order of the working states.
+_STEP_TARGET = {action: target for (_, action), target in ASSIGNMENT_MOVES.items() if isinstance(action, UnitAction)}
+_FORWARD = (AssignmentState.ACKNOWLEDGED, AssignmentState.EN_ROUTE, AssignmentState.ON_SCENE, AssignmentState.RESOLVED)
 
 
 class UnknownOfficer(LookupError):
@@ -158,6 +165,7 @@ class Hub:
         self._last_handover_id = 0
         self._last_table_id = 0
         self._handovers_taken: dict[int, tuple[str, datetime]] = {}
+        self._note_keys: OrderedDict[tuple[int, str], None] = OrderedDict()  # notes' client keys seen (newest last)
         self._open = OpenIncidents(recent_reports=recent_reports)
         self._deadlines = DeadlineScheduler(alarm, clock, self._open, retry=alarm_retry)
         self._writer = Writer(
@@ -301,15 +309,17 @@ class Hub:
         *,
         reason: str = "",
         expected_version: int | None = None,
+        note: str | None = None,
+        photos: tuple[str, ...] = (),
     ) -> Incident:
-        """Advance one team's assignment (or return it, with a reason).
+        """Advance one team's assignment (or return it, with a reason); ``note`` and ``photos`` ride in its event.
 
         Raises ``IllegalTransition``, ``UnknownAssignment``, ``StaleVersion``, ``Refused`` or
         :class:`IncidentNotFound`; nothing changes then.
         """
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
-            moved, events = move_unit(current, team, action, at, actor, reason=reason)
+            moved, events = move_unit(current, team, action, at, actor, reason=reason, note=note, photos=photos)
             # Every team resolved and the rule asks for 核查: the incident waits for its verifier.
             waiting, more = closing.await_verification(moved, at, calendar=self.rules.work_calendar)
             return waiting, [*events, *more]
@@ -407,7 +417,71 @@ class Hub:
         return await self._change(incident_id, decide, expected_version)
 
     async def note(self, incident_id: int, text: str, at: datetime, author: str | None = None) -> Incident:
-        return await self._change(incident_id, lambda current, _: add_note(current, text, author, at))
+        incident, _ = await self.add_note(incident_id, text, at, author)
+        return incident
+
+    async def add_note(
+        self,
+        incident_id: int,
+        text: str,
+        at: datetime,
+        author: str | None = None,
+        *,
+        photos: tuple[str, ...] = (),
+        note_id: str | None = None,
+    ) -> tuple[Incident, bool]:
+        """Add a note; returns the incident and whether the note was added.
+
+        With ``note_id`` (the client's key) a note already added under that key to this incident (stored, or
+        committed or queued since) is not added again: the incident is returned with ``False``. Raises
+        :class:`IncidentNotFound`.
+        """
+        if note_id is not None and (incident_id, note_id) not in self._note_keys:
+            for event in await self.timeline(incident_id):
+                if event.type == "NoteAdded" and orjson.loads(event.payload).get("note_id") == note_id:
+                    self._remember_note(incident_id, note_id)
+                    break
+
+        def apply(batch: Batch) -> tuple[Incident, bool]:
+            current = batch.current(incident_id)
+            if note_id is not None and (
+                (incident_id, note_id) in self._note_keys
+                or any(
+                    isinstance(f, ev.NoteAdded) and f.incident_id == incident_id and f.note_id == note_id
+                    for _, f in batch.facts
+                )
+            ):
+                return current, False
+            incident, events = add_note(current, text, author, at, photos=photos, note_id=note_id)
+            batch.record(incident, events)
+            return incident, True
+
+        return await self._submit(apply, incident_id=incident_id)
+
+    def _remember_note(self, incident_id: int, note_id: str) -> None:
+        self._note_keys[(incident_id, note_id)] = None
+        if len(self._note_keys) > _NOTE_KEYS_KEPT:
+            self._note_keys.popitem(last=False)
+
+    async def step_taken(self, incident: Incident, team: str, action: UnitAction, actor: str) -> bool:
+        """Whether ``actor`` already took this step on ``team``'s assignment, which is at its state or past it.
+
+        For retries: a step applied once and sent again (a double tap, a phone that lost the answer).
+        Reads the incident's timeline; raises ``UnknownAssignment``.
+        """
+        state = incident.assignment(team).state
+        target = _STEP_TARGET[action]
+        if state is not target and (target not in _FORWARD or state not in _FORWARD[_FORWARD.index(target) :]):
+            return False
+        kind = "AssignmentReturned" if action is UnitAction.RETURN else "UnitMoved"
+        for event in reversed(await self.timeline(incident.id)):
+            if event.type != kind:
+                continue
+            data = orjson.loads(event.payload)
+            same = data.get("team") == team and data.get("actor") == actor
+            if same and (kind == "AssignmentReturned" or data.get("to_state") == target.value):
+                return True
+        return False
 
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""
@@ -823,6 +897,9 @@ class Hub:
             self._open.follow(incident, before)
             self._deadlines.follow(incident, before)
         self._open.follow_units(batch.units)
+        for _, fact in batch.facts:
+            if type(fact) is ev.NoteAdded and fact.note_id is not None:
+                self._remember_note(fact.incident_id, fact.note_id)
         self._township_committed(batch)
         self.feed.publish(batch.records)
         self.alarms.apply(batch.changes.events)

@@ -86,6 +86,23 @@ class Settings(BaseSettings):
         "(accounts and the audit trail stay in database_url); unset: one township, rules_path on database_url",
     )
 
+    # -- the field app's photos (docs/field.md) --
+    media_dir: Path | None = Field(
+        default=None,
+        description="where photos are stored (content-addressed); default: a folder 'media' beside the SQLite "
+        "database file, or ./media for PostgreSQL",
+    )
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest photo taken (413 beyond)")
+
+    def media_path(self) -> Path:
+        """The photo store's folder: ``media_dir``, else ``media`` beside the SQLite file, else ``./media``."""
+        if self.media_dir is not None:
+            return self.media_dir
+        prefix, _, rest = self.database_url.partition(":///")
+        if prefix.startswith("sqlite") and rest and rest != ":memory:":
+            return Path(rest).expanduser().resolve().parent / "media"
+        return Path("media")
+
     def township_entries(self) -> list[tuple[str, Path, str]]:
         """The ``townships`` entries as (id, rules path, database URL); raises ValueError when malformed."""
         entries = []

@@ -330,6 +330,8 @@ class SqlIncidentStore:
             conditions.append(incident_t.c.exercise == where.exercise)
         if where.module:
             conditions.append(incident_t.c.module == where.module)
+        if where.place:
+            conditions.append(incident_t.c.place == where.place)
         if where.team:
             conditions.append(
                 incident_t.c.id.in_(sa.select(assignment_t.c.incident_id).where(assignment_t.c.team == where.team))
@@ -658,6 +660,7 @@ def _report_row(incident_id: int, position: int, attached: AttachedReport) -> di
         "occurred_at": r.occurred_at,
         "attached_at": attached.at,
         "merged_from": attached.merged_from,
+        **_field_columns(r),
     }
 
 
@@ -737,6 +740,7 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
         "closing_loop": _loop_json(incident.loop),
         **_delivery_columns(incident),
+        **_field_columns(report),
     }
 
 
@@ -842,6 +846,11 @@ def _loop(text: str | None) -> Loop:
             for v in data["verifications"]
         ),
     )
+
+
+def _field_columns(report: Report) -> dict[str, Any]:
+    """What the field app adds to a report: its place code, GPS accuracy and photos (comma-separated ids)."""
+    return {"place": report.place, "accuracy_m": report.accuracy_m, "photos": ",".join(report.photos) or None}
 
 
 def _delivery_columns(incident: Incident) -> dict[str, Any]:
@@ -1073,7 +1082,7 @@ class _Hydrator:
 
     def attached(self, row: tuple[Any, ...]) -> AttachedReport:
         (_, _, report_id, category, description, zone, lat, lon, severity, reporter, reporter_kind, exercise,
-         occurred_at, attached_at, merged_from) = row  # fmt: skip
+         occurred_at, attached_at, merged_from, place, accuracy_m, photos) = row  # fmt: skip
         report = Report(
             report_id=report_id,
             category=self.share(category),
@@ -1086,6 +1095,9 @@ class _Hydrator:
             reporter_kind=self.share(reporter_kind),
             exercise=exercise,
             occurred_at=self.time(occurred_at),
+            place=place,
+            accuracy_m=accuracy_m,
+            photos=tuple(photos.split(",")) if photos else (),
         )
         return AttachedReport(report=report, at=self.time(attached_at), merged_from=merged_from)
 
@@ -1130,7 +1142,7 @@ class _Hydrator:
              reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
              category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
              arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
-             delivery_settled_at, resolve_within_work, closing_loop) = row  # fmt: skip
+             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos) = row  # fmt: skip
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -1146,6 +1158,9 @@ class _Hydrator:
                         reporter_kind=share(reporter_kind),
                         exercise=exercise,
                         occurred_at=time(occurred_at),
+                        place=place,
+                        accuracy_m=accuracy_m,
+                        photos=tuple(photos.split(",")) if photos else (),
                     ),
                     status=_INCIDENT_STATUSES[status],
                     module=share(module),
@@ -1187,7 +1202,7 @@ _INCIDENT_COLUMNS = (
     "reporter_kind", "exercise", "occurred_at", "status", "module", "queue", "zones", "priority", "rule_id",
     "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
     "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
-    "delivery_error", "delivery_settled_at", "resolve_within_work", "closing_loop",
+    "delivery_error", "delivery_settled_at", "resolve_within_work", "closing_loop", "place", "accuracy_m", "photos",
 )  # fmt: skip
 _REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
 _ASSIGNMENT_COLUMNS = (
@@ -1198,7 +1213,7 @@ _ASSIGNMENT_COLUMNS = (
 _ESCALATION_COLUMNS = ("incident_id", "team", "kind", "step", "level", "due_at", "state", "settled_at")
 _REPORT_COLUMNS = (
     "incident_id", "position", "report_id", "category", "description", "zone", "lat", "lon", "severity", "reporter",
-    "reporter_kind", "exercise", "occurred_at", "attached_at", "merged_from",
+    "reporter_kind", "exercise", "occurred_at", "attached_at", "merged_from", "place", "accuracy_m", "photos",
 )  # fmt: skip
 _INCIDENT_STATUSES = {s.value: s for s in IncidentStatus}
 _ESCALATION_STATES = {s.value: s for s in EscalationState}

@@ -50,6 +50,7 @@ class IncidentFilter:
     module: str | None = None
     open_only: bool = False
     exercise: bool | None = None  # None: both real and drill incidents
+    place: str | None = None  # reported from this place code (龙游通)
 
 
 class DuplicateReport(Exception):

@@ -100,6 +100,9 @@ class IncidentRow(SQLModel, table=True):
     delivery_attempts: int = Field(default=0)
     delivery_error: str | None = Field(default=None, max_length=512)
     delivery_settled_at: datetime | None = _utc(nullable=True)
+    place: str | None = Field(default=None, max_length=64, index=True, description="the place code it came from")
+    accuracy_m: float | None = Field(default=None, description="the phone's GPS accuracy for lat/lon")
+    photos: str | None = Field(default=None, max_length=400, description="the report's photos: sha256 ids, comma")
 
 
 class AssignmentRow(SQLModel, table=True):
@@ -185,6 +188,9 @@ class IncidentReportRow(SQLModel, table=True):
     occurred_at: datetime | None = _utc(nullable=True)
     attached_at: datetime = _utc()
     merged_from: int | None = None
+    place: str | None = Field(default=None, max_length=64)
+    accuracy_m: float | None = None
+    photos: str | None = Field(default=None, max_length=400)
 
 
 class OfficerStatusRow(SQLModel, table=True):
@@ -272,3 +278,4 @@ class OutboxCursorRow(SQLModel, table=True):
 # Accounts, tokens and the audit trail (revision 0004) live in their own module; imported here so that
 # every user of this module's metadata (the store, the migrations, their test) sees them.
 import dispatcher.account_tables  # noqa: E402, F401
+import dispatcher.field_tables as _field_tables  # noqa: E402, F401  (photos and places, revision 0007)

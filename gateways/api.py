@@ -22,6 +22,7 @@ from dispatcher.hub import Hub, HubStopped, IncidentNotFound, ReportOutcome, Unk
 from dispatcher.store import CommitRefused, IncidentFilter, StoreUnavailable
 from dispatcher.values import IncidentId, Offset, Seq, Text
 from gateways.auth import acting, principal_of
+from gateways.evidence import attachment_problem, check_attachments, record_refs
 from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
@@ -86,8 +87,10 @@ def _field_error(field: str, message: str) -> HTTPException:
 async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -> Response:
     if body.zone is not None and not hub.rules.has_zone(body.zone):
         raise _field_error("zone", f"unknown zone {body.zone!r} in rule table {hub.rules.version}")
+    await check_attachments(request, body.photos, body.place)
     outcome = await hub.report(body.to_report(), hub.clock.now())
     incident = outcome.incident
+    await record_refs(request, incident.id, body.photos)
     kind = "created" if outcome.created else "joined" if outcome.joined else "known"
     status_code = 201 if outcome.created else 200
     if _may_read(principal_of(request).account, incident, hub):
@@ -122,14 +125,21 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         outcome, report = _admit(index, item, hub)
         outcomes.append(outcome)
         if report is not None:
+            problem = await attachment_problem(request, report.photos, report.place)
+            if problem is not None:
+                errors = [{"loc": ["body", index, problem[0]], "msg": problem[1], "type": "value_error"}]
+                outcome.update(outcome="refused", problem=_one_line(errors), errors=errors)
+                continue
             accepted.append((outcome, report))
     if accepted:
         answers = await hub.report_many([report for _, report in accepted], at)
         for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
             raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
         account = principal_of(request).account
-        for (outcome, _), answer in zip(accepted, answers, strict=True):
+        for (outcome, report), answer in zip(accepted, answers, strict=True):
             _settle(outcome, answer, account, hub)
+            if isinstance(answer, ReportOutcome):
+                await record_refs(request, answer.incident.id, report.photos)
     counts = Counter(o["outcome"] for o in outcomes)
     request.state.audit_detail = ", ".join(f"{counts[k]} {k}" for k in BATCH_KINDS if counts[k]) or "empty"
     return json_response({"data": outcomes, "count": len(outcomes), **{k: counts[k] for k in BATCH_KINDS}})
@@ -239,16 +249,33 @@ async def move_unit(
     actor = acting(request, body.actor if body else None)
     if action is UnitAction.RETURN and not (body and body.reason and body.reason.strip()):
         raise _field_error("reason", "a return (回退) needs a reason: why is it not this team's matter")
-    incident = await hub.move_unit(
-        incident_id,
-        team,
-        action,
-        hub.clock.now(),
-        actor,
-        reason=(body.reason or "") if body else "",
-        expected_version=body.version if body else None,
-    )
-    return json_response(incident_json(incident))
+    photos = tuple(body.photos) if body else ()
+    await check_attachments(request, photos)
+    try:
+        incident = await hub.move_unit(
+            incident_id,
+            team,
+            action,
+            hub.clock.now(),
+            actor,
+            reason=(body.reason or "") if body else "",
+            expected_version=body.version if body else None,
+            note=body.note if body else None,
+            photos=photos,
+        )
+    except IllegalTransition:
+        # A retry of a step this account already took (a double tap, an answer lost): not a conflict.
+        current = await hub.get(incident_id)
+        if not await hub.step_taken(current, team, action, actor):
+            raise
+        await record_refs(request, incident_id, photos)  # in case the first try stopped before recording them
+        response = json_response({**incident_json(current), "outcome": "already"})
+        response.headers["X-Step-Outcome"] = "already"
+        return response
+    await record_refs(request, incident_id, photos)
+    response = json_response({**incident_json(incident), "outcome": "applied"})
+    response.headers["X-Step-Outcome"] = "applied"
+    return response
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentPublic, responses=_CONFLICT)
@@ -271,10 +298,24 @@ async def cancel_incident(request: Request, incident_id: IncidentId, body: Cance
     return json_response(incident_json(incident))
 
 
-@router.post("/incidents/{incident_id}/notes", response_model=IncidentPublic, status_code=201)
+@router.post(
+    "/incidents/{incident_id}/notes",
+    response_model=IncidentPublic,
+    status_code=201,
+    responses={200: {"model": IncidentPublic, "description": "a note with this note_id was already added"}},
+)
 async def add_note(request: Request, incident_id: IncidentId, body: NoteIn, hub: HubDep) -> Response:
-    incident = await hub.note(incident_id, body.text, hub.clock.now(), acting(request, body.author))
-    return json_response(incident_json(incident), 201)
+    await check_attachments(request, body.photos)
+    incident, added = await hub.add_note(
+        incident_id,
+        body.text,
+        hub.clock.now(),
+        acting(request, body.author),
+        photos=tuple(body.photos),
+        note_id=body.note_id,
+    )
+    await record_refs(request, incident_id, body.photos)  # a retry records them again: idempotent
+    return json_response(incident_json(incident), 201 if added else 200)
 
 
 @router.get("/events", response_model=EventsPublic, summary="The event log after a sequence number")

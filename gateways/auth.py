@@ -14,10 +14,10 @@ settles the township (:mod:`gateways.tenancy`) and checks the role's scope.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi.exceptions import WebSocketException
 from fastapi.responses import Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
@@ -44,6 +44,7 @@ from dispatcher.values import INT32_MAX, RowId, Text, storable_text
 from gateways.context import context_of
 from gateways.limits import TokenBuckets, retry_after
 from gateways.policy import PUBLIC, Scope, grant_for, route_path, scope_refusal
+from gateways.tasks import officer_teams, tasks_of
 from gateways.tenancy import Townships, township_of
 
 WS_SUBPROTOCOL = "dispatcher.bearer"
@@ -314,15 +315,28 @@ async def me(request: Request, principal: PrincipalDep, _: Annotated[str | None,
     )
 
 
-@router.get("/me/assignments", summary="A field officer's open assignments (the incidents it holds a part of)")
-async def my_assignments(request: Request, principal: PrincipalDep) -> Response:
+@router.get(
+    "/me/assignments",
+    summary="A field officer's open assignments, the most urgent first (mine, or its team's: ?scope=team)",
+)
+async def my_assignments(
+    request: Request, principal: PrincipalDep, scope: Annotated[Literal["mine", "team"], Query()] = "mine"
+) -> Response:
+    """Each item is the incident (``IncidentPublic``) with ``task``: the team, the assignment's state, its
+    officer and the deadline that runs now (``kind`` ack/arrive/resolve, ``due_at``), sorted by priority then
+    due time. ``seq`` is the event the list is current at: resume ``/ws/field?after=<seq>`` from it."""
     from gateways.schemas import incident_json
 
     hub = township_of(request).hub
     officer = principal.account.officer_id
-    _, incidents = hub.open_incidents()
-    held = [i for i in incidents if officer is not None and any(a.officer == officer for a in i.assignments)]
-    return json_response({"data": [incident_json(i) for i in held], "count": len(held)})
+    teams = officer_teams(hub, officer) if scope == "team" else frozenset()
+    seq, incidents = hub.open_incidents()
+    data = []
+    for incident, team, deadline in tasks_of(incidents, officer, teams):
+        held = incident.assignment(team)
+        task = {"team": team, "state": held.state.value, "officer": held.officer, "mine": held.officer == officer}
+        data.append({**incident_json(incident), "task": {**task, "deadline": deadline}})
+    return json_response({"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def _manageable(principal: Principal, township: str) -> None:

@@ -4,21 +4,27 @@ Each route parses, calls one hub method and serialises, like :mod:`gateways.api`
 the policy table (:mod:`gateways.policy`). An approver decides in the role of their account (a module
 lead's account as ``module_lead``, the party secretary's as ``party_secretary``); the verifier is the
 signed-in account, and its officer id when it has one, which must be none of the incident's handlers.
+Verification photos are ids of the photo store (``POST /api/v1/media``); a photo taken far from the incident or
+long before it is flagged on the verification (:func:`dispatcher.core.closing.photo_flags`), never refused.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from dispatcher.accounts import Role
+from dispatcher.core.closing import PhotoFacts, photo_flags
 from dispatcher.core.incidents import Incident, RequestKind
 from dispatcher.core.lifecycle import IncidentStatus
+from dispatcher.field_store import MediaRecord
 from dispatcher.values import IncidentId, RowId
 from gateways.api import HubDep, json_response
 from gateways.auth import acting, principal_of
+from gateways.evidence import check_attachments, field_store, record_refs
 from gateways.schemas import (
     Conflict,
     DecisionIn,
@@ -114,17 +120,47 @@ async def resume(request: Request, incident_id: IncidentId, hub: HubDep, body: R
 async def verify(request: Request, incident_id: IncidentId, body: VerificationIn, hub: HubDep) -> Response:
     account = principal_of(request).account
     ids = [account.name, *([account.officer_id] if account.officer_id else [])]
+    await check_attachments(request, body.photos)  # 422 naming a photo not in the photo store
+    now = hub.clock.now()
+    flags: tuple[str, ...] = ()
+    if body.photos:
+        store = field_store(request)
+        facts = [_facts(await store.media(photo), photo, hub.rules.tz) for photo in body.photos]
+        flags = photo_flags(await hub.get(incident_id), facts, now)
     incident = await hub.verify(
         incident_id,
         body.passed,
-        hub.clock.now(),
+        now,
         verifier=acting(request, body.actor),
         verifier_ids=ids,
         reason=body.reason or "",
         photos=body.photos,
+        flags=flags,
         expected_version=body.version,
     )
+    await record_refs(request, incident.id, body.photos)  # readers of the incident may see its evidence
     return json_response(incident_json(incident))
+
+
+def _facts(record: MediaRecord | None, photo: str, tz: tzinfo) -> PhotoFacts:
+    """Where and when the photo was taken: the phone's own fix first, else the photo's EXIF (camera time is
+    local: an EXIF time without an offset is read in the township's time zone)."""
+    if record is None:
+        return PhotoFacts(id=photo, taken_at=None, lat=None, lon=None)
+    taken = record.client_taken_at
+    if taken is None and record.exif_taken_at:
+        try:
+            parsed = datetime.fromisoformat(record.exif_taken_at)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            taken = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+    if taken is not None and taken.tzinfo is None:
+        taken = taken.replace(tzinfo=UTC)  # stored as UTC; some drivers hand it back naive
+    lat, lon = record.client_lat, record.client_lon
+    if lat is None or lon is None:
+        lat, lon = record.exif_lat, record.exif_lon
+    return PhotoFacts(id=photo, taken_at=taken, lat=lat, lon=lon)
 
 
 @router.get("/lanes", response_model=LanesPublic, summary="The closing-the-loop lanes of the open incidents")

@@ -17,6 +17,8 @@ from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
 
 if TYPE_CHECKING:
+    from dispatcher.field_store import SqlFieldStore
+    from dispatcher.media import MediaStore
     from gateways.mqtt import LastKnownStatus, MqttGateway
     from gateways.tenancy import Townships
 
@@ -36,6 +38,8 @@ class AppContext:
     officer_status: LastKnownStatus | None = None
     county: Any = None  # the county forwarder while the app runs (gateways/county.py), when a webhook is set
     snapshot_pages: Any = None  # encoded board snapshot pages shared by boards (gateways/board.py)
+    media: MediaStore | None = None  # the photos' bytes (dispatcher/media.py)
+    field: SqlFieldStore | None = None  # photos' metadata and places (dispatcher/field_store.py)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

@@ -220,7 +220,10 @@ async def report_unit(officer_id: Text, body: UnitReportIn, hub: HubDep) -> Resp
         lon=body.location.lon if body.location else None,
     )
     officer = hub.roster.officers[officer_id]
-    return json_response(_unit_json(hub, officer_id, unit, hub.roster.duty(officer.team, hub.clock.now())))
+    answer = _unit_json(hub, officer_id, unit, hub.roster.duty(officer.team, hub.clock.now()))
+    if body.accuracy_m is not None:
+        answer["accuracy_m"] = body.accuracy_m
+    return json_response(answer)
 
 
 # -- the roster ---------------------------------------------------------------------------------

@@ -144,6 +144,14 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- the live board feed (the websocket upgrade is a GET) --
     ("GET", "/ws/board"): allow(*READ_ALL),
+    # -- the field officer's app (docs/field.md): photos, places, its own live feed --
+    ("POST", "/api/v1/media"): allow(FO, OP, ML, PS, AD),
+    # reading a photo: its uploader, or whoever may read an incident that references it (checked by the route)
+    ("GET", "/api/v1/media/{media_id}"): allow(*EVERYONE),
+    ("GET", "/api/v1/media/{media_id}/thumbnail"): allow(*EVERYONE),
+    ("GET", "/api/v1/places/{code}"): allow(*EVERYONE),
+    ("POST", "/api/v1/places/decode"): allow(FO, OP, ML, PS, AD),
+    ("GET", "/ws/field"): allow(field_officer=Scope.SELF),
 }
 
 

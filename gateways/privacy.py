@@ -58,6 +58,18 @@ def mask(value: Any, account: Account, category: str | None = None, module: str 
     return value
 
 
+def mask_phone(phone: str) -> str:
+    """A phone number with its middle hidden, as Chinese apps show it: ``13812345678`` → ``138****5678``.
+
+    The first three and last four digits stay for numbers of eight or more characters; a shorter one keeps
+    only its last two.
+    """
+    phone = phone.strip()
+    if len(phone) >= 8:
+        return phone[:3] + "****" + phone[-4:]
+    return "*" * max(len(phone) - 2, 1) + phone[-2:]
+
+
 def needs_masking(principal: Principal | None) -> bool:
     return principal is not None and principal.role not in SEES_ALL
 

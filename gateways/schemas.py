@@ -23,6 +23,15 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: A photo's id in the media store (``POST /api/v1/media``): the SHA-256 of its bytes, lowercase hex.
+MediaId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="a photo's id from POST /api/v1/media")]
+MAX_PHOTOS = 6
+Photos: Any = Field(
+    default_factory=list, max_length=MAX_PHOTOS, description="up to 6 photo ids, each stored first (POST /api/v1/media)"
+)
+PlaceCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
 class Location(_In):
     lat: Latitude
     lon: Longitude
@@ -48,6 +57,11 @@ class IncidentCreate(_In):
     reporter_kind: Literal["officer", "device", "citizen", "hotline"] | None = None
     exercise: bool = Field(default=False, description="a drill (演练): marked on the board, kept out of real figures")
     occurred_at: AwareDatetime | None = None
+    photos: list[MediaId] = Photos
+    accuracy_m: float | None = Field(
+        default=None, ge=0, le=100_000, allow_inf_nan=False, description="the GPS accuracy of location, metres"
+    )
+    place: PlaceCode | None = Field(default=None, description="the place code (龙游通) it is reported from")
 
     @model_validator(mode="after")
     def _placed(self) -> IncidentCreate:
@@ -68,6 +82,9 @@ class IncidentCreate(_In):
             reporter_kind=self.reporter_kind,
             exercise=self.exercise,
             occurred_at=self.occurred_at,
+            photos=tuple(self.photos),
+            place=self.place,
+            accuracy_m=self.accuracy_m,
         )
 
 
@@ -83,6 +100,8 @@ class UnitActionIn(_In):
     actor: Text | None = Actor
     reason: Text | None = Field(default=None, max_length=1000, description="required for return (回退): why not ours")
     version: VersionNumber | None = Version
+    note: Text | None = Field(default=None, max_length=4000, description="what was done (mainly with resolve)")
+    photos: list[MediaId] = Photos
 
 
 class CloseIn(_In):
@@ -146,6 +165,13 @@ class UnitReportIn(_In):
 
     status: Literal["available", "assigned", "en_route", "on_scene", "off_duty"] | None = None
     location: Location | None = None
+    accuracy_m: float | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        allow_inf_nan=False,
+        description="the phone's GPS accuracy of location, metres (accepted and echoed; not stored)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> UnitReportIn:
@@ -161,6 +187,14 @@ class HandoverAckIn(_In):
 class NoteIn(_In):
     text: Text = Field(min_length=1, max_length=4000)
     author: Text | None = Field(default=None, max_length=128)
+    photos: list[MediaId] = Photos
+    note_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="client-chosen key: a retry with the same key on the same incident adds nothing (200)",
+    )
 
 
 class DeadlinePublic(BaseModel):
@@ -208,6 +242,7 @@ class AttachedReportPublic(BaseModel):
     location: Location | None
     attached_at: datetime
     merged_from: int | None
+    photos: list[str] = Field(default_factory=list, description="the report's photo ids")
 
 
 class RoutingPublic(BaseModel):
@@ -321,6 +356,13 @@ class IncidentPublic(BaseModel):
     reports: list[AttachedReportPublic] = Field(description="the reports that joined after the first")
     merged_into: int | None
     delivery: DeliveryPublic | None = Field(description="forwarding to the county department, for county matters")
+    photos: list[str] = Field(
+        default_factory=list,
+        description="the first report's photo ids (GET /api/v1/media/{id}); notes' and steps' photos are in the "
+        "timeline (NoteAdded, UnitMoved), joined reports' in reports",
+    )
+    place: str | None = Field(default=None, description="the place code (龙游通) it was reported from")
+    accuracy_m: float | None = Field(default=None, description="the GPS accuracy of location, metres")
     closing: ClosingPublic
 
 
@@ -478,6 +520,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
                 "location": {"lat": r.report.lat, "lon": r.report.lon} if r.report.lat is not None else None,
                 "attached_at": r.at,
                 "merged_from": r.merged_from,
+                "photos": list(r.report.photos),
             }
             for r in incident.reports
         ],
@@ -491,6 +534,9 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         }
         if incident.delivery is not None
         else None,
+        "photos": list(report.photos),
+        "place": report.place,
+        "accuracy_m": report.accuracy_m,
         "closing": closing_json(incident),
     }
 

@@ -22,13 +22,15 @@ from dispatcher.accounts import Lockout, SqlDirectory
 from dispatcher.alarm import Alarm, ApschedulerAlarm
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.feed import EventFeed
+from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
+from dispatcher.media import LocalMediaStore
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
-from gateways import api, audit, auth, board, closing_api, dispatch_api, rules_api
+from gateways import api, audit, auth, board, closing_api, dispatch_api, field_api, rules_api
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
@@ -248,12 +250,14 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         ),
     )
     officers = LastKnownStatus()
+    field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
     mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
     freezer = HeapFreezer() if settings.gc_freeze else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await directory.open()
+        await field.open()
         admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
         had_accounts = bool(directory.accounts())
         generated = await directory.ensure_admin(admin_password, the_hub.clock.now())
@@ -281,6 +285,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
             yield
+        await field.close()
         await directory.close()
 
     app = FastAPI(
@@ -306,6 +311,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         snapshot_pages=board.SnapshotPages(),  # boards connecting together share encoded snapshot pages
         token_buckets=TokenBuckets(settings.rate_per_s, settings.rate_burst),
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
+        media=LocalMediaStore(settings.media_path()),
+        field=field,
     )
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
@@ -316,6 +323,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(mqtt_stats_api.router)
     app.include_router(audit.router)
     app.include_router(board.router)
+    app.include_router(field_api.router)
+    app.include_router(field_api.feed_router)
     api.install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
@@ -323,7 +332,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     # Outermost last: the body limit sees a request first, then the audit trail, then masking.
     app.add_middleware(MaskResponses)
     app.add_middleware(AuditTrail)
-    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger=LARGER_BODIES)
+    uploads = dict.fromkeys(field_api.UPLOAD_PATHS, settings.media_max_bytes + field_api.UPLOAD_OVERHEAD)
+    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger={**LARGER_BODIES, **uploads})
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

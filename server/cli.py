@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,10 @@ app.add_typer(rules_app, name="rules")
 roster_app = typer.Typer(help="Work with duty rosters (officers, shifts, overrides).", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
 app.add_typer(accounts_app, name="accounts")
+places_app = typer.Typer(
+    help="Places with printed codes (龙游通): load them, print their QR codes.", no_args_is_help=True
+)
+app.add_typer(places_app, name="places")
 
 
 @app.command()
@@ -593,6 +597,107 @@ def _progress(label: str) -> Iterator[Callable[[float], None]]:
 
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _places_township(rules: Path | None) -> tuple[str, frozenset[str]]:
+    """The township and zone ids of the rule table ``rules`` (default: the settings' table)."""
+    from dispatcher.settings import Settings
+
+    book, _ = _load_book(rules or Settings().rules_path)
+    return book.table.township.id, frozenset(z.id for z in book.table.zones)
+
+
+@places_app.command("load")
+def places_load(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a .csv or .yaml places file")],
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="the rule table whose township and zones the places belong to")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Check a places file (every problem with its line) and store its places, replacing those of the same code."""
+    import asyncio
+
+    from dispatcher.field_store import SqlFieldStore
+    from dispatcher.places import PlacesError, read_places
+    from dispatcher.settings import Settings
+
+    township, zones = _places_township(rules)
+    try:
+        places = read_places(path, township, zones=zones)
+    except PlacesError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+
+    async def store() -> int:
+        field = SqlFieldStore(settings.database_url)
+        try:
+            await field.open()
+            return await field.put_places(places)
+        finally:
+            await field.close()
+
+    typer.echo(f"{asyncio.run(store())} places of {township} stored from {path.name}")
+
+
+@places_app.command("codes")
+def places_codes(
+    out: Annotated[Path, typer.Option("--out", help="the file to write")],
+    fmt: Annotated[str, typer.Option("--format", help="svg or pdf")] = "pdf",
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="the address phones open: <base-url>/field/place/<code>")
+    ] = "http://127.0.0.1:8000",
+    source: Annotated[
+        Path | None, typer.Option("--from", help="a places file to print instead of the stored places")
+    ] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="the rule table (its township)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
+    ] = None,
+) -> None:
+    """Write a printable sheet of the places' QR codes (A4, 3 × 4 a page), each with its name and code."""
+    import asyncio
+
+    from dispatcher.field_store import SqlFieldStore
+    from dispatcher.places import PlacesError, find_cjk_font, read_places, sheet_pdf, sheet_svg
+    from dispatcher.settings import Settings
+
+    if fmt not in ("svg", "pdf"):
+        raise typer.BadParameter("--format must be svg or pdf")
+    if not base_url.startswith(("http://", "https://")):
+        raise typer.BadParameter("--base-url must start with http:// or https://")
+    township, zones = _places_township(rules)
+    if source is not None:
+        try:
+            places = read_places(source, township, zones=zones)
+        except PlacesError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+    else:
+        settings = Settings.model_validate({"database_url": database_url} if database_url else {})
+
+        async def read() -> list[Any]:
+            field = SqlFieldStore(settings.database_url)
+            try:
+                await field.open()
+                return await field.places(township)
+            finally:
+                await field.close()
+
+        places = asyncio.run(read())
+    if not places:
+        typer.echo(f"no places of {township} to print: load some first (dispatcher places load FILE)", err=True)
+        raise typer.Exit(1)
+    if fmt == "svg":
+        out.write_text(sheet_svg(places, base_url), encoding="utf-8")
+    else:
+        if find_cjk_font() is None:
+            typer.echo("no CJK font (Noto Sans CJK) under /usr/share/fonts: the PDF shows the codes without names")
+        out.write_bytes(sheet_pdf(places, base_url))
+    typer.echo(f"{len(places)} place codes written to {out}")
 
 
 def main() -> None:

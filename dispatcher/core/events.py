@@ -81,6 +81,9 @@ class IncidentReported(Event):
     priority: int
     rule_id: str | None
     table_version: str
+    photos: tuple[str, ...] = ()  # content addresses in the media store (the report's evidence)
+    place: str | None = None  # the place code (龙游通) it was reported from
+    accuracy_m: float | None = None  # the phone's GPS accuracy for lat/lon
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +104,8 @@ class UnitMoved(Event):
     to_state: AssignmentState
     actor: str | None
     incident_status: IncidentStatus
+    note: str | None = None  # what the officer wrote with the step (a resolution's account)
+    photos: tuple[str, ...] = ()  # evidence taken with the step (content addresses)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +125,8 @@ class IncidentCancelled(Event):
 class NoteAdded(Event):
     author: str | None
     text: str
+    photos: tuple[str, ...] = ()
+    note_id: str | None = None  # the client's key: a retried note with the same key is not added again
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +219,7 @@ class ReportAttached(Event):
     report_count: int
     merged_from: int | None = None
     actor: str | None = None
+    photos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,6 +74,9 @@ class Report:
     reporter_kind: str | None = None
     exercise: bool = False  # a drill (演练): marked everywhere, never forwarded, never in real figures
     occurred_at: datetime | None = None
+    photos: tuple[str, ...] = ()  # content addresses (SHA-256 hex) of photos in the media store
+    place: str | None = None  # a place code (龙游通) the report was made from
+    accuracy_m: float | None = None  # the phone's GPS accuracy for lat/lon
 
 
 class DeadlineState(StrEnum):
@@ -520,6 +523,9 @@ def open_incident(
             priority=decision.priority,
             rule_id=decision.rule_id,
             table_version=decision.table_version,
+            photos=report.photos,
+            place=report.place,
+            accuracy_m=report.accuracy_m,
         )
     ]
     if assignments:
@@ -619,8 +625,12 @@ def move_unit(
     actor: str | None,
     *,
     reason: str = "",
+    note: str | None = None,
+    photos: tuple[str, ...] = (),
 ) -> tuple[Incident, list[Event]]:
     """Advance one team's assignment; the incident's status follows its lead assignment.
+
+    ``note`` and ``photos`` (content addresses) go with the step into its event (a resolution's evidence).
 
     ``RETURN`` (回退) needs a ``reason``: the assignment stops, and when it was the lead's the incident
     goes back to the command room (status ``reported``, queue ``returned``) for re-dispatch.
@@ -664,6 +674,8 @@ def move_unit(
         to_state=new_state,
         actor=actor,
         incident_status=status,
+        note=note,
+        photos=photos,
     )
     return updated, [event]
 
@@ -690,10 +702,20 @@ def finish_incident(
     return updated, [event]
 
 
-def add_note(incident: Incident, text: str, author: str | None, at: datetime) -> tuple[Incident, list[Event]]:
-    """A note may be added in any status, a closed incident included."""
+def add_note(
+    incident: Incident,
+    text: str,
+    author: str | None,
+    at: datetime,
+    *,
+    photos: tuple[str, ...] = (),
+    note_id: str | None = None,
+) -> tuple[Incident, list[Event]]:
+    """A note may be added in any status, a closed incident included; ``note_id`` is the client's key."""
     updated = _bump(incident, at)
-    return updated, [NoteAdded(incident_id=incident.id, at=at, author=author, text=text)]
+    return updated, [
+        NoteAdded(incident_id=incident.id, at=at, author=author, text=text, photos=photos, note_id=note_id)
+    ]
 
 
 # -- deadlines and the leadership chain ---------------------------------------------------
@@ -988,6 +1010,7 @@ def attach_report(
             report_count=updated.report_count,
             merged_from=merged_from,
             actor=actor,
+            photos=report.photos,
         )
     ]
 

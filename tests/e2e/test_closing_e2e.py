@@ -9,23 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import datetime, timedelta
+import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 from tests.e2e.test_dispatch_e2e import FIXTURES, quick_server, timeline, wait_for
 
 TEAMS = ["traffic-police", "police-station", "market-supervision", "law-enforcement", "market-town-office"]
-JAM = {"category": "traffic.congestion", "description": "集日五岔口拥堵", "zone": "five-way"}
+JAM = {"category": "traffic.congestion", "description": "集日五岔口拥堵", "location": {"lat": 28.848, "lon": 118.912}}
 PASSWORD = "closing-the-loop-1"
 
 
-def photo_id(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def jpeg(shade: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (320, 240), (shade, 90, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+async def upload(http: httpx.AsyncClient, headers: dict[str, str], data: bytes, lat: float, lon: float) -> str:
+    """A photo into the photo store, with the phone's time (now) and fix; returns its id."""
+    taken = datetime.now(UTC).isoformat()
+    answer = await http.post(
+        "/api/v1/media",
+        headers=headers,
+        files={"file": ("IMG.jpg", data, "image/jpeg")},
+        data={"taken_at": taken, "lat": str(lat), "lon": str(lon)},
+    )
+    assert answer.status_code == 201, answer.text
+    sha: str = answer.json()["id"]
+    assert sha == hashlib.sha256(data).hexdigest()
+    return sha
 
 
 async def account(admin: httpx.AsyncClient, **fields: str) -> dict[str, str]:
@@ -48,7 +67,8 @@ async def resolve_all(http: httpx.AsyncClient, base: str) -> dict[str, Any]:
 
 
 async def test_resolve_fail_rework_resolve_pass_with_photos(database_url: str, tmp_path: Path) -> None:
-    server = ServerProcess(database_url, tmp_path / "server.log", env=PLAIN).start()
+    env = {**PLAIN, "DISPATCHER_MEDIA_DIR": str(tmp_path / "media")}
+    server = ServerProcess(database_url, tmp_path / "server.log", env=env).start()
     try:
         async with server.client() as admin:
             grid = await account(admin, name="grid-07", role="field_officer", township="ershili",
@@ -92,24 +112,34 @@ async def test_resolve_fail_rework_resolve_pass_with_photos(database_url: str, t
             assert no_reason.status_code == 422 and "reason" in no_reason.text
             bad_photo = await admin.post(f"{base}/verification", headers=grid, json={"passed": True, "photos": ["x"]})
             assert bad_photo.status_code == 422
+            unknown = await admin.post(
+                f"{base}/verification", headers=grid, json={"passed": True, "photos": ["0" * 64]}
+            )
+            assert unknown.status_code == 422 and "upload it first" in unknown.text
+            # The first check's photo was taken 1.3 km away: flagged with the reason, not refused.
+            far = await upload(admin, grid, jpeg(10), 28.860, 118.912)
             failed = await admin.post(
                 f"{base}/verification",
                 headers=grid,
-                json={"passed": False, "reason": "仍有车辆违停", "photos": [photo_id("first look")]},
+                json={"passed": False, "reason": "仍有车辆违停", "photos": [far]},
             )
             assert failed.status_code == 200, failed.text
+            (flag,) = failed.json()["closing"]["verifications"][0]["flags"]
+            assert flag.startswith(f"photo {far[:12]}: taken 1,3") and flag.endswith("m from the incident")
             assert failed.json()["status"] == "dispatched"
             assert {a["state"] for a in failed.json()["assignments"]} == {"dispatched"}
             assert failed.json()["closing"]["reworks"] == 1
 
             await resolve_all(admin, base)
-            passed = await admin.post(
-                f"{base}/verification", headers=grid, json={"passed": True, "photos": [photo_id("second look")]}
-            )
+            there = await upload(admin, grid, jpeg(200), 28.8481, 118.9121)
+            passed = await admin.post(f"{base}/verification", headers=grid, json={"passed": True, "photos": [there]})
             assert passed.status_code == 200, passed.text
             assert passed.json()["status"] == "closed"
             verifications = passed.json()["closing"]["verifications"]
             assert [(v["verifier"], v["passed"]) for v in verifications] == [("grid-07", False), ("grid-07", True)]
+            assert verifications[1]["photos"] == [there] and verifications[1]["flags"] == []
+            # The evidence is readable with the incident: the command room gets the photo back.
+            assert (await admin.get(f"/api/v1/media/{there}")).content == jpeg(200)
 
             events = await timeline(admin, made.json()["id"])
             kinds = [e["type"] for e in events]
