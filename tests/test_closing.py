@@ -186,6 +186,7 @@ async def test_a_refused_extension_changes_no_deadline(crew: HubRig) -> None:
 async def test_parking_a_priority_1_matter_needs_both_leaders_and_stops_its_deadlines(crew: HubRig) -> None:
     hub = crew.hub
     incident = (await hub.report(jam("p1"), START)).incident
+    await hub.move_unit(incident.id, "police-station", UnitAction.ACKNOWLEDGE, START, actor="ps-02")
     review_at = START + timedelta(days=14)
     with pytest.raises(Refused, match="review date must be in the future"):
         await hub.request_parking(incident.id, "等资金", START, START, actor="op")
@@ -197,7 +198,8 @@ async def test_parking_a_priority_1_matter_needs_both_leaders_and_stops_its_dead
         await hub.decide_request(incident.id, 1, True, START, role="module_lead", actor="执法模块牵头人")
     parked = await hub.decide_request(incident.id, 1, True, START, role="party_secretary", actor="党委书记")
     assert parked.status is IncidentStatus.PARKED
-    assert all(d.state is DeadlineState.VOID for a in parked.assignments for d in a.deadlines)
+    assert all(d.state is not DeadlineState.PENDING for a in parked.assignments for d in a.deadlines)
+    assert {d.state for a in parked.assignments for d in a.deadlines} == {DeadlineState.VOID, DeadlineState.MET}
     assert [t for t, _ in parked.pending_deadlines()] == [NO_TEAM]
     with pytest.raises(IllegalTransition) as moving:
         await hub.move_unit(incident.id, "traffic-police", UnitAction.ACKNOWLEDGE, START)
@@ -218,6 +220,15 @@ async def test_parking_a_priority_1_matter_needs_both_leaders_and_stops_its_dead
 
     resumed = await hub.resume(incident.id, crew.clock.now(), actor="op")
     assert resumed.status is IncidentStatus.DISPATCHED
+    police = {d.kind: d for d in resumed.assignment("police-station").deadlines}
+    assert police[DeadlineKind.ACK].state is DeadlineState.MET and police[DeadlineKind.ACK].settled_at == START
+    assert police[DeadlineKind.ARRIVE].state is DeadlineState.PENDING
+    assert police[DeadlineKind.ARRIVE].due_at == review_at + timedelta(minutes=10)
+    assert [d.kind for d in resumed.assignment("traffic-police").deadlines] == [
+        DeadlineKind.ACK,
+        DeadlineKind.ARRIVE,
+        DeadlineKind.RESOLVE,
+    ]
     ack = resumed.assignment("traffic-police").deadline(DeadlineKind.ACK)
     assert ack is not None and ack.due_at == review_at + timedelta(minutes=3) and ack.state is DeadlineState.PENDING
     assert [e.type for e in await hub.timeline(incident.id)][-1] == "IncidentResumed"

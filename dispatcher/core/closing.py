@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from dispatcher.core.events import (
+    TEAM_DEADLINE_KINDS,
     DeadlineKind,
     DeadlineMissed,
     Event,
@@ -322,11 +323,15 @@ def _fresh(incident: Incident, assignment: Assignment, at: datetime, calendar: W
     """Fresh deadlines, counted from ``at``, for the promises the assignment's state has not kept yet."""
     from dispatcher.core.incidents import KEPT_BY
 
-    deadlines = tuple(
-        Deadline(kind=kind, due_at=due_after(at, window, calendar))
+    fresh = {
+        kind: Deadline(kind=kind, due_at=due_after(at, window, calendar))
         for kind, window in incident.promises.windows()
         if window is not None and assignment.state not in KEPT_BY[kind]
-    )
+    }
+    # The promises already kept stay on the record; the others start again, in the usual order.
+    kept = {d.kind: d for d in assignment.deadlines if d.kind not in fresh}
+    merged = {**kept, **fresh}
+    deadlines = tuple(merged[kind] for kind in TEAM_DEADLINE_KINDS if kind in merged)
     return replace(assignment, deadlines=deadlines, updated_at=at)
 
 
