@@ -99,12 +99,20 @@ async def run_drill(
 
     def close_action(incident_id: object) -> Callable[[], Awaitable[None]]:
         async def close() -> None:
-            await send_move(f"/api/v1/incidents/{incident_id}/close", {"actor": "drill:operator"})
+            path = f"/api/v1/incidents/{incident_id}/close"
+            answer = await client.post(path, json={"actor": "drill:operator"})
+            if answer.status_code == 409 and answer.json().get("incident_status") == "verifying":
+                # The rule asks for 核查: the drill's verifier passes it instead of the operator closing it.
+                path = f"/api/v1/incidents/{incident_id}/verification"
+                answer = await client.post(path, json={"passed": True, "actor": "drill:verifier"})
+            count(path, answer)
 
         return close
 
     async def send_move(path: str, body: dict[str, str]) -> None:
-        answer = await client.post(path, json=body)
+        count(path, await client.post(path, json=body))
+
+    def count(path: str, answer: httpx.Response) -> None:
         if answer.status_code == 200:
             outcome.moves += 1
         elif answer.status_code == 409:
