@@ -140,7 +140,7 @@ SELECT unit,
 FROM b
 GROUP BY unit
 """
-_DUE = "(due_at >= :start AND due_at < :end AND status <> 'cancelled')"
+_DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'parked'))"
 
 # Stage times read the lead's moves of the incidents received in the period: one pass over their
 # ``UnitMoved`` events (through the ``incident_id`` index, in incident order, so the grouping needs no

@@ -18,7 +18,7 @@ from dispatcher.alarm import Alarm
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
-from dispatcher.core.incidents import DeadlineState, EscalationState, Incident
+from dispatcher.core.incidents import NO_TEAM, DeadlineState, EscalationState, Incident
 from dispatcher.open_incidents import OpenIncidents
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
             for e in a.escalations:
                 if e.state is step_pending and e.kind in _DEADLINE_KINDS:
                     entries.append(make_entry((e.due_at, incident_id, team, ev.DeadlineKind(e.kind), e.step)))
+        for d in incident.loop.checks:  # the incident's own: verification due, parking review
+            if d.state is pending:
+                entries.append(make_entry((d.due_at, incident_id, NO_TEAM, d.kind, 0)))
     return entries
 
 
@@ -137,6 +140,9 @@ class DeadlineScheduler:
         incident = self._open.get(entry.incident_id)
         if incident is None:
             return False
+        if entry.team == NO_TEAM:
+            check = incident.loop.check(entry.kind)
+            return check is not None and check.state is DeadlineState.PENDING and check.due_at == entry.due_at
         assignment = next((a for a in incident.assignments if a.team == entry.team), None)
         if assignment is None:
             return False

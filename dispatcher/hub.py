@@ -42,11 +42,13 @@ from dispatcher.assessment import (
 )
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.clock import Clock
+from dispatcher.core import closing
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
 from dispatcher.core.duplicates import find_duplicate
 from dispatcher.core.handover import summarise
 from dispatcher.core.incidents import (
+    NO_TEAM,
     Incident,
     Refused,
     Report,
@@ -305,7 +307,9 @@ class Hub:
             incident_id = batch.next_id
             batch.next_id += 1
             officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
-            incident, events = open_incident(incident_id, report, decision, at, officers)
+            incident, events = open_incident(
+                incident_id, report, decision, at, officers, calendar=self.rules.work_calendar
+            )
             batch.reports[report.report_id] = incident_id
             batch.changes.report_ids.append(report.report_id)
             batch.record(incident, events, created=True)
@@ -333,7 +337,83 @@ class Hub:
         """
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
-            return move_unit(current, team, action, at, actor, reason=reason, note=note, photos=photos)
+            moved, events = move_unit(current, team, action, at, actor, reason=reason, note=note, photos=photos)
+            # Every team resolved and the rule asks for 核查: the incident waits for its verifier.
+            waiting, more = closing.await_verification(moved, at, calendar=self.rules.work_calendar)
+            return waiting, [*events, *more]
+
+        return await self._change(incident_id, decide, expected_version)
+
+    # -- closing the loop: extensions (延期), parking (挂账), verification (核查) -------------------
+
+    async def request_extension(
+        self, incident_id: int, team: str, reason: str, due_at: datetime, at: datetime, actor: str | None = None
+    ) -> Incident:
+        """A team asks to move its resolution deadline; see :mod:`dispatcher.core.closing`."""
+        return await self._change(
+            incident_id, lambda current, _: closing.request_extension(current, team, reason, due_at, at, actor)
+        )
+
+    async def request_parking(
+        self, incident_id: int, reason: str, review_at: datetime, at: datetime, actor: str | None = None
+    ) -> Incident:
+        """Ask to park (挂账) the incident until ``review_at``."""
+        return await self._change(
+            incident_id, lambda current, _: closing.request_parking(current, reason, review_at, at, actor)
+        )
+
+    async def decide_request(
+        self,
+        incident_id: int,
+        request_id: int,
+        approve: bool,
+        at: datetime,
+        *,
+        role: str,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> Incident:
+        """An approver in ``role`` (module_lead, party_secretary) approves or refuses a request."""
+        return await self._change(
+            incident_id,
+            lambda current, _: closing.decide_request(
+                current, request_id, approve, at, role=role, actor=actor, reason=reason
+            ),
+        )
+
+    async def resume(self, incident_id: int, at: datetime, actor: str | None = None) -> Incident:
+        """Take a parked incident out of the parked list: its live teams' deadlines start again from ``at``."""
+        return await self._change(
+            incident_id, lambda current, _: closing.resume(current, at, actor, calendar=self.rules.work_calendar)
+        )
+
+    async def verify(
+        self,
+        incident_id: int,
+        passed: bool,
+        at: datetime,
+        *,
+        verifier: str,
+        verifier_ids: Sequence[str] = (),
+        reason: str = "",
+        photos: Sequence[str] = (),
+        flags: Sequence[str] = (),
+        expected_version: int | None = None,
+    ) -> Incident:
+        """核查: pass (close) or fail (返工) an incident waiting for verification."""
+
+        def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
+            return closing.verify(
+                current,
+                passed,
+                at,
+                verifier=verifier,
+                verifier_ids=verifier_ids,
+                reason=reason,
+                photos=photos,
+                flags=flags,
+                calendar=self.rules.work_calendar,
+            )
 
         return await self._change(incident_id, decide, expected_version)
 
@@ -450,7 +530,9 @@ class Hub:
                     current = batch.current(entry.incident_id)
                 except IncidentNotFound:
                     continue  # closed or cancelled since: nothing to escalate
-                if entry.step:
+                if entry.team == NO_TEAM:
+                    incident, events = closing.miss_check(current, entry.kind, at)
+                elif entry.step:
                     incident, events = raise_escalation(current, entry.team, entry.kind.value, entry.step, at)
                 else:
                     incident, events = miss_deadline(
@@ -505,7 +587,15 @@ class Hub:
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (team,), at)
-            return add_team(current, team, at, officer=officers.get(team), actor=actor, waiting=team in officers)
+            return add_team(
+                current,
+                team,
+                at,
+                officer=officers.get(team),
+                actor=actor,
+                waiting=team in officers,
+                calendar=self.rules.work_calendar,
+            )
 
         return await self._change(incident_id, decide, expected_version)
 
@@ -525,7 +615,14 @@ class Hub:
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             officers = self._officers_for(batch, current.report, current.zones, (to_team,), at)
             return reassign_team(
-                current, from_team, to_team, at, officer=officers.get(to_team), actor=actor, waiting=to_team in officers
+                current,
+                from_team,
+                to_team,
+                at,
+                officer=officers.get(to_team),
+                actor=actor,
+                waiting=to_team in officers,
+                calendar=self.rules.work_calendar,
             )
 
         return await self._change(incident_id, decide, expected_version)
@@ -601,7 +698,9 @@ class Hub:
             batch.next_id += 1
             decision = self.rules.route(_routing_input(report, at))
             officers = self._officers_for(batch, report, decision.zones, (decision.lead, *decision.support), at)
-            opened, opened_events = open_incident(new_id, report, decision, at, officers)
+            opened, opened_events = open_incident(
+                new_id, report, decision, at, officers, calendar=self.rules.work_calendar
+            )
             batch.record(remaining, events)
             batch.record(opened, opened_events, created=True)
             batch.reports[report.report_id] = new_id

@@ -30,8 +30,9 @@ from sqlmodel import SQLModel
 from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
 from dispatcher.assessment import Assessment, assess
-from dispatcher.core.events import DeadlineKind
+from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind
 from dispatcher.core.incidents import (
+    Approval,
     Assignment,
     AttachedReport,
     Deadline,
@@ -41,10 +42,14 @@ from dispatcher.core.incidents import (
     Escalation,
     EscalationState,
     Incident,
+    Loop,
     Promises,
     Report,
+    Request,
+    RequestKind,
+    Verification,
 )
-from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, Role
+from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, RequestState, Role
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.store import (
@@ -73,6 +78,7 @@ from dispatcher.tables import (
 )
 from rules.matcher import EscalationTarget
 from rules.scoring import ScoringTable
+from rules.workdays import WorkSpan, format_window, parse_window, parse_work_span
 
 log = logging.getLogger(__name__)
 
@@ -546,6 +552,7 @@ def _flock_beside(database: str) -> int:
 
 
 _INCIDENT_STATE = (
+    "closing_loop",
     "status",
     "updated_at",
     "version",
@@ -571,6 +578,7 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             "queue": after.queue,
             "report_count": after.report_count,
             "merged_into": after.merged_into,
+            "closing_loop": _loop_json(after.loop),
             **_delivery_columns(after),
         }
         for _, after in updated
@@ -763,10 +771,118 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "merged_into": incident.merged_into,
         "ack_within_s": _seconds(incident.promises.ack_within),
         "arrive_within_s": _seconds(incident.promises.arrive_within),
-        "resolve_within_s": _seconds(incident.promises.resolve_within),
+        "resolve_within_s": _seconds(resolve)
+        if isinstance(resolve := incident.promises.resolve_within, timedelta)
+        else None,
+        "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
+        "closing_loop": _loop_json(incident.loop),
         **_delivery_columns(incident),
         **_field_columns(report),
     }
+
+
+_NO_LOOP = Loop()
+
+
+def _loop_json(loop: Loop) -> str | None:
+    """Closing the loop as JSON (None when nothing of it applies: the common case costs no text)."""
+    if loop == _NO_LOOP:
+        return None
+    window = loop.verify_within
+    return orjson.dumps(
+        {
+            "verify_within": format_window(window) if window is not None else None,
+            "max_extensions": loop.max_extensions,
+            "extension_approver": loop.extension_approver,
+            "requests": [
+                {
+                    "id": r.id,
+                    "kind": r.kind.value,
+                    "team": r.team,
+                    "reason": r.reason,
+                    "until": r.until,
+                    "state": r.state.value,
+                    "requested_by": r.requested_by,
+                    "requested_at": r.requested_at,
+                    "needs": list(r.needs),
+                    "approvals": [{"role": a.role, "actor": a.actor, "at": a.at} for a in r.approvals],
+                    "decided_at": r.decided_at,
+                    "refusal": r.refusal,
+                }
+                for r in loop.requests
+            ],
+            "checks": [
+                {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
+                for d in loop.checks
+            ],
+            "verifications": [
+                {
+                    "at": v.at,
+                    "verifier": v.verifier,
+                    "passed": v.passed,
+                    "reason": v.reason,
+                    "photos": list(v.photos),
+                    "flags": list(v.flags),
+                }
+                for v in loop.verifications
+            ],
+        }
+    ).decode()
+
+
+def _loop(text: str | None) -> Loop:
+    if text is None:
+        return _NO_LOOP
+    data = orjson.loads(text)
+
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value).astimezone(UTC) if value is not None else None
+
+    def at(value: str) -> datetime:
+        return datetime.fromisoformat(value).astimezone(UTC)
+
+    return Loop(
+        verify_within=parse_window(data["verify_within"]) if data["verify_within"] is not None else None,
+        max_extensions=data["max_extensions"],
+        extension_approver=data["extension_approver"],
+        requests=tuple(
+            Request(
+                id=r["id"],
+                kind=RequestKind(r["kind"]),
+                team=r["team"],
+                reason=r["reason"],
+                until=at(r["until"]),
+                state=RequestState(r["state"]),
+                requested_by=r["requested_by"],
+                requested_at=at(r["requested_at"]),
+                needs=tuple(r["needs"]),
+                approvals=tuple(Approval(role=a["role"], actor=a["actor"], at=at(a["at"])) for a in r["approvals"]),
+                decided_at=when(r["decided_at"]),
+                refusal=r["refusal"],
+            )
+            for r in data["requests"]
+        ),
+        checks=tuple(
+            Deadline(
+                kind=DeadlineKind(d["kind"]),
+                due_at=at(d["due_at"]),
+                state=DeadlineState(d["state"]),
+                settled_at=when(d["settled_at"]),
+            )
+            for d in data["checks"]
+        ),
+        verifications=tuple(
+            Verification(
+                at=at(v["at"]),
+                verifier=v["verifier"],
+                passed=v["passed"],
+                reason=v["reason"],
+                photos=tuple(v["photos"]),
+                flags=tuple(v["flags"]),
+            )
+            for v in data["verifications"]
+        ),
+    )
 
 
 def _field_columns(report: Report) -> dict[str, Any]:
@@ -792,7 +908,7 @@ def _window(seconds: float | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
 
 
-_KINDS = tuple(DeadlineKind)
+_KINDS = TEAM_DEADLINE_KINDS
 _STATE_COLUMNS = (
     "state",
     "updated_at",
@@ -962,9 +1078,11 @@ class _Hydrator:
     def promises(self, key: tuple[Any, ...]) -> Promises:
         found = self._promises.get(key)
         if found is None:
-            ack, arrive, resolve = key
+            ack, arrive, resolve, resolve_work = key
             found = self._promises[key] = Promises(
-                ack_within=_window(ack), arrive_within=_window(arrive), resolve_within=_window(resolve)
+                ack_within=_window(ack),
+                arrive_within=_window(arrive),
+                resolve_within=parse_work_span(resolve_work) if resolve_work is not None else _window(resolve),
             )
         return found
 
@@ -1061,7 +1179,7 @@ class _Hydrator:
              reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
              category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
              arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
-             delivery_settled_at, place, accuracy_m, photos) = row  # fmt: skip
+             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos) = row  # fmt: skip
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -1098,9 +1216,10 @@ class _Hydrator:
                         self.assignment(a, tuple(sorted(steps.get((incident_id, a[1]), ()), key=_step_order)))
                         for a in sorted(assignments.get(incident_id, ()), key=_position)
                     ),
-                    promises=self.promises((ack_within_s, arrive_within_s, resolve_within_s)),
+                    promises=self.promises((ack_within_s, arrive_within_s, resolve_within_s, resolve_within_work)),
                     reports=tuple(self.attached(j) for j in sorted(joined.get(incident_id, ()), key=_report_position)),
                     merged_into=merged_into,
+                    loop=_loop(closing_loop),
                     delivery=Delivery(
                         department=handover,
                         state=DeliveryState(delivery_state),
@@ -1120,7 +1239,7 @@ _INCIDENT_COLUMNS = (
     "reporter_kind", "exercise", "occurred_at", "status", "module", "queue", "zones", "priority", "rule_id",
     "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
     "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
-    "delivery_error", "delivery_settled_at", "place", "accuracy_m", "photos",
+    "delivery_error", "delivery_settled_at", "resolve_within_work", "closing_loop", "place", "accuracy_m", "photos",
 )  # fmt: skip
 _REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
 _ASSIGNMENT_COLUMNS = (

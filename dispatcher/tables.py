@@ -92,6 +92,10 @@ class IncidentRow(SQLModel, table=True):
     ack_within_s: float | None = Field(default=None, description="the promised windows, for teams sent later")
     arrive_within_s: float | None = None
     resolve_within_s: float | None = None
+    resolve_within_work: str | None = Field(default=None, max_length=16, description="in working time: 5wd, 8wh")
+    closing_loop: str | None = Field(
+        default=None, sa_type=sa.Text, description="verification, extensions, parking (JSON; none: nothing of it)"
+    )
     delivery_state: str | None = Field(default=None, max_length=16, description="county forwarding: pending, ...")
     delivery_attempts: int = Field(default=0)
     delivery_error: str | None = Field(default=None, max_length=512)

@@ -125,6 +125,15 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("POST", _INCIDENT + "/split"): allow(*COMMAND),
     ("POST", _INCIDENT + "/alarms/{alarm_seq}/ack"): allow(*COMMAND, module_lead=Scope.MODULE),
     ("GET", "/api/v1/events"): allow(*READ_ALL),
+    # -- closing the loop: extensions (延期), parking (挂账), verification (核查) --
+    ("POST", _INCIDENT + "/extensions"): allow(*COMMAND, module_lead=Scope.MODULE, field_officer=Scope.OWN_ASSIGNMENT),
+    ("POST", _INCIDENT + "/parking"): allow(*COMMAND, module_lead=Scope.MODULE),
+    # the decision is taken in the account's role: a module lead (of the incident's module), the party secretary
+    ("POST", _INCIDENT + "/requests/{request_id}/{decision}"): allow(PS, module_lead=Scope.MODULE),
+    ("POST", _INCIDENT + "/resume"): allow(*COMMAND, module_lead=Scope.MODULE),
+    # the command room or a grid officer (网格员) sent to check; the hub refuses any of the incident's handlers
+    ("POST", _INCIDENT + "/verification"): allow(OP, PS, AD, field_officer=Scope.TOWNSHIP),
+    ("GET", "/api/v1/lanes"): allow(*READ_ALL),
     # -- dispatch: the queue, returns, units, handovers --
     ("GET", "/api/v1/dispatch/waiting"): allow(*READ_ALL),
     ("GET", "/api/v1/dispatch/returns"): allow(*READ_ALL),

@@ -16,6 +16,7 @@ from dispatcher.briefing import Briefing
 from dispatcher.core.incidents import Incident, Report
 from dispatcher.store import StoredEvent
 from dispatcher.values import IncidentId, Latitude, Longitude, Text, VersionNumber
+from rules.workdays import format_window
 
 
 class _In(BaseModel):
@@ -279,6 +280,55 @@ class ReportReceipt(BaseModel):
     outcome: Literal["created", "known", "joined"]
 
 
+class CheckPublic(BaseModel):
+    kind: Literal["verify", "review"]
+    due_at: datetime
+    state: str
+    settled_at: datetime | None
+
+
+class ApprovalPublic(BaseModel):
+    role: str
+    actor: str | None
+    at: datetime
+
+
+class RequestPublic(BaseModel):
+    id: int
+    kind: Literal["extension", "parking"]
+    team: str | None
+    reason: str
+    until: datetime = Field(description="extension: the new resolution due time; parking: the review date")
+    state: Literal["requested", "endorsed", "approved", "refused"]
+    requested_by: str | None
+    requested_at: datetime
+    needs: list[str] = Field(description="the approvers' roles: module_lead, party_secretary")
+    approvals: list[ApprovalPublic]
+    decided_at: datetime | None
+    refusal: str | None
+
+
+class VerificationPublic(BaseModel):
+    at: datetime
+    verifier: str
+    passed: bool
+    reason: str
+    photos: list[str]
+    flags: list[str] = Field(description="why the evidence looks doubtful (shown, not refused)")
+
+
+class ClosingPublic(BaseModel):
+    """Closing the loop: verification (核查), extensions (延期), parking (挂账)."""
+
+    verify_within: str | None = Field(description="the rule's verification window (e.g. 2h, 1wd); null: none needed")
+    max_extensions: int
+    extensions: int = Field(description="extensions approved")
+    reworks: int = Field(description="verifications failed (返工)")
+    checks: list[CheckPublic] = Field(description="the incident's own deadlines: verification due, parking review")
+    requests: list[RequestPublic]
+    verifications: list[VerificationPublic]
+
+
 class IncidentPublic(BaseModel):
     id: int
     report_id: str
@@ -314,6 +364,7 @@ class IncidentPublic(BaseModel):
     )
     place: str | None = Field(default=None, description="the place code (龙游通) it was reported from")
     accuracy_m: float | None = Field(default=None, description="the GPS accuracy of location, metres")
+    closing: ClosingPublic
 
 
 class EventPublic(BaseModel):
@@ -481,12 +532,112 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "photos": list(report.photos),
         "place": report.place,
         "accuracy_m": report.accuracy_m,
+        "closing": closing_json(incident),
+    }
+
+
+def closing_json(incident: Incident) -> dict[str, Any]:
+    loop = incident.loop
+    return {
+        "verify_within": format_window(loop.verify_within) if loop.verify_within is not None else None,
+        "max_extensions": loop.max_extensions,
+        "extensions": loop.extensions,
+        "reworks": loop.reworks,
+        "checks": [
+            {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
+            for d in loop.checks
+        ],
+        "requests": [
+            {
+                "id": r.id,
+                "kind": r.kind.value,
+                "team": r.team,
+                "reason": r.reason,
+                "until": r.until,
+                "state": r.state.value,
+                "requested_by": r.requested_by,
+                "requested_at": r.requested_at,
+                "needs": list(r.needs),
+                "approvals": [{"role": a.role, "actor": a.actor, "at": a.at} for a in r.approvals],
+                "decided_at": r.decided_at,
+                "refusal": r.refusal,
+            }
+            for r in loop.requests
+        ],
+        "verifications": [
+            {
+                "at": v.at,
+                "verifier": v.verifier,
+                "passed": v.passed,
+                "reason": v.reason,
+                "photos": list(v.photos),
+                "flags": list(v.flags),
+            }
+            for v in loop.verifications
+        ],
     }
 
 
 def event_json(event: StoredEvent) -> str:
     """One stored event as the JSON text of :class:`EventPublic` (the payload is spliced in as stored)."""
     return f'{{"seq":{event.seq},"type":"{event.type}","data":{event.payload}}}'
+
+
+# -- closing the loop ------------------------------------------------------------------------------
+
+#: A photo id in the photo store: the SHA-256 of its bytes, in lower-case hex.
+PhotoId = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ExtensionIn(_In):
+    """延期: a team asks for its resolution deadline to move to ``due_at``."""
+
+    team: Text = Field(min_length=1, max_length=64)
+    reason: Text = Field(min_length=1, max_length=1000)
+    due_at: AwareDatetime
+    actor: Text | None = Actor
+
+
+class ParkingIn(_In):
+    """挂账: park the incident until ``review_at`` (approval by the module lead, and the party secretary for 1–2)."""
+
+    reason: Text = Field(min_length=1, max_length=1000)
+    review_at: AwareDatetime
+    actor: Text | None = Actor
+
+
+class DecisionIn(_In):
+    """An approver's decision; a refusal needs a ``reason``."""
+
+    reason: Text | None = Field(default=None, max_length=1000)
+    actor: Text | None = Actor
+
+
+class ResumeIn(_In):
+    actor: Text | None = Actor
+
+
+class VerificationIn(_In):
+    """核查: pass (closes the incident) or fail (返工, with a reason) with the evidence photos' ids."""
+
+    passed: bool
+    reason: Text | None = Field(default=None, max_length=1000, description="required when it failed")
+    photos: list[Annotated[str, PhotoId]] = Field(default_factory=list, max_length=20)
+    actor: Text | None = Actor
+    version: VersionNumber | None = Version
+
+
+class LaneItemPublic(BaseModel):
+    incident: IncidentPublic
+    request_id: int | None = Field(default=None, description="the waiting request (extension requests lane)")
+
+
+class LanesPublic(BaseModel):
+    """The board's closing-the-loop lanes: waiting for verification, extension requests, parked."""
+
+    verifying: list[LaneItemPublic]
+    extension_requests: list[LaneItemPublic]
+    parked: list[LaneItemPublic]
 
 
 class AlarmAckIn(_In):

@@ -10,9 +10,11 @@ compiled :class:`~rules.matcher.RuleBook` as the server.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from rules.matcher import CompiledRule, Condition, Decision, RoutingInput, RuleBook
+from rules.workdays import format_window
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,8 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
             "priority": d.priority,
             "ack_within_s": d.ack_within.total_seconds() if d.ack_within else None,
             "arrive_within_s": d.arrive_within.total_seconds() if d.arrive_within else None,
-            "resolve_within_s": d.resolve_within.total_seconds() if d.resolve_within else None,
+            "resolve_within_s": d.resolve_within.total_seconds() if isinstance(d.resolve_within, timedelta) else None,
+            "resolve_within": format_window(d.resolve_within) if d.resolve_within is not None else None,
             "escalation": [
                 {"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title}
                 for t in d.escalation

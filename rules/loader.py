@@ -40,7 +40,7 @@ class RuleTableError(Exception):
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: Sections an included file may hold; their items are appended to the main file's.
-INCLUDABLE = ("teams", "county_departments", "zones", "calendars", "catalogue", "keywords", "rules")
+INCLUDABLE = ("teams", "county_departments", "zones", "calendars", "catalogue", "keywords", "rules", "working_days")
 
 
 #: An included file with one of these suffixes is a GeoJSON FeatureCollection whose features become zones.
@@ -321,6 +321,11 @@ def _cross_references(table: RuleTable, at: _Locator) -> Iterable[Problem]:
     for i, calendar in enumerate(table.calendars):
         if not calendar.days_of_month and not calendar.dates:
             yield at.problem(("calendars", i), f"calendar {calendar.id!r} names no days")
+    seen_years: set[int] = set()
+    for i, year in enumerate(table.working_days):
+        if year.year in seen_years:
+            yield at.problem(("working_days", i, "year"), f"working_days: the year {year.year} is given twice")
+        seen_years.add(year.year)
     for i, keyword in enumerate(table.keywords):
         if keyword.category not in categories:
             yield at.problem(

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from rules.durations import parse_duration
 from rules.geo import Area, Circle, Polygon, Shape
 from rules.table import Calendar, Rule, RuleTable
+from rules.workdays import Window, WorkCalendar, YearDays, parse_window
 
 if TYPE_CHECKING:
     from rules.keywords import Classification, KeywordClassifier
@@ -86,10 +87,13 @@ class Decision:
     support: tuple[str, ...]
     ack_within: timedelta | None
     arrive_within: timedelta | None
-    resolve_within: timedelta | None
+    resolve_within: Window | None  # clock time, or working time (``5wd``) counted by the table's calendar
     escalation: tuple[EscalationTarget, ...]
     classification: Classification | None = None
     message: MessageVerdict | None = None  # how keywords, model and threshold decided a message's category
+    verify_within: Window | None = None  # 核查 needed within this after every team resolved; None: not needed
+    max_extensions: int = 1
+    extension_approver: str = "module_lead"
 
     @property
     def escalate_to(self) -> Leader:
@@ -271,6 +275,7 @@ class RuleBook:
     classifier: KeywordClassifier | None
     rules: tuple[CompiledRule, ...] = field(repr=False)
     calendars: Mapping[str, Calendar] = field(repr=False)
+    work_calendar: WorkCalendar = field(repr=False)  # working days and office hours, for ``5wd``/``8wh``
     _shapes: tuple[tuple[str, Shape], ...] = field(repr=False)
     _index: Mapping[str, _CategoryIndex] = field(repr=False)
     _fallback: Mapping[Queue, Decision] = field(repr=False)
@@ -367,6 +372,11 @@ def _duration(value: str | None, default: str | None) -> timedelta | None:
     return parse_duration(chosen) if chosen is not None else None
 
 
+def _window(value: str | None, default: str | None) -> Window | None:
+    chosen = value if value is not None else default
+    return parse_window(chosen) if chosen is not None else None
+
+
 def after_duration(value: str) -> timedelta:
     """An escalation step's ``after``: a duration, or ``0``/``0s`` for at once."""
     return timedelta(0) if value.strip() in {"0", "0s", "0m"} else parse_duration(value)
@@ -409,8 +419,11 @@ def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> 
             support=tuple(then.support) if then.handover is None else (),
             ack_within=_duration(then.ack_within, defaults.ack_within) if then.handover is None else None,
             arrive_within=_duration(then.arrive_within, defaults.arrive_within) if then.handover is None else None,
-            resolve_within=_duration(then.resolve_within, defaults.resolve_within),
+            resolve_within=_window(then.resolve_within, defaults.resolve_within),
             escalation=chain(rule, module),
+            verify_within=_window(then.verify_within, defaults.verify_within) if then.handover is None else None,
+            max_extensions=defaults.max_extensions,
+            extension_approver=defaults.extension_approver,
         )
         time = when.time
         hours = None
@@ -524,6 +537,14 @@ def compile_table(table: RuleTable, *, messages: MessageModel | None = None) -> 
         classifier=classifier,
         rules=tuple(compiled),
         calendars=MappingProxyType({c.id: c for c in table.calendars}),
+        work_calendar=WorkCalendar.build(
+            tz=ZoneInfo(table.timezone),
+            office_hours=table.office_hours,
+            township_years=[
+                YearDays(year=y.year, holidays=frozenset(y.holidays), workdays=frozenset(y.workdays))
+                for y in table.working_days
+            ],
+        ),
         _shapes=tuple(shapes),
         _index=MappingProxyType(index_by_category),
         _fallback=MappingProxyType({q: fallback(q) for q in (Queue.TRIAGE, Queue.ADMISSION)}),

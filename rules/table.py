@@ -11,9 +11,10 @@ from datetime import date
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rules.durations import parse_duration
+from rules.workdays import DEFAULT_OFFICE_HOURS, parse_office_hours, parse_window
 
 
 def _time_zone(value: str) -> str:
@@ -183,15 +184,44 @@ def _check_duration(value: str) -> str:
 Duration = Annotated[str, Field(min_length=2, max_length=32)]
 
 
+def _check_clock_duration(value: str) -> str:
+    """A clock duration; working time (``5wd``, ``8wh``) is refused with the reason."""
+    try:
+        parse_duration(value)
+    except ValueError:
+        if value.strip().endswith(("wd", "wh")):
+            raise ValueError(
+                f"{value!r}: acknowledging and arriving are counted in clock time; "
+                "working days and hours (wd, wh) are for resolve_within"
+            ) from None
+        raise
+    return value
+
+
+def _check_window(value: str) -> str:
+    parse_window(value)
+    return value
+
+
 class Deadlines(_Strict):
+    """``resolve_within`` may be written in working time (``5wd``, ``8wh``; see :mod:`rules.workdays`)."""
+
     ack_within: Duration | None = None
     arrive_within: Duration | None = None
     resolve_within: Duration | None = None
+    verify_within: Duration | None = Field(
+        default=None, description="核查: the resolved matter must be verified within this (absent: no verification)"
+    )
 
-    @field_validator("ack_within", "arrive_within", "resolve_within")
+    @field_validator("ack_within", "arrive_within")
     @classmethod
     def _durations(cls, value: str | None) -> str | None:
-        return None if value is None else _check_duration(value)
+        return None if value is None else _check_clock_duration(value)
+
+    @field_validator("resolve_within", "verify_within")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        return None if value is None else _check_window(value)
 
 
 EscalationLevel = Literal["module_lead", "party_secretary"]
@@ -213,6 +243,8 @@ class EscalationStep(_Strict):
 
 class Defaults(Deadlines):
     priority: int = Field(default=3, ge=1, le=5)
+    max_extensions: int = Field(default=1, ge=0, le=10, description="延期: approved extensions per incident")
+    extension_approver: Literal["module_lead", "party_secretary"] = "module_lead"
     escalation: list[EscalationStep] = Field(
         default_factory=lambda: [
             EscalationStep(after="0s", to="module_lead"),
@@ -270,6 +302,30 @@ class Rule(_Strict):
     then: Then
 
 
+class WorkingDays(_Strict):
+    """One year's public holidays and make-up working days (调休) as the township writes them; it
+    replaces that year of the ``chinese-calendar`` package (or adds a year the package does not know)."""
+
+    year: int = Field(ge=2000, le=2200)
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list, description="weekend days worked (调休)")
+
+    @model_validator(mode="after")
+    def _in_year(self) -> WorkingDays:
+        for day in (*self.holidays, *self.workdays):
+            if day.year != self.year:
+                raise ValueError(f"{day.isoformat()} is not in {self.year}")
+        both = sorted(set(self.holidays) & set(self.workdays))
+        if both:
+            raise ValueError(f"{both[0].isoformat()} is both a holiday and a working day")
+        return self
+
+
+def _office_hours(value: list[str]) -> list[str]:
+    parse_office_hours(value)
+    return value
+
+
 class CountyDepartment(Labelled):
     """A county department that the boundary list hands matters to (not a township team)."""
 
@@ -306,3 +362,9 @@ class RuleTable(_Strict):
     catalogue: list[Category] = Field(min_length=1)
     keywords: list[KeywordRule] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    office_hours: Annotated[list[HoursRange], AfterValidator(_office_hours)] = Field(
+        default_factory=lambda: list(DEFAULT_OFFICE_HOURS), description="for working hours (wh), local time"
+    )
+    working_days: list[WorkingDays] = Field(
+        default_factory=list, description="the township's own years of holidays and make-up working days"
+    )

@@ -37,6 +37,7 @@ from gateways import (
     auth,
     board,
     cap,
+    closing_api,
     dispatch_api,
     field_api,
     field_app,
@@ -350,6 +351,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)
+    app.include_router(closing_api.router)
     app.include_router(api.router)
     app.include_router(rules_api.router)
     app.include_router(mqtt_stats_api.router)

@@ -141,12 +141,23 @@ async def run_drill(
 
     def close_action(incident_id: object) -> Callable[[], Awaitable[None]]:
         async def close() -> None:
-            await send_move("close", f"/api/v1/incidents/{incident_id}/close", {"actor": "drill:operator"})
+            path = f"/api/v1/incidents/{incident_id}/close"
+            answer = await client.post(path, json={"actor": "drill:operator"})
+            current = answer.json().get("current") if answer.status_code == 409 else None
+            if isinstance(current, dict) and current.get("status") == "verifying":
+                # The rule asks for 核查: the drill's verifier passes it instead of the operator closing it.
+                path = f"/api/v1/incidents/{incident_id}/verification"
+                answer = await client.post(path, json={"passed": True, "actor": "drill:verifier"})
+                count("verify", path, answer)
+                return
+            count("close", path, answer)
 
         return close
 
     async def send_move(step: str, path: str, body: dict[str, str]) -> None:
-        answer = await client.post(path, json=body)
+        count(step, path, await client.post(path, json=body))
+
+    def count(step: str, path: str, answer: httpx.Response) -> None:
         if answer.status_code == 200:
             outcome.moves += 1
         elif answer.status_code == 409:

@@ -158,6 +158,9 @@ def summarise(result: RunResult) -> dict[str, Any]:
         "incidents": len(by_id),
         "events": len(result.events),
         "refused_moves": result.refused,
+        "verifications": sum(len(i.loop.verifications) for i in result.incidents),
+        "reworks": sum(i.loop.reworks for i in result.incidents),
+        "extensions": sum(i.loop.extensions for i in result.incidents),
         "by_module": {},
         "by_team": {},
     }
@@ -253,10 +256,18 @@ def verdicts(result: RunResult, expectations: list[Expectation] | None = None, v
             checks.append(f"at least {e.escalations_at_least} escalation(s){f' to {level}' if level else ''}")
             if count < e.escalations_at_least:
                 failed.append(-count)  # no incident to blame: record the count seen
+        for least, seen, what in (
+            (e.reworks_at_least, sum(t.incident.loop.reworks for t in group), "rework(s)"),
+            (e.extensions_at_least, sum(t.incident.loop.extensions for t in group), "extension(s)"),
+        ):
+            if least is not None:
+                checks.append(f"at least {least} {what} (seen {seen})")
+                if seen < least:
+                    failed.append(-seen)
         failed_ids = sorted({i for i in failed if i > 0})
         passed = not failed
         detail = "; ".join(checks) + f" over {len(group)} incident(s)"
         if not passed:
-            detail += f"; failed: {failed_ids[:10] if failed_ids else 'too few escalations'}"
+            detail += f"; failed: {failed_ids[:10] if failed_ids else 'too few'}"
         found.append(Verdict(name, passed, detail))
     return found

@@ -23,8 +23,16 @@ from pathlib import Path
 from dispatcher.alarm import ManualAlarm
 from dispatcher.briefing import Briefing, Unit
 from dispatcher.clock import VirtualClock
-from dispatcher.core.incidents import Incident, Report
-from dispatcher.core.lifecycle import IllegalTransition, IncidentAction, Role, UnitAction
+from dispatcher.core.events import DeadlineKind
+from dispatcher.core.incidents import Incident, Refused, Report, RequestKind
+from dispatcher.core.lifecycle import (
+    AssignmentState,
+    IllegalTransition,
+    IncidentAction,
+    IncidentStatus,
+    Role,
+    UnitAction,
+)
 from dispatcher.core.roster import Roster
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
@@ -174,7 +182,7 @@ class Simulation:
         results = await asyncio.gather(*self._inflight, return_exceptions=True)
         self._inflight.clear()
         for outcome in results:
-            if isinstance(outcome, IllegalTransition):
+            if isinstance(outcome, IllegalTransition | Refused):
                 self._refused += 1
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -212,9 +220,11 @@ class Simulation:
 
         return report
 
-    def _plan_units(self, incident: Incident, now: datetime) -> None:
+    def _plan_units(self, incident: Incident, now: datetime, *, rework: bool = False) -> None:
         behaviours = self.scenario.behaviour
         for assignment in incident.assignments:
+            if assignment.state is not AssignmentState.DISPATCHED:
+                continue  # a rework gives back only the resolved teams' parts
             behaviour = behaviours.of(assignment.team)
             if behaviour.never_acknowledges or behaviour.ack_after is None:
                 continue
@@ -223,20 +233,85 @@ class Simulation:
             arrived = acked + max(travel, timedelta(seconds=2))  # after setting off, one second after acknowledging
             resolved = arrived + (behaviour.resolve_after.draw(self._rng) if behaviour.resolve_after else timedelta(0))
             team, iid = assignment.team, incident.id
+            due = assignment.deadline(DeadlineKind.RESOLVE)
+            # Drawn only when the scenario models extensions, so that other scenarios replay as before.
+            if (
+                assignment.role is Role.LEAD
+                and not rework
+                and behaviours.extension_rate > 0
+                and due is not None
+                and self._rng.random() < behaviours.extension_rate
+            ):
+                more = behaviours.extension_by.draw(self._rng)
+                asked = acked + timedelta(seconds=30)
+                self.at(asked, self._ask_extension(iid, team, due.due_at + more))
+                self.at(asked + behaviours.approve_after.draw(self._rng), self._approve(iid))
+                resolved += more
             self.at(acked, self._move(iid, team, UnitAction.ACKNOWLEDGE))
             self.at(acked + timedelta(seconds=1), self._move(iid, team, UnitAction.DEPART))
             self.at(arrived, self._move(iid, team, UnitAction.ARRIVE))
             self.at(resolved, self._move(iid, team, UnitAction.RESOLVE))
-            if assignment.role is Role.LEAD:
+            if assignment.role is Role.LEAD and incident.loop.verify_within is None:
                 self.at(resolved + behaviours.close_after.draw(self._rng), self._close(iid))
 
     def _move(self, incident_id: int, team: str, action: UnitAction) -> Action:
         async def move() -> None:
             assert self.hub is not None
             command = self.hub.move_unit(incident_id, team, action, self.clock.now(), actor=f"sim:{team}")
+            if action is UnitAction.RESOLVE:
+                command = self._then_verify(command)
             await self._submit(command)
 
         return move
+
+    async def _then_verify(self, resolving: Awaitable[Incident]) -> Incident:
+        """A resolution that left the incident waiting for 核查 brings the verifier (or a rework) later."""
+        incident = await resolving
+        if incident.status is IncidentStatus.VERIFYING:
+            behaviours = self.scenario.behaviour
+            after = (behaviours.verify_after or behaviours.close_after).draw(self._rng)
+            fails = behaviours.verify_fails > 0 and self._rng.random() < behaviours.verify_fails
+            self.at(incident.updated_at + after, self._verify(incident.id, passed=not fails))
+        return incident
+
+    def _verify(self, incident_id: int, *, passed: bool) -> Action:
+        async def verify() -> None:
+            assert self.hub is not None
+            now = self.clock.now()
+            reason = "" if passed else "sim: not done"
+            try:
+                checked = await self.hub.verify(incident_id, passed, now, verifier="sim:verifier", reason=reason)
+            except IllegalTransition:
+                self._refused += 1
+                return
+            if not passed:
+                self._plan_units(checked, now, rework=True)
+
+        return verify
+
+    def _ask_extension(self, incident_id: int, team: str, due_at: datetime) -> Action:
+        async def ask() -> None:
+            assert self.hub is not None
+            command = self.hub.request_extension(
+                incident_id, team, "sim: needs more time", due_at, self.clock.now(), actor=f"sim:{team}"
+            )
+            await self._submit(command)
+
+        return ask
+
+    def _approve(self, incident_id: int) -> Action:
+        async def approve() -> None:
+            assert self.hub is not None
+            await self._settle()
+            incident = await self.hub.get(incident_id)
+            waiting = [r for r in incident.loop.requests if r.is_open and r.kind is RequestKind.EXTENSION]
+            for request in waiting:
+                command = self.hub.decide_request(
+                    incident_id, request.id, True, self.clock.now(), role="module_lead", actor="sim:module_lead"
+                )
+                await self._submit(command)
+
+        return approve
 
     def _close(self, incident_id: int) -> Action:
         async def close() -> None:

@@ -86,6 +86,15 @@ class Behaviours(_Strict):
     )
     teams: dict[str, Behaviour] = Field(default_factory=dict)
     close_after: Delay = Delay(dist="fixed", value="2m")
+    # Closing the loop: when the rule asks for 核查, the verifier comes ``verify_after`` (default:
+    # ``close_after``) once every team resolved, and fails it with probability ``verify_fails`` (返工).
+    verify_after: Delay | None = None
+    verify_fails: float = Field(default=0.0, ge=0.0, le=1.0)
+    # 延期: the share of lead teams that, soon after acknowledging, ask for ``extension_by`` more time (the
+    # module lead approves it ``approve_after`` later, within the table's limit) and take that much longer.
+    extension_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    extension_by: Delay = Delay(dist="fixed", value="2d")
+    approve_after: Delay = Delay(dist="fixed", value="30m")
 
     def of(self, team: str) -> Behaviour:
         own = self.teams.get(team)
@@ -136,6 +145,8 @@ class Expectation(_Strict):
     escalations_at_least: int | None = Field(default=None, ge=0)
     escalated_to: Literal["module_lead", "party_secretary"] | None = None
     teams_dispatched: list[str] | None = None
+    reworks_at_least: int | None = Field(default=None, ge=0, description="failed verifications (返工), all together")
+    extensions_at_least: int | None = Field(default=None, ge=0, description="approved extensions (延期), all together")
     variant: str | None = Field(default=None, description="the variant it speaks of (default: every run)")
 
 

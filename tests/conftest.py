@@ -113,12 +113,14 @@ class HubRig:
     ``roster`` (optional) gives the teams officers to choose from; ``hub_options`` go to the hub.
     """
 
-    def __init__(self, url: str, rules: RuleBook, roster: Roster | None = None, **hub_options: Any) -> None:
+    def __init__(
+        self, url: str, rules: RuleBook, roster: Roster | None = None, *, start: datetime = START, **hub_options: Any
+    ) -> None:
         self.url = url
         self.rules = rules
         self.roster = roster
         self.hub_options = hub_options
-        self.clock = VirtualClock(START)
+        self.clock = VirtualClock(start)
         self.alarm = ManualAlarm()
         self.feed = EventFeed(queue_size=10_000)
         self.hub = self._build()

@@ -22,15 +22,19 @@ from dispatcher.core.incidents import (
 from dispatcher.core.lifecycle import (
     ASSIGNMENT_MOVES,
     INCIDENT_MOVES,
+    REQUEST_MOVES,
     STATUS_FROM_LEAD,
     AssignmentCommand,
     AssignmentState,
     IllegalTransition,
     IncidentAction,
     IncidentStatus,
+    RequestAction,
+    RequestState,
     UnitAction,
     next_assignment_state,
     next_incident_status,
+    next_request_state,
 )
 from rules import RoutingInput, RuleBook
 
@@ -53,6 +57,7 @@ ASSIGNMENT_STEPS = [
     (A.ACKNOWLEDGED, AssignmentCommand.CANCEL, A.CANCELLED),
     (A.EN_ROUTE, AssignmentCommand.CANCEL, A.CANCELLED),
     (A.ON_SCENE, AssignmentCommand.CANCEL, A.CANCELLED),
+    (A.RESOLVED, AssignmentCommand.REWORK, A.DISPATCHED),  # 返工 after a failed verification
 ]
 ACTIONS = [*UnitAction, *AssignmentCommand]
 
@@ -106,7 +111,78 @@ def test_incident_moves(status: IncidentStatus) -> None:
     else:
         with pytest.raises(IllegalTransition):
             next_incident_status(status, IncidentAction.RETURN)
-    assert len(INCIDENT_MOVES) == 1 + 6 + 5 + 6 + 4
+    assert len(INCIDENT_MOVES) == 1 + 6 + 5 + 6 + 4 + len(CLOSING_STEPS)
+
+
+#: Closing the loop (核查, 挂账): every row, and every other (status, action) of these actions refused.
+CLOSING_STEPS = [
+    (I.RESOLVED, IncidentAction.AWAIT_VERIFICATION, I.VERIFYING),
+    (I.VERIFYING, IncidentAction.PASS, I.CLOSED),
+    (I.VERIFYING, IncidentAction.FAIL, I.DISPATCHED),
+    (I.VERIFYING, IncidentAction.CANCEL, I.CANCELLED),
+    (I.DISPATCHED, IncidentAction.PARK, I.PARKED),
+    (I.ACKNOWLEDGED, IncidentAction.PARK, I.PARKED),
+    (I.EN_ROUTE, IncidentAction.PARK, I.PARKED),
+    (I.ON_SCENE, IncidentAction.PARK, I.PARKED),
+    (I.PARKED, IncidentAction.RESUME, I.DISPATCHED),
+    (I.PARKED, IncidentAction.CANCEL, I.CANCELLED),
+]
+CLOSING_ACTIONS = (
+    IncidentAction.AWAIT_VERIFICATION,
+    IncidentAction.PASS,
+    IncidentAction.FAIL,
+    IncidentAction.PARK,
+    IncidentAction.RESUME,
+)
+
+
+@pytest.mark.parametrize(("status", "action", "expected"), CLOSING_STEPS)
+def test_closing_the_loop_moves(status: IncidentStatus, action: IncidentAction, expected: IncidentStatus) -> None:
+    assert next_incident_status(status, action) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [(s, a) for s in IncidentStatus for a in CLOSING_ACTIONS if (s, a) not in {(x, y) for x, y, _ in CLOSING_STEPS}],
+)
+def test_every_other_closing_move_is_refused_with_the_allowed_ones(
+    status: IncidentStatus, action: IncidentAction
+) -> None:
+    with pytest.raises(IllegalTransition) as refused:
+        next_incident_status(status, action)
+    assert set(refused.value.allowed) == {a.value for (s, a) in INCIDENT_MOVES if s is status}
+    # A verifying or parked incident can only be closed through its verification or cancelled.
+    if status in (I.VERIFYING, I.PARKED):
+        with pytest.raises(IllegalTransition):
+            next_incident_status(status, IncidentAction.CLOSE)
+
+
+REQUEST_STEPS = [
+    (RequestState.REQUESTED, RequestAction.ENDORSE, RequestState.ENDORSED),
+    (RequestState.REQUESTED, RequestAction.APPROVE, RequestState.APPROVED),
+    (RequestState.ENDORSED, RequestAction.APPROVE, RequestState.APPROVED),
+    (RequestState.REQUESTED, RequestAction.REFUSE, RequestState.REFUSED),
+    (RequestState.ENDORSED, RequestAction.REFUSE, RequestState.REFUSED),
+]
+
+
+@pytest.mark.parametrize(("state", "action", "expected"), REQUEST_STEPS)
+def test_request_moves(state: RequestState, action: RequestAction, expected: RequestState) -> None:
+    assert next_request_state(state, action) is expected
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [(s, a) for s in RequestState for a in RequestAction if (s, a) not in {(x, y) for x, y, _ in REQUEST_STEPS}],
+)
+def test_every_other_request_move_is_refused(state: RequestState, action: RequestAction) -> None:
+    with pytest.raises(IllegalTransition) as refused:
+        next_request_state(state, action)
+    assert refused.value.current == state.value
+
+
+def test_the_request_table_is_exactly_the_steps() -> None:
+    assert set(REQUEST_MOVES.items()) == {((s, a), e) for s, a, e in REQUEST_STEPS}
 
 
 def _five_way(bundled_rules: RuleBook):  # type: ignore[no-untyped-def]

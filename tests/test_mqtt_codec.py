@@ -280,3 +280,20 @@ def test_a_handover_reaches_its_team_and_incoming_lead_and_a_roster_only_the_boa
     assert [n.topic for n in taken] == [T.board_events, T.team_dispatch("traffic-police")]
     roster = {"at": "t", "version": "v2", "previous": "v1", "officers": 3, "shifts": 1, "actor": "admin"}
     assert [n.topic for n in writer.notices(32, "RosterLoaded", roster)] == [T.board_events]
+
+
+def test_closing_the_loop_reaches_the_teams_concerned() -> None:
+    writer = NoticeWriter(T)
+    asked = {"incident_id": 9, "at": "t", "request_id": 1, "team": "labour-office", "reason": "r", "due_at": "t"}
+    assert [n.topic for n in writer.notices(40, "ExtensionRequested", asked)] == [
+        T.board_events,
+        T.team_dispatch("labour-office"),
+    ]
+    decided = {"incident_id": 9, "at": "t", "request_id": 1, "kind": "parking", "team": None, "state": "approved"}
+    assert [n.topic for n in writer.notices(41, "RequestDecided", decided)] == [T.board_events]
+    failed = {"incident_id": 9, "at": "t", "passed": False, "teams": ["labour-office", "court"], "rework": 1}
+    notices = writer.notices(42, "IncidentVerified", failed)
+    assert [n.topic for n in notices] == [T.board_events, T.team_dispatch("labour-office"), T.team_dispatch("court")]
+    assert orjson.loads(notices[1].payload)["rework"] == 1
+    parked = {"incident_id": 9, "at": "t", "request_id": 2, "review_at": "t", "teams": ["court", "../x"]}
+    assert [n.topic for n in writer.notices(43, "IncidentParked", parked)] == [T.board_events, T.team_dispatch("court")]

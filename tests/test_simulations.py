@@ -158,3 +158,22 @@ async def test_a_run_reports_the_briefing_figures_with_the_code_of_dispatcher_re
     page = html_report(scenario, results)
     briefing = page.split("data-table='briefing'")[1]
     assert briefing.count("<td>Service</td>") == 2  # one row per run, the module named by the table
+
+
+async def test_failed_verifications_and_extensions_show_in_the_closing_scenario() -> None:
+    path = next(p for p in SCENARIOS if p.stem == "closing_the_loop")
+    results = await run_scenario(path, load_scenario(path))
+    figures = {name: summarise(result) for name, result in results.items()}
+    assert figures["checked"]["reworks"] == 0 and figures["checked"]["extensions"] == 0
+    assert figures["rework"]["reworks"] > 0 and figures["rework"]["verifications"] > 20
+    assert figures["extensions"]["extensions"] > 0 and figures["extensions"]["reworks"] == 0
+    # Every dispute was verified and closed in the end: the loop closes, later when it failed or was extended.
+    for result in results.values():
+        assert all(i.status.value == "closed" for i in result.incidents)
+
+    def open_days(name: str) -> float:
+        incidents = results[name].incidents
+        return sum((i.updated_at - i.reported_at).total_seconds() for i in incidents) / len(incidents) / 86400
+
+    assert open_days("checked") < open_days("rework")
+    assert open_days("checked") < open_days("extensions")

@@ -25,6 +25,13 @@ class DeadlineKind(StrEnum):
     ACK = "ack"
     ARRIVE = "arrive"
     RESOLVE = "resolve"
+    # The incident's own deadlines (no team): closing the loop.
+    VERIFY = "verify"  # 核查 due: the incident waits for a verifier
+    REVIEW = "review"  # 挂账 review date: a parked incident must be looked at again
+
+
+#: The kinds an assignment carries (the others are the incident's own).
+TEAM_DEADLINE_KINDS = (DeadlineKind.ACK, DeadlineKind.ARRIVE, DeadlineKind.RESOLVE)
 
 
 class AssignReason(StrEnum):
@@ -375,6 +382,102 @@ class AlarmsResolved(Event):
 
 
 EVENT_TYPES[AlarmsResolved.__name__] = AlarmsResolved
+# -- closing the loop: extensions (延期), parking (挂账), verification (核查) ------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtensionRequested(Event):
+    """延期: a team asked for its resolution deadline to move to ``due_at``."""
+
+    request_id: int
+    team: str
+    reason: str
+    previous_due: datetime | None
+    due_at: datetime
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParkingRequested(Event):
+    """挂账: the incident cannot be solved for now; ``review_at`` is when it must be looked at again."""
+
+    request_id: int
+    reason: str
+    review_at: datetime
+    needs: tuple[str, ...]  # the approvers' roles: module_lead, and party_secretary for priority 1–2
+    actor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestDecided(Event):
+    """An approver decided on a request: ``state`` is ``endorsed`` (another approval is needed),
+    ``approved`` or ``refused``. An approved extension moved ``team``'s resolution deadline to ``due_at``."""
+
+    request_id: int
+    kind: str  # extension | parking
+    team: str | None
+    state: str
+    role: str
+    reason: str
+    actor: str | None
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentParked(Event):
+    """The parking was approved: every running deadline stopped; ``review_at`` raises an alarm when it comes."""
+
+    request_id: int
+    review_at: datetime
+    actor: str | None
+    teams: tuple[str, ...] = ()  # the live teams whose deadlines stopped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentResumed(Event):
+    """Taken out of the parked list: the live teams' promises start again from now."""
+
+    actor: str | None
+    incident_status: IncidentStatus
+    teams: tuple[str, ...] = ()  # the live teams whose deadlines start again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationAwaited(Event):
+    """待核查: every team resolved; a verifier who handled none of it must check it by ``due_at``."""
+
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentVerified(Event):
+    """核查: ``passed`` closed the incident (结案); a failure sent it back to ``teams`` (返工 number ``rework``).
+
+    ``flags``: why the evidence looks doubtful (photos far from the place or long before): shown, not refused.
+    """
+
+    verifier: str
+    passed: bool
+    reason: str
+    photos: tuple[str, ...]
+    flags: tuple[str, ...]
+    teams: tuple[str, ...]
+    rework: int
+    incident_status: IncidentStatus
+
+
+EVENT_TYPES.update(
+    (cls.__name__, cls)
+    for cls in (
+        ExtensionRequested,
+        ParkingRequested,
+        RequestDecided,
+        IncidentParked,
+        IncidentResumed,
+        VerificationAwaited,
+        IncidentVerified,
+    )
+)
 
 
 # -- the township's log: facts about the command room, not about one incident -------------------

@@ -42,18 +42,22 @@ from dispatcher.core.lifecycle import (
     FINAL_STATUSES,
     JOINABLE_STATUSES,
     LIVE_ASSIGNMENT_STATES,
+    OPEN_REQUEST_STATES,
     STATUS_FROM_LEAD,
     AssignmentCommand,
     AssignmentState,
     IllegalTransition,
     IncidentAction,
     IncidentStatus,
+    RequestState,
     Role,
     UnitAction,
+    allowed_incident_actions,
     next_assignment_state,
     next_incident_status,
 )
 from rules.matcher import Decision, EscalationTarget
+from rules.workdays import BeyondCalendar, Window, WorkCalendar
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,17 +145,26 @@ class Promises:
 
     ack_within: timedelta | None = None
     arrive_within: timedelta | None = None
-    resolve_within: timedelta | None = None
+    resolve_within: Window | None = None  # may be working time (``5wd``, ``8wh``)
 
-    def windows(self) -> tuple[tuple[DeadlineKind, timedelta | None], ...]:
+    def windows(self) -> tuple[tuple[DeadlineKind, Window | None], ...]:
         return (
             (DeadlineKind.ACK, self.ack_within),
             (DeadlineKind.ARRIVE, self.arrive_within),
             (DeadlineKind.RESOLVE, self.resolve_within),
         )
 
-    def deadlines_from(self, at: datetime) -> tuple[Deadline, ...]:
-        return tuple(Deadline(kind=kind, due_at=at + within) for kind, within in self.windows() if within is not None)
+    def deadlines_from(self, at: datetime, calendar: WorkCalendar | None = None) -> tuple[Deadline, ...]:
+        """The deadlines these windows promise when counted from ``at``.
+
+        Working time is counted by ``calendar``; raises :class:`CalendarUnknown` (nothing changed)
+        when there is none or when counting needs a year it does not know.
+        """
+        return tuple(
+            Deadline(kind=kind, due_at=due_after(at, within, calendar))
+            for kind, within in self.windows()
+            if within is not None
+        )
 
 
 #: The assignment state that keeps each promise.
@@ -204,6 +217,97 @@ class Assignment:
         return self.state in LIVE_ASSIGNMENT_STATES
 
 
+class RequestKind(StrEnum):
+    EXTENSION = "extension"  # 延期
+    PARKING = "parking"  # 挂账
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    role: str  # module_lead | party_secretary
+    actor: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """An extension (延期: ``team``'s resolution deadline to ``until``) or a parking (挂账: review at ``until``)."""
+
+    id: int  # 1, 2, ... within the incident
+    kind: RequestKind
+    team: str | None
+    reason: str
+    until: datetime
+    state: RequestState
+    requested_by: str | None
+    requested_at: datetime
+    needs: tuple[str, ...]  # the approvers' roles, all of which must approve
+    approvals: tuple[Approval, ...] = ()
+    decided_at: datetime | None = None
+    refusal: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_REQUEST_STATES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """One check (核查) of a resolved incident, passed or failed, with its evidence."""
+
+    at: datetime
+    verifier: str
+    passed: bool
+    reason: str
+    photos: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loop:
+    """Closing the loop: what the rule asked (verification, extensions) and what happened since.
+
+    ``checks`` are the incident's own deadlines (no team): verification due (``verify``) and the
+    parking review date (``review``), data like the teams' deadlines and armed the same way.
+    """
+
+    verify_within: Window | None = None  # None: the rule needs no verification; resolved is closed by hand
+    max_extensions: int = 1
+    extension_approver: str = "module_lead"
+    requests: tuple[Request, ...] = ()
+    checks: tuple[Deadline, ...] = ()
+    verifications: tuple[Verification, ...] = ()
+
+    @property
+    def extensions(self) -> int:
+        """Extensions approved."""
+        return sum(1 for r in self.requests if r.kind is RequestKind.EXTENSION and r.state is RequestState.APPROVED)
+
+    @property
+    def reworks(self) -> int:
+        """Verifications failed (返工)."""
+        return sum(1 for v in self.verifications if not v.passed)
+
+    def check(self, kind: DeadlineKind) -> Deadline | None:
+        return next((d for d in reversed(self.checks) if d.kind is kind), None)
+
+    def request(self, request_id: int) -> Request:
+        for request in self.requests:
+            if request.id == request_id:
+                return request
+        raise UnknownRequest(request_id)
+
+
+class UnknownRequest(LookupError):
+    def __init__(self, request_id: int) -> None:
+        super().__init__(f"no request {request_id} on this incident")
+        self.request_id = request_id
+
+
+#: The ``team`` of the incident's own deadlines in the deadline index (they belong to no team).
+NO_TEAM = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachedReport:
     """A further report of the same matter: who, what and where, and when it joined."""
@@ -235,6 +339,7 @@ class Incident:
     reports: tuple[AttachedReport, ...] = ()
     merged_into: int | None = None
     delivery: Delivery | None = None  # county matters only; drills are never forwarded
+    loop: Loop = Loop()
 
     @property
     def escalate_to_name(self) -> str:
@@ -266,8 +371,11 @@ class Incident:
         return any(a.team == team for a in self.assignments)
 
     def pending_deadlines(self) -> list[tuple[str, Deadline]]:
+        """Every running deadline: the teams' and the incident's own (team :data:`NO_TEAM`)."""
         pending = DeadlineState.PENDING
-        return [(a.team, d) for a in self.assignments for d in a.deadlines if d.state is pending]
+        found = [(a.team, d) for a in self.assignments for d in a.deadlines if d.state is pending]
+        found.extend((NO_TEAM, d) for d in self.loop.checks if d.state is pending)
+        return found
 
     def pending_escalations(self) -> list[tuple[str, Escalation]]:
         return [(a.team, e) for a in self.assignments for e in a.escalations if e.state is EscalationState.PENDING]
@@ -303,6 +411,22 @@ class Refused(Exception):
     """A well-formed command that makes no sense for this incident now (nothing was changed)."""
 
 
+class CalendarUnknown(Refused):
+    """A working-time deadline cannot be counted: the calendar does not know the year it falls in."""
+
+
+def due_after(at: datetime, window: Window, calendar: WorkCalendar | None) -> datetime:
+    """``at`` plus ``window``: clock time added, working time counted by ``calendar``."""
+    if isinstance(window, timedelta):
+        return at + window
+    if calendar is None:
+        raise CalendarUnknown(f"a deadline of {window} needs the working-day calendar")
+    try:
+        return calendar.due(at, window)
+    except BeyondCalendar as exc:
+        raise CalendarUnknown(str(exc)) from None
+
+
 def check_version(incident: Incident, expected: int | None) -> None:
     if expected is not None and expected != incident.version:
         raise StaleVersion(incident.id, expected, incident.version)
@@ -317,8 +441,12 @@ def open_incident(
     decision: Decision,
     at: datetime,
     officers: Mapping[str, str | None] | None = None,
+    *,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """A new incident routed by ``decision``: reported, and dispatched at once when it has an owner.
+
+    ``calendar`` counts deadlines written in working time (raises :class:`CalendarUnknown` when it cannot).
 
     ``officers`` names the unit chosen for each team (see :mod:`dispatcher.core.roster`). A team
     mapped to ``None`` has a roster but nobody who can go: it waits, and its module lead is alerted.
@@ -339,7 +467,7 @@ def open_incident(
                 state=AssignmentState.DISPATCHED,
                 dispatched_at=at,
                 updated_at=at,
-                deadlines=promises.deadlines_from(at),
+                deadlines=promises.deadlines_from(at, calendar),
                 officer=chosen.get(team),
                 waiting=team in chosen and chosen[team] is None,
             )
@@ -362,6 +490,11 @@ def open_incident(
         updated_at=at,
         assignments=tuple(assignments),
         promises=promises,
+        loop=Loop(
+            verify_within=decision.verify_within,
+            max_extensions=decision.max_extensions,
+            extension_approver=decision.extension_approver,
+        ),
         delivery=Delivery(department=decision.handover)
         if decision.handover is not None and not report.exercise
         else None,
@@ -454,7 +587,7 @@ def _settle(assignment: Assignment, at: datetime) -> Assignment:
     kept = {
         d.kind for d in assignment.deadlines if d.state == DeadlineState.PENDING and assignment.state in KEPT_BY[d.kind]
     }
-    kept_kinds = {k.value for k in DeadlineKind if assignment.state in KEPT_BY[k]}
+    kept_kinds = {k.value for k in KEPT_BY if assignment.state in KEPT_BY[k]}
     deadlines = tuple(
         replace(d, state=DeadlineState.MET, settled_at=at) if d.kind in kept else d for d in assignment.deadlines
     )
@@ -504,6 +637,10 @@ def move_unit(
     goes back to the command room (status ``reported``, queue ``returned``) for re-dispatch.
     """
     _require_open(incident, action.value)
+    if incident.status is IncidentStatus.PARKED:
+        raise IllegalTransition(
+            action.value, incident.status.value, "the incident", allowed=allowed_incident_actions(incident.status)
+        )
     current = incident.assignment(team)
     new_state = next_assignment_state(current.state, action)
     if action is UnitAction.RETURN:
@@ -574,7 +711,12 @@ def finish_incident(
         raise Refused("merging needs the incident to merge into: use merge_incidents")
     status = next_incident_status(incident.status, action)
     assignments = tuple(_void(a, at) for a in incident.assignments)
-    updated = _bump(incident, at, status=status, assignments=assignments)
+    checks = tuple(
+        replace(d, state=DeadlineState.VOID, settled_at=at) if d.state is DeadlineState.PENDING else d
+        for d in incident.loop.checks
+    )
+    loop = replace(incident.loop, checks=checks) if checks != incident.loop.checks else incident.loop
+    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop)
     event: Event
     if action is IncidentAction.CLOSE:
         event = IncidentClosed(incident_id=incident.id, at=at, actor=actor)
@@ -782,6 +924,7 @@ def add_team(
     actor: str | None,
     role: Role = Role.SUPPORT,
     waiting: bool = False,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """An operator sends one more team, with the incident's promised windows counted from now.
 
@@ -796,7 +939,7 @@ def add_team(
         state=AssignmentState.DISPATCHED,
         dispatched_at=at,
         updated_at=at,
-        deadlines=incident.promises.deadlines_from(at),
+        deadlines=incident.promises.deadlines_from(at, calendar),
         officer=officer,
         waiting=waiting and officer is None,
     )
@@ -826,6 +969,7 @@ def reassign_team(
     officer: str | None,
     actor: str | None,
     waiting: bool = False,
+    calendar: WorkCalendar | None = None,
 ) -> tuple[Incident, list[Event]]:
     """Move a team's part to another team: the old assignment is cancelled (or stays returned), a new one starts.
 
@@ -846,7 +990,9 @@ def reassign_team(
     )
     demoted = replace(stopped, role=Role.SUPPORT) if current.role is Role.LEAD else stopped
     base = replace(incident, assignments=tuple(demoted if a.team == from_team else a for a in incident.assignments))
-    moved, events = add_team(base, to_team, at, officer=officer, actor=actor, role=current.role, waiting=waiting)
+    moved, events = add_team(
+        base, to_team, at, officer=officer, actor=actor, role=current.role, waiting=waiting, calendar=calendar
+    )
     return moved, [
         AssignmentReassigned(incident_id=incident.id, at=at, from_team=from_team, to_team=to_team, actor=actor),
         *events,

@@ -31,6 +31,8 @@ class IncidentStatus(StrEnum):
     CLOSED = "closed"
     CANCELLED = "cancelled"
     MERGED = "merged"  # a duplicate folded into another incident
+    VERIFYING = "verifying"  # 待核查: every team resolved; someone who handled none of it must check it
+    PARKED = "parked"  # 挂账: cannot be solved for now (funds, a court); its deadlines stop until resumed
 
 
 class UnitAction(StrEnum):
@@ -47,6 +49,7 @@ class AssignmentCommand(StrEnum):
     """What the command room does to a team's assignment (the team's own moves are :class:`UnitAction`)."""
 
     CANCEL = "cancel"  # taken off the team: its part goes to another team
+    REWORK = "rework"  # 返工: the verification failed; the team gets its part back with fresh deadlines
 
 
 class IncidentAction(StrEnum):
@@ -57,6 +60,26 @@ class IncidentAction(StrEnum):
     MERGE = "merge"
     DISPATCH = "dispatch"  # a team was sent: a lead (back to dispatched), or the first one of a reported matter
     RETURN = "return"  # the lead sent it back (回退): the command room must dispatch it again
+    AWAIT_VERIFICATION = "await-verification"  # every team resolved and the rule asks for 核查
+    PASS = "pass"  # 核查通过: the verifier found it done (结案)
+    FAIL = "fail"  # 核查不通过: back to the same teams (返工)
+    PARK = "park"  # 挂账 approved
+    RESUME = "resume"  # taken out of the parked list: work (and its deadlines) start again
+
+
+class RequestState(StrEnum):
+    """A request for an extension (延期) or for parking (挂账), waiting for its approvers."""
+
+    REQUESTED = "requested"
+    ENDORSED = "endorsed"  # one of two approvals given (parking a priority 1–2 matter)
+    APPROVED = "approved"
+    REFUSED = "refused"
+
+
+class RequestAction(StrEnum):
+    ENDORSE = "endorse"  # an approval that still needs another approver's
+    APPROVE = "approve"  # the last approval needed
+    REFUSE = "refuse"
 
 
 class Role(StrEnum):
@@ -92,6 +115,7 @@ ASSIGNMENT_MOVES: dict[tuple[AssignmentState, UnitAction | AssignmentCommand], A
         (state, AssignmentCommand.CANCEL): A.CANCELLED
         for state in (A.DISPATCHED, A.ACKNOWLEDGED, A.EN_ROUTE, A.ON_SCENE)
     },
+    (A.RESOLVED, AssignmentCommand.REWORK): A.DISPATCHED,
 }
 
 #: Assignments still owed work: they hold their officer and their deadlines run.
@@ -114,7 +138,25 @@ INCIDENT_MOVES: dict[tuple[IncidentStatus, IncidentAction], IncidentStatus] = {
     **{
         (status, IncidentAction.RETURN): I.REPORTED for status in (I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)
     },
+    (I.RESOLVED, IncidentAction.AWAIT_VERIFICATION): I.VERIFYING,
+    (I.VERIFYING, IncidentAction.PASS): I.CLOSED,
+    (I.VERIFYING, IncidentAction.FAIL): I.DISPATCHED,
+    (I.VERIFYING, IncidentAction.CANCEL): I.CANCELLED,
+    **{(status, IncidentAction.PARK): I.PARKED for status in (I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE)},
+    # Resumed as dispatched; the lead's state is then mirrored again (STATUS_FROM_LEAD).
+    (I.PARKED, IncidentAction.RESUME): I.DISPATCHED,
+    (I.PARKED, IncidentAction.CANCEL): I.CANCELLED,
 }
+
+REQUEST_MOVES: dict[tuple[RequestState, RequestAction], RequestState] = {
+    (RequestState.REQUESTED, RequestAction.ENDORSE): RequestState.ENDORSED,
+    (RequestState.REQUESTED, RequestAction.APPROVE): RequestState.APPROVED,
+    (RequestState.ENDORSED, RequestAction.APPROVE): RequestState.APPROVED,
+    (RequestState.REQUESTED, RequestAction.REFUSE): RequestState.REFUSED,
+    (RequestState.ENDORSED, RequestAction.REFUSE): RequestState.REFUSED,
+}
+#: Requests still waiting for a decision.
+OPEN_REQUEST_STATES = frozenset({RequestState.REQUESTED, RequestState.ENDORSED})
 
 #: The incident status that mirrors the lead assignment's state.
 STATUS_FROM_LEAD: dict[AssignmentState, IncidentStatus] = {
@@ -127,6 +169,8 @@ STATUS_FROM_LEAD: dict[AssignmentState, IncidentStatus] = {
 
 #: Statuses in which units may still move and deadlines still run.
 ACTIVE_STATUSES = frozenset({I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE, I.RESOLVED})
+#: Statuses in which the teams still work and may ask for an extension (延期).
+WORKING_STATUSES = frozenset({I.DISPATCHED, I.ACKNOWLEDGED, I.EN_ROUTE, I.ON_SCENE})
 #: Statuses after which nothing but a note may happen.
 FINAL_STATUSES = frozenset({I.CLOSED, I.CANCELLED, I.MERGED})
 #: Statuses in which a new report of the same matter joins the incident instead of opening another.
@@ -147,5 +191,20 @@ def next_incident_status(current: IncidentStatus, action: IncidentAction) -> Inc
     try:
         return INCIDENT_MOVES[(current, action)]
     except KeyError:
-        allowed = tuple(a.value for (status, a) in INCIDENT_MOVES if status is current)
-        raise IllegalTransition(action.value, current.value, "the incident", allowed=allowed) from None
+        raise IllegalTransition(
+            action.value, current.value, "the incident", allowed=allowed_incident_actions(current)
+        ) from None
+
+
+def next_request_state(current: RequestState, action: RequestAction) -> RequestState:
+    """The request's state after ``action``; raises :class:`IllegalTransition` when the table has no such row."""
+    try:
+        return REQUEST_MOVES[(current, action)]
+    except KeyError:
+        allowed = tuple(a.value for (state, a) in REQUEST_MOVES if state is current)
+        raise IllegalTransition(action.value, current.value, "the request", allowed=allowed) from None
+
+
+def allowed_incident_actions(current: IncidentStatus) -> tuple[str, ...]:
+    """The actions the table allows from ``current`` (for a 409's ``allowed``)."""
+    return tuple(action.value for (status, action) in INCIDENT_MOVES if status is current)

@@ -235,7 +235,12 @@ class Notice:
 
 # Events that change a team's part after dispatch: the team's consoles hear of each. (A waiting assignment is
 # not sent to the team: nobody of it can go; the command room sees it on board/events and the board.)
-_TEAM_CHANGES = frozenset({"UnitMoved", "OfficerAssigned", "AssignmentReturned"})
+_TEAM_CHANGES = frozenset(
+    {"UnitMoved", "OfficerAssigned", "AssignmentReturned", "ExtensionRequested", "RequestDecided"}
+)
+# Closing the loop: facts about several teams at once, sent to each team they name (``teams``): a parking
+# stopped their deadlines, a resumption started them again, a failed verification gave their parts back.
+_TEAMS_CHANGES = frozenset({"IncidentParked", "IncidentResumed", "IncidentVerified"})
 # Facts of the township's log a team cares about (rosters and rule tables go to board/events only).
 _HANDOVERS = frozenset({"HandoverRecorded", "HandoverAcknowledged"})
 
@@ -292,6 +297,11 @@ class NoticeWriter:
             team = data.get("team") or data.get("to_team")
             if isinstance(team, str) and valid_id(team):
                 out.append(Notice(self.topics.team_dispatch(team), orjson.dumps({**head, **data})))
+        elif type_name in _TEAMS_CHANGES:
+            encoded = orjson.dumps({**head, **data})
+            for team in data.get("teams") or ():
+                if isinstance(team, str) and valid_id(team):
+                    out.append(Notice(self.topics.team_dispatch(team), encoded))
         # An event naming an officer (a re-dispatch, a reassignment) also goes to that officer.
         officer = data.get("officer")
         if isinstance(officer, str) and valid_id(officer):

@@ -199,6 +199,7 @@
     needFull = true;
     alarmsDirty = true;
     detailDirty = true;
+    renderLanes();
     schedule();
   }
 
@@ -685,6 +686,7 @@
       const changed = applyEvent(msg.type, data, seq);
       if (changed || alarms.size !== alarmsBefore) dirty.add(data.incident_id);
       if (detail.id === data.incident_id) detailEvent(seq, msg.type, data);
+      if (CLOSING_EVENTS.has(msg.type)) scheduleLanes();
     }
     schedule();
     if (gap) {
@@ -1532,6 +1534,131 @@
     return t(`problem.${code}`, { state, fields });
   }
 
+  // ---- closing the loop: waiting for verification, extension requests, parked --------------------
+
+  /* The three lanes come from GET /api/v1/lanes (the hub's open incidents), fetched at start and again
+   * shortly after any event that can change them. Every action goes through the API under the signed-in
+   * account, with the operator's name as `actor` like the detail panel's actions. */
+  const CLOSING_EVENTS = new Set(['VerificationAwaited', 'IncidentVerified', 'ExtensionRequested', 'ParkingRequested',
+    'RequestDecided', 'IncidentParked', 'IncidentResumed', 'IncidentClosed', 'IncidentCancelled', 'IncidentMerged',
+    'DeadlineMissed']);
+  let lanesTimer = null;
+  let lanesShown = { verifying: [], extension_requests: [], parked: [] };
+
+  function scheduleLanes() {
+    clearTimeout(lanesTimer);
+    lanesTimer = setTimeout(loadLanes, 150);
+  }
+
+  async function loadLanes() {
+    if (!token) return;
+    try {
+      const res = await api('/api/v1/lanes', { headers: { accept: 'application/json' } });
+      if (!res.ok) return;
+      lanesShown = await res.json();
+      renderLanes();
+    } catch (err) {
+      console.warn('board: the closing lanes could not be read', err);
+    }
+  }
+
+  function laneItem(item, kind) {
+    const inc = item.incident;
+    const li = el('li', 'closing-item');
+    li.dataset.incidentId = String(inc.id);
+    if (item.request_id !== null && item.request_id !== undefined) li.dataset.requestId = String(item.request_id);
+    const cat = name(labels.catalogue.get(inc.category), inc.category || '');
+    li.append(el('span', 'what', `#${inc.id} ${cat} · ${name(labels.zones.get(inc.zone), inc.zone || '')}`));
+    const closing = inc.closing;
+    if (kind === 'verifying') {
+      const check = closing.checks.filter((c) => c.kind === 'verify').pop();
+      if (check) li.append(el('span', 'when', t('closing.due', { due: formatStamp(check.due_at) })));
+      if (closing.reworks) li.append(el('span', 'when', t('closing.rework', { n: closing.reworks })));
+      const last = closing.verifications[closing.verifications.length - 1];
+      if (last && last.flags.length) li.append(el('span', 'flags', t('closing.flagged', { flags: last.flags.join('; ') })));
+      li.append(reasonBox(), button('closing-pass', t('closing.pass')), button('closing-fail', t('closing.fail')));
+    } else if (kind === 'extension_requests') {
+      const r = closing.requests.find((x) => x.id === item.request_id);
+      if (r) {
+        li.append(el('span', 'what', `${name(labels.teams.get(r.team), r.team || '')}: ${r.reason}`));
+        li.append(el('span', 'when', t('closing.until', { due: formatStamp(r.until) })));
+      }
+      li.append(reasonBox(), button('closing-approve', t('closing.approve')), button('closing-refuse', t('closing.refuse')));
+    } else {
+      const check = closing.checks.filter((c) => c.kind === 'review').pop();
+      const r = closing.requests.filter((x) => x.kind === 'parking' && x.state === 'approved').pop();
+      if (r) li.append(el('span', 'what', r.reason));
+      if (check) li.append(el('span', check.state === 'missed' ? 'flags' : 'when', t('closing.review', { due: formatStamp(check.due_at) })));
+      li.append(button('closing-resume', t('closing.resume')));
+    }
+    return li;
+  }
+
+  function reasonBox() {
+    const input = el('input', 'closing-reason');
+    input.type = 'text';
+    input.maxLength = 200;
+    input.placeholder = t('closing.reason');
+    return input;
+  }
+
+  function button(cls, text) {
+    const b = el('button', cls, text);
+    b.type = 'button';
+    return b;
+  }
+
+  function renderLanes() {
+    for (const [kind, list, empty] of [['verifying', 'verifying-list', 'verifying-empty'],
+      ['extension_requests', 'extensions-list', 'extensions-empty'], ['parked', 'parked-list', 'parked-empty']]) {
+      const items = lanesShown[kind] || [];
+      $(list).replaceChildren(...items.map((item) => laneItem(item, kind)));
+      $(empty).hidden = items.length > 0;
+    }
+  }
+
+  async function onClosingClick(ev) {
+    const b = ev.target.closest('button');
+    const li = ev.target.closest('li.closing-item');
+    if (!b || !li) return;
+    const actor = operatorActor();
+    if (!actor) { flashOperator(); return; }
+    const id = Number(li.dataset.incidentId);
+    const reasonInput = li.querySelector('.closing-reason');
+    const reason = reasonInput ? reasonInput.value.trim() : '';
+    let url = null;
+    let body = { actor };
+    if (b.classList.contains('closing-pass')) {
+      url = `/api/v1/incidents/${id}/verification`;
+      body = { actor, passed: true };
+    } else if (b.classList.contains('closing-fail') || b.classList.contains('closing-refuse')) {
+      if (!reason) { showLaneMessage(li, t('closing.need_reason')); return; }
+      url = b.classList.contains('closing-fail')
+        ? `/api/v1/incidents/${id}/verification` : `/api/v1/incidents/${id}/requests/${li.dataset.requestId}/refuse`;
+      body = b.classList.contains('closing-fail') ? { actor, passed: false, reason } : { actor, reason };
+    } else if (b.classList.contains('closing-approve')) {
+      url = `/api/v1/incidents/${id}/requests/${li.dataset.requestId}/approve`;
+      body = reason ? { actor, reason } : { actor };
+    } else if (b.classList.contains('closing-resume')) {
+      url = `/api/v1/incidents/${id}/resume`;
+    }
+    if (!url) return;
+    b.disabled = true;
+    try {
+      await post(url, body);
+      scheduleLanes();
+    } catch (err) {
+      showLaneMessage(li, t('closing.failed', { detail: err.detail || err.message }));
+      b.disabled = false;
+    }
+  }
+
+  function showLaneMessage(li, text) {
+    let m = li.querySelector('.message');
+    if (!m) { m = el('span', 'message'); li.append(m); }
+    m.textContent = text;
+  }
+
   // ---- signing in ----------------------------------------------------------------------------
 
   /* The API and the feed need a bearer token (docs/security.md). The board signs in with the form
@@ -1580,6 +1707,7 @@
       showAccount(data.account);
       loadRules();
       loadUnits();
+      loadLanes();
       if (!ws) connect();
     } catch (err) {
       error.textContent = t('signin.refused', { detail: String(err.message || err) });
@@ -2678,6 +2806,7 @@
     },
     officers: () => Array.from(officers.values()),
     loadUnits: () => loadUnits(),
+    loadLanes: () => loadLanes(),
     onFlush: null,
   };
 
@@ -2722,6 +2851,7 @@
     $('signin-form').addEventListener('submit', signIn);
     $('signout').addEventListener('click', signOut);
     dom.detailBody.addEventListener('click', onDetailClick);
+    $('closing').addEventListener('click', onClosingClick);
     window.addEventListener('resize', () => { if (detail.id !== null) placeDetail(); });
     document.addEventListener('keydown', (ev) => {
       if (ev.key === 'Escape' && detail.id !== null) closeDetail();
@@ -2737,6 +2867,7 @@
       loadRules();
       connect();
       loadUnits();
+      loadLanes();
     } else {
       needSignIn();
     }

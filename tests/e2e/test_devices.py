@@ -41,7 +41,8 @@ async def test_simulated_phones_acknowledge_and_resolve_what_they_are_sent(
         )
         summary = await run_devices(config)
         assert (summary.reports, summary.tasks_taken, summary.resolved) == (3, 15, 15)
-        listing = await rig.until("/api/v1/incidents?status=resolved", lambda b: b["count"] == 3)
+        # Every team resolved: the five-way rule asks for verification (核查), so each waits for its verifier.
+        listing = await rig.until("/api/v1/incidents?status=verifying", lambda b: b["count"] == 3)
         assert sorted(i["report_id"] for i in listing["data"]) == sorted(summary.report_ids)
         for incident in listing["data"]:
             assert {a["state"] for a in incident["assignments"]} == {"resolved"}

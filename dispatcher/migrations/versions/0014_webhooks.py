@@ -1,7 +1,7 @@
 """webhooks: subscriptions (URL, event types, secret, cursor) and the delivery log
 
 Revision ID: 0014
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-04
 """
 
@@ -14,7 +14,7 @@ import dispatcher.tables
 from alembic import op
 
 revision: str = '0014'
-down_revision: str | None = '0007'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
