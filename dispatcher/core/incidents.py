@@ -691,7 +691,7 @@ def _kept_late(before: Assignment, new_state: AssignmentState) -> tuple[str, ...
     same: its earlier officers (``tried``) tell.
     """
     kinds: list[str] = []
-    for kind in DeadlineKind:
+    for kind in KEPT_BY:  # the team promises (an incident's own verify and review deadlines are not kept by moves)
         if before.state in KEPT_BY[kind] or new_state not in KEPT_BY[kind]:
             continue  # kept before, or not kept by this move
         deadline = before.deadline(kind)

@@ -96,7 +96,7 @@ async def test_resolve_fail_rework_resolve_pass_with_photos(database_url: str, t
             assert resolve_due["kind"] == "resolve" and resolve_due["due_at"] != due
             assert approved.json()["closing"]["extensions"] == 1
             again = await admin.post(f"{base}/requests/1/refuse", headers=lead, json={"reason": "no"})
-            assert again.status_code == 409 and again.json()["current"] == "approved", again.text
+            assert again.status_code == 409 and again.json()["current"]["state"] == "approved", again.text
 
             waiting = await resolve_all(admin, base)
             assert waiting["status"] == "verifying"
