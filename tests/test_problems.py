@@ -86,7 +86,7 @@ async def test_409_an_illegal_move_says_what_is_allowed_and_a_stale_version_says
         now = (await http.get(base)).json()
     illegal = problem_of(early_close, 409, "illegal-transition")
     assert illegal["current"] == {"state": "dispatched", "status": "dispatched", "version": created["version"]}
-    assert illegal["allowed"] == ["cancel", "merge", "dispatch", "return"] and illegal["action"] == "close"
+    assert illegal["allowed"] == ["cancel", "merge", "dispatch", "return", "park"] and illegal["action"] == "close"
     assert twice.status_code == 200
     repeated = problem_of(again, 409, "illegal-transition")
     assert repeated["current"]["state"] == "acknowledged"
