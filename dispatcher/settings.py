@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     county_webhook_timeout_s: float = Field(default=10.0, gt=0)
     county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300, description="webhook subscriptions: per request")
+    webhook_hosts: str | None = Field(
+        default=None,
+        description="comma-separated host names webhook subscriptions may point at (unset: any host)",
+    )
     webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
     webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
     webhook_disable_after_s: float = Field(

@@ -32,7 +32,7 @@ import httpx
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
 from standardwebhooks import Webhook
 
 from dispatcher.accounts import Account, Role
@@ -338,10 +338,13 @@ def _restart_needed(before: Subscription, now: Subscription) -> bool:
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 
 
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]
+
+
 class SubscriptionIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    url: AnyHttpUrl = Field(description="where events are POSTed (http or https)")
+    url: WebhookUrl = Field(description="where events are POSTed (http or https)")
     event_types: list[Annotated[str, Field(pattern=r"^(\*|[A-Z][A-Za-z]{1,47})$")]] = Field(
         min_length=1, max_length=64, description="event type names (e.g. IncidentReported), or ['*'] for all"
     )
@@ -358,7 +361,7 @@ class SubscriptionIn(BaseModel):
 class SubscriptionPatch(BaseModel):
     model_config = {"extra": "forbid"}
 
-    url: AnyHttpUrl | None = None
+    url: WebhookUrl | None = None
     event_types: list[Annotated[str, Field(pattern=r"^(\*|[A-Z][A-Za-z]{1,47})$")]] | None = Field(
         default=None, min_length=1, max_length=64
     )
@@ -407,6 +410,18 @@ def _township(request: Request) -> str:
     return str(township)
 
 
+def _allowed_host(request: Request, url: str) -> None:
+    """Refuse a URL whose host is not in ``DISPATCHER_WEBHOOK_HOSTS`` (when that is set): the dispatcher then
+    only ever calls the county systems it was told of."""
+    hosts = context_of(request).settings.webhook_hosts
+    if not hosts:
+        return
+    allowed = {h.strip().lower() for h in hosts.split(",") if h.strip()}
+    host = (httpx.URL(url).host or "").lower()
+    if host not in allowed:
+        raise HTTPException(422, f"webhooks may only point at {', '.join(sorted(allowed))} (DISPATCHER_WEBHOOK_HOSTS)")
+
+
 async def _own(request: Request, subscription_id: int) -> Subscription:
     subscription = (await _deliverer(request)).store.get(subscription_id)
     if subscription is None or subscription.township != _township(request):
@@ -427,6 +442,7 @@ async def create_subscription(request: Request, body: SubscriptionIn) -> Respons
     township = _township(request)
     hub = context_of(request).townships[township].hub
     principal = getattr(request.state, "principal", None)
+    _allowed_host(request, str(body.url))
     start = body.from_seq if body.from_seq is not None else hub.last_seq
     subscription = await deliverer.store.create(
         township=township,
@@ -455,8 +471,11 @@ async def patch_subscription(request: Request, subscription_id: RowId, body: Sub
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
         changes["url"] = str(changes["url"])
-    if any(changes.get(key) is None and key in changes for key in ("url", "event_types", "enabled")):
-        raise HTTPException(422, "url, event_types and enabled cannot be null")
+    nulls = ("url", "event_types", "enabled", "include_drills", "reveal_reporters")
+    if any(key in changes and changes[key] is None for key in nulls):
+        raise HTTPException(422, f"{', '.join(nulls)} cannot be null")
+    if changes.get("url") is not None:
+        _allowed_host(request, changes["url"])
     if changes.get("enabled") is True:
         changes.update(disabled_reason=None, failing_since=None)
     elif changes.get("enabled") is False:

@@ -46,6 +46,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.admin_password = admin_password
         self.env = {k: v for k, v in os.environ.items() if k != "DISPATCHER_ADMIN_PASSWORD"}
+        # Tests talk to 127.0.0.1 only: a webhook a test (or the API fuzzer) subscribes elsewhere is refused.
+        self.env["DISPATCHER_WEBHOOK_HOSTS"] = "127.0.0.1"
         if admin_password is not None:
             self.env["DISPATCHER_ADMIN_PASSWORD"] = admin_password
         self.env.update(env or {})

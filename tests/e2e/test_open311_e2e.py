@@ -130,7 +130,9 @@ async def test_open311_door_with_a_real_client(server: ServerProcess) -> None:
             for action in ("acknowledge", "resolve"):
                 moved = await admin.post(f"/api/v1/incidents/{congestion_id}/assignments/{team}/{action}")
                 assert moved.status_code == 200, moved.text
-        assert (await admin.post(f"/api/v1/incidents/{congestion_id}/close")).status_code == 200
+        # The five-way rule asks for 核查 (issue 15): the command room's check closes it.
+        checked = await admin.post(f"/api/v1/incidents/{congestion_id}/verification", json={"passed": True})
+        assert checked.status_code == 200 and checked.json()["status"] == "closed", checked.text
         await admin.post(f"/api/v1/incidents/{congestion_id}/notes", json={"text": "内部：交警已到", "public": False})
         await admin.post(f"/api/v1/incidents/{congestion_id}/notes", json={"text": "已疏导，道路畅通", "public": True})
         await admin.post(f"/api/v1/incidents/{congestion_id}/notes", json={"text": "内部：复盘", "public": False})
