@@ -8,14 +8,15 @@ simulations on a virtual clock, where the driver fires it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-Wake = Callable[[], Awaitable[None]]
+Wake = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Alarm(Protocol):
@@ -39,6 +40,7 @@ class ApschedulerAlarm:
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._wake: Wake | None = None
         self._when: datetime | None = None
+        self._rings: set[asyncio.Task[None]] = set()
 
     def start(self, wake: Wake) -> None:
         self._wake = wake
@@ -62,9 +64,14 @@ class ApschedulerAlarm:
         )
 
     async def _fire(self) -> None:
+        # The ring runs as a task of its own, so this job instance ends at once: a deadline set while a ring
+        # is still committing (due a few ms after it) gets a job instance of its own instead of being skipped
+        # by APScheduler as a second instance of a running job, which lost that alarm for good.
         self._when = None
         if self._wake is not None:
-            await self._wake()
+            task = asyncio.create_task(self._wake(), name="deadline-ring")
+            self._rings.add(task)
+            task.add_done_callback(self._rings.discard)
 
     def stop(self) -> None:
         if self._scheduler.running:
