@@ -1,10 +1,12 @@
 """``SqlIncidentStore``: the store port on SQLAlchemy's async engine (SQLite or PostgreSQL).
 
 Writes go through one dedicated connection owned by the hub's writer task, as whole batches in
-one transaction each (group commit): the ORM and driver layers are the bottleneck, not the disk,
-so one writer with batched executemany beats many pooled writers. Reads use the engine's pool.
-SQLite runs in WAL mode with ``synchronous=FULL``, so a commit that returned survives a crash of
-the process and of the machine.
+one transaction each (group commit), one statement per table: the driver layers are the bottleneck,
+not the disk, so one writer with batched statements beats many pooled writers. A SQLite file's
+writer connection is a plain ``sqlite3`` one on a thread of its own (:mod:`dispatcher.sqlite_writer`:
+the batch's whole commit is one call there); PostgreSQL's is the engine's asyncpg connection. Reads
+use the engine's pool. SQLite runs in WAL mode with ``synchronous=FULL``, so a commit that returned
+survives a crash of the process and of the machine.
 """
 
 from __future__ import annotations
