@@ -1,20 +1,25 @@
 """``SqlIncidentStore``: the store port on SQLAlchemy's async engine (SQLite or PostgreSQL).
 
 Writes go through one dedicated connection owned by the hub's writer task, as whole batches in
-one transaction each (group commit): the ORM and driver layers are the bottleneck, not the disk,
-so one writer with batched executemany beats many pooled writers. Reads use the engine's pool.
-SQLite runs in WAL mode with ``synchronous=FULL``, so a commit that returned survives a crash of
-the process and of the machine.
+one transaction each (group commit), one statement per table: the driver layers are the bottleneck,
+not the disk, so one writer with batched statements beats many pooled writers. A SQLite file's
+writer connection is a plain ``sqlite3`` one on a thread of its own (:mod:`dispatcher.sqlite_writer`:
+the batch's whole commit is one call there); PostgreSQL's is the engine's asyncpg connection. Reads
+use the engine's pool. SQLite runs in WAL mode with ``synchronous=FULL``, so a commit that returned
+survives a crash of the process and of the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import operator
 import os
+import sqlite3
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -52,6 +57,7 @@ from dispatcher.core.incidents import (
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, RequestState, Role
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.migrations import upgrade_to_head
+from dispatcher.sqlite_writer import SqliteWriter, Step, transact
 from dispatcher.store import (
     Changes,
     CommitRefused,
@@ -118,7 +124,15 @@ def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Asyn
 
 
 # Failures that say the database is out of reach (worth retrying), as against a value it refuses.
-_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, OSError, TimeoutError)
+_UNREACHABLE = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _translate(exc: Exception, doing: str) -> Exception:
@@ -154,7 +168,11 @@ class SqlIncidentStore:
     def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True) -> None:
         self.url = url
         self._engine = build_engine(url, pool_size=pool_size, durable=durable)
-        self._writer: AsyncConnection | None = None
+        self._writer: AsyncConnection | None = None  # PostgreSQL's (and an in-memory SQLite database's)
+        self._sqlite: SqliteWriter | None = None  # a SQLite file's writer: its own thread and connection
+        database = self._engine.url.database or ""
+        if self._engine.dialect.name == "sqlite" and database and database != ":memory:":
+            self._sqlite = SqliteWriter(str(Path(database).expanduser()), durable=durable)
         self._lock: WriterLock | None = None
 
     @property
@@ -166,13 +184,18 @@ class SqlIncidentStore:
         try:
             async with self._engine.begin() as conn:
                 await conn.run_sync(upgrade_to_head)
-            self._writer = await self._engine.connect()
+            if self._sqlite is not None:
+                await self._sqlite.open()
+            else:
+                self._writer = await self._engine.connect()
         except BaseException:
             await self._lock.release()
             self._lock = None
             raise
 
     async def close(self) -> None:
+        if self._sqlite is not None:
+            await self._sqlite.close()
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -305,6 +328,12 @@ class SqlIncidentStore:
         return found
 
     async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
+        if self._sqlite is not None:
+            try:
+                return await self._sqlite.run(functools.partial(_find_reports_sqlite, report_ids=list(report_ids)))
+            except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
+                log.warning("looking up report ids failed: %s", exc)
+                raise _translate(exc, "looking up report ids") from None
         found: dict[str, int] = {}
         conn = self._writer_conn()
         try:
@@ -384,18 +413,26 @@ class SqlIncidentStore:
     # -- writing -----------------------------------------------------------------------------
 
     async def commit(self, changes: Changes) -> None:
-        conn = self._writer_conn()
         try:
-            async with conn.begin():
-                await self._write(conn, changes)
-        except sa.exc.IntegrityError as exc:
-            if "report_key" in str(exc.orig) or "report_id" in str(exc.orig):
+            if self._sqlite is not None:
+                # One call on the writer's thread: the rows are built, written and committed there.
+                await self._sqlite.run(functools.partial(_commit_sqlite, changes=changes))
+            else:
+                conn = self._writer_conn()
+                try:
+                    async with conn.begin():
+                        await self._write(conn, _rows(changes))
+                except Exception:
+                    await self._recover(conn)
+                    raise
+        except (sa.exc.IntegrityError, sqlite3.IntegrityError) as exc:
+            message = str(getattr(exc, "orig", None) or exc)
+            if "report_key" in message or "report_id" in message:
                 raise DuplicateReport("a report id of the batch is already stored") from None
             log.warning("batch commit refused by the database; nothing of it was written: %s", exc)
             raise CommitRefused("the database refused a value of the batch (IntegrityError)") from None
         except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
             log.warning("batch commit failed; nothing of it was written: %s", exc)
-            await self._recover(conn)
             raise _translate(exc, "committing") from None
 
     async def _recover(self, conn: AsyncConnection) -> None:
@@ -408,34 +445,43 @@ class SqlIncidentStore:
         except Exception as exc:  # noqa: BLE001 - the next use reconnects or fails in its own right
             log.warning("could not reset the writer connection: %s", exc)
 
-    async def _write(self, conn: AsyncConnection, changes: Changes) -> None:
-        if changes.created:
-            await _insert(conn, incident_t, [_incident_row(i) for i in changes.created])
-            assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
-            if assignments:
-                await _insert(conn, assignment_t, assignments)
-            fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
-            if fresh:
-                await _write_children(conn, fresh)
-        if changes.updated:
-            await _write_updates(conn, changes.updated)
-            await _write_children(conn, changes.updated)
-        if changes.units:
-            await _upsert_units(conn, changes.units)
-        if changes.report_ids:
-            # A retry of one of them breaks the key: DuplicateReport.
-            await _insert(conn, report_key_t, [{"report_id": r} for r in changes.report_ids])
-        if changes.handovers or changes.handover_acks or changes.rosters or changes.rule_tables:
-            await _write_township(conn, changes)
-        if changes.events:
-            await _insert(
-                conn,
-                event_t,
-                [
-                    {"seq": e.seq, "incident_id": e.incident_id, "type": e.type, "at": e.at, "payload": e.payload}
-                    for e in changes.events
-                ],
-            )
+    async def _write(self, conn: AsyncConnection, rows: _Rows) -> None:
+        """A batch's statements inside its transaction (PostgreSQL; SQLite in memory): one per table and kind.
+
+        Inserts go as arrays (see :func:`_insert`), updates as one ``executemany`` each. Whatever must be
+        checked first in every writer transaction is the first statement here.
+        """
+        if rows.incidents:
+            await _insert(conn, incident_t, rows.incidents)
+        if rows.incident_updates:
+            await conn.execute(_INCIDENT_UPDATE, rows.incident_updates)
+        if rows.assignments:
+            await _insert(conn, assignment_t, rows.assignments)
+        if rows.assignment_updates:
+            await conn.execute(_ASSIGNMENT_UPDATE, rows.assignment_updates)
+        if rows.reports_gone:
+            for chunk in _chunks([r["report_id"] for r in rows.reports_gone]):
+                await conn.execute(report_t.delete().where(report_t.c.report_id.in_(chunk)))
+        if rows.reports:
+            await _insert(conn, report_t, rows.reports)
+        if rows.steps:
+            await _insert(conn, escalation_t, rows.steps)
+        if rows.step_updates:
+            await conn.execute(_STEP_UPDATE, rows.step_updates)
+        if rows.units:
+            await conn.execute(_units_upsert(conn.dialect.name), rows.units)
+        if rows.report_keys:
+            await _insert(conn, report_key_t, rows.report_keys)
+        if rows.handovers:
+            await conn.execute(sa.insert(handover_t), rows.handovers)
+        if rows.handover_acks:
+            await conn.execute(_HANDOVER_ACK, rows.handover_acks)
+        if rows.rosters:
+            await conn.execute(sa.insert(roster_t), rows.rosters)
+        if rows.rule_tables:
+            await conn.execute(sa.insert(rule_table_t), rows.rule_tables)
+        if rows.events:
+            await _insert(conn, event_t, rows.events)
 
     def _writer_conn(self) -> AsyncConnection:
         if self._writer is None:
@@ -567,9 +613,38 @@ _INCIDENT_STATE = (
 )
 
 
-async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident, Incident]]) -> None:
-    incident_rows = [
-        {
+@dataclass(slots=True)
+class _Rows:
+    """What one batch writes, table by table: rows of column values (times still as datetimes).
+
+    Built once from the batch's :class:`Changes` (:func:`_rows`) and written by either backend's writer:
+    each list is one statement for all its rows. Update rows name the row they change by ``b_`` keys.
+    """
+
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # new incidents
+    assignments: list[dict[str, Any]] = field(default_factory=list)  # of new incidents, and teams added
+    incident_updates: list[dict[str, Any]] = field(default_factory=list)
+    assignment_updates: list[dict[str, Any]] = field(default_factory=list)
+    reports_gone: list[dict[str, Any]] = field(default_factory=list)  # report ids to delete: split off or moved
+    reports: list[dict[str, Any]] = field(default_factory=list)  # joined reports, new or moved here
+    steps: list[dict[str, Any]] = field(default_factory=list)  # new escalation steps
+    step_updates: list[dict[str, Any]] = field(default_factory=list)
+    units: list[dict[str, Any]] = field(default_factory=list)
+    report_keys: list[dict[str, Any]] = field(default_factory=list)
+    handovers: list[dict[str, Any]] = field(default_factory=list)
+    handover_acks: list[dict[str, Any]] = field(default_factory=list)
+    rosters: list[dict[str, Any]] = field(default_factory=list)
+    rule_tables: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rows(changes: Changes) -> _Rows:
+    """The rows ``changes`` writes: what is new, and of what changed only the columns a move changes."""
+    rows = _Rows()
+    rows.incidents = [_incident_row(i) for i in changes.created]
+    rows.assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
+    for _, after in changes.updated:
+        row = {
             "b_id": after.id,
             "status": after.status.value,
             "updated_at": after.updated_at,
@@ -579,57 +654,84 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             "report_count": after.report_count,
             "merged_into": after.merged_into,
             "closing_loop": _loop_json(after.loop),
-            **_delivery_columns(after),
         }
-        for _, after in updated
-    ]
-    await conn.execute(
-        incident_t.update()
-        .where(incident_t.c.id == sa.bindparam("b_id"))
-        .values({key: sa.bindparam(key) for key in _INCIDENT_STATE}),
-        incident_rows,
-    )
-    assignment_rows = []
-    new_assignments = []
-    for before, after in updated:
+        row.update(_delivery_columns(after))
+        rows.incident_updates.append(row)
+    for before, after in changes.updated:
         old = {a.team: a for a in before.assignments}
         for position, assignment in enumerate(after.assignments):
             previous = old.get(assignment.team)
             if previous is assignment:
                 continue
             if previous is None:
-                new_assignments.append(_assignment_row(after.id, position, assignment))
+                rows.assignments.append(_assignment_row(after.id, position, assignment))
                 continue
             row = {"b_incident": after.id, "b_team": assignment.team, "position": position}
             row.update(_assignment_state(assignment))
-            assignment_rows.append(row)
-    if new_assignments:
-        await _insert(conn, assignment_t, new_assignments)
-    if assignment_rows:
-        await conn.execute(
-            assignment_t.update()
-            .where(assignment_t.c.incident_id == sa.bindparam("b_incident"))
-            .where(assignment_t.c.team == sa.bindparam("b_team"))
-            .values({key: sa.bindparam(key) for key in ("position", *_STATE_COLUMNS)}),
-            assignment_rows,
-        )
+            rows.assignment_updates.append(row)
+    fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
+    _children_rows(rows, [*fresh, *changes.updated])
+    rows.units = [
+        {
+            "officer_id": officer_id,
+            "status": u.status.value,
+            "lat": u.lat,
+            "lon": u.lon,
+            "position_at": u.position_at,
+            "updated_at": u.position_at or _EPOCH,
+        }
+        for officer_id, u in changes.units.items()
+    ]
+    rows.report_keys = [{"report_id": r} for r in changes.report_ids]  # a retry of one breaks the key
+    rows.handovers = [
+        {
+            "id": h.id,
+            "team": h.team,
+            "shift_id": h.shift_id,
+            "at": h.at,
+            "summary": h.summary,
+            "incoming_lead": h.incoming_lead,
+            "acknowledged_by": h.acknowledged_by,
+            "acknowledged_at": h.acknowledged_at,
+        }
+        for h in changes.handovers
+    ]
+    # Only the first acknowledgement counts; the hub already answers a second one without a write.
+    rows.handover_acks = [
+        {"b_id": h.id, "acknowledged_by": h.acknowledged_by, "acknowledged_at": h.acknowledged_at}
+        for h in changes.handover_acks
+    ]
+    rows.rosters = [
+        {"version": r.version, "body": r.body, "loaded_at": r.loaded_at, "loaded_by": r.loaded_by}
+        for r in changes.rosters
+    ]
+    rows.rule_tables = [
+        {"id": t.id, "version": t.version, "body": t.body, "put_at": t.put_at, "put_by": t.put_by}
+        for t in changes.rule_tables
+    ]
+    rows.events = [
+        {"seq": e.seq, "incident_id": e.incident_id, "type": e.type, "at": e.at, "payload": e.payload}
+        for e in changes.events
+    ]
+    return rows
 
 
-async def _write_children(conn: AsyncConnection, pairs: Sequence[tuple[Incident | None, Incident]]) -> None:
-    """Escalation steps and joined reports that are new, changed or (reports, on a split) gone."""
-    new_steps: list[dict[str, Any]] = []
-    changed_steps: list[dict[str, Any]] = []
-    new_reports: list[dict[str, Any]] = []
-    gone_reports: list[str] = []
+def _children_rows(rows: _Rows, pairs: Sequence[tuple[Incident | None, Incident]]) -> None:
+    """Escalation steps and joined reports that are new, changed or (reports, on a split) gone.
+
+    A merged incident's reports move: the row of a report joining its new incident replaces the old one
+    (deleted first, with the rows of reports split off, before any report row is inserted).
+    """
+    gone: set[str] = set()
     for before, after in pairs:
         old_steps = {(a.team, e.kind, e.step): e for a in before.assignments for e in a.escalations} if before else {}
         for assignment in after.assignments:
             for e in assignment.escalations:
                 previous = old_steps.get((assignment.team, e.kind, e.step))
                 if previous is None:
-                    new_steps.append(_escalation_row(after.id, assignment.team, e))
+                    rows.steps.append(_escalation_row(after.id, assignment.team, e))
                 elif previous != e:
-                    changed_steps.append(
+                    rows.step_updates.append(
                         {
                             "b_incident": after.id,
                             "b_team": assignment.team,
@@ -643,27 +745,10 @@ async def _write_children(conn: AsyncConnection, pairs: Sequence[tuple[Incident 
         now_reports = {r.report.report_id for r in after.reports}
         for position, attached in enumerate(after.reports, start=1):
             if attached.report.report_id not in old_reports:
-                new_reports.append(_report_row(after.id, position, attached))
-        gone_reports.extend(old_reports - now_reports)
-    if gone_reports:
-        await conn.execute(report_t.delete().where(report_t.c.report_id.in_(gone_reports)))
-    if new_reports:
-        # A merged incident's reports move: the row of a report joining its new incident replaces the old one.
-        moved = [r["report_id"] for r in new_reports]
-        await conn.execute(report_t.delete().where(report_t.c.report_id.in_(moved)))
-        await _insert(conn, report_t, new_reports)
-    if new_steps:
-        await _insert(conn, escalation_t, new_steps)
-    if changed_steps:
-        await conn.execute(
-            escalation_t.update()
-            .where(escalation_t.c.incident_id == sa.bindparam("b_incident"))
-            .where(escalation_t.c.team == sa.bindparam("b_team"))
-            .where(escalation_t.c.kind == sa.bindparam("b_kind"))
-            .where(escalation_t.c.step == sa.bindparam("b_step"))
-            .values(state=sa.bindparam("state"), settled_at=sa.bindparam("settled_at")),
-            changed_steps,
-        )
+                rows.reports.append(_report_row(after.id, position, attached))
+        gone.update(old_reports - now_reports)
+    gone.update(r["report_id"] for r in rows.reports)
+    rows.reports_gone = [{"report_id": r} for r in sorted(gone)]
 
 
 def _escalation_row(incident_id: int, team: str, e: Escalation) -> dict[str, Any]:
@@ -699,31 +784,6 @@ def _report_row(incident_id: int, position: int, attached: AttachedReport) -> di
         "merged_from": attached.merged_from,
         **_field_columns(r),
     }
-
-
-async def _upsert_units(conn: AsyncConnection, units: dict[str, UnitState]) -> None:
-    rows = [
-        {
-            "officer_id": officer_id,
-            "status": u.status.value,
-            "lat": u.lat,
-            "lon": u.lon,
-            "position_at": u.position_at,
-            "updated_at": u.position_at or _EPOCH,
-        }
-        for officer_id, u in units.items()
-    ]
-    insert: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(unit_t)
-    statement = statement.on_conflict_do_update(
-        index_elements=[unit_t.c.officer_id],
-        set_={c: statement.excluded[c] for c in ("status", "lat", "lon", "position_at", "updated_at")},
-    )
-    await conn.execute(statement, rows)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -944,6 +1004,157 @@ def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> 
     return row
 
 
+_INCIDENT_UPDATE = (
+    incident_t.update()
+    .where(incident_t.c.id == sa.bindparam("b_id"))
+    .values({key: sa.bindparam(key) for key in _INCIDENT_STATE})
+)
+_ASSIGNMENT_UPDATE = (
+    assignment_t.update()
+    .where(assignment_t.c.incident_id == sa.bindparam("b_incident"))
+    .where(assignment_t.c.team == sa.bindparam("b_team"))
+    .values({key: sa.bindparam(key) for key in ("position", *_STATE_COLUMNS)})
+)
+_STEP_UPDATE = (
+    escalation_t.update()
+    .where(escalation_t.c.incident_id == sa.bindparam("b_incident"))
+    .where(escalation_t.c.team == sa.bindparam("b_team"))
+    .where(escalation_t.c.kind == sa.bindparam("b_kind"))
+    .where(escalation_t.c.step == sa.bindparam("b_step"))
+    .values(state=sa.bindparam("state"), settled_at=sa.bindparam("settled_at"))
+)
+_HANDOVER_ACK = (
+    handover_t.update()
+    .where(handover_t.c.id == sa.bindparam("b_id"), handover_t.c.acknowledged_by.is_(None))
+    .values(acknowledged_by=sa.bindparam("acknowledged_by"), acknowledged_at=sa.bindparam("acknowledged_at"))
+)
+_UNIT_COLUMNS = ("status", "lat", "lon", "position_at", "updated_at")
+
+
+@lru_cache(maxsize=4)
+def _units_upsert(dialect: str) -> Any:
+    insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(unit_t)
+    return statement.on_conflict_do_update(
+        index_elements=[unit_t.c.officer_id], set_={c: statement.excluded[c] for c in _UNIT_COLUMNS}
+    )
+
+
+# -- SQLite: the same rows as plain sqlite3 statements, run on the writer's thread --------------------
+
+
+def _commit_sqlite(conn: sqlite3.Connection, *, changes: Changes) -> None:
+    transact(conn, _sqlite_steps(_rows(changes)))
+
+
+def _sqlite_steps(rows: _Rows) -> list[Step]:
+    """The statements of ``rows`` in the order :meth:`SqlIncidentStore._write` runs them, times as text."""
+    times: dict[datetime, str] = {}  # each distinct time of the batch formatted once
+
+    def insert(table: sa.Table, table_rows: list[dict[str, Any]]) -> Step:
+        if not table_rows:
+            return ("", ())
+        return (_sqlite_insert(table.name, tuple(table_rows[0])), _sqlite_times(table, table_rows, times))
+
+    def update(table: sa.Table, statement: str, table_rows: list[dict[str, Any]]) -> Step:
+        return (statement, _sqlite_times(table, table_rows, times) if table_rows else ())
+
+    return [
+        insert(incident_t, rows.incidents),
+        update(incident_t, _SQLITE_INCIDENT_UPDATE, rows.incident_updates),
+        insert(assignment_t, rows.assignments),
+        update(assignment_t, _SQLITE_ASSIGNMENT_UPDATE, rows.assignment_updates),
+        (_SQLITE_REPORT_DELETE, rows.reports_gone),
+        insert(report_t, rows.reports),
+        insert(escalation_t, rows.steps),
+        update(escalation_t, _SQLITE_STEP_UPDATE, rows.step_updates),
+        update(unit_t, _SQLITE_UNITS_UPSERT, rows.units),
+        insert(report_key_t, rows.report_keys),
+        insert(handover_t, rows.handovers),
+        update(handover_t, _SQLITE_HANDOVER_ACK, rows.handover_acks),
+        insert(roster_t, rows.rosters),
+        insert(rule_table_t, rows.rule_tables),
+        insert(event_t, rows.events),
+    ]
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A time as SQLite stores it (:class:`UtcDateTime`): UTC text with microseconds."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime refused: pass timezone-aware UTC times")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: dict[datetime, str]) -> list[dict[str, Any]]:
+    """``rows`` with their time columns as SQLite's text (changed in place: the rows are this batch's own)."""
+    names = [name for name in rows[0] if name in _TIME_COLUMNS[table.name]]
+    if names:
+        for row in rows:
+            for name in names:
+                value = row[name]
+                if value is not None:
+                    text = cache.get(value)
+                    if text is None:
+                        text = cache[value] = _sqlite_time(value)
+                    row[name] = text
+    return rows
+
+
+@lru_cache(maxsize=64)
+def _sqlite_insert(table: str, names: tuple[str, ...]) -> str:
+    listed = ", ".join(f'"{name}"' for name in names)
+    values = ", ".join(f":{name}" for name in names)
+    return f'INSERT INTO "{table}" ({listed}) VALUES ({values})'
+
+
+def _sqlite_update(table: sa.Table, columns: Sequence[str], where: dict[str, str], extra: str = "") -> str:
+    """``UPDATE table SET column = :column ... WHERE key = :b_key ...`` (``where``: column → parameter)."""
+    assigned = ", ".join(f'"{c}" = :{c}' for c in columns)
+    matched = " AND ".join(f'"{c}" = :{p}' for c, p in where.items())
+    return f'UPDATE "{table.name}" SET {assigned} WHERE {matched}{extra}'
+
+
+_TIME_COLUMNS = {
+    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, UtcDateTime))
+    for table in SQLModel.metadata.tables.values()
+}
+_SQLITE_INCIDENT_UPDATE = _sqlite_update(incident_t, _INCIDENT_STATE, {"id": "b_id"})
+_SQLITE_ASSIGNMENT_UPDATE = _sqlite_update(
+    assignment_t, ("position", *_STATE_COLUMNS), {"incident_id": "b_incident", "team": "b_team"}
+)
+_SQLITE_STEP_UPDATE = _sqlite_update(
+    escalation_t,
+    ("state", "settled_at"),
+    {"incident_id": "b_incident", "team": "b_team", "kind": "b_kind", "step": "b_step"},
+)
+_SQLITE_HANDOVER_ACK = _sqlite_update(
+    handover_t, ("acknowledged_by", "acknowledged_at"), {"id": "b_id"}, " AND acknowledged_by IS NULL"
+)
+_SQLITE_REPORT_DELETE = f'DELETE FROM "{report_t.name}" WHERE report_id = :report_id'
+_SQLITE_UNITS_UPSERT = (
+    _sqlite_insert(unit_t.name, ("officer_id", *_UNIT_COLUMNS))
+    + " ON CONFLICT (officer_id) DO UPDATE SET "
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in _UNIT_COLUMNS)
+)
+
+
+def _find_reports_sqlite(conn: sqlite3.Connection, *, report_ids: list[str]) -> dict[str, int]:
+    """The incident holding each of ``report_ids`` that is stored (first reports, then joined ones)."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(report_ids):
+        marks = ", ".join("?" * len(chunk))
+        for table, incident in ((incident_t.name, "id"), (report_t.name, "incident_id")):
+            query = f'SELECT report_id, "{incident}" FROM "{table}" WHERE report_id IN ({marks})'
+            found.update(conn.execute(query, chunk).fetchall())
+    return found
+
+
 # Loading runs once per assignment at start (100,000 deadlines and more): enum lookups by plain dicts
 # keep it out of Enum.__call__.
 _DEADLINE_STATES = {s.value: s for s in DeadlineState}
@@ -962,50 +1173,6 @@ def _handover(row: Any) -> HandoverRecord:
         acknowledged_by=row.acknowledged_by,
         acknowledged_at=row.acknowledged_at,
     )
-
-
-async def _write_township(conn: AsyncConnection, changes: Changes) -> None:
-    """The township's records a batch changed: handovers, their acknowledgements, rosters, rule tables."""
-    if changes.handovers:
-        await conn.execute(
-            sa.insert(handover_t),
-            [
-                {
-                    "id": h.id,
-                    "team": h.team,
-                    "shift_id": h.shift_id,
-                    "at": h.at,
-                    "summary": h.summary,
-                    "incoming_lead": h.incoming_lead,
-                    "acknowledged_by": h.acknowledged_by,
-                    "acknowledged_at": h.acknowledged_at,
-                }
-                for h in changes.handovers
-            ],
-        )
-    for h in changes.handover_acks:
-        # Only the first acknowledgement counts; the hub already answers a second one without a write.
-        await conn.execute(
-            handover_t.update()
-            .where(handover_t.c.id == h.id, handover_t.c.acknowledged_by.is_(None))
-            .values(acknowledged_by=h.acknowledged_by, acknowledged_at=h.acknowledged_at)
-        )
-    if changes.rosters:
-        await conn.execute(
-            sa.insert(roster_t),
-            [
-                {"version": r.version, "body": r.body, "loaded_at": r.loaded_at, "loaded_by": r.loaded_by}
-                for r in changes.rosters
-            ],
-        )
-    if changes.rule_tables:
-        await conn.execute(
-            sa.insert(rule_table_t),
-            [
-                {"id": t.id, "version": t.version, "body": t.body, "put_at": t.put_at, "put_by": t.put_by}
-                for t in changes.rule_tables
-            ],
-        )
 
 
 def _rule_table(row: Any, body: str | None) -> RuleTableRecord:

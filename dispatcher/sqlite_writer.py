@@ -1,0 +1,106 @@
+"""SQLite's writer: one thread of its own with one plain ``sqlite3`` connection, a batch per call.
+
+The async driver (aiosqlite) hands every cursor, ``execute`` and ``close`` to its worker thread and
+back: some 25–30 hops of the event loop per report. Here a batch's whole commit (``BEGIN IMMEDIATE``,
+one ``executemany`` per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
+one hop there and one back whatever its size.
+
+The connection runs in WAL mode with ``synchronous=FULL``: in WAL mode that is the setting under which
+each ``COMMIT`` syncs the log before it returns, so a report answered ``201`` survives a crash of the
+process and of the machine. ``NORMAL`` would save that sync and survive a crash of the process only (the
+last commits can be lost with the machine's power), which is not the promise; ``EXTRA`` adds nothing in
+WAL mode. Throw-away databases (``durable=False``: simulations) take ``synchronous=OFF``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: A statement and the rows it runs for (named parameters), as one ``executemany``.
+Step = tuple[str, Sequence[Mapping[str, Any]]]
+
+
+class SqliteWriter:
+    """The writer's SQLite connection, owned by a thread of its own; :meth:`run` calls a function there.
+
+    Open, run and close from one event loop. The functions run one at a time, in the order called.
+    """
+
+    def __init__(self, path: str, *, durable: bool = True) -> None:
+        self.path = path
+        self.durable = durable
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched on the writer's thread only
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        try:
+            await self.run(lambda _conn: None)  # connects, so that a database it cannot open fails here
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        executor.shutdown(wait=True)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` on the writer's thread; raises what it raised. A connection that failed
+        with an error of the database itself (not of a value) is closed, and the next call opens a new one."""
+        if self._executor is None:
+            raise sqlite3.InterfaceError("the SQLite writer is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn if self._conn is not None else self._connect()
+        try:
+            return work(conn)
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.OperationalError | sqlite3.InterfaceError) or conn.in_transaction:
+                self._disconnect()  # the database failed (not a value), or the transaction could not be ended
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; transact() says BEGIN and COMMIT itself.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()  # an open transaction ends with the connection, rolled back
+
+
+def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
+    """Run ``steps`` (each one ``executemany``) as one transaction: all of them, or, raising, none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement, rows in steps:
+            if rows:
+                conn.executemany(statement, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the caller hears the first error; the writer reconnects
+                conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,124 @@
+"""SQLite's writer thread: a batch in one call, durable settings, and a fresh connection after a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.core.incidents import Report
+from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.sqlite_writer import SqliteWriter, transact
+from dispatcher.store import IncidentFilter, StoreUnavailable
+from rules import RuleBook
+from tests.conftest import HubRig
+
+
+@pytest.fixture
+async def sqlite_rig(tmp_path: Path, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
+    rig = HubRig(f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}", bundled_rules, duplicate_radius_m=0.0)
+    await rig.hub.start()
+    try:
+        yield rig
+    finally:
+        await rig.hub.stop()
+
+
+def _writer(rig: HubRig) -> SqliteWriter:
+    store = rig.hub.store
+    assert isinstance(store, SqlIncidentStore) and store._sqlite is not None
+    return store._sqlite
+
+
+def _report(report_id: str) -> Report:
+    return Report(report_id=report_id, category="traffic.congestion", description="congestion", zone="five-way")
+
+
+async def test_each_batch_is_written_by_one_call_on_the_writer_thread(
+    sqlite_rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = _writer(sqlite_rig)
+    store = sqlite_rig.hub.store
+    threads: list[str] = []
+    calls, commits = 0, 0
+    real_run, real_commit = writer.run, store.commit
+
+    async def run(work: Any) -> Any:
+        nonlocal calls
+        calls += 1
+
+        def traced(conn: sqlite3.Connection) -> Any:
+            threads.append(threading.current_thread().name)
+            return work(conn)
+
+        return await real_run(traced)
+
+    async def commit(changes: Any) -> None:
+        nonlocal commits
+        commits += 1
+        await real_commit(changes)
+
+    monkeypatch.setattr(writer, "run", run)
+    monkeypatch.setattr(store, "commit", commit)
+
+    outcomes = await asyncio.gather(
+        *(sqlite_rig.hub.report(_report(f"r-{n}"), sqlite_rig.clock.now()) for n in range(60))
+    )
+
+    assert all(o.created for o in outcomes)
+    assert 1 <= commits < 60  # reports that queued together were committed together
+    assert calls == commits  # one call on the thread per batch, whatever its size
+    assert set(threads) == {threads[0]} and threads[0].startswith("sqlite-writer")
+    _, count = await sqlite_rig.hub.list_incidents(IncidentFilter(), limit=1, offset=0)
+    assert count == 60
+
+
+async def test_the_writer_connection_syncs_every_commit(sqlite_rig: HubRig) -> None:
+    def settings(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        return (
+            conn.execute("PRAGMA journal_mode").fetchone()[0],
+            conn.execute("PRAGMA synchronous").fetchone()[0],
+            conn.execute("PRAGMA foreign_keys").fetchone()[0],
+        )
+
+    assert await _writer(sqlite_rig).run(settings) == ("wal", 2, 1)  # 2: FULL
+
+
+async def test_a_failed_database_call_gets_a_fresh_connection_and_changes_nothing(tmp_path: Path) -> None:
+    writer = SqliteWriter(str(tmp_path / "w.db"))
+    await writer.open()
+    try:
+        await writer.run(lambda conn: conn.execute("CREATE TABLE t (x INTEGER NOT NULL)"))
+        first = await writer.run(lambda conn: conn)
+
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            transact(conn, [("INSERT INTO t (x) VALUES (:x)", [{"x": 1}]), ("INSERT INTO nowhere VALUES (:x)", [{}])])
+
+        with pytest.raises(sqlite3.OperationalError):
+            await writer.run(half_then_fail)
+        second = await writer.run(lambda conn: conn)
+        assert second is not first
+        assert await writer.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+    finally:
+        await writer.close()
+
+
+async def test_an_unreachable_sqlite_file_is_reported_unavailable(
+    sqlite_rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's own failure (here: the writer connection cannot open) is a 503, not a refused value."""
+    writer = _writer(sqlite_rig)
+    await writer.run(lambda conn: conn.close())  # the thread's connection is gone: it must open a new one
+    monkeypatch.setattr(writer, "path", str(Path(writer.path).parent / "missing" / "nowhere.db"))
+    writer._conn = None
+
+    with pytest.raises(StoreUnavailable, match="nothing was written"):
+        await sqlite_rig.hub.report(_report("lost"), sqlite_rig.clock.now())
+
+    monkeypatch.undo()
+    assert (await sqlite_rig.hub.report(_report("lost"), sqlite_rig.clock.now())).created
