@@ -48,6 +48,7 @@ from gateways.auth import directory_of, ws_subprotocol
 from gateways.context import context_of
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
+from gateways.ws_frames import SendFrame, shared_frames
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
@@ -123,7 +124,10 @@ async def _follow(
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
     progress = _Progress(last=since)
-    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto))
+    # A board that sees every frame as it is gets the frames every board shares (see gateways/ws_frames.py);
+    # a masked one, or the field app's filter, sends its own text.
+    frames = shared_frames(websocket) if out is websocket else None
+    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto, frames))
     dropped = asyncio.create_task(subscription.wait_dropped())
     try:
         watched: set[asyncio.Future[Any]] = {sending, drain, dropped, revoked}
@@ -267,6 +271,7 @@ async def _send(
     subscription: Subscription,
     progress: _Progress,
     upto: int,
+    frames: SendFrame | None = None,
 ) -> None:
     await _send_backlog(websocket, hub, progress, upto)
     while True:
@@ -283,7 +288,8 @@ async def _send(
             return  # dropped for lagging: board_feed closes the connection
         if record.seq <= progress.last:
             continue
-        await websocket.send_text(record.message)
+        if frames is None or not await frames(record.encoded()):
+            await websocket.send_text(record.message)  # (a closing socket raises here, as before)
         progress.last = record.seq
         published = hub.feed.published_at(record.seq)
         if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
