@@ -4,8 +4,9 @@ Every board receives the same text for an event. Through ASGI each ``send_text``
 and (with ``permessage-deflate``, which browsers ask for) compressed again for each connection: at
 500 boards that is 500 times the work of one. :class:`SharedFrameProtocol` is uvicorn's websockets
 protocol with one addition, the ASGI scope extension ``dispatcher.shared_frames``: a coroutine taking
-a text message already encoded as UTF-8 and writing it as one uncompressed text frame, header and
-payload handed to the transport as they are (one ``writelines``, no copy of the payload per board).
+text messages already encoded as UTF-8 and writing each as one uncompressed text frame, headers and
+payloads handed to the transport as they are (one ``writelines`` for them all, no copy of a payload per
+board).
 
 Sending a message uncompressed on a connection that negotiated ``permessage-deflate`` is allowed (RFC
 7692 §6: compression is per message, marked by RSV1); with context takeover the sender's and the
@@ -18,7 +19,7 @@ All of it runs on the event loop.
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -26,8 +27,8 @@ from websockets.protocol import State
 
 EXTENSION = "dispatcher.shared_frames"
 
-#: Writes one UTF-8 text message as a frame; False when the connection no longer takes data frames.
-SendFrame = Callable[[bytes], Awaitable[bool]]
+#: Writes UTF-8 text messages, a frame each; False when the connection no longer takes data frames.
+SendFrames = Callable[[Sequence[bytes]], Awaitable[bool]]
 
 
 def text_frame_header(length: int) -> bytes:
@@ -46,11 +47,11 @@ class SharedFrameProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # a refused handshake has no application and no scope
-            scope["extensions"][EXTENSION] = {"send": self.send_shared_frame}
+            scope["extensions"][EXTENSION] = {"send": self.send_shared_frames}
 
-    async def send_shared_frame(self, payload: bytes) -> bool:
-        """Write ``payload`` (UTF-8 text) as one text frame once the socket takes more; waits while it is
-        paused, like ``send``. False, writing nothing, when the handshake is not done or a close began."""
+    async def send_shared_frames(self, payloads: Sequence[bytes]) -> bool:
+        """Write each of ``payloads`` (UTF-8 text) as a text frame once the socket takes more; waits while it
+        is paused, like ``send``. False, writing nothing, when the handshake is not done or a close began."""
         await self.writable.wait()
         if (
             not self.handshake_complete
@@ -61,13 +62,17 @@ class SharedFrameProtocol(WebSocketsSansIOProtocol):
             or self.transport.is_closing()
         ):
             return False
-        self.transport.writelines((text_frame_header(len(payload)), payload))
+        parts: list[bytes] = []
+        for payload in payloads:
+            parts += (text_frame_header(len(payload)), payload)
+        self.transport.writelines(parts)
         return True
 
 
-def shared_frames(websocket: Any) -> SendFrame | None:
+def shared_frames(websocket: Any) -> SendFrames | None:
     """The connection's frame writer when the server offers one (see :class:`SharedFrameProtocol`)."""
-    extensions = websocket.scope.get("extensions") or {}
+    scope = getattr(websocket, "scope", None)
+    extensions = (scope.get("extensions") if isinstance(scope, dict) else None) or {}
     found = extensions.get(EXTENSION)
     send = found.get("send") if isinstance(found, dict) else None
     return send if callable(send) else None
