@@ -104,11 +104,13 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
 
 
-async def create_incidents(http: httpx.AsyncClient, count: int, rng: random.Random) -> None:
+async def create_incidents(
+    http: httpx.AsyncClient, count: int, rng: random.Random, only: dict[str, str] | None = None
+) -> None:
     bodies = []
     for n in range(count):
         roll = rng.random()
-        body = FIVE_WAY if roll < 0.5 else WAGES if roll < 0.97 else TRIAGE
+        body = only or (FIVE_WAY if roll < 0.5 else WAGES if roll < 0.97 else TRIAGE)
         bodies.append({**body, "report_id": f"bench-{n}"})
     sem = asyncio.Semaphore(16)
 
@@ -304,6 +306,164 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
     }
 
 
+# -- many boards: the fan-out of one report's events (--feeds N) -------------------------------------------------
+
+
+def feeds_process(
+    port: int, authorization: dict[str, str], count: int, seconds: float, ready: Any, stop: Any, out: Any
+) -> None:
+    """``count`` board feeds (websocket clients with permessage-deflate, as Chromium asks) in a process of their
+    own until ``stop`` is set (at most ``seconds``); says so on ``ready`` once every one has its snapshot, then
+    sends back, per board,
+    ``{incident_id: monotonic time its last frame arrived}`` (CLOCK_MONOTONIC is the machine's, not the process's)."""
+    import orjson
+    from _common import run_async
+    from websockets.asyncio.client import connect
+
+    async def one(arrived: dict[int, float], connected: asyncio.Event) -> None:
+        stop_at = time.monotonic() + seconds
+        async with connect(
+            f"ws://127.0.0.1:{port}/ws/board",
+            additional_headers=authorization,
+            open_timeout=120,
+            max_size=64 * 1024 * 1024,
+            proxy=None,
+            ping_interval=None,
+        ) as ws:
+            while time.monotonic() < stop_at and not stop.is_set():
+                try:
+                    async with asyncio.timeout(0.25):
+                        text = await ws.recv()
+                except TimeoutError:
+                    continue
+                now = time.monotonic()
+                message = orjson.loads(text)
+                if message.get("kind") == "event":
+                    incident = (message.get("data") or {}).get("incident_id")
+                    if isinstance(incident, int):
+                        arrived[incident] = now
+                elif not message.get("more", False):
+                    connected.set()
+
+    async def run() -> tuple[list[dict[int, float]], list[str]]:
+        boards: list[dict[int, float]] = [{} for _ in range(count)]
+        connected = [asyncio.Event() for _ in range(count)]
+        tasks = []
+        for board, flag in zip(boards, connected, strict=True):
+            tasks.append(asyncio.ensure_future(one(board, flag)))
+            await asyncio.sleep(0.002)  # not all at once: the handshakes queue in the server's backlog
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(f.wait() for f in connected))
+        ready.send(True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return boards, [repr(r) for r in results if isinstance(r, BaseException)]
+
+    boards, errors = run_async(run())
+    out.send((boards, errors))
+    out.close()
+
+
+async def fanout_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
+    """Reports posted one at a time while ``args.feeds`` board feeds follow: for every (report, board), the time
+    from sending the POST to that board receiving the report's last event frame."""
+    import multiprocessing
+
+    from _common import process_cpu_seconds, sign_in
+
+    workdir = make_tempdir()
+    server = Server(f"sqlite+aiosqlite:///{workdir / 'board.db'}", workdir, log_level="warning")
+    server.start()
+    procs: list[multiprocessing.Process] = []
+    try:
+        await server.wait_ready()
+        await sign_in(server.port)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, headers=auth_headers()) as http:
+            # Enough five-way matters that every officer of the five teams holds ``max_tasks``: from then on a
+            # report's teams all wait, as at the market-day peak the issue measured.
+            await create_incidents(http, args.incidents, random.Random(args.seed + run), only=FIVE_WAY)
+            seconds = 90.0 + args.reports / args.report_rate
+            per_proc = -(-args.feeds // args.feed_procs)
+            readies, outs = [], []
+            stop = multiprocessing.Event()
+            for n in range(args.feed_procs):
+                count = min(per_proc, args.feeds - n * per_proc)
+                if count <= 0:
+                    break
+                ready_r, ready_w = multiprocessing.Pipe(duplex=False)
+                out_r, out_w = multiprocessing.Pipe(duplex=False)
+                proc = multiprocessing.Process(
+                    target=feeds_process,
+                    args=(server.port, auth_headers(), count, seconds, ready_w, stop, out_w),
+                    daemon=True,
+                )
+                proc.start()
+                procs.append(proc)
+                readies.append(ready_r)
+                outs.append(out_r)
+            for ready in readies:
+                if not await asyncio.to_thread(ready.poll, 150):
+                    raise RuntimeError("the board feeds did not all connect in time")
+                ready.recv()
+            await asyncio.sleep(1.0)
+            load_before = os.getloadavg()[0]
+            cpu_before = process_cpu_seconds(server.pid) or 0.0
+            sent: dict[int, float] = {}
+            first = time.monotonic()
+            for n in range(args.reports):
+                delay = first + n / args.report_rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                at = time.monotonic()
+                answer = await http.post("/api/v1/incidents", json={**FIVE_WAY, "report_id": f"fan-{run}-{n}"})
+                answer.raise_for_status()
+                sent[answer.json()["id"]] = at
+            await asyncio.sleep(2.0)
+            cpu = (process_cpu_seconds(server.pid) or 0.0) - cpu_before
+            load_after = os.getloadavg()[0]
+            seq = (await http.get("/readyz")).json()["last_seq"]
+            frames_per_report = await _frames_per_report(http, sorted(sent))
+        stop.set()
+        boards: list[dict[int, float]] = []
+        errors: list[str] = []
+        for out in outs:
+            if await asyncio.to_thread(out.poll, 30):
+                got, errs = out.recv()
+                boards.extend(got)
+                errors.extend(errs)
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+        server.stop()
+    latencies = sorted(
+        (board[incident] - at) * 1000 for board in boards for incident, at in sent.items() if incident in board
+    )
+    missing = sum(1 for board in boards for incident in sent if incident not in board)
+    return {
+        "run": run,
+        "feeds": args.feeds,
+        "reports": len(sent),
+        "event_frames_per_report": frames_per_report,
+        "post_to_last_frame_ms": {q: pct(latencies, n) for q, n in QUANTILES},
+        "deliveries": len(latencies),
+        "missing": missing,
+        "feed_errors": errors[:5],
+        "server_cpu_ms_per_report": round(cpu * 1000 / max(1, len(sent)), 1),
+        "last_seq": seq,
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+    }
+
+
+async def _frames_per_report(http: httpx.AsyncClient, incidents: list[int]) -> float | None:
+    counts = []
+    for incident in incidents[:20]:
+        answer = await http.get(f"/api/v1/incidents/{incident}")
+        if answer.status_code == 200:
+            counts.append(len(answer.json()["timeline"]))
+    return statistics.median(counts) if counts else None
+
+
 def median_of(runs: list[dict[str, Any]], *path: str) -> float | None:
     values = []
     for r in runs:
@@ -325,7 +485,31 @@ def main() -> None:
     parser.add_argument("--chromium", default=CHROMIUM)
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     parser.add_argument("--trace", type=Path, help="write a Chrome trace of the first run's drive here")
+    fan = parser.add_argument_group("many boards (no browser): --feeds N")
+    fan.add_argument("--feeds", type=int, default=0, help="board feeds following the reports (0: the browser run)")
+    fan.add_argument("--feed-procs", type=int, default=4, help="client processes sharing the feeds")
+    fan.add_argument("--reports", type=int, default=40, help="reports posted while the feeds follow")
+    fan.add_argument("--report-rate", type=float, default=2.0, help="reports per second, one at a time")
     args = parser.parse_args()
+    if args.feeds:
+        if not (1 <= args.feeds <= 2000 and 1 <= args.feed_procs <= 16 and 1 <= args.reports <= 1000):
+            parser.error("feeds 1-2000, feed-procs 1-16, reports 1-1000")
+        if args.incidents == parser.get_default("incidents"):
+            args.incidents = 100  # enough that every officer of the five teams is busy
+        fan_runs = []
+        for run in range(1, args.runs + 1):
+            result = asyncio.run(fanout_run(args, run))
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+            fan_runs.append(result)
+        summary = {q: median_of(fan_runs, "post_to_last_frame_ms", q) for q in ("p50", "p95", "p99", "max")} | {
+            "server_cpu_ms_per_report": median_of(fan_runs, "server_cpu_ms_per_report")
+        }
+        print(json.dumps({"medians": summary, "machine": machine_info()}, ensure_ascii=False, indent=1))
+        if args.json:
+            args.json.write_text(
+                json.dumps({"runs": fan_runs, "medians": summary, "machine": machine_info()}, indent=1)
+            )
+        return
     if not (1 <= args.runs <= 10 and 1 <= args.incidents <= 5000 and 0 < args.rate <= 500 and 0 < args.seconds <= 300):
         parser.error("runs 1-10, incidents 1-5000, rate up to 500/s, seconds up to 300")
     runs = []

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def feed_message(seq: int, type_name: str, payload: str) -> str:
@@ -26,11 +26,31 @@ class FeedRecord:
     """One committed event as the board receives it: ``message`` is the serialised JSON text.
 
     ``incident_id`` is ``None`` for a fact of the township's log (a handover, a roster, a rule table).
+    The text is encoded once, by the first reader of :meth:`encoded`, and every other reader (every
+    board, the outbox) shares those bytes.
     """
 
     seq: int
     incident_id: int | None
     message: str
+    _encoded: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded(self) -> bytes:
+        """``message`` as UTF-8, encoded on the first call only."""
+        data = self._encoded
+        if data is None:
+            data = self.message.encode()
+            object.__setattr__(self, "_encoded", data)  # a cache, not a change: equality ignores it
+        return data
+
+    def type_name(self) -> str:
+        """The event's type, read from the text (see :func:`feed_message`), not by parsing it."""
+        start = self.message.index(',"type":"') + 9
+        return self.message[start : self.message.index('"', start)]
+
+    def payload(self) -> str:
+        """The event's stored JSON payload as spliced into the text (see :func:`feed_message`)."""
+        return self.message[self.message.index(',"data":') + 8 : -1]
 
 
 class _Overflow:

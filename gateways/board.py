@@ -48,6 +48,7 @@ from gateways.auth import directory_of, ws_subprotocol
 from gateways.context import context_of
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
+from gateways.ws_frames import SendFrames, shared_frames
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
@@ -56,6 +57,7 @@ HEARTBEAT_S = 15.0
 _BACKLOG_PAGE = 1000
 _ENCODE_SLICE = 25  # incidents encoded between two turns of the other work
 _BACKLOG_YIELD = 200  # backlog frames sent between two turns of the other work
+_LIVE_BATCH = 256  # live frames written to a board in one go at most
 #: Open incidents per snapshot frame (``DISPATCHER_BOARD_SNAPSHOT_PAGE``).
 SNAPSHOT_PAGE = 200
 
@@ -123,7 +125,10 @@ async def _follow(
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
     progress = _Progress(last=since)
-    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto))
+    # A board that sees every frame as it is gets the frames every board shares (see gateways/ws_frames.py);
+    # a masked one, or the field app's filter, sends its own text.
+    frames = shared_frames(websocket) if out is websocket else None
+    sending = asyncio.create_task(_send(out, hub, subscription, progress, upto, frames))
     dropped = asyncio.create_task(subscription.wait_dropped())
     try:
         watched: set[asyncio.Future[Any]] = {sending, drain, dropped, revoked}
@@ -267,27 +272,43 @@ async def _send(
     subscription: Subscription,
     progress: _Progress,
     upto: int,
+    frames: SendFrames | None = None,
 ) -> None:
     await _send_backlog(websocket, hub, progress, upto)
     while True:
-        # A busy feed is read without a timer; only a quiet one waits with a timeout (a task per wait).
+        # A busy feed is read without a timer; only a quiet one waits with a timeout.
         record = subscription.get_nowait()
         if record is None:
             try:
-                record = await asyncio.wait_for(subscription.get(), HEARTBEAT_S)
+                async with asyncio.timeout(HEARTBEAT_S):
+                    record = await subscription.get()
             except TimeoutError:
                 # A quiet feed still says it is alive, so a board notices a silently dead link.
                 await websocket.send_text(f'{{"kind":"heartbeat","seq":{progress.last}}}')
                 continue
-        if not isinstance(record, FeedRecord):
-            return  # dropped for lagging: board_feed closes the connection
-        if record.seq <= progress.last:
+        # Everything already queued goes out together: one wake-up and one socket write per commit, not per event.
+        batch: list[FeedRecord] = []
+        last = progress.last
+        while isinstance(record, FeedRecord):
+            if record.seq > last:
+                batch.append(record)
+                last = record.seq
+            if len(batch) >= _LIVE_BATCH:
+                break
+            record = subscription.get_nowait()
+        if record is not None and not isinstance(record, FeedRecord):
+            return  # dropped for lagging: board_feed closes the connection (resuming after progress.last)
+        if not batch:
             continue
-        await websocket.send_text(record.message)
-        progress.last = record.seq
-        published = hub.feed.published_at(record.seq)
-        if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
-            hub.stats.board_latency.observe(time.monotonic() - published)
+        if frames is None or not await frames([r.encoded() for r in batch]):
+            for r in batch:
+                await websocket.send_text(r.message)  # (a closing socket raises here, as before)
+        progress.last = last
+        now = time.monotonic()
+        for r in batch:
+            published = hub.feed.published_at(r.seq)
+            if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
+                hub.stats.board_latency.observe(now - published)
 
 
 async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upto: int) -> None:

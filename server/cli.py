@@ -114,8 +114,11 @@ def serve(
         logging.getLogger("server").info(where)  # a log pipeline reads only JSON lines
     else:
         typer.echo(where)
+    from gateways.ws_frames import SharedFrameProtocol
+
     uvicorn.run(
         application,
+        ws=SharedFrameProtocol,  # the board's frames are built once for every board
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

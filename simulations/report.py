@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from dispatcher.briefing import Briefing, composite
+from dispatcher.core.events import waiting_teams
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus, Role
 from simulations.runner import RunResult
@@ -178,7 +179,9 @@ def summarise(result: RunResult) -> dict[str, Any]:
     by_officer = officer_figures(result)
     if by_officer:
         out["by_officer"] = by_officer
-        out["waited_for_an_officer"] = sum(1 for e in result.events if e.type == "AssignmentWaiting")
+        out["waited_for_an_officer"] = sum(
+            len(waiting_teams(e.payload)) for e in result.events if e.type == "AssignmentWaiting"
+        )
     if result.briefing:
         out["briefing"] = {by.value: briefing_rows(b) for by, b in result.briefing.items()}
     for team, group in sorted(groups["team"].items()):

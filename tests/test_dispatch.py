@@ -150,7 +150,7 @@ async def test_with_nobody_free_the_assignment_waits_and_the_module_lead_is_aler
         {
             "incident_id": incident.id,
             "at": START.isoformat(),
-            "team": "market-supervision",
+            "teams": ["market-supervision"],
             "alerted_name": "执法模块牵头人",
             "alerted_title": "副镇长",
         }
@@ -168,6 +168,26 @@ async def test_with_nobody_free_the_assignment_waits_and_the_module_lead_is_aler
     assert [(d["officer"], d["reason"]) for d in assigned] == [("ms-03", "available")]
     stored = await crew.restart()
     assert stored.units["ms-03"].lat == 28.849 and stored.units["ms-03"].tasks == 1
+
+
+async def test_when_every_team_waits_one_event_names_them_all(crew: HubRig) -> None:
+    hub = crew.hub
+    for officer in sorted(hub.roster.officers):
+        await hub.report_unit(officer, START, status=UnitStatus.OFF_DUTY)
+    incident = (await hub.report(jam("r1"), START)).incident
+
+    assert all(a.waiting and a.officer is None for a in incident.assignments)
+    assert [t for t, _ in await types_of(crew, incident.id)] == [
+        "IncidentReported",
+        "UnitsDispatched",
+        "AssignmentWaiting",
+    ]
+    waiting = [d for t, d in await types_of(crew, incident.id) if t == "AssignmentWaiting"]
+    assert [d["teams"] for d in waiting] == [FIVE_WAY_TEAMS]
+    assert sorted(team for _, team in hub.waiting()) == sorted(FIVE_WAY_TEAMS)
+    restarted = await crew.restart()
+    assert all(a.waiting for a in (await restarted.get(incident.id)).assignments)
+    assert sorted(team for _, team in restarted.waiting()) == sorted(FIVE_WAY_TEAMS)
 
 
 async def test_a_report_close_by_joins_the_open_incident_instead_of_dispatching_again(crew: HubRig) -> None:

@@ -10,6 +10,7 @@ import orjson
 from dispatcher.core import events
 from dispatcher.core.events import (
     EVENT_TYPES,
+    AssignmentWaiting,
     DeadlineKind,
     DeadlineMissed,
     DispatchedUnit,
@@ -20,6 +21,7 @@ from dispatcher.core.events import (
     decode,
     encode,
     to_json,
+    waiting_teams,
 )
 from dispatcher.core.lifecycle import AssignmentState, IncidentStatus, Role
 
@@ -87,6 +89,18 @@ def test_events_stored_before_a_field_was_added_still_decode() -> None:
         },
     )
     assert isinstance(unit, UnitsDispatched) and unit.units[0].officer is None
+
+
+def test_a_waiting_event_logged_per_team_decodes_as_one_naming_its_team() -> None:
+    # The shape stored before a report's waiting teams shared one event: one ``team`` each.
+    old = {"incident_id": 7, "at": AT.isoformat(), "team": "court", "alerted_name": "王", "alerted_title": "副镇长"}
+    assert decode("AssignmentWaiting", old) == AssignmentWaiting(
+        incident_id=7, at=AT, teams=("court",), alerted_name="王", alerted_title="副镇长"
+    )
+    new = AssignmentWaiting(incident_id=7, at=AT, teams=("court", "police"), alerted_name="王", alerted_title="副镇长")
+    assert roundtrip(new) == new
+    assert waiting_teams(orjson.dumps(old)) == ("court",)
+    assert waiting_teams(to_json(new)) == ("court", "police")
 
 
 def test_to_json_writes_what_encode_gives() -> None:

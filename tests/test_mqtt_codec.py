@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dispatcher.core.events import AssignmentWaiting, to_json
 from dispatcher.core.lifecycle import UnitAction
+from dispatcher.feed import FeedRecord, feed_message
 from gateways.mqtt.codec import (
     UNEXPECTED,
     AssignmentAck,
@@ -297,3 +299,25 @@ def test_closing_the_loop_reaches_the_teams_concerned() -> None:
     assert orjson.loads(notices[1].payload)["rework"] == 1
     parked = {"incident_id": 9, "at": "t", "request_id": 2, "review_at": "t", "teams": ["court", "../x"]}
     assert [n.topic for n in writer.notices(43, "IncidentParked", parked)] == [T.board_events, T.team_dispatch("court")]
+
+
+def test_board_events_carries_the_stored_payload_as_written_and_the_same_json_as_from_data() -> None:
+    at = datetime(2026, 6, 12, tzinfo=UTC)
+    waiting = AssignmentWaiting(
+        incident_id=7, at=at, teams=("court", "police"), alerted_name="王", alerted_title="副镇长"
+    )
+    payload = to_json(waiting)
+    record = FeedRecord(12, 7, feed_message(12, "AssignmentWaiting", payload))
+    assert (record.type_name(), record.payload(), record.encoded()) == (
+        "AssignmentWaiting",
+        payload,
+        record.message.encode(),
+    )
+    data = orjson.loads(payload)
+    spliced = NoticeWriter(T).notices(12, "AssignmentWaiting", data, payload)
+    rebuilt = NoticeWriter(T).notices(12, "AssignmentWaiting", data)
+    assert spliced[0].payload == b'{"seq":12,"type":"AssignmentWaiting","data":' + payload.encode() + b"}"
+    assert [(n.topic, orjson.loads(n.payload)) for n in spliced] == [
+        (n.topic, orjson.loads(n.payload)) for n in rebuilt
+    ]
+    assert [n.topic for n in spliced] == [T.board_events]  # nobody of those teams can go: their consoles hear nothing

@@ -11,6 +11,7 @@ store and the gateways never invent their own shapes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
@@ -172,9 +173,14 @@ class OfficerAssigned(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssignmentWaiting(Event):
-    """Nobody of the team can go now: the assignment waits in the queue and the module lead is alerted."""
+    """Nobody of ``teams`` can go now: their assignments wait in the queue and the module lead is alerted.
 
-    team: str
+    One fact for every team of a step that waits (a report whose five teams all wait makes one, not
+    five). Logs written before it named one ``team`` per event; :func:`decode` reads those as
+    ``teams=(team,)`` (the stored payload is never rewritten, so readers of raw payloads see both shapes).
+    """
+
+    teams: tuple[str, ...]
     alerted_name: str
     alerted_title: str
 
@@ -313,9 +319,31 @@ def _plain(value: Any) -> Any:
 
 
 def decode(type_name: str, data: dict[str, Any]) -> Event:
-    """The inverse of :func:`encode`; raises ``KeyError`` for an unknown type name."""
+    """The inverse of :func:`encode`, and of every earlier shape a stored log may hold; raises ``KeyError``
+    for an unknown type name."""
+    upgrade = _EARLIER_SHAPES.get(type_name)
+    if upgrade is not None:
+        data = upgrade(data)
     event: Event = _build(EVENT_TYPES[type_name], data)
     return event
+
+
+def _one_team_waiting(data: dict[str, Any]) -> dict[str, Any]:
+    if "teams" in data or "team" not in data:
+        return data
+    upgraded = {k: v for k, v in data.items() if k != "team"}
+    upgraded["teams"] = [data["team"]]
+    return upgraded
+
+
+def waiting_teams(payload: str | bytes) -> tuple[str, ...]:
+    """The teams a stored ``AssignmentWaiting`` payload names, in either shape."""
+    data = _one_team_waiting(orjson.loads(payload))
+    return tuple(data.get("teams") or ())
+
+
+#: Payload shapes of a type that earlier versions stored, read into today's class (the log is never rewritten).
+_EARLIER_SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"AssignmentWaiting": _one_team_waiting}
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

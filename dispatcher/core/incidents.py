@@ -535,7 +535,9 @@ def open_incident(
                 incident_id=incident_id, at=at, units=tuple(_unit(a) for a in assignments), incident_status=status
             )
         )
-        events.extend(_waiting(incident, a, at) for a in assignments if a.waiting)
+        waiting = tuple(a.team for a in assignments if a.waiting)
+        if waiting:  # one fact for every team that waits, not one per team
+            events.append(_waiting(incident, waiting, at))
     return incident, events
 
 
@@ -550,14 +552,14 @@ def _unit(assignment: Assignment) -> DispatchedUnit:
     )
 
 
-def _waiting(incident: Incident, assignment: Assignment, at: datetime) -> AssignmentWaiting:
+def _waiting(incident: Incident, teams: tuple[str, ...], at: datetime) -> AssignmentWaiting:
     lead = next((t for t in incident.escalation if t.level == "module_lead"), None) or (
         incident.escalation[0] if incident.escalation else None
     )
     return AssignmentWaiting(
         incident_id=incident.id,
         at=at,
-        team=assignment.team,
+        teams=teams,
         alerted_name=lead.name if lead else "",
         alerted_title=lead.title if lead else "",
     )
@@ -956,7 +958,7 @@ def add_team(
         UnitsDispatched(incident_id=incident.id, at=at, units=(_unit(fresh),), incident_status=status, actor=actor)
     ]
     if fresh.waiting:
-        events.append(_waiting(updated, fresh, at))
+        events.append(_waiting(updated, (fresh.team,), at))
     return updated, events
 
 

@@ -261,9 +261,17 @@ class NoticeWriter:
         self._summaries: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._remember = remember
 
-    def notices(self, seq: int, type_name: str, data: Mapping[str, Any]) -> list[Notice]:
-        """Every message for one event: ``board/events``, then the team and officer notices."""
-        out = [Notice(self.topics.board_events, orjson.dumps({"seq": seq, "type": type_name, "data": data}))]
+    def notices(self, seq: int, type_name: str, data: Mapping[str, Any], payload: str | None = None) -> list[Notice]:
+        """Every message for one event: ``board/events``, then the team and officer notices.
+
+        ``payload``: the event's stored JSON text (``data`` as written); ``board/events`` then carries it as it
+        is, spliced in, instead of encoding ``data`` again.
+        """
+        if payload is None:
+            board = orjson.dumps({"seq": seq, "type": type_name, "data": data})
+        else:
+            board = f'{{"seq":{seq},"type":"{type_name}","data":{payload}}}'.encode()
+        out = [Notice(self.topics.board_events, board)]
         incident_id = data.get("incident_id")
         if type_name == "IncidentReported" and isinstance(incident_id, int):
             self._summaries[incident_id] = {k: data.get(k) for k in _SUMMARY_KEYS}

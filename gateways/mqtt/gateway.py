@@ -487,13 +487,15 @@ class MqttGateway:
                 return
             await self._publish_events(batch, (_from_log(e) for e in page))
 
-    async def _publish_events(self, batch: BatchPublisher, events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+    async def _publish_events(
+        self, batch: BatchPublisher, events: Iterable[tuple[int, str, dict[str, Any], str | None]]
+    ) -> None:
         """Publish the notices of ``events`` (in seq order), then move the cursor past them."""
         window = self.config.publish_window
         notices: list[Notice] = []
         last = self._published_seq
-        for seq, type_name, data in events:
-            notices.extend(self._notices.notices(seq, type_name, data))
+        for seq, type_name, data, payload in events:
+            notices.extend(self._notices.notices(seq, type_name, data, payload))
             last = seq
             if len(notices) >= window:
                 await batch.publish(notices)
@@ -523,13 +525,14 @@ class MqttGateway:
             self._saved_seq = seq
 
 
-def _from_feed(record: FeedRecord) -> tuple[int, str, dict[str, Any]]:
-    message = orjson.loads(record.message)
-    return record.seq, message["type"], message["data"]
+def _from_feed(record: FeedRecord) -> tuple[int, str, dict[str, Any], str | None]:
+    """The event of a feed record, with its stored payload text: ``board/events`` shares it, not re-encoded."""
+    payload = record.payload()
+    return record.seq, record.type_name(), orjson.loads(payload), payload
 
 
-def _from_log(event: StoredEvent) -> tuple[int, str, dict[str, Any]]:
-    return event.seq, event.type, orjson.loads(event.payload)
+def _from_log(event: StoredEvent) -> tuple[int, str, dict[str, Any], str | None]:
+    return event.seq, event.type, orjson.loads(event.payload), event.payload
 
 
 def _unsupported_protocol(exc: aiomqtt.MqttCodeError) -> bool:

@@ -472,6 +472,11 @@
     return inc.assignments.find((a) => a.team === team) || null;
   }
 
+  /** The teams an ``AssignmentWaiting`` names: ``teams``, or the one ``team`` of an event logged before. */
+  function waitingTeams(d) {
+    return Array.isArray(d.teams) ? d.teams : d.team ? [d.team] : [];
+  }
+
   /** Fold one event into the open alarms, with the server's rules (dispatcher/alarms.py). */
   function foldAlarm(type, d, seq, live) {
     const id = d.incident_id;
@@ -591,9 +596,10 @@
         incidents.delete(id);
         return true;
       case 'AssignmentWaiting': {
-        const a = inc && findAssignment(inc, d.team);
-        if (!a) return false;
-        a.waiting = true;
+        // One event for every team that waits (``teams``); logs written before named one ``team`` per event.
+        const found = inc ? waitingTeams(d).map((team) => findAssignment(inc, team)).filter(Boolean) : [];
+        if (!found.length) return false;
+        for (const a of found) a.waiting = true;
         unitsDirty = true;
         break;
       }
@@ -1866,7 +1872,10 @@
       case 'OfficerAssigned':
         return `${teamName(d.team)} → ${officerName(d.officer)} (${t(`why.${d.reason}`)})`;
       case 'AssignmentWaiting':
-        return t('alarm.waiting', { team: teamName(d.team), name: `${d.alerted_title || ''} ${d.alerted_name || ''}`.trim() });
+        return t('alarm.waiting', {
+          team: waitingTeams(d).map(teamName).join(', '),
+          name: `${d.alerted_title || ''} ${d.alerted_name || ''}`.trim(),
+        });
       case 'AssignmentReturned':
         return `${teamName(d.team)}: ${d.reason || ''}`;
       case 'AssignmentReassigned':
