@@ -26,10 +26,12 @@ from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.media import LocalMediaStore
+from dispatcher.ownership import HostsAll, Ownership
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.tail_feed import TailFeeds
 from dispatcher.webhooks import Backoff, SqlWebhooks
 from gateways import (
     api,
@@ -136,7 +138,7 @@ def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | 
     """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``."""
     rules = load_rules(settings.rules_path)
     return Hub(
-        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size),
+        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id),
         rules=rules,
         clock=clock or SystemClock(),
         alarm=alarm or ApschedulerAlarm(),
@@ -261,13 +263,29 @@ def delivery_settings(settings: Settings) -> webhooks.DeliverySettings:
     )
 
 
-def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    hub: Hub | None = None,
+    hubs: Sequence[Hub] | None = None,
+    ownership: Ownership | None = None,
+) -> FastAPI:
     """The dispatcher's ASGI application; the hubs start and stop with the app's lifespan.
 
     One hub per township served (``hubs``, or ``hub`` for one, or built from ``settings``); accounts,
-    tokens and the audit trail live in ``settings.database_url`` (:class:`SqlDirectory`).
+    tokens and the audit trail live in ``settings.database_url`` (:class:`SqlDirectory`). ``ownership``
+    says which of them this process hosts (default: all, :class:`HostsAll`); boards of the others follow
+    their log (:class:`TailFeeds`).
     """
     townships = Townships(build_townships(settings, [hub] if hub is not None else hubs))
+    ownership = ownership or HostsAll()
+    tail_feeds = TailFeeds(
+        ownership,
+        {t.id: t.hub.store for t in townships.values() if isinstance(t.hub.store, SqlIncidentStore)},
+        {t.id: t.hub.feed for t in townships.values()},
+        queue_size=settings.board_queue_size,
+        ring_size=settings.feed_ring_size,
+    )
     the_hub = townships.first.hub
     directory = SqlDirectory(
         settings.database_url,
@@ -317,6 +335,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
             await stack.enter_async_context(deliverer.running())
+            tail_feeds.start()
+            stack.push_async_callback(tail_feeds.stop)
             yield
         await field.close()
         await directory.close()
@@ -347,6 +367,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
         media=LocalMediaStore(settings.media_path()),
         field=field,
+        ownership=ownership,
+        tail_feeds=tail_feeds,
     )
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
