@@ -161,24 +161,42 @@ def webhook_settings(settings: Settings) -> WebhookSettings | None:
     )
 
 
-def build_mqtt(settings: Settings, hub: Hub, officers: LastKnownStatus) -> MqttGateway | None:
-    """The MQTT gateway when ``settings.mqtt_url`` is set, else None (HTTP only)."""
+def build_mqtt(
+    settings: Settings, hubs: Sequence[Hub], officers: LastKnownStatus, ownership: Ownership | None = None
+) -> list[MqttGateway]:
+    """One MQTT gateway per township served when ``settings.mqtt_url`` is set, else none (HTTP only).
+
+    Each township has its own topics (``township/<id>/``; ``DISPATCHER_MQTT_PREFIX`` serves one township only),
+    broker session and outbox cursor: with several townships the client id and the cursor are named
+    ``<client id>-<township>``.
+    """
     if not settings.mqtt_url:
-        return None
+        return []
     from dispatcher.outbox import SqlOutboxCursor
 
-    config = GatewayConfig(
-        url=settings.mqtt_url,
-        topics=Topics(settings.mqtt_prefix or default_prefix(hub.rules.township_id)),
-        client_id=settings.mqtt_client_id,
-        max_payload_bytes=settings.mqtt_max_payload_bytes,
-    )
-    return MqttGateway(
-        hub,
-        config,
-        cursor=SqlOutboxCursor(settings.database_url, settings.mqtt_client_id),
-        on_officer_status=RosterStatus(hub, officers).record,
-    )
+    if settings.mqtt_prefix and len(hubs) > 1:
+        raise ValueError("DISPATCHER_MQTT_PREFIX serves one township: unset it to serve each under township/<id>/")
+    gateways = []
+    for hub in hubs:
+        township = hub.rules.township_id
+        client_id = settings.mqtt_client_id if len(hubs) == 1 else f"{settings.mqtt_client_id}-{township}"
+        config = GatewayConfig(
+            url=settings.mqtt_url,
+            topics=Topics(settings.mqtt_prefix or default_prefix(township)),
+            client_id=client_id,
+            max_payload_bytes=settings.mqtt_max_payload_bytes,
+            shared_group=settings.mqtt_shared_group,
+        )
+        gateways.append(
+            MqttGateway(
+                hub,
+                config,
+                cursor=SqlOutboxCursor(settings.database_url, client_id),
+                on_officer_status=RosterStatus(hub, officers).record,
+                ownership=ownership,
+            )
+        )
+    return gateways
 
 
 def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> list[Township]:
@@ -298,7 +316,8 @@ def create_app(
     )
     officers = LastKnownStatus()
     field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
-    mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
+    gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
+    mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
     deliverer = webhooks.Deliverer(
         SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
@@ -323,10 +342,10 @@ def create_app(
         async with AsyncExitStack() as stack:
             for township in townships.values():
                 await _start_township(stack, township, settings)
-            if mqtt is not None:
-                await mqtt.start()
-                stack.push_async_callback(mqtt.stop)
-            else:
+            for gateway in gateways:
+                await gateway.start()
+                stack.push_async_callback(gateway.stop)
+            if not gateways:
                 log.info("MQTT gateway off (no --mqtt-url / DISPATCHER_MQTT_URL): HTTP only")
             if freezer is not None:
                 freezer.start()
@@ -422,7 +441,7 @@ def create_app(
             "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
-            "mqtt": mqtt.state if mqtt is not None else "off",
+            "mqtt": ("connected" if all(g.state == "connected" for g in gateways) else "down") if gateways else "off",
             "townships": sorted(townships),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
