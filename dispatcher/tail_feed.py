@@ -356,7 +356,8 @@ class TailFeeds:
     async def _start_tail(self, township: str) -> TailFeed:
         reader = self._readers[township]
         key = _database_of(reader.url)
-        if key not in self._listeners:
+        # LISTEN/NOTIFY is PostgreSQL's; elsewhere (a SQLite file has one process anyway) the periodic read alone.
+        if key not in self._listeners and make_url(reader.url).get_backend_name() == "postgresql":
             listener = PgListener(reader.url, self._notified, self._townships_of(key), keepalive_s=self._keepalive_s)
             listener.start()
             self._listeners[key] = listener

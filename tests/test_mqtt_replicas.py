@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from pydantic import ValidationError
 
 from dispatcher.alarm import ManualAlarm
 from dispatcher.feed import EventFeed, FeedRecord
@@ -132,3 +134,15 @@ async def test_every_township_served_takes_its_own_reports(broker: Broker, rig: 
         for gateway in gateways:
             await gateway.stop()
         await quick.stop()
+
+
+@pytest.mark.parametrize("group", ["a/b", "a+", "#", "$share", "two words", ""])
+def test_a_shared_group_name_that_would_change_the_topic_filter_is_refused(group: str) -> None:
+    with pytest.raises(ValidationError, match="mqtt_shared_group"):
+        Settings(mqtt_shared_group=group)
+
+
+def test_a_topic_prefix_is_refused_when_several_townships_are_served(rig: HubRig) -> None:
+    settings = Settings(database_url=rig.url, mqtt_url="mqtt://127.0.0.1:1883", mqtt_prefix="county/")
+    with pytest.raises(ValueError, match="DISPATCHER_MQTT_PREFIX serves one township"):
+        build_mqtt(settings, [rig.hub, rig.hub], LastKnownStatus())
