@@ -104,6 +104,42 @@ async def test_two_replicas_in_a_shared_group_take_each_report_once_carrying_it_
             await gateway.stop()
 
 
+async def test_a_replica_down_keeps_its_share_in_its_broker_session_and_takes_it_when_it_returns(
+    broker: Broker, rig: HubRig
+) -> None:
+    """Mosquitto (2.0) goes on handing a shared group's messages round-robin to a member whose persistent session
+    is kept while it is offline: they wait there (none is lost), and the member takes them when it returns."""
+    prefix, group = unique("county") + "/", unique("dispatchers")
+    returning_id = unique("replica-b")
+
+    async def carry(township: str, command: Any) -> Any:
+        return await rig.hub.report(command.report, rig.clock.now())
+
+    owner = _gateway(rig.hub, broker.url, prefix, unique("replica-a"), group)
+    other = _gateway(rig.hub, broker.url, prefix, returning_id, group, SettableOwnership(set(), carry))
+    returned = _gateway(rig.hub, broker.url, prefix, returning_id, group, SettableOwnership(set(), carry))
+    for gateway in (owner, other):
+        await gateway.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(owner.subscribed.wait(), other.subscribed.wait()), timeout=20)
+        await other.stop()  # its session stays with the broker (7 days)
+        reported = asyncio.create_task(_reported(rig.hub.feed, 20))
+        await asyncio.sleep(0)  # it subscribes before the first report can arrive
+        async with client(broker.url) as device:
+            for n in range(20):
+                await device.publish(f"{prefix}reports", _report(n), qos=1)
+        await returned.start()  # the same client id: the replica restarted
+        await reported
+        for gateway in (owner, returned):
+            await gateway.stop()
+        assert owner.counters["reports"] + returned.counters["carried"] == 20
+        assert returned.counters["carried"] > 0  # its share had waited for it
+        assert {await rig.hub.find_report(f"r-{n}") for n in range(20)} == set(range(1, 21))
+    finally:
+        for gateway in (owner, other, returned):
+            await gateway.stop()
+
+
 async def test_every_township_served_takes_its_own_reports(broker: Broker, rig: HubRig, tmp_path: Path) -> None:
     quick_rules = compile_table(load_table(QUICK_TABLE))
     quick = Hub(
