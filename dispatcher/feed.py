@@ -72,12 +72,14 @@ class Subscription:
             self._queue.put_nowait(record)
             return True
         except asyncio.QueueFull:
-            # Too far behind: forget what it has not read and tell it to resume later.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(OVERFLOW)
-            self._dropped.set()
+            self._drop()  # too far behind: forget what it has not read and tell it to resume later
             return False
+
+    def _drop(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(OVERFLOW)
+        self._dropped.set()
 
     @property
     def dropped(self) -> bool:
@@ -136,6 +138,17 @@ class EventFeed:
                 if not subscription._offer(record):
                     self._subscribers.discard(subscription)
                     break
+
+    def drop_all(self) -> int:
+        """Drop every subscriber as if it lagged (it resumes from the last seq it saw); returns how many.
+
+        For a township whose hub stops publishing here (hosted elsewhere now): its boards resume from the log.
+        """
+        dropped = list(self._subscribers)
+        self._subscribers.clear()
+        for subscription in dropped:
+            subscription._drop()
+        return len(dropped)
 
     def published_at(self, seq: int) -> float | None:
         """The monotonic time event ``seq`` was published, while it is among the recent ones."""

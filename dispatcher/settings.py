@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default="dispatcher", min_length=1, max_length=128, description="fixed: the broker keeps its session"
     )
     mqtt_max_payload_bytes: int = Field(default=64 * 1024, ge=1, description="larger payloads go to deadletter")
+    mqtt_shared_group: str | None = Field(
+        default=None,
+        pattern=r"^[^/+#$\s]{1,64}$",
+        description="replicas subscribe as members of this MQTT 5 shared subscription group ($share/<group>/...):"
+        " each device message is taken by one replica; unset: plain subscriptions",
+    )
     # -- accounts, tokens, limits, townships (docs/security.md) --
     admin_password: SecretStr | None = Field(
         default=None,

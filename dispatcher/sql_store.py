@@ -102,6 +102,8 @@ report_key_t = SQLModel.metadata.tables[ReportKeyRow.__tablename__]
 _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 _OPEN_PAGE = 2000  # open incidents read per query at start
+#: The PostgreSQL NOTIFY channel of committed events; a payload is ``{"township": ..., "seq": <last seq>}``.
+EVENTS_CHANNEL = "dispatcher_events"
 
 
 def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
@@ -165,9 +167,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class SqlIncidentStore:
     """The store on SQLAlchemy Core over the SQLModel tables. All methods run on the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True, township: str | None = None) -> None:
         self.url = url
         self._engine = build_engine(url, pool_size=pool_size, durable=durable)
+        # On PostgreSQL each commit that logs events also sends a NOTIFY naming the township and its last seq
+        # (delivered by the database at COMMIT, never for a rolled-back batch): the wake-up of the boards that
+        # replicas not hosting the township serve (dispatcher/tail_feed.py).
+        self._notice = (
+            sa.select(sa.func.pg_notify(EVENTS_CHANNEL, sa.bindparam("notice")))
+            if township is not None and self._engine.dialect.name == "postgresql"
+            else None
+        )
+        self._township = township
         self._writer: AsyncConnection | None = None  # PostgreSQL's (and an in-memory SQLite database's)
         self._sqlite: SqliteWriter | None = None  # a SQLite file's writer: its own thread and connection
         database = self._engine.url.database or ""
@@ -285,35 +296,28 @@ class SqlIncidentStore:
         :class:`_Hydrator`), so the incidents loaded at a restart take about the memory they took
         when they were built live.
         """
-        page = page or _OPEN_PAGE
-        hydrator = _Hydrator()
-        found: list[Incident] = []
-        after = 0
-        open_ = incident_t.c.status.not_in(_FINAL)
         async with self._engine.connect() as conn:
-            while True:
-                query = _select(conn, incident_t, _INCIDENT_COLUMNS).where(open_, incident_t.c.id > after)
-                rows = (await conn.execute(query.order_by(incident_t.c.id).limit(page))).all()
-                if not rows:
-                    return found
-                last = rows[-1][0]
-                in_page = sa.and_(open_, incident_t.c.id > after, incident_t.c.id <= last)
-                found.extend(await hydrator.build(conn, rows, in_page))
-                if len(rows) < page:
-                    return found
-                after = last
+            return await _load_open(conn, page or _OPEN_PAGE)
+
+    async def open_state(self, types: Collection[str]) -> tuple[int, list[Incident], list[StoredEvent]]:
+        """At one instant: the last seq, every open incident, and their events of ``types`` (in seq order).
+
+        One ``REPEATABLE READ`` transaction on PostgreSQL, so the three agree while a writer elsewhere
+        commits (a replica serving a board for a township hosted on another replica reads it so).
+        Reads only; the store need not be open.
+        """
+        async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            last_seq = int((await conn.execute(sa.select(sa.func.max(event_t.c.seq)))).scalar() or 0)
+            incidents = await _load_open(conn, _OPEN_PAGE)
+            events = await _events_of_incidents(conn, [i.id for i in incidents], types)
+            await conn.rollback()
+        return last_seq, incidents, events
 
     async def events_of_incidents(self, incident_ids: Collection[int], types: Collection[str]) -> list[StoredEvent]:
-        events: list[StoredEvent] = []
         async with self._engine.connect() as conn:
-            for chunk in _chunks(sorted(incident_ids)):
-                query = (
-                    sa.select(event_t)
-                    .where(event_t.c.incident_id.in_(chunk), event_t.c.type.in_(sorted(types)))
-                    .order_by(event_t.c.seq)
-                )
-                events.extend(_event(r) for r in (await conn.execute(query)).all())
-        return events
+            return await _events_of_incidents(conn, incident_ids, types)
 
     async def load(self, incident_ids: Collection[int]) -> dict[int, Incident]:
         found: dict[int, Incident] = {}
@@ -482,6 +486,9 @@ class SqlIncidentStore:
             await conn.execute(sa.insert(rule_table_t), rows.rule_tables)
         if rows.events:
             await _insert(conn, event_t, rows.events)
+            if self._notice is not None:
+                notice = orjson.dumps({"township": self._township, "seq": rows.events[-1]["seq"]}).decode()
+                await conn.execute(self._notice, {"notice": notice})
 
     def _writer_conn(self) -> AsyncConnection:
         if self._writer is None:
@@ -556,6 +563,38 @@ class WriterLock:
             with contextlib.suppress(Exception):  # a dropped connection has given the lock back already
                 await self._conn.close()
             self._conn = None
+
+
+async def _load_open(conn: AsyncConnection, page: int) -> list[Incident]:
+    hydrator = _Hydrator()
+    found: list[Incident] = []
+    after = 0
+    open_ = incident_t.c.status.not_in(_FINAL)
+    while True:
+        query = _select(conn, incident_t, _INCIDENT_COLUMNS).where(open_, incident_t.c.id > after)
+        rows = (await conn.execute(query.order_by(incident_t.c.id).limit(page))).all()
+        if not rows:
+            return found
+        last = rows[-1][0]
+        in_page = sa.and_(open_, incident_t.c.id > after, incident_t.c.id <= last)
+        found.extend(await hydrator.build(conn, rows, in_page))
+        if len(rows) < page:
+            return found
+        after = last
+
+
+async def _events_of_incidents(
+    conn: AsyncConnection, incident_ids: Collection[int], types: Collection[str]
+) -> list[StoredEvent]:
+    events: list[StoredEvent] = []
+    for chunk in _chunks(sorted(incident_ids)):
+        query = (
+            sa.select(event_t)
+            .where(event_t.c.incident_id.in_(chunk), event_t.c.type.in_(sorted(types)))
+            .order_by(event_t.c.seq)
+        )
+        events.extend(_event(r) for r in (await conn.execute(query)).all())
+    return events
 
 
 async def _insert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

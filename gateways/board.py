@@ -42,12 +42,14 @@ from fastapi.responses import HTMLResponse
 from dispatcher.core.incidents import Incident
 from dispatcher.feed import FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
+from dispatcher.tail_feed import TailFeed, TailFeeds
 from dispatcher.values import Seq
 from gateways.api import get_hub
 from gateways.auth import directory_of, ws_subprotocol
 from gateways.context import context_of
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
+from gateways.tenancy import township_of
 from gateways.ws_frames import SendFrames, shared_frames
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -76,7 +78,7 @@ class _Progress:
 
 @router.websocket("/ws/board")
 async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
-    hub: Hub = await get_hub(websocket)
+    hub = await _source(websocket)
     # Only the subprotocol name is echoed, never a token offered in it (see gateways/auth.py).
     await websocket.accept(subprotocol=ws_subprotocol(websocket))
     principal = websocket.state.principal
@@ -117,7 +119,12 @@ async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
 
 
 async def _follow(
-    websocket: WebSocket, out: Any, hub: Hub, since: int, drain: asyncio.Task[None], revoked: asyncio.Future[str]
+    websocket: WebSocket,
+    out: Any,
+    hub: Hub | TailFeed,
+    since: int,
+    drain: asyncio.Task[None],
+    revoked: asyncio.Future[str],
 ) -> None:
     """Every event after ``since``: the backlog, then live; closes with 4008 when the board lags, 4401 when
     its token stops working."""
@@ -143,6 +150,25 @@ async def _follow(
         await _close(websocket, REVOKED_CLOSE_CODE, revoked.result())
     elif dropped in done:
         await _close(websocket, LAGGING_CLOSE_CODE, f"resume with since={progress.last}")
+
+
+async def _source(websocket: WebSocket) -> Hub | TailFeed:
+    """The township's hub when it is hosted here, else its tail over the shared log (dispatcher/tail_feed.py)."""
+    hub: Hub = await get_hub(websocket)
+    tails = getattr(context_of(websocket), "tail_feeds", None)
+    if isinstance(tails, TailFeeds):
+        township = township_of(websocket).id
+        if not tails.ownership.owns(township):
+            return await tails.tail(township)
+    return hub
+
+
+async def _open_state(hub: Hub | TailFeed) -> tuple[int, Sequence[Incident], list[dict[str, Any]]]:
+    if isinstance(hub, TailFeed):
+        state = await hub.open_state()
+        return state.seq, state.incidents, state.alarms
+    seq, incidents = hub.open_incidents()
+    return seq, incidents, hub.alarms.snapshot()  # the same instant as the incidents
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -234,7 +260,7 @@ class _Abandoned(Exception):
 
 async def _send_snapshot(
     websocket: WebSocket,
-    hub: Hub,
+    hub: Hub | TailFeed,
     page: int,
     pages: SnapshotPages,
     county_forwarding: bool = True,
@@ -246,8 +272,7 @@ async def _send_snapshot(
     pages are encoded; each page is encoded (or found encoded by another board) and sent on its own,
     and the loop runs other work (the writer, requests) between pages.
     """
-    seq, incidents = hub.open_incidents()
-    alarms = hub.alarms.snapshot()  # the same instant as the incidents
+    seq, incidents, alarms = await _open_state(hub)
     total = len(incidents)
     for start in range(0, max(total, 1), page):
         more = "true" if start + page < total else "false"
@@ -268,7 +293,7 @@ async def _send_snapshot(
 
 async def _send(
     websocket: WebSocket,
-    hub: Hub,
+    hub: Hub | TailFeed,
     subscription: Subscription,
     progress: _Progress,
     upto: int,
@@ -311,7 +336,7 @@ async def _send(
                 hub.stats.board_latency.observe(now - published)
 
 
-async def _send_backlog(websocket: WebSocket, hub: Hub, progress: _Progress, upto: int) -> None:
+async def _send_backlog(websocket: WebSocket, hub: Hub | TailFeed, progress: _Progress, upto: int) -> None:
     """Send the events after ``progress.last`` up to ``upto``, from memory or else from the store."""
     recent = hub.feed.recent_since(progress.last)
     if recent is not None:

@@ -42,6 +42,8 @@ class AppContext:
     snapshot_pages: Any = None  # encoded board snapshot pages shared by boards (gateways/board.py)
     media: MediaStore | None = None  # the photos' bytes (dispatcher/media.py)
     field: SqlFieldStore | None = None  # photos' metadata and places (dispatcher/field_store.py)
+    ownership: Any = None  # which townships this process hosts (dispatcher/ownership.py)
+    tail_feeds: Any = None  # boards of townships hosted elsewhere follow the log (dispatcher/tail_feed.py)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

@@ -26,10 +26,12 @@ from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.media import LocalMediaStore
+from dispatcher.ownership import HostsAll, Ownership
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
 from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.tail_feed import TailFeeds
 from dispatcher.webhooks import Backoff, SqlWebhooks
 from gateways import (
     api,
@@ -136,7 +138,7 @@ def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | 
     """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``."""
     rules = load_rules(settings.rules_path)
     return Hub(
-        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size),
+        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id),
         rules=rules,
         clock=clock or SystemClock(),
         alarm=alarm or ApschedulerAlarm(),
@@ -159,24 +161,42 @@ def webhook_settings(settings: Settings) -> WebhookSettings | None:
     )
 
 
-def build_mqtt(settings: Settings, hub: Hub, officers: LastKnownStatus) -> MqttGateway | None:
-    """The MQTT gateway when ``settings.mqtt_url`` is set, else None (HTTP only)."""
+def build_mqtt(
+    settings: Settings, hubs: Sequence[Hub], officers: LastKnownStatus, ownership: Ownership | None = None
+) -> list[MqttGateway]:
+    """One MQTT gateway per township served when ``settings.mqtt_url`` is set, else none (HTTP only).
+
+    Each township has its own topics (``township/<id>/``; ``DISPATCHER_MQTT_PREFIX`` serves one township only),
+    broker session and outbox cursor: with several townships the client id and the cursor are named
+    ``<client id>-<township>``.
+    """
     if not settings.mqtt_url:
-        return None
+        return []
     from dispatcher.outbox import SqlOutboxCursor
 
-    config = GatewayConfig(
-        url=settings.mqtt_url,
-        topics=Topics(settings.mqtt_prefix or default_prefix(hub.rules.township_id)),
-        client_id=settings.mqtt_client_id,
-        max_payload_bytes=settings.mqtt_max_payload_bytes,
-    )
-    return MqttGateway(
-        hub,
-        config,
-        cursor=SqlOutboxCursor(settings.database_url, settings.mqtt_client_id),
-        on_officer_status=RosterStatus(hub, officers).record,
-    )
+    if settings.mqtt_prefix and len(hubs) > 1:
+        raise ValueError("DISPATCHER_MQTT_PREFIX serves one township: unset it to serve each under township/<id>/")
+    gateways = []
+    for hub in hubs:
+        township = hub.rules.township_id
+        client_id = settings.mqtt_client_id if len(hubs) == 1 else f"{settings.mqtt_client_id}-{township}"
+        config = GatewayConfig(
+            url=settings.mqtt_url,
+            topics=Topics(settings.mqtt_prefix or default_prefix(township)),
+            client_id=client_id,
+            max_payload_bytes=settings.mqtt_max_payload_bytes,
+            shared_group=settings.mqtt_shared_group,
+        )
+        gateways.append(
+            MqttGateway(
+                hub,
+                config,
+                cursor=SqlOutboxCursor(settings.database_url, client_id),
+                on_officer_status=RosterStatus(hub, officers).record,
+                ownership=ownership,
+            )
+        )
+    return gateways
 
 
 def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> list[Township]:
@@ -261,13 +281,29 @@ def delivery_settings(settings: Settings) -> webhooks.DeliverySettings:
     )
 
 
-def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    hub: Hub | None = None,
+    hubs: Sequence[Hub] | None = None,
+    ownership: Ownership | None = None,
+) -> FastAPI:
     """The dispatcher's ASGI application; the hubs start and stop with the app's lifespan.
 
     One hub per township served (``hubs``, or ``hub`` for one, or built from ``settings``); accounts,
-    tokens and the audit trail live in ``settings.database_url`` (:class:`SqlDirectory`).
+    tokens and the audit trail live in ``settings.database_url`` (:class:`SqlDirectory`). ``ownership``
+    says which of them this process hosts (default: all, :class:`HostsAll`); boards of the others follow
+    their log (:class:`TailFeeds`).
     """
     townships = Townships(build_townships(settings, [hub] if hub is not None else hubs))
+    ownership = ownership or HostsAll()
+    tail_feeds = TailFeeds(
+        ownership,
+        {t.id: t.hub.store for t in townships.values() if isinstance(t.hub.store, SqlIncidentStore)},
+        {t.id: t.hub.feed for t in townships.values()},
+        queue_size=settings.board_queue_size,
+        ring_size=settings.feed_ring_size,
+    )
     the_hub = townships.first.hub
     directory = SqlDirectory(
         settings.database_url,
@@ -280,7 +316,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     )
     officers = LastKnownStatus()
     field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
-    mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
+    gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
+    mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
     deliverer = webhooks.Deliverer(
         SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
@@ -305,10 +342,10 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         async with AsyncExitStack() as stack:
             for township in townships.values():
                 await _start_township(stack, township, settings)
-            if mqtt is not None:
-                await mqtt.start()
-                stack.push_async_callback(mqtt.stop)
-            else:
+            for gateway in gateways:
+                await gateway.start()
+                stack.push_async_callback(gateway.stop)
+            if not gateways:
                 log.info("MQTT gateway off (no --mqtt-url / DISPATCHER_MQTT_URL): HTTP only")
             if freezer is not None:
                 freezer.start()
@@ -317,6 +354,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             for township in list(townships.values())[1:]:
                 await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
             await stack.enter_async_context(deliverer.running())
+            tail_feeds.start()
+            stack.push_async_callback(tail_feeds.stop)
             yield
         await field.close()
         await directory.close()
@@ -347,6 +386,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
         media=LocalMediaStore(settings.media_path()),
         field=field,
+        ownership=ownership,
+        tail_feeds=tail_feeds,
     )
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
@@ -400,7 +441,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
-            "mqtt": mqtt.state if mqtt is not None else "off",
+            "mqtt": ("connected" if all(g.state == "connected" for g in gateways) else "down") if gateways else "off",
             "townships": sorted(townships),
         }
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -38,6 +38,7 @@ from dispatcher.core.incidents import Incident, UnknownAssignment
 from dispatcher.core.lifecycle import IllegalTransition, UnitAction
 from dispatcher.feed import OVERFLOW, FeedRecord, Subscription
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound
+from dispatcher.ownership import HostsAll, Ownership
 from dispatcher.store import StoredEvent, StoreUnavailable
 from gateways.mqtt.codec import (
     AssignmentAck,
@@ -120,6 +121,9 @@ class GatewayConfig:
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
     catch_up_page: int = 1000
+    #: Subscribe as a member of this MQTT 5 shared subscription group (``$share/<group>/...``): the broker hands
+    #: each message to one member, so replicas take each report once. None: a plain subscription.
+    shared_group: str | None = None
 
 
 class MqttGateway:
@@ -130,8 +134,11 @@ class MqttGateway:
         *,
         cursor: OutboxCursor,
         on_officer_status: OnOfficerStatus,
+        ownership: Ownership | None = None,
     ) -> None:
         self.hub = hub
+        self.township = hub.rules.township_id
+        self._ownership: Ownership = ownership or HostsAll()
         self.config = config
         self.topics = config.topics
         self.address = BrokerAddress.parse(config.url)
@@ -148,6 +155,10 @@ class MqttGateway:
         self._slots = asyncio.Semaphore(config.intake_in_flight)
         self._published_seq = 0
         self._saved_seq = 0
+        self._hosted = asyncio.Event()  # set while the township's hub runs here: only then does the outbox publish
+        self._outbox_ready = False
+        self.subscribed = asyncio.Event()  # set while subscribed to the device topics (tests wait for it)
+        self._unwatch: Callable[[], None] = lambda: None
         self.counters: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
 
@@ -164,21 +175,35 @@ class MqttGateway:
         A first start (no cursor saved under this client id) begins at the hub's last event: the
         history from before the gateway existed is not sent to devices.
         """
+        self._unwatch = self._ownership.watch(self._hosting_changed)
+        if self._ownership.owns(self.township):
+            await self._load_cursor()
+            self._hosted.set()
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name="mqtt-gateway")
+        self._saver = asyncio.create_task(self._save_cursor_every(), name="mqtt-outbox-cursor")
+        log.info(
+            "MQTT gateway starting: broker %s, client id %s, topics %s*, outbox from seq %s",
+            self.address,
+            self.config.client_id,
+            f"{self.topics.prefix} (shared group {self.config.shared_group})"
+            if self.config.shared_group
+            else self.topics.prefix,
+            self._published_seq if self._hosted.is_set() else "- (the township is hosted elsewhere)",
+        )
+
+    async def _load_cursor(self) -> None:
+        """Where the outbox stands; a first start (no cursor saved under this name) begins at the hub's last event."""
         saved = await self._cursor.load()
         if saved is None:
             saved = self.hub.last_seq
             await self._cursor.save(saved, self.hub.clock.now())
         self._published_seq = self._saved_seq = saved
-        self._stopping = False
-        self._runner = asyncio.create_task(self._run(), name="mqtt-gateway")
-        self._saver = asyncio.create_task(self._save_cursor_every(), name="mqtt-outbox-cursor")
-        log.info(
-            "MQTT gateway starting: broker %s, client id %s, topics %s*, outbox from seq %d",
-            self.address,
-            self.config.client_id,
-            self.topics.prefix,
-            saved,
-        )
+        self._outbox_ready = True
+
+    def _hosting_changed(self, township: str, owned: bool) -> None:
+        if township == self.township:
+            (self._hosted.set if owned else self._hosted.clear)()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Stop taking messages, let those in hand finish (up to ``timeout_s``), save the cursor.
@@ -186,6 +211,7 @@ class MqttGateway:
         Messages still unacknowledged stay with the broker and come back to the next session.
         """
         self._stopping = True
+        self._unwatch()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
         for task in (self._runner, self._saver, *self._tasks):
@@ -195,7 +221,8 @@ class MqttGateway:
             *(t for t in (self._runner, self._saver, *self._tasks) if t is not None), return_exceptions=True
         )
         with contextlib.suppress(Exception):
-            await self._save_cursor()
+            if self._outbox_ready:
+                await self._save_cursor()
         await self._cursor.close()
         self._connected = False
 
@@ -302,7 +329,8 @@ class MqttGateway:
             self.counters["connects"] += 1
             log.info("MQTT gateway connected to %s (session %d)", self.address, self._generation)
             for topic in self.topics.subscriptions:
-                await client.subscribe(topic, qos=1)
+                await client.subscribe(self._filter(topic), qos=1)
+            self.subscribed.set()
             intake = asyncio.create_task(self._intake(client, self._generation), name="mqtt-intake")
             outbox = asyncio.create_task(self._outbox(publisher), name="mqtt-outbox")
             try:
@@ -310,9 +338,16 @@ class MqttGateway:
                 for task in done:
                     task.result()  # re-raise the reason the session ended
             finally:
+                self.subscribed.clear()
                 for task in (intake, outbox):
                     task.cancel()
                 await asyncio.gather(intake, outbox, return_exceptions=True)
+
+    def _filter(self, topic: str) -> str:
+        group = self.config.shared_group
+        if group is None or self._protocol is not aiomqtt.ProtocolVersion.V5:
+            return topic
+        return f"$share/{group}/{topic}"
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -344,6 +379,11 @@ class MqttGateway:
         )
         if isinstance(command, DeadLetter):
             await self._dead_letter(client, command, payload)
+        elif not self._ownership.owns(self.township):
+            # Taken here (a shared subscription) for a township another replica hosts: carried to it, and only
+            # then acknowledged to the broker.
+            if not await self._until_carried(command):
+                return  # stopping: the broker keeps it for the next session
         elif isinstance(command, ReportCommand):
             self.counters["reports"] += 1
             try:
@@ -426,6 +466,22 @@ class MqttGateway:
                 delay = min(delay * 2, 2.0)
         return None
 
+    async def _until_carried(self, command: Any) -> bool:
+        """Hand ``command`` to the township's owner, retrying while it cannot be; False when the gateway stops."""
+        delay = 0.1
+        while not self._stopping:
+            try:
+                await self._ownership.carry(self.township, command)
+            except Exception as exc:  # noqa: BLE001 - no owner now (a failover) or it did not answer: again
+                self.counters["carry_retries"] += 1
+                log.warning("carrying %s of %s to its owner failed: %s", type(command).__name__, self.township, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                self.counters["carried"] += 1
+                return True
+        return False
+
     def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         # A message from a connection that has since dropped is redelivered on the new one (same
         # packet id, DUP): that copy is handled (idempotently) and acknowledged in its own right.
@@ -441,6 +497,10 @@ class MqttGateway:
     # -- outbox ----------------------------------------------------------------------------
 
     async def _outbox(self, client: aiomqtt.Client) -> None:
+        """Publish the township's events, where its hub runs only (the owner's outbox alone publishes them)."""
+        await self._hosted.wait()
+        if not self._outbox_ready:
+            await self._load_cursor()
         batch = BatchPublisher(client)
         feed = self.hub.feed
         subscription: Subscription = feed.subscribe()
