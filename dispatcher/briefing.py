@@ -96,20 +96,12 @@ _UNIT_COLUMN = {
     Unit.ZONE: "i.zone",
 }
 
-# The moves that end each stage: nothing skips acknowledgement, so any move of the lead team ends it;
-# a team may resolve straight after acknowledging, so arriving is measured only when it went on scene.
-_STAGE_STATES = {
-    Stage.ACK: ("acknowledged", "en_route", "on_scene", "resolved"),
-    Stage.ARRIVE: ("on_scene",),
-    Stage.RESOLVE: ("resolved",),
-}
-
 # The incidents that count: no drill, and no incident merged into another (its reports count there, once).
 # The lead is the current one: not a part handed back (回退) or given to another team (cancelled).
 #
-# Shaped for speed (benchmarks/README.md, "reports.py"): ``b`` is materialised so that the close time is
-# looked up once per incident (SQLite evaluated the correlated subquery again at each of its six uses
-# below); ``had_lead`` is looked up only for incidents received in the period that have no current lead
+# Read from columns the writer keeps (revision 0015): ``closed_at``, the first close (结案), and the lead
+# team's first move ending each stage (``acked_at``, ``arrived_at``, ``resolved_at``), as the event log has
+# them. ``had_lead`` is looked up only for incidents received in the period that have no current lead
 # (``CASE`` evaluates lazily on both backends).
 _BASE = """
 SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS status,
@@ -119,7 +111,7 @@ SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS sta
             WHEN i.reported_at < :start THEN 0
             WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
             ELSE 0 END AS had_lead,
-       (SELECT min(c.at) FROM event c WHERE c.incident_id = i.id AND c.type = 'IncidentClosed') AS closed_at
+       i.closed_at AS closed_at
 FROM incident i
 LEFT JOIN assignment a
   ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
@@ -128,7 +120,7 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
 """
 
 _FIGURES = """
-WITH b AS MATERIALIZED ({base})
+WITH b AS ({base})
 SELECT unit,
   SUM(CASE WHEN reported_at >= :start THEN 1 ELSE 0 END) AS received,
   SUM(CASE WHEN reported_at >= :start AND had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
@@ -142,26 +134,19 @@ GROUP BY unit
 """
 _DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'parked'))"
 
-# Stage times read the lead's moves of the incidents received in the period: one pass over their
-# ``UnitMoved`` events (through the ``incident_id`` index, in incident order, so the grouping needs no
-# sort), the first end of each stage per incident, then ranked. PostgreSQL parses each payload once.
+# Stage times of the incidents received in the period: the lead team's first end of each stage before the
+# period's end, less its dispatch, ranked per unit.
 _STAGES = """
-WITH b AS MATERIALIZED (
-  SELECT i.id AS id, {unit} AS unit, a.team AS team, a.dispatched_at AS dispatched_at
+WITH firsts AS (
+  SELECT {unit} AS unit, a.dispatched_at AS dispatched_at,
+    CASE WHEN a.acked_at < :end THEN a.acked_at END AS ack_at,
+    CASE WHEN a.arrived_at < :end THEN a.arrived_at END AS arrive_at,
+    CASE WHEN a.resolved_at < :end THEN a.resolved_at END AS resolve_at
   FROM incident i
   JOIN assignment a
     ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
   WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
     AND i.reported_at >= :start AND i.reported_at < :end
-),
-firsts AS (
-  SELECT b.unit AS unit, b.dispatched_at AS dispatched_at,
-    MIN(CASE WHEN {to_state} IN ({ack}) THEN e.at END) AS ack_at,
-    MIN(CASE WHEN {to_state} IN ({arrive}) THEN e.at END) AS arrive_at,
-    MIN(CASE WHEN {to_state} IN ({resolve}) THEN e.at END) AS resolve_at
-  FROM b JOIN event e ON e.incident_id = b.id{move_from}
-  WHERE e.type = 'UnitMoved' AND e.at < :end AND {team} = b.team
-  GROUP BY b.id, b.unit, b.dispatched_at
 ),
 ends AS (
   SELECT unit, 'ack' AS stage, {ack_s} AS secs FROM firsts WHERE ack_at IS NOT NULL
@@ -191,30 +176,17 @@ GROUP BY i.rule_id
 
 
 def _dialect_parts(dialect: str) -> dict[str, str]:
-    """The few expressions the two backends spell differently: the move's fields read from its JSON
-    payload (parsed once per event) and a duration in seconds from ``dispatched_at``."""
+    """The few expressions the two backends spell differently: a duration in seconds from
+    ``dispatched_at``, and the collation that partitions compare with."""
     if dialect == "sqlite":
         duration = "ROUND((julianday({at}) - julianday(dispatched_at)) * 86400.0, 3)"
-        move_from = ""
         bytewise = ""  # SQLite compares text bytewise already
-        fields = {"team": "json_extract(e.payload, '$.team')", "to_state": "json_extract(e.payload, '$.to_state')"}
     else:
         duration = "EXTRACT(EPOCH FROM ({at} - dispatched_at))::float8"
         # Partitions only need equal keys together: sorting them by the database's locale collation cost
         # more than the durations' own sort.
         bytewise = ' COLLATE "C"'
-        move_from = " CROSS JOIN LATERAL json_to_record(e.payload::json) AS m(team text, to_state text)"
-        fields = {"team": "m.team", "to_state": "m.to_state"}
-    return {
-        **fields,
-        "move_from": move_from,
-        "bytewise": bytewise,
-        **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage},
-    }
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)  # fixed words of this module, never input
+    return {"bytewise": bytewise, **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage}}
 
 
 def _bound(sql: str) -> sa.TextClause:
@@ -234,13 +206,7 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     parts = _dialect_parts(engine.dialect.name)
     base = _BASE.format(unit=_UNIT_COLUMN[by])
     figures_sql = _FIGURES.format(base=base, due=_DUE)
-    stages_sql = _STAGES.format(
-        unit=_UNIT_COLUMN[by],
-        ack=_in(_STAGE_STATES[Stage.ACK]),
-        arrive=_in(_STAGE_STATES[Stage.ARRIVE]),
-        resolve=_in(_STAGE_STATES[Stage.RESOLVE]),
-        **parts,
-    )
+    stages_sql = _STAGES.format(unit=_UNIT_COLUMN[by], **parts)
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
@@ -479,7 +445,7 @@ async def incidents_behind(
         raise ValueError("the period must end after it starts")
     which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
     sql = (
-        f"WITH b AS MATERIALIZED ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
+        f"WITH b AS ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
         "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
         f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
     )

@@ -553,6 +553,7 @@ def _flock_beside(database: str) -> int:
 
 _INCIDENT_STATE = (
     "closing_loop",
+    "closed_at",
     "status",
     "updated_at",
     "version",
@@ -579,6 +580,7 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             "report_count": after.report_count,
             "merged_into": after.merged_into,
             "closing_loop": _loop_json(after.loop),
+            "closed_at": after.closed_at,
             **_delivery_columns(after),
         }
         for _, after in updated
@@ -776,6 +778,7 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         else None,
         "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
         "closing_loop": _loop_json(incident.loop),
+        "closed_at": incident.closed_at,
         **_delivery_columns(incident),
         **_field_columns(report),
     }
@@ -917,6 +920,9 @@ _STATE_COLUMNS = (
     "tried",
     "waiting",
     *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
+    "acked_at",
+    "arrived_at",
+    "resolved_at",
 )
 
 
@@ -929,6 +935,9 @@ def _assignment_state(assignment: Assignment) -> dict[str, Any]:
         "officer": assignment.officer,
         "tried": ",".join(assignment.tried),
         "waiting": assignment.waiting,
+        "acked_at": assignment.acked_at,
+        "arrived_at": assignment.arrived_at,
+        "resolved_at": assignment.resolved_at,
     }
     for kind in _KINDS:
         deadline = assignment.deadline(kind)
@@ -1140,7 +1149,7 @@ class _Hydrator:
 
     def assignment(self, row: tuple[Any, ...], steps: tuple[Escalation, ...]) -> Assignment:
         _, team, _, role, state, dispatched_at, updated_at = row[:7]
-        officer, tried, waiting = row[16:]
+        officer, tried, waiting, acked_at, arrived_at, resolved_at = row[16:]
         return Assignment(
             team=self.share(team),
             role=_ROLES[role],
@@ -1152,6 +1161,9 @@ class _Hydrator:
             tried=self.listed(tried),
             waiting=waiting,
             escalations=steps,
+            acked_at=self.time(acked_at),
+            arrived_at=self.time(arrived_at),
+            resolved_at=self.time(resolved_at),
         )
 
     async def build(self, conn: AsyncConnection, rows: Sequence[Any], in_page: Any = None) -> list[Incident]:
@@ -1179,7 +1191,8 @@ class _Hydrator:
              reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
              category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
              arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
-             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos) = row  # fmt: skip
+             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos,
+             closed_at) = row  # fmt: skip
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -1229,6 +1242,7 @@ class _Hydrator:
                     )
                     if delivery_state is not None and handover is not None
                     else None,
+                    closed_at=time(closed_at),
                 )
             )
         return incidents
@@ -1240,12 +1254,13 @@ _INCIDENT_COLUMNS = (
     "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
     "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
     "delivery_error", "delivery_settled_at", "resolve_within_work", "closing_loop", "place", "accuracy_m", "photos",
+    "closed_at",
 )  # fmt: skip
 _REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
 _ASSIGNMENT_COLUMNS = (
     "incident_id", "team", "position", "role", "state", "dispatched_at", "updated_at",
     *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
-    "officer", "tried", "waiting",
+    "officer", "tried", "waiting", "acked_at", "arrived_at", "resolved_at",
 )  # fmt: skip
 _ESCALATION_COLUMNS = ("incident_id", "team", "kind", "step", "level", "due_at", "state", "settled_at")
 _REPORT_COLUMNS = (
