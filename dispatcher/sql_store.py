@@ -554,6 +554,8 @@ def _flock_beside(database: str) -> int:
 _INCIDENT_STATE = (
     "closing_loop",
     "closed_at",
+    "extensions",
+    "reworks",
     "status",
     "updated_at",
     "version",
@@ -581,6 +583,8 @@ async def _write_updates(conn: AsyncConnection, updated: Sequence[tuple[Incident
             "merged_into": after.merged_into,
             "closing_loop": _loop_json(after.loop),
             "closed_at": after.closed_at,
+            "extensions": after.loop.extensions,
+            "reworks": after.loop.reworks,
             **_delivery_columns(after),
         }
         for _, after in updated
@@ -779,6 +783,8 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
         "closing_loop": _loop_json(incident.loop),
         "closed_at": incident.closed_at,
+        "extensions": incident.loop.extensions,
+        "reworks": incident.loop.reworks,
         **_delivery_columns(incident),
         **_field_columns(report),
     }

@@ -104,6 +104,8 @@ class IncidentRow(SQLModel, table=True):
     accuracy_m: float | None = Field(default=None, description="the phone's GPS accuracy for lat/lon")
     photos: str | None = Field(default=None, max_length=400, description="the report's photos: sha256 ids, comma")
     closed_at: datetime | None = _utc(nullable=True)  # the first close (结案): the briefing reads it, not the log
+    extensions: int = Field(default=0, description="extensions (延期) approved")
+    reworks: int = Field(default=0, description="verifications failed (返工)")
 
 
 class AssignmentRow(SQLModel, table=True):
