@@ -59,6 +59,8 @@ class UnitFigures:
     on_time: int  # of the due ones, closed by their resolve deadline
     overdue_open: int  # of the due ones, still open at the period's end
     stages: dict[Stage, StageTimes]
+    extended: int = 0  # of the due ones, those with an extension (延期) approved
+    reworked: int = 0  # of the closed ones, those sent back at least once by a failed verification (返工)
 
     @property
     def close_rate(self) -> float | None:
@@ -69,6 +71,16 @@ class UnitFigures:
     def on_time_rate(self) -> float | None:
         """按期结案率: on_time / due (None when nothing was due)."""
         return self.on_time / self.due if self.due else None
+
+    @property
+    def extension_rate(self) -> float | None:
+        """延期率: extended / due (None when nothing was due)."""
+        return self.extended / self.due if self.due else None
+
+    @property
+    def rework_rate(self) -> float | None:
+        """返工率: reworked / closed (None when nothing was closed)."""
+        return self.reworked / self.closed if self.closed else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,21 +108,14 @@ _UNIT_COLUMN = {
     Unit.ZONE: "i.zone",
 }
 
-# The moves that end each stage: nothing skips acknowledgement, so any move of the lead team ends it;
-# a team may resolve straight after acknowledging, so arriving is measured only when it went on scene.
-_STAGE_STATES = {
-    Stage.ACK: ("acknowledged", "en_route", "on_scene", "resolved"),
-    Stage.ARRIVE: ("on_scene",),
-    Stage.RESOLVE: ("resolved",),
-}
-
 # The incidents that count: no drill, and no incident merged into another (its reports count there, once).
 # The lead is the current one: not a part handed back (回退) or given to another team (cancelled).
 #
-# Shaped for speed (benchmarks/README.md, "reports.py"): ``b`` is materialised so that the close time is
-# looked up once per incident (SQLite evaluated the correlated subquery again at each of its six uses
-# below); ``had_lead`` is looked up only for incidents received in the period that have no current lead
-# (``CASE`` evaluates lazily on both backends).
+# Read from columns the writer keeps (revision 0015): ``closed_at``, the first close (结案), the lead
+# team's first move ending each stage (``acked_at``, ``arrived_at``, ``resolved_at``), as the event log has
+# them, and how many extensions were approved and verifications failed. ``had_lead`` is looked up only
+# for incidents received in the period that have no current lead (``CASE`` evaluates lazily on both
+# backends).
 _BASE = """
 SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS status,
        i.handover AS handover, a.team AS team, a.dispatched_at AS dispatched_at,
@@ -119,7 +124,7 @@ SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS sta
             WHEN i.reported_at < :start THEN 0
             WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
             ELSE 0 END AS had_lead,
-       (SELECT min(c.at) FROM event c WHERE c.incident_id = i.id AND c.type = 'IncidentClosed') AS closed_at
+       i.closed_at AS closed_at, i.extensions AS extensions, i.reworks AS reworks
 FROM incident i
 LEFT JOIN assignment a
   ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
@@ -128,40 +133,36 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
 """
 
 _FIGURES = """
-WITH b AS MATERIALIZED ({base})
+WITH b AS ({base})
 SELECT unit,
   SUM(CASE WHEN reported_at >= :start THEN 1 ELSE 0 END) AS received,
   SUM(CASE WHEN reported_at >= :start AND had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
   SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due,
-  SUM(CASE WHEN closed_at >= :start AND closed_at < :end THEN 1 ELSE 0 END) AS closed,
+  SUM(CASE WHEN {closed} THEN 1 ELSE 0 END) AS closed,
   SUM(CASE WHEN {due} AND closed_at < :end THEN 1 ELSE 0 END) AS due_closed,
   SUM(CASE WHEN {due} AND closed_at <= due_at THEN 1 ELSE 0 END) AS on_time,
-  SUM(CASE WHEN {due} AND (closed_at IS NULL OR closed_at >= :end) THEN 1 ELSE 0 END) AS overdue_open
+  SUM(CASE WHEN {due} AND (closed_at IS NULL OR closed_at >= :end) THEN 1 ELSE 0 END) AS overdue_open,
+  SUM(CASE WHEN {due} AND extensions > 0 THEN 1 ELSE 0 END) AS extended,
+  SUM(CASE WHEN {closed} AND reworks > 0 THEN 1 ELSE 0 END) AS reworked
 FROM b
 GROUP BY unit
 """
 _DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'parked'))"
+_CLOSED = "(closed_at >= :start AND closed_at < :end)"
 
-# Stage times read the lead's moves of the incidents received in the period: one pass over their
-# ``UnitMoved`` events (through the ``incident_id`` index, in incident order, so the grouping needs no
-# sort), the first end of each stage per incident, then ranked. PostgreSQL parses each payload once.
+# Stage times of the incidents received in the period: the lead team's first end of each stage before the
+# period's end, less its dispatch, ranked per unit.
 _STAGES = """
-WITH b AS MATERIALIZED (
-  SELECT i.id AS id, {unit} AS unit, a.team AS team, a.dispatched_at AS dispatched_at
+WITH firsts AS (
+  SELECT {unit} AS unit, a.dispatched_at AS dispatched_at,
+    CASE WHEN a.acked_at < :end THEN a.acked_at END AS ack_at,
+    CASE WHEN a.arrived_at < :end THEN a.arrived_at END AS arrive_at,
+    CASE WHEN a.resolved_at < :end THEN a.resolved_at END AS resolve_at
   FROM incident i
-  JOIN assignment a
+  {lead_join} assignment a
     ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
   WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
     AND i.reported_at >= :start AND i.reported_at < :end
-),
-firsts AS (
-  SELECT b.unit AS unit, b.dispatched_at AS dispatched_at,
-    MIN(CASE WHEN {to_state} IN ({ack}) THEN e.at END) AS ack_at,
-    MIN(CASE WHEN {to_state} IN ({arrive}) THEN e.at END) AS arrive_at,
-    MIN(CASE WHEN {to_state} IN ({resolve}) THEN e.at END) AS resolve_at
-  FROM b JOIN event e ON e.incident_id = b.id{move_from}
-  WHERE e.type = 'UnitMoved' AND e.at < :end AND {team} = b.team
-  GROUP BY b.id, b.unit, b.dispatched_at
 ),
 ends AS (
   SELECT unit, 'ack' AS stage, {ack_s} AS secs FROM firsts WHERE ack_at IS NOT NULL
@@ -169,18 +170,27 @@ ends AS (
   SELECT unit, 'arrive', {arrive_s} FROM firsts WHERE arrive_at IS NOT NULL
   UNION ALL
   SELECT unit, 'resolve', {resolve_s} FROM firsts WHERE resolve_at IS NOT NULL
-),
+){ranks}
+"""
+# Nearest rank: the median is the first duration whose rank reaches half the count (the p90, 0.9 of it).
+_RANKS_BY_NUMBER = """,
 ranked AS (
   SELECT unit, stage, secs,
-    ROW_NUMBER() OVER (PARTITION BY unit{bytewise}, stage{bytewise} ORDER BY secs) AS rn,
-    COUNT(*) OVER (PARTITION BY unit{bytewise}, stage{bytewise}) AS n
+    ROW_NUMBER() OVER (PARTITION BY unit, stage ORDER BY secs) AS rn,
+    COUNT(*) OVER (PARTITION BY unit, stage) AS n
   FROM ends
 )
 SELECT unit, stage, MAX(n) AS n,
   MIN(CASE WHEN rn >= 0.5 * n THEN secs END) AS median_s,
   MIN(CASE WHEN rn >= 0.9 * n THEN secs END) AS p90_s
-FROM ranked GROUP BY unit, stage
-"""
+FROM ranked GROUP BY unit, stage"""
+# PostgreSQL's percentile_disc is the same nearest rank ("the first value whose position in the ordering
+# equals or exceeds the fraction"), sorted per group in memory instead of one window sort over all.
+_RANKS_BY_PERCENTILE = """
+SELECT unit, stage, COUNT(*) AS n,
+  percentile_disc(0.5) WITHIN GROUP (ORDER BY secs) AS median_s,
+  percentile_disc(0.9) WITHIN GROUP (ORDER BY secs) AS p90_s
+FROM ends GROUP BY unit, stage"""
 
 _RETURNS = """
 SELECT i.rule_id AS rule_id, COUNT(*) AS returns
@@ -191,30 +201,22 @@ GROUP BY i.rule_id
 
 
 def _dialect_parts(dialect: str) -> dict[str, str]:
-    """The few expressions the two backends spell differently: the move's fields read from its JSON
-    payload (parsed once per event) and a duration in seconds from ``dispatched_at``."""
+    """What the two backends spell differently: a duration in seconds from ``dispatched_at``, the join
+    order, and the nearest-rank percentiles."""
     if dialect == "sqlite":
         duration = "ROUND((julianday({at}) - julianday(dispatched_at)) * 86400.0, 3)"
-        move_from = ""
-        bytewise = ""  # SQLite compares text bytewise already
-        fields = {"team": "json_extract(e.payload, '$.team')", "to_state": "json_extract(e.payload, '$.to_state')"}
+        # The period's incidents first, then their lead: left to itself SQLite read every assignment.
+        lead_join = "CROSS JOIN"
+        ranks = _RANKS_BY_NUMBER
     else:
         duration = "EXTRACT(EPOCH FROM ({at} - dispatched_at))::float8"
-        # Partitions only need equal keys together: sorting them by the database's locale collation cost
-        # more than the durations' own sort.
-        bytewise = ' COLLATE "C"'
-        move_from = " CROSS JOIN LATERAL json_to_record(e.payload::json) AS m(team text, to_state text)"
-        fields = {"team": "m.team", "to_state": "m.to_state"}
+        lead_join = "JOIN"
+        ranks = _RANKS_BY_PERCENTILE
     return {
-        **fields,
-        "move_from": move_from,
-        "bytewise": bytewise,
+        "ranks": ranks,
+        "lead_join": lead_join,
         **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage},
     }
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)  # fixed words of this module, never input
 
 
 def _bound(sql: str) -> sa.TextClause:
@@ -233,14 +235,8 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
         raise ValueError("the period must end after it starts")
     parts = _dialect_parts(engine.dialect.name)
     base = _BASE.format(unit=_UNIT_COLUMN[by])
-    figures_sql = _FIGURES.format(base=base, due=_DUE)
-    stages_sql = _STAGES.format(
-        unit=_UNIT_COLUMN[by],
-        ack=_in(_STAGE_STATES[Stage.ACK]),
-        arrive=_in(_STAGE_STATES[Stage.ARRIVE]),
-        resolve=_in(_STAGE_STATES[Stage.RESOLVE]),
-        **parts,
-    )
+    figures_sql = _FIGURES.format(base=base, due=_DUE, closed=_CLOSED)
+    stages_sql = _STAGES.format(unit=_UNIT_COLUMN[by], **parts)
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
@@ -266,6 +262,8 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
             due_closed=int(r.due_closed or 0),
             on_time=int(r.on_time or 0),
             overdue_open=int(r.overdue_open or 0),
+            extended=int(r.extended or 0),
+            reworked=int(r.reworked or 0),
             stages=stages.get(r.unit, {}),
         )
         for r in rows
@@ -438,16 +436,20 @@ class Figure(StrEnum):
     ON_TIME = "on_time"
     LATE = "late"  # due, closed after the deadline
     OVERDUE_OPEN = "overdue_open"
+    EXTENDED = "extended"  # due, with an extension approved
+    REWORKED = "reworked"  # closed, after a failed verification
 
 
 _BEHIND = {
     Figure.RECEIVED: "reported_at >= :start",
     Figure.ACCEPTED: "reported_at >= :start AND had_lead = 1 AND handover IS NULL",
     Figure.DUE: _DUE,
-    Figure.CLOSED: "closed_at >= :start AND closed_at < :end",
+    Figure.CLOSED: _CLOSED,
     Figure.ON_TIME: f"{_DUE} AND closed_at <= due_at",
     Figure.LATE: f"{_DUE} AND closed_at > due_at AND closed_at < :end",
     Figure.OVERDUE_OPEN: f"{_DUE} AND (closed_at IS NULL OR closed_at >= :end)",
+    Figure.EXTENDED: f"{_DUE} AND extensions > 0",
+    Figure.REWORKED: f"{_CLOSED} AND reworks > 0",
 }
 
 
@@ -479,7 +481,7 @@ async def incidents_behind(
         raise ValueError("the period must end after it starts")
     which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
     sql = (
-        f"WITH b AS MATERIALIZED ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
+        f"WITH b AS ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
         "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
         f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
     )

@@ -638,6 +638,9 @@ def _flock_beside(database: str) -> int:
 
 _INCIDENT_STATE = (
     "closing_loop",
+    "closed_at",
+    "extensions",
+    "reworks",
     "status",
     "updated_at",
     "version",
@@ -693,6 +696,9 @@ def _rows(changes: Changes) -> _Rows:
             "report_count": after.report_count,
             "merged_into": after.merged_into,
             "closing_loop": _loop_json(after.loop),
+            "closed_at": after.closed_at,
+            "extensions": after.loop.extensions,
+            "reworks": after.loop.reworks,
         }
         row.update(_delivery_columns(after))
         rows.incident_updates.append(row)
@@ -875,6 +881,9 @@ def _incident_row(incident: Incident) -> dict[str, Any]:
         else None,
         "resolve_within_work": str(resolve) if isinstance(resolve, WorkSpan) else None,
         "closing_loop": _loop_json(incident.loop),
+        "closed_at": incident.closed_at,
+        "extensions": incident.loop.extensions,
+        "reworks": incident.loop.reworks,
         **_delivery_columns(incident),
         **_field_columns(report),
     }
@@ -1016,6 +1025,9 @@ _STATE_COLUMNS = (
     "tried",
     "waiting",
     *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
+    "acked_at",
+    "arrived_at",
+    "resolved_at",
 )
 
 
@@ -1028,6 +1040,9 @@ def _assignment_state(assignment: Assignment) -> dict[str, Any]:
         "officer": assignment.officer,
         "tried": ",".join(assignment.tried),
         "waiting": assignment.waiting,
+        "acked_at": assignment.acked_at,
+        "arrived_at": assignment.arrived_at,
+        "resolved_at": assignment.resolved_at,
     }
     for kind in _KINDS:
         deadline = assignment.deadline(kind)
@@ -1346,7 +1361,7 @@ class _Hydrator:
 
     def assignment(self, row: tuple[Any, ...], steps: tuple[Escalation, ...]) -> Assignment:
         _, team, _, role, state, dispatched_at, updated_at = row[:7]
-        officer, tried, waiting = row[16:]
+        officer, tried, waiting, acked_at, arrived_at, resolved_at = row[16:]
         return Assignment(
             team=self.share(team),
             role=_ROLES[role],
@@ -1358,6 +1373,9 @@ class _Hydrator:
             tried=self.listed(tried),
             waiting=waiting,
             escalations=steps,
+            acked_at=self.time(acked_at),
+            arrived_at=self.time(arrived_at),
+            resolved_at=self.time(resolved_at),
         )
 
     async def build(self, conn: AsyncConnection, rows: Sequence[Any], in_page: Any = None) -> list[Incident]:
@@ -1385,7 +1403,8 @@ class _Hydrator:
              reporter_kind, exercise, occurred_at, status, module, queue, zones, priority, rule_id, table_version,
              category, handover, escalation, reported_at, updated_at, version, _, merged_into, ack_within_s,
              arrive_within_s, resolve_within_s, delivery_state, delivery_attempts, delivery_error,
-             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos) = row  # fmt: skip
+             delivery_settled_at, resolve_within_work, closing_loop, place, accuracy_m, photos,
+             closed_at) = row  # fmt: skip
             incidents.append(
                 Incident(
                     id=incident_id,
@@ -1435,6 +1454,7 @@ class _Hydrator:
                     )
                     if delivery_state is not None and handover is not None
                     else None,
+                    closed_at=time(closed_at),
                 )
             )
         return incidents
@@ -1446,12 +1466,13 @@ _INCIDENT_COLUMNS = (
     "table_version", "category", "handover", "escalation", "reported_at", "updated_at", "version", "report_count",
     "merged_into", "ack_within_s", "arrive_within_s", "resolve_within_s", "delivery_state", "delivery_attempts",
     "delivery_error", "delivery_settled_at", "resolve_within_work", "closing_loop", "place", "accuracy_m", "photos",
+    "closed_at",
 )  # fmt: skip
 _REPORT_COUNT = _INCIDENT_COLUMNS.index("report_count")
 _ASSIGNMENT_COLUMNS = (
     "incident_id", "team", "position", "role", "state", "dispatched_at", "updated_at",
     *(f"{kind.value}_{column}" for kind in _KINDS for column in ("due_at", "state", "settled_at")),
-    "officer", "tried", "waiting",
+    "officer", "tried", "waiting", "acked_at", "arrived_at", "resolved_at",
 )  # fmt: skip
 _ESCALATION_COLUMNS = ("incident_id", "team", "kind", "step", "level", "due_at", "state", "settled_at")
 _REPORT_COLUMNS = (

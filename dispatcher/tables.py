@@ -103,6 +103,9 @@ class IncidentRow(SQLModel, table=True):
     place: str | None = Field(default=None, max_length=64, index=True, description="the place code it came from")
     accuracy_m: float | None = Field(default=None, description="the phone's GPS accuracy for lat/lon")
     photos: str | None = Field(default=None, max_length=400, description="the report's photos: sha256 ids, comma")
+    closed_at: datetime | None = _utc(nullable=True)  # the first close (结案): the briefing reads it, not the log
+    extensions: int = Field(default=0, description="extensions (延期) approved")
+    reworks: int = Field(default=0, description="verifications failed (返工)")
 
 
 class AssignmentRow(SQLModel, table=True):
@@ -133,6 +136,10 @@ class AssignmentRow(SQLModel, table=True):
     officer: str | None = Field(default=None, max_length=64, index=True, description="the unit sent")
     tried: str = Field(default="", max_length=1024, description="officers sent before, comma-separated")
     waiting: bool = Field(default=False, description="the team has a roster but nobody could go yet")
+    # The team's first move ending each stage (the briefing's stage times), as in its UnitMoved events.
+    acked_at: datetime | None = _utc(nullable=True)
+    arrived_at: datetime | None = _utc(nullable=True)
+    resolved_at: datetime | None = _utc(nullable=True)
 
     __table_args__ = (sa.Index("ix_assignment_team_incident", "team", "incident_id"),)
 

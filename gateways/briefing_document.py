@@ -34,13 +34,15 @@ _FIGURES: list[tuple[str, Callable[[UnitFigures], int | float | None]]] = [
     ("结案率", lambda u: u.close_rate),
     ("按期结案率", lambda u: u.on_time_rate),
     ("逾期未结", lambda u: u.overdue_open),
+    ("延期率", lambda u: u.extension_rate),
+    ("返工率", lambda u: u.rework_rate),
     ("综合指标值", composite),
     ("响应中位 (秒)", lambda u: _stage(u, Stage.ACK, "median_s")),
     ("到场中位 (秒)", lambda u: _stage(u, Stage.ARRIVE, "median_s")),
     ("办结中位 (秒)", lambda u: _stage(u, Stage.RESOLVE, "median_s")),
     ("办结 p90 (秒)", lambda u: _stage(u, Stage.RESOLVE, "p90_s")),
 ]
-_RATES = {"结案率", "按期结案率"}
+_RATES = {"结案率", "按期结案率", "延期率", "返工率"}
 _UNIT_NAMES = {Unit.MODULE: "模块", Unit.TEAM: "组团", Unit.OFFICER: "岗位 (人员)", Unit.ZONE: "区域"}
 _NONE = "(无)"
 

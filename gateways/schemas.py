@@ -667,6 +667,10 @@ class UnitFiguresPublic(BaseModel):
     overdue_open: int
     close_rate: float | None = Field(description="结案率: due_closed / due")
     on_time_rate: float | None = Field(description="按期结案率: on_time / due")
+    extended: int = Field(description="of the due ones, with an extension (延期) approved")
+    reworked: int = Field(description="of the closed ones, sent back by a failed verification (返工)")
+    extension_rate: float | None = Field(description="延期率: extended / due")
+    rework_rate: float | None = Field(description="返工率: reworked / closed")
     stages: dict[str, StageTimesPublic] = Field(description="ack, arrive, resolve")
 
 
@@ -700,6 +704,10 @@ def briefing_public(briefing: Briefing) -> BriefingPublic:
                 overdue_open=u.overdue_open,
                 close_rate=u.close_rate,
                 on_time_rate=u.on_time_rate,
+                extended=u.extended,
+                reworked=u.reworked,
+                extension_rate=u.extension_rate,
+                rework_rate=u.rework_rate,
                 stages={
                     s.value: StageTimesPublic(count=t.count, median_s=t.median_s, p90_s=t.p90_s)
                     for s, t in u.stages.items()

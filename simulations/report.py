@@ -136,6 +136,8 @@ def briefing_rows(briefing: Briefing) -> dict[str, dict[str, Any]]:
             "close_rate": u.close_rate,
             "on_time_rate": u.on_time_rate,
             "overdue_open": u.overdue_open,
+            "extension_rate": u.extension_rate,
+            "rework_rate": u.rework_rate,
             "composite": composite(u),
             **{f"{stage.value}_median_s": t.median_s for stage, t in u.stages.items()},
         }

@@ -7,6 +7,7 @@ the stored history only, so building it row by row keeps each case's answer visi
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,13 +15,17 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from dispatcher.briefing import Stage, StageTimes, Unit, UnitFigures
+from dispatcher.briefing import Stage, StageTimes, Unit, UnitFigures, compute
+from dispatcher.core.incidents import Report
+from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.sql_store import SqlIncidentStore, build_engine
-from dispatcher.tables import AssignmentRow, EventRow, IncidentRow
+from dispatcher.tables import AssignmentRow, EventRow, IncidentRow, UtcDateTime
 from server.cli import app
+from tests.conftest import HubRig
 
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
 JULY = datetime(2026, 7, 1, tzinfo=UTC)
@@ -28,8 +33,16 @@ H = timedelta(hours=1)
 D = timedelta(days=1)
 
 
+_ENDS = {
+    "acked_at": ("acknowledged", "en_route", "on_scene", "resolved"),
+    "arrived_at": ("on_scene",),
+    "resolved_at": ("resolved",),
+}
+
+
 class History:
-    """Writes incidents, lead assignments and events as rows."""
+    """Writes incidents, lead assignments and events as rows, with the stage end and close columns the
+    writer keeps beside the events (the team's first move ending each stage; the first close)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -76,6 +89,7 @@ class History:
                     updated_at=at,
                     version=1,
                     merged_into=merged_into,
+                    closed_at=at + closed_after if closed_after is not None else None,
                 ),
             )
         ]
@@ -94,6 +108,10 @@ class History:
                         resolve_due_at=at + resolve_within,
                         resolve_state="pending",
                         officer=officer,
+                        **{
+                            column: min((at + after for to, after in moves if to in states), default=None)
+                            for column, states in _ENDS.items()
+                        },
                     ),
                 )
             )
@@ -244,6 +262,84 @@ async def test_stage_medians_and_p90(store: SqlIncidentStore, history: History) 
     assert quick.stages[Stage.ACK] == StageTimes(count=5, median_s=30.0, p90_s=50.0)
     assert quick.stages[Stage.RESOLVE] == StageTimes(count=5, median_s=1800.0, p90_s=3000.0)
     assert Stage.ARRIVE not in quick.stages  # none went on scene
+
+
+def _migration_0015() -> Any:
+    path = Path(__file__).resolve().parent.parent / "dispatcher/migrations/versions/0015_stage_ends.py"
+    spec = importlib.util.spec_from_file_location("migration_0015", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_END_COLUMNS = sa.text(
+    "SELECT a.incident_id, a.team, a.acked_at, a.arrived_at, a.resolved_at, i.closed_at "
+    "FROM assignment a JOIN incident i ON i.id = a.incident_id ORDER BY a.incident_id, a.team"
+).columns(
+    sa.column("incident_id"),
+    sa.column("team"),
+    *(sa.column(name, UtcDateTime()) for name in ("acked_at", "arrived_at", "resolved_at", "closed_at")),
+)
+_FORGET = (
+    "UPDATE incident SET closed_at = NULL",
+    "UPDATE assignment SET acked_at = NULL, arrived_at = NULL, resolved_at = NULL",
+)
+
+
+async def _refill_from_the_log(engine: AsyncEngine) -> None:
+    """Forget the four columns and fill them again as revision 0015 does for a history written before it."""
+    async with engine.begin() as conn:
+        for statement in _FORGET:
+            await conn.execute(sa.text(statement))
+        await conn.run_sync(_migration_0015().fill)
+
+
+async def test_the_migration_fills_the_columns_the_figures_read_from_the_log(
+    store: SqlIncidentStore, history: History
+) -> None:
+    await june_history(history)
+    async with history.engine.connect() as conn:
+        written = (await conn.execute(_END_COLUMNS)).all()
+    before = {by: await store.briefing(start=JUNE, end=JULY, by=by) for by in Unit}
+    await _refill_from_the_log(history.engine)
+    async with history.engine.connect() as conn:
+        assert (await conn.execute(_END_COLUMNS)).all() == written
+    assert {by: await store.briefing(start=JUNE, end=JULY, by=by) for by in Unit} == before
+    assert sum(1 for row in written if row.acked_at is not None) == 2  # incidents 1 and 2 moved
+
+
+async def test_the_writer_keeps_the_first_stage_ends_and_close(rig: HubRig) -> None:
+    report = Report(report_id="r-ends", category="traffic.congestion", description="jam", zone="five-way")
+    incident = (await rig.hub.report(report, rig.clock.now())).incident
+    dispatched = rig.clock.now()
+    steps = [(UnitAction.ACKNOWLEDGE, 40), (UnitAction.DEPART, 20), (UnitAction.ARRIVE, 300), (UnitAction.RESOLVE, 600)]
+    for action, after_s in steps:
+        await rig.advance(timedelta(seconds=after_s))
+        await rig.hub.move_unit(incident.id, "traffic-police", action, rig.clock.now())
+    await rig.advance(timedelta(seconds=60))
+    await rig.hub.finish(incident.id, IncidentAction.CLOSE, rig.clock.now())
+    hub = await rig.restart()  # read back from the rows
+    lead = (await hub.store.get(incident.id)).assignment("traffic-police")  # type: ignore[union-attr]
+    assert (lead.acked_at, lead.arrived_at, lead.resolved_at) == (
+        dispatched + timedelta(seconds=40),
+        dispatched + timedelta(seconds=360),
+        dispatched + timedelta(seconds=960),
+    )
+    engine = build_engine(rig.url, durable=False)
+    try:
+        async with engine.connect() as conn:
+            written = (await conn.execute(_END_COLUMNS)).all()
+        assert {row.closed_at for row in written} == {dispatched + timedelta(seconds=1020)}
+        await _refill_from_the_log(engine)  # the migration reads the same times from the events
+        async with engine.connect() as conn:
+            assert (await conn.execute(_END_COLUMNS)).all() == written
+        figures = await compute(engine, start=dispatched, end=dispatched + D, by=Unit.TEAM)
+    finally:
+        await engine.dispose()
+    traffic = next(u for u in figures.units if u.unit == "traffic-police")
+    assert traffic.stages[Stage.ARRIVE] == StageTimes(count=1, median_s=360.0, p90_s=360.0)
+    assert (traffic.received, traffic.closed) == (1, 1)
 
 
 async def test_an_empty_period_is_refused(store: SqlIncidentStore) -> None:

@@ -410,7 +410,8 @@ def verify(
         assignments = tuple(reworked)
         teams = tuple(a.team for a in incident.assignments if a.state is AssignmentState.RESOLVED)
     loop = replace(incident.loop, checks=checks, verifications=(*incident.loop.verifications, record))
-    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop)
+    closed_at = at if passed and incident.closed_at is None else incident.closed_at
+    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop, closed_at=closed_at)
     # A pass closes the incident (结案) like an operator's close: boards, alarms and figures see IncidentClosed.
     closed: list[Event] = [IncidentClosed(incident_id=incident.id, at=at, actor=verifier)] if passed else []
     return updated, [

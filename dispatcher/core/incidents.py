@@ -168,6 +168,14 @@ class Promises:
 
 
 #: The assignment state that keeps each promise.
+#: The moves that end each stage the briefing measures: any move past dispatched ends acknowledgement
+#: (nothing skips it); arrival is the move on scene only (a team may resolve straight after acknowledging).
+ACKED_BY = frozenset(
+    {AssignmentState.ACKNOWLEDGED, AssignmentState.EN_ROUTE, AssignmentState.ON_SCENE, AssignmentState.RESOLVED}
+)
+ARRIVED_BY = frozenset({AssignmentState.ON_SCENE})
+RESOLVED_BY = frozenset({AssignmentState.RESOLVED})
+
 KEPT_BY: dict[DeadlineKind, frozenset[AssignmentState]] = {
     DeadlineKind.ACK: frozenset(
         {AssignmentState.ACKNOWLEDGED, AssignmentState.EN_ROUTE, AssignmentState.ON_SCENE, AssignmentState.RESOLVED}
@@ -199,6 +207,11 @@ class Assignment:
     tried: tuple[str, ...] = ()
     escalations: tuple[Escalation, ...] = ()
     waiting: bool = False
+    # When the team first ended each stage (the briefing's stage times): kept through rework and a new
+    # dispatch of the same team, so they equal the first such move in the event log.
+    acked_at: datetime | None = None
+    arrived_at: datetime | None = None
+    resolved_at: datetime | None = None
 
     def deadline(self, kind: DeadlineKind) -> Deadline | None:
         for deadline in self.deadlines:
@@ -340,6 +353,7 @@ class Incident:
     merged_into: int | None = None
     delivery: Delivery | None = None  # county matters only; drills are never forwarded
     loop: Loop = Loop()
+    closed_at: datetime | None = None  # the first close (结案), for the briefing
 
     @property
     def escalate_to_name(self) -> str:
@@ -666,7 +680,7 @@ def move_unit(
                 incident_status=status,
             )
         ]
-    moved = _settle(replace(current, state=new_state, updated_at=at), at)
+    moved = _settle(_stage_ended(replace(current, state=new_state, updated_at=at), at), at)
     status = STATUS_FROM_LEAD[new_state] if current.role is Role.LEAD else incident.status
     updated = _with_assignment(incident, moved, at, status=status)
     event = UnitMoved(
@@ -684,6 +698,19 @@ def move_unit(
     if not late:
         return updated, [event]
     return updated, [event, AlarmsResolved(incident_id=incident.id, at=at, team=team, kinds=late, to_state=new_state)]
+
+
+def _stage_ended(moved: Assignment, at: datetime) -> Assignment:
+    """``moved`` with the stages its new state ends stamped ``at``, where not stamped before."""
+    state = moved.state
+    changes: dict[str, datetime] = {}
+    if moved.acked_at is None and state in ACKED_BY:
+        changes["acked_at"] = at
+    if moved.arrived_at is None and state in ARRIVED_BY:
+        changes["arrived_at"] = at
+    if moved.resolved_at is None and state in RESOLVED_BY:
+        changes["resolved_at"] = at
+    return replace(moved, **changes) if changes else moved  # type: ignore[arg-type]
 
 
 def _kept_late(before: Assignment, new_state: AssignmentState) -> tuple[str, ...]:
@@ -718,7 +745,8 @@ def finish_incident(
         for d in incident.loop.checks
     )
     loop = replace(incident.loop, checks=checks) if checks != incident.loop.checks else incident.loop
-    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop)
+    closed_at = at if action is IncidentAction.CLOSE and incident.closed_at is None else incident.closed_at
+    updated = _bump(incident, at, status=status, assignments=assignments, loop=loop, closed_at=closed_at)
     event: Event
     if action is IncidentAction.CLOSE:
         event = IncidentClosed(incident_id=incident.id, at=at, actor=actor)
@@ -935,6 +963,7 @@ def add_team(
     _require_open(incident, "add a team to")
     if incident.has_team(team) and incident.assignment(team).is_live:
         raise Refused(f"team {team} is already working on incident {incident.id}")
+    before = incident.assignment(team) if incident.has_team(team) else None
     fresh = Assignment(
         team=team,
         role=role,
@@ -944,6 +973,10 @@ def add_team(
         deadlines=incident.promises.deadlines_from(at, calendar),
         officer=officer,
         waiting=waiting and officer is None,
+        # The briefing counts a team's first move of each stage, in whichever of its parts it was made.
+        acked_at=before.acked_at if before else None,
+        arrived_at=before.arrived_at if before else None,
+        resolved_at=before.resolved_at if before else None,
     )
     others = tuple(a for a in incident.assignments if a.team != team)
     assignments = (fresh, *others) if role is Role.LEAD else (*others, fresh)
