@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -96,6 +96,9 @@ from dispatcher.writer import Batch, HubStopped, IncidentNotFound, Writer
 from rules.matcher import RoutingInput, RuleBook
 from rules.scoring import ScoringTable
 
+if TYPE_CHECKING:
+    from rules.messages import MessageModel
+
 __all__ = [
     "HandoverNotFound",
     "Hub",
@@ -162,8 +165,13 @@ class Hub:
         duplicate_radius_m: float = 200.0,
         duplicate_window: timedelta = timedelta(minutes=30),
         alarm_retry: timedelta = timedelta(seconds=2),
+        messages: MessageModel | None = None,
     ) -> None:
+        """``messages``: a message model (:mod:`rules.messages`) that decides a description's category where the
+        keywords are weak or tie; every rule table the hub routes by gets it, now and when another is put in
+        force."""
         self.store = store
+        self.messages = messages
         self.rules = rules
         self.roster = roster or Roster(version="none", timezone=rules.table.timezone, officers={})
         self.duplicate_radius_m = duplicate_radius_m
@@ -193,6 +201,17 @@ class Hub:
             queue_size=queue_size,
             batch_max=batch_max,
             stats=self.stats,
+        )
+
+    @property
+    def rules(self) -> RuleBook:
+        """The rule table in force, with the hub's message model."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, book: RuleBook) -> None:
+        self._rules = (
+            book if self.messages is None or book.messages is self.messages else book.with_messages(self.messages)
         )
 
     # -- life -----------------------------------------------------------------------------

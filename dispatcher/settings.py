@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
     gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")
+    message_model: Path | None = Field(
+        default=None,
+        description="a message model file (dispatcher classify train) deciding a description's category where the "
+        "table's keywords are weak or tie, triage below its confidence; kept when another rule table is put in force",
+    )
     roster_path: Path | None = Field(
         default=None,
         description="the roster loaded at first start (later the stored one is used); "

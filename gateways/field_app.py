@@ -67,7 +67,9 @@ async def field_manifest() -> Response:
 @router.get("/api/v1/rules/classify", summary="The categories the keyword table would choose for a description")
 async def classify(hub: HubDep, description: Annotated[Text, Query(min_length=1, max_length=4000)]) -> Response:
     """``category`` (or null below the table's minimum score) and ``ranking``: up to five ``{category, score,
-    words, name, name_en}`` best first; the same :class:`rules.keywords.KeywordClassifier` that routes reports."""
+    words, name, name_en}`` best first; the same :class:`rules.keywords.KeywordClassifier` that routes reports.
+    With a message model (``DISPATCHER_MESSAGE_MODEL``) ``category`` is what a report would get (null: triage)
+    and ``model`` says who decided (``keywords``, ``model``, ``triage``), with the model's three best labels."""
     rules = hub.rules
     labels = {c.id: c for c in rules.table.catalogue}
     if rules.classifier is None:
@@ -88,4 +90,19 @@ async def classify(hub: HubDep, description: Annotated[Text, Query(min_length=1,
                 "name_en": entry.name_en if entry else category,
             }
         )
-    return json_response({"version": rules.table.version, "category": found.category, "ranking": ranking})
+    if rules.messages is None:
+        return json_response({"version": rules.table.version, "category": found.category, "ranking": ranking})
+    from rules.messages import decide
+
+    # Where the keywords are weak or tie, the message model decides, as it does for a report (rules.messages).
+    verdict = decide(description, found, rules.messages, board_class=rules.board_classes)
+    model = {
+        "decided_by": verdict.decided_by,
+        "label": verdict.label,
+        "confidence": round(verdict.model.confidence, 4),
+        "threshold": verdict.threshold,
+        "top": [{"label": label, "probability": round(p, 4)} for label, p in verdict.model.top],
+    }
+    return json_response(
+        {"version": rules.table.version, "category": verdict.category, "ranking": ranking, "model": model}
+    )

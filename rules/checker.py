@@ -2,8 +2,8 @@
 
 For each catalogue category the checker splits the inputs into the finitely many *situations*
 that the category's rules can tell apart (each zone a rule names, and each pair of such zones
-that overlap; the weekdays, hour ranges and calendar days the rules name; each severity a rule
-names; each reporter kind a rule names) and routes one concrete example of each through the
+that share an area, not only an edge; the weekdays, hour ranges and calendar days the rules
+name; each severity a rule names; each reporter kind a rule names) and routes one concrete example of each through the
 compiled table, exactly as the server would. From that it reports:
 
 * **gap**: a situation in which no rule gives the category an owner (it would go to admission
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
-from rules.geo import Area, Circle, Shape
+from rules import geo
 from rules.loader import LoadedTable
 from rules.matcher import CompiledRule, RuleBook, after_duration
 from rules.table import EscalationStep
@@ -86,8 +86,9 @@ def check(book: RuleBook, source: LoadedTable) -> list[Finding]:
     findings.extend(_chains(book, source))
     stats = {r.index: _RuleStats() for r in book.rules}
     overlaps: dict[tuple[str, ...], tuple[str, dict[str, Any]]] = {}
+    zones_meet: dict[tuple[str, str], bool] = {}  # geometry is the slow part: each pair once per check
     for category in book.table.catalogue:
-        findings.extend(_check_category(book, source, category.id, stats, overlaps))
+        findings.extend(_check_category(book, source, category.id, stats, overlaps, zones_meet))
     for names, (message, example) in overlaps.items():
         first = next(r for r in book.rules if r.id == names[0])
         file, line = source.where("rules", first.index)
@@ -109,11 +110,12 @@ def _check_category(
     category: str,
     stats: dict[int, _RuleStats],
     overlaps: dict[tuple[str, ...], tuple[str, dict[str, Any]]],
+    zones_meet: dict[tuple[str, str], bool],
 ) -> Iterator[Finding]:
     rules = book.candidates(category)
     gaps = 0
     first_gap: dict[str, Any] | None = None
-    for zones, at, severity, reporter in _situations(book, rules):
+    for zones, at, severity, reporter in _situations(book, rules, zones_meet):
         situation = book.situation(at)
         holding = [
             r for r in rules if (r.zones is None or r.zones & set(zones)) and r.accepts(situation, severity, reporter)
@@ -173,9 +175,9 @@ def _example(
 
 
 def _situations(
-    book: RuleBook, rules: Sequence[CompiledRule]
+    book: RuleBook, rules: Sequence[CompiledRule], zones_meet: dict[tuple[str, str], bool]
 ) -> Iterable[tuple[tuple[str, ...], datetime, int | None, str | None]]:
-    zone_atoms = _zone_atoms(book, rules)
+    zone_atoms = _zone_atoms(book, rules, zones_meet)
     time_atoms = _time_atoms(book, rules)
     severities: list[int | None] = [None]
     if any(r.min_severity is not None for r in rules):
@@ -186,31 +188,19 @@ def _situations(
     return itertools.product(zone_atoms, time_atoms, severities, reporters)
 
 
-def _zone_atoms(book: RuleBook, rules: Sequence[CompiledRule]) -> list[tuple[str, ...]]:
+def _zone_atoms(
+    book: RuleBook, rules: Sequence[CompiledRule], zones_meet: dict[tuple[str, str], bool]
+) -> list[tuple[str, ...]]:
     named = sorted({z for r in rules if r.zones is not None for z in r.zones})
     atoms: list[tuple[str, ...]] = [()]
     atoms += [(z,) for z in named]
     for a, b in itertools.combinations(named, 2):
-        shape_a, shape_b = book.shape(a), book.shape(b)
-        if shape_a is not None and shape_b is not None and _may_overlap(shape_a, shape_b):
+        if (a, b) not in zones_meet:
+            shape_a, shape_b = book.shape(a), book.shape(b)
+            zones_meet[a, b] = shape_a is not None and shape_b is not None and geo.overlaps(shape_a, shape_b)
+        if zones_meet[a, b]:
             atoms.append((a, b))
     return atoms
-
-
-def _bbox(shape: Shape) -> tuple[float, float, float, float]:
-    if isinstance(shape, Circle):
-        dlat = shape.radius_m / 111_000
-        dlon = dlat * 2  # generous: a cos(lat) of 0.5 or more covers every inhabited latitude of China
-        return shape.lat - dlat, shape.lat + dlat, shape.lon - dlon, shape.lon + dlon
-    polygons = shape.polygons if isinstance(shape, Area) else (shape,)
-    boxes = [p.box for p in polygons]  # (west, south, east, north)
-    return min(b[1] for b in boxes), max(b[3] for b in boxes), min(b[0] for b in boxes), max(b[2] for b in boxes)
-
-
-def _may_overlap(a: Shape, b: Shape) -> bool:
-    a0, a1, a2, a3 = _bbox(a)
-    b0, b1, b2, b3 = _bbox(b)
-    return a0 <= b1 and b0 <= a1 and a2 <= b3 and b2 <= a3
 
 
 def _time_atoms(book: RuleBook, rules: Sequence[CompiledRule]) -> list[datetime]:

@@ -15,19 +15,24 @@ import orjson
 from rules.messages import MessageModel
 
 
+class MessageModelError(ValueError):
+    """A message model file that cannot be used; the message names the file and what is wrong."""
+
+
 def read_message_model(path: str | Path) -> MessageModel:
-    """The model in ``path``; ``ValueError`` naming the file when it cannot be read or is not a model."""
+    """The model in ``path``; :class:`MessageModelError` naming the file when it cannot be read or is not a
+    model."""
     path = Path(path)
     try:
         data = orjson.loads(path.read_bytes())  # a third of the time json takes for the weights
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read a message model: {exc}") from None
+        raise MessageModelError(f"{path}: cannot read a message model: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a message model is a JSON object")
+        raise MessageModelError(f"{path}: a message model is a JSON object")
     try:
         return MessageModel.from_data(data)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise MessageModelError(f"{path}: {exc}") from None
 
 
 def write_message_model(data: dict[str, Any], path: str | Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -63,6 +64,9 @@ from gateways.problems import document_problems
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
+
+if TYPE_CHECKING:
+    from rules.messages import MessageModel
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +138,38 @@ async def restore_rules(hub: Hub, path: Path, *, from_file: bool) -> str | None:
     return None
 
 
-def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None) -> Hub:
-    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``."""
+def load_messages(settings: Settings) -> MessageModel | None:
+    """The message model of ``DISPATCHER_MESSAGE_MODEL``, or None when unset; raises ``MessageModelError`` (the
+    file missing, unreadable or not a model) so that the server does not start without the model it was given."""
+    if settings.message_model is None:
+        return None
+    from rules.message_file import read_message_model
+
+    started = time.perf_counter()
+    model = read_message_model(settings.message_model)
+    log.info(
+        "message model %s: %d labels, %d words, trained for table %s, loaded in %.2f s",
+        settings.message_model,
+        len(model.labels),
+        len(model.weights),
+        model.trained_on.get("table_version", "?"),
+        time.perf_counter() - started,
+    )
+    return model
+
+
+def build_hub(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    alarm: Alarm | None = None,
+    messages: MessageModel | None = None,
+) -> Hub:
+    """The hub with its store, rules, clock, alarm, feed and message model (``messages``, else the one of
+    ``settings``); raises ``RuleTableError``, ``TableRefused`` or ``MessageModelError``."""
     rules = load_rules(settings.rules_path)
     return Hub(
+        messages=messages or load_messages(settings),
         store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id),
         rules=rules,
         clock=clock or SystemClock(),
@@ -203,8 +235,11 @@ def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> li
     """The townships to serve: the hubs given, else ``DISPATCHER_TOWNSHIPS``, else one township."""
     if hubs is None and settings.townships:
         hubs = []
+        messages = load_messages(settings)  # one model for every township, read once
         for township_id, rules_path, url in settings.township_entries():
-            hub = build_hub(settings.model_copy(update={"rules_path": rules_path, "database_url": url}))
+            hub = build_hub(
+                settings.model_copy(update={"rules_path": rules_path, "database_url": url}), messages=messages
+            )
             if hub.rules.township_id != township_id:
                 raise ValueError(f"DISPATCHER_TOWNSHIPS: {rules_path} is the table of {hub.rules.township_id!r}")
             hubs.append(hub)

@@ -91,10 +91,15 @@ def serve(
     }
     settings = Settings.model_validate(overrides)
     logs.configure(settings.log_level, settings.log_format)
+    from rules.message_file import MessageModelError
+
     try:
         application = create_app(settings)
     except (RuleTableError, TableRefused) as exc:
         typer.echo(f"the rule table cannot be used:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    except MessageModelError as exc:
+        typer.echo(f"the message model (DISPATCHER_MESSAGE_MODEL) cannot be used:\n{exc}", err=True)
         raise typer.Exit(2) from None
     roster_path = settings.roster_file()
     if roster_path is not None:

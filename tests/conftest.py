@@ -7,6 +7,7 @@ developer's machine but **fail** under ``CI=true``: CI must prove both backends.
 
 from __future__ import annotations
 
+import csv
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,37 @@ def shared_data(*parts: str) -> Path:
         if root.joinpath(*parts).exists():
             return root.joinpath(*parts)
     return roots[0].joinpath(*parts)
+
+
+def cn_messages() -> list[dict[str, str]]:
+    """The labelled development messages (shared data, never committed): fails under CI when missing, else skips."""
+    path = shared_data("cn_messages", "cn_messages_dev.csv")
+    if not path.is_file():
+        message = f"{path} is missing (the labelled development messages, see shared/data/README.md)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+#: Which of the cn_messages rows the session's model is trained on (every third, from the first): a third
+#: trains in a few seconds and still decides most messages; the others are messages it has never seen.
+CN_MODEL_ROWS = slice(0, None, 3)
+
+
+@pytest.fixture(scope="session")
+def cn_message_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A message model file trained at test time on a third of cn_messages (the rows of ``CN_MODEL_ROWS``),
+    labels checked against the bundled table, as ``dispatcher classify train`` writes it."""
+    from rules.message_file import write_message_model
+    from rules.training import train
+
+    rows = cn_messages()[CN_MODEL_ROWS]
+    path = tmp_path_factory.mktemp("model") / "ershili.messages.json"
+    texts = [f"{r['title']} {r['text']}".strip() for r in rows]
+    write_message_model(train(texts, [r["label"] for r in rows], trained_on={"csv": "cn_messages_dev.csv"}), path)
+    return path
 
 
 START = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)  # a market day morning

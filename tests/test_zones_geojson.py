@@ -11,7 +11,7 @@ import pytest
 
 from rules import RoutingInput, RuleTableError, compile_table, load_source_text
 from rules.checker import check
-from rules.geo import Area, Polygon
+from rules.geo import Area, Circle, Polygon, Shape, overlaps
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -51,6 +51,79 @@ def test_an_area_of_several_polygons_holds_what_any_of_them_holds() -> None:
     area = Area((Polygon(U), Polygon(tuple((x + 10, y) for x, y in RING), (tuple((x + 10, y) for x, y in HOLE),))))
     assert area.contains(2.5, 0.5) and area.contains(0.5, 10.5)
     assert not area.contains(2.5, 1.5) and not area.contains(2.0, 12.0) and not area.contains(2.0, 6.0)
+
+
+def _square(x: float, y: float, side: float = 1.0) -> Polygon:
+    return Polygon(((x, y), (x + side, y), (x + side, y + side), (x, y + side), (x, y)))
+
+
+def _shifted(polygon: Polygon, dx: float) -> Polygon:
+    return Polygon(
+        tuple((x + dx, y) for x, y in polygon.ring), tuple(tuple((x + dx, y) for x, y in h) for h in polygon.holes)
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        (_square(0, 0), _square(1, 0), False),  # grid cells sharing an edge
+        (_square(0, 0), _square(1, 1), False),  # sharing a corner
+        (_square(0, 0), _square(0.5, 1, 2), False),  # an edge shared in part
+        (_square(0, 0), _square(2, 0), False),  # apart, boxes apart
+        (_square(0, 0), _square(0, 0), True),  # the same cell twice: no edge crosses, yet all is shared
+        (_square(0, 0, 3), _square(1, 1), True),  # one inside the other
+        (_square(0, 0, 3), _square(0, 0), True),  # inside, sharing two edges
+        (_square(0, 0), _square(0.5, 0.5), True),  # crossing edges
+        (_square(0, 0), Polygon(((1, 0), (2, 0.5), (1, 1), (0.5, 0.5), (1, 0))), True),  # a notch cut across an edge
+        (Polygon(U), _square(1, 1.5, 1), False),  # in the notch of the U, touching both arms and the base
+        (Polygon(U), _square(1.5, 1.5, 1), True),  # in the notch and reaching into the right arm
+        (Polygon(RING, (HOLE,)), _square(1, 1, 2), False),  # exactly the hole
+        (Polygon(RING, (HOLE,)), _square(1.5, 1.5), False),  # inside the hole
+        (Polygon(RING, (HOLE,)), _square(2.5, 2.5, 1), True),  # across the hole's edge
+        (Area((_square(0, 0), _square(5, 5))), Area((_square(1, 0), _square(5.5, 5.5))), True),
+        (Area((_square(0, 0), _square(5, 5))), Area((_square(1, 0), _square(6, 5))), False),  # every cell touches
+        (Circle(0.0, 0.0, 1000), Circle(0.0, 0.017, 1000), True),  # 1,890 m apart, radii 2 × 1,000 m
+        (Circle(0.0, 0.0, 1000), Circle(0.0, 0.018, 1000), False),  # 2,001 m apart
+        (Circle(0.5, 0.5, 1000), _square(0, 0), True),  # a circle inside a cell
+        (Circle(0.5, 1.5, 1000), _square(0, 0), False),  # 55 km off
+        (Circle(0.5, 1.005, 1000), _square(0, 0), True),  # its centre 556 m beyond the edge, its radius 1,000 m
+        (Circle(0.5, 1.01, 1000), _square(0, 0), False),  # 1,112 m beyond
+    ],
+)
+def test_shapes_overlap_only_with_an_area_in_common(a: Shape, b: Shape, overlap: bool) -> None:
+    assert overlaps(a, b) is overlap
+    assert overlaps(b, a) is overlap
+    if isinstance(a, Polygon) and isinstance(b, Polygon):  # orientation and position do not matter
+        flipped_a = Polygon(a.ring[::-1], tuple(h[::-1] for h in a.holes))
+        assert overlaps(flipped_a, b) is overlap
+        assert overlaps(_shifted(a, 100.0), _shifted(b, 100.0)) is overlap
+
+
+def test_grid_cells_that_only_touch_are_no_overlap_for_the_checker(tmp_path: Path) -> None:
+    def cells(*corners: tuple[int, int]) -> dict[str, object]:
+        return {"type": "MultiPolygon", "coordinates": [[list(_square(x, y).ring)] for x, y in corners]}
+
+    collection = {
+        "type": "FeatureCollection",
+        "features": [
+            _feature("north-yard", cells((0, 1), (1, 1), (2, 2))),
+            _feature("south-yard", cells((0, 0), (1, 0), (2, 1))),  # touches north-yard along four edges
+            _feature("east-yard", cells((2, 2), (3, 2))),  # shares a whole cell with north-yard
+        ],
+    }
+    rules = """
+  - id: noise-south
+    when: {category: order.noise, zone: south-yard}
+    then: {module: enforcement, lead: patrol}
+  - id: noise-east
+    when: {category: order.noise, zone: east-yard}
+    then: {module: enforcement, lead: patrol}
+"""
+    source = load_source_text(_table_with(tmp_path, collection) + rules, source="t.yaml", base_dir=tmp_path)
+    found = [f for f in check(compile_table(source.table), source) if f.kind == "overlap"]
+    assert [f.rules for f in found] == [("noise-north", "noise-east")]
+    example = found[0].example or {}
+    assert (example["zone"], example["also_in_zones"]) == ("east-yard", ["north-yard"])
 
 
 def _feature(zone_id: str, geometry: dict[str, object], **properties: str) -> dict[str, object]:
