@@ -450,32 +450,32 @@ class SqlIncidentStore:
             log.warning("could not reset the writer connection: %s", exc)
 
     async def _write(self, conn: AsyncConnection, rows: _Rows) -> None:
-        """A batch's statements inside its transaction (PostgreSQL; SQLite in memory): one per table and kind.
+        """A batch's statements inside its transaction (PostgreSQL; SQLite in memory).
 
-        Inserts go as arrays (see :func:`_insert`), updates as one ``executemany`` each. Whatever must be
-        checked first in every writer transaction is the first statement here.
+        Whatever must be checked first in every writer transaction is the first statement here. Then what
+        changed (one ``executemany`` per kind, present only when a batch moved something), then every new
+        row in one statement (:func:`_insert_all`), then the township's records.
         """
-        if rows.incidents:
-            await _insert(conn, incident_t, rows.incidents)
         if rows.incident_updates:
             await conn.execute(_INCIDENT_UPDATE, rows.incident_updates)
-        if rows.assignments:
-            await _insert(conn, assignment_t, rows.assignments)
         if rows.assignment_updates:
             await conn.execute(_ASSIGNMENT_UPDATE, rows.assignment_updates)
-        if rows.reports_gone:
-            for chunk in _chunks([r["report_id"] for r in rows.reports_gone]):
-                await conn.execute(report_t.delete().where(report_t.c.report_id.in_(chunk)))
-        if rows.reports:
-            await _insert(conn, report_t, rows.reports)
-        if rows.steps:
-            await _insert(conn, escalation_t, rows.steps)
         if rows.step_updates:
             await conn.execute(_STEP_UPDATE, rows.step_updates)
+        if rows.reports_gone:  # before the inserts: a report that moves is deleted, then inserted again
+            for chunk in _chunks([r["report_id"] for r in rows.reports_gone]):
+                await conn.execute(report_t.delete().where(report_t.c.report_id.in_(chunk)))
         if rows.units:
             await conn.execute(_units_upsert(conn.dialect.name), rows.units)
-        if rows.report_keys:
-            await _insert(conn, report_key_t, rows.report_keys)
+        new = (
+            (incident_t, rows.incidents),
+            (assignment_t, rows.assignments),
+            (report_t, rows.reports),
+            (escalation_t, rows.steps),
+            (report_key_t, rows.report_keys),
+            (event_t, rows.events),
+        )
+        await _insert_all(conn, [(table, table_rows) for table, table_rows in new if table_rows])
         if rows.handovers:
             await conn.execute(sa.insert(handover_t), rows.handovers)
         if rows.handover_acks:
@@ -484,11 +484,9 @@ class SqlIncidentStore:
             await conn.execute(sa.insert(roster_t), rows.rosters)
         if rows.rule_tables:
             await conn.execute(sa.insert(rule_table_t), rows.rule_tables)
-        if rows.events:
-            await _insert(conn, event_t, rows.events)
-            if self._notice is not None:
-                notice = orjson.dumps({"township": self._township, "seq": rows.events[-1]["seq"]}).decode()
-                await conn.execute(self._notice, {"notice": notice})
+        if rows.events and self._notice is not None:  # the boards of other replicas: sent at COMMIT
+            notice = orjson.dumps({"township": self._township, "seq": rows.events[-1]["seq"]}).decode()
+            await conn.execute(self._notice, {"notice": notice})
 
     def _writer_conn(self) -> AsyncConnection:
         if self._writer is None:
@@ -597,29 +595,42 @@ async def _events_of_incidents(
     return events
 
 
-async def _insert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table``.
+async def _insert_all(conn: AsyncConnection, parts: Sequence[tuple[sa.Table, list[dict[str, Any]]]]) -> None:
+    """Insert each table's ``rows`` (dicts with the same keys), in the order given.
 
-    On PostgreSQL each column goes as one array parameter (``INSERT ... SELECT * FROM unnest(...)``): one
-    statement whatever the count, where ``executemany`` binds and sends every row on its own. Measured with
-    benchmarks/intake.py (README, performance): for ``report_key`` the ``executemany`` had cost a fifth of
-    PostgreSQL's intake; for the other tables the arrays made no difference beyond the runs' spread. Elsewhere
-    an ``executemany``.
+    On PostgreSQL every table's rows go in one statement, each column as one array parameter (``INSERT ...
+    SELECT * FROM unnest(...)``, the tables after the first as ``WITH`` parts of the last): one round trip
+    for the batch's new rows whatever their count, where ``executemany`` binds and sends every row on its
+    own and a statement per table waits for each answer in turn. Foreign keys are checked at the end of
+    the statement, so an incident and its assignments go together. Elsewhere one ``executemany`` per table.
     """
-    if conn.dialect.name != "postgresql":
-        await conn.execute(sa.insert(table), rows)
+    if not parts:
         return
-    names = tuple(c.name for c in table.columns if c.name in rows[0])
-    statement = _unnest_insert(table, names, conn.dialect)
-    await conn.execute(statement, {name: [row[name] for row in rows] for name in names})
+    if conn.dialect.name != "postgresql":
+        for table, rows in parts:
+            await conn.execute(sa.insert(table), rows)
+        return
+    shape = tuple((table, tuple(c.name for c in table.columns if c.name in rows[0])) for table, rows in parts)
+    params = {
+        f"{table.name}__{name}": [row[name] for row in rows]
+        for (table, names), (_, rows) in zip(shape, parts, strict=True)
+        for name in names
+    }
+    await conn.execute(_unnest_inserts(shape, conn.dialect), params)
 
 
-@lru_cache(maxsize=64)
-def _unnest_insert(table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect) -> sa.TextClause:
-    columns = [table.c[name] for name in names]
-    casts = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=dialect)}[])" for c in columns)
-    listed = ", ".join(f'"{c.name}"' for c in columns)
-    return sa.text(f'INSERT INTO "{table.name}" ({listed}) SELECT * FROM unnest({casts})')
+@lru_cache(maxsize=128)
+def _unnest_inserts(shape: tuple[tuple[sa.Table, tuple[str, ...]], ...], dialect: sa.Dialect) -> sa.TextClause:
+    statements = []
+    for table, names in shape:
+        columns = [table.c[name] for name in names]
+        casts = ", ".join(f"CAST(:{table.name}__{c.name} AS {c.type.compile(dialect=dialect)}[])" for c in columns)
+        listed = ", ".join(f'"{c.name}"' for c in columns)
+        statements.append(f'INSERT INTO "{table.name}" ({listed}) SELECT * FROM unnest({casts})')
+    *first, last = statements
+    if not first:
+        return sa.text(last)
+    return sa.text("WITH " + ", ".join(f"new_{n} AS ({s})" for n, s in enumerate(first)) + " " + last)
 
 
 def _flock_beside(database: str) -> int:
