@@ -307,7 +307,7 @@ class TailFeeds:
         self.ownership = ownership
         self._readers = readers
         self._hub_feeds = hub_feeds or {}
-        self._options = {"queue_size": queue_size, "ring_size": ring_size, "catch_up_s": catch_up_s}
+        self._queue_size, self._ring_size, self._catch_up_s = queue_size, ring_size, catch_up_s
         self._keepalive_s = keepalive_s
         self._tails: dict[str, TailFeed] = {}
         self._starting: dict[str, asyncio.Task[TailFeed]] = {}
@@ -361,7 +361,9 @@ class TailFeeds:
             listener = PgListener(reader.url, self._notified, self._townships_of(key), keepalive_s=self._keepalive_s)
             listener.start()
             self._listeners[key] = listener
-        tail = TailFeed(township, reader, **self._options)  # type: ignore[arg-type]
+        tail = TailFeed(
+            township, reader, queue_size=self._queue_size, ring_size=self._ring_size, catch_up_s=self._catch_up_s
+        )
         await tail.start()
         self._tails[township] = tail
         return tail
