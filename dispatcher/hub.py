@@ -184,6 +184,8 @@ class Hub:
         # (id -> by, at) so that a second acknowledgement is answered without a write.
         self._last_handover_id = 0
         self._last_table_id = 0
+        # Special bonuses approved since start (the writer's own check; earlier ones are read from the log).
+        self._bonuses_approved: dict[int, ev.BonusApproved] = {}
         #: The public notices (CAP) issued, oldest first, by seq: few, read by a public feed, so kept here
         #: (loaded at start) rather than searched for in the event log on every request.
         self._alerts: dict[int, ev.AlertIssued] = {}
@@ -950,14 +952,22 @@ class Hub:
         """Approve special bonus ``bonus_id`` as ``actor``. Raises :class:`BonusRefused` (nothing written)
         for an unknown bonus, one already approved, or an approval by the person who entered it.
 
-        The checks read the committed log before the approval is queued: two different people approving
-        the same bonus at the same instant may both be logged; the first approval in the log counts."""
-        refusal = approval_refusal((await self.bonuses()).get(bonus_id), bonus_id, actor)
+        The checks read the committed log before the approval is queued; the writer then checks again,
+        in its turn, against the approvals committed since the hub started and those of its own batch: of
+        two people approving the same bonus at the same instant, the first is logged and the second
+        refused."""
+        bonus = (await self.bonuses()).get(bonus_id)
+        refusal = approval_refusal(bonus, bonus_id, actor)
         if refusal is not None:
             raise BonusRefused(refusal)
         event = ev.BonusApproved(at=at, bonus=bonus_id, approved_by=actor)
 
         def apply(batch: Batch) -> ev.BonusApproved:
+            first = self._bonuses_approved.get(bonus_id) or next(
+                (f for _, f in batch.facts if isinstance(f, ev.BonusApproved) and f.bonus == bonus_id), None
+            )
+            if first is not None:
+                raise BonusRefused(f"special bonus {bonus_id} was already approved by {first.approved_by}")
             batch.record_township(event)
             return event
 
@@ -1176,6 +1186,7 @@ class Hub:
         self._last_handover_id += len(changes.handovers)
         self._last_table_id += len(changes.rule_tables)
         self._alerts.update((seq, fact) for seq, fact in batch.facts if isinstance(fact, ev.AlertIssued))
+        self._bonuses_approved.update((f.bonus, f) for _, f in batch.facts if isinstance(f, ev.BonusApproved))
         for taken in changes.handover_acks:
             assert taken.id is not None and taken.acknowledged_by is not None and taken.acknowledged_at is not None
             self._handovers_taken[taken.id] = (taken.acknowledged_by, taken.acknowledged_at)

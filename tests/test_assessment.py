@@ -9,7 +9,9 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
@@ -230,3 +232,34 @@ async def test_a_special_bonus_counts_once_a_second_person_approves_it(rig: HubR
         assert ("duban-li", "/api/v1/assessment/bonuses", 201) in seen
         assert ("duban-li", approve, 409) in seen
         assert ("duban-wang", approve, 200) in seen
+
+
+async def test_two_approvers_at_once_log_one_approval(rig: HubRig) -> None:
+    """Both approvers pass the check against the committed log (each read it before the other's approval
+    was written); the writer, in its turn, logs the first and refuses the second."""
+    from dispatcher.assessment import BonusRefused
+    from dispatcher.briefing import Period
+
+    hub = rig.hub
+    bonus_id = await hub.enter_bonus(
+        period=Period.parse("2026-06"), unit_kind="post", unit="tp-02", points=3, reason="抗洪抢险", at=rig.clock.now(),
+        actor="duban-li",
+    )  # fmt: skip
+    before = await hub.bonuses()
+
+    async def as_read_before() -> dict[int, Any]:
+        return before
+
+    hub.bonuses = as_read_before  # type: ignore[method-assign]
+    first, second = await asyncio.gather(
+        hub.approve_bonus(bonus_id, at=rig.clock.now(), actor="duban-wang"),
+        hub.approve_bonus(bonus_id, at=rig.clock.now(), actor="duban-zhao"),
+        return_exceptions=True,
+    )
+    assert not isinstance(first, BaseException) and first.approved_by == "duban-wang"
+    assert isinstance(second, BonusRefused) and "already approved by duban-wang" in str(second)
+    logged = await hub.store.events_of_type("BonusApproved", limit=10)
+    assert [orjson.loads(e.payload)["approved_by"] for e in logged] == ["duban-wang"]
+    # the next one, in a later batch, is refused as well
+    with pytest.raises(BonusRefused, match="already approved by duban-wang"):
+        await hub.approve_bonus(bonus_id, at=rig.clock.now(), actor="duban-zhao")

@@ -286,3 +286,40 @@ def test_photo_flags_name_far_early_stale_and_unknown_photos(bundled_rules: Rule
         "photo eeeeeeeeeeee: no time recorded",
     )
     assert photo_flags(incident, photos[:1], at) == ()
+
+
+async def test_the_briefing_counts_extensions_and_reworks(rig: HubRig) -> None:
+    """Four incidents in June: two wage disputes, one extended (延期); two jams closed, one after a
+    failed verification (返工). The same counts come back when the counters are filled from the log.
+    (No duplicate joining: the two jams stay two incidents.)"""
+    from dispatcher.briefing import Unit
+    from dispatcher.sql_store import build_engine
+    from tests.test_briefing import _refill_from_the_log
+
+    hub = rig.hub
+    extended = (await hub.report(wages("x1"), START)).incident
+    await hub.report(wages("x2"), START)
+    due = extended.assignment("labour-office").deadline(DeadlineKind.RESOLVE).due_at  # type: ignore[union-attr]
+    await hub.request_extension(extended.id, "labour-office", "等法院排期", due + timedelta(days=3), START, actor="lo")
+    await hub.decide_request(extended.id, 1, True, START, role="module_lead", actor="服务模块牵头人")
+    reworked = (await hub.report(jam("x3"), START)).incident
+    plain = (await hub.report(jam("x4"), START)).incident
+    rig.clock.advance(timedelta(minutes=5))
+    await resolve_all(rig, reworked, FIVE_WAY_TEAMS)
+    await hub.verify(reworked.id, False, rig.clock.now(), verifier="grid-01", reason="摊位仍占道")
+    await resolve_all(rig, reworked, FIVE_WAY_TEAMS)
+    await hub.verify(reworked.id, True, rig.clock.now(), verifier="grid-01")
+    await resolve_all(rig, plain, FIVE_WAY_TEAMS)
+    await hub.verify(plain.id, True, rig.clock.now(), verifier="grid-01")
+
+    period = {"start": START - timedelta(days=1), "end": START + timedelta(days=30), "by": Unit.TOWNSHIP}
+    (row,) = (await hub.briefing(**period)).units  # type: ignore[arg-type]
+    assert (row.due, row.extended, row.closed, row.reworked) == (4, 1, 2, 1)
+    assert (row.extension_rate, row.rework_rate) == (0.25, 0.5)
+    engine = build_engine(rig.url, durable=False)
+    try:
+        await _refill_from_the_log(engine)
+    finally:
+        await engine.dispose()
+    (again,) = (await hub.briefing(**period)).units  # type: ignore[arg-type]
+    assert again == row

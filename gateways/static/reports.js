@@ -1,6 +1,7 @@
 /* The /reports page: a leader picks a period, reads the briefing document the dispatcher renders
  * (GET /api/v1/reports/briefing), follows any linked figure to the incidents behind it
- * (GET /api/v1/reports/incidents) and downloads the same document as XLSX. The page holds no data of
+ * (GET /api/v1/reports/incidents), reads the assessment's scores (GET /api/v1/assessment) and follows a
+ * score to the lines and incidents that made it, and downloads the same document as XLSX. The page holds no data of
  * its own; every call carries the bearer token kept for this tab (sessionStorage 'board.token', shared
  * with the board). Labels come from /static/i18n/<lang>.json (Chinese by default, ?lang=en). */
 (() => {
@@ -87,7 +88,90 @@
       status(t('reports.shown', { period }));
     } catch (err) {
       status(String(err.message || err), true);
+      return;
     }
+    await loadAssessment(period);
+  }
+
+  // -- the assessment: scores (post, team, module), each with the lines and incidents behind it ------------
+  const KINDS = ['posts', 'teams', 'modules'];
+  let scores = {}; // kind -> unit -> score, of the period shown
+
+  function cell(tr, value) {
+    const td = document.createElement('td');
+    if (value instanceof Node) td.append(value); else td.textContent = value;
+    tr.append(td);
+    return td;
+  }
+
+  async function loadAssessment(period) {
+    $('assessment').hidden = true;
+    $('score').hidden = true;
+    let data;
+    try {
+      data = await (await api(`/api/v1/assessment?period=${encodeURIComponent(period)}`)).json();
+    } catch (err) {
+      return; // the briefing stays readable without the scores (a role that may not read them)
+    }
+    scores = {};
+    const tables = [];
+    for (const kind of KINDS) {
+      scores[kind] = {};
+      const table = document.createElement('table');
+      table.dataset.kind = kind;
+      const caption = document.createElement('caption');
+      caption.textContent = t(`reports.kind.${kind}`);
+      const head = document.createElement('tr');
+      for (const key of ['reports.unit', 'reports.score', 'reports.lines']) {
+        const th = document.createElement('th');
+        th.textContent = t(key);
+        head.append(th);
+      }
+      const body = document.createElement('tbody');
+      for (const s of data[kind]) {
+        scores[kind][s.unit] = s;
+        const tr = document.createElement('tr');
+        cell(tr, s.unit);
+        const link = document.createElement('a');
+        link.href = '#';
+        link.dataset.score = kind;
+        link.dataset.unit = s.unit;
+        link.textContent = String(s.score);
+        cell(tr, link);
+        cell(tr, s.lines.map((l) => `${l.rule} ×${l.count}`).join(', '));
+        body.append(tr);
+      }
+      const thead = document.createElement('thead');
+      thead.append(head);
+      table.append(caption, thead, body);
+      tables.push(table);
+    }
+    $('assessment-tables').replaceChildren(...tables);
+    $('assessment-version').textContent = t('reports.scoring', { version: data.table_version });
+    $('assessment').hidden = false;
+  }
+
+  function showScore(kind, unit) {
+    const s = scores[kind] && scores[kind][unit];
+    if (!s) return;
+    const rows = $('score-lines');
+    rows.replaceChildren();
+    for (const line of s.lines) {
+      for (const id of line.incidents.length ? line.incidents : [null]) {
+        const tr = document.createElement('tr');
+        if (id !== null) tr.dataset.incident = String(id);
+        tr.dataset.rule = line.rule;
+        cell(tr, line.rule);
+        cell(tr, String(line.count));
+        cell(tr, String(line.points_each));
+        cell(tr, String(line.points));
+        cell(tr, id === null ? '–' : `#${id}`);
+        rows.append(tr);
+      }
+    }
+    $('score-title').textContent = t('reports.score_of', { unit, score: s.score, base: s.base });
+    $('score').hidden = false;
+    $('score').scrollIntoView();
   }
 
   async function follow(link) {
@@ -143,6 +227,12 @@
       if (!link) return;
       ev.preventDefault();
       follow(link);
+    });
+    $('assessment').addEventListener('click', (ev) => {
+      const link = ev.target.closest('a[data-score]');
+      if (!link) return;
+      ev.preventDefault();
+      showScore(link.dataset.score, link.dataset.unit);
     });
     $('period').value = params.get('period') || '';
     if (!token) needSignIn();

@@ -72,6 +72,17 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
         await page.locator("#behind-rows tr[data-incident='3']").wait_for(timeout=10_000)
         assert await page.locator("#behind-rows tr").count() == 1
 
+        # the assessment: tp-02's post score, made by its late close of incident 2
+        score = page.locator("#assessment table[data-kind='posts'] a[data-unit='tp-02']")
+        await score.wait_for(timeout=10_000)
+        assert float(await score.inner_text()) < 100  # a late close loses points from the base
+        await score.click()
+        await page.locator("#score-lines tr[data-incident='2']").wait_for(timeout=10_000)
+        lines = await page.locator("#score-lines tr").all()
+        assert [await r.get_attribute("data-incident") for r in lines] == ["2"]
+        assert "late_close" in (await lines[0].get_attribute("data-rule") or "")
+        assert "tp-02" in await page.locator("#score-title").inner_text()
+
         async with page.expect_download(timeout=10_000) as waiting:
             await page.click("#xlsx")
         download = await waiting.value
