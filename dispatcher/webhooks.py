@@ -174,12 +174,14 @@ class SqlWebhooks:
         delivered_seq: int,
         created_by: str | None,
         at: datetime,
+        secret: str | None = None,
     ) -> Subscription:
+        """A new subscription; ``secret``: a ``whsec_`` secret both sides were given, else a new one."""
         values = {
             "township": township,
             "url": url,
             "event_types": orjson.dumps(sorted(set(event_types))).decode(),
-            "secret": new_secret(),
+            "secret": secret or new_secret(),
             "description": description,
             "include_drills": include_drills,
             "reveal_reporters": reveal_reporters,
