@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     )
     webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
     webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
+    webhook_attempts_kept: int = Field(
+        default=10_000, ge=1, description="webhooks: the newest attempts kept in each subscription's delivery log"
+    )
     webhook_disable_after_s: float = Field(
         default=86_400.0, gt=0, description="webhooks: a subscription failing this long is disabled (an alarm)"
     )

@@ -320,7 +320,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
     freezer = HeapFreezer() if settings.gc_freeze else None
     deliverer = webhooks.Deliverer(
-        SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
+        SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept),
+        {t.id: t.hub for t in townships.values()},
+        delivery_settings(settings),
     )
 
     @asynccontextmanager

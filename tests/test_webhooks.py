@@ -20,7 +20,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from dispatcher.core.incidents import Report
-from dispatcher.webhooks import Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
+from dispatcher.webhooks import Attempt, Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
 from gateways.webhooks import Deliverer, DeliverySettings, body_of, signed_headers
 from tests.conftest import HubRig
 from tests.test_hub import five_way as _five_way
@@ -195,6 +195,52 @@ async def test_drills_and_other_types_are_skipped_and_reporters_masked_unless_re
     reported = next(body for _, body in receiver.requests if body["type"] == "IncidentReported")
     assert reported["data"]["event"]["reporter"] == "***"
     assert b"13800002222" not in b"".join(orjson.dumps(body) for _, body in receiver.requests)
+
+
+@pytest.mark.parametrize("kept", [1, 5, 30])
+async def test_the_attempt_log_keeps_the_newest_attempts_of_each_subscription(crew: HubRig, kept: int) -> None:
+    store = SqlWebhooks(crew.url, attempts_kept=kept)
+    await store.open()
+    try:
+        made = [
+            await store.create(
+                township="ershili",
+                url=f"http://receiver.test/{name}",
+                event_types=["*"],
+                description=None,
+                include_drills=False,
+                reveal_reporters=False,
+                delivered_seq=0,
+                created_by="admin",
+                at=crew.clock.now(),
+            )
+            for name in ("busy", "quiet")
+        ]
+        busy, quiet = (s.id for s in made)
+
+        async def attempt(subscription_id: int, seq: int) -> None:
+            tried = Attempt(
+                subscription_id=subscription_id,
+                seq=seq,
+                webhook_id=webhook_id("ershili", seq),
+                attempt=1,
+                at=crew.clock.now(),
+                ok=False,
+                status_code=503,
+                error="HTTP 503",
+                duration_ms=1.0,
+            )
+            await store.record(tried, delivered_seq=None, failing_since=crew.clock.now())
+
+        for seq in range(1, 3 * kept + 8):
+            await attempt(busy, seq)
+        await attempt(quiet, 1)
+        log = [a.seq for a in await store.attempts(busy, limit=10 * kept + 10)]
+        bound = kept + max(1, kept // 10) - 1  # pruned every tenth of the bound
+        assert kept <= len(log) <= bound and log == list(range(3 * kept + 7, 3 * kept + 7 - len(log), -1))
+        assert [a.seq for a in await store.attempts(quiet, limit=10)] == [1]  # another's log is its own
+    finally:
+        await store.close()
 
 
 async def test_a_receiver_failing_for_the_whole_limit_is_disabled_with_a_township_event(crew: HubRig) -> None:
