@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -45,6 +45,7 @@ from dispatcher.values import RowId, Text
 from dispatcher.webhooks import Attempt, Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
 from gateways.context import context_of
 from gateways.privacy import mask
+from rules.matcher import RuleBook
 
 log = logging.getLogger(__name__)
 #: How a subscription that does not reveal reporters sees them: as the supervision office does (masked).
@@ -67,8 +68,9 @@ class DeliverySettings:
 COUNTY_HANDOVER = "CountyHandover"
 
 
-def handover_payload(incident: Incident, township: str) -> dict[str, Any]:
-    """What the county department receives: the matter, where it is, who reported it."""
+def handover_payload(incident: Incident, township: str, gbt_code: str | None = None) -> dict[str, Any]:
+    """What the county department receives: the matter (with its category's GB/T 47678.5 code), where it is,
+    who reported it."""
     report = incident.report
     return {
         "township": township,
@@ -76,6 +78,7 @@ def handover_payload(incident: Incident, township: str) -> dict[str, Any]:
         "report_id": report.report_id,
         "department": incident.handover,
         "category": incident.category,
+        "gbt_code": gbt_code,
         "description": report.description,
         "zone": report.zone,
         "zones": list(incident.zones),
@@ -87,25 +90,34 @@ def handover_payload(incident: Incident, township: str) -> dict[str, Any]:
     }
 
 
-def handover_body(subscription: Subscription, township: str, incident: Incident, at: datetime) -> bytes:
-    data: Any = handover_payload(incident, township)
+def handover_body(
+    subscription: Subscription, township: str, incident: Incident, at: datetime, gbt_code: str | None
+) -> bytes:
+    data: Any = handover_payload(incident, township, gbt_code)
     if not subscription.reveal_reporters:
         data = mask(data, _MASKED_READER)
     return orjson.dumps({"type": COUNTY_HANDOVER, "timestamp": at.isoformat(), "data": data})
 
 
-def body_of(subscription: Subscription, township: str, event: StoredEvent) -> bytes:
-    """What the receiver gets: ``{type, timestamp, data}`` as Standard Webhooks suggests; ``data`` holds the event."""
+def body_of(
+    subscription: Subscription, township: str, event: StoredEvent, gbt_codes: Mapping[str, str | None] | None = None
+) -> bytes:
+    """What the receiver gets: ``{type, timestamp, data}`` as Standard Webhooks suggests; ``data`` holds the event,
+    and for an event that names a category (``IncidentReported``, ``CategoryChanged``…) that category's GB/T
+    47678.5 code from ``gbt_codes`` (null where the catalogue gives none)."""
     data: Any = orjson.loads(event.payload)
     if not subscription.reveal_reporters:
         data = mask(data, _MASKED_READER)
-    return orjson.dumps(
-        {
-            "type": event.type,
-            "timestamp": event.at.isoformat(),
-            "data": {"township": township, "seq": event.seq, "incident_id": event.incident_id, "event": data},
-        }
-    )
+    envelope: dict[str, Any] = {"township": township, "seq": event.seq, "incident_id": event.incident_id}
+    if gbt_codes is not None and isinstance(data, dict) and "category" in data:
+        envelope["gbt_code"] = gbt_codes.get(data["category"] or "")
+    envelope["event"] = data
+    return orjson.dumps({"type": event.type, "timestamp": event.at.isoformat(), "data": envelope})
+
+
+def gbt_codes(rules: RuleBook) -> Mapping[str, str | None]:
+    """Each catalogue category's GB/T 47678.5 code (``gbt_code``; None where none fits)."""
+    return {c.id: c.gbt_code for c in rules.table.catalogue}
 
 
 def signed_headers(secret: str, message_id: str, at: datetime, body: bytes) -> dict[str, str]:
@@ -350,10 +362,11 @@ class Deliverer:
                     await self.store.skip_to(subscription_id, event.seq)
                     await self._moved()
                     return True
-                body = handover_body(subscription, subscription.township, incident, event.at)
+                code = gbt_codes(hub.rules).get(incident.category or "")
+                body = handover_body(subscription, subscription.township, incident, event.at, code)
                 extra["idempotency-key"] = f"{subscription.township}-{incident.id}"
             else:
-                body = body_of(subscription, subscription.township, event)
+                body = body_of(subscription, subscription.township, event, gbt_codes(hub.rules))
             at = hub.clock.now()
             started = time.perf_counter()
             status, error = await self._post(subscription, message_id, self._wall_clock(), body, extra)

@@ -21,7 +21,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from dispatcher.core.incidents import Report
 from dispatcher.webhooks import Attempt, Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
-from gateways.webhooks import Deliverer, DeliverySettings, body_of, signed_headers
+from gateways.webhooks import Deliverer, DeliverySettings, body_of, gbt_codes, signed_headers
+from rules import RuleBook
 from tests.conftest import HubRig
 from tests.test_hub import five_way as _five_way
 
@@ -283,6 +284,41 @@ async def test_a_receiver_failing_for_the_whole_limit_is_disabled_with_a_townshi
     assert [a.ok for a in attempts] == [False] * 4  # +7 h each: failing since the first, disabled at +21 h
     disabled = [e for e in await crew.hub.events_since(0, limit=1000) if e.type == "WebhookDisabled"]
     assert len(disabled) == 1 and orjson.loads(disabled[0].payload)["subscription_id"] == subscription.id
+
+
+def test_an_event_naming_a_category_carries_its_national_catalogue_code(bundled_rules: RuleBook) -> None:
+    from dispatcher.store import StoredEvent
+
+    subscription = Subscription(
+        id=1,
+        township="ershili",
+        url="http://x.test/",
+        event_types=frozenset({"*"}),
+        secret="whsec_AAAA",
+        description=None,
+        include_drills=False,
+        reveal_reporters=False,
+        enabled=True,
+        delivered_seq=0,
+        failing_since=None,
+        disabled_reason=None,
+        created_by=None,
+        created_at=datetime(2026, 12, 4, tzinfo=UTC),
+    )
+    codes = gbt_codes(bundled_rules)
+
+    def data(type_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        event = StoredEvent(
+            seq=1, incident_id=3, type=type_name, at=subscription.created_at, payload=orjson.dumps(payload).decode()
+        )
+        found: dict[str, Any] = orjson.loads(body_of(subscription, "ershili", event, codes))["data"]
+        return found
+
+    assert data("IncidentReported", {"category": "planning.illegal_construction"})["gbt_code"] == "06001"
+    assert data("IncidentReported", {"category": "market.stall_encroachment"})["gbt_code"] == "09006"
+    assert data("IncidentReported", {"category": "traffic.congestion"})["gbt_code"] is None  # none fits
+    assert data("IncidentReported", {"category": None})["gbt_code"] is None  # in triage
+    assert "gbt_code" not in data("UnitMoved", {"team": "patrol"})
 
 
 def test_the_body_carries_type_timestamp_and_the_event_with_its_township_and_seq() -> None:

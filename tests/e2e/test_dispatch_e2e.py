@@ -276,7 +276,7 @@ async def test_county_matters_are_forwarded_with_retries_and_a_delivery_record(
     ]
     assert [key for key, _ in receiver.requests] == [f"quick-{made['id']}"] * 3
     assert b'"department":"county-ecology"' in receiver.requests[0][1]
-    assert b'"type":"CountyHandover"' in receiver.requests[0][1]
+    assert b'"type":"CountyHandover"' in receiver.requests[0][1] and b'"gbt_code":null' in receiver.requests[0][1]
 
 
 async def test_a_delivery_nobody_answers_is_marked_failed_after_the_last_try(database_url: str, tmp_path: Path) -> None:
