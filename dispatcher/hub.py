@@ -779,7 +779,7 @@ class Hub:
         error: str | None,
         max_attempts: int,
     ) -> Incident:
-        """Record one try at forwarding a county matter (see :mod:`gateways.county`)."""
+        """Record one try at forwarding a county matter (its webhook subscription, :mod:`gateways.webhooks`)."""
 
         def decide(current: Incident, batch: Batch) -> tuple[Incident, list[ev.Event]]:
             return record_delivery(current, at, ok=ok, status_code=status_code, error=error, max_attempts=max_attempts)

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     )
 
     county_webhook_url: str | None = Field(
-        default=None, description="where county matters are POSTed (http://...); unset: not forwarded"
+        default=None,
+        description="where county matters are POSTed (http://...): each township's county hand-over webhook "
+        "subscription, made or repointed at start; unset: none is made (one may be made through the API)",
     )
     map_tiles_url: str | None = Field(
         default=None,
@@ -74,9 +76,14 @@ class Settings(BaseSettings):
             " http://tiles.township.local/{z}/{x}/{y}.png (Web Mercator tiles); unset: no tiles, nothing fetched"
         ),
     )
-    county_webhook_attempts: int = Field(default=8, ge=1, le=100, description="tries before a delivery fails")
-    county_webhook_timeout_s: float = Field(default=10.0, gt=0)
-    county_webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="doubling after each failure")
+    county_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="the county hand-over subscription's Standard Webhooks secret (whsec_…), given to the county "
+        "too; unset: a new one, kept in the database",
+    )
+    county_webhook_attempts: int = Field(
+        default=8, ge=1, le=100, description="tries of a county hand-over before its delivery is marked failed"
+    )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300, description="webhook subscriptions: per request")
     webhook_hosts: str | None = Field(
         default=None,
@@ -84,6 +91,9 @@ class Settings(BaseSettings):
     )
     webhook_first_backoff_s: float = Field(default=1.0, gt=0, description="webhooks: wait after a first failure")
     webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="webhooks: longest wait between tries")
+    webhook_attempts_kept: int = Field(
+        default=10_000, ge=1, description="webhooks: the newest attempts kept in each subscription's delivery log"
+    )
     webhook_disable_after_s: float = Field(
         default=86_400.0, gt=0, description="webhooks: a subscription failing this long is disabled (an alarm)"
     )

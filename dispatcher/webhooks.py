@@ -135,12 +135,19 @@ def _attempt(row: Any) -> Attempt:
 
 
 class SqlWebhooks:
-    """Subscriptions (cached in memory: the deliverers read them often) and the append-only attempt log."""
+    """Subscriptions (cached in memory: the deliverers read them often) and the attempt log, which keeps the
+    newest ``attempts_kept`` attempts of each subscription (the oldest are deleted as new ones come)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, attempts_kept: int = 10_000) -> None:
+        if attempts_kept < 1:
+            raise ValueError("attempts_kept must be 1 or more")
         self._engine = build_engine(url, pool_size=2)
         self._subscriptions: dict[int, Subscription] = {}
         self._opened = False
+        self.attempts_kept = attempts_kept
+        # Pruning is one DELETE per tenth of the bound, not one per attempt: a log holds at most 1.1 × the bound.
+        self._prune_every = max(1, attempts_kept // 10)
+        self._since_pruned: dict[int, int] = {}
 
     async def open(self) -> None:
         """Read the subscriptions (idempotent; the tables are made by the migrations the accounts' open runs)."""
@@ -174,12 +181,14 @@ class SqlWebhooks:
         delivered_seq: int,
         created_by: str | None,
         at: datetime,
+        secret: str | None = None,
     ) -> Subscription:
+        """A new subscription; ``secret``: a ``whsec_`` secret both sides were given, else a new one."""
         values = {
             "township": township,
             "url": url,
             "event_types": orjson.dumps(sorted(set(event_types))).decode(),
-            "secret": new_secret(),
+            "secret": secret or new_secret(),
             "description": description,
             "include_drills": include_drills,
             "reveal_reporters": reveal_reporters,
@@ -239,13 +248,30 @@ class SqlWebhooks:
             "error": attempt.error,
             "duration_ms": attempt.duration_ms,
         }
+        since = self._since_pruned.get(attempt.subscription_id, self._prune_every - 1) + 1
         async with self._engine.begin() as conn:
             await conn.execute(sa.insert(attempt_t).values(row))
             await conn.execute(
                 sa.update(subscription_t).where(subscription_t.c.id == attempt.subscription_id).values(values)
             )
+            if since >= self._prune_every:  # (and at the first attempt after a start: the bound may have shrunk)
+                await conn.execute(self._prune(attempt.subscription_id))
+                since = 0
+        self._since_pruned[attempt.subscription_id] = since
         if current is not None and attempt.subscription_id in self._subscriptions:
             self._subscriptions[attempt.subscription_id] = replace(current, **values)
+
+    def _prune(self, subscription_id: int) -> sa.Delete:
+        """Delete the subscription's attempts older than its newest ``attempts_kept``."""
+        oldest_kept = (
+            sa.select(attempt_t.c.id)
+            .where(attempt_t.c.subscription_id == subscription_id)
+            .order_by(attempt_t.c.id.desc())
+            .offset(self.attempts_kept - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return sa.delete(attempt_t).where(attempt_t.c.subscription_id == subscription_id, attempt_t.c.id < oldest_kept)
 
     async def skip_to(self, subscription_id: int, delivered_seq: int) -> None:
         """Move the cursor past events the subscription does not take (nothing was sent, nothing logged)."""

@@ -95,7 +95,7 @@ async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
             # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
             # seq like any board resuming with ``since``.
             pages = _snapshot_pages(websocket)
-            forwarding = _county_forwarding(websocket)
+            forwarding = _county_forwarding(websocket, township_of(websocket).id)
             tiles = _map_tiles(websocket)
             sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages, forwarding, tiles))
             try:
@@ -181,10 +181,11 @@ def _snapshot_page(websocket: WebSocket) -> int:
     return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
 
 
-def _county_forwarding(websocket: WebSocket) -> bool:
-    """Whether county matters are forwarded (``DISPATCHER_COUNTY_WEBHOOK_URL`` set): the board says so."""
-    settings = getattr(context_of(websocket), "settings", None)
-    return getattr(settings, "county_webhook_url", None) is not None
+def _county_forwarding(websocket: WebSocket, township: str) -> bool:
+    """Whether county matters are forwarded (an enabled county hand-over webhook subscription, which
+    ``DISPATCHER_COUNTY_WEBHOOK_URL`` makes): the board says so."""
+    deliverer = getattr(context_of(websocket), "webhooks", None)
+    return deliverer is not None and bool(deliverer.county_forwarding(township))
 
 
 def _map_tiles(websocket: WebSocket) -> str | None:

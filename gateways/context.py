@@ -36,7 +36,6 @@ class AppContext:
     sign_in_buckets: TokenBuckets
     mqtt: MqttGateway | None = None
     officer_status: LastKnownStatus | None = None
-    county: Any = None  # the county forwarder while the app runs (gateways/county.py), when a webhook is set
     webhooks: Any = None  # the webhook deliverer while the app runs (gateways/webhooks.py)
     metrics: Any = None  # the Prometheus registry /metrics writes, made at the first scrape (gateways/metrics.py)
     snapshot_pages: Any = None  # encoded board snapshot pages shared by boards (gateways/board.py)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -37,6 +37,7 @@ from standardwebhooks import Webhook
 
 from dispatcher.accounts import Account, Role
 from dispatcher.core import events as ev
+from dispatcher.core.incidents import DeliveryState, Incident
 from dispatcher.feed import FeedRecord
 from dispatcher.hub import Hub, HubStopped, IncidentNotFound
 from dispatcher.store import StoredEvent
@@ -44,6 +45,7 @@ from dispatcher.values import RowId, Text
 from dispatcher.webhooks import Attempt, Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
 from gateways.context import context_of
 from gateways.privacy import mask
+from rules.matcher import RuleBook
 
 log = logging.getLogger(__name__)
 #: How a subscription that does not reveal reporters sees them: as the supervision office does (masked).
@@ -56,20 +58,66 @@ class DeliverySettings:
     timeout_s: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     disable_after: timedelta = timedelta(hours=24)
+    county_attempts: int = 8  # tries of one county hand-over before its delivery is marked failed
+    county_url: str | None = None  # DISPATCHER_COUNTY_WEBHOOK_URL: each township's hand-over subscription
+    county_secret: str | None = None  # DISPATCHER_COUNTY_WEBHOOK_SECRET: its whsec_ secret (else a new one)
 
 
-def body_of(subscription: Subscription, township: str, event: StoredEvent) -> bytes:
-    """What the receiver gets: ``{type, timestamp, data}`` as Standard Webhooks suggests; ``data`` holds the event."""
+#: The event type of the county hand-over (转县级部门): a subscription to it receives each county matter as a
+#: hand-over document (:func:`handover_payload`), and each try is recorded on the incident too.
+COUNTY_HANDOVER = "CountyHandover"
+
+
+def handover_payload(incident: Incident, township: str, gbt_code: str | None = None) -> dict[str, Any]:
+    """What the county department receives: the matter (with its category's GB/T 47678.5 code), where it is,
+    who reported it."""
+    report = incident.report
+    return {
+        "township": township,
+        "incident_id": incident.id,
+        "report_id": report.report_id,
+        "department": incident.handover,
+        "category": incident.category,
+        "gbt_code": gbt_code,
+        "description": report.description,
+        "zone": report.zone,
+        "zones": list(incident.zones),
+        "location": {"lat": report.lat, "lon": report.lon} if report.lat is not None else None,
+        "severity": report.severity,
+        "reporter": report.reporter,
+        "reported_at": incident.reported_at.isoformat(),
+        "rule_table": incident.table_version,
+    }
+
+
+def handover_body(
+    subscription: Subscription, township: str, incident: Incident, at: datetime, gbt_code: str | None
+) -> bytes:
+    data: Any = handover_payload(incident, township, gbt_code)
+    if not subscription.reveal_reporters:
+        data = mask(data, _MASKED_READER)
+    return orjson.dumps({"type": COUNTY_HANDOVER, "timestamp": at.isoformat(), "data": data})
+
+
+def body_of(
+    subscription: Subscription, township: str, event: StoredEvent, gbt_codes: Mapping[str, str | None] | None = None
+) -> bytes:
+    """What the receiver gets: ``{type, timestamp, data}`` as Standard Webhooks suggests; ``data`` holds the event,
+    and for an event that names a category (``IncidentReported``, ``CategoryChanged``…) that category's GB/T
+    47678.5 code from ``gbt_codes`` (null where the catalogue gives none)."""
     data: Any = orjson.loads(event.payload)
     if not subscription.reveal_reporters:
         data = mask(data, _MASKED_READER)
-    return orjson.dumps(
-        {
-            "type": event.type,
-            "timestamp": event.at.isoformat(),
-            "data": {"township": township, "seq": event.seq, "incident_id": event.incident_id, "event": data},
-        }
-    )
+    envelope: dict[str, Any] = {"township": township, "seq": event.seq, "incident_id": event.incident_id}
+    if gbt_codes is not None and isinstance(data, dict) and "category" in data:
+        envelope["gbt_code"] = gbt_codes.get(data["category"] or "")
+    envelope["event"] = data
+    return orjson.dumps({"type": event.type, "timestamp": event.at.isoformat(), "data": envelope})
+
+
+def gbt_codes(rules: RuleBook) -> Mapping[str, str | None]:
+    """Each catalogue category's GB/T 47678.5 code (``gbt_code``; None where none fits)."""
+    return {c.id: c.gbt_code for c in rules.table.catalogue}
 
 
 def signed_headers(secret: str, message_id: str, at: datetime, body: bytes) -> dict[str, str]:
@@ -127,9 +175,46 @@ class Deliverer:
         await self.store.open()
         if self._given_client is None and self._client.is_closed:
             self._client = httpx.AsyncClient(timeout=self._settings.timeout_s)
+        if self._settings.county_url is not None:
+            await self._ensure_county(self._settings.county_url, self._settings.county_secret)
         self._running = True
         self.refresh()
         log.info("webhooks: %d subscription(s), %d enabled", len(self.store.all()), len(self._workers))
+
+    async def _ensure_county(self, url: str, secret: str | None) -> None:
+        """Each township served has one county hand-over subscription to ``url``: made at the first start
+        (from seq 0, so that matters left pending by the forwarder of old are sent), its URL and secret
+        changed when the settings change. One that was disabled stays so until an administrator enables it."""
+        for township, hub in self._hubs.items():
+            existing = [s for s in self.store.all() if s.township == township and COUNTY_HANDOVER in s.event_types]
+            if existing:
+                current = existing[0]
+                changes: dict[str, Any] = {}
+                if current.url != url:
+                    changes["url"] = url
+                if secret is not None and current.secret != secret:
+                    changes["secret"] = secret
+                if changes:
+                    await self.store.update(current.id, **changes)
+                    log.warning("county hand-over subscription %d: %s changed", current.id, " and ".join(changes))
+                continue
+            made = await self.store.create(
+                township=township,
+                url=url,
+                event_types=[COUNTY_HANDOVER],
+                description="county hand-over (DISPATCHER_COUNTY_WEBHOOK_URL)",
+                include_drills=False,
+                reveal_reporters=True,  # the department calls the reporter back, as the forwarder's did
+                delivered_seq=0,
+                created_by="DISPATCHER_COUNTY_WEBHOOK_URL",
+                at=hub.clock.now(),
+                secret=secret,
+            )
+            log.warning("county hand-over of %s: webhook subscription %d to %s", township, made.id, url)
+
+    def county_forwarding(self, township: str) -> bool:
+        """Whether the township's county matters are forwarded: an enabled hand-over subscription exists."""
+        return any(s.enabled and s.township == township and COUNTY_HANDOVER in s.event_types for s in self.store.all())
 
     async def stop(self) -> None:
         tasks = [*self._wakers.values(), *(task for _, task in self._workers.values())]
@@ -234,6 +319,9 @@ class Deliverer:
                 await self._moved()
 
     async def _wanted(self, subscription: Subscription, hub: Hub, event: StoredEvent) -> bool:
+        if COUNTY_HANDOVER in subscription.event_types:
+            # A county matter opens with a pending delivery (never a drill's): those are what it takes.
+            return event.type == "IncidentReported" and orjson.loads(event.payload).get("handover") is not None
         if not subscription.wants(event.type):
             return False
         if subscription.include_drills or event.incident_id is None:
@@ -255,7 +343,10 @@ class Deliverer:
         return drill
 
     async def _deliver(self, subscription_id: int, event: StoredEvent) -> bool:
-        """Send one event until it is delivered (True), or the subscription is disabled or removed (False)."""
+        """Send one event until it is delivered (True), or the subscription is disabled or removed (False).
+
+        A county hand-over is also done when its delivery is settled on the incident: delivered, or failed
+        after ``county_attempts`` tries (the command room then phones the department)."""
         failures = 0
         while True:
             subscription = self.store.get(subscription_id)
@@ -263,11 +354,34 @@ class Deliverer:
                 return False
             hub = self._hubs[subscription.township]
             message_id = webhook_id(subscription.township, event.seq)
-            body = body_of(subscription, subscription.township, event)
+            extra: dict[str, str] = {}
+            county = COUNTY_HANDOVER in subscription.event_types
+            if county:
+                incident = await self._pending_handover(hub, event)
+                if incident is None:  # settled before (a restart after its record): nothing to send
+                    await self.store.skip_to(subscription_id, event.seq)
+                    await self._moved()
+                    return True
+                code = gbt_codes(hub.rules).get(incident.category or "")
+                body = handover_body(subscription, subscription.township, incident, event.at, code)
+                extra["idempotency-key"] = f"{subscription.township}-{incident.id}"
+            else:
+                body = body_of(subscription, subscription.township, event, gbt_codes(hub.rules))
             at = hub.clock.now()
             started = time.perf_counter()
-            status, error = await self._post(subscription, message_id, self._wall_clock(), body)
+            status, error = await self._post(subscription, message_id, self._wall_clock(), body, extra)
             ok = error is None
+            settled = ok
+            if county and event.incident_id is not None:
+                recorded = await hub.record_delivery(
+                    event.incident_id,
+                    at,
+                    ok=ok,
+                    status_code=status,
+                    error=error,
+                    max_attempts=self._settings.county_attempts,
+                )
+                settled = recorded.delivery is None or recorded.delivery.state is not DeliveryState.PENDING
             self.attempt_counts[subscription_id, "ok" if ok else "failed"] += 1
             attempt = Attempt(
                 subscription_id=subscription_id,
@@ -285,7 +399,16 @@ class Deliverer:
                 await self._moved()
                 return True
             failing_since = subscription.failing_since or at
-            await self.store.record(attempt, delivered_seq=None, failing_since=failing_since)
+            await self.store.record(attempt, delivered_seq=event.seq if settled else None, failing_since=failing_since)
+            if settled:  # a county hand-over that failed its last try: the next one is sent
+                log.error(
+                    "webhook %d: county hand-over of incident %s failed %d times",
+                    subscription_id,
+                    event.incident_id,
+                    failures + 1,
+                )
+                await self._moved()
+                return True
             failures += 1
             reason = disable_reason(failing_since, at, self._settings.disable_after)
             if reason is not None:
@@ -301,10 +424,21 @@ class Deliverer:
             )
             await asyncio.sleep(self._settings.backoff.after(failures).total_seconds())
 
+    async def _pending_handover(self, hub: Hub, event: StoredEvent) -> Incident | None:
+        """The incident of a county matter whose delivery still waits, else None."""
+        if event.incident_id is None:
+            return None
+        try:
+            incident = await hub.get(event.incident_id)
+        except IncidentNotFound:
+            return None
+        delivery = incident.delivery
+        return incident if delivery is not None and delivery.state is DeliveryState.PENDING else None
+
     async def _post(
-        self, subscription: Subscription, message_id: str, at: datetime, body: bytes
+        self, subscription: Subscription, message_id: str, at: datetime, body: bytes, extra: dict[str, str]
     ) -> tuple[int | None, str | None]:
-        headers = signed_headers(subscription.secret, message_id, at, body)
+        headers = signed_headers(subscription.secret, message_id, at, body) | extra
         try:
             answer = await self._client.post(subscription.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -53,7 +54,6 @@ from gateways import (
 from gateways.access import AccessLog
 from gateways.audit import AuditTrail
 from gateways.context import AppContext
-from gateways.county import WebhookSettings, forwarding
 from gateways.limits import BodyLimit, TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
@@ -182,17 +182,6 @@ def build_hub(
     )
 
 
-def webhook_settings(settings: Settings) -> WebhookSettings | None:
-    if settings.county_webhook_url is None:
-        return None
-    return WebhookSettings(
-        url=settings.county_webhook_url,
-        timeout_s=settings.county_webhook_timeout_s,
-        max_attempts=settings.county_webhook_attempts,
-        first_backoff_s=settings.county_webhook_first_backoff_s,
-    )
-
-
 def build_mqtt(
     settings: Settings, hubs: Sequence[Hub], officers: LastKnownStatus, ownership: Ownership | None = None
 ) -> list[MqttGateway]:
@@ -313,7 +302,17 @@ def delivery_settings(settings: Settings) -> webhooks.DeliverySettings:
             most=timedelta(seconds=settings.webhook_max_backoff_s),
         ),
         disable_after=timedelta(seconds=settings.webhook_disable_after_s),
+        county_attempts=settings.county_webhook_attempts,
+        county_url=settings.county_webhook_url,
+        county_secret=settings.county_webhook_secret.get_secret_value() if settings.county_webhook_secret else None,
     )
+
+
+#: Settings of the county forwarder of old, now the county hand-over webhook subscription's (docs/webhooks.md).
+_RETIRED = {
+    "DISPATCHER_COUNTY_WEBHOOK_FIRST_BACKOFF_S": "DISPATCHER_WEBHOOK_FIRST_BACKOFF_S",
+    "DISPATCHER_COUNTY_WEBHOOK_TIMEOUT_S": "DISPATCHER_WEBHOOK_TIMEOUT_S",
+}
 
 
 def create_app(
@@ -330,6 +329,9 @@ def create_app(
     says which of them this process hosts (default: all, :class:`HostsAll`); boards of the others follow
     their log (:class:`TailFeeds`).
     """
+    for old, new in _RETIRED.items():
+        if old in os.environ:
+            log.warning("%s is no longer read: the county hand-over is a webhook subscription, use %s", old, new)
     townships = Townships(build_townships(settings, [hub] if hub is not None else hubs))
     ownership = ownership or HostsAll()
     tail_feeds = TailFeeds(
@@ -355,7 +357,9 @@ def create_app(
     mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
     deliverer = webhooks.Deliverer(
-        SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
+        SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept),
+        {t.id: t.hub for t in townships.values()},
+        delivery_settings(settings),
     )
 
     @asynccontextmanager
@@ -385,9 +389,6 @@ def create_app(
             if freezer is not None:
                 freezer.start()
                 stack.push_async_callback(freezer.stop)
-            context.county = await stack.enter_async_context(forwarding(the_hub, webhook_settings(settings)))
-            for township in list(townships.values())[1:]:
-                await stack.enter_async_context(forwarding(township.hub, webhook_settings(settings)))
             await stack.enter_async_context(deliverer.running())
             tail_feeds.start()
             stack.push_async_callback(tail_feeds.stop)
@@ -407,7 +408,7 @@ def create_app(
         redoc_url=None,
     )
     #: The first township's hub, for code that serves one township; HTTP routes choose through get_hub.
-    app.state.context = context = AppContext(
+    app.state.context = AppContext(
         hub=the_hub,
         townships=townships,
         directory=directory,

@@ -222,3 +222,32 @@ def test_dry_run_checks_a_mapping_against_a_file(tmp_path: Path) -> None:
     assert "60 rows read, 58 usable, 2 rejected" in result.output and "nothing replayed" in result.output
     assert "line 12 (row 11): closed before opened" in result.output
     assert '"usable": 58' in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("time_format", "text"),
+    [
+        ("%m/%d/%Y %I:%M:%S %p", "04/30/2014 02:51:52 PM"),
+        ("%m/%d/%Y %I:%M:%S %p", "04/30/2014 12:01:00 am"),  # midnight, lower case
+        ("%m/%d/%Y %I:%M:%S %p", "4/3/2014 12:00:00 PM"),  # noon, one-digit day and month
+        ("%Y-%m-%d %H:%M:%S", "2012-12-04 15:21:00"),
+        ("%Y-%m-%d %H:%M", "2012-12-04  15:21"),  # a space in the format reads any run of them
+        ("%Y-%m-%dT%H:%M:%S.%f", "2012-12-04T15:21:00.250"),  # a directive of its own: strptime reads it
+        ("%m/%d/%Y %I:%M:%S %p", "13/30/2014 02:51:52 PM"),  # no month 13
+        ("%m/%d/%Y %I:%M:%S %p", "04/30/2014 13:51:52 PM"),  # no hour 13 on a 12-hour clock
+        ("%m/%d/%Y %I:%M:%S %p", "02/30/2014 01:00:00 PM"),  # no 30 February
+        ("%Y-%m-%d %H:%M:%S", "2012-12-04 24:00:00"),
+        ("%Y-%m-%d %H:%M:%S", "2012-12-04 15:21:00 extra"),
+        ("%Y-%m-%d %H:%M:%S", "NA"),
+    ],
+)
+def test_the_time_reader_reads_what_strptime_reads_and_refuses_what_it_refuses(time_format: str, text: str) -> None:
+    try:
+        expected: datetime | None = datetime.strptime(text, time_format).replace(tzinfo=UTC)
+    except ValueError:
+        expected = None
+    try:
+        found: datetime | None = parse_local_time(text, time_format, ZoneInfo("UTC"))
+    except ValueError:
+        found = None
+    assert found == expected

@@ -20,8 +20,9 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from dispatcher.core.incidents import Report
-from dispatcher.webhooks import Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
-from gateways.webhooks import Deliverer, DeliverySettings, body_of, signed_headers
+from dispatcher.webhooks import Attempt, Backoff, SqlWebhooks, Subscription, disable_reason, webhook_id
+from gateways.webhooks import Deliverer, DeliverySettings, body_of, gbt_codes, signed_headers
+from rules import RuleBook
 from tests.conftest import HubRig
 from tests.test_hub import five_way as _five_way
 
@@ -197,6 +198,52 @@ async def test_drills_and_other_types_are_skipped_and_reporters_masked_unless_re
     assert b"13800002222" not in b"".join(orjson.dumps(body) for _, body in receiver.requests)
 
 
+@pytest.mark.parametrize("kept", [1, 5, 30])
+async def test_the_attempt_log_keeps_the_newest_attempts_of_each_subscription(crew: HubRig, kept: int) -> None:
+    store = SqlWebhooks(crew.url, attempts_kept=kept)
+    await store.open()
+    try:
+        made = [
+            await store.create(
+                township="ershili",
+                url=f"http://receiver.test/{name}",
+                event_types=["*"],
+                description=None,
+                include_drills=False,
+                reveal_reporters=False,
+                delivered_seq=0,
+                created_by="admin",
+                at=crew.clock.now(),
+            )
+            for name in ("busy", "quiet")
+        ]
+        busy, quiet = (s.id for s in made)
+
+        async def attempt(subscription_id: int, seq: int) -> None:
+            tried = Attempt(
+                subscription_id=subscription_id,
+                seq=seq,
+                webhook_id=webhook_id("ershili", seq),
+                attempt=1,
+                at=crew.clock.now(),
+                ok=False,
+                status_code=503,
+                error="HTTP 503",
+                duration_ms=1.0,
+            )
+            await store.record(tried, delivered_seq=None, failing_since=crew.clock.now())
+
+        for seq in range(1, 3 * kept + 8):
+            await attempt(busy, seq)
+        await attempt(quiet, 1)
+        log = [a.seq for a in await store.attempts(busy, limit=10 * kept + 10)]
+        bound = kept + max(1, kept // 10) - 1  # pruned every tenth of the bound
+        assert kept <= len(log) <= bound and log == list(range(3 * kept + 7, 3 * kept + 7 - len(log), -1))
+        assert [a.seq for a in await store.attempts(quiet, limit=10)] == [1]  # another's log is its own
+    finally:
+        await store.close()
+
+
 async def test_a_receiver_failing_for_the_whole_limit_is_disabled_with_a_township_event(crew: HubRig) -> None:
     store = SqlWebhooks(crew.url)
     refused = asyncio.Event()
@@ -237,6 +284,41 @@ async def test_a_receiver_failing_for_the_whole_limit_is_disabled_with_a_townshi
     assert [a.ok for a in attempts] == [False] * 4  # +7 h each: failing since the first, disabled at +21 h
     disabled = [e for e in await crew.hub.events_since(0, limit=1000) if e.type == "WebhookDisabled"]
     assert len(disabled) == 1 and orjson.loads(disabled[0].payload)["subscription_id"] == subscription.id
+
+
+def test_an_event_naming_a_category_carries_its_national_catalogue_code(bundled_rules: RuleBook) -> None:
+    from dispatcher.store import StoredEvent
+
+    subscription = Subscription(
+        id=1,
+        township="ershili",
+        url="http://x.test/",
+        event_types=frozenset({"*"}),
+        secret="whsec_AAAA",
+        description=None,
+        include_drills=False,
+        reveal_reporters=False,
+        enabled=True,
+        delivered_seq=0,
+        failing_since=None,
+        disabled_reason=None,
+        created_by=None,
+        created_at=datetime(2026, 12, 4, tzinfo=UTC),
+    )
+    codes = gbt_codes(bundled_rules)
+
+    def data(type_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        event = StoredEvent(
+            seq=1, incident_id=3, type=type_name, at=subscription.created_at, payload=orjson.dumps(payload).decode()
+        )
+        found: dict[str, Any] = orjson.loads(body_of(subscription, "ershili", event, codes))["data"]
+        return found
+
+    assert data("IncidentReported", {"category": "planning.illegal_construction"})["gbt_code"] == "06001"
+    assert data("IncidentReported", {"category": "market.stall_encroachment"})["gbt_code"] == "09006"
+    assert data("IncidentReported", {"category": "traffic.congestion"})["gbt_code"] is None  # none fits
+    assert data("IncidentReported", {"category": None})["gbt_code"] is None  # in triage
+    assert "gbt_code" not in data("UnitMoved", {"team": "patrol"})
 
 
 def test_the_body_carries_type_timestamp_and_the_event_with_its_township_and_seq() -> None:

@@ -78,7 +78,7 @@ class ServerProcess:
         token: str = answer.json()["access_token"]
         return token
 
-    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
         command = [sys.executable, "-m", "server", "serve", "--port", str(self.port)]
         command += ["--database-url", self.database_url, "--log-level", self.log_level]
         with self.log_path.open("ab") as log:

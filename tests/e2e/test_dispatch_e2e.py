@@ -8,6 +8,7 @@ its roster has two patrol officers on duty around the clock.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from tests.e2e.server import ServerProcess, free_port
 
@@ -191,6 +193,7 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
         self.requests: list[tuple[str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self.port = free_port()
         self._server: asyncio.Server | None = None
 
@@ -209,10 +212,14 @@ class Receiver:
         lowered = {k.lower(): v for k, v in headers.items()}
         body = await reader.readexactly(int(lowered.get("content-length", "0")))
         self.requests.append((lowered.get("idempotency-key", ""), body))
+        self.headers.append(lowered)
         status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
         writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
         await writer.drain()
         writer.close()
+
+
+COUNTY_SECRET = "whsec_" + base64.b64encode(b"county-ecology-shared-secret-32b").decode()
 
 
 @pytest.fixture
@@ -228,7 +235,8 @@ async def test_county_matters_are_forwarded_with_retries_and_a_delivery_record(
         database_url,
         tmp_path / "server.log",
         DISPATCHER_COUNTY_WEBHOOK_URL=f"http://127.0.0.1:{receiver.port}/handover",
-        DISPATCHER_COUNTY_WEBHOOK_FIRST_BACKOFF_S="0.2",
+        DISPATCHER_COUNTY_WEBHOOK_SECRET=COUNTY_SECRET,
+        DISPATCHER_WEBHOOK_FIRST_BACKOFF_S="0.2",
         DISPATCHER_COUNTY_WEBHOOK_ATTEMPTS="5",
     ).start()
     try:
@@ -243,9 +251,23 @@ async def test_county_matters_are_forwarded_with_retries_and_a_delivery_record(
                 return found if found["delivery"]["state"] == "delivered" else None
 
             done = await wait_for(delivered, 15, "the delivery")
+            # The hand-over is one webhook subscription: listed, and its delivery log has the three tries.
+            (county,) = (await http.get("/api/v1/webhooks")).json()["data"]
+            assert county["event_types"] == ["CountyHandover"] and county["url"].endswith("/handover")
+            log = (await http.get(f"/api/v1/webhooks/{county['id']}/deliveries")).json()["data"]
+            assert [(a["attempt"], a["ok"], a["status_code"]) for a in log] == [
+                (3, True, 200),
+                (2, False, 500),
+                (1, False, 503),
+            ]
     finally:
         server.stop()
     assert (done["delivery"]["attempts"], done["delivery"]["last_error"]) == (3, None)
+    # Signed per Standard Webhooks with the secret both sides were given; one webhook-id for every try.
+    hook = Webhook(COUNTY_SECRET)
+    for (_, body), headers in zip(receiver.requests, receiver.headers, strict=True):
+        assert hook.verify(body, headers)["data"]["incident_id"] == made["id"]
+    assert len({h["webhook-id"] for h in receiver.headers}) == 1
     tries = [e["data"] for e in done["timeline"] if e["type"] == "HandoverAttempted"]
     assert [(t["attempt"], t["ok"], t["status_code"], t["final"]) for t in tries] == [
         (1, False, 503, False),
@@ -254,6 +276,7 @@ async def test_county_matters_are_forwarded_with_retries_and_a_delivery_record(
     ]
     assert [key for key, _ in receiver.requests] == [f"quick-{made['id']}"] * 3
     assert b'"department":"county-ecology"' in receiver.requests[0][1]
+    assert b'"type":"CountyHandover"' in receiver.requests[0][1] and b'"gbt_code":null' in receiver.requests[0][1]
 
 
 async def test_a_delivery_nobody_answers_is_marked_failed_after_the_last_try(database_url: str, tmp_path: Path) -> None:
@@ -262,7 +285,7 @@ async def test_a_delivery_nobody_answers_is_marked_failed_after_the_last_try(dat
         database_url,
         tmp_path / "server.log",
         DISPATCHER_COUNTY_WEBHOOK_URL=f"http://127.0.0.1:{closed}/handover",
-        DISPATCHER_COUNTY_WEBHOOK_FIRST_BACKOFF_S="0.1",
+        DISPATCHER_WEBHOOK_FIRST_BACKOFF_S="0.1",
         DISPATCHER_COUNTY_WEBHOOK_ATTEMPTS="2",
     ).start()
     try:
