@@ -52,7 +52,7 @@ class Spy:
 async def spied(crew: HubRig) -> AsyncIterator[tuple[Any, Spy]]:
     app = create_app(Settings(database_url=crew.url, rate_per_s=0, body_limit_bytes=2048), hub=crew.hub)
     app.middleware_stack = app.build_middleware_stack()
-    edge = app.middleware_stack
+    edge: Any = app.middleware_stack
     while not isinstance(edge, Edge):
         edge = edge.app
     spy = edge.app = Spy(edge.app)
