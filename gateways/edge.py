@@ -10,13 +10,15 @@ as seen from the client:
   from the request once it is answered and handed to the sink (:class:`gateways.audit.AuditSink`);
 * masking (:mod:`gateways.privacy`): JSON answers under ``/api/`` to a principal who must not see every reporter.
 
-The hot routes (:data:`HOT_PATHS`: report intake and the batch door) are then answered without FastAPI's router
-and dependency solving, by :class:`HotRoute`: the guard (the same :func:`gateways.auth.guard`), one validation of
-the body (``orjson``, then the route's compiled model), the route's own function and the application's own
-exception handlers (RFC 9457 problems). A request the route would refuse before its function runs (a body that is
-not JSON or does not validate, another content type) is handed to the application with its body replayed, so
-every refusal stays the one FastAPI gives and the OpenAPI schema documents; the routes stay in the application,
-and in its schema, as they are.
+The hot routes (report intake, the batch door and a team's steps: the composition root names them) are then
+answered without FastAPI's router and dependency solving, by :class:`HotRoute`: the guard (the same
+:func:`gateways.auth.guard`), one validation of the path and the body (``orjson``, then the route's compiled
+models), the route's own function and the application's own exception handlers (RFC 9457 problems). A request the
+route would refuse before its function runs (a body that is not JSON or does not validate, another content type,
+a path parameter out of range) is handed to the application with its body replayed, so every refusal stays the one
+FastAPI gives and the OpenAPI schema documents; the routes stay in the application, and in its schema, as they
+are. A path that a route tried before the hot one could take (``/assignments/{team}/officer``) goes to the
+application too.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,7 +36,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dispatcher.hub import Hub
 from gateways import access, audit
 from gateways.auth import guard
 from gateways.limits import too_large
@@ -42,8 +44,6 @@ from gateways.privacy import mask, needs_masking
 from gateways.tenancy import township_of
 
 log = logging.getLogger(__name__)
-
-Endpoint = Callable[[Request, Any, Hub], Awaitable[Response]]
 
 
 class Edge:
@@ -66,7 +66,8 @@ class Edge:
         self.limit = limit
         self.larger = dict(larger or {})
         self.access_log = access_log
-        self.hot = dict(hot or {})
+        self.exact = {key: route for key, route in (hot or {}).items() if "{" not in key[1]}
+        self.patterned = [(key[0], route) for key, route in (hot or {}).items() if "{" in key[1]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,6 +75,19 @@ class Edge:
             return
         exchange = _Exchange(self, scope, receive, send)
         await exchange.run()
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The hot route that takes the request, else the application."""
+        method, path = scope["method"], scope["path"]
+        hot = self.exact.get((method, path))
+        if hot is not None:
+            await hot(scope, receive, send, self.app)
+            return
+        for hot_method, route in self.patterned:
+            if hot_method == method and (params := route.match(path)) is not None:
+                await route(scope, receive, send, self.app, params)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Exchange:
@@ -124,11 +138,7 @@ class _Exchange:
                 return
             audited = audit.audited(scope)
             try:
-                hot = self.edge.hot.get((scope["method"], scope["path"]))
-                if hot is not None:
-                    await hot(scope, self.counted, self.watched, self.edge.app)
-                else:
-                    await self.edge.app(scope, self.counted, self.watched)
+                await self.edge.dispatch(scope, self.counted, self.watched)
             finally:
                 if audited:
                     await audit.hand_over(scope, self.app_status)
@@ -204,46 +214,73 @@ class _Exchange:
 
 # -- the hot routes ----------------------------------------------------------------------------------------------
 
-#: Answered by the edge itself: report intake and the batch door (the routes that take reports by the thousand).
-HOT_PATHS = (("POST", "/api/v1/incidents"), ("POST", "/api/v1/incidents/batch"))
+
+@dataclass(frozen=True, slots=True)
+class Hot:
+    """What makes a route hot: its function, the model of its body and, when its path has parameters, of those.
+
+    The function is called with keywords: ``request``, ``body`` (the validated body; None for an empty body when
+    ``optional``), ``hub`` (the request's township's) and each path parameter by name.
+    """
+
+    endpoint: Callable[..., Awaitable[Response]]
+    body: type[BaseModel]
+    path: type[BaseModel] | None = None
+    optional: bool = False
 
 
 class HotRoute:
     """One route of the application answered at the edge: guard, one validation, the route's function.
 
     ``route`` is the application's own route (its path template is what the guard and the audit trail read);
-    ``model`` the body's model; ``endpoint`` the route's function, called as ``endpoint(request, body, hub)``.
+    ``shadows`` the routes the application's router would try first and that could take the same path (a request
+    one of them matches goes to the application); ``handlers`` the application's exception handlers.
     """
 
-    __slots__ = ("endpoint", "handlers", "model", "route")
+    __slots__ = ("handlers", "hot", "route", "shadows")
 
-    def __init__(self, route: Any, model: type[BaseModel], endpoint: Endpoint, handlers: Mapping[Any, Any]) -> None:
+    def __init__(self, route: Any, hot: Hot, handlers: Mapping[Any, Any], shadows: tuple[Any, ...] = ()) -> None:
         self.route = route
-        self.model = model
-        self.endpoint = endpoint
+        self.hot = hot
         self.handlers = handlers
+        self.shadows = shadows
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        content_type = _header(scope, b"content-type") or b""
-        if content_type.partition(b";")[0].strip().lower() != b"application/json":
-            # None, a form or other bytes (FastAPI refuses them), or another +json type: the application's.
-            await app(scope, receive, send)
-            return
+    def match(self, path: str) -> dict[str, str] | None:
+        """The path parameters when this route is the one the application would choose for ``path``, else None."""
+        found = self.route.path_regex.match(path)
+        if found is None or any(r.match(path) for r in self.shadows):
+            return None
+        return dict(found.groupdict())
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, params: dict[str, str] | None = None
+    ) -> None:
+        hot = self.hot
         body, disconnected = await _read_body(receive)
         if disconnected:
             return  # the client left, or the body limit answered 413
         try:
-            parsed = self.model.model_validate(orjson.loads(body))
-        except ValueError:  # not JSON (orjson.JSONDecodeError), or not valid (pydantic's ValidationError)
+            values = dict(hot.path.model_validate(params)) if hot.path is not None else {}
+            if body:
+                content_type = _header(scope, b"content-type") or b""
+                if content_type.partition(b";")[0].strip().lower() != b"application/json":
+                    # None, a form, other bytes (FastAPI refuses them), or another +json type: the application's.
+                    raise ValueError("not application/json")
+                parsed = hot.body.model_validate(orjson.loads(body))
+            elif hot.optional:
+                parsed = None
+            else:
+                raise ValueError("no body")
+        except ValueError:  # not JSON (orjson.JSONDecodeError), not valid (pydantic's ValidationError)...
             await app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
-        scope["endpoint"] = self.endpoint
-        scope["path_params"] = {}
+        scope["endpoint"] = hot.endpoint
+        scope["path_params"] = params or {}
         request = Request(scope, receive)
         try:
             await guard(request)
-            response = await self.endpoint(request, parsed, township_of(request).hub)
+            response = await hot.endpoint(request=request, body=parsed, hub=township_of(request).hub, **values)
         except Exception as exc:  # noqa: BLE001 - answered as the application's handlers answer it
             await self._refusal(request, exc, send)
             return
@@ -259,31 +296,39 @@ class HotRoute:
         await response(request.scope, request.receive, send)
 
 
-def hot_routes(
-    app: FastAPI, endpoints: Mapping[tuple[str, str], tuple[type[BaseModel], Endpoint]]
-) -> dict[tuple[str, str], HotRoute]:
-    """The hot routes of ``app``: each ``(method, path)`` of ``endpoints`` with its model and function.
+def hot_routes(app: FastAPI, hot: Mapping[tuple[str, str], Hot]) -> dict[tuple[str, str], HotRoute]:
+    """The hot routes of ``app``: each ``(method, path template)`` of ``hot``, with what would shadow it.
 
-    Raises ``LookupError`` when the application has no such route (the edge answers only routes it documents).
+    Raises ``LookupError`` when the application has no such route with that function (the edge answers only
+    routes the application has, and documents).
     """
-    routes = dict(_walk(app.routes))
-    hot = {}
-    for key, (model, endpoint) in endpoints.items():
+    walked = list(_walk(app.routes))
+    routes = dict(walked)
+    out = {}
+    for key, spec in hot.items():
         route = routes.get(key)
-        if route is None or getattr(route, "endpoint", None) is not endpoint:
-            raise LookupError(f"no route {key[0]} {key[1]} with {endpoint.__name__} in the application")
-        hot[key] = HotRoute(route, model, endpoint, app.exception_handlers)
-    return hot
+        if route is None or getattr(route, "endpoint", None) is not spec.endpoint:
+            raise LookupError(f"no route {key[0]} {key[1]} with {spec.endpoint.__name__} in the application")
+        earlier = [r for k, r in walked[: [k for k, _ in walked].index(key)] if k[0] == key[0]]
+        shadows = tuple(r.path_regex for r in earlier if _overlap(route_path(r) or "", key[1]))
+        out[key] = HotRoute(route, spec, app.exception_handlers, shadows)
+    return out
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Whether two path templates can match one path (segment by segment: a parameter matches any segment)."""
+    a, b = one.split("/"), other.split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") or y.startswith("{") for x, y in zip(a, b, strict=True))
 
 
 def _walk(routes: Any) -> Iterator[tuple[tuple[str, str], Any]]:
-    """((method, path template), route) of every HTTP route, walking included routers (as the policy test does)."""
+    """((method, path template), route) of every HTTP route in the router's order, walking included routers."""
     for route in routes:
         if hasattr(route, "effective_candidates"):
             yield from _walk(route.effective_candidates())
             continue
         path = route_path(route)
-        for method in getattr(route, "methods", None) or ():
+        for method in sorted(getattr(route, "methods", None) or ()):
             if path is not None:
                 yield (method, path), route
 

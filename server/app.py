@@ -49,14 +49,14 @@ from gateways import (
 )
 from gateways.context import AppContext
 from gateways.county import WebhookSettings, forwarding
-from gateways.edge import Edge, hot_routes
+from gateways.edge import Edge, Hot, hot_routes
 from gateways.limits import TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
-from gateways.policy import document_security
+from gateways.policy import MOVE_ASSIGNMENT, document_security
 from gateways.problems import document_problems
-from gateways.schemas import IncidentCreate, IncidentsBatchCreate
+from gateways.schemas import IncidentCreate, IncidentsBatchCreate, UnitActionIn
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
@@ -369,7 +369,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     _offline_docs(app)
     _documented_security(app)
     # One layer for every request (access log, body limit, audit trail, masking); report intake and the batch
-    # door are answered there, without the router's matching and dependency solving (gateways/edge.py).
+    # door and a team's steps are answered there, without the router's matching and dependency solving
+    # (gateways/edge.py).
     uploads = dict.fromkeys(field_api.UPLOAD_PATHS, settings.media_max_bytes + field_api.UPLOAD_OVERHEAD)
     app.add_middleware(
         Edge,
@@ -379,8 +380,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         hot=hot_routes(
             app,
             {
-                ("POST", "/api/v1/incidents"): (IncidentCreate, api.report_incident),
-                ("POST", "/api/v1/incidents/batch"): (IncidentsBatchCreate, api.report_incidents),
+                ("POST", "/api/v1/incidents"): Hot(api.report_incident, IncidentCreate),
+                ("POST", "/api/v1/incidents/batch"): Hot(api.report_incidents, IncidentsBatchCreate),
+                MOVE_ASSIGNMENT: Hot(api.move_unit, UnitActionIn, path=api.UnitStepPath, optional=True),
             },
         ),
     )

@@ -147,3 +147,31 @@ async def test_a_body_over_the_limit_is_413_declared_or_counted(spied: tuple[Any
         assert answer.status_code == 413, answer.text
         assert answer.json()["code"] == "too-large" and answer.json()["limit"] == 2048
     assert spy.bodies == []
+
+
+async def test_a_teams_step_is_answered_at_the_edge_unless_another_route_takes_the_path(
+    spied: tuple[Any, Spy],
+) -> None:
+    app, spy = spied
+    async with api_client(app) as http:
+        incident = (await http.post(INTAKE, json=report("edge-20", zone=None, location=FAR))).json()
+        team = incident["assignments"][0]["team"]
+        steps = f"{INTAKE}/{incident['id']}/assignments/{team}"
+        acked = await http.post(f"{steps}/acknowledge")
+        again = await http.post(f"{steps}/acknowledge")
+        en_route = await http.post(f"{steps}/en-route", json={"version": acked.json()["version"]})
+        assert spy.bodies == []
+        unknown = await http.post(f"{steps}/dance")
+        too_far = await http.post(f"{INTAKE}/99999999999/assignments/{team}/acknowledge")
+        stale = await http.post(f"{steps}/on-scene", json={"version": 1})
+        officer = await http.post(f"{steps}/officer", json={})
+    assert acked.status_code == 200 and acked.headers["x-step-outcome"] == "applied", acked.text
+    assert again.status_code == 200 and again.headers["x-step-outcome"] == "already"
+    assert en_route.status_code == 200, en_route.text
+    assert stale.status_code == 409 and stale.json()["code"] == "stale-version"  # the handler's problem, at the edge
+    assert unknown.status_code == 422 and too_far.status_code == 404  # FastAPI's refusals, from the guard first
+    assert officer.status_code == 200, officer.text  # dispatch's route (the best free officer), not a step
+    assert spy.bodies == [b"", b"", b"{}"]  # dance, 99999999999 and the officer route reached the application
+    audit = await _audit(app)
+    action = "POST /api/v1/incidents/{incident_id}/assignments/{team}/{action}"
+    assert [outcome for a, target, outcome in audit if a == action and target == f"{steps}/acknowledge"] == [200, 200]
