@@ -14,8 +14,10 @@ import orjson
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from dispatcher.accounts import Role
 from dispatcher.settings import Settings
 from gateways.edge import Edge
+from gateways.privacy import MASK
 from server.app import create_app
 from tests.conftest import HubRig, api_client, sign_in_as
 
@@ -117,8 +119,6 @@ async def test_what_the_route_refuses_is_refused_by_fastapi_from_the_same_bytes(
 
 async def test_the_guard_refuses_at_the_edge_with_problems(spied: tuple[Any, Spy], crew: HubRig) -> None:
     app, spy = spied
-    from dispatcher.accounts import Role
-
     async with api_client(app, headers={"Authorization": "Bearer dsp_not-a-real-token"}) as http:
         unsigned = await http.post(INTAKE, json=report("edge-18"))
         supervision = await sign_in_as(app, Role.SUPERVISION, township=crew.hub.rules.township_id)
@@ -175,3 +175,24 @@ async def test_a_teams_step_is_answered_at_the_edge_unless_another_route_takes_t
     audit = await _audit(app)
     action = "POST /api/v1/incidents/{incident_id}/assignments/{team}/{action}"
     assert [outcome for a, target, outcome in audit if a == action and target == f"{steps}/acknowledge"] == [200, 200]
+
+
+async def test_a_step_answered_at_the_edge_is_masked_for_its_officer(spied: tuple[Any, Spy]) -> None:
+    app, spy = spied
+    labour = {
+        "report_id": "edge-30",
+        "category": "labour.wage_arrears",
+        "zone": "town-centre",
+        "description": "欠薪",
+        "reporter": "王五 13800000000",
+    }
+    async with api_client(app) as admin:
+        incident = (await admin.post(INTAKE, json=labour)).json()
+    held = next(a for a in incident["assignments"] if a["officer"])
+    officer = await sign_in_as(app, Role.FIELD_OFFICER, township="ershili", officer_id=held["officer"])
+    async with api_client(app, headers=officer) as http:
+        acked = await http.post(f"{INTAKE}/{incident['id']}/assignments/{held['team']}/acknowledge")
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["reporter"] == MASK and "13800000000" not in acked.text  # a sensitive category
+    assert int(acked.headers["content-length"]) == len(acked.content)
+    assert spy.bodies == []
