@@ -7,6 +7,7 @@ FastAPI's as the OpenAPI schema documents it. The audit trail, the body limit an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from dispatcher.settings import Settings
 from gateways.edge import Edge
 from gateways.privacy import MASK
 from server.app import create_app
+from server.logs import JsonLines
 from tests.conftest import HubRig, api_client, sign_in_as
 
 INTAKE = "/api/v1/incidents"
@@ -195,4 +197,32 @@ async def test_a_step_answered_at_the_edge_is_masked_for_its_officer(spied: tupl
     assert acked.status_code == 200, acked.text
     assert acked.json()["reporter"] == MASK and "13800000000" not in acked.text  # a sensitive category
     assert int(acked.headers["content-length"]) == len(acked.content)
+    assert spy.bodies == []
+
+
+async def test_the_access_line_of_a_hot_route_carries_the_request_id(
+    spied: tuple[Any, Spy], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, spy = spied
+    lines: list[dict[str, Any]] = []
+
+    class Formatted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(orjson.loads(JsonLines().format(record)))  # at emit time: the request's own context
+
+    handler = Formatted()
+    caplog.set_level(logging.INFO, logger="dispatcher.access")
+    logging.getLogger("dispatcher.access").addHandler(handler)
+    try:
+        async with api_client(app) as http:
+            incident = (await http.post(INTAKE, json=report("edge-40"), headers={"X-Request-ID": "req-edge-40"})).json()
+            team = incident["assignments"][0]["team"]
+            step = f"{INTAKE}/{incident['id']}/assignments/{team}/acknowledge"
+            await http.post(step, headers={"X-Request-ID": "req-edge-41"})
+    finally:
+        logging.getLogger("dispatcher.access").removeHandler(handler)
+    assert [(line["request_id"], line["township"], line.get("incident_id")) for line in lines] == [
+        ("req-edge-40", "ershili", None),
+        ("req-edge-41", "ershili", incident["id"]),
+    ]
     assert spy.bodies == []
