@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,8 +214,11 @@ class Server:
         log_level: str = "info",
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        command: Callable[[int], list[str]] | None = None,
     ) -> None:
+        """``command(port)``: another server than ``dispatcher serve`` (its settings then come from ``env``)."""
         self.database_url = database_url
+        self.command = command
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         self.workdir = workdir
@@ -238,19 +241,23 @@ class Server:
 
     def start(self) -> None:
         self.port = free_port()
-        command = [
-            *dispatcher_command(),
-            "serve",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--database-url",
-            self.database_url,
-            "--log-level",
-            self.log_level,
-            *self.extra_args,
-        ]
+        command = (
+            self.command(self.port)
+            if self.command
+            else [
+                *dispatcher_command(),
+                "serve",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--database-url",
+                self.database_url,
+                "--log-level",
+                self.log_level,
+                *self.extra_args,
+            ]
+        )
         env = dict(os.environ)
         env.pop("DISPATCHER_DATABASE_URL", None)
         env.update(self.extra_env)
@@ -306,7 +313,12 @@ class Server:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the server process (all its threads) has used so far."""
-        return process_cpu_seconds(self.pid) if self.proc is not None else None
+        if self.proc is None:
+            return None
+        if self.command is None:
+            return process_cpu_seconds(self.pid)
+        # Another server may answer from worker processes (granian does): the whole tree's time.
+        return sum(process_cpu_seconds(pid) or 0.0 for pid in (self.pid, *descendants(self.pid)))
 
     def rss_mib(self) -> float | None:
         if self.proc is None:
@@ -335,6 +347,24 @@ def process_cpu_seconds(pid: int) -> float | None:
     ticks = os.sysconf("SC_CLK_TCK")
     # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, their children...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
 
 
 # -- a minimal HTTP/1.1 keep-alive client --------------------------------------------------------

@@ -825,6 +825,27 @@ def summarize_collapsed(path: Path, top: int = 20) -> dict[str, Any]:
 # -- the run -------------------------------------------------------------------------------------------
 
 
+def http_server(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
+    """``Server`` arguments for ``--http-server``: none for ``dispatcher serve``, a granian command otherwise."""
+    if args.http_server == "uvicorn":
+        return {}
+    granian = Path(sys.executable).parent / "granian"
+    if not granian.exists():
+        raise BenchError(f"--http-server granian: no {granian} (pip install granian into this venv)")
+    env = {"DISPATCHER_DATABASE_URL": database_url, "DISPATCHER_LOG_LEVEL": args.server_log_level.upper()}
+
+    def command(port: int) -> list[str]:
+        return [
+            str(granian),
+            *("--interface", "asgi", "--factory", "--workers", "1", "--loop", "uvloop"),
+            *("--host", LOOPBACK, "--port", str(port), "--working-dir", str(Path(__file__).resolve().parent)),
+            *("--log-level", args.server_log_level.lower(), "--no-access-log"),
+            "_granian_app:app",
+        ]
+
+    return {"command": command, "env": env}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Intake benchmark of the dispatcher: throughput (closed loop) and board latency (open loop).",
@@ -868,6 +889,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--description-bytes", type=int, default=120, help="size of each report's description")
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--server-log-level", default="info")
+    parser.add_argument(
+        "--http-server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="uvicorn: `dispatcher serve` (httptools, uvloop); granian: the same application under granian "
+        "(one worker, uvloop; granian is not a project dependency: install it into the venv to compare)",
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -924,7 +952,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         db = await create_database(args.database_url, tempdir, admin_db=args.pg_admin_db, keep=args.keep_db)
         result["database"] = db.describe()
         result["machine"]["database_backend"] = db.backend
-        server = Server(db.url, tempdir, log_level=args.server_log_level)
+        server = Server(db.url, tempdir, log_level=args.server_log_level, **http_server(args, db.url))
         started = time.monotonic()
         server.start()
         ready = await server.wait_ready(args.startup_timeout)

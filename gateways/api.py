@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime, BaseModel, ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
@@ -221,6 +221,14 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
         "incident moved on since the `version` given (`stale-version`); `current` says where it is now"
     }
 }
+
+
+class UnitStepPath(BaseModel):
+    """The path of a team's step, validated as the route's parameters are (the edge answers the route itself)."""
+
+    incident_id: IncidentId
+    team: Text
+    action: UnitAction
 
 
 @router.post(

@@ -1,11 +1,15 @@
 """The audit trail: who did what, when and from where, for every change made through the API.
 
-:class:`AuditTrail` (ASGI middleware) appends one entry per changing request (``POST``, ``PUT``, ``PATCH``,
-``DELETE`` under ``/api/``, signing in and out included) and per audit export, after the answer is sent:
+:func:`hand_over` (called by the edge, :class:`gateways.edge.Edge`) appends one entry per changing request
+(``POST``, ``PUT``, ``PATCH``, ``DELETE`` under ``/api/``, signing in and out included) and per audit export,
+after the answer is sent:
 the account (none when not signed in; the name tried for a sign-in), the township, the route template
 and the concrete path, the status answered and the client address (the socket's peer: put no proxy in
 front without teaching it here). Incident events keep their own ``actor`` in the event log; the audit
 entry of the same request adds where it came from. ``GET /api/v1/audit`` exports the trail.
+
+The entry is built from the request alone (:func:`entry_of`, pure) and handed to an :class:`AuditSink`: today
+the directory, which commits entries that arrive together in one transaction.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import csv
 import io
 import logging
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from dispatcher.accounts import AuditEntry, Principal, SqlDirectory
 from gateways.context import AppContext, context_of
@@ -30,43 +34,32 @@ CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 EXPORTS = frozenset({"/api/v1/audit"})
 
 
-class AuditTrail:
-    """ASGI middleware recording changing requests in the directory's audit table (after the answer)."""
+class AuditSink(Protocol):
+    """Where audit entries go: the directory's audit table (:class:`SqlDirectory`), or one day the writer's batch."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (
-            scope["path"].startswith("/api/") and (scope["method"] in CHANGING or scope["path"] in EXPORTS)
-        ):
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        finally:
-            await _record(scope, status)
+    async def record(self, entry: AuditEntry) -> None:
+        """Store ``entry``; returns once it is stored (raises when it could not be)."""
 
 
-async def _record(scope: Scope, status: int) -> None:
-    context: AppContext = scope["app"].state.context
-    directory = context.directory
+def audited(scope: Scope) -> bool:
+    """Whether the request of ``scope`` leaves an audit entry: changing requests under ``/api/`` and the exports."""
+    path: str = scope["path"]
+    return path.startswith("/api/") and (scope["method"] in CHANGING or path in EXPORTS)
+
+
+def entry_of(scope: Scope, status: int, at: datetime) -> AuditEntry:
+    """The audit entry of the request of ``scope``, answered ``status`` at ``at``. Pure: no I/O.
+
+    Who comes from what the guard and the route left in the request's state (``principal``, ``township``,
+    ``audit_actor``, ``audit_detail``); the action names the matched route's template when there is one.
+    """
     state = scope.get("state", {})
     principal: Principal | None = state.get("principal")
     route = scope.get("route")
-    action = f"{scope['method']} {getattr(route, 'path', None) or scope['path']}"
     client = scope.get("client")
-    entry = AuditEntry(
-        at=context.clock.now(),
-        action=action,
+    return AuditEntry(
+        at=at,
+        action=f"{scope['method']} {getattr(route, 'path', None) or scope['path']}",
         outcome=status,
         actor=principal.name if principal else state.get("audit_actor"),
         township=state.get("township"),
@@ -74,9 +67,20 @@ async def _record(scope: Scope, status: int) -> None:
         source=client[0] if client else None,
         detail=state.get("audit_detail"),
     )
+
+
+async def hand_over(scope: Scope, status: int, sink: AuditSink | None = None) -> None:
+    """Build the request's entry and hand it to ``sink`` (the directory when None); a failure is logged, not raised.
+
+    Called by the edge (:class:`gateways.edge.Edge`) once the answer is sent.
+    """
+    context: AppContext = scope["app"].state.context
+    entry = entry_of(scope, status, context.clock.now())
     try:
-        await directory.open()
-        await directory.record(entry)
+        if sink is None:
+            await context.directory.open()
+            sink = context.directory
+        await sink.record(entry)
     except Exception:
         log.exception("audit entry not stored: %s", entry)
 

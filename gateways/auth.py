@@ -153,7 +153,7 @@ async def guard(connection: HTTPConnection) -> None:
     if scope not in (Scope.TOWNSHIP, Scope.SELF):
         await _check_scope(connection, scope, principal.account, township_of(connection).hub)
     if connection.scope["type"] == "websocket":
-        # HTTP changes are audited by gateways.audit.AuditTrail; a board subscription is audited here.
+        # HTTP changes are audited by the edge (gateways/edge.py); a board subscription is audited here.
         client = connection.client
         await directory.record(
             AuditEntry(

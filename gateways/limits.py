@@ -4,74 +4,18 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
 from gateways.problems import MEDIA_TYPE, problem
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 
 
-class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes (``larger`` per path) is answered ``413`` unread.
-
-    It trusts neither ``Content-Length`` nor its absence: the bytes are counted as they arrive.
-    """
-
-    def __init__(self, app: ASGIApp, *, limit: int = DEFAULT_BODY_LIMIT, larger: Mapping[str, int] | None = None):
-        self.app = app
-        self.limit = limit
-        self.larger = dict(larger or {})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.larger.get(scope["path"], self.limit)
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > limit or declared < 0:
-                    await _too_large(send, limit)
-                    return
-        received = 0
-        started = False
-        answered = False
-
-        async def counted() -> Message:
-            nonlocal received, started, answered
-            if answered:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # Answer now and tell the application the client left: it stops reading and whatever
-                    # it still sends is dropped (frameworks turn a failed body read into a 400 otherwise).
-                    if not started:
-                        started = answered = True
-                        await _too_large(send, limit)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if answered:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        await self.app(scope, counted, watched)
-
-
-async def _too_large(send: Send, limit: int) -> None:
+async def too_large(send: Send, limit: int) -> None:
+    """Answer ``413`` (a problem naming ``limit``): the edge's body limit (:class:`gateways.edge.Edge`)."""
     body = orjson.dumps(problem(413, "too-large", f"the request body may have at most {limit} bytes", limit=limit))
     headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})

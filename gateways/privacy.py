@@ -9,7 +9,7 @@ What each role sees of a ``reporter`` (of an incident, of a joined report, in an
 * supervision (综合督考办): always masked; it scores posts and teams, it does not call citizens.
 
 :func:`mask` applies this to any decoded JSON (API answers, board frames). The API is covered by
-:class:`MaskResponses` (ASGI middleware) and the board by :class:`MaskedSocket`; both leave the bytes alone
+:class:`gateways.edge.Edge` and the board by :class:`MaskedSocket`; both leave the bytes alone
 for roles that see everything, so the command room's hot paths do not pay for it.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.accounts import Account, Principal, Role
 
@@ -91,42 +90,3 @@ class MaskedSocket:
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         await self._websocket.close(code=code, reason=reason)
-
-
-class MaskResponses:
-    """ASGI middleware: JSON answers to a principal who must not see every reporter are masked."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def masking(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                principal = scope.get("state", {}).get("principal")
-                json = any(k == b"content-type" and v.startswith(b"application/json") for k, v in message["headers"])
-                if not (needs_masking(principal) and json):
-                    await send(message)
-                    return
-                start = message
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            principal = scope["state"]["principal"]
-            body = orjson.dumps(mask(orjson.loads(b"".join(chunks)), principal.account))
-            headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, masking)

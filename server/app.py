@@ -51,16 +51,15 @@ from gateways import (
     rules_api,
     webhooks,
 )
-from gateways.access import AccessLog
-from gateways.audit import AuditTrail
 from gateways.context import AppContext
-from gateways.limits import BodyLimit, TokenBuckets
+from gateways.edge import Edge, Hot, hot_routes
+from gateways.limits import TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
-from gateways.policy import document_security
-from gateways.privacy import MaskResponses
+from gateways.policy import MOVE_ASSIGNMENT, document_security
 from gateways.problems import document_problems
+from gateways.schemas import IncidentCreate, IncidentsBatchCreate, UnitActionIn
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
@@ -446,13 +445,24 @@ def create_app(
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
     _documented_security(app)
-    # Outermost last: the body limit sees a request first, then the audit trail, then masking.
-    app.add_middleware(MaskResponses)
-    app.add_middleware(AuditTrail)
+    # One layer for every request (access log, body limit, audit trail, masking); report intake and the batch
+    # door and a team's steps are answered there, without the router's matching and dependency solving
+    # (gateways/edge.py).
     uploads = dict.fromkeys(field_api.UPLOAD_PATHS, settings.media_max_bytes + field_api.UPLOAD_OVERHEAD)
-    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes, larger={**LARGER_BODIES, **uploads})
-    if settings.access_log:
-        app.add_middleware(AccessLog)  # outermost: it times and logs every answer, a 413 of BodyLimit too
+    app.add_middleware(
+        Edge,
+        limit=settings.body_limit_bytes,
+        larger={**LARGER_BODIES, **uploads},
+        access_log=settings.access_log,
+        hot=hot_routes(
+            app,
+            {
+                ("POST", "/api/v1/incidents"): Hot(api.report_incident, IncidentCreate),
+                ("POST", "/api/v1/incidents/batch"): Hot(api.report_incidents, IncidentsBatchCreate),
+                MOVE_ASSIGNMENT: Hot(api.move_unit, UnitActionIn, path=api.UnitStepPath, optional=True),
+            },
+        ),
+    )
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
