@@ -51,6 +51,7 @@ from dispatcher.core.incidents import (
 )
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, RequestState, Role
 from dispatcher.core.roster import UnitState, UnitStatus
+from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.store import (
     Changes,
@@ -98,10 +99,13 @@ _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
 _OPEN_PAGE = 2000  # open incidents read per query at start
 
 
-def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+def build_engine(
+    url: str, *, pool_size: int = 10, durable: bool = True, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get their folder created and WAL turned on.
 
-    ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync.
+    ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync. ``server_settings``:
+    PostgreSQL settings of every connection (a leased hub's timeouts).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -112,8 +116,14 @@ def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Asyn
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         return engine
+    connect_args = {"server_settings": server_settings} if server_settings else {}
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=connect_args,
     )
 
 
@@ -151,9 +161,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class SqlIncidentStore:
     """The store on SQLAlchemy Core over the SQLModel tables. All methods run on the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True, fence: Fence | None = None) -> None:
+        """``fence``: a replica's hub (PostgreSQL only): no writer lock; every write checks the lease's epoch."""
         self.url = url
-        self._engine = build_engine(url, pool_size=pool_size, durable=durable)
+        self.fence = fence
+        # A leased hub's transaction left open (its replica paused mid-write) ends by itself, so that the
+        # next holder's fence is not kept waiting; a fence raised behind a write in flight waits that long.
+        leased = {"idle_in_transaction_session_timeout": "5000", "lock_timeout": "10000"} if fence else None
+        self._engine = build_engine(url, pool_size=pool_size, durable=durable, server_settings=leased)
         self._writer: AsyncConnection | None = None
         self._lock: WriterLock | None = None
 
@@ -162,10 +177,13 @@ class SqlIncidentStore:
         return self._engine.dialect.name
 
     async def open(self) -> None:
-        self._lock = await WriterLock.take(self._engine)
+        self._lock = WriterLock() if self.fence is not None else await WriterLock.take(self._engine)
         try:
             async with self._engine.begin() as conn:
                 await conn.run_sync(upgrade_to_head)
+            if self.fence is not None:
+                async with self._engine.begin() as conn:
+                    await raise_fence(conn, self.fence)
             self._writer = await self._engine.connect()
         except BaseException:
             await self._lock.release()
@@ -388,6 +406,9 @@ class SqlIncidentStore:
         try:
             async with conn.begin():
                 await self._write(conn, changes)
+        except LeaseLost:
+            await self._recover(conn)
+            raise
         except sa.exc.IntegrityError as exc:
             if "report_key" in str(exc.orig) or "report_id" in str(exc.orig):
                 raise DuplicateReport("a report id of the batch is already stored") from None
@@ -409,6 +430,7 @@ class SqlIncidentStore:
             log.warning("could not reset the writer connection: %s", exc)
 
     async def _write(self, conn: AsyncConnection, changes: Changes) -> None:
+        await check_fence(conn, self.fence)  # a replica's hub: first, is the township's lease still ours?
         if changes.created:
             await _insert(conn, incident_t, [_incident_row(i) for i in changes.created])
             assignments = [_assignment_row(i.id, n, a) for i in changes.created for n, a in enumerate(i.assignments)]
