@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dispatcher.field_store import SqlFieldStore
     from dispatcher.media import MediaStore
     from gateways.mqtt import LastKnownStatus, MqttGateway
+    from gateways.replicas import Replicas
     from gateways.tenancy import Townships
 
 
@@ -42,6 +43,7 @@ class AppContext:
     snapshot_pages: Any = None  # encoded board snapshot pages shared by boards (gateways/board.py)
     media: MediaStore | None = None  # the photos' bytes (dispatcher/media.py)
     field: SqlFieldStore | None = None  # photos' metadata and places (dispatcher/field_store.py)
+    replicas: Replicas | None = None  # replica mode: who serves which township (gateways/replicas.py)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

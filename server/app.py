@@ -25,6 +25,7 @@ from dispatcher.feed import EventFeed
 from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
+from dispatcher.leases import Fence
 from dispatcher.media import LocalMediaStore
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
@@ -58,9 +59,11 @@ from gateways.mqtt.officers import RosterStatus
 from gateways.policy import document_security
 from gateways.privacy import MaskResponses
 from gateways.problems import document_problems
+from gateways.replicas import Elsewhere, carry
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
+from server.replicas import ReplicaSet
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +135,16 @@ async def restore_rules(hub: Hub, path: Path, *, from_file: bool) -> str | None:
     return None
 
 
-def build_hub(settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None) -> Hub:
-    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``."""
+def build_hub(
+    settings: Settings, *, clock: Clock | None = None, alarm: Alarm | None = None, fence: Fence | None = None
+) -> Hub:
+    """The hub with its store, rules, clock, alarm and feed; raises ``RuleTableError`` or ``TableRefused``.
+
+    ``fence``: a replica's hub, whose every write is fenced by the township's lease (server/replicas.py).
+    """
     rules = load_rules(settings.rules_path)
     return Hub(
-        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size),
+        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size, fence=fence),
         rules=rules,
         clock=clock or SystemClock(),
         alarm=alarm or ApschedulerAlarm(),
@@ -282,6 +290,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
     mqtt = build_mqtt(settings, the_hub, officers)  # the first township's hub: one broker prefix per process
     freezer = HeapFreezer() if settings.gc_freeze else None
+    replicas = _leased_townships(settings, townships, directory) if settings.replica_id is not None else None
+    if replicas is not None:
+        mqtt = None
     deliverer = webhooks.Deliverer(
         SqlWebhooks(settings.database_url), {t.id: t.hub for t in townships.values()}, delivery_settings(settings)
     )
@@ -303,6 +314,11 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
                 "only sets admin's password at the first start); to change it: dispatcher accounts set-password admin"
             )
         async with AsyncExitStack() as stack:
+            if replicas is not None:
+                await replicas.start()
+                stack.push_async_callback(replicas.stop)
+                yield  # the townships' hubs come and go with their leases; see _leased_townships
+                return
             for township in townships.values():
                 await _start_township(stack, township, settings)
             if mqtt is not None:
@@ -347,7 +363,9 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
         sign_in_buckets=TokenBuckets(settings.sign_in_per_min / 60.0, settings.sign_in_per_min),
         media=LocalMediaStore(settings.media_path()),
         field=field,
+        replicas=replicas.view if replicas is not None else None,
     )
+    app.state.replica_set = replicas
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)
@@ -366,6 +384,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     app.include_router(cap.router)
     app.include_router(reports.router)
     api.install_error_handlers(app)
+    app.add_exception_handler(Elsewhere, carry)  # replica mode: a township served by another replica
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
     _documented_security(app)
@@ -389,10 +408,11 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
     async def readyz() -> JSONResponse:
         # Readiness is about taking reports: HTTP still does while the broker is away, so a down
         # MQTT gateway is reported here but does not make the dispatcher unready.
-        store_ok = all([await t.hub.store.ping() for t in townships.values()])
-        running = all(t.hub.running for t in townships.values())
-        ready = store_ok and running
-        body = {
+        here = [t for t in townships.values() if t.serving]
+        store_ok = all([await t.hub.store.ping() for t in here])
+        running = all(t.hub.running for t in here)
+        ready = store_ok and running and (replicas is None or replicas.settled)
+        body: dict[str, Any] = {
             "ready": ready,
             "store": "up" if store_ok else "down",
             "writer": "running" if running else "stopped",
@@ -403,6 +423,8 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
             "mqtt": mqtt.state if mqtt is not None else "off",
             "townships": sorted(townships),
         }
+        if replicas is not None:
+            body["replica"] = {"id": replicas.id, "serves": replicas.held, "leases_settled": replicas.settled}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
@@ -411,6 +433,45 @@ def create_app(settings: Settings, *, hub: Hub | None = None, hubs: Sequence[Hub
 #: Bodies allowed past the default limit: a whole rule table or roster, a batch of reports (500 reports of 8 KiB
 #: each on average: a batch of longer descriptions is sent in smaller batches).
 LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
+
+
+def _leased_townships(settings: Settings, townships: Townships, directory: SqlDirectory) -> ReplicaSet:
+    """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py).
+
+    MQTT, the county webhook and webhook deliveries are not run in replica mode (HTTP only).
+    """
+    urls = {t.id: str(getattr(t.hub.store, "url", "")) for t in townships.values()}
+    if settings.advertise_url is None:
+        raise ValueError(
+            "DISPATCHER_REPLICA_ID needs DISPATCHER_ADVERTISE_URL: where the other replicas reach this one"
+        )
+    for url in [settings.database_url, *urls.values()]:
+        if not url.startswith("postgresql"):
+            raise ValueError(f"replica mode runs on PostgreSQL only, not {url.split(':')[0]} (SQLite: one process)")
+    if settings.mqtt_url or settings.county_webhook_url:
+        log.warning("replica mode: the MQTT gateway, the county webhook and webhook deliveries are not started")
+
+    async def start(township: Township, fence: Fence) -> AsyncExitStack:
+        spec = settings.model_copy(update={"rules_path": township.rules_path, "database_url": urls[township.id]})
+        township.hub = build_hub(spec, fence=fence)
+        township.shifts = ShiftWatch(township.hub)
+        stack = AsyncExitStack()
+        try:
+            await _start_township(stack, township, settings)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return stack
+
+    return ReplicaSet(
+        replica_id=settings.replica_id or "",
+        url=settings.advertise_url.rstrip("/"),
+        county_url=settings.database_url,
+        townships=townships,
+        start_township=start,
+        ttl=timedelta(seconds=settings.lease_ttl_s),
+        refresh=directory.refresh,
+    )
 
 
 async def _start_township(stack: AsyncExitStack, township: Township, settings: Settings) -> None:
