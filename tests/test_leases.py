@@ -64,12 +64,25 @@ def test_nothing_moves_while_nothing_changes() -> None:
     assert moves("a", planned, leases, NOW).acquire == moves("a", planned, leases, NOW).release == ()
 
 
+@pytest.mark.parametrize(
+    ("townships", "live", "aims"),
+    [(7, "abc", [3, 2, 2]), (4, "abc", [2, 1, 1]), (30, "abc", [10, 10, 10]), (2, "abc", [1, 1, 0])],
+)
+def test_free_townships_are_shared_as_evenly_as_can_be(townships: int, live: str, aims: list[int]) -> None:
+    names = [f"t{n:02d}" for n in range(townships)]
+    planned = plan(names, list(reversed(live)), {}, NOW)
+    assert sorted((counts(planned).get(r, 0) for r in live), reverse=True) == aims
+    assert set(planned) == set(names)
+
+
 def test_a_joining_replica_gets_the_holders_last_townships_over_their_share() -> None:
     leases = {t: held(t, "a" if n < 4 else "b") for n, t in enumerate(TOWNS)}  # a: 4, b: 3
-    planned = plan(TOWNS, ["a", "b", "c"], leases, NOW)  # share 3
+    planned = plan(TOWNS, ["a", "b", "c"], leases, NOW)  # shares 3, 2, 2
     assert planned["t04"] == "c"  # a's fourth, past its share of three
-    assert counts(planned) == {"a": 3, "b": 3, "c": 1}
+    assert planned["t07"] == "c"  # b's third, past its share of two
+    assert counts(planned) == {"a": 3, "b": 2, "c": 2}
     assert moves("a", planned, leases, NOW).release == ("t04",)
+    assert moves("b", planned, leases, NOW).release == ("t07",)
     # c waits for a to give t04 back: it is held live.
     assert moves("c", planned, leases, NOW).acquire == ()
     assert not settled(planned, leases, NOW)

@@ -6,12 +6,13 @@ runs on the one replica that holds its lease (a row with a holder, an epoch and 
 own part (:func:`moves`): renew what it holds and keeps, give back what it holds and no longer keeps, take
 what is planned for it once nobody holds it.
 
-The plan, deterministic and simple: with ``n`` townships and ``live`` replicas, each replica aims at
-``share = ceil(n / live)``. Townships are walked in sorted order; a township whose lease is live stays with
-its holder while the holder holds fewer than ``share`` of them (so nothing moves while nothing changes);
-the rest (free, expired, or over a holder's share) go one by one to the live replica holding fewest so
-far, ties to the smaller id. A lease held by a replica that is not (or not yet) seen as live stays with
-it until it expires: only its expiry frees a township, never a guess that its holder is gone.
+The plan, deterministic and simple: with ``n`` townships and ``live`` replicas, each replica holds
+``n // live`` townships, and ``n % live`` of them one more (30 on 3: 10 each; 4 on 3: 2, 1, 1). Townships are
+walked in sorted order: a township whose lease is live stays with its holder up to ``n // live``, then up to
+one more while extra places are left (so nothing moves while nothing changes); the rest (free, expired, or
+over a holder's share) go one by one to the live replica holding fewest so far, ties to the smaller id.
+A lease held by a replica that is not (or not yet) seen as live stays with it until it expires: only its
+expiry frees a township, never a guess that its holder is gone.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def live_replicas(replicas: Sequence[Replica], now: datetime, ttl: timedelta) ->
 
 
 def share(townships: int, live: int) -> int:
-    """How many townships each live replica aims at."""
+    """The most townships one live replica aims at."""
     return math.ceil(townships / live) if live else 0
 
 
@@ -85,25 +86,34 @@ def plan(
     """The replica each township should be with (None: no live replica at all)."""
     if not live:
         return dict.fromkeys(sorted(townships))
-    aim = share(len(townships), len(live))
+    live = sorted(live)
+    base, extra = divmod(len(townships), len(live))
     counts = dict.fromkeys(live, 0)
     planned: dict[str, str | None] = {}
-    rest = []
+    over, rest = [], []
     for township in sorted(townships):
         lease = leases.get(township)
-        if lease is None or not lease.live(now):
+        if lease is None or lease.holder is None or not lease.live(now):
             rest.append(township)
-            continue
-        assert lease.holder is not None
-        if lease.holder not in counts:
+        elif lease.holder not in counts:
             planned[township] = lease.holder  # not seen live (yet): it keeps the township until expiry
-        elif counts[lease.holder] < aim:
+        elif counts[lease.holder] < base:
             planned[township] = lease.holder
             counts[lease.holder] += 1
         else:
+            over.append((township, lease.holder))
+    for township, holder in over:  # the extra townships stay with holders that have one over the base
+        if counts[holder] == base and extra:
+            planned[township] = holder
+            counts[holder] += 1
+            extra -= 1
+        else:
             rest.append(township)
-    for township in rest:
-        fewest = min(live, key=lambda r: (counts[r], r))
+    for township in sorted(rest):
+        below = [r for r in live if counts[r] < base] or [r for r in live if counts[r] == base and extra] or live
+        fewest = min(below, key=lambda r: (counts[r], r))
+        if counts[fewest] >= base:
+            extra -= 1
         planned[township] = fewest
         counts[fewest] += 1
     return dict(sorted(planned.items()))
