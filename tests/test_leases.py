@@ -8,9 +8,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.alarm import ManualAlarm
@@ -258,3 +260,23 @@ async def _until_waiting_on_a_lock(engine: AsyncEngine) -> None:
                 return
         await asyncio.sleep(0.05)
     raise AssertionError("the fence was never seen waiting for the write in flight")
+
+
+def test_the_county_compose_profile_runs_three_distinct_replicas_behind_the_balancer(repo_root: Path) -> None:
+    """Docker cannot run here: the profile is checked as written (each replica its own id and URL, each balanced)."""
+    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text(encoding="utf-8"))
+    county = {name: s for name, s in compose["services"].items() if "county" in s.get("profiles", [])}
+    replicas = {
+        name: s["environment"] for name, s in county.items() if "DISPATCHER_REPLICA_ID" in s.get("environment", {})
+    }
+    assert sorted(replicas) == ["replica-a", "replica-b", "replica-c"]
+    assert {env["DISPATCHER_REPLICA_ID"] for env in replicas.values()} == set(replicas)
+    assert {env["DISPATCHER_ADVERTISE_URL"] for env in replicas.values()} == {f"http://{r}:8000" for r in replicas}
+    assert len({env["DISPATCHER_DATABASE_URL"] for env in replicas.values()}) == 1
+    assert all(env["DISPATCHER_DATABASE_URL"].startswith("postgresql+asyncpg://") for env in replicas.values())
+    balancer = (repo_root / "deploy" / "nginx" / "county.conf").read_text(encoding="utf-8")
+    assert all(f"server {r}:8000" in balancer for r in replicas)
+    databases = (repo_root / "deploy" / "postgres" / "county.sql").read_text(encoding="utf-8")
+    for env in replicas.values():
+        for entry in env["DISPATCHER_TOWNSHIPS"].split(";"):
+            assert f"CREATE DATABASE {entry.rsplit('/', 1)[1]} " in databases
