@@ -75,7 +75,7 @@ async def throughput(county: County, count: int, args: argparse.Namespace, run: 
     replicas = await _start(county, [f"{run}{n}" for n in range(count)], args.lease_ttl)
     try:
         taken = 0
-        refused: dict[int, int] = {}
+        refused: dict[str, int] = {}
         end = time.monotonic() + args.duration
         limits = httpx.Limits(max_connections=args.concurrency)
         async with httpx.AsyncClient(headers=replicas[0].headers, timeout=30, limits=limits) as http:
@@ -95,7 +95,8 @@ async def throughput(county: County, count: int, args: argparse.Namespace, run: 
                     if answer.status_code == 201:
                         taken += 1
                     else:
-                        refused[answer.status_code] = refused.get(answer.status_code, 0) + 1
+                        status = f"http_{answer.status_code}"
+                        refused[status] = refused.get(status, 0) + 1
 
             started = time.monotonic()
             await asyncio.gather(*(loop(w) for w in range(args.concurrency)))

@@ -26,7 +26,7 @@ from tests.e2e.county import County, owner_of, serves, settled, until
 from tests.e2e.server import ServerProcess
 
 # Three processes started one after the other, a failover of a few seconds, then a stop: more than the default.
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(360)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 
 def _report(report_id: str) -> dict[str, str]:
@@ -48,7 +48,7 @@ async def _replicas(stack: AsyncExitStack, county: County, ids: list[str]) -> li
     stack.callback(_stop_all, started)
     for replica_id in ids:
         replica = county.replica(replica_id)
-        await asyncio.to_thread(replica.start, 90.0)
+        await asyncio.to_thread(replica.start, 180.0)
         started.append(replica)
     await until(lambda: all(settled(r) for r in started), "every replica settled", 60)
     return started
