@@ -468,6 +468,40 @@ class SqlDirectory:
         self._tokens[digest] = info
         return token, info
 
+    async def look_up(self, token: str) -> bool:
+        """Replicas: load a token another replica issued (and its account) from the database; False: no such
+        live token. One query for a token this process does not know (a guard calls it only then)."""
+        digest = token_hash(token)
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(token_t).where(token_t.c.token_hash == digest, token_t.c.revoked_at.is_(None))
+                )
+            ).first()
+            if row is None:
+                return False
+            account = (await conn.execute(sa.select(account_t).where(account_t.c.name == row.account))).first()
+        if account is not None:
+            self._accounts[account.name] = _account(account)
+        self._tokens[digest] = _token(row)
+        return True
+
+    async def refresh(self) -> None:
+        """Replicas: take in what other replicas changed: accounts, new tokens, revocations (watchers of a token
+        revoked elsewhere hear it here)."""
+        async with self._engine.connect() as conn:
+            accounts = (await conn.execute(sa.select(account_t))).all()
+            tokens = (
+                await conn.execute(sa.select(token_t).where(token_t.c.revoked_at.is_(None)).order_by(token_t.c.id))
+            ).all()
+        live = {row.token_hash: _token(row) for row in tokens}
+        gone = {info.id for digest, info in self._tokens.items() if digest not in live}
+        self._accounts = {row.name: _account(row) for row in accounts}
+        self._tokens = live
+        for token_id in gone:
+            for watcher in self._revocation_watchers.pop(token_id, set()):
+                watcher(TOKEN_REVOKED)
+
     def authenticate(self, token: str, at: datetime) -> Principal | None:
         """The principal behind a live token of an enabled account, or None. No I/O."""
         digest = token_hash(token)

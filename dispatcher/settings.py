@@ -132,6 +132,28 @@ class Settings(BaseSettings):
         "(accounts and the audit trail stay in database_url); unset: one township, rules_path on database_url",
     )
 
+    # -- replicas: a county's townships over several processes (docs/operations.md) --
+    replica_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="replica mode (PostgreSQL only): this process's id among the replicas sharing database_url; "
+        "each township runs on the replica holding its lease, the others carry its requests there",
+    )
+    advertise_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+/?$",
+        description="replica mode: where the other replicas reach this one (http://10.0.0.5:8000)",
+    )
+    lease_ttl_s: float = Field(
+        default=6.0,
+        ge=1.0,
+        le=300.0,
+        description="replica mode: a lease not renewed for this long is free; renewed every quarter of it "
+        "(a dead replica's townships move after at most this, plus a round)",
+    )
+
     # -- the field app's photos (docs/field.md) --
     media_dir: Path | None = Field(
         default=None,

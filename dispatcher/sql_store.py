@@ -56,6 +56,7 @@ from dispatcher.core.incidents import (
 )
 from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentStatus, RequestState, Role
 from dispatcher.core.roster import UnitState, UnitStatus
+from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.sqlite_writer import SqliteWriter, Step, transact
 from dispatcher.store import (
@@ -106,10 +107,13 @@ _OPEN_PAGE = 2000  # open incidents read per query at start
 EVENTS_CHANNEL = "dispatcher_events"
 
 
-def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+def build_engine(
+    url: str, *, pool_size: int = 10, durable: bool = True, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get their folder created and WAL turned on.
 
-    ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync.
+    ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync. ``server_settings``:
+    PostgreSQL settings of every connection (a leased hub's timeouts).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -120,8 +124,14 @@ def build_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Asyn
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         return engine
+    connect_args = {"server_settings": server_settings} if server_settings else {}
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=connect_args,
     )
 
 
@@ -167,9 +177,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class SqlIncidentStore:
     """The store on SQLAlchemy Core over the SQLModel tables. All methods run on the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, durable: bool = True, township: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        durable: bool = True,
+        township: str | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """``township``: named in the NOTIFY of each commit (PostgreSQL). ``fence``: a replica's hub
+        (PostgreSQL only): no writer lock; every write checks the lease's epoch first."""
         self.url = url
-        self._engine = build_engine(url, pool_size=pool_size, durable=durable)
+        self.fence = fence
+        # A leased hub's transaction left open (its replica paused mid-write) ends by itself, so that the
+        # next holder's fence is not kept waiting; a fence raised behind a write in flight waits that long.
+        leased = {"idle_in_transaction_session_timeout": "5000", "lock_timeout": "10000"} if fence else None
+        self._engine = build_engine(url, pool_size=pool_size, durable=durable, server_settings=leased)
         # On PostgreSQL each commit that logs events also sends a NOTIFY naming the township and its last seq
         # (delivered by the database at COMMIT, never for a rolled-back batch): the wake-up of the boards that
         # replicas not hosting the township serve (dispatcher/tail_feed.py).
@@ -191,10 +215,13 @@ class SqlIncidentStore:
         return self._engine.dialect.name
 
     async def open(self) -> None:
-        self._lock = await WriterLock.take(self._engine)
+        self._lock = WriterLock() if self.fence is not None else await WriterLock.take(self._engine)
         try:
             async with self._engine.begin() as conn:
                 await conn.run_sync(upgrade_to_head)
+            if self.fence is not None:
+                async with self._engine.begin() as conn:
+                    await raise_fence(conn, self.fence)
             if self._sqlite is not None:
                 await self._sqlite.open()
             else:
@@ -429,6 +456,8 @@ class SqlIncidentStore:
                 except Exception:
                     await self._recover(conn)
                     raise
+        except LeaseLost:
+            raise
         except (sa.exc.IntegrityError, sqlite3.IntegrityError) as exc:
             message = str(getattr(exc, "orig", None) or exc)
             if "report_key" in message or "report_id" in message:
@@ -456,6 +485,7 @@ class SqlIncidentStore:
         changed (one ``executemany`` per kind, present only when a batch moved something), then every new
         row in one statement (:func:`_insert_all`), then the township's records.
         """
+        await check_fence(conn, self.fence)  # a replica's hub: first, is the township's lease still ours?
         if rows.incident_updates:
             await conn.execute(_INCIDENT_UPDATE, rows.incident_updates)
         if rows.assignment_updates:

@@ -286,4 +286,5 @@ class OutboxCursorRow(SQLModel, table=True):
 # every user of this module's metadata (the store, the migrations, their test) sees them.
 import dispatcher.account_tables  # noqa: E402
 import dispatcher.field_tables as _field_tables  # noqa: E402, F401  (photos and places, revision 0007)
+import dispatcher.lease_tables  # noqa: E402  (replicas and leases, revision 0016)
 import dispatcher.webhook_tables  # noqa: E402, F401

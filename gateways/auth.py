@@ -127,6 +127,8 @@ async def guard(connection: HTTPConnection) -> None:
     await directory.open()
     token = _token_of(connection) or await _api_key_of(connection, path)
     principal = directory.authenticate(token, context_of(connection).clock.now()) if token else None
+    if principal is None and token and context_of(connection).replicas is not None and await directory.look_up(token):
+        principal = directory.authenticate(token, context_of(connection).clock.now())  # issued by another replica
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
         return

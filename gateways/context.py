@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dispatcher.field_store import SqlFieldStore
     from dispatcher.media import MediaStore
     from gateways.mqtt import LastKnownStatus, MqttGateway
+    from gateways.replicas import Replicas
     from gateways.tenancy import Townships
 
 
@@ -43,6 +44,7 @@ class AppContext:
     field: SqlFieldStore | None = None  # photos' metadata and places (dispatcher/field_store.py)
     ownership: Any = None  # which townships this process hosts (dispatcher/ownership.py)
     tail_feeds: Any = None  # boards of townships hosted elsewhere follow the log (dispatcher/tail_feed.py)
+    replicas: Replicas | None = None  # replica mode: who serves which township (gateways/replicas.py)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

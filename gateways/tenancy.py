@@ -20,6 +20,7 @@ from dispatcher.hub import Hub
 from dispatcher.roster_file import RosterIn
 from dispatcher.shifts import ShiftWatch
 from gateways.context import context_of
+from gateways.replicas import Elsewhere
 
 
 @dataclass(slots=True)
@@ -32,6 +33,9 @@ class Township:
     rules_path: Path
     roster_file: Path | None = None
     roster_source: RosterIn | None = field(default=None)
+    #: False on a replica while another replica serves the township (or nobody does, during a switch): its
+    #: requests are carried to the owner (gateways/replicas.py) and ``hub`` is not started here.
+    serving: bool = True
 
 
 class Townships(Mapping[str, Township]):
@@ -79,4 +83,7 @@ def township_of(connection: HTTPConnection) -> Township:
     townships: Townships = context_of(connection).townships
     if chosen is None:
         raise HTTPException(400, f"choose a township with ?township= or X-Township: one of {sorted(townships)}")
-    return townships[chosen]
+    township = townships[chosen]
+    if not township.serving:
+        raise Elsewhere(township.id)
+    return township

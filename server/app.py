@@ -27,6 +27,7 @@ from dispatcher.feed import EventFeed
 from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
+from dispatcher.leases import Fence
 from dispatcher.media import LocalMediaStore
 from dispatcher.ownership import HostsAll, Ownership
 from dispatcher.roster_file import install_roster, restore_roster
@@ -59,10 +60,12 @@ from gateways.mqtt import stats_api as mqtt_stats_api
 from gateways.mqtt.officers import RosterStatus
 from gateways.policy import MOVE_ASSIGNMENT, document_security
 from gateways.problems import document_problems
+from gateways.replicas import Elsewhere, carry
 from gateways.schemas import IncidentCreate, IncidentsBatchCreate, UnitActionIn
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
+from server.replicas import ReplicaSet
 
 if TYPE_CHECKING:
     from rules.messages import MessageModel
@@ -163,13 +166,19 @@ def build_hub(
     clock: Clock | None = None,
     alarm: Alarm | None = None,
     messages: MessageModel | None = None,
+    fence: Fence | None = None,
 ) -> Hub:
     """The hub with its store, rules, clock, alarm, feed and message model (``messages``, else the one of
-    ``settings``); raises ``RuleTableError``, ``TableRefused`` or ``MessageModelError``."""
+    ``settings``); raises ``RuleTableError``, ``TableRefused`` or ``MessageModelError``.
+
+    ``fence``: a replica's hub, whose every write is fenced by the township's lease (server/replicas.py).
+    """
     rules = load_rules(settings.rules_path)
     return Hub(
         messages=messages or load_messages(settings),
-        store=SqlIncidentStore(settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id),
+        store=SqlIncidentStore(
+            settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id, fence=fence
+        ),
         rules=rules,
         clock=clock or SystemClock(),
         alarm=alarm or ApschedulerAlarm(),
@@ -355,6 +364,9 @@ def create_app(
     gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
     mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
+    replicas = _leased_townships(settings, townships, directory) if settings.replica_id is not None else None
+    if replicas is not None:
+        mqtt, gateways = None, []
     deliverer = webhooks.Deliverer(
         SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept),
         {t.id: t.hub for t in townships.values()},
@@ -378,6 +390,11 @@ def create_app(
                 "only sets admin's password at the first start); to change it: dispatcher accounts set-password admin"
             )
         async with AsyncExitStack() as stack:
+            if replicas is not None:
+                await replicas.start()
+                stack.push_async_callback(replicas.stop)
+                yield  # the townships' hubs come and go with their leases; see _leased_townships
+                return
             for township in townships.values():
                 await _start_township(stack, township, settings)
             for gateway in gateways:
@@ -423,7 +440,9 @@ def create_app(
         field=field,
         ownership=ownership,
         tail_feeds=tail_feeds,
+        replicas=replicas.view if replicas is not None else None,
     )
+    app.state.replica_set = replicas
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
     app.include_router(auth.router)
     app.include_router(dispatch_api.router)
@@ -442,6 +461,7 @@ def create_app(
     app.include_router(cap.router)
     app.include_router(reports.router)
     api.install_error_handlers(app)
+    app.add_exception_handler(Elsewhere, carry)  # replica mode: a township served by another replica
     app.mount("/static", StaticFiles(directory=board.STATIC_DIR), name="static")
     _offline_docs(app)
     _documented_security(app)
@@ -476,10 +496,11 @@ def create_app(
     async def readyz() -> JSONResponse:
         # Readiness is about taking reports: HTTP still does while the broker is away, so a down
         # MQTT gateway is reported here but does not make the dispatcher unready.
-        store_ok = all([await t.hub.store.ping() for t in townships.values()])
-        running = all(t.hub.running for t in townships.values())
-        ready = store_ok and running
-        body = {
+        here = [t for t in townships.values() if t.serving]
+        store_ok = all([await t.hub.store.ping() for t in here])
+        running = all(t.hub.running for t in here)
+        ready = store_ok and running and (replicas is None or replicas.settled)
+        body: dict[str, Any] = {
             "ready": ready,
             "store": "up" if store_ok else "down",
             "writer": "running" if running else "stopped",
@@ -490,6 +511,8 @@ def create_app(
             "mqtt": ("connected" if all(g.state == "connected" for g in gateways) else "down") if gateways else "off",
             "townships": sorted(townships),
         }
+        if replicas is not None:
+            body["replica"] = {"id": replicas.id, "serves": replicas.held, "leases_settled": replicas.settled}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
@@ -498,6 +521,45 @@ def create_app(
 #: Bodies allowed past the default limit: a whole rule table or roster, a batch of reports (500 reports of 8 KiB
 #: each on average: a batch of longer descriptions is sent in smaller batches).
 LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
+
+
+def _leased_townships(settings: Settings, townships: Townships, directory: SqlDirectory) -> ReplicaSet:
+    """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py).
+
+    MQTT, the county webhook and webhook deliveries are not run in replica mode (HTTP only).
+    """
+    urls = {t.id: str(getattr(t.hub.store, "url", "")) for t in townships.values()}
+    if settings.advertise_url is None:
+        raise ValueError(
+            "DISPATCHER_REPLICA_ID needs DISPATCHER_ADVERTISE_URL: where the other replicas reach this one"
+        )
+    for url in [settings.database_url, *urls.values()]:
+        if not url.startswith("postgresql"):
+            raise ValueError(f"replica mode runs on PostgreSQL only, not {url.split(':')[0]} (SQLite: one process)")
+    if settings.mqtt_url or settings.county_webhook_url:
+        log.warning("replica mode: the MQTT gateway, the county webhook and webhook deliveries are not started")
+
+    async def start(township: Township, fence: Fence) -> AsyncExitStack:
+        spec = settings.model_copy(update={"rules_path": township.rules_path, "database_url": urls[township.id]})
+        township.hub = build_hub(spec, fence=fence)
+        township.shifts = ShiftWatch(township.hub)
+        stack = AsyncExitStack()
+        try:
+            await _start_township(stack, township, settings)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return stack
+
+    return ReplicaSet(
+        replica_id=settings.replica_id or "",
+        url=settings.advertise_url.rstrip("/"),
+        county_url=settings.database_url,
+        townships=townships,
+        start_township=start,
+        ttl=timedelta(seconds=settings.lease_ttl_s),
+        refresh=directory.refresh,
+    )
 
 
 async def _start_township(stack: AsyncExitStack, township: Township, settings: Settings) -> None:

@@ -101,6 +101,9 @@ def serve(
     except MessageModelError as exc:
         typer.echo(f"the message model (DISPATCHER_MESSAGE_MODEL) cannot be used:\n{exc}", err=True)
         raise typer.Exit(2) from None
+    except ValueError as exc:  # the townships or the replica settings
+        typer.echo(f"not started: {exc}", err=True)
+        raise typer.Exit(2) from None
     roster_path = settings.roster_file()
     if roster_path is not None:
         from dispatcher.roster_file import RosterError, build_roster, read_roster
@@ -972,6 +975,9 @@ def _minutes(seconds: float | None) -> str:
 def _refuse_a_second_writer(application: Any) -> None:
     """Say so plainly, before the server starts, when another dispatcher writes to a township's database."""
     import asyncio
+
+    if application.state.context.replicas is not None:
+        return  # replicas share the databases: leases, not the writer lock, say who writes
 
     from dispatcher.sql_store import SqlIncidentStore, WriterLock
     from dispatcher.store import StoreLocked

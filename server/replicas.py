@@ -1,0 +1,196 @@
+"""Replica mode: this process's part of a county's townships, taken and given back by lease rounds.
+
+Switched on by ``DISPATCHER_REPLICA_ID`` with ``DISPATCHER_ADVERTISE_URL`` (PostgreSQL only). Every
+``lease_ttl_s / 4`` a round beats this replica's heartbeat, reads every replica and lease row (one transaction
+in the county database), computes the plan (:mod:`dispatcher.core.leases`) and acts on its own part:
+
+* renew what it holds and keeps; a renewal refused (another replica took over: this one was paused or cut off)
+  stops that hub at once, without writing: the fence refuses whatever it still tries;
+* give back what the plan moves elsewhere: the hub stops first (what it has queued commits under the lease),
+  then the lease row is freed for the next round of the replica it goes to;
+* take what is planned for it and free: a new epoch, then a fresh hub whose store raises the fence before it
+  loads the open incidents and re-arms every deadline (one missed during the switch fires once, at start).
+
+A hub starts in a task of its own, so a round (and the renewals of the other townships) never waits for a
+start. ``settled`` (``/readyz``) says that every township is held by the replica the plan gives it to and
+that this replica's hubs all run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import httpx
+
+from dispatcher.core.leases import Lease, layout, live_replicas, moves, plan, settled
+from dispatcher.leases import Fence, SqlLeases
+from dispatcher.sql_store import build_engine
+from gateways.replicas import Replicas
+from gateways.tenancy import Township, Townships
+
+log = logging.getLogger(__name__)
+
+#: Starts a township's fresh hub under ``fence`` (and makes it the township's); the stack stops it.
+StartTownship = Callable[[Township, Fence], Awaitable[AsyncExitStack]]
+
+
+class ReplicaSet:
+    """This replica's leases and the hubs they allow; ``view`` is what the gateways read."""
+
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        url: str,
+        county_url: str,
+        townships: Townships,
+        start_township: StartTownship,
+        ttl: timedelta,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.id = replica_id
+        self.url = url
+        self.ttl = ttl
+        self.round_s = ttl.total_seconds() / 4
+        self._townships = townships
+        self._start_township = start_township
+        self._refresh = refresh
+        self._engine = build_engine(county_url, pool_size=2)
+        self._leases = SqlLeases(self._engine, ttl)
+        self._held: dict[str, int] = {}  # township -> the epoch this replica took
+        self._stacks: dict[str, AsyncExitStack] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        # One start at a time: the schema check (Alembic) is not made for two at once in one process.
+        self._start_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.settled = False
+        self.rounds = 0
+        self.view = Replicas(
+            id=replica_id,
+            url=url,
+            client=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0)),
+            retry_after_s=max(1, round(ttl.total_seconds() / 2)),
+        )
+        for township in townships.values():
+            township.serving = False
+
+    @property
+    def held(self) -> list[str]:
+        return sorted(self._held)
+
+    async def start(self) -> None:
+        await self._round()
+        self._task = asyncio.create_task(self._run(), name=f"leases {self.id}")
+
+    async def stop(self) -> None:
+        """Give everything back: each hub stops (its queue committed), its lease is freed, the heartbeat goes."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for township in list(self._held):
+            await self._give_back(township)
+        with contextlib.suppress(Exception):
+            await self._leases.leave(self.id)
+        await self.view.client.aclose()
+        await self._engine.dispose()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.round_s)
+            try:
+                await self._round()
+            except Exception:
+                log.warning("lease round failed; held %s", self.held, exc_info=True)
+                self.settled = False
+
+    async def _round(self) -> None:
+        townships = sorted(self._townships)
+        now, replicas, leases = await self._leases.round(self.id, self.url, townships)
+        planned = plan(townships, live_replicas(replicas, now, self.ttl), leases, now)
+        mine = moves(self.id, planned, leases, now)
+        for township in list(self._held):
+            lease = leases.get(township)
+            if lease is None or lease.holder != self.id or lease.epoch != self._held[township]:
+                await self._lose(township, lease)
+        for township in mine.release:
+            await self._give_back(township)
+        for township in mine.renew:
+            if township not in self._held:  # this replica's id held it before a restart: take it anew
+                await self._take(township)
+            elif not await self._leases.renew(township, self.id, self._held[township]):
+                await self._lose(township, None)
+        for township in mine.acquire:
+            await self._take(township)
+        if self._refresh is not None:
+            await self._refresh()
+        owned = {t: Lease(t, self.id, e, now + self.ttl) for t, e in self._held.items()}
+        given = {t: Lease(t, None, leases[t].epoch, None) for t in mine.release}
+        current = {**leases, **given, **owned}
+        self.view.layout = layout(replicas, current, now, self.ttl)
+        self.settled = settled(planned, current, now) and all(self._townships[t].serving for t in self._held)
+        self.rounds += 1
+
+    async def _take(self, township: str) -> None:
+        epoch = await self._leases.acquire(township, self.id)
+        if epoch is None:
+            return  # another replica was quicker: the plans agree again next round
+        self._held[township] = epoch
+        log.info("township %s: lease taken (epoch %d); starting its hub", township, epoch)
+        self._starting[township] = asyncio.create_task(self._serve(township, epoch), name=f"start {township}")
+
+    async def _serve(self, township: str, epoch: int) -> None:
+        try:
+            async with self._start_lock:
+                stack = await self._start_township(self._townships[township], Fence(township, epoch))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("township %s: its hub did not start (epoch %d)", township, epoch)
+            self._starting.pop(township, None)
+            if self._held.get(township) == epoch:
+                del self._held[township]
+                with contextlib.suppress(Exception):
+                    await self._leases.release(township, self.id, epoch)
+            return
+        self._stacks[township] = stack
+        self._starting.pop(township, None)
+        self._townships[township].serving = True
+        log.info("township %s: served here (epoch %d)", township, epoch)
+
+    async def _lose(self, township: str, lease: Lease | None) -> None:
+        """Another replica took the township (this one was too slow to renew): stop, writing nothing more."""
+        log.warning(
+            "township %s: lease epoch %s lost (now %s); stopping its hub",
+            township,
+            self._held.get(township),
+            f"{lease.holder}, epoch {lease.epoch}" if lease is not None else "taken over",
+        )
+        self._held.pop(township, None)
+        await self._halt(township)
+
+    async def _give_back(self, township: str) -> None:
+        epoch = self._held.pop(township, None)
+        await self._halt(township)
+        if epoch is not None:
+            log.info("township %s: handed over (epoch %d)", township, epoch)
+            await self._leases.release(township, self.id, epoch)
+
+    async def _halt(self, township: str) -> None:
+        self._townships[township].serving = False
+        starting = self._starting.pop(township, None)
+        if starting is not None:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        stack = self._stacks.pop(township, None)
+        if stack is not None:
+            try:
+                await stack.aclose()
+            except Exception:
+                log.warning("township %s: its hub stopped with an error", township, exc_info=True)

@@ -1,0 +1,216 @@
+"""Replicas on one PostgreSQL: real ``dispatcher serve`` processes sharing a county's townships by leases.
+
+Reports go to every replica by HTTP (a township served elsewhere is carried to its owner); the owner of
+``ershili`` dies (kill -9) or is paused (SIGSTOP) mid-stream. Every report answered 201/200 is stored exactly
+once, the acknowledgement deadline that passes during the switch fires once, and a paused owner that wakes
+after losing its lease writes nothing. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import _asyncpg_dsn
+from tests.e2e.county import County, owner_of, serves, settled, until
+from tests.e2e.server import ServerProcess
+
+# Three processes started one after the other, a failover of a few seconds, then a stop: more than the default.
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
+
+
+def _report(report_id: str) -> dict[str, str]:
+    return {"report_id": report_id, "category": "order.noise", "zone": "square", "description": "广场噪音"}
+
+
+@pytest.fixture
+async def county(tmp_path: Path) -> AsyncIterator[County]:
+    made = County(tmp_path, 4)
+    try:
+        yield await made.create()
+    finally:
+        await made.drop()
+
+
+async def _replicas(stack: AsyncExitStack, county: County, ids: list[str]) -> list[ServerProcess]:
+    """Started one after the other (the first one creates the county's tables), each settled."""
+    started: list[ServerProcess] = []
+    stack.callback(_stop_all, started)
+    for replica_id in ids:
+        replica = county.replica(replica_id)
+        await asyncio.to_thread(replica.start, 180.0)
+        started.append(replica)
+    await until(lambda: all(settled(r) for r in started), "every replica settled", 60)
+    return started
+
+
+async def _send(
+    http: httpx.AsyncClient, replicas: list[ServerProcess], first: int, township: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Post until answered 201/200, starting at ``replicas[first]`` and moving on after a 503 or no answer."""
+    deadline = time.monotonic() + 60
+    turn = first
+    while time.monotonic() < deadline:
+        replica = replicas[turn % len(replicas)]
+        turn += 1
+        try:
+            answer = await http.post(
+                f"{replica.base_url}/api/v1/incidents", params={"township": township}, json=body, timeout=10
+            )
+        except httpx.TransportError:
+            continue
+        if answer.status_code in (200, 201):
+            return answer.status_code, answer.json()
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"report {body['report_id']} not taken within 60 s")
+
+
+async def _rows(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+async def _deadline_misses(url: str, incident_id: int) -> Counter[str]:
+    rows = await _rows(url, "SELECT payload FROM event WHERE type = 'DeadlineMissed' AND incident_id = $1", incident_id)
+    return Counter(str(r["payload"]) for r in rows)
+
+
+async def _missed_once_per_team(county: County, incident: dict[str, Any]) -> None:
+    teams = len(incident["assignments"])
+    url = county.urls["ershili"]
+
+    async def fired() -> bool:
+        return len(await _deadline_misses(url, incident["id"])) >= teams
+
+    deadline = time.monotonic() + 30
+    while not await fired():
+        assert time.monotonic() < deadline, "the missed acknowledgement deadline never fired"
+        await asyncio.sleep(0.2)
+    misses = await _deadline_misses(url, incident["id"])
+    assert len(misses) == teams and set(misses.values()) == {1}, misses
+
+
+async def _stored_once(county: County, answered: dict[str, list[str]]) -> None:
+    for township, report_ids in answered.items():
+        rows = await _rows(county.urls[township], "SELECT report_id, count(*) AS n FROM incident GROUP BY report_id")
+        stored = {r["report_id"]: r["n"] for r in rows}
+        assert {r: stored.get(r) for r in report_ids} == dict.fromkeys(report_ids, 1), township
+        assert set(stored) == set(report_ids), f"{township}: stored without an answer"
+        seqs = [r["seq"] for r in await _rows(county.urls[township], "SELECT seq FROM event ORDER BY seq")]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{township}: a gap or a repeat in the log"
+
+
+async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_deadline_once(county: County) -> None:
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b", "c"])
+        assert sorted(t for r in replicas for t in serves(r) or []) == county.ids  # spread, each once
+        assert all(serves(r) for r in replicas)
+        owner = owner_of("ershili", replicas)
+        assert owner is not None
+        headers = replicas[0].headers  # the county administrator: signed in on a, used on every replica
+        answered: dict[str, list[str]] = {t: [] for t in county.ids}
+        killed = asyncio.Event()
+        late: dict[str, Any] = {}
+        async with httpx.AsyncClient(headers=headers) as http:
+
+            async def stream(worker: int) -> None:
+                for n in range(25):
+                    township = county.ids[(worker + n) % len(county.ids)]
+                    report_id = f"w{worker}-{n}"
+                    await _send(http, replicas, worker + n, township, _report(report_id))
+                    answered[township].append(report_id)
+                    if worker == 0 and n == 6:
+                        # Its acknowledgement deadline (2 s) passes while nobody serves ershili.
+                        survivor = next(r for r in replicas if r is not owner)
+                        answer = await http.post(
+                            f"{survivor.base_url}/api/v1/incidents",
+                            params={"township": "ershili"},
+                            json=_report("late"),
+                            timeout=10,
+                        )
+                        assert answer.status_code == 201, answer.text
+                        late.update(answer.json())
+                        answered["ershili"].append("late")
+                        assert owner is not None
+                        await asyncio.to_thread(owner.kill_hard)
+                        killed.set()
+
+            await asyncio.wait_for(asyncio.gather(*(stream(w) for w in range(4))), 180)
+        assert killed.is_set()
+        survivors = [r for r in replicas if r is not owner]
+        await until(lambda: owner_of("ershili", survivors) is not None, "ershili served again", 30)
+        await until(lambda: all(settled(r) for r in survivors), "the survivors settled", 30)
+        assert sorted(t for r in survivors for t in serves(r) or []) == county.ids
+        await _missed_once_per_team(county, late)
+        await _stored_once(county, answered)
+
+
+async def test_a_paused_owner_that_wakes_after_losing_its_lease_writes_nothing(county: County) -> None:
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b"])
+        owner = owner_of("ershili", replicas)
+        assert owner is not None and owner.process is not None
+        other = next(r for r in replicas if r is not owner)
+        async with httpx.AsyncClient(headers=replicas[0].headers) as http:
+            answer = await http.post(
+                f"{owner.base_url}/api/v1/incidents", params={"township": "ershili"}, json=_report("late"), timeout=10
+            )
+            assert answer.status_code == 201, answer.text
+            late = answer.json()
+            owner.process.send_signal(signal.SIGSTOP)
+            stack.callback(_wake, owner)
+            # A report sent to the paused owner on a new connection waits in its listening socket; it is read
+            # when the owner wakes. (A kept-alive connection would be closed by its idle timeout at the wake.)
+            fresh = await stack.enter_async_context(httpx.AsyncClient(headers=replicas[0].headers))
+            to_paused = asyncio.create_task(
+                fresh.post(
+                    f"{owner.base_url}/api/v1/incidents",
+                    params={"township": "ershili"},
+                    json=_report("to-the-paused"),
+                    timeout=60,
+                )
+            )
+            await until(lambda: "ershili" in (serves(other) or []), "the other replica took ershili", 30)
+            status, _ = await _send(http, [other], 0, "ershili", _report("after"))
+            assert status == 201
+            await _missed_once_per_team(county, late)  # fired by the new owner, at its start
+            owner.process.send_signal(signal.SIGCONT)
+            woken = await asyncio.wait_for(to_paused, 60)
+            await until(lambda: "ershili" not in (serves(owner) or ["ershili"]), "the woken owner gave up", 30)
+        assert woken.status_code in (201, 503), woken.text  # carried to the new owner, or refused: never both
+        answered = {"ershili": ["late", "after"] + (["to-the-paused"] if woken.status_code == 201 else [])}
+        answered |= {t: [] for t in county.ids[1:]}
+        await _missed_once_per_team(county, late)
+        await _stored_once(county, answered)
+        log = owner.log_path.read_text(encoding="utf-8")
+        assert "township ershili: lease epoch" in log and "lost" in log
+
+
+def _stop_all(replicas: list[ServerProcess]) -> None:
+    """All at once: stopped one by one, each would hand its townships to the next one to stop."""
+    for replica in replicas:
+        if replica.process is not None and replica.process.poll() is None:
+            replica.process.send_signal(signal.SIGCONT)
+            replica.process.terminate()
+    for replica in replicas:
+        replica.stop()
+
+
+def _wake(replica: ServerProcess) -> None:
+    if replica.process is not None and replica.process.poll() is None:
+        replica.process.send_signal(signal.SIGCONT)
