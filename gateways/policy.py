@@ -185,6 +185,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/media/{media_id}/thumbnail"): allow(*EVERYONE),
     ("GET", "/api/v1/places/{code}"): allow(*EVERYONE),
     ("POST", "/api/v1/places/decode"): allow(FO, OP, ML, PS, AD),
+    ("GET", "/api/v1/me/tasks"): allow(field_officer=Scope.SELF),  # the phone's list: a summary of each task
     ("GET", "/ws/field"): allow(field_officer=Scope.SELF),
 }
 

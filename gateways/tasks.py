@@ -53,3 +53,38 @@ def tasks_of(
         return (incident.priority, deadline["due_at"] if deadline else _FAR, incident.id, team)
 
     return sorted(tasks, key=urgency)
+
+
+def task_summary(
+    incident: Incident, team: str, deadline: dict[str, Any] | None, officer_id: str | None
+) -> dict[str, Any]:
+    """What the phone's task list draws of one task (about 400 bytes, where the whole incident is ~7 KB): the
+    incident's identity, place and urgency, and the officer's part (``task``). The task screen reads the
+    whole incident (``GET /api/v1/incidents/{id}``) when it is opened."""
+    report = incident.report
+    held = incident.assignment(team)
+    return {
+        "id": incident.id,
+        "version": incident.version,
+        "status": incident.status.value,
+        "priority": incident.priority,
+        "category": incident.category,
+        "description": report.description,
+        "zone": report.zone,
+        "location": {"lat": report.lat, "lon": report.lon} if report.lat is not None else None,
+        "place": report.place,
+        "exercise": report.exercise,
+        "reported_at": incident.reported_at,
+        "task": {
+            "team": team,
+            "state": held.state.value,
+            "officer": held.officer,
+            "mine": held.officer == officer_id,
+            "deadline": deadline,
+        },
+    }
+
+
+def task_summaries(incidents: list[Incident], officer_id: str | None, teams: frozenset[str]) -> list[dict[str, Any]]:
+    """:func:`task_summary` of each task :func:`tasks_of` finds, in its order (the most urgent first)."""
+    return [task_summary(i, team, deadline, officer_id) for i, team, deadline in tasks_of(incidents, officer_id, teams)]

@@ -359,7 +359,8 @@ function fillSelects() {
 
 // ---------------------------------------------------------------- tasks
 function myAssignment(incident) {
-  if (incident.task) return incident.assignments.find((a) => a.team === incident.task.team) || incident.assignments[0];
+  // A task of the list is a summary (GET /me/tasks): its part is its `task`; an incident read whole has it in full.
+  if (incident.task) return (incident.assignments || []).find((a) => a.team === incident.task.team) || incident.task;
   const me = session.account && session.account.officer_id;
   return incident.assignments.find((a) => a.officer === me && !['resolved', 'returned', 'cancelled'].includes(a.state))
     || incident.assignments.find((a) => a.officer === me)
@@ -386,7 +387,7 @@ function sortTasks(tasks) {
 async function loadTasks({ announce = true, draw = true } = {}) {
   let data;
   try {
-    data = await api('GET', `me/assignments?scope=${state.scope}`);
+    data = await api('GET', `me/tasks?scope=${state.scope}`);
     await db.put('kv', { at: new Date().toISOString(), data }, `tasks.${state.scope}`);
     $('#tasks-stale').hidden = true;
   } catch (err) {
@@ -400,6 +401,11 @@ async function loadTasks({ announce = true, draw = true } = {}) {
   }
   const tasks = data.data || [];
   if (!state.lastSeq && typeof data.seq === 'number') rememberSeq(data.seq); // the feed resumes from here
+  takeTasks(tasks, { announce, draw });
+}
+
+/** The list becomes `tasks` (summaries): a new one of mine rings, the open task is read again if it changed. */
+function takeTasks(tasks, { announce = true, draw = true } = {}) {
   if (state.scope === 'mine') {
     const ids = new Set(tasks.map((i) => i.id));
     if (announce && state.taskIds && [...ids].some((id) => !state.taskIds.has(id))) alertNewTask();
@@ -860,9 +866,12 @@ let socketRetry = 1000;
 let socketTimer = null;
 let pollTimer = null;
 let refreshTimer = null;
+let saveTimer = null;
+let reconnected = false; // a hello after the first one: the socket came back after a gap
 
 function startLive() {
   stopLive();
+  reconnected = false;
   connect();
   pollTimer = setInterval(() => { if (!socket || socket.readyState !== WebSocket.OPEN) loadTasks(); }, POLL_MS);
 }
@@ -870,24 +879,28 @@ function startLive() {
 function stopLive() {
   clearTimeout(socketTimer);
   clearInterval(pollTimer);
-  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  if (socket) { socket.onclose = null; socket.onmessage = null; socket.close(); socket = null; }
 }
 
 function connect() {
   if (!session.token || !navigator.onLine) return;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const after = state.lastSeq ? `?after=${state.lastSeq}` : '';
-  socket = new WebSocket(`${scheme}://${location.host}/ws/field${after}`,
+  // The feed's scope is the list's: its `tasks` frames replace the list's tasks of an incident.
+  const after = state.lastSeq ? `&after=${state.lastSeq}` : '';
+  socket = new WebSocket(`${scheme}://${location.host}/ws/field?scope=${state.scope}${after}`,
     ['dispatcher.bearer', `dispatcher.bearer.${session.token}`]);
   socket.onopen = () => { socketRetry = 1000; };
   socket.onmessage = (msg) => {
     let frame;
     try { frame = JSON.parse(msg.data); } catch { return; }
     if (typeof frame.seq === 'number' && frame.seq > state.lastSeq) rememberSeq(frame.seq);
-    if (frame.kind === 'event' || frame.kind === 'snapshot') {
+    if (frame.kind === 'tasks') patchTasks(frame);
+    else if (frame.kind === 'snapshot' || (frame.kind === 'hello' && reconnected)) {
+      // Back after a gap: the list is read once (a few KB per task summary), in case an incident closed meanwhile.
       clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => loadTasks(), 150); // a dispatch is several events: one reload
+      refreshTimer = setTimeout(() => loadTasks(), 150);
     }
+    if (frame.kind === 'hello') reconnected = true;
   };
   socket.onclose = (e) => {
     socket = null;
@@ -895,6 +908,17 @@ function connect() {
     socketTimer = setTimeout(connect, socketRetry);
     socketRetry = Math.min(socketRetry * 2, RETRY_MAX_MS);
   };
+}
+
+/** A `tasks` frame: the incident's tasks as they stand now replace those the list had (none: it leaves). */
+function patchTasks(frame) {
+  const kept = state.tasks.filter((i) => i.id !== frame.incident_id);
+  takeTasks(kept.concat(frame.tasks || []));
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => {
+    db.put('kv', { at: new Date().toISOString(), data: { data: state.tasks, seq: state.lastSeq } }, `tasks.${state.scope}`)
+      .catch(() => {});
+  }, 1000);
 }
 
 function rememberSeq(seq) {
@@ -1093,6 +1117,7 @@ function wire() {
     state.scope = tab.dataset.scope;
     for (const t2 of $$('.tabs .tab')) t2.setAttribute('aria-selected', String(t2 === tab));
     loadTasks({ announce: false });
+    if (session.token) startLive();
   });
   for (const b of $$('.status button')) b.addEventListener('click', () => setStatus(b.dataset.status));
   $('#share-position').addEventListener('change', (e) => {

@@ -6,7 +6,7 @@
  */
 'use strict';
 
-const SHELL = 'field-shell-v1';
+const SHELL = 'field-shell-v2';
 const DATA = 'field-data';
 const SHELL_FILES = [
   '/field',
@@ -17,7 +17,7 @@ const SHELL_FILES = [
   '/static/field/icon.svg',
   '/field/manifest.webmanifest',
 ];
-const DATA_PATHS = ['/api/v1/me/assignments', '/api/v1/rules/catalogue', '/api/v1/rules/zones'];
+const DATA_PATHS = ['/api/v1/me/tasks', '/api/v1/rules/catalogue', '/api/v1/rules/zones'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(SHELL_FILES)).then(() => self.skipWaiting()));
