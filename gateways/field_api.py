@@ -42,7 +42,7 @@ from gateways.context import context_of
 from gateways.evidence import field_store, township_id
 from gateways.privacy import SEES_ALL, MaskedSocket, mask_phone, needs_masking
 from gateways.schemas import PlaceCode
-from gateways.tasks import holds, officer_teams, task_summaries
+from gateways.tasks import holds, officer_teams, task_summaries, team_names
 
 router = APIRouter(prefix="/api/v1", tags=["field"])
 feed_router = APIRouter()
@@ -310,7 +310,7 @@ async def my_tasks(
     officer = principal_of(request).account.officer_id
     teams = officer_teams(hub, officer) if scope == "team" else frozenset()
     seq, incidents = hub.open_incidents()
-    data = task_summaries(incidents, officer, teams)
+    data = task_summaries(incidents, officer, teams, team_names(hub))
     return json_response({"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
@@ -374,7 +374,8 @@ class FieldFilter:
         if self._versions.get(incident_id) == version:
             return
         self._versions[incident_id] = version
-        tasks = task_summaries([current], self._officer, self._teams) if current is not None else []
+        found = [current] if current is not None else []
+        tasks = task_summaries(found, self._officer, self._teams, team_names(self._hub))
         frame = {"kind": "tasks", "seq": seq, "incident_id": incident_id, "version": version, "tasks": tasks}
         await self._out.send_text(orjson.dumps(frame).decode())
 

@@ -73,6 +73,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/field/place/{code}"),
         ("GET", "/field/sw.js"),
         ("GET", "/field/manifest.webmanifest"),
+        ("GET", "/field/assets/{name}"),  # the app's script, style, labels and icon (gzip), no data
         ("GET", "/reports"),  # likewise: the briefing comes from /api/v1/reports/* with a token
         ("GET", "/"),
         ("GET", "/healthz"),

@@ -281,10 +281,17 @@ async def test_the_task_list_is_a_summary_of_each_task_in_the_same_order_as_the_
         whole = (await client.get("/api/v1/me/assignments", params=params)).json()
         answer = await client.get("/api/v1/me/tasks", params=params)
         tasks = answer.json()
-        assert [(i["id"], i["task"]) for i in tasks["data"]] == [(i["id"], i["task"]) for i in whole["data"]]
+        assert [(i["id"], i["task"]["team"], i["task"]["deadline"]) for i in tasks["data"]] == [
+            (i["id"], i["task"]["team"], i["task"]["deadline"]) for i in whole["data"]
+        ]
+        assert {(i["task"]["team_name"], i["task"]["team_name_en"]) for i in tasks["data"]} == {
+            ("交警中队", "Traffic police squadron")
+        }
         assert (tasks["seq"], tasks["count"], tasks["scope"]) == (whole["seq"], whole["count"], whole["scope"])
         for summary, incident in zip(tasks["data"], whole["data"], strict=True):
+            task = summary.pop("task")
             assert {k: incident[k] for k in summary} == summary  # the same values, a few of the keys
+            assert {k: task[k] for k in incident["task"]} == incident["task"]
             assert "assignments" not in summary and "reporter" not in summary
         assert tasks["data"] and len(answer.content) < len(orjson.dumps(whole)) / 5
     assert (await field.admin.get("/api/v1/me/tasks")).status_code == 403

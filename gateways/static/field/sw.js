@@ -6,15 +6,15 @@
  */
 'use strict';
 
-const SHELL = 'field-shell-v2';
+const SHELL = 'field-shell-v3';
 const DATA = 'field-data';
 const SHELL_FILES = [
   '/field',
-  '/static/field/field.js',
-  '/static/field/field.css',
-  '/static/field/i18n/zh-CN.json',
-  '/static/field/i18n/en.json',
-  '/static/field/icon.svg',
+  '/field/assets/field.js',
+  '/field/assets/field.css',
+  '/field/assets/zh-CN.json',
+  '/field/assets/en.json',
+  '/field/assets/icon.svg',
   '/field/manifest.webmanifest',
 ];
 const DATA_PATHS = ['/api/v1/me/tasks', '/api/v1/rules/catalogue', '/api/v1/rules/zones'];
