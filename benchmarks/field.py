@@ -16,7 +16,8 @@ touch, mobile) and a fresh context for every run (empty HTTP cache, no service w
   and to the sign-in screen's mark;
 * **scrolling** the list of ``--tasks`` tasks, with the CPU throttled ×1 and ×4: the page scrolls 40 px per
   animation frame from top to bottom (at most 600 frames) and counts dropped frames from the
-  ``requestAnimationFrame`` timestamps (an interval of k·16.7 ms counts k−1 dropped).
+  ``requestAnimationFrame`` timestamps (an interval of k·16.7 ms counts k−1 dropped); then the same scroll
+  over an empty page of the same height (the control: what the shared machine drops with nothing to draw).
 
 No assertion on time: it prints the figures (budget: < 250 KB, < 1 s, no dropped frames). Loopback only;
 every wait is bounded.
@@ -58,6 +59,12 @@ SCROLL = """async () => {
   const dropped = gaps.reduce((n, g) => n + Math.max(0, Math.round(g / 16.667) - 1), 0);
   const height = document.documentElement.scrollHeight;
   return { frames: stamps.length, dropped, longest_ms: Math.max(...gaps), height };
+}"""
+
+
+EMPTY = """() => {
+  const height = document.documentElement.scrollHeight;
+  document.body.replaceChildren(Object.assign(document.createElement('div'), { style: `height:${height}px` }));
 }"""
 
 
@@ -111,6 +118,9 @@ async def one_run(browser: Any, server: ServerProcess, token: str | None, rate: 
         for scroll_rate in (1, 4):
             await cdp.send("Emulation.setCPUThrottlingRate", {"rate": scroll_rate})
             result[f"scroll_x{scroll_rate}"] = await page.evaluate(SCROLL)
+        await cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
+        await page.evaluate(EMPTY)
+        result["scroll_control_x1"] = await page.evaluate(SCROLL)
     await context.close()
     return result
 
@@ -123,7 +133,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"sqlite+aiosqlite:///{tmp}/bench.db",
             Path(tmp) / "server.log",
             env={"DISPATCHER_DUPLICATE_RADIUS_M": "0", "DISPATCHER_RATE_PER_S": "0", "DISPATCHER_RATE_BURST": "0"},
-        ).start()
+        ).start(timeout_s=120)  # a spawn takes 10-40 s on a shared, loaded machine
         try:
             token = await make_officer(server)
             await make_tasks(server, args.tasks)
@@ -164,6 +174,8 @@ def summary(figures: dict[str, Any]) -> None:
         frames = [r["tasks"][key]["frames"] for r in runs]
         longest = [r["tasks"][key]["longest_ms"] for r in runs]
         print(f"scroll {tasks} tasks, CPU ×{rate}: dropped {dropped} of frames {frames}, longest {longest} ms")
+    control = [r["tasks"]["scroll_control_x1"]["dropped"] for r in runs]
+    print(f"scroll an empty page of the same height, CPU ×1 (control): dropped {control}")
     print("tasks drawn:", [r["tasks"]["tasks_drawn"] for r in runs])
 
 

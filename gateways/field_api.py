@@ -8,8 +8,10 @@
   else gets ``404``, as for a photo that does not exist.
 * ``GET /api/v1/places/{code}``: a place (龙游通), its contact masked by role, its incidents (open first, 20).
 * ``POST /api/v1/places/decode`` (multipart ``file``): the place code in a photo of its QR code, read here.
+* ``GET /api/v1/me/tasks``: the officer's (or its team's) tasks as the phone's list draws them, a summary of
+  each (:func:`gateways.tasks.task_summary`), the most urgent first.
 * ``/ws/field``: the board's event feed (:mod:`gateways.board`) filtered to the incidents the officer, or its
-  team, holds an assignment of.
+  team, holds an assignment of, each followed by a ``tasks`` frame: the incident's tasks as they stand.
 
 docs/field.md ("API the app uses") is the contract.
 """
@@ -40,7 +42,7 @@ from gateways.context import context_of
 from gateways.evidence import field_store, township_id
 from gateways.privacy import SEES_ALL, MaskedSocket, mask_phone, needs_masking
 from gateways.schemas import PlaceCode
-from gateways.tasks import holds, officer_teams
+from gateways.tasks import holds, officer_teams, task_summaries, team_names
 
 router = APIRouter(prefix="/api/v1", tags=["field"])
 feed_router = APIRouter()
@@ -292,7 +294,24 @@ async def decode_place(request: Request, file: Annotated[UploadFile, File()]) ->
     raise HTTPException(422, "no place code found in the image" + (f" (read: {texts[0][:80]!r})" if texts else ""))
 
 
-# -- the officer's live feed -----------------------------------------------------------------------
+# -- the officer's tasks and live feed -----------------------------------------------------------------------
+
+
+@router.get(
+    "/me/tasks",
+    summary="A field officer's open tasks as its phone lists them, the most urgent first (?scope=team: its team's)",
+)
+async def my_tasks(
+    request: Request, hub: HubDep, scope: Annotated[Literal["mine", "team"], Query()] = "mine"
+) -> Response:
+    """``data``: a summary of each task (incident id, version, status, priority, category, description, zone,
+    location, place, and ``task``: team, state, officer, ``mine``, the running ``deadline``), sorted as
+    ``/me/assignments`` sorts them; ``seq``: the event the list is current at (resume ``/ws/field`` from it)."""
+    officer = principal_of(request).account.officer_id
+    teams = officer_teams(hub, officer) if scope == "team" else frozenset()
+    seq, incidents = hub.open_incidents()
+    data = task_summaries(incidents, officer, teams, team_names(hub))
+    return json_response({"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def gives_assignment(data: dict[str, Any], officer_id: str | None, teams: frozenset[str]) -> bool:
@@ -312,7 +331,12 @@ class FieldFilter:
     """What ``/ws/field`` sends through: only the frames of the officer's incidents (heartbeats pass).
 
     An incident becomes the officer's with the event that gives it an assignment and stays so for this
-    connection (its later events, the one that takes the assignment away included, are sent too).
+    connection (its later events, the one that takes the assignment away included, are sent too). After an
+    event of one of them comes ``{"kind": "tasks", "seq", "incident_id", "version", "tasks": [...]}``: the
+    incident's tasks for this officer (or team) as the hub holds them now, summaries as ``GET /me/tasks``
+    answers them, none when the incident is closed or no longer the officer's. It is sent once per version
+    of the incident (several events of one commit give one frame), so the phone patches its list instead
+    of reading it again.
     """
 
     def __init__(self, out: Any, hub: Hub, officer_id: str | None, teams: frozenset[str]) -> None:
@@ -322,6 +346,7 @@ class FieldFilter:
         self._teams = teams
         _, incidents = hub.open_incidents()
         self.mine = {i.id for i in incidents if holds(i, officer_id, teams)}
+        self._versions: dict[int, int] = {}  # the version of each incident's last tasks frame
 
     async def send_text(self, text: str) -> None:
         if text.startswith('{"kind":"event"'):
@@ -338,7 +363,21 @@ class FieldFilter:
                     self.mine.add(incident_id)
                 else:
                     return
+            await self._out.send_text(text)
+            await self._send_tasks(incident_id, frame.get("seq"))
+            return
         await self._out.send_text(text)
+
+    async def _send_tasks(self, incident_id: int, seq: Any) -> None:
+        current = self._hub.open_index.get(incident_id)
+        version = current.version if current is not None else -1
+        if self._versions.get(incident_id) == version:
+            return
+        self._versions[incident_id] = version
+        found = [current] if current is not None else []
+        tasks = task_summaries(found, self._officer, self._teams, team_names(self._hub))
+        frame = {"kind": "tasks", "seq": seq, "incident_id": incident_id, "version": version, "tasks": tasks}
+        await self._out.send_text(orjson.dumps(frame).decode())
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         await self._out.close(code=code, reason=reason)

@@ -73,6 +73,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/field/place/{code}"),
         ("GET", "/field/sw.js"),
         ("GET", "/field/manifest.webmanifest"),
+        ("GET", "/field/assets/{name}"),  # the app's script, style, labels and icon (gzip), no data
         ("GET", "/reports"),  # likewise: the briefing comes from /api/v1/reports/* with a token
         ("GET", "/"),
         ("GET", "/healthz"),
@@ -185,6 +186,7 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/media/{media_id}/thumbnail"): allow(*EVERYONE),
     ("GET", "/api/v1/places/{code}"): allow(*EVERYONE),
     ("POST", "/api/v1/places/decode"): allow(FO, OP, ML, PS, AD),
+    ("GET", "/api/v1/me/tasks"): allow(field_officer=Scope.SELF),  # the phone's list: a summary of each task
     ("GET", "/ws/field"): allow(field_officer=Scope.SELF),
 }
 

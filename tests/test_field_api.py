@@ -273,6 +273,31 @@ async def test_my_tasks_are_sorted_by_priority_then_the_running_deadline_and_the
     assert (await field.officer.get("/api/v1/me/assignments", params={"scope": "all"})).status_code == 422
 
 
+async def test_the_task_list_is_a_summary_of_each_task_in_the_same_order_as_the_assignments(field: Field) -> None:
+    await report(field.admin, "s-1")
+    field.rig.clock.advance(timedelta(minutes=1))
+    await report(field.admin, "s-2", location={"lat": 28.80, "lon": 118.95}, severity=5)
+    for client, params in ((field.officer, {}), (field.teammate, {"scope": "team"})):
+        whole = (await client.get("/api/v1/me/assignments", params=params)).json()
+        answer = await client.get("/api/v1/me/tasks", params=params)
+        tasks = answer.json()
+        assert [(i["id"], i["task"]["team"], i["task"]["deadline"]) for i in tasks["data"]] == [
+            (i["id"], i["task"]["team"], i["task"]["deadline"]) for i in whole["data"]
+        ]
+        assert {(i["task"]["team_name"], i["task"]["team_name_en"]) for i in tasks["data"]} == {
+            ("交警中队", "Traffic police squadron")
+        }
+        assert (tasks["seq"], tasks["count"], tasks["scope"]) == (whole["seq"], whole["count"], whole["scope"])
+        for summary, incident in zip(tasks["data"], whole["data"], strict=True):
+            task = summary.pop("task")
+            assert {k: incident[k] for k in summary} == summary  # the same values, a few of the keys
+            assert {k: task[k] for k in incident["task"]} == incident["task"]
+            assert "assignments" not in summary and "reporter" not in summary
+        assert tasks["data"] and len(answer.content) < len(orjson.dumps(whole)) / 5
+    assert (await field.admin.get("/api/v1/me/tasks")).status_code == 403
+    assert (await field.officer.get("/api/v1/me/tasks", params={"scope": "all"})).status_code == 422
+
+
 # -- places ----------------------------------------------------------------------------------------
 
 
@@ -379,11 +404,37 @@ async def test_the_field_feed_sends_an_officer_only_its_incidents_events(field: 
     resumed_socket = officer_socket(field, TRAFFIC_OFFICER)
     resumed = asyncio.create_task(field_feed(resumed_socket, after=start, scope="mine"))  # type: ignore[arg-type]
     await asyncio.wait_for(resumed_socket.until_seq(last), timeout=5)
-    assert [f["seq"] for f in resumed_socket.sent[1:]] == [f["seq"] for f in mine_socket.sent[1:]]
+
+    def events(socket: FakeBoard) -> list[int]:
+        return [f["seq"] for f in socket.sent if f["kind"] == "event"]
+
+    assert events(resumed_socket) == events(mine_socket)
     for socket in (mine_socket, stranger_socket, team_socket, resumed_socket):
         socket.gone.set()
     await asyncio.wait_for(asyncio.gather(*feeds, resumed), timeout=5)
     assert orjson.dumps(mine_socket.sent)  # every frame was JSON
+
+    # After the events of each version of an incident, its tasks as they stand: once per version.
+    frames = [f for f in mine_socket.sent if f["kind"] == "tasks"]
+    assert [f["incident_id"] for f in frames] == [ours["id"]] * len(frames)
+    assert len({f["version"] for f in frames}) == len(frames)
+    now = next(i for i in (await field.officer.get("/api/v1/me/tasks")).json()["data"] if i["id"] == ours["id"])
+    assert frames[-1]["tasks"] == [orjson.loads(orjson.dumps(now))] and now["task"]["state"] == "acknowledged"
+    assert not [f for f in stranger_socket.sent if f["kind"] == "tasks" and f["incident_id"] == ours["id"]]
+
+    # A task taken away (reassigned to the teammate) leaves an empty tasks frame on the first officer's feed.
+    again_socket = officer_socket(field, TRAFFIC_OFFICER)
+    again = asyncio.create_task(field_feed(again_socket, after=None, scope="mine"))  # type: ignore[arg-type]
+    await asyncio.wait_for(again_socket.first_frame.wait(), timeout=5)
+    handed = await field.admin.post(
+        f"/api/v1/incidents/{ours['id']}/assignments/traffic-police/officer", json={"officer": SAME_TEAM}
+    )
+    assert handed.status_code == 200, handed.text
+    await asyncio.wait_for(again_socket.until_seq(hub.last_seq), timeout=5)
+    gone = [f for f in again_socket.sent if f["kind"] == "tasks"]
+    assert gone and gone[-1]["incident_id"] == ours["id"] and gone[-1]["tasks"] == []
+    again_socket.gone.set()
+    await asyncio.wait_for(again, timeout=5)
 
 
 # -- the officer's status ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ async def test_the_page_worker_and_manifest_are_served_without_a_token(officer: 
     anonymous = {"Authorization": ""}
     for path in ("/field", "/field/place/ESL-S-001"):
         page = await officer.get(path, headers=anonymous)
-        assert page.status_code == 200 and '<script src="/static/field/field.js" defer>' in page.text
+        assert page.status_code == 200 and '<script src="/field/assets/field.js" defer>' in page.text
     worker = await officer.get("/field/sw.js", headers=anonymous)
     assert worker.status_code == 200 and worker.headers["service-worker-allowed"] == "/field"
     assert worker.headers["content-type"].startswith("text/javascript")
@@ -46,6 +46,26 @@ async def test_the_page_worker_and_manifest_are_served_without_a_token(officer: 
     shell = re.findall(r"'(/[^']+)'", (FIELD / "sw.js").read_text(encoding="utf-8").split("const DATA_PATHS")[0])
     for path in shell:
         assert (await officer.get(path, headers=anonymous)).status_code == 200, path
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_app_files_are_gzipped_for_a_client_that_takes_it_and_revalidated_by_etag(
+    officer: httpx.AsyncClient,
+) -> None:
+    anonymous = {"Authorization": ""}
+    for path, file in (("/field", "index.html"), ("/field/assets/field.js", "field.js"),
+                       ("/field/assets/zh-CN.json", "i18n/zh-CN.json")):  # fmt: skip
+        raw = (FIELD / file).read_bytes()
+        plain = await officer.get(path, headers={**anonymous, "Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and plain.content == raw and "content-encoding" not in plain.headers
+        packed = await officer.get(path, headers={**anonymous, "Accept-Encoding": "gzip, deflate, br"})
+        assert packed.headers["content-encoding"] == "gzip" and packed.headers["vary"] == "Accept-Encoding"
+        assert packed.content == raw  # httpx inflates it
+        assert int(packed.headers["content-length"]) < len(raw) / 2
+        again = await officer.get(path, headers={**anonymous, "If-None-Match": packed.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+    assert (await officer.get("/field/assets/sw.js", headers=anonymous)).status_code == 404
+    assert (await officer.get("/field/assets/..%2Fboard.py", headers=anonymous)).status_code == 404
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

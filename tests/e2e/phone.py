@@ -27,7 +27,8 @@ ENV = {"DISPATCHER_DUPLICATE_RADIUS_M": "0"}
 
 
 def start_server(database_url: str, tmp_path: Path) -> ServerProcess:
-    return ServerProcess(database_url, tmp_path / "server.log", env=ENV).start()
+    # A spawn takes 10-40 s on the shared 2-core machine under load (more than the helper's default 30 s).
+    return ServerProcess(database_url, tmp_path / "server.log", env=ENV).start(timeout_s=120)
 
 
 async def make_officer(server: ServerProcess, name: str = ACCOUNT, officer_id: str = OFFICER) -> str:

@@ -53,7 +53,7 @@ async def test_a_photo_reported_by_an_officer_is_read_by_its_incidents_readers_o
 ) -> None:
     server = ServerProcess(
         database_url, tmp_path / "server.log", env={"DISPATCHER_MEDIA_DIR": str(tmp_path / "media")}
-    ).start()
+    ).start(timeout_s=120)  # a spawn takes 10-40 s on the shared machine under load
     try:
         async with server.client() as admin:
             for name, officer in (("fo-reporter", REPORTER), ("fo-holder", HOLDER), ("fo-stranger", STRANGER)):

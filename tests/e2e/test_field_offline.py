@@ -36,7 +36,7 @@ async def test_the_app_opens_with_the_server_gone_and_sends_the_report_when_it_i
             await page.locator("#report-form button[type=submit]").tap()
             await expect(page.locator("#outbox-badge")).to_have_text("待发送 1")
 
-            server.start()  # same port, same database: the outbox's retry finds it
+            server.start(timeout_s=120)  # same port, same database: the outbox's retry finds it
             await expect(page.locator("#outbox-badge")).to_be_hidden(timeout=60_000)
         reported = [i for i in await incidents(server) if i["description"] == "集贸市场门口占道经营"]
         assert len(reported) == 1 and reported[0]["zone"] == "market"

@@ -54,6 +54,8 @@ function newKey(prefix) {
 // ---------------------------------------------------------------- labels (zh-CN by default)
 let LANG = 'zh-CN';
 let LABELS = {};
+let labelsLoaded = false;
+let refusedEarly = null; // why the token was refused before the labels were loaded (needPassword waits for them)
 
 function t(key, vars) {
   let text = LABELS[key] ?? key;
@@ -62,9 +64,10 @@ function t(key, vars) {
 }
 
 async function loadLabels(lang) {
-  const res = await fetch(`/static/field/i18n/${lang}.json`);
+  const res = await fetch(`/field/assets/${lang}.json`);
   if (!res.ok) throw new Error(`labels ${lang}: HTTP ${res.status}`);
   LABELS = await res.json();
+  labelsLoaded = true;
   LANG = lang;
   document.documentElement.lang = lang;
   for (const node of $$('[data-i18n]')) node.textContent = t(node.dataset.i18n);
@@ -212,6 +215,7 @@ function go(view, { push = true } = {}) {
 
 function needPassword(why) {
   session.forget();
+  if (!labelsLoaded) { refusedEarly = why; return; } // asked while the labels load: start() asks once they are here
   stopLive();
   const form = $('#signin-form');
   const account = session.account;
@@ -262,18 +266,18 @@ async function signOut() {
 }
 
 // ---------------------------------------------------------------- reference data: catalogue and zones
-async function loadReference() {
-  for (const [key, path] of [['catalogue', 'rules/catalogue'], ['zones', 'rules/zones']]) {
+/** [[key, data]] of the catalogue and the zones, asked together; offline, the copies kept last time. */
+function fetchReference() {
+  return Promise.all([['catalogue', 'rules/catalogue'], ['zones', 'rules/zones']].map(async ([key, path]) => {
     try {
       const data = await api('GET', path);
-      await db.put('kv', data, key);
-      applyReference(key, data);
+      db.put('kv', data, key).catch(() => {});
+      return [key, data];
     } catch (err) {
-      if (err instanceof ApiError && err.status === 401) return;
-      const kept = await db.get('kv', key);
-      if (kept) applyReference(key, kept);
+      if (err instanceof ApiError && err.status === 401) return [key, null];
+      return [key, await db.get('kv', key)];
     }
-  }
+  })).then((pairs) => pairs.filter(([, data]) => data));
 }
 
 function applyReference(key, data) {
@@ -359,12 +363,20 @@ function fillSelects() {
 
 // ---------------------------------------------------------------- tasks
 function myAssignment(incident) {
-  if (incident.task) return incident.assignments.find((a) => a.team === incident.task.team) || incident.assignments[0];
+  // A task of the list is a summary (GET /me/tasks): its part is its `task`; an incident read whole has it in full.
+  if (incident.task) return (incident.assignments || []).find((a) => a.team === incident.task.team) || incident.task;
   const me = session.account && session.account.officer_id;
   return incident.assignments.find((a) => a.officer === me && !['resolved', 'returned', 'cancelled'].includes(a.state))
     || incident.assignments.find((a) => a.officer === me)
     || incident.assignments.find((a) => !['resolved', 'returned', 'cancelled'].includes(a.state))
     || incident.assignments[0];
+}
+
+/** The team's name in the page's language (from the task list's summary), else its id. */
+function teamName(incident, part) {
+  const task = incident.task;
+  if (!task || task.team !== part.team || !task.team_name) return part.team;
+  return LANG === 'en' ? task.team_name_en : task.team_name;
 }
 
 /** The deadline that runs now for the officer's part: the first pending one (ack, then arrive, then resolve). */
@@ -384,22 +396,36 @@ function sortTasks(tasks) {
 }
 
 async function loadTasks({ announce = true, draw = true } = {}) {
-  let data;
+  await takeAnswer(await fetchTasks(), { announce, draw });
+}
+
+/** The list's answer ({data, kept}), or the copy kept last time when offline (`kept`: when it was taken). */
+async function fetchTasks() {
+  const key = `tasks.${state.scope}`;
   try {
-    data = await api('GET', `me/assignments?scope=${state.scope}`);
-    await db.put('kv', { at: new Date().toISOString(), data }, `tasks.${state.scope}`);
-    $('#tasks-stale').hidden = true;
+    const data = await api('GET', `me/tasks?scope=${state.scope}`);
+    db.put('kv', { at: new Date().toISOString(), data }, key).catch(() => {});
+    return { data, kept: null };
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return;
-    const kept = await db.get('kv', `tasks.${state.scope}`);
-    if (!kept) return;
-    data = kept.data;
-    const stale = $('#tasks-stale');
-    stale.textContent = t('tasks.stale', { at: new Date(kept.at).toLocaleTimeString(LANG) });
-    stale.hidden = false;
+    if (err instanceof ApiError && err.status === 401) return null;
+    const kept = await db.get('kv', key);
+    return kept ? { data: kept.data, kept: kept.at } : null;
   }
+}
+
+async function takeAnswer(answer, { announce = true, draw = true } = {}) {
+  if (!answer) return;
+  const { data, kept } = answer;
+  const stale = $('#tasks-stale');
+  stale.hidden = !kept;
+  if (kept) stale.textContent = t('tasks.stale', { at: new Date(kept).toLocaleTimeString(LANG) });
   const tasks = data.data || [];
   if (!state.lastSeq && typeof data.seq === 'number') rememberSeq(data.seq); // the feed resumes from here
+  takeTasks(tasks, { announce, draw });
+}
+
+/** The list becomes `tasks` (summaries): a new one of mine rings, the open task is read again if it changed. */
+function takeTasks(tasks, { announce = true, draw = true } = {}) {
   if (state.scope === 'mine') {
     const ids = new Set(tasks.map((i) => i.id));
     if (announce && state.taskIds && [...ids].some((id) => !state.taskIds.has(id))) alertNewTask();
@@ -430,7 +456,7 @@ function renderTasks() {
         el('div', {},
           el('div', { class: 'desc' }, incident.description),
           el('div', { class: 'meta' }, `#${incident.id} · ${categoryName(incident.category)} · ${zoneName(incident.zone)}`),
-          el('div', { class: 'meta' }, part ? `${t(`unit.${part.state}`)} · ${part.team}` : t(`status.${incident.status}`)),
+          el('div', { class: 'meta' }, part ? `${t(`unit.${part.state}`)} · ${teamName(incident, part)}` : t(`status.${incident.status}`)),
           deadline ? el('div', { class: 'due', dataset: { due: deadline.due_at, kind: deadline.kind } }) : null,
           waiting.length ? el('div', { class: 'pending' }, t('outbox.waiting_n', { n: waiting.length })) : null),
         smallMap(incident, false)));
@@ -540,7 +566,7 @@ function renderTask(incident) {
       el('dt', {}, t('report.category')), el('dd', {}, categoryName(incident.category)),
       el('dt', {}, t('report.zone_short')), el('dd', {}, zoneName(incident.zone)),
       el('dt', {}, t('task.state')), el('dd', { id: 'task-state' }, part ? t(`unit.${part.state}`) : t(`status.${incident.status}`)),
-      el('dt', {}, t('task.team')), el('dd', {}, part ? part.team : ''),
+      el('dt', {}, t('task.team')), el('dd', {}, part ? teamName(incident, part) : ''),
       el('dt', {}, t('task.priority')), el('dd', {}, String(incident.priority)),
       el('dt', {}, t('task.reporter')), el('dd', {}, incident.reporter || '')),
     deadline ? el('p', { class: 'due', dataset: { due: deadline.due_at, kind: deadline.kind } }) : null,
@@ -750,11 +776,6 @@ async function enqueue(item) {
   return true;
 }
 
-async function loadOutbox() {
-  state.outbox = (await db.all('outbox')).sort((a, b) => a.seq - b.seq);
-  renderOutbox();
-}
-
 function renderOutbox() {
   const waiting = state.outbox.filter((i) => i.state !== 'refused');
   const badge = $('#outbox-badge');
@@ -860,9 +881,12 @@ let socketRetry = 1000;
 let socketTimer = null;
 let pollTimer = null;
 let refreshTimer = null;
+let saveTimer = null;
+let reconnected = false; // a hello after the first one: the socket came back after a gap
 
 function startLive() {
   stopLive();
+  reconnected = false;
   connect();
   pollTimer = setInterval(() => { if (!socket || socket.readyState !== WebSocket.OPEN) loadTasks(); }, POLL_MS);
 }
@@ -870,24 +894,26 @@ function startLive() {
 function stopLive() {
   clearTimeout(socketTimer);
   clearInterval(pollTimer);
-  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  if (socket) { socket.onclose = null; socket.onmessage = null; socket.close(); socket = null; }
 }
 
 function connect() {
   if (!session.token || !navigator.onLine) return;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const after = state.lastSeq ? `?after=${state.lastSeq}` : '';
-  socket = new WebSocket(`${scheme}://${location.host}/ws/field${after}`,
+  // The feed's scope is the list's: its `tasks` frames replace the list's tasks of an incident.
+  const after = state.lastSeq ? `&after=${state.lastSeq}` : '';
+  socket = new WebSocket(`${scheme}://${location.host}/ws/field?scope=${state.scope}${after}`,
     ['dispatcher.bearer', `dispatcher.bearer.${session.token}`]);
   socket.onopen = () => { socketRetry = 1000; };
   socket.onmessage = (msg) => {
     let frame;
     try { frame = JSON.parse(msg.data); } catch { return; }
     if (typeof frame.seq === 'number' && frame.seq > state.lastSeq) rememberSeq(frame.seq);
-    if (frame.kind === 'event' || frame.kind === 'snapshot') {
-      clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => loadTasks(), 150); // a dispatch is several events: one reload
+    if (frame.kind === 'tasks') patchTasks(frame);
+    else if (frame.kind === 'snapshot' || (frame.kind === 'hello' && reconnected)) {
+      refreshSoon(); // back after a gap: the list is read once, in case an incident closed meanwhile
     }
+    if (frame.kind === 'hello') reconnected = true;
   };
   socket.onclose = (e) => {
     socket = null;
@@ -895,6 +921,17 @@ function connect() {
     socketTimer = setTimeout(connect, socketRetry);
     socketRetry = Math.min(socketRetry * 2, RETRY_MAX_MS);
   };
+}
+
+/** A `tasks` frame: the incident's tasks as they stand now replace those the list had (none: it leaves). */
+function patchTasks(frame) {
+  const kept = state.tasks.filter((i) => i.id !== frame.incident_id);
+  takeTasks(kept.concat(frame.tasks || []));
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => {
+    db.put('kv', { at: new Date().toISOString(), data: { data: state.tasks, seq: state.lastSeq } }, `tasks.${state.scope}`)
+      .catch(() => {});
+  }, 1000);
 }
 
 function rememberSeq(seq) {
@@ -1035,25 +1072,44 @@ function followPosition() {
 }
 
 // ---------------------------------------------------------------- start
-function onNetwork() {
-  const online = navigator.onLine;
+function showNetwork() {
   const net = $('#net');
-  net.dataset.state = online ? 'online' : 'offline';
-  net.textContent = t(online ? 'net.online' : 'net.offline');
-  if (online) {
-    retryMs = 1000;
-    flush();
-    if (session.token && !socket) connect();
-    if (session.token) loadTasks();
-  }
+  net.dataset.state = navigator.onLine ? 'online' : 'offline';
+  net.textContent = t(navigator.onLine ? 'net.online' : 'net.offline');
 }
 
-async function start() {
-  if (!session.token) { go('signin'); return; }
+/** The phone is on or off the network: shown; back on, the outbox is sent and the list read once (by the feed's
+ *  hello when the socket is opened again, or at once when it stayed open). */
+function onNetwork() {
+  showNetwork();
+  if (!navigator.onLine) return;
+  retryMs = 1000;
+  flush();
+  if (!session.token) return;
+  if (socket) refreshSoon();
+  else { reconnected = true; connect(); }
+}
+
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => loadTasks(), 150); // several reasons at once: one reading
+}
+
+/** What the first screen needs from the server and the phone, asked together (one round trip, not four). */
+function fetchStart() {
+  return Promise.all([db.all('outbox'), fetchReference(), fetchTasks()]);
+}
+
+async function start(early) {
+  if (!session.token) { if (refusedEarly !== null) needPassword(refusedEarly); else go('signin'); return; }
   const placeCode = location.pathname.match(/^\/field\/place\/([^/]+)/);
   go(placeCode ? 'place' : 'tasks', { push: false });
-  // The three are independent: asked together, the list is drawn after one round trip, not three.
-  await Promise.all([loadOutbox(), loadReference(), loadTasks({ announce: false, draw: false })]);
+  const [outbox, reference, tasks] = await (early || fetchStart());
+  if (!session.token) { needPassword(refusedEarly || ''); return; } // the token was refused meanwhile
+  state.outbox = outbox.sort((a, b) => a.seq - b.seq);
+  renderOutbox();
+  for (const [key, data] of reference) applyReference(key, data);
+  await takeAnswer(tasks, { announce: false, draw: false });
   renderTasks(); // once, with the zones' names and the catalogue's labels at hand
   if (placeCode) openPlace(decodeURIComponent(placeCode[1]));
   startLive();
@@ -1093,6 +1149,7 @@ function wire() {
     state.scope = tab.dataset.scope;
     for (const t2 of $$('.tabs .tab')) t2.setAttribute('aria-selected', String(t2 === tab));
     loadTasks({ announce: false });
+    if (session.token) startLive();
   });
   for (const b of $$('.status button')) b.addEventListener('click', () => setStatus(b.dataset.status));
   $('#share-position').addEventListener('change', (e) => {
@@ -1106,8 +1163,10 @@ function wire() {
     localStorage.setItem('field.lang', next);
     await loadLabels(next);
     fillSelects();
-    onNetwork();
+    showNetwork();
     renderOutbox();
+    renderTasks();
+    if (state.current && state.view === 'task') renderTask(state.current);
   });
   document.addEventListener('pointerdown', unlockAudio, { once: true, capture: true });
   window.addEventListener('online', onNetwork);
@@ -1123,13 +1182,15 @@ function wire() {
 async function boot() {
   const asked = new URLSearchParams(location.search).get('lang');
   const lang = ['zh-CN', 'en'].includes(asked) ? asked : localStorage.getItem('field.lang') || 'zh-CN';
+  // Signed in, the data is asked for while the labels load (nothing is drawn before both are here).
+  const early = session.token ? fetchStart() : null;
   await loadLabels(lang);
   wire();
-  onNetwork();
+  showNetwork();
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('/field/sw.js', { scope: '/field' }).catch(() => {});
   }
-  await start();
+  await start(early);
   document.body.dataset.ready = 'true';
   performance.mark('field-ready'); // benchmarks/field.py reads it: the page is drawn and answers taps
 }

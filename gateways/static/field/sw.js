@@ -6,18 +6,18 @@
  */
 'use strict';
 
-const SHELL = 'field-shell-v1';
+const SHELL = 'field-shell-v3';
 const DATA = 'field-data';
 const SHELL_FILES = [
   '/field',
-  '/static/field/field.js',
-  '/static/field/field.css',
-  '/static/field/i18n/zh-CN.json',
-  '/static/field/i18n/en.json',
-  '/static/field/icon.svg',
+  '/field/assets/field.js',
+  '/field/assets/field.css',
+  '/field/assets/zh-CN.json',
+  '/field/assets/en.json',
+  '/field/assets/icon.svg',
   '/field/manifest.webmanifest',
 ];
-const DATA_PATHS = ['/api/v1/me/assignments', '/api/v1/rules/catalogue', '/api/v1/rules/zones'];
+const DATA_PATHS = ['/api/v1/me/tasks', '/api/v1/rules/catalogue', '/api/v1/rules/zones'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(SHELL_FILES)).then(() => self.skipWaiting()));
