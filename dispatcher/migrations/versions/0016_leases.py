@@ -1,7 +1,7 @@
 """leases: replicas' heartbeats, townships' leases (county database) and fences (township database)
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-04
 """
 
@@ -14,7 +14,7 @@ import dispatcher.tables
 from alembic import op
 
 revision: str = '0016'
-down_revision: str | None = '0014'
+down_revision: str | None = '0015'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
