@@ -296,6 +296,15 @@ def with_bonuses(result: Assessment, table: ScoringTable, bonuses: Iterable[Bonu
     )
 
 
+def table_of_period(
+    stored: Iterable[tuple[int, ev.ScoringPutInForce]], period: Period
+) -> tuple[int, ev.ScoringPutInForce] | None:
+    """The scoring table of ``period``: of the tables logged (with their seq), the last put in force before
+    the period's end (so a table put in force during a month scores that month). None: none was."""
+    before = [(seq, t) for seq, t in stored if t.at < period.end]
+    return max(before, key=lambda pair: pair[0]) if before else None
+
+
 async def logged_bonuses(engine: AsyncEngine) -> dict[int, Bonus]:
     """The special bonuses of the township log read straight from the event table (for the command line)."""
     from dispatcher.store import StoredEvent

@@ -973,6 +973,28 @@ class Hub:
 
         return await self._submit(apply)
 
+    async def scoring_tables(self) -> list[tuple[int, ev.ScoringPutInForce]]:
+        """Every scoring table put in force, oldest first, with its seq (its id)."""
+        stored = await self.store.events_of_type("ScoringPutInForce", limit=10_000)
+        found = []
+        for e in stored:
+            fact = ev.decode_township(e.type, orjson.loads(e.payload))
+            assert isinstance(fact, ev.ScoringPutInForce)
+            found.append((e.seq, fact))
+        return sorted(found, key=lambda pair: pair[0])
+
+    async def put_scoring_in_force(self, *, version: str, body: str, at: datetime, actor: str | None) -> int:
+        """Log scoring table ``body`` (already loaded and checked by the caller) as in force from ``at``;
+        returns its id (its seq)."""
+        event = ev.ScoringPutInForce(at=at, version=version, body=body, actor=actor)
+
+        def apply(batch: Batch) -> int:
+            seq = batch.next_seq
+            batch.record_township(event)
+            return seq
+
+        return await self._submit(apply)
+
     async def briefing_document(self, *, period: Period) -> Document:
         """The briefing document (简报) of a named period for this township; reads the store only."""
         return await self.store.briefing_document(township=self.rules.table.township.name, period=period)

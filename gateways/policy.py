@@ -170,6 +170,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/assessment"): allow(ML, PS, SV, AD),
     ("POST", "/api/v1/assessment/bonuses"): allow(SV),
     ("POST", "/api/v1/assessment/bonuses/{bonus_id}/approve"): allow(SV, PS),
+    ("PUT", "/api/v1/assessment/scoring"): allow(SV),
+    ("GET", "/api/v1/assessment/scoring"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
     # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --

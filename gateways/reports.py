@@ -6,8 +6,11 @@ The page (``/reports``, like ``/board``) holds no data: it signs in and fetches,
   fragment, the same rendering as ``dispatcher report --html``; ``&format=xlsx``: the workbook, as a download);
 - ``GET /api/v1/reports/incidents?period=…&by=team&unit=traffic&figure=due``: the incidents behind one
   figure of one unit, so a leader follows a number to the incidents that make it;
-- ``GET /api/v1/assessment?period=2026-11``: post points, team points and module scores by the bundled
-  scoring table (rules/tables/ershili-scoring.yaml), every score with its lines and their incidents;
+- ``GET /api/v1/assessment?period=2026-11``: post points, team points and module scores by the scoring
+  table of the period (the last put in force before its end; none: the bundled
+  rules/tables/ershili-scoring.yaml), every score with its lines and their incidents;
+- ``PUT /api/v1/assessment/scoring`` (the supervision office, YAML body): put a scoring table in force,
+  checked like the rule table (422 with file:line); ``GET /api/v1/assessment/scoring`` lists them;
 - ``POST /api/v1/assessment/bonuses`` (the supervision office) and ``…/bonuses/{id}/approve`` (a second
   person: approving one's own entry is refused with 409); both are in the audit trail like every change.
 
@@ -17,6 +20,7 @@ every figure.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -25,14 +29,16 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score
+from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score, table_of_period
 from dispatcher.briefing import BEHIND_LIMIT, Figure, Period, Unit
 from dispatcher.values import RowId, Text
 from gateways.api import HubDep
 from gateways.auth import acting
 from gateways.board import STATIC_DIR
 from gateways.briefing_document import STYLE, render_html, render_xlsx
-from rules.scoring import BUNDLED_SCORING, ScoringTable, load_scoring
+from gateways.problems import problem_response
+from rules import RuleTableError
+from rules.scoring import BUNDLED_SCORING, ScoringTable, check_scoring, load_scoring, load_scoring_text
 
 router = APIRouter(tags=["reports"])
 
@@ -179,7 +185,62 @@ def _bundled_scoring() -> ScoringTable:
 )
 async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
     named = _period(period)
-    return assessment_public(await hub.assessment(period=named, table=_bundled_scoring()))
+    stored = table_of_period(await hub.scoring_tables(), named)
+    # A stored table was checked when it was put in force; loading it again only rebuilds the model.
+    table = load_scoring_text(stored[1].body, source=f"scoring#{stored[0]}").table if stored else _bundled_scoring()
+    return assessment_public(await hub.assessment(period=named, table=table))
+
+
+#: A scoring table is a page of YAML; the rule table's bound is far above what one needs.
+_MAX_SCORING_BYTES = 64 * 1024
+
+
+class ScoringVersionPublic(BaseModel):
+    id: int = Field(description="its seq in the township's log")
+    version: str
+    put_at: datetime
+    put_by: str | None
+
+
+@router.put(
+    "/api/v1/assessment/scoring",
+    response_model=ScoringVersionPublic,
+    summary="Put a scoring table in force (YAML body): it scores the periods that end after now",
+    openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def put_scoring(request: Request, hub: HubDep) -> Response | ScoringVersionPublic:
+    body = await request.body()
+    if len(body) > _MAX_SCORING_BYTES:
+        raise HTTPException(413, detail=f"a scoring table may have at most {_MAX_SCORING_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(422, detail="the table must be UTF-8 text") from None
+    try:
+        loaded = load_scoring_text(text, source="<uploaded scoring table>")
+    except RuleTableError as exc:
+        found = [asdict(p) for p in exc.problems]
+        return problem_response(422, "invalid", "the scoring table is not valid", problems=found)
+    problems = check_scoring(loaded, hub.rules)
+    if problems:
+        found = [asdict(p) for p in problems]
+        return problem_response(422, "invalid", "the scoring table contradicts the rule table", problems=found)
+    at = hub.clock.now()
+    actor = acting(request, None)
+    seq = await hub.put_scoring_in_force(version=loaded.table.version, body=text, at=at, actor=actor)
+    return ScoringVersionPublic(id=seq, version=loaded.table.version, put_at=at, put_by=actor)
+
+
+@router.get(
+    "/api/v1/assessment/scoring",
+    response_model=list[ScoringVersionPublic],
+    summary="Every scoring table put in force, newest first (the bundled one scores periods before the first)",
+)
+async def list_scoring(hub: HubDep) -> list[ScoringVersionPublic]:
+    return [
+        ScoringVersionPublic(id=seq, version=t.version, put_at=t.at, put_by=t.actor)
+        for seq, t in reversed(await hub.scoring_tables())
+    ]
 
 
 # -- special bonus points (专项加分): entered by the supervision office, approved by a second person --------

@@ -263,3 +263,44 @@ async def test_two_approvers_at_once_log_one_approval(rig: HubRig) -> None:
     # the next one, in a later batch, is refused as well
     with pytest.raises(BonusRefused, match="already approved by duban-wang"):
         await hub.approve_bonus(bonus_id, at=rig.clock.now(), actor="duban-zhao")
+
+
+async def test_the_supervision_office_puts_a_scoring_table_in_force_for_the_periods_ending_after(
+    rig: HubRig,
+) -> None:
+    engine = build_engine(rig.url, durable=False)
+    try:
+        await june_with_misses(engine)
+    finally:
+        await engine.dispose()
+    hub = await rig.restart()  # the history was written beside the hub: it takes the log's seq up again
+    service = create_app(Settings(database_url=rig.url), hub=hub)
+    stricter = BUNDLED.replace("version: ershili-scoring-2026-11", "version: ershili-scoring-2026-06-strict")
+    stricter = stricter.replace("late_close: {p1: -3, p2: -2,", "late_close: {p1: -3, p2: -10,")
+    yaml = {"content-type": "application/yaml"}
+
+    def tp02(body: dict[str, Any]) -> float:
+        return float(next(s for s in body["posts"] if s["unit"] == "tp-02")["score"])
+
+    async with api_client(service, await sign_in_as(service, Role.SUPERVISION, name="duban-li")) as clerk:
+        assert tp02((await clerk.get("/api/v1/assessment", params={"period": "2026-06"})).json()) == 98.0
+        broken = await clerk.put(
+            "/api/v1/assessment/scoring", content=stricter.replace("p2: -10,", "p2: 10,"), headers=yaml
+        )
+        assert broken.status_code == 422
+        assert broken.json()["problems"][0]["line"] == 24  # file:line, as for the rule table
+        assert (await clerk.get("/api/v1/assessment/scoring")).json() == []  # nothing stored
+        put = await clerk.put("/api/v1/assessment/scoring", content=stricter, headers=yaml)
+        assert put.status_code == 200, put.text
+        assert (put.json()["version"], put.json()["put_by"]) == ("ershili-scoring-2026-06-strict", "duban-li")
+        # put in force on 12 June: it scores June (late close of incident 2 at p2: 100 − 10) ...
+        june = (await clerk.get("/api/v1/assessment", params={"period": "2026-06"})).json()
+        assert (june["table_version"], tp02(june)) == ("ershili-scoring-2026-06-strict", 90.0)
+        # ... not May, which ended before it: the bundled table
+        may = (await clerk.get("/api/v1/assessment", params={"period": "2026-05"})).json()
+        assert may["table_version"] == "ershili-scoring-2026-11"
+        listed = (await clerk.get("/api/v1/assessment/scoring")).json()
+        assert [v["version"] for v in listed] == ["ershili-scoring-2026-06-strict"]
+    officer = await sign_in_as(service, Role.FIELD_OFFICER, officer_id="tp-01")
+    async with api_client(service, officer) as field:
+        assert (await field.put("/api/v1/assessment/scoring", content=stricter, headers=yaml)).status_code == 403

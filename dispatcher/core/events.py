@@ -623,6 +623,16 @@ class BonusApproved(TownshipEvent):
     approved_by: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoringPutInForce(TownshipEvent):
+    """考核: a scoring table was put in force from ``at`` on; ``body`` is its YAML as given (a few KB), kept
+    in the log so that the assessment of any period is made with the table of that period."""
+
+    version: str
+    body: str
+    actor: str | None
+
+
 #: Every township event type by its stored name (the class name).
 TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
     cls.__name__: cls
@@ -634,6 +644,7 @@ TOWNSHIP_EVENT_TYPES: dict[str, type[TownshipEvent]] = {
         WebhookDisabled,
         AlertIssued,
         BonusEntered,
+        ScoringPutInForce,
         BonusApproved,
     )
 }
