@@ -57,9 +57,9 @@ async def _start(county: County, ids: list[str], ttl: float) -> list[ServerProce
     for replica_id in ids:
         replica = county.replica(replica_id, lease_ttl_s=ttl, env={"DISPATCHER_ACCESS_LOG": "false"})
         replica.log_level = "warning"
-        await asyncio.to_thread(replica.start, 180.0)
+        await asyncio.to_thread(replica.start, 600.0)
         replicas.append(replica)
-    await until(lambda: all(settled(r) for r in replicas), "the replicas settled", 180)
+    await until(lambda: all(settled(r) for r in replicas), "the replicas settled", 600)
     return replicas
 
 
@@ -137,9 +137,9 @@ async def failover(county: County, args: argparse.Namespace) -> list[float]:
                 print(f"failover {round_ + 1}: {times[-1]:.2f} s ({n} probes)", flush=True)
                 fresh = county.replica(f"f{3 + round_}", lease_ttl_s=args.lease_ttl)
                 fresh.log_level = "warning"
-                await asyncio.to_thread(fresh.start, 180.0)
+                await asyncio.to_thread(fresh.start, 600.0)
                 replicas = [*survivors, fresh]
-                await until(lambda: all(settled(r) for r in replicas), "the replicas settled", 180)  # noqa: B023
+                await until(lambda: all(settled(r) for r in replicas), "the replicas settled", 600)  # noqa: B023
     finally:
         await asyncio.to_thread(_stop, replicas)
     return times

@@ -66,7 +66,15 @@ class DispatcherCollector(Collector):
             )
         }
         histograms: list[Metric] = []
+        served = GaugeMetricFamily(
+            "dispatcher_lease_held",
+            "1 while this process serves the township (replica mode: holds its lease)",
+            labels=["township"],
+        )
         for township_id, township in townships.items():
+            served.add_metric([township_id], 1 if township.serving else 0)
+            if not township.serving:
+                continue  # another replica serves it and reports it
             hub = township.hub
             stats = hub.stats
             for type_name, count in sorted(stats.events.items()):
@@ -100,6 +108,7 @@ class DispatcherCollector(Collector):
                     stats.board_latency,
                 ),
             ]
+        yield served
         yield events
         yield reports
         yield failures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -546,8 +547,11 @@ def _leased_townships(settings: Settings, townships: Townships, directory: SqlDi
         stack = AsyncExitStack()
         try:
             await _start_township(stack, township, settings)
-        except BaseException:
+        except BaseException:  # a failed or cancelled start (the lease moved on): nothing may stay open
             await stack.aclose()
+            if not township.hub.running:
+                with contextlib.suppress(Exception):
+                    await township.hub.store.close()
             raise
         return stack
 

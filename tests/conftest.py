@@ -100,8 +100,8 @@ async def _postgres_reachable() -> str | None:
     return None
 
 
-async def fresh_postgres_database() -> str:
-    """Create an empty database for one test and return its SQLAlchemy URL."""
+async def fresh_postgres_database(*, template: str | None = None) -> str:
+    """Create an empty database (or a copy of the database ``template``) for one test; its SQLAlchemy URL."""
     problem = await _postgres_reachable()
     if problem is not None:
         message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({problem})"
@@ -111,7 +111,7 @@ async def fresh_postgres_database() -> str:
     name = f"dispatcher_t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
     return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
