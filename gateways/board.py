@@ -95,7 +95,7 @@ async def board_feed(websocket: WebSocket, since: Seq | None = None) -> None:
             # read it neither overflows a queue nor holds the hub. It then resumes from the snapshot's
             # seq like any board resuming with ``since``.
             pages = _snapshot_pages(websocket)
-            forwarding = _county_forwarding(websocket, township_of(websocket).id)
+            forwarding = _county_forwarding(websocket, _township_id(websocket))
             tiles = _map_tiles(websocket)
             sending = asyncio.create_task(_send_snapshot(out, hub, _snapshot_page(websocket), pages, forwarding, tiles))
             try:
@@ -154,12 +154,12 @@ async def _follow(
 
 async def _source(websocket: WebSocket) -> Hub | TailFeed:
     """The township's hub when it is hosted here, else its tail over the shared log (dispatcher/tail_feed.py)."""
-    hub: Hub = await get_hub(websocket)
     tails = getattr(context_of(websocket), "tail_feeds", None)
-    if isinstance(tails, TailFeeds):
-        township = township_of(websocket).id
+    if isinstance(tails, TailFeeds):  # asked first: a township served by another replica has no hub here
+        township = _township_id(websocket)
         if not tails.ownership.owns(township):
             return await tails.tail(township)
+    hub: Hub = await get_hub(websocket)
     return hub
 
 
@@ -179,6 +179,12 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 def _snapshot_page(websocket: WebSocket) -> int:
     settings = getattr(context_of(websocket), "settings", None)
     return int(getattr(settings, "board_snapshot_page", SNAPSHOT_PAGE))
+
+
+def _township_id(websocket: WebSocket) -> str:
+    """The township the guard settled for this board, served here or not (``township_of`` refuses the latter)."""
+    chosen: str | None = getattr(websocket.state, "township", None)
+    return chosen if chosen is not None else township_of(websocket).id
 
 
 def _county_forwarding(websocket: WebSocket, township: str) -> bool:

@@ -30,7 +30,7 @@ from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.leases import Fence
 from dispatcher.media import LocalMediaStore
-from dispatcher.ownership import HostsAll, Ownership
+from dispatcher.ownership import HostsAll, Ownership, SettableOwnership
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
@@ -342,7 +342,10 @@ def create_app(
         if old in os.environ:
             log.warning("%s is no longer read: the county hand-over is a webhook subscription, use %s", old, new)
     townships = Townships(build_townships(settings, [hub] if hub is not None else hubs))
-    ownership = ownership or HostsAll()
+    if ownership is None:
+        # Replica mode: a township is hosted here while this replica holds its lease (the replica set says
+        # when); boards of the others follow their event log (dispatcher/tail_feed.py).
+        ownership = SettableOwnership() if settings.replica_id is not None else HostsAll()
     tail_feeds = TailFeeds(
         ownership,
         {t.id: t.hub.store for t in townships.values() if isinstance(t.hub.store, SqlIncidentStore)},
@@ -365,7 +368,7 @@ def create_app(
     gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
     mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
-    replicas = _leased_townships(settings, townships, directory) if settings.replica_id is not None else None
+    replicas = _leased_townships(settings, townships, directory, ownership) if settings.replica_id is not None else None
     if replicas is not None:
         mqtt, gateways = None, []
     deliverer = webhooks.Deliverer(
@@ -524,7 +527,9 @@ def create_app(
 LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
 
 
-def _leased_townships(settings: Settings, townships: Townships, directory: SqlDirectory) -> ReplicaSet:
+def _leased_townships(
+    settings: Settings, townships: Townships, directory: SqlDirectory, ownership: Ownership
+) -> ReplicaSet:
     """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py).
 
     MQTT, the county webhook and webhook deliveries are not run in replica mode (HTTP only).
@@ -563,6 +568,7 @@ def _leased_townships(settings: Settings, townships: Townships, directory: SqlDi
         start_township=start,
         ttl=timedelta(seconds=settings.lease_ttl_s),
         refresh=directory.refresh,
+        on_change=ownership.set if isinstance(ownership, SettableOwnership) else None,
     )
 
 

@@ -52,6 +52,7 @@ class ReplicaSet:
         start_township: StartTownship,
         ttl: timedelta,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        on_change: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.id = replica_id
         self.url = url
@@ -60,6 +61,7 @@ class ReplicaSet:
         self._townships = townships
         self._start_township = start_township
         self._refresh = refresh
+        self._on_change = on_change  # told when a township starts or stops being served here (tail feeds)
         self._engine = build_engine(county_url, pool_size=2)
         self._leases = SqlLeases(self._engine, ttl)
         self._held: dict[str, int] = {}  # township -> the epoch this replica took
@@ -161,6 +163,7 @@ class ReplicaSet:
         self._stacks[township] = stack
         self._starting.pop(township, None)
         self._townships[township].serving = True
+        self._changed(township, True)
         log.info("township %s: served here (epoch %d)", township, epoch)
 
     async def _lose(self, township: str, lease: Lease | None) -> None:
@@ -181,7 +184,13 @@ class ReplicaSet:
             log.info("township %s: handed over (epoch %d)", township, epoch)
             await self._leases.release(township, self.id, epoch)
 
+    def _changed(self, township: str, served: bool) -> None:
+        if self._on_change is not None:
+            self._on_change(township, served)
+
     async def _halt(self, township: str) -> None:
+        if self._townships[township].serving:
+            self._changed(township, False)
         self._townships[township].serving = False
         starting = self._starting.pop(township, None)
         if starting is not None:

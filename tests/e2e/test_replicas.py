@@ -214,3 +214,40 @@ def _stop_all(replicas: list[ServerProcess]) -> None:
 def _wake(replica: ServerProcess) -> None:
     if replica.process is not None and replica.process.poll() is None:
         replica.process.send_signal(signal.SIGCONT)
+
+
+async def test_a_board_on_a_replica_not_serving_the_township_sees_its_events_once_in_order(county: County) -> None:
+    """The board's replica does not hold ershili's lease: it follows ershili's event log (NOTIFY + table)."""
+    import orjson
+    import websockets
+
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b"])
+        owner = owner_of("ershili", replicas)
+        assert owner is not None
+        other = next(r for r in replicas if r is not owner)
+        headers = replicas[0].headers
+        async with (
+            httpx.AsyncClient(headers=headers) as http,
+            websockets.connect(f"{other.ws_url}?township=ershili", additional_headers=headers) as board,
+        ):
+            frame = orjson.loads(await asyncio.wait_for(board.recv(), 30))
+            assert frame["kind"] == "snapshot", frame
+            snapshot_seq = int(frame["seq"])  # pages of it may follow; then the live events after this seq
+            sent = [f"board-{n}" for n in range(8)]
+            for n, report_id in enumerate(sent):  # to either replica: the other one carries it to the owner
+                status, _ = await _send(http, replicas, n, "ershili", _report(report_id))
+                assert status == 201
+            seen: list[int] = []
+            reported: list[str] = []
+            deadline = time.monotonic() + 30
+            while len(reported) < len(sent):
+                assert time.monotonic() < deadline, f"the board saw {reported} of {sent}"
+                frame = orjson.loads(await asyncio.wait_for(board.recv(), 30))
+                if frame.get("kind") != "event":
+                    continue
+                seen.append(int(frame["seq"]))
+                if frame["type"] == "IncidentReported":
+                    reported.append(frame["data"]["report_id"])
+            assert sorted(reported) == sorted(sent)
+            assert seen == list(range(snapshot_seq + 1, snapshot_seq + 1 + len(seen)))  # in order, once, no gap
