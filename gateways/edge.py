@@ -277,7 +277,9 @@ class HotRoute:
         scope["route"] = self.route
         scope["endpoint"] = hot.endpoint
         scope["path_params"] = params or {}
-        request = Request(scope, receive)
+        # The body stays readable for a handler that needs it again (a township served by another replica is
+        # carried there with its body: gateways/replicas.py).
+        request = Request(scope, _replay(body, receive))
         try:
             await guard(request)
             response = await hot.endpoint(request=request, body=parsed, hub=township_of(request).hub, **values)
