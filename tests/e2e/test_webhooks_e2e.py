@@ -126,7 +126,15 @@ def test_a_receiver_down_while_the_dispatcher_is_killed_gets_every_event_once_in
                     ),
                     f"{len(expected)} events at the receiver",
                 )
-                state = http.get(f"/api/v1/webhooks/{subscription['id']}").json()
+                # The receiver answers before the dispatcher records the delivery: wait for the record too.
+                state = _until(
+                    lambda: (
+                        (st := http.get(f"/api/v1/webhooks/{subscription['id']}").json())["delivered_seq"]
+                        >= max(e["seq"] for e in events if e["type"] in TYPES)
+                        and st
+                    ),
+                    "the last delivery recorded",
+                )
                 log = http.get(f"/api/v1/webhooks/{subscription['id']}/deliveries", params={"limit": 1000}).json()
     finally:
         server.stop()
