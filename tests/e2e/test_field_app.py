@@ -241,7 +241,13 @@ async def test_my_status_and_shared_position_reach_the_roster_and_english_is_one
         async with phone(server, token) as context:
             page = await open_app(context, server)
             await page.locator("#nav button[data-go=me]").tap()
-            await page.locator("#status-off").tap()
+
+            def status_posted(response: Any) -> bool:
+                return bool(response.request.method == "POST" and response.request.url.endswith("/units/tp-01/status"))
+
+            async with page.expect_response(status_posted) as off_posted:  # the button turns before the answer
+                await page.locator("#status-off").tap()
+            assert (await off_posted.value).status == 200
             await expect(page.locator("#status-off")).to_have_attribute("aria-pressed", "true")
             await expect(page.locator("#outbox-badge")).to_be_hidden()
             assert (await unit())["status"] == "off_duty"
