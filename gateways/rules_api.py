@@ -96,7 +96,7 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
     base: Path = township_of(request).rules_path.parent
     try:
         # Off the event loop: the loader's budget (rules.yaml_budget) bounds how long this takes.
-        book, findings = await asyncio.to_thread(_checked_table, text, base)
+        book, findings = await asyncio.to_thread(_checked_table, text, base, hub.clock.now())
     except RuleTableError as exc:
         found = [asdict(p) for p in exc.problems]
         return problem_response(422, "invalid", "the table is not valid", problems=found)
@@ -125,14 +125,14 @@ async def replace_rules(request: Request, hub: HubDep) -> Response:
     )
 
 
-def _checked_table(text: str, base: Path) -> tuple[RuleBook, list[Finding]]:
-    """Load, compile and check an uploaded table; runs on a worker thread.
+def _checked_table(text: str, base: Path, now: datetime) -> tuple[RuleBook, list[Finding]]:
+    """Load, compile and check an uploaded table (its calendar against ``now``); runs on a worker thread.
 
     Raises :class:`RuleTableError` (with every problem's line) or :class:`TableRefused`.
     """
     source = load_source_text(text, source="<uploaded table>", base_dir=base)
     book = compile_table(source.table)
-    return book, check_for_service(book, source)
+    return book, check_for_service(book, source, today=now.astimezone(book.tz).date())
 
 
 @router.get("/versions", summary="Every rule table put in force, newest first: id, version, who and when")

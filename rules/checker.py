@@ -13,9 +13,12 @@ compiled table, exactly as the server would. From that it reports:
 * **unreachable**: a rule that never decides anything, because others always win before it;
 * **chain**: an escalation chain that does not end at the party secretary, or goes backwards or
   repeats a level (a cycle);
-* **organisation**: a township should choose 3 to 5 sub-modules.
+* **organisation**: a township should choose 3 to 5 sub-modules;
+* **calendar** (only when the caller says what day it is): rules that promise working time (``5wd``)
+  while the working-day calendar ends within :data:`CALENDAR_NOTICE` of that day, so that reports
+  would soon be refused for want of next year's holidays.
 
-Every finding names the rule(s) and the file and line. Pure: no I/O, no clock.
+Every finding names the rule(s) and the file and line. Pure: no I/O, no clock (``today`` is given).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from rules import geo
 from rules.loader import LoadedTable
 from rules.matcher import CompiledRule, RuleBook, after_duration
 from rules.table import EscalationStep
+from rules.workdays import WorkSpan
 
-Kind = Literal["gap", "overlap", "unreachable", "chain", "organisation"]
+Kind = Literal["gap", "overlap", "unreachable", "chain", "organisation", "calendar"]
 #: Findings that stop a table from going live (start-up and reload): hidden choices and broken
 #: escalation. Gaps (admission review catches them), unreachable rules and the organisation are
 #: reported but do not block.
@@ -39,6 +43,9 @@ BLOCKING: frozenset[str] = frozenset({"overlap", "chain"})
 REPORTER_KINDS = ("officer", "device", "citizen", "hotline")
 _REFERENCE = date(2026, 1, 5)  # a Monday; example times are searched in the year after it
 _CHAIN_ORDER = {"module_lead": 0, "party_secretary": 1}
+#: How long before the working-day calendar runs out ``check`` says so: a deadline of ``Nwd`` counted
+#: near the year's end needs days of the next year, and the State Council publishes them in the autumn.
+CALENDAR_NOTICE = timedelta(days=45)
 
 
 @dataclass(frozen=True)
@@ -71,17 +78,23 @@ class TableRefused(Exception):
         super().__init__("\n".join(str(f) for f in self.findings))
 
 
-def check_for_service(book: RuleBook, source: LoadedTable) -> list[Finding]:
+def check_for_service(book: RuleBook, source: LoadedTable, *, today: date | None = None) -> list[Finding]:
     """The findings of :func:`check`; raises :class:`TableRefused` when any of them is blocking."""
-    findings = check(book, source)
+    findings = check(book, source, today=today)
     if any(f.kind in BLOCKING for f in findings):
         raise TableRefused(findings)
     return findings
 
 
-def check(book: RuleBook, source: LoadedTable) -> list[Finding]:
-    """Every finding for the table; an empty list means the table is clean."""
+def check(book: RuleBook, source: LoadedTable, *, today: date | None = None) -> list[Finding]:
+    """Every finding for the table; an empty list means the table is clean.
+
+    ``today`` (the township's local date) adds the ``calendar`` finding; without it the result
+    depends on the table alone.
+    """
     findings: list[Finding] = []
+    if today is not None:
+        findings.extend(_calendar(book, source, today))
     findings.extend(_organisation(book, source))
     findings.extend(_chains(book, source))
     stats = {r.index: _RuleStats() for r in book.rules}
@@ -229,6 +242,34 @@ def _time_atoms(book: RuleBook, rules: Sequence[CompiledRule]) -> list[datetime]
         for minute in minutes:
             atoms.append(datetime.combine(day, time(minute // 60, minute % 60), tzinfo=book.tz))
     return atoms
+
+
+def _calendar(book: RuleBook, source: LoadedTable, today: date) -> Iterator[Finding]:
+    working = [
+        rule
+        for rule in book.rules
+        if isinstance(rule.decision.resolve_within, WorkSpan) or isinstance(rule.decision.verify_within, WorkSpan)
+    ]
+    if not working:
+        return
+    horizon = today + CALENDAR_NOTICE
+    known = book.work_calendar.years
+    missing = [year for year in range(today.year, horizon.year + 1) if year not in known]
+    if not missing:
+        return
+    first = missing[0]
+    file, line = source.where("rules", working[0].index)
+    names = tuple(rule.id for rule in working)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    yield Finding(
+        "calendar",
+        f"rules {shown} promise working time, and the working-day calendar does not know {first}: "
+        f"reports whose deadline needs a day of {first} are refused until its public holidays and make-up "
+        f"working days are added to working_days (today is {today.isoformat()})",
+        file,
+        line,
+        names,
+    )
 
 
 def _organisation(book: RuleBook, source: LoadedTable) -> Iterator[Finding]:

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def load_rules(path: Path) -> RuleBook:
     """
     source = load_source(path)
     book = compile_table(source.table)
-    for finding in check_for_service(book, source):
+    for finding in check_for_service(book, source, today=datetime.now(book.tz).date()):
         log.warning("rule table %s: %s", book.version, finding)
     return book
 
@@ -89,7 +89,7 @@ def load_rules(path: Path) -> RuleBook:
 def _compile_text(text: str, base_dir: Path, source: str) -> RuleBook:
     loaded = load_source_text(text, source=source, base_dir=base_dir)
     book = compile_table(loaded.table)
-    for finding in check_for_service(book, loaded):
+    for finding in check_for_service(book, loaded, today=datetime.now(book.tz).date()):
         log.warning("rule table %s: %s", book.version, finding)
     return book
 

@@ -168,7 +168,7 @@ def rules_check(
                 typer.echo(str(problem), err=True)
         raise typer.Exit(1) from None
     book = compile_table(source.table)
-    findings = check(book, source)
+    findings = check(book, source, today=datetime.now(book.tz).date())
     elapsed = time.perf_counter() - started
     table = book.table
     if as_json:

@@ -19,7 +19,8 @@ from dispatcher.core.events import DeadlineKind
 from dispatcher.core.incidents import CalendarUnknown, Report
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.store import IncidentFilter
-from rules import RuleTableError, compile_table, load_table, load_table_text
+from rules import RuleTableError, compile_table, load_source_text, load_table, load_table_text
+from rules.checker import Finding, check, check_for_service
 from rules.matcher import RuleBook
 from rules.workdays import BeyondCalendar, WorkCalendar, WorkSpan, YearDays, parse_window
 from tests.conftest import HubRig
@@ -226,3 +227,27 @@ async def test_a_report_whose_deadline_falls_beyond_the_calendar_is_refused_with
         assert (await rig.hub.report(traffic, at)).created
     finally:
         await rig.hub.stop()
+
+
+def _calendar_findings(text: str, today: date) -> list[Finding]:
+    source = load_source_text(text, source="t.yaml")
+    return [f for f in check(compile_table(source.table), source, today=today) if f.kind == "calendar"]
+
+
+def test_the_check_says_when_working_time_rules_will_soon_need_a_year_the_calendar_does_not_know() -> None:
+    autumn, december = date(2026, 10, 1), date(2026, 12, 4)
+    assert _calendar_findings(WORKING_TABLE, autumn) == []  # 2027 is more than the notice away
+    [finding] = _calendar_findings(WORKING_TABLE, december)
+    assert finding.rules == ("vendors", "noise") and finding.file == "t.yaml" and finding.line == RULES_LINE
+    assert "does not know 2027" in finding.message and "working_days" in finding.message
+    with_2027 = WORKING_TABLE + "working_days:\n  - {year: 2027, holidays: [2027-01-01], workdays: []}\n"
+    assert _calendar_findings(with_2027, december) == []
+    clock_only = WORKING_TABLE.replace("5wd", "5d").replace("8wh", "8h")
+    assert _calendar_findings(clock_only, december) == []  # a table of clock time never needs the calendar
+
+
+def test_the_calendar_finding_warns_but_does_not_refuse_the_table() -> None:
+    source = load_source_text(WORKING_TABLE, source="t.yaml")
+    book = compile_table(source.table)
+    assert "calendar" in [f.kind for f in check_for_service(book, source, today=date(2026, 12, 20))]
+    assert "calendar" not in [f.kind for f in check(book, source)]  # without a day, the table alone decides
