@@ -19,6 +19,7 @@ docs/field.md ("API the app uses") is the contract.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from datetime import UTC
 from typing import Annotated, Any, Literal
@@ -327,6 +328,14 @@ def gives_assignment(data: dict[str, Any], officer_id: str | None, teams: frozen
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _event_of(text: str) -> tuple[Any, dict[str, Any]]:
+    """An event frame's ``seq`` and ``data``, parsed once for every phone: the feed hands each phone the
+    same string, whose hash Python keeps, so the others find it here. Read only: the dict is shared."""
+    frame = orjson.loads(text)
+    return frame.get("seq"), frame.get("data") or {}
+
+
 class FieldFilter:
     """What ``/ws/field`` sends through: only the frames of the officer's incidents (heartbeats pass).
 
@@ -350,8 +359,7 @@ class FieldFilter:
 
     async def send_text(self, text: str) -> None:
         if text.startswith('{"kind":"event"'):
-            frame = orjson.loads(text)
-            data = frame.get("data") or {}
+            seq, data = _event_of(text)
             incident_id = data.get("incident_id")
             if not isinstance(incident_id, int):
                 return  # the township's log (rosters, handovers) is the command room's
@@ -364,7 +372,7 @@ class FieldFilter:
                 else:
                     return
             await self._out.send_text(text)
-            await self._send_tasks(incident_id, frame.get("seq"))
+            await self._send_tasks(incident_id, seq)
             return
         await self._out.send_text(text)
 
