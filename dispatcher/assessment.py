@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dispatcher.briefing import _BASE, _DUE, Period, _bound
+from dispatcher.briefing import _DUE, Period, _bound, base_sql
 from dispatcher.core import events as ev
 from dispatcher.tables import UtcDateTime
 from rules.scoring import ModuleMethod, ScoringTable
@@ -107,7 +107,7 @@ def _json(dialect: str, key: str) -> str:
 async def assess(engine: AsyncEngine, *, period: Period, table: ScoringTable) -> Assessment:
     """Every post, team and module score of ``period`` by ``table``, with its lines. Read-only."""
     params: dict[str, Any] = {"start": period.start, "end": period.end}
-    due_sql = _bound(_DUE_LINES.format(base=_BASE.format(unit="a.officer"), due=_DUE)).columns(
+    due_sql = _bound(_DUE_LINES.format(base=base_sql("a.officer"), due=_DUE)).columns(
         sa.column("id"),
         sa.column("officer"),
         sa.column("team"),
