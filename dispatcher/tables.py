@@ -255,6 +255,21 @@ class RuleTableRow(SQLModel, table=True):
     put_by: str | None = Field(default=None, max_length=128)
 
 
+class ScoringTextRow(SQLModel, table=True):
+    """The YAML of a scoring table put in force, stored once under its SHA-256 digest (hex).
+
+    The ``ScoringPutInForce`` event names the digest (the event log, and so the board's feed, carries no
+    YAML); the row is written before the event, so an event never names a missing text.
+    """
+
+    __tablename__ = "scoring_text"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    version: str = Field(max_length=64)
+    body: str = Field(sa_type=sa.Text)
+    stored_at: datetime = _utc()
+
+
 class EventRow(SQLModel, table=True):
     """The append-only event log: rows are inserted, never updated or deleted."""
 
