@@ -282,6 +282,16 @@ class EventRow(SQLModel, table=True):
     at: datetime = _utc()
     payload: str = Field(sa_type=sa.Text)
 
+    # The briefing's 回退 by time (revision 0017): partial, so only the (few) return events pay for it.
+    __table_args__ = (
+        sa.Index(
+            "ix_event_returned_at",
+            "at",
+            postgresql_where=sa.text("type = 'AssignmentReturned'"),
+            sqlite_where=sa.text("type = 'AssignmentReturned'"),
+        ),
+    )
+
 
 class OutboxCursorRow(SQLModel, table=True):
     """How far an outbox (the MQTT gateway's, one row per client id) has published the event log.
