@@ -55,6 +55,7 @@ def figures(b: Any) -> str:
     rows = [
         (
             (u.unit, u.received, u.accepted, u.due, u.closed, u.due_closed, u.on_time, u.overdue_open),
+            (getattr(u, "extended", 0), getattr(u, "reworked", 0)),
             sorted((k.value, v.count, v.median_s, v.p90_s) for k, v in u.stages.items()),
         )
         for u in b.units

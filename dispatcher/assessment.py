@@ -13,6 +13,7 @@ Special bonus points (专项加分) are township events (BonusEntered, then Bonu
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -23,9 +24,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dispatcher.briefing import _BASE, _DUE, Period, _bound
+from dispatcher.briefing import _DUE, Period, _bound, base_sql
 from dispatcher.core import events as ev
-from dispatcher.tables import UtcDateTime
+from dispatcher.tables import ScoringTextRow, UtcDateTime
 from rules.scoring import ModuleMethod, ScoringTable
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _json(dialect: str, key: str) -> str:
 async def assess(engine: AsyncEngine, *, period: Period, table: ScoringTable) -> Assessment:
     """Every post, team and module score of ``period`` by ``table``, with its lines. Read-only."""
     params: dict[str, Any] = {"start": period.start, "end": period.end}
-    due_sql = _bound(_DUE_LINES.format(base=_BASE.format(unit="a.officer"), due=_DUE)).columns(
+    due_sql = _bound(_DUE_LINES.format(base=base_sql("a.officer"), due=_DUE)).columns(
         sa.column("id"),
         sa.column("officer"),
         sa.column("team"),
@@ -315,3 +316,61 @@ async def logged_bonuses(engine: AsyncEngine) -> dict[int, Bonus]:
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return bonuses_from(StoredEvent(seq=r.seq, incident_id=None, type=r.type, at=r.at, payload=r.payload) for r in rows)
+
+
+# -- scoring tables put in force: the events name their text, stored apart under its digest -------------
+
+
+def scoring_digest(body: str) -> str:
+    """The name of a scoring table's text: the SHA-256 of its UTF-8 bytes, hex."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+async def store_scoring_text(engine: AsyncEngine, *, body: str, version: str, at: datetime) -> str:
+    """Keep ``body`` under its digest (once: the same text put in force again is not stored twice) and
+    return the digest. Called before the ``ScoringPutInForce`` that names it is logged."""
+    digest = scoring_digest(body)
+    table = ScoringTextRow.__table__  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        found = await conn.execute(sa.select(table.c.digest).where(table.c.digest == digest))
+        if found.first() is None:
+            await conn.execute(sa.insert(table).values(digest=digest, version=version, body=body, stored_at=at))
+    return digest
+
+
+def scoring_text(fact: ev.ScoringPutInForce) -> str:
+    """The YAML of a scoring table as read by :func:`stored_scoring_tables` (which fills ``body``)."""
+    if fact.body is None:
+        raise LookupError(f"scoring table {fact.version} ({fact.digest}) was read without its text")
+    return fact.body
+
+
+async def stored_scoring_tables(engine: AsyncEngine, *, limit: int = 10_000) -> list[tuple[int, ev.ScoringPutInForce]]:
+    """Every scoring table put in force, oldest first, with its seq (its id) and its text in ``body``
+    (read from ``scoring_text`` by digest; an event logged before kept it in the log)."""
+    query = (
+        sa.text("SELECT seq, payload FROM event WHERE type = 'ScoringPutInForce' ORDER BY seq LIMIT :limit")
+        .bindparams(limit=limit)
+        .columns(sa.column("seq"), sa.column("payload"))
+    )
+    table = ScoringTextRow.__table__  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        logged = []
+        for r in (await conn.execute(query)).all():
+            fact = ev.decode_township("ScoringPutInForce", orjson.loads(r.payload))
+            assert isinstance(fact, ev.ScoringPutInForce)
+            logged.append((int(r.seq), fact))
+        wanted = {fact.digest for _, fact in logged if fact.body is None}
+        texts: dict[str, str] = {}
+        if wanted:
+            rows = await conn.execute(sa.select(table.c.digest, table.c.body).where(table.c.digest.in_(wanted)))
+            texts = {row.digest: row.body for row in rows.all()}
+    out = []
+    for seq, fact in logged:
+        if fact.body is None:
+            body = texts.get(fact.digest)
+            if body is None:
+                raise LookupError(f"scoring table #{seq} names text {fact.digest}, which is not stored")
+            fact = replace(fact, body=body)
+        out.append((seq, fact))
+    return out

@@ -115,7 +115,7 @@ _UNIT_COLUMN = {
 # team's first move ending each stage (``acked_at``, ``arrived_at``, ``resolved_at``), as the event log has
 # them, and how many extensions were approved and verifications failed. ``had_lead`` is looked up only
 # for incidents received in the period that have no current lead (``CASE`` evaluates lazily on both
-# backends).
+# backends). ``{durations}``: the stage durations, on PostgreSQL only (see ``_STAGE_DURATIONS``).
 _BASE = """
 SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS status,
        i.handover AS handover, a.team AS team, a.dispatched_at AS dispatched_at,
@@ -124,7 +124,7 @@ SELECT i.id AS id, {unit} AS unit, i.reported_at AS reported_at, i.status AS sta
             WHEN i.reported_at < :start THEN 0
             WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
             ELSE 0 END AS had_lead,
-       i.closed_at AS closed_at, i.extensions AS extensions, i.reworks AS reworks
+       i.closed_at AS closed_at, i.extensions AS extensions, i.reworks AS reworks{durations}
 FROM incident i
 LEFT JOIN assignment a
   ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
@@ -143,7 +143,7 @@ SELECT unit,
   SUM(CASE WHEN {due} AND closed_at <= due_at THEN 1 ELSE 0 END) AS on_time,
   SUM(CASE WHEN {due} AND (closed_at IS NULL OR closed_at >= :end) THEN 1 ELSE 0 END) AS overdue_open,
   SUM(CASE WHEN {due} AND extensions > 0 THEN 1 ELSE 0 END) AS extended,
-  SUM(CASE WHEN {closed} AND reworks > 0 THEN 1 ELSE 0 END) AS reworked
+  SUM(CASE WHEN {closed} AND reworks > 0 THEN 1 ELSE 0 END) AS reworked{stages}
 FROM b
 GROUP BY unit
 """
@@ -151,46 +151,85 @@ _DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'par
 _CLOSED = "(closed_at >= :start AND closed_at < :end)"
 
 # Stage times of the incidents received in the period: the lead team's first end of each stage before the
-# period's end, less its dispatch, ranked per unit.
-_STAGES = """
+# period's end, less its dispatch; per unit, for each stage, how many were measured and the nearest-rank
+# median and p90 (the first duration whose rank reaches half the count, 0.9 of it). One row per unit,
+# the three stages side by side: ``{stage}_n``, ``{stage}_median``, ``{stage}_p90``.
+#
+# PostgreSQL computes them in the figures' own pass over the incidents: the durations are columns of the
+# base (NULL where not measured), and ``percentile_disc`` (the same nearest rank: "the first value whose
+# position in the ordering equals or exceeds the fraction") ignores NULLs; one sort per unit and stage,
+# both fractions from it.
+_STAGE_DURATIONS = """,
+       CASE WHEN i.reported_at >= :start AND a.acked_at < :end
+            THEN EXTRACT(EPOCH FROM (a.acked_at - a.dispatched_at))::float8 END AS ack_s,
+       CASE WHEN i.reported_at >= :start AND a.arrived_at < :end
+            THEN EXTRACT(EPOCH FROM (a.arrived_at - a.dispatched_at))::float8 END AS arrive_s,
+       CASE WHEN i.reported_at >= :start AND a.resolved_at < :end
+            THEN EXTRACT(EPOCH FROM (a.resolved_at - a.dispatched_at))::float8 END AS resolve_s"""
+_STAGE_PERCENTILES = "".join(
+    f""",
+  COUNT({s}_s) AS {s}_n, percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY {s}_s) AS {s}_p"""
+    for s in ("ack", "arrive", "resolve")
+)
+
+
+def _rank_of(fraction: str, n: str) -> str:
+    """The nearest rank ⌈fraction·n⌉ in SQLite (which may lack ``ceil``), by the same double arithmetic."""
+    return f"(CAST({fraction} * {n} AS INTEGER) + ({fraction} * {n} > CAST({fraction} * {n} AS INTEGER)))"
+
+
+# SQLite has no percentile function: each stage is ranked by a window over the unit's durations (the
+# unmeasured ones, NULL, in a partition of their own), the count taken from the same sorted window, and
+# only the rows at the median's and the p90's rank are kept. The period's incidents are read first, then
+# their lead (left to itself SQLite read every assignment), once; each dispatch time is parsed once.
+_SQLITE_STAGES = """
 WITH firsts AS (
-  SELECT {unit} AS unit, a.dispatched_at AS dispatched_at,
+  SELECT {unit} AS unit, julianday(a.dispatched_at) AS d0,
     CASE WHEN a.acked_at < :end THEN a.acked_at END AS ack_at,
     CASE WHEN a.arrived_at < :end THEN a.arrived_at END AS arrive_at,
     CASE WHEN a.resolved_at < :end THEN a.resolved_at END AS resolve_at
   FROM incident i
-  {lead_join} assignment a
+  CROSS JOIN assignment a
     ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
   WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
     AND i.reported_at >= :start AND i.reported_at < :end
 ),
-ends AS (
-  SELECT unit, 'ack' AS stage, {ack_s} AS secs FROM firsts WHERE ack_at IS NOT NULL
-  UNION ALL
-  SELECT unit, 'arrive', {arrive_s} FROM firsts WHERE arrive_at IS NOT NULL
-  UNION ALL
-  SELECT unit, 'resolve', {resolve_s} FROM firsts WHERE resolve_at IS NOT NULL
-){ranks}
-"""
-# Nearest rank: the median is the first duration whose rank reaches half the count (the p90, 0.9 of it).
-_RANKS_BY_NUMBER = """,
+secs AS (
+  SELECT unit,
+    ROUND((julianday(ack_at) - d0) * 86400.0, 3) AS ack_s,
+    ROUND((julianday(arrive_at) - d0) * 86400.0, 3) AS arrive_s,
+    ROUND((julianday(resolve_at) - d0) * 86400.0, 3) AS resolve_s
+  FROM firsts
+),
 ranked AS (
-  SELECT unit, stage, secs,
-    ROW_NUMBER() OVER (PARTITION BY unit, stage ORDER BY secs) AS rn,
-    COUNT(*) OVER (PARTITION BY unit, stage) AS n
-  FROM ends
+  SELECT unit, ack_s, arrive_s, resolve_s,
+    ROW_NUMBER() OVER w_ack AS ack_rn, COUNT(ack_s) OVER (w_ack {whole}) AS ack_n,
+    ROW_NUMBER() OVER w_arrive AS arrive_rn, COUNT(arrive_s) OVER (w_arrive {whole}) AS arrive_n,
+    ROW_NUMBER() OVER w_resolve AS resolve_rn, COUNT(resolve_s) OVER (w_resolve {whole}) AS resolve_n
+  FROM secs
+  WINDOW w_ack AS (PARTITION BY unit, ack_s IS NULL ORDER BY ack_s),
+    w_arrive AS (PARTITION BY unit, arrive_s IS NULL ORDER BY arrive_s),
+    w_resolve AS (PARTITION BY unit, resolve_s IS NULL ORDER BY resolve_s)
 )
-SELECT unit, stage, MAX(n) AS n,
-  MIN(CASE WHEN rn >= 0.5 * n THEN secs END) AS median_s,
-  MIN(CASE WHEN rn >= 0.9 * n THEN secs END) AS p90_s
-FROM ranked GROUP BY unit, stage"""
-# PostgreSQL's percentile_disc is the same nearest rank ("the first value whose position in the ordering
-# equals or exceeds the fraction"), sorted per group in memory instead of one window sort over all.
-_RANKS_BY_PERCENTILE = """
-SELECT unit, stage, COUNT(*) AS n,
-  percentile_disc(0.5) WITHIN GROUP (ORDER BY secs) AS median_s,
-  percentile_disc(0.9) WITHIN GROUP (ORDER BY secs) AS p90_s
-FROM ends GROUP BY unit, stage"""
+SELECT unit,
+  MAX(ack_n) AS ack_n,
+  MIN(CASE WHEN ack_rn = {ack_50} THEN ack_s END) AS ack_median,
+  MIN(CASE WHEN ack_rn = {ack_90} THEN ack_s END) AS ack_p90,
+  MAX(arrive_n) AS arrive_n,
+  MIN(CASE WHEN arrive_rn = {arrive_50} THEN arrive_s END) AS arrive_median,
+  MIN(CASE WHEN arrive_rn = {arrive_90} THEN arrive_s END) AS arrive_p90,
+  MAX(resolve_n) AS resolve_n,
+  MIN(CASE WHEN resolve_rn = {resolve_50} THEN resolve_s END) AS resolve_median,
+  MIN(CASE WHEN resolve_rn = {resolve_90} THEN resolve_s END) AS resolve_p90
+FROM ranked
+WHERE ack_rn IN ({ack_50}, {ack_90}) OR arrive_rn IN ({arrive_50}, {arrive_90})
+   OR resolve_rn IN ({resolve_50}, {resolve_90})
+GROUP BY unit
+"""
+_SQLITE_RANKS = {
+    "whole": "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING",
+    **{f"{s}_{p}": _rank_of(f"0.{p // 10}", f"{s}_n") for s in ("ack", "arrive", "resolve") for p in (50, 90)},
+}
 
 _RETURNS = """
 SELECT i.rule_id AS rule_id, COUNT(*) AS returns
@@ -200,23 +239,9 @@ GROUP BY i.rule_id
 """
 
 
-def _dialect_parts(dialect: str) -> dict[str, str]:
-    """What the two backends spell differently: a duration in seconds from ``dispatched_at``, the join
-    order, and the nearest-rank percentiles."""
-    if dialect == "sqlite":
-        duration = "ROUND((julianday({at}) - julianday(dispatched_at)) * 86400.0, 3)"
-        # The period's incidents first, then their lead: left to itself SQLite read every assignment.
-        lead_join = "CROSS JOIN"
-        ranks = _RANKS_BY_NUMBER
-    else:
-        duration = "EXTRACT(EPOCH FROM ({at} - dispatched_at))::float8"
-        lead_join = "JOIN"
-        ranks = _RANKS_BY_PERCENTILE
-    return {
-        "ranks": ranks,
-        "lead_join": lead_join,
-        **{f"{stage.value}_s": duration.format(at=f"{stage.value}_at") for stage in Stage},
-    }
+def base_sql(unit: str, *, durations: str = "") -> str:
+    """The incidents that count with their current lead, ``unit`` as the unit column (see ``_BASE``)."""
+    return _BASE.format(unit=unit, durations=durations)
 
 
 def _bound(sql: str) -> sa.TextClause:
@@ -226,32 +251,48 @@ def _bound(sql: str) -> sa.TextClause:
 async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit) -> Briefing:
     """The figures of every unit of kind ``by`` for the period ``[start, end)``.
 
-    Raises ``ValueError`` when the period is empty or its times are naive. Runs three read queries on
-    the engine's pool; safe beside the writer (it reads committed rows only).
+    Raises ``ValueError`` when the period is empty or its times are naive. Runs read queries on the
+    engine's pool (two on PostgreSQL, three on SQLite); safe beside the writer (it reads committed rows
+    only).
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("naive datetime refused: pass timezone-aware UTC times")
     if end <= start:
         raise ValueError("the period must end after it starts")
-    parts = _dialect_parts(engine.dialect.name)
-    base = _BASE.format(unit=_UNIT_COLUMN[by])
-    figures_sql = _FIGURES.format(base=base, due=_DUE, closed=_CLOSED)
-    stages_sql = _STAGES.format(unit=_UNIT_COLUMN[by], **parts)
+    unit_column = _UNIT_COLUMN[by]
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:  # one pass: the figures and the stage times
+        figures_sql = _FIGURES.format(
+            base=base_sql(unit_column, durations=_STAGE_DURATIONS), due=_DUE, closed=_CLOSED, stages=_STAGE_PERCENTILES
+        )
+    else:
+        figures_sql = _FIGURES.format(base=base_sql(unit_column), due=_DUE, closed=_CLOSED, stages="")
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            # Three queries over up to a year of rows: compiling them (JIT, chosen by the planner's cost
-            # estimate) took longer than running them, and the ranking's sort spilled to disk at 4 MB.
+        if postgres:
+            # Queries over up to a year of rows: compiling them (JIT, chosen by the planner's cost estimate)
+            # took longer than running them, and the percentiles' sorts spilled to disk at 4 MB.
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
         rows = (await conn.execute(_bound(figures_sql), params)).all()
-        stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
+        if postgres:
+            stage_rows = rows
+        else:
+            stages_sql = _SQLITE_STAGES.format(unit=unit_column, **_SQLITE_RANKS)
+            stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
         return_rows = (await conn.execute(_bound(_RETURNS), params)).all()
     stages: dict[str | None, dict[Stage, StageTimes]] = {}
-    for unit, stage, n, median_s, p90_s in stage_rows:
-        stages.setdefault(unit, {})[Stage(stage)] = StageTimes(
-            count=int(n), median_s=_seconds(median_s), p90_s=_seconds(p90_s)
-        )
+    for r in stage_rows:
+        found = stages.setdefault(r.unit, {})
+        for stage in Stage:
+            n = getattr(r, f"{stage.value}_n")
+            if not n:
+                continue
+            if postgres:
+                median_s, p90_s = getattr(r, f"{stage.value}_p")
+            else:
+                median_s, p90_s = getattr(r, f"{stage.value}_median"), getattr(r, f"{stage.value}_p90")
+            found[stage] = StageTimes(count=int(n), median_s=_seconds(median_s), p90_s=_seconds(p90_s))
     units = [
         UnitFigures(
             unit=r.unit if by is not Unit.TOWNSHIP else "township",
@@ -481,7 +522,7 @@ async def incidents_behind(
         raise ValueError("the period must end after it starts")
     which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
     sql = (
-        f"WITH b AS ({_BASE.format(unit=_UNIT_COLUMN[by])}) "
+        f"WITH b AS ({base_sql(_UNIT_COLUMN[by])}) "
         "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
         f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
     )

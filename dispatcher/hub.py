@@ -974,19 +974,16 @@ class Hub:
         return await self._submit(apply)
 
     async def scoring_tables(self) -> list[tuple[int, ev.ScoringPutInForce]]:
-        """Every scoring table put in force, oldest first, with its seq (its id)."""
-        stored = await self.store.events_of_type("ScoringPutInForce", limit=10_000)
-        found = []
-        for e in stored:
-            fact = ev.decode_township(e.type, orjson.loads(e.payload))
-            assert isinstance(fact, ev.ScoringPutInForce)
-            found.append((e.seq, fact))
-        return sorted(found, key=lambda pair: pair[0])
+        """Every scoring table put in force, oldest first, with its seq (its id) and its YAML (``body``)."""
+        return await self.store.scoring_tables()
 
     async def put_scoring_in_force(self, *, version: str, body: str, at: datetime, actor: str | None) -> int:
         """Log scoring table ``body`` (already loaded and checked by the caller) as in force from ``at``;
-        returns its id (its seq)."""
-        event = ev.ScoringPutInForce(at=at, version=version, body=body, actor=actor)
+        returns its id (its seq). The text is stored first, under its digest; the event names the digest
+        (the log and the board's feed carry no YAML)."""
+        digest = await self.store.store_scoring_text(body=body, version=version, at=at)
+        size = len(body.encode("utf-8"))
+        event = ev.ScoringPutInForce(at=at, version=version, digest=digest, size=size, actor=actor)
 
         def apply(batch: Batch) -> int:
             seq = batch.next_seq

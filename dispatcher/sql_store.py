@@ -34,8 +34,8 @@ from sqlmodel import SQLModel
 
 from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
-from dispatcher.assessment import Assessment, assess
-from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind
+from dispatcher.assessment import Assessment, assess, store_scoring_text, stored_scoring_tables
+from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind, ScoringPutInForce
 from dispatcher.core.incidents import (
     Approval,
     Assignment,
@@ -427,6 +427,12 @@ class SqlIncidentStore:
 
     async def assessment(self, *, period: figures.Period, table: ScoringTable) -> Assessment:
         return await assess(self._engine, period=period, table=table)
+
+    async def store_scoring_text(self, *, body: str, version: str, at: datetime) -> str:
+        return await store_scoring_text(self._engine, body=body, version=version, at=at)
+
+    async def scoring_tables(self) -> list[tuple[int, ScoringPutInForce]]:
+        return await stored_scoring_tables(self._engine)
 
     async def briefing_document(self, *, township: str, period: figures.Period) -> figures.Document:
         return await figures.document(self._engine, township=township, period=period)

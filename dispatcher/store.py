@@ -9,6 +9,7 @@ from typing import Protocol
 
 from dispatcher.assessment import Assessment
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
+from dispatcher.core.events import ScoringPutInForce
 from dispatcher.core.incidents import Incident
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.core.roster import UnitState
@@ -157,6 +158,15 @@ class IncidentStore(Protocol):
 
     async def assessment(self, *, period: Period, table: ScoringTable) -> Assessment:
         """Post, team and module scores of a period by a scoring table (see :mod:`dispatcher.assessment`)."""
+        ...
+
+    async def store_scoring_text(self, *, body: str, version: str, at: datetime) -> str:
+        """Keep a scoring table's YAML under its digest, before the event naming it is logged; returns the
+        digest (see :func:`dispatcher.assessment.store_scoring_text`)."""
+        ...
+
+    async def scoring_tables(self) -> list[tuple[int, ScoringPutInForce]]:
+        """Every scoring table put in force, oldest first, with its seq and its text in ``body``."""
         ...
 
     async def ping(self) -> bool: ...

@@ -255,6 +255,21 @@ class RuleTableRow(SQLModel, table=True):
     put_by: str | None = Field(default=None, max_length=128)
 
 
+class ScoringTextRow(SQLModel, table=True):
+    """The YAML of a scoring table put in force, stored once under its SHA-256 digest (hex).
+
+    The ``ScoringPutInForce`` event names the digest (the event log, and so the board's feed, carries no
+    YAML); the row is written before the event, so an event never names a missing text.
+    """
+
+    __tablename__ = "scoring_text"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    version: str = Field(max_length=64)
+    body: str = Field(sa_type=sa.Text)
+    stored_at: datetime = _utc()
+
+
 class EventRow(SQLModel, table=True):
     """The append-only event log: rows are inserted, never updated or deleted."""
 
@@ -266,6 +281,16 @@ class EventRow(SQLModel, table=True):
     type: str = Field(max_length=48)
     at: datetime = _utc()
     payload: str = Field(sa_type=sa.Text)
+
+    # The briefing's 回退 by time (revision 0017): partial, so only the (few) return events pay for it.
+    __table_args__ = (
+        sa.Index(
+            "ix_event_returned_at",
+            "at",
+            postgresql_where=sa.text("type = 'AssignmentReturned'"),
+            sqlite_where=sa.text("type = 'AssignmentReturned'"),
+        ),
+    )
 
 
 class OutboxCursorRow(SQLModel, table=True):

@@ -29,7 +29,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score, table_of_period
+from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score, scoring_text, table_of_period
 from dispatcher.briefing import BEHIND_LIMIT, Figure, Period, Unit
 from dispatcher.values import RowId, Text
 from gateways.api import HubDep
@@ -187,7 +187,10 @@ async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
     named = _period(period)
     stored = table_of_period(await hub.scoring_tables(), named)
     # A stored table was checked when it was put in force; loading it again only rebuilds the model.
-    table = load_scoring_text(stored[1].body, source=f"scoring#{stored[0]}").table if stored else _bundled_scoring()
+    if stored is None:
+        table = _bundled_scoring()
+    else:
+        table = load_scoring_text(scoring_text(stored[1]), source=f"scoring#{stored[0]}").table
     return assessment_public(await hub.assessment(period=named, table=table))
 
 

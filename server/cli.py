@@ -544,7 +544,12 @@ def _width(text: str) -> int:
 def assess(
     period: Annotated[str, typer.Option("--period", help="2026-11, 2026-Q4 or 2026 (北京时间)")],
     scoring: Annotated[
-        Path | None, typer.Option("--scoring", help="the scoring table (default: the bundled one of 廿里镇)")
+        Path | None,
+        typer.Option(
+            "--scoring",
+            help="score by this scoring table (default: the one put in force for the period, as the API does; "
+            "before any: the bundled one of 廿里镇)",
+        ),
     ] = None,
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="SQLAlchemy async URL [env DISPATCHER_DATABASE_URL]")
@@ -552,38 +557,60 @@ def assess(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
 ) -> None:
     """Print the assessment of a period: post points, team points and module scores, each with its lines
-    and the incidents behind them (read-only; see docs/reports.md). A broken scoring table is refused
-    with file:line."""
+    and the incidents behind them (read-only; see docs/reports.md). The scoring table is the one the
+    supervision office put in force for the period (the last before its end), unless ``--scoring`` names
+    a file; a broken one is refused with file:line."""
     import asyncio
 
-    from dispatcher.assessment import Assessment, logged_bonuses, with_bonuses
+    from dispatcher.assessment import (
+        Assessment,
+        logged_bonuses,
+        scoring_text,
+        stored_scoring_tables,
+        table_of_period,
+        with_bonuses,
+    )
     from dispatcher.assessment import assess as run_assessment
     from dispatcher.briefing import Period
     from dispatcher.settings import Settings
     from dispatcher.sql_store import build_engine
     from rules import RuleTableError, compile_table, load_table
-    from rules.scoring import BUNDLED_SCORING, check_scoring, load_scoring
+    from rules.scoring import BUNDLED_SCORING, LoadedScoring, check_scoring, load_scoring, load_scoring_text
 
     try:
         named = Period.parse(period)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     settings = Settings.model_validate({"database_url": database_url} if database_url else {})
-    try:
-        loaded = load_scoring(scoring or BUNDLED_SCORING)
-        problems = check_scoring(loaded, compile_table(load_table(settings.rules_path)))
-    except RuleTableError as exc:
-        problems = exc.problems
-    if problems:
-        for problem in problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(1)
+
+    def checked(path: Path) -> LoadedScoring:
+        try:
+            loaded = load_scoring(path)
+            problems = check_scoring(loaded, compile_table(load_table(settings.rules_path)))
+        except RuleTableError as exc:
+            problems = exc.problems
+        if problems:
+            for problem in problems:
+                typer.echo(str(problem), err=True)
+            raise typer.Exit(1)
+        return loaded
+
+    given = checked(scoring) if scoring is not None else None
 
     async def read() -> Assessment:
         engine = build_engine(settings.database_url)
         try:
-            found = await run_assessment(engine, period=named, table=loaded.table)
-            return with_bonuses(found, loaded.table, (await logged_bonuses(engine)).values())
+            if given is not None:
+                table = given.table
+            else:
+                # As GET /api/v1/assessment: the table of the period, checked when it was put in force.
+                stored = table_of_period(await stored_scoring_tables(engine), named)
+                if stored is None:
+                    table = checked(BUNDLED_SCORING).table
+                else:
+                    table = load_scoring_text(scoring_text(stored[1]), source=f"scoring#{stored[0]}").table
+            found = await run_assessment(engine, period=named, table=table)
+            return with_bonuses(found, table, (await logged_bonuses(engine)).values())
         finally:
             await engine.dispose()
 

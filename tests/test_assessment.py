@@ -5,6 +5,7 @@ table's checker refusing broken tables with file:line; the route and the command
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,6 +22,7 @@ from dispatcher.assessment import Assessment, assess
 from dispatcher.briefing import Period
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore, build_engine
+from dispatcher.tables import EventRow
 from rules import RuleTableError
 from rules.scoring import BUNDLED_SCORING, check_scoring, load_scoring, load_scoring_text
 from server.app import create_app
@@ -304,3 +306,64 @@ async def test_the_supervision_office_puts_a_scoring_table_in_force_for_the_peri
     officer = await sign_in_as(service, Role.FIELD_OFFICER, officer_id="tp-01")
     async with api_client(service, officer) as field:
         assert (await field.put("/api/v1/assessment/scoring", content=stricter, headers=yaml)).status_code == 403
+
+
+async def test_the_scoring_event_names_its_text_and_the_command_scores_by_the_table_in_force(rig: HubRig) -> None:
+    """The ScoringPutInForce event carries the table's version and digest, not its YAML (which is stored apart,
+    under the digest); an event logged before, with the YAML in it, still reads; ``dispatcher assess`` scores
+    by the table in force for the period, as the route does, and ``--scoring`` overrides it."""
+    engine = build_engine(rig.url, durable=False)
+    h = History(engine)
+    earlier = BUNDLED.replace("version: ershili-scoring-2026-11", "version: ershili-scoring-2026-06-early")
+    try:
+        await june_with_misses(engine)
+        # a table put in force on 5 June the way it was logged before its text was stored apart
+        old = {
+            "at": (JUNE + 4 * D).isoformat(),
+            "version": "ershili-scoring-2026-06-early",
+            "body": earlier,
+            "actor": None,
+        }
+        async with engine.begin() as conn:
+            row = dict(seq=h.seq + 100, incident_id=None, type="ScoringPutInForce", at=JUNE + 4 * D)
+            await conn.execute(EventRow.__table__.insert(), [{**row, "payload": orjson.dumps(old).decode()}])  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+    hub = await rig.restart()
+    stricter = BUNDLED.replace("version: ershili-scoring-2026-11", "version: ershili-scoring-2026-06-strict")
+    stricter = stricter.replace("late_close: {p1: -3, p2: -2,", "late_close: {p1: -3, p2: -10,")
+    seq = await hub.put_scoring_in_force(
+        version="ershili-scoring-2026-06-strict", body=stricter, at=rig.clock.now(), actor="duban-li"
+    )
+
+    logged = await hub.store.events_of_type("ScoringPutInForce", limit=10)
+    assert [e.seq for e in logged] == [h.seq + 100, seq]
+    payload = orjson.loads(logged[1].payload)
+    assert payload["version"] == "ershili-scoring-2026-06-strict"
+    assert payload["digest"] == hashlib.sha256(stricter.encode()).hexdigest()
+    assert payload["size"] == len(stricter.encode())
+    assert payload.get("body") is None and "late_close" not in logged[1].payload
+    assert len(logged[1].payload) < 400 < len(stricter)  # a line on the board's feed, not the table
+    tables = await hub.scoring_tables()
+    assert [(s, t.version, t.body) for s, t in tables] == [
+        (h.seq + 100, "ershili-scoring-2026-06-early", earlier),
+        (seq, "ershili-scoring-2026-06-strict", stricter),
+    ]
+    # the same text put in force again is stored once, and named by the same digest
+    again = await hub.put_scoring_in_force(
+        version="ershili-scoring-2026-06-strict", body=stricter, at=rig.clock.now(), actor="duban-wang"
+    )
+    assert (await hub.scoring_tables())[-1][1].digest == payload["digest"] and again > seq
+
+    def assess_command(*extra: str) -> str:
+        result = CliRunner().invoke(app, ["assess", "--period", "2026-06", "--database-url", rig.url, *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    # the command runs its own event loop: in a thread, beside the test's
+    by_stored = await asyncio.to_thread(assess_command)
+    assert "by scoring table ershili-scoring-2026-06-strict" in by_stored
+    assert "  tp-02: 90 (base 100)" in by_stored  # the late close of incident 2 at p2: 100 − 10
+    by_file = await asyncio.to_thread(assess_command, "--scoring", str(BUNDLED_SCORING))
+    assert "by scoring table ershili-scoring-2026-11" in by_file
+    assert "  tp-02: 98 (base 100)" in by_file

@@ -625,12 +625,18 @@ class BonusApproved(TownshipEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScoringPutInForce(TownshipEvent):
-    """考核: a scoring table was put in force from ``at`` on; ``body`` is its YAML as given (a few KB), kept
-    in the log so that the assessment of any period is made with the table of that period."""
+    """考核: a scoring table was put in force from ``at`` on, so that the assessment of any period is made
+    with the table of that period. ``digest`` (SHA-256 of its UTF-8 YAML, hex) names its text, stored
+    apart (``scoring_text``) so that the log and the board's feed carry a line, not the table.
+
+    ``body``: the YAML itself, in the events logged before the text was stored apart (read as they are);
+    ``None`` in the ones logged since (and ``digest`` empty in the old ones)."""
 
     version: str
-    body: str
     actor: str | None
+    digest: str = ""
+    size: int = 0  # bytes of the YAML
+    body: str | None = None
 
 
 #: Every township event type by its stored name (the class name).
