@@ -21,6 +21,7 @@ from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.field_store import Place
 from dispatcher.settings import Settings
 from gateways.compression import GZIP_MIN_BYTES
+from gateways.evidence import recover_refs
 from gateways.field_api import field_feed
 from server.app import create_app
 from tests.conftest import START, HubRig, sign_in_as
@@ -135,6 +136,37 @@ async def test_a_photo_is_seen_by_its_uploader_and_the_readers_of_incidents_that
     assert (await field.officer.get(url + "/thumbnail")).status_code == 200
     assert (await field.stranger.get(url)).status_code == 404
     assert (await field.stranger.get(url + "/thumbnail")).status_code == 404
+
+
+async def test_a_reference_lost_in_a_crash_after_the_commit_is_recorded_again_from_the_event_at_start(
+    field: Field, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = (await upload(field.admin, image_bytes("PNG"), "c.png")).json()["id"]
+    url = f"/api/v1/media/{sha}"
+    photo_store = field.app.state.context.field
+
+    async def stopped(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process stopped here")  # after the report's commit, before its reference
+
+    monkeypatch.setattr(photo_store, "add_refs", stopped)
+    try:
+        lost = await report(field.admin, "crash-1", photos=[sha])
+        assert lost.status_code == 500
+    except RuntimeError:
+        pass  # the in-process transport hands the application's exception over
+    monkeypatch.undo()
+    await report(field.admin, "after-1", location={"lat": 28.80, "lon": 118.95})  # later events, no photo
+    hub = field.rig.hub
+    named = [e for e in await hub.store.events_since(0, limit=100) if sha in e.payload]
+    assert [e.type for e in named] == ["IncidentReported"]  # the change and the photo's name, committed
+    assert (await field.officer.get(url)).status_code == 404  # its officer cannot see it: no reference
+
+    township = hub.rules.township_id
+    assert await recover_refs(hub.store, photo_store, township, hub.last_seq, page=2) == 1  # page by page
+    assert (await field.officer.get(url)).status_code == 200
+    assert (await field.stranger.get(url)).status_code == 404
+    assert await recover_refs(hub.store, photo_store, township, hub.last_seq) == 1  # idempotent
+    assert await photo_store.referencing(sha, township) == [named[0].incident_id]
 
 
 async def test_photos_and_places_named_by_a_report_must_exist(field: Field) -> None:
