@@ -351,6 +351,7 @@ async def my_assignments(
     """Each item is the incident (``IncidentPublic``) with ``task``: the team, the assignment's state, its
     officer and the deadline that runs now (``kind`` ack/arrive/resolve, ``due_at``), sorted by priority then
     due time. ``seq`` is the event the list is current at: resume ``/ws/field?after=<seq>`` from it."""
+    from gateways.compression import json_answer
     from gateways.schemas import incident_json
 
     hub = township_of(request).hub
@@ -362,7 +363,7 @@ async def my_assignments(
         held = incident.assignment(team)
         task = {"team": team, "state": held.state.value, "officer": held.officer, "mine": held.officer == officer}
         data.append({**incident_json(incident), "task": {**task, "deadline": deadline}})
-    return json_response({"data": data, "count": len(data), "seq": seq, "scope": scope})
+    return json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def _manageable(principal: Principal, township: str) -> None:

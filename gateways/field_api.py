@@ -39,6 +39,7 @@ from dispatcher.values import Latitude, Longitude, Seq
 from gateways import board
 from gateways.api import HubDep, _may_read, get_hub, json_response
 from gateways.auth import directory_of, principal_of, ws_subprotocol
+from gateways.compression import json_answer
 from gateways.context import context_of
 from gateways.evidence import field_store, township_id
 from gateways.privacy import SEES_ALL, MaskedSocket, mask_phone, needs_masking
@@ -312,7 +313,7 @@ async def my_tasks(
     teams = officer_teams(hub, officer) if scope == "team" else frozenset()
     seq, incidents = hub.open_incidents()
     data = task_summaries(incidents, officer, teams, team_names(hub))
-    return json_response({"data": data, "count": len(data), "seq": seq, "scope": scope})
+    return json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def gives_assignment(data: dict[str, Any], officer_id: str | None, teams: frozenset[str]) -> bool:

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from dispatcher.values import Latitude, Longitude, RowId, Text
 from gateways.api import HubDep, json_response
 from gateways.auth import acting
+from gateways.compression import json_answer
 from gateways.problems import problem_response
 from gateways.tenancy import township_of
 from rules import RoutingInput, RuleBook, RuleTableError, compile_table, load_source_text
@@ -48,9 +49,9 @@ async def rules_summary(hub: HubDep) -> Response:
 
 
 @router.get("/catalogue", summary="The categories: labels, national catalogue code, message-board class")
-async def catalogue(hub: HubDep) -> Response:
+async def catalogue(request: Request, hub: HubDep) -> Response:
     table = hub.rules.table
-    return json_response({"version": table.version, "data": [c.model_dump() for c in table.catalogue]})
+    return json_answer(request, {"version": table.version, "data": [c.model_dump() for c in table.catalogue]})
 
 
 @router.get("/explain", summary="Why a report with these fields would go where it goes")
@@ -161,7 +162,7 @@ async def rule_version(table_id: RowId, hub: HubDep) -> Response:
 
 
 @router.get("/zones", summary="The zones as a GeoJSON FeatureCollection with their labels (for the board's map)")
-async def zones(hub: HubDep) -> Response:
+async def zones(request: Request, hub: HubDep) -> Response:
     table = hub.rules.table
     features = []
     lons: list[float] = []
@@ -187,4 +188,4 @@ async def zones(hub: HubDep) -> Response:
     collection: dict[str, object] = {"type": "FeatureCollection", "version": table.version, "features": features}
     if features:
         collection["bbox"] = [min(lons), min(lats), max(lons), max(lats)]
-    return json_response(collection)
+    return json_answer(request, collection)

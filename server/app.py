@@ -55,6 +55,7 @@ from gateways import (
 )
 from gateways.context import AppContext
 from gateways.edge import Edge, Hot, hot_routes
+from gateways.evidence import recover_refs
 from gateways.limits import TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
@@ -401,6 +402,8 @@ def create_app(
                 return
             for township in townships.values():
                 await _start_township(stack, township, settings)
+                # A crash between an event's commit and its photos' references: written again from the event.
+                await recover_refs(township.hub.store, field, township.id, township.hub.last_seq)
             for gateway in gateways:
                 await gateway.start()
                 stack.push_async_callback(gateway.stop)

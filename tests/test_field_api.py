@@ -20,6 +20,8 @@ from PIL import Image
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.field_store import Place
 from dispatcher.settings import Settings
+from gateways.compression import GZIP_MIN_BYTES
+from gateways.evidence import recover_refs
 from gateways.field_api import field_feed
 from server.app import create_app
 from tests.conftest import START, HubRig, sign_in_as
@@ -134,6 +136,37 @@ async def test_a_photo_is_seen_by_its_uploader_and_the_readers_of_incidents_that
     assert (await field.officer.get(url + "/thumbnail")).status_code == 200
     assert (await field.stranger.get(url)).status_code == 404
     assert (await field.stranger.get(url + "/thumbnail")).status_code == 404
+
+
+async def test_a_reference_lost_in_a_crash_after_the_commit_is_recorded_again_from_the_event_at_start(
+    field: Field, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = (await upload(field.admin, image_bytes("PNG"), "c.png")).json()["id"]
+    url = f"/api/v1/media/{sha}"
+    photo_store = field.app.state.context.field
+
+    async def stopped(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process stopped here")  # after the report's commit, before its reference
+
+    monkeypatch.setattr(photo_store, "add_refs", stopped)
+    try:
+        lost = await report(field.admin, "crash-1", photos=[sha])
+        assert lost.status_code == 500
+    except RuntimeError:
+        pass  # the in-process transport hands the application's exception over
+    monkeypatch.undo()
+    await report(field.admin, "after-1", location={"lat": 28.80, "lon": 118.95})  # later events, no photo
+    hub = field.rig.hub
+    named = [e for e in await hub.store.events_since(0, limit=100) if sha in e.payload]
+    assert [e.type for e in named] == ["IncidentReported"]  # the change and the photo's name, committed
+    assert (await field.officer.get(url)).status_code == 404  # its officer cannot see it: no reference
+
+    township = hub.rules.township_id
+    assert await recover_refs(hub.store, photo_store, township, hub.last_seq, page=2) == 1  # page by page
+    assert (await field.officer.get(url)).status_code == 200
+    assert (await field.stranger.get(url)).status_code == 404
+    assert await recover_refs(hub.store, photo_store, township, hub.last_seq) == 1  # idempotent
+    assert await photo_store.referencing(sha, township) == [named[0].incident_id]
 
 
 async def test_photos_and_places_named_by_a_report_must_exist(field: Field) -> None:
@@ -296,6 +329,41 @@ async def test_the_task_list_is_a_summary_of_each_task_in_the_same_order_as_the_
         assert tasks["data"] and len(answer.content) < len(orjson.dumps(whole)) / 5
     assert (await field.admin.get("/api/v1/me/tasks")).status_code == 403
     assert (await field.officer.get("/api/v1/me/tasks", params={"scope": "all"})).status_code == 422
+
+
+async def test_a_large_task_list_is_sent_gzip_compressed_when_taken_and_a_small_answer_as_it_is(field: Field) -> None:
+    for i in range(6):  # a kilometre apart: six incidents of the traffic police, not one joined six times
+        place = {"lat": 28.848 + i / 100, "lon": 118.912}
+        await report(field.admin, f"z-{i}", location=place, reporter="13812345678")
+    gzip_only = {"accept-encoding": "gzip"}
+    team = {"scope": "team"}
+    for path in ("/api/v1/me/tasks", "/api/v1/me/assignments"):
+        packed = await field.teammate.get(path, params=team, headers=gzip_only)
+        plain = await field.teammate.get(path, params=team, headers={"accept-encoding": "identity"})
+        refused = await field.teammate.get(path, params=team, headers={"accept-encoding": "gzip;q=0, identity"})
+        assert packed.status_code == plain.status_code == 200, packed.text
+        assert packed.headers["content-encoding"] == "gzip" and "accept-encoding" in packed.headers["vary"].lower()
+        assert int(packed.headers["content-length"]) < len(plain.content) / 3  # the bytes sent, compressed
+        assert len(plain.content) >= GZIP_MIN_BYTES
+        assert "content-encoding" not in plain.headers and "content-encoding" not in refused.headers
+        # The same JSON either way, the reporters masked for a field officer as the edge masks plain answers.
+        assert packed.json() == plain.json() == refused.json() and len(packed.json()["data"]) == 6
+    small = await field.stranger.get("/api/v1/me/tasks", headers=gzip_only)  # holds nothing: a few bytes
+    assert small.status_code == 200 and small.json()["data"] == []
+    assert len(small.content) < GZIP_MIN_BYTES and "content-encoding" not in small.headers
+    # A complainant of a sensitive category stays masked for the officer in a compressed answer too.
+    await field.admin.post("/api/v1/incidents", json={"report_id": "z-l", "category": "labour.wage_arrears",
+        "description": "欠薪", "zone": "market", "reporter": "13812345678"})  # fmt: skip
+    labour = await field.stranger.get("/api/v1/me/assignments", params=team, headers=gzip_only)
+    assert labour.headers["content-encoding"] == "gzip"
+    assert [i["reporter"] for i in labour.json()["data"]] == ["***"]
+    assert {i["reporter"] for i in (await field.admin.get("/api/v1/incidents")).json()["data"]} == {"13812345678"}
+    catalogue = await field.officer.get("/api/v1/rules/catalogue", headers=gzip_only)
+    assert catalogue.headers["content-encoding"] == "gzip" and catalogue.json()["data"]
+    # The report doors answer as before, whatever the client takes.
+    made = await field.admin.post("/api/v1/incidents", json={"report_id": "z-9", "category": "traffic.congestion",
+        "description": "五岔口拥堵" * 100, "location": FIVE_WAY}, headers=gzip_only)  # fmt: skip
+    assert made.status_code in (200, 201) and "content-encoding" not in made.headers
 
 
 # -- places ----------------------------------------------------------------------------------------

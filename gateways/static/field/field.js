@@ -63,8 +63,8 @@ function t(key, vars) {
   return text;
 }
 
-async function loadLabels(lang) {
-  const res = await fetch(`/field/assets/${lang}.json`);
+async function loadLabels(lang, early) {
+  const res = await (early || fetch(`/field/assets/${lang}.json`));
   if (!res.ok) throw new Error(`labels ${lang}: HTTP ${res.status}`);
   LABELS = await res.json();
   labelsLoaded = true;
@@ -150,8 +150,9 @@ function detailText(body, status) {
   return `HTTP ${status}`;
 }
 
-/** A request with the officer's token. Throws ApiError for an answer that is not 2xx, TypeError offline. */
-async function api(method, path, body, { form } = {}) {
+/** A request with the officer's token. Throws ApiError for an answer that is not 2xx, TypeError offline.
+ *  `early`: the answer of the same request the page's head started before this script arrived. */
+async function api(method, path, body, { form, early } = {}) {
   const headers = { accept: 'application/json' };
   if (session.token) headers.authorization = `Bearer ${session.token}`;
   let payload;
@@ -160,7 +161,7 @@ async function api(method, path, body, { form } = {}) {
     headers['content-type'] = 'application/json';
     payload = JSON.stringify(body);
   }
-  const res = await fetch(path.startsWith('/') ? path : `${API}/${path}`, { method, headers, body: payload });
+  const res = await (early || fetch(path.startsWith('/') ? path : `${API}/${path}`, { method, headers, body: payload }));
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
@@ -209,6 +210,7 @@ function go(view, { push = true } = {}) {
   }
   if (push && view !== 'place' && location.pathname !== '/field') history.pushState(null, '', '/field');
   window.scrollTo(0, 0);
+  if (view === 'tasks') redrawSoon(); // rows drawn while the view was hidden assumed it at the top
   if (view === 'me') renderMe();
   if (view === 'report') prepareReport();
 }
@@ -267,10 +269,10 @@ async function signOut() {
 
 // ---------------------------------------------------------------- reference data: catalogue and zones
 /** [[key, data]] of the catalogue and the zones, asked together; offline, the copies kept last time. */
-function fetchReference() {
+function fetchReference(early = {}) {
   return Promise.all([['catalogue', 'rules/catalogue'], ['zones', 'rules/zones']].map(async ([key, path]) => {
     try {
-      const data = await api('GET', path);
+      const data = await api('GET', path, undefined, { early: early[key] });
       db.put('kv', data, key).catch(() => {});
       return [key, data];
     } catch (err) {
@@ -400,10 +402,10 @@ async function loadTasks({ announce = true, draw = true } = {}) {
 }
 
 /** The list's answer ({data, kept}), or the copy kept last time when offline (`kept`: when it was taken). */
-async function fetchTasks() {
+async function fetchTasks(early) {
   const key = `tasks.${state.scope}`;
   try {
-    const data = await api('GET', `me/tasks?scope=${state.scope}`);
+    const data = await api('GET', `me/tasks?scope=${state.scope}`, undefined, { early });
     db.put('kv', { at: new Date().toISOString(), data }, key).catch(() => {});
     return { data, kept: null };
   } catch (err) {
@@ -444,57 +446,82 @@ function pendingFor(incidentId) {
   return state.outbox.filter((i) => i.incident_id === incidentId && i.state !== 'refused');
 }
 
+/** The task list draws only the rows on screen and a few either side (windowing): every row has the same
+ *  height (ROW_PX, field.css `#task-list > li`), the list is as tall as all its rows, and each row is placed at
+ *  its index times ROW_PX. Opening the app with 200 tasks builds a dozen rows, not 200, and scrolling adds a
+ *  row as it comes into view and drops one that left: the page keeps the same few dozen elements. */
+const ROW_PX = 136; // a row of 128 px (field.css) and 8 px to the next
+const OVERDRAW = 4; // rows drawn beyond each edge of the screen, so a fast flick does not show an empty gap
+const rows = { drawn: new Map(), frame: 0 }; // index in state.tasks -> its <li>; the animation frame asked for
+
 function renderTasks() {
   const list = $('#task-list');
-  forgetDue(list);
-  list.replaceChildren(...state.tasks.map((incident) => {
-    const part = myAssignment(incident);
-    const deadline = runningDeadline(incident);
-    const waiting = pendingFor(incident.id);
-    return el('li', {},
-      el('button', { class: 'task', type: 'button', dataset: { id: incident.id }, onclick: () => showTask(incident.id) },
-        el('div', {},
-          el('div', { class: 'desc' }, incident.description),
-          el('div', { class: 'meta' }, `#${incident.id} · ${categoryName(incident.category)} · ${zoneName(incident.zone)}`),
-          el('div', { class: 'meta' }, part ? `${t(`unit.${part.state}`)} · ${teamName(incident, part)}` : t(`status.${incident.status}`)),
-          deadline ? el('div', { class: 'due', dataset: { due: deadline.due_at, kind: deadline.kind } }) : null,
-          waiting.length ? el('div', { class: 'pending' }, t('outbox.waiting_n', { n: waiting.length })) : null),
-        smallMap(incident, false)));
-  }));
+  list.style.height = `${state.tasks.length * ROW_PX}px`;
+  list.dataset.count = String(state.tasks.length);
+  rows.drawn.clear();
+  list.replaceChildren();
   $('#tasks-empty').hidden = state.tasks.length > 0;
-  watchDue(list);
-  for (const node of list.querySelectorAll('[data-due]')) tickOne(node, Date.now());
+  drawRows();
 }
 
-/** The countdowns on screen: only those are rewritten each second, so that a long list costs no more than a
- *  screenful (a text change off screen would still cost a layout). */
-const visibleDue = new Set();
-const dueWatch = 'IntersectionObserver' in window ? new IntersectionObserver((entries) => {
-  for (const e of entries) {
-    if (e.isIntersecting) { visibleDue.add(e.target); tickOne(e.target, Date.now()); } else visibleDue.delete(e.target);
+/** The rows in view (and OVERDRAW either side) are in the list, the others not. Reads the list's position
+ *  first and writes after, so it forces no layout of its own (in a scroll frame the layout is clean). */
+function drawRows() {
+  rows.frame = 0;
+  const list = $('#task-list');
+  const top = list.getBoundingClientRect().top; // 0 while the view is hidden: the first screenful is drawn
+  const n = state.tasks.length;
+  const first = Math.max(0, Math.floor(-top / ROW_PX) - OVERDRAW);
+  const last = Math.min(n - 1, Math.ceil((window.innerHeight - top) / ROW_PX) + OVERDRAW);
+  for (const [i, li] of rows.drawn) {
+    if (i < first || i > last) { li.remove(); rows.drawn.delete(i); }
   }
-}) : null;
-
-function watchDue(root) {
-  for (const node of root.querySelectorAll('[data-due]')) {
-    if (dueWatch) dueWatch.observe(node);
-    else visibleDue.add(node);
+  const now = Date.now();
+  const before = [];
+  const after = [];
+  const drawnFirst = rows.drawn.size ? Math.min(...rows.drawn.keys()) : Infinity;
+  for (let i = first; i <= last; i++) {
+    if (rows.drawn.has(i)) continue;
+    const li = taskRow(state.tasks[i], i, now);
+    rows.drawn.set(i, li);
+    (i < drawnFirst ? before : after).push(li);
   }
+  if (before.length) list.prepend(...before); // the document's order stays the list's order
+  if (after.length) list.append(...after);
 }
 
-function forgetDue(root) {
-  for (const node of root.querySelectorAll('[data-due]')) {
-    if (dueWatch) dueWatch.unobserve(node);
-    visibleDue.delete(node);
-  }
+function redrawSoon() {
+  if (!rows.frame && state.view === 'tasks') rows.frame = requestAnimationFrame(drawRows);
 }
 
+function taskRow(incident, index, now) {
+  const part = myAssignment(incident);
+  const deadline = runningDeadline(incident);
+  const waiting = pendingFor(incident.id);
+  const due = deadline ? el('span', { class: 'due', dataset: { due: deadline.due_at, kind: deadline.kind } }) : null;
+  if (due) tickOne(due, now);
+  const li = el('li', {},
+    el('button', { class: 'task', type: 'button', dataset: { id: incident.id }, onclick: () => showTask(incident.id) },
+      el('div', {},
+        el('div', { class: 'desc' }, incident.description),
+        el('div', { class: 'meta' }, `#${incident.id} · ${categoryName(incident.category)} · ${zoneName(incident.zone)}`),
+        el('div', { class: 'meta' }, part ? `${t(`unit.${part.state}`)} · ${teamName(incident, part)}` : t(`status.${incident.status}`)),
+        el('div', { class: 'foot' }, due,
+          waiting.length ? el('span', { class: 'pending' }, t('outbox.waiting_n', { n: waiting.length })) : null)),
+      smallMap(incident, false)));
+  li.style.transform = `translateY(${index * ROW_PX}px)`;
+  return li;
+}
+
+/** Each second, the countdowns drawn (the list's rows in view and the task shown: a dozen or so) are written;
+ *  a row's text change is laid out inside its row only (`contain: strict`). */
 function tick() {
   const now = Date.now();
-  for (const node of visibleDue) {
-    if (node.isConnected) tickOne(node, now);
-    else visibleDue.delete(node);
+  for (const li of rows.drawn.values()) {
+    const node = li.querySelector('[data-due]');
+    if (node) tickOne(node, now);
   }
+  for (const node of $('#task-detail').querySelectorAll('[data-due]')) tickOne(node, now);
 }
 
 function tickOne(node, now) {
@@ -578,9 +605,7 @@ function renderTask(incident) {
       `${new Date(Date.parse(e.data.at || e.data.recorded_at || Date.now())).toLocaleTimeString(LANG)} ${t(`event.${e.type}`)} `,
       e.data.text ? el('span', { class: 'note-text' }, e.data.text) : null)))) : null;
   const box = $('#task-detail');
-  forgetDue(box);
   box.replaceChildren(detail, steps, noteForm(incident), notes || '');
-  watchDue(box);
   for (const node of box.querySelectorAll('[data-due]')) tickOne(node, Date.now());
 }
 
@@ -1095,9 +1120,10 @@ function refreshSoon() {
   refreshTimer = setTimeout(() => loadTasks(), 150); // several reasons at once: one reading
 }
 
-/** What the first screen needs from the server and the phone, asked together (one round trip, not four). */
-function fetchStart() {
-  return Promise.all([db.all('outbox'), fetchReference(), fetchTasks()]);
+/** What the first screen needs from the server and the phone, asked together (one round trip, not four);
+ *  `early`: the requests index.html started for the same token (`window.fieldEarly`). */
+function fetchStart(early = {}) {
+  return Promise.all([db.all('outbox'), fetchReference(early), fetchTasks(early.tasks)]);
 }
 
 async function start(early) {
@@ -1169,6 +1195,8 @@ function wire() {
     if (state.current && state.view === 'task') renderTask(state.current);
   });
   document.addEventListener('pointerdown', unlockAudio, { once: true, capture: true });
+  window.addEventListener('scroll', redrawSoon, { passive: true });
+  window.addEventListener('resize', redrawSoon);
   window.addEventListener('online', onNetwork);
   window.addEventListener('offline', onNetwork);
   window.addEventListener('popstate', () => {
@@ -1182,17 +1210,21 @@ function wire() {
 async function boot() {
   const asked = new URLSearchParams(location.search).get('lang');
   const lang = ['zh-CN', 'en'].includes(asked) ? asked : localStorage.getItem('field.lang') || 'zh-CN';
-  // Signed in, the data is asked for while the labels load (nothing is drawn before both are here).
-  const early = session.token ? fetchStart() : null;
-  await loadLabels(lang);
+  // The page's head asked for the labels, and signed in for the first screen's data, before this script
+  // arrived (index.html); what it asked for another token or language is asked again here.
+  const head = window.fieldEarly || {};
+  const early = head.token === session.token ? head : {};
+  const first = session.token ? fetchStart(early) : null;
+  await loadLabels(lang, head.lang === lang ? head.labels : undefined);
   wire();
   showNetwork();
-  if ('serviceWorker' in navigator) {
-    navigator.serviceWorker.register('/field/sw.js', { scope: '/field' }).catch(() => {});
-  }
-  await start(early);
+  await start(first);
   document.body.dataset.ready = 'true';
   performance.mark('field-ready'); // benchmarks/field.py reads it: the page is drawn and answers taps
+  // Not needed for the first screen: the worker's install fetches the app's files again to cache them.
+  if ('serviceWorker' in navigator) {
+    setTimeout(() => navigator.serviceWorker.register('/field/sw.js', { scope: '/field' }).catch(() => {}), 500);
+  }
 }
 
 boot();

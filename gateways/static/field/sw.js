@@ -6,7 +6,7 @@
  */
 'use strict';
 
-const SHELL = 'field-shell-v3';
+const SHELL = 'field-shell-v4';
 const DATA = 'field-data';
 const SHELL_FILES = [
   '/field',
