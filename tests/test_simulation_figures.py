@@ -108,5 +108,7 @@ async def test_seeded_runs_compute_the_figures_they_computed_before_the_speed_wo
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python -m tests.test_simulation_figures --write   (only on the code the figures are of)")
+        raise SystemExit(
+            "usage: python -m tests.test_simulation_figures --write   (only on the code the figures are of)"
+        )
     EXPECTED.write_bytes(orjson.dumps(asyncio.run(runs()), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
