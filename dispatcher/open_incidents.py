@@ -3,7 +3,9 @@
 It holds what the hub needs between batches without asking the store: the open incidents themselves,
 each officer's live state and task count, the open incidents by routed category (where a new report's
 duplicate is looked for), the waiting assignments by team, and the newest report ids (a phone's
-retry is answered from here). It changes only when the writer has committed a batch
+retry is answered from here), and the incidents finished most recently (a supporting team still moving
+after the lead's incident was closed is refused without a read of the store). It changes only when the
+writer has committed a batch
 (:meth:`OpenIncidents.follow`) and when it is loaded at start.
 
 Runs on the hub's event loop; no I/O.
@@ -26,7 +28,7 @@ _by_id = operator.attrgetter("id")
 class OpenIncidents:
     """Open incidents by id, with the indexes the writer's policies read. Changed only after a commit."""
 
-    def __init__(self, *, recent_reports: int = 100_000) -> None:
+    def __init__(self, *, recent_reports: int = 100_000, finished_kept: int = 4_096) -> None:
         self.incidents: dict[int, Incident] = {}
         #: Each officer's live state; its task count is rebuilt from the open incidents at start.
         self.units: dict[str, UnitState] = {}
@@ -34,6 +36,10 @@ class OpenIncidents:
         self._waiting: dict[str, set[int]] = {}
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._recent_max = recent_reports
+        # Finished incidents as last committed. The writer is the only one that changes an incident (a
+        # replica that takes a township over starts a fresh hub), so these equal what the store holds.
+        self._finished: OrderedDict[int, Incident] = OrderedDict()
+        self._finished_max = finished_kept
 
     def load(self, incidents: Iterable[Incident], units: Mapping[str, UnitState]) -> None:
         """Start from the store: the open incidents, and the officers' stored status and position.
@@ -66,6 +72,10 @@ class OpenIncidents:
     def get(self, incident_id: int) -> Incident | None:
         return self.incidents.get(incident_id)
 
+    def finished(self, incident_id: int) -> Incident | None:
+        """The incident as last committed if it finished recently (the newest ``finished_kept``), else ``None``."""
+        return self._finished.get(incident_id)
+
     def by_id(self) -> list[Incident]:
         """The open incidents in id order (usually kept in that order already: the sort only checks it)."""
         return sorted(self.incidents.values(), key=_by_id)
@@ -76,8 +86,13 @@ class OpenIncidents:
         """An incident as a batch committed it (``before``: as it was, ``None`` when new)."""
         if incident.is_open:
             self.incidents[incident.id] = incident
+            self._finished.pop(incident.id, None)  # reopened
         else:
             self.incidents.pop(incident.id, None)
+            self._finished[incident.id] = incident
+            self._finished.move_to_end(incident.id)
+            if len(self._finished) > self._finished_max:
+                self._finished.popitem(last=False)
         self._index(incident, before)
 
     def follow_units(self, units: Mapping[str, UnitState]) -> None:

@@ -185,9 +185,12 @@ class SqlIncidentStore:
         durable: bool = True,
         township: str | None = None,
         fence: Fence | None = None,
+        inline_writes: bool = False,
     ) -> None:
         """``township``: named in the NOTIFY of each commit (PostgreSQL). ``fence``: a replica's hub
-        (PostgreSQL only): no writer lock; every write checks the lease's epoch first."""
+        (PostgreSQL only): no writer lock; every write checks the lease's epoch first. ``inline_writes``: a
+        SQLite file's commits run on the event loop's thread, blocking it (simulations: the loop serves
+        nothing else; see :class:`SqliteWriter`)."""
         self.url = url
         self.fence = fence
         # A leased hub's transaction left open (its replica paused mid-write) ends by itself, so that the
@@ -207,7 +210,7 @@ class SqlIncidentStore:
         self._sqlite: SqliteWriter | None = None  # a SQLite file's writer: its own thread and connection
         database = self._engine.url.database or ""
         if self._engine.dialect.name == "sqlite" and database and database != ":memory:":
-            self._sqlite = SqliteWriter(str(Path(database).expanduser()), durable=durable)
+            self._sqlite = SqliteWriter(str(Path(database).expanduser()), durable=durable, inline=inline_writes)
         self._lock: WriterLock | None = None
 
     @property

@@ -10,6 +10,11 @@ each ``COMMIT`` syncs the log before it returns, so a report answered ``201`` su
 process and of the machine. ``NORMAL`` would save that sync and survive a crash of the process only (the
 last commits can be lost with the machine's power), which is not the promise; ``EXTRA`` adds nothing in
 WAL mode. Throw-away databases (``durable=False``: simulations) take ``synchronous=OFF``.
+
+A simulation's event loop serves nobody but the replay, so it has nothing to do while a commit runs: there
+(``inline=True``) the work runs on the loop's own thread, in the same order, without the two hops to the
+writer's thread and back (a wake-up of another thread each: on a busy 2-core machine a simulated month's
+8,800 commits spent more time waiting for them than writing).
 """
 
 from __future__ import annotations
@@ -31,15 +36,26 @@ class SqliteWriter:
     """The writer's SQLite connection, owned by a thread of its own; :meth:`run` calls a function there.
 
     Open, run and close from one event loop. The functions run one at a time, in the order called.
+    ``inline``: they run on the loop's thread instead, blocking the loop meanwhile (simulations only).
     """
 
-    def __init__(self, path: str, *, durable: bool = True) -> None:
+    def __init__(self, path: str, *, durable: bool = True, inline: bool = False) -> None:
         self.path = path
         self.durable = durable
+        self.inline = inline
+        self._open = False
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the writer's thread only
 
     async def open(self) -> None:
+        self._open = True
+        if self.inline:
+            try:
+                self._call(lambda _conn: None)
+            except BaseException:
+                await self.close()
+                raise
+            return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         try:
             await self.run(lambda _conn: None)  # connects, so that a database it cannot open fails here
@@ -48,6 +64,10 @@ class SqliteWriter:
             raise
 
     async def close(self) -> None:
+        self._open = False
+        if self.inline:
+            self._disconnect()
+            return
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -57,6 +77,8 @@ class SqliteWriter:
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(connection)`` on the writer's thread; raises what it raised. A connection that failed
         with an error of the database itself (not of a value) is closed, and the next call opens a new one."""
+        if self.inline and self._open:
+            return self._call(work)
         if self._executor is None:
             raise sqlite3.InterfaceError("the SQLite writer is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)

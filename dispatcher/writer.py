@@ -402,8 +402,17 @@ class Writer:
             reports = {r: i for r in report_ids if (i := self._open.recent_report(r)) is not None}
         wanted = {c.incident_id for c in commands if c.incident_id is not None} | set(reports.values())
         wanted.update(i for c in commands for i in c.also)
-        missing = [i for i in wanted if self._open.get(i) is None and self.may_exist(i)]
-        loaded = await self._store.load(missing) if missing else {}
+        loaded: dict[int, Incident] = {}
+        missing = []
+        for i in wanted:
+            if self._open.get(i) is None and self.may_exist(i):
+                finished = self._open.finished(i)
+                if finished is not None:
+                    loaded[i] = finished
+                else:
+                    missing.append(i)
+        if missing:
+            loaded.update(await self._store.load(missing))
 
         batch = Batch(self._open, self._roster(), loaded, reports, self.next_id, self.next_seq)
         results: list[Outcome] = []

@@ -48,7 +48,7 @@ Action = Callable[[], Awaitable[None]]
 _MAX_INFLIGHT = 2_000
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
     scenario: Scenario
     events: list[StoredEvent]
@@ -63,6 +63,14 @@ class RunResult:
     #: The briefing's figures of the run (by module and by team) computed by dispatcher.briefing, the same
     #: SQL as ``dispatcher report`` over a real month, for the period from the start to just after the end.
     briefing: dict[Unit, Briefing] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Short: asyncio.run() formats the repr of its finished main task, result included, when it restores
+        # the SIGINT handler; the dataclass's own repr of a month's events and incidents took a second.
+        return (
+            f"<RunResult {self.scenario.name!r}: {len(self.incidents)} incidents, {len(self.events)} events, "
+            f"{self.started.isoformat()} to {self.ended.isoformat()}>"
+        )
 
 
 class Simulation:
@@ -106,7 +114,10 @@ class Simulation:
 
     async def run(self) -> RunResult:
         with tempfile.TemporaryDirectory(dir=self._workdir) as folder:
-            store = SqlIncidentStore(f"sqlite+aiosqlite:///{Path(folder) / 'simulation.db'}", durable=False)
+            # The loop serves the replay alone: commits run on it (no thread hops), and nothing is synced.
+            store = SqlIncidentStore(
+                f"sqlite+aiosqlite:///{Path(folder) / 'simulation.db'}", durable=False, inline_writes=True
+            )
             hub = self.hub = Hub(
                 store=store,
                 rules=self.rules,

@@ -325,3 +325,38 @@ async def test_a_report_without_category_is_classified_by_its_keywords(rig: HubR
     assert "工资" in reported["keywords"] and reported["reporter_kind"] == "hotline"
     assert (unclassified.category, unclassified.queue, unclassified.module) == (None, "triage", "command-room")
     assert await rig.hub.store.get(classified.id) == classified
+
+
+async def test_a_team_moving_after_the_close_is_refused_from_memory_as_the_store_would(
+    rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supporting team still moving once the lead's incident is closed (a simulated month has hundreds) is
+    refused from the recently finished incidents, without reading the store; after a restart, from the store."""
+    incident = (await rig.hub.report(five_way(), rig.clock.now())).incident
+    for action in (UnitAction.ACKNOWLEDGE, UnitAction.DEPART, UnitAction.ARRIVE, UnitAction.RESOLVE):
+        await rig.hub.move_unit(incident.id, "traffic-police", action, rig.clock.now())
+    closed = await rig.hub.finish(incident.id, IncidentAction.CLOSE, rig.clock.now())
+    loads: list[list[int]] = []
+
+    def counting(store: object) -> None:
+        loads.clear()
+        real = store.load  # type: ignore[attr-defined]
+
+        async def load(ids: list[int]) -> object:
+            loads.append(list(ids))
+            return await real(ids)
+
+        monkeypatch.setattr(store, "load", load)
+
+    counting(rig.hub.store)
+    with pytest.raises(IllegalTransition) as refused:
+        await rig.hub.move_unit(incident.id, "police-station", UnitAction.ACKNOWLEDGE, rig.clock.now())
+    assert loads == []
+    assert await rig.hub.store.get(closed.id) == closed  # what memory held is what the store holds
+
+    await rig.restart()
+    counting(rig.hub.store)
+    with pytest.raises(IllegalTransition) as again:
+        await rig.hub.move_unit(incident.id, "police-station", UnitAction.ACKNOWLEDGE, rig.clock.now())
+    assert loads == [[incident.id]]
+    assert str(again.value) == str(refused.value)

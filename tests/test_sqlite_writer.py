@@ -122,3 +122,28 @@ async def test_an_unreachable_sqlite_file_is_reported_unavailable(
 
     monkeypatch.undo()
     assert (await sqlite_rig.hub.report(_report("lost"), sqlite_rig.clock.now())).created
+
+
+async def test_a_simulation_store_commits_on_the_loop_thread_and_still_whole_or_not_at_all(tmp_path: Path) -> None:
+    """``inline``: the work runs on the calling thread (a simulation's loop serves nothing else); one
+    transaction as before, and a failed call still rolls back and gets a fresh connection."""
+    writer = SqliteWriter(str(tmp_path / "w.db"), durable=False, inline=True)
+    await writer.open()
+    try:
+        await writer.run(lambda conn: conn.execute("CREATE TABLE t (x INTEGER NOT NULL)"))
+        assert await writer.run(lambda _conn: threading.current_thread()) is threading.current_thread()
+        assert await writer.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 0  # OFF
+        first = await writer.run(lambda conn: conn)
+
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            transact(conn, [("INSERT INTO t (x) VALUES (:x)", [{"x": 1}]), ("INSERT INTO nowhere VALUES (:x)", [{}])])
+
+        with pytest.raises(sqlite3.OperationalError):
+            await writer.run(half_then_fail)
+        assert await writer.run(lambda conn: conn) is not first
+        await writer.run(lambda conn: transact(conn, [("INSERT INTO t (x) VALUES (:x)", [{"x": 2}, {"x": 3}])]))
+        assert await writer.run(lambda conn: conn.execute("SELECT x FROM t ORDER BY x").fetchall()) == [(2,), (3,)]
+    finally:
+        await writer.close()
+    with pytest.raises(sqlite3.InterfaceError):
+        await writer.run(lambda conn: conn)
