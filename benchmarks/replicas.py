@@ -12,7 +12,8 @@ throughput
     for each count in ``--replicas``: start that many replicas, wait until their leases settle, then
     ``--concurrency`` client loops post reports (``POST /api/v1/incidents``, each to the next township and the
     next replica in turn, so most are carried to their owner) for ``--duration`` seconds, never more than
-    ``--max-reports``. Every report must be answered 201; reports/s counts them.
+    ``--max-reports``. Every report must be answered 201; reports/s counts them. The most connections each
+    replica held meanwhile (``pg_stat_activity`` by ``application_name``, sampled every 0.2 s) is printed.
 
 failover
     with three replicas running: a client posts a report of ``ershili`` every ``--probe-ms`` to the replicas
@@ -39,11 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from server.app import replica_application_name  # noqa: E402
+from tests.conftest import POSTGRES_URL, _asyncpg_dsn  # noqa: E402
 from tests.e2e.county import County, owner_of, settled, until  # noqa: E402
 from tests.e2e.server import ServerProcess  # noqa: E402
 
@@ -71,7 +75,7 @@ def _stop(replicas: list[ServerProcess]) -> None:
         replica.stop()
 
 
-async def throughput(county: County, count: int, args: argparse.Namespace, run: str) -> dict[str, float]:
+async def throughput(county: County, count: int, args: argparse.Namespace, run: str) -> dict[str, object]:
     replicas = await _start(county, [f"{run}{n}" for n in range(count)], args.lease_ttl)
     try:
         taken = 0
@@ -98,12 +102,37 @@ async def throughput(county: County, count: int, args: argparse.Namespace, run: 
                         status = f"http_{answer.status_code}"
                         refused[status] = refused.get(status, 0) + 1
 
-            started = time.monotonic()
-            await asyncio.gather(*(loop(w) for w in range(args.concurrency)))
-            elapsed = time.monotonic() - started
-        return {"replicas": count, "reports": taken, "seconds": elapsed, "per_s": taken / elapsed, **refused}
+            names = [replica_application_name(f"{run}{n}") for n in range(count)]
+            most: dict[str, int] = {}
+            watcher = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+            watching = asyncio.create_task(_connections(watcher, names, most, end))
+            try:
+                started = time.monotonic()
+                await asyncio.gather(*(loop(w) for w in range(args.concurrency)))
+                elapsed = time.monotonic() - started
+                await watching
+            finally:
+                watching.cancel()
+                await watcher.close()
+        return {
+            "replicas": count,
+            "reports": taken,
+            "seconds": elapsed,
+            "per_s": taken / elapsed,
+            "most_connections": most,
+            **refused,
+        }
     finally:
         await asyncio.to_thread(_stop, replicas)
+
+
+async def _connections(watcher: asyncpg.Connection, names: list[str], most: dict[str, int], end: float) -> None:
+    """Every 0.2 s until ``end``: the most connections each replica held (``pg_stat_activity`` by application_name)."""
+    query = "SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name = ANY($1) GROUP BY 1"
+    while time.monotonic() < end:
+        for name, held in await watcher.fetch(query, names):
+            most[name] = max(most.get(name, 0), int(held))
+        await asyncio.sleep(0.2)
 
 
 async def failover(county: County, args: argparse.Namespace) -> list[float]:
