@@ -56,10 +56,15 @@ def _report(report_id: str) -> dict[str, str]:
     return {"report_id": report_id, "category": "order.noise", "zone": "square", "description": "广场噪音"}
 
 
-async def _start(county: County, ids: list[str], ttl: float) -> list[ServerProcess]:
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    return {"DISPATCHER_ACCESS_LOG": "false", "DISPATCHER_DB_CONNECTIONS": str(args.db_connections)}
+
+
+async def _start(county: County, ids: list[str], args: argparse.Namespace) -> list[ServerProcess]:
+    ttl = args.lease_ttl
     replicas = []
     for replica_id in ids:
-        replica = county.replica(replica_id, lease_ttl_s=ttl, env={"DISPATCHER_ACCESS_LOG": "false"})
+        replica = county.replica(replica_id, lease_ttl_s=ttl, env=_env(args))
         replica.log_level = "warning"
         await asyncio.to_thread(replica.start, 600.0)
         replicas.append(replica)
@@ -76,7 +81,7 @@ def _stop(replicas: list[ServerProcess]) -> None:
 
 
 async def throughput(county: County, count: int, args: argparse.Namespace, run: str) -> dict[str, object]:
-    replicas = await _start(county, [f"{run}{n}" for n in range(count)], args.lease_ttl)
+    replicas = await _start(county, [f"{run}{n}" for n in range(count)], args)
     try:
         taken = 0
         refused: dict[str, int] = {}
@@ -136,7 +141,7 @@ async def _connections(watcher: asyncpg.Connection, names: list[str], most: dict
 
 
 async def failover(county: County, args: argparse.Namespace) -> list[float]:
-    replicas = await _start(county, ["f0", "f1", "f2"], args.lease_ttl)
+    replicas = await _start(county, ["f0", "f1", "f2"], args)
     times = []
     try:
         async with httpx.AsyncClient(headers=replicas[0].headers, timeout=10) as http:
@@ -164,7 +169,7 @@ async def failover(county: County, args: argparse.Namespace) -> list[float]:
                     await asyncio.sleep(args.probe_ms / 1000)
                 times.append(time.monotonic() - killed)
                 print(f"failover {round_ + 1}: {times[-1]:.2f} s ({n} probes)", flush=True)
-                fresh = county.replica(f"f{3 + round_}", lease_ttl_s=args.lease_ttl)
+                fresh = county.replica(f"f{3 + round_}", lease_ttl_s=args.lease_ttl, env=_env(args))
                 fresh.log_level = "warning"
                 await asyncio.to_thread(fresh.start, 600.0)
                 replicas = [*survivors, fresh]
@@ -179,7 +184,11 @@ async def main(args: argparse.Namespace) -> None:
     county = County(folder, args.townships)
     await county.create()
     try:
-        print(f"{args.townships} townships, lease ttl {args.lease_ttl} s, load {os.getloadavg()}", flush=True)
+        print(
+            f"{args.townships} townships, lease ttl {args.lease_ttl} s, {args.db_connections} connections per "
+            f"replica, load {os.getloadavg()}",
+            flush=True,
+        )
         for count in args.replicas:
             row = await throughput(county, count, args, f"r{count}")
             print(f"throughput: {row} (load {os.getloadavg()[0]:.1f})", flush=True)
@@ -203,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-reports", type=int, default=50_000)
     parser.add_argument("--failovers", type=int, default=5)
     parser.add_argument("--probe-ms", type=float, default=100.0, help="failover: between two probe reports")
+    parser.add_argument(
+        "--db-connections", type=int, default=12, help="DISPATCHER_DB_CONNECTIONS of every replica (its budget)"
+    )
     parser.add_argument("--lease-ttl", type=float, default=3.0, help="DISPATCHER_LEASE_TTL_S of every replica")
     return parser.parse_args(argv)
 
