@@ -382,7 +382,12 @@ class SqlDirectory:
         if self._accounts:
             return None
         generated = None if password else secrets.token_urlsafe(15)
-        await self.create_account("admin", Role.ADMIN, COUNTY, at, password=password or generated)
+        try:
+            await self.create_account("admin", Role.ADMIN, COUNTY, at, password=password or generated)
+        except sa.exc.IntegrityError:
+            # Another process made it first (replicas starting together on a new county database): theirs stands.
+            await self.refresh()
+            return None
         return generated
 
     # -- signing in and tokens --
