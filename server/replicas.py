@@ -125,7 +125,17 @@ class ReplicaSet:
                 await self._lose(township, lease)
         for township in mine.release:
             await self._give_back(township)
-        renewed = await self._leases.renew_all(self.id, {t: self._held[t] for t in mine.renew if t in self._held})
+        # One statement renews what this replica holds and keeps, and what it held whose lease expired (a round
+        # came late: a loaded machine) but the plan gives back here: when nobody took that meanwhile the same
+        # epoch goes on and its hub keeps running; otherwise that hub stops before a new epoch is taken (never
+        # two hubs of one township here). One statement, so that a late round does not make the next one later.
+        late = [t for t in mine.acquire if t in self._held]
+        renewed = await self._leases.renew_all(
+            self.id, {t: self._held[t] for t in (*mine.renew, *late) if t in self._held}
+        )
+        if late:
+            kept = sorted(renewed.intersection(late))
+            log.warning("lease round came late: %d leases had expired, renewed: %s", len(late), ", ".join(kept))
         for township in mine.renew:
             if township not in self._held:  # this replica's id held it before a restart: take it anew
                 await self._take(township)
@@ -133,11 +143,7 @@ class ReplicaSet:
                 await self._lose(township, None)
         for township in mine.acquire:
             if township in self._held:
-                # This replica's own lease expired (a round came late: a loaded machine) and the plan gives it
-                # back here: when nobody took it meanwhile the same epoch goes on and its hub keeps running;
-                # otherwise that hub stops before a new epoch is taken (never two hubs of one township here).
-                if await self._leases.renew(township, self.id, self._held[township]):
-                    log.warning("township %s: lease renewed after it had expired (a late round)", township)
+                if township in renewed:
                     continue
                 await self._lose(township, None)
             await self._take(township)
