@@ -12,7 +12,8 @@ throughput
     for each count in ``--replicas``: start that many replicas, wait until their leases settle, then
     ``--concurrency`` client loops post reports (``POST /api/v1/incidents``, each to the next township and the
     next replica in turn, so most are carried to their owner) for ``--duration`` seconds, never more than
-    ``--max-reports``. Every report must be answered 201; reports/s counts them.
+    ``--max-reports``. Every report must be answered 201; reports/s counts them. The most connections each
+    replica held meanwhile (``pg_stat_activity`` by ``application_name``, sampled every 0.2 s) is printed.
 
 failover
     with three replicas running: a client posts a report of ``ershili`` every ``--probe-ms`` to the replicas
@@ -39,11 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from server.app import replica_application_name  # noqa: E402
+from tests.conftest import POSTGRES_URL, _asyncpg_dsn  # noqa: E402
 from tests.e2e.county import County, owner_of, settled, until  # noqa: E402
 from tests.e2e.server import ServerProcess  # noqa: E402
 
@@ -52,10 +56,15 @@ def _report(report_id: str) -> dict[str, str]:
     return {"report_id": report_id, "category": "order.noise", "zone": "square", "description": "广场噪音"}
 
 
-async def _start(county: County, ids: list[str], ttl: float) -> list[ServerProcess]:
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    return {"DISPATCHER_ACCESS_LOG": "false", "DISPATCHER_DB_CONNECTIONS": str(args.db_connections)}
+
+
+async def _start(county: County, ids: list[str], args: argparse.Namespace) -> list[ServerProcess]:
+    ttl = args.lease_ttl
     replicas = []
     for replica_id in ids:
-        replica = county.replica(replica_id, lease_ttl_s=ttl, env={"DISPATCHER_ACCESS_LOG": "false"})
+        replica = county.replica(replica_id, lease_ttl_s=ttl, env=_env(args))
         replica.log_level = "warning"
         await asyncio.to_thread(replica.start, 600.0)
         replicas.append(replica)
@@ -71,8 +80,8 @@ def _stop(replicas: list[ServerProcess]) -> None:
         replica.stop()
 
 
-async def throughput(county: County, count: int, args: argparse.Namespace, run: str) -> dict[str, float]:
-    replicas = await _start(county, [f"{run}{n}" for n in range(count)], args.lease_ttl)
+async def throughput(county: County, count: int, args: argparse.Namespace, run: str) -> dict[str, object]:
+    replicas = await _start(county, [f"{run}{n}" for n in range(count)], args)
     try:
         taken = 0
         refused: dict[str, int] = {}
@@ -98,16 +107,41 @@ async def throughput(county: County, count: int, args: argparse.Namespace, run: 
                         status = f"http_{answer.status_code}"
                         refused[status] = refused.get(status, 0) + 1
 
-            started = time.monotonic()
-            await asyncio.gather(*(loop(w) for w in range(args.concurrency)))
-            elapsed = time.monotonic() - started
-        return {"replicas": count, "reports": taken, "seconds": elapsed, "per_s": taken / elapsed, **refused}
+            names = [replica_application_name(f"{run}{n}") for n in range(count)]
+            most: dict[str, int] = {}
+            watcher = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
+            watching = asyncio.create_task(_connections(watcher, names, most, end))
+            try:
+                started = time.monotonic()
+                await asyncio.gather(*(loop(w) for w in range(args.concurrency)))
+                elapsed = time.monotonic() - started
+                await watching
+            finally:
+                watching.cancel()
+                await watcher.close()
+        return {
+            "replicas": count,
+            "reports": taken,
+            "seconds": elapsed,
+            "per_s": taken / elapsed,
+            "most_connections": most,
+            **refused,
+        }
     finally:
         await asyncio.to_thread(_stop, replicas)
 
 
+async def _connections(watcher: asyncpg.Connection, names: list[str], most: dict[str, int], end: float) -> None:
+    """Every 0.2 s until ``end``: the most connections each replica held (``pg_stat_activity`` by application_name)."""
+    query = "SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name = ANY($1) GROUP BY 1"
+    while time.monotonic() < end:
+        for name, held in await watcher.fetch(query, names):
+            most[name] = max(most.get(name, 0), int(held))
+        await asyncio.sleep(0.2)
+
+
 async def failover(county: County, args: argparse.Namespace) -> list[float]:
-    replicas = await _start(county, ["f0", "f1", "f2"], args.lease_ttl)
+    replicas = await _start(county, ["f0", "f1", "f2"], args)
     times = []
     try:
         async with httpx.AsyncClient(headers=replicas[0].headers, timeout=10) as http:
@@ -135,7 +169,7 @@ async def failover(county: County, args: argparse.Namespace) -> list[float]:
                     await asyncio.sleep(args.probe_ms / 1000)
                 times.append(time.monotonic() - killed)
                 print(f"failover {round_ + 1}: {times[-1]:.2f} s ({n} probes)", flush=True)
-                fresh = county.replica(f"f{3 + round_}", lease_ttl_s=args.lease_ttl)
+                fresh = county.replica(f"f{3 + round_}", lease_ttl_s=args.lease_ttl, env=_env(args))
                 fresh.log_level = "warning"
                 await asyncio.to_thread(fresh.start, 600.0)
                 replicas = [*survivors, fresh]
@@ -150,7 +184,11 @@ async def main(args: argparse.Namespace) -> None:
     county = County(folder, args.townships)
     await county.create()
     try:
-        print(f"{args.townships} townships, lease ttl {args.lease_ttl} s, load {os.getloadavg()}", flush=True)
+        print(
+            f"{args.townships} townships, lease ttl {args.lease_ttl} s, {args.db_connections} connections per "
+            f"replica, load {os.getloadavg()}",
+            flush=True,
+        )
         for count in args.replicas:
             row = await throughput(county, count, args, f"r{count}")
             print(f"throughput: {row} (load {os.getloadavg()[0]:.1f})", flush=True)
@@ -174,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-reports", type=int, default=50_000)
     parser.add_argument("--failovers", type=int, default=5)
     parser.add_argument("--probe-ms", type=float, default=100.0, help="failover: between two probe reports")
+    parser.add_argument(
+        "--db-connections", type=int, default=12, help="DISPATCHER_DB_CONNECTIONS of every replica (its budget)"
+    )
     parser.add_argument("--lease-ttl", type=float, default=3.0, help="DISPATCHER_LEASE_TTL_S of every replica")
     return parser.parse_args(argv)
 

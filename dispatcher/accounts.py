@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel
 
 from dispatcher.account_tables import AccountRow, ApiTokenRow, AuditRow, SignInFailureRow
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.sql_store import build_engine
 
@@ -260,11 +261,12 @@ class SqlDirectory:
         session_ttl: timedelta = timedelta(hours=8),
         lockout: Lockout | None = None,
         pool_size: int = 5,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.url = url
         self.session_ttl = session_ttl
         self.lockout = lockout or Lockout()
-        self._engine = build_engine(url, pool_size=pool_size)
+        self._engine = build_engine(url, pool_size=pool_size, budget=budget)
         self._accounts: dict[str, Account] = {}
         self._tokens: dict[str, TokenInfo] = {}  # sha256 -> live token
         self._opened = False
@@ -380,7 +382,12 @@ class SqlDirectory:
         if self._accounts:
             return None
         generated = None if password else secrets.token_urlsafe(15)
-        await self.create_account("admin", Role.ADMIN, COUNTY, at, password=password or generated)
+        try:
+            await self.create_account("admin", Role.ADMIN, COUNTY, at, password=password or generated)
+        except sa.exc.IntegrityError:
+            # Another process made it first (replicas starting together on a new county database): theirs stands.
+            await self.refresh()
+            return None
         return generated
 
     # -- signing in and tokens --

@@ -150,6 +150,12 @@ class EventFeed:
             subscription._drop()
         return len(dropped)
 
+    def count_from(self, seq: int, started: float) -> None:
+        """Count the trip of event ``seq`` (published already) to the boards from ``started`` (monotonic), not
+        from its publication here: a tail feed's events left their owner's commit before it read them."""
+        if seq in self._published:
+            self._published[seq] = started
+
     def published_at(self, seq: int) -> float | None:
         """The monotonic time event ``seq`` was published, while it is among the recent ones."""
         return self._published.get(seq)

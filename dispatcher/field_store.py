@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.field_tables import MediaRefRow, MediaRow, PlaceRow
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.sql_store import build_engine
@@ -79,9 +80,9 @@ def _upsert(conn: Any, table: sa.Table, keys: Sequence[str], *, update: bool) ->
 
 
 class SqlFieldStore:
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, budget: ConnectionBudget | None = None) -> None:
         self.url = url
-        self._engine = build_engine(url, pool_size=pool_size)
+        self._engine = build_engine(url, pool_size=pool_size, budget=budget)
 
     async def open(self) -> None:
         async with self._engine.begin() as conn:

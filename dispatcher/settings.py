@@ -146,6 +146,14 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^\s/]+/?$",
         description="replica mode: where the other replicas reach this one (http://10.0.0.5:8000)",
     )
+    db_connections: int = Field(
+        default=20,
+        ge=2,
+        le=1000,
+        description="replica mode: PostgreSQL connections this replica opens at most for its townships' hubs, "
+        "their boards' reads, accounts and the field app (one budget, whatever the number of townships; "
+        "the lease rounds take one more, each township database tailed for a board one more)",
+    )
     lease_ttl_s: float = Field(
         default=6.0,
         ge=1.0,

@@ -18,7 +18,7 @@ import logging
 import operator
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -35,6 +35,7 @@ from sqlmodel import SQLModel
 from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
 from dispatcher.assessment import Assessment, assess, store_scoring_text, stored_scoring_tables
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind, ScoringPutInForce
 from dispatcher.core.incidents import (
     Approval,
@@ -108,12 +109,22 @@ EVENTS_CHANNEL = "dispatcher_events"
 
 
 def build_engine(
-    url: str, *, pool_size: int = 10, durable: bool = True, server_settings: dict[str, str] | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    durable: bool = True,
+    server_settings: dict[str, str] | None = None,
+    budget: ConnectionBudget | None = None,
+    application_name: str | None = None,
 ) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get their folder created and WAL turned on.
 
     ``durable=False`` (simulations' throw-away databases only) lets SQLite skip fsync. ``server_settings``:
-    PostgreSQL settings of every connection (a leased hub's timeouts).
+    PostgreSQL settings of every connection (a leased hub's timeouts). PostgreSQL's pool holds ``pool_size``
+    connections and opens up to ``max_overflow`` (default: ``pool_size``) more at once; with ``budget`` it is
+    that budget's instead (a replica's engines share one, :mod:`dispatcher.connection_budget`).
+    ``application_name`` (else the budget's) names the connections in ``pg_stat_activity``.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -124,11 +135,19 @@ def build_engine(
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         return engine
-    connect_args = {"server_settings": server_settings} if server_settings else {}
+    settings = dict(server_settings or {})
+    name = application_name or (budget.application_name if budget is not None else None)
+    if name:
+        settings["application_name"] = name
+    connect_args = {"server_settings": settings} if settings else {}
+    if budget is not None:
+        return create_async_engine(
+            url, poolclass=budget.poolclass, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+        )
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
         hide_parameters=True,
         connect_args=connect_args,
@@ -140,6 +159,7 @@ _UNREACHABLE = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,  # no connection free in the pool (or the replica's budget) in time
     sqlite3.OperationalError,
     sqlite3.InterfaceError,
     OSError,
@@ -186,17 +206,22 @@ class SqlIncidentStore:
         township: str | None = None,
         fence: Fence | None = None,
         inline_writes: bool = False,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         """``township``: named in the NOTIFY of each commit (PostgreSQL). ``fence``: a replica's hub
         (PostgreSQL only): no writer lock; every write checks the lease's epoch first. ``inline_writes``: a
         SQLite file's commits run on the event loop's thread, blocking it (simulations: the loop serves
-        nothing else; see :class:`SqliteWriter`)."""
+        nothing else; see :class:`SqliteWriter`). ``budget``: the replica's connection budget (PostgreSQL): no
+        connection is kept for the writer, each batch takes one from the budget and gives it back
+        (:mod:`dispatcher.connection_budget`)."""
         self.url = url
         self.fence = fence
+        self._budget = budget
+        self._opened = False
         # A leased hub's transaction left open (its replica paused mid-write) ends by itself, so that the
         # next holder's fence is not kept waiting; a fence raised behind a write in flight waits that long.
         leased = {"idle_in_transaction_session_timeout": "5000", "lock_timeout": "10000"} if fence else None
-        self._engine = build_engine(url, pool_size=pool_size, durable=durable, server_settings=leased)
+        self._engine = build_engine(url, pool_size=pool_size, durable=durable, server_settings=leased, budget=budget)
         # On PostgreSQL each commit that logs events also sends a NOTIFY naming the township and its last seq
         # (delivered by the database at COMMIT, never for a rolled-back batch): the wake-up of the boards that
         # replicas not hosting the township serve (dispatcher/tail_feed.py).
@@ -227,14 +252,16 @@ class SqlIncidentStore:
                     await raise_fence(conn, self.fence)
             if self._sqlite is not None:
                 await self._sqlite.open()
-            else:
+            elif self._budget is None:
                 self._writer = await self._engine.connect()
         except BaseException:
             await self._lock.release()
             self._lock = None
             raise
+        self._opened = True
 
     async def close(self) -> None:
+        self._opened = False
         if self._sqlite is not None:
             await self._sqlite.close()
         if self._writer is not None:
@@ -369,19 +396,28 @@ class SqlIncidentStore:
                 log.warning("looking up report ids failed: %s", exc)
                 raise _translate(exc, "looking up report ids") from None
         found: dict[str, int] = {}
-        conn = self._writer_conn()
         try:
-            for chunk in _chunks(list(report_ids)):
-                query = sa.select(incident_t.c.report_id, incident_t.c.id).where(incident_t.c.report_id.in_(chunk))
-                found.update({r: i for r, i in (await conn.execute(query)).all()})
-                # A report that joined (or was merged into) another incident answers with that one.
-                joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(report_t.c.report_id.in_(chunk))
-                found.update({r: i for r, i in (await conn.execute(joined)).all()})
+            async with self._writing() as conn:
+                try:
+                    for chunk in _chunks(list(report_ids)):
+                        query = sa.select(incident_t.c.report_id, incident_t.c.id).where(
+                            incident_t.c.report_id.in_(chunk)
+                        )
+                        found.update({r: i for r, i in (await conn.execute(query)).all()})
+                        # A report that joined (or was merged into) another incident answers with that one.
+                        joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(
+                            report_t.c.report_id.in_(chunk)
+                        )
+                        found.update({r: i for r, i in (await conn.execute(joined)).all()})
+                except Exception:
+                    await self._recover(conn)
+                    raise
+                await conn.rollback()  # end the read transaction so the next batch sees fresh data
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
             log.warning("looking up report ids failed: %s", exc)
-            await self._recover(conn)
             raise _translate(exc, "looking up report ids") from None
-        await conn.rollback()  # end the read transaction so the next batch sees fresh data
         return found
 
     async def get(self, incident_id: int) -> Incident | None:
@@ -458,13 +494,13 @@ class SqlIncidentStore:
                 # One call on the writer's thread: the rows are built, written and committed there.
                 await self._sqlite.run(functools.partial(_commit_sqlite, changes=changes))
             else:
-                conn = self._writer_conn()
-                try:
-                    async with conn.begin():
-                        await self._write(conn, _rows(changes))
-                except Exception:
-                    await self._recover(conn)
-                    raise
+                async with self._writing() as conn:
+                    try:
+                        async with conn.begin():
+                            await self._write(conn, _rows(changes))
+                    except Exception:
+                        await self._recover(conn)
+                        raise
         except LeaseLost:
             raise
         except (sa.exc.IntegrityError, sqlite3.IntegrityError) as exc:
@@ -481,7 +517,8 @@ class SqlIncidentStore:
         """After a failure on the writer connection: a broken one is replaced, an open transaction ended."""
         try:
             if conn.invalidated:
-                await self._reconnect()
+                if self._budget is None:  # a budget's connection goes back invalidated and is made anew
+                    await self._reconnect()
             elif conn.in_transaction():
                 await conn.rollback()
         except Exception as exc:  # noqa: BLE001 - the next use reconnects or fails in its own right
@@ -527,10 +564,18 @@ class SqlIncidentStore:
             notice = orjson.dumps({"township": self._township, "seq": rows.events[-1]["seq"]}).decode()
             await conn.execute(self._notice, {"notice": notice})
 
-    def _writer_conn(self) -> AsyncConnection:
-        if self._writer is None:
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """The writer's connection: its own, or (with a budget) one of the budget's for this batch alone."""
+        if self._budget is None:
+            if self._writer is None:
+                raise StoreUnavailable("the store is not open")
+            yield self._writer
+            return
+        if not self._opened:
             raise StoreUnavailable("the store is not open")
-        return self._writer
+        async with self._engine.connect() as conn:
+            yield conn
 
     async def _reconnect(self) -> None:
         try:

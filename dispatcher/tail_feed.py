@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -92,6 +93,10 @@ class TailFeed:
         self._task: asyncio.Task[None] | None = None
         self._state: OpenState | None = None
         self._loading: asyncio.Task[OpenState] | None = None
+        # For the boards' latency: when each NOTIFY arrived (its seq: the last of the owner's commit), and when
+        # the last read that found everything began (events it did not see were committed after it).
+        self._notices: dict[int, float] = {}
+        self._read_began = time.monotonic()
 
     @property
     def last_seq(self) -> int:
@@ -104,6 +109,7 @@ class TailFeed:
 
     async def start(self) -> None:
         """Begin at the end of the log and follow it; raises what the first read raises."""
+        self._read_began = time.monotonic()
         _, last_seq = await self._reader.last_ids()
         self.feed.last_seq = last_seq
         self._task = asyncio.create_task(self._follow(), name=f"tail-feed-{self.township}")
@@ -118,6 +124,8 @@ class TailFeed:
     def notified(self, seq: int | None) -> None:
         """A NOTIFY (or a reconnected listener, ``seq`` None) says events up to ``seq`` may be committed."""
         if seq is None or seq > self.last_seq:
+            if seq is not None and len(self._notices) < _NOTICES_KEPT:
+                self._notices.setdefault(seq, time.monotonic())
             self._wake.set()
 
     async def catch_up(self) -> int:
@@ -129,14 +137,28 @@ class TailFeed:
         async with self._reading:
             self.reads += 1
             while True:
+                began = time.monotonic()
                 page = await self._reader.events_since(self.last_seq, limit=self._page)
                 fresh = [e for e in page if e.seq > self.last_seq]
                 if fresh:
                     self.feed.publish([FeedRecord(e.seq, e.incident_id, _message(e)) for e in fresh])
+                    self._count_from_commit(fresh)
                     published += len(fresh)
                 if len(page) < self._page:
+                    self._read_began = began
                     return published
                 await asyncio.sleep(0)  # a long backlog: let the boards send between pages
+
+    def _count_from_commit(self, events: Sequence[StoredEvent]) -> None:
+        """The boards' latency of a tailed event counts from its owner's commit, as near as this replica knows
+        it: the arrival of the NOTIFY of its commit (sent by PostgreSQL at COMMIT), else (the notice lost, the
+        event found by the periodic read) the start of the last read that did not see it, an upper bound."""
+        notices = sorted(self._notices.items())
+        for event in events:
+            started = next((at for seq, at in notices if seq >= event.seq), self._read_began)
+            self.feed.count_from(event.seq, started)
+        last = events[-1].seq
+        self._notices = {seq: at for seq, at in notices if seq > last}
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         """Logged events after ``seq`` up to what this tail has published (a board's backlog)."""
@@ -181,6 +203,10 @@ class TailFeed:
                 )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 10.0)
+
+
+#: NOTIFY arrival times kept for events not read yet (a bound: a tail that cannot read keeps no more).
+_NOTICES_KEPT = 10_000
 
 
 def _message(event: StoredEvent) -> str:
@@ -330,6 +356,10 @@ class TailFeeds:
             await listener.stop()
         self._tails.clear()
         self._listeners.clear()
+
+    def tails(self) -> dict[str, TailFeed]:
+        """The tails running now, by township (``/metrics`` reads their boards' latency)."""
+        return dict(self._tails)
 
     def __getitem__(self, township: str) -> TailFeed:
         return self._tails[township]

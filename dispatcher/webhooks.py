@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.sql_store import build_engine
 from dispatcher.webhook_tables import WebhookAttemptRow, WebhookSubscriptionRow
 
@@ -138,10 +139,10 @@ class SqlWebhooks:
     """Subscriptions (cached in memory: the deliverers read them often) and the attempt log, which keeps the
     newest ``attempts_kept`` attempts of each subscription (the oldest are deleted as new ones come)."""
 
-    def __init__(self, url: str, *, attempts_kept: int = 10_000) -> None:
+    def __init__(self, url: str, *, attempts_kept: int = 10_000, budget: ConnectionBudget | None = None) -> None:
         if attempts_kept < 1:
             raise ValueError("attempts_kept must be 1 or more")
-        self._engine = build_engine(url, pool_size=2)
+        self._engine = build_engine(url, pool_size=2, budget=budget)
         self._subscriptions: dict[int, Subscription] = {}
         self._opened = False
         self.attempts_kept = attempts_kept

@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from dispatcher.stats import Histogram
+from dispatcher.tail_feed import TailFeeds
 from gateways.context import AppContext, context_of
 
 if TYPE_CHECKING:
@@ -66,6 +67,12 @@ class DispatcherCollector(Collector):
             )
         }
         histograms: list[Metric] = []
+        board_latency = HistogramMetricFamily(
+            "dispatcher_board_latency_seconds",
+            "From an event's commit to its frame written to a board's socket (one per board), by source: "
+            "hub (the township's hub here), tail (a township served by another replica, followed in its log)",
+            labels=["township", "source"],
+        )
         served = GaugeMetricFamily(
             "dispatcher_lease_held",
             "1 while this process serves the township (replica mode: holds its lease)",
@@ -101,13 +108,15 @@ class DispatcherCollector(Collector):
                     township_id,
                     stats.commit_seconds,
                 ),
-                _histogram(
-                    "dispatcher_board_latency_seconds",
-                    "From an event's commit to its frame written to a board's socket (one per board)",
-                    township_id,
-                    stats.board_latency,
-                ),
             ]
+            board_latency.add_metric(
+                [township_id, "hub"], stats.board_latency.cumulative(), sum_value=stats.board_latency.sum
+            )
+        tails = self._context.tail_feeds.tails() if isinstance(self._context.tail_feeds, TailFeeds) else {}
+        for township_id, tail in sorted(tails.items()):
+            latency = tail.stats.board_latency
+            board_latency.add_metric([township_id, "tail"], latency.cumulative(), sum_value=latency.sum)
+        histograms.append(board_latency)
         yield served
         yield events
         yield reports

@@ -24,6 +24,7 @@ import dispatcher
 from dispatcher.accounts import Lockout, SqlDirectory
 from dispatcher.alarm import Alarm, ApschedulerAlarm
 from dispatcher.clock import Clock, SystemClock
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.feed import EventFeed
 from dispatcher.field_store import SqlFieldStore
 from dispatcher.heap import HeapFreezer
@@ -169,17 +170,23 @@ def build_hub(
     alarm: Alarm | None = None,
     messages: MessageModel | None = None,
     fence: Fence | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> Hub:
     """The hub with its store, rules, clock, alarm, feed and message model (``messages``, else the one of
     ``settings``); raises ``RuleTableError``, ``TableRefused`` or ``MessageModelError``.
 
-    ``fence``: a replica's hub, whose every write is fenced by the township's lease (server/replicas.py).
+    ``fence``: a replica's hub, whose every write is fenced by the township's lease (server/replicas.py);
+    ``budget``: the replica's connection budget its store draws on.
     """
     rules = load_rules(settings.rules_path)
     return Hub(
         messages=messages or load_messages(settings),
         store=SqlIncidentStore(
-            settings.database_url, pool_size=settings.db_pool_size, township=rules.township_id, fence=fence
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            township=rules.township_id,
+            fence=fence,
+            budget=budget,
         ),
         rules=rules,
         clock=clock or SystemClock(),
@@ -230,19 +237,24 @@ def build_mqtt(
     return gateways
 
 
-def build_townships(settings: Settings, hubs: Sequence[Hub] | None = None) -> list[Township]:
-    """The townships to serve: the hubs given, else ``DISPATCHER_TOWNSHIPS``, else one township."""
+def build_townships(
+    settings: Settings, hubs: Sequence[Hub] | None = None, *, budget: ConnectionBudget | None = None
+) -> list[Township]:
+    """The townships to serve: the hubs given, else ``DISPATCHER_TOWNSHIPS``, else one township (their stores
+    drawing on ``budget``, a replica's)."""
     if hubs is None and settings.townships:
         hubs = []
         messages = load_messages(settings)  # one model for every township, read once
         for township_id, rules_path, url in settings.township_entries():
             hub = build_hub(
-                settings.model_copy(update={"rules_path": rules_path, "database_url": url}), messages=messages
+                settings.model_copy(update={"rules_path": rules_path, "database_url": url}),
+                messages=messages,
+                budget=budget,
             )
             if hub.rules.township_id != township_id:
                 raise ValueError(f"DISPATCHER_TOWNSHIPS: {rules_path} is the table of {hub.rules.township_id!r}")
             hubs.append(hub)
-    hubs = hubs or [build_hub(settings)]
+    hubs = hubs or [build_hub(settings, budget=budget)]
     townships = []
     for hub in hubs:
         rules_path = settings.rules_path
@@ -342,7 +354,14 @@ def create_app(
     for old, new in _RETIRED.items():
         if old in os.environ:
             log.warning("%s is no longer read: the county hand-over is a webhook subscription, use %s", old, new)
-    townships = Townships(build_townships(settings, [hub] if hub is not None else hubs))
+    # Replica mode: every connection of this process to PostgreSQL but the lease rounds' (and a LISTEN per
+    # township database tailed) comes out of one budget, whatever the number of townships (docs/operations.md).
+    budget = (
+        ConnectionBudget(settings.db_connections, application_name=replica_application_name(settings.replica_id))
+        if settings.replica_id is not None
+        else None
+    )
+    townships = Townships(build_townships(settings, [hub] if hub is not None else hubs, budget=budget))
     if ownership is None:
         # Replica mode: a township is hosted here while this replica holds its lease (the replica set says
         # when); boards of the others follow their event log (dispatcher/tail_feed.py).
@@ -357,6 +376,7 @@ def create_app(
     the_hub = townships.first.hub
     directory = SqlDirectory(
         settings.database_url,
+        budget=budget,
         session_ttl=timedelta(seconds=settings.token_ttl_s),
         lockout=Lockout(
             failures=settings.lockout_failures,
@@ -365,15 +385,16 @@ def create_app(
         ),
     )
     officers = LastKnownStatus()
-    field = SqlFieldStore(settings.database_url)  # photos' metadata and places (the field app, docs/field.md)
+    # photos' metadata and places (the field app, docs/field.md)
+    field = SqlFieldStore(settings.database_url, budget=budget)
     gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
     mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
-    replicas = _leased_townships(settings, townships, directory, ownership) if settings.replica_id is not None else None
+    replicas = _leased_townships(settings, townships, directory, ownership, budget) if budget is not None else None
     if replicas is not None:
         mqtt, gateways = None, []
     deliverer = webhooks.Deliverer(
-        SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept),
+        SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept, budget=budget),
         {t.id: t.hub for t in townships.values()},
         delivery_settings(settings),
     )
@@ -530,8 +551,17 @@ def create_app(
 LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
 
 
+def replica_application_name(replica_id: str | None) -> str:
+    """How a replica's connections are named in PostgreSQL's ``pg_stat_activity`` (``application_name``)."""
+    return f"dispatcher-{replica_id}"[:63] if replica_id else "dispatcher"
+
+
 def _leased_townships(
-    settings: Settings, townships: Townships, directory: SqlDirectory, ownership: Ownership
+    settings: Settings,
+    townships: Townships,
+    directory: SqlDirectory,
+    ownership: Ownership,
+    budget: ConnectionBudget,
 ) -> ReplicaSet:
     """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py).
 
@@ -550,7 +580,7 @@ def _leased_townships(
 
     async def start(township: Township, fence: Fence) -> AsyncExitStack:
         spec = settings.model_copy(update={"rules_path": township.rules_path, "database_url": urls[township.id]})
-        township.hub = build_hub(spec, fence=fence)
+        township.hub = build_hub(spec, fence=fence, budget=budget)
         township.shifts = ShiftWatch(township.hub)
         stack = AsyncExitStack()
         try:
@@ -567,6 +597,7 @@ def _leased_townships(
         replica_id=settings.replica_id or "",
         url=settings.advertise_url.rstrip("/"),
         county_url=settings.database_url,
+        application_name=budget.application_name,
         townships=townships,
         start_township=start,
         ttl=timedelta(seconds=settings.lease_ttl_s),

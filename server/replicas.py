@@ -49,6 +49,7 @@ class ReplicaSet:
         url: str,
         county_url: str,
         townships: Townships,
+        application_name: str | None = None,
         start_township: StartTownship,
         ttl: timedelta,
         refresh: Callable[[], Awaitable[None]] | None = None,
@@ -62,7 +63,9 @@ class ReplicaSet:
         self._start_township = start_township
         self._refresh = refresh
         self._on_change = on_change  # told when a township starts or stops being served here (tail feeds)
-        self._engine = build_engine(county_url, pool_size=2)
+        # The rounds' statements run one after the other: one connection of its own, outside the replica's
+        # connection budget, so that renewals never wait behind the townships' work.
+        self._engine = build_engine(county_url, pool_size=1, max_overflow=0, application_name=application_name)
         self._leases = SqlLeases(self._engine, ttl)
         self._held: dict[str, int] = {}  # township -> the epoch this replica took
         self._stacks: dict[str, AsyncExitStack] = {}
@@ -122,12 +125,27 @@ class ReplicaSet:
                 await self._lose(township, lease)
         for township in mine.release:
             await self._give_back(township)
+        # One statement renews what this replica holds and keeps, and what it held whose lease expired (a round
+        # came late: a loaded machine) but the plan gives back here: when nobody took that meanwhile the same
+        # epoch goes on and its hub keeps running; otherwise that hub stops before a new epoch is taken (never
+        # two hubs of one township here). One statement, so that a late round does not make the next one later.
+        late = [t for t in mine.acquire if t in self._held]
+        renewed = await self._leases.renew_all(
+            self.id, {t: self._held[t] for t in (*mine.renew, *late) if t in self._held}
+        )
+        if late:
+            kept = sorted(renewed.intersection(late))
+            log.warning("lease round came late: %d leases had expired, renewed: %s", len(late), ", ".join(kept))
         for township in mine.renew:
             if township not in self._held:  # this replica's id held it before a restart: take it anew
                 await self._take(township)
-            elif not await self._leases.renew(township, self.id, self._held[township]):
+            elif township not in renewed:
                 await self._lose(township, None)
         for township in mine.acquire:
+            if township in self._held:
+                if township in renewed:
+                    continue
+                await self._lose(township, None)
             await self._take(township)
         if self._refresh is not None:
             await self._refresh()
