@@ -97,7 +97,10 @@ async def _api_key_of(connection: HTTPConnection, path: str | None) -> str | Non
         return None
     key = connection.query_params.get("api_key")
     if not key and connection.headers.get("content-type", "").startswith(_FORMS):
-        value = (await connection.form()).get("api_key")  # starlette keeps the parsed form for the route
+        # Read whole first: starlette keeps the parsed form for the route, and the body stays readable for a
+        # request carried to the replica serving its township (gateways/replicas.py), which form() alone consumes.
+        await connection.body()
+        value = (await connection.form()).get("api_key")
         key = value if isinstance(value, str) else None
     return key or None
 

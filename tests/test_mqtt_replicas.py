@@ -19,7 +19,8 @@ from dispatcher.hub import Hub
 from dispatcher.ownership import SettableOwnership
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
-from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, ReportCommand, Topics
+from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics
+from gateways.mqtt.gateway import CarriedMessage
 from rules import compile_table, load_table
 from server.app import build_mqtt
 from tests.conftest import HubRig
@@ -74,10 +75,10 @@ async def test_two_replicas_in_a_shared_group_take_each_report_once_carrying_it_
     prefix, group = unique("county") + "/", unique("dispatchers")
     carried: list[str] = []
 
-    async def carry(township: str, command: Any) -> Any:
-        assert isinstance(command, ReportCommand) and township == rig.hub.rules.township_id
-        carried.append(command.report.report_id)
-        return await rig.hub.report(command.report, rig.clock.now())  # as the owner's HTTP route would
+    async def carry(township: str, message: Any) -> Any:
+        assert isinstance(message, CarriedMessage) and township == rig.hub.rules.township_id
+        carried.append(orjson.loads(message.payload)["report_id"])
+        return await owner.take_carried(message)  # as the owner's carry route does
 
     owner = _gateway(rig.hub, broker.url, prefix, unique("replica-a"), group)
     other = _gateway(rig.hub, broker.url, prefix, unique("replica-b"), group, SettableOwnership(set(), carry))
@@ -93,11 +94,11 @@ async def test_two_replicas_in_a_shared_group_take_each_report_once_carrying_it_
         await reported
         for gateway in (owner, other):
             await gateway.stop()  # lets the messages in hand finish: their counters are final
-        taken_by_owner = owner.counters["reports"]
-        assert taken_by_owner + other.counters["carried"] == 40  # each report taken once
-        assert taken_by_owner > 0 and carried  # both replicas took some
+        applied_by_owner = owner.counters["reports"]  # the owner's own share and what was carried to it
+        assert applied_by_owner == 40 and owner.counters["reports_created"] == 40  # each report stored once
+        assert applied_by_owner - other.counters["carried"] > 0 and carried  # both replicas took some
         assert other.counters["reports"] == 0  # the other replica never wrote itself
-        assert owner.counters["reports_created"] == taken_by_owner and len(set(carried)) == len(carried)
+        assert len(set(carried)) == len(carried) == other.counters["carried"]
         assert {await rig.hub.find_report(f"r-{n}") for n in range(40)} == set(range(1, 41))
     finally:
         for gateway in (owner, other):
@@ -112,8 +113,8 @@ async def test_a_replica_down_keeps_its_share_in_its_broker_session_and_takes_it
     prefix, group = unique("county") + "/", unique("dispatchers")
     returning_id = unique("replica-b")
 
-    async def carry(township: str, command: Any) -> Any:
-        return await rig.hub.report(command.report, rig.clock.now())
+    async def carry(township: str, message: Any) -> Any:
+        return await owner.take_carried(message)
 
     owner = _gateway(rig.hub, broker.url, prefix, unique("replica-a"), group)
     other = _gateway(rig.hub, broker.url, prefix, returning_id, group, SettableOwnership(set(), carry))
@@ -132,7 +133,7 @@ async def test_a_replica_down_keeps_its_share_in_its_broker_session_and_takes_it
         await reported
         for gateway in (owner, returned):
             await gateway.stop()
-        assert owner.counters["reports"] + returned.counters["carried"] == 20
+        assert owner.counters["reports"] == 20 and owner.counters["reports_created"] == 20
         assert returned.counters["carried"] > 0  # its share had waited for it
         assert {await rig.hub.find_report(f"r-{n}") for n in range(20)} == set(range(1, 21))
     finally:
