@@ -615,7 +615,8 @@ def create_app(
             "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
-            "mqtt": ("connected" if all(g.state == "connected" for g in gateways) else "down") if gateways else "off",
+            # connected: every gateway connected and subscribed (a report published before is not kept for it)
+            "mqtt": ("connected" if all(g.subscribed.is_set() for g in gateways) else "down") if gateways else "off",
             "townships": sorted(townships),
         }
         if replicas is not None:
