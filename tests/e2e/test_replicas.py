@@ -317,3 +317,42 @@ async def test_a_board_on_a_replica_not_serving_the_township_sees_its_events_onc
                     reported.append(frame["data"]["report_id"])
             assert sorted(reported) == sorted(sent)
             assert seen == list(range(snapshot_seq + 1, snapshot_seq + 1 + len(seen)))  # in order, once, no gap
+
+
+async def test_open311_and_cap_requests_for_another_replicas_township_are_carried_to_it(county: County) -> None:
+    """A citizen app's Open311 report (form fields, its key among them), the services list, a CAP notice issued and
+    its public feed: all sent to the replica that does not serve ershili, answered by the one that does."""
+    from tests.e2e.test_cap_e2e import ROAD_CLOSED
+
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b"])
+        owner = owner_of("ershili", replicas)
+        assert owner is not None
+        other = next(r for r in replicas if r is not owner)
+        async with httpx.AsyncClient(headers=replicas[0].headers, timeout=10) as admin:
+            made = await admin.post(
+                f"{other.base_url}/api/v1/accounts", json={"name": "app", "role": "citizen_app", "township": "ershili"}
+            )
+            assert made.status_code == 201, made.text
+            issued = await admin.post(f"{other.base_url}/api/v1/accounts/app/tokens", json={"label": "open311 key"})
+            assert issued.status_code == 201, issued.text
+            key = issued.json()["token"]
+            fields = {"api_key": key, "service_code": "order.noise", "address_string": "square", "description": "吵"}
+            async with httpx.AsyncClient(timeout=10) as app:
+                report = await app.post(f"{other.base_url}/open311/v2/requests.json", data=fields)
+                assert report.status_code == 201, report.text
+                services = await app.get(f"{other.base_url}/open311/v2/services.json?jurisdiction_id=ershili")
+                assert services.status_code == 200, services.text
+                assert services.json() == (await app.get(f"{owner.base_url}/open311/v2/services.json")).json()
+            area = {"zone": "square"}  # the quick table's only zone
+            notice = await admin.post(
+                f"{other.base_url}/api/v1/alerts", params={"township": "ershili"}, json={**ROAD_CLOSED, "area": area}
+            )
+            assert notice.status_code == 201, notice.text
+            async with httpx.AsyncClient(timeout=10) as anybody:
+                feed = await anybody.get(f"{other.base_url}/cap/feed.xml", params={"township": "ershili"})
+            assert feed.status_code == 200 and notice.json()["identifier"] in feed.text, feed.text
+        stored = await _rows(county.urls["ershili"], "SELECT reporter_kind, category FROM incident")
+        assert [(r["reporter_kind"], r["category"]) for r in stored] == [("citizen", "order.noise")]
+        alerts = await _rows(county.urls["ershili"], "SELECT count(*) AS n FROM event WHERE type = 'AlertIssued'")
+        assert alerts[0]["n"] == 1
