@@ -24,7 +24,8 @@ import pytest
 
 from tests.conftest import _asyncpg_dsn
 from tests.e2e.county import County, owner_of, serves, settled, until
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, free_port
+from tests.e2e.test_webhooks_e2e import FAST_RETRIES, receiver
 from tests.mqtt_broker import Broker, Collector, client, unique
 
 # Three processes started one after the other, a failover of a few seconds, then a stop: more than the default.
@@ -147,7 +148,7 @@ async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_dead
     replicas on one Mosquitto of the test's own; the owner of ershili is killed mid-stream. Every acknowledged report
     is stored once, and the township's notices on ``board/events`` go on from where the dead owner left them."""
     async with AsyncExitStack() as stack:
-        env = {"DISPATCHER_MQTT_URL": broker.url, "DISPATCHER_MQTT_CLIENT_ID": unique("d")}
+        env = {"DISPATCHER_MQTT_URL": broker.url, "DISPATCHER_MQTT_CLIENT_ID": unique("d"), **FAST_RETRIES}
         replicas = await _replicas(stack, county, ["a", "b", "c"], env)
         await until(lambda: all(_mqtt_ready(r) for r in replicas), "every replica's MQTT gateways subscribed", 60)
         assert sorted(t for r in replicas for t in serves(r) or []) == county.ids  # spread, each once
@@ -155,6 +156,7 @@ async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_dead
         owner = owner_of("ershili", replicas)
         assert owner is not None
         headers = replicas[0].headers  # the county administrator: signed in on a, used on every replica
+        hook = await _webhook(stack, county, next(r for r in replicas if r is not owner))
         answered: dict[str, list[str]] = {t: [] for t in county.ids}
         acked: dict[str, list[str]] = {t: [] for t in county.ids}  # published over MQTT, PUBACK received
         killed = asyncio.Event()
@@ -210,6 +212,36 @@ async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_dead
         await _all_stored(county, acked)  # the dead replica's share too: a survivor adopted its broker sessions
         await _stored_once(county, {t: answered[t] + acked[t] for t in county.ids})
         await _notices_without_gap(county, notices, "ershili")
+        await _every_report_delivered(county, hook, "ershili")
+
+
+async def _webhook(stack: AsyncExitStack, county: County, replica: ServerProcess) -> str:
+    """A subscription to ershili's reports from seq 0, made on ``replica`` (carried to the owner), and its receiver
+    (a process of its own, verifying signatures and keeping each webhook-id once): the receiver's URL."""
+    port = free_port()
+    async with httpx.AsyncClient(headers=replica.headers, timeout=10) as http:
+        made = await http.post(
+            f"{replica.base_url}/api/v1/webhooks",
+            params={"township": "ershili"},
+            json={"url": f"http://127.0.0.1:{port}/hook", "event_types": ["IncidentReported"], "from_seq": 0},
+        )
+    assert made.status_code == 201, made.text
+    return stack.enter_context(receiver(port, made.json()["secret"], county.folder / "receiver.log"))
+
+
+async def _every_report_delivered(county: County, hook: str, township: str) -> None:
+    """Every IncidentReported of the township's log reached the receiver (whichever replica held the lease; a copy
+    sent again after the switch is counted as a duplicate by the receiver, never refused)."""
+    rows = await _rows(county.urls[township], "SELECT seq FROM event WHERE type = 'IncidentReported'")
+    expected = {f"evt_{township}_{r['seq']}" for r in rows}
+
+    def kept() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{hook}/received", timeout=5).json()
+        return answer
+
+    await until(lambda: set(kept()["ids"]) >= expected, "every report delivered to the webhook", 60)
+    final = kept()
+    assert set(final["ids"]) == expected and final["refused"] == 0, final
 
 
 async def _notices_without_gap(county: County, notices: Collector, township: str) -> None:
