@@ -183,3 +183,50 @@ def test_a_topic_prefix_is_refused_when_several_townships_are_served(rig: HubRig
     settings = Settings(database_url=rig.url, mqtt_url="mqtt://127.0.0.1:1883", mqtt_prefix="county/")
     with pytest.raises(ValueError, match="DISPATCHER_MQTT_PREFIX serves one township"):
         build_mqtt(settings, [rig.hub, rig.hub], LastKnownStatus())
+
+
+async def test_the_outbox_follows_the_lease_and_resumes_from_the_cursor_the_other_owner_saved(
+    broker: Broker, rig: HubRig
+) -> None:
+    """Hosted: the township's notices go out. Lease lost: the outbox stops (what the next owner publishes is not
+    published here). Lease taken again: it starts from the cursor as the other owner left it, not from its own."""
+    from dispatcher.core.incidents import Report
+    from tests.mqtt_broker import Collector
+
+    prefix, township = unique("county") + "/", rig.hub.rules.township_id
+    ownership = SettableOwnership({township})
+    cursor = MemoryCursor()
+    config = GatewayConfig(url=broker.url, topics=Topics(prefix), client_id=unique("replica"))
+    gateway = MqttGateway(rig.hub, config, cursor=cursor, on_officer_status=_noop_status, ownership=ownership)
+    notices = Collector()
+
+    def seqs() -> list[int]:
+        return [int(body["seq"]) for body in notices.on(f"{prefix}board/events")]
+
+    async def report(n: int) -> None:
+        await rig.hub.report(Report(report_id=f"r-{n}", category="noise.x", description="d", zone="market"), rig.clock.now())
+
+    async with client(broker.url) as listener:
+        await listener.subscribe(f"{prefix}board/events", qos=1)
+        collecting = asyncio.create_task(notices.run(listener))
+        await gateway.start()
+        try:
+            await asyncio.wait_for(gateway.subscribed.wait(), timeout=20)
+            for n in range(2):
+                await report(n)
+            await notices.wait_for(lambda: bool(seqs()) and max(seqs()) == rig.hub.last_seq)
+            before = max(seqs())
+            ownership.set(township, False)  # another replica took the township
+            for n in range(2, 5):
+                await report(n)  # (written here only for the test: the other owner's hub would)
+            published_by_the_other = rig.hub.last_seq - 1  # its outbox got this far and saved it
+            cursor.saved = published_by_the_other
+            for n in range(5, 7):
+                await report(n)
+            ownership.set(township, True)  # taken back
+            await notices.wait_for(lambda: max(seqs()) == rig.hub.last_seq)
+            after = [s for s in seqs() if s > before]
+            assert after == list(range(published_by_the_other + 1, rig.hub.last_seq + 1)), seqs()
+        finally:
+            await gateway.stop()
+            collecting.cancel()
