@@ -145,9 +145,12 @@ class SqlLeases:
         )
 
     async def leave(self, me: str) -> None:
-        """A replica shutting down: its heartbeat goes, so the others rebalance at once."""
+        """A replica shutting down: its heartbeat is set long past, so the others rebalance at once. The row stays:
+        a replica not live is one whose MQTT sessions another adopts (:func:`dispatcher.core.leases.adoptions`)."""
         async with self._engine.begin() as conn:
-            await conn.execute(sa.delete(replica_t).where(replica_t.c.id == me))
+            await conn.execute(
+                sa.update(replica_t).where(replica_t.c.id == me).values(seen_at=sa.func.to_timestamp(0))
+            )
 
     async def _update(self, statement: sa.Update) -> int | None:
         async with self._engine.begin() as conn:

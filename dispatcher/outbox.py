@@ -12,6 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.sql_store import build_engine
 from dispatcher.tables import OutboxCursorRow
 
@@ -21,9 +22,10 @@ cursor_t = SQLModel.metadata.tables[OutboxCursorRow.__tablename__]
 class SqlOutboxCursor:
     """Load and save one named cursor. All methods run on the event loop."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, *, budget: ConnectionBudget | None = None) -> None:
+        """``budget``: a replica's connection budget (:mod:`dispatcher.connection_budget`) to draw on."""
         self.name = name
-        self._engine = build_engine(url, pool_size=1)
+        self._engine = build_engine(url, pool_size=1, budget=budget)
 
     async def load(self) -> int | None:
         """The last seq saved under this name, or None when this outbox never saved one."""

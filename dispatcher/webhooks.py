@@ -160,6 +160,13 @@ class SqlWebhooks:
             self._subscriptions = {row.id: _subscription(row) for row in rows}
             self._opened = True
 
+    async def reload(self) -> None:
+        """Read the subscriptions again (replica mode: another replica delivered and moved their cursors)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(subscription_t).order_by(subscription_t.c.id))).all()
+        self._subscriptions = {row.id: _subscription(row) for row in rows}
+        self._opened = True
+
     async def close(self) -> None:
         await self._engine.dispose()
         self._opened = False

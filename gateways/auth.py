@@ -87,6 +87,9 @@ def _token_of(connection: HTTPConnection) -> str | None:
     return None
 
 
+#: A device message another replica took, carried to the replica serving its township (gateways/mqtt/stats_api.py).
+CARRY_ROUTE = ("POST", "/api/v1/mqtt/carry")
+
 #: Open311 GeoReport v2 passes the API key as a field (``api_key``) of the query or the form: its routes only.
 OPEN311_PREFIX = "/open311/"
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -97,7 +100,10 @@ async def _api_key_of(connection: HTTPConnection, path: str | None) -> str | Non
         return None
     key = connection.query_params.get("api_key")
     if not key and connection.headers.get("content-type", "").startswith(_FORMS):
-        value = (await connection.form()).get("api_key")  # starlette keeps the parsed form for the route
+        # Read whole first: starlette keeps the parsed form for the route, and the body stays readable for a
+        # request carried to the replica serving its township (gateways/replicas.py), which form() alone consumes.
+        await connection.body()
+        value = (await connection.form()).get("api_key")
         key = value if isinstance(value, str) else None
     return key or None
 
@@ -134,11 +140,13 @@ async def guard(connection: HTTPConnection) -> None:
         return
     connection.state.principal = principal
     buckets: TokenBuckets = context_of(connection).token_buckets
-    # Signed-in sessions of one account share a bucket; each device token has its own.
+    # Signed-in sessions of one account share a bucket; each device token has its own. Device messages carried
+    # between replicas are not paced here: their pace is the devices', bounded by the broker's in-flight limits.
     key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
-    wait = buckets.take(key, context_of(connection).clock.now().timestamp())
-    if wait > 0:
-        _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
+    if (method, path) != CARRY_ROUTE:
+        wait = buckets.take(key, context_of(connection).clock.now().timestamp())
+        if wait > 0:
+            _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
     scope = grant.get(principal.role)
     if scope is None:
         _refuse(connection, 403, f"role {principal.role.value} may not {method} {path}")

@@ -32,6 +32,7 @@ from dispatcher.values import IncidentId, Latitude, Longitude, storable_text
 from gateways.api import HubDep
 from gateways.auth import acting
 from gateways.context import context_of
+from gateways.replicas import Elsewhere
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -374,11 +375,12 @@ async def list_alerts(hub: HubDep, limit: Annotated[int, Query(ge=1, le=500)] = 
 def _public_hub(request: HTTPConnection) -> Hub:
     townships = context_of(request).townships
     wanted = request.query_params.get("township")
-    if wanted is None:
-        return townships.first.hub
-    if wanted not in townships:
+    if wanted is not None and wanted not in townships:
         raise HTTPException(404, f"township {wanted!r} is not served here")
-    return townships[wanted].hub
+    township = townships.first if wanted is None else townships[wanted]
+    if not township.serving:
+        raise Elsewhere(township.id)  # replica mode: its notices are read where its hub runs
+    return township.hub
 
 
 @router.get("/cap/alerts/{alert_id}.xml", summary="A public notice as issued (CAP 1.2 XML)")

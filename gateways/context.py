@@ -36,6 +36,7 @@ class AppContext:
     token_buckets: TokenBuckets
     sign_in_buckets: TokenBuckets
     mqtt: MqttGateway | None = None
+    mqtt_gateways: Any = None  # township -> its MQTT gateway here (replica mode: carried messages are applied there)
     officer_status: LastKnownStatus | None = None
     webhooks: Any = None  # the webhook deliverer while the app runs (gateways/webhooks.py)
     metrics: Any = None  # the Prometheus registry /metrics writes, made at the first scrape (gateways/metrics.py)

@@ -41,6 +41,7 @@ from dispatcher.values import storable_text
 from gateways.auth import principal_of
 from gateways.context import context_of
 from gateways.privacy import sensitive
+from gateways.replicas import Elsewhere
 from gateways.tenancy import township_of
 from rules.matcher import RuleBook
 from rules.table import Category
@@ -172,6 +173,8 @@ class Open311Route(APIRoute):
                 return await handler(request)
             except Open311Error as exc:
                 status, description = exc.status, exc.description
+            except Elsewhere:
+                raise  # a township another replica serves: the request is carried there (gateways/replicas.py)
             except HTTPException as exc:
                 status, description = exc.status_code, str(exc.detail)
                 if status == 401:
@@ -208,11 +211,12 @@ def _hub(request: HTTPConnection) -> Hub:
         return township_of(request).hub
     townships = context_of(request).townships
     wanted = request.query_params.get("jurisdiction_id")
-    if wanted is None:
-        return townships.first.hub
-    if wanted not in townships:
+    if wanted is not None and wanted not in townships:
         raise Open311Error(404, f"unknown jurisdiction_id {wanted!r}: one of {', '.join(sorted(townships))}")
-    return townships[wanted].hub
+    township = townships.first if wanted is None else townships[wanted]
+    if not township.serving:
+        raise Elsewhere(township.id)  # replica mode: its hub runs on another replica
+    return township.hub
 
 
 def _category(rules: RuleBook, code: str) -> Category | None:

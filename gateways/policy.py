@@ -174,6 +174,8 @@ POLICY: dict[tuple[str, str], Grant] = {
     ("GET", "/api/v1/assessment/scoring"): allow(ML, PS, SV, AD),
     # -- the MQTT gateway's counters --
     ("GET", "/api/v1/mqtt/stats"): allow(*READ_ALL),
+    # a device message another replica took for a township served here (replica mode; the replicas' own account)
+    ("POST", "/api/v1/mqtt/carry"): allow(AD),
     # -- Open311 GeoReport v2: citizen apps and hotlines report with their account's key (api_key) --
     ("POST", "/open311/v2/requests.{fmt}"): allow(Role.CITIZEN_APP, Role.HOTLINE),
     # -- public notices (CAP 1.2): the command room issues them; reading them is public (/cap/...) --

@@ -11,6 +11,7 @@ once is never carried again (the layouts of two replicas can disagree for a roun
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass, field
 
@@ -20,6 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dispatcher.core.leases import Layout
+from dispatcher.ownership import NotCarried
+from gateways.mqtt.codec import Refusal
+from gateways.mqtt.gateway import CarriedMessage, RefusalOf
 from gateways.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -86,3 +90,35 @@ def _switching(township: str, replicas: Replicas | None) -> Response:
         f"township {township} is changing replicas: nothing was stored, try again in {wait} s",
         headers={"Retry-After": str(wait)},
     )
+
+
+async def carry_message(
+    replicas: Replicas, token: str, township: str, message: CarriedMessage
+) -> RefusalOf | None:
+    """Hand a device message this replica took (a shared subscription) to the owner of ``township``
+    (``POST /api/v1/mqtt/carry`` there, as the replicas' own account): the owner's refusal, or None once stored.
+
+    Raises :class:`NotCarried` while nobody serves the township, or the owner did not store it (the caller keeps
+    the message unacknowledged with the broker and tries again).
+    """
+    url = replicas.layout.owner_url(township)
+    if url is None or url == replicas.url:
+        raise NotCarried(f"township {township}: no other replica serves it now")
+    body = {
+        "topic": message.topic,
+        "payload": base64.b64encode(message.payload).decode(),
+        "received_at": message.received_at.isoformat(),
+    }
+    try:
+        answer = await replicas.client.post(
+            url.rstrip("/") + "/api/v1/mqtt/carry",
+            params={"township": township},
+            json=body,
+            headers={"authorization": f"Bearer {token}", VIA: replicas.id},
+        )
+    except httpx.HTTPError as error:
+        raise NotCarried(f"township {township}: its owner {url} did not answer ({type(error).__name__})") from error
+    if answer.status_code != 200:
+        raise NotCarried(f"township {township}: its owner {url} answered {answer.status_code} {answer.text[:200]}")
+    refusal = answer.json()["refusal"]
+    return None if refusal is None else (Refusal(refusal["reason"]), refusal["detail"], refusal["code"])

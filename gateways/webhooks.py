@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -136,13 +136,18 @@ class Deliverer:
     def __init__(
         self,
         store: SqlWebhooks,
-        hubs: dict[str, Hub],
+        hubs: Mapping[str, Hub],
         settings: DeliverySettings,
         client: httpx.AsyncClient | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        townships: Sequence[str] | None = None,
     ) -> None:
         """``wall_clock`` stamps the signatures: receivers check them against their own clocks (a drill's
-        virtual time would be refused), while the delivery log keeps the hub's time."""
+        virtual time would be refused), while the delivery log keeps the hub's time.
+
+        ``hubs``: the townships whose deliveries run here, read at each :meth:`refresh` (replica mode: those whose
+        lease this replica holds, a live view); ``townships``: every township of the county (default: ``hubs``'),
+        each given its county hand-over subscription at start."""
         self.store = store
         self._wall_clock = wall_clock
         self._hubs = hubs
@@ -152,7 +157,9 @@ class Deliverer:
         self._workers: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._wakers: dict[str, asyncio.Task[None]] = {}  # per township with workers: it follows the feed
-        self._drills: dict[str, OrderedDict[int, bool]] = {t: OrderedDict() for t in hubs}
+        self._followed_hub: dict[str, Hub] = {}  # the hub each waker follows
+        self._townships = list(townships) if townships is not None else list(hubs)
+        self._drills: dict[str, OrderedDict[int, bool]] = {}
         self._running = False
         self._progress = asyncio.Condition()
         self.attempt_counts: Counter[tuple[int, str]] = Counter()  # (subscription, "ok"/"failed") since start
@@ -185,7 +192,7 @@ class Deliverer:
         """Each township served has one county hand-over subscription to ``url``: made at the first start
         (from seq 0, so that matters left pending by the forwarder of old are sent), its URL and secret
         changed when the settings change. One that was disabled stays so until an administrator enables it."""
-        for township, hub in self._hubs.items():
+        for township in self._townships:
             existing = [s for s in self.store.all() if s.township == township and COUNTY_HANDOVER in s.event_types]
             if existing:
                 current = existing[0]
@@ -207,7 +214,7 @@ class Deliverer:
                 reveal_reporters=True,  # the department calls the reporter back, as the forwarder's did
                 delivered_seq=0,
                 created_by="DISPATCHER_COUNTY_WEBHOOK_URL",
-                at=hub.clock.now(),
+                at=self._hubs[township].clock.now() if township in self._hubs else self._wall_clock(),
                 secret=secret,
             )
             log.warning("county hand-over of %s: webhook subscription %d to %s", township, made.id, url)
@@ -237,8 +244,16 @@ class Deliverer:
         finally:
             await self.stop()
 
+    async def hosted(self, township: str) -> None:
+        """Replica mode: ``township``'s hub now runs here (its lease taken). Its subscriptions are read again,
+        since the replica that delivered before moved their cursors, and their workers start from there."""
+        if self._running:
+            await self.store.reload()
+            self.refresh()
+
     def refresh(self) -> None:
-        """Start a worker for each enabled subscription, stop those of changed, disabled or deleted ones."""
+        """Start a worker for each enabled subscription, stop those of changed, disabled or deleted ones (and
+        those of a township no longer served here)."""
         if not self._running:
             return  # the app has not started (or has stopped): the workers start with it
         wanted = {s.id: s for s in self.store.all() if s.enabled and s.township in self._hubs}
@@ -254,10 +269,12 @@ class Deliverer:
                 self._workers[subscription_id] = (subscription, task)
         # Only a township with workers follows its feed: without subscriptions, intake pays nothing here.
         followed = {s.township for s, _ in self._workers.values()}
-        for township in set(self._wakers) - followed:
-            self._wakers.pop(township).cancel()
+        for township in set(self._wakers):
+            if township not in followed or self._followed_hub.get(township) is not self._hubs.get(township):
+                self._wakers.pop(township).cancel()
         for township in followed - set(self._wakers):
             hub = self._hubs[township]
+            self._followed_hub[township] = hub
             self._wakers[township] = asyncio.create_task(
                 self._wake_on_commits(township, hub), name=f"webhooks-{township}"
             )
@@ -329,7 +346,7 @@ class Deliverer:
         return not await self._is_drill(subscription.township, hub, event.incident_id)
 
     async def _is_drill(self, township: str, hub: Hub, incident_id: int) -> bool:
-        known = self._drills[township]
+        known = self._drills.setdefault(township, OrderedDict())
         if incident_id in known:
             known.move_to_end(incident_id)
             return known[incident_id]

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from swagger_ui_bundle import swagger_ui_path
 
 import dispatcher
-from dispatcher.accounts import Lockout, SqlDirectory
+from dispatcher.accounts import COUNTY, Lockout, Role, SqlDirectory, TokenKind
 from dispatcher.alarm import Alarm, ApschedulerAlarm
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.connection_budget import ConnectionBudget
@@ -31,7 +31,7 @@ from dispatcher.heap import HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.leases import Fence
 from dispatcher.media import LocalMediaStore
-from dispatcher.ownership import HostsAll, Ownership, SettableOwnership
+from dispatcher.ownership import HostsAll, NotCarried, Ownership, SettableOwnership
 from dispatcher.roster_file import install_roster, restore_roster
 from dispatcher.settings import Settings
 from dispatcher.shifts import ShiftWatch
@@ -60,15 +60,16 @@ from gateways.evidence import recover_refs
 from gateways.limits import TokenBuckets
 from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics, default_prefix
 from gateways.mqtt import stats_api as mqtt_stats_api
+from gateways.mqtt.gateway import CarriedMessage
 from gateways.mqtt.officers import RosterStatus
 from gateways.policy import MOVE_ASSIGNMENT, document_security
 from gateways.problems import document_problems
-from gateways.replicas import Elsewhere, carry
+from gateways.replicas import Elsewhere, carry, carry_message
 from gateways.schemas import IncidentCreate, IncidentsBatchCreate, UnitActionIn
 from gateways.tenancy import Township, Townships
 from rules import RuleBook, RuleTableError, compile_table, load_source, load_source_text
 from rules.checker import TableRefused, check_for_service
-from server.replicas import ReplicaSet
+from server.replicas import Adoptions, ReplicaSet
 
 if TYPE_CHECKING:
     from rules.messages import MessageModel
@@ -237,6 +238,80 @@ def build_mqtt(
     return gateways
 
 
+#: The shared subscription group of replicas when ``DISPATCHER_MQTT_SHARED_GROUP`` is not set.
+REPLICA_GROUP = "dispatchers"
+
+
+def replica_gateway(
+    settings: Settings,
+    township: Township,
+    officers: LastKnownStatus,
+    ownership: Ownership,
+    replica_id: str,
+    *,
+    publishes: bool = True,
+    budget: ConnectionBudget | None = None,
+) -> MqttGateway:
+    """Replica mode: the gateway of ``township`` under the client id of ``replica_id`` (``<client id>-<replica>-
+    <township>``), a member of the shared group. It follows the township's hub as leases bring a new one; its outbox
+    cursor (``outbox-<township>``) is the county's, so the replica taking the township goes on where the last one
+    left off. ``publishes=False``: intake only (another replica's session, adopted while it is dead). ``budget``: the
+    replica's connection budget, which the outbox cursor draws on."""
+    if settings.mqtt_url is None:
+        raise ValueError("no MQTT URL")
+    from dispatcher.outbox import SqlOutboxCursor
+
+    config = GatewayConfig(
+        url=settings.mqtt_url,
+        topics=Topics(settings.mqtt_prefix or default_prefix(township.id)),
+        client_id=f"{settings.mqtt_client_id}-{replica_id}-{township.id}",
+        max_payload_bytes=settings.mqtt_max_payload_bytes,
+        shared_group=settings.mqtt_shared_group or REPLICA_GROUP,
+        publishes=publishes,
+    )
+
+    def hub_now() -> Hub:
+        return township.hub
+
+    return MqttGateway(
+        township.hub,
+        config,
+        cursor=SqlOutboxCursor(settings.database_url, f"outbox-{township.id}", budget=budget),
+        on_officer_status=RosterStatus(township.hub, officers, hub_of=hub_now).record,
+        ownership=ownership,
+        hub_of=hub_now,
+    )
+
+
+class ServedHubs(Mapping[str, Hub]):
+    """Replica mode: the hubs of the townships served here now (a live view: leases come and go)."""
+
+    def __init__(self, townships: Townships) -> None:
+        self._townships = townships
+
+    def __getitem__(self, township: str) -> Hub:
+        if township not in self._townships or not self._townships[township].serving:
+            raise KeyError(township)
+        return self._townships[township].hub
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([t.id for t in self._townships.values() if t.serving])
+
+    def __len__(self) -> int:
+        return sum(1 for t in self._townships.values() if t.serving)
+
+
+async def replica_token(directory: SqlDirectory, replica_id: str, at: datetime) -> str:
+    """The token this replica carries device messages to the others with: account ``replica-<id>`` (an
+    administrator of the county), its earlier tokens revoked, a new one issued at each start."""
+    name = f"replica-{replica_id.lower()}"
+    if directory.account(name) is None:
+        await directory.create_account(name, Role.ADMIN, COUNTY, at)
+    await directory.revoke_all(name, at)
+    token, _ = await directory.issue_token(name, TokenKind.DEVICE, at, label="replica: carries MQTT messages")
+    return token
+
+
 def build_townships(
     settings: Settings, hubs: Sequence[Hub] | None = None, *, budget: ConnectionBudget | None = None
 ) -> list[Township]:
@@ -362,10 +437,18 @@ def create_app(
         else None
     )
     townships = Townships(build_townships(settings, [hub] if hub is not None else hubs, budget=budget))
+    carrier: dict[str, Any] = {}  # replica mode: the replica set's view and this replica's token, once started
+
+    async def carry_to_owner(township: str, message: Any) -> Any:
+        if "token" not in carrier or not isinstance(message, CarriedMessage):
+            raise NotCarried(f"township {township}: this replica cannot carry messages yet")
+        return await carry_message(carrier["view"], carrier["token"], township, message)
+
     if ownership is None:
         # Replica mode: a township is hosted here while this replica holds its lease (the replica set says
-        # when); boards of the others follow their event log (dispatcher/tail_feed.py).
-        ownership = SettableOwnership() if settings.replica_id is not None else HostsAll()
+        # when); boards of the others follow their event log (dispatcher/tail_feed.py); device messages taken
+        # here for the others are carried to their owners (POST /api/v1/mqtt/carry there).
+        ownership = SettableOwnership(carry=carry_to_owner) if settings.replica_id is not None else HostsAll()
     tail_feeds = TailFeeds(
         ownership,
         {t.id: t.hub.store for t in townships.values() if isinstance(t.hub.store, SqlIncidentStore)},
@@ -387,16 +470,37 @@ def create_app(
     officers = LastKnownStatus()
     # photos' metadata and places (the field app, docs/field.md)
     field = SqlFieldStore(settings.database_url, budget=budget)
-    gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
-    mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     freezer = HeapFreezer() if settings.gc_freeze else None
-    replicas = _leased_townships(settings, townships, directory, ownership, budget) if budget is not None else None
-    if replicas is not None:
-        mqtt, gateways = None, []
+    adoptions: Adoptions | None = None
+    if settings.replica_id is None:
+        replicas = None
+        gateways = build_mqtt(settings, [t.hub for t in townships.values()], officers, ownership)
+        served: Mapping[str, Hub] = {t.id: t.hub for t in townships.values()}
+    else:
+        assert budget is not None  # made above for every replica
+        replica_id = settings.replica_id
+        if settings.mqtt_url and settings.mqtt_prefix and len(townships) > 1:
+            raise ValueError("DISPATCHER_MQTT_PREFIX serves one township: unset it to serve each under township/<id>/")
+        gateways = (
+            [replica_gateway(settings, t, officers, ownership, replica_id, budget=budget) for t in townships.values()]
+            if settings.mqtt_url
+            else []
+        )
+        if gateways:
+            adoptions = Adoptions(
+                lambda dead: [
+                    replica_gateway(settings, t, officers, ownership, dead, publishes=False, budget=budget)
+                    for t in townships.values()
+                ]
+            )
+        served = ServedHubs(townships)
+        replicas = _leased_townships(settings, townships, directory, ownership, budget, adoptions)
+    mqtt = gateways[0] if gateways else None  # the first township's: its stats and state are the ones shown
     deliverer = webhooks.Deliverer(
         SqlWebhooks(settings.database_url, attempts_kept=settings.webhook_attempts_kept, budget=budget),
-        {t.id: t.hub for t in townships.values()},
+        served,
         delivery_settings(settings),
+        townships=list(townships),
     )
 
     @asynccontextmanager
@@ -419,6 +523,7 @@ def create_app(
             if replicas is not None:
                 await replicas.start()
                 stack.push_async_callback(replicas.stop)
+                await _replica_edges(stack, replicas, deliverer, ownership, gateways, adoptions, directory, carrier)
                 yield  # the townships' hubs come and go with their leases; see _leased_townships
                 return
             for township in townships.values():
@@ -459,6 +564,7 @@ def create_app(
         clock=the_hub.clock,
         settings=settings,
         mqtt=mqtt,
+        mqtt_gateways={g.township: g for g in gateways},
         officer_status=officers,
         webhooks=deliverer,
         snapshot_pages=board.SnapshotPages(),  # boards connecting together share encoded snapshot pages
@@ -536,7 +642,8 @@ def create_app(
             "roster": the_hub.roster.version,
             "last_seq": the_hub.last_seq,
             "boards": the_hub.feed.subscriber_count,
-            "mqtt": ("connected" if all(g.state == "connected" for g in gateways) else "down") if gateways else "off",
+            # connected: every gateway connected and subscribed (a report published before is not kept for it)
+            "mqtt": ("connected" if all(g.subscribed.is_set() for g in gateways) else "down") if gateways else "off",
             "townships": sorted(townships),
         }
         if replicas is not None:
@@ -548,7 +655,51 @@ def create_app(
 
 #: Bodies allowed past the default limit: a whole rule table or roster, a batch of reports (500 reports of 8 KiB
 #: each on average: a batch of longer descriptions is sent in smaller batches).
-LARGER_BODIES = {"/api/v1/rules": 5_000_000, "/api/v1/roster": 1_000_000, "/api/v1/incidents/batch": 4 * 1024 * 1024}
+LARGER_BODIES = {
+    "/api/v1/rules": 5_000_000,
+    "/api/v1/roster": 1_000_000,
+    "/api/v1/incidents/batch": 4 * 1024 * 1024,
+    "/api/v1/mqtt/carry": 4 * 1024 * 1024,  # a device message (up to DISPATCHER_MQTT_MAX_PAYLOAD_BYTES) in base64
+}
+
+
+async def _replica_edges(
+    stack: AsyncExitStack,
+    replicas: ReplicaSet,
+    deliverer: webhooks.Deliverer,
+    ownership: Ownership,
+    gateways: list[MqttGateway],
+    adoptions: Adoptions | None,
+    directory: SqlDirectory,
+    carrier: dict[str, Any],
+) -> None:
+    """Replica mode, once the first lease round ran: the MQTT gateways of every township (each a member of the
+    shared group; a township's outbox publishes where its lease is) and the webhook deliveries of the townships
+    served here, which move with their leases."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def moved(township: str, owned: bool) -> None:
+        if not owned:
+            deliverer.refresh()  # its workers stop at once: the next owner delivers from the recorded cursors
+            return
+        task = asyncio.create_task(deliverer.hosted(township), name=f"webhooks of {township}")
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    await stack.enter_async_context(deliverer.running())
+    stack.callback(ownership.watch(moved))
+    deliverer.refresh()  # the townships whose hubs started before the watch
+    if not gateways:
+        log.info("MQTT gateway off (no --mqtt-url / DISPATCHER_MQTT_URL): HTTP only")
+        return
+    carrier["view"] = replicas.view
+    carrier["token"] = await replica_token(directory, replicas.id, datetime.now(UTC))
+    for gateway in gateways:
+        await gateway.start()
+        stack.push_async_callback(gateway.stop)
+    if adoptions is not None:
+        adoptions.start()
+        stack.push_async_callback(adoptions.stop)
 
 
 def replica_application_name(replica_id: str | None) -> str:
@@ -562,11 +713,10 @@ def _leased_townships(
     directory: SqlDirectory,
     ownership: Ownership,
     budget: ConnectionBudget,
+    adoptions: Adoptions | None = None,
 ) -> ReplicaSet:
-    """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py).
-
-    MQTT, the county webhook and webhook deliveries are not run in replica mode (HTTP only).
-    """
+    """Replica mode: the townships' hubs start and stop with this replica's leases (server/replicas.py); dead
+    replicas' MQTT sessions are adopted as the rounds say (``adoptions``)."""
     urls = {t.id: str(getattr(t.hub.store, "url", "")) for t in townships.values()}
     if settings.advertise_url is None:
         raise ValueError(
@@ -575,8 +725,6 @@ def _leased_townships(
     for url in [settings.database_url, *urls.values()]:
         if not url.startswith("postgresql"):
             raise ValueError(f"replica mode runs on PostgreSQL only, not {url.split(':')[0]} (SQLite: one process)")
-    if settings.mqtt_url or settings.county_webhook_url:
-        log.warning("replica mode: the MQTT gateway, the county webhook and webhook deliveries are not started")
 
     async def start(township: Township, fence: Fence) -> AsyncExitStack:
         spec = settings.model_copy(update={"rules_path": township.rules_path, "database_url": urls[township.id]})
@@ -603,6 +751,7 @@ def _leased_townships(
         ttl=timedelta(seconds=settings.lease_ttl_s),
         refresh=directory.refresh,
         on_change=ownership.set if isinstance(ownership, SettableOwnership) else None,
+        adopt=adoptions.want if adoptions is not None else None,
     )
 
 

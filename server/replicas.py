@@ -27,9 +27,10 @@ from datetime import timedelta
 
 import httpx
 
-from dispatcher.core.leases import Lease, layout, live_replicas, moves, plan, settled
+from dispatcher.core.leases import Lease, adoptions, layout, live_replicas, moves, plan, settled
 from dispatcher.leases import Fence, SqlLeases
 from dispatcher.sql_store import build_engine
+from gateways.mqtt import MqttGateway
 from gateways.replicas import Replicas
 from gateways.tenancy import Township, Townships
 
@@ -54,7 +55,10 @@ class ReplicaSet:
         ttl: timedelta,
         refresh: Callable[[], Awaitable[None]] | None = None,
         on_change: Callable[[str, bool], None] | None = None,
+        adopt: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
+        """``adopt``: told each round which dead replicas' broker sessions this one takes care of (it must not
+        wait: a round renews the leases)."""
         self.id = replica_id
         self.url = url
         self.ttl = ttl
@@ -63,6 +67,7 @@ class ReplicaSet:
         self._start_township = start_township
         self._refresh = refresh
         self._on_change = on_change  # told when a township starts or stops being served here (tail feeds)
+        self._adopt = adopt
         # The rounds' statements run one after the other: one connection of its own, outside the replica's
         # connection budget, so that renewals never wait behind the townships' work.
         self._engine = build_engine(county_url, pool_size=1, max_overflow=0, application_name=application_name)
@@ -149,6 +154,8 @@ class ReplicaSet:
             await self._take(township)
         if self._refresh is not None:
             await self._refresh()
+        if self._adopt is not None:
+            self._adopt(adoptions(self.id, replicas, now, self.ttl))
         owned = {t: Lease(t, self.id, e, now + self.ttl) for t, e in self._held.items()}
         given = {t: Lease(t, None, leases[t].epoch, None) for t in mine.release}
         current = {**leases, **given, **owned}
@@ -221,3 +228,58 @@ class ReplicaSet:
                 await stack.aclose()
             except Exception:
                 log.warning("township %s: its hub stopped with an error", township, exc_info=True)
+
+
+class Adoptions:
+    """The broker sessions of dead replicas that this replica takes care of (:func:`adoptions` says which).
+
+    Mosquitto (2.0) goes on handing a shared subscription's messages to a member whose session it keeps while the
+    member is offline, and keeps the messages that member had in hand unacknowledged in that session. So a live
+    replica connects under the dead one's client ids (intake only, ``make``): the broker sends it what waited there
+    (the messages in hand again, marked DUP), and it carries them to the townships' owners like its own share. When
+    the dead replica returns under its id it takes its sessions back (the broker ends the adopter's connections);
+    the adopter stops at its next round, which sees the replica live again.
+    """
+
+    def __init__(self, make: Callable[[str], list[MqttGateway]]) -> None:
+        self._make = make  # the intake-only gateways under the client ids of a replica
+        self._gateways: dict[str, list[MqttGateway]] = {}
+        self._wanted: tuple[str, ...] = ()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def adopted(self) -> list[str]:
+        return sorted(self._gateways)
+
+    def want(self, dead: tuple[str, ...]) -> None:
+        """Called by each lease round (never waits): the replicas whose sessions to hold now."""
+        if dead != self._wanted:
+            self._wanted = dead
+            self._changed.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mqtt adoptions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(g.stop() for gs in self._gateways.values() for g in gs), return_exceptions=True)
+        self._gateways.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            wanted = set(self._wanted)
+            for replica in sorted(set(self._gateways) - wanted):
+                log.info("replica %s is back or adopted by another: its MQTT sessions are let go", replica)
+                await asyncio.gather(*(g.stop() for g in self._gateways.pop(replica)), return_exceptions=True)
+            for replica in sorted(wanted - set(self._gateways)):
+                log.warning("replica %s is not live: its MQTT sessions are taken care of here", replica)
+                gateways = self._make(replica)
+                self._gateways[replica] = gateways
+                for gateway in gateways:
+                    await gateway.start()

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
-from dispatcher.core.leases import Lease, Replica, layout, live_replicas, moves, plan, settled, share
+from dispatcher.core.leases import Lease, Replica, adoptions, layout, live_replicas, moves, plan, settled, share
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.leases import Fence, LeaseLost, SqlLeases, check_fence, lease_t, raise_fence
@@ -132,6 +132,28 @@ def test_liveness_and_layout_use_the_given_time_only() -> None:
     leases = {"t01": held("t01", "a"), "t02": held("t02", "b"), "t03": held("t03", None)}
     where = layout(replicas, leases, NOW, TTL)
     assert [where.owner_url(t) for t in ("t01", "t02", "t03", "t99")] == ["http://a", None, None, None]
+
+
+def _beat(replica: str, ago_s: float) -> Replica:
+    return Replica(replica, f"http://{replica}", NOW - timedelta(seconds=ago_s))
+
+
+@pytest.mark.parametrize(
+    ("beats", "adopted"),
+    [
+        ({"a": 1, "b": 1, "c": 1}, {"a": (), "b": (), "c": ()}),  # nobody dead: nothing adopted
+        ({"a": 1, "b": 7, "c": 1}, {"a": ("b",), "b": (), "c": ()}),  # b dead: the first live one takes it
+        ({"a": 9, "b": 7, "c": 1, "d": 8}, {"a": (), "b": (), "c": ("a", "b", "d"), "d": ()}),  # one left: all
+        ({"a": 1, "b": 7, "c": 1, "d": 8}, {"a": ("b",), "b": (), "c": ("d",), "d": ()}),  # dealt in turn
+        ({"a": 6, "b": 5.9}, {"a": (), "b": ("a",)}),  # a heartbeat exactly ttl old is dead
+    ],
+)
+def test_each_dead_replica_s_broker_sessions_are_adopted_by_exactly_one_live_replica(
+    beats: dict[str, float], adopted: dict[str, tuple[str, ...]]
+) -> None:
+    replicas = [_beat(r, ago) for r, ago in beats.items()]
+    assert {r: adoptions(r, replicas, NOW, TTL) for r in beats} == adopted
+    assert {r: adoptions(r, list(reversed(replicas)), NOW, TTL) for r in beats} == adopted  # whatever the order
 
 
 def test_every_replica_computes_the_same_plan_whatever_the_order_it_reads() -> None:

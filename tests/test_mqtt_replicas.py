@@ -19,7 +19,8 @@ from dispatcher.hub import Hub
 from dispatcher.ownership import SettableOwnership
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
-from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, ReportCommand, Topics
+from gateways.mqtt import GatewayConfig, LastKnownStatus, MqttGateway, Topics
+from gateways.mqtt.gateway import CarriedMessage
 from rules import compile_table, load_table
 from server.app import build_mqtt
 from tests.conftest import HubRig
@@ -74,10 +75,10 @@ async def test_two_replicas_in_a_shared_group_take_each_report_once_carrying_it_
     prefix, group = unique("county") + "/", unique("dispatchers")
     carried: list[str] = []
 
-    async def carry(township: str, command: Any) -> Any:
-        assert isinstance(command, ReportCommand) and township == rig.hub.rules.township_id
-        carried.append(command.report.report_id)
-        return await rig.hub.report(command.report, rig.clock.now())  # as the owner's HTTP route would
+    async def carry(township: str, message: Any) -> Any:
+        assert isinstance(message, CarriedMessage) and township == rig.hub.rules.township_id
+        carried.append(orjson.loads(message.payload)["report_id"])
+        return await owner.take_carried(message)  # as the owner's carry route does
 
     owner = _gateway(rig.hub, broker.url, prefix, unique("replica-a"), group)
     other = _gateway(rig.hub, broker.url, prefix, unique("replica-b"), group, SettableOwnership(set(), carry))
@@ -93,11 +94,11 @@ async def test_two_replicas_in_a_shared_group_take_each_report_once_carrying_it_
         await reported
         for gateway in (owner, other):
             await gateway.stop()  # lets the messages in hand finish: their counters are final
-        taken_by_owner = owner.counters["reports"]
-        assert taken_by_owner + other.counters["carried"] == 40  # each report taken once
-        assert taken_by_owner > 0 and carried  # both replicas took some
+        applied_by_owner = owner.counters["reports"]  # the owner's own share and what was carried to it
+        assert applied_by_owner == 40 and owner.counters["reports_created"] == 40  # each report stored once
+        assert applied_by_owner - other.counters["carried"] > 0 and carried  # both replicas took some
         assert other.counters["reports"] == 0  # the other replica never wrote itself
-        assert owner.counters["reports_created"] == taken_by_owner and len(set(carried)) == len(carried)
+        assert len(set(carried)) == len(carried) == other.counters["carried"]
         assert {await rig.hub.find_report(f"r-{n}") for n in range(40)} == set(range(1, 41))
     finally:
         for gateway in (owner, other):
@@ -112,8 +113,8 @@ async def test_a_replica_down_keeps_its_share_in_its_broker_session_and_takes_it
     prefix, group = unique("county") + "/", unique("dispatchers")
     returning_id = unique("replica-b")
 
-    async def carry(township: str, command: Any) -> Any:
-        return await rig.hub.report(command.report, rig.clock.now())
+    async def carry(township: str, message: Any) -> Any:
+        return await owner.take_carried(message)
 
     owner = _gateway(rig.hub, broker.url, prefix, unique("replica-a"), group)
     other = _gateway(rig.hub, broker.url, prefix, returning_id, group, SettableOwnership(set(), carry))
@@ -132,7 +133,7 @@ async def test_a_replica_down_keeps_its_share_in_its_broker_session_and_takes_it
         await reported
         for gateway in (owner, returned):
             await gateway.stop()
-        assert owner.counters["reports"] + returned.counters["carried"] == 20
+        assert owner.counters["reports"] == 20 and owner.counters["reports_created"] == 20
         assert returned.counters["carried"] > 0  # its share had waited for it
         assert {await rig.hub.find_report(f"r-{n}") for n in range(20)} == set(range(1, 21))
     finally:
@@ -182,3 +183,50 @@ def test_a_topic_prefix_is_refused_when_several_townships_are_served(rig: HubRig
     settings = Settings(database_url=rig.url, mqtt_url="mqtt://127.0.0.1:1883", mqtt_prefix="county/")
     with pytest.raises(ValueError, match="DISPATCHER_MQTT_PREFIX serves one township"):
         build_mqtt(settings, [rig.hub, rig.hub], LastKnownStatus())
+
+
+async def test_the_outbox_follows_the_lease_and_resumes_from_the_cursor_the_other_owner_saved(
+    broker: Broker, rig: HubRig
+) -> None:
+    """Hosted: the township's notices go out. Lease lost: the outbox stops (what the next owner publishes is not
+    published here). Lease taken again: it starts from the cursor as the other owner left it, not from its own."""
+    from dispatcher.core.incidents import Report
+    from tests.mqtt_broker import Collector
+
+    prefix, township = unique("county") + "/", rig.hub.rules.township_id
+    ownership = SettableOwnership({township})
+    cursor = MemoryCursor()
+    config = GatewayConfig(url=broker.url, topics=Topics(prefix), client_id=unique("replica"))
+    gateway = MqttGateway(rig.hub, config, cursor=cursor, on_officer_status=_noop_status, ownership=ownership)
+    notices = Collector()
+
+    def seqs() -> list[int]:
+        return [int(body["seq"]) for body in notices.on(f"{prefix}board/events")]
+
+    async def report(n: int) -> None:
+        await rig.hub.report(Report(report_id=f"r-{n}", category="noise.x", description="d", zone="market"), rig.clock.now())
+
+    async with client(broker.url) as listener:
+        await listener.subscribe(f"{prefix}board/events", qos=1)
+        collecting = asyncio.create_task(notices.run(listener))
+        await gateway.start()
+        try:
+            await asyncio.wait_for(gateway.subscribed.wait(), timeout=20)
+            for n in range(2):
+                await report(n)
+            await notices.wait_for(lambda: bool(seqs()) and max(seqs()) == rig.hub.last_seq)
+            before = max(seqs())
+            ownership.set(township, False)  # another replica took the township
+            for n in range(2, 5):
+                await report(n)  # (written here only for the test: the other owner's hub would)
+            published_by_the_other = rig.hub.last_seq - 1  # its outbox got this far and saved it
+            cursor.saved = published_by_the_other
+            for n in range(5, 7):
+                await report(n)
+            ownership.set(township, True)  # taken back
+            await notices.wait_for(lambda: max(seqs()) == rig.hub.last_seq)
+            after = [s for s in seqs() if s > before]
+            assert after == list(range(published_by_the_other + 1, rig.hub.last_seq + 1)), seqs()
+        finally:
+            await gateway.stop()
+            collecting.cancel()

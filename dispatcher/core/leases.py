@@ -151,3 +151,17 @@ def layout(replicas: Sequence[Replica], leases: Mapping[str, Lease], now: dateti
     alive = {r.id: r.url for r in replicas if r.seen_at + ttl > now}
     owners = {t: (lease.holder if lease.live(now) and lease.holder in alive else None) for t, lease in leases.items()}
     return Layout(owners=owners, urls=alive)
+
+
+def adoptions(me: str, replicas: Sequence[Replica], now: datetime, ttl: timedelta) -> tuple[str, ...]:
+    """The replicas that are not live (heartbeat older than ``ttl``) whose broker sessions ``me`` takes care of.
+
+    A dead replica's MQTT sessions hold its share of a shared subscription (and the messages it had in hand,
+    unacknowledged): a live replica adopts them (connects under their client ids) until the dead one is back.
+    Dead replicas, sorted, are dealt to the live ones, sorted, in turn: every replica computes the same.
+    """
+    live = live_replicas(replicas, now, ttl)
+    if me not in live:
+        return ()
+    dead = sorted(r.id for r in replicas if r.id not in live)
+    return tuple(d for n, d in enumerate(dead) if live[n % len(live)] == me)

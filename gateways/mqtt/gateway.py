@@ -25,6 +25,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -124,6 +125,23 @@ class GatewayConfig:
     #: Subscribe as a member of this MQTT 5 shared subscription group (``$share/<group>/...``): the broker hands
     #: each message to one member, so replicas take each report once. None: a plain subscription.
     shared_group: str | None = None
+    #: False: intake only, no outbox connection (a replica draining a dead replica's broker session, whose
+    #: township's notices the owner's own gateway publishes).
+    publishes: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedMessage:
+    """A device message taken by a replica that does not host its township, as it is carried to the owner: the
+    owner decodes it again and applies it as if it had taken it itself (:meth:`MqttGateway.apply`)."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+class Moved(Exception):
+    """The township stopped being hosted here while a message was being applied: carry it to the owner."""
 
 
 class MqttGateway:
@@ -135,8 +153,11 @@ class MqttGateway:
         cursor: OutboxCursor,
         on_officer_status: OnOfficerStatus,
         ownership: Ownership | None = None,
+        hub_of: Callable[[], Hub] | None = None,
     ) -> None:
-        self.hub = hub
+        """``hub_of``: the township's hub now (replica mode: a fresh hub each time this replica takes the lease);
+        default: ``hub`` for ever."""
+        self._hub_of: Callable[[], Hub] = hub_of or (lambda: hub)
         self.township = hub.rules.township_id
         self._ownership: Ownership = ownership or HostsAll()
         self.config = config
@@ -156,11 +177,16 @@ class MqttGateway:
         self._published_seq = 0
         self._saved_seq = 0
         self._hosted = asyncio.Event()  # set while the township's hub runs here: only then does the outbox publish
+        self._unhosted = asyncio.Event()  # set while it does not: the outbox stops and waits to be hosted again
         self._outbox_ready = False
         self.subscribed = asyncio.Event()  # set while subscribed to the device topics (tests wait for it)
         self._unwatch: Callable[[], None] = lambda: None
         self.counters: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
+
+    @property
+    def hub(self) -> Hub:
+        return self._hub_of()
 
     # -- life ------------------------------------------------------------------------------
 
@@ -177,8 +203,11 @@ class MqttGateway:
         """
         self._unwatch = self._ownership.watch(self._hosting_changed)
         if self._ownership.owns(self.township):
-            await self._load_cursor()
+            if self.config.publishes:
+                await self._load_cursor()
             self._hosted.set()
+        else:
+            self._unhosted.set()
         self._stopping = False
         self._runner = asyncio.create_task(self._run(), name="mqtt-gateway")
         self._saver = asyncio.create_task(self._save_cursor_every(), name="mqtt-outbox-cursor")
@@ -202,8 +231,14 @@ class MqttGateway:
         self._outbox_ready = True
 
     def _hosting_changed(self, township: str, owned: bool) -> None:
-        if township == self.township:
-            (self._hosted.set if owned else self._hosted.clear)()
+        if township != self.township:
+            return
+        if owned:
+            self._unhosted.clear()
+            self._hosted.set()
+        else:
+            self._hosted.clear()
+            self._unhosted.set()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Stop taking messages, let those in hand finish (up to ``timeout_s``), save the cursor.
@@ -323,7 +358,8 @@ class MqttGateway:
 
     async def _session(self) -> None:
         client = self._client()
-        async with client, self._outbox_client() as publisher:
+        publishing = self._outbox_client() if self.config.publishes else contextlib.nullcontext()
+        async with client, publishing as publisher:
             self._generation += 1
             self._connected = True
             self.counters["connects"] += 1
@@ -331,17 +367,18 @@ class MqttGateway:
             for topic in self.topics.subscriptions:
                 await client.subscribe(self._filter(topic), qos=1)
             self.subscribed.set()
-            intake = asyncio.create_task(self._intake(client, self._generation), name="mqtt-intake")
-            outbox = asyncio.create_task(self._outbox(publisher), name="mqtt-outbox")
+            tasks = {asyncio.create_task(self._intake(client, self._generation), name="mqtt-intake")}
+            if publisher is not None:
+                tasks.add(asyncio.create_task(self._outbox(publisher), name="mqtt-outbox"))
             try:
-                done, _ = await asyncio.wait({intake, outbox}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # re-raise the reason the session ended
             finally:
                 self.subscribed.clear()
-                for task in (intake, outbox):
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(intake, outbox, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def _filter(self, topic: str) -> str:
         group = self.config.shared_group
@@ -369,7 +406,21 @@ class MqttGateway:
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         payload = bytes(payload)
         at = self.hub.clock.now()
-        command = decode(
+        command = self._decode(topic, payload, at)
+        try:
+            if isinstance(command, DeadLetter):
+                await self._dead_letter(client, command, payload)
+            else:
+                refusal = await self._settle(command, CarriedMessage(topic, payload, at))
+                if refusal is not None:
+                    reason, detail, code = refusal
+                    await self._dead_letter(client, DeadLetter(reason, detail, topic, code), payload)
+        except _Stopping:
+            return  # the broker keeps it for the next session
+        self._ack(client, generation, message)
+
+    def _decode(self, topic: str, payload: bytes, at: datetime) -> Any:
+        return decode(
             self.topics,
             topic,
             payload,
@@ -377,67 +428,85 @@ class MqttGateway:
             max_bytes=self.config.max_payload_bytes,
             has_zone=lambda zone: self.hub.rules.has_zone(zone),
         )
+
+    async def _settle(self, command: Any, message: CarriedMessage) -> RefusalOf | None:
+        """Apply ``command`` here while the township is hosted here, else carry it to its owner (a shared
+        subscription gave it to this replica), and only then is it acknowledged to the broker. A lease that
+        moves meanwhile sends it the other way. Raises ``_Stopping`` when the gateway stops first."""
+        while True:
+            try:
+                if not self._ownership.owns(self.township):
+                    return await self._until_carried(message)
+                return await self.apply(command, message.received_at)
+            except Moved:
+                continue
+
+    async def take_carried(self, message: CarriedMessage) -> RefusalOf | None:
+        """A message another replica took for this township, applied here as if taken here: why it was refused
+        (the taker publishes the dead letter), or None when it was done. Raises :class:`Moved` when the township
+        is not hosted here, ``StoreUnavailable`` / ``HubStopped`` when it cannot be stored now (the taker tries
+        again)."""
+        command = self._decode(message.topic, message.payload, message.received_at)
         if isinstance(command, DeadLetter):
-            await self._dead_letter(client, command, payload)
-        elif not self._ownership.owns(self.township):
-            # Taken here (a shared subscription) for a township another replica hosts: carried to it, and only
-            # then acknowledged to the broker.
-            if not await self._until_carried(command):
-                return  # stopping: the broker keeps it for the next session
-        elif isinstance(command, ReportCommand):
+            return command.reason, command.detail, command.code
+        if not self._ownership.owns(self.township):
+            raise Moved(self.township)
+        return await self.apply(command, message.received_at, retry=False)
+
+    async def apply(self, command: Any, at: Any, *, retry: bool = True) -> RefusalOf | None:
+        """Apply a decoded command to this township's hub: why it was refused, or None when it was done.
+
+        ``retry``: wait out an unavailable store (else ``StoreUnavailable`` / ``HubStopped`` are raised).
+        Raises :class:`Moved` when the township stops being hosted here meanwhile.
+        """
+        if isinstance(command, ReportCommand):
             self.counters["reports"] += 1
             try:
-                outcome = await self._until_stored(lambda: self.hub.report(command.report, at))
+                outcome = await self._stored(lambda: self.hub.report(command.report, at), retry)
+            except (Moved, _Stopping, StoreUnavailable, HubStopped):
+                raise
             except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
                 log.exception("report %s from MQTT failed", command.report.report_id)
-                letter = DeadLetter(Refusal.REFUSED, f"{type(exc).__name__}: {exc}", topic, code_of(exc))
-                await self._dead_letter(client, letter, payload)
-            else:
-                if outcome is None:
-                    return  # stopping: the broker keeps it for the next session
-                self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
-                kind = "created" if outcome.created else "joined" if outcome.joined else "known"
-                self.hub.stats.reports["mqtt", kind] += 1
-        elif isinstance(command, OfficerStatus):
+                return Refusal.REFUSED, f"{type(exc).__name__}: {exc}", code_of(exc)
+            self.counters["reports_created" if outcome.created else "reports_repeated"] += 1
+            kind = "created" if outcome.created else "joined" if outcome.joined else "known"
+            self.hub.stats.reports["mqtt", kind] += 1
+            return None
+        if isinstance(command, OfficerStatus):
             self.counters["status"] += 1
             try:
                 await self._on_officer_status(command)
             except Exception:
                 self.counters["status_errors"] += 1
                 log.exception("officer status of %s not taken", command.officer_id)
-        elif isinstance(command, AssignmentAck):
-            self.counters["acks"] += 1
-            done, refusal = await self._move(command, at)
-            if not done:
-                return  # stopping: the broker keeps it for the next session
-            if refusal is not None:
-                reason, detail, code = refusal
-                await self._dead_letter(client, DeadLetter(reason, detail, topic, code), payload)
-        self._ack(client, generation, message)
+            return None
+        assert isinstance(command, AssignmentAck)
+        self.counters["acks"] += 1
+        return await self._move(command, at, retry)
 
-    async def _move(self, ack: AssignmentAck, at: Any) -> tuple[bool, tuple[Refusal, str, str] | None]:
-        """(whether the hub decided, why the move was refused if it was)."""
+    async def _move(self, ack: AssignmentAck, at: Any, retry: bool) -> RefusalOf | None:
+        """Why the move was refused, if it was."""
         try:
-            incident = await self._until_stored(lambda: self.hub.get(ack.incident_id))
-            if incident is None:
-                return False, None  # stopping
+            incident = await self._stored(lambda: self.hub.get(ack.incident_id), retry)
             forbidden = self._forbidden(ack, incident)
             if forbidden is not None:
-                return True, (Refusal.FORBIDDEN, forbidden, "forbidden")
-            result = await self._until_stored(
-                lambda: self.hub.move_unit(ack.incident_id, ack.team, ack.action, at, actor=ack.officer_id)
+                return Refusal.FORBIDDEN, forbidden, "forbidden"
+            await self._stored(
+                lambda: self.hub.move_unit(ack.incident_id, ack.team, ack.action, at, actor=ack.officer_id), retry
             )
+        except (Moved, _Stopping, StoreUnavailable, HubStopped):
+            raise
         except IllegalTransition as exc:
             if exc.current == _REACHED[ack.action]:
                 self.counters["acks_repeated"] += 1
-                return True, None
-            return True, (Refusal.REFUSED, str(exc), code_of(exc))
+                return None
+            return Refusal.REFUSED, str(exc), code_of(exc)
         except (UnknownAssignment, IncidentNotFound) as exc:
-            return True, (Refusal.REFUSED, str(exc), code_of(exc))
+            return Refusal.REFUSED, str(exc), code_of(exc)
         except Exception as exc:  # a failure no check foresaw: refuse it once rather than forever
             log.exception("acknowledgement from %s failed", ack.officer_id)
-            return True, (Refusal.REFUSED, f"{type(exc).__name__}: {exc}", code_of(exc))
-        return result is not None, None
+            return Refusal.REFUSED, f"{type(exc).__name__}: {exc}", code_of(exc)
+        return None
 
     def _forbidden(self, ack: AssignmentAck, incident: Incident) -> str | None:
         """Why the policy keeps the officer of the topic from this move, as it would over HTTP; None: allowed.
@@ -452,35 +521,51 @@ class MqttGateway:
         device = Account(f"mqtt:{ack.officer_id}", DEVICE_ROLE, self.hub.rules.township_id, officer_id=ack.officer_id)
         return scope_refusal(device, scope, incident, team=ack.team, roster_known=bool(self.hub.roster.officers))
 
-    async def _until_stored(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a hub command, retrying while the store is unavailable; None when the gateway stops."""
+    async def _stored(self, call: Callable[[], Awaitable[Any]], retry: bool) -> Any:
+        """Run a hub command, retrying while the store is unavailable (when ``retry``).
+
+        Raises ``_Stopping`` when the gateway stops, :class:`Moved` when the township's hub stopped running here
+        (its lease went to another replica: the message is carried there instead).
+        """
         delay = 0.1
-        while not self._stopping:
+        while True:
+            if self._stopping:
+                raise _Stopping
+            if not self._ownership.owns(self.township):
+                raise Moved(self.township)
             try:
                 return await call()
-            except (StoreUnavailable, HubStopped) as exc:
-                if isinstance(exc, HubStopped) or self._stopping:
-                    return None
+            except (StoreUnavailable, HubStopped):
+                if not retry:
+                    raise
+                if self._stopping:
+                    raise _Stopping from None
                 self.counters["store_retries"] += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        return None
 
-    async def _until_carried(self, command: Any) -> bool:
-        """Hand ``command`` to the township's owner, retrying while it cannot be; False when the gateway stops."""
+    async def _until_carried(self, message: CarriedMessage) -> RefusalOf | None:
+        """Hand ``message`` to the township's owner, retrying while it cannot be: the owner's refusal, if any.
+
+        Raises :class:`Moved` when the township comes to be hosted here meanwhile, ``_Stopping`` when the
+        gateway stops.
+        """
         delay = 0.1
-        while not self._stopping:
+        while True:
+            if self._stopping:
+                raise _Stopping
+            if self._ownership.owns(self.township):
+                raise Moved(self.township)
             try:
-                await self._ownership.carry(self.township, command)
+                refusal: RefusalOf | None = await self._ownership.carry(self.township, message)
             except Exception as exc:  # noqa: BLE001 - no owner now (a failover) or it did not answer: again
                 self.counters["carry_retries"] += 1
-                log.warning("carrying %s of %s to its owner failed: %s", type(command).__name__, self.township, exc)
+                log.warning("carrying a message of %s to its owner failed: %s", self.township, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             else:
                 self.counters["carried"] += 1
-                return True
-        return False
+                return refusal
 
     def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         # A message from a connection that has since dropped is redelivered on the new one (same
@@ -497,10 +582,36 @@ class MqttGateway:
     # -- outbox ----------------------------------------------------------------------------
 
     async def _outbox(self, client: aiomqtt.Client) -> None:
-        """Publish the township's events, where its hub runs only (the owner's outbox alone publishes them)."""
-        await self._hosted.wait()
-        if not self._outbox_ready:
-            await self._load_cursor()
+        """Publish the township's events while its hub runs here (the owner's outbox alone publishes them).
+
+        Hosted anew (a lease taken), it starts from the cursor as saved (by the replica that published before,
+        or by this one); unhosted (the lease lost or handed over), it stops and saves how far it got. Notices
+        published and not yet saved are published again by the next owner: at least once, never lost.
+        """
+        while True:
+            await self._hosted.wait()
+            if not self._outbox_ready:
+                await self._load_cursor()
+            publishing = asyncio.create_task(self._publish_hosted(client), name="mqtt-outbox-hosted")
+            lost = asyncio.create_task(self._unhosted.wait(), name="mqtt-outbox-lost")
+            try:
+                await asyncio.wait({publishing, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (publishing, lost):
+                    task.cancel()
+                await asyncio.gather(publishing, lost, return_exceptions=True)
+            if not publishing.cancelled() and publishing.exception() is not None:
+                raise publishing.exception()  # type: ignore[misc]
+            with contextlib.suppress(Exception):
+                await self._save_cursor()
+            self._outbox_ready = False  # hosted again later: read the cursor as the owner meanwhile left it
+            log.info(
+                "MQTT outbox of %s stopped at seq %d: the township is hosted elsewhere",
+                self.township,
+                self._published_seq,
+            )
+
+    async def _publish_hosted(self, client: aiomqtt.Client) -> None:
         batch = BatchPublisher(client)
         feed = self.hub.feed
         subscription: Subscription = feed.subscribe()
@@ -583,6 +694,14 @@ class MqttGateway:
         if seq > self._saved_seq:
             await self._cursor.save(seq, self.hub.clock.now())
             self._saved_seq = seq
+
+
+#: Why a device message was refused: the dead letter's reason, detail and problem code.
+RefusalOf = tuple[Refusal, str, str]
+
+
+class _Stopping(Exception):
+    """The gateway is stopping: the message stays unacknowledged with the broker, for the next session."""
 
 
 def _from_feed(record: FeedRecord) -> tuple[int, str, dict[str, Any], str | None]:

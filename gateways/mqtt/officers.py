@@ -9,7 +9,7 @@ then count in the choice of units, as if reported over HTTP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from dispatcher.core.roster import UnitStatus
@@ -37,10 +37,15 @@ class LastKnownStatus:
 class RosterStatus:
     """Forwards each newer phone report to the hub; reports of officers not on the roster are counted and dropped."""
 
-    def __init__(self, hub: Hub, latest: LastKnownStatus) -> None:
-        self._hub = hub
+    def __init__(self, hub: Hub, latest: LastKnownStatus, hub_of: Callable[[], Hub] | None = None) -> None:
+        """``hub_of``: the township's hub now (replica mode: a new one at each take of the lease)."""
+        self._hub_of: Callable[[], Hub] = hub_of or (lambda: hub)
         self._latest = latest
         self.unknown = 0
+
+    @property
+    def _hub(self) -> Hub:
+        return self._hub_of()
 
     async def record(self, status: OfficerStatus) -> None:
         known = self._latest.latest.get(status.officer_id)

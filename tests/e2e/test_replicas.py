@@ -19,11 +19,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import _asyncpg_dsn
 from tests.e2e.county import County, owner_of, serves, settled, until
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, free_port
+from tests.e2e.test_webhooks_e2e import FAST_RETRIES, receiver
+from tests.mqtt_broker import Broker, Collector, client, unique
 
 # Three processes started one after the other, a failover of a few seconds, then a stop: more than the default.
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -42,16 +45,39 @@ async def county(tmp_path: Path) -> AsyncIterator[County]:
         await made.drop()
 
 
-async def _replicas(stack: AsyncExitStack, county: County, ids: list[str]) -> list[ServerProcess]:
+async def _replicas(
+    stack: AsyncExitStack, county: County, ids: list[str], env: dict[str, str] | None = None
+) -> list[ServerProcess]:
     """Started one after the other (the first one creates the county's tables), each settled."""
     started: list[ServerProcess] = []
     stack.callback(_stop_all, started)
     for replica_id in ids:
-        replica = county.replica(replica_id)
+        replica = county.replica(replica_id, env=env)
         await asyncio.to_thread(replica.start, 180.0)
         started.append(replica)
     await until(lambda: all(settled(r) for r in started), "every replica settled", 60)
     return started
+
+
+def _mqtt_ready(replica: ServerProcess) -> bool:
+    """Every MQTT gateway of the replica connected and subscribed (by its /readyz)."""
+    try:
+        return bool(httpx.get(f"{replica.base_url}/readyz", timeout=2).json().get("mqtt") == "connected")
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+async def _all_stored(county: County, report_ids: dict[str, list[str]], timeout_s: float = 60.0) -> None:
+    """Wait (bounded) until every report of ``report_ids`` is in its township's database."""
+    deadline = time.monotonic() + timeout_s
+    for township, wanted in report_ids.items():
+        while True:
+            rows = await _rows(county.urls[township], "SELECT report_id FROM incident")
+            missing = set(wanted) - {r["report_id"] for r in rows}
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"{township}: never stored {sorted(missing)}"
+            await asyncio.sleep(0.2)
 
 
 async def _send(
@@ -115,18 +141,44 @@ async def _stored_once(county: County, answered: dict[str, list[str]]) -> None:
         assert seqs == list(range(1, len(seqs) + 1)), f"{township}: a gap or a repeat in the log"
 
 
-async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_deadline_once(county: County) -> None:
+async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_deadline_once(
+    county: County, broker: Broker
+) -> None:
+    """Reports by HTTP (answered 201/200) and by MQTT (QoS 1, acknowledged by the broker: PUBACK) spread over three
+    replicas on one Mosquitto of the test's own; the owner of ershili is killed mid-stream. Every acknowledged report
+    is stored once, and the township's notices on ``board/events`` go on from where the dead owner left them."""
     async with AsyncExitStack() as stack:
-        replicas = await _replicas(stack, county, ["a", "b", "c"])
+        env = {"DISPATCHER_MQTT_URL": broker.url, "DISPATCHER_MQTT_CLIENT_ID": unique("d"), **FAST_RETRIES}
+        replicas = await _replicas(stack, county, ["a", "b", "c"], env)
+        await until(lambda: all(_mqtt_ready(r) for r in replicas), "every replica's MQTT gateways subscribed", 60)
         assert sorted(t for r in replicas for t in serves(r) or []) == county.ids  # spread, each once
         assert all(serves(r) for r in replicas)
         owner = owner_of("ershili", replicas)
         assert owner is not None
         headers = replicas[0].headers  # the county administrator: signed in on a, used on every replica
+        hook = await _webhook(stack, county, next(r for r in replicas if r is not owner))
         answered: dict[str, list[str]] = {t: [] for t in county.ids}
+        acked: dict[str, list[str]] = {t: [] for t in county.ids}  # published over MQTT, PUBACK received
         killed = asyncio.Event()
         late: dict[str, Any] = {}
+        notices = Collector()
+        listener = await stack.enter_async_context(client(broker.url))
+        await listener.subscribe("township/+/board/events", qos=1)
+        collecting = asyncio.create_task(notices.run(listener))
+        stack.callback(collecting.cancel)
+        device = await stack.enter_async_context(client(broker.url))
+
+        async def publish() -> None:
+            """QoS 1 reports of every township, before, across and after the kill (bounded: 60 of them)."""
+            for n in range(60):
+                township = county.ids[n % len(county.ids)]
+                body = {**_report(f"m-{n}"), "reporter": "officer-1", "reporter_kind": "officer"}
+                await device.publish(f"township/{township}/reports", orjson.dumps(body), qos=1)  # returns on PUBACK
+                acked[township].append(f"m-{n}")
+                await asyncio.sleep(0.05)  # a pace, not a synchronisation: spreads them over the switch
+
         async with httpx.AsyncClient(headers=headers) as http:
+            publishing = asyncio.create_task(publish())
 
             async def stream(worker: int) -> None:
                 for n in range(25):
@@ -150,14 +202,60 @@ async def test_kill_9_of_the_owner_of_ershili_loses_no_report_and_fires_its_dead
                         await asyncio.to_thread(owner.kill_hard)
                         killed.set()
 
-            await asyncio.wait_for(asyncio.gather(*(stream(w) for w in range(4))), 180)
+            await asyncio.wait_for(asyncio.gather(*(stream(w) for w in range(4)), publishing), 180)
         assert killed.is_set()
         survivors = [r for r in replicas if r is not owner]
         await until(lambda: owner_of("ershili", survivors) is not None, "ershili served again", 30)
         await until(lambda: all(settled(r) for r in survivors), "the survivors settled", 30)
         assert sorted(t for r in survivors for t in serves(r) or []) == county.ids
         await _missed_once_per_team(county, late)
-        await _stored_once(county, answered)
+        await _all_stored(county, acked)  # the dead replica's share too: a survivor adopted its broker sessions
+        await _stored_once(county, {t: answered[t] + acked[t] for t in county.ids})
+        await _notices_without_gap(county, notices, "ershili")
+        await _every_report_delivered(county, hook, "ershili")
+
+
+async def _webhook(stack: AsyncExitStack, county: County, replica: ServerProcess) -> str:
+    """A subscription to ershili's reports from seq 0, made on ``replica`` (carried to the owner), and its receiver
+    (a process of its own, verifying signatures and keeping each webhook-id once): the receiver's URL."""
+    port = free_port()
+    async with httpx.AsyncClient(headers=replica.headers, timeout=10) as http:
+        made = await http.post(
+            f"{replica.base_url}/api/v1/webhooks",
+            params={"township": "ershili"},
+            json={"url": f"http://127.0.0.1:{port}/hook", "event_types": ["IncidentReported"], "from_seq": 0},
+        )
+    assert made.status_code == 201, made.text
+    return stack.enter_context(receiver(port, made.json()["secret"], county.folder / "receiver.log"))
+
+
+async def _every_report_delivered(county: County, hook: str, township: str) -> None:
+    """Every IncidentReported of the township's log reached the receiver (whichever replica held the lease; a copy
+    sent again after the switch is counted as a duplicate by the receiver, never refused)."""
+    rows = await _rows(county.urls[township], "SELECT seq FROM event WHERE type = 'IncidentReported'")
+    expected = {f"evt_{township}_{r['seq']}" for r in rows}
+
+    def kept() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{hook}/received", timeout=5).json()
+        return answer
+
+    await until(lambda: set(kept()["ids"]) >= expected, "every report delivered to the webhook", 60)
+    final = kept()
+    assert set(final["ids"]) == expected and final["refused"] == 0, final
+
+
+async def _notices_without_gap(county: County, notices: Collector, township: str) -> None:
+    """Every event of ``township`` after the first notice seen reached ``board/events`` (some twice at most, after
+    the switch: at least once), whichever replica's outbox published it."""
+    last = (await _rows(county.urls[township], "SELECT max(seq) AS last FROM event"))[0]["last"]
+    topic = f"township/{township}/board/events"
+
+    def seqs() -> set[int]:
+        return {int(body["seq"]) for body in notices.on(topic)}
+
+    await notices.wait_for(lambda: bool(seqs()) and max(seqs()) >= last, 30)
+    seen = seqs()
+    assert seen >= set(range(min(seen), last + 1)), sorted(set(range(min(seen), last + 1)) - seen)
 
 
 async def test_a_paused_owner_that_wakes_after_losing_its_lease_writes_nothing(county: County) -> None:
@@ -251,3 +349,42 @@ async def test_a_board_on_a_replica_not_serving_the_township_sees_its_events_onc
                     reported.append(frame["data"]["report_id"])
             assert sorted(reported) == sorted(sent)
             assert seen == list(range(snapshot_seq + 1, snapshot_seq + 1 + len(seen)))  # in order, once, no gap
+
+
+async def test_open311_and_cap_requests_for_another_replicas_township_are_carried_to_it(county: County) -> None:
+    """A citizen app's Open311 report (form fields, its key among them), the services list, a CAP notice issued and
+    its public feed: all sent to the replica that does not serve ershili, answered by the one that does."""
+    from tests.e2e.test_cap_e2e import ROAD_CLOSED
+
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b"])
+        owner = owner_of("ershili", replicas)
+        assert owner is not None
+        other = next(r for r in replicas if r is not owner)
+        async with httpx.AsyncClient(headers=replicas[0].headers, timeout=10) as admin:
+            made = await admin.post(
+                f"{other.base_url}/api/v1/accounts", json={"name": "app", "role": "citizen_app", "township": "ershili"}
+            )
+            assert made.status_code == 201, made.text
+            issued = await admin.post(f"{other.base_url}/api/v1/accounts/app/tokens", json={"label": "open311 key"})
+            assert issued.status_code == 201, issued.text
+            key = issued.json()["token"]
+            fields = {"api_key": key, "service_code": "order.noise", "address_string": "square", "description": "吵"}
+            async with httpx.AsyncClient(timeout=10) as app:
+                report = await app.post(f"{other.base_url}/open311/v2/requests.json", data=fields)
+                assert report.status_code == 201, report.text
+                services = await app.get(f"{other.base_url}/open311/v2/services.json?jurisdiction_id=ershili")
+                assert services.status_code == 200, services.text
+                assert services.json() == (await app.get(f"{owner.base_url}/open311/v2/services.json")).json()
+            area = {"zone": "square"}  # the quick table's only zone
+            notice = await admin.post(
+                f"{other.base_url}/api/v1/alerts", params={"township": "ershili"}, json={**ROAD_CLOSED, "area": area}
+            )
+            assert notice.status_code == 201, notice.text
+            async with httpx.AsyncClient(timeout=10) as anybody:
+                feed = await anybody.get(f"{other.base_url}/cap/feed.xml", params={"township": "ershili"})
+            assert feed.status_code == 200 and notice.json()["identifier"] in feed.text, feed.text
+        stored = await _rows(county.urls["ershili"], "SELECT reporter_kind, category FROM incident")
+        assert [(r["reporter_kind"], r["category"]) for r in stored] == [("citizen", "order.noise")]
+        alerts = await _rows(county.urls["ershili"], "SELECT count(*) AS n FROM event WHERE type = 'AlertIssued'")
+        assert alerts[0]["n"] == 1
