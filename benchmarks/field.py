@@ -22,6 +22,10 @@ touch, mobile) and a fresh context for every run (empty HTTP cache, no service w
   over an empty page of the same height, with the CPU throttled ×1 and ×4 (the control: what the shared machine
   and the scrolling itself drop with nothing to draw).
 
+``--trace`` also records a Chrome trace (CDP ``Tracing``) of each signed-in load and sums the page's main
+thread's work from the request for ``/field`` to the mark: script (evaluation, calls, microtasks, animation
+frames), style and layout, paint. Less moved by a loaded machine than the wall time, not immune to it.
+
 No assertion on time: it prints the figures (budget: < 250 KB, < 1 s, no dropped frames). Loopback only;
 every wait is bounded.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import sys
@@ -105,7 +110,34 @@ async def make_tasks(server: ServerProcess, count: int) -> None:
                 raise SystemExit(f"handing incident {incident['id']} to {OFFICER}: {handed.status_code} {handed.text}")
 
 
-async def one_run(browser: Any, server: ServerProcess, token: str | None, rate: float) -> dict[str, Any]:
+TRACE_CATEGORIES = "devtools.timeline,blink.user_timing,v8.execute,loading"
+SCRIPT = ("EvaluateScript", "FunctionCall", "RunMicrotasks", "FireAnimationFrame")
+
+
+def main_thread_work(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Milliseconds of script, style and layout, and paint on the page's main thread, from the request for
+    ``/field`` to the ``field-ready`` mark (complete events; nested ones of one kind may count twice)."""
+    marks = [e for e in events if e.get("name") == "field-ready"]
+    if not marks:
+        return {}
+    main, end = (marks[-1]["pid"], marks[-1]["tid"]), marks[-1]["ts"]
+    sent = [e["ts"] for e in events if e.get("name") == "ResourceSendRequest"
+            and e["args"]["data"].get("url", "").endswith("/field")]  # fmt: skip
+    start = sent[-1] if sent else 0
+    spent: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if (e.get("pid"), e.get("tid")) == main and e.get("ph") == "X" and start <= e["ts"] < end:
+            spent[e["name"]] += e.get("dur", 0)
+    return {
+        "script_ms": sum(spent[k] for k in SCRIPT) / 1000,
+        "style_layout_ms": (spent["UpdateLayoutTree"] + spent["Layout"]) / 1000,
+        "paint_ms": spent["Paint"] / 1000,
+    }
+
+
+async def one_run(
+    browser: Any, server: ServerProcess, token: str | None, rate: float, *, trace: bool = False
+) -> dict[str, Any]:
     context = await browser.new_context(**PHONE, service_workers="block")
     if token is not None:
         account = json.dumps({"name": ACCOUNT, "role": "field_officer", "officer_id": OFFICER})
@@ -121,10 +153,25 @@ async def one_run(browser: Any, server: ServerProcess, token: str | None, rate: 
     await cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
     received: list[float] = []
     cdp.on("Network.loadingFinished", lambda e: received.append(float(e["encodedDataLength"])))
+    events: list[dict[str, Any]] = []
+    traced = asyncio.get_running_loop().create_future()
+    if trace:
+        cdp.on("Tracing.dataCollected", lambda e: events.extend(e["value"]))
+
+        def complete(_: Any) -> None:
+            if not traced.done():
+                traced.set_result(None)
+
+        cdp.on("Tracing.tracingComplete", complete)
+        await cdp.send("Tracing.start", {"categories": TRACE_CATEGORIES, "transferMode": "ReportEvents"})
     await page.goto(f"{server.base_url}/field", timeout=60_000)
     await page.wait_for_selector("body[data-ready=true]", timeout=60_000)
     ready_ms = await page.evaluate("() => performance.getEntriesByName('field-ready')[0].startTime")
     result: dict[str, Any] = {"bytes": sum(received), "requests": len(received), "ready_ms": ready_ms}
+    if trace:
+        await cdp.send("Tracing.end")
+        await asyncio.wait_for(traced, timeout=60)
+        result["main_thread"] = main_thread_work(events)
     await page.wait_for_timeout(2000)  # a fixed window in which long tasks after the mark are looked for
     result["quiet_ms"] = await page.evaluate(QUIET, ready_ms)
     if token is not None:
@@ -159,7 +206,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     for _ in range(args.runs):
                         signin = await one_run(browser, server, None, args.cpu)
-                        signed = await one_run(browser, server, token, args.cpu)
+                        signed = await one_run(browser, server, token, args.cpu, trace=args.trace)
                         runs.append({"sign_in": signin, "tasks": signed})
                 finally:
                     await browser.close()
@@ -191,6 +238,9 @@ def summary(figures: dict[str, Any]) -> None:
     for rate in (1, 4):
         control = [r["tasks"][f"scroll_control_x{rate}"]["dropped"] for r in runs]
         print(f"scroll an empty page of the same height, CPU ×{rate} (control): dropped {control}")
+    if all("main_thread" in r["tasks"] for r in runs):
+        for key in ("script_ms", "style_layout_ms", "paint_ms"):
+            show(f"main thread before the mark, {key[:-3]}", [r["tasks"]["main_thread"][key] for r in runs], "ms")
     print("tasks in the list:", [r["tasks"]["tasks_listed"] for r in runs])
     print("rows drawn after the load:", [r["tasks"]["tasks_drawn"] for r in runs])
 
@@ -201,6 +251,7 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--cpu", type=float, default=4.0, help="CPU throttling rate for the load (default ×4)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--trace", action="store_true", help="trace each signed-in load: main-thread work by kind")
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
     summary(result)

@@ -371,7 +371,7 @@ async def my_assignments(
         held = incident.assignment(team)
         task = {"team": team, "state": held.state.value, "officer": held.officer, "mine": held.officer == officer}
         data.append({**incident_json(incident), "task": {**task, "deadline": deadline}})
-    return json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
+    return await json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def _manageable(principal: Principal, township: str) -> None:

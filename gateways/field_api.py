@@ -313,7 +313,7 @@ async def my_tasks(
     teams = officer_teams(hub, officer) if scope == "team" else frozenset()
     seq, incidents = hub.open_incidents()
     data = task_summaries(incidents, officer, teams, team_names(hub))
-    return json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
+    return await json_answer(request, {"data": data, "count": len(data), "seq": seq, "scope": scope})
 
 
 def gives_assignment(data: dict[str, Any], officer_id: str | None, teams: frozenset[str]) -> bool:

@@ -51,7 +51,7 @@ async def rules_summary(hub: HubDep) -> Response:
 @router.get("/catalogue", summary="The categories: labels, national catalogue code, message-board class")
 async def catalogue(request: Request, hub: HubDep) -> Response:
     table = hub.rules.table
-    return json_answer(request, {"version": table.version, "data": [c.model_dump() for c in table.catalogue]})
+    return await json_answer(request, {"version": table.version, "data": [c.model_dump() for c in table.catalogue]})
 
 
 @router.get("/explain", summary="Why a report with these fields would go where it goes")
@@ -188,4 +188,4 @@ async def zones(request: Request, hub: HubDep) -> Response:
     collection: dict[str, object] = {"type": "FeatureCollection", "version": table.version, "features": features}
     if features:
         collection["bbox"] = [min(lons), min(lats), max(lons), max(lats)]
-    return json_answer(request, collection)
+    return await json_answer(request, collection)
