@@ -190,7 +190,8 @@ class SqlIncidentStore:
         """``township``: named in the NOTIFY of each commit (PostgreSQL). ``fence``: a replica's hub
         (PostgreSQL only): no writer lock; every write checks the lease's epoch first. ``inline_writes``: a
         SQLite file's commits run on the event loop's thread, blocking it (simulations: the loop serves
-        nothing else; see :class:`SqliteWriter`)."""
+        nothing else; see :class:`SqliteWriter`), and with ``durable=False`` they are grouped, each batch a
+        savepoint, the group committed before every read through the engine."""
         self.url = url
         self.fence = fence
         # A leased hub's transaction left open (its replica paused mid-write) ends by itself, so that the
@@ -211,7 +212,14 @@ class SqlIncidentStore:
         database = self._engine.url.database or ""
         if self._engine.dialect.name == "sqlite" and database and database != ":memory:":
             self._sqlite = SqliteWriter(str(Path(database).expanduser()), durable=durable, inline=inline_writes)
+            if inline_writes and not durable:
+                # Its commits are grouped: every read through the engine first commits what the writer holds.
+                sa_event.listen(self._engine.sync_engine, "engine_connect", self._flush_writes)
         self._lock: WriterLock | None = None
+
+    def _flush_writes(self, _connection: Any) -> None:
+        if self._sqlite is not None:
+            self._sqlite.flush()
 
     @property
     def backend(self) -> str:
