@@ -211,9 +211,10 @@ class SqlIncidentStore:
         """``township``: named in the NOTIFY of each commit (PostgreSQL). ``fence``: a replica's hub
         (PostgreSQL only): no writer lock; every write checks the lease's epoch first. ``inline_writes``: a
         SQLite file's commits run on the event loop's thread, blocking it (simulations: the loop serves
-        nothing else; see :class:`SqliteWriter`). ``budget``: the replica's connection budget (PostgreSQL): no
-        connection is kept for the writer, each batch takes one from the budget and gives it back
-        (:mod:`dispatcher.connection_budget`)."""
+        nothing else; see :class:`SqliteWriter`), and with ``durable=False`` they are grouped, each batch a
+        savepoint, the group committed before every read through the engine. ``budget``: the replica's
+        connection budget (PostgreSQL): no connection is kept for the writer, each batch takes one from the
+        budget and gives it back (:mod:`dispatcher.connection_budget`)."""
         self.url = url
         self.fence = fence
         self._budget = budget
@@ -236,7 +237,14 @@ class SqlIncidentStore:
         database = self._engine.url.database or ""
         if self._engine.dialect.name == "sqlite" and database and database != ":memory:":
             self._sqlite = SqliteWriter(str(Path(database).expanduser()), durable=durable, inline=inline_writes)
+            if inline_writes and not durable:
+                # Its commits are grouped: every read through the engine first commits what the writer holds.
+                sa_event.listen(self._engine.sync_engine, "engine_connect", self._flush_writes)
         self._lock: WriterLock | None = None
+
+    def _flush_writes(self, _connection: Any) -> None:
+        if self._sqlite is not None:
+            self._sqlite.flush()
 
     @property
     def backend(self) -> str:

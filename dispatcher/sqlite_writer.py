@@ -14,7 +14,11 @@ WAL mode. Throw-away databases (``durable=False``: simulations) take ``synchrono
 A simulation's event loop serves nobody but the replay, so it has nothing to do while a commit runs: there
 (``inline=True``) the work runs on the loop's own thread, in the same order, without the two hops to the
 writer's thread and back (a wake-up of another thread each: on a busy 2-core machine a simulated month's
-8,800 commits spent more time waiting for them than writing).
+8,800 commits spent more time waiting for them than writing). A throw-away database written inline also
+groups its commits: each call's :func:`transact` is a savepoint (all of that batch or, raising, none of it,
+as before) inside a transaction committed every ``GROUP_CALLS`` calls and whenever :meth:`SqliteWriter.flush`
+is called (the store calls it before every read through its other connections, which see only what is
+committed). A failure of the database itself there loses the uncommitted group: the simulation fails anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: Calls whose batches a throw-away database written inline commits together (see the module's docstring).
+GROUP_CALLS = 200
 
 #: A statement and the rows it runs for (named parameters), as one ``executemany``.
 Step = tuple[str, Sequence[Mapping[str, Any]]]
@@ -43,6 +50,8 @@ class SqliteWriter:
         self.path = path
         self.durable = durable
         self.inline = inline
+        self._grouped = inline and not durable
+        self._in_group = 0  # calls since the group's transaction began
         self._open = False
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the writer's thread only
@@ -66,7 +75,10 @@ class SqliteWriter:
     async def close(self) -> None:
         self._open = False
         if self.inline:
-            self._disconnect()
+            try:
+                self.flush()
+            finally:
+                self._disconnect()
             return
         executor, self._executor = self._executor, None
         if executor is None:
@@ -83,14 +95,34 @@ class SqliteWriter:
             raise sqlite3.InterfaceError("the SQLite writer is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
 
+    def flush(self) -> None:
+        """Commit the open group of a throw-away database written inline (nothing otherwise). Loop's thread."""
+        conn = self._conn
+        if self._grouped and conn is not None and conn.in_transaction:
+            self._in_group = 0
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                self._disconnect()
+                raise
+
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn if self._conn is not None else self._connect()
+        if self._grouped and not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
         try:
-            return work(conn)
+            result = work(conn)
         except BaseException as exc:
+            if self._grouped:
+                self.flush()  # the batches before this one stand; transact() took back this one's part
             if isinstance(exc, sqlite3.OperationalError | sqlite3.InterfaceError) or conn.in_transaction:
                 self._disconnect()  # the database failed (not a value), or the transaction could not be ended
             raise
+        if self._grouped:
+            self._in_group += 1
+            if self._in_group >= GROUP_CALLS:
+                self.flush()
+        return result
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; transact() says BEGIN and COMMIT itself.
@@ -114,7 +146,22 @@ class SqliteWriter:
 
 
 def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
-    """Run ``steps`` (each one ``executemany``) as one transaction: all of them, or, raising, none."""
+    """Run ``steps`` (each one ``executemany``) as one transaction: all of them, or, raising, none.
+
+    Inside a transaction already open (a throw-away database's group), as one savepoint of it."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT batch")
+        try:
+            for statement, rows in steps:
+                if rows:
+                    conn.executemany(statement, rows)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # the caller hears the first error
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+            raise
+        conn.execute("RELEASE batch")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         for statement, rows in steps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -11,12 +12,16 @@ from typing import Any
 
 import pytest
 
+from dispatcher.alarm import ManualAlarm
+from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
+from dispatcher.feed import EventFeed
+from dispatcher.hub import Hub
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.sqlite_writer import SqliteWriter, transact
 from dispatcher.store import IncidentFilter, StoreUnavailable
 from rules import RuleBook
-from tests.conftest import HubRig
+from tests.conftest import START, HubRig
 
 
 @pytest.fixture
@@ -147,3 +152,51 @@ async def test_a_simulation_store_commits_on_the_loop_thread_and_still_whole_or_
         await writer.close()
     with pytest.raises(sqlite3.InterfaceError):
         await writer.run(lambda conn: conn)
+
+
+async def test_a_throw_away_database_groups_its_commits_and_each_batch_stays_whole(tmp_path: Path) -> None:
+    """Inline and not durable: batches are savepoints of a group committed on ``flush`` (the store calls it
+    before every read through its engine) and at close; a batch that fails leaves nothing, the others stand."""
+    path = tmp_path / "w.db"
+    writer = SqliteWriter(str(path), durable=False, inline=True)
+    await writer.open()
+    insert = "INSERT INTO t (x) VALUES (:x)"
+
+    def seen() -> list[int]:
+        with contextlib.closing(sqlite3.connect(path)) as reader:
+            return [x for (x,) in reader.execute("SELECT x FROM t ORDER BY x")]
+
+    try:
+        await writer.run(lambda conn: transact(conn, [("CREATE TABLE t (x INTEGER NOT NULL)", [{}])]))
+        await writer.run(lambda conn: transact(conn, [(insert, [{"x": 1}, {"x": 2}])]))
+        with pytest.raises(sqlite3.IntegrityError):  # its first row went in, its second is refused: neither stays
+            await writer.run(lambda conn: transact(conn, [(insert, [{"x": 3}]), (insert, [{"x": None}])]))
+        await writer.run(lambda conn: transact(conn, [(insert, [{"x": 4}])]))
+        writer.flush()
+        assert seen() == [1, 2, 4]
+        await writer.run(lambda conn: transact(conn, [(insert, [{"x": 5}])]))
+        assert seen() == [1, 2, 4]  # not committed yet: another connection sees the group's start
+    finally:
+        await writer.close()
+    assert seen() == [1, 2, 4, 5]  # closing commits the group
+
+
+async def test_a_simulation_store_reads_what_its_grouped_writer_wrote(tmp_path: Path, bundled_rules: RuleBook) -> None:
+    clock = VirtualClock(START)
+    store = SqlIncidentStore(f"sqlite+aiosqlite:///{tmp_path / 'sim.db'}", durable=False, inline_writes=True)
+    hub = Hub(
+        store=store,
+        rules=bundled_rules,
+        clock=clock,
+        alarm=ManualAlarm(),
+        feed=EventFeed(queue_size=10),
+        duplicate_radius_m=0,
+    )
+    await hub.start()
+    try:
+        created = [(await hub.report(_report(f"r-{n}"), clock.now())).incident for n in range(3)]
+        _, count = await hub.list_incidents(IncidentFilter(), limit=10, offset=0)
+        assert count == 3
+        assert await store.get(created[1].id) == created[1]
+    finally:
+        await hub.stop()
