@@ -212,10 +212,15 @@ _SQLITE_STAGES_OF = "\nUNION ALL".join(
     for stage in ("ack", "arrive", "resolve")
 )
 
+# The period's return events by the partial index ``ix_event_returned_at`` (revision 0017), then each one's
+# incident by its key. ``{fence}`` is ``OFFSET 0`` on PostgreSQL: without it the planner hashed every
+# incident for the few thousand returns of a year (67 ms against 26 ms on the township-year).
 _RETURNS = """
 SELECT i.rule_id AS rule_id, COUNT(*) AS returns
-FROM event e JOIN incident i ON i.id = e.incident_id
-WHERE e.type = 'AssignmentReturned' AND e.at >= :start AND e.at < :end AND NOT i.exercise
+FROM (SELECT incident_id FROM event
+      WHERE type = 'AssignmentReturned' AND at >= :start AND at < :end {fence}) e
+JOIN incident i ON i.id = e.incident_id
+WHERE NOT i.exercise
 GROUP BY i.rule_id
 """
 
@@ -261,7 +266,8 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
         else:
             stages_sql = _SQLITE_STAGES.format(unit=unit_column, stages=_SQLITE_STAGES_OF)
             stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
-        return_rows = (await conn.execute(_bound(_RETURNS), params)).all()
+        returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
+        return_rows = (await conn.execute(_bound(returns_sql), params)).all()
     stages: dict[str | None, dict[Stage, StageTimes]] = {}
     if postgres:  # one row per unit, its stages side by side
         for r in stage_rows:
