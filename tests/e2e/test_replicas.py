@@ -435,3 +435,26 @@ async def test_open311_and_cap_requests_for_another_replicas_township_are_carrie
         assert [(r["reporter_kind"], r["category"]) for r in stored] == [("citizen", "order.noise")]
         alerts = await _rows(county.urls["ershili"], "SELECT count(*) AS n FROM event WHERE type = 'AlertIssued'")
         assert alerts[0]["n"] == 1
+
+
+async def test_a_board_on_the_hub_of_a_township_handed_over_is_told_to_resume_from_the_log(county: County) -> None:
+    """A third replica joins and takes a township from the replica its boards were on: those boards are closed with
+    4008 and the seq to resume from, not left on a hub that stopped."""
+    import websockets
+
+    async with AsyncExitStack() as stack:
+        replicas = await _replicas(stack, county, ["a", "b"])
+        moving = "q04"  # 4 townships on 2, then on 3: the last one of the second replica goes to the newcomer
+        holder = owner_of(moving, replicas)
+        assert holder is not None
+        async with websockets.connect(f"{holder.ws_url}?township={moving}", additional_headers=holder.headers) as socket:
+            frame = orjson.loads(await asyncio.wait_for(socket.recv(), 30))
+            assert frame["kind"] == "snapshot", frame
+            replicas += await _replicas(stack, county, ["c"])
+            await until(lambda: owner_of(moving, replicas) not in (None, holder), f"{moving} moved", 60)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008, closed.value
+        assert "since" in closed.value.rcvd.reason, closed.value.rcvd.reason
