@@ -243,12 +243,15 @@ def install(app: FastAPI, get_hub: Callable[[Request], Any]) -> None:
 
     @app.exception_handler(HubStopped)
     async def _stopped(_: Request, exc: HubStopped) -> Response:
-        return problem_response(503, "unavailable", str(exc) or "the dispatcher is not running")
+        # Retry-After: a hub stops for a moment too (a replica handing its township over): nothing was stored.
+        return problem_response(
+            503, "unavailable", str(exc) or "the dispatcher is not running", headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> Response:
         # The store's messages carry no SQL and no parameters: nothing of another caller's batch.
-        return problem_response(503, "unavailable", f"not stored, try again: {exc}")
+        return problem_response(503, "unavailable", f"not stored, try again: {exc}", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

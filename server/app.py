@@ -301,6 +301,22 @@ class ServedHubs(Mapping[str, Hub]):
         return sum(1 for t in self._townships.values() if t.serving)
 
 
+class HubFeeds(Mapping[str, EventFeed]):
+    """The feed of each township's hub now (a live view: in replica mode a township gets a new hub at each take)."""
+
+    def __init__(self, townships: Townships) -> None:
+        self._townships = townships
+
+    def __getitem__(self, township: str) -> EventFeed:
+        return self._townships[township].hub.feed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._townships))
+
+    def __len__(self) -> int:
+        return len(self._townships)
+
+
 async def replica_token(directory: SqlDirectory, replica_id: str, at: datetime) -> str:
     """The token this replica carries device messages to the others with: account ``replica-<id>`` (an
     administrator of the county), its earlier tokens revoked, a new one issued at each start."""
@@ -452,7 +468,7 @@ def create_app(
     tail_feeds = TailFeeds(
         ownership,
         {t.id: t.hub.store for t in townships.values() if isinstance(t.hub.store, SqlIncidentStore)},
-        {t.id: t.hub.feed for t in townships.values()},
+        HubFeeds(townships),  # the feed of each township's hub now (replica mode: a new hub at each take)
         queue_size=settings.board_queue_size,
         ring_size=settings.feed_ring_size,
     )
@@ -524,6 +540,9 @@ def create_app(
                 await replicas.start()
                 stack.push_async_callback(replicas.stop)
                 await _replica_edges(stack, replicas, deliverer, ownership, gateways, adoptions, directory, carrier)
+                # Boards on a hub of a township this replica gives up resume from its log (4008), elsewhere.
+                tail_feeds.start()
+                stack.push_async_callback(tail_feeds.stop)
                 yield  # the townships' hubs come and go with their leases; see _leased_townships
                 return
             for township in townships.values():

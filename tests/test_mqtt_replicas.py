@@ -230,3 +230,4 @@ async def test_the_outbox_follows_the_lease_and_resumes_from_the_cursor_the_othe
         finally:
             await gateway.stop()
             collecting.cancel()
+
