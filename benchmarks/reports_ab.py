@@ -13,6 +13,10 @@ Each grouping of ``reports.py`` for November and for the year 2026, ``--repeats`
 after the other so that both meet the same load; wall time (median, min) and this process's CPU time
 (median: the SQLite work runs in this process; on PostgreSQL it is the server's). Checks that both
 give identical figures. Bounded in count; network only to the given database (127.0.0.1).
+
+With ``--document 2026`` (a named period: month, quarter or year) it times the whole briefing document
+(``document()``: the figures by module, team, officer and zone, the township's, the monthly trend and the
+hotspots) old and new instead, and checks that both documents hold identical figures.
 """
 
 from __future__ import annotations
@@ -51,16 +55,41 @@ def load_old(path: Path) -> Any:
     return module
 
 
+def unit_row(u: Any) -> Any:
+    if u is None:
+        return None
+    return (
+        (u.unit, u.received, u.accepted, u.due, u.closed, u.due_closed, u.on_time, u.overdue_open),
+        (getattr(u, "extended", 0), getattr(u, "reworked", 0)),
+        sorted((k.value, v.count, v.median_s, v.p90_s) for k, v in u.stages.items()),
+    )
+
+
 def figures(b: Any) -> str:
-    rows = [
-        (
-            (u.unit, u.received, u.accepted, u.due, u.closed, u.due_closed, u.on_time, u.overdue_open),
-            (getattr(u, "extended", 0), getattr(u, "reworked", 0)),
-            sorted((k.value, v.count, v.median_s, v.p90_s) for k, v in u.stages.items()),
-        )
-        for u in b.units
-    ]
-    return repr(rows) + repr([(r.rule_id, r.returns) for r in b.returns])
+    return repr([unit_row(u) for u in b.units]) + repr([(r.rule_id, r.returns) for r in b.returns])
+
+
+def document_figures(doc: Any) -> str:
+    """Every figure of a briefing document, comparable between the old and the new module."""
+    parts: list[Any] = [unit_row(doc.township_figures), [(m, unit_row(u)) for m, u in doc.trend]]
+    parts += [figures(b) for _, b in sorted(doc.by.items())]
+    parts += [[(r.rank, r.score, r.figures.unit) for r in doc.ranking]]
+    parts += [[(h.key, h.received) for h in doc.hotspots[k]] for k in sorted(doc.hotspots)]
+    return repr(parts)
+
+
+async def measure_document(engine: Any, old: Any, text: str, repeats: int) -> None:
+    times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    out: dict[str, str] = {}
+    for _ in range(repeats):
+        for label, module in (("old", old), ("new", new)):
+            period = module.Period.parse(text)
+            t0, c0 = time.perf_counter(), time.process_time()
+            doc = await module.document(engine, township="ershili", period=period)
+            times[label].append((time.perf_counter() - t0, time.process_time() - c0))
+            out[label] = document_figures(doc)
+    same = out["old"] == out["new"]
+    print(f"document {text}: old {show(times['old'])} | new {show(times['new'])} | identical={same}", flush=True)
 
 
 def show(measured: list[tuple[float, float]]) -> str:
@@ -78,6 +107,9 @@ async def main(args: argparse.Namespace) -> None:
     old = load_old(args.old)
     engine = build_engine(args.database_url, durable=False)
     try:
+        if args.document:
+            await measure_document(engine, old, args.document, args.repeats)
+            return
         for name, (start, end) in PERIODS.items():
             for unit in args.units.split(","):
                 times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
@@ -104,6 +136,7 @@ if __name__ == "__main__":
     parser.add_argument("--fill", type=int, default=0, help="fill the (empty) database with this many incidents")
     parser.add_argument("--units", default="township,module,team,officer,zone")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--document", help="time document() of this named period (2026, 2026-Q4) instead")
     parsed = parser.parse_args()
     if not 0 <= parsed.fill <= 1_000_000 or not 1 <= parsed.repeats <= 20:
         parser.error("--fill 0..1,000,000 and --repeats 1..20")

@@ -8,6 +8,7 @@ and repeated, briefly, at the column that computes each.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
@@ -439,21 +440,179 @@ async def document(engine: AsyncEngine, *, township: str, period: Period) -> Doc
     for unit in (Unit.MODULE, Unit.TEAM, Unit.OFFICER, Unit.ZONE):
         by[unit] = await compute(engine, start=period.start, end=period.end, by=unit)
     whole = await compute(engine, start=period.start, end=period.end, by=Unit.TOWNSHIP)
-    trend: list[tuple[str, UnitFigures | None]] = []
-    for name, start, end in period.months:
-        month = await compute(engine, start=start, end=end, by=Unit.TOWNSHIP)
-        trend.append((name, month.units[0] if month.units else None))
     return Document(
         township=township,
         period=period,
         township_figures=whole.units[0] if whole.units else None,
         by=by,
         ranking=ranking(by[Unit.TEAM].units),
-        trend=trend,
+        trend=await trend(engine, months=period.months),
         hotspots={
             kind: await hotspots(engine, start=period.start, end=period.end, by=kind) for kind in ("category", "zone")
         },
     )
+
+
+# -- the trend: the township's figures month by month, in one pass ---------------------------------------
+#
+# Each month's figures are those ``compute`` gives for ``[start, end)`` of that month by the township; here
+# every month at once. Each counted incident's times are put in their month by comparing them with the
+# months' bounds (``:m0`` the first month's start, ``:m{k+1}`` month k's end, the same bound values and
+# comparisons as month k's own ``:start`` and ``:end``): -1 before the first month, n after the last.
+# Then for month k: received and accepted by the month of the report; due (and the figures of the due
+# ones) by the month of the deadline, closed (and reworked) by the month of the close, each only for
+# incidents reported before the month's end (``rb <= k``, as ``_BASE`` requires); "closed before the
+# month's end" is ``cb <= k``. A month has a row when any counted incident was reported before its end.
+
+
+def _month_of(column: str, n: int) -> str:
+    """The month index of ``column`` among the ``n`` months bound as ``:m0`` … ``:m{n}`` (NULL stays NULL)."""
+    steps = " ".join(f"WHEN {column} < :m{k + 1} THEN {k}" for k in range(n))
+    return f"(CASE WHEN {column} IS NULL THEN NULL WHEN {column} < :m0 THEN -1 {steps} ELSE {n} END)"
+
+
+def _trend_columns(n: int, *, postgres: bool) -> str:
+    columns = f""",
+       {_month_of("i.reported_at", n)} AS rb, {_month_of("a.resolve_due_at", n)} AS db,
+       {_month_of("i.closed_at", n)} AS cb"""
+    if postgres:  # the stage durations of month rb's incidents, those ending before that month's end
+        columns += "".join(
+            f""",
+       CASE WHEN i.reported_at >= :m0 AND {_month_of(f"a.{at}", n)} <= {_month_of("i.reported_at", n)}
+            THEN EXTRACT(EPOCH FROM (a.{at} - a.dispatched_at))::float8 END AS {stage}_s"""
+            for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
+        )
+    return columns
+
+
+# ``part``: 'r' rows by month of report, 'd' by month of deadline, 'c' by month of close; ``f1``…``f5``
+# the figures of that part (see the column comments). ``{stages}``: the percentiles on PostgreSQL.
+_TREND = """
+WITH b AS MATERIALIZED ({base})
+SELECT 'r' AS part, rb AS k,
+  COUNT(*) AS f1,  -- received
+  SUM(CASE WHEN had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS f2,  -- accepted
+  0 AS f3, 0 AS f4, 0 AS f5{stages}
+FROM b WHERE rb < {n} GROUP BY rb
+UNION ALL
+SELECT 'd' AS part, db AS k,
+  COUNT(*) AS f1,  -- due
+  SUM(CASE WHEN cb <= db THEN 1 ELSE 0 END) AS f2,  -- due_closed
+  SUM(CASE WHEN closed_at <= due_at THEN 1 ELSE 0 END) AS f3,  -- on_time
+  SUM(CASE WHEN closed_at IS NULL OR cb > db THEN 1 ELSE 0 END) AS f4,  -- overdue_open
+  SUM(CASE WHEN extensions > 0 THEN 1 ELSE 0 END) AS f5{no_stages}  -- extended
+FROM b WHERE db >= 0 AND db < {n} AND rb <= db AND status NOT IN ('cancelled', 'parked') GROUP BY db
+UNION ALL
+SELECT 'c' AS part, cb AS k,
+  COUNT(*) AS f1,  -- closed
+  SUM(CASE WHEN reworks > 0 THEN 1 ELSE 0 END) AS f2,  -- reworked
+  0 AS f3, 0 AS f4, 0 AS f5{no_stages}
+FROM b WHERE cb >= 0 AND cb < {n} AND rb <= cb GROUP BY cb
+"""
+_TREND_NO_STAGES = "".join(f", 0 AS {s}_n, NULL::float8[] AS {s}_p" for s in ("ack", "arrive", "resolve"))
+
+# SQLite: the stage times of each month's received incidents, as ``_SQLITE_STAGES`` with the month as unit.
+_SQLITE_TREND_STAGES = """
+WITH firsts AS MATERIALIZED (
+  SELECT rb AS unit, d0,
+    CASE WHEN {ack} <= rb THEN acked_at END AS ack_at,
+    CASE WHEN {arrive} <= rb THEN arrived_at END AS arrive_at,
+    CASE WHEN {resolve} <= rb THEN resolved_at END AS resolve_at
+  FROM (
+    SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
+    FROM incident i
+    CROSS JOIN assignment a
+      ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+    WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+      AND i.reported_at >= :m0 AND i.reported_at < :m{n}
+  )
+)
+{stages}"""
+
+
+async def trend(
+    engine: AsyncEngine, *, months: tuple[tuple[str, datetime, datetime], ...]
+) -> list[tuple[str, UnitFigures | None]]:
+    """The township's figures of each of ``months`` (name, start, end; each starting where the one before
+    ends, as ``Period.months``), equal to ``compute(start, end, Unit.TOWNSHIP)`` month by month (None where
+    that has no row), in one read of the incidents: one query on PostgreSQL, two on SQLite."""
+    if not months:
+        return []
+    bounds = [months[0][1], *(end for _, _, end in months)]
+    if any(b.tzinfo is None for b in bounds):
+        raise ValueError("naive datetime refused: pass timezone-aware UTC times")
+    if any(start != before for (_, start, _), before in zip(months, bounds, strict=False)) or any(
+        e <= s for s, e in pairwise(bounds)
+    ):
+        raise ValueError("the months must follow one another, each ending after it starts")
+    n = len(months)
+    postgres = engine.dialect.name == "postgresql"
+    sql = _TREND.format(
+        base=_BASE.format(unit="NULL", durations=_trend_columns(n, postgres=postgres)).replace(":end", f":m{n}"),
+        n=n,
+        stages=_STAGE_PERCENTILES if postgres else "",
+        no_stages=_TREND_NO_STAGES if postgres else "",
+    ).replace(":start", ":m0")
+    params = {f"m{k}": b for k, b in enumerate(bounds)}
+    bind = [sa.bindparam(name, type_=UtcDateTime()) for name in params]
+    async with engine.connect() as conn:
+        if postgres:  # as in ``compute``
+            await conn.execute(sa.text("SET LOCAL jit = off"))
+            await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        rows = (await conn.execute(sa.text(sql).bindparams(*bind), params)).all()
+        stage_rows: Sequence[Any] = ()
+        if not postgres:
+            stages_sql = _SQLITE_TREND_STAGES.format(
+                rb=_month_of("i.reported_at", n),
+                n=n,
+                stages=_SQLITE_STAGES_OF,
+                ack=_month_of("acked_at", n),
+                arrive=_month_of("arrived_at", n),
+                resolve=_month_of("resolved_at", n),
+            )
+            stage_rows = (await conn.execute(sa.text(stages_sql).bindparams(*bind), params)).all()
+    stages: dict[int, dict[Stage, StageTimes]] = {}
+    parts: dict[tuple[str, int], Any] = {}
+    for row in rows:
+        parts[(row.part, int(row.k))] = row
+        if postgres and row.part == "r":
+            for stage in Stage:
+                count = getattr(row, f"{stage.value}_n")
+                if count:
+                    median_s, p90_s = getattr(row, f"{stage.value}_p")
+                    stages.setdefault(int(row.k), {})[stage] = StageTimes(
+                        count=int(count), median_s=_seconds(median_s), p90_s=_seconds(p90_s)
+                    )
+    for k, stage_name, count, median_s, p90_s in stage_rows:
+        stages.setdefault(int(k), {})[Stage(stage_name)] = StageTimes(
+            count=int(count), median_s=_seconds(median_s), p90_s=_seconds(p90_s)
+        )
+    first = min((k for part, k in parts if part == "r"), default=n)  # the month of the first report counted
+    out: list[tuple[str, UnitFigures | None]] = []
+    for k, (name, _, _) in enumerate(months):
+        if k < first:
+            out.append((name, None))
+            continue
+        r, d, c = parts.get(("r", k)), parts.get(("d", k)), parts.get(("c", k))
+        out.append(
+            (
+                name,
+                UnitFigures(
+                    unit="township",
+                    received=int(r.f1) if r else 0,
+                    accepted=int(r.f2 or 0) if r else 0,
+                    due=int(d.f1) if d else 0,
+                    closed=int(c.f1) if c else 0,
+                    due_closed=int(d.f2 or 0) if d else 0,
+                    on_time=int(d.f3 or 0) if d else 0,
+                    overdue_open=int(d.f4 or 0) if d else 0,
+                    extended=int(d.f5 or 0) if d else 0,
+                    reworked=int(c.f2 or 0) if c else 0,
+                    stages=stages.get(k, {}),
+                ),
+            )
+        )
+    return out
 
 
 class Figure(StrEnum):
