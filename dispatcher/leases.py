@@ -148,9 +148,7 @@ class SqlLeases:
         """A replica shutting down: its heartbeat is set long past, so the others rebalance at once. The row stays:
         a replica not live is one whose MQTT sessions another adopts (:func:`dispatcher.core.leases.adoptions`)."""
         async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(replica_t).where(replica_t.c.id == me).values(seen_at=sa.func.to_timestamp(0))
-            )
+            await conn.execute(sa.update(replica_t).where(replica_t.c.id == me).values(seen_at=sa.func.to_timestamp(0)))
 
     async def _update(self, statement: sa.Update) -> int | None:
         async with self._engine.begin() as conn:

@@ -92,9 +92,7 @@ def _switching(township: str, replicas: Replicas | None) -> Response:
     )
 
 
-async def carry_message(
-    replicas: Replicas, token: str, township: str, message: CarriedMessage
-) -> RefusalOf | None:
+async def carry_message(replicas: Replicas, token: str, township: str, message: CarriedMessage) -> RefusalOf | None:
     """Hand a device message this replica took (a shared subscription) to the owner of ``township``
     (``POST /api/v1/mqtt/carry`` there, as the replicas' own account): the owner's refusal, or None once stored.
 

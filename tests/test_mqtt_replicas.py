@@ -204,7 +204,9 @@ async def test_the_outbox_follows_the_lease_and_resumes_from_the_cursor_the_othe
         return [int(body["seq"]) for body in notices.on(f"{prefix}board/events")]
 
     async def report(n: int) -> None:
-        await rig.hub.report(Report(report_id=f"r-{n}", category="noise.x", description="d", zone="market"), rig.clock.now())
+        await rig.hub.report(
+            Report(report_id=f"r-{n}", category="noise.x", description="d", zone="market"), rig.clock.now()
+        )
 
     async with client(broker.url) as listener:
         await listener.subscribe(f"{prefix}board/events", qos=1)
@@ -230,4 +232,3 @@ async def test_the_outbox_follows_the_lease_and_resumes_from_the_cursor_the_othe
         finally:
             await gateway.stop()
             collecting.cancel()
-

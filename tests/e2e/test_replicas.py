@@ -447,7 +447,9 @@ async def test_a_board_on_the_hub_of_a_township_handed_over_is_told_to_resume_fr
         moving = "q04"  # 4 townships on 2, then on 3: the last one of the second replica goes to the newcomer
         holder = owner_of(moving, replicas)
         assert holder is not None
-        async with websockets.connect(f"{holder.ws_url}?township={moving}", additional_headers=holder.headers) as socket:
+        async with websockets.connect(
+            f"{holder.ws_url}?township={moving}", additional_headers=holder.headers
+        ) as socket:
             frame = orjson.loads(await asyncio.wait_for(socket.recv(), 30))
             assert frame["kind"] == "snapshot", frame
             replicas += await _replicas(stack, county, ["c"])
