@@ -16,42 +16,12 @@ import argparse
 import asyncio
 import platform
 import time
-from datetime import UTC, datetime, timedelta
 
 from dispatcher.settings import BUNDLED_TABLE
 from rules import compile_table, load_table
+from simulations.month import busy_month
 from simulations.report import summarise
 from simulations.runner import Simulation
-from simulations.scenario import Behaviour, Behaviours, ReportSpec, Scenario, Step
-
-ZONED = {"traffic.congestion": "five-way", "market.stall_encroachment": "market", "market.unlicensed_vendor": "market"}
-
-
-def month(incidents: int, days: int, seed: int) -> Scenario:
-    book = compile_table(load_table(BUNDLED_TABLE))
-    categories = [c.id for c in book.table.catalogue]
-    every = timedelta(days=days) / incidents
-    steps = []
-    for n, category in enumerate(categories):
-        times = len(range(n, incidents, len(categories)))
-        if not times:
-            continue
-        steps.append(
-            Step(
-                at=f"{int((every * n).total_seconds())}s",
-                repeat={"every": f"{max(1, int((every * len(categories)).total_seconds()))}s", "times": times},
-                report=ReportSpec(category=category, zone=ZONED.get(category, "town-centre"), description=category),
-            )
-        )
-    silent = {t.id: Behaviour(never_acknowledges=True) for t in book.table.teams[::20]}
-    return Scenario(
-        name=f"a busy month: {incidents} incidents in {days} days",
-        start=datetime(2026, 6, 1, tzinfo=UTC),
-        seed=seed,
-        until=f"{days}d",
-        behaviour=Behaviours(teams=silent),
-        timeline=steps,
-    )
 
 
 def main() -> None:
@@ -60,7 +30,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    scenario = month(args.incidents, args.days, args.seed)
+    scenario = busy_month(args.incidents, args.days, args.seed)
     simulation = Simulation(scenario, compile_table(load_table(BUNDLED_TABLE)))
     started, cpu_started = time.perf_counter(), time.process_time()
     result = asyncio.run(simulation.run())

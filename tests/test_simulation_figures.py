@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,40 +28,18 @@ import orjson
 from dispatcher.roster_file import BUNDLED_ROSTER, build_roster, read_roster
 from dispatcher.settings import BUNDLED_TABLE
 from rules import compile_table, load_table
+from simulations.month import busy_month
 from simulations.report import summarise
 from simulations.runner import RunResult, Simulation, run_scenario
-from simulations.scenario import Behaviour, Behaviours, ReportSpec, Scenario, Step, load_scenario
+from simulations.scenario import Scenario, load_scenario
 
 EXPECTED = Path(__file__).resolve().parent / "fixtures" / "simulation_figures.json"
 SCENARIOS = Path(__file__).resolve().parent.parent / "simulations" / "scenarios"
-ZONED = {"traffic.congestion": "five-way", "market.stall_encroachment": "market", "market.unlicensed_vendor": "market"}
 
 
 def small_month(incidents: int, days: int, seed: int) -> Scenario:
-    """The shape of ``benchmarks/simulate.py``'s month, smaller: every category in turn, one team in twenty silent."""
-    book = compile_table(load_table(BUNDLED_TABLE))
-    categories = [c.id for c in book.table.catalogue]
-    every = timedelta(days=days) / incidents
-    steps = []
-    for n, category in enumerate(categories):
-        times = len(range(n, incidents, len(categories)))
-        if times:
-            steps.append(
-                Step(
-                    at=f"{int((every * n).total_seconds())}s",
-                    repeat={"every": f"{max(1, int((every * len(categories)).total_seconds()))}s", "times": times},
-                    report=ReportSpec(category=category, zone=ZONED.get(category, "town-centre"), description=category),
-                )
-            )
-    silent = {t.id: Behaviour(never_acknowledges=True) for t in book.table.teams[::20]}
-    return Scenario(
-        name=f"{incidents} incidents in {days} days",
-        start=datetime(2026, 6, 1, tzinfo=UTC),
-        seed=seed,
-        until=f"{days}d",
-        behaviour=Behaviours(teams=silent),
-        timeline=steps,
-    )
+    """The shape of ``benchmarks/simulate.py``'s month, smaller."""
+    return busy_month(incidents, days, seed, name=f"{incidents} incidents in {days} days")
 
 
 def facts(result: RunResult) -> int:
