@@ -210,7 +210,6 @@ function go(view, { push = true } = {}) {
   }
   if (push && view !== 'place' && location.pathname !== '/field') history.pushState(null, '', '/field');
   window.scrollTo(0, 0);
-  rows.atTop = true;
   if (view === 'tasks') redrawSoon(); // rows drawn while the view was hidden assumed it at the top
   if (view === 'me') renderMe();
   if (view === 'report') prepareReport();
@@ -454,10 +453,7 @@ function pendingFor(incidentId) {
  *  row as it comes into view and drops one that left: the page keeps the same few dozen elements. */
 const ROW_PX = 136; // a row of 128 px (field.css) and 8 px to the next
 const OVERDRAW = 4; // rows drawn beyond each edge of the screen, so a fast flick does not show an empty gap
-// index in state.tasks -> its <li>; the animation frame asked for; whether the page is known to be at its top
-// (go() put it there and no scroll since), so that the list starts at or below the screen's top edge.
-// `screen`: the window's height when last measured.
-const rows = { drawn: new Map(), frame: 0, atTop: true, screen: 0 };
+const rows = { drawn: new Map(), frame: 0 }; // index in state.tasks -> its <li>; the animation frame asked for
 
 function renderTasks() {
   const list = $('#task-list');
@@ -466,29 +462,18 @@ function renderTasks() {
   rows.drawn.clear();
   list.replaceChildren();
   $('#tasks-empty').hidden = state.tasks.length > 0;
-  if (rows.atTop) {
-    // The list was just changed: reading its position would force a layout here and another one for the
-    // frame. At the page's top the first screenful is the rows from 0 to a screen's height (a row or two more
-    // than fit below the header and tabs); the next frame fits them to the list's real position.
-    drawRows(0);
-    redrawSoon();
-  } else drawRows();
+  drawRows();
 }
 
 /** The rows in view (and OVERDRAW either side) are in the list, the others not. Reads the list's position
  *  first and writes after, so it forces no layout of its own (in a scroll frame the layout is clean). */
-function drawRows(known) {
+function drawRows() {
+  rows.frame = 0;
   const list = $('#task-list');
-  let top = known;
-  if (typeof top !== 'number') {
-    top = list.getBoundingClientRect().top; // 0 while the view is hidden: the first screenful is drawn
-    rows.screen = window.innerHeight; // read with the layout clean (innerHeight may update it)
-  }
-  // Before the first measurement: the phone's screen, at least as tall as the page's window.
-  const height = rows.screen || screen.height;
+  const top = list.getBoundingClientRect().top; // 0 while the view is hidden: the first screenful is drawn
   const n = state.tasks.length;
   const first = Math.max(0, Math.floor(-top / ROW_PX) - OVERDRAW);
-  const last = Math.min(n - 1, Math.ceil((height - top) / ROW_PX) + OVERDRAW);
+  const last = Math.min(n - 1, Math.ceil((window.innerHeight - top) / ROW_PX) + OVERDRAW);
   for (const [i, li] of rows.drawn) {
     if (i < first || i > last) { li.remove(); rows.drawn.delete(i); }
   }
@@ -507,9 +492,7 @@ function drawRows(known) {
 }
 
 function redrawSoon() {
-  if (!rows.frame && state.view === 'tasks') {
-    rows.frame = requestAnimationFrame(() => { rows.frame = 0; drawRows(); });
-  }
+  if (!rows.frame && state.view === 'tasks') rows.frame = requestAnimationFrame(drawRows);
 }
 
 function taskRow(incident, index, now) {
@@ -1213,7 +1196,7 @@ function wire() {
     if (state.current && state.view === 'task') renderTask(state.current);
   });
   document.addEventListener('pointerdown', unlockAudio, { once: true, capture: true });
-  window.addEventListener('scroll', () => { rows.atTop = false; redrawSoon(); }, { passive: true });
+  window.addEventListener('scroll', redrawSoon, { passive: true });
   window.addEventListener('resize', redrawSoon);
   window.addEventListener('online', onNetwork);
   window.addEventListener('offline', onNetwork);
