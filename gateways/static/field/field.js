@@ -393,8 +393,9 @@ function runningDeadline(incident) {
 
 /** The most urgent first, as the server orders them: priority (1 first), then the running deadline, then id. */
 function sortTasks(tasks) {
-  const due = (i) => { const d = runningDeadline(i); return d ? Date.parse(d.due_at) : Infinity; };
-  return tasks.slice().sort((a, b) => a.priority - b.priority || due(a) - due(b) || a.id - b.id);
+  // Each deadline parsed once, not twice per comparison (200 tasks: ~3,000 parses less while the list opens).
+  const due = new Map(tasks.map((i) => { const d = runningDeadline(i); return [i, d ? Date.parse(d.due_at) : Infinity]; }));
+  return tasks.slice().sort((a, b) => a.priority - b.priority || due.get(a) - due.get(b) || a.id - b.id);
 }
 
 async function loadTasks({ announce = true, draw = true } = {}) {

@@ -6,7 +6,7 @@
  */
 'use strict';
 
-const SHELL = 'field-shell-v4';
+const SHELL = 'field-shell-v5';
 const DATA = 'field-data';
 const SHELL_FILES = [
   '/field',
