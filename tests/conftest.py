@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
@@ -26,7 +27,7 @@ from dispatcher.core.roster import Roster
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.settings import BUNDLED_TABLE
-from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.sql_store import SqlIncidentStore, build_engine
 from rules import RuleBook, compile_table, load_table
 
 POSTGRES_URL = os.environ.get("DISPATCHER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -265,3 +266,17 @@ async def api_client(app: Any, headers: dict[str, str] | None = None) -> AsyncIt
             yield http
     finally:
         await app.state.context.directory.close()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``database_url`` (each backend) whose schema the store's migrations made, for tests that write
+    and read rows directly (the briefing's and the assessment's SQL)."""
+    store = SqlIncidentStore(database_url, durable=False)
+    await store.open()
+    await store.close()
+    engine = build_engine(database_url, durable=False)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

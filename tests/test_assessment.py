@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,18 +48,6 @@ def scores(result: Assessment) -> dict[str, dict[str, float]]:
         "teams": {s.unit: s.score for s in result.teams},
         "modules": {s.unit: s.score for s in result.modules},
     }
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    store = SqlIncidentStore(database_url, durable=False)
-    await store.open()
-    await store.close()
-    engine = build_engine(database_url, durable=False)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_each_score_comes_from_its_incidents(engine: AsyncEngine) -> None:

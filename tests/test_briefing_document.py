@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,18 +20,6 @@ from dispatcher.sql_store import SqlIncidentStore, build_engine
 from gateways.briefing_document import render_html, render_xlsx, tables
 from server.cli import app
 from tests.test_briefing import JULY, JUNE, History, june_history
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    store = SqlIncidentStore(database_url, durable=False)
-    await store.open()
-    await store.close()
-    engine = build_engine(database_url, durable=False)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def june(engine: AsyncEngine) -> None:

@@ -5,7 +5,6 @@ backends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.briefing import CHINA, Period, Stage, Unit, UnitFigures, compute, document, trend
-from dispatcher.sql_store import SqlIncidentStore, build_engine
 from tests.test_briefing import History
 
 H = timedelta(hours=1)
@@ -24,18 +22,6 @@ M = timedelta(minutes=1)
 def at(month: int, day: int, hour: int = 10) -> datetime:
     """A time in the township's civil time (the months are Beijing months)."""
     return datetime(2026, month, day, hour, tzinfo=CHINA)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    store = SqlIncidentStore(database_url, durable=False)
-    await store.open()
-    await store.close()
-    engine = build_engine(database_url, durable=False)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def months_history(engine: AsyncEngine) -> None:
