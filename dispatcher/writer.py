@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DueEntry
-from dispatcher.core.incidents import Incident, Report
-from dispatcher.core.lifecycle import AssignmentState
+from dispatcher.core.incidents import Incident, Refused, Report
+from dispatcher.core.lifecycle import AssignmentState, IllegalTransition
 from dispatcher.core.roster import Need, Roster, UnitState, UnitStatus, choose_officer, status_after_task_change
 from dispatcher.feed import FeedRecord, feed_message
 from dispatcher.open_incidents import OpenIncidents
@@ -175,6 +175,9 @@ class Batch:
         return self.changes
 
 
+#: A command's expected refusals (the lifecycle's, the core's), answered to its caller without a traceback.
+_REFUSALS = (IllegalTransition, Refused)
+
 _MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCENE: UnitStatus.ON_SCENE}
 
 
@@ -284,7 +287,12 @@ class Writer:
             raise HubStopped("the hub is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(Command(apply, future, **keys))
-        return await future
+        try:
+            return await future
+        finally:
+            # A refused command's exception, raised here, has this frame in its traceback: holding the future
+            # (which holds the exception) too would make a cycle, freed only by a full garbage collection.
+            del future
 
     async def submit_many(
         self, commands: Sequence[tuple[Callable[[Batch], T], dict[str, Any]]]
@@ -421,6 +429,11 @@ class Writer:
                 try:
                     results.append((command, command.apply(batch), None))
                 except Exception as exc:  # noqa: BLE001 - a refused command fails alone
+                    if isinstance(exc, _REFUSALS):
+                        # The lifecycle's answer needs no traceback, and its traceback (these frames, which hold
+                        # the batch and the results, which hold the exception) was a reference cycle: each refusal
+                        # kept its batch alive until a full collection of the garbage collector.
+                        exc = exc.with_traceback(None)
                     results.append((command, None, exc))
             if batch.freed:
                 try:
