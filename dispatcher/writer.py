@@ -432,8 +432,11 @@ class Writer:
                     if isinstance(exc, _REFUSALS):
                         # The lifecycle's answer needs no traceback, and its traceback (these frames, which hold
                         # the batch and the results, which hold the exception) was a reference cycle: each refusal
-                        # kept its batch alive until a full collection of the garbage collector.
+                        # kept its batch alive until a full collection of the garbage collector. So was a hidden
+                        # context's (``raise ... from None`` after a KeyError: its frames reach this one).
                         exc = exc.with_traceback(None)
+                        if exc.__suppress_context__:
+                            exc.__context__ = None
                     results.append((command, None, exc))
             if batch.freed:
                 try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from datetime import timedelta
 
 import orjson
@@ -117,6 +119,26 @@ async def test_illegal_move_raises_and_changes_nothing(rig: HubRig) -> None:
 
     assert rig.hub.last_seq == seq_before
     assert await rig.hub.store.get(incident.id) == incident
+
+
+async def test_a_refusal_is_freed_without_the_garbage_collector(rig: HubRig) -> None:
+    """A refused command's exception is in no reference cycle (with its traceback's frames, its future, its
+    batch): reference counting frees it once the writer has moved on, with the collector off."""
+    incident = (await rig.hub.report(five_way(), rig.clock.now())).incident
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            await rig.hub.move_unit(incident.id, "traffic-police", UnitAction.RESOLVE, rig.clock.now())
+        except IllegalTransition as exc:
+            refused = weakref.ref(exc)
+        else:
+            pytest.fail("resolving before acknowledging was not refused")
+        await rig.hub.settle()  # the writer's next batch: it no longer holds the refused command
+        assert refused() is None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 async def test_a_refused_command_does_not_spoil_its_batch(rig: HubRig) -> None:
