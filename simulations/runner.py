@@ -160,9 +160,9 @@ class Simulation:
         for step in itertools.count():
             if step % _FREEZE_EVERY == 0:
                 # What lives on (the loaded modules, the open incidents, the agenda) leaves the collector's
-                # passes: they found no garbage among it, and a month's full passes over it took a sixth of
-                # the CPU. Nothing here makes reference cycles (a refusal's traceback did: dispatcher/writer.py);
-                # should something, its garbage waits for the thaw at the end of the run.
+                # passes, which took about a fifth of a month's CPU walking it. A replay makes no reference
+                # cycles (a refusal's traceback did: dispatcher/writer.py); should something, its garbage waits
+                # for the thaw at the end of the run. (The thaw also thaws whatever the caller had frozen.)
                 gc.freeze()
             next_action = self._agenda[0][0] if self._agenda else None
             alarm = self.alarm.when
