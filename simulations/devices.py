@@ -13,20 +13,24 @@ without: one phone of the team per incident): acknowledge after a delay drawn
     python -m simulations.devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
     dispatcher devices --mqtt-url mqtt://127.0.0.1:1883 --officers 20 --duration 60
 
-Talks to the broker only (loopback or wherever ``--mqtt-url`` points); every wait is bounded by
-``duration_s``. Wall-clock delays are the simulator's own business: it is a device, not the hub.
+Talks to the broker only (loopback or wherever ``--mqtt-url`` points). Every wait is bounded: the run by
+``duration_s``, each MQTT call by the client's timeout, the stop by a grace period and then by cancelling
+(see :meth:`DeviceFleet.run`). Wall-clock delays are the simulator's own business: it is a device, not the hub.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
@@ -47,6 +51,8 @@ DEFAULT_REPORTS: tuple[tuple[str, str], ...] = (
 _METRES_PER_DEGREE = 111_320.0
 #: The notices that give an officer work: a dispatch, and an officer (re)assigned by a re-dispatch or an operator.
 _TASKS = ("UnitsDispatched", "OfficerAssigned")
+#: Each MQTT call of a phone (connect, subscribe, publish, disconnect) fails after this long.
+_CLIENT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +79,10 @@ class DeviceConfig:
 
 class TooManyPhones(ValueError):
     """More phones asked for than the roster has officers."""
+
+
+class PhonesDidNotStop(RuntimeError):
+    """Phones still running after the stop's grace period and every round of cancelling."""
 
 
 def roster_officers(path: Path = BUNDLED_ROSTER) -> tuple[tuple[str, str, str | None], ...]:
@@ -111,11 +121,13 @@ class DeviceSummary:
     resolved: int = 0
     seconds: float = 0.0
     report_ids: list[str] = field(default_factory=list)
+    cancelled: int = 0  # phones that did not end on their own once the run was over, and were cancelled
 
     def line(self) -> str:
         return (
             f"{self.officers} officers, {self.seconds:.1f} s: {self.positions} positions, {self.reports} reports, "
             f"{self.notices} notices, {self.tasks_taken} tasks taken, {self.moves} moves, {self.resolved} resolved"
+            + (f", {self.cancelled} phones cancelled at the end" if self.cancelled else "")
         )
 
 
@@ -150,6 +162,34 @@ def default_roster(rules: RuleBook) -> tuple[tuple[str, str, str | None], ...]:
     return roster_officers(BUNDLED_ROSTER)
 
 
+async def stop_tasks(tasks: Iterable[asyncio.Task[object]], *, grace_s: float, rounds: int, round_s: float) -> int:
+    """Wait up to ``grace_s`` for ``tasks`` (told to stop by other means) to end, then cancel those left, again each
+    round (``rounds`` of up to ``round_s``); returns how many had to be cancelled. Runs on the tasks' loop.
+
+    Raises :class:`PhonesDidNotStop`, naming the tasks, when some are still running after the last round.
+
+    Cancelling is the fallback, not the way to stop a phone: on Python 3.11 ``asyncio.wait_for``, which every
+    aiomqtt call awaits, swallows a cancel that lands as the call completes (fixed in 3.12), and the task goes on
+    with nothing left to cancel it. A single cancel of every phone did hang the fleet that way (a walk publishing
+    forever, or a phone waiting for the others to listen), and with it the e2e test awaiting the fleet.
+    """
+    left = set(tasks)
+    if left:
+        _, left = await asyncio.wait(left, timeout=grace_s)
+    cancelled = len(left)
+    for _ in range(rounds):
+        if not left:
+            break
+        for task in left:
+            task.cancel()  # again each round: the previous one may have been swallowed
+        _, left = await asyncio.wait(left, timeout=round_s)
+    if left:
+        names = ", ".join(sorted(task.get_name() for task in left))
+        waited = grace_s + rounds * round_s
+        raise PhonesDidNotStop(f"{len(left)} phones still running {waited:g} s after the run ended: {names}")
+    return cancelled
+
+
 class Officer:
     def __init__(
         self, officer_id: str, team: str, team_mates: list[str], rng: random.Random, home: tuple[float, float]
@@ -173,6 +213,13 @@ class Officer:
 
 
 class DeviceFleet:
+    #: Once the run is over, how long the phones have to end on their own: at worst a phone still connecting
+    #: (connect, the subscription in flight, disconnect: one client timeout each); on a healthy broker, milliseconds.
+    stop_grace_s: float = 3 * _CLIENT_TIMEOUT_S
+    #: Then the phones still running are cancelled, again each round (a cancel can be lost, see :func:`stop_tasks`).
+    cancel_rounds: int = 10
+    cancel_round_s: float = 1.0
+
     def __init__(self, config: DeviceConfig, rules: RuleBook) -> None:
         self.config = config
         self.topics = Topics(config.prefix or default_prefix(rules.township_id))
@@ -199,27 +246,64 @@ class DeviceFleet:
             )
             for n, (officer_id, team, zone) in enumerate(phones)
         ]
-        self._done = asyncio.Event()
-        # Nobody reports before every phone listens: a notice sent to a phone still connecting is lost.
         self.summary.officers = len(self.officers)
-        self._all_listening = asyncio.Barrier(len(self.officers)) if self.officers else None
+        # Set when the run is over: every loop of a phone watches it, so phones stop without being cancelled.
+        self._stopping = asyncio.Event()
+        # Nobody reports before every phone listens: a notice sent to a phone still connecting is lost.
+        self._listening = 0
+        self._all_listening = asyncio.Event()
 
     async def run(self) -> DeviceSummary:
-        """Run until ``duration_s`` passed or ``stop_after_resolved`` tasks were resolved; re-raise a device's error."""
+        """Run until ``duration_s`` passed, ``stop_after_resolved`` tasks were resolved or a phone failed; then
+        stop every phone (bounded, see :func:`stop_tasks`) and re-raise the first phone's error, if any.
+
+        Raises :class:`PhonesDidNotStop` rather than wait without end for a phone that does not stop."""
         started = time.monotonic()
         phones = [asyncio.create_task(self._device(o), name=o.id) for o in self.officers]
-        finished = asyncio.create_task(self._done.wait())
+        over = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait([*phones, finished], timeout=self.config.duration_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*phones, over], timeout=self.config.duration_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (*phones, finished):
-                task.cancel()
-            results = await asyncio.gather(*phones, return_exceptions=True)
+            self._stopping.set()
+            over.cancel()
+            self.summary.cancelled = await stop_tasks(
+                phones, grace_s=self.stop_grace_s, rounds=self.cancel_rounds, round_s=self.cancel_round_s
+            )
         self.summary.seconds = time.monotonic() - started
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        for phone in phones:
+            error = None if phone.cancelled() else phone.exception()
+            if isinstance(error, Exception):
+                raise error
         return self.summary
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the run ends meanwhile; whether the phone goes on (the run is not over)."""
+        if not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
+        return not self._stopping.is_set()
+
+    async def _everyone_listens(self) -> bool:
+        """Wait until every phone listens, or the run ends (then False)."""
+        waits = [asyncio.create_task(self._all_listening.wait()), asyncio.create_task(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return not self._stopping.is_set()
+
+    async def _stopping_on_error(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run one of a phone's tasks, ``work(*args)``; if it fails, the run is over (:meth:`run` re-raises the error).
+
+        Called here rather than by the caller: a task cancelled before it starts leaves no coroutine never awaited."""
+        try:
+            await work(*args)
+        except Exception:
+            # Its task group cancels its siblings, which can swallow that cancel (see stop_tasks): they end on the flag.
+            self._stopping.set()
+            raise
 
     async def _device(self, officer: Officer) -> None:
         async with aiomqtt.Client(
@@ -229,18 +313,27 @@ class DeviceFleet:
             password=self.address.password,
             identifier=f"device-{self.run_id}-{officer.id}",
             protocol=aiomqtt.ProtocolVersion.V5,
-            timeout=10,
+            timeout=_CLIENT_TIMEOUT_S,
             socket_options=NO_DELAY,
         ) as client:
+            topics = [self.topics.officer_tasks(officer.id)]
             if self.config.work_tasks:  # a phone that only walks need not take its team's traffic
-                await client.subscribe(self.topics.team_dispatch(officer.team), qos=1)
-            await client.subscribe(self.topics.officer_tasks(officer.id), qos=1)
-            if self._all_listening is not None:
-                await self._all_listening.wait()
+                topics.insert(0, self.topics.team_dispatch(officer.team))
+            for topic in topics:
+                if self._stopping.is_set():
+                    return  # connected after the run ended: disconnect at once
+                await client.subscribe(topic, qos=1)
+            self._listening += 1
+            if self._listening == len(self.officers):
+                self._all_listening.set()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._listen(client, officer, group))
-                group.create_task(self._walk(client, officer))
-                group.create_task(self._report(client, officer))
+                listener = group.create_task(self._stopping_on_error(self._listen, client, officer, group))
+                group.create_task(self._stopping_on_error(self._walk, client, officer))
+                group.create_task(self._stopping_on_error(self._report, client, officer))
+                await self._stopping.wait()
+                # The walk, the report and the work end on the flag at their next pause. The listener waits on the
+                # broker: it is cancelled, which cannot be lost there (it awaits no asyncio.wait_for).
+                listener.cancel()
 
     async def _listen(self, client: aiomqtt.Client, officer: Officer, group: asyncio.TaskGroup) -> None:
         async for message in client.messages:
@@ -257,17 +350,18 @@ class DeviceFleet:
                 continue  # a re-sent notice (same seq, or on the team's topic and the officer's) or another's
             officer.taken.add(incident_id)
             self.summary.tasks_taken += 1
-            group.create_task(self._work(client, officer, incident_id))
+            group.create_task(self._stopping_on_error(self._work, client, officer, incident_id))
 
     async def _work(self, client: aiomqtt.Client, officer: Officer, incident_id: int) -> None:
         config = self.config
         rng = officer.rng
-        await asyncio.sleep(rng.lognormvariate(math.log(config.ack_median_s), config.ack_sigma))
+        if not await self._pause(rng.lognormvariate(math.log(config.ack_median_s), config.ack_sigma)):
+            return
         steps = (("acknowledge", "assigned"), ("en_route", "en_route"), ("on_scene", "on_scene"), ("resolve", None))
         officer.working.add(incident_id)
         for n, (action, status) in enumerate(steps):
-            if n:
-                await asyncio.sleep(rng.expovariate(1 / config.step_s))
+            if n and not await self._pause(rng.expovariate(1 / config.step_s)):
+                return
             body = {"officer_id": officer.id, "incident_id": incident_id, "team": officer.team, "action": action}
             await client.publish(self.topics.officer_acks(officer.id), orjson.dumps(body), qos=1)
             self.summary.moves += 1
@@ -277,15 +371,15 @@ class DeviceFleet:
             await self._position(client, officer)
         self.summary.resolved += 1
         if self.config.stop_after_resolved is not None and self.summary.resolved >= self.config.stop_after_resolved:
-            self._done.set()
+            self._stopping.set()
 
     async def _walk(self, client: aiomqtt.Client, officer: Officer) -> None:
         # Spread the first positions so N phones do not all speak in the same millisecond.
-        await asyncio.sleep(officer.rng.uniform(0, self.config.position_every_s))
-        while True:
+        pause = officer.rng.uniform(0, self.config.position_every_s)
+        while await self._pause(pause):
             officer.walk(self.config.walk_m)
             await self._position(client, officer)
-            await asyncio.sleep(self.config.position_every_s)
+            pause = self.config.position_every_s
 
     async def _position(self, client: aiomqtt.Client, officer: Officer) -> None:
         body = {
@@ -305,10 +399,13 @@ class DeviceFleet:
         mine = len(range(index, config.reports, len(self.officers)))
         if not mine:
             return
+        if not await self._everyone_listens():
+            return
         within = config.report_within_s if config.report_within_s is not None else config.duration_s / 2
         pause = within / (mine + 1)
         for n in range(mine):
-            await asyncio.sleep(officer.rng.uniform(0.5, 1.5) * pause)
+            if not await self._pause(officer.rng.uniform(0.5, 1.5) * pause):
+                return
             category, zone = config.report_kinds[officer.rng.randrange(len(config.report_kinds))]
             report_id = f"sim-{self.run_id}-{officer.id}-{n}"
             body = {
