@@ -59,6 +59,37 @@ from gateways.problems import code_of
 
 log = logging.getLogger(__name__)
 
+END_ROUND_S = 1.0  # how long each round of :func:`end_tasks` waits before cancelling again
+
+
+async def end_tasks(tasks: Iterable[asyncio.Task[Any]], *, rounds: int = 30) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait for them, cancelling those still running again each round; returns any left.
+
+    One cancel is not enough on Python 3.11: ``asyncio.wait_for``, which every aiomqtt call awaits, swallows a
+    cancel that lands as its call completes (fixed in 3.12). The outbox would then go on publishing into a
+    dead session, and a session waiting for it would never end, so the gateway would never reconnect. After
+    ``rounds`` rounds the tasks left are logged and abandoned rather than waited for forever.
+    """
+    left = set(tasks)
+    for _ in range(rounds):
+        if not left:
+            break
+        for task in left:
+            task.cancel()  # again each round: the previous one may have been swallowed
+        done, left = await asyncio.wait(left, timeout=END_ROUND_S)
+        for task in done:  # their outcome is read here, as gather(return_exceptions=True) did
+            if not task.cancelled():
+                task.exception()
+    if left:
+        log.error(
+            "MQTT gateway: %d tasks did not end after %d cancels: %s",
+            len(left),
+            rounds,
+            sorted(t.get_name() for t in left),
+        )
+    return left
+
+
 # paho leaves Nagle's algorithm on: a PUBACK or a notice then waits for the peer's delayed ACK
 # (40 ms on Linux). That was the whole publish → notice latency until it was turned off.
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -192,8 +223,12 @@ class MqttGateway:
 
     @property
     def state(self) -> str:
-        """``connected`` or ``down`` (the broker is away; the gateway keeps trying)."""
-        return "connected" if self._connected else "down"
+        """``connected`` once subscribed to the device topics (as ``/readyz`` says), else ``down``.
+
+        A message published between the broker's CONNACK and the SUBSCRIBE's answer can find no
+        subscriber, so the gateway is not called connected before its subscriptions are confirmed.
+        """
+        return "connected" if self._connected and self.subscribed.is_set() else "down"
 
     async def start(self) -> None:
         """Load the outbox cursor and start connecting in the background; never waits for the broker.
@@ -376,9 +411,7 @@ class MqttGateway:
                     task.result()  # re-raise the reason the session ended
             finally:
                 self.subscribed.clear()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await end_tasks(tasks)
 
     def _filter(self, topic: str) -> str:
         group = self.config.shared_group
