@@ -78,7 +78,7 @@ class Shift:
 
     def covers(self, local: datetime) -> bool:
         """Whether the shift is running at ``local`` (a naive or aware local time)."""
-        now = local.time().replace(tzinfo=None)
+        now = local.time()  # naive: ``time()`` drops the zone (``timetz()`` would keep it)
         if self.start < self.end:
             return self.start <= now < self.end and self.runs_on(local.date())
         # Past midnight: the evening part belongs to today, the morning part to yesterday's shift.
