@@ -7,11 +7,12 @@ them: every ``every_s`` the young generations are collected and whatever survive
 (``gc.freeze``), which full collections skip. Every ``thaw_every_s`` the heap is thawed and collected
 once in full, so cyclic garbage among frozen objects is still reclaimed.
 
-While it runs, the youngest generation is collected after ``young_threshold`` net allocations instead of
-Python's 700. At 700, intake at saturation collected it about once every eight reports and the next generation
-(2-3 ms each, over everything that had survived) every tenth time: about 8 % of the server's CPU, on objects
-that reference counting frees within a request anyway (benchmarks/README.md). Fewer, larger young collections
-let more of them die first. The frozen heap is untouched by either.
+While it runs, Python's own full collections are off (the oldest generation's threshold is set out of reach):
+they are this task's job. After a freeze the collector's estimate of the long-lived heap is near zero, so its
+rule "collect in full when a quarter more has survived" held after every ten collections of the middle
+generation, and each full collection walked everything that had survived since the last freeze: about once
+a second at saturation, some 20 ms of CPU each. Without them the collector's CPU on the batch door fell from
+about 34 to 17 us a report (benchmarks/README.md). The young generations are collected as before.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import time
 
 log = logging.getLogger(__name__)
 
+#: The oldest generation's threshold while the freezer runs: middle-generation collections before a full one.
+_NEVER = 1_000_000_000
+
 
 class HeapFreezer:
     """Runs on the event loop as one task; ``stop`` thaws the heap and gives back the collector's thresholds."""
 
-    def __init__(self, *, every_s: float = 1.0, thaw_every_s: float = 600.0, young_threshold: int = 20_000) -> None:
+    def __init__(self, *, every_s: float = 1.0, thaw_every_s: float = 600.0) -> None:
         self.every_s = every_s
         self.thaw_every_s = thaw_every_s
-        self.young_threshold = young_threshold
         self._task: asyncio.Task[None] | None = None
         self._thresholds: tuple[int, int, int] | None = None
 
@@ -38,7 +41,7 @@ class HeapFreezer:
         gc.collect()
         gc.freeze()
         self._thresholds = gc.get_threshold()
-        gc.set_threshold(self.young_threshold, *self._thresholds[1:])
+        gc.set_threshold(*self._thresholds[:2], _NEVER)
         self._task = asyncio.create_task(self._run(), name="heap-freezer")
 
     async def stop(self) -> None:
