@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -108,7 +108,10 @@ class EventFeed:
         self._ring: deque[FeedRecord] = deque(maxlen=ring_size)
         self._subscribers: set[Subscription] = set()
         self.last_seq = 0
-        self._published: dict[int, float] = {}  # seq -> monotonic time it was published (the recent ones)
+        # seq -> monotonic time it was published (the recent ones, oldest first). An OrderedDict, not a dict: the
+        # oldest is dropped on every publish, and a plain dict's first key is found by scanning past the slots of
+        # every key deleted since it last resized (thousands), where ``popitem(last=False)`` is constant time.
+        self._published: OrderedDict[int, float] = OrderedDict()
         self._published_size = ring_size
 
     @property
@@ -132,7 +135,7 @@ class EventFeed:
         for record in records:
             published[record.seq] = now
         while len(published) > self._published_size:
-            del published[next(iter(published))]
+            published.popitem(last=False)
         for subscription in list(self._subscribers):
             for record in records:
                 if not subscription._offer(record):

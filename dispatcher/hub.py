@@ -816,11 +816,12 @@ class Hub:
     ) -> dict[str, str | None]:
         """The chosen officer of each team that has a roster; teams without one are left out (sent whole)."""
         chosen: dict[str, str | None] = {}
+        units = batch.all_units()  # one view for every team: nothing is recorded while choosing
         for team in teams:
             if team is None or not self.roster.team(team):
                 continue
             need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones)
-            officer = choose_officer(self.roster, batch.all_units(), need)
+            officer = choose_officer(self.roster, units, need)
             chosen[team] = officer  # an officer is on one team only: no one is chosen twice here
         return chosen
 

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -1137,9 +1138,9 @@ _STATE_COLUMNS = (
 def _assignment_state(assignment: Assignment) -> dict[str, Any]:
     """The columns an assignment's moves change: state, officer and each deadline."""
     row: dict[str, Any] = {
-        "state": assignment.state.value,
+        "state": _VALUES[assignment.state],
         "updated_at": assignment.updated_at,
-        "role": assignment.role.value,
+        "role": _VALUES[assignment.role],
         "officer": assignment.officer,
         "tried": ",".join(assignment.tried),
         "waiting": assignment.waiting,
@@ -1147,12 +1148,23 @@ def _assignment_state(assignment: Assignment) -> dict[str, Any]:
         "arrived_at": assignment.arrived_at,
         "resolved_at": assignment.resolved_at,
     }
-    for kind in _KINDS:
+    for kind, due_at, state, settled_at in _KIND_COLUMNS:
         deadline = assignment.deadline(kind)
-        row[f"{kind.value}_due_at"] = deadline.due_at if deadline else None
-        row[f"{kind.value}_state"] = deadline.state.value if deadline else None
-        row[f"{kind.value}_settled_at"] = deadline.settled_at if deadline else None
+        if deadline is None:
+            row[due_at] = row[state] = row[settled_at] = None
+        else:
+            row[due_at] = deadline.due_at
+            row[state] = _VALUES[deadline.state]
+            row[settled_at] = deadline.settled_at
     return row
+
+
+#: Each team deadline kind with its three columns, named once (not formatted per row).
+_KIND_COLUMNS = tuple(
+    (kind, f"{kind.value}_due_at", f"{kind.value}_state", f"{kind.value}_settled_at") for kind in _KINDS
+)
+#: Enum members to their stored text: a dict lookup, where ``.value`` is a descriptor call on every row.
+_VALUES: dict[Enum, str] = {member: member.value for enum in (AssignmentState, Role, DeadlineState) for member in enum}
 
 
 def _assignment_row(incident_id: int, position: int, assignment: Assignment) -> dict[str, Any]:

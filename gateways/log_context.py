@@ -6,8 +6,8 @@ request's code logs; plain text ignores them. Binding is three ``ContextVar.set`
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -19,6 +19,10 @@ _GIVEN_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def bind(given_request_id: str | None, township_id: str | None, incident: str | None) -> None:
     """Bind the request's id (the caller's ``X-Request-ID`` when it is a sane token, else a new one)."""
-    request_id.set(given_request_id if given_request_id and _GIVEN_ID.match(given_request_id) else secrets.token_hex(6))
+    # A correlation id, not a secret: the process's pseudo-random generator, not the system's (``secrets`` reads
+    # the kernel's random source with a system call on every request).
+    request_id.set(
+        given_request_id if given_request_id and _GIVEN_ID.match(given_request_id) else f"{random.getrandbits(48):012x}"
+    )
     township.set(township_id)
     incident_id.set(int(incident) if incident is not None and incident.isdecimal() else None)

@@ -444,12 +444,16 @@ class EventsPublic(BaseModel):
 
 
 def incident_json(incident: Incident) -> dict[str, Any]:
-    """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson)."""
+    """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson).
+
+    Enum members are read by ``_value_`` (the member's own attribute), not ``.value`` (a Python-level descriptor
+    call each time): an answer holds some forty of them.
+    """
     report = incident.report
     return {
         "id": incident.id,
         "report_id": report.report_id,
-        "status": incident.status.value,
+        "status": incident.status._value_,
         "category": incident.category,
         "reported_category": report.category,
         "description": report.description,
@@ -477,15 +481,15 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "assignments": [
             {
                 "team": a.team,
-                "role": a.role.value,
-                "state": a.state.value,
+                "role": a.role._value_,
+                "state": a.state._value_,
                 "officer": a.officer,
                 "waiting": a.waiting,
                 "tried": list(a.tried),
                 "dispatched_at": a.dispatched_at,
                 "updated_at": a.updated_at,
                 "deadlines": [
-                    {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
+                    {"kind": d.kind._value_, "due_at": d.due_at, "state": d.state._value_, "settled_at": d.settled_at}
                     for d in a.deadlines
                 ],
                 "escalations": [
@@ -494,7 +498,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
                         "step": e.step,
                         "level": e.level,
                         "due_at": e.due_at,
-                        "state": e.state.value,
+                        "state": e.state._value_,
                         "settled_at": e.settled_at,
                     }
                     for e in a.escalations

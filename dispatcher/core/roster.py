@@ -78,7 +78,7 @@ class Shift:
 
     def covers(self, local: datetime) -> bool:
         """Whether the shift is running at ``local`` (a naive or aware local time)."""
-        now = local.time().replace(tzinfo=None)
+        now = local.time()  # naive: ``time()`` drops the zone (``timetz()`` would keep it)
         if self.start < self.end:
             return self.start <= now < self.end and self.runs_on(local.date())
         # Past midnight: the evening part belongs to today, the morning part to yesterday's shift.
@@ -193,12 +193,15 @@ class Need:
     exclude: frozenset[str] = frozenset()
 
 
+_IDLE = UnitState()
+
+
 def rank(roster: Roster, units: Mapping[str, UnitState], need: Need) -> list[tuple[str, float]]:
     """Every eligible officer for ``need``, best first, with their distance (``inf`` when unknown)."""
     on_duty = roster.duty(need.team, need.at)
     zones = set(need.zones)
     ranked: list[tuple[tuple[int, int, float, int, str], str, float]] = []
-    idle = UnitState()
+    idle = _IDLE
     for officer_id, posted in on_duty.items():
         if officer_id in need.exclude:
             continue
