@@ -133,6 +133,69 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
   AND (i.reported_at < :end)
 """
 
+# A period's figures, read by index (revision 0018) rather than from every incident reported before its
+# end. An incident reported before the period counts in none of its figures unless its lead's resolve
+# deadline or its close falls in the period; every other one adds only zeros. So the base is the incidents
+# reported in the period (by ``ix_incident_reported_at``), then those reported before it whose lead (any
+# lead: a superset, the figures test the current one) is due in it (``ix_assignment_lead_due``) or that were
+# closed in it (``ix_incident_closed_at``). The units of the rest still have a row (all zeros), as when
+# every incident was read: ``_UNITS_BEFORE`` lists them.
+_PERIOD_BASE = """
+{reported}
+UNION ALL
+{before}
+"""
+_BEFORE = """
+  AND i.reported_at < :start
+  AND i.id IN (SELECT x.incident_id FROM assignment x
+               WHERE x.role = 'lead' AND x.resolve_due_at >= :start AND x.resolve_due_at < :end
+               UNION
+               SELECT y.id FROM incident y
+               WHERE y.closed_at IS NOT NULL AND y.closed_at >= :start AND y.closed_at < :end)"""
+# The units that had a counted incident reported before ``:start``, without reading those incidents: each
+# value of the unit's column is found by its index, one step at a time (``MIN(col) WHERE col > the last``),
+# then kept when one such incident has it (the oldest ones come first, so the search usually stops at
+# once); NULL (the row without a unit) is kept when one such incident has none.
+_UNIT_INDEXED = {  # the unit's column, and the condition of the (partial) index on it
+    Unit.MODULE: ("incident", "module", ""),
+    Unit.TEAM: ("assignment", "team", " AND role = 'lead'"),  # ix_assignment_lead_team: the leads only
+    Unit.OFFICER: ("assignment", "officer", ""),
+    Unit.ZONE: ("incident", "zone", ""),
+}
+_BEFORE_START = """
+SELECT 1 FROM incident i{lead}
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged' AND i.reported_at < :start AND {which}"""
+_LEAD = """
+LEFT JOIN assignment a
+  ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')"""
+_UNITS_BEFORE = """
+WITH RECURSIVE v(unit) AS (
+  SELECT MIN({column}) FROM {table} WHERE {column} IS NOT NULL{only}
+  UNION ALL
+  SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > v.unit{only}) FROM v WHERE v.unit IS NOT NULL
+)
+SELECT unit FROM v WHERE unit IS NOT NULL AND EXISTS ({has_value})
+UNION ALL
+SELECT NULL AS unit WHERE EXISTS ({has_none})
+"""
+
+
+def units_before_sql(by: Unit) -> str:
+    """The query listing the units of kind ``by`` with a counted incident reported before ``:start``."""
+    if by is Unit.TOWNSHIP:
+        return f"SELECT NULL AS unit WHERE EXISTS ({_BEFORE_START.format(lead='', which='1 = 1')})"
+    table, column, only = _UNIT_INDEXED[by]
+    unit = _UNIT_COLUMN[by]
+    lead = _LEAD if table == "assignment" else ""
+    return _UNITS_BEFORE.format(
+        table=table,
+        column=column,
+        only=only,
+        has_value=_BEFORE_START.format(lead=lead, which=f"{unit} = v.unit"),
+        has_none=_BEFORE_START.format(lead=lead, which=f"{unit} IS NULL"),
+    )
+
+
 _FIGURES = """
 WITH b AS ({base})
 SELECT unit,
@@ -231,6 +294,16 @@ def base_sql(unit: str, *, durations: str = "") -> str:
     return _BASE.format(unit=unit, durations=durations)
 
 
+def period_base_sql(unit: str, *, durations: str = "", before: bool = True) -> str:
+    """As :func:`base_sql` for the figures of ``[:start, :end)``, reading only the incidents that can add to
+    them (see ``_PERIOD_BASE``): the units of the others come from ``_UNITS_BEFORE``. ``before=False``: no
+    counted incident was reported before ``:start``, only the period's own are read."""
+    reported = base_sql(unit, durations=durations) + "  AND i.reported_at >= :start"
+    if not before:
+        return reported
+    return _PERIOD_BASE.format(reported=reported, before=base_sql(unit, durations=durations) + _BEFORE)
+
+
 def _bound(sql: str) -> sa.TextClause:
     return sa.text(sql).bindparams(sa.bindparam("start", type_=UtcDateTime()), sa.bindparam("end", type_=UtcDateTime()))
 
@@ -239,7 +312,7 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     """The figures of every unit of kind ``by`` for the period ``[start, end)``.
 
     Raises ``ValueError`` when the period is empty or its times are naive. Runs read queries on the
-    engine's pool (two on PostgreSQL, three on SQLite); safe beside the writer (it reads committed rows
+    engine's pool (three on PostgreSQL, four on SQLite); safe beside the writer (it reads committed rows
     only).
     """
     if start.tzinfo is None or end.tzinfo is None:
@@ -248,12 +321,6 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
         raise ValueError("the period must end after it starts")
     unit_column = _UNIT_COLUMN[by]
     postgres = engine.dialect.name == "postgresql"
-    if postgres:  # one pass: the figures and the stage times
-        figures_sql = _FIGURES.format(
-            base=base_sql(unit_column, durations=_STAGE_DURATIONS), due=_DUE, closed=_CLOSED, stages=_STAGE_PERCENTILES
-        )
-    else:
-        figures_sql = _FIGURES.format(base=base_sql(unit_column), due=_DUE, closed=_CLOSED, stages="")
     params: dict[str, Any] = {"start": start, "end": end}
     async with engine.connect() as conn:
         if postgres:
@@ -261,6 +328,13 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
             # took longer than running them, and the percentiles' sorts spilled to disk at 4 MB.
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        units_sql = sa.text(units_before_sql(by)).bindparams(sa.bindparam("start", type_=UtcDateTime()))
+        units_before = (await conn.execute(units_sql, {"start": start})).scalars().all()
+        # None of them: nothing reported before the period can count in it.
+        base = period_base_sql(unit_column, durations=_STAGE_DURATIONS if postgres else "", before=bool(units_before))
+        figures_sql = _FIGURES.format(
+            base=base, due=_DUE, closed=_CLOSED, stages=_STAGE_PERCENTILES if postgres else ""
+        )
         rows = (await conn.execute(_bound(figures_sql), params)).all()
         if postgres:
             stage_rows = rows
@@ -298,6 +372,22 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
             stages=stages.get(r.unit, {}),
         )
         for r in rows
+    ]
+    seen = {r.unit for r in rows}
+    units += [  # units whose incidents were all reported before the period and add nothing to it
+        UnitFigures(
+            unit=u if by is not Unit.TOWNSHIP else "township",
+            received=0,
+            accepted=0,
+            due=0,
+            closed=0,
+            due_closed=0,
+            on_time=0,
+            overdue_open=0,
+            stages={},
+        )
+        for u in dict.fromkeys(units_before)
+        if u not in seen
     ]
     units.sort(key=lambda u: (u.unit is None, u.unit or ""))
     returns = sorted(
