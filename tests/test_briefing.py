@@ -31,6 +31,7 @@ from dispatcher.briefing import (
     _bound,
     base_sql,
     compute,
+    compute_many,
 )
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
@@ -328,8 +329,10 @@ async def test_a_period_reads_its_own_incidents_and_keeps_the_older_units(
         (JUNE - 6 * D, JUNE - 5 * D),  # one day: incident 10's
     ]
     for start, end in periods:
+        together = await compute_many(engine, start=start, end=end, by=list(Unit))
         for by in Unit:
             computed = await compute(engine, start=start, end=end, by=by)
+            assert together[by] == computed, (start, end, by)  # one read for all kinds: the same figures
             assert {
                 u.unit: (
                     u.received,
