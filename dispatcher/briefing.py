@@ -154,10 +154,11 @@ _BEFORE = """
                WHERE y.closed_at IS NOT NULL AND y.closed_at >= :start AND y.closed_at < :end)"""
 # The units that had a counted incident reported before ``:start``, without reading those incidents: each
 # value of the unit's column is found by its index, one step at a time (``MIN(col) WHERE col > the last``),
-# then kept when one such incident has it (the oldest ones come first, so the search usually stops at
-# once); NULL (the row without a unit) is kept when one such incident has none. Each search is a scalar
-# subquery with ``LIMIT 1`` rather than ``EXISTS``: PostgreSQL turned the ``EXISTS`` into a semi-join that
-# read every incident before the period (374 ms for a month by team, against a few ms).
+# then kept when one such incident has it (the search stops at the first found: a unit active before the
+# period is usually found at once; one whose rows are all drills or merged is read through). NULL (the row
+# without a unit) is kept when one such incident has none. Each search is a scalar subquery with
+# ``LIMIT 1`` rather than ``EXISTS``: PostgreSQL turned the ``EXISTS`` into a semi-join that read every
+# incident before the period (374 ms for a month by team, against a few ms).
 _UNIT_INDEXED = {  # the unit's column, and the condition of the (partial) index on it
     Unit.MODULE: ("incident", "module", ""),
     Unit.TEAM: ("assignment", "team", " AND role = 'lead'"),  # ix_assignment_lead_team: the leads only
