@@ -154,10 +154,16 @@ class AssignmentRow(SQLModel, table=True):
 
     __table_args__ = (
         sa.Index("ix_assignment_team_incident", "team", "incident_id"),
-        # The briefing finds the leads due in a period by it (revision 0018).
+        # The briefing finds the leads due in a period, and the teams that led before it, by these (revision 0018).
         sa.Index(
             "ix_assignment_lead_due",
             "resolve_due_at",
+            postgresql_where=sa.text("role = 'lead'"),
+            sqlite_where=sa.text("role = 'lead'"),
+        ),
+        sa.Index(
+            "ix_assignment_lead_team",
+            "team",
             postgresql_where=sa.text("role = 'lead'"),
             sqlite_where=sa.text("role = 'lead'"),
         ),
