@@ -133,9 +133,91 @@ WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
   AND (i.reported_at < :end)
 """
 
-_FIGURES = """
-WITH b AS ({base})
-SELECT unit,
+# A period's figures, read by index (revision 0018) rather than from every incident reported before its
+# end. An incident reported before the period counts in none of its figures unless its lead's resolve
+# deadline or its close falls in the period; every other one adds only zeros. So the base is the incidents
+# reported in the period (by ``ix_incident_reported_at``), then those reported before it whose lead (any
+# lead: a superset, the figures test the current one) is due in it (``ix_assignment_lead_due``) or that were
+# closed in it (``ix_incident_closed_at``). The units of the rest still have a row (all zeros), as when
+# every incident was read: ``_UNITS_BEFORE`` lists them.
+_PERIOD_BASE = """
+{reported}
+UNION ALL
+{before}
+"""
+_BEFORE = """
+  AND i.reported_at < :start
+  AND i.id IN (SELECT x.incident_id FROM assignment x
+               WHERE x.role = 'lead' AND x.resolve_due_at >= :start AND x.resolve_due_at < :end
+               UNION
+               SELECT y.id FROM incident y
+               WHERE y.closed_at IS NOT NULL AND y.closed_at >= :start AND y.closed_at < :end)"""
+# The units that had a counted incident reported before ``:start``, without reading those incidents: each
+# value of the unit's column is found by its index, one step at a time (``MIN(col) WHERE col > the last``),
+# then kept when one such incident has it (the search stops at the first found: a unit active before the
+# period is usually found at once; one whose rows are all drills or merged is read through). NULL (the row
+# without a unit) is kept when one such incident has none. Each search is a scalar subquery with
+# ``LIMIT 1`` rather than ``EXISTS``: PostgreSQL turned the ``EXISTS`` into a semi-join that read every
+# incident before the period (374 ms for a month by team, against a few ms).
+_UNIT_INDEXED = {  # the unit's column, and the condition of the (partial) index on it
+    Unit.MODULE: ("incident", "module", ""),
+    Unit.TEAM: ("assignment", "team", " AND role = 'lead'"),  # ix_assignment_lead_team: the leads only
+    Unit.OFFICER: ("assignment", "officer", ""),
+    Unit.ZONE: ("incident", "zone", ""),
+}
+_BEFORE_START = """
+SELECT 1 FROM incident i{lead}
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged' AND i.reported_at < :start AND {which}"""
+_LEAD = """
+LEFT JOIN assignment a
+  ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')"""
+# An incident without a team or officer: no current lead, or (officer) a current lead with no officer (found
+# by the index on the officer, which holds the NULLs). Said without the join, which PostgreSQL planned as a
+# hash join of every lead to find the first such incident (100 ms for a month).
+_CURRENT_LEAD = (
+    "SELECT 1 FROM assignment x"
+    " WHERE x.incident_id = i.id AND x.role = 'lead' AND x.state NOT IN ('returned', 'cancelled')"
+)
+_LEAD_WITHOUT_OFFICER = """
+SELECT 1 FROM assignment a
+JOIN incident i ON i.id = a.incident_id
+WHERE a.officer IS NULL AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  AND NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged' AND i.reported_at < :start"""
+_UNITS_BEFORE = """
+WITH RECURSIVE v(unit) AS (
+  SELECT MIN({column}) FROM {table} WHERE {column} IS NOT NULL{only}
+  UNION ALL
+  SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > v.unit{only}) FROM v WHERE v.unit IS NOT NULL
+)
+SELECT unit FROM v WHERE unit IS NOT NULL AND ({has_value} LIMIT 1) IS NOT NULL
+UNION ALL
+SELECT NULL AS unit WHERE {has_none}
+"""
+
+
+def units_before_sql(by: Unit) -> str:
+    """The query listing the units of kind ``by`` with a counted incident reported before ``:start``."""
+    if by is Unit.TOWNSHIP:
+        return f"SELECT NULL AS unit WHERE ({_BEFORE_START.format(lead='', which='1 = 1')} LIMIT 1) IS NOT NULL"
+    table, column, only = _UNIT_INDEXED[by]
+    unit = _UNIT_COLUMN[by]
+    lead = _LEAD if table == "assignment" else ""
+    if by is Unit.TEAM:
+        nones = [_BEFORE_START.format(lead="", which=f"NOT EXISTS ({_CURRENT_LEAD})")]
+    elif by is Unit.OFFICER:
+        nones = [_BEFORE_START.format(lead="", which=f"NOT EXISTS ({_CURRENT_LEAD})"), _LEAD_WITHOUT_OFFICER]
+    else:  # by the column's index (left to itself, SQLite read the incidents before the period instead)
+        nones = [_BEFORE_START.format(lead="", which=f"i.id IN (SELECT z.id FROM incident z WHERE z.{column} IS NULL)")]
+    return _UNITS_BEFORE.format(
+        table=table,
+        column=column,
+        only=only,
+        has_value=_BEFORE_START.format(lead=lead, which=f"{unit} = v.unit"),
+        has_none=" OR ".join(f"({q} LIMIT 1) IS NOT NULL" for q in nones),
+    )
+
+
+_AGGREGATES = """
   SUM(CASE WHEN reported_at >= :start THEN 1 ELSE 0 END) AS received,
   SUM(CASE WHEN reported_at >= :start AND had_lead = 1 AND handover IS NULL THEN 1 ELSE 0 END) AS accepted,
   SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due,
@@ -144,10 +226,17 @@ SELECT unit,
   SUM(CASE WHEN {due} AND closed_at <= due_at THEN 1 ELSE 0 END) AS on_time,
   SUM(CASE WHEN {due} AND (closed_at IS NULL OR closed_at >= :end) THEN 1 ELSE 0 END) AS overdue_open,
   SUM(CASE WHEN {due} AND extensions > 0 THEN 1 ELSE 0 END) AS extended,
-  SUM(CASE WHEN {closed} AND reworks > 0 THEN 1 ELSE 0 END) AS reworked{stages}
+  SUM(CASE WHEN {closed} AND reworks > 0 THEN 1 ELSE 0 END) AS reworked{stages}"""
+_FIGURES = (
+    """
+WITH b AS ({base})
+SELECT unit,"""
+    + _AGGREGATES
+    + """
 FROM b
 GROUP BY unit
 """
+)
 _DUE = "(due_at >= :start AND due_at < :end AND status NOT IN ('cancelled', 'parked'))"
 _CLOSED = "(closed_at >= :start AND closed_at < :end)"
 
@@ -185,7 +274,7 @@ def _rank_of(fraction: str, n: str) -> str:
 # once (materialised for the three stages); each dispatch time is parsed once. One row per unit and stage.
 _SQLITE_STAGES = """
 WITH firsts AS MATERIALIZED (
-  SELECT {unit} AS unit, julianday(a.dispatched_at) AS d0,
+  SELECT {unit} AS unit{columns}, julianday(a.dispatched_at) AS d0,
     CASE WHEN a.acked_at < :end THEN a.acked_at END AS ack_at,
     CASE WHEN a.arrived_at < :end THEN a.arrived_at END AS arrive_at,
     CASE WHEN a.resolved_at < :end THEN a.resolved_at END AS resolve_at
@@ -197,21 +286,29 @@ WITH firsts AS MATERIALIZED (
 )
 {stages}"""
 _SQLITE_STAGE = """
-SELECT unit, '{stage}' AS stage, MAX(n) AS n,
+SELECT {tag}unit, '{stage}' AS stage, MAX(n) AS n,
   MIN(CASE WHEN rn = {median} THEN secs END) AS median_s,
   MIN(CASE WHEN rn = {p90} THEN secs END) AS p90_s
 FROM (
   SELECT unit, secs, ROW_NUMBER() OVER w AS rn,
     COUNT(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n
-  FROM (SELECT unit, ROUND((julianday({stage}_at) - d0) * 86400.0, 3) AS secs FROM firsts WHERE {stage}_at IS NOT NULL)
+  FROM (SELECT {unit} AS unit, ROUND((julianday({stage}_at) - d0) * 86400.0, 3) AS secs
+        FROM firsts WHERE {stage}_at IS NOT NULL)
   WINDOW w AS (PARTITION BY unit ORDER BY secs)
 )
 WHERE rn IN ({median}, {p90})
 GROUP BY unit"""
-_SQLITE_STAGES_OF = "\nUNION ALL".join(
-    _SQLITE_STAGE.format(stage=stage, median=_rank_of("0.5", "n"), p90=_rank_of("0.9", "n"))
-    for stage in ("ack", "arrive", "resolve")
-)
+
+
+def _sqlite_stages_of(unit: str = "unit", tag: str = "") -> str:
+    """The three stages' blocks of ``_SQLITE_STAGE`` for the unit column ``unit`` of ``firsts``."""
+    return "\nUNION ALL".join(
+        _SQLITE_STAGE.format(stage=stage, median=_rank_of("0.5", "n"), p90=_rank_of("0.9", "n"), unit=unit, tag=tag)
+        for stage in ("ack", "arrive", "resolve")
+    )
+
+
+_SQLITE_STAGES_OF = _sqlite_stages_of()
 
 # The period's return events by the partial index ``ix_event_returned_at`` (revision 0017), then each one's
 # incident by its key. ``{fence}`` is ``OFFSET 0`` on PostgreSQL: without it the planner hashed every
@@ -231,6 +328,16 @@ def base_sql(unit: str, *, durations: str = "") -> str:
     return _BASE.format(unit=unit, durations=durations)
 
 
+def period_base_sql(unit: str, *, durations: str = "", before: bool = True) -> str:
+    """As :func:`base_sql` for the figures of ``[:start, :end)``, reading only the incidents that can add to
+    them (see ``_PERIOD_BASE``): the units of the others come from ``_UNITS_BEFORE``. ``before=False``: no
+    counted incident was reported before ``:start``, only the period's own are read."""
+    reported = base_sql(unit, durations=durations) + "  AND i.reported_at >= :start"
+    if not before:
+        return reported
+    return _PERIOD_BASE.format(reported=reported, before=base_sql(unit, durations=durations) + _BEFORE)
+
+
 def _bound(sql: str) -> sa.TextClause:
     return sa.text(sql).bindparams(sa.bindparam("start", type_=UtcDateTime()), sa.bindparam("end", type_=UtcDateTime()))
 
@@ -239,50 +346,156 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
     """The figures of every unit of kind ``by`` for the period ``[start, end)``.
 
     Raises ``ValueError`` when the period is empty or its times are naive. Runs read queries on the
-    engine's pool (two on PostgreSQL, three on SQLite); safe beside the writer (it reads committed rows
+    engine's pool (three on PostgreSQL, four on SQLite); safe beside the writer (it reads committed rows
     only).
     """
+    return (await compute_many(engine, start=start, end=end, by=(by,)))[by]
+
+
+# Several kinds of unit at once (the briefing document's five): one base with a column per kind (``u0``,
+# ``u1``, …; the township needs none), read once. PostgreSQL groups it by ``GROUPING SETS`` (one set per
+# kind, ``()`` for the township; ``GROUPING(u0, …)`` says which set a row is of: the bits of the columns
+# not grouped, the first column the highest bit); SQLite materialises it and groups it once per kind, and
+# ranks each kind's stage times over one materialised read of the period's leads.
+_FIGURES_BY_SET = (
+    """
+WITH b AS ({base})
+SELECT GROUPING({columns}) AS g, {columns},"""
+    + _AGGREGATES
+    + """
+FROM b
+GROUP BY GROUPING SETS ({sets})
+"""
+)
+_FIGURES_BY_KIND = (
+    """
+SELECT {g} AS g, {column} AS unit,"""
+    + _AGGREGATES
+    + """
+FROM b
+GROUP BY {column}"""
+)
+
+
+async def compute_many(
+    engine: AsyncEngine, *, start: datetime, end: datetime, by: Sequence[Unit]
+) -> dict[Unit, Briefing]:
+    """The figures of :func:`compute` for each kind of unit in ``by``, identical to one ``compute`` per
+    kind, from one read of the period's incidents (see ``_FIGURES_BY_SET``)."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("naive datetime refused: pass timezone-aware UTC times")
     if end <= start:
         raise ValueError("the period must end after it starts")
-    unit_column = _UNIT_COLUMN[by]
+    kinds = list(dict.fromkeys(by))
     postgres = engine.dialect.name == "postgresql"
-    if postgres:  # one pass: the figures and the stage times
-        figures_sql = _FIGURES.format(
-            base=base_sql(unit_column, durations=_STAGE_DURATIONS), due=_DUE, closed=_CLOSED, stages=_STAGE_PERCENTILES
-        )
-    else:
-        figures_sql = _FIGURES.format(base=base_sql(unit_column), due=_DUE, closed=_CLOSED, stages="")
     params: dict[str, Any] = {"start": start, "end": end}
+    # kind → its unit column in the base (``unit`` for one kind; ``u{k}``, or NULL for the township)
+    named = [kind for kind in kinds if kind is not Unit.TOWNSHIP]
+    if len(kinds) == 1:
+        column = {kinds[0]: "unit"}
+        extra = ""
+    else:
+        column = {kind: f"u{k}" for k, kind in enumerate(named)} | {Unit.TOWNSHIP: "NULL"}
+        extra = "".join(f",\n       {_UNIT_COLUMN[kind]} AS {column[kind]}" for kind in named)
+    unit_column = _UNIT_COLUMN[kinds[0]] if len(kinds) == 1 else "NULL"
+    figure_rows: dict[Unit, list[Any]] = {kind: [] for kind in kinds}
+    stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]] = {kind: [] for kind in kinds}
     async with engine.connect() as conn:
         if postgres:
             # Queries over up to a year of rows: compiling them (JIT, chosen by the planner's cost estimate)
             # took longer than running them, and the percentiles' sorts spilled to disk at 4 MB.
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-        rows = (await conn.execute(_bound(figures_sql), params)).all()
-        if postgres:
-            stage_rows = rows
+        units_before: dict[Unit, Sequence[Any]] = {}
+        for kind in kinds:
+            units_sql = sa.text(units_before_sql(kind)).bindparams(sa.bindparam("start", type_=UtcDateTime()))
+            units_before[kind] = (await conn.execute(units_sql, {"start": start})).scalars().all()
+        before = any(units_before.values())  # none: nothing reported before the period can count in it
+        if postgres and before:
+            # The period's incidents and those before it due or closed in it are a part of the history: each
+            # one's lead is found by its key. Left to its cost estimate, PostgreSQL hashed every lead of the
+            # history and read every incident for them (a month by team: about 480 ms against 150 ms).
+            await conn.execute(sa.text("SET LOCAL enable_hashjoin = off"))
+            await conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
+        durations = extra + (_STAGE_DURATIONS if postgres else "")
+        base = period_base_sql(unit_column, durations=durations, before=before)
+        aggregates: dict[str, str] = {"due": _DUE, "closed": _CLOSED, "stages": _STAGE_PERCENTILES if postgres else ""}
+        if len(kinds) == 1:
+            sql = _FIGURES.format(base=base, **aggregates)
+            figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
+        elif postgres:
+            columns = ", ".join(column[kind] for kind in named)
+            sets = ", ".join(f"({column[kind]})" if kind is not Unit.TOWNSHIP else "()" for kind in kinds)
+            sql = _FIGURES_BY_SET.format(base=base, columns=columns, sets=sets, **aggregates)
+            full = (1 << len(named)) - 1
+            mask = {full & ~(1 << (len(named) - 1 - k)): kind for k, kind in enumerate(named)} | {full: Unit.TOWNSHIP}
+            for r in (await conn.execute(_bound(sql), params)).all():
+                kind = mask[int(r.g)]
+                if kind in figure_rows:
+                    figure_rows[kind].append(
+                        _Tagged(r, getattr(r, column[kind]) if kind is not Unit.TOWNSHIP else None)
+                    )
         else:
-            stages_sql = _SQLITE_STAGES.format(unit=unit_column, stages=_SQLITE_STAGES_OF)
-            stage_rows = (await conn.execute(_bound(stages_sql), params)).all()
+            sql = f"WITH b AS MATERIALIZED ({base})" + "\nUNION ALL".join(
+                _FIGURES_BY_KIND.format(g=k, column=column[kind], **aggregates) for k, kind in enumerate(kinds)
+            )
+            for r in (await conn.execute(_bound(sql), params)).all():
+                figure_rows[kinds[int(r.g)]].append(r)
+        if postgres:
+            for kind in kinds:
+                for r in figure_rows[kind]:
+                    for stage in Stage:
+                        n = getattr(r, f"{stage.value}_n")
+                        if n:
+                            median_s, p90_s = getattr(r, f"{stage.value}_p")
+                            stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
+        elif len(kinds) == 1:
+            stages_sql = _SQLITE_STAGES.format(unit=unit_column, columns="", stages=_SQLITE_STAGES_OF)
+            stage_rows[kinds[0]] = [tuple(r) for r in (await conn.execute(_bound(stages_sql), params)).all()]
+        else:
+            blocks = "\nUNION ALL".join(_sqlite_stages_of(column[kind], f"{k} AS g, ") for k, kind in enumerate(kinds))
+            stages_sql = _SQLITE_STAGES.format(unit="NULL", columns=extra, stages=blocks)
+            for g, unit, stage_name, n, median_s, p90_s in (await conn.execute(_bound(stages_sql), params)).all():
+                stage_rows[kinds[int(g)]].append((unit, stage_name, n, median_s, p90_s))
         returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
         return_rows = (await conn.execute(_bound(returns_sql), params)).all()
+    returns = sorted(
+        (RuleReturns(rule_id=r.rule_id, returns=int(r.returns)) for r in return_rows),
+        key=lambda r: (r.rule_id is None, r.rule_id or ""),
+    )
+    return {
+        kind: _briefing(kind, start, end, figure_rows[kind], stage_rows[kind], units_before[kind], returns)
+        for kind in kinds
+    }
+
+
+class _Tagged:
+    """A row of the grouping sets with the unit of its set as ``unit``."""
+
+    __slots__ = ("row", "unit")
+
+    def __init__(self, row: Any, unit: Any) -> None:
+        self.row = row
+        self.unit = unit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
+
+
+def _briefing(
+    by: Unit,
+    start: datetime,
+    end: datetime,
+    rows: Sequence[Any],
+    stage_rows: Sequence[tuple[Any, str, Any, Any, Any]],
+    units_before: Sequence[Any],
+    returns: list[RuleReturns],
+) -> Briefing:
     stages: dict[str | None, dict[Stage, StageTimes]] = {}
-    if postgres:  # one row per unit, its stages side by side
-        for r in stage_rows:
-            found = stages.setdefault(r.unit, {})
-            for stage in Stage:
-                n = getattr(r, f"{stage.value}_n")
-                if n:
-                    median_s, p90_s = getattr(r, f"{stage.value}_p")
-                    found[stage] = StageTimes(count=int(n), median_s=_seconds(median_s), p90_s=_seconds(p90_s))
-    else:  # one row per unit and stage
-        for unit, stage_name, n, median_s, p90_s in stage_rows:
-            stages.setdefault(unit, {})[Stage(stage_name)] = StageTimes(
-                count=int(n), median_s=_seconds(median_s), p90_s=_seconds(p90_s)
-            )
+    for unit, stage_name, n, median_s, p90_s in stage_rows:
+        stages.setdefault(unit, {})[Stage(stage_name)] = StageTimes(
+            count=int(n), median_s=_seconds(median_s), p90_s=_seconds(p90_s)
+        )
     units = [
         UnitFigures(
             unit=r.unit if by is not Unit.TOWNSHIP else "township",
@@ -299,12 +512,24 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
         )
         for r in rows
     ]
+    seen = {r.unit for r in rows}
+    units += [  # units whose incidents were all reported before the period and add nothing to it
+        UnitFigures(
+            unit=u if by is not Unit.TOWNSHIP else "township",
+            received=0,
+            accepted=0,
+            due=0,
+            closed=0,
+            due_closed=0,
+            on_time=0,
+            overdue_open=0,
+            stages={},
+        )
+        for u in dict.fromkeys(units_before)
+        if u not in seen
+    ]
     units.sort(key=lambda u: (u.unit is None, u.unit or ""))
-    returns = sorted(
-        (RuleReturns(rule_id=r.rule_id, returns=int(r.returns)) for r in return_rows),
-        key=lambda r: (r.rule_id is None, r.rule_id or ""),
-    )
-    return Briefing(start=start, end=end, by=by, units=units, returns=returns)
+    return Briefing(start=start, end=end, by=by, units=units, returns=list(returns))
 
 
 def _seconds(value: Any) -> float | None:
@@ -436,10 +661,10 @@ class Document:
 async def document(engine: AsyncEngine, *, township: str, period: Period) -> Document:
     """The briefing document of ``period``: the figures per module, team, officer and zone, the teams
     ranked by composite score, the township month by month and the most frequent matters. Read-only."""
-    by: dict[Unit, Briefing] = {}
-    for unit in (Unit.MODULE, Unit.TEAM, Unit.OFFICER, Unit.ZONE):
-        by[unit] = await compute(engine, start=period.start, end=period.end, by=unit)
-    whole = await compute(engine, start=period.start, end=period.end, by=Unit.TOWNSHIP)
+    kinds = (Unit.MODULE, Unit.TEAM, Unit.OFFICER, Unit.ZONE)
+    computed = await compute_many(engine, start=period.start, end=period.end, by=(*kinds, Unit.TOWNSHIP))
+    by = {unit: computed[unit] for unit in kinds}
+    whole = computed[Unit.TOWNSHIP]
     return Document(
         township=township,
         period=period,

@@ -67,7 +67,7 @@ class IncidentRow(SQLModel, table=True):
     category: str | None = Field(default=None, max_length=96, description="as routed (reported or classified)")
     reported_category: str | None = Field(default=None, max_length=96, description="as the reporter gave it")
     description: str = Field(sa_type=sa.Text)
-    zone: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=64, index=True)
     zones: str = Field(default="", max_length=512)
     lat: float | None = None
     lon: float | None = None
@@ -107,6 +107,17 @@ class IncidentRow(SQLModel, table=True):
     extensions: int = Field(default=0, description="extensions (延期) approved")
     reworks: int = Field(default=0, description="verifications failed (返工)")
 
+    # The briefing finds a period's incidents by report and by close (revision 0018).
+    __table_args__ = (
+        sa.Index("ix_incident_reported_at", "reported_at"),
+        sa.Index(
+            "ix_incident_closed_at",
+            "closed_at",
+            postgresql_where=sa.text("closed_at IS NOT NULL"),
+            sqlite_where=sa.text("closed_at IS NOT NULL"),
+        ),
+    )
+
 
 class AssignmentRow(SQLModel, table=True):
     """One team's part in an incident, with its three deadlines (absolute due time, state, when settled).
@@ -141,7 +152,22 @@ class AssignmentRow(SQLModel, table=True):
     arrived_at: datetime | None = _utc(nullable=True)
     resolved_at: datetime | None = _utc(nullable=True)
 
-    __table_args__ = (sa.Index("ix_assignment_team_incident", "team", "incident_id"),)
+    __table_args__ = (
+        sa.Index("ix_assignment_team_incident", "team", "incident_id"),
+        # The briefing finds the leads due in a period, and the teams that led before it, by these (revision 0018).
+        sa.Index(
+            "ix_assignment_lead_due",
+            "resolve_due_at",
+            postgresql_where=sa.text("role = 'lead'"),
+            sqlite_where=sa.text("role = 'lead'"),
+        ),
+        sa.Index(
+            "ix_assignment_lead_team",
+            "team",
+            postgresql_where=sa.text("role = 'lead'"),
+            sqlite_where=sa.text("role = 'lead'"),
+        ),
+    )
 
 
 class EscalationRow(SQLModel, table=True):

@@ -19,7 +19,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from dispatcher.briefing import Stage, StageTimes, Unit, UnitFigures, compute
+from dispatcher.briefing import (
+    _CLOSED,
+    _DUE,
+    _FIGURES,
+    _UNIT_COLUMN,
+    Stage,
+    StageTimes,
+    Unit,
+    UnitFigures,
+    _bound,
+    base_sql,
+    compute,
+    compute_many,
+)
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
 from dispatcher.sql_store import SqlIncidentStore, build_engine
@@ -262,6 +275,78 @@ async def test_stage_medians_and_p90(store: SqlIncidentStore, history: History) 
     assert quick.stages[Stage.ACK] == StageTimes(count=5, median_s=30.0, p90_s=50.0)
     assert quick.stages[Stage.RESOLVE] == StageTimes(count=5, median_s=1800.0, p90_s=3000.0)
     assert Stage.ARRIVE not in quick.stages  # none went on scene
+
+
+_NAMES = ("received", "accepted", "due", "closed", "due_closed", "on_time", "overdue_open", "extended", "reworked")
+
+
+async def _read_everything(
+    engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit
+) -> dict[str | None, tuple[int, ...]]:
+    """The figures as they were computed before revision 0018: from every incident reported before the
+    period's end (one row per unit any of them has, zeros included)."""
+    sql = _FIGURES.format(base=base_sql(_UNIT_COLUMN[by]), due=_DUE, closed=_CLOSED, stages="")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_bound(sql), {"start": start, "end": end})).all()
+    return {
+        r.unit if by is not Unit.TOWNSHIP else "township": tuple(int(getattr(r, name) or 0) for name in _NAMES)
+        for r in rows
+    }
+
+
+async def test_a_period_reads_its_own_incidents_and_keeps_the_older_units(
+    store: SqlIncidentStore, history: History
+) -> None:
+    await june_history(history)
+    # 10: reported in May by the parks team, due in July and closed in August: due in July, from May.
+    await history.incident(
+        10,
+        at=JUNE - 5 * D,
+        module="works",
+        team="parks",
+        officer="pk-01",
+        resolve_within=40 * D,
+        closed_after=70 * D,
+        zone="old-town",
+    )
+    # 11: reported and closed in May by the roads team in the hills, with no zone: nothing after May, but
+    # the team, its officer, its module and the row without a zone stay (all zeros) in any later period.
+    await history.incident(
+        11, at=JUNE - 20 * D, module="roads", team="roads", officer="rd-01", closed_after=D, zone=None
+    )
+    # 12: a drill in May of a team seen nowhere else: no row for it, ever.
+    await history.incident(12, at=JUNE - 10 * D, module="drills", team="drill-team", exercise=True, zone="range")
+    engine = history.engine
+    july_team = {u.unit: u for u in (await compute(engine, start=JULY, end=JULY + 31 * D, by=Unit.TEAM)).units}
+    assert (july_team["parks"].received, july_team["parks"].due, july_team["parks"].overdue_open) == (0, 1, 1)
+    assert july_team["roads"].received == july_team["roads"].due == july_team["roads"].closed == 0
+    assert "drill-team" not in july_team
+    periods = [
+        (JULY, JULY + 31 * D),  # after everything was reported
+        (JUNE + 15 * D, JULY + 15 * D),  # across a month's end
+        (JUNE - 30 * D, JUNE + 90 * D),  # from before the first report: nothing before it
+        (JUNE, JULY),
+        (JUNE - 6 * D, JUNE - 5 * D),  # one day: incident 10's
+    ]
+    for start, end in periods:
+        together = await compute_many(engine, start=start, end=end, by=list(Unit))
+        for by in Unit:
+            computed = await compute(engine, start=start, end=end, by=by)
+            assert together[by] == computed, (start, end, by)  # one read for all kinds: the same figures
+            assert {
+                u.unit: (
+                    u.received,
+                    u.accepted,
+                    u.due,
+                    u.closed,
+                    u.due_closed,
+                    u.on_time,
+                    u.overdue_open,
+                    u.extended,
+                    u.reworked,
+                )
+                for u in computed.units
+            } == await _read_everything(engine, start=start, end=end, by=by), (start, end, by)
 
 
 def _migration_0015() -> Any:
