@@ -70,10 +70,13 @@ async function loadLabels(lang, early) {
   labelsLoaded = true;
   LANG = lang;
   document.documentElement.lang = lang;
-  for (const node of $$('[data-i18n]')) node.textContent = t(node.dataset.i18n);
-  for (const node of $$('[data-i18n-placeholder]')) node.placeholder = t(node.dataset.i18nPlaceholder);
-  $('#lang').textContent = lang === 'zh-CN' ? 'EN' : '中文';
-  document.title = t('app.title');
+  // Written only where the text differs: the page comes with the zh-CN labels, and a node written with the
+  // same text is laid out again (at boot, the header and the tabs that the first layout has just measured).
+  const put = (node, key, text) => { if (node[key] !== text) node[key] = text; };
+  for (const node of $$('[data-i18n]')) put(node, 'textContent', t(node.dataset.i18n));
+  for (const node of $$('[data-i18n-placeholder]')) put(node, 'placeholder', t(node.dataset.i18nPlaceholder));
+  put($('#lang'), 'textContent', lang === 'zh-CN' ? 'EN' : '中文');
+  put(document, 'title', t('app.title'));
 }
 
 function named(item) {
