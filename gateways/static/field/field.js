@@ -88,8 +88,8 @@ function named(item) {
 const db = (() => {
   let opening = null;
   function open() {
-    // Opened by the page's head (index.html: the stores are made there), which runs before this script.
-    if (!opening) opening = window.fieldEarly.db;
+    // Signed in, the page's head opened it already (index.html, where the stores are made).
+    if (!opening) opening = window.fieldEarly.db || window.fieldEarly.openDb();
     return opening;
   }
   async function run(store, mode, fn) {
