@@ -70,10 +70,13 @@ async function loadLabels(lang, early) {
   labelsLoaded = true;
   LANG = lang;
   document.documentElement.lang = lang;
-  for (const node of $$('[data-i18n]')) node.textContent = t(node.dataset.i18n);
-  for (const node of $$('[data-i18n-placeholder]')) node.placeholder = t(node.dataset.i18nPlaceholder);
-  $('#lang').textContent = lang === 'zh-CN' ? 'EN' : '中文';
-  document.title = t('app.title');
+  // Written only where the text differs: the page comes with the zh-CN labels, and a node written with the
+  // same text is laid out again (at boot, the header and the tabs that the first layout has just measured).
+  const put = (node, key, text) => { if (node[key] !== text) node[key] = text; };
+  for (const node of $$('[data-i18n]')) put(node, 'textContent', t(node.dataset.i18n));
+  for (const node of $$('[data-i18n-placeholder]')) put(node, 'placeholder', t(node.dataset.i18nPlaceholder));
+  put($('#lang'), 'textContent', lang === 'zh-CN' ? 'EN' : '中文');
+  put(document, 'title', t('app.title'));
 }
 
 function named(item) {
@@ -85,18 +88,8 @@ function named(item) {
 const db = (() => {
   let opening = null;
   function open() {
-    if (!opening) {
-      opening = new Promise((resolve, reject) => {
-        const req = indexedDB.open('dispatcher-field', 1);
-        req.onupgradeneeded = () => {
-          const d = req.result;
-          d.createObjectStore('outbox', { keyPath: 'seq', autoIncrement: true });
-          d.createObjectStore('kv');
-        };
-        req.onsuccess = () => resolve(req.result);
-        req.onerror = () => reject(req.error);
-      });
-    }
+    // Signed in, the page's head opened it already (index.html, where the stores are made).
+    if (!opening) opening = window.fieldEarly.db || window.fieldEarly.openDb();
     return opening;
   }
   async function run(store, mode, fn) {
@@ -294,7 +287,9 @@ function applyReference(key, data) {
     }));
     drawZoneSymbol();
   }
-  fillSelects();
+  // The report form's lists are filled when the form is opened (prepareReport), not while the first screen is
+  // drawn: the catalogue is a few dozen <option>s that nobody sees until then.
+  if (state.view === 'report') fillSelects();
 }
 
 /** The township's zones, drawn once into an SVG <symbol> that every small map <use>s. */
@@ -692,6 +687,7 @@ let classifySeq = 0;
 
 function prepareReport() {
   const form = $('#report-form');
+  fillSelects();
   const tag = $('#report-place');
   if (state.place) {
     tag.textContent = t('report.at_place', { name: state.place.name || state.place.code, code: state.place.code });
@@ -802,7 +798,9 @@ async function enqueue(item) {
   return true;
 }
 
-function renderOutbox() {
+/** The outbox's badge, list and refusals; `redraw`: the task list or the task shown too (their "waiting to
+ *  send" notes), for a caller that does not draw them itself. */
+function renderOutbox({ redraw = true } = {}) {
   const waiting = state.outbox.filter((i) => i.state !== 'refused');
   const badge = $('#outbox-badge');
   badge.hidden = waiting.length === 0;
@@ -819,6 +817,7 @@ function renderOutbox() {
     el('strong', {}, t('outbox.refused_title', { label: i.label })),
     el('span', { class: 'reason' }, i.error),
     el('button', { type: 'button', onclick: () => dismiss(i) }, t('outbox.dismiss')))));
+  if (!redraw) return;
   if (state.view === 'tasks') renderTasks();
   else if (state.view === 'task' && state.current) renderTask(state.current);
 }
@@ -838,7 +837,7 @@ function scheduleRetry() {
 
 /** Sends the waiting items in order; stops at the first that cannot go now (offline, server error). */
 async function flush() {
-  if (sending || !session.token) return;
+  if (sending || !session.token || !state.outbox.length) return; // nothing to send: nothing to draw again
   sending = true;
   let sentAny = false;
   try {
@@ -1134,7 +1133,7 @@ async function start(early) {
   const [outbox, reference, tasks] = await (early || fetchStart());
   if (!session.token) { needPassword(refusedEarly || ''); return; } // the token was refused meanwhile
   state.outbox = outbox.sort((a, b) => a.seq - b.seq);
-  renderOutbox();
+  renderOutbox({ redraw: false }); // the list is drawn below, once
   for (const [key, data] of reference) applyReference(key, data);
   await takeAnswer(tasks, { announce: false, draw: false });
   renderTasks(); // once, with the zones' names and the catalogue's labels at hand
@@ -1191,7 +1190,7 @@ function wire() {
     await loadLabels(next);
     fillSelects();
     showNetwork();
-    renderOutbox();
+    renderOutbox({ redraw: false });
     renderTasks();
     if (state.current && state.view === 'task') renderTask(state.current);
   });
@@ -1222,6 +1221,9 @@ async function boot() {
   await start(first);
   document.body.dataset.ready = 'true';
   performance.mark('field-ready'); // benchmarks/field.py reads it: the page is drawn and answers taps
+  // The tab's icon after the first screen: an SVG icon is a document of its own to load and lay out (~60 ms
+  // of the main thread at CPU ×4), and the browser asks for it once the page has loaded, in the middle of boot.
+  Object.assign($('#icon'), { type: 'image/svg+xml', href: '/field/assets/icon.svg' });
   // Not needed for the first screen: the worker's install fetches the app's files again to cache them.
   if ('serviceWorker' in navigator) {
     setTimeout(() => navigator.serviceWorker.register('/field/sw.js', { scope: '/field' }).catch(() => {}), 500);
