@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -391,3 +392,31 @@ async def test_a_board_whose_socket_stays_paused_is_closed_with_4008_after_its_l
     resumed.gone.set()
     await asyncio.wait_for(connection, timeout=5)
     assert resumed.events() == list(range(last_written + 1, rig.hub.last_seq + 1))
+
+
+async def test_a_quiet_direct_board_gets_a_heartbeat_after_its_last_frame_and_then_direct_frames_again(
+    rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateways.board.HEARTBEAT_S", 0.3)
+    board = FramedBoard(rig.hub)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(board.first_frame.wait(), timeout=5)
+    snapshot_seq = board.sent[0]["seq"]
+    await _report(rig, 0)
+    await asyncio.wait_for(board.until_seq(rig.hub.last_seq), timeout=5)
+    await _report(rig, 1)  # written directly, inside the report's commit
+    written_at = time.monotonic()
+    frames = len(board.sent)
+
+    while len(board.sent) == frames:  # the next frame is the heartbeat: nothing else is published
+        board._frame.clear()
+        await asyncio.wait_for(board._frame.wait(), timeout=5)
+    assert board.sent[frames:] == [{"kind": "heartbeat", "seq": rig.hub.last_seq}]
+    assert time.monotonic() - written_at >= 0.25  # counted from the last frame written directly, not earlier
+
+    writes = board.direct_writes
+    await _report(rig, 2)
+    assert board.direct_writes == writes + 1  # direct again after the heartbeat
+    board.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+    assert board.events() == list(range(snapshot_seq + 1, rig.hub.last_seq + 1))
