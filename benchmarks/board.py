@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
 import statistics
 import time
+import zlib
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import orjson
 from _common import Server, auth_headers, machine_info, make_tempdir  # benchmarks/ is the script's folder
 
 CHROMIUM = "/usr/bin/chromium"
@@ -309,18 +312,147 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
 # -- many boards: the fan-out of one report's events (--feeds N) -------------------------------------------------
 
 
+class RawFeed(asyncio.Protocol):
+    """A board feed read with as little work per frame as a client can do in Python (``--feed-client raw``).
+
+    The handshake asks for ``permessage-deflate`` as Chromium does; frames are cut from the stream by hand, a
+    compressed message (RSV1) inflated with the connection's context, the server's pings answered (uvicorn
+    closes a connection that does not), and only an event's ``incident_id`` read. The library client spends
+    most of its time per frame in its own machinery: with 500 feeds in the same two cores as the server it
+    measured itself more than the server.
+    """
+
+    def __init__(self, authorization: dict[str, str], arrived: dict[int, float], connected: asyncio.Event) -> None:
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.authorization = authorization
+        self.arrived = arrived
+        self.connected = connected
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.inflate: Any = None
+        self.takeover = True
+        self.fragments: list[bytes] = []
+        self.compressed = False
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+        headers = "".join(f"{k}: {v}\r\n" for k, v in self.authorization.items())
+        self.transport.write(
+            (
+                "GET /ws/board HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                f"{headers}\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buffer[:end]).decode("latin-1").lower()
+            del buffer[: end + 4]
+            if not head.startswith("http/1.1 101"):
+                raise RuntimeError(f"the board feed was refused: {head[:80]}")
+            self.upgraded = True
+            if "permessage-deflate" in head:
+                self.inflate = zlib.decompressobj(-15)
+                self.takeover = "server_no_context_takeover" not in head
+        while len(buffer) >= 2:
+            first, second = buffer[0], buffer[1] & 0x7F
+            at = 2
+            if second == 126:
+                if len(buffer) < 4:
+                    return
+                second, at = int.from_bytes(buffer[2:4], "big"), 4
+            elif second == 127:
+                if len(buffer) < 10:
+                    return
+                second, at = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < at + second:
+                return
+            payload = bytes(buffer[at : at + second])
+            del buffer[: at + second]
+            self._frame(first, payload, now)
+
+    def _frame(self, first: int, payload: bytes, now: float) -> None:
+        opcode = first & 0x0F
+        if opcode == 0x9:  # ping: a pong with the same payload, masked as every client frame (RFC 6455 §5.3)
+            mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+            assert self.transport is not None and len(payload) < 126
+            self.transport.write(bytes((0x8A, 0x80 | len(payload))) + mask + payload)
+            return
+        if opcode in (0x8, 0xA):  # close (the server's; the connection ends), pong
+            return
+        if opcode in (0x1, 0x2):
+            self.fragments = [payload]
+            self.compressed = bool(first & 0x40)
+        else:  # continuation
+            self.fragments.append(payload)
+        if not first & 0x80:
+            return
+        message = b"".join(self.fragments)
+        self.fragments = []
+        if self.compressed:
+            if not self.takeover:
+                self.inflate = zlib.decompressobj(-15)
+            message = self.inflate.decompress(message + b"\x00\x00\xff\xff")
+        if message.startswith(b'{"kind":"event"'):
+            incident = orjson.loads(message)["data"].get("incident_id")
+            if isinstance(incident, int):
+                self.arrived[incident] = now
+        elif message.startswith(b'{"kind":"snapshot') and not orjson.loads(message).get("more", False):
+            self.connected.set()
+
+
 def feeds_process(
-    port: int, authorization: dict[str, str], count: int, seconds: float, ready: Any, stop: Any, out: Any
+    port: int,
+    authorization: dict[str, str],
+    count: int,
+    seconds: float,
+    ready: Any,
+    stop: Any,
+    out: Any,
+    client: str = "raw",
 ) -> None:
     """``count`` board feeds (websocket clients with permessage-deflate, as Chromium asks) in a process of their
     own until ``stop`` is set (at most ``seconds``); says so on ``ready`` once every one has its snapshot, then
     sends back, per board,
-    ``{incident_id: monotonic time its last frame arrived}`` (CLOCK_MONOTONIC is the machine's, not the process's)."""
-    import orjson
+    ``{incident_id: monotonic time its last frame arrived}`` (CLOCK_MONOTONIC is the machine's, not the process's).
+    ``client``: ``raw`` (:class:`RawFeed`) or ``websockets`` (the library's asyncio client, parsing every frame)."""
     from _common import run_async
     from websockets.asyncio.client import connect
 
+    stopped: asyncio.Future[Any]  # one watcher of ``stop`` per process (see run)
+
+    async def one_raw(arrived: dict[int, float], connected: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        transport, feed = await loop.create_connection(
+            lambda: RawFeed(authorization, arrived, connected), "127.0.0.1", port
+        )
+        try:
+            await asyncio.wait({stopped, feed.lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            transport.close()
+        lost = feed.lost.result() if feed.lost.done() else None
+        if lost is not None:
+            raise lost
+        if feed.lost.done() and not stopped.done():
+            raise RuntimeError("the server closed the board feed")
+
     async def one(arrived: dict[int, float], connected: asyncio.Event) -> None:
+        if client == "raw":
+            return await one_raw(arrived, connected)
         stop_at = time.monotonic() + seconds
         async with connect(
             f"ws://127.0.0.1:{port}/ws/board",
@@ -346,6 +478,8 @@ def feeds_process(
                     connected.set()
 
     async def run() -> tuple[list[dict[int, float]], list[str]]:
+        nonlocal stopped
+        stopped = asyncio.ensure_future(asyncio.to_thread(stop.wait, seconds))
         boards: list[dict[int, float]] = [{} for _ in range(count)]
         connected = [asyncio.Event() for _ in range(count)]
         tasks = []
@@ -393,7 +527,7 @@ async def fanout_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
                 out_r, out_w = multiprocessing.Pipe(duplex=False)
                 proc = multiprocessing.Process(
                     target=feeds_process,
-                    args=(server.port, auth_headers(), count, seconds, ready_w, stop, out_w),
+                    args=(server.port, auth_headers(), count, seconds, ready_w, stop, out_w, args.feed_client),
                     daemon=True,
                 )
                 proc.start()
@@ -407,6 +541,8 @@ async def fanout_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
             await asyncio.sleep(1.0)
             load_before = os.getloadavg()[0]
             cpu_before = process_cpu_seconds(server.pid) or 0.0
+            sys_before = _system_cpu_seconds(server.pid)
+            clients_before = sum(process_cpu_seconds(proc.pid) or 0.0 for proc in procs if proc.pid is not None)
             sent: dict[int, float] = {}
             first = time.monotonic()
             for n in range(args.reports):
@@ -419,6 +555,8 @@ async def fanout_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
                 sent[answer.json()["id"]] = at
             await asyncio.sleep(2.0)
             cpu = (process_cpu_seconds(server.pid) or 0.0) - cpu_before
+            sys_cpu = _system_cpu_seconds(server.pid) - sys_before
+            clients_cpu = sum(process_cpu_seconds(p.pid) or 0.0 for p in procs if p.pid is not None) - clients_before
             load_after = os.getloadavg()[0]
             seq = (await http.get("/readyz")).json()["last_seq"]
             frames_per_report = await _frames_per_report(http, sorted(sent))
@@ -450,9 +588,20 @@ async def fanout_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
         "missing": missing,
         "feed_errors": errors[:5],
         "server_cpu_ms_per_report": round(cpu * 1000 / max(1, len(sent)), 1),
+        "server_system_cpu_ms_per_report": round(sys_cpu * 1000 / max(1, len(sent)), 1),  # of which in the kernel
+        "feed_clients_cpu_ms_per_report": round(clients_cpu * 1000 / max(1, len(sent)), 1),
         "last_seq": seq,
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],
     }
+
+
+def _system_cpu_seconds(pid: int) -> float:
+    """The process's CPU time in the kernel (``stime``): at 500 boards mostly the socket writes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 async def _frames_per_report(http: httpx.AsyncClient, incidents: list[int]) -> float | None:
@@ -488,6 +637,12 @@ def main() -> None:
     fan = parser.add_argument_group("many boards (no browser): --feeds N")
     fan.add_argument("--feeds", type=int, default=0, help="board feeds following the reports (0: the browser run)")
     fan.add_argument("--feed-procs", type=int, default=4, help="client processes sharing the feeds")
+    fan.add_argument(
+        "--feed-client",
+        choices=("raw", "websockets"),
+        default="raw",
+        help="raw: frames cut by hand, only an event's incident read (RawFeed); websockets: the library's client",
+    )
     fan.add_argument("--reports", type=int, default=40, help="reports posted while the feeds follow")
     fan.add_argument("--report-rate", type=float, default=2.0, help="reports per second, one at a time")
     args = parser.parse_args()
@@ -502,7 +657,12 @@ def main() -> None:
             print(json.dumps(result, ensure_ascii=False), flush=True)
             fan_runs.append(result)
         summary = {q: median_of(fan_runs, "post_to_last_frame_ms", q) for q in ("p50", "p95", "p99", "max")} | {
-            "server_cpu_ms_per_report": median_of(fan_runs, "server_cpu_ms_per_report")
+            key: median_of(fan_runs, key)
+            for key in (
+                "server_cpu_ms_per_report",
+                "server_system_cpu_ms_per_report",
+                "feed_clients_cpu_ms_per_report",
+            )
         }
         print(json.dumps({"medians": summary, "machine": machine_info()}, ensure_ascii=False, indent=1))
         if args.json:

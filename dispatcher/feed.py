@@ -4,16 +4,33 @@ Only events that are already committed are published, in sequence order. A subsc
 falls more than ``queue_size`` events behind is dropped (it gets :data:`OVERFLOW` and nothing
 more) instead of slowing the hub or growing memory; it resumes from the last sequence number it
 saw. Recent events are kept in a ring so a resuming subscriber usually needs no database read.
+
+A subscriber whose queue is empty may go *direct* (:meth:`Subscription.go_direct`): the feed then
+hands each publication to a function that writes it at once (a board's socket) instead of waking
+the subscriber's task, and turns the records into bytes once for every direct subscriber sharing
+the same encoder. At 500 boards a task woken per board per commit cost several times the socket
+writes themselves. When the write cannot take them now (the socket is paused, closing), the
+records go to the queue as before and the subscriber's own task catches up, so order, the bound
+and the drop on lagging stay as they were.
+
 All methods run on the event loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+#: Turns one publication's records into the bytes direct subscribers write; called once per publication for all.
+Encoder = Callable[[Sequence["FeedRecord"]], bytes]
+#: Writes a publication (its bytes, and its records) without waiting; False, having written nothing, when it cannot now.
+DirectWrite = Callable[[bytes, Sequence["FeedRecord"]], bool]
 
 
 def feed_message(seq: int, type_name: str, payload: str) -> str:
@@ -66,6 +83,28 @@ class Subscription:
         self._queue: asyncio.Queue[FeedRecord | _Overflow] = asyncio.Queue(maxsize=queue_size)
         self._unsubscribe = unsubscribe
         self._dropped = asyncio.Event()
+        self._direct: tuple[Encoder, DirectWrite] | None = None
+
+    def go_direct(self, encode: Encoder, write: DirectWrite) -> bool:
+        """Have every later publication handed to ``write`` (as ``encode`` makes it) instead of queued, until a
+        write returns False or raises (those records, and what follows, are queued again) or :meth:`go_queued`.
+
+        Only while nothing waits in the queue (nothing may overtake it) and the subscription was not dropped:
+        returns False, changing nothing, otherwise. ``encode`` should be one function shared by the
+        subscribers that take the same bytes: the feed calls it once per publication for all of them.
+        """
+        if self._dropped.is_set() or not self._queue.empty():
+            return False
+        self._direct = (encode, write)
+        return True
+
+    def go_queued(self) -> None:
+        """Queue what is published from now on (for the subscriber's own task to send)."""
+        self._direct = None
+
+    @property
+    def direct(self) -> bool:
+        return self._direct is not None
 
     def _offer(self, record: FeedRecord) -> bool:
         try:
@@ -76,6 +115,7 @@ class Subscription:
             return False
 
     def _drop(self) -> None:
+        self._direct = None
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(OVERFLOW)
@@ -99,6 +139,7 @@ class Subscription:
             return None
 
     def close(self) -> None:
+        self._direct = None
         self._unsubscribe(self)
 
 
@@ -124,19 +165,41 @@ class EventFeed:
         self._subscribers.add(subscription)
         return subscription
 
-    def publish(self, records: Sequence[FeedRecord]) -> None:
-        """Hand committed records (in increasing ``seq``) to every subscriber; never blocks."""
+    def publish(self, records: Sequence[FeedRecord], started: Sequence[float] | None = None) -> None:
+        """Hand committed records (in increasing ``seq``) to every subscriber; never blocks.
+
+        A direct subscriber's write runs here, before this returns. ``started``: for each record, the monotonic
+        time its trip to the boards counts from (:meth:`published_at`), when not now (a tail feed's events left
+        their owner's commit before it read them).
+        """
         if not records:
             return
         self._ring.extend(records)
         self.last_seq = records[-1].seq
-        now = time.monotonic()
         published = self._published
-        for record in records:
-            published[record.seq] = now
+        if started is None:
+            now = time.monotonic()
+            for record in records:
+                published[record.seq] = now
+        else:
+            for record, at in zip(records, started, strict=True):
+                published[record.seq] = at
         while len(published) > self._published_size:
             published.popitem(last=False)
+        encoded: dict[Encoder, bytes] = {}
         for subscription in list(self._subscribers):
+            direct = subscription._direct
+            if direct is not None:
+                encode, write = direct
+                data = encoded.get(encode)
+                if data is None:
+                    data = encoded[encode] = encode(records)
+                try:
+                    if write(data, records):
+                        continue
+                except Exception:
+                    log.exception("a direct feed subscriber's write failed; its records are queued instead")
+                subscription._direct = None  # it cannot take them now: its own task sends them when it can
             for record in records:
                 if not subscription._offer(record):
                     self._subscribers.discard(subscription)
@@ -152,12 +215,6 @@ class EventFeed:
         for subscription in dropped:
             subscription._drop()
         return len(dropped)
-
-    def count_from(self, seq: int, started: float) -> None:
-        """Count the trip of event ``seq`` (published already) to the boards from ``started`` (monotonic), not
-        from its publication here: a tail feed's events left their owner's commit before it read them."""
-        if seq in self._published:
-            self._published[seq] = started
 
     def published_at(self, seq: int) -> float | None:
         """The monotonic time event ``seq`` was published, while it is among the recent ones."""

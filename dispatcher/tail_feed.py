@@ -141,24 +141,25 @@ class TailFeed:
                 page = await self._reader.events_since(self.last_seq, limit=self._page)
                 fresh = [e for e in page if e.seq > self.last_seq]
                 if fresh:
-                    self.feed.publish([FeedRecord(e.seq, e.incident_id, _message(e)) for e in fresh])
-                    self._count_from_commit(fresh)
+                    records = [FeedRecord(e.seq, e.incident_id, _message(e)) for e in fresh]
+                    self.feed.publish(records, self._commit_times(fresh))
                     published += len(fresh)
                 if len(page) < self._page:
                     self._read_began = began
                     return published
                 await asyncio.sleep(0)  # a long backlog: let the boards send between pages
 
-    def _count_from_commit(self, events: Sequence[StoredEvent]) -> None:
-        """The boards' latency of a tailed event counts from its owner's commit, as near as this replica knows
+    def _commit_times(self, events: Sequence[StoredEvent]) -> list[float]:
+        """When each event's trip to the boards began (monotonic), and forgets the notices they used up.
+
+        The boards' latency of a tailed event counts from its owner's commit, as near as this replica knows
         it: the arrival of the NOTIFY of its commit (sent by PostgreSQL at COMMIT), else (the notice lost, the
         event found by the periodic read) the start of the last read that did not see it, an upper bound."""
         notices = sorted(self._notices.items())
-        for event in events:
-            started = next((at for seq, at in notices if seq >= event.seq), self._read_began)
-            self.feed.count_from(event.seq, started)
+        started = [next((at for seq, at in notices if seq >= event.seq), self._read_began) for event in events]
         last = events[-1].seq
         self._notices = {seq: at for seq, at in notices if seq > last}
+        return started
 
     async def events_since(self, seq: int, *, limit: int) -> list[StoredEvent]:
         """Logged events after ``seq`` up to what this tail has published (a board's backlog)."""

@@ -31,7 +31,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import HTMLResponse
 
 from dispatcher.core.incidents import Incident
-from dispatcher.feed import FeedRecord, Subscription
+from dispatcher.feed import DirectWrite, FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
 from dispatcher.tail_feed import TailFeed, TailFeeds
 from dispatcher.values import Seq
@@ -50,7 +50,7 @@ from gateways.context import context_of
 from gateways.privacy import MaskedSocket, needs_masking
 from gateways.schemas import incident_json
 from gateways.tenancy import township_of
-from gateways.ws_frames import SendFrames, shared_frames
+from gateways.ws_frames import SharedFrames, shared_frames, text_frames
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LAGGING_CLOSE_CODE = 4008
@@ -73,7 +73,8 @@ async def board_page() -> HTMLResponse:
 
 @dataclass(slots=True)
 class _Progress:
-    last: int
+    last: int  # the seq of the last event written to the board
+    written: float = field(default_factory=time.monotonic)  # when it was last written an event or heartbeat
 
 
 @router.websocket("/ws/board")
@@ -132,8 +133,9 @@ async def _follow(
     subscription = hub.feed.subscribe()
     upto = hub.last_seq
     progress = _Progress(last=since)
-    # A board that sees every frame as it is gets the frames every board shares (see gateways/ws_frames.py);
-    # a masked one, or the field app's filter, sends its own text.
+    # A board that sees every frame as it is gets the frames every board shares, written by the feed itself
+    # while its socket takes them (see gateways/ws_frames.py, dispatcher/feed.py); a masked one, or the field
+    # app's filter, sends its own text.
     frames = shared_frames(websocket) if out is websocket else None
     sending = asyncio.create_task(_send(out, hub, subscription, progress, upto, frames))
     dropped = asyncio.create_task(subscription.wait_dropped())
@@ -304,19 +306,29 @@ async def _send(
     subscription: Subscription,
     progress: _Progress,
     upto: int,
-    frames: SendFrames | None = None,
+    frames: SharedFrames | None = None,
 ) -> None:
     await _send_backlog(websocket, hub, progress, upto)
+    direct = _direct_writer(frames, hub, progress) if frames is not None else None
     while True:
         # A busy feed is read without a timer; only a quiet one waits with a timeout.
         record = subscription.get_nowait()
         if record is None:
+            if direct is not None:
+                # Nothing waits here: from now on the feed writes each commit's frames to this socket itself, as
+                # it publishes them, until the socket cannot take them at once (they then wait here, in order).
+                subscription.go_direct(_frames_of, direct)
             try:
-                async with asyncio.timeout(HEARTBEAT_S):
+                async with asyncio.timeout(max(0.0, progress.written + HEARTBEAT_S - time.monotonic())):
                     record = await subscription.get()
             except TimeoutError:
-                # A quiet feed still says it is alive, so a board notices a silently dead link.
+                if time.monotonic() - progress.written < HEARTBEAT_S:
+                    continue  # events went out directly meanwhile
+                # A quiet feed still says it is alive, so a board notices a silently dead link. Queued while it
+                # goes out, so that no event is written between reading progress.last and the heartbeat.
+                subscription.go_queued()
                 await websocket.send_text(f'{{"kind":"heartbeat","seq":{progress.last}}}')
+                progress.written = time.monotonic()
                 continue
         # Everything already queued goes out together: one wake-up and one socket write per commit, not per event.
         batch: list[FeedRecord] = []
@@ -332,15 +344,41 @@ async def _send(
             return  # dropped for lagging: board_feed closes the connection (resuming after progress.last)
         if not batch:
             continue
-        if frames is None or not await frames([r.encoded() for r in batch]):
+        if frames is None or not await frames.send([r.encoded() for r in batch]):
             for r in batch:
                 await websocket.send_text(r.message)  # (a closing socket raises here, as before)
         progress.last = last
-        now = time.monotonic()
+        now = progress.written = time.monotonic()
         for r in batch:
             published = hub.feed.published_at(r.seq)
             if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
                 hub.stats.board_latency.observe(now - published)
+
+
+def _frames_of(records: Sequence[FeedRecord]) -> bytes:
+    """The frames of one commit's events, built once by the feed for every board that takes them directly."""
+    return text_frames([r.encoded() for r in records])
+
+
+def _direct_writer(frames: SharedFrames, hub: Hub | TailFeed, progress: _Progress) -> DirectWrite:
+    """What the feed calls with each commit's frames while this board goes direct (see ``_send``): runs inside
+    the feed's publication, so it only writes when the socket takes the bytes at once, and never waits."""
+    write_now = frames.write_now
+    published_at = hub.feed.published_at
+    latency = hub.stats.board_latency
+
+    def write(data: bytes, records: Sequence[FeedRecord]) -> bool:
+        if records[0].seq <= progress.last or not write_now(data):
+            return False  # (an event it has: the queued path skips what was sent)
+        now = progress.written = time.monotonic()
+        progress.last = records[-1].seq
+        for r in records:
+            published = published_at(r.seq)
+            if published is not None:
+                latency.observe(now - published)
+        return True
+
+    return write
 
 
 async def _send_backlog(websocket: WebSocket, hub: Hub | TailFeed, progress: _Progress, upto: int) -> None:

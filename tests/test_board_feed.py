@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from dispatcher.accounts import Account, Principal, Role, TokenInfo, TokenKind
 from dispatcher.core.incidents import Report
@@ -18,6 +21,7 @@ from dispatcher.settings import BUNDLED_TABLE, Settings
 from dispatcher.shifts import ShiftWatch
 from gateways.board import LAGGING_CLOSE_CODE, REVOKED_CLOSE_CODE, SnapshotPages, board_feed
 from gateways.tenancy import Township, Townships
+from gateways.ws_frames import EXTENSION, text_frames
 from server.app import create_app
 from tests.conftest import START, HubRig, api_client
 
@@ -282,3 +286,137 @@ async def test_a_board_gone_mid_snapshot_ends_its_feed_and_never_subscribes(rig:
     board = PagedBoard(rig.hub, page=2, during=leave)
     await asyncio.wait_for(board_feed(board, since=None), timeout=5)  # type: ignore[arg-type]
     assert [f["kind"] for f in board.sent] == ["snapshot"] and rig.hub.feed.subscriber_count == 0
+
+
+class FramedBoard(FakeBoard):
+    """A board on a socket that takes the frames every board shares (gateways/ws_frames.py): ``write_now`` writes
+    at once while ``taking`` is set and refuses otherwise (a paused transport); ``send`` waits for ``taking``."""
+
+    def __init__(self, hub: Any) -> None:
+        super().__init__(hub, read_limit=10_000)
+        self.taking = asyncio.Event()
+        self.taking.set()
+        self.direct_writes = 0
+        self.scope = {"type": "websocket", "extensions": {EXTENSION: {"send": self._send, "write_now": self._write}}}
+
+    def _write(self, frames: bytes) -> bool:
+        if not self.taking.is_set():
+            return False
+        self.direct_writes += 1
+        self._take(frames)
+        return True
+
+    async def _send(self, payloads: list[bytes]) -> bool:
+        await self.taking.wait()
+        self._take(text_frames(payloads))
+        return True
+
+    def _take(self, frames: bytes) -> None:
+        reader = StreamReader()
+        reader.feed_data(frames)
+        while reader.buffer:
+            parser = Frame.parse(reader.read_exact, mask=False)
+            with pytest.raises(StopIteration) as done:
+                while True:
+                    next(parser)
+            frame = done.value.value
+            assert frame.opcode is Opcode.TEXT and frame.fin and not frame.rsv1
+            self.sent.append(json.loads(frame.data))
+        self._frame.set()
+
+    def events(self) -> list[int]:
+        return [f["seq"] for f in self.sent if f["kind"] == "event"]
+
+
+async def _report(rig: HubRig, n: int) -> None:
+    await rig.hub.report(Report(report_id=f"r{n}", category="noise.x", description="d", zone="market"), START)
+
+
+async def test_the_feed_writes_to_a_board_that_takes_frames_at_once_and_queues_while_its_socket_is_paused(
+    rig: HubRig,
+) -> None:
+    board = FramedBoard(rig.hub)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(board.first_frame.wait(), timeout=5)
+    snapshot_seq = board.sent[0]["seq"]
+    await _report(rig, 0)
+    await asyncio.wait_for(board.until_seq(rig.hub.last_seq), timeout=5)  # its sender now waits, gone direct
+
+    writes = board.direct_writes
+    await _report(rig, 1)
+    # Written by the report's own commit, before the report returned: no task of the board's ran in between.
+    assert board.direct_writes == writes + 1 and board.events()[-1] == rig.hub.last_seq
+
+    board.taking.clear()  # the socket stops taking data: the next commits wait in the board's queue
+    paused_at = rig.hub.last_seq
+    for n in range(2, 5):
+        await _report(rig, n)
+    assert board.events()[-1] == paused_at and board.direct_writes == writes + 1
+    board.taking.set()
+    await asyncio.wait_for(board.until_seq(rig.hub.last_seq), timeout=5)
+
+    writes = board.direct_writes
+    await _report(rig, 5)
+    assert board.direct_writes == writes + 1  # direct again once its queue was empty
+    board.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+    assert board.events() == list(range(snapshot_seq + 1, rig.hub.last_seq + 1))  # no gap, no double, in order
+    assert rig.hub.feed.subscriber_count == 0
+
+
+async def test_a_board_whose_socket_stays_paused_is_closed_with_4008_after_its_last_direct_frame(
+    rig: HubRig,
+) -> None:
+    rig.feed._queue_size = 5  # a small budget so that the test overflows it quickly
+    board = FramedBoard(rig.hub)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(board.first_frame.wait(), timeout=5)
+    await _report(rig, 0)
+    await asyncio.wait_for(board.until_seq(rig.hub.last_seq), timeout=5)
+    await _report(rig, 1)
+    last_written = rig.hub.last_seq
+    assert board.events()[-1] == last_written and board.direct_writes > 0
+
+    board.taking.clear()  # a frozen wall screen: its socket never takes another byte
+    for n in range(2, 12):
+        await _report(rig, n)
+    await asyncio.wait_for(connection, timeout=5)
+    assert board.closed == (LAGGING_CLOSE_CODE, f"resume with since={last_written}")
+    assert board.events()[-1] == last_written and rig.hub.feed.subscriber_count == 0
+
+    resumed = FramedBoard(rig.hub)
+    connection = asyncio.create_task(board_feed(resumed, since=last_written))  # type: ignore[arg-type]
+    await asyncio.wait_for(resumed.until_seq(rig.hub.last_seq), timeout=5)
+    await _report(rig, 12)
+    await asyncio.wait_for(resumed.until_seq(rig.hub.last_seq), timeout=5)
+    resumed.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+    assert resumed.events() == list(range(last_written + 1, rig.hub.last_seq + 1))
+
+
+async def test_a_quiet_direct_board_gets_a_heartbeat_after_its_last_frame_and_then_direct_frames_again(
+    rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateways.board.HEARTBEAT_S", 0.3)
+    board = FramedBoard(rig.hub)
+    connection = asyncio.create_task(board_feed(board, since=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(board.first_frame.wait(), timeout=5)
+    snapshot_seq = board.sent[0]["seq"]
+    await _report(rig, 0)
+    await asyncio.wait_for(board.until_seq(rig.hub.last_seq), timeout=5)
+    await _report(rig, 1)  # written directly, inside the report's commit
+    written_at = time.monotonic()
+    frames = len(board.sent)
+
+    while len(board.sent) == frames:  # the next frame is the heartbeat: nothing else is published
+        board._frame.clear()
+        await asyncio.wait_for(board._frame.wait(), timeout=5)
+    assert board.sent[frames:] == [{"kind": "heartbeat", "seq": rig.hub.last_seq}]
+    assert time.monotonic() - written_at >= 0.25  # counted from the last frame written directly, not earlier
+
+    writes = board.direct_writes
+    await _report(rig, 2)
+    assert board.direct_writes == writes + 1  # direct again after the heartbeat
+    board.gone.set()
+    await asyncio.wait_for(connection, timeout=5)
+    assert board.events() == list(range(snapshot_seq + 1, rig.hub.last_seq + 1))
