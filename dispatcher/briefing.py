@@ -168,6 +168,9 @@ _UNIT_INDEXED = {  # the unit's column, and the condition of the (partial) index
 _BEFORE_START = """
 SELECT 1 FROM incident i{lead}
 WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged' AND i.reported_at < :start AND {which}"""
+_ANY_BEFORE = sa.text("SELECT 1 FROM incident WHERE reported_at < :start LIMIT 1").bindparams(
+    sa.bindparam("start", type_=UtcDateTime())
+)
 _LEAD = """
 LEFT JOIN assignment a
   ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')"""
@@ -407,7 +410,11 @@ async def compute_many(
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
         units_before: dict[Unit, Sequence[Any]] = {}
-        for kind in kinds:
+        # Nothing at all reported before the period (by the index on the report time): no unit can have a
+        # counted incident before it. Each unit's search would otherwise read every lead of its units to
+        # find none (131 ms of a township-year by team on SQLite).
+        anything_before = (await conn.execute(_ANY_BEFORE, {"start": start})).first() is not None
+        for kind in kinds if anything_before else ():
             units_sql = sa.text(units_before_sql(kind)).bindparams(sa.bindparam("start", type_=UtcDateTime()))
             units_before[kind] = (await conn.execute(units_sql, {"start": start})).scalars().all()
         before = any(units_before.values())  # none: nothing reported before the period can count in it
@@ -464,7 +471,7 @@ async def compute_many(
         key=lambda r: (r.rule_id is None, r.rule_id or ""),
     )
     return {
-        kind: _briefing(kind, start, end, figure_rows[kind], stage_rows[kind], units_before[kind], returns)
+        kind: _briefing(kind, start, end, figure_rows[kind], stage_rows[kind], units_before.get(kind, ()), returns)
         for kind in kinds
     }
 
