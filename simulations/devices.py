@@ -38,7 +38,7 @@ import orjson
 from dispatcher.roster_file import BUNDLED_ROSTER, RosterError, build_roster, read_roster
 from dispatcher.settings import BUNDLED_TABLE
 from gateways.mqtt import BrokerAddress, Topics, default_prefix
-from gateways.mqtt.gateway import NO_DELAY
+from gateways.mqtt.gateway import NO_DELAY, end_tasks
 from rules import RuleBook, compile_table, load_table
 from rules.table import MultiPolygonGeometry, PointGeometry
 
@@ -177,12 +177,7 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[object]], *, grace_s: float, r
     if left:
         _, left = await asyncio.wait(left, timeout=grace_s)
     cancelled = len(left)
-    for _ in range(rounds):
-        if not left:
-            break
-        for task in left:
-            task.cancel()  # again each round: the previous one may have been swallowed
-        _, left = await asyncio.wait(left, timeout=round_s)
+    left = await end_tasks(left, rounds=rounds, round_s=round_s)
     if left:
         names = ", ".join(sorted(task.get_name() for task in left))
         waited = grace_s + rounds * round_s

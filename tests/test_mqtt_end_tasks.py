@@ -32,9 +32,7 @@ async def test_a_task_that_swallows_cancels_is_cancelled_again_until_it_ends(mon
     assert len(swallowed) == 2  # one cancel, as before, would have left it running
 
 
-async def test_a_task_that_never_ends_is_named_and_given_up_after_the_rounds(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_task_that_never_ends_is_given_up_after_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway, "END_ROUND_S", 0.02)
     swallowed: list[int] = []
     stubborn = asyncio.create_task(_swallowing(1_000, swallowed), name="stubborn")
@@ -43,7 +41,6 @@ async def test_a_task_that_never_ends_is_named_and_given_up_after_the_rounds(
     left = await end_tasks([stubborn, failed], rounds=3)
     assert left == {stubborn}
     assert len(swallowed) == 3
-    assert "stubborn" in caplog.text
     swallowed.extend([1] * (1_000 - len(swallowed)))  # let the test's loop close: the next cancel is taken
     stubborn.cancel()
     with pytest.raises(asyncio.CancelledError):

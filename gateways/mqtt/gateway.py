@@ -62,13 +62,16 @@ log = logging.getLogger(__name__)
 END_ROUND_S = 1.0  # how long each round of :func:`end_tasks` waits before cancelling again
 
 
-async def end_tasks(tasks: Iterable[asyncio.Task[Any]], *, rounds: int = 30) -> set[asyncio.Task[Any]]:
+async def end_tasks(
+    tasks: Iterable[asyncio.Task[Any]], *, rounds: int = 30, round_s: float | None = None
+) -> set[asyncio.Task[Any]]:
     """Cancel ``tasks`` and wait for them, cancelling those still running again each round; returns any left.
 
     One cancel is not enough on Python 3.11: ``asyncio.wait_for``, which every aiomqtt call awaits, swallows a
     cancel that lands as its call completes (fixed in 3.12). The outbox would then go on publishing into a
     dead session, and a session waiting for it would never end, so the gateway would never reconnect. After
-    ``rounds`` rounds the tasks left are logged and abandoned rather than waited for forever.
+    ``rounds`` rounds of up to ``round_s`` (default :data:`END_ROUND_S`) the tasks left are returned rather than
+    waited for forever: the caller says what that means.
     """
     left = set(tasks)
     for _ in range(rounds):
@@ -76,17 +79,10 @@ async def end_tasks(tasks: Iterable[asyncio.Task[Any]], *, rounds: int = 30) -> 
             break
         for task in left:
             task.cancel()  # again each round: the previous one may have been swallowed
-        done, left = await asyncio.wait(left, timeout=END_ROUND_S)
+        done, left = await asyncio.wait(left, timeout=END_ROUND_S if round_s is None else round_s)
         for task in done:  # their outcome is read here, as gather(return_exceptions=True) did
             if not task.cancelled():
                 task.exception()
-    if left:
-        log.error(
-            "MQTT gateway: %d tasks did not end after %d cancels: %s",
-            len(left),
-            rounds,
-            sorted(t.get_name() for t in left),
-        )
     return left
 
 
@@ -411,7 +407,9 @@ class MqttGateway:
                     task.result()  # re-raise the reason the session ended
             finally:
                 self.subscribed.clear()
-                await end_tasks(tasks)
+                if left := await end_tasks(tasks):
+                    names = sorted(task.get_name() for task in left)
+                    log.error("MQTT gateway: %d tasks did not end after 30 cancels, left running: %s", len(left), names)
 
     def _filter(self, topic: str) -> str:
         group = self.config.shared_group
