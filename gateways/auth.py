@@ -129,30 +129,34 @@ async def guard(connection: HTTPConnection) -> None:
         # before the route's own validation, because the scope check below looks the incident up.)
         if name.endswith("_id") and isinstance(value, str) and value.isdecimal() and int(value) > MAX_ID:
             _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
-    directory = directory_of(connection)
+    context = context_of(connection)
+    directory = context.directory
     await directory.open()
     token = _token_of(connection) or await _api_key_of(connection, path)
-    principal = directory.authenticate(token, context_of(connection).clock.now()) if token else None
-    if principal is None and token and context_of(connection).replicas is not None and await directory.look_up(token):
-        principal = directory.authenticate(token, context_of(connection).clock.now())  # issued by another replica
+    now = context.clock.now()  # one reading for the token's expiry and the rate bucket
+    principal = directory.authenticate(token, now) if token else None
+    if principal is None and token and context.replicas is not None and await directory.look_up(token):
+        principal = directory.authenticate(token, now)  # issued by another replica
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
         return
     connection.state.principal = principal
-    buckets: TokenBuckets = context_of(connection).token_buckets
+    buckets: TokenBuckets = context.token_buckets
     # Signed-in sessions of one account share a bucket; each device token has its own. Device messages carried
     # between replicas are not paced here: their pace is the devices', bounded by the broker's in-flight limits.
     key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
     if (method, path) != CARRY_ROUTE:
-        wait = buckets.take(key, context_of(connection).clock.now().timestamp())
+        wait = buckets.take(key, now.timestamp())
         if wait > 0:
             _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
     scope = grant.get(principal.role)
     if scope is None:
         _refuse(connection, 403, f"role {principal.role.value} may not {method} {path}")
         return
-    townships: Townships = context_of(connection).townships
-    requested = connection.query_params.get("township") or connection.headers.get("x-township")
+    townships: Townships = context.townships
+    # Most requests have no query string: parsing an empty one costs a QueryParams each.
+    asked = connection.query_params.get("township") if connection.scope.get("query_string") else None
+    requested = asked or connection.headers.get("x-township")
     try:
         connection.state.township = townships.choose(principal.account, requested)
     except HTTPException as exc:

@@ -574,6 +574,10 @@ def create_app(
         # The API docs come from the package, not a CDN: township intranets are offline (see _offline_docs).
         docs_url=None,
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry bridge asks the global providers on every request whether one was set
+        # (three environment reads a request: issue 14). Nothing here sets one (the SDK is not a dependency):
+        # the dispatcher's own /metrics and access log say what it does.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     #: The first township's hub, for code that serves one township; HTTP routes choose through get_hub.
     app.state.context = AppContext(
