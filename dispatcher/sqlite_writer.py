@@ -35,8 +35,8 @@ T = TypeVar("T")
 #: Calls whose batches a throw-away database written inline commits together (see the module's docstring).
 GROUP_CALLS = 200
 
-#: A statement and the rows it runs for (named parameters), as one ``executemany``.
-Step = tuple[str, Sequence[Mapping[str, Any]]]
+#: A statement and the rows it runs for (values by position, or by name), as one ``executemany``.
+Step = tuple[str, Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]]
 
 
 class SqliteWriter:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import SQLModel
 
+from dispatcher import sql_store
 from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
@@ -200,3 +202,18 @@ async def test_a_simulation_store_reads_what_its_grouped_writer_wrote(tmp_path: 
         assert await store.get(created[1].id) == created[1]
     finally:
         await hub.stop()
+
+
+@pytest.mark.parametrize(
+    ("table", "columns"),
+    [
+        ("incident", sql_store._NEW_INCIDENT_COLUMNS),
+        ("assignment", sql_store._NEW_ASSIGNMENT_COLUMNS),
+        ("event", sql_store._NEW_EVENT_COLUMNS),
+        ("report_key", sql_store._NEW_REPORT_KEY_COLUMNS),
+    ],
+)
+def test_the_rows_every_report_makes_name_each_column_of_their_table_once(table: str, columns: tuple[str, ...]) -> None:
+    # These rows are tuples bound by position: a column added to the table and not to the row would be left
+    # to its default on every insert, silently.
+    assert sorted(columns) == sorted(c.name for c in SQLModel.metadata.tables[table].columns)

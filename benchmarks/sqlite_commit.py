@@ -1,0 +1,127 @@
+"""The SQLite commit of a 100-report batch alone: its CPU by statement, under a setting or without an index.
+
+Replays the rows of the first ``--reports`` incidents of a database that ``intake.py --keep-db`` kept (their
+assignments and events, under new ids), as the writer commits a batch (``BEGIN IMMEDIATE``, one
+``executemany`` per table, ``COMMIT``), into a copy of that database, ``--batches`` times; between batches a
+second connection commits one audit row, as the server's audit trail does. Prints the writer thread's CPU per
+batch (median) for each statement, and the WAL frames a batch wrote. The copy is deleted at the end.
+
+    .venv/bin/python benchmarks/intake.py --phases throughput --batch 100 --keep-db    # prints "kept DIR"
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --synchronous NORMAL
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --by name
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --drop-index ix_incident_zone
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STEPS = ("begin", "incident", "assignment", "report_key", "event", "commit")
+
+
+def columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+
+
+def insert(table: str, names: list[str], by: str) -> str:
+    marks = ", ".join(f":{n}" for n in names) if by == "name" else ", ".join("?" * len(names))
+    return f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({marks})'
+
+
+def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, isolation_level=None)  # the audit trail's connection
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={args.synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    other.execute(f"PRAGMA synchronous={args.synchronous}")
+    for index in args.drop_index:
+        conn.execute(f'DROP INDEX "{index}"')
+    names = {t: columns(conn, t) for t in ("incident", "assignment", "event")}
+    incidents = conn.execute("SELECT * FROM incident ORDER BY id LIMIT ?", (args.reports,)).fetchall()
+    if not incidents:
+        raise SystemExit(f"{args.database}: no incidents to replay (run intake.py with --keep-db first)")
+    first, last = incidents[0][0], incidents[-1][0]
+    assignments = conn.execute("SELECT * FROM assignment WHERE incident_id BETWEEN ? AND ?", (first, last)).fetchall()
+    events = conn.execute("SELECT * FROM event WHERE incident_id BETWEEN ? AND ?", (first, last)).fetchall()
+    top_id, top_seq = conn.execute("SELECT max(id), (SELECT max(seq) FROM event) FROM incident").fetchone()
+    statements = {t: insert(t, n, args.by) for t, n in names.items()}
+    statements["report_key"] = insert("report_key", ["report_id"], args.by)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    spent: dict[str, list[float]] = {step: [] for step in STEPS}
+    frames = 0
+    for n in range(args.batches):
+        shift, seq_shift = top_id + 1 - first + n * len(incidents), top_seq + n * len(events)
+        rows: dict[str, list[Any]] = {
+            "incident": [(r[0] + shift, f"{r[1]}-replay{n}", *r[2:]) for r in incidents],
+            "assignment": [(r[0] + shift, *r[1:]) for r in assignments],
+            "event": [(r[0] + seq_shift, r[1] + shift, *r[2:]) for r in events],
+        }
+        rows["report_key"] = [(r[1],) for r in rows["incident"]]
+        if args.by == "name":
+            rows = {t: [dict(zip(names.get(t, ["report_id"]), r, strict=True)) for r in rs] for t, rs in rows.items()}
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO audit (at, actor, action, outcome) VALUES ('2026-12-04 00:00:00', 'x', 'y', 200)")
+        other.execute("COMMIT")
+        if n == args.batches - 1:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty log: what the last batch adds is its own
+        marks = [time.thread_time()]
+        conn.execute("BEGIN IMMEDIATE")
+        marks.append(time.thread_time())
+        for table in ("incident", "assignment", "report_key", "event"):
+            conn.executemany(statements[table], rows[table])
+            marks.append(time.thread_time())
+        conn.execute("COMMIT")
+        marks.append(time.thread_time())
+        for step, start, end in zip(STEPS, marks[:-1], marks[1:], strict=True):
+            spent[step].append(end - start)
+        if n == args.batches - 1:
+            frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    conn.close()
+    other.close()
+    totals = [sum(parts) for parts in zip(*spent.values(), strict=True)]
+    return {
+        "rows": {"incident": len(incidents), "assignment": len(assignments), "event": len(events)},
+        "ms": {step: statistics.median(v) * 1e3 for step, v in spent.items()},
+        "total_ms": (statistics.median(totals) * 1e3, statistics.mean(totals) * 1e3),
+        "wal_frames": frames,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("database", type=Path, help="a SQLite file intake.py kept (it is copied, not changed)")
+    parser.add_argument("--reports", type=int, default=100, help="reports per batch")
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "OFF"), default="FULL")
+    parser.add_argument("--by", choices=("position", "name"), default="position", help="how values are bound")
+    parser.add_argument("--drop-index", action="append", default=[], help="drop this index in the copy first")
+    args = parser.parse_args()
+    if not 1 <= args.batches <= 10_000 or not 1 <= args.reports <= 1_000:
+        parser.error("--batches 1-10000, --reports 1-1000")
+    with tempfile.TemporaryDirectory(prefix="sqlite-commit-") as folder:
+        copy = Path(folder) / "copy.db"
+        shutil.copyfile(args.database, copy)
+        result = replay(args, copy)
+    rows = result["rows"]
+    print(
+        f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous}, by {args.by}, "
+        f"dropped {', '.join(args.drop_index) or 'no index'}; a batch: {rows['incident']} incidents, "
+        f"{rows['assignment']} assignments, {rows['event']} events, {args.batches} batches"
+    )
+    median, mean = result["total_ms"]
+    print(f"writer thread CPU a batch: median {median:.2f} ms, mean {mean:.2f} ms (the mean holds the checkpoints)")
+    print("  " + "  ".join(f"{step} {ms:.2f}" for step, ms in result["ms"].items()))
+    print(f"WAL frames written by the last batch: {result['wal_frames']}")
+
+
+if __name__ == "__main__":
+    main()
