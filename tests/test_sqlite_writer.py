@@ -200,3 +200,34 @@ async def test_a_simulation_store_reads_what_its_grouped_writer_wrote(tmp_path: 
         assert await store.get(created[1].id) == created[1]
     finally:
         await hub.stop()
+
+
+async def test_a_call_whose_caller_went_before_it_started_is_not_run_and_close_ends_the_thread(tmp_path: Path) -> None:
+    """The thread takes calls in order; one whose caller was cancelled while it waited its turn is skipped (as an
+    executor's work item is), the next ones run, and closing ends the thread."""
+    writer = SqliteWriter(str(tmp_path / "w.db"))
+    await writer.open()
+    thread = writer._thread
+    assert thread is not None and thread.is_alive()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def first(_conn: sqlite3.Connection) -> None:
+        assert release.wait(10)
+        ran.append("first")
+
+    try:
+        busy = asyncio.create_task(writer.run(first))
+        gone = asyncio.create_task(writer.run(lambda _conn: ran.append("gone")))
+        await asyncio.sleep(0)  # both calls are queued: the thread is inside the first
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        release.set()
+        await busy
+        await writer.run(lambda _conn: ran.append("last"))
+        assert ran == ["first", "last"]
+    finally:
+        release.set()
+        await writer.close()
+    assert not thread.is_alive()
