@@ -1036,7 +1036,10 @@ class Hub:
         self._fill_waiting(batch, self.clock.now())
 
     def _committed(self, batch: Batch) -> None:
-        """After a commit, before the callers hear: the index, the deadlines, the feed and the alarms follow."""
+        """After a commit, before the callers hear: the feed, the index, the deadlines and the alarms follow."""
+        # The boards first: the feed writes the frames to their sockets now, and nothing here yields, so nobody
+        # can read the hub between this and the lines below (the index and deadlines took 80 µs before it).
+        self.feed.publish(batch.records)
         for incident in batch.touched.values():
             before = batch.originals.get(incident.id)
             self._open.follow(incident, before)
@@ -1046,7 +1049,6 @@ class Hub:
             if type(fact) is ev.NoteAdded and fact.note_id is not None:
                 self._remember_note(fact.incident_id, fact.note_id)
         self._township_committed(batch)
-        self.feed.publish(batch.records)
         self.alarms.apply(batch.changes.events)
         self.stats.events.update(e.type for e in batch.changes.events)
         self._deadlines.rearm()

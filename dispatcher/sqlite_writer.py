@@ -5,6 +5,13 @@ back: some 25–30 hops of the event loop per report. Here a batch's whole commi
 one ``executemany`` per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
 one hop there and one back whatever its size.
 
+The hops are as lean as they can be (a report's trip to the board waits for both): a call goes to the thread
+through a plain queue, and its outcome comes back by one ``call_soon_threadsafe`` that settles the caller's
+future, after which the thread at once blocks on the queue again, so the loop it has just woken finds the GIL
+free. Through ``run_in_executor`` the thread still held the GIL while the loop woke (setting the executor's
+own future and its chained callbacks, under a lock), and the loop waited for it: an empty call's round trip
+took 80–89 µs (median, idle loop, uvloop) against 35–37 µs now (``benchmarks/README.md``, i14-latency).
+
 The connection runs in WAL mode with ``synchronous=FULL``: in WAL mode that is the setting under which
 each ``COMMIT`` syncs the log before it returns, so a report answered ``201`` survives a crash of the
 process and of the machine. ``NORMAL`` would save that sync and survive a crash of the process only (the
@@ -25,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,6 +46,9 @@ GROUP_CALLS = 200
 
 #: A statement and the rows it runs for (values by position, or by name), as one ``executemany``.
 Step = tuple[str, Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]]
+
+#: A call for the writer's thread: the caller's loop, its future and what to run.
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 
 
 class SqliteWriter:
@@ -53,7 +65,8 @@ class SqliteWriter:
         self._grouped = inline and not durable
         self._in_group = 0  # calls since the group's transaction began
         self._open = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._calls: queue.SimpleQueue[_Call | None] | None = None  # to the writer's thread; None: stop
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the writer's thread only
 
     async def open(self) -> None:
@@ -65,7 +78,11 @@ class SqliteWriter:
                 await self.close()
                 raise
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._calls = queue.SimpleQueue()
+        # A daemon: a process that exits without closing its store is not held up by the thread (a commit it
+        # cuts short is rolled back, as after a crash: nobody was answered for it).
+        self._thread = threading.Thread(target=self._serve, args=(self._calls,), name="sqlite-writer", daemon=True)
+        self._thread.start()
         try:
             await self.run(lambda _conn: None)  # connects, so that a database it cannot open fails here
         except BaseException:
@@ -80,20 +97,33 @@ class SqliteWriter:
             finally:
                 self._disconnect()
             return
-        executor, self._executor = self._executor, None
-        if executor is None:
+        if self._calls is None:
             return
-        await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
-        executor.shutdown(wait=True)
+        try:
+            await self._on_thread(self._disconnect)
+        finally:
+            calls, thread, self._calls, self._thread = self._calls, self._thread, None, None
+            calls.put(None)
+            if thread is not None:
+                thread.join()  # at once: the thread has nothing left to do
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(connection)`` on the writer's thread; raises what it raised. A connection that failed
         with an error of the database itself (not of a value) is closed, and the next call opens a new one."""
         if self.inline and self._open:
             return self._call(work)
-        if self._executor is None:
+        return await self._on_thread(functools.partial(self._call, work))
+
+    async def _on_thread(self, function: Callable[[], T]) -> T:
+        if self._calls is None:
             raise sqlite3.InterfaceError("the SQLite writer is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, future, function))
+        try:
+            return await future
+        finally:
+            del future  # a raised exception's traceback holds this frame: no cycle through the future
 
     def flush(self) -> None:
         """Commit the open group of a throw-away database written inline (nothing otherwise). Loop's thread."""
@@ -105,6 +135,22 @@ class SqliteWriter:
             except BaseException:
                 self._disconnect()
                 raise
+
+    def _serve(self, calls: queue.SimpleQueue[_Call | None]) -> None:
+        """The writer's thread: each call in turn, until the stop marker."""
+        while (call := calls.get()) is not None:
+            loop, future, function = call
+            del call
+            if future.cancelled():  # its caller went before it started (as an executor's work item): not run
+                continue
+            try:
+                outcome: tuple[Any, BaseException | None] = (function(), None)
+            except BaseException as exc:  # noqa: BLE001 - the caller's to hear
+                outcome = (None, exc)
+            del function  # nothing of the batch is held while the thread waits for the next call
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            del future, outcome
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn if self._conn is not None else self._connect()
@@ -147,6 +193,16 @@ class SqliteWriter:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()  # an open transaction ends with the connection, rolled back
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the caller's loop: hand a call's outcome to its caller, unless it has stopped waiting."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:

@@ -217,3 +217,34 @@ def test_the_rows_every_report_makes_name_each_column_of_their_table_once(table:
     # These rows are tuples bound by position: a column added to the table and not to the row would be left
     # to its default on every insert, silently.
     assert sorted(columns) == sorted(c.name for c in SQLModel.metadata.tables[table].columns)
+
+
+async def test_a_call_whose_caller_went_before_it_started_is_not_run_and_close_ends_the_thread(tmp_path: Path) -> None:
+    """The thread takes calls in order; one whose caller was cancelled while it waited its turn is skipped (as an
+    executor's work item is), the next ones run, and closing ends the thread."""
+    writer = SqliteWriter(str(tmp_path / "w.db"))
+    await writer.open()
+    thread = writer._thread
+    assert thread is not None and thread.is_alive()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def first(_conn: sqlite3.Connection) -> None:
+        assert release.wait(10)
+        ran.append("first")
+
+    try:
+        busy = asyncio.create_task(writer.run(first))
+        gone = asyncio.create_task(writer.run(lambda _conn: ran.append("gone")))
+        await asyncio.sleep(0)  # both calls are queued: the thread is inside the first
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        release.set()
+        await busy
+        await writer.run(lambda _conn: ran.append("last"))
+        assert ran == ["first", "last"]
+    finally:
+        release.set()
+        await writer.close()
+    assert not thread.is_alive()
