@@ -27,6 +27,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel
 
 from dispatcher.account_tables import AccountRow, ApiTokenRow, AuditRow, SignInFailureRow
+from dispatcher.audit_entries import AuditEntry as AuditEntry  # re-exported: the directory's entries
+from dispatcher.audit_entries import audit_row
 from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.migrations import upgrade_to_head
 from dispatcher.sql_store import build_engine
@@ -108,19 +110,6 @@ class Principal:
         return self.account.role
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    at: datetime
-    action: str
-    outcome: int
-    actor: str | None = None
-    township: str | None = None
-    target: str | None = None
-    source: str | None = None
-    detail: str | None = None
-    id: int | None = None
-
-
 class AccountError(ValueError):
     """A refused account change (bad name, unknown or duplicate account); nothing was changed."""
 
@@ -188,19 +177,6 @@ def _settle(waiting: asyncio.Future[None], error: Exception | None) -> None:
         waiting.set_result(None)
     else:
         waiting.set_exception(error)
-
-
-def storable(text: str | None, limit: int | None = None) -> str | None:
-    """``text`` as every backend can store it, cut to ``limit`` characters; None stays None.
-
-    What a hostile request puts in a path, a name or a label reaches the audit trail as it came:
-    PostgreSQL's text holds no NUL and no backend stores a lone surrogate (it is not UTF-8), so
-    both are written as escapes (``\\x00``, ``\\ud800``) rather than lose the entry.
-    """
-    if text is None:
-        return None
-    safe = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-    return safe[:limit] if limit is not None else safe
 
 
 def check_name(name: str) -> str:
@@ -610,19 +586,7 @@ class SqlDirectory:
                 _settle(waiting, None)
 
     async def _append(self, entries: Sequence[AuditEntry]) -> None:
-        rows = [
-            {
-                "at": e.at,
-                "actor": storable(e.actor, 64),
-                "township": storable(e.township, 64),
-                "action": storable(e.action, 160),
-                "target": storable(e.target, 512),
-                "outcome": e.outcome,
-                "source": storable(e.source, 64),
-                "detail": storable(e.detail),
-            }
-            for e in entries
-        ]
+        rows = [audit_row(e) for e in entries]
         async with self._engine.begin() as conn:
             await conn.execute(audit_t.insert(), rows)
 

@@ -40,6 +40,7 @@ from dispatcher.assessment import (
     bonuses_from,
     with_bonuses,
 )
+from dispatcher.audit_entries import AuditEntry
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.clock import Clock
 from dispatcher.core import closing
@@ -293,6 +294,14 @@ class Hub:
             await self._submit(lambda batch: None)
 
     # -- commands -------------------------------------------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Store ``entry`` in the audit trail with the writer's next batch; returns once it is committed.
+
+        For a hub whose database holds the directory's audit table (the composition root decides): the entry
+        of a request rides with the other changes of that batch instead of a transaction of its own.
+        """
+        await self._submit(lambda batch: batch.changes.audit.append(entry))
 
     async def report(self, report: Report, at: datetime) -> ReportOutcome:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""

@@ -35,7 +35,9 @@ from sqlmodel import SQLModel
 
 from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
+from dispatcher.account_tables import AuditRow
 from dispatcher.assessment import Assessment, assess, store_scoring_text, stored_scoring_tables
+from dispatcher.audit_entries import audit_row
 from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind, ScoringPutInForce
 from dispatcher.core.incidents import (
@@ -101,6 +103,7 @@ roster_t = SQLModel.metadata.tables[RosterRow.__tablename__]
 handover_t = SQLModel.metadata.tables[ShiftHandoverRow.__tablename__]
 rule_table_t = SQLModel.metadata.tables[RuleTableRow.__tablename__]
 report_key_t = SQLModel.metadata.tables[ReportKeyRow.__tablename__]
+audit_t = SQLModel.metadata.tables[AuditRow.__tablename__]
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # keeps IN (...) lists under every backend's parameter limit
@@ -250,6 +253,11 @@ class SqlIncidentStore:
     @property
     def backend(self) -> str:
         return self._engine.dialect.name
+
+    def shares_database(self, url: str) -> bool:
+        """Whether ``url`` names this store's database, so that a table of it (the audit trail) may be written
+        in the writer's batches: the same URL, not a database private to each engine (SQLite in memory)."""
+        return url == self.url and (self._sqlite is not None or self.backend == "postgresql")
 
     async def open(self) -> None:
         self._lock = WriterLock() if self.fence is not None else await WriterLock.take(self._engine)
@@ -569,6 +577,8 @@ class SqlIncidentStore:
             await conn.execute(sa.insert(roster_t), rows.rosters)
         if rows.rule_tables:
             await conn.execute(sa.insert(rule_table_t), rows.rule_tables)
+        if rows.audit:
+            await conn.execute(sa.insert(audit_t), rows.audit)
         if rows.events and self._notice is not None:  # the boards of other replicas: sent at COMMIT
             notice = orjson.dumps({"township": self._township, "seq": rows.events[-1][0]}).decode()
             await conn.execute(self._notice, {"notice": notice})
@@ -795,6 +805,7 @@ class _Rows:
     handover_acks: list[dict[str, Any]] = field(default_factory=list)
     rosters: list[dict[str, Any]] = field(default_factory=list)
     rule_tables: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -883,6 +894,7 @@ def _rows(changes: Changes, time: _Time = _as_is) -> _Rows:
         {"id": t.id, "version": t.version, "body": t.body, "put_at": t.put_at, "put_by": t.put_by}
         for t in changes.rule_tables
     ]
+    rows.audit = [audit_row(e) for e in changes.audit]
     rows.events = [(e.seq, e.incident_id, e.type, time(e.at), e.payload) for e in changes.events]
     return rows
 
@@ -1355,6 +1367,7 @@ def _sqlite_steps(changes: Changes) -> list[Step]:
         update(handover_t, _SQLITE_HANDOVER_ACK, rows.handover_acks),
         insert(roster_t, rows.rosters),
         insert(rule_table_t, rows.rule_tables),
+        insert(audit_t, rows.audit),
         insert_values(event_t, _NEW_EVENT_COLUMNS, rows.events),
     ]
 

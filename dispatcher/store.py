@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from dispatcher.assessment import Assessment
+from dispatcher.audit_entries import AuditEntry
 from dispatcher.briefing import Briefing, Document, Figure, IncidentLine, Period, Unit
 from dispatcher.core.events import ScoringPutInForce
 from dispatcher.core.incidents import Incident
@@ -44,6 +45,7 @@ class Changes:
     handover_acks: list[HandoverRecord] = field(default_factory=list)  # taken over in this batch
     rosters: list[RosterRecord] = field(default_factory=list)  # rosters put in force
     rule_tables: list[RuleTableRecord] = field(default_factory=list)  # rule tables put in force (ids given)
+    audit: list[AuditEntry] = field(default_factory=list)  # audit entries of answered requests (the trail)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

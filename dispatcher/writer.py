@@ -445,7 +445,7 @@ class Writer:
                     log.exception("could not hand waiting assignments to free officers")
 
             changes = batch.finish()
-            if changes.events or changes.units:  # a device's status or position makes no event
+            if changes.events or changes.units or changes.audit:  # a device's status or position makes no event
                 started = time.perf_counter()
                 await self._store.commit(changes)
                 self.stats.commit_seconds.observe(time.perf_counter() - started)

@@ -8,8 +8,10 @@ and the concrete path, the status answered and the client address (the socket's 
 front without teaching it here). Incident events keep their own ``actor`` in the event log; the audit
 entry of the same request adds where it came from. ``GET /api/v1/audit`` exports the trail.
 
-The entry is built from the request alone (:func:`entry_of`, pure) and handed to an :class:`AuditSink`: today
-the directory, which commits entries that arrive together in one transaction.
+The entry is built from the request alone (:func:`entry_of`, pure) and handed to an :class:`AuditSink`: the
+application's :class:`Trail`, which gives an entry of a township to its hub's writer when the hub's database is the
+directory's (the entry commits with the writer's next batch), and any other to the directory (entries that arrive
+together commit in one transaction of their own).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal, Protocol
 
@@ -26,6 +29,8 @@ from fastapi.responses import Response
 from starlette.types import Scope
 
 from dispatcher.accounts import AuditEntry, Principal, SqlDirectory
+from dispatcher.hub import Hub
+from dispatcher.writer import HubStopped
 from gateways.context import AppContext, context_of
 
 log = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ EXPORTS = frozenset({"/api/v1/audit"})
 
 
 class AuditSink(Protocol):
-    """Where audit entries go: the directory's audit table (:class:`SqlDirectory`), or one day the writer's batch."""
+    """Where audit entries go: the directory's audit table (:class:`SqlDirectory`), or :class:`Trail`."""
 
     async def record(self, entry: AuditEntry) -> None:
         """Store ``entry``; returns once it is stored (raises when it could not be)."""
@@ -69,14 +74,41 @@ def entry_of(scope: Scope, status: int, at: datetime) -> AuditEntry:
     )
 
 
+class Trail:
+    """The application's sink: an entry of a township whose hub writes the directory's database goes with that
+    hub's next writer batch (no transaction of its own, no second connection writing the same SQLite file); any
+    other entry (a sign-in, a township with a database of its own, a stopped hub) to the directory.
+
+    ``hubs``: the townships whose hub shares the directory's database (the composition root decides, by URL).
+    """
+
+    def __init__(self, directory: SqlDirectory, hubs: Mapping[str, Hub]) -> None:
+        self._directory = directory
+        self._hubs = dict(hubs)
+
+    async def record(self, entry: AuditEntry) -> None:
+        hub = self._hubs.get(entry.township) if entry.township is not None else None
+        if hub is not None and hub.running:
+            try:
+                await hub.record_audit(entry)
+                return
+            except HubStopped:  # stopping between the check and the queue: the directory takes it
+                pass
+        await self._directory.open()
+        await self._directory.record(entry)
+
+
 async def hand_over(scope: Scope, status: int, sink: AuditSink | None = None) -> None:
-    """Build the request's entry and hand it to ``sink`` (the directory when None); a failure is logged, not raised.
+    """Build the request's entry and hand it to ``sink`` (the context's trail, else the directory, when None); a
+    failure is logged, not raised.
 
     Called by the edge (:class:`gateways.edge.Edge`) once the answer is sent.
     """
     context: AppContext = scope["app"].state.context
     entry = entry_of(scope, status, context.clock.now())
     try:
+        if sink is None:
+            sink = context.audit
         if sink is None:
             await context.directory.open()
             sink = context.directory

@@ -46,6 +46,7 @@ class AppContext:
     ownership: Any = None  # which townships this process hosts (dispatcher/ownership.py)
     tail_feeds: Any = None  # boards of townships hosted elsewhere follow the log (dispatcher/tail_feed.py)
     replicas: Replicas | None = None  # replica mode: who serves which township (gateways/replicas.py)
+    audit: Any = None  # where the edge hands audit entries (gateways/audit.py's Trail; None: the directory)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

@@ -598,6 +598,18 @@ def create_app(
         ownership=ownership,
         tail_feeds=tail_feeds,
         replicas=replicas.view if replicas is not None else None,
+        # One process: a township whose hub writes the directory's database logs its audit entries in the
+        # writer's batches. Replica mode keeps the directory's own transactions (hubs change hands there).
+        audit=audit.Trail(
+            directory,
+            {
+                t.id: t.hub
+                for t in townships.values()
+                if replicas is None
+                and isinstance(t.hub.store, SqlIncidentStore)
+                and t.hub.store.shares_database(settings.database_url)
+            },
+        ),
     )
     app.state.replica_set = replicas
     # Dispatch first: its /assignments/{team}/officer and /reassign must win over /assignments/{team}/{action}.
