@@ -1,0 +1,108 @@
+"""Two costs of paho-mqtt's pure-Python packet reading, taken off the gateway's event loop.
+
+A profile of MQTT intake at saturation (benchmarks/README.md, "MQTT: what paho costs") put 39 % of the event
+loop's time in ``Client.loop_read``; two things in it do no useful work for the gateway:
+
+- **Name tables rebuilt per packet.** Decoding each received PUBLISH (MQTT 5) and each PUBACK builds a fresh
+  ``Properties`` (two dicts of 27 and 25 entries, every attribute set through a checking ``__setattr__``) and a
+  ``ReasonCode`` (a copy of a 60-entry table, then a search of it for "Success"), even for a packet that carries
+  no properties. :func:`lighten_decoding` has paho's decoder build them from tables made once. The objects are
+  the same classes' instances, with the same values; only their construction is cheaper.
+- **A system call per header byte.** paho reads a packet's first byte, then each byte of its remaining length,
+  then its body, each with its own ``recv``: three calls for a 4-byte PUBACK. :func:`buffer_reads` gives one
+  paho client a read buffer, filled by one ``recv`` of up to 64 KiB, and has ``loop_read`` go on until the
+  buffer is empty, since the socket no longer signals bytes that already left it.
+
+Both are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
+them against the installed version); the client library stays aiomqtt over paho.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paho.mqtt._packet as paho_packet
+import paho.mqtt.client as paho_client
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+READ_CHUNK = 64 * 1024
+
+# paho's tables are the same for every packet type; read here once, never written (by paho either).
+_TABLES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+# The packet types whose code 0 is called "Success" (paho's default name): those made without a search.
+_SUCCESS_TYPES = frozenset(ReasonCode.names[0]["Success"]) - {PacketTypes.DISCONNECT}
+
+
+class ReceivedProperties(Properties):
+    """The properties of a received packet, as paho's decoder makes them: an empty set of the packet's type,
+    sharing the class's name tables instead of building them, then filled by ``unpack``."""
+
+    def __init__(self, packetType: int) -> None:
+        # paho's __setattr__ lets exactly these four through unchecked; set them as it would.
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", _TABLES.types)
+        object.__setattr__(self, "names", _TABLES.names)
+        object.__setattr__(self, "properties", _TABLES.properties)
+
+    def unpack(self, buffer: bytes | bytearray) -> tuple[Properties, int]:
+        # Fresh from the decoder, there is nothing to clear first; a zero length (one byte) is the common case.
+        if buffer[:1] == b"\x00":
+            return self, 1
+        return super().unpack(buffer)  # type: ignore[no-any-return, no-untyped-call]
+
+
+class ReceivedReasonCode(ReasonCode):
+    """A reason code as paho's decoder makes them ("Success" first, then ``unpack`` when the packet has one),
+    reading the class's table instead of copying it for each packet."""
+
+    def __init__(self, packetType: int, aName: str = "Success", identifier: int = -1) -> None:
+        if identifier == -1 and aName == "Success" and packetType in _SUCCESS_TYPES:
+            self.packetType = packetType
+            self.value = 0
+        else:
+            super().__init__(packetType, aName, identifier)
+
+
+def lighten_decoding() -> None:
+    """Have paho's packet decoder (every client of this process) build properties and reason codes from tables
+    made once. Idempotent; the decoded values are what paho's own classes give (subclasses of them)."""
+    # The decoder's module names the two classes it builds (not re-exported: hence setattr).
+    setattr(paho_packet, "Properties", ReceivedProperties)  # noqa: B010
+    setattr(paho_packet, "ReasonCode", ReceivedReasonCode)  # noqa: B010
+
+
+def buffer_reads(client: paho_client.Client) -> None:
+    """Give ``client`` (before it connects) a read buffer: one ``recv`` per readable socket, not one per
+    header byte. Runs on the thread that reads the client (aiomqtt: its event loop)."""
+    buffered = bytearray()
+    sock_of: list[Any] = [None]  # the socket the buffer's bytes came from: a new connection starts empty
+    read_packets = client.loop_read
+
+    def sock_recv(bufsize: int) -> bytes:
+        sock = client._sock
+        if sock is None:
+            raise ConnectionError("self._sock is None")  # as paho's own _sock_recv
+        if sock is not sock_of[0]:
+            buffered.clear()
+            sock_of[0] = sock
+        if not buffered:
+            chunk = sock.recv(max(bufsize, READ_CHUNK))  # BlockingIOError (nothing to read) goes to paho as is
+            if len(chunk) <= bufsize:
+                return chunk  # b"" (the peer closed) included
+            buffered.extend(chunk)
+        taken = bytes(buffered[:bufsize])
+        del buffered[:bufsize]
+        return taken
+
+    def loop_read(max_packets: int = 1) -> Any:
+        # paho stops after as many packets as it has messages in flight, and epoll will not wake us again for
+        # bytes already in the buffer: go on while any are left (each round takes at least one of them).
+        rc = read_packets(max_packets)
+        while buffered and rc == paho_client.MQTT_ERR_SUCCESS and client._sock is sock_of[0]:
+            rc = read_packets(max_packets)
+        return rc
+
+    client._sock_recv = sock_recv  # type: ignore[method-assign]
+    client.loop_read = loop_read  # type: ignore[method-assign]
