@@ -17,7 +17,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateways.mqtt.paho_tuning import ReceivedProperties, ReceivedReasonCode, buffer_reads, lighten_decoding
+from gateways.mqtt.paho_tuning import (
+    ReceivedProperties,
+    ReceivedReasonCode,
+    buffer_reads,
+    coalesce_writes,
+    lighten_decoding,
+)
 
 V5, V311 = MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311
 
@@ -184,3 +190,89 @@ def test_a_closed_peer_is_a_lost_connection(pair: tuple[paho_client.Client, sock
     assert delivered == [b"last"]
     # The socket is still readable (the end of the stream), so the loop calls again, and paho hears of it:
     assert client.loop_read() == paho_client.MQTT_ERR_CONN_LOST
+
+
+class _CountingSocket:
+    """A socket that counts its ``send`` calls (a socket object's own methods cannot be wrapped)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sends = 0
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+@pytest.fixture
+def writer() -> Iterator[tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]]]:
+    """A 3.1.1 paho client writing into a socket pair, its writes coalesced; the list collects
+    the mids paho reports published (QoS 0 only: QoS 1 waits for a PUBACK)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    client = paho_client.Client(CallbackAPIVersion.VERSION2, protocol=paho_client.MQTTv311)
+    client.on_socket_register_write = lambda *_: None  # as under aiomqtt: paho queues, the loop writes
+    published: list[int] = []
+    client.on_publish = lambda _client, _userdata, mid, _reason, _props: published.append(mid)
+    coalesce_writes(client)
+    counting = _CountingSocket(ours)
+    client._sock = counting  # type: ignore[assignment]
+    try:
+        yield client, counting, theirs, published
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+
+
+def _queued(client: paho_client.Client) -> bytes:
+    return b"".join(bytes(p["packet"][p["pos"] :]) for p in client._out_packet)
+
+
+def test_queued_packets_go_out_in_one_send_each_run_in_order(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]],
+) -> None:
+    client, counting, theirs, published = writer
+    for n in range(5):
+        client.publish("t/a", f"x{n}".encode(), qos=1)
+    at_most_once = client.publish("t/b", b"zero", qos=0)  # paho tells on_publish once it is written
+    for n in range(3):
+        client.publish("t/a", f"y{n}".encode(), qos=1)
+    expected = _queued(client)
+    assert client.loop_write() == paho_client.MQTT_ERR_SUCCESS
+    assert counting.sends == 3  # five joined, the QoS 0 one alone, three joined (paho alone: nine)
+    assert published == [at_most_once.mid]
+    assert not client._out_packet
+    assert theirs.recv(len(expected) + 1) == expected
+
+
+def test_a_full_socket_sends_the_rest_on_the_next_write(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]],
+) -> None:
+    client, _, theirs, _ = writer
+    for n in range(200):  # far more than the socket pair's buffer holds
+        client.publish("t/a", bytes([n]) * 20_000, qos=1)
+    expected = _queued(client)
+    received = bytearray()
+    for _ in range(1000):  # bounded: each round sends what the socket takes, then the peer reads it all
+        client.loop_write()
+        received += _drain(theirs)
+        if not client._out_packet:
+            break
+    assert bytes(received) == expected
+
+
+def _drain(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -52,7 +52,7 @@ from gateways.mqtt.codec import (
     dead_letter_payload,
     decode,
 )
-from gateways.mqtt.paho_tuning import buffer_reads, lighten_decoding
+from gateways.mqtt.paho_tuning import buffer_reads, coalesce_writes, lighten_decoding
 from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
@@ -340,6 +340,7 @@ class MqttGateway:
         # PUBACK only after the hub committed: the broker keeps the message until then.
         client._client.manual_ack_set(True)
         buffer_reads(client._client)
+        coalesce_writes(client._client)
         client.pending_calls_threshold = self.config.publish_window + self.config.intake_in_flight
         return client
 
@@ -369,6 +370,7 @@ class MqttGateway:
             socket_options=NO_DELAY,
         )
         buffer_reads(client._client)  # seven PUBACKs per report come back on it
+        coalesce_writes(client._client)  # and a batch of notices goes out in one send
         return client
 
     async def _run(self) -> None:

@@ -1,4 +1,4 @@
-"""Two costs of paho-mqtt's pure-Python packet reading, taken off the gateway's event loop.
+"""Three costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
 
 A profile of MQTT intake at saturation (benchmarks/README.md, "MQTT: what paho costs") put 39 % of the event
 loop's time in ``Client.loop_read``; two things in it do no useful work for the gateway:
@@ -12,6 +12,10 @@ loop's time in ``Client.loop_read``; two things in it do no useful work for the 
   then its body, each with its own ``recv``: three calls for a 4-byte PUBACK. :func:`buffer_reads` gives one
   paho client a read buffer, filled by one ``recv`` of up to 64 KiB, and has ``loop_read`` go on until the
   buffer is empty, since the socket no longer signals bytes that already left it.
+- **A system call per packet written.** paho sends each queued packet with its own ``send``: a batch of 200
+  notices is 200 calls. :func:`coalesce_writes` joins the queued packets whose sending paho does nothing
+  after (all but QoS 0 PUBLISHes and DISCONNECT) into one before paho writes them, so paho's own handling of
+  a partial write, a full socket and a lost connection applies to the joined bytes unchanged.
 
 Both are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
 them against the installed version); the client library stays aiomqtt over paho.
@@ -19,6 +23,7 @@ them against the installed version); the client library stays aiomqtt over paho.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import paho.mqtt._packet as paho_packet
@@ -28,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 READ_CHUNK = 64 * 1024
+_PUBLISH, _PUBACK, _DISCONNECT = 0x30, 0x40, 0xE0
 
 # paho's tables are the same for every packet type; read here once, never written (by paho either).
 _TABLES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -106,3 +112,48 @@ def buffer_reads(client: paho_client.Client) -> None:
 
     client._sock_recv = sock_recv  # type: ignore[method-assign]
     client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def coalesce_writes(client: paho_client.Client) -> None:
+    """Have ``client`` send its queued packets in one ``send`` where it can (see the module's docstring). Runs
+    on the thread that writes the client (aiomqtt: its event loop)."""
+    write_packets = client.loop_write
+
+    def loop_write() -> Any:
+        if len(client._out_packet) > 1:
+            _join_plain_packets(client._out_packet)
+        return write_packets()
+
+    client.loop_write = loop_write  # type: ignore[method-assign]
+
+
+def _join_plain_packets(queue: deque[Any]) -> None:
+    """Join each run of packets paho does nothing after sending (QoS 1 PUBLISH, PUBACK, PINGREQ, SUBSCRIBE...)
+    into one packet entry, in order; a QoS 0 PUBLISH (its ``on_publish`` and ``info``) and a DISCONNECT (the
+    socket is closed right after it) stay entries of their own."""
+    joined: list[Any] = []
+    run: list[Any] = []
+
+    def end_run() -> None:
+        if len(run) > 1:  # the first may be partly sent already
+            joined.append(_entry(b"".join(p["packet"][p["pos"] :] if p["pos"] else p["packet"] for p in run)))
+        else:
+            joined.extend(run)
+        run.clear()
+
+    for packet in queue:
+        kind = packet["command"] & 0xF0
+        if kind == _DISCONNECT or (kind == _PUBLISH and packet["qos"] == 0):
+            end_run()
+            joined.append(packet)
+        else:
+            run.append(packet)
+    end_run()
+    queue.clear()
+    queue.extend(joined)
+
+
+def _entry(data: bytes | bytearray) -> dict[str, Any]:
+    """A packet entry as paho's queue holds them, for bytes that need nothing after they are sent: its
+    ``command`` only has to be neither a PUBLISH at QoS 0 nor a DISCONNECT."""
+    return {"command": _PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}
