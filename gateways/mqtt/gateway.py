@@ -431,11 +431,19 @@ class MqttGateway:
     # -- intake ----------------------------------------------------------------------------
 
     async def _intake(self, client: aiomqtt.Client, generation: int) -> None:
-        async for message in client.messages:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(client, generation, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._handled)
+        # aiomqtt's iterator costs a task and an asyncio.wait per message; messages come in bursts (paho hands
+        # over all a read brought), so the rest of a burst is taken from its queue directly.
+        waiting: asyncio.Queue[aiomqtt.Message] = client._queue
+        async for first in client.messages:
+            message = first
+            while True:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(client, generation, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._handled)
+                if waiting.empty():
+                    break
+                message = waiting.get_nowait()
 
     def _handled(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
