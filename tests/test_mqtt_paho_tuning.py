@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 import paho.mqtt._packet as paho_packet
@@ -18,14 +19,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateways.mqtt.paho_tuning import (
+    LazyMessageInfo,
     ReceivedProperties,
     ReceivedReasonCode,
     buffer_reads,
     coalesce_writes,
-    lighten_decoding,
+    lighten_paho,
 )
 
 V5, V311 = MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311
+_PAHO_INFO = LazyMessageInfo.__base__  # paho's own, whether or not a gateway lightened paho already
 
 
 @pytest.fixture
@@ -33,11 +36,12 @@ def plain(monkeypatch: pytest.MonkeyPatch) -> None:
     """paho's own decoding for the test (the gateway's tests may have lightened it before), put back after."""
     monkeypatch.setattr(paho_packet, "Properties", Properties)
     monkeypatch.setattr(paho_packet, "ReasonCode", ReasonCode)
+    monkeypatch.setattr(paho_client, "MQTTMessageInfo", _PAHO_INFO)
 
 
 @pytest.fixture
 def lightened(plain: None) -> None:
-    lighten_decoding()
+    lighten_paho()
 
 
 def _publish_body(topic: bytes, payload: bytes, *, mid: int | None, properties: bytes | None) -> bytes:
@@ -93,7 +97,7 @@ def test_a_publish_decodes_as_paho_decodes_it(
         b"township/ershili/reports", '{"report_id": "r-1", "x": "集市"}'.encode(), mid=mid, properties=properties
     )
     by_paho = _decoded(header, body, protocol)
-    lighten_decoding()
+    lighten_paho()
     assert isinstance(paho_packet.decode_publish(header, body, protocol).properties, ReceivedProperties | None)
     assert _decoded(header, body, protocol) == by_paho
     if protocol is V5 and header == 0x3A:
@@ -276,3 +280,32 @@ def _drain(sock: socket.socket) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def test_messages_get_lazy_infos_that_tell_and_wake_as_pahos_do(lightened: None) -> None:
+    message = paho_client.MQTTMessage(mid=3, topic=b"t")
+    assert isinstance(message.info, LazyMessageInfo)
+    assert not message.info.is_published()
+    message.info._set_as_published()
+    assert message.info.is_published()
+    message.info.wait_for_publish(timeout=0.01)  # returns at once: already published
+    rc, mid = message.info  # paho's tuple form
+    assert (rc, mid) == (paho_client.MQTT_ERR_SUCCESS, 3)
+
+
+def test_a_thread_waiting_for_a_publish_is_woken_when_it_is_acknowledged(lightened: None) -> None:
+    info = paho_client.MQTTMessage(mid=4, topic=b"t").info
+    waiting, woken = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        info.wait_for_publish(timeout=30)
+        woken.set()
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    assert waiting.wait(timeout=30)
+    info._set_as_published()  # before or after the waiter made the condition: both must wake it
+    thread.join(timeout=30)
+    assert woken.is_set()
+    assert info.is_published()

@@ -52,7 +52,7 @@ from gateways.mqtt.codec import (
     dead_letter_payload,
     decode,
 )
-from gateways.mqtt.paho_tuning import buffer_reads, coalesce_writes, lighten_decoding
+from gateways.mqtt.paho_tuning import buffer_reads, coalesce_writes, lighten_paho
 from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
@@ -233,7 +233,7 @@ class MqttGateway:
         A first start (no cursor saved under this client id) begins at the hub's last event: the
         history from before the gateway existed is not sent to devices.
         """
-        lighten_decoding()
+        lighten_paho()
         self._unwatch = self._ownership.watch(self._hosting_changed)
         if self._ownership.owns(self.township):
             if self.config.publishes:

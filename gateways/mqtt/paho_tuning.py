@@ -1,4 +1,4 @@
-"""Three costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
+"""Four costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
 
 A profile of MQTT intake at saturation (benchmarks/README.md, "MQTT: what paho costs") put 39 % of the event
 loop's time in ``Client.loop_read``; two things in it do no useful work for the gateway:
@@ -6,7 +6,7 @@ loop's time in ``Client.loop_read``; two things in it do no useful work for the 
 - **Name tables rebuilt per packet.** Decoding each received PUBLISH (MQTT 5) and each PUBACK builds a fresh
   ``Properties`` (two dicts of 27 and 25 entries, every attribute set through a checking ``__setattr__``) and a
   ``ReasonCode`` (a copy of a 60-entry table, then a search of it for "Success"), even for a packet that carries
-  no properties. :func:`lighten_decoding` has paho's decoder build them from tables made once. The objects are
+  no properties. :func:`lighten_paho` has paho's decoder build them from tables made once. The objects are
   the same classes' instances, with the same values; only their construction is cheaper.
 - **A system call per header byte.** paho reads a packet's first byte, then each byte of its remaining length,
   then its body, each with its own ``recv``: three calls for a 4-byte PUBACK. :func:`buffer_reads` gives one
@@ -16,6 +16,10 @@ loop's time in ``Client.loop_read``; two things in it do no useful work for the 
   notices is 200 calls. :func:`coalesce_writes` joins the queued packets whose sending paho does nothing
   after (all but QoS 0 PUBLISHes and DISCONNECT) into one before paho writes them, so paho's own handling of
   a partial write, a full socket and a lost connection applies to the joined bytes unchanged.
+- **A condition variable per message.** paho gives every message it sends or receives an ``MQTTMessageInfo``
+  holding a ``threading.Condition`` (a lock and a list), for ``wait_for_publish``, which the gateway never
+  calls: 5 % of the event loop at seven notices per report. :func:`lighten_paho` has paho make them on
+  first use instead (:class:`LazyMessageInfo`).
 
 Both are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
 them against the installed version); the client library stays aiomqtt over paho.
@@ -23,6 +27,7 @@ them against the installed version); the client library stays aiomqtt over paho.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Any
 
@@ -71,9 +76,54 @@ class ReceivedReasonCode(ReasonCode):
             super().__init__(packetType, aName, identifier)
 
 
-def lighten_decoding() -> None:
-    """Have paho's packet decoder (every client of this process) build properties and reason codes from tables
-    made once. Idempotent; the decoded values are what paho's own classes give (subclasses of them)."""
+# Makes each LazyMessageInfo's condition, and marks one published: a waiter that makes the condition after the
+# mark sees it; one that made it before is notified. Held for a few instructions, uncontended on one thread.
+_CONDITIONS = threading.Lock()
+
+
+class LazyMessageInfo(paho_client.MQTTMessageInfo):
+    """paho's ``MQTTMessageInfo`` whose condition variable is made when someone first waits on it or asks."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self._published = False
+        self.rc = paho_client.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _made_condition(self) -> threading.Condition:
+        with _CONDITIONS:
+            try:
+                return self._condition
+            except AttributeError:  # the slot is empty until now
+                self._condition = threading.Condition()
+                return self._condition
+
+    def _set_as_published(self) -> None:
+        with _CONDITIONS:
+            self._published = True
+            try:
+                condition = self._condition
+            except AttributeError:
+                return  # nobody waits: a later waiter makes the condition, then finds it published
+        with condition:
+            condition.notify()
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        self._made_condition()
+        super().wait_for_publish(timeout)
+
+    def is_published(self) -> bool:
+        self._made_condition()
+        return super().is_published()
+
+
+def lighten_paho() -> None:
+    """Have paho (every client of this process) build the properties and reason codes it decodes from tables
+    made once, and each message's condition variable on first use. Idempotent; the values are what paho's own
+    classes give (subclasses of them)."""
+    setattr(paho_client, "MQTTMessageInfo", LazyMessageInfo)  # noqa: B010 - MQTTMessage and publish() read it
     # The decoder's module names the two classes it builds (not re-exported: hence setattr).
     setattr(paho_packet, "Properties", ReceivedProperties)  # noqa: B010
     setattr(paho_packet, "ReasonCode", ReceivedReasonCode)  # noqa: B010
