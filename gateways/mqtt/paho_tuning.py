@@ -1,7 +1,8 @@
 """Four costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
 
-A profile of MQTT intake at saturation (benchmarks/README.md, "MQTT: what paho costs") put 39 % of the event
-loop's time in ``Client.loop_read``; two things in it do no useful work for the gateway:
+A profile of MQTT intake at saturation (benchmarks/README.md, "Branch i14-mqtt: what paho cost, taken off") put
+a third of the server's CPU in paho, 39 % of the event loop's time in ``Client.loop_read`` alone; these four
+things in it do no useful work for the gateway:
 
 - **Name tables rebuilt per packet.** Decoding each received PUBLISH (MQTT 5) and each PUBACK builds a fresh
   ``Properties`` (two dicts of 27 and 25 entries, every attribute set through a checking ``__setattr__``) and a
@@ -21,7 +22,7 @@ loop's time in ``Client.loop_read``; two things in it do no useful work for the 
   calls: 5 % of the event loop at seven notices per report. :func:`lighten_paho` has paho make them on
   first use instead (:class:`LazyMessageInfo`).
 
-Both are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
+All four are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
 them against the installed version); the client library stays aiomqtt over paho.
 """
 
