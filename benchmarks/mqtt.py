@@ -25,6 +25,11 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/mqtt.py                   # SQLite, 3 runs, median
     .venv/bin/python benchmarks/mqtt.py --database-url postgresql+asyncpg://root@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/mqtt.py --runs 1 --phases throughput --profile-out /tmp/mqtt.txt
+
+``--profile-out`` runs py-spy (as ``intake.py`` does: ``--py-spy PATH``, not a project dependency) on the
+server for ``--profile-seconds`` from the start of the throughput phase: ``.svg`` a flame graph, ``.json``
+speedscope, anything else py-spy's raw collapsed stacks plus a printed summary of the hottest functions.
 
 Every loop is bounded in count and time; traffic goes to 127.0.0.1 only.
 """
@@ -65,6 +70,8 @@ from _common import (
 )
 
 sys.path.insert(0, str(REPO_ROOT))
+from intake import Profiler, find_py_spy, summarize_collapsed
+
 from gateways.mqtt.gateway import NO_DELAY
 from simulations.devices import DeviceConfig, run_devices
 
@@ -141,7 +148,9 @@ def report(report_id: str) -> bytes:
     return orjson.dumps({"report_id": report_id, **FIVE_WAY, "description": "集市日五岔口拥堵 benchmark report"})
 
 
-async def throughput(args: argparse.Namespace, broker: Mosquitto, server: Server, topic: str) -> dict[str, Any]:
+async def throughput(
+    args: argparse.Namespace, broker: Mosquitto, server: Server, topic: str, profiler: Profiler | None = None
+) -> dict[str, Any]:
     total = args.reports
     ids = [f"tp-{n:07d}" for n in range(total)]
 
@@ -164,6 +173,8 @@ async def throughput(args: argparse.Namespace, broker: Mosquitto, server: Server
     base = (await stats(server))["received"].get("reports_created", 0)
     started = time.monotonic()
     cpu_before = server.cpu_seconds() or 0.0
+    if profiler is not None:
+        profiler.start()
     shares = [ids[i :: args.publishers] for i in range(args.publishers)]
     publishing = asyncio.gather(*(publisher(s) for s in shares))
     samples: list[tuple[float, int]] = []
@@ -194,6 +205,8 @@ async def throughput(args: argparse.Namespace, broker: Mosquitto, server: Server
     rate = (samples[-1][1] - warm[1]) / max(1e-9, samples[-1][0] - warm[0])
     status, body = await http_get(LOOPBACK, server.port, "/api/v1/incidents?limit=1", timeout_s=10)
     stored = orjson.loads(body)["count"] if status == 200 else None
+    if profiler is not None:
+        await asyncio.to_thread(profiler.wait)
     return {
         "reports": total,
         "durable_reports_per_s": round(rate, 1),
@@ -301,8 +314,15 @@ async def one_run(args: argparse.Namespace, n: int) -> dict[str, Any]:
         await server.wait_ready()
         await wait_connected(server)
         if "throughput" in args.phases:
-            result["throughput"] = await throughput(args, broker, server, f"{prefix}reports")
+            profiler = None
+            if args.profile_out is not None:
+                out = args.profile_out if args.runs == 1 else args.profile_out.with_stem(f"{args.profile_out.stem}-{n}")
+                py_spy = find_py_spy(args.py_spy)
+                profiler = Profiler(py_spy, server.pid, out, args.profile_seconds, args.profile_rate, blocking=False)
+            result["throughput"] = await throughput(args, broker, server, f"{prefix}reports", profiler)
             print(f"run {n} throughput: {json.dumps(result['throughput'])}", flush=True)
+            if profiler is not None and profiler.format == "raw" and profiler.out.exists():
+                print_profile(profiler.out, summarize_collapsed(profiler.out))
         if "latency" in args.phases:
             result["latency"] = await latency(args, broker, server, prefix)
             print(f"run {n} latency: {json.dumps(result['latency'])}", flush=True)
@@ -314,6 +334,18 @@ async def one_run(args: argparse.Namespace, n: int) -> dict[str, Any]:
         await drop_database(db)
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def print_profile(path: Path, profile: dict[str, Any]) -> None:
+    print(f"profile ({profile['samples']} busy samples, {profile['waiting_samples']} waiting, {path}):")
+    for title, key, name in (
+        ("self, by function", "self", "function"),
+        ("self, by package", "self_by_package", "package"),
+        ("inclusive, the project's functions", "inclusive_project", "function"),
+    ):
+        print(f"  {title}:")
+        for row in profile[key][:15]:
+            print(f"    {row['percent']:5.1f} %  {row[name]}")
 
 
 def median_of(runs: list[dict[str, Any]], *path: str) -> float | None:
@@ -370,7 +402,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--notice-wait", type=float, default=10.0, help="latency: seconds to wait for stragglers")
     parser.add_argument("--devices", type=int, default=20, help="latency: simulated phones sending positions")
     parser.add_argument("--json-out", type=Path, default=None)
-    return parser.parse_args(argv)
+    prof = parser.add_argument_group("profiling (throughput phase)")
+    prof.add_argument("--profile-out", type=Path, default=None, help=".svg, .json (speedscope) or raw collapsed text")
+    prof.add_argument("--profile-seconds", type=float, default=10.0, help="from the start of the throughput phase")
+    prof.add_argument("--profile-rate", type=int, default=100, help="samples per second")
+    prof.add_argument("--py-spy", default=None, help="default: py-spy on PATH, else /tmp/pyspy/bin/py-spy")
+    args = parser.parse_args(argv)
+    if args.profile_out is not None and "throughput" not in args.phases:
+        parser.error("--profile-out profiles the throughput phase: include it in --phases")
+    return args
 
 
 if __name__ == "__main__":

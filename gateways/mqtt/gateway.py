@@ -52,6 +52,7 @@ from gateways.mqtt.codec import (
     dead_letter_payload,
     decode,
 )
+from gateways.mqtt.paho_tuning import buffer_reads, coalesce_writes, lighten_paho
 from gateways.mqtt.publisher import BatchPublisher
 from gateways.mqtt.topics import Topics
 from gateways.policy import DEVICE_ROLE, MOVE_ASSIGNMENT, grant_for, scope_refusal
@@ -232,6 +233,7 @@ class MqttGateway:
         A first start (no cursor saved under this client id) begins at the hub's last event: the
         history from before the gateway existed is not sent to devices.
         """
+        lighten_paho()
         self._unwatch = self._ownership.watch(self._hosting_changed)
         if self._ownership.owns(self.township):
             if self.config.publishes:
@@ -337,17 +339,23 @@ class MqttGateway:
         )
         # PUBACK only after the hub committed: the broker keeps the message until then.
         client._client.manual_ack_set(True)
+        buffer_reads(client._client)
+        coalesce_writes(client._client)
         client.pending_calls_threshold = self.config.publish_window + self.config.intake_in_flight
         return client
 
     def _outbox_client(self) -> aiomqtt.Client:
         """The outbox's own connection: MQTT 3.1.1 with a clean session, on purpose.
 
-        It needs no broker session (its memory is the cursor in the database), and paho decodes a
-        3.1.1 PUBACK without building MQTT 5 property and reason-code objects: with seven notices
+        It needs no broker session (its memory is the cursor in the database), and a 3.1.1 PUBACK is
+        shorter to decode than an MQTT 5 one (no reason code or properties to read): with seven notices
         per report that was a tenth of the gateway's CPU (benchmarks/README.md).
+
+        paho's own in-flight limit is off (0): :class:`BatchPublisher` already holds a batch (about
+        ``publish_window`` notices) until the broker acknowledged it, and with a limit paho scans every
+        message in flight at each PUBACK to find one waiting (4 % of the server's CPU at saturation).
         """
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.address.host,
             self.address.port,
             username=self.address.username,
@@ -357,10 +365,13 @@ class MqttGateway:
             clean_session=True,
             keepalive=30,
             timeout=10,
-            max_inflight_messages=self.config.publish_window,
+            max_inflight_messages=0,
             logger=logging.getLogger("gateways.mqtt.paho"),
             socket_options=NO_DELAY,
         )
+        buffer_reads(client._client)  # seven PUBACKs per report come back on it
+        coalesce_writes(client._client)  # and a batch of notices goes out in one send
+        return client
 
     async def _run(self) -> None:
         delay = self.config.reconnect_min_s
@@ -420,11 +431,19 @@ class MqttGateway:
     # -- intake ----------------------------------------------------------------------------
 
     async def _intake(self, client: aiomqtt.Client, generation: int) -> None:
-        async for message in client.messages:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(client, generation, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._handled)
+        # aiomqtt's iterator costs a task and an asyncio.wait per message; messages come in bursts (paho hands
+        # over all a read brought), so the rest of a burst is taken from its queue directly.
+        waiting: asyncio.Queue[aiomqtt.Message] = client._queue
+        async for first in client.messages:
+            message = first
+            while True:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(client, generation, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._handled)
+                if waiting.empty():
+                    break
+                message = waiting.get_nowait()
 
     def _handled(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -55,8 +55,8 @@ class BatchPublisher:
             info = self._paho.publish(notice.topic, notice.payload, qos=1)
             if info.rc != MQTT_ERR_SUCCESS:
                 raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-            if not info.is_published():
-                self._waiting.add(info.mid)
+            # Never acknowledged yet: paho only queues here, and reads the PUBACK once the loop runs again.
+            self._waiting.add(info.mid)
             count += 1
         if not self._waiting:
             return count
