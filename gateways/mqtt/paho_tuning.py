@@ -22,21 +22,30 @@ things in it do no useful work for the gateway:
   calls: 5 % of the event loop at seven notices per report. :func:`lighten_paho` has paho make them on
   first use instead (:class:`LazyMessageInfo`).
 
-All four are tied to paho-mqtt's internals (pinned in requirements.lock; ``tests/test_mqtt_paho_tuning.py`` checks
-them against the installed version); the client library stays aiomqtt over paho.
+All four are tied to paho-mqtt's internals: they apply only to the version they were written and tested for
+(:data:`TESTED_PAHO`, pinned in requirements.lock); with any other paho the functions leave it as it is and say
+so once in the log. ``tests/test_mqtt_paho_tuning.py`` fails on another version, so that an upgrade of the
+lock re-checks them. The client library stays aiomqtt over paho.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as paho_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+#: The paho-mqtt these changes were written against; any other is left untouched.
+TESTED_PAHO = "2.2.0"
 
 READ_CHUNK = 64 * 1024
 _PUBLISH, _PUBACK, _DISCONNECT = 0x30, 0x40, 0xE0
@@ -120,10 +129,26 @@ class LazyMessageInfo(paho_client.MQTTMessageInfo):
         return super().is_published()
 
 
+_warned: list[str] = []
+
+
+def fits(version: str | None = None) -> bool:
+    """Whether the tuning applies to paho ``version`` (the installed one by default); warns once if not."""
+    version = version or paho.mqtt.__version__
+    if version == TESTED_PAHO:
+        return True
+    if version not in _warned:
+        _warned.append(version)
+        log.warning("paho-mqtt %s is not the %s the gateway's tuning was made for: left as it is", version, TESTED_PAHO)
+    return False
+
+
 def lighten_paho() -> None:
     """Have paho (every client of this process) build the properties and reason codes it decodes from tables
     made once, and each message's condition variable on first use. Idempotent; the values are what paho's own
     classes give (subclasses of them)."""
+    if not fits():
+        return
     setattr(paho_client, "MQTTMessageInfo", LazyMessageInfo)  # noqa: B010 - MQTTMessage and publish() read it
     # The decoder's module names the two classes it builds (not re-exported: hence setattr).
     setattr(paho_packet, "Properties", ReceivedProperties)  # noqa: B010
@@ -133,6 +158,8 @@ def lighten_paho() -> None:
 def buffer_reads(client: paho_client.Client) -> None:
     """Give ``client`` (before it connects) a read buffer: one ``recv`` per readable socket, not one per
     header byte. Runs on the thread that reads the client (aiomqtt: its event loop)."""
+    if not fits():
+        return
     buffered = bytearray()
     sock_of: list[Any] = [None]  # the socket the buffer's bytes came from: a new connection starts empty
     read_packets = client.loop_read
@@ -168,6 +195,8 @@ def buffer_reads(client: paho_client.Client) -> None:
 def coalesce_writes(client: paho_client.Client) -> None:
     """Have ``client`` send its queued packets in one ``send`` where it can (see the module's docstring). Runs
     on the thread that writes the client (aiomqtt: its event loop)."""
+    if not fits():
+        return
     write_packets = client.loop_write
 
     def loop_write() -> Any:
