@@ -7,6 +7,8 @@ and repeated, briefly, at the column that computes each.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher.tables import UtcDateTime
 
@@ -313,6 +315,56 @@ def _sqlite_stages_of(unit: str = "unit", tag: str = "") -> str:
 
 _SQLITE_STAGES_OF = _sqlite_stages_of()
 
+# ``compute`` on SQLite ranks the stage times in two steps, not one: the window's full-frame count (each
+# unit's ``n``) and the ranks' grouping were about half of a year's ranking. The figures' pass counts each
+# unit's measured durations (``{stage}_n``, from the ``{stage}_m`` flags below), so the nearest ranks are
+# known before the durations are read; the second query only numbers each unit's sorted durations
+# (``ROW_NUMBER``, one sort per stage) and keeps the rows at those ranks, given as one JSON parameter
+# (``[kind, unit, stage, rank]``). Each duration is whole milliseconds, as ``julianday`` keeps them
+# (``ROUND`` to an integer takes SQLite's fast path; to three decimals it formats and parses text), and
+# computed once when the leads are read: seconds are ``ms / 1000``, the same value ``ROUND(…, 3)`` gave.
+_SQLITE_MEASURED = """,
+       i.reported_at >= :start AND a.acked_at < :end AS ack_m,
+       i.reported_at >= :start AND a.arrived_at < :end AS arrive_m,
+       i.reported_at >= :start AND a.resolved_at < :end AS resolve_m"""
+_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
+_SQLITE_MILLISECONDS = "".join(
+    f""",
+    CASE WHEN a.{at} < :end
+         THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END AS {stage}_ms"""
+    for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
+)
+_SQLITE_RANKED = """
+WITH leads AS MATERIALIZED (
+  SELECT {columns}{milliseconds}
+  FROM incident i
+  CROSS JOIN assignment a
+    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+    AND i.reported_at >= :start AND i.reported_at < :end
+),
+wanted(g, unit, stage, rn) AS MATERIALIZED (
+  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+         json_extract(value, '$[3]')
+  FROM json_each(:ranks)
+)
+{blocks}"""
+# One kind's one stage: its durations numbered per unit, the rows at the wanted ranks kept (the row without
+# a unit separately: ``IN`` never matches a NULL).
+_SQLITE_RANKED_STAGE = """
+SELECT {g} AS g, unit, '{stage}' AS stage, rn, ms FROM (
+  SELECT {unit} AS unit, {stage}_ms AS ms, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {stage}_ms) AS rn
+  FROM leads WHERE {stage}_ms IS NOT NULL
+)
+WHERE (unit, rn) IN (SELECT unit, rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NOT NULL)
+   OR (unit IS NULL AND rn IN (SELECT rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NULL))"""
+
+
+def _nearest_ranks(n: int) -> tuple[int, int]:
+    """The nearest ranks of the median and the p90 among ``n`` (⌈0.5·n⌉, ⌈0.9·n⌉, as ``_rank_of``)."""
+    return math.ceil(0.5 * n), math.ceil(0.9 * n)
+
+
 # The period's return events by the partial index ``ix_event_returned_at`` (revision 0017), then each one's
 # incident by its key. ``{fence}`` is ``OFFSET 0`` on PostgreSQL: without it the planner hashed every
 # incident for the few thousand returns of a year (67 ms against 26 ms on the township-year).
@@ -409,6 +461,9 @@ async def compute_many(
             # took longer than running them, and the percentiles' sorts spilled to disk at 4 MB.
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        else:
+            # One snapshot for every query: the stage times' ranks are taken from the figures' counts.
+            await conn.exec_driver_sql("BEGIN")
         units_before: dict[Unit, Sequence[Any]] = {}
         # Nothing at all reported before the period (by the index on the report time): no unit can have a
         # counted incident before it. Each unit's search would otherwise read every lead of its units to
@@ -424,9 +479,13 @@ async def compute_many(
             # history and read every incident for them (a month by team: about 480 ms against 150 ms).
             await conn.execute(sa.text("SET LOCAL enable_hashjoin = off"))
             await conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-        durations = extra + (_STAGE_DURATIONS if postgres else "")
+        durations = extra + (_STAGE_DURATIONS if postgres else _SQLITE_MEASURED)
         base = period_base_sql(unit_column, durations=durations, before=before)
-        aggregates: dict[str, str] = {"due": _DUE, "closed": _CLOSED, "stages": _STAGE_PERCENTILES if postgres else ""}
+        aggregates: dict[str, str] = {
+            "due": _DUE,
+            "closed": _CLOSED,
+            "stages": _STAGE_PERCENTILES if postgres else _SQLITE_STAGE_COUNTS,
+        }
         if len(kinds) == 1:
             sql = _FIGURES.format(base=base, **aggregates)
             figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
@@ -456,14 +515,8 @@ async def compute_many(
                         if n:
                             median_s, p90_s = getattr(r, f"{stage.value}_p")
                             stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
-        elif len(kinds) == 1:
-            stages_sql = _SQLITE_STAGES.format(unit=unit_column, columns="", stages=_SQLITE_STAGES_OF)
-            stage_rows[kinds[0]] = [tuple(r) for r in (await conn.execute(_bound(stages_sql), params)).all()]
         else:
-            blocks = "\nUNION ALL".join(_sqlite_stages_of(column[kind], f"{k} AS g, ") for k, kind in enumerate(kinds))
-            stages_sql = _SQLITE_STAGES.format(unit="NULL", columns=extra, stages=blocks)
-            for g, unit, stage_name, n, median_s, p90_s in (await conn.execute(_bound(stages_sql), params)).all():
-                stage_rows[kinds[int(g)]].append((unit, stage_name, n, median_s, p90_s))
+            await _sqlite_stage_rows(conn, kinds, column, figure_rows, stage_rows, params)
         returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
         return_rows = (await conn.execute(_bound(returns_sql), params)).all()
     returns = sorted(
@@ -474,6 +527,43 @@ async def compute_many(
         kind: _briefing(kind, start, end, figure_rows[kind], stage_rows[kind], units_before.get(kind, ()), returns)
         for kind in kinds
     }
+
+
+async def _sqlite_stage_rows(
+    conn: AsyncConnection,
+    kinds: list[Unit],
+    column: dict[Unit, str],
+    figure_rows: dict[Unit, list[Any]],
+    stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
+    params: dict[str, Any],
+) -> None:
+    """SQLite: each kind's stage times, ranked at the ranks its figure rows' counts give (see
+    ``_SQLITE_RANKED``); appended to ``stage_rows`` as ``(unit, stage, n, median_s, p90_s)``."""
+    wanted: list[tuple[int, Any, str, int]] = []
+    counted: list[tuple[int, Any, str, int]] = []
+    for g, kind in enumerate(kinds):
+        for r in figure_rows[kind]:
+            for stage in Stage:
+                n = int(getattr(r, f"{stage.value}_n") or 0)
+                if n:
+                    counted.append((g, r.unit, stage.value, n))
+                    wanted += [(g, r.unit, stage.value, rank) for rank in _nearest_ranks(n)]
+    if not counted:
+        return
+    columns = ", ".join(f"{_UNIT_COLUMN[kind]} AS {column[kind]}" for kind in kinds if column[kind] != "NULL")
+    blocks = "\nUNION ALL".join(
+        _SQLITE_RANKED_STAGE.format(g=g, unit=column[kind], stage=stage.value)
+        for g, kind in enumerate(kinds)
+        for stage in Stage
+    )
+    sql = _SQLITE_RANKED.format(columns=columns, milliseconds=_SQLITE_MILLISECONDS, blocks=blocks)
+    ranks = json.dumps([list(w) for w in wanted], ensure_ascii=False)
+    statement = _bound(sql).bindparams(sa.bindparam("ranks", type_=sa.String()))
+    rows = (await conn.execute(statement, {**params, "ranks": ranks})).all()
+    found = {(int(g), unit, stage, int(rn)): ms for g, unit, stage, rn, ms in rows}
+    for g, unit, stage_name, n in counted:
+        median, p90 = (found[(g, unit, stage_name, rank)] / 1000 for rank in _nearest_ranks(n))
+        stage_rows[kinds[g]].append((unit, stage_name, n, median, p90))
 
 
 class _Tagged:
