@@ -991,8 +991,10 @@ async def incidents_behind(
     if end <= start:
         raise ValueError("the period must end after it starts")
     which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
+    # Only the incidents that can count in the period (see ``_PERIOD_BASE``), not every one reported before
+    # its end: each figure's condition holds for none of the others.
     sql = (
-        f"WITH b AS ({base_sql(_UNIT_COLUMN[by])}) "
+        f"WITH b AS ({period_base_sql(_UNIT_COLUMN[by])}) "
         "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
         f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
     )
