@@ -7,6 +7,8 @@ and repeated, briefly, at the column that computes each.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher.tables import UtcDateTime
 
@@ -266,52 +268,57 @@ _STAGE_PERCENTILES = "".join(
 )
 
 
-def _rank_of(fraction: str, n: str) -> str:
-    """The nearest rank ⌈fraction·n⌉ in SQLite (which may lack ``ceil``), by the same double arithmetic."""
-    return f"(CAST({fraction} * {n} AS INTEGER) + ({fraction} * {n} > CAST({fraction} * {n} AS INTEGER)))"
-
-
-# SQLite has no percentile function: each stage's durations are ranked by a window over the unit's (its
-# count from the same sorted window), and only the rows at the median's and the p90's rank are grouped.
-# The period's incidents are read first, then their lead (left to itself SQLite read every assignment),
-# once (materialised for the three stages); each dispatch time is parsed once. One row per unit and stage.
-_SQLITE_STAGES = """
-WITH firsts AS MATERIALIZED (
-  SELECT {unit} AS unit{columns}, julianday(a.dispatched_at) AS d0,
-    CASE WHEN a.acked_at < :end THEN a.acked_at END AS ack_at,
-    CASE WHEN a.arrived_at < :end THEN a.arrived_at END AS arrive_at,
-    CASE WHEN a.resolved_at < :end THEN a.resolved_at END AS resolve_at
+# SQLite has no percentile function: each stage's durations are numbered in order per unit by a window,
+# and the rows at the median's and the p90's nearest rank kept. The ranks are known first: the figures'
+# pass counts each unit's measured durations (``{stage}_n``, from the ``{stage}_m`` flags below); the
+# stage query then only numbers each unit's sorted durations (``ROW_NUMBER``, one sort per stage) and keeps
+# the rows at those ranks, given as one JSON parameter (``[kind, unit, stage, rank]``). (The count taken
+# from the sorted window itself, a full-frame ``COUNT(*) OVER``, and the grouping of the ranked rows were
+# about half of a year's ranking.) Each duration is whole milliseconds, as ``julianday`` keeps them
+# (``ROUND`` to an integer takes SQLite's fast path; to three decimals it formats and parses text), and
+# computed once when the leads are read: seconds are ``ms / 1000``, the value ``ROUND(…, 3)`` gave.
+_SQLITE_MEASURED = """,
+       i.reported_at >= :start AND a.acked_at < :end AS ack_m,
+       i.reported_at >= :start AND a.arrived_at < :end AS arrive_m,
+       i.reported_at >= :start AND a.resolved_at < :end AS resolve_m"""
+_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
+_SQLITE_MILLISECONDS = "".join(
+    f""",
+    CASE WHEN a.{at} < :end
+         THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END AS {stage}_ms"""
+    for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
+)
+_SQLITE_RANKED = """
+WITH leads AS MATERIALIZED (
+  SELECT {columns}{milliseconds}
   FROM incident i
   CROSS JOIN assignment a
     ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
   WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
     AND i.reported_at >= :start AND i.reported_at < :end
+),
+wanted(g, unit, stage, rn) AS MATERIALIZED (
+  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+         json_extract(value, '$[3]')
+  FROM json_each(:ranks)
 )
-{stages}"""
-_SQLITE_STAGE = """
-SELECT {tag}unit, '{stage}' AS stage, MAX(n) AS n,
-  MIN(CASE WHEN rn = {median} THEN secs END) AS median_s,
-  MIN(CASE WHEN rn = {p90} THEN secs END) AS p90_s
-FROM (
-  SELECT unit, secs, ROW_NUMBER() OVER w AS rn,
-    COUNT(*) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n
-  FROM (SELECT {unit} AS unit, ROUND((julianday({stage}_at) - d0) * 86400.0, 3) AS secs
-        FROM firsts WHERE {stage}_at IS NOT NULL)
-  WINDOW w AS (PARTITION BY unit ORDER BY secs)
+{blocks}"""
+# One kind's one stage: its durations numbered per unit, the rows at the wanted ranks kept (the row without
+# a unit separately: ``IN`` never matches a NULL).
+_SQLITE_RANKED_STAGE = """
+SELECT {g} AS g, unit, '{stage}' AS stage, rn, ms FROM (
+  SELECT {unit} AS unit, {stage}_ms AS ms, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {stage}_ms) AS rn
+  FROM leads WHERE {stage}_ms IS NOT NULL
 )
-WHERE rn IN ({median}, {p90})
-GROUP BY unit"""
+WHERE (unit, rn) IN (SELECT unit, rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NOT NULL)
+   OR (unit IS NULL AND rn IN (SELECT rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NULL))"""
 
 
-def _sqlite_stages_of(unit: str = "unit", tag: str = "") -> str:
-    """The three stages' blocks of ``_SQLITE_STAGE`` for the unit column ``unit`` of ``firsts``."""
-    return "\nUNION ALL".join(
-        _SQLITE_STAGE.format(stage=stage, median=_rank_of("0.5", "n"), p90=_rank_of("0.9", "n"), unit=unit, tag=tag)
-        for stage in ("ack", "arrive", "resolve")
-    )
+def _nearest_ranks(n: int) -> tuple[int, int]:
+    """The nearest ranks of the median and the p90 among ``n``: ⌈0.5·n⌉ and ⌈0.9·n⌉ (PostgreSQL's
+    ``percentile_disc``: the first value whose position reaches the fraction)."""
+    return math.ceil(0.5 * n), math.ceil(0.9 * n)
 
-
-_SQLITE_STAGES_OF = _sqlite_stages_of()
 
 # The period's return events by the partial index ``ix_event_returned_at`` (revision 0017), then each one's
 # incident by its key. ``{fence}`` is ``OFFSET 0`` on PostgreSQL: without it the planner hashed every
@@ -409,6 +416,9 @@ async def compute_many(
             # took longer than running them, and the percentiles' sorts spilled to disk at 4 MB.
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        else:
+            # One snapshot for every query: the stage times' ranks are taken from the figures' counts.
+            await conn.exec_driver_sql("BEGIN")
         units_before: dict[Unit, Sequence[Any]] = {}
         # Nothing at all reported before the period (by the index on the report time): no unit can have a
         # counted incident before it. Each unit's search would otherwise read every lead of its units to
@@ -424,9 +434,13 @@ async def compute_many(
             # history and read every incident for them (a month by team: about 480 ms against 150 ms).
             await conn.execute(sa.text("SET LOCAL enable_hashjoin = off"))
             await conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-        durations = extra + (_STAGE_DURATIONS if postgres else "")
+        durations = extra + (_STAGE_DURATIONS if postgres else _SQLITE_MEASURED)
         base = period_base_sql(unit_column, durations=durations, before=before)
-        aggregates: dict[str, str] = {"due": _DUE, "closed": _CLOSED, "stages": _STAGE_PERCENTILES if postgres else ""}
+        aggregates: dict[str, str] = {
+            "due": _DUE,
+            "closed": _CLOSED,
+            "stages": _STAGE_PERCENTILES if postgres else _SQLITE_STAGE_COUNTS,
+        }
         if len(kinds) == 1:
             sql = _FIGURES.format(base=base, **aggregates)
             figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
@@ -456,14 +470,8 @@ async def compute_many(
                         if n:
                             median_s, p90_s = getattr(r, f"{stage.value}_p")
                             stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
-        elif len(kinds) == 1:
-            stages_sql = _SQLITE_STAGES.format(unit=unit_column, columns="", stages=_SQLITE_STAGES_OF)
-            stage_rows[kinds[0]] = [tuple(r) for r in (await conn.execute(_bound(stages_sql), params)).all()]
         else:
-            blocks = "\nUNION ALL".join(_sqlite_stages_of(column[kind], f"{k} AS g, ") for k, kind in enumerate(kinds))
-            stages_sql = _SQLITE_STAGES.format(unit="NULL", columns=extra, stages=blocks)
-            for g, unit, stage_name, n, median_s, p90_s in (await conn.execute(_bound(stages_sql), params)).all():
-                stage_rows[kinds[int(g)]].append((unit, stage_name, n, median_s, p90_s))
+            await _sqlite_stage_rows(conn, kinds, column, figure_rows, stage_rows, params)
         returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
         return_rows = (await conn.execute(_bound(returns_sql), params)).all()
     returns = sorted(
@@ -474,6 +482,57 @@ async def compute_many(
         kind: _briefing(kind, start, end, figure_rows[kind], stage_rows[kind], units_before.get(kind, ()), returns)
         for kind in kinds
     }
+
+
+async def _sqlite_stage_rows(
+    conn: AsyncConnection,
+    kinds: list[Unit],
+    column: dict[Unit, str],
+    figure_rows: dict[Unit, list[Any]],
+    stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
+    params: dict[str, Any],
+) -> None:
+    """SQLite: each kind's stage times, ranked at the ranks its figure rows' counts give (see
+    ``_SQLITE_RANKED``); appended to ``stage_rows`` as ``(unit, stage, n, median_s, p90_s)``."""
+    columns = ", ".join(f"{_UNIT_COLUMN[kind]} AS {column[kind]}" for kind in kinds if column[kind] != "NULL")
+    blocks = "\nUNION ALL".join(
+        _SQLITE_RANKED_STAGE.format(g=g, unit=column[kind], stage=stage.value)
+        for g, kind in enumerate(kinds)
+        for stage in Stage
+    )
+    sql = _SQLITE_RANKED.format(columns=columns, milliseconds=_SQLITE_MILLISECONDS, blocks=blocks)
+    groups = [[(r.unit, r) for r in figure_rows[kind]] for kind in kinds]
+    for g, unit, stage_name, n, median_s, p90_s in await _at_ranks(conn, _bound(sql), params, groups):
+        stage_rows[kinds[g]].append((unit, stage_name, n, median_s, p90_s))
+
+
+async def _at_ranks(
+    conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any], groups: list[list[tuple[Any, Any]]]
+) -> list[tuple[int, Any, str, int, float, float]]:
+    """Runs a ranked-stage ``statement`` (``_SQLITE_RANKED_STAGE`` blocks, ``:ranks`` bound here) for the
+    units of each group ``g``: ``(unit, row)`` pairs whose row has ``{stage}_n``, the unit's measured count.
+    Returns ``(g, unit, stage, n, median_s, p90_s)`` for every unit and stage measured at least once."""
+    wanted: list[tuple[int, Any, str, int]] = []
+    counted: list[tuple[int, Any, str, int]] = []
+    for g, units in enumerate(groups):
+        for unit, row in units:
+            for stage in Stage:
+                n = int(getattr(row, f"{stage.value}_n") or 0)
+                if n:
+                    counted.append((g, unit, stage.value, n))
+                    wanted += [(g, unit, stage.value, rank) for rank in _nearest_ranks(n)]
+    if not counted:
+        return []
+    ranks = json.dumps([list(w) for w in wanted], ensure_ascii=False)
+    rows = (
+        await conn.execute(statement.bindparams(sa.bindparam("ranks", type_=sa.String())), {**params, "ranks": ranks})
+    ).all()
+    found = {(int(g), unit, stage, int(rn)): ms for g, unit, stage, rn, ms in rows}
+    out = []
+    for g, unit, stage_name, n in counted:
+        median_ms, p90_ms = (found[(g, unit, stage_name, rank)] for rank in _nearest_ranks(n))
+        out.append((g, unit, stage_name, n, median_ms / 1000, p90_ms / 1000))
+    return out
 
 
 class _Tagged:
@@ -714,6 +773,13 @@ def _trend_columns(n: int, *, postgres: bool) -> str:
             THEN EXTRACT(EPOCH FROM (a.{at} - a.dispatched_at))::float8 END AS {stage}_s"""
             for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
         )
+    else:  # whether each stage of month rb's incidents was measured: counted per month, ranked after
+        columns += "".join(
+            f""",
+       CASE WHEN i.reported_at >= :m0 AND {_month_of(f"a.{at}", n)} <= {_month_of("i.reported_at", n)}
+            THEN 1 END AS {stage}_m"""
+            for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
+        )
     return columns
 
 
@@ -743,13 +809,15 @@ FROM b WHERE cb >= 0 AND cb < {n} AND rb <= cb GROUP BY cb
 """
 _TREND_NO_STAGES = "".join(f", 0 AS {s}_n, NULL::float8[] AS {s}_p" for s in ("ack", "arrive", "resolve"))
 
-# SQLite: the stage times of each month's received incidents, as ``_SQLITE_STAGES`` with the month as unit.
+# SQLite: the stage times of each month's received incidents, as ``_SQLITE_RANKED`` with the month as unit
+# (measured when the stage ended before the end of the month of the report, counted by ``_TREND``).
+_TREND_COUNTS_ONLY = ", 0 AS ack_n, 0 AS arrive_n, 0 AS resolve_n"
 _SQLITE_TREND_STAGES = """
-WITH firsts AS MATERIALIZED (
-  SELECT rb AS unit, d0,
-    CASE WHEN {ack} <= rb THEN acked_at END AS ack_at,
-    CASE WHEN {arrive} <= rb THEN arrived_at END AS arrive_at,
-    CASE WHEN {resolve} <= rb THEN resolved_at END AS resolve_at
+WITH leads AS MATERIALIZED (
+  SELECT rb AS unit,
+    CASE WHEN {ack} <= rb THEN CAST(ROUND((julianday(acked_at) - d0) * 86400000.0) AS INTEGER) END AS ack_ms,
+    CASE WHEN {arrive} <= rb THEN CAST(ROUND((julianday(arrived_at) - d0) * 86400000.0) AS INTEGER) END AS arrive_ms,
+    CASE WHEN {resolve} <= rb THEN CAST(ROUND((julianday(resolved_at) - d0) * 86400000.0) AS INTEGER) END AS resolve_ms
   FROM (
     SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
     FROM incident i
@@ -758,6 +826,11 @@ WITH firsts AS MATERIALIZED (
     WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
       AND i.reported_at >= :m0 AND i.reported_at < :m{n}
   )
+),
+wanted(g, unit, stage, rn) AS MATERIALIZED (
+  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+         json_extract(value, '$[3]')
+  FROM json_each(:ranks)
 )
 {stages}"""
 
@@ -782,8 +855,8 @@ async def trend(
     sql = _TREND.format(
         base=_BASE.format(unit="NULL", durations=_trend_columns(n, postgres=postgres)).replace(":end", f":m{n}"),
         n=n,
-        stages=_STAGE_PERCENTILES if postgres else "",
-        no_stages=_TREND_NO_STAGES if postgres else "",
+        stages=_STAGE_PERCENTILES if postgres else _SQLITE_STAGE_COUNTS,
+        no_stages=_TREND_NO_STAGES if postgres else _TREND_COUNTS_ONLY,
     ).replace(":start", ":m0")
     params = {f"m{k}": b for k, b in enumerate(bounds)}
     bind = [sa.bindparam(name, type_=UtcDateTime()) for name in params]
@@ -791,18 +864,26 @@ async def trend(
         if postgres:  # as in ``compute``
             await conn.execute(sa.text("SET LOCAL jit = off"))
             await conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        else:  # as in ``compute``: the ranks are taken from the figures' counts
+            await conn.exec_driver_sql("BEGIN")
         rows = (await conn.execute(sa.text(sql).bindparams(*bind), params)).all()
-        stage_rows: Sequence[Any] = ()
+        stage_rows: list[tuple[Any, str, Any, Any, Any]] = []
         if not postgres:
             stages_sql = _SQLITE_TREND_STAGES.format(
                 rb=_month_of("i.reported_at", n),
                 n=n,
-                stages=_SQLITE_STAGES_OF,
+                stages="\nUNION ALL".join(
+                    _SQLITE_RANKED_STAGE.format(g=0, unit="unit", stage=stage.value) for stage in Stage
+                ),
                 ack=_month_of("acked_at", n),
                 arrive=_month_of("arrived_at", n),
                 resolve=_month_of("resolved_at", n),
             )
-            stage_rows = (await conn.execute(sa.text(stages_sql).bindparams(*bind), params)).all()
+            months_received = [(int(row.k), row) for row in rows if row.part == "r" and int(row.k) >= 0]
+            ranked = await _at_ranks(conn, sa.text(stages_sql).bindparams(*bind), params, [months_received])
+            stage_rows = [
+                (k, stage_name, count, median_s, p90_s) for _, k, stage_name, count, median_s, p90_s in ranked
+            ]
     stages: dict[int, dict[Stage, StageTimes]] = {}
     parts: dict[tuple[str, int], Any] = {}
     for row in rows:
@@ -901,8 +982,10 @@ async def incidents_behind(
     if end <= start:
         raise ValueError("the period must end after it starts")
     which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
+    # Only the incidents that can count in the period (see ``_PERIOD_BASE``), not every one reported before
+    # its end: each figure's condition holds for none of the others.
     sql = (
-        f"WITH b AS ({base_sql(_UNIT_COLUMN[by])}) "
+        f"WITH b AS ({period_base_sql(_UNIT_COLUMN[by])}) "
         "SELECT id, unit, status, reported_at, due_at, closed_at FROM b "
         f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id LIMIT {BEHIND_LIMIT}"
     )

@@ -167,6 +167,13 @@ class AssignmentRow(SQLModel, table=True):
             postgresql_where=sa.text("role = 'lead'"),
             sqlite_where=sa.text("role = 'lead'"),
         ),
+        # Each incident's lead without reading its supporting teams' rows (revision 0019).
+        sa.Index(
+            "ix_assignment_lead_incident",
+            "incident_id",
+            postgresql_where=sa.text("role = 'lead'"),
+            sqlite_where=sa.text("role = 'lead'"),
+        ),
     )
 
 

@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from dispatcher.briefing import (
+    _BEHIND,
     _CLOSED,
     _DUE,
     _FIGURES,
     _UNIT_COLUMN,
+    Figure,
     Stage,
     StageTimes,
     Unit,
@@ -32,6 +34,7 @@ from dispatcher.briefing import (
     base_sql,
     compute,
     compute_many,
+    incidents_behind,
 )
 from dispatcher.core.incidents import Report
 from dispatcher.core.lifecycle import IncidentAction, UnitAction
@@ -294,6 +297,21 @@ async def _read_everything(
     }
 
 
+async def _behind_from_everything(
+    engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit, unit: str | None, figure: Figure
+) -> list[tuple[int, str | None]]:
+    """The incidents behind a figure as they were listed before they were read by period: from every
+    incident reported before the period's end."""
+    which = "1 = 1" if by is Unit.TOWNSHIP else "unit IS NULL" if unit is None else "unit = :unit"
+    sql = (
+        f"WITH b AS ({base_sql(_UNIT_COLUMN[by])}) SELECT id, unit FROM b "
+        f"WHERE {which} AND {_BEHIND[figure]} ORDER BY reported_at, id"
+    )
+    params: dict[str, Any] = {"start": start, "end": end} | ({"unit": unit} if "unit = :unit" in which else {})
+    async with engine.connect() as conn:
+        return [(int(r.id), r.unit) for r in (await conn.execute(_bound(sql), params)).all()]
+
+
 async def test_a_period_reads_its_own_incidents_and_keeps_the_older_units(
     store: SqlIncidentStore, history: History
 ) -> None:
@@ -347,6 +365,18 @@ async def test_a_period_reads_its_own_incidents_and_keeps_the_older_units(
                 )
                 for u in computed.units
             } == await _read_everything(engine, start=start, end=end, by=by), (start, end, by)
+            for u in computed.units:
+                for figure in Figure:
+                    listed = await incidents_behind(engine, start=start, end=end, by=by, unit=u.unit, figure=figure)
+                    assert [(line.incident_id, line.unit) for line in listed] == await _behind_from_everything(
+                        engine, start=start, end=end, by=by, unit=u.unit, figure=figure
+                    ), (
+                        start,
+                        end,
+                        by,
+                        u.unit,
+                        figure,
+                    )
 
 
 def _migration_0015() -> Any:
