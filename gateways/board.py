@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from fastapi.responses import HTMLResponse
 from dispatcher.core.incidents import Incident
 from dispatcher.feed import DirectWrite, FeedRecord, Subscription
 from dispatcher.hub import Hub, feed_message
+from dispatcher.stats import Histogram
 from dispatcher.tail_feed import TailFeed, TailFeeds
 from dispatcher.values import Seq
 from gateways.api import get_hub
@@ -348,11 +349,8 @@ async def _send(
             for r in batch:
                 await websocket.send_text(r.message)  # (a closing socket raises here, as before)
         progress.last = last
-        now = progress.written = time.monotonic()
-        for r in batch:
-            published = hub.feed.published_at(r.seq)
-            if published is not None:  # live frames only: a backlog's age is the board's absence, not our delay
-                hub.stats.board_latency.observe(now - published)
+        progress.written = time.monotonic()
+        _observe_latency(hub.feed.published_at, hub.stats.board_latency, batch, progress.written)
 
 
 def _frames_of(records: Sequence[FeedRecord]) -> bytes:
@@ -370,15 +368,23 @@ def _direct_writer(frames: SharedFrames, hub: Hub | TailFeed, progress: _Progres
     def write(data: bytes, records: Sequence[FeedRecord]) -> bool:
         if records[0].seq <= progress.last or not write_now(data):
             return False  # (an event it has: the queued path skips what was sent)
-        now = progress.written = time.monotonic()
+        progress.written = time.monotonic()
         progress.last = records[-1].seq
-        for r in records:
-            published = published_at(r.seq)
-            if published is not None:
-                latency.observe(now - published)
+        _observe_latency(published_at, latency, records, progress.written)
         return True
 
     return write
+
+
+def _observe_latency(
+    published_at: Callable[[int], float | None], latency: Histogram, records: Sequence[FeedRecord], now: float
+) -> None:
+    """Each record's time from its publication to its frame written at ``now``, for live frames only: a
+    backlog's age is the board's absence, not the dispatcher's delay (its publication time is forgotten)."""
+    for r in records:
+        published = published_at(r.seq)
+        if published is not None:
+            latency.observe(now - published)
 
 
 async def _send_backlog(websocket: WebSocket, hub: Hub | TailFeed, progress: _Progress, upto: int) -> None:
