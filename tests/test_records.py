@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.core import events as ev
 from dispatcher.core.incidents import Deadline, Incident
-from dispatcher.core.records import quick_init
+from dispatcher.core.records import quick_init, replace
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +56,10 @@ def test_a_quick_record_behaves_as_the_dataclass_it_was(plain: type, quick: type
         assert after != quick(**{**kwargs, "size": 99})
         assert pickle.loads(pickle.dumps(after)) == after
         assert dataclasses.replace(after, size=7) == quick(**{**kwargs, "size": 7})
+        assert replace(after, size=7, tags=("z",)) == dataclasses.replace(after, size=7, tags=("z",))
+        assert replace(after) == after and type(replace(after)) is quick
+        with pytest.raises(TypeError):
+            replace(after, colour="red")
         with pytest.raises(FrozenInstanceError):
             after.size = 1
     with pytest.raises(TypeError):
@@ -110,3 +114,5 @@ def test_classes_it_cannot_copy_faithfully_are_refused_at_once() -> None:
     for cls in (WithFactory, WithPostInit, Positional, Mutable, Mixed, int):
         with pytest.raises(TypeError):
             quick_init(cls)
+    # Records it was not given to are replaced by dataclasses.replace itself.
+    assert replace(WithFactory(items=[1]), items=[2]) == WithFactory(items=[2])

@@ -9,7 +9,7 @@ anything is built, so a refused move leaves no trace.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -56,7 +56,7 @@ from dispatcher.core.lifecycle import (
     next_assignment_state,
     next_incident_status,
 )
-from dispatcher.core.records import quick_init
+from dispatcher.core.records import quick_init, replace
 from rules.matcher import Decision, EscalationTarget
 from rules.workdays import BeyondCalendar, Window, WorkCalendar
 

@@ -16,13 +16,17 @@ an attribute still raises ``FrozenInstanceError``), and a missing or unknown key
 and set by ``__init__``, no ``default_factory``, no ``__post_init__``, and the fields either all in
 slots or all in the instance's ``__dict__``; anything else raises at import time rather than behave
 differently.
+
+:func:`replace` is ``dataclasses.replace`` for these classes without its walk over the fields' descriptions
+(the core makes each change of an incident by a few of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from types import MemberDescriptorType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -67,4 +71,25 @@ def quick_init(cls: type[T]) -> type[T]:
     init.__doc__ = cls.__init__.__doc__
     init.__annotations__ = dict(cls.__init__.__annotations__)
     cls.__init__ = init  # type: ignore[method-assign]
+    reader = "{" + ", ".join(f"{name!r}: obj.{name}" for name in names) + "}"
+    _FIELDS_OF[cls] = eval(f"lambda obj: {reader}", {})  # our own text too: the fields as a dict, in order
     return cls
+
+
+#: For each class given the quicker ``__init__``: its fields' values as keyword arguments.
+_FIELDS_OF: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
+if TYPE_CHECKING:
+    # Type checkers see dataclasses.replace itself, so that they go on checking each call's field names and types.
+    from dataclasses import replace as replace
+else:
+
+    def replace(obj, /, **changes):
+        """:func:`dataclasses.replace`, quicker for a class given :func:`quick_init` (the same answer, the same
+        ``TypeError`` for a field it does not have): the fields are read in one expression, not field by field
+        through the dataclass's description of them."""
+        fields_of = _FIELDS_OF.get(type(obj))
+        if fields_of is None:
+            return dataclasses.replace(obj, **changes)
+        return type(obj)(**{**fields_of(obj), **changes})
