@@ -95,10 +95,11 @@ class DeadlineScheduler:
 
     def follow(self, incident: Incident, before: Incident | None) -> None:
         """After a commit: watch the incident's entries that ``before`` did not have."""
-        armed = set(due_entries(before)) if before is not None else set()
-        for entry in due_entries(incident):
-            if entry not in armed:
-                self._watch.arm(*entry[1:4], due_at=entry.due_at, step=entry.step)
+        if before is None:  # a new incident (most of what a batch touches): every entry is new
+            self._watch.push(_all_due_entries((incident,)))
+            return
+        armed = set(due_entries(before))
+        self._watch.push(entry for entry in due_entries(incident) if entry not in armed)
 
     def pop_due(self, at: datetime) -> list[DueEntry]:
         """Take every entry due at ``at`` off the heap (the writer's batch records them)."""

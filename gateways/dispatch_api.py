@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -179,7 +180,7 @@ async def returns(hub: HubDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 
 # -- units --------------------------------------------------------------------------------------
 
 
-def _unit_json(hub: Any, officer_id: str, unit: UnitState, on_duty: dict[str, str | None]) -> dict[str, Any]:
+def _unit_json(hub: Any, officer_id: str, unit: UnitState, on_duty: Mapping[str, str | None]) -> dict[str, Any]:
     officer = hub.roster.officers[officer_id]
     return {
         "id": officer.id,

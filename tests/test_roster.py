@@ -125,6 +125,37 @@ def test_overrides_take_an_officer_off_or_put_one_on_for_a_day() -> None:
     assert roster.duty("t", FRIDAY_4PM + timedelta(days=1)) == {"a": None, "b": None}
 
 
+def test_the_duty_kept_by_minute_changes_on_the_minute_a_shift_does() -> None:
+    # Asked again and again in any order, around the shift's start and end, the kept answers stay exact.
+    day = Shift(id="d", team="t", start=time(8), end=time(20), officers=("a",))
+    roster = crew(officer("a"), officer("b"), shifts=(day,))
+    start = datetime(2026, 6, 12, 0, 0, tzinfo=UTC)  # 08:00 local
+    end = datetime(2026, 6, 12, 12, 0, tzinfo=UTC)  # 20:00 local
+    asked = [
+        (start - timedelta(microseconds=1), {}),
+        (start, {"a": None}),
+        (start + timedelta(seconds=59, microseconds=999_999), {"a": None}),
+        (start - timedelta(seconds=59), {}),
+        (end - timedelta(microseconds=1), {"a": None}),
+        (end, {}),
+        (end - timedelta(seconds=30), {"a": None}),
+        (end + timedelta(seconds=30), {}),
+    ]
+    for _ in range(2):
+        for at, on in asked:
+            assert roster.duty("t", at) == on, at
+            assert roster.duty("t", at.astimezone(roster.tz)) == on, at  # the same instant in local time
+
+
+def test_a_shift_that_starts_within_a_minute_is_answered_to_the_second() -> None:
+    odd = Shift(id="o", team="t", start=time(8, 0, 30), end=time(20), officers=("a",))
+    roster = crew(officer("a"), shifts=(odd,))
+    start = datetime(2026, 6, 12, 0, 0, 30, tzinfo=UTC)  # 08:00:30 local
+    for _ in range(2):
+        assert roster.duty("t", start - timedelta(seconds=1)) == {}
+        assert roster.duty("t", start) == {"a": None}
+
+
 def test_a_team_without_shifts_is_on_duty_around_the_clock() -> None:
     roster = crew(officer("a", zone="market"))
     assert roster.duty("t", datetime(2026, 6, 12, 19, 0, tzinfo=UTC)) == {"a": "market"}

@@ -210,3 +210,29 @@ def test_market_days_and_hours_in_the_townships_time_zone(local: str, rule: str)
     book = compile_table(load_table(BUNDLED_TABLE))
     item = RoutingInput(category="market.unlicensed_vendor", zone="market", at=datetime.fromisoformat(local))
     assert book.route(item).rule_id == rule
+
+
+def test_routing_the_same_report_again_decides_the_same_whatever_was_routed_between() -> None:
+    # Decisions are kept for reuse by the rule that won: the conditions are still weighed for each report.
+    from datetime import datetime
+
+    book = compile_table(load_table(BUNDLED_TABLE))
+    fresh = compile_table(load_table(BUNDLED_TABLE))
+    morning = datetime.fromisoformat("2026-06-12T09:00:00+08:00")  # a market day's morning
+    items = [
+        RoutingInput(category="market.unlicensed_vendor", zone="market", at=morning),
+        RoutingInput(category="market.unlicensed_vendor", zone="market", at=morning + timedelta(hours=6)),
+        RoutingInput(category="market.unlicensed_vendor", zone="market", at=morning + timedelta(days=1)),
+        RoutingInput(category="traffic.congestion", zone="five-way", at=morning),
+        RoutingInput(category="traffic.congestion", zone="town-centre", at=morning),
+        RoutingInput(category="traffic.congestion", at=morning),
+        RoutingInput(category="no.such.category", zone="market", at=morning),
+        RoutingInput(description="五岔口堵车了", zone="five-way", at=morning),
+    ]
+    first = [book.route(item) for item in items]
+    assert [d.rule_id for d in first[:3]] == ["market-day-order", "market-order", "market-order"]
+    for item, decision in zip([*items, *reversed(items)], [*first, *reversed(first)], strict=True):
+        again = book.route(item)
+        assert again == decision == fresh.route(item)
+        assert again.zones == decision.zones and again.category == decision.category
+    assert first[-1].classification is not None  # a classified report's decision carries its own hits

@@ -20,7 +20,7 @@ anything is built. The moves are rows of the tables in :mod:`dispatcher.core.lif
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dispatcher.core.events import (
@@ -71,6 +71,7 @@ from dispatcher.core.lifecycle import (
     next_incident_status,
     next_request_state,
 )
+from dispatcher.core.records import replace
 from rules.geo import distance_m
 from rules.workdays import WorkCalendar
 

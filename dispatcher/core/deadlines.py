@@ -10,6 +10,7 @@ correct after a restart: re-arm everything pending, nothing more.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -41,6 +42,12 @@ class DeadlineWatch:
 
     def arm(self, incident_id: int, team: str, kind: DeadlineKind, due_at: datetime, step: int = 0) -> None:
         heapq.heappush(self._heap, DueEntry(due_at, incident_id, team, kind, step))
+
+    def push(self, entries: Iterable[DueEntry]) -> None:
+        """Add a few entries (an incident's): one push each, the heap is not rebuilt."""
+        heap, push = self._heap, heapq.heappush
+        for entry in entries:
+            push(heap, entry)
 
     def arm_many(self, entries: list[DueEntry]) -> None:
         """Add many entries at once (a restart): one O(n) heapify instead of n pushes."""

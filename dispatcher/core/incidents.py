@@ -9,7 +9,7 @@ anything is built, so a refused move leaves no trace.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -56,10 +56,12 @@ from dispatcher.core.lifecycle import (
     next_assignment_state,
     next_incident_status,
 )
+from dispatcher.core.records import quick_init, replace
 from rules.matcher import Decision, EscalationTarget
 from rules.workdays import BeyondCalendar, Window, WorkCalendar
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """What a field officer, device or citizen reported, as the gateway parsed it."""
@@ -87,6 +89,7 @@ class DeadlineState(StrEnum):
     VOID = "void"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deadline:
     """A promise with an absolute due time; stored with the incident, re-armed at start."""
@@ -106,6 +109,7 @@ class EscalationState(StrEnum):
 MANUAL = "manual"  # the kind of an escalation an operator raised by hand
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Escalation:
     """One step of the incident's chain for one missed promise of one assignment: data, like a deadline.
@@ -128,6 +132,7 @@ class DeliveryState(StrEnum):
     FAILED = "failed"  # every try failed: the command room must phone the department
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delivery:
     """How forwarding a county matter went: the delivery record shown with the incident."""
@@ -139,6 +144,7 @@ class Delivery:
     settled_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Promises:
     """The windows a routing decision promised; kept with the incident for teams added or re-sent later."""
@@ -188,6 +194,7 @@ KEPT_BY: dict[DeadlineKind, frozenset[AssignmentState]] = {
 REDISPATCH_LIMIT = 1
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Assignment:
     """One team's part in an incident: a lead or a supporting team, each acknowledging on its own.
@@ -235,6 +242,7 @@ class RequestKind(StrEnum):
     PARKING = "parking"  # 挂账
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Approval:
     role: str  # module_lead | party_secretary
@@ -242,6 +250,7 @@ class Approval:
     at: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """An extension (延期: ``team``'s resolution deadline to ``until``) or a parking (挂账: review at ``until``)."""
@@ -264,6 +273,7 @@ class Request:
         return self.state in OPEN_REQUEST_STATES
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verification:
     """One check (核查) of a resolved incident, passed or failed, with its evidence."""
@@ -276,6 +286,7 @@ class Verification:
     flags: tuple[str, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Loop:
     """Closing the loop: what the rule asked (verification, extensions) and what happened since.
@@ -321,6 +332,7 @@ class UnknownRequest(LookupError):
 NO_TEAM = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachedReport:
     """A further report of the same matter: who, what and where, and when it joined."""
@@ -330,6 +342,7 @@ class AttachedReport:
     merged_from: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Incident:
     id: int
@@ -470,20 +483,38 @@ def open_incident(
     promises = Promises(
         ack_within=decision.ack_within, arrive_within=decision.arrive_within, resolve_within=decision.resolve_within
     )
+    # Every team of the decision is promised the same windows from the same instant: the deadlines are
+    # counted once and the (immutable) tuple is shared by the assignments, and so are the due times of
+    # their dispatch notices.
+    deadlines = promises.deadlines_from(at, calendar) if decision.lead or decision.support else ()
+    due = {d.kind: d.due_at for d in deadlines}
+    ack_due, arrive_due, resolve_due = (
+        due.get(DeadlineKind.ACK),
+        due.get(DeadlineKind.ARRIVE),
+        due.get(DeadlineKind.RESOLVE),
+    )
     assignments: list[Assignment] = []
+    units: list[DispatchedUnit] = []
     teams = [(decision.lead, Role.LEAD)] if decision.lead else []
     teams += [(team, Role.SUPPORT) for team in decision.support]
+    dispatched = AssignmentState.DISPATCHED
     for team, role in teams:
+        officer = chosen.get(team)
         assignments.append(
             Assignment(
                 team=team,
                 role=role,
-                state=AssignmentState.DISPATCHED,
+                state=dispatched,
                 dispatched_at=at,
                 updated_at=at,
-                deadlines=promises.deadlines_from(at, calendar),
-                officer=chosen.get(team),
-                waiting=team in chosen and chosen[team] is None,
+                deadlines=deadlines,
+                officer=officer,
+                waiting=officer is None and team in chosen,
+            )
+        )
+        units.append(
+            DispatchedUnit(
+                team=team, role=role, ack_due=ack_due, arrive_due=arrive_due, resolve_due=resolve_due, officer=officer
             )
         )
     status = IncidentStatus.DISPATCHED if assignments else IncidentStatus.REPORTED
@@ -544,11 +575,7 @@ def open_incident(
         )
     ]
     if assignments:
-        events.append(
-            UnitsDispatched(
-                incident_id=incident_id, at=at, units=tuple(_unit(a) for a in assignments), incident_status=status
-            )
-        )
+        events.append(UnitsDispatched(incident_id=incident_id, at=at, units=tuple(units), incident_status=status))
         waiting = tuple(a.team for a in assignments if a.waiting)
         if waiting:  # one fact for every team that waits, not one per team
             events.append(_waiting(incident, waiting, at))

@@ -16,13 +16,17 @@ team of a routing decision:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from dispatcher.core.records import quick_init
+
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # also cron's day_of_week names
+#: Duties a roster keeps by team and local minute (see :meth:`Roster.duty`); past this it starts afresh.
+_DUTY_KEPT = 4096
 
 
 class OfficerKind(StrEnum):
@@ -108,6 +112,13 @@ class Roster:
     _by_team: dict[str, tuple[Officer, ...]] = field(default_factory=dict, compare=False, repr=False)
     _shifts_by_team: dict[str, tuple[Shift, ...]] = field(default_factory=dict, compare=False, repr=False)
     _overrides: dict[tuple[str, date], DutyOverride] = field(default_factory=dict, compare=False, repr=False)
+    #: Each team's duty by minute (see :meth:`duty`); empty and unused when a shift starts or ends
+    #: within a minute, and begun afresh once it holds ``_DUTY_KEPT`` entries.
+    _duty: dict[tuple[str, float], Mapping[str, str | None]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    _by_minute: bool = field(default=False, init=False, compare=False, repr=False)
+    _zone: ZoneInfo | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_team: dict[str, list[Officer]] = {}
@@ -119,10 +130,16 @@ class Roster:
             shifts.setdefault(shift.team, []).append(shift)
         self._shifts_by_team.update({team: tuple(found) for team, found in shifts.items()})
         self._overrides.update({(o.officer, o.day): o for o in self.overrides})
+        on_the_minute = all(t.second == 0 and t.microsecond == 0 for s in self.shifts for t in (s.start, s.end))
+        object.__setattr__(self, "_by_minute", on_the_minute)
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        zone = self._zone
+        if zone is None:  # looked up once: every choice of an officer converts its time to the township's
+            zone = ZoneInfo(self.timezone)
+            object.__setattr__(self, "_zone", zone)
+        return zone
 
     def team(self, team: str) -> tuple[Officer, ...]:
         return self._by_team.get(team, ())
@@ -130,12 +147,34 @@ class Roster:
     def shifts_of(self, team: str) -> tuple[Shift, ...]:
         return self._shifts_by_team.get(team, ())
 
-    def duty(self, team: str, at: datetime) -> dict[str, str | None]:
-        """The team's officers on duty at ``at``, each with the zone they are posted at then.
+    def duty(self, team: str, at: datetime) -> Mapping[str, str | None]:
+        """The team's officers on duty at ``at``, each with the zone they are posted at then (not to be changed:
+        the same mapping answers every time of the same local minute).
 
         A team with no shifts is on duty around the clock (its officers report off duty themselves).
         """
-        local = at.astimezone(self.tz)
+        if not self._by_minute or at.tzinfo is None:
+            return self._duty_at(team, at.astimezone(self.tz))
+        # Shifts start and end on the minute and overrides hold for whole days, so the duty is the same all
+        # through a minute of local time: worked out once for the reports of that minute (every team of each).
+        minute = at.timestamp() // 60
+        found = self._duty.get((team, minute))
+        if found is None:
+            found = self._duty_at(team, at.astimezone(self.tz))
+            if self._one_local_minute(minute):
+                if len(self._duty) >= _DUTY_KEPT:
+                    self._duty.clear()
+                self._duty[team, minute] = found
+        return found
+
+    def _one_local_minute(self, minute: float) -> bool:
+        """Whether the UTC minute is one minute of local time too (no change of offset within it, and an offset
+        of whole minutes: true of every zone today, not of the local mean times before 1900)."""
+        first = datetime.fromtimestamp(minute * 60, self.tz).utcoffset()
+        last = datetime.fromtimestamp(minute * 60 + 59.999999, self.tz).utcoffset()
+        return first == last and first is not None and first % timedelta(minutes=1) == timedelta(0)
+
+    def _duty_at(self, team: str, local: datetime) -> dict[str, str | None]:
         today = local.date()
         shifts = self.shifts_of(team)
         on: dict[str, str | None] = {}
@@ -181,6 +220,7 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Need:
     """What an assignment needs from a unit: where the incident is and who must not be asked again."""
@@ -198,30 +238,36 @@ _IDLE = UnitState()
 
 def rank(roster: Roster, units: Mapping[str, UnitState], need: Need) -> list[tuple[str, float]]:
     """Every eligible officer for ``need``, best first, with their distance (``inf`` when unknown)."""
-    on_duty = roster.duty(need.team, need.at)
-    zones = set(need.zones)
-    ranked: list[tuple[tuple[int, int, float, int, str], str, float]] = []
-    idle = _IDLE
-    for officer_id, posted in on_duty.items():
-        if officer_id in need.exclude:
-            continue
-        unit = units.get(officer_id, idle)
-        if unit.status is UnitStatus.OFF_DUTY or unit.tasks >= roster.max_tasks:
-            continue
-        if need.lat is not None and need.lon is not None and unit.lat is not None and unit.lon is not None:
-            distance = distance_m(need.lat, need.lon, unit.lat, unit.lon)
-        else:
-            distance = math.inf
-        key = (0 if posted in zones else 1, 0 if unit.tasks == 0 else 1, distance, unit.tasks, officer_id)
-        ranked.append((key, officer_id, distance))
-    ranked.sort()
-    return [(officer_id, distance) for _, officer_id, distance in ranked]
+    return [(officer_id, distance) for _, officer_id, distance in sorted(_eligible(roster, units, need))]
 
 
 def choose_officer(roster: Roster, units: Mapping[str, UnitState], need: Need) -> str | None:
     """The best officer for ``need`` (see the module's rules), or ``None`` when nobody can go."""
-    best = rank(roster, units, need)
-    return best[0][0] if best else None
+    best = min(_eligible(roster, units, need), default=None)  # the first of :func:`rank`, without sorting
+    return best[1] if best is not None else None
+
+
+def _eligible(
+    roster: Roster, units: Mapping[str, UnitState], need: Need
+) -> Iterator[tuple[tuple[int, int, float, int, str], str, float]]:
+    """Each eligible officer with the key that orders them (smaller first), and their distance."""
+    zones = need.zones
+    exclude = need.exclude
+    max_tasks = roster.max_tasks
+    off_duty = UnitStatus.OFF_DUTY
+    lat, lon = need.lat, need.lon
+    for officer_id, posted in roster.duty(need.team, need.at).items():
+        if officer_id in exclude:
+            continue
+        unit = units.get(officer_id, _IDLE)
+        tasks = unit.tasks
+        if tasks >= max_tasks or unit.status is off_duty:
+            continue
+        distance = math.inf
+        if lat is not None and lon is not None and unit.lat is not None and unit.lon is not None:
+            distance = distance_m(lat, lon, unit.lat, unit.lon)
+        key = (0 if posted in zones else 1, 0 if tasks == 0 else 1, distance, tasks, officer_id)
+        yield key, officer_id, distance
 
 
 def status_after_task_change(current: UnitStatus, tasks: int) -> UnitStatus:
