@@ -161,6 +161,7 @@ class Hub:
         feed: EventFeed,
         queue_size: int = 10_000,
         batch_max: int = 512,
+        audit_hold_s: float = 0.05,
         recent_reports: int = 100_000,
         roster: Roster | None = None,
         duplicate_radius_m: float = 200.0,
@@ -170,7 +171,8 @@ class Hub:
     ) -> None:
         """``messages``: a message model (:mod:`rules.messages`) that decides a description's category where the
         keywords are weak or tie; every rule table the hub routes by gets it, now and when another is put in
-        force."""
+        force. ``audit_hold_s``: how long an audit entry with nothing else queued waits for a change to commit
+        with (:meth:`record_audit`)."""
         self.store = store
         self.messages = messages
         self.rules = rules
@@ -203,6 +205,7 @@ class Hub:
             restore=self._deadlines.restore,
             queue_size=queue_size,
             batch_max=batch_max,
+            light_hold_s=audit_hold_s,
             stats=self.stats,
         )
 
@@ -299,9 +302,10 @@ class Hub:
         """Store ``entry`` in the audit trail with the writer's next batch; returns once it is committed.
 
         For a hub whose database holds the directory's audit table (the composition root decides): the entry
-        of a request rides with the other changes of that batch instead of a transaction of its own.
+        of a request rides with the other changes of that batch instead of a transaction of its own; with no
+        other change queued, it waits up to the writer's ``light_hold_s`` (50 ms) for one.
         """
-        await self._submit(lambda batch: batch.changes.audit.append(entry))
+        await self._submit(lambda batch: batch.changes.audit.append(entry), light=True)
 
     async def report(self, report: Report, at: datetime) -> ReportOutcome:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""

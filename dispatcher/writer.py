@@ -212,6 +212,9 @@ class Command:
     report_id: str | None = None
     incident_id: int | None = None
     also: tuple[int, ...] = ()  # further incidents the command reads (a merge's target)
+    #: Needs no commit of its own (an audit entry): a batch of only such commands waits up to ``light_hold_s`` for
+    #: a command to ride with, so that a lone report's audit entry costs no second commit (nor its sync).
+    light: bool = False
 
 
 Outcome = tuple[Command, Any, BaseException | None]
@@ -237,6 +240,7 @@ class Writer:
         restore: Callable[[list[DueEntry]], None],
         queue_size: int = 10_000,
         batch_max: int = 512,
+        light_hold_s: float = 0.05,
         stats: HubStats | None = None,
     ) -> None:
         self._store = store
@@ -247,6 +251,7 @@ class Writer:
         self._restore = restore
         self._queue_size = queue_size
         self._batch_max = batch_max
+        self._light_hold_s = light_hold_s
         self.stats = stats or HubStats()
         self._queue: asyncio.Queue[Command | None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -335,12 +340,20 @@ class Writer:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self._batch_max and not queue.empty():
-                command = queue.get_nowait()
+            stopping = self._take_queued(queue, batch)
+            while not stopping and len(batch) < self._batch_max and all(c.light for c in batch):
+                # Only audit entries: wait a little for a command to commit with (the next report, at 50 a
+                # second), then take what queued behind it; alone after the hold.
+                try:
+                    async with asyncio.timeout(self._light_hold_s):
+                        command = await queue.get()  # (a cancelled get loses no item)
+                except TimeoutError:
+                    break
                 if command is None:
                     stopping = True
                     break
                 batch.append(command)
+                stopping = self._take_queued(queue, batch)
             try:
                 await self._process(batch)
             except Exception:  # a defect of the hub itself: its callers fail, the writer goes on
@@ -351,6 +364,15 @@ class Writer:
             leftover = queue.get_nowait()
             if leftover is not None and not leftover.future.done():
                 leftover.future.set_exception(HubStopped("the hub stopped"))
+
+    def _take_queued(self, queue: asyncio.Queue[Command | None], batch: list[Command]) -> bool:
+        """Add what is queued to ``batch`` (up to ``batch_max``); whether the stop marker came."""
+        while len(batch) < self._batch_max and not queue.empty():
+            command = queue.get_nowait()
+            if command is None:
+                return True
+            batch.append(command)
+        return False
 
     async def _process(self, commands: list[Command]) -> None:
         """Commit ``commands`` as one batch and answer them; on a refused value, commit them apart.

@@ -16,6 +16,7 @@ together commit in one transaction of their own).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -86,6 +87,13 @@ class Trail:
         self._directory = directory
         self._hubs = dict(hubs)
 
+    async def flush(self) -> None:
+        """Commit the entries the hubs' writers hold (waiting for a change to ride with) now."""
+        for hub in self._hubs.values():
+            if hub.running:
+                with contextlib.suppress(HubStopped):
+                    await hub.settle()
+
     async def record(self, entry: AuditEntry) -> None:
         hub = self._hubs.get(entry.township) if entry.township is not None else None
         if hub is not None and hub.running:
@@ -142,7 +150,10 @@ async def export_audit(
         if value is not None and value.tzinfo is None:
             raise HTTPException(422, detail=[{"loc": ["query", name], "msg": "give a timezone", "type": "value_error"}])
     principal: Principal = request.state.principal
-    directory: SqlDirectory = context_of(request).directory
+    context = context_of(request)
+    directory: SqlDirectory = context.directory
+    if isinstance(context.audit, Trail):
+        await context.audit.flush()  # entries answered before this export, still waiting for a batch: in it
     township = None if principal.account.county else principal.account.township
     entries = await directory.audit(since=since, until=until, township=township, limit=limit)
     rows = [

@@ -3,6 +3,7 @@ else in the directory's own transactions (gateways/audit.py's Trail)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from dispatcher.accounts import AuditEntry, SqlDirectory
+from dispatcher.core.incidents import Report
 from dispatcher.settings import Settings
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.writer import HubStopped
@@ -113,3 +115,55 @@ async def test_the_trail_falls_back_to_the_directory(township: str | None, hub: 
     entry = AuditEntry(at=START, action="POST /api/v1/incidents", outcome=201, township=township)
     await trail.record(entry)
     assert (hub.entries, directory.entries) == (([entry], []) if to_hub else ([], [entry]))
+
+
+async def test_an_audit_entry_waits_for_the_next_change_and_commits_with_it(
+    database_url: str, bundled_rules: Any
+) -> None:
+    rig = HubRig(database_url, bundled_rules, audit_hold_s=30.0)  # far longer than the test: only a change ends it
+    await rig.hub.start()
+    try:
+        writer = rig.hub._writer
+        taken = asyncio.Event()  # set when the writer has taken the entry off its queue (and holds it)
+        take_queued = writer._take_queued
+
+        def spy(queue: Any, batch: list[Any]) -> bool:
+            stopping = take_queued(queue, batch)
+            if any(c.light for c in batch):
+                taken.set()
+            return stopping
+
+        writer._take_queued = spy  # type: ignore[method-assign]
+        commits = rig.hub.stats.batch_size.count
+        entry = AuditEntry(at=START, action="POST /api/v1/incidents", outcome=201, actor="op-1", township="ershili")
+        held = asyncio.create_task(rig.hub.record_audit(entry))
+        await asyncio.wait_for(taken.wait(), 10)
+        assert not held.done()
+        outcome = await rig.hub.report(
+            Report(report_id="t-2", category="traffic.congestion", zone="five-way", description="堵"), START
+        )
+        await held
+        assert outcome.created
+        assert rig.hub.stats.batch_size.count == commits + 1  # one commit for both
+        directory = SqlDirectory(database_url)
+        await directory.open()
+        stored = await directory.audit(since=None, until=None, township="ershili", limit=10)
+        await directory.close()
+        assert [e.actor for e in stored] == ["op-1"]
+    finally:
+        await rig.hub.stop()
+
+
+async def test_a_lone_audit_entry_commits_after_the_hold(database_url: str, bundled_rules: Any) -> None:
+    rig = HubRig(database_url, bundled_rules, audit_hold_s=0.01)
+    await rig.hub.start()
+    directory = SqlDirectory(database_url)
+    try:
+        entry = AuditEntry(at=START, action="POST /api/v1/incidents", outcome=201, actor="op-9", township="ershili")
+        await rig.hub.record_audit(entry)
+        await directory.open()
+        stored = await directory.audit(since=None, until=None, township="ershili", limit=10)
+        assert [e.actor for e in stored] == ["op-9"]
+    finally:
+        await directory.close()
+        await rig.hub.stop()
