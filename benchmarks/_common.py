@@ -349,6 +349,57 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def thread_times(pid: int) -> dict[int, tuple[float, float, int, int]]:
+    """Each thread of ``pid`` so far: user and system CPU seconds, voluntary and involuntary context switches."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[float, float, int, int]] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                switches = {
+                    key: int(value)
+                    for key, _, value in (line.partition(":") for line in (task / "status").read_text().splitlines())
+                    if key.endswith("ctxt_switches")
+                }
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended meanwhile
+            found[int(task.name)] = (
+                int(fields[11]) / ticks,
+                int(fields[12]) / ticks,
+                switches.get("voluntary_ctxt_switches", 0),
+                switches.get("nonvoluntary_ctxt_switches", 0),
+            )
+    return found
+
+
+def thread_cpu_per_item(
+    pid: int,
+    before: dict[int, tuple[float, float, int, int]],
+    after: dict[int, tuple[float, float, int, int]],
+    items: int,
+) -> list[dict[str, Any]]:
+    """Per thread that ran between ``before`` and ``after`` (:func:`thread_times`), per item: user and system
+    ms, voluntary and involuntary context switches; the process's main thread (``tid`` == ``pid``) first."""
+    rows: list[dict[str, Any]] = []
+    for tid, (user, system, voluntary, involuntary) in after.items():
+        old = before.get(tid, (0.0, 0.0, 0, 0))
+        used = (user - old[0], system - old[1], voluntary - old[2], involuntary - old[3])
+        if used[0] + used[1] <= 0 and used[2] + used[3] == 0:
+            continue
+        rows.append(
+            {
+                "thread": "main" if tid == pid else f"tid {tid}",
+                "user_ms": round(1000 * used[0] / items, 3),
+                "system_ms": round(1000 * used[1] / items, 3),
+                "voluntary_switches": round(used[2] / items, 2),
+                "involuntary_switches": round(used[3] / items, 2),
+            }
+        )
+    rows.sort(key=lambda row: (row["thread"] != "main", -(row["user_ms"] + row["system_ms"])))
+    return rows
+
+
 def descendants(pid: int) -> list[int]:
     """The processes under ``pid`` (children, their children...), read from /proc."""
     parents: dict[int, list[int]] = {}

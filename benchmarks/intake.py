@@ -82,6 +82,8 @@ from _common import (
     machine_info,
     make_tempdir,
     run_async,
+    thread_cpu_per_item,
+    thread_times,
 )
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import DATA_OPCODES, Frame
@@ -629,6 +631,7 @@ async def run_latency(args: argparse.Namespace, server: Server) -> dict[str, Any
                 pool.release(conn)
 
         cpu_before = server.cpu_seconds()
+        threads_before = thread_times(server.pid)
         phase_limit = args.latency_duration + args.request_timeout + args.board_wait + 30
         reader = asyncio.create_task(watch_board(ws, watch, time.perf_counter() + phase_limit))
         tasks: set[asyncio.Task[None]] = set()
@@ -648,6 +651,7 @@ async def run_latency(args: argparse.Namespace, server: Server) -> dict[str, Any
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         server_cpu = server.cpu_seconds()
+        threads_after = thread_times(server.pid)
 
         # Wait (bounded) for the board to show every report that was answered 201.
         board_deadline = time.perf_counter() + args.board_wait
@@ -740,6 +744,11 @@ async def run_latency(args: argparse.Namespace, server: Server) -> dict[str, Any
             round(1000 * (server_cpu - cpu_before) / len(send_at), 3)
             if server_cpu is not None and cpu_before is not None and send_at
             else None
+        ),
+        # The same per thread (user and system time, context switches): the event loop's is "main"; under
+        # uvicorn the busiest other one is the SQLite writer's thread. /proc's ticks are 10 ms: run >= 10 s.
+        "server_threads_per_report": (
+            thread_cpu_per_item(server.pid, threads_before, threads_after, len(send_at)) if send_at else []
         ),
     }
 
@@ -1136,6 +1145,11 @@ def print_summary(result: dict[str, Any]) -> None:
             f"server CPU {lat['server_cpu_ms_per_report']} ms/report ({lat['server_cpu_utilisation']} cores busy)"
         )
         print(f"  slowest per second:  {lat['board_latency_max_ms_per_second']} ms")
+        for row in lat["server_threads_per_report"]:
+            print(
+                f"  per report, {row['thread']:>9}: user {row['user_ms']:.3f} + system {row['system_ms']:.3f} ms CPU, "
+                f"{row['voluntary_switches']:.2f} + {row['involuntary_switches']:.2f} (involuntary) context switches"
+            )
         print(
             f"  board snapshot: {board['snapshot_incidents']} incidents, {board['snapshot_bytes'] / 1e6:.1f} MB "
             f"in {board['connect_to_snapshot_ms']} ms; events {board['events']}, gaps {board['seq_gaps']}, "
