@@ -111,15 +111,18 @@ class _SqliteCursorFile:
     """One autocommit ``sqlite3`` connection to a SQLite file, used by one thread of its own.
 
     Opened on first use (in that thread); a connection that failed is closed and opened again next time.
+    Its thread is started on first use and ends at :meth:`close`.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-cursor")
+        self._thread: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(connection)`` in the cursor's thread, after every call made before it."""
+        if self._thread is None:  # first use, or used again after close (as an engine can be after dispose)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-cursor")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -149,6 +152,8 @@ class _SqliteCursorFile:
                 conn.close()
 
     async def close(self) -> None:
-        with contextlib.suppress(RuntimeError):  # closed twice: its thread is already gone
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
-        self._thread.shutdown(wait=False)
+        """Close the connection (after the calls made before) and let the thread end."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._disconnect)
+            thread.shutdown(wait=False)
