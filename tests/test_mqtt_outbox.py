@@ -18,6 +18,11 @@ async def test_the_cursor_is_saved_per_name_and_never_goes_back(database_url: st
         await first.save(7, START)  # a late save from before must not rewind it
         await other.save(3, START)
         assert (await first.load(), await other.load()) == (12, 3)
+        await other.close()
+        assert await other.load() == 3  # used again after close (a gateway stopped and started again)
+        await first.close()
+        first = SqlOutboxCursor(database_url, "dispatcher")  # as a restarted process reads it
+        assert await first.load() == 12
     finally:
         await first.close()
         await other.close()

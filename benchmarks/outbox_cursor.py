@@ -1,0 +1,100 @@
+"""The MQTT outbox's cursor saves against a writer on the same SQLite file.
+
+A thread stands in for the hub's writer (its own connection, ``synchronous=FULL``, ``BEGIN IMMEDIATE``, one
+row, ``COMMIT``, every 2 ms) while the event loop saves the cursor ``--saves`` times, busy for 1 ms between saves
+as a loaded gateway's loop is. It prints how long a save takes and how long the writer waited for SQLite's
+write lock (median, p99, max): the wait a cursor save adds to a report's commit.
+
+    .venv/bin/python benchmarks/outbox_cursor.py --saves 400
+
+Only ``SqlOutboxCursor``'s public methods are used, so the same file runs against an older checkout
+(``PYTHONPATH=. /that/checkout/.venv/bin/python benchmarks/outbox_cursor.py`` from that checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dispatcher.outbox import SqlOutboxCursor
+from dispatcher.sql_store import SqlIncidentStore
+
+WRITER_EVERY_S = 0.002
+LOOP_BUSY_S = 0.001
+
+
+def _writer(path: str, stop: threading.Event, waits: list[float], limit: int) -> None:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_writes (x INTEGER)")
+        while not stop.is_set() and len(waits) < limit:
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            waits.append(time.perf_counter() - started)
+            conn.execute("INSERT INTO bench_writes VALUES (1)")
+            conn.execute("COMMIT")
+            stop.wait(WRITER_EVERY_S)
+    finally:
+        conn.close()
+
+
+def _busy(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def run(saves: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="outbox-cursor-bench-"))
+    url = f"sqlite+aiosqlite:///{folder / 'dispatcher.db'}"
+    store = SqlIncidentStore(url)
+    await store.open()  # the migrations make the table
+    await store.close()
+    cursor = SqlOutboxCursor(url, "dispatcher")
+    at = datetime.now(UTC)
+    await cursor.save(0, at)
+    waits: list[float] = []
+    stop = threading.Event()
+    writer = threading.Thread(target=_writer, args=(str(folder / "dispatcher.db"), stop, waits, 100 * saves))
+    writer.start()
+    saving = 0.0
+    try:
+        for seq in range(1, saves + 1):
+            started = time.perf_counter()
+            await cursor.save(seq, at)
+            saving += time.perf_counter() - started
+            _busy(LOOP_BUSY_S)
+    finally:
+        stop.set()
+        writer.join()
+    assert await cursor.load() == saves
+    await cursor.close()
+    waits.sort()
+    return {
+        "saves": saves,
+        "save_ms_mean": round(saving / saves * 1e3, 3),
+        "writer_commits": len(waits),
+        "writer_lock_wait_p50_ms": round(waits[len(waits) // 2] * 1e3, 3),
+        "writer_lock_wait_p99_ms": round(waits[int(len(waits) * 0.99)] * 1e3, 3),
+        "writer_lock_wait_max_ms": round(waits[-1] * 1e3, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saves", type=int, default=400)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.saves))))
+
+
+if __name__ == "__main__":
+    main()
