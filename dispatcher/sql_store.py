@@ -62,7 +62,7 @@ from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentS
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.sqlite_writer import SqliteWriter, Step, transact
+from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, Step, transact
 from dispatcher.store import (
     Changes,
     CommitRefused,
@@ -193,6 +193,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    # The same as the writer's connection, so that a rare commit here (an account, a webhook's delivery)
+    # does not checkpoint the log early.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
