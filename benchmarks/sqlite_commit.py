@@ -10,6 +10,7 @@ batch (median) for each statement, and the WAL frames a batch wrote. The copy is
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --synchronous NORMAL
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --by name
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --pragma cache_size=-16000
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --drop-index ix_incident_zone
 """
 
@@ -43,6 +44,8 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     conn.execute(f"PRAGMA synchronous={args.synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     other.execute(f"PRAGMA synchronous={args.synchronous}")
+    for pragma in args.pragma:
+        conn.execute(f"PRAGMA {pragma}")
     for index in args.drop_index:
         conn.execute(f'DROP INDEX "{index}"')
     names = {t: columns(conn, t) for t in ("incident", "assignment", "event")}
@@ -103,6 +106,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "OFF"), default="FULL")
     parser.add_argument("--by", choices=("position", "name"), default="position", help="how values are bound")
+    parser.add_argument(
+        "--pragma", action="append", default=[], help="PRAGMA this on the writer's connection (cache_size=-16000)"
+    )
     parser.add_argument("--drop-index", action="append", default=[], help="drop this index in the copy first")
     args = parser.parse_args()
     if not 1 <= args.batches <= 10_000 or not 1 <= args.reports <= 1_000:
@@ -114,6 +120,7 @@ def main() -> None:
     rows = result["rows"]
     print(
         f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous}, by {args.by}, "
+        f"pragmas {', '.join(args.pragma) or 'none'}, "
         f"dropped {', '.join(args.drop_index) or 'no index'}; a batch: {rows['incident']} incidents, "
         f"{rows['assignment']} assignments, {rows['event']} events, {args.batches} batches"
     )

@@ -62,7 +62,7 @@ from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentS
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.sqlite_writer import SqliteWriter, Step, transact
+from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, Step, transact
 from dispatcher.store import (
     Changes,
     CommitRefused,
@@ -193,6 +193,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    # The same as the writer's connection, so that a rare commit here (an account, a webhook's delivery)
+    # does not checkpoint the log early.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -1396,12 +1399,8 @@ def _sqlite_values(
             raise ValueError(f"rows of {table.name} with different columns: {sorted(row)} and {sorted(names)}")
         line = list(row.values())
         for n in timed:
-            value = line[n]
-            if value is not None:
-                text = cache.get(value)
-                if text is None:
-                    text = cache[value] = _sqlite_time(value)
-                line[n] = text
+            if line[n] is not None:
+                line[n] = _sqlite_time_cached(line[n], cache)
         values.append(line)
     return values
 
@@ -1412,13 +1411,17 @@ def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: dict[datet
     if names:
         for row in rows:
             for name in names:
-                value = row[name]
-                if value is not None:
-                    text = cache.get(value)
-                    if text is None:
-                        text = cache[value] = _sqlite_time(value)
-                    row[name] = text
+                if row[name] is not None:
+                    row[name] = _sqlite_time_cached(row[name], cache)
     return rows
+
+
+def _sqlite_time_cached(value: datetime, cache: dict[datetime, str]) -> str:
+    """:func:`_sqlite_time` of ``value``, each distinct time of a batch formatted once (``cache``: the batch's)."""
+    text = cache.get(value)
+    if text is None:
+        text = cache[value] = _sqlite_time(value)
+    return text
 
 
 @lru_cache(maxsize=64)

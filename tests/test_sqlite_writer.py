@@ -20,7 +20,7 @@ from dispatcher.core.incidents import Report
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.sql_store import SqlIncidentStore
-from dispatcher.sqlite_writer import SqliteWriter, transact
+from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, transact
 from dispatcher.store import IncidentFilter, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import START, HubRig
@@ -94,6 +94,14 @@ async def test_the_writer_connection_syncs_every_commit(sqlite_rig: HubRig) -> N
         )
 
     assert await _writer(sqlite_rig).run(settings) == ("wal", 2, 1)  # 2: FULL
+
+
+async def test_the_writer_connection_checkpoints_a_longer_log_than_sqlites_default(sqlite_rig: HubRig) -> None:
+    def pages(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert WAL_AUTOCHECKPOINT_PAGES > 1000  # SQLite's default
+    assert await _writer(sqlite_rig).run(pages) == WAL_AUTOCHECKPOINT_PAGES
 
 
 async def test_a_failed_database_call_gets_a_fresh_connection_and_changes_nothing(tmp_path: Path) -> None:
