@@ -20,6 +20,7 @@ Runs on one asyncio event loop; call every method from that loop.
 from __future__ import annotations
 
 import gc
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -872,11 +873,12 @@ class Hub:
             ids = set(self._open.waiting_in(team)) | {
                 i for i, inc in batch.touched.items() if any(a.team == team and a.waiting for a in inc.assignments)
             }
-            queue = sorted(
-                (batch.current(i) for i in ids),
-                key=lambda inc: (inc.priority, inc.reported_at, inc.id),
-            )
-            for incident in queue:
+            # Most urgent first; usually one officer came free, so only the first few are taken: a heap gives
+            # them without sorting the whole queue (thousands wait for a team after a burst).
+            queue = [(inc.priority, inc.reported_at, inc.id, inc) for inc in map(batch.current, ids)]
+            heapq.heapify(queue)
+            while queue:
+                incident = heapq.heappop(queue)[3]
                 if not incident.is_open or not incident.has_team(team) or not incident.assignment(team).waiting:
                     continue
                 officer = batch.choose(team, incident, at)
