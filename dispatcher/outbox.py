@@ -18,7 +18,6 @@ PostgreSQL (and an in-memory SQLite database, for tests) go through SQLAlchemy a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from sqlmodel import SQLModel
 
 from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.sql_store import _sqlite_time, build_engine
+from dispatcher.sqlite_writer import close_quietly, connect
 from dispatcher.tables import OutboxCursorRow
 
 cursor_t = SQLModel.metadata.tables[OutboxCursorRow.__tablename__]
@@ -134,22 +134,14 @@ class _SqliteCursorFile:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: each statement is its own transaction, so the write lock lasts one statement.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")  # why it is enough: the module's docstring
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
+        # Autocommit: each statement is its own transaction, so the write lock lasts one statement.
+        # synchronous=NORMAL: why it is enough is in the module's docstring.
+        self._conn = connect(self.path, ["PRAGMA busy_timeout=30000", "PRAGMA synchronous=NORMAL"])
+        return self._conn
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        close_quietly(conn)
 
     async def close(self) -> None:
         """Close the connection (after the calls made before) and let the thread end."""

@@ -179,29 +179,43 @@ class SqliteWriter:
         return result
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; transact() says BEGIN and COMMIT itself.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=OFF")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            if self._grouped:
-                # Each batch's savepoint keeps the pages it changes first in a sub-journal: a temporary file
-                # otherwise, written page by page (a simulated month: about 28 writes a batch, most of them).
-                conn.execute("PRAGMA temp_store=MEMORY")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
+        # No implicit transactions: transact() says BEGIN and COMMIT itself.
+        pragmas = [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=OFF",
+            f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+            # Each batch's savepoint keeps the pages it changes first in a sub-journal: a temporary file
+            # otherwise, written page by page (a simulated month: about 28 writes a batch, most of them).
+            *(["PRAGMA temp_store=MEMORY"] if self._grouped else []),
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ]
+        self._conn = connect(self.path, pragmas)
+        return self._conn
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()  # an open transaction ends with the connection, rolled back
+        close_quietly(conn)  # an open transaction ends with the connection, rolled back
+
+
+def connect(path: str, pragmas: Sequence[str]) -> sqlite3.Connection:
+    """A plain connection to the file ``path`` without implicit transactions (``isolation_level=None``), usable from
+    another thread than the one that made it, with ``pragmas`` run on it; closed again when one of them fails."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in pragmas:
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def close_quietly(conn: sqlite3.Connection | None) -> None:
+    """Close ``conn`` (if any), ignoring the database's errors: it is being given up."""
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
