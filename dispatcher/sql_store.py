@@ -1098,38 +1098,7 @@ def _loop_json(loop: Loop) -> str | None:
             "verify_within": format_window(window) if window is not None else None,
             "max_extensions": loop.max_extensions,
             "extension_approver": loop.extension_approver,
-            "requests": [
-                {
-                    "id": r.id,
-                    "kind": r.kind.value,
-                    "team": r.team,
-                    "reason": r.reason,
-                    "until": r.until,
-                    "state": r.state.value,
-                    "requested_by": r.requested_by,
-                    "requested_at": r.requested_at,
-                    "needs": list(r.needs),
-                    "approvals": [{"role": a.role, "actor": a.actor, "at": a.at} for a in r.approvals],
-                    "decided_at": r.decided_at,
-                    "refusal": r.refusal,
-                }
-                for r in loop.requests
-            ],
-            "checks": [
-                {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
-                for d in loop.checks
-            ],
-            "verifications": [
-                {
-                    "at": v.at,
-                    "verifier": v.verifier,
-                    "passed": v.passed,
-                    "reason": v.reason,
-                    "photos": list(v.photos),
-                    "flags": list(v.flags),
-                }
-                for v in loop.verifications
-            ],
+            **loop.records(),
         }
     ).decode()
 

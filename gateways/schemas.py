@@ -547,38 +547,7 @@ def closing_json(incident: Incident) -> dict[str, Any]:
         "max_extensions": loop.max_extensions,
         "extensions": loop.extensions,
         "reworks": loop.reworks,
-        "checks": [
-            {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
-            for d in loop.checks
-        ],
-        "requests": [
-            {
-                "id": r.id,
-                "kind": r.kind.value,
-                "team": r.team,
-                "reason": r.reason,
-                "until": r.until,
-                "state": r.state.value,
-                "requested_by": r.requested_by,
-                "requested_at": r.requested_at,
-                "needs": list(r.needs),
-                "approvals": [{"role": a.role, "actor": a.actor, "at": a.at} for a in r.approvals],
-                "decided_at": r.decided_at,
-                "refusal": r.refusal,
-            }
-            for r in loop.requests
-        ],
-        "verifications": [
-            {
-                "at": v.at,
-                "verifier": v.verifier,
-                "passed": v.passed,
-                "reason": v.reason,
-                "photos": list(v.photos),
-                "flags": list(v.flags),
-            }
-            for v in loop.verifications
-        ],
+        **loop.records(),
     }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from dispatcher.core.events import (
     AlarmAcknowledged,
@@ -311,6 +312,44 @@ class Loop:
     def reworks(self) -> int:
         """Verifications failed (返工)."""
         return sum(1 for v in self.verifications if not v.passed)
+
+    def records(self) -> dict[str, list[dict[str, Any]]]:
+        """The requests, checks and verifications as plain values (times stay ``datetime``): what the
+        store keeps in its JSON column and the API answers, built in one place."""
+        return {
+            "requests": [
+                {
+                    "id": r.id,
+                    "kind": r.kind.value,
+                    "team": r.team,
+                    "reason": r.reason,
+                    "until": r.until,
+                    "state": r.state.value,
+                    "requested_by": r.requested_by,
+                    "requested_at": r.requested_at,
+                    "needs": list(r.needs),
+                    "approvals": [{"role": a.role, "actor": a.actor, "at": a.at} for a in r.approvals],
+                    "decided_at": r.decided_at,
+                    "refusal": r.refusal,
+                }
+                for r in self.requests
+            ],
+            "checks": [
+                {"kind": d.kind.value, "due_at": d.due_at, "state": d.state.value, "settled_at": d.settled_at}
+                for d in self.checks
+            ],
+            "verifications": [
+                {
+                    "at": v.at,
+                    "verifier": v.verifier,
+                    "passed": v.passed,
+                    "reason": v.reason,
+                    "photos": list(v.photos),
+                    "flags": list(v.flags),
+                }
+                for v in self.verifications
+            ],
+        }
 
     def check(self, kind: DeadlineKind) -> Deadline | None:
         return next((d for d in reversed(self.checks) if d.kind is kind), None)
