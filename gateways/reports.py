@@ -31,11 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.assessment import Assessment, Bonus, BonusRefused, Score, scoring_text, table_of_period
 from dispatcher.briefing import BEHIND_LIMIT, Figure, Period, Unit
+from dispatcher.hub import Hub
 from dispatcher.values import RowId, Text
 from gateways.api import HubDep
 from gateways.auth import acting
 from gateways.board import STATIC_DIR
-from gateways.briefing_document import STYLE, render_html, render_xlsx
+from gateways.briefing_document import STYLE, Lang, Names, names_of, render_html, render_xlsx
 from gateways.problems import problem_response
 from rules import RuleTableError
 from rules.scoring import BUNDLED_SCORING, ScoringTable, check_scoring, load_scoring, load_scoring_text
@@ -58,21 +59,30 @@ async def reports_page() -> HTMLResponse:
 
 
 @router.get("/api/v1/reports/briefing", summary="The briefing document (简报) of a period, as HTML or XLSX")
-async def get_briefing_document(hub: HubDep, period: PeriodQuery, format: Literal["html", "xlsx"] = "html") -> Response:
+async def get_briefing_document(
+    hub: HubDep, period: PeriodQuery, format: Literal["html", "xlsx"] = "html", lang: Lang = "zh-CN"
+) -> Response:
     named = _period(period)
     doc = await hub.briefing_document(period=named)
     if format == "xlsx":
         return Response(
-            render_xlsx(doc),
+            render_xlsx(doc, _names(hub, "zh-CN")),  # the workbook is filed and forwarded: Chinese, with ids
             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             headers={"Content-Disposition": f'attachment; filename="briefing-{named.name}.xlsx"'},
         )
-    return HTMLResponse(f"<style>{STYLE}</style><div class='briefing'>{render_html(doc, fragment=True)}</div>")
+    fragment = render_html(doc, fragment=True, names=_names(hub, lang))
+    return HTMLResponse(f"<style>{STYLE}</style><div class='briefing'>{fragment}</div>")
+
+
+def _names(hub: Hub, lang: Lang) -> Names:
+    """The names of the rule table and the roster in force: the units as a reader knows them."""
+    return names_of(hub.rules.table, hub.roster.officers.values(), lang=lang)
 
 
 class IncidentLinePublic(BaseModel):
     incident_id: int
     unit: str | None
+    unit_name: str | None = Field(description="the unit's name in the language asked (its id when it has none)")
     status: str
     reported_at: datetime
     due_at: datetime | None
@@ -83,6 +93,7 @@ class IncidentsBehindPublic(BaseModel):
     period: str
     by: str
     unit: str | None
+    unit_name: str | None
     figure: str
     incidents: list[IncidentLinePublic]
     limit: int
@@ -99,18 +110,27 @@ async def get_incidents_behind(
     figure: Figure,
     by: Unit = Unit.TEAM,
     unit: Annotated[str | None, Query(max_length=64, description="omit: the row without a unit")] = None,
+    lang: Lang = "zh-CN",
 ) -> IncidentsBehindPublic:
     named = _period(period)
     lines = await hub.incidents_behind(start=named.start, end=named.end, by=by, unit=unit, figure=figure)
+    names = _names(hub, lang)
+    kind = by.value
+
+    def name(key: str | None) -> str | None:
+        return None if key is None or by is Unit.TOWNSHIP else names.of(kind, key)
+
     return IncidentsBehindPublic(
         period=named.name,
         by=by.value,
         unit=unit,
+        unit_name=name(unit),
         figure=figure.value,
         incidents=[
             IncidentLinePublic(
                 incident_id=line.incident_id,
                 unit=line.unit,
+                unit_name=name(line.unit),
                 status=line.status,
                 reported_at=line.reported_at,
                 due_at=line.due_at,
@@ -132,6 +152,9 @@ class LinePublic(BaseModel):
 
 class ScorePublic(BaseModel):
     unit: str
+    name: str | None = Field(
+        default=None, description="the unit's name in the language asked (its id when it has none)"
+    )
     base: float
     score: float
     lines: list[LinePublic]
@@ -147,9 +170,10 @@ class AssessmentPublic(BaseModel):
     bonuses: list[BonusPublic]  # the period's special bonuses, approved (in the scores) or waiting
 
 
-def score_public(s: Score) -> ScorePublic:
+def score_public(s: Score, name: str | None = None) -> ScorePublic:
     return ScorePublic(
         unit=s.unit,
+        name=name,
         base=s.base,
         score=s.score,
         lines=[
@@ -161,13 +185,18 @@ def score_public(s: Score) -> ScorePublic:
     )
 
 
-def assessment_public(a: Assessment) -> AssessmentPublic:
+def assessment_public(a: Assessment, names: Names | None = None) -> AssessmentPublic:
+    """The assessment as the API answers it; with ``names``, each score carries its unit's name."""
+
+    def scores(kind: str, found: list[Score]) -> list[ScorePublic]:
+        return [score_public(s, None if names is None else names.of(kind, s.unit)) for s in found]
+
     return AssessmentPublic(
         period=a.period.name,
         table_version=a.table_version,
-        posts=[score_public(s) for s in a.posts],
-        teams=[score_public(s) for s in a.teams],
-        modules=[score_public(s) for s in a.modules],
+        posts=scores("officer", a.posts),
+        teams=scores("team", a.teams),
+        modules=scores("module", a.modules),
         not_counted=a.not_counted,
         bonuses=[bonus_public(b) for b in a.bonuses],
     )
@@ -183,7 +212,7 @@ def _bundled_scoring() -> ScoringTable:
     response_model=AssessmentPublic,
     summary="Post points, team points and module scores of a period, each with the lines and incidents behind it",
 )
-async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
+async def get_assessment(hub: HubDep, period: PeriodQuery, lang: Lang = "zh-CN") -> AssessmentPublic:
     named = _period(period)
     stored = table_of_period(await hub.scoring_tables(), named)
     # A stored table was checked when it was put in force; loading it again only rebuilds the model.
@@ -191,7 +220,7 @@ async def get_assessment(hub: HubDep, period: PeriodQuery) -> AssessmentPublic:
         table = _bundled_scoring()
     else:
         table = load_scoring_text(scoring_text(stored[1]), source=f"scoring#{stored[0]}").table
-    return assessment_public(await hub.assessment(period=named, table=table))
+    return assessment_public(await hub.assessment(period=named, table=table), _names(hub, lang))
 
 
 #: A scoring table is a page of YAML; the rule table's bound is far above what one needs.

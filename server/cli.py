@@ -656,9 +656,10 @@ def report(
     import asyncio
 
     from dispatcher import briefing as figures
+    from dispatcher.roster_file import RosterError, read_roster
     from dispatcher.settings import Settings
     from dispatcher.sql_store import build_engine
-    from gateways.briefing_document import render_html, render_xlsx
+    from gateways.briefing_document import names_of, render_html, render_xlsx
     from rules.loader import load_table
 
     if html_out is None and xlsx_out is None:
@@ -686,12 +687,20 @@ def report(
         finally:
             await engine.dispose()
 
+    # Officers are named from the roster file the server starts from (an officer added later through the API
+    # is shown by id); the units from the rule table.
+    roster = settings.roster_file()
+    try:
+        officers = read_roster(roster).officers if roster is not None else []
+    except RosterError:
+        officers = []
+    names = names_of(table, officers)
     doc = asyncio.run(read())
     if html_out is not None:
-        html_out.write_text(render_html(doc), encoding="utf-8")
+        html_out.write_text(render_html(doc, names=names), encoding="utf-8")
         typer.echo(f"wrote {html_out}")
     if xlsx_out is not None:
-        xlsx_out.write_bytes(render_xlsx(doc))
+        xlsx_out.write_bytes(render_xlsx(doc, names))
         typer.echo(f"wrote {xlsx_out}")
 
 

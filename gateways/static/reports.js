@@ -77,7 +77,7 @@
     status(t('reports.loading', { period }));
     $('behind').hidden = true;
     try {
-      const res = await api(`/api/v1/reports/briefing?period=${encodeURIComponent(period)}`);
+      const res = await api(`/api/v1/reports/briefing?period=${encodeURIComponent(period)}&lang=${lang}`);
       // The fragment is the dispatcher's own rendering (names escaped there); it carries no script.
       $('document').innerHTML = await res.text();
       shown = period;
@@ -109,7 +109,7 @@
     $('score').hidden = true;
     let data;
     try {
-      data = await (await api(`/api/v1/assessment?period=${encodeURIComponent(period)}`)).json();
+      data = await (await api(`/api/v1/assessment?period=${encodeURIComponent(period)}&lang=${lang}`)).json();
     } catch (err) {
       return; // the briefing stays readable without the scores (a role that may not read them)
     }
@@ -131,7 +131,9 @@
       for (const s of data[kind]) {
         scores[kind][s.unit] = s;
         const tr = document.createElement('tr');
-        cell(tr, s.unit);
+        const name = cell(tr, s.name || s.unit);
+        name.className = 'name';
+        name.title = s.unit; // the id, for who needs it
         const link = document.createElement('a');
         link.href = '#';
         link.dataset.score = kind;
@@ -169,13 +171,22 @@
         rows.append(tr);
       }
     }
-    $('score-title').textContent = t('reports.score_of', { unit, score: s.score, base: s.base });
+    $('score-title').textContent = t('reports.score_of', { unit: s.name || unit, score: s.score, base: s.base });
     $('score').hidden = false;
     $('score').scrollIntoView();
   }
 
+  // The township's civil time (北京时间), to the minute: what a leader reads, not an ISO instant in UTC.
+  const beijing = new Intl.DateTimeFormat('sv-SE', {
+    timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+  });
+
+  function when(iso) {
+    return iso ? beijing.format(new Date(iso)) : '–';
+  }
+
   async function follow(link) {
-    const query = new URLSearchParams({ period: shown, by: link.dataset.by, figure: link.dataset.figure });
+    const query = new URLSearchParams({ period: shown, by: link.dataset.by, figure: link.dataset.figure, lang });
     if (link.dataset.unit !== undefined) query.set('unit', link.dataset.unit);
     try {
       const data = await (await api(`/api/v1/reports/incidents?${query}`)).json();
@@ -184,7 +195,9 @@
       for (const line of data.incidents) {
         const tr = document.createElement('tr');
         tr.dataset.incident = String(line.incident_id);
-        for (const value of [`#${line.incident_id}`, line.unit || '–', line.status, line.reported_at, line.due_at || '–', line.closed_at || '–']) {
+        const values = [`#${line.incident_id}`, line.unit_name || line.unit || '–', labels[`status.${line.status}`] || line.status,
+          when(line.reported_at), when(line.due_at), when(line.closed_at)];
+        for (const value of values) {
           const td = document.createElement('td');
           td.textContent = value;
           tr.append(td);
@@ -192,7 +205,7 @@
         rows.append(tr);
       }
       $('behind-title').textContent = t('reports.behind', {
-        unit: data.unit || t('reports.no_unit'), figure: t(`reports.figure.${data.figure}`), count: data.incidents.length,
+        unit: data.unit_name || data.unit || t('reports.no_unit'), figure: t(`reports.figure.${data.figure}`), count: data.incidents.length,
       });
       $('behind').hidden = false;
       $('behind').scrollIntoView();
