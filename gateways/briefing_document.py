@@ -418,7 +418,7 @@ STYLE = (
     ".briefing th:first-child,.briefing td:first-child,.briefing .name{text-align:left;white-space:nowrap}"
     ".briefing td.empty{text-align:center;color:#667}"
     ".briefing p.empty{padding:.5rem .75rem;background:#fff8e1;border:1px solid #f0d890}"
-    ".briefing figure{margin:0;overflow-x:auto}.briefing svg{max-width:100%;height:auto}"
+    ".briefing figure{margin:0;overflow-x:auto;max-width:960px}.briefing svg{max-width:100%;height:auto}"
     # a phone: the chart keeps a readable size and scrolls sideways, like the tables
     "@media (max-width:600px){.briefing{margin:1rem .5rem}.briefing td,.briefing th{padding:.15rem .3rem}"
     ".briefing svg{max-width:none;width:600px}}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from dispatcher.briefing import CHINA, Hotspot, Period, Unit, document, hotspots
+from dispatcher.briefing import CHINA, Hotspot, Period, Stage, Unit, document, hotspots
+from dispatcher.roster_file import BUNDLED_ROSTER, read_roster
+from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore, build_engine
-from gateways.briefing_document import render_html, render_xlsx, tables
+from gateways.briefing_document import names_of, render_html, render_xlsx, tables
+from rules.loader import load_table
 from server.cli import app
 from tests.test_briefing import JULY, JUNE, History, june_history
 
@@ -103,7 +107,10 @@ async def test_html_and_xlsx_carry_the_same_tables(engine: AsyncEngine) -> None:
     doc = await document(engine, township="廿里镇", period=Period.parse("2026-06"))
     page = render_html(doc)
     assert "<script" not in page and "src=" not in page and "<link" not in page  # one file, nothing fetched
-    assert "廿里镇 简报 2026-06" in page and page.count("<svg") == 3
+    # the ranking and the categories; a month's trend is one point per line, so it is a table only
+    assert "廿里镇 简报 2026-06" in page and page.count("<svg") == 2
+    quarter = render_html(await document(engine, township="廿里镇", period=Period.parse("2026-Q2")))
+    assert quarter.count("<svg") == 3
     book = openpyxl.load_workbook(io.BytesIO(render_xlsx(doc)))
     assert book.sheetnames == [title for title, _, _ in tables(doc)]
     whole = book["全镇"]
@@ -150,3 +157,81 @@ def test_the_report_command_writes_both_files(tmp_path: Path) -> None:
     assert wrong.exit_code != 0 and "ershili" in wrong.output
     nowhere = CliRunner().invoke(app, args)
     assert nowhere.exit_code != 0 and "--html" in nowhere.output
+
+
+async def bundled_names(engine: AsyncEngine) -> None:
+    """June's teams by the bundled rule table's ids (the hand-made history uses short ones of its own)."""
+    async with engine.begin() as conn:
+        for old, new in (("traffic", "traffic-police"), ("market", "market-supervision")):
+            await conn.execute(sa.text("UPDATE assignment SET team = :new WHERE team = :old"), {"old": old, "new": new})
+
+
+async def test_units_are_shown_by_name_and_keyed_by_id(engine: AsyncEngine) -> None:
+    await june(engine)
+    await bundled_names(engine)
+    doc = await document(engine, township="廿里镇", period=Period.parse("2026-06"))
+    table = load_table(BUNDLED_TABLE)
+    names = names_of(table, read_roster(BUNDLED_ROSTER).officers)
+    ranking = next(rows for title, _, rows in tables(doc, names) if title == "组团排名")
+    assert [r[:3] for r in ranking] == [[1, "交警中队", 70.0], [2, "市场监管所", 0.0], [None, "人民法庭", None]]
+    officers = next(rows for title, _, rows in tables(doc, names) if title == "岗位赋分依据 (人员)")
+    assert {r[0] for r in officers} == {"中队长 (陈帆平)", "交警 (孟新霞)", "(无)"}  # tp-01, tp-02, no officer
+    categories = next(rows for title, _, rows in tables(doc, names) if title == "高发统计 (类别)")
+    assert categories[0] == ["交通拥堵", 2]  # traffic.congestion
+
+    fragment = render_html(doc, fragment=True, names=names)
+    # the name is what a reader sees; the id stays the key the page follows
+    assert "<td class='name' title='traffic-police'>交警中队</td>" in fragment
+    assert "data-by='team' data-unit='traffic-police' data-figure='due'>2</a>" in fragment
+    assert not re.search(r">\s*traffic-police\s*<", fragment)
+    english = render_html(doc, names=names_of(table, lang="en"))
+    assert "Traffic police squadron" in english and "Teams ranked" in english and "Ershili town" in english
+    assert "交警中队" not in english and "<html lang='en'>" in english
+
+    # the workbook: the name first, the id in a last column 编号
+    book = openpyxl.load_workbook(io.BytesIO(render_xlsx(doc, names)))
+    sheet = book["按组团"]
+    heads = [c.value for c in sheet[1]]
+    assert (heads[0], heads[-1]) == ("组团", "编号")
+    rows = {r[0]: r for r in sheet.iter_rows(min_row=2, values_only=True)}
+    assert rows["交警中队"][-1] == "traffic-police" and rows["交警中队"][1:5] == (2, 2, 2, 3)
+    assert [c.value for c in book["组团排名"][2]][-1] == "traffic-police"
+
+
+async def test_an_unknown_unit_is_shown_by_its_id(engine: AsyncEngine) -> None:
+    await june(engine)
+    doc = await document(engine, township="廿里镇", period=Period.parse("2026-06"))
+    names = names_of(load_table(BUNDLED_TABLE))  # "traffic" is no team of the table
+    ranking = next(rows for title, _, rows in tables(doc, names) if title == "组团排名")
+    assert [r[1] for r in ranking] == ["traffic", "market", "人民法庭"]  # court is one
+
+
+async def test_stage_times_are_in_minutes_and_hours(engine: AsyncEngine) -> None:
+    await june(engine)
+    doc = await document(engine, township="廿里镇", period=Period.parse("2026-06"))
+    assert doc.township_figures is not None
+    stages = doc.township_figures.stages
+    ack, resolve = stages[Stage.ACK].median_s, stages[Stage.RESOLVE].median_s
+    assert (ack, resolve) == (60.0, 3600.0)  # a minute to acknowledge, an hour to resolve (tests/test_briefing.py)
+    title, heads, rows = tables(doc)[0]
+    assert title == "全镇"
+    shown = dict(zip(heads, rows[0], strict=True))
+    assert (shown["响应中位 (分钟)"], shown["办结中位 (小时)"]) == (1.0, 1.0)
+    assert not any("秒" in h for h in heads)
+    assert "<td>3,600.0</td>" not in render_html(doc)
+    whole = openpyxl.load_workbook(io.BytesIO(render_xlsx(doc)))["全镇"]
+    column = [c.value for c in whole[1]].index("办结中位 (小时)") + 1
+    cell = whole.cell(row=2, column=column)
+    assert cell.value == 1.0 and cell.number_format == "0.0"
+
+
+async def test_a_period_without_incidents_says_so(engine: AsyncEngine) -> None:
+    await june(engine)
+    doc = await document(engine, township="廿里镇", period=Period.parse("2026-01"))
+    page = render_html(doc)
+    assert "2026-01 无受理、应结案或结案的事件." in page
+    assert page.count("<svg") == 0  # no empty charts
+    ranking = re.search(r"<table data-table='组团排名'>.*?</table>", page)
+    assert ranking is not None and "<td class='empty' colspan='6'>(无)</td>" in ranking.group(0)
+    june_page = render_html(await document(engine, township="廿里镇", period=Period.parse("2026-06")))
+    assert "无受理、应结案或结案的事件" not in june_page

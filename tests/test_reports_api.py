@@ -73,3 +73,28 @@ async def test_a_leader_reads_the_briefing_and_follows_a_figure(rig: HubRig, eng
         assert (
             await field.get("/api/v1/reports/incidents", params={"period": "2026-06", "figure": "due"})
         ).status_code == 403
+
+
+async def test_units_carry_their_names_in_the_language_asked(rig: HubRig, engine: AsyncEngine) -> None:
+    await june_history(History(engine))
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    async with api_client(app, await sign_in_as(app, Role.SUPERVISION)) as supervision:
+        chinese = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06"})
+        english = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06", "lang": "en"})
+        # court is a team of the rule table (人民法庭); the hand-made "traffic" is not, and keeps its id
+        assert "<td class='name' title='court'>人民法庭</td>" in chinese.text
+        assert "<td class='name' title='court'>People&#x27;s tribunal</td>" in english.text
+        assert "<td class='name' title='traffic'>traffic</td>" in english.text
+        assert "Teams ranked" in english.text and "组团排名" not in english.text.replace("data-table='组团排名'", "")
+        refused = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06", "lang": "fr"})
+        assert refused.status_code == 422
+        query = {"period": "2026-06", "by": "team", "unit": "court", "figure": "received"}
+        behind = (await supervision.get("/api/v1/reports/incidents", params=query)).json()
+        assert behind["unit_name"] == "人民法庭" and {i["unit_name"] for i in behind["incidents"]} == {"人民法庭"}
+        behind_en = (await supervision.get("/api/v1/reports/incidents", params=query | {"lang": "en"})).json()
+        assert behind_en["unit_name"] == "People's tribunal"
+        nobody = await supervision.get("/api/v1/reports/incidents", params={"period": "2026-06", "figure": "received"})
+        assert nobody.json()["unit_name"] is None
+        scores = (await supervision.get("/api/v1/assessment", params={"period": "2026-06", "lang": "en"})).json()
+        assert {s["unit"]: s["name"] for s in scores["modules"]}["service"] == "Service"
+        assert {s["unit"]: s["name"] for s in scores["teams"]}["traffic"] == "traffic"

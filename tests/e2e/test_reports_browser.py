@@ -1,22 +1,24 @@
 """/reports in a real headless Chromium against a real server process: a leader opens a period, follows a
-score to the incidents behind it, and downloads the briefing as XLSX (opened here with openpyxl).
+score to the incidents behind it, and downloads the briefing as XLSX (opened here with openpyxl); the units
+are shown by the names of the bundled rule table and roster, in Chinese or English, and the page fits a phone.
 
 The server starts on a database that already holds the hand-made June of tests/test_briefing.py (its
-answers are written there, incident by incident)."""
+answers are written there, incident by incident), its teams given the bundled rule table's ids."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openpyxl
 import pytest
+import sqlalchemy as sa
 
 from dispatcher.sql_store import SqlIncidentStore, build_engine
 from tests.e2e.browser import chromium, signed_in_context
-from tests.e2e.conftest import PLAIN
 from tests.e2e.server import ServerProcess
 from tests.test_briefing import History, june_history
 
@@ -31,6 +33,11 @@ def _fill(url: str) -> None:
         engine = build_engine(url, durable=False)
         try:
             await june_history(History(engine))
+            async with engine.begin() as conn:
+                for old, new in (("traffic", "traffic-police"), ("market", "market-supervision")):
+                    await conn.execute(
+                        sa.text("UPDATE assignment SET team = :new WHERE team = :old"), {"old": old, "new": new}
+                    )
         finally:
             await engine.dispose()
 
@@ -40,7 +47,8 @@ def _fill(url: str) -> None:
 @pytest.fixture
 def june_server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     _fill(database_url)
-    process = ServerProcess(database_url, tmp_path / "server.log", env=PLAIN).start()
+    # the bundled roster (tp-01 陈帆平, tp-02 孟新霞) names the officers
+    process = ServerProcess(database_url, tmp_path / "server.log", env={"DISPATCHER_DUPLICATE_RADIUS_M": "0"}).start()
     try:
         yield process
     finally:
@@ -58,17 +66,24 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
         ranking = page.locator("#document table[data-table='组团排名'] tbody tr")
         await ranking.first.wait_for(timeout=10_000)
         first = [await c.inner_text() for c in await ranking.first.locator("td").all()]
-        assert first[:3] == ["1", "traffic", "70.0"]  # 60 × ½ on time + 40 × all closed
+        assert first[:3] == ["1", "交警中队", "70.0"]  # 60 × ½ on time + 40 × all closed
+        heads = [await h.inner_text() for h in await page.locator("#document table[data-table='全镇'] th").all()]
+        assert "办结中位 (小时)" in heads and not any("秒" in h for h in heads)
 
         # traffic's score is made by its two due incidents: 1 (on time) and 2 (late)
-        await page.click("#document table[data-table='组团排名'] a[data-unit='traffic'][data-figure='due']")
+        await page.click("#document table[data-table='组团排名'] a[data-unit='traffic-police'][data-figure='due']")
         await page.locator("#behind-rows tr[data-incident='2']").wait_for(timeout=10_000)
         listed = [await r.get_attribute("data-incident") for r in await page.locator("#behind-rows tr").all()]
         assert listed == ["1", "2"]
-        assert "traffic" in await page.locator("#behind-title").inner_text()
+        assert "交警中队" in await page.locator("#behind-title").inner_text()
+        cells = [await c.inner_text() for c in await page.locator("#behind-rows tr").first.locator("td").all()]
+        assert cells[1] == "交警中队" and cells[2] == "已关闭"
+        assert re.fullmatch(r"2026-06-\d\d \d\d:\d\d", cells[3]), cells  # 北京时间 to the minute, not ISO in UTC
 
         # market's one open matter past its deadline (incident 3), from the per-team table
-        await page.click("#document table[data-table='按组团'] a[data-unit='market'][data-figure='overdue_open']")
+        await page.click(
+            "#document table[data-table='按组团'] a[data-unit='market-supervision'][data-figure='overdue_open']"
+        )
         await page.locator("#behind-rows tr[data-incident='3']").wait_for(timeout=10_000)
         assert await page.locator("#behind-rows tr").count() == 1
 
@@ -81,7 +96,9 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
         lines = await page.locator("#score-lines tr").all()
         assert [await r.get_attribute("data-incident") for r in lines] == ["2"]
         assert "late_close" in (await lines[0].get_attribute("data-rule") or "")
-        assert "tp-02" in await page.locator("#score-title").inner_text()
+        assert "孟新霞" in await page.locator("#score-title").inner_text()
+        row = page.locator("#assessment table[data-kind='posts'] tr", has=page.locator("a[data-unit='tp-02']"))
+        assert await row.locator("td.name").inner_text() == "交警 (孟新霞)"
 
         async with page.expect_download(timeout=10_000) as waiting:
             await page.click("#xlsx")
@@ -95,4 +112,29 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
     township = [c.value for c in book["全镇"][2]]
     assert township[1:8] == [6, 5, 3, 3, pytest.approx(2 / 3), pytest.approx(1 / 3), 1]
     teams = {r[0]: r for r in book["按组团"].iter_rows(min_row=2, values_only=True)}
-    assert teams["traffic"][1:5] == (2, 2, 2, 3)
+    assert teams["交警中队"][1:5] == (2, 2, 2, 3) and teams["交警中队"][-1] == "traffic-police"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_in_english_and_on_a_phone(june_server: ServerProcess) -> None:
+    async with chromium() as browser:
+        context = await signed_in_context(browser, june_server)
+        page: Any = await context.new_page()
+        await page.goto(f"{june_server.base_url}/reports?period=2026-06&lang=en")
+        ranking = page.locator("#document table[data-table='组团排名'] tbody tr")
+        await ranking.first.wait_for(timeout=10_000)
+        assert await ranking.first.locator("td").nth(1).inner_text() == "Traffic police squadron"
+        assert await page.locator("#document h2").first.inner_text() == "Whole township"
+        await context.close()
+
+        phone = await browser.new_context(viewport={"width": 390, "height": 844})
+        await phone.add_init_script(f"sessionStorage.setItem('board.token', {june_server.token!r});")
+        page = await phone.new_page()
+        await page.goto(f"{june_server.base_url}/reports?period=2026-06")
+        await page.locator("#assessment table[data-kind='posts'] a[data-unit='tp-02']").wait_for(timeout=10_000)
+        # the wide tables scroll in their own boxes: the page itself never scrolls sideways
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        name = page.locator("#document table[data-table='按组团'] td.name").first
+        box = await name.bounding_box()
+        assert box is not None and box["height"] < 40  # one line, not 交警 / 中队
+        await phone.close()
