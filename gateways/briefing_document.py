@@ -357,7 +357,8 @@ def render_html(doc: Document, *, fragment: bool = False, names: Names | None = 
     """The document as HTML: a whole page, or with ``fragment`` only the body's content for /reports, where
     each count of a unit (and each team's score) is a link carrying ``data-by``, ``data-unit`` (the unit's
     id; absent for the row without a unit) and ``data-figure``, which the page follows to the incidents
-    behind it. Units are shown by their ``names`` (default: by id), in ``names.lang``."""
+    behind it; a count of zero is not (it leads to no incident). Units are shown by their ``names``
+    (default: by id), in ``names.lang``."""
     names = names or Names()
     lang = names.lang
     esc = html.escape
@@ -417,7 +418,7 @@ STYLE = (
     ".briefing th{background:#f3f5f7;font-weight:600;word-break:keep-all}"
     ".briefing th:first-child,.briefing td:first-child,.briefing .name{text-align:left;white-space:nowrap}"
     ".briefing td.empty{text-align:center;color:#667}"
-    ".briefing p.empty{padding:.5rem .75rem;background:#fff8e1;border:1px solid #f0d890}"
+    ".briefing p.empty{display:inline-block;padding:.5rem .75rem;background:#fff8e1;border:1px solid #f0d890}"
     ".briefing figure{margin:0;overflow-x:auto;max-width:960px}.briefing svg{max-width:100%;height:auto}"
     # a phone: the chart keeps a readable size and scrolls sideways, like the tables
     "@media (max-width:600px){.briefing{margin:1rem .5rem}.briefing td,.briefing th{padding:.15rem .3rem}"
@@ -443,7 +444,7 @@ def _html_table(section: _Section, *, lang: Lang, links: bool) -> str:
         for at, (h, v) in enumerate(zip(heads, row, strict=True)):
             text = _cell(h, v)
             figure = _FOLLOW.get(h)
-            if follow is not None and figure is not None and v is not None:
+            if follow is not None and figure is not None and v is not None and (v != 0 or h == "综合指标值"):
                 who = "" if key is None or follow is Unit.TOWNSHIP else f" data-unit='{esc(key)}'"
                 text = f"<a href='#' data-by='{follow.value}'{who} data-figure='{figure.value}'>{text}</a>"
             if at == section.name_at and section.keys is not None and key is not None:

@@ -235,3 +235,14 @@ async def test_a_period_without_incidents_says_so(engine: AsyncEngine) -> None:
     assert ranking is not None and "<td class='empty' colspan='6'>(无)</td>" in ranking.group(0)
     june_page = render_html(await document(engine, township="廿里镇", period=Period.parse("2026-06")))
     assert "无受理、应结案或结案的事件" not in june_page
+
+
+async def test_a_zero_is_no_link_and_a_zero_score_is_one(engine: AsyncEngine) -> None:
+    await june(engine)
+    doc = await document(engine, township="廿里镇", period=Period.parse("2026-06"))
+    fragment = render_html(doc, fragment=True)
+    # court received its wage dispute (6) in June, due only in July: nothing to follow behind its 0 due
+    assert "data-unit='court' data-figure='received'>1</a>" in fragment
+    assert "data-unit='court' data-figure='due'" not in fragment
+    # market's score 0.0 is made by its one due matter, open past its deadline: that one is followed
+    assert "data-unit='market' data-figure='due'>0.0</a>" in fragment
