@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -54,7 +55,7 @@ OFFICER_PREFIX = {
 
 
 async def fill(url: str, incidents: int) -> None:
-    from reports import fill as generate  # benchmarks/reports.py
+    generate = importlib.import_module("reports").fill  # benchmarks/reports.py (on the path above)
 
     from dispatcher.sql_store import build_engine
 
@@ -63,7 +64,9 @@ async def fill(url: str, incidents: int) -> None:
     try:
         async with engine.begin() as conn:
             for old, new in TEAMS.items():
-                await conn.execute(sa.text("UPDATE assignment SET team = :new WHERE team = :old"), {"old": old, "new": new})
+                await conn.execute(
+                    sa.text("UPDATE assignment SET team = :new WHERE team = :old"), {"old": old, "new": new}
+                )
             for old, new in ZONES.items():
                 await conn.execute(
                     sa.text("UPDATE incident SET zone = :new, zones = :new WHERE zone = :old"), {"old": old, "new": new}
