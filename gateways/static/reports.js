@@ -115,6 +115,7 @@
     }
     scores = {};
     const tables = [];
+    const lines = []; // filled once every kind's names are known (a module's lines name its teams)
     for (const kind of KINDS) {
       scores[kind] = {};
       const table = document.createElement('table');
@@ -140,7 +141,7 @@
         link.dataset.unit = s.unit;
         link.textContent = String(s.score);
         cell(tr, link);
-        cell(tr, s.lines.map((l) => `${l.rule} ×${l.count}`).join(', '));
+        lines.push([cell(tr, ''), s.lines]);
         body.append(tr);
       }
       const thead = document.createElement('thead');
@@ -148,9 +149,28 @@
       table.append(caption, thead, body);
       tables.push(table);
     }
+    for (const [td, of] of lines) td.textContent = of.map((l) => `${ruleText(l.rule)} ×${l.count}`).join('; ');
     $('assessment-tables').replaceChildren(...tables);
     $('assessment-version').textContent = t('reports.scoring', { version: data.table_version });
     $('assessment').hidden = false;
+  }
+
+  // A line's rule in words (逾期结案 · 1 级), its id kept in data-rule: post_points.<outcome>.p<n>,
+  // team_points.missed_acknowledgement.p<n>, team_points.returned, module_score.<mean|sum>.<team>, special_bonus.<id>.
+  function ruleText(rule) {
+    const parts = rule.split('.');
+    const [head, what, tail] = parts;
+    if ((head === 'post_points' || head === 'team_points') && labels[`reports.rule.${what}`]) {
+      const level = tail && /^p\d$/.test(tail) ? ` · ${t('reports.rule.priority', { n: tail.slice(1) })}` : '';
+      return t(`reports.rule.${what}`) + level;
+    }
+    if (head === 'module_score' && parts.length >= 3) {
+      const team = parts.slice(2).join('.');
+      const named = scores.teams && scores.teams[team];
+      return t('reports.rule.from_team', { team: (named && named.name) || team });
+    }
+    if (head === 'special_bonus') return t('reports.rule.special_bonus', { id: what });
+    return rule;
   }
 
   function showScore(kind, unit) {
@@ -163,7 +183,7 @@
         const tr = document.createElement('tr');
         if (id !== null) tr.dataset.incident = String(id);
         tr.dataset.rule = line.rule;
-        cell(tr, line.rule);
+        cell(tr, ruleText(line.rule)).title = line.rule;
         cell(tr, String(line.count));
         cell(tr, String(line.points_each));
         cell(tr, String(line.points));

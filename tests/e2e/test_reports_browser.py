@@ -96,9 +96,11 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
         lines = await page.locator("#score-lines tr").all()
         assert [await r.get_attribute("data-incident") for r in lines] == ["2"]
         assert "late_close" in (await lines[0].get_attribute("data-rule") or "")
+        assert (await lines[0].locator("td").first.inner_text()).startswith("逾期结案 · ")  # the rule in words
         assert "孟新霞" in await page.locator("#score-title").inner_text()
         row = page.locator("#assessment table[data-kind='posts'] tr", has=page.locator("a[data-unit='tp-02']"))
         assert await row.locator("td.name").inner_text() == "交警 (孟新霞)"
+        assert "逾期结案 · " in await row.inner_text()  # its lines in words, not post_points.late_close.pN
 
         async with page.expect_download(timeout=10_000) as waiting:
             await page.click("#xlsx")
