@@ -67,6 +67,13 @@ async def fill(url: str, incidents: int) -> None:
                 await conn.execute(
                     sa.text("UPDATE assignment SET team = :new WHERE team = :old"), {"old": old, "new": new}
                 )
+                # the returns' events name the team that sent the incident back (team points count them)
+                await conn.execute(
+                    sa.text(
+                        "UPDATE event SET payload = replace(payload, :old, :new) WHERE type = 'AssignmentReturned'"
+                    ),
+                    {"old": f'"team": "{old}"', "new": f'"team": "{new}"'},
+                )
             for old, new in ZONES.items():
                 await conn.execute(
                     sa.text("UPDATE incident SET zone = :new, zones = :new WHERE zone = :old"), {"old": old, "new": new}
