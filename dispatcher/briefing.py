@@ -268,41 +268,75 @@ _STAGE_PERCENTILES = "".join(
 )
 
 
-# SQLite has no percentile function: each stage's durations are numbered in order per unit by a window,
-# and the rows at the median's and the p90's nearest rank kept. The ranks are known first: the figures'
-# pass counts each unit's measured durations (``{stage}_n``, from the ``{stage}_m`` flags below); the
-# stage query then only numbers each unit's sorted durations (``ROW_NUMBER``, one sort per stage) and keeps
-# the rows at those ranks, given as one JSON parameter (``[kind, unit, stage, rank]``). (The count taken
-# from the sorted window itself, a full-frame ``COUNT(*) OVER``, and the grouping of the ranked rows were
-# about half of a year's ranking.) Each duration is whole milliseconds, as ``julianday`` keeps them
-# (``ROUND`` to an integer takes SQLite's fast path; to three decimals it formats and parses text), and
-# computed once when the leads are read: seconds are ``ms / 1000``, the value ``ROUND(…, 3)`` gave.
-_SQLITE_MEASURED = """,
-       i.reported_at >= :start AND a.acked_at < :end AS ack_m,
-       i.reported_at >= :start AND a.arrived_at < :end AS arrive_m,
-       i.reported_at >= :start AND a.resolved_at < :end AS resolve_m"""
-_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
-_SQLITE_MILLISECONDS = "".join(
+# SQLite has no percentile function, and a window function over a year's durations cost more than sorting
+# them (``ROW_NUMBER`` buffers every row of its partition in a table of its own: ~50 ms of a year's ~70 ms
+# per stage, measured alone). So SQLite computes a period's figures in a temporary table, all within one
+# read transaction (one snapshot):
+#
+# 1. ``_SQLITE_ROWS``: the period's incidents (``_PERIOD_BASE``'s two parts) joined to their current lead
+#    once, one narrow row each: the unit column(s), whether received (``r``) and accepted (``acc``), the
+#    figures of the due ones as bits of ``df`` (1 due, 2 closed before the end, 4 on time, 8 still open at
+#    the end, 16 extended), of the closed ones as bits of ``cf`` (1 closed, 2 reworked), and each stage's
+#    duration in whole milliseconds where measured (received in the period, the stage ended before its
+#    end; NULL otherwise). Each condition is evaluated once a row, not once per figure that uses it.
+# 2. ``_SQLITE_FIGURES``: each kind's figures grouped from that table, with each unit's measured count per
+#    stage (``COUNT({stage}_ms)``), so the nearest ranks are known before anything is sorted.
+# 3. ``_SQLITE_SORTED``: for each kind and stage, the measured durations inserted into a second temporary
+#    table in order of (unit, duration). Rows are numbered as they are inserted, so a duration's ``rowid``
+#    is its position: the rows before its unit's (the counts of the units that sort before it: SQLite's
+#    ``BINARY`` order of UTF-8 text is Python's order of ``str``; NULL first) plus its rank in its unit.
+#    The rows at the wanted positions are then read by ``rowid``.
+#
+# Each duration is whole milliseconds, as ``julianday`` keeps them (``ROUND`` to an integer takes SQLite's
+# fast path; to three decimals it formats and parses text): seconds are ``ms / 1000``, the value
+# ``ROUND(…, 3)`` gave. The temporary tables live in the connection's own temporary database, are created
+# and dropped inside the read transaction (a rollback removes them as well), and nothing else sees them.
+_SQLITE_MEASURED = "".join(
     f""",
-    CASE WHEN a.{at} < :end
-         THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END AS {stage}_ms"""
+       CASE WHEN a.{at} < :end
+            THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END
+         AS {stage}_ms"""
     for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
 )
-_SQLITE_RANKED = """
-WITH leads AS MATERIALIZED (
-  SELECT {columns}{milliseconds}
-  FROM incident i
-  CROSS JOIN assignment a
-    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
-  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
-    AND i.reported_at >= :start AND i.reported_at < :end
-),
-wanted(g, unit, stage, rn) AS MATERIALIZED (
-  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-         json_extract(value, '$[3]')
-  FROM json_each(:ranks)
+_SQLITE_NOT_MEASURED = ", NULL AS ack_ms, NULL AS arrive_ms, NULL AS resolve_ms"
+# accepted (立案), of the period's own reports: a lead now or at some time (``had_lead``), no handover
+_SQLITE_ACCEPTED = """CASE WHEN i.handover IS NOT NULL THEN 0 WHEN a.team IS NOT NULL THEN 1
+            WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
+            ELSE 0 END"""
+_SQLITE_ROWS = """
+SELECT {units}{received} AS r, {accepted} AS acc,
+       CASE WHEN a.resolve_due_at >= :start AND a.resolve_due_at < :end AND i.status NOT IN ('cancelled', 'parked')
+            THEN 1 + (CASE WHEN i.closed_at < :end THEN 2 ELSE 0 END)
+                   + (CASE WHEN i.closed_at <= a.resolve_due_at THEN 4 ELSE 0 END)
+                   + (CASE WHEN i.closed_at IS NULL OR i.closed_at >= :end THEN 8 ELSE 0 END)
+                   + (CASE WHEN i.extensions > 0 THEN 16 ELSE 0 END)
+            ELSE 0 END AS df,
+       CASE WHEN i.closed_at >= :start AND i.closed_at < :end
+            THEN 1 + (CASE WHEN i.reworks > 0 THEN 2 ELSE 0 END) ELSE 0 END AS cf{durations}
+FROM incident i
+LEFT JOIN assignment a
+  ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+  AND i.reported_at < :end{which}"""
+_SQLITE_FIGURES = """
+SELECT {g} AS g, {column} AS unit, SUM(r) AS received, SUM(acc) AS accepted, SUM(df & 1) AS due,
+       SUM(cf & 1) AS closed, SUM((df >> 1) & 1) AS due_closed, SUM((df >> 2) & 1) AS on_time,
+       SUM((df >> 3) & 1) AS overdue_open, SUM((df >> 4) & 1) AS extended, SUM((cf >> 1) & 1) AS reworked,
+       COUNT(ack_ms) AS ack_n, COUNT(arrive_ms) AS arrive_n, COUNT(resolve_ms) AS resolve_n
+FROM temp.briefing_rows
+GROUP BY {column}"""
+_SQLITE_SORTED = """
+INSERT INTO temp.briefing_sorted (ms)
+SELECT {stage}_ms FROM temp.briefing_rows WHERE {stage}_ms IS NOT NULL ORDER BY {order}{stage}_ms"""
+_SQLITE_AT = sa.text(
+    "SELECT rowid, ms FROM temp.briefing_sorted WHERE rowid IN (SELECT value FROM json_each(:positions))"
 )
-{blocks}"""
+_SQLITE_DROP = ("DROP TABLE IF EXISTS temp.briefing_rows", "DROP TABLE IF EXISTS temp.briefing_sorted")
+
+# The monthly trend's stage times (``_SQLITE_TREND_STAGES``): each stage's durations numbered per unit (the
+# month) by a window, the rows at the wanted ranks (one JSON parameter of ``[kind, unit, stage, rank]``)
+# kept. ``{stage}_m`` flags counted by the trend's figures give the ranks.
+_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
 # One kind's one stage: its durations numbered per unit, the rows at the wanted ranks kept (the row without
 # a unit separately: ``IN`` never matches a NULL).
 _SQLITE_RANKED_STAGE = """
@@ -365,8 +399,8 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
 # Several kinds of unit at once (the briefing document's five): one base with a column per kind (``u0``,
 # ``u1``, …; the township needs none), read once. PostgreSQL groups it by ``GROUPING SETS`` (one set per
 # kind, ``()`` for the township; ``GROUPING(u0, …)`` says which set a row is of: the bits of the columns
-# not grouped, the first column the highest bit); SQLite materialises it and groups it once per kind, and
-# ranks each kind's stage times over one materialised read of the period's leads.
+# not grouped, the first column the highest bit); SQLite writes it once into a temporary table, groups it
+# once per kind and sorts each kind's stage times from it (``_SQLITE_ROWS``).
 _FIGURES_BY_SET = (
     """
 WITH b AS ({base})
@@ -376,14 +410,6 @@ SELECT GROUPING({columns}) AS g, {columns},"""
 FROM b
 GROUP BY GROUPING SETS ({sets})
 """
-)
-_FIGURES_BY_KIND = (
-    """
-SELECT {g} AS g, {column} AS unit,"""
-    + _AGGREGATES
-    + """
-FROM b
-GROUP BY {column}"""
 )
 
 
@@ -434,44 +460,15 @@ async def compute_many(
             # history and read every incident for them (a month by team: about 480 ms against 150 ms).
             await conn.execute(sa.text("SET LOCAL enable_hashjoin = off"))
             await conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-        durations = extra + (_STAGE_DURATIONS if postgres else _SQLITE_MEASURED)
-        base = period_base_sql(unit_column, durations=durations, before=before)
-        aggregates: dict[str, str] = {
-            "due": _DUE,
-            "closed": _CLOSED,
-            "stages": _STAGE_PERCENTILES if postgres else _SQLITE_STAGE_COUNTS,
-        }
-        if len(kinds) == 1:
-            sql = _FIGURES.format(base=base, **aggregates)
-            figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
-        elif postgres:
-            columns = ", ".join(column[kind] for kind in named)
-            sets = ", ".join(f"({column[kind]})" if kind is not Unit.TOWNSHIP else "()" for kind in kinds)
-            sql = _FIGURES_BY_SET.format(base=base, columns=columns, sets=sets, **aggregates)
-            full = (1 << len(named)) - 1
-            mask = {full & ~(1 << (len(named) - 1 - k)): kind for k, kind in enumerate(named)} | {full: Unit.TOWNSHIP}
-            for r in (await conn.execute(_bound(sql), params)).all():
-                kind = mask[int(r.g)]
-                if kind in figure_rows:
-                    figure_rows[kind].append(
-                        _Tagged(r, getattr(r, column[kind]) if kind is not Unit.TOWNSHIP else None)
-                    )
-        else:
-            sql = f"WITH b AS MATERIALIZED ({base})" + "\nUNION ALL".join(
-                _FIGURES_BY_KIND.format(g=k, column=column[kind], **aggregates) for k, kind in enumerate(kinds)
-            )
-            for r in (await conn.execute(_bound(sql), params)).all():
-                figure_rows[kinds[int(r.g)]].append(r)
         if postgres:
-            for kind in kinds:
-                for r in figure_rows[kind]:
-                    for stage in Stage:
-                        n = getattr(r, f"{stage.value}_n")
-                        if n:
-                            median_s, p90_s = getattr(r, f"{stage.value}_p")
-                            stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
+            _postgres_figures(
+                await _postgres_rows(conn, kinds, named, column, extra, unit_column, before, params),
+                kinds,
+                figure_rows,
+                stage_rows,
+            )
         else:
-            await _sqlite_stage_rows(conn, kinds, column, figure_rows, stage_rows, params)
+            await _sqlite_figures(conn, kinds, column, extra, before, params, figure_rows, stage_rows)
         returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
         return_rows = (await conn.execute(_bound(returns_sql), params)).all()
     returns = sorted(
@@ -484,26 +481,110 @@ async def compute_many(
     }
 
 
-async def _sqlite_stage_rows(
+async def _postgres_rows(
+    conn: AsyncConnection,
+    kinds: list[Unit],
+    named: Sequence[Unit],
+    column: dict[Unit, str],
+    extra: str,
+    unit_column: str,
+    before: bool,
+    params: dict[str, Any],
+) -> dict[Unit, list[Any]]:
+    """PostgreSQL: each kind's figure rows, the stage percentiles among their columns (one query)."""
+    base = period_base_sql(unit_column, durations=extra + _STAGE_DURATIONS, before=before)
+    aggregates = {"due": _DUE, "closed": _CLOSED, "stages": _STAGE_PERCENTILES}
+    figure_rows: dict[Unit, list[Any]] = {kind: [] for kind in kinds}
+    if len(kinds) == 1:
+        sql = _FIGURES.format(base=base, **aggregates)
+        figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
+        return figure_rows
+    columns = ", ".join(column[kind] for kind in named)
+    sets = ", ".join(f"({column[kind]})" if kind is not Unit.TOWNSHIP else "()" for kind in kinds)
+    sql = _FIGURES_BY_SET.format(base=base, columns=columns, sets=sets, **aggregates)
+    full = (1 << len(named)) - 1
+    mask = {full & ~(1 << (len(named) - 1 - k)): kind for k, kind in enumerate(named)} | {full: Unit.TOWNSHIP}
+    for r in (await conn.execute(_bound(sql), params)).all():
+        kind = mask[int(r.g)]
+        if kind in figure_rows:
+            figure_rows[kind].append(_Tagged(r, getattr(r, column[kind]) if kind is not Unit.TOWNSHIP else None))
+    return figure_rows
+
+
+def _postgres_figures(
+    rows: dict[Unit, list[Any]],
+    kinds: list[Unit],
+    figure_rows: dict[Unit, list[Any]],
+    stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
+) -> None:
+    for kind in kinds:
+        figure_rows[kind] = rows[kind]
+        for r in rows[kind]:
+            for stage in Stage:
+                n = getattr(r, f"{stage.value}_n")
+                if n:
+                    median_s, p90_s = getattr(r, f"{stage.value}_p")
+                    stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
+
+
+async def _sqlite_figures(
     conn: AsyncConnection,
     kinds: list[Unit],
     column: dict[Unit, str],
+    extra: str,
+    before: bool,
+    params: dict[str, Any],
     figure_rows: dict[Unit, list[Any]],
     stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
-    params: dict[str, Any],
 ) -> None:
-    """SQLite: each kind's stage times, ranked at the ranks its figure rows' counts give (see
-    ``_SQLITE_RANKED``); appended to ``stage_rows`` as ``(unit, stage, n, median_s, p90_s)``."""
-    columns = ", ".join(f"{_UNIT_COLUMN[kind]} AS {column[kind]}" for kind in kinds if column[kind] != "NULL")
-    blocks = "\nUNION ALL".join(
-        _SQLITE_RANKED_STAGE.format(g=g, unit=column[kind], stage=stage.value)
-        for g, kind in enumerate(kinds)
-        for stage in Stage
-    )
-    sql = _SQLITE_RANKED.format(columns=columns, milliseconds=_SQLITE_MILLISECONDS, blocks=blocks)
-    groups = [[(r.unit, r) for r in figure_rows[kind]] for kind in kinds]
-    for g, unit, stage_name, n, median_s, p90_s in await _at_ranks(conn, _bound(sql), params, groups):
-        stage_rows[kinds[g]].append((unit, stage_name, n, median_s, p90_s))
+    """SQLite: each kind's figure rows and stage times (``(unit, stage, n, median_s, p90_s)``) through the
+    temporary tables of ``_SQLITE_ROWS`` (see there); inside the caller's read transaction."""
+    units = extra.lstrip(",") + ", " if extra else f"{_UNIT_COLUMN[kinds[0]]} AS unit, "
+    parts = [
+        _SQLITE_ROWS.format(
+            units=units,
+            received=1,
+            accepted=_SQLITE_ACCEPTED,
+            durations=_SQLITE_MEASURED,
+            which="\n  AND i.reported_at >= :start",
+        )
+    ]
+    if before:  # reported before the period, due or closed in it: neither received nor measured in it
+        parts.append(
+            _SQLITE_ROWS.format(units=units, received=0, accepted=0, durations=_SQLITE_NOT_MEASURED, which=_BEFORE)
+        )
+    for drop in _SQLITE_DROP:
+        await conn.exec_driver_sql(drop)
+    rows_sql = "CREATE TEMP TABLE briefing_rows AS" + "\nUNION ALL".join(parts)
+    await conn.execute(_bound(rows_sql), params)
+    figures_sql = "\nUNION ALL".join(_SQLITE_FIGURES.format(g=g, column=column[kind]) for g, kind in enumerate(kinds))
+    for r in (await conn.exec_driver_sql(figures_sql)).all():
+        figure_rows[kinds[int(r.g)]].append(r)
+    await conn.exec_driver_sql("CREATE TEMP TABLE briefing_sorted (ms INTEGER)")
+    # (kind, unit, stage, n, the positions of its median and p90) for every unit and stage measured
+    wanted: list[tuple[Unit, Any, str, int, tuple[int, int]]] = []
+    inserted = 0
+    for kind in kinds:
+        ordered = sorted(figure_rows[kind], key=lambda r: (r.unit is not None, r.unit or ""))
+        order = "" if kind is Unit.TOWNSHIP else f"{column[kind]}, "
+        for stage in Stage:
+            counts = [(r.unit, int(getattr(r, f"{stage.value}_n") or 0)) for r in ordered]
+            if not any(n for _, n in counts):
+                continue
+            await conn.exec_driver_sql(_SQLITE_SORTED.format(stage=stage.value, order=order))
+            for unit, n in counts:
+                if n:
+                    median, p90 = _nearest_ranks(n)
+                    wanted.append((kind, unit, stage.value, n, (inserted + median, inserted + p90)))
+                    inserted += n
+    if wanted:
+        positions = json.dumps(sorted({p for *_, at in wanted for p in at}))
+        statement = _SQLITE_AT.bindparams(sa.bindparam("positions", type_=sa.String()))
+        found = {int(p): ms for p, ms in (await conn.execute(statement, {"positions": positions})).all()}
+        for kind, unit, stage_name, n, (median, p90) in wanted:
+            stage_rows[kind].append((unit, stage_name, n, found[median] / 1000, found[p90] / 1000))
+    for drop in _SQLITE_DROP:
+        await conn.exec_driver_sql(drop)
 
 
 async def _at_ranks(
