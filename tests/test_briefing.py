@@ -329,6 +329,22 @@ async def test_stage_times_of_many_units_match_the_nearest_ranks(store: SqlIncid
         assert got == want, kind
 
 
+async def test_the_temporary_tables_do_not_outlive_the_computation(history: History) -> None:
+    # SQLite ranks the stage times through temporary tables of the read connection: its rollback when the
+    # connection goes back to the pool removes them (on PostgreSQL there are none).
+    await june_history(history)
+    engine = history.engine
+    used: list[Any] = []
+    sa.event.listen(engine.sync_engine, "checkout", lambda dbapi, record, proxy: used.append(dbapi))
+    await compute_many(engine, start=JUNE, end=JULY, by=list(Unit))
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.dbapi_connection is used[0]  # the same connection the figures were read on
+        if engine.dialect.name == "sqlite":
+            left = (await conn.exec_driver_sql("SELECT name FROM sqlite_temp_master")).scalars().all()
+            assert left == []
+
+
 _NAMES = ("received", "accepted", "due", "closed", "due_closed", "on_time", "overdue_open", "extended", "reworked")
 
 
