@@ -1,7 +1,8 @@
 """The briefing's figures (简报) per unit for a period, computed by SQL over the stored tables.
 
-Read-only: nothing here writes. Every figure is one aggregate query on the engine's pool (SQLite or
-PostgreSQL); no incident is loaded into Python. The definitions are written out in docs/reports.md
+Read-only: nothing here writes to the stored tables (on SQLite the figures go through temporary tables of
+the reading connection, gone with its transaction). Every figure is computed by SQL on the engine's pool
+(SQLite or PostgreSQL); no incident is loaded into Python. The definitions are written out in docs/reports.md
 and repeated, briefly, at the column that computes each.
 """
 
@@ -391,9 +392,9 @@ def _bound(sql: str) -> sa.TextClause:
 async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit) -> Briefing:
     """The figures of every unit of kind ``by`` for the period ``[start, end)``.
 
-    Raises ``ValueError`` when the period is empty or its times are naive. Runs read queries on the
-    engine's pool (three on PostgreSQL, four on SQLite); safe beside the writer (it reads committed rows
-    only).
+    Raises ``ValueError`` when the period is empty or its times are naive. Runs its queries on one
+    connection of the engine's pool (on SQLite in one read transaction, through temporary tables of that
+    connection: see ``_SQLITE_ROWS``); safe beside the writer (it reads committed rows only).
     """
     return (await compute_many(engine, start=start, end=end, by=(by,)))[by]
 
@@ -890,7 +891,7 @@ FROM b WHERE cb >= 0 AND cb < {n} AND rb <= cb GROUP BY cb
 """
 _TREND_NO_STAGES = "".join(f", 0 AS {s}_n, NULL::float8[] AS {s}_p" for s in ("ack", "arrive", "resolve"))
 
-# SQLite: the stage times of each month's received incidents, as ``_SQLITE_RANKED`` with the month as unit
+# SQLite: the stage times of each month's received incidents, ranked by window with the month as unit
 # (measured when the stage ended before the end of the month of the report, counted by ``_TREND``).
 _TREND_COUNTS_ONLY = ", 0 AS ack_n, 0 AS arrive_n, 0 AS resolve_n"
 _SQLITE_TREND_STAGES = """
