@@ -520,6 +520,7 @@ def _postgres_figures(
     figure_rows: dict[Unit, list[Any]],
     stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
 ) -> None:
+    """PostgreSQL: each kind's rows kept as its figure rows, their percentiles as its stage times."""
     for kind in kinds:
         figure_rows[kind] = rows[kind]
         for r in rows[kind]:
