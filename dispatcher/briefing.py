@@ -336,19 +336,9 @@ _SQLITE_AT = sa.text(
 )
 _SQLITE_DROP = ("DROP TABLE IF EXISTS temp.briefing_rows", "DROP TABLE IF EXISTS temp.briefing_sorted")
 
-# The monthly trend's stage times (``_SQLITE_TREND_STAGES``): each stage's durations numbered per unit (the
-# month) by a window, the rows at the wanted ranks (one JSON parameter of ``[kind, unit, stage, rank]``)
-# kept. ``{stage}_m`` flags counted by the trend's figures give the ranks.
+# The monthly trend's stage times are ranked the same way, the month (``rb``) as the unit (``_SQLITE_TREND_ROWS``);
+# ``{stage}_m`` flags counted by the trend's figures give each month's measured counts.
 _SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
-# One kind's one stage: its durations numbered per unit, the rows at the wanted ranks kept (the row without
-# a unit separately: ``IN`` never matches a NULL).
-_SQLITE_RANKED_STAGE = """
-SELECT {g} AS g, unit, '{stage}' AS stage, rn, ms FROM (
-  SELECT {unit} AS unit, {stage}_ms AS ms, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {stage}_ms) AS rn
-  FROM leads WHERE {stage}_ms IS NOT NULL
-)
-WHERE (unit, rn) IN (SELECT unit, rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NOT NULL)
-   OR (unit IS NULL AND rn IN (SELECT rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NULL))"""
 
 
 def _nearest_ranks(n: int) -> tuple[int, int]:
@@ -564,58 +554,43 @@ async def _sqlite_figures(
     figures_sql = "\nUNION ALL".join(_SQLITE_FIGURES.format(g=g, column=column[kind]) for g, kind in enumerate(kinds))
     for r in (await conn.exec_driver_sql(figures_sql)).all():
         figure_rows[kinds[int(r.g)]].append(r)
-    await conn.exec_driver_sql("CREATE TEMP TABLE briefing_sorted (ms INTEGER)")
-    # (kind, unit, stage, n, the positions of its median and p90) for every unit and stage measured
-    wanted: list[tuple[Unit, Any, str, int, tuple[int, int]]] = []
-    inserted = 0
+    blocks = []
     for kind in kinds:
         ordered = sorted(figure_rows[kind], key=lambda r: (r.unit is not None, r.unit or ""))
-        order = "" if kind is Unit.TOWNSHIP else f"{column[kind]}, "
+        blocks.append(("" if kind is Unit.TOWNSHIP else column[kind], [(r.unit, r) for r in ordered]))
+    for g, unit, stage_name, n, median_s, p90_s in await _sqlite_ranks(conn, blocks):
+        stage_rows[kinds[g]].append((unit, stage_name, n, median_s, p90_s))
+
+
+async def _sqlite_ranks(
+    conn: AsyncConnection, blocks: list[tuple[str, list[tuple[Any, Any]]]]
+) -> list[tuple[int, Any, str, int, float, float]]:
+    """SQLite: the nearest-rank median and p90 of each stage's durations in ``temp.briefing_rows``
+    (``{stage}_ms``) per unit (see ``_SQLITE_SORTED``). Block ``g`` is the unit column (empty: one unit) and
+    its units in that column's order, ``(unit, row)`` with ``row.{stage}_n`` the unit's measured count.
+    Returns ``(g, unit, stage, n, median_s, p90_s)`` for every unit and stage measured at least once."""
+    await conn.exec_driver_sql("CREATE TEMP TABLE briefing_sorted (ms INTEGER)")
+    # (g, unit, stage, n, the positions of its median and p90) for every unit and stage measured
+    wanted: list[tuple[int, Any, str, int, tuple[int, int]]] = []
+    inserted = 0
+    for g, (column, units) in enumerate(blocks):
+        order = f"{column}, " if column else ""
         for stage in Stage:
-            counts = [(r.unit, int(getattr(r, f"{stage.value}_n") or 0)) for r in ordered]
+            counts = [(unit, int(getattr(row, f"{stage.value}_n") or 0)) for unit, row in units]
             if not any(n for _, n in counts):
                 continue
             await conn.exec_driver_sql(_SQLITE_SORTED.format(stage=stage.value, order=order))
             for unit, n in counts:
                 if n:
                     median, p90 = _nearest_ranks(n)
-                    wanted.append((kind, unit, stage.value, n, (inserted + median, inserted + p90)))
+                    wanted.append((g, unit, stage.value, n, (inserted + median, inserted + p90)))
                     inserted += n
-    if wanted:
-        positions = json.dumps(sorted({p for *_, at in wanted for p in at}))
-        statement = _SQLITE_AT.bindparams(sa.bindparam("positions", type_=sa.String()))
-        found = {int(p): ms for p, ms in (await conn.execute(statement, {"positions": positions})).all()}
-        for kind, unit, stage_name, n, (median, p90) in wanted:
-            stage_rows[kind].append((unit, stage_name, n, found[median] / 1000, found[p90] / 1000))
-
-
-async def _at_ranks(
-    conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any], groups: list[list[tuple[Any, Any]]]
-) -> list[tuple[int, Any, str, int, float, float]]:
-    """Runs a ranked-stage ``statement`` (``_SQLITE_RANKED_STAGE`` blocks, ``:ranks`` bound here) for the
-    units of each group ``g``: ``(unit, row)`` pairs whose row has ``{stage}_n``, the unit's measured count.
-    Returns ``(g, unit, stage, n, median_s, p90_s)`` for every unit and stage measured at least once."""
-    wanted: list[tuple[int, Any, str, int]] = []
-    counted: list[tuple[int, Any, str, int]] = []
-    for g, units in enumerate(groups):
-        for unit, row in units:
-            for stage in Stage:
-                n = int(getattr(row, f"{stage.value}_n") or 0)
-                if n:
-                    counted.append((g, unit, stage.value, n))
-                    wanted += [(g, unit, stage.value, rank) for rank in _nearest_ranks(n)]
-    if not counted:
+    if not wanted:
         return []
-    ranks = json.dumps([list(w) for w in wanted], ensure_ascii=False)
-    rows = (
-        await conn.execute(statement.bindparams(sa.bindparam("ranks", type_=sa.String())), {**params, "ranks": ranks})
-    ).all()
-    found = {(int(g), unit, stage, int(rn)): ms for g, unit, stage, rn, ms in rows}
-    out = []
-    for g, unit, stage_name, n in counted:
-        median_ms, p90_ms = (found[(g, unit, stage_name, rank)] for rank in _nearest_ranks(n))
-        out.append((g, unit, stage_name, n, median_ms / 1000, p90_ms / 1000))
-    return out
+    positions = json.dumps(sorted({p for *_, at in wanted for p in at}))
+    statement = _SQLITE_AT.bindparams(sa.bindparam("positions", type_=sa.String()))
+    found = {int(p): ms for p, ms in (await conn.execute(statement, {"positions": positions})).all()}
+    return [(g, unit, stage, n, found[median] / 1000, found[p90] / 1000) for g, unit, stage, n, (median, p90) in wanted]
 
 
 class _Tagged:
@@ -895,27 +870,20 @@ _TREND_NO_STAGES = "".join(f", 0 AS {s}_n, NULL::float8[] AS {s}_p" for s in ("a
 # SQLite: the stage times of each month's received incidents, ranked by window with the month as unit
 # (measured when the stage ended before the end of the month of the report, counted by ``_TREND``).
 _TREND_COUNTS_ONLY = ", 0 AS ack_n, 0 AS arrive_n, 0 AS resolve_n"
-_SQLITE_TREND_STAGES = """
-WITH leads AS MATERIALIZED (
-  SELECT rb AS unit,
-    CASE WHEN {ack} <= rb THEN CAST(ROUND((julianday(acked_at) - d0) * 86400000.0) AS INTEGER) END AS ack_ms,
-    CASE WHEN {arrive} <= rb THEN CAST(ROUND((julianday(arrived_at) - d0) * 86400000.0) AS INTEGER) END AS arrive_ms,
-    CASE WHEN {resolve} <= rb THEN CAST(ROUND((julianday(resolved_at) - d0) * 86400000.0) AS INTEGER) END AS resolve_ms
-  FROM (
-    SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
-    FROM incident i
-    CROSS JOIN assignment a
-      ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
-    WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
-      AND i.reported_at >= :m0 AND i.reported_at < :m{n}
-  )
-),
-wanted(g, unit, stage, rn) AS MATERIALIZED (
-  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-         json_extract(value, '$[3]')
-  FROM json_each(:ranks)
-)
-{stages}"""
+_SQLITE_TREND_ROWS = """
+CREATE TEMP TABLE briefing_rows AS
+SELECT rb AS unit,
+  CASE WHEN {ack} <= rb THEN CAST(ROUND((julianday(acked_at) - d0) * 86400000.0) AS INTEGER) END AS ack_ms,
+  CASE WHEN {arrive} <= rb THEN CAST(ROUND((julianday(arrived_at) - d0) * 86400000.0) AS INTEGER) END AS arrive_ms,
+  CASE WHEN {resolve} <= rb THEN CAST(ROUND((julianday(resolved_at) - d0) * 86400000.0) AS INTEGER) END AS resolve_ms
+FROM (
+  SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
+  FROM incident i
+  CROSS JOIN assignment a
+    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+    AND i.reported_at >= :m0 AND i.reported_at < :m{n}
+)"""
 
 
 async def trend(
@@ -952,18 +920,18 @@ async def trend(
         rows = (await conn.execute(sa.text(sql).bindparams(*bind), params)).all()
         stage_rows: list[tuple[Any, str, Any, Any, Any]] = []
         if not postgres:
-            stages_sql = _SQLITE_TREND_STAGES.format(
+            rows_sql = _SQLITE_TREND_ROWS.format(
                 rb=_month_of("i.reported_at", n),
                 n=n,
-                stages="\nUNION ALL".join(
-                    _SQLITE_RANKED_STAGE.format(g=0, unit="unit", stage=stage.value) for stage in Stage
-                ),
                 ack=_month_of("acked_at", n),
                 arrive=_month_of("arrived_at", n),
                 resolve=_month_of("resolved_at", n),
             )
-            months_received = [(int(row.k), row) for row in rows if row.part == "r" and int(row.k) >= 0]
-            ranked = await _at_ranks(conn, sa.text(stages_sql).bindparams(*bind), params, [months_received])
+            for drop in _SQLITE_DROP:
+                await conn.exec_driver_sql(drop)
+            await conn.execute(sa.text(rows_sql).bindparams(*bind), params)
+            months_received = sorted((int(row.k), row) for row in rows if row.part == "r" and int(row.k) >= 0)
+            ranked = await _sqlite_ranks(conn, [("unit", months_received)])
             stage_rows = [
                 (k, stage_name, count, median_s, p90_s) for _, k, stage_name, count, median_s, p90_s in ranked
             ]
