@@ -891,7 +891,8 @@ async def trend(
 ) -> list[tuple[str, UnitFigures | None]]:
     """The township's figures of each of ``months`` (name, start, end; each starting where the one before
     ends, as ``Period.months``), equal to ``compute(start, end, Unit.TOWNSHIP)`` month by month (None where
-    that has no row), in one read of the incidents: one query on PostgreSQL, two on SQLite."""
+    that has no row): one query on PostgreSQL; on SQLite the figures, then the period's leads read once more
+    into a temporary table whose durations are ranked by sorted insertion (see ``_SQLITE_ROWS``)."""
     if not months:
         return []
     bounds = [months[0][1], *(end for _, _, end in months)]
