@@ -1,7 +1,8 @@
 """The briefing's figures (简报) per unit for a period, computed by SQL over the stored tables.
 
-Read-only: nothing here writes. Every figure is one aggregate query on the engine's pool (SQLite or
-PostgreSQL); no incident is loaded into Python. The definitions are written out in docs/reports.md
+Read-only: nothing here writes to the stored tables (on SQLite the figures go through temporary tables of
+the reading connection, gone with its transaction). Every figure is computed by SQL on the engine's pool
+(SQLite or PostgreSQL); no incident is loaded into Python. The definitions are written out in docs/reports.md
 and repeated, briefly, at the column that computes each.
 """
 
@@ -268,50 +269,76 @@ _STAGE_PERCENTILES = "".join(
 )
 
 
-# SQLite has no percentile function: each stage's durations are numbered in order per unit by a window,
-# and the rows at the median's and the p90's nearest rank kept. The ranks are known first: the figures'
-# pass counts each unit's measured durations (``{stage}_n``, from the ``{stage}_m`` flags below); the
-# stage query then only numbers each unit's sorted durations (``ROW_NUMBER``, one sort per stage) and keeps
-# the rows at those ranks, given as one JSON parameter (``[kind, unit, stage, rank]``). (The count taken
-# from the sorted window itself, a full-frame ``COUNT(*) OVER``, and the grouping of the ranked rows were
-# about half of a year's ranking.) Each duration is whole milliseconds, as ``julianday`` keeps them
-# (``ROUND`` to an integer takes SQLite's fast path; to three decimals it formats and parses text), and
-# computed once when the leads are read: seconds are ``ms / 1000``, the value ``ROUND(…, 3)`` gave.
-_SQLITE_MEASURED = """,
-       i.reported_at >= :start AND a.acked_at < :end AS ack_m,
-       i.reported_at >= :start AND a.arrived_at < :end AS arrive_m,
-       i.reported_at >= :start AND a.resolved_at < :end AS resolve_m"""
-_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
-_SQLITE_MILLISECONDS = "".join(
+# SQLite has no percentile function, and a window function over a year's durations cost more than sorting
+# them (``ROW_NUMBER`` buffers every row of its partition in a table of its own: ~50 ms of a year's ~70 ms
+# per stage, measured alone). So SQLite computes a period's figures in a temporary table, all within one
+# read transaction (one snapshot):
+#
+# 1. ``_SQLITE_ROWS``: the period's incidents (``_PERIOD_BASE``'s two parts) joined to their current lead
+#    once, one narrow row each: the unit column(s), whether received (``r``) and accepted (``acc``), the
+#    figures of the due ones as bits of ``df`` (1 due, 2 closed before the end, 4 on time, 8 still open at
+#    the end, 16 extended), of the closed ones as bits of ``cf`` (1 closed, 2 reworked), and each stage's
+#    duration in whole milliseconds where measured (received in the period, the stage ended before its
+#    end; NULL otherwise). Each condition is evaluated once a row, not once per figure that uses it.
+# 2. ``_SQLITE_FIGURES``: each kind's figures grouped from that table, with each unit's measured count per
+#    stage (``COUNT({stage}_ms)``), so the nearest ranks are known before anything is sorted.
+# 3. ``_SQLITE_SORTED``: for each kind and stage, the measured durations inserted into a second temporary
+#    table in order of (unit, duration). Rows are numbered as they are inserted, so a duration's ``rowid``
+#    is its position: the rows before its unit's (the counts of the units that sort before it: SQLite's
+#    ``BINARY`` order of UTF-8 text is Python's order of ``str``; NULL first) plus its rank in its unit.
+#    The rows at the wanted positions are then read by ``rowid``.
+#
+# Each duration is whole milliseconds, as ``julianday`` keeps them (``ROUND`` to an integer takes SQLite's
+# fast path; to three decimals it formats and parses text): seconds are ``ms / 1000``, the value
+# ``ROUND(…, 3)`` gave. The temporary tables live in the connection's own temporary database, which no
+# other connection sees; they are created inside the read transaction, so its rollback when the connection
+# goes back to the pool removes them (dropping them first cost ~10 ms more a year); any left over from a
+# transaction that was committed instead is dropped before they are created.
+_SQLITE_MEASURED = "".join(
     f""",
-    CASE WHEN a.{at} < :end
-         THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END AS {stage}_ms"""
+       CASE WHEN a.{at} < :end
+            THEN CAST(ROUND((julianday(a.{at}) - julianday(a.dispatched_at)) * 86400000.0) AS INTEGER) END
+         AS {stage}_ms"""
     for stage, at in (("ack", "acked_at"), ("arrive", "arrived_at"), ("resolve", "resolved_at"))
 )
-_SQLITE_RANKED = """
-WITH leads AS MATERIALIZED (
-  SELECT {columns}{milliseconds}
-  FROM incident i
-  CROSS JOIN assignment a
-    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
-  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
-    AND i.reported_at >= :start AND i.reported_at < :end
-),
-wanted(g, unit, stage, rn) AS MATERIALIZED (
-  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-         json_extract(value, '$[3]')
-  FROM json_each(:ranks)
+_SQLITE_NOT_MEASURED = ", NULL AS ack_ms, NULL AS arrive_ms, NULL AS resolve_ms"
+# accepted (立案), of the period's own reports: a lead now or at some time (``had_lead``), no handover
+_SQLITE_ACCEPTED = """CASE WHEN i.handover IS NOT NULL THEN 0 WHEN a.team IS NOT NULL THEN 1
+            WHEN EXISTS (SELECT 1 FROM assignment x WHERE x.incident_id = i.id AND x.role = 'lead') THEN 1
+            ELSE 0 END"""
+_SQLITE_ROWS = """
+SELECT {units}{received} AS r, {accepted} AS acc,
+       CASE WHEN a.resolve_due_at >= :start AND a.resolve_due_at < :end AND i.status NOT IN ('cancelled', 'parked')
+            THEN 1 + (CASE WHEN i.closed_at < :end THEN 2 ELSE 0 END)
+                   + (CASE WHEN i.closed_at <= a.resolve_due_at THEN 4 ELSE 0 END)
+                   + (CASE WHEN i.closed_at IS NULL OR i.closed_at >= :end THEN 8 ELSE 0 END)
+                   + (CASE WHEN i.extensions > 0 THEN 16 ELSE 0 END)
+            ELSE 0 END AS df,
+       CASE WHEN i.closed_at >= :start AND i.closed_at < :end
+            THEN 1 + (CASE WHEN i.reworks > 0 THEN 2 ELSE 0 END) ELSE 0 END AS cf{durations}
+FROM incident i
+LEFT JOIN assignment a
+  ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+  AND i.reported_at < :end{which}"""
+_SQLITE_FIGURES = """
+SELECT {g} AS g, {column} AS unit, SUM(r) AS received, SUM(acc) AS accepted, SUM(df & 1) AS due,
+       SUM(cf & 1) AS closed, SUM((df >> 1) & 1) AS due_closed, SUM((df >> 2) & 1) AS on_time,
+       SUM((df >> 3) & 1) AS overdue_open, SUM((df >> 4) & 1) AS extended, SUM((cf >> 1) & 1) AS reworked,
+       COUNT(ack_ms) AS ack_n, COUNT(arrive_ms) AS arrive_n, COUNT(resolve_ms) AS resolve_n
+FROM temp.briefing_rows
+GROUP BY {column}"""
+_SQLITE_SORTED = """
+INSERT INTO temp.briefing_sorted (ms)
+SELECT {stage}_ms FROM temp.briefing_rows WHERE {stage}_ms IS NOT NULL ORDER BY {order}{stage}_ms"""
+_SQLITE_AT = sa.text(
+    "SELECT rowid, ms FROM temp.briefing_sorted WHERE rowid IN (SELECT value FROM json_each(:positions))"
 )
-{blocks}"""
-# One kind's one stage: its durations numbered per unit, the rows at the wanted ranks kept (the row without
-# a unit separately: ``IN`` never matches a NULL).
-_SQLITE_RANKED_STAGE = """
-SELECT {g} AS g, unit, '{stage}' AS stage, rn, ms FROM (
-  SELECT {unit} AS unit, {stage}_ms AS ms, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {stage}_ms) AS rn
-  FROM leads WHERE {stage}_ms IS NOT NULL
-)
-WHERE (unit, rn) IN (SELECT unit, rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NOT NULL)
-   OR (unit IS NULL AND rn IN (SELECT rn FROM wanted WHERE g = {g} AND stage = '{stage}' AND unit IS NULL))"""
+_SQLITE_DROP = ("DROP TABLE IF EXISTS temp.briefing_rows", "DROP TABLE IF EXISTS temp.briefing_sorted")
+
+# The monthly trend's stage times are ranked the same way, the month (``rb``) as the unit (``_SQLITE_TREND_ROWS``);
+# ``{stage}_m`` flags counted by the trend's figures give each month's measured counts.
+_SQLITE_STAGE_COUNTS = ", SUM(ack_m) AS ack_n, SUM(arrive_m) AS arrive_n, SUM(resolve_m) AS resolve_n"
 
 
 def _nearest_ranks(n: int) -> tuple[int, int]:
@@ -355,9 +382,9 @@ def _bound(sql: str) -> sa.TextClause:
 async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Unit) -> Briefing:
     """The figures of every unit of kind ``by`` for the period ``[start, end)``.
 
-    Raises ``ValueError`` when the period is empty or its times are naive. Runs read queries on the
-    engine's pool (three on PostgreSQL, four on SQLite); safe beside the writer (it reads committed rows
-    only).
+    Raises ``ValueError`` when the period is empty or its times are naive. Runs its queries on one
+    connection of the engine's pool (on SQLite in one read transaction, through temporary tables of that
+    connection: see ``_SQLITE_ROWS``); safe beside the writer (it reads committed rows only).
     """
     return (await compute_many(engine, start=start, end=end, by=(by,)))[by]
 
@@ -365,8 +392,8 @@ async def compute(engine: AsyncEngine, *, start: datetime, end: datetime, by: Un
 # Several kinds of unit at once (the briefing document's five): one base with a column per kind (``u0``,
 # ``u1``, …; the township needs none), read once. PostgreSQL groups it by ``GROUPING SETS`` (one set per
 # kind, ``()`` for the township; ``GROUPING(u0, …)`` says which set a row is of: the bits of the columns
-# not grouped, the first column the highest bit); SQLite materialises it and groups it once per kind, and
-# ranks each kind's stage times over one materialised read of the period's leads.
+# not grouped, the first column the highest bit); SQLite writes it once into a temporary table, groups it
+# once per kind and sorts each kind's stage times from it (``_SQLITE_ROWS``).
 _FIGURES_BY_SET = (
     """
 WITH b AS ({base})
@@ -376,14 +403,6 @@ SELECT GROUPING({columns}) AS g, {columns},"""
 FROM b
 GROUP BY GROUPING SETS ({sets})
 """
-)
-_FIGURES_BY_KIND = (
-    """
-SELECT {g} AS g, {column} AS unit,"""
-    + _AGGREGATES
-    + """
-FROM b
-GROUP BY {column}"""
 )
 
 
@@ -434,44 +453,15 @@ async def compute_many(
             # history and read every incident for them (a month by team: about 480 ms against 150 ms).
             await conn.execute(sa.text("SET LOCAL enable_hashjoin = off"))
             await conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-        durations = extra + (_STAGE_DURATIONS if postgres else _SQLITE_MEASURED)
-        base = period_base_sql(unit_column, durations=durations, before=before)
-        aggregates: dict[str, str] = {
-            "due": _DUE,
-            "closed": _CLOSED,
-            "stages": _STAGE_PERCENTILES if postgres else _SQLITE_STAGE_COUNTS,
-        }
-        if len(kinds) == 1:
-            sql = _FIGURES.format(base=base, **aggregates)
-            figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
-        elif postgres:
-            columns = ", ".join(column[kind] for kind in named)
-            sets = ", ".join(f"({column[kind]})" if kind is not Unit.TOWNSHIP else "()" for kind in kinds)
-            sql = _FIGURES_BY_SET.format(base=base, columns=columns, sets=sets, **aggregates)
-            full = (1 << len(named)) - 1
-            mask = {full & ~(1 << (len(named) - 1 - k)): kind for k, kind in enumerate(named)} | {full: Unit.TOWNSHIP}
-            for r in (await conn.execute(_bound(sql), params)).all():
-                kind = mask[int(r.g)]
-                if kind in figure_rows:
-                    figure_rows[kind].append(
-                        _Tagged(r, getattr(r, column[kind]) if kind is not Unit.TOWNSHIP else None)
-                    )
-        else:
-            sql = f"WITH b AS MATERIALIZED ({base})" + "\nUNION ALL".join(
-                _FIGURES_BY_KIND.format(g=k, column=column[kind], **aggregates) for k, kind in enumerate(kinds)
-            )
-            for r in (await conn.execute(_bound(sql), params)).all():
-                figure_rows[kinds[int(r.g)]].append(r)
         if postgres:
-            for kind in kinds:
-                for r in figure_rows[kind]:
-                    for stage in Stage:
-                        n = getattr(r, f"{stage.value}_n")
-                        if n:
-                            median_s, p90_s = getattr(r, f"{stage.value}_p")
-                            stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
+            _postgres_figures(
+                await _postgres_rows(conn, kinds, named, column, extra, unit_column, before, params),
+                kinds,
+                figure_rows,
+                stage_rows,
+            )
         else:
-            await _sqlite_stage_rows(conn, kinds, column, figure_rows, stage_rows, params)
+            await _sqlite_figures(conn, kinds, column, extra, before, params, figure_rows, stage_rows)
         returns_sql = _RETURNS.format(fence="OFFSET 0" if postgres else "")
         return_rows = (await conn.execute(_bound(returns_sql), params)).all()
     returns = sorted(
@@ -484,55 +474,123 @@ async def compute_many(
     }
 
 
-async def _sqlite_stage_rows(
+async def _postgres_rows(
+    conn: AsyncConnection,
+    kinds: list[Unit],
+    named: Sequence[Unit],
+    column: dict[Unit, str],
+    extra: str,
+    unit_column: str,
+    before: bool,
+    params: dict[str, Any],
+) -> dict[Unit, list[Any]]:
+    """PostgreSQL: each kind's figure rows, the stage percentiles among their columns (one query)."""
+    base = period_base_sql(unit_column, durations=extra + _STAGE_DURATIONS, before=before)
+    aggregates = {"due": _DUE, "closed": _CLOSED, "stages": _STAGE_PERCENTILES}
+    figure_rows: dict[Unit, list[Any]] = {kind: [] for kind in kinds}
+    if len(kinds) == 1:
+        sql = _FIGURES.format(base=base, **aggregates)
+        figure_rows[kinds[0]] = list((await conn.execute(_bound(sql), params)).all())
+        return figure_rows
+    columns = ", ".join(column[kind] for kind in named)
+    sets = ", ".join(f"({column[kind]})" if kind is not Unit.TOWNSHIP else "()" for kind in kinds)
+    sql = _FIGURES_BY_SET.format(base=base, columns=columns, sets=sets, **aggregates)
+    full = (1 << len(named)) - 1
+    mask = {full & ~(1 << (len(named) - 1 - k)): kind for k, kind in enumerate(named)} | {full: Unit.TOWNSHIP}
+    for r in (await conn.execute(_bound(sql), params)).all():
+        kind = mask[int(r.g)]
+        if kind in figure_rows:
+            figure_rows[kind].append(_Tagged(r, getattr(r, column[kind]) if kind is not Unit.TOWNSHIP else None))
+    return figure_rows
+
+
+def _postgres_figures(
+    rows: dict[Unit, list[Any]],
+    kinds: list[Unit],
+    figure_rows: dict[Unit, list[Any]],
+    stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
+) -> None:
+    """PostgreSQL: each kind's rows kept as its figure rows, their percentiles as its stage times."""
+    for kind in kinds:
+        figure_rows[kind] = rows[kind]
+        for r in rows[kind]:
+            for stage in Stage:
+                n = getattr(r, f"{stage.value}_n")
+                if n:
+                    median_s, p90_s = getattr(r, f"{stage.value}_p")
+                    stage_rows[kind].append((r.unit, stage.value, n, median_s, p90_s))
+
+
+async def _sqlite_figures(
     conn: AsyncConnection,
     kinds: list[Unit],
     column: dict[Unit, str],
+    extra: str,
+    before: bool,
+    params: dict[str, Any],
     figure_rows: dict[Unit, list[Any]],
     stage_rows: dict[Unit, list[tuple[Any, str, Any, Any, Any]]],
-    params: dict[str, Any],
 ) -> None:
-    """SQLite: each kind's stage times, ranked at the ranks its figure rows' counts give (see
-    ``_SQLITE_RANKED``); appended to ``stage_rows`` as ``(unit, stage, n, median_s, p90_s)``."""
-    columns = ", ".join(f"{_UNIT_COLUMN[kind]} AS {column[kind]}" for kind in kinds if column[kind] != "NULL")
-    blocks = "\nUNION ALL".join(
-        _SQLITE_RANKED_STAGE.format(g=g, unit=column[kind], stage=stage.value)
-        for g, kind in enumerate(kinds)
-        for stage in Stage
-    )
-    sql = _SQLITE_RANKED.format(columns=columns, milliseconds=_SQLITE_MILLISECONDS, blocks=blocks)
-    groups = [[(r.unit, r) for r in figure_rows[kind]] for kind in kinds]
-    for g, unit, stage_name, n, median_s, p90_s in await _at_ranks(conn, _bound(sql), params, groups):
+    """SQLite: each kind's figure rows and stage times (``(unit, stage, n, median_s, p90_s)``) through the
+    temporary tables of ``_SQLITE_ROWS`` (see there); inside the caller's read transaction."""
+    units = extra.lstrip(",") + ", " if extra else f"{_UNIT_COLUMN[kinds[0]]} AS unit, "
+    parts = [
+        _SQLITE_ROWS.format(
+            units=units,
+            received=1,
+            accepted=_SQLITE_ACCEPTED,
+            durations=_SQLITE_MEASURED,
+            which="\n  AND i.reported_at >= :start",
+        )
+    ]
+    if before:  # reported before the period, due or closed in it: neither received nor measured in it
+        parts.append(
+            _SQLITE_ROWS.format(units=units, received=0, accepted=0, durations=_SQLITE_NOT_MEASURED, which=_BEFORE)
+        )
+    for drop in _SQLITE_DROP:
+        await conn.exec_driver_sql(drop)
+    rows_sql = "CREATE TEMP TABLE briefing_rows AS" + "\nUNION ALL".join(parts)
+    await conn.execute(_bound(rows_sql), params)
+    figures_sql = "\nUNION ALL".join(_SQLITE_FIGURES.format(g=g, column=column[kind]) for g, kind in enumerate(kinds))
+    for r in (await conn.exec_driver_sql(figures_sql)).all():
+        figure_rows[kinds[int(r.g)]].append(r)
+    blocks = []
+    for kind in kinds:
+        ordered = sorted(figure_rows[kind], key=lambda r: (r.unit is not None, r.unit or ""))
+        blocks.append(("" if kind is Unit.TOWNSHIP else column[kind], [(r.unit, r) for r in ordered]))
+    for g, unit, stage_name, n, median_s, p90_s in await _sqlite_ranks(conn, blocks):
         stage_rows[kinds[g]].append((unit, stage_name, n, median_s, p90_s))
 
 
-async def _at_ranks(
-    conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any], groups: list[list[tuple[Any, Any]]]
+async def _sqlite_ranks(
+    conn: AsyncConnection, blocks: list[tuple[str, list[tuple[Any, Any]]]]
 ) -> list[tuple[int, Any, str, int, float, float]]:
-    """Runs a ranked-stage ``statement`` (``_SQLITE_RANKED_STAGE`` blocks, ``:ranks`` bound here) for the
-    units of each group ``g``: ``(unit, row)`` pairs whose row has ``{stage}_n``, the unit's measured count.
+    """SQLite: the nearest-rank median and p90 of each stage's durations in ``temp.briefing_rows``
+    (``{stage}_ms``) per unit (see ``_SQLITE_SORTED``). Block ``g`` is the unit column (empty: one unit) and
+    its units in that column's order, ``(unit, row)`` with ``row.{stage}_n`` the unit's measured count.
     Returns ``(g, unit, stage, n, median_s, p90_s)`` for every unit and stage measured at least once."""
-    wanted: list[tuple[int, Any, str, int]] = []
-    counted: list[tuple[int, Any, str, int]] = []
-    for g, units in enumerate(groups):
-        for unit, row in units:
-            for stage in Stage:
-                n = int(getattr(row, f"{stage.value}_n") or 0)
+    await conn.exec_driver_sql("CREATE TEMP TABLE briefing_sorted (ms INTEGER)")
+    # (g, unit, stage, n, the positions of its median and p90) for every unit and stage measured
+    wanted: list[tuple[int, Any, str, int, tuple[int, int]]] = []
+    inserted = 0
+    for g, (column, units) in enumerate(blocks):
+        order = f"{column}, " if column else ""
+        for stage in Stage:
+            counts = [(unit, int(getattr(row, f"{stage.value}_n") or 0)) for unit, row in units]
+            if not any(n for _, n in counts):
+                continue
+            await conn.exec_driver_sql(_SQLITE_SORTED.format(stage=stage.value, order=order))
+            for unit, n in counts:
                 if n:
-                    counted.append((g, unit, stage.value, n))
-                    wanted += [(g, unit, stage.value, rank) for rank in _nearest_ranks(n)]
-    if not counted:
+                    median, p90 = _nearest_ranks(n)
+                    wanted.append((g, unit, stage.value, n, (inserted + median, inserted + p90)))
+                    inserted += n
+    if not wanted:
         return []
-    ranks = json.dumps([list(w) for w in wanted], ensure_ascii=False)
-    rows = (
-        await conn.execute(statement.bindparams(sa.bindparam("ranks", type_=sa.String())), {**params, "ranks": ranks})
-    ).all()
-    found = {(int(g), unit, stage, int(rn)): ms for g, unit, stage, rn, ms in rows}
-    out = []
-    for g, unit, stage_name, n in counted:
-        median_ms, p90_ms = (found[(g, unit, stage_name, rank)] for rank in _nearest_ranks(n))
-        out.append((g, unit, stage_name, n, median_ms / 1000, p90_ms / 1000))
-    return out
+    positions = json.dumps(sorted({p for *_, at in wanted for p in at}))
+    statement = _SQLITE_AT.bindparams(sa.bindparam("positions", type_=sa.String()))
+    found = {int(p): ms for p, ms in (await conn.execute(statement, {"positions": positions})).all()}
+    return [(g, unit, stage, n, found[median] / 1000, found[p90] / 1000) for g, unit, stage, n, (median, p90) in wanted]
 
 
 class _Tagged:
@@ -809,30 +867,23 @@ FROM b WHERE cb >= 0 AND cb < {n} AND rb <= cb GROUP BY cb
 """
 _TREND_NO_STAGES = "".join(f", 0 AS {s}_n, NULL::float8[] AS {s}_p" for s in ("ack", "arrive", "resolve"))
 
-# SQLite: the stage times of each month's received incidents, as ``_SQLITE_RANKED`` with the month as unit
+# SQLite: the stage times of each month's received incidents, ranked by window with the month as unit
 # (measured when the stage ended before the end of the month of the report, counted by ``_TREND``).
 _TREND_COUNTS_ONLY = ", 0 AS ack_n, 0 AS arrive_n, 0 AS resolve_n"
-_SQLITE_TREND_STAGES = """
-WITH leads AS MATERIALIZED (
-  SELECT rb AS unit,
-    CASE WHEN {ack} <= rb THEN CAST(ROUND((julianday(acked_at) - d0) * 86400000.0) AS INTEGER) END AS ack_ms,
-    CASE WHEN {arrive} <= rb THEN CAST(ROUND((julianday(arrived_at) - d0) * 86400000.0) AS INTEGER) END AS arrive_ms,
-    CASE WHEN {resolve} <= rb THEN CAST(ROUND((julianday(resolved_at) - d0) * 86400000.0) AS INTEGER) END AS resolve_ms
-  FROM (
-    SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
-    FROM incident i
-    CROSS JOIN assignment a
-      ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
-    WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
-      AND i.reported_at >= :m0 AND i.reported_at < :m{n}
-  )
-),
-wanted(g, unit, stage, rn) AS MATERIALIZED (
-  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-         json_extract(value, '$[3]')
-  FROM json_each(:ranks)
-)
-{stages}"""
+_SQLITE_TREND_ROWS = """
+CREATE TEMP TABLE briefing_rows AS
+SELECT rb AS unit,
+  CASE WHEN {ack} <= rb THEN CAST(ROUND((julianday(acked_at) - d0) * 86400000.0) AS INTEGER) END AS ack_ms,
+  CASE WHEN {arrive} <= rb THEN CAST(ROUND((julianday(arrived_at) - d0) * 86400000.0) AS INTEGER) END AS arrive_ms,
+  CASE WHEN {resolve} <= rb THEN CAST(ROUND((julianday(resolved_at) - d0) * 86400000.0) AS INTEGER) END AS resolve_ms
+FROM (
+  SELECT {rb} AS rb, julianday(a.dispatched_at) AS d0, a.acked_at, a.arrived_at, a.resolved_at
+  FROM incident i
+  CROSS JOIN assignment a
+    ON a.incident_id = i.id AND a.role = 'lead' AND a.state NOT IN ('returned', 'cancelled')
+  WHERE NOT i.exercise AND i.merged_into IS NULL AND i.status <> 'merged'
+    AND i.reported_at >= :m0 AND i.reported_at < :m{n}
+)"""
 
 
 async def trend(
@@ -840,7 +891,8 @@ async def trend(
 ) -> list[tuple[str, UnitFigures | None]]:
     """The township's figures of each of ``months`` (name, start, end; each starting where the one before
     ends, as ``Period.months``), equal to ``compute(start, end, Unit.TOWNSHIP)`` month by month (None where
-    that has no row), in one read of the incidents: one query on PostgreSQL, two on SQLite."""
+    that has no row): one query on PostgreSQL; on SQLite the figures, then the period's leads read once more
+    into a temporary table whose durations are ranked by sorted insertion (see ``_SQLITE_ROWS``)."""
     if not months:
         return []
     bounds = [months[0][1], *(end for _, _, end in months)]
@@ -869,18 +921,18 @@ async def trend(
         rows = (await conn.execute(sa.text(sql).bindparams(*bind), params)).all()
         stage_rows: list[tuple[Any, str, Any, Any, Any]] = []
         if not postgres:
-            stages_sql = _SQLITE_TREND_STAGES.format(
+            rows_sql = _SQLITE_TREND_ROWS.format(
                 rb=_month_of("i.reported_at", n),
                 n=n,
-                stages="\nUNION ALL".join(
-                    _SQLITE_RANKED_STAGE.format(g=0, unit="unit", stage=stage.value) for stage in Stage
-                ),
                 ack=_month_of("acked_at", n),
                 arrive=_month_of("arrived_at", n),
                 resolve=_month_of("resolved_at", n),
             )
-            months_received = [(int(row.k), row) for row in rows if row.part == "r" and int(row.k) >= 0]
-            ranked = await _at_ranks(conn, sa.text(stages_sql).bindparams(*bind), params, [months_received])
+            for drop in _SQLITE_DROP:
+                await conn.exec_driver_sql(drop)
+            await conn.execute(sa.text(rows_sql).bindparams(*bind), params)
+            months_received = sorted((int(row.k), row) for row in rows if row.part == "r" and int(row.k) >= 0)
+            ranked = await _sqlite_ranks(conn, [("unit", months_received)])
             stage_rows = [
                 (k, stage_name, count, median_s, p90_s) for _, k, stage_name, count, median_s, p90_s in ranked
             ]

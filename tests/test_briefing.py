@@ -280,6 +280,71 @@ async def test_stage_medians_and_p90(store: SqlIncidentStore, history: History) 
     assert Stage.ARRIVE not in quick.stages  # none went on scene
 
 
+def _nearest(durations: list[float]) -> StageTimes:
+    ordered = sorted(durations)
+    n = len(ordered)
+    return StageTimes(count=n, median_s=ordered[-(-n // 2) - 1], p90_s=ordered[-(-9 * n // 10) - 1])
+
+
+async def test_stage_times_of_many_units_match_the_nearest_ranks(store: SqlIncidentStore, history: History) -> None:
+    # Names whose order differs by case, accent and script (SQLite ranks each unit's durations in one table
+    # ordered by unit, its position found from the counts of the units before it), incidents with no
+    # officer (the row without a unit), unmeasured stages and stages that end after the period, and an
+    # older incident due in the period (read, not measured).
+    teams = ("Roads", "parks", "ärzte", "消防", "Zoo", "a")
+    officers = ("tp-1", "TP-2", "é-3", None)
+    modules = ("works", "Works", "服务")
+    expected: dict[Unit, dict[str | None, dict[Stage, list[float]]]] = {kind: {} for kind in Unit}
+    end = JULY
+    for n in range(1, 121):
+        team, officer, module = teams[n % 6], officers[n % 4], modules[n % 3]
+        ack, arrive = (n * 37) % 611 + 1, (n * 53) % 907 + 700
+        resolve = ((n * 71) % 97 + 1) * 3600
+        at = JUNE + (n * 5) * H
+        moves: tuple[tuple[str, timedelta], ...] = (("acknowledged", timedelta(seconds=ack)),) if n % 7 else ()
+        if n % 5:
+            moves += (("on_scene", timedelta(seconds=arrive)),)
+        moves += (("resolved", timedelta(seconds=resolve)),)
+        await history.incident(
+            n, at=at, team=team, officer=officer, module=module, zone=teams[n % 4], resolve_within=2 * D, moves=moves
+        )
+        units = {Unit.TEAM: team, Unit.OFFICER: officer, Unit.MODULE: module, Unit.ZONE: teams[n % 4]}
+        units[Unit.TOWNSHIP] = "township"
+        # any first move ends the acknowledgement (see ``_ENDS``); only going on scene ends the way there
+        ends: dict[Stage, float | None] = {Stage.ACK: min(m.total_seconds() for _, m in moves)}
+        ends |= {Stage.ARRIVE: arrive if n % 5 else None, Stage.RESOLVE: resolve}
+        for stage, seconds in ends.items():
+            if seconds is not None and at + timedelta(seconds=seconds) < end:
+                for kind, unit in units.items():
+                    expected[kind].setdefault(unit, {}).setdefault(stage, []).append(float(seconds))
+    await history.incident(
+        500, at=JUNE - 2 * D, team="Roads", officer=None, resolve_within=5 * D, moves=(("resolved", H),)
+    )
+    together = await compute_many(history.engine, start=JUNE, end=end, by=list(Unit))
+    for kind in Unit:
+        computed = await compute(history.engine, start=JUNE, end=end, by=kind)
+        assert together[kind] == computed, kind
+        got = {u.unit: u.stages for u in computed.units if u.stages}
+        want = {unit: {stage: _nearest(d) for stage, d in stages.items()} for unit, stages in expected[kind].items()}
+        assert got == want, kind
+
+
+async def test_the_temporary_tables_do_not_outlive_the_computation(history: History) -> None:
+    # SQLite ranks the stage times through temporary tables of the read connection: its rollback when the
+    # connection goes back to the pool removes them (on PostgreSQL there are none).
+    await june_history(history)
+    engine = history.engine
+    used: list[Any] = []
+    sa.event.listen(engine.sync_engine, "checkout", lambda dbapi, record, proxy: used.append(dbapi))
+    await compute_many(engine, start=JUNE, end=JULY, by=list(Unit))
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.dbapi_connection is used[0]  # the same connection the figures were read on
+        if engine.dialect.name == "sqlite":
+            left = (await conn.exec_driver_sql("SELECT name FROM sqlite_temp_master")).scalars().all()
+            assert left == []
+
+
 _NAMES = ("received", "accepted", "due", "closed", "due_closed", "on_time", "overdue_open", "extended", "reworked")
 
 
