@@ -329,9 +329,12 @@ async def run_throughput_clients(
             await db.analyze()
             analyzed_s = round(time.perf_counter() - began, 3)
 
+    threads_before: dict[int, tuple[float, float, int, int]] = {}
+
     def on_start() -> None:
-        nonlocal server_cpu_before
+        nonlocal server_cpu_before, threads_before
         server_cpu_before = server.cpu_seconds()
+        threads_before = thread_times(server.pid)
         if profiler is not None:
             profiler.start()
 
@@ -383,6 +386,7 @@ async def run_throughput_clients(
             if child.is_alive():
                 child.kill()
     server_cpu_after = server.cpu_seconds()
+    threads_after = thread_times(server.pid)
     if profiler is not None:
         profiler.wait()
 
@@ -428,6 +432,7 @@ async def run_throughput_clients(
         ),
         "server_cpu_ms_per_report": round(1000 * server_cpu / ok, 3) if server_cpu is not None and ok else None,
         "server_cpu_utilisation": round(server_cpu / elapsed, 2) if server_cpu is not None else None,
+        "server_threads_per_report": thread_cpu_per_item(server.pid, threads_before, threads_after, ok) if ok else [],
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_ms_per_req": round(1000 * client_cpu / ok, 3) if ok else None,
         "pg_analyze_before_window_s": analyzed_s,
@@ -1127,6 +1132,11 @@ def print_summary(result: dict[str, Any]) -> None:
             f"({tp['server_cpu_utilisation']} cores busy), "
             f"client CPU {tp['client_cpu_ms_per_req']} ms/req, server RSS {tp['server_rss_mib']} MiB"
         )
+        for row in tp.get("server_threads_per_report", []):
+            print(
+                f"  per report, {row['thread']:>9}: user {row['user_ms']:.3f} + system {row['system_ms']:.3f} ms CPU, "
+                f"{row['voluntary_switches']:.2f} + {row['involuntary_switches']:.2f} (involuntary) context switches"
+            )
         print(f"  per second: {tp['per_second_ok']}")
         print(f"  stored incidents {tp['stored_incidents']} (201s incl. warm-up {tp['ok'] + tp['warmup_ok']})")
     lat = result["phases"].get("latency")

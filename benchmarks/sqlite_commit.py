@@ -12,6 +12,12 @@ batch (median) for each statement, and the WAL frames a batch wrote. The copy is
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --by name
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --pragma cache_size=-16000
     .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --drop-index ix_incident_zone
+    .venv/bin/python benchmarks/sqlite_commit.py DIR/bench.db --by chunks --busy
+
+``--by chunks`` inserts up to 64 rows with one statement (chunks of 64, 32, ... 1 rows), a form tried on branch
+i14-batch and left out (``benchmarks/README.md``). ``--busy`` replays on a thread of its own while the main thread runs
+Python without pause, as the server's writer thread commits while the event loop works: it adds each batch's
+wall time, which shows how long the writer's thread waited for the GIL between its runs of SQLite.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import argparse
 import shutil
 import sqlite3
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,30 @@ STEPS = ("begin", "incident", "assignment", "report_key", "event", "commit")
 
 def columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+
+
+def spin(stop: threading.Event) -> int:
+    """Python work until ``stop`` is set (the event loop's share of the GIL): how many rounds it did."""
+    rounds = 0
+    while not stop.is_set():
+        for n in range(200):
+            {"n": n, "text": str(n)}
+        rounds += 1
+    return rounds
+
+
+def chunks(table: str, names: list[str], rows: list[Any]) -> list[tuple[str, list[list[Any]]]]:
+    """``rows`` as multi-row inserts of 64, 32, 16... rows: each statement with its one row of values."""
+    found: list[tuple[str, list[list[Any]]]] = []
+    size, start = 64, 0
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        row = f"({', '.join('?' * len(names))})"
+        statement = f'INSERT INTO "{table}" ({", ".join(names)}) VALUES {", ".join([row] * size)}'
+        found.append((statement, [[value for line in rows[start : start + size] for value in line]]))
+        start += size
+    return found
 
 
 def insert(table: str, names: list[str], by: str) -> str:
@@ -56,10 +88,12 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     assignments = conn.execute("SELECT * FROM assignment WHERE incident_id BETWEEN ? AND ?", (first, last)).fetchall()
     events = conn.execute("SELECT * FROM event WHERE incident_id BETWEEN ? AND ?", (first, last)).fetchall()
     top_id, top_seq = conn.execute("SELECT max(id), (SELECT max(seq) FROM event) FROM incident").fetchone()
-    statements = {t: insert(t, n, args.by) for t, n in names.items()}
+    statements = {t: insert(t, n, "name" if args.by == "name" else "position") for t, n in names.items()}
     statements["report_key"] = insert("report_key", ["report_id"], args.by)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     spent: dict[str, list[float]] = {step: [] for step in STEPS}
+    walls: list[float] = []
+    names["report_key"] = ["report_id"]
     frames = 0
     for n in range(args.batches):
         shift, seq_shift = top_id + 1 - first + n * len(incidents), top_seq + n * len(events)
@@ -76,14 +110,20 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         other.execute("COMMIT")
         if n == args.batches - 1:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty log: what the last batch adds is its own
+        began = time.perf_counter()
         marks = [time.thread_time()]
         conn.execute("BEGIN IMMEDIATE")
         marks.append(time.thread_time())
         for table in ("incident", "assignment", "report_key", "event"):
-            conn.executemany(statements[table], rows[table])
+            if args.by == "chunks":
+                for statement, chunk in chunks(table, names[table], rows[table]):
+                    conn.executemany(statement, chunk)
+            else:
+                conn.executemany(statements[table], rows[table])
             marks.append(time.thread_time())
         conn.execute("COMMIT")
         marks.append(time.thread_time())
+        walls.append(time.perf_counter() - began)
         for step, start, end in zip(STEPS, marks[:-1], marks[1:], strict=True):
             spent[step].append(end - start)
         if n == args.batches - 1:
@@ -95,6 +135,7 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         "rows": {"incident": len(incidents), "assignment": len(assignments), "event": len(events)},
         "ms": {step: statistics.median(v) * 1e3 for step, v in spent.items()},
         "total_ms": (statistics.median(totals) * 1e3, statistics.mean(totals) * 1e3),
+        "wall_ms": statistics.median(walls) * 1e3,
         "wal_frames": frames,
     }
 
@@ -105,7 +146,13 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=100, help="reports per batch")
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "OFF"), default="FULL")
-    parser.add_argument("--by", choices=("position", "name"), default="position", help="how values are bound")
+    parser.add_argument(
+        "--by", choices=("position", "name", "chunks"), default="position", help="how values are bound and sent"
+    )
+    parser.add_argument("--busy", action="store_true", help="replay on a thread while the main thread runs Python")
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (s; Python's default 0.005)"
+    )
     parser.add_argument(
         "--pragma", action="append", default=[], help="PRAGMA this on the writer's connection (cache_size=-16000)"
     )
@@ -116,16 +163,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sqlite-commit-") as folder:
         copy = Path(folder) / "copy.db"
         shutil.copyfile(args.database, copy)
-        result = replay(args, copy)
+        if args.switch_interval is not None:
+            sys.setswitchinterval(args.switch_interval)
+        if args.busy:
+            found: dict[str, Any] = {}
+            stop = threading.Event()
+
+            def run() -> None:
+                try:
+                    found.update(replay(args, copy))
+                finally:
+                    stop.set()
+
+            worker = threading.Thread(target=run, name="replay")
+            worker.start()
+            spin(stop)
+            worker.join()
+            result = found
+        else:
+            result = replay(args, copy)
     rows = result["rows"]
     print(
         f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous}, by {args.by}, "
         f"pragmas {', '.join(args.pragma) or 'none'}, "
         f"dropped {', '.join(args.drop_index) or 'no index'}; a batch: {rows['incident']} incidents, "
         f"{rows['assignment']} assignments, {rows['event']} events, {args.batches} batches"
+        + (", beside a busy main thread" if args.busy else "")
     )
     median, mean = result["total_ms"]
     print(f"writer thread CPU a batch: median {median:.2f} ms, mean {mean:.2f} ms (the mean holds the checkpoints)")
+    print(f"wall time a batch: median {result['wall_ms']:.2f} ms")
     print("  " + "  ".join(f"{step} {ms:.2f}" for step, ms in result["ms"].items()))
     print(f"WAL frames written by the last batch: {result['wal_frames']}")
 

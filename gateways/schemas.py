@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, SkipValidation, model_validator
 
 from dispatcher.briefing import Briefing
-from dispatcher.core.incidents import Incident, Report
+from dispatcher.core.incidents import Deadline, Incident, Report
 from dispatcher.store import StoredEvent
 from dispatcher.values import IncidentId, Latitude, Longitude, Text, VersionNumber
 from rules.workdays import format_window
@@ -443,6 +443,18 @@ class EventsPublic(BaseModel):
     last_seq: int
 
 
+def _deadlines_json(deadlines: tuple[Deadline, ...], built: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``deadlines`` as DeadlinePublic data; ``built``: the lists made for this incident so far, by tuple (the
+    incident holds every tuple while its answer is built, so their ids stay theirs)."""
+    found = built.get(id(deadlines))
+    if found is None:
+        found = built[id(deadlines)] = [
+            {"kind": d.kind._value_, "due_at": d.due_at, "state": d.state._value_, "settled_at": d.settled_at}
+            for d in deadlines
+        ]
+    return found
+
+
 def incident_json(incident: Incident) -> dict[str, Any]:
     """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson).
 
@@ -450,6 +462,9 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     call each time): an answer holds some forty of them.
     """
     report = incident.report
+    # A new incident's assignments share one tuple of deadlines (the same windows from the same instant): its
+    # list is built once and written for each (orjson writes a shared list as often as it appears).
+    deadlines: dict[int, list[dict[str, Any]]] = {}
     return {
         "id": incident.id,
         "report_id": report.report_id,
@@ -488,10 +503,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
                 "tried": list(a.tried),
                 "dispatched_at": a.dispatched_at,
                 "updated_at": a.updated_at,
-                "deadlines": [
-                    {"kind": d.kind._value_, "due_at": d.due_at, "state": d.state._value_, "settled_at": d.settled_at}
-                    for d in a.deadlines
-                ],
+                "deadlines": _deadlines_json(a.deadlines, deadlines),
                 "escalations": [
                     {
                         "kind": e.kind,

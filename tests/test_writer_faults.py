@@ -253,3 +253,44 @@ async def test_a_status_report_that_makes_no_event_is_stored_all_the_same(crew: 
 
     assert hub.units["ms-01"].status is UnitStatus.OFF_DUTY
     assert (hub.units["ms-02"].lat, hub.units["ms-02"].lon) == (28.849, 118.9125)
+
+
+async def test_reports_queued_together_answer_in_order_each_with_its_own_outcome(
+    rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rig.hub.store, "commit", FailingCommits(rig.hub, _poisoned))
+    ids = ["a", "poison-1", "b", "a", "c"]  # "a" again: the same batch's first answers it
+
+    outcomes = await rig.hub.report_many([five_way(r) for r in ids], rig.clock.now())
+
+    assert [type(o).__name__ for o in outcomes] == ["ReportOutcome", "CommitRefused", *["ReportOutcome"] * 3]
+    stored = [o.incident.report.report_id for o in outcomes if not isinstance(o, BaseException)]
+    assert stored == ["a", "b", "a", "c"]
+    assert await rig.hub.report_many([], rig.clock.now()) == []
+
+
+async def test_a_caller_that_stops_waiting_for_its_reports_leaves_the_writer_whole(
+    rig: HubRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = rig.hub.store.commit
+
+    async def held(changes: Changes) -> None:
+        entered.set()
+        await release.wait()
+        await real(changes)
+
+    monkeypatch.setattr(rig.hub.store, "commit", held)
+    caller = asyncio.create_task(rig.hub.report_many([five_way(f"gone-{n}") for n in range(5)], rig.clock.now()))
+    await entered.wait()  # the batch is applied and committing
+    caller.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await rig.hub.settle()
+
+    assert "writer batch failed" not in caplog.text
+    _, count = await rig.hub.list_incidents(IncidentFilter(), limit=1, offset=0)
+    assert count == 5  # committed before the caller left: stored, nobody told (a retry answers known)
+    again = await rig.hub.report_many([five_way("gone-0"), five_way("new")], rig.clock.now())
+    assert [not isinstance(o, BaseException) and o.created for o in again] == [False, True]
