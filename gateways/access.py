@@ -19,15 +19,25 @@ log = logging.getLogger("dispatcher.access")
 _SAFE = "/:@!$&'()*+,;=-._~"
 
 
+_LINE = "%s %s %d %.1fms %s"
+
+
 def write(scope: Scope, status: int, ms: float) -> None:
     """The line of one answered request (``scope`` of the request; ``ms`` until its answer was sent)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     principal = scope.get("state", {}).get("principal")
     path = scope["path"]
-    log.info(
-        "%s %s %d %.1fms %s",
+    args = (
         scope["method"],
         path if path.isprintable() and " " not in path else quote(path, safe=_SAFE),  # one field, one line
         status,
         ms,
         principal.name if principal is not None else "-",
     )
+    # What ``log.info`` does, less its walk up the stack for the caller's file and line (``findCaller``, about a
+    # fifth of the line's cost): the caller is always this function.
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, _WRITE_LINE, _LINE, args, None, "write"))
+
+
+_WRITE_LINE = write.__code__.co_firstlineno

@@ -27,7 +27,7 @@ from dispatcher.clock import Clock, SystemClock
 from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.feed import EventFeed
 from dispatcher.field_store import SqlFieldStore
-from dispatcher.heap import HeapFreezer
+from dispatcher.heap import SERVING_YOUNG, HeapFreezer
 from dispatcher.hub import Hub
 from dispatcher.leases import Fence
 from dispatcher.media import LocalMediaStore
@@ -486,7 +486,7 @@ def create_app(
     officers = LastKnownStatus()
     # photos' metadata and places (the field app, docs/field.md)
     field = SqlFieldStore(settings.database_url, budget=budget)
-    freezer = HeapFreezer() if settings.gc_freeze else None
+    freezer = HeapFreezer(young=SERVING_YOUNG) if settings.gc_freeze else None
     adoptions: Adoptions | None = None
     if settings.replica_id is None:
         replicas = None

@@ -9,6 +9,7 @@ the dispatcher's own lines, the libraries' chatter kept down.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -21,6 +22,26 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: shift of the roster) and per scheduler started, Alembic two per connection. The dispatcher says each once itself
 #: (``shift changes: N cron jobs armed``, ``database schema upgraded from … to …``). Their warnings still show.
 QUIET = ("apscheduler", "alembic")
+
+
+class TextLines(logging.Formatter):
+    """:data:`TEXT_FORMAT`, the time of day worked out once a second: a busy server writes a line per request (the
+    access log), and ``time.strftime`` for each was about a tenth of the line's cost. The same text as
+    ``logging.Formatter(TEXT_FORMAT)`` writes."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # a second since the epoch and its time of day, as text
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        known, text = self._second
+        if second != known:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format
 
 
 class JsonLines(logging.Formatter):
@@ -48,7 +69,7 @@ def configure(level: str, log_format: str = "text") -> None:
     """The root logger at ``level`` in one format (uvicorn's loggers propagate to it); the :data:`QUIET`
     libraries at WARNING unless debugging."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonLines() if log_format == "json" else TextLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,4 +1,4 @@
-"""The JSON log format: one object per line, with what the request being served was bound to."""
+"""The log formats: plain text lines as logging writes them, and JSON lines with what the request being served was bound to."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import orjson
 
 from gateways import log_context
-from server.logs import JsonLines
+from server.logs import TEXT_FORMAT, JsonLines, TextLines
 
 
 def _record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -43,3 +43,11 @@ def test_a_line_inside_a_request_carries_its_id_township_and_incident() -> None:
     assert "ValueError: boom" in str(line["exception"])
     odd = asyncio.run(inside('bad id" with quotes'))  # not a sane token: a new one instead
     assert odd["request_id"] != 'bad id" with quotes' and len(str(odd["request_id"])) == 12
+
+
+def test_the_text_lines_read_as_the_plain_format_writes_them() -> None:
+    plain, ours = logging.Formatter(TEXT_FORMAT), TextLines()
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.25, 1_700_000_000.5):  # back in time too
+        record = logging.LogRecord("dispatcher.access", logging.INFO, __file__, 1, "POST %s %d", ("/x", 201), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == plain.format(record)
