@@ -1094,7 +1094,9 @@ def _incident_values(incident: Incident, time: _Time) -> tuple[Any, ...]:
     )
 
 
+@lru_cache(maxsize=256)
 def _escalation_json(chain: tuple[EscalationTarget, ...]) -> str:
+    """The chain as JSON; cached: every incident of a rule carries the rule's chain (immutable, hashable)."""
     return orjson.dumps(
         [{"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title} for t in chain]
     ).decode()
@@ -1104,9 +1106,24 @@ _NO_LOOP = Loop()
 
 
 def _loop_json(loop: Loop) -> str | None:
-    """Closing the loop as JSON (None when nothing of it applies: the common case costs no text)."""
+    """Closing the loop as JSON (None when nothing of it applies: the common case costs no text).
+
+    A loop that holds only what its rule asked (no request, check or verification yet: every new
+    incident's) is one of a few per rule table, so its text is cached.
+    """
     if loop == _NO_LOOP:
         return None
+    if not (loop.requests or loop.checks or loop.verifications):
+        return _rule_loop_json(loop)
+    return _loop_text(loop)
+
+
+@lru_cache(maxsize=256)
+def _rule_loop_json(loop: Loop) -> str:
+    return _loop_text(loop)
+
+
+def _loop_text(loop: Loop) -> str:
     window = loop.verify_within
     return orjson.dumps(
         {
