@@ -1,19 +1,21 @@
-"""PostgreSQL's commit of a batch: the new rows go by ``COPY``, one per table, all inside the batch's transaction.
+"""PostgreSQL's commit of a batch: the new rows go by ``COPY``, one per table, all inside the batch's transaction,
+on a connection whose ``timestamptz`` codec is the store's own.
 
-Each test is a way the copies could break a guarantee of the writer: a batch half stored, a connection lost
-in the middle taken for a refused value, a broken connection kept for the next batch.
+Each test is a way the writer's connection could break a guarantee: a batch half stored, a connection lost in
+the middle taken for a refused value, a broken connection kept for the next batch, a time stored shifted.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
 
 from dispatcher.core.incidents import Report
-from dispatcher.sql_store import SqlIncidentStore
+from dispatcher.sql_store import SqlIncidentStore, _WriterTimes
 from dispatcher.store import CommitRefused, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import HubRig, _asyncpg_dsn, drop_postgres_database, fresh_postgres_database
@@ -117,3 +119,40 @@ async def test_a_value_no_codec_can_encode_drops_the_connection_and_fails_only_i
     assert (await _writer_driver(pg_rig)).get_server_pid() != pid
     assert await _stored(pg_rig, "SELECT count(*) FROM incident") == 6
     assert (await pg_rig.hub.report(_report("after"), pg_rig.clock.now())).created
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 6, 12, 8, 0, tzinfo=UTC),
+        datetime(2026, 6, 12, 16, 0, 0, 123457, tzinfo=timezone(timedelta(hours=8))),  # the same day, in Beijing
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # before PostgreSQL's epoch
+        datetime(2000, 1, 1, tzinfo=UTC),
+    ],
+)
+async def test_a_time_written_by_the_writer_reads_back_as_the_same_instant_through_asyncpgs_own_codec(
+    pg_rig: HubRig, when: datetime
+) -> None:
+    report = Report(
+        report_id="timed", category="traffic.congestion", description="x", zone="five-way", occurred_at=when
+    )
+    outcome = await pg_rig.hub.report(report, pg_rig.clock.now())
+
+    stored = await _stored(pg_rig, f"SELECT occurred_at FROM incident WHERE id = {outcome.incident.id}")
+    assert stored == when and stored.utcoffset() == timedelta(0)
+    driver = await _writer_driver(pg_rig)  # and the writer's own decoder reads what asyncpg's would
+    assert await driver.fetchval("SELECT occurred_at FROM incident WHERE id = $1", outcome.incident.id) == when
+
+
+def test_the_writers_time_codec_counts_from_postgresqls_epoch_refuses_naive_times_and_keeps_a_bounded_memory() -> None:
+    times = _WriterTimes()
+    assert times.encode(datetime(2000, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == (1_000_005,)
+    assert times.encode(datetime(2000, 1, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))) == (0,)
+    assert times.decode((-1,)) == datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    with pytest.raises(TypeError):
+        times.encode(datetime(2026, 6, 12, 8, 0))  # naive: no instant to store
+    start = datetime(2026, 6, 12, tzinfo=UTC)
+    for n in range(3 * _WriterTimes._KEPT):
+        when = start + timedelta(microseconds=n)
+        assert times.decode(times.encode(when)) == when
+    assert len(times._micros) <= _WriterTimes._KEPT
