@@ -8,6 +8,7 @@ database's backends (``/proc`` of the pids in ``pg_stat_activity``) is taken aro
 database server shares the machine's cores, so its CPU is half of what a batch costs.
 
     .venv/bin/python benchmarks/pg_commit.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/pg_commit.py --database-url ... --alter 'DROP INDEX ix_incident_zone'
 
 Loopback only; every loop is bounded by ``--batches`` (at most 1,000) and ``--group`` (at most 500).
 """
@@ -71,6 +72,14 @@ def _report(n: int, description: str) -> Report:
     return Report(report_id=f"r-{n}", category=category, description=description, zone=zone)
 
 
+async def admin_of(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def _backend_cpu(admin: asyncpg.Connection, name: str) -> dict[int, float]:
     pids = [r[0] for r in await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)]
     return {pid: cpu for pid in pids if (cpu := process_cpu_seconds(pid)) is not None}
@@ -90,6 +99,8 @@ async def measure(url: str, name: str, admin: asyncpg.Connection, args: argparse
     description = ("x" * args.description_bytes)[: args.description_bytes]
     await hub.start()
     try:
+        for statement in args.alter:  # after the migrations, before any row
+            await admin_of(url, statement)
         n = 0
         for _ in range(args.warmup):  # statements prepared, caches filled
             await hub.report_many([_report(n + k, description) for k in range(args.group)], clock.now())
@@ -139,6 +150,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="batches measured")
     parser.add_argument("--warmup", type=int, default=10, help="batches before measuring")
     parser.add_argument("--description-bytes", type=int, default=120)
+    parser.add_argument(
+        "--alter",
+        action="append",
+        default=[],
+        help="run this statement on the fresh database first (to learn what a constraint or an index costs: "
+        "'ALTER TABLE assignment DROP CONSTRAINT assignment_incident_id_fkey')",
+    )
     args = parser.parse_args()
     if not 1 <= args.group <= 500 or not 1 <= args.batches <= 1_000 or not 0 <= args.warmup <= 100:
         parser.error("--group 1-500, --batches 1-1000, --warmup 0-100")
