@@ -786,9 +786,9 @@ async def _copy_all(conn: AsyncConnection, parts: Sequence[_Insert]) -> None:
 
     ``COPY`` takes the rows as they are: asyncpg encodes each value with its column's binary codec, and the
     server stores it without parsing a statement's parameters. The former single statement (each column an
-    array parameter, ``INSERT ... SELECT * FROM unnest(...)``) cost about twice the dispatcher's CPU (asyncpg
+    array parameter, ``INSERT ... SELECT * FROM unnest(...)``) cost 1.6 times the dispatcher's CPU (asyncpg
     checks every array element against three abstract base classes, and the rows had to be turned into
-    columns first) and a fifth more of the server's, for three round trips fewer (benchmarks/README.md).
+    columns first) and a fifth more of the backend's, for three round trips fewer (benchmarks/README.md).
     Foreign keys are checked at the end of each ``COPY``: the incidents go before their assignments.
 
     SQLAlchemy's adapter opens its transaction lazily, at its first statement; this may be the first, so
