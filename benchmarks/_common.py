@@ -98,6 +98,24 @@ class Database:
             "settings": self.settings,
         }
 
+    async def backend_cpu(self) -> dict[int, float]:
+        """PostgreSQL: CPU seconds so far of each server backend connected to the benchmark database, by pid.
+
+        The database server runs on the same cores as the dispatcher: its share of a report counts too.
+        Only the backends of this database are read (``pg_stat_activity``), not the server's shared
+        processes (WAL writer, checkpointer), which other databases on the machine use as well.
+        """
+        if self.backend != "postgresql":
+            return {}
+        import asyncpg
+
+        conn = await asyncpg.connect(**self.admin, timeout=10)
+        try:
+            pids = [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", self.name)]
+        finally:
+            await conn.close()
+        return {pid: cpu for pid in pids if (cpu := process_cpu_seconds(pid)) is not None}
+
     async def analyze(self) -> None:
         """PostgreSQL: ``ANALYZE`` the benchmark database (what autovacuum would do in time)."""
         if self.backend != "postgresql":

@@ -319,15 +319,17 @@ async def run_throughput_clients(
     caps = [args.max_requests // procs + (1 if i < args.max_requests % procs else 0) for i in range(procs)]
     run_tag = b"t%d" % os.getpid()
     server_cpu_before: float | None = None
+    db_cpu_before: dict[int, float] = {}
 
     analyzed_s: float | None = None
 
     async def between_warmup_and_window() -> None:
-        nonlocal analyzed_s
+        nonlocal analyzed_s, db_cpu_before
         if args.pg_analyze and db.backend == "postgresql":
             began = time.perf_counter()
             await db.analyze()
             analyzed_s = round(time.perf_counter() - began, 3)
+        db_cpu_before = await db.backend_cpu()
 
     threads_before: dict[int, tuple[float, float, int, int]] = {}
 
@@ -387,8 +389,12 @@ async def run_throughput_clients(
                 child.kill()
     server_cpu_after = server.cpu_seconds()
     threads_after = thread_times(server.pid)
+    db_cpu_after = await db.backend_cpu()
     if profiler is not None:
         profiler.wait()
+    # A backend that ended in the window loses its share; one that began in it counts whole (both rare: the
+    # server's pool keeps its connections).
+    db_cpu = sum(cpu - db_cpu_before.get(pid, 0.0) for pid, cpu in db_cpu_after.items()) if db_cpu_after else None
 
     latencies = [x for part in parts for x in part["latencies"]]
     ok = sum(p["ok"] for p in parts)
@@ -433,6 +439,9 @@ async def run_throughput_clients(
         "server_cpu_ms_per_report": round(1000 * server_cpu / ok, 3) if server_cpu is not None and ok else None,
         "server_cpu_utilisation": round(server_cpu / elapsed, 2) if server_cpu is not None else None,
         "server_threads_per_report": thread_cpu_per_item(server.pid, threads_before, threads_after, ok) if ok else [],
+        "db_cpu_s": round(db_cpu, 2) if db_cpu is not None else None,
+        "db_cpu_ms_per_report": round(1000 * db_cpu / ok, 3) if db_cpu is not None and ok else None,
+        "db_cpu_utilisation": round(db_cpu / elapsed, 2) if db_cpu is not None else None,
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_ms_per_req": round(1000 * client_cpu / ok, 3) if ok else None,
         "pg_analyze_before_window_s": analyzed_s,
@@ -1136,6 +1145,12 @@ def print_summary(result: dict[str, Any]) -> None:
             print(
                 f"  per report, {row['thread']:>9}: user {row['user_ms']:.3f} + system {row['system_ms']:.3f} ms CPU, "
                 f"{row['voluntary_switches']:.2f} + {row['involuntary_switches']:.2f} (involuntary) context switches"
+            )
+        if tp.get("db_cpu_ms_per_report") is not None:
+            both = tp["server_cpu_ms_per_report"] + tp["db_cpu_ms_per_report"]
+            print(
+                f"  database backends' CPU {tp['db_cpu_ms_per_report']} ms/report ({tp['db_cpu_utilisation']} cores "
+                f"busy); server + database {both:.3f} ms/report"
             )
         print(f"  per second: {tp['per_second_ok']}")
         print(f"  stored incidents {tp['stored_incidents']} (201s incl. warm-up {tp['ok'] + tp['warmup_ok']})")
