@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt
@@ -237,3 +238,59 @@ def _entry(data: bytes | bytearray) -> dict[str, Any]:
     """A packet entry as paho's queue holds them, for bytes that need nothing after they are sent: its
     ``command`` only has to be neither a PUBLISH at QoS 0 nor a DISCONNECT."""
     return {"command": _PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}
+
+
+def publish_many(client: paho_client.Client, messages: Iterable[tuple[str, bytes]]) -> list[int] | None:
+    """Queue ``messages`` (topic, payload) as QoS 1 PUBLISHes, as ``client.publish(topic, payload, qos=1)`` one
+    after the other would, and return their mids; None when this cannot be done here (another paho, MQTT 5, no
+    socket, or a paho limit on messages in flight or queued): the caller then calls ``publish`` itself.
+
+    The fifth cost: paho's ``publish`` checks and encodes the topic, builds the packet through its generic
+    helpers, logs it and queues it as its own entry, for every message. Here each message is still recorded in
+    paho's ``_out_messages`` as ``publish`` records it (its PUBACK is handled by paho as usual, and a lost
+    connection is the caller's to handle, as before), but the packets are built in one pass and queued as one
+    entry, which paho writes as it writes any. A topic paho would refuse raises ``ValueError`` as paho does (the
+    messages before it stay queued). Runs on the thread that writes the client.
+    """
+    if not fits() or client._protocol == paho_client.MQTTv5 or client._sock is None:
+        return None
+    if client._max_inflight_messages or client._max_queued_messages:
+        return None
+    out = client._out_messages
+    packets = bytearray()
+    mids: list[int] = []
+    now = paho_client.time_func()
+    waiting = paho_client.mqtt_ms_wait_for_puback
+    message_class = paho_client.MQTTMessage
+    with client._out_message_mutex:
+        for topic, payload in messages:
+            topic_bytes = topic.encode()
+            if b"+" in topic_bytes or b"#" in topic_bytes or len(topic_bytes) > 65535:
+                raise ValueError(f"not a topic to publish on: {topic!r}")  # paho's own check, as it raises
+            with client._mid_generate_mutex:
+                mid = client._last_mid = client._last_mid % 65535 + 1
+            if mid in out:  # 65,535 in flight: paho refuses the same way
+                raise ValueError("no free message id: 65,535 messages await their PUBACK")
+            message = message_class(mid, topic_bytes)
+            message.timestamp = now
+            message.payload = payload
+            message.qos = 1
+            message.state = waiting
+            out[mid] = message
+            client._inflight_messages += 1
+            # Fixed header (QoS 1, no DUP, no RETAIN), remaining length, topic, packet id, payload.
+            packets.append(0x32)
+            remaining = 2 + len(topic_bytes) + 2 + len(payload)
+            while remaining > 0x7F:
+                packets.append((remaining & 0x7F) | 0x80)
+                remaining >>= 7
+            packets.append(remaining)
+            packets += len(topic_bytes).to_bytes(2, "big")
+            packets += topic_bytes
+            packets += mid.to_bytes(2, "big")
+            packets += payload
+            mids.append(mid)
+    if packets:
+        # As one packet whose sending needs nothing after it (the command of a PUBACK; see _entry).
+        client._packet_queue(_PUBACK, packets, 0, 1, None)
+    return mids
