@@ -393,3 +393,36 @@ def test_publish_many_leaves_to_paho_what_it_does_not_do(
     monkeypatch.setattr(paho_mqtt, "__version__", "9.9.9")
     assert paho_tuning.publish_many(client, [("t/a", b"x")]) is None
     assert not client._out_messages and not client._out_packet
+
+
+def test_a_run_of_pubacks_in_the_buffer_is_taken_at_once_as_paho_takes_each(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _, theirs, published = writer
+    client.max_inflight_messages_set(0)
+    buffer_reads(client)
+    delivered: list[bytes] = []
+    client.on_message = lambda _client, _userdata, message: delivered.append(bytes(message.payload))
+    mids = [client.publish("t/a", f"x{n}".encode(), qos=1).mid for n in range(6)]
+    decoded: list[int] = []
+    decode = paho_packet.decode_puback
+
+    def counting(*args: object) -> object:
+        decoded.append(1)
+        return decode(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(paho_packet, "decode_puback", counting)
+    puback = [_packet(0x40, struct.pack("!H", mid)) for mid in mids]
+    # The first comes through paho (it fills the buffer); the next three at once; a QoS 0 PUBLISH and a PUBACK
+    # for nothing in flight (and one repeated) between; the last split across two reads.
+    stranger = _packet(0x40, struct.pack("!H", 999))
+    theirs.sendall(b"".join([*puback[:4], _qos0(b"between"), stranger, puback[1], puback[4], puback[5][:3]]))
+    assert client.loop_read() == paho_client.MQTT_ERR_SUCCESS
+    assert published == mids[:5]
+    assert delivered == [b"between"]
+    assert len(decoded) == 1  # the first only: the split one waits in paho for its last byte
+    theirs.sendall(puback[5][3:])
+    assert client.loop_read() == paho_client.MQTT_ERR_SUCCESS
+    assert len(decoded) == 2
+    assert published == mids
+    assert not client._out_messages and client._inflight_messages == 0
