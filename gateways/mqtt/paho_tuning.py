@@ -312,13 +312,13 @@ def publish_many(client: paho_client.Client, messages: Iterable[tuple[str, bytes
     now = paho_client.time_func()
     waiting = paho_client.mqtt_ms_wait_for_puback
     message_class = paho_client.MQTTMessage
-    with client._out_message_mutex:
+    # Both of paho's locks for the batch, taken once (paho never holds one while taking the other).
+    with client._out_message_mutex, client._mid_generate_mutex:
         for topic, payload in messages:
             topic_bytes = topic.encode()
             if b"+" in topic_bytes or b"#" in topic_bytes or len(topic_bytes) > 65535:
                 raise ValueError(f"not a topic to publish on: {topic!r}")  # paho's own check, as it raises
-            with client._mid_generate_mutex:
-                mid = client._last_mid = client._last_mid % 65535 + 1
+            mid = client._last_mid = client._last_mid % 65535 + 1
             if mid in out:  # 65,535 in flight: paho refuses the same way
                 raise ValueError("no free message id: 65,535 messages await their PUBACK")
             message = message_class(mid, topic_bytes)
