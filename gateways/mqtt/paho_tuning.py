@@ -224,6 +224,8 @@ def _take_pubacks(client: paho_client.Client, buffered: bytearray) -> tuple[int,
     rc = paho_client.MQTT_ERR_SUCCESS
     out = client._out_messages
     debug = client.on_log is not None or (client._logger is not None and client._logger.isEnabledFor(logging.DEBUG))
+    # What paho's decoder makes of every plain PUBACK, made once for the run: the callbacks only read them.
+    success, no_properties = ReceivedReasonCode(PacketTypes.PUBACK), ReceivedProperties(PacketTypes.PUBACK)
     with client._out_message_mutex:
         while at < end and buffered[at] == _PUBACK and buffered[at + 1] == 2:
             mid = (buffered[at + 2] << 8) | buffered[at + 3]
@@ -231,9 +233,7 @@ def _take_pubacks(client: paho_client.Client, buffered: bytearray) -> tuple[int,
             if debug:
                 client._easy_log(paho_client.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", "PUBACK", mid)
             if mid in out:  # only the first PUBACK of a message tells (paho's rule)
-                rc = client._do_on_publish(
-                    mid, ReceivedReasonCode(PacketTypes.PUBACK), ReceivedProperties(PacketTypes.PUBACK)
-                )
+                rc = client._do_on_publish(mid, success, no_properties)
                 if rc != paho_client.MQTT_ERR_SUCCESS:  # paho's loop_read would return it now
                     break
     if at:
