@@ -329,3 +329,100 @@ def test_a_thread_waiting_for_a_publish_is_woken_when_it_is_acknowledged(lighten
     thread.join(timeout=30)
     assert woken.is_set()
     assert info.is_published()
+
+
+def _outgoing(client: paho_client.Client) -> list[tuple[int, bytes, bytes, int, object]]:
+    return [(m.mid, m.topic.encode(), bytes(m.payload), m.qos, m.state) for m in client._out_messages.values()]
+
+
+def test_publish_many_queues_what_publish_would_and_paho_takes_the_pubacks(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]],
+) -> None:
+    client, counting, theirs, published = writer
+    client.max_inflight_messages_set(0)  # as the outbox's client: paho's limit off, the publisher holds the window
+    messages = [("t/a", b"x" * 200), ("teams/traffic-police/dispatch", "集市".encode()), ("t/b", b"")]
+    client._last_mid = 65534  # the ids wrap past 65,535 to 1, as paho's do
+    reference = paho_client.Client(CallbackAPIVersion.VERSION2, protocol=paho_client.MQTTv311)
+    reference.on_socket_register_write = lambda *_: None
+    reference.max_inflight_messages_set(0)
+    reference._sock = counting  # type: ignore[assignment]  # publish only queues: nothing is sent here
+    reference._last_mid = 65534
+    for topic, payload in messages:
+        reference.publish(topic, payload, qos=1)
+    expected_bytes, expected_state = _queued(reference), _outgoing(reference)
+    reference._sock = None
+
+    assert paho_tuning.publish_many(client, messages) == [65535, 1, 2]
+    assert _queued(client) == expected_bytes
+    assert _outgoing(client) == expected_state
+    assert client._inflight_messages == 3
+    assert client.loop_write() == paho_client.MQTT_ERR_SUCCESS
+    assert counting.sends == 1
+    assert theirs.recv(len(expected_bytes) + 1) == expected_bytes
+    # The broker's PUBACKs, read by paho as for its own publishes: on_publish for each, and nothing left waiting.
+    theirs.sendall(b"".join(_packet(0x40, struct.pack("!H", mid)) for mid in (1, 65535, 2)))
+    buffer_reads(client)
+    assert client.loop_read() == paho_client.MQTT_ERR_SUCCESS
+    assert published == [1, 65535, 2]
+    assert not client._out_messages
+    assert client._inflight_messages == 0
+
+
+def test_publish_many_refuses_a_wildcard_topic_as_paho_does(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]],
+) -> None:
+    client = writer[0]
+    client.max_inflight_messages_set(0)
+    with pytest.raises(ValueError, match="topic"):
+        paho_tuning.publish_many(client, [("t/+", b"x")])
+    with pytest.raises(ValueError):
+        client.publish("t/+", b"x", qos=1)
+
+
+def test_publish_many_leaves_to_paho_what_it_does_not_do(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = writer[0]
+    client.max_inflight_messages_set(20)  # paho's own queueing then decides what goes out
+    assert paho_tuning.publish_many(client, [("t/a", b"x")]) is None
+    client.max_inflight_messages_set(0)
+    v5 = paho_client.Client(CallbackAPIVersion.VERSION2, protocol=paho_client.MQTTv5)
+    v5._sock = client._sock
+    assert paho_tuning.publish_many(v5, [("t/a", b"x")]) is None
+    v5._sock = None
+    monkeypatch.setattr(paho_mqtt, "__version__", "9.9.9")
+    assert paho_tuning.publish_many(client, [("t/a", b"x")]) is None
+    assert not client._out_messages and not client._out_packet
+
+
+def test_a_run_of_pubacks_in_the_buffer_is_taken_at_once_as_paho_takes_each(
+    writer: tuple[paho_client.Client, _CountingSocket, socket.socket, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _, theirs, published = writer
+    client.max_inflight_messages_set(0)
+    buffer_reads(client)
+    delivered: list[bytes] = []
+    client.on_message = lambda _client, _userdata, message: delivered.append(bytes(message.payload))
+    mids = [client.publish("t/a", f"x{n}".encode(), qos=1).mid for n in range(6)]
+    decoded: list[int] = []
+    decode = paho_packet.decode_puback
+
+    def counting(*args: object) -> object:
+        decoded.append(1)
+        return decode(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(paho_packet, "decode_puback", counting)
+    puback = [_packet(0x40, struct.pack("!H", mid)) for mid in mids]
+    # The first comes through paho (it fills the buffer); the next three at once; a QoS 0 PUBLISH and a PUBACK
+    # for nothing in flight (and one repeated) between; the last split across two reads.
+    stranger = _packet(0x40, struct.pack("!H", 999))
+    theirs.sendall(b"".join([*puback[:4], _qos0(b"between"), stranger, puback[1], puback[4], puback[5][:3]]))
+    assert client.loop_read() == paho_client.MQTT_ERR_SUCCESS
+    assert published == mids[:5]
+    assert delivered == [b"between"]
+    assert len(decoded) == 1  # the first only: the split one waits in paho for its last byte
+    theirs.sendall(puback[5][3:])
+    assert client.loop_read() == paho_client.MQTT_ERR_SUCCESS
+    assert len(decoded) == 2
+    assert published == mids
+    assert not client._out_messages and client._inflight_messages == 0

@@ -1,4 +1,4 @@
-"""Four costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
+"""Costs of paho-mqtt's pure-Python packet handling, taken off the gateway's event loop.
 
 A profile of MQTT intake at saturation (benchmarks/README.md, "Branch i14-mqtt: what paho cost, taken off") put
 a third of the server's CPU in paho, 39 % of the event loop's time in ``Client.loop_read`` alone; these four
@@ -22,7 +22,14 @@ things in it do no useful work for the gateway:
   calls: 5 % of the event loop at seven notices per report. :func:`lighten_paho` has paho make them on
   first use instead (:class:`LazyMessageInfo`).
 
-All four are tied to paho-mqtt's internals: they apply only to the version they were written and tested for
+- **A packet's worth of bookkeeping per PUBACK.** Past the buffer, paho still reads each PUBACK through its
+  generic packet reader (state dict, three ``_sock_recv`` calls, decoder, log line); ``buffer_reads`` also takes
+  a run of plain PUBACKs already in the buffer in one go (:func:`_take_pubacks`), each then handled by paho's own
+  ``_do_on_publish`` as before.
+- **A generic publish per notice.** :func:`publish_many` queues a batch of QoS 1 messages as paho's ``publish``
+  records them, with their packets built in one pass and queued as one entry.
+
+All of these are tied to paho-mqtt's internals: they apply only to the version they were written and tested for
 (:data:`TESTED_PAHO`, pinned in requirements.lock); with any other paho the functions leave it as it is and say
 so once in the log. ``tests/test_mqtt_paho_tuning.py`` fails on another version, so that an upgrade of the
 lock re-checks them. The client library stays aiomqtt over paho.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt
@@ -163,6 +171,7 @@ def buffer_reads(client: paho_client.Client) -> None:
     buffered = bytearray()
     sock_of: list[Any] = [None]  # the socket the buffer's bytes came from: a new connection starts empty
     read_packets = client.loop_read
+    read_packet = client._packet_read
 
     def sock_recv(bufsize: int) -> bytes:
         sock = client._sock
@@ -188,8 +197,50 @@ def buffer_reads(client: paho_client.Client) -> None:
             rc = read_packets(max_packets)
         return rc
 
+    def packet_read() -> Any:
+        # paho reads one packet per call (up to as many as it has messages in flight per loop_read): a run of
+        # plain PUBACKs already in the buffer is taken in one call instead.
+        if buffered and buffered[0] == _PUBACK and client._in_packet["command"] == 0 and client._sock is sock_of[0]:
+            taken, rc = _take_pubacks(client, buffered)
+            if taken:
+                return rc
+        return read_packet()
+
     client._sock_recv = sock_recv  # type: ignore[method-assign]
     client.loop_read = loop_read  # type: ignore[method-assign]
+    client._packet_read = packet_read  # type: ignore[method-assign]
+
+
+def _take_pubacks(client: paho_client.Client, buffered: bytearray) -> tuple[int, Any]:
+    """Handle the plain PUBACKs at the start of ``buffered`` (paho between packets) as paho's ``_packet_read`` and
+    ``_handle_pubackcomp`` would, and take them off it: how many there were, and paho's return code.
+
+    A plain PUBACK is four bytes, ``40 02`` and the packet id, in MQTT 3.1.1 and 5 alike (an MQTT 5 PUBACK with a
+    reason code or properties is longer, and left to paho, as is anything else). paho would read each with three
+    calls of ``_sock_recv``, decode it, log it and reset its packet state: seven times a report on the outbox.
+    """
+    end = len(buffered) - 3
+    at = 0
+    rc = paho_client.MQTT_ERR_SUCCESS
+    out = client._out_messages
+    debug = client.on_log is not None or (client._logger is not None and client._logger.isEnabledFor(logging.DEBUG))
+    # What paho's decoder makes of every plain PUBACK, made once for the run: the callbacks only read them.
+    success, no_properties = ReceivedReasonCode(PacketTypes.PUBACK), ReceivedProperties(PacketTypes.PUBACK)
+    with client._out_message_mutex:
+        while at < end and buffered[at] == _PUBACK and buffered[at + 1] == 2:
+            mid = (buffered[at + 2] << 8) | buffered[at + 3]
+            at += 4
+            if debug:
+                client._easy_log(paho_client.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", "PUBACK", mid)
+            if mid in out:  # only the first PUBACK of a message tells (paho's rule)
+                rc = client._do_on_publish(mid, success, no_properties)
+                if rc != paho_client.MQTT_ERR_SUCCESS:  # paho's loop_read would return it now
+                    break
+    if at:
+        del buffered[:at]
+        with client._msgtime_mutex:
+            client._last_bytes_received = paho_client.time_func()
+    return at // 4, rc
 
 
 def coalesce_writes(client: paho_client.Client) -> None:
@@ -237,3 +288,59 @@ def _entry(data: bytes | bytearray) -> dict[str, Any]:
     """A packet entry as paho's queue holds them, for bytes that need nothing after they are sent: its
     ``command`` only has to be neither a PUBLISH at QoS 0 nor a DISCONNECT."""
     return {"command": _PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}
+
+
+def publish_many(client: paho_client.Client, messages: Iterable[tuple[str, bytes]]) -> list[int] | None:
+    """Queue ``messages`` (topic, payload) as QoS 1 PUBLISHes, as ``client.publish(topic, payload, qos=1)`` one
+    after the other would, and return their mids; None when this cannot be done here (another paho, MQTT 5, no
+    socket, or a paho limit on messages in flight or queued): the caller then calls ``publish`` itself.
+
+    The fifth cost: paho's ``publish`` checks and encodes the topic, builds the packet through its generic
+    helpers, logs it and queues it as its own entry, for every message. Here each message is still recorded in
+    paho's ``_out_messages`` as ``publish`` records it (its PUBACK is handled by paho as usual, and a lost
+    connection is the caller's to handle, as before), but the packets are built in one pass and queued as one
+    entry, which paho writes as it writes any. A topic paho would refuse raises ``ValueError`` as paho does (the
+    messages before it stay queued). Runs on the thread that writes the client.
+    """
+    if not fits() or client._protocol == paho_client.MQTTv5 or client._sock is None:
+        return None
+    if client._max_inflight_messages or client._max_queued_messages:
+        return None
+    out = client._out_messages
+    packets = bytearray()
+    mids: list[int] = []
+    now = paho_client.time_func()
+    waiting = paho_client.mqtt_ms_wait_for_puback
+    message_class = paho_client.MQTTMessage
+    # Both of paho's locks for the batch, taken once (paho never holds one while taking the other).
+    with client._out_message_mutex, client._mid_generate_mutex:
+        for topic, payload in messages:
+            topic_bytes = topic.encode()
+            if b"+" in topic_bytes or b"#" in topic_bytes or len(topic_bytes) > 65535:
+                raise ValueError(f"not a topic to publish on: {topic!r}")  # paho's own check, as it raises
+            mid = client._last_mid = client._last_mid % 65535 + 1
+            if mid in out:  # 65,535 in flight: paho refuses the same way
+                raise ValueError("no free message id: 65,535 messages await their PUBACK")
+            message = message_class(mid, topic_bytes)
+            message.timestamp = now
+            message.payload = payload
+            message.qos = 1
+            message.state = waiting
+            out[mid] = message
+            client._inflight_messages += 1
+            # Fixed header (QoS 1, no DUP, no RETAIN), remaining length, topic, packet id, payload.
+            packets.append(0x32)
+            remaining = 2 + len(topic_bytes) + 2 + len(payload)
+            while remaining > 0x7F:
+                packets.append((remaining & 0x7F) | 0x80)
+                remaining >>= 7
+            packets.append(remaining)
+            packets += len(topic_bytes).to_bytes(2, "big")
+            packets += topic_bytes
+            packets += mid.to_bytes(2, "big")
+            packets += payload
+            mids.append(mid)
+    if packets:
+        # As one packet whose sending needs nothing after it (the command of a PUBACK; see _entry).
+        client._packet_queue(_PUBACK, packets, 0, 1, None)
+    return mids

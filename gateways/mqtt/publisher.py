@@ -2,8 +2,9 @@
 
 aiomqtt's ``publish`` costs a coroutine, an event, a ``wait_for`` task and a scan of every
 pending call per message; at seven notices per report that was most of the gateway's CPU
-(benchmarks/README.md). Here a batch is handed to paho in one go and one event wakes the caller
-when the broker acknowledged the last of it. Runs on the event loop that owns the client.
+(benchmarks/README.md). Here a batch is handed to paho in one go (built as one packet queue entry by
+:func:`gateways.mqtt.paho_tuning.publish_many`) and one event wakes the caller when the broker acknowledged the
+last of it. Runs on the event loop that owns the client.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import aiomqtt
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from gateways.mqtt.codec import Notice
+from gateways.mqtt.paho_tuning import publish_many
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,19 @@ class BatchPublisher:
         """
         count = 0
         self._done.clear()
-        for notice in notices:
-            info = self._paho.publish(notice.topic, notice.payload, qos=1)
-            if info.rc != MQTT_ERR_SUCCESS:
-                raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-            # Never acknowledged yet: paho only queues here, and reads the PUBACK once the loop runs again.
-            self._waiting.add(info.mid)
-            count += 1
+        batch = notices if isinstance(notices, list) else list(notices)
+        # Never acknowledged yet: paho only queues here, and reads the PUBACKs once the loop runs again.
+        mids = publish_many(self._paho, [(notice.topic, notice.payload) for notice in batch])
+        if mids is not None:
+            self._waiting.update(mids)
+            count = len(mids)
+        else:  # paho as it is (another version, or no socket: its publish says so)
+            for notice in batch:
+                info = self._paho.publish(notice.topic, notice.payload, qos=1)
+                if info.rc != MQTT_ERR_SUCCESS:
+                    raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                self._waiting.add(info.mid)
+                count += 1
         if not self._waiting:
             return count
         done: asyncio.Future[Any] = asyncio.ensure_future(self._done.wait())
