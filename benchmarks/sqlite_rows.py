@@ -186,7 +186,7 @@ def main() -> None:
         print(
             f"{name}: {min(spent) * 1e6 / reports:.2f} µs a report best, "
             f"{statistics.median(spent) * 1e6 / reports:.2f} median "
-            f"({len(batches)} batches of {args.group}, {args.rounds} rounds)"
+            f"({len(batches)} batches of {reports // len(batches)} reports, {args.rounds} rounds)"
         )
 
 

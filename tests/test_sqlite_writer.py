@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +330,22 @@ def test_an_audit_text_is_stored_as_its_escaped_form(text: str, limit: int | Non
 
 def test_an_audit_row_names_each_column_of_its_table_but_the_id_once() -> None:
     assert sorted(AUDIT_COLUMNS) == sorted(c.name for c in SQLModel.metadata.tables["audit"].columns if c.name != "id")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 6, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 6, 1, 8, 30, 0, 7, tzinfo=timezone(timedelta(hours=8))),
+        datetime(2026, 6, 1, 8, 30, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+    ],
+)
+def test_a_time_is_stored_as_its_utc_text_with_microseconds(value: datetime) -> None:
+    assert sql_store._sqlite_time(value) == value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        sql_store._sqlite_time(datetime(2026, 6, 1))
