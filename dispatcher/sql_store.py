@@ -38,7 +38,7 @@ from dispatcher import briefing
 from dispatcher import briefing as figures  # `briefing` is also a method name in the store's class
 from dispatcher.account_tables import AuditRow
 from dispatcher.assessment import Assessment, assess, store_scoring_text, stored_scoring_tables
-from dispatcher.audit_entries import audit_row
+from dispatcher.audit_entries import AUDIT_COLUMNS, audit_row, audit_values
 from dispatcher.connection_budget import ConnectionBudget
 from dispatcher.core.events import TEAM_DEADLINE_KINDS, DeadlineKind, ScoringPutInForce
 from dispatcher.core.incidents import (
@@ -880,7 +880,7 @@ class _Rows:
 
 
 #: How a backend binds a time of the tuple rows: PostgreSQL takes the datetime itself (:func:`_as_is`),
-#: SQLite's writer its text (:func:`_sqlite_time_text`).
+#: SQLite's writer its text (a :class:`_SqliteTimes` lookup).
 _Time = Callable[[datetime | None], Any]
 
 
@@ -888,12 +888,15 @@ def _as_is(value: datetime | None) -> datetime | None:
     return value
 
 
-def _rows(changes: Changes, time: _Time = _as_is) -> _Rows:
-    """The rows ``changes`` writes: what is new, and of what changed only the columns a move changes."""
+def _rows(changes: Changes, time: _Time = _as_is, *, audit: bool = True) -> _Rows:
+    """The rows ``changes`` writes: what is new, and of what changed only the columns a move changes.
+
+    ``audit``: False leaves ``audit`` empty (SQLite's writer makes those rows by position itself)."""
     rows = _Rows()
     rows.incidents = [_incident_values(i, time) for i in changes.created]
+    shared: _SharedDeadlines = {}
     rows.assignments = [
-        _assignment_values(i.id, n, a, time) for i in changes.created for n, a in enumerate(i.assignments)
+        _assignment_values(i.id, n, a, time, shared) for i in changes.created for n, a in enumerate(i.assignments)
     ]
     for _, after in changes.updated:
         row = {
@@ -919,7 +922,7 @@ def _rows(changes: Changes, time: _Time = _as_is) -> _Rows:
             if previous is assignment:
                 continue
             if previous is None:
-                rows.assignments.append(_assignment_values(after.id, position, assignment, time))
+                rows.assignments.append(_assignment_values(after.id, position, assignment, time, shared))
                 continue
             row = {"b_incident": after.id, "b_team": assignment.team, "position": position}
             row.update(zip(_STATE_COLUMNS, _assignment_state(assignment, _as_is), strict=True))
@@ -964,7 +967,8 @@ def _rows(changes: Changes, time: _Time = _as_is) -> _Rows:
         {"id": t.id, "version": t.version, "body": t.body, "put_at": t.put_at, "put_by": t.put_by}
         for t in changes.rule_tables
     ]
-    rows.audit = [audit_row(e) for e in changes.audit]
+    if audit:
+        rows.audit = [audit_row(e) for e in changes.audit]
     rows.events = [(e.seq, e.incident_id, e.type, time(e.at), e.payload) for e in changes.events]
     return rows
 
@@ -1280,16 +1284,39 @@ _STATE_COLUMNS = (
 )
 
 
-def _assignment_state(assignment: Assignment, time: _Time) -> tuple[Any, ...]:
-    """The columns an assignment's moves change (:data:`_STATE_COLUMNS`): state, officer and each deadline."""
-    deadlines = {d.kind: d for d in assignment.deadlines}
-    kinds: list[Any] = []
+#: A batch's deadline columns already made, by the identity of the deadlines' tuple: (that tuple, its columns).
+#: A new incident's assignments share one tuple of deadlines (``open_incident``), so its columns are made once.
+_SharedDeadlines = dict[int, tuple[tuple[Deadline, ...], tuple[Any, ...]]]
+
+
+def _deadline_columns(deadlines: tuple[Deadline, ...], time: _Time) -> tuple[Any, ...]:
+    """Due time, state and settled time of each team deadline kind (:data:`_KINDS`), None for a kind not held."""
+    by_kind = {d.kind: d for d in deadlines}
+    columns: list[Any] = []
     for kind in _KINDS:
-        deadline = deadlines.get(kind)
+        deadline = by_kind.get(kind)
         if deadline is None:
-            kinds += (None, None, None)
+            columns += (None, None, None)
         else:
-            kinds += (time(deadline.due_at), _VALUES[deadline.state], time(deadline.settled_at))
+            columns += (time(deadline.due_at), _VALUES[deadline.state], time(deadline.settled_at))
+    return tuple(columns)
+
+
+def _assignment_state(assignment: Assignment, time: _Time, shared: _SharedDeadlines | None = None) -> tuple[Any, ...]:
+    """The columns an assignment's moves change (:data:`_STATE_COLUMNS`): state, officer and each deadline.
+
+    ``shared``: the batch's deadline columns made so far (same ``time``), to reuse and add to."""
+    deadlines = assignment.deadlines
+    if shared is None:
+        kinds = _deadline_columns(deadlines, time)
+    else:
+        # By identity, the tuple kept beside its columns: an id is only unique while its object lives.
+        found = shared.get(id(deadlines))
+        if found is not None and found[0] is deadlines:
+            kinds = found[1]
+        else:
+            kinds = _deadline_columns(deadlines, time)
+            shared[id(deadlines)] = (deadlines, kinds)
     return (
         _VALUES[assignment.state],
         time(assignment.updated_at),
@@ -1310,13 +1337,15 @@ _VALUES: dict[Enum, str] = {member: member.value for enum in (AssignmentState, R
 _NEW_ASSIGNMENT_COLUMNS = ("incident_id", "team", "position", "dispatched_at", *_STATE_COLUMNS)
 
 
-def _assignment_values(incident_id: int, position: int, assignment: Assignment, time: _Time) -> tuple[Any, ...]:
+def _assignment_values(
+    incident_id: int, position: int, assignment: Assignment, time: _Time, shared: _SharedDeadlines | None = None
+) -> tuple[Any, ...]:
     return (
         incident_id,
         assignment.team,
         position,
         time(assignment.dispatched_at),
-        *_assignment_state(assignment, time),
+        *_assignment_state(assignment, time, shared),
     )
 
 
@@ -1370,19 +1399,19 @@ def _commit_sqlite(conn: sqlite3.Connection, *, changes: Changes) -> None:
     transact(conn, _sqlite_steps(changes))
 
 
-def _sqlite_time_text() -> _Time:
-    """A batch's :data:`_Time` for SQLite: each distinct time formatted once (most of a batch's share a few)."""
-    texts: dict[datetime, str] = {}
+class _SqliteTimes(dict[datetime | None, str | None]):
+    """A batch's times as SQLite's text: ``times[value]``, each distinct time formatted once (most of a batch's
+    share a few), None as None. Its ``__getitem__`` is the batch's :data:`_Time`: a lookup that finds costs no
+    Python frame (a 100-report batch looks up some 4,000 times)."""
 
-    def text(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        found = texts.get(value)
-        if found is None:
-            found = texts[value] = _sqlite_time(value)
-        return found
+    __slots__ = ()
 
-    return text
+    def __init__(self) -> None:
+        super().__init__(((None, None),))
+
+    def __missing__(self, value: datetime) -> str:
+        text = self[value] = _sqlite_time(value)
+        return text
 
 
 def _sqlite_steps(changes: Changes) -> list[Step]:
@@ -1392,9 +1421,9 @@ def _sqlite_steps(changes: Changes) -> list[Step]:
     and looking it up in the row, for every column of every row (a batch of 100 reports binds some 14,000
     values, a fifth of its commit's time); the rare updates keep their names (their keys are ``b_`` ones).
     """
-    time = _sqlite_time_text()
-    rows = _rows(changes, time)
-    times: dict[datetime, str] = {}  # the dict rows' times: each distinct one formatted once
+    times = _SqliteTimes()
+    time = times.__getitem__
+    rows = _rows(changes, time, audit=False)
 
     def insert(table: sa.Table, table_rows: list[dict[str, Any]]) -> Step:
         if not table_rows:
@@ -1423,22 +1452,24 @@ def _sqlite_steps(changes: Changes) -> list[Step]:
         update(handover_t, _SQLITE_HANDOVER_ACK, rows.handover_acks),
         insert(roster_t, rows.rosters),
         insert(rule_table_t, rows.rule_tables),
-        insert(audit_t, rows.audit),
+        insert_values(audit_t, AUDIT_COLUMNS, [audit_values(e, time(e.at)) for e in changes.audit]),
         insert_values(event_t, _NEW_EVENT_COLUMNS, rows.events),
     ]
 
 
 def _sqlite_time(value: datetime) -> str:
     """A time as SQLite stores it (:class:`UtcDateTime`): UTC text with microseconds."""
-    if value.tzinfo is None:
-        raise ValueError("naive datetime refused: pass timezone-aware UTC times")
-    if value.tzinfo is not UTC:
+    zone = value.tzinfo
+    if zone is not UTC:
+        if zone is None:
+            raise ValueError("naive datetime refused: pass timezone-aware UTC times")
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    # Without its "+00:00": the same text as the naive copy's, without making the copy.
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _sqlite_values(
-    table: sa.Table, names: tuple[str, ...], rows: list[dict[str, Any]], cache: dict[datetime, str]
+    table: sa.Table, names: tuple[str, ...], rows: list[dict[str, Any]], cache: _SqliteTimes
 ) -> list[list[Any]]:
     """Each row's values in the order of ``names`` (its keys), time columns as SQLite's text.
 
@@ -1452,29 +1483,19 @@ def _sqlite_values(
             raise ValueError(f"rows of {table.name} with different columns: {sorted(row)} and {sorted(names)}")
         line = list(row.values())
         for n in timed:
-            if line[n] is not None:
-                line[n] = _sqlite_time_cached(line[n], cache)
+            line[n] = cache[line[n]]
         values.append(line)
     return values
 
 
-def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: dict[datetime, str]) -> list[dict[str, Any]]:
+def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: _SqliteTimes) -> list[dict[str, Any]]:
     """``rows`` with their time columns as SQLite's text (changed in place: the rows are this batch's own)."""
     names = [name for name in rows[0] if name in _TIME_COLUMNS[table.name]]
     if names:
         for row in rows:
             for name in names:
-                if row[name] is not None:
-                    row[name] = _sqlite_time_cached(row[name], cache)
+                row[name] = cache[row[name]]
     return rows
-
-
-def _sqlite_time_cached(value: datetime, cache: dict[datetime, str]) -> str:
-    """:func:`_sqlite_time` of ``value``, each distinct time of a batch formatted once (``cache``: the batch's)."""
-    text = cache.get(value)
-    if text is None:
-        text = cache[value] = _sqlite_time(value)
-    return text
 
 
 @lru_cache(maxsize=64)

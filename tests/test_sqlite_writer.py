@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ from sqlmodel import SQLModel
 
 from dispatcher import sql_store
 from dispatcher.alarm import ManualAlarm
+from dispatcher.audit_entries import AUDIT_COLUMNS, AuditEntry, audit_row, storable
 from dispatcher.clock import VirtualClock
 from dispatcher.core.incidents import Report
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, transact
-from dispatcher.store import IncidentFilter, StoreUnavailable
+from dispatcher.store import Changes, IncidentFilter, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import START, HubRig
 
@@ -256,3 +258,94 @@ async def test_a_call_whose_caller_went_before_it_started_is_not_run_and_close_e
         release.set()
         await writer.close()
     assert not thread.is_alive()
+
+
+def _one_by_one(value: Any) -> Any:
+    return None if value is None else sql_store._sqlite_time(value)
+
+
+async def test_a_batchs_rows_are_each_value_made_on_its_own(
+    sqlite_rig: HubRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's thread formats each distinct time of a batch once, makes the deadline columns that an incident's
+    assignments share once, and binds audit rows by position: the rows are those of every value made on its own."""
+    store = sqlite_rig.hub.store
+    captured: list[Changes] = []
+    real_commit = store.commit
+
+    async def commit(changes: Changes) -> None:
+        changes.audit = [
+            AuditEntry(
+                at=sqlite_rig.clock.now(), action="POST /api/v1/incidents", outcome=201, actor="op", source="::1"
+            ),
+            AuditEntry(at=START, action="GET /x", outcome=404, target="/x/\x00/\ud800", detail="路口 " * 300),
+        ]
+        captured.append(changes)
+        await real_commit(changes)
+
+    monkeypatch.setattr(store, "commit", commit)
+    categories = [("traffic.congestion", "five-way"), ("market.unlicensed_vendor", "market")]
+    for round_ in range(3):
+        sqlite_rig.clock.advance(timedelta(seconds=1))
+        reports = [
+            Report(report_id=f"r-{round_}-{n}", category=c, description="d", zone=z)
+            for n, (c, z) in enumerate(categories * 3)
+        ]
+        await sqlite_rig.hub.report_many(reports, sqlite_rig.clock.now())
+
+    assert captured and all(c.created for c in captured)
+    for changes in captured:
+        steps = {statement: rows for statement, rows in sql_store._sqlite_steps(changes) if rows}
+
+        def rows_of(table: str, columns: tuple[str, ...], steps: dict[str, Any] = steps) -> list[tuple[Any, ...]]:
+            return [tuple(row) for row in steps[sql_store._sqlite_insert(table, columns)]]
+
+        assert rows_of("incident", sql_store._NEW_INCIDENT_COLUMNS) == [
+            sql_store._incident_values(i, _one_by_one) for i in changes.created
+        ]
+        assert rows_of("assignment", sql_store._NEW_ASSIGNMENT_COLUMNS) == [
+            sql_store._assignment_values(i.id, n, a, _one_by_one)
+            for i in changes.created
+            for n, a in enumerate(i.assignments)
+        ]
+        assert rows_of("event", sql_store._NEW_EVENT_COLUMNS) == [
+            (e.seq, e.incident_id, e.type, _one_by_one(e.at), e.payload) for e in changes.events
+        ]
+        assert rows_of("audit", AUDIT_COLUMNS) == [
+            tuple(_one_by_one(v) if k == "at" else v for k, v in audit_row(e).items()) for e in changes.audit
+        ]
+    hostile = rows_of("audit", AUDIT_COLUMNS)[1]  # the last batch's
+    assert hostile[1:5] == (None, None, "GET /x", "/x/\\x00/\\ud800") and len(hostile[7]) == len("路口 " * 300)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain", "a\x00b", "\ud800", "路口", "a" * 600, "é\x00" * 300, "\x00", "tab\tand\nnewline"]
+)
+@pytest.mark.parametrize("limit", [None, 1, 64, 512])
+def test_an_audit_text_is_stored_as_its_escaped_form(text: str, limit: int | None) -> None:
+    # ASCII without a NUL skips the escaping: the same text as escaping it would give.
+    escaped = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    assert storable(text, limit) == (escaped[:limit] if limit is not None else escaped)
+
+
+def test_an_audit_row_names_each_column_of_its_table_but_the_id_once() -> None:
+    assert sorted(AUDIT_COLUMNS) == sorted(c.name for c in SQLModel.metadata.tables["audit"].columns if c.name != "id")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 6, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 6, 1, 8, 30, 0, 7, tzinfo=timezone(timedelta(hours=8))),
+        datetime(2026, 6, 1, 8, 30, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+    ],
+)
+def test_a_time_is_stored_as_its_utc_text_with_microseconds(value: datetime) -> None:
+    assert sql_store._sqlite_time(value) == value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        sql_store._sqlite_time(datetime(2026, 6, 1))
