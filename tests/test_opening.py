@@ -1,5 +1,5 @@
 """``open_incident`` shares what one decision implies between the incidents it opens: the answers stay those of
-a decision seen for the first time, whatever was opened before with it."""
+a decision seen for the first time, whatever was opened before with it. And the open index's waiting teams."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from dispatcher.core.events import Event
 from dispatcher.core.incidents import Incident, Report, open_incident
+from dispatcher.core.lifecycle import IncidentStatus
+from dispatcher.open_incidents import OpenIncidents
 from rules import RoutingInput, RuleBook
 from rules.matcher import Decision
 
@@ -54,3 +56,27 @@ def test_a_drill_of_a_county_matter_is_never_forwarded_after_a_real_one(bundled_
     assert first.delivery is not None and first.delivery.department == decision.handover
     assert second.delivery is None
     assert third.delivery == first.delivery
+
+
+def test_the_waiting_index_follows_each_team_of_an_incident(bundled_rules: RuleBook) -> None:
+    decision = _decision(bundled_rules, "traffic.congestion", "five-way")
+    lead, other = decision.lead or "", decision.support[0]
+    report = Report(report_id="r", category="traffic.congestion", description="jam", zone="five-way")
+    waiting, _ = open_incident(5, report, decision, AT, {lead: None, other: None}, calendar=bundled_rules.work_calendar)
+    index = OpenIncidents()
+    index.follow(waiting, None)
+    assert index.waiting_in(lead) == index.waiting_in(other) == {5}
+    # The lead's officer found, and the other team's part handed to a third team (its waiting part gone).
+    moved = tuple(
+        dataclasses.replace(a, officer="someone", waiting=False)
+        if a.team == lead
+        else dataclasses.replace(a, team="a-third-team")
+        if a.team == other
+        else a
+        for a in waiting.assignments
+    )
+    later = dataclasses.replace(waiting, assignments=moved)
+    index.follow(later, waiting)
+    assert index.indexes()[1] == {"a-third-team": {5}}
+    index.follow(dataclasses.replace(later, status=IncidentStatus.CLOSED), later)
+    assert index.indexes()[1] == {}
