@@ -601,7 +601,10 @@ def open_incident(
         events.append(UnitsDispatched(incident_id=incident_id, at=at, units=tuple(units), incident_status=status))
         waiting = tuple(a.team for a in assignments if a.waiting)
         if waiting:  # one fact for every team that waits, not one per team
-            events.append(_waiting(incident, waiting, at))
+            name, title = opening.alerted
+            events.append(
+                AssignmentWaiting(incident_id=incident_id, at=at, teams=waiting, alerted_name=name, alerted_title=title)
+            )
     return incident, events
 
 
@@ -614,7 +617,7 @@ class _Opening:
     instant too; the last instant's are kept (the reports of one batch share it).
     """
 
-    __slots__ = ("_last", "decision", "delivery", "loop", "promises", "queue", "teams")
+    __slots__ = ("_last", "alerted", "decision", "delivery", "loop", "promises", "queue", "teams")
 
     def __init__(self, decision: Decision) -> None:
         self.decision = decision  # held, so that its id cannot be taken by another object while cached
@@ -630,6 +633,7 @@ class _Opening:
             extension_approver=decision.extension_approver,
         )
         self.delivery = Delivery(department=decision.handover) if decision.handover is not None else None
+        self.alerted = _alerted(decision.escalation)  # the incident's chain is the decision's
         self._last: tuple[datetime, WorkCalendar | None, _Dues] | None = None
 
     def deadlines_from(self, at: datetime, calendar: WorkCalendar | None) -> _Dues:
@@ -676,16 +680,14 @@ def _unit(assignment: Assignment) -> DispatchedUnit:
 
 
 def _waiting(incident: Incident, teams: tuple[str, ...], at: datetime) -> AssignmentWaiting:
-    lead = next((t for t in incident.escalation if t.level == "module_lead"), None) or (
-        incident.escalation[0] if incident.escalation else None
-    )
-    return AssignmentWaiting(
-        incident_id=incident.id,
-        at=at,
-        teams=teams,
-        alerted_name=lead.name if lead else "",
-        alerted_title=lead.title if lead else "",
-    )
+    name, title = _alerted(incident.escalation)
+    return AssignmentWaiting(incident_id=incident.id, at=at, teams=teams, alerted_name=name, alerted_title=title)
+
+
+def _alerted(escalation: tuple[EscalationTarget, ...]) -> tuple[str, str]:
+    """Who is alerted when a team waits: the chain's module lead, else its first step (nobody: empty)."""
+    lead = next((t for t in escalation if t.level == "module_lead"), None) or (escalation[0] if escalation else None)
+    return (lead.name, lead.title) if lead else ("", "")
 
 
 def _due(assignment: Assignment, kind: DeadlineKind) -> datetime | None:
