@@ -40,7 +40,8 @@ def due_entries(incident: Incident) -> list[DueEntry]:
 def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
     """:func:`due_entries` of every incident in one pass (a restart may find a million pending ones)."""
     pending, step_pending = DeadlineState.PENDING, EscalationState.PENDING
-    make_entry = DueEntry._make
+    # ``tuple.__new__`` itself: ``DueEntry._make`` is a Python function around the same call (an entry a deadline).
+    new, entry_type = tuple.__new__, DueEntry
     entries: list[DueEntry] = []
     for incident in incidents:
         incident_id = incident.id
@@ -48,13 +49,13 @@ def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
             team = a.team
             for d in a.deadlines:
                 if d.state is pending:
-                    entries.append(make_entry((d.due_at, incident_id, team, d.kind, 0)))
+                    entries.append(new(entry_type, (d.due_at, incident_id, team, d.kind, 0)))
             for e in a.escalations:
                 if e.state is step_pending and e.kind in _DEADLINE_KINDS:
-                    entries.append(make_entry((e.due_at, incident_id, team, ev.DeadlineKind(e.kind), e.step)))
+                    entries.append(new(entry_type, (e.due_at, incident_id, team, ev.DeadlineKind(e.kind), e.step)))
         for d in incident.loop.checks:  # the incident's own: verification due, parking review
             if d.state is pending:
-                entries.append(make_entry((d.due_at, incident_id, NO_TEAM, d.kind, 0)))
+                entries.append(new(entry_type, (d.due_at, incident_id, NO_TEAM, d.kind, 0)))
     return entries
 
 

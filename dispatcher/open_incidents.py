@@ -151,12 +151,13 @@ class OpenIncidents:
                 ids.add(incident.id)
             else:
                 ids.discard(incident.id)
-        teams = {a.team for a in incident.assignments}
-        if before is not None:
-            teams.update(a.team for a in before.assignments)
+        # Whether each team of the incident waits, as ``incident.assignment(team)`` (the first of the team) says;
+        # read in one pass over the assignments instead of one search per team.
+        waits = {a.team: a.waiting for a in reversed(incident.assignments)}
+        teams = waits.keys() | {a.team for a in before.assignments} if before is not None else waits.keys()
+        is_open = incident.is_open
         for team in teams:
-            waiting = incident.is_open and incident.has_team(team) and incident.assignment(team).waiting
-            if waiting:
+            if is_open and waits.get(team, False):
                 self._waiting.setdefault(team, set()).add(incident.id)
             elif team in self._waiting:
                 self._waiting[team].discard(incident.id)

@@ -184,23 +184,27 @@ _MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCE
 class _Units(Mapping[str, UnitState]):
     """A read-only mapping view over the index's units with the batch's changes on top."""
 
+    __slots__ = ("_changed", "_known")
+
     def __init__(self, batch: Batch) -> None:
-        self._batch = batch
+        # The two maps themselves (each is changed in place, never replaced): read once an officer while choosing.
+        self._changed = batch.units
+        self._known = batch.open.units
 
     def __getitem__(self, officer_id: str) -> UnitState:
-        found = self._batch.units.get(officer_id) or self._batch.open.units.get(officer_id)
+        found = self._changed.get(officer_id) or self._known.get(officer_id)
         if found is None:
             raise KeyError(officer_id)
         return found
 
     def get(self, officer_id: str, default: Any = None) -> Any:  # without raising: most officers are idle
-        return self._batch.units.get(officer_id) or self._batch.open.units.get(officer_id) or default
+        return self._changed.get(officer_id) or self._known.get(officer_id) or default
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._batch.open.units.keys() | self._batch.units.keys())
+        return iter(self._known.keys() | self._changed.keys())
 
     def __len__(self) -> int:
-        return len(self._batch.open.units.keys() | self._batch.units.keys())
+        return len(self._known.keys() | self._changed.keys())
 
 
 @dataclass(slots=True)

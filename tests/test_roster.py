@@ -86,6 +86,29 @@ def test_off_duty_tried_and_full_officers_are_never_chosen() -> None:
     assert choose_officer(roster, units, need()) == "c"
 
 
+def test_the_choice_is_always_the_first_of_the_ranking() -> None:
+    """Every mix of zone, tasks, position, status and exclusion for four officers of a team: ``choose_officer``
+    (one loop) names the officer :func:`rank` (sorted) puts first, or nobody when the ranking is empty."""
+    roster = crew(officer("a", zone="five-way"), officer("b"), officer("c", zone="market"), officer("d"))
+    places = (None, (28.8481, 118.9120), (28.8600, 118.9120))
+    states = [
+        UnitState(status=status, tasks=tasks, lat=place[0] if place else None, lon=place[1] if place else None)
+        for status in (UnitStatus.AVAILABLE, UnitStatus.ASSIGNED, UnitStatus.OFF_DUTY)
+        for tasks in (0, 1, 2)
+        for place in places
+    ]
+    compared = 0
+    for k in range(len(states) ** 2):
+        units = {"a": states[k % len(states)], "c": states[k // len(states)], "d": states[(k * 7) % len(states)]}
+        for zones, exclude in (((), frozenset()), (("five-way",), frozenset({"b"})), (("market",), frozenset("d"))):
+            for point in ({"lat": None, "lon": None}, {}):
+                wanted = need(zones=zones, exclude=exclude, **point)
+                ranked = rank(roster, units, wanted)
+                assert choose_officer(roster, units, wanted) == (ranked[0][0] if ranked else None)
+                compared += 1
+    assert compared == len(states) ** 2 * 6
+
+
 def test_a_night_shift_runs_past_midnight_and_belongs_to_the_day_it_began() -> None:
     night = Shift(id="n", team="t", start=time(20), end=time(8), officers=("a",), weekdays=frozenset({4}))  # Fri
     roster = crew(officer("a"), shifts=(night,))

@@ -519,25 +519,15 @@ def open_incident(
     A team missing from it is dispatched as a whole (a team without a roster).
     """
     chosen = officers or {}
-    promises = Promises(
-        ack_within=decision.ack_within, arrive_within=decision.arrive_within, resolve_within=decision.resolve_within
-    )
+    opening = _opening_of(decision)
     # Every team of the decision is promised the same windows from the same instant: the deadlines are
     # counted once and the (immutable) tuple is shared by the assignments, and so are the due times of
-    # their dispatch notices.
-    deadlines = promises.deadlines_from(at, calendar) if decision.lead or decision.support else ()
-    due = {d.kind: d.due_at for d in deadlines}
-    ack_due, arrive_due, resolve_due = (
-        due.get(DeadlineKind.ACK),
-        due.get(DeadlineKind.ARRIVE),
-        due.get(DeadlineKind.RESOLVE),
-    )
+    # their dispatch notices; the reports of one batch share the instant too, and so the tuple.
+    deadlines, ack_due, arrive_due, resolve_due = opening.deadlines_from(at, calendar)
     assignments: list[Assignment] = []
     units: list[DispatchedUnit] = []
-    teams = [(decision.lead, Role.LEAD)] if decision.lead else []
-    teams += [(team, Role.SUPPORT) for team in decision.support]
     dispatched = AssignmentState.DISPATCHED
-    for team, role in teams:
+    for team, role in opening.teams:
         officer = chosen.get(team)
         assignments.append(
             Assignment(
@@ -562,7 +552,7 @@ def open_incident(
         report=report,
         status=status,
         module=decision.module,
-        queue=decision.queue.value if decision.queue else None,
+        queue=opening.queue,
         zones=decision.zones,
         priority=decision.priority,
         rule_id=decision.rule_id,
@@ -573,15 +563,9 @@ def open_incident(
         reported_at=at,
         updated_at=at,
         assignments=tuple(assignments),
-        promises=promises,
-        loop=Loop(
-            verify_within=decision.verify_within,
-            max_extensions=decision.max_extensions,
-            extension_approver=decision.extension_approver,
-        ),
-        delivery=Delivery(department=decision.handover)
-        if decision.handover is not None and not report.exercise
-        else None,
+        promises=opening.promises,
+        loop=opening.loop,
+        delivery=opening.delivery if not report.exercise else None,
     )
     events: list[Event] = [
         IncidentReported(
@@ -617,8 +601,71 @@ def open_incident(
         events.append(UnitsDispatched(incident_id=incident_id, at=at, units=tuple(units), incident_status=status))
         waiting = tuple(a.team for a in assignments if a.waiting)
         if waiting:  # one fact for every team that waits, not one per team
-            events.append(_waiting(incident, waiting, at))
+            name, title = opening.alerted
+            events.append(
+                AssignmentWaiting(incident_id=incident_id, at=at, teams=waiting, alerted_name=name, alerted_title=title)
+            )
     return incident, events
+
+
+class _Opening:
+    """What every incident opened by one decision shares, made once per decision rather than per report.
+
+    Routing hands out the same :class:`Decision` object again for the same rule, category and zones, so
+    the records it implies (promises, the loop's terms, the delivery record, the teams in order) are
+    built once and shared: they are immutable, so an incident cannot tell. The deadlines depend on the
+    instant too; the last instant's are kept (the reports of one batch share it).
+    """
+
+    __slots__ = ("_last", "alerted", "decision", "delivery", "loop", "promises", "queue", "teams")
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision  # held, so that its id cannot be taken by another object while cached
+        lead = ((decision.lead, Role.LEAD),) if decision.lead else ()
+        self.teams: tuple[tuple[str, Role], ...] = lead + tuple((team, Role.SUPPORT) for team in decision.support)
+        self.queue = decision.queue.value if decision.queue else None
+        self.promises = Promises(
+            ack_within=decision.ack_within, arrive_within=decision.arrive_within, resolve_within=decision.resolve_within
+        )
+        self.loop = Loop(
+            verify_within=decision.verify_within,
+            max_extensions=decision.max_extensions,
+            extension_approver=decision.extension_approver,
+        )
+        self.delivery = Delivery(department=decision.handover) if decision.handover is not None else None
+        self.alerted = _alerted(decision.escalation)  # the incident's chain is the decision's
+        self._last: tuple[datetime, WorkCalendar | None, _Dues] | None = None
+
+    def deadlines_from(self, at: datetime, calendar: WorkCalendar | None) -> _Dues:
+        """The teams' deadlines counted from ``at`` and the due time of each kind (``None``: not promised);
+        no deadlines when the decision sends no team. Raises :class:`CalendarUnknown` as
+        :meth:`Promises.deadlines_from` does."""
+        last = self._last  # one read: the instant, the calendar and their answer always belong together
+        if last is not None and last[0] is at and last[1] is calendar:
+            return last[2]
+        deadlines = self.promises.deadlines_from(at, calendar) if self.teams else ()
+        due = {d.kind: d.due_at for d in deadlines}
+        dues = (deadlines, due.get(DeadlineKind.ACK), due.get(DeadlineKind.ARRIVE), due.get(DeadlineKind.RESOLVE))
+        self._last = (at, calendar, dues)
+        return dues
+
+
+#: A decision's deadlines from one instant, then the due time of ack, arrive and resolve.
+_Dues = tuple[tuple[Deadline, ...], datetime | None, datetime | None, datetime | None]
+
+#: Each decision's shared parts, by the decision's ``id`` (the entry holds the decision). Bounded: a report
+#: whose category was classified gets a decision of its own.
+_OPENINGS: dict[int, _Opening] = {}
+_OPENINGS_KEPT = 1024
+
+
+def _opening_of(decision: Decision) -> _Opening:
+    opening = _OPENINGS.get(id(decision))
+    if opening is None or opening.decision is not decision:
+        if len(_OPENINGS) >= _OPENINGS_KEPT:
+            _OPENINGS.clear()
+        opening = _OPENINGS[id(decision)] = _Opening(decision)
+    return opening
 
 
 def _unit(assignment: Assignment) -> DispatchedUnit:
@@ -633,16 +680,14 @@ def _unit(assignment: Assignment) -> DispatchedUnit:
 
 
 def _waiting(incident: Incident, teams: tuple[str, ...], at: datetime) -> AssignmentWaiting:
-    lead = next((t for t in incident.escalation if t.level == "module_lead"), None) or (
-        incident.escalation[0] if incident.escalation else None
-    )
-    return AssignmentWaiting(
-        incident_id=incident.id,
-        at=at,
-        teams=teams,
-        alerted_name=lead.name if lead else "",
-        alerted_title=lead.title if lead else "",
-    )
+    name, title = _alerted(incident.escalation)
+    return AssignmentWaiting(incident_id=incident.id, at=at, teams=teams, alerted_name=name, alerted_title=title)
+
+
+def _alerted(escalation: tuple[EscalationTarget, ...]) -> tuple[str, str]:
+    """Who is alerted when a team waits: the chain's module lead, else its first step (nobody: empty)."""
+    lead = next((t for t in escalation if t.level == "module_lead"), None) or (escalation[0] if escalation else None)
+    return (lead.name, lead.title) if lead else ("", "")
 
 
 def _due(assignment: Assignment, kind: DeadlineKind) -> datetime | None:

@@ -243,8 +243,30 @@ def rank(roster: Roster, units: Mapping[str, UnitState], need: Need) -> list[tup
 
 def choose_officer(roster: Roster, units: Mapping[str, UnitState], need: Need) -> str | None:
     """The best officer for ``need`` (see the module's rules), or ``None`` when nobody can go."""
-    best = min(_eligible(roster, units, need), default=None)  # the first of :func:`rank`, without sorting
-    return best[1] if best is not None else None
+    # The first of :func:`rank`, without sorting: :func:`_eligible`'s test and key written out in one loop (no
+    # generator to resume an officer at a time; a key is made only for an officer who can go). Keys end with the
+    # officer's id, so no two are equal and the smallest is the one ``min`` would pick.
+    zones = need.zones
+    exclude = need.exclude
+    max_tasks = roster.max_tasks
+    off_duty = UnitStatus.OFF_DUTY
+    lat, lon = need.lat, need.lon
+    get = units.get
+    best: tuple[int, int, float, int, str] | None = None
+    for officer_id, posted in roster.duty(need.team, need.at).items():
+        if officer_id in exclude:
+            continue
+        unit = get(officer_id, _IDLE)
+        tasks = unit.tasks
+        if tasks >= max_tasks or unit.status is off_duty:
+            continue
+        distance = math.inf
+        if lat is not None and lon is not None and unit.lat is not None and unit.lon is not None:
+            distance = distance_m(lat, lon, unit.lat, unit.lon)
+        key = (0 if posted in zones else 1, 0 if tasks == 0 else 1, distance, tasks, officer_id)
+        if best is None or key < best:
+            best = key
+    return best[4] if best is not None else None
 
 
 def _eligible(

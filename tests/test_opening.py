@@ -1,0 +1,82 @@
+"""``open_incident`` shares what one decision implies between the incidents it opens: the answers stay those of
+a decision seen for the first time, whatever was opened before with it. And the open index's waiting teams."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
+
+from dispatcher.core.events import Event
+from dispatcher.core.incidents import Incident, Report, open_incident
+from dispatcher.core.lifecycle import IncidentStatus
+from dispatcher.open_incidents import OpenIncidents
+from rules import RoutingInput, RuleBook
+from rules.matcher import Decision
+
+AT = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)
+SHANGHAI = timezone(timedelta(hours=8))
+
+
+def _decision(book: RuleBook, category: str, zone: str) -> Decision:
+    return book.route(RoutingInput(category=category, zone=zone, at=AT))
+
+
+def _fresh(
+    decision: Decision, report: Report, at: datetime, officers: dict[str, str | None], book: RuleBook
+) -> tuple[Incident, list[Event]]:
+    """What a decision never seen before opens (an equal copy is another object, so nothing is shared)."""
+    return open_incident(7, report, dataclasses.replace(decision), at, officers, calendar=book.work_calendar)
+
+
+def test_one_decision_opens_each_incident_as_a_fresh_one_would(bundled_rules: RuleBook) -> None:
+    decision = _decision(bundled_rules, "traffic.congestion", "five-way")
+    assert _decision(bundled_rules, "traffic.congestion", "five-way") is decision  # what makes sharing pay
+    report = Report(report_id="r", category="traffic.congestion", description="jam", zone="five-way")
+    later = AT + timedelta(minutes=1)
+    equal_elsewhere = AT.astimezone(SHANGHAI)  # the same instant, another zone: its deadlines keep that zone
+    assert equal_elsewhere == AT
+    officers: list[dict[str, str | None]] = [{}, {decision.lead or "": None}, {decision.support[0]: "someone"}]
+    for at in (AT, AT, later, equal_elsewhere, AT, later):
+        for chosen in officers:
+            opened = open_incident(7, report, decision, at, chosen, calendar=bundled_rules.work_calendar)
+            assert opened == _fresh(decision, report, at, chosen, bundled_rules)
+            incident = opened[0]
+            assert all(d.due_at.tzinfo is at.tzinfo for a in incident.assignments for d in a.deadlines)
+            assert incident.assignments[0].deadlines[0].due_at == at + decision.ack_within  # type: ignore[operator]
+
+
+def test_a_drill_of_a_county_matter_is_never_forwarded_after_a_real_one(bundled_rules: RuleBook) -> None:
+    decision = _decision(bundled_rules, "environment.pollution", "town-centre")
+    assert decision.handover is not None
+    real = Report(report_id="a", category="environment.pollution", description="smoke")
+    drill = dataclasses.replace(real, report_id="b", exercise=True)
+    first, _ = open_incident(1, real, decision, AT, calendar=bundled_rules.work_calendar)
+    second, _ = open_incident(2, drill, decision, AT, calendar=bundled_rules.work_calendar)
+    third, _ = open_incident(3, real, decision, AT, calendar=bundled_rules.work_calendar)
+    assert first.delivery is not None and first.delivery.department == decision.handover
+    assert second.delivery is None
+    assert third.delivery == first.delivery
+
+
+def test_the_waiting_index_follows_each_team_of_an_incident(bundled_rules: RuleBook) -> None:
+    decision = _decision(bundled_rules, "traffic.congestion", "five-way")
+    lead, other = decision.lead or "", decision.support[0]
+    report = Report(report_id="r", category="traffic.congestion", description="jam", zone="five-way")
+    waiting, _ = open_incident(5, report, decision, AT, {lead: None, other: None}, calendar=bundled_rules.work_calendar)
+    index = OpenIncidents()
+    index.follow(waiting, None)
+    assert index.waiting_in(lead) == index.waiting_in(other) == {5}
+    # The lead's officer found, and the other team's part handed to a third team (its waiting part gone).
+    moved = tuple(
+        dataclasses.replace(a, officer="someone", waiting=False)
+        if a.team == lead
+        else dataclasses.replace(a, team="a-third-team")
+        if a.team == other
+        else a
+        for a in waiting.assignments
+    )
+    later = dataclasses.replace(waiting, assignments=moved)
+    index.follow(later, waiting)
+    assert index.indexes()[1] == {"a-third-team": {5}}
+    index.follow(dataclasses.replace(later, status=IncidentStatus.CLOSED), later)
+    assert index.indexes()[1] == {}
