@@ -57,9 +57,9 @@ def test_an_assignment_that_moved_is_written_with_its_own_deadlines(bundled_rule
 def test_a_windows_text_is_formatted_once_and_as_before() -> None:
     """The closing loop's ``verify_within`` text comes from a cache by window: each window's own text."""
     from gateways.schemas import _window_text
-    from rules.workdays import WorkSpan, format_window
+    from rules.workdays import Window, WorkSpan, format_window
 
-    windows = [
+    windows: list[Window] = [
         timedelta(days=1),
         timedelta(hours=24),
         timedelta(hours=36),
