@@ -21,7 +21,7 @@ from dispatcher.values import IncidentId, Offset, Seq, Text
 from gateways import problems
 from gateways.auth import acting, principal_of
 from gateways.evidence import attachment_problem, check_attachments, record_refs
-from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
+from gateways.policy import READ_INCIDENT, Scope, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
     BriefingPublic,
@@ -147,7 +147,12 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         outcome, report = _admit(index, item, hub)
         outcomes.append(outcome)
         if report is not None:
-            problem = await attachment_problem(request, report.photos, report.place)
+            # Most reports carry no photo and no place code: nothing to look up, no coroutine to make.
+            problem = (
+                await attachment_problem(request, report.photos, report.place)
+                if report.photos or report.place is not None
+                else None
+            )
             if problem is not None:
                 errors = [{"field": problem[0], "message": problem[1]}]
                 outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
@@ -158,9 +163,10 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
             raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
         account = principal_of(request).account
+        scope = _read_scope(account)
         for (outcome, report), answer in zip(accepted, answers, strict=True):
-            _settle(outcome, answer, account, hub)
-            if isinstance(answer, ReportOutcome):
+            _settle(outcome, answer, account, scope, hub)
+            if report.photos and isinstance(answer, ReportOutcome):
                 await record_refs(request, answer.incident.id, report.photos)
     counts = Counter(o["outcome"] for o in outcomes)
     hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items()})
@@ -188,8 +194,20 @@ def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | No
     return outcome, body.to_report()
 
 
-def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, hub: Hub) -> None:
-    """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500)."""
+def _settle(
+    outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, scope: Scope | None, hub: Hub
+) -> None:
+    """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500).
+
+    ``scope``: the account's on ``GET /api/v1/incidents/{incident_id}`` (:func:`_read_scope`).
+    """
+    if isinstance(answer, ReportOutcome):
+        incident = answer.incident
+        kind = "created" if answer.created else "joined" if answer.joined else "known"
+        outcome.update(outcome=kind, id=incident.id, status=incident.status._value_)
+        if _readable(account, scope, incident, hub):
+            outcome["incident"] = incident_json(incident)
+        return
     if isinstance(answer, CommitRefused):
         problem = f"not stored, a value of this report was refused: {answer}"
         outcome.update(outcome="refused", code=problems.code_of(answer), problem=problem)
@@ -197,18 +215,21 @@ def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, acco
     if isinstance(answer, Refused):
         outcome.update(outcome="refused", code=problems.code_of(answer), problem=str(answer))
         return
-    if isinstance(answer, BaseException):
-        raise answer
-    incident = answer.incident
-    kind = "created" if answer.created else "joined" if answer.joined else "known"
-    outcome.update(outcome=kind, id=incident.id, status=incident.status.value)
-    if _may_read(account, incident, hub):
-        outcome["incident"] = incident_json(incident)
+    raise answer
+
+
+def _read_scope(account: Account) -> Scope | None:
+    """The scope ``account`` has on ``GET /api/v1/incidents/{incident_id}``, or None: it may not read incidents."""
+    return (grant_for(*READ_INCIDENT) or {}).get(account.role)
 
 
 def _may_read(account: Account, incident: Incident, hub: Hub) -> bool:
     """Whether ``account`` could read ``incident`` through ``GET /api/v1/incidents/{incident_id}``."""
-    scope = (grant_for(*READ_INCIDENT) or {}).get(account.role)
+    return _readable(account, _read_scope(account), incident, hub)
+
+
+def _readable(account: Account, scope: Scope | None, incident: Incident, hub: Hub) -> bool:
+    """:func:`_may_read` with the account's :func:`_read_scope` already known (a batch asks once)."""
     if scope is None:
         return False
     return scope_refusal(account, scope, incident, roster_known=bool(hub.roster.officers)) is None
