@@ -21,7 +21,7 @@ from dispatcher.values import IncidentId, Offset, Seq, Text
 from gateways import problems
 from gateways.auth import acting, principal_of
 from gateways.evidence import attachment_problem, check_attachments, record_refs
-from gateways.policy import READ_INCIDENT, grant_for, scope_refusal
+from gateways.policy import READ_INCIDENT, Scope, grant_for, scope_refusal
 from gateways.schemas import (
     AlarmAckIn,
     BriefingPublic,
@@ -54,8 +54,30 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 router = APIRouter(prefix="/api/v1")
 
 
+class JsonAnswer(Response):
+    """Encoded JSON with its head made directly: the headers :class:`Response` would make, in its order.
+
+    ``Content-Length``, ``Content-Type: application/json``, then ``extra`` (raw, lower-case names, as
+    ``response.headers[name] = value`` would append them), without ``init_headers`` and ``MutableHeaders``.
+    Only for statuses that carry a body (not 1xx, 204 or 304).
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE, *extra]
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 def json_response(data: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+    if status_code < 200 or status_code in (204, 304):
+        return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+    return JsonAnswer(orjson.dumps(data), status_code)
 
 
 def _raw_json(text: str, status_code: int = 200) -> Response:
@@ -92,12 +114,14 @@ async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -
     hub.stats.reports["http", kind] += 1
     status_code = 201 if outcome.created else 200
     if _may_read(principal_of(request).account, incident, hub):
-        response = json_response(incident_json(incident), status_code)
+        answer = incident_json(incident)
     else:
-        receipt = {"id": incident.id, "report_id": body.report_id, "status": incident.status.value, "outcome": kind}
-        response = json_response(receipt, status_code)
-    response.headers["X-Report-Outcome"] = kind
-    return response
+        answer = {"id": incident.id, "report_id": body.report_id, "status": incident.status.value, "outcome": kind}
+    return JsonAnswer(orjson.dumps(answer), status_code, _OUTCOME_HEADERS[kind])
+
+
+#: ``X-Report-Outcome`` of each answer of the single door, encoded once.
+_OUTCOME_HEADERS = {kind: ((b"x-report-outcome", kind.encode()),) for kind in ("created", "joined", "known")}
 
 
 @router.post(
@@ -123,7 +147,12 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         outcome, report = _admit(index, item, hub)
         outcomes.append(outcome)
         if report is not None:
-            problem = await attachment_problem(request, report.photos, report.place)
+            # Most reports carry no photo and no place code: nothing to look up, no coroutine to make.
+            problem = (
+                await attachment_problem(request, report.photos, report.place)
+                if report.photos or report.place is not None
+                else None
+            )
             if problem is not None:
                 errors = [{"field": problem[0], "message": problem[1]}]
                 outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
@@ -134,9 +163,10 @@ async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: Hu
         for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
             raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
         account = principal_of(request).account
+        scope = _read_scope(account)
         for (outcome, report), answer in zip(accepted, answers, strict=True):
-            _settle(outcome, answer, account, hub)
-            if isinstance(answer, ReportOutcome):
+            _settle(outcome, answer, account, scope, hub)
+            if report.photos and isinstance(answer, ReportOutcome):
                 await record_refs(request, answer.incident.id, report.photos)
     counts = Counter(o["outcome"] for o in outcomes)
     hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items()})
@@ -164,8 +194,20 @@ def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | No
     return outcome, body.to_report()
 
 
-def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, hub: Hub) -> None:
-    """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500)."""
+def _settle(
+    outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, scope: Scope | None, hub: Hub
+) -> None:
+    """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500).
+
+    ``scope``: the account's on ``GET /api/v1/incidents/{incident_id}`` (:func:`_read_scope`).
+    """
+    if isinstance(answer, ReportOutcome):
+        incident = answer.incident
+        kind = "created" if answer.created else "joined" if answer.joined else "known"
+        outcome.update(outcome=kind, id=incident.id, status=incident.status._value_)
+        if _readable(account, scope, incident, hub):
+            outcome["incident"] = incident_json(incident)
+        return
     if isinstance(answer, CommitRefused):
         problem = f"not stored, a value of this report was refused: {answer}"
         outcome.update(outcome="refused", code=problems.code_of(answer), problem=problem)
@@ -173,18 +215,21 @@ def _settle(outcome: dict[str, Any], answer: ReportOutcome | BaseException, acco
     if isinstance(answer, Refused):
         outcome.update(outcome="refused", code=problems.code_of(answer), problem=str(answer))
         return
-    if isinstance(answer, BaseException):
-        raise answer
-    incident = answer.incident
-    kind = "created" if answer.created else "joined" if answer.joined else "known"
-    outcome.update(outcome=kind, id=incident.id, status=incident.status.value)
-    if _may_read(account, incident, hub):
-        outcome["incident"] = incident_json(incident)
+    raise answer
+
+
+def _read_scope(account: Account) -> Scope | None:
+    """The scope ``account`` has on ``GET /api/v1/incidents/{incident_id}``, or None: it may not read incidents."""
+    return (grant_for(*READ_INCIDENT) or {}).get(account.role)
 
 
 def _may_read(account: Account, incident: Incident, hub: Hub) -> bool:
     """Whether ``account`` could read ``incident`` through ``GET /api/v1/incidents/{incident_id}``."""
-    scope = (grant_for(*READ_INCIDENT) or {}).get(account.role)
+    return _readable(account, _read_scope(account), incident, hub)
+
+
+def _readable(account: Account, scope: Scope | None, incident: Incident, hub: Hub) -> bool:
+    """:func:`_may_read` with the account's :func:`_read_scope` already known (a batch asks once)."""
     if scope is None:
         return False
     return scope_refusal(account, scope, incident, roster_known=bool(hub.roster.officers)) is None

@@ -76,8 +76,7 @@ def _refuse(connection: HTTPConnection, status: int, detail: str, headers: dict[
 def _token_of(connection: HTTPConnection) -> str | None:
     header = connection.headers.get("authorization")
     if header:
-        scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        return _bearer(header)
     if connection.scope["type"] == "websocket":
         for offered in connection.headers.get("sec-websocket-protocol", "").split(","):
             offered = offered.strip()
@@ -114,25 +113,62 @@ def ws_subprotocol(connection: HTTPConnection) -> str | None:
     return WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
 
 
+def _request_headers(scope: Any) -> tuple[str | None, str | None, str | None]:
+    """``Authorization``, ``X-Township`` and ``X-Request-ID`` of an HTTP request: the first of each, in one pass.
+
+    As :class:`starlette.datastructures.Headers` reads them (ASGI header names are lower case, values latin-1),
+    without building it and walking the list once per name.
+    """
+    authorization = township = request_id = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"x-township":
+            if township is None:
+                township = value.decode("latin-1")
+        elif name == b"x-request-id" and request_id is None:
+            request_id = value.decode("latin-1")
+    return authorization, township, request_id
+
+
+def _bearer(header: str | None) -> str | None:
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return None
+
+
 async def guard(connection: HTTPConnection) -> None:
     """Let the request through only as the policy table allows; see the module docstring."""
-    path = route_path(connection.scope.get("route"))
-    method = "GET" if connection.scope["type"] == "websocket" else connection.scope["method"]
+    scope = connection.scope
+    path = route_path(scope.get("route"))
+    websocket = scope["type"] == "websocket"
+    method = "GET" if websocket else scope["method"]
     if path is not None and (method, path) in PUBLIC:
         return
     grant = grant_for(method, path) if path is not None else None
     if grant is None:
         _refuse(connection, 403, f"no policy for {method} {path}: refused")
         return
-    for name, value in connection.path_params.items():
+    params = connection.path_params
+    for name, value in params.items():
         # Ids beyond any stored one would overflow the database's integers: nothing has them. (Checked here,
         # before the route's own validation, because the scope check below looks the incident up.)
         if name.endswith("_id") and isinstance(value, str) and value.isdecimal() and int(value) > MAX_ID:
             _refuse(connection, 404, f"no {name.removesuffix('_id')} {value}")
     context = context_of(connection)
     directory = context.directory
-    await directory.open()
-    token = _token_of(connection) or await _api_key_of(connection, path)
+    if not directory.is_open:
+        await directory.open()
+    if websocket:
+        token = _token_of(connection)
+        township_header = connection.headers.get("x-township")
+        request_id = connection.headers.get("x-request-id")
+    else:
+        authorization, township_header, request_id = _request_headers(scope)
+        token = _bearer(authorization)
+    token = token or await _api_key_of(connection, path)
     now = context.clock.now()  # one reading for the token's expiry and the rate bucket
     principal = directory.authenticate(token, now) if token else None
     if principal is None and token and context.replicas is not None and await directory.look_up(token):
@@ -140,42 +176,42 @@ async def guard(connection: HTTPConnection) -> None:
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
         return
-    connection.state.principal = principal
-    buckets: TokenBuckets = context.token_buckets
+    state = connection.state
+    state.principal = principal
+    account = principal.account
+    token_info = principal.token
     # Signed-in sessions of one account share a bucket; each device token has its own. Device messages carried
     # between replicas are not paced here: their pace is the devices', bounded by the broker's in-flight limits.
-    key = f"t:{principal.token.id}" if principal.token.kind is TokenKind.DEVICE else f"a:{principal.name}"
-    if (method, path) != CARRY_ROUTE:
+    buckets: TokenBuckets = context.token_buckets
+    if buckets.rate_per_s > 0 and (method, path) != CARRY_ROUTE:
+        key = f"t:{token_info.id}" if token_info.kind is TokenKind.DEVICE else f"a:{account.name}"
         wait = buckets.take(key, now.timestamp())
         if wait > 0:
             _refuse(connection, 429, "too many requests for this token", {"Retry-After": retry_after(wait)})
-    scope = grant.get(principal.role)
-    if scope is None:
-        _refuse(connection, 403, f"role {principal.role.value} may not {method} {path}")
+    role_scope = grant.get(account.role)
+    if role_scope is None:
+        _refuse(connection, 403, f"role {account.role.value} may not {method} {path}")
         return
     townships: Townships = context.townships
     # Most requests have no query string: parsing an empty one costs a QueryParams each.
-    asked = connection.query_params.get("township") if connection.scope.get("query_string") else None
-    requested = asked or connection.headers.get("x-township")
+    asked = connection.query_params.get("township") if scope.get("query_string") else None
     try:
-        connection.state.township = townships.choose(principal.account, requested)
+        state.township = townships.choose(account, asked or township_header)
     except HTTPException as exc:
         _refuse(connection, exc.status_code, str(exc.detail))
-    log_context.bind(
-        connection.headers.get("x-request-id"), connection.state.township, connection.path_params.get("incident_id")
-    )
-    if scope not in (Scope.TOWNSHIP, Scope.SELF):
-        await _check_scope(connection, scope, principal.account, township_of(connection).hub)
-    if connection.scope["type"] == "websocket":
+    log_context.bind(request_id, state.township, params.get("incident_id"))
+    if role_scope is not Scope.TOWNSHIP and role_scope is not Scope.SELF:
+        await _check_scope(connection, role_scope, account, township_of(connection).hub)
+    if websocket:
         # HTTP changes are audited by the edge (gateways/edge.py); a board subscription is audited here.
         client = connection.client
         await directory.record(
             AuditEntry(
-                at=context_of(connection).clock.now(),
+                at=context.clock.now(),
                 action=f"GET {path}",
                 outcome=101,
                 actor=principal.name,
-                township=getattr(connection.state, "township", None),
+                township=getattr(state, "township", None),
                 target=connection.url.path,
                 source=client.host if client else None,
                 detail="board feed subscribed",

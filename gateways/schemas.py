@@ -8,6 +8,7 @@ that every response validates against its model.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, SkipValidation, model_validator
@@ -552,10 +553,14 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     }
 
 
+#: A window's text, by window: the rule table's few windows (immutable values), each formatted once, not per answer.
+_window_text = lru_cache(maxsize=256)(format_window)
+
+
 def closing_json(incident: Incident) -> dict[str, Any]:
     loop = incident.loop
     return {
-        "verify_within": format_window(loop.verify_within) if loop.verify_within is not None else None,
+        "verify_within": _window_text(loop.verify_within) if loop.verify_within is not None else None,
         "max_extensions": loop.max_extensions,
         "extensions": loop.extensions,
         "reworks": loop.reworks,

@@ -449,3 +449,28 @@ async def test_the_generated_admin_password_is_printed_once(tmp_path: Path, caps
         directory = again.state.context.directory
         token, principal = await directory.sign_in("admin", password, START)
         assert principal.role is Role.ADMIN and directory.authenticate(token, START) is not None
+
+
+_HEADER_NAMES = st.sampled_from([b"authorization", b"x-township", b"x-request-id", b"host", b"content-type"])
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, st.binary(max_size=12)), max_size=8))
+def test_the_guard_reads_the_headers_starlette_would(headers: list[tuple[bytes, bytes]]) -> None:
+    """One pass over the raw headers finds what ``Headers.get`` finds: the first of each name, latin-1."""
+    from starlette.datastructures import Headers
+
+    from gateways.auth import _request_headers
+
+    scope = {"type": "http", "headers": headers}
+    read = Headers(scope=scope)
+    assert _request_headers(scope) == (read.get("authorization"), read.get("x-township"), read.get("x-request-id"))
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [(None, None), ("", None), ("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Bearer ", None), ("Basic abc", None)],
+)
+def test_only_a_bearer_scheme_gives_a_token(header: str | None, token: str | None) -> None:
+    from gateways.auth import _bearer
+
+    assert _bearer(header) == token

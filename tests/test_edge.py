@@ -226,3 +226,34 @@ async def test_the_access_line_of_a_hot_route_carries_the_request_id(
         ("req-edge-41", "ershili", incident["id"]),
     ]
     assert spy.bodies == []
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 400, 404, 422, 503])
+@pytest.mark.parametrize("outcome", [None, "created", "joined", "known"])
+def test_a_json_answer_has_the_head_a_response_would_have(status: int, outcome: str | None) -> None:
+    """The single door's answer, made without Starlette's header machinery: the same head, byte for byte."""
+    from starlette.responses import Response
+
+    from gateways.api import _OUTCOME_HEADERS, JsonAnswer, json_response
+
+    data = {"id": 7, "status": "dispatched", "text": "路口堵塞"}
+    before = Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    if outcome is not None:
+        before.headers["X-Report-Outcome"] = outcome
+    after = JsonAnswer(orjson.dumps(data), status, _OUTCOME_HEADERS[outcome] if outcome else ())
+    assert (after.status_code, after.raw_headers, after.body) == (before.status_code, before.raw_headers, before.body)
+    if outcome is None:
+        plain = json_response(data, status)
+        assert (plain.raw_headers, plain.body) == (before.raw_headers, before.body)
+    after.headers["X-Later"] = "1"  # a fresh list of its own: a later header lands in this answer only
+    assert JsonAnswer(b"{}", status).raw_headers[-1] == (b"content-type", b"application/json")
+
+
+def test_an_answer_without_a_body_keeps_the_responses_head() -> None:
+    from starlette.responses import Response
+
+    from gateways.api import json_response
+
+    for status in (204, 304):
+        made = json_response(None, status)
+        assert made.raw_headers == Response(b"null", status_code=status, media_type="application/json").raw_headers

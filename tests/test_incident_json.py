@@ -52,3 +52,24 @@ def test_an_assignment_that_moved_is_written_with_its_own_deadlines(bundled_rule
     written = _written(incident)
     assert written == _expected(incident)
     assert written["traffic-police"][0]["state"] == "met" and written["police-station"][0]["state"] == "pending"
+
+
+def test_a_windows_text_is_formatted_once_and_as_before() -> None:
+    """The closing loop's ``verify_within`` text comes from a cache by window: each window's own text."""
+    from gateways.schemas import _window_text
+    from rules.workdays import Window, WorkSpan, format_window
+
+    windows: list[Window] = [
+        timedelta(days=1),
+        timedelta(hours=24),
+        timedelta(hours=36),
+        timedelta(minutes=90),
+        timedelta(0),
+        WorkSpan(3, "wd"),
+        WorkSpan(3, "wh"),
+        WorkSpan(1, "wd"),
+    ]
+    for window in windows + windows:
+        assert _window_text(window) == format_window(window)
+    assert [_window_text(w) for w in windows[:3]] == ["1d", "1d", "1d12h"]
+    assert _window_text(WorkSpan(3, "wd")) != _window_text(WorkSpan(3, "wh"))
