@@ -767,8 +767,10 @@ async def _insert_all(conn: AsyncConnection, parts: Sequence[_Insert]) -> None:
     if not parts:
         return
     if conn.dialect.name == "postgresql":
-        await _copy_all(conn, parts)
-        return
+        raw = await conn.get_raw_connection()
+        if _can_copy(raw.dbapi_connection):
+            await _copy_all(conn, parts)
+            return
     for table, names, rows in parts:
         await conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows])
 
@@ -778,6 +780,25 @@ def _by_position(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[tupl
     if not rows:
         return (), []
     return tuple(rows[0]), [tuple(row.values()) for row in rows]
+
+
+def _can_copy(adapter: Any) -> bool:
+    """Whether SQLAlchemy's asyncpg adapter is the one :func:`_copy_all` was written against: it opens its
+    transaction lazily, and ``_copy_all`` opens it through two private names. An adapter without them (another
+    SQLAlchemy than the pinned one) gets the plain ``executemany`` path, with one warning."""
+    if hasattr(adapter, "_transaction") and callable(getattr(adapter, "_start_transaction", None)):
+        return True
+    if not _COPY_WARNED:
+        _COPY_WARNED.append(True)
+        log.warning(
+            "SQLAlchemy's asyncpg adapter (%s) has no _transaction/_start_transaction: new rows go by "
+            "executemany, not COPY (slower, the same rows)",
+            type(adapter).__qualname__,
+        )
+    return False
+
+
+_COPY_WARNED: list[bool] = []
 
 
 async def _copy_all(conn: AsyncConnection, parts: Sequence[_Insert]) -> None:

@@ -156,3 +156,44 @@ def test_the_writers_time_codec_counts_from_postgresqls_epoch_refuses_naive_time
         when = start + timedelta(microseconds=n)
         assert times.decode(times.encode(when)) == when
     assert len(times._micros) <= _WriterTimes._KEPT
+
+
+async def test_an_adapter_without_the_private_names_copy_needs_stores_the_same_rows_by_executemany(
+    pg_rig: HubRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another SQLAlchemy than the pinned one may not have the adapter's lazy-transaction internals: the writer
+    then inserts as any other backend does, and says so once, instead of failing every batch."""
+    from dispatcher import sql_store
+
+    copies: list[str] = []
+    driver = await _writer_driver(pg_rig)
+    real_copy = type(driver).copy_records_to_table
+
+    async def counting_copy(self: asyncpg.Connection, table_name: str, **options: Any) -> Any:
+        copies.append(table_name)
+        return await real_copy(self, table_name, **options)
+
+    monkeypatch.setattr(type(driver), "copy_records_to_table", counting_copy)
+    await pg_rig.hub.report(_report("by-copy"), pg_rig.clock.now())
+    assert copies  # the pinned adapter: COPY
+
+    copies.clear()
+    real_can_copy = sql_store._can_copy
+    monkeypatch.setattr(sql_store, "_can_copy", lambda adapter: real_can_copy(object()))  # an adapter without them
+    monkeypatch.setattr(sql_store, "_COPY_WARNED", [])
+    with caplog.at_level("WARNING", logger="dispatcher.sql_store"):
+        outcomes = await pg_rig.hub.report_many([_report("plain-1"), _report("plain-2")], pg_rig.clock.now())
+
+    assert all(not isinstance(o, BaseException) and o.created for o in outcomes)
+    assert copies == []
+    assert await _stored(pg_rig, "SELECT count(*) FROM incident") == 3
+    assert await _stored(pg_rig, "SELECT count(*) FROM assignment") > 3
+    assert sum("executemany, not COPY" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_pinned_adapter_class_has_what_copy_needs() -> None:
+    """A version bump of SQLAlchemy that renames the adapter's internals fails here, not as a slower writer."""
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+    assert hasattr(AsyncAdapt_asyncpg_connection, "_transaction")  # a slot
+    assert callable(getattr(AsyncAdapt_asyncpg_connection, "_start_transaction", None))
