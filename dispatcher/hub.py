@@ -551,7 +551,7 @@ class Hub:
 
     async def find_report(self, report_id: str) -> int | None:
         """The incident that holds ``report_id`` now, or None: no report of that id was ever taken."""
-        return (await self.store.find_reports([report_id])).get(report_id)
+        return (await self.store.find_reports([report_id], writer=False)).get(report_id)
 
     async def fire_due(self, at: datetime) -> int:
         """Record every deadline due at ``at`` that is still pending; returns how many were missed."""

@@ -409,37 +409,30 @@ class SqlIncidentStore:
             raise _translate(exc, "loading incidents") from None
         return found
 
-    async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
-        if self._sqlite is not None:
+    async def find_reports(self, report_ids: Collection[str], *, writer: bool = True) -> dict[str, int]:
+        if self._sqlite is not None:  # the writer's thread runs one call at a time: any caller may queue there
             try:
                 return await self._sqlite.run(functools.partial(_find_reports_sqlite, report_ids=list(report_ids)))
             except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
                 log.warning("looking up report ids failed: %s", exc)
                 raise _translate(exc, "looking up report ids") from None
-        found: dict[str, int] = {}
         try:
+            if not writer:  # a reader beside the writer: a pooled connection, never the writer's own
+                async with self._engine.connect() as conn:
+                    return await _find_reports(conn, report_ids)
             async with self._writing() as conn:
                 try:
-                    for chunk in _chunks(list(report_ids)):
-                        query = sa.select(incident_t.c.report_id, incident_t.c.id).where(
-                            incident_t.c.report_id.in_(chunk)
-                        )
-                        found.update({r: i for r, i in (await conn.execute(query)).all()})
-                        # A report that joined (or was merged into) another incident answers with that one.
-                        joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(
-                            report_t.c.report_id.in_(chunk)
-                        )
-                        found.update({r: i for r, i in (await conn.execute(joined)).all()})
+                    found = await _find_reports(conn, report_ids)
                 except Exception:
                     await self._recover(conn)
                     raise
                 await conn.rollback()  # end the read transaction so the next batch sees fresh data
+                return found
         except StoreUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - translated: the caller gets no SQL and no parameters
             log.warning("looking up report ids failed: %s", exc)
             raise _translate(exc, "looking up report ids") from None
-        return found
 
     async def get(self, incident_id: int) -> Incident | None:
         return (await self.load([incident_id])).get(incident_id)
@@ -1554,6 +1547,17 @@ _SQLITE_UNITS_UPSERT = (
     "VALUES (:officer_id, " + ", ".join(f":{c}" for c in _UNIT_COLUMNS) + ")"
     " ON CONFLICT (officer_id) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in _UNIT_COLUMNS)
 )
+
+
+async def _find_reports(conn: AsyncConnection, report_ids: Collection[str]) -> dict[str, int]:
+    """Each known report id's incident now: the incident it opened, or the one it joined (or was merged into)."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(list(report_ids)):
+        query = sa.select(incident_t.c.report_id, incident_t.c.id).where(incident_t.c.report_id.in_(chunk))
+        found.update({r: i for r, i in (await conn.execute(query)).all()})
+        joined = sa.select(report_t.c.report_id, report_t.c.incident_id).where(report_t.c.report_id.in_(chunk))
+        found.update({r: i for r, i in (await conn.execute(joined)).all()})
+    return found
 
 
 def _find_reports_sqlite(conn: sqlite3.Connection, *, report_ids: list[str]) -> dict[str, int]:

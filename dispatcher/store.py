@@ -119,8 +119,11 @@ class IncidentStore(Protocol):
         """The incidents of these ids that exist. Raises :class:`StoreUnavailable` or :class:`CommitRefused`."""
         ...
 
-    async def find_reports(self, report_ids: Collection[str]) -> dict[str, int]:
+    async def find_reports(self, report_ids: Collection[str], *, writer: bool = True) -> dict[str, int]:
         """Map each already-known ``report_id`` to the incident that holds it now.
+
+        ``writer``: called by the writer task, between its batches (it may use the writer's own connection);
+        False for any other caller, which must never share that connection with a batch being committed.
 
         Raises :class:`StoreUnavailable` or :class:`CommitRefused` (an id the database cannot take).
         """

@@ -197,3 +197,24 @@ def test_the_pinned_adapter_class_has_what_copy_needs() -> None:
 
     assert hasattr(AsyncAdapt_asyncpg_connection, "_transaction")  # a slot
     assert callable(getattr(AsyncAdapt_asyncpg_connection, "_start_transaction", None))
+
+
+async def test_a_report_looked_up_beside_the_writers_commits_never_shares_the_writers_connection(
+    pg_rig: HubRig,
+) -> None:
+    """``Hub.find_report`` (the Open311 token door) runs beside the writer: on the writer's own connection it met a
+    batch being committed there, and asyncpg refused the second operation (``InterfaceError``: 503)."""
+    import asyncio
+
+    known = await pg_rig.hub.report(_report("known"), pg_rig.clock.now())
+
+    async def look_up() -> None:
+        for _ in range(40):
+            assert await pg_rig.hub.find_report("known") == known.incident.id
+
+    async def write(tag: str) -> None:
+        for n in range(40):
+            await pg_rig.hub.report(_report(f"{tag}-{n}"), pg_rig.clock.now())
+
+    await asyncio.gather(look_up(), write("a"), look_up(), write("b"))
+    assert await _stored(pg_rig, "SELECT count(*) FROM incident") == 81
