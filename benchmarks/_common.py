@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispatcher.core.incidents import Report
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
@@ -669,3 +671,18 @@ def machine_info() -> dict[str, Any]:
 
 def make_tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench_intake_"))
+
+
+#: The categories and zones of the writer benchmarks' synthetic reports (pg_commit.py, sqlite_rows.py), in turn.
+REPORT_MIX = (
+    ("traffic.congestion", "five-way"),
+    ("market.unlicensed_vendor", "market"),
+    ("labour.wage_arrears", "town-centre"),
+    ("food.safety_complaint", "town-centre"),
+)
+
+
+def mixed_report(n: int, description: str) -> Report:
+    """Report ``r-<n>``, of the ``n``-th category and zone of :data:`REPORT_MIX` in turn."""
+    category, zone = REPORT_MIX[n % len(REPORT_MIX)]
+    return Report(report_id=f"r-{n}", category=category, description=description, zone=zone)

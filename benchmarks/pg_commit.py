@@ -30,24 +30,16 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import process_cpu_seconds, require_loopback
+from _common import mixed_report, process_cpu_seconds, require_loopback
 
 from dispatcher.alarm import ManualAlarm
 from dispatcher.clock import VirtualClock
-from dispatcher.core.incidents import Report
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import Changes
 from rules import compile_table, load_table
-
-MIX = (
-    ("traffic.congestion", "five-way"),
-    ("market.unlicensed_vendor", "market"),
-    ("labour.wage_arrears", "town-centre"),
-    ("food.safety_complaint", "town-centre"),
-)
 
 
 class TimedStore(SqlIncidentStore):
@@ -65,11 +57,6 @@ class TimedStore(SqlIncidentStore):
         if self.noting:
             self.cpu.append(time.process_time() - cpu)
             self.wall.append(time.perf_counter() - wall)
-
-
-def _report(n: int, description: str) -> Report:
-    category, zone = MIX[n % len(MIX)]
-    return Report(report_id=f"r-{n}", category=category, description=description, zone=zone)
 
 
 async def admin_of(url: str, statement: str) -> None:
@@ -103,13 +90,13 @@ async def measure(url: str, name: str, admin: asyncpg.Connection, args: argparse
             await admin_of(url, statement)
         n = 0
         for _ in range(args.warmup):  # statements prepared, caches filled
-            await hub.report_many([_report(n + k, description) for k in range(args.group)], clock.now())
+            await hub.report_many([mixed_report(n + k, description) for k in range(args.group)], clock.now())
             n += args.group
         store.noting = True
         before = await _backend_cpu(admin, name)
         for _ in range(args.batches):
             clock.advance(timedelta(seconds=1))
-            outcomes = await hub.report_many([_report(n + k, description) for k in range(args.group)], clock.now())
+            outcomes = await hub.report_many([mixed_report(n + k, description) for k in range(args.group)], clock.now())
             n += args.group
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:

@@ -35,24 +35,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import mixed_report
+
 from dispatcher import sql_store
 from dispatcher.alarm import ManualAlarm
 from dispatcher.audit_entries import AuditEntry
 from dispatcher.clock import VirtualClock
-from dispatcher.core.incidents import Report
 from dispatcher.feed import EventFeed
 from dispatcher.hub import Hub
 from dispatcher.settings import BUNDLED_TABLE
 from dispatcher.sql_store import SqlIncidentStore
 from dispatcher.store import Changes
 from rules import compile_table, load_table
-
-MIX = (
-    ("traffic.congestion", "five-way"),
-    ("market.unlicensed_vendor", "market"),
-    ("labour.wage_arrears", "town-centre"),
-    ("food.safety_complaint", "town-centre"),
-)
 
 
 class CapturingStore(SqlIncidentStore):
@@ -67,11 +61,6 @@ class CapturingStore(SqlIncidentStore):
         await super().commit(changes)
         if self.capturing:
             self.captured.append(changes)
-
-
-def _report(n: int, description: str) -> Report:
-    category, zone = MIX[n % len(MIX)]
-    return Report(report_id=f"r-{n}", category=category, description=description, zone=zone)
 
 
 def _entry(at: datetime) -> AuditEntry:
@@ -104,7 +93,7 @@ async def capture(path: str, args: argparse.Namespace) -> tuple[list[Changes], s
         n = 0
         for _ in range(args.batches):
             clock.advance(timedelta(milliseconds=7))
-            outcomes = await hub.report_many([_report(n + k, description) for k in range(args.group)], clock.now())
+            outcomes = await hub.report_many([mixed_report(n + k, description) for k in range(args.group)], clock.now())
             n += args.group
             if any(isinstance(o, BaseException) for o in outcomes):
                 raise SystemExit("a report failed")
