@@ -673,7 +673,7 @@ def make_tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench_intake_"))
 
 
-#: The categories and zones of the writer benchmarks' synthetic reports (pg_commit.py, sqlite_rows.py), in turn.
+#: The categories and zones of the benchmarks' synthetic reports, taken in turn (intake, opening, snapshot, writers).
 REPORT_MIX = (
     ("traffic.congestion", "five-way"),
     ("market.unlicensed_vendor", "market"),

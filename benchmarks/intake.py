@@ -69,6 +69,7 @@ import orjson
 from _common import (
     LOOPBACK,
     REPO_ROOT,
+    REPORT_MIX,
     BenchError,
     Database,
     HttpConnection,
@@ -92,12 +93,7 @@ INCIDENTS_PATH = b"/api/v1/incidents"
 BATCH_PATH = b"/api/v1/incidents/batch"
 # (category, zone): a mix of rules, from the five-team joint duty at the five-way intersection
 # down to two-team dispatches. Each report makes two events (IncidentReported, UnitsDispatched).
-MIX = (
-    (b"traffic.congestion", b"five-way"),
-    (b"market.unlicensed_vendor", b"market"),
-    (b"labour.wage_arrears", b"town-centre"),
-    (b"food.safety_complaint", b"town-centre"),
-)
+MIX = tuple((category.encode(), zone.encode()) for category, zone in REPORT_MIX)  # bytes, for the bodies
 NETWORK_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError)
 
 

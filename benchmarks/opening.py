@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPORT_MIX
 
 from dispatcher.core import events as ev
 from dispatcher.core.incidents import Report, open_incident
@@ -27,12 +33,7 @@ from dispatcher.roster_file import BUNDLED_ROSTER, build_roster, read_roster
 from dispatcher.settings import BUNDLED_TABLE
 from rules import RuleBook, compile_table, load_table
 
-MIX = (
-    ("traffic.congestion", "five-way"),
-    ("market.unlicensed_vendor", "market"),
-    ("labour.wage_arrears", "town-centre"),
-    ("food.safety_complaint", "town-centre"),
-)
+MIX = REPORT_MIX
 START = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)  # 16:00 on a market-day Friday in Asia/Shanghai
 
 

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson
 from _common import (
     LOOPBACK,
+    REPORT_MIX,
     BenchError,
     Database,
     HttpConnection,
@@ -66,12 +67,7 @@ from _common import (
     run_async,
 )
 
-MIX = (
-    ("traffic.congestion", "five-way"),
-    ("market.unlicensed_vendor", "market"),
-    ("labour.wage_arrears", "town-centre"),
-    ("food.safety_complaint", "town-centre"),
-)
+MIX = REPORT_MIX
 INCIDENTS_PATH = b"/api/v1/incidents"
 
 
