@@ -3,9 +3,19 @@
 A full collection walks every tracked object. With thousands of open incidents in memory it took
 170-270 ms, stalling intake and the boards (benchmarks/README.md). Incidents are immutable values
 without reference cycles, freed by reference counting alone, so the collector need not look at
-them: every ``every_s`` the young generations are collected and whatever survived is frozen
+them: every ``every_s`` the youngest generation is collected and whatever survived is frozen
 (``gc.freeze``), which full collections skip. Every ``thaw_every_s`` the heap is thawed and collected
 once in full, so cyclic garbage among frozen objects is still reclaimed.
+
+Before a freeze the middle generation is walked only when a young collection since the last round found cyclic
+garbage (``gc.collect(1)`` every round until i14-core3). It holds what survived a young collection since the last
+freeze (about a second of new incidents at saturation, some 90,000 objects), and walking it cost 30-60 ms of the
+loop thread's CPU a second, about 10 us a report at the batch door, and found nothing: a clean workload makes no
+cyclic garbage once it runs (none found by any collection, nor by the thaws, benchmarks/README.md, i14-core3).
+A workload that does make it (requests failing with unexpected exceptions, whose tracebacks hold cycles: millions
+of objects a minute in a run where every request failed) shows it in the young collections too, and then the
+middle generation is walked as before, so that the garbage is not frozen until the next thaw. Cycles that die
+only after a young collection saw them alive, with none found young, are frozen and reclaimed at the next thaw.
 
 While it runs, Python's own full collections are off (the oldest generation's threshold is set out of reach):
 they are this task's job. After a freeze the collector's estimate of the long-lived heap is near zero, so its
@@ -51,6 +61,8 @@ class HeapFreezer:
         self.young = young
         self._task: asyncio.Task[None] | None = None
         self._thresholds: tuple[int, int, int] | None = None
+        self._since_thaw = 0.0
+        self._young_found = gc.get_stats()[0]["collected"]
 
     def start(self) -> None:
         gc.collect()
@@ -71,16 +83,25 @@ class HeapFreezer:
         gc.unfreeze()
 
     async def _run(self) -> None:
-        since_thaw = 0.0
         while True:
             await asyncio.sleep(self.every_s)
-            since_thaw += self.every_s
-            if since_thaw >= self.thaw_every_s:
-                since_thaw = 0.0
-                started = time.perf_counter()
-                gc.unfreeze()
-                found = gc.collect()
-                log.debug("full collection: %d unreachable, %.1f ms", found, (time.perf_counter() - started) * 1e3)
-            else:
+            self.tick()
+
+    def tick(self) -> None:
+        """One round, ``every_s`` after the last: collect the youngest generation (the middle one too when young
+        collections found cyclic garbage since the last round) and freeze, or thaw and collect in full once
+        ``thaw_every_s`` has passed. Runs on the event loop (it holds the GIL while it walks)."""
+        self._since_thaw += self.every_s
+        if self._since_thaw >= self.thaw_every_s:
+            self._since_thaw = 0.0
+            started = time.perf_counter()
+            gc.unfreeze()
+            found = gc.collect()
+            log.debug("full collection: %d unreachable, %.1f ms", found, (time.perf_counter() - started) * 1e3)
+        else:
+            gc.collect(0)
+            young_found = gc.get_stats()[0]["collected"]  # by every young collection so far, this one included
+            if young_found != self._young_found:
                 gc.collect(1)
-            gc.freeze()
+            self._young_found = young_found
+        gc.freeze()
