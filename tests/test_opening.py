@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
-from dispatcher.core.events import Event
+from dispatcher.core.events import Event, UnitsDispatched
 from dispatcher.core.incidents import Incident, Report, open_incident
 from dispatcher.core.lifecycle import IncidentStatus
 from dispatcher.open_incidents import OpenIncidents
@@ -80,3 +80,24 @@ def test_the_waiting_index_follows_each_team_of_an_incident(bundled_rules: RuleB
     assert index.indexes()[1] == {"a-third-team": {5}}
     index.follow(dataclasses.replace(later, status=IncidentStatus.CLOSED), later)
     assert index.indexes()[1] == {}
+
+
+def test_the_reports_of_one_instant_share_the_teams_parts_when_the_same_officers_are_chosen(
+    bundled_rules: RuleBook,
+) -> None:
+    decision = _decision(bundled_rules, "traffic.congestion", "five-way")
+    lead = decision.lead or ""
+    report = Report(report_id="r", category="traffic.congestion", description="jam", zone="five-way")
+    calendar = bundled_rules.work_calendar
+    first, first_events = open_incident(1, report, decision, AT, {lead: None}, calendar=calendar)
+    second, second_events = open_incident(2, report, decision, AT, {lead: None}, calendar=calendar)
+    other, _ = open_incident(3, report, decision, AT, {lead: "someone"}, calendar=calendar)
+    later, _ = open_incident(4, report, decision, AT + timedelta(minutes=1), {lead: None}, calendar=calendar)
+    assert second.assignments is first.assignments  # made once, shared (immutable)
+    assert second_events[1] == dataclasses.replace(first_events[1], incident_id=2)
+    dispatched, dispatched_again = first_events[1], second_events[1]
+    assert isinstance(dispatched, UnitsDispatched) and isinstance(dispatched_again, UnitsDispatched)
+    assert dispatched_again.units is dispatched.units
+    assert other.assignments is not first.assignments and other.assignments[0].officer == "someone"
+    assert later.assignments is not first.assignments
+    assert later.assignments[0].dispatched_at == AT + timedelta(minutes=1)

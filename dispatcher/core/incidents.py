@@ -522,30 +522,10 @@ def open_incident(
     opening = _opening_of(decision)
     # Every team of the decision is promised the same windows from the same instant: the deadlines are
     # counted once and the (immutable) tuple is shared by the assignments, and so are the due times of
-    # their dispatch notices; the reports of one batch share the instant too, and so the tuple.
-    deadlines, ack_due, arrive_due, resolve_due = opening.deadlines_from(at, calendar)
-    assignments: list[Assignment] = []
-    units: list[DispatchedUnit] = []
-    dispatched = AssignmentState.DISPATCHED
-    for team, role in opening.teams:
-        officer = chosen.get(team)
-        assignments.append(
-            Assignment(
-                team=team,
-                role=role,
-                state=dispatched,
-                dispatched_at=at,
-                updated_at=at,
-                deadlines=deadlines,
-                officer=officer,
-                waiting=officer is None and team in chosen,
-            )
-        )
-        units.append(
-            DispatchedUnit(
-                team=team, role=role, ack_due=ack_due, arrive_due=arrive_due, resolve_due=resolve_due, officer=officer
-            )
-        )
+    # their dispatch notices; the reports of one batch share the instant too, and so the tuple. The teams'
+    # assignments and dispatch notices depend on nothing else but the officers chosen: made once for each
+    # choice at that instant and shared (at saturation every report of a decision makes the same choice).
+    assignments, units, waiting = opening.parts(at, chosen, opening.deadlines_from(at, calendar))
     status = IncidentStatus.DISPATCHED if assignments else IncidentStatus.REPORTED
     incident = Incident(
         id=incident_id,
@@ -562,7 +542,7 @@ def open_incident(
         escalation=decision.escalation,
         reported_at=at,
         updated_at=at,
-        assignments=tuple(assignments),
+        assignments=assignments,
         promises=opening.promises,
         loop=opening.loop,
         delivery=opening.delivery if not report.exercise else None,
@@ -598,8 +578,7 @@ def open_incident(
         )
     ]
     if assignments:
-        events.append(UnitsDispatched(incident_id=incident_id, at=at, units=tuple(units), incident_status=status))
-        waiting = tuple(a.team for a in assignments if a.waiting)
+        events.append(UnitsDispatched(incident_id=incident_id, at=at, units=units, incident_status=status))
         if waiting:  # one fact for every team that waits, not one per team
             name, title = opening.alerted
             events.append(
@@ -617,7 +596,7 @@ class _Opening:
     instant too; the last instant's are kept (the reports of one batch share it).
     """
 
-    __slots__ = ("_last", "alerted", "decision", "delivery", "loop", "promises", "queue", "teams")
+    __slots__ = ("_last", "_made", "alerted", "decision", "delivery", "loop", "promises", "queue", "teams")
 
     def __init__(self, decision: Decision) -> None:
         self.decision = decision  # held, so that its id cannot be taken by another object while cached
@@ -635,6 +614,9 @@ class _Opening:
         self.delivery = Delivery(department=decision.handover) if decision.handover is not None else None
         self.alerted = _alerted(decision.escalation)  # the incident's chain is the decision's
         self._last: tuple[datetime, WorkCalendar | None, _Dues] | None = None
+        self._made: tuple[datetime, tuple[Deadline, ...], dict[tuple[tuple[str, str | None], ...], _Parts]] | None = (
+            None
+        )
 
     def deadlines_from(self, at: datetime, calendar: WorkCalendar | None) -> _Dues:
         """The teams' deadlines counted from ``at`` and the due time of each kind (``None``: not promised);
@@ -649,9 +631,62 @@ class _Opening:
         self._last = (at, calendar, dues)
         return dues
 
+    def parts(self, at: datetime, chosen: Mapping[str, str | None], dues: _Dues) -> _Parts:
+        """The teams' assignments, their dispatch notices and the teams that wait, for the officers ``chosen``
+        (as :func:`open_incident` takes them) and ``dues`` (:meth:`deadlines_from` of ``at``). Made once for
+        each choice at the last instant and shared: they are immutable, so an incident cannot tell."""
+        made = self._made  # one read, as in :meth:`deadlines_from`
+        deadlines = dues[0]
+        if made is None or made[0] is not at or made[1] is not deadlines:
+            made = self._made = (at, deadlines, {})
+        key = tuple(chosen.items())
+        found = made[2].get(key)
+        if found is None:
+            found = self._make_parts(at, chosen, dues)
+            if len(made[2]) < _PARTS_KEPT:
+                made[2][key] = found
+        return found
+
+    def _make_parts(self, at: datetime, chosen: Mapping[str, str | None], dues: _Dues) -> _Parts:
+        deadlines, ack_due, arrive_due, resolve_due = dues
+        assignments: list[Assignment] = []
+        units: list[DispatchedUnit] = []
+        dispatched = AssignmentState.DISPATCHED
+        for team, role in self.teams:
+            officer = chosen.get(team)
+            assignments.append(
+                Assignment(
+                    team=team,
+                    role=role,
+                    state=dispatched,
+                    dispatched_at=at,
+                    updated_at=at,
+                    deadlines=deadlines,
+                    officer=officer,
+                    waiting=officer is None and team in chosen,
+                )
+            )
+            units.append(
+                DispatchedUnit(
+                    team=team,
+                    role=role,
+                    ack_due=ack_due,
+                    arrive_due=arrive_due,
+                    resolve_due=resolve_due,
+                    officer=officer,
+                )
+            )
+        return tuple(assignments), tuple(units), tuple(a.team for a in assignments if a.waiting)
+
 
 #: A decision's deadlines from one instant, then the due time of ack, arrive and resolve.
 _Dues = tuple[tuple[Deadline, ...], datetime | None, datetime | None, datetime | None]
+#: The teams' assignments, their dispatch notices, and the teams among them that wait.
+_Parts = tuple[tuple[Assignment, ...], tuple[DispatchedUnit, ...], tuple[str, ...]]
+#: The officers chosen (``open_incident``'s ``officers``) as a key.
+_Choice = tuple[tuple[str, str | None], ...]
+#: Choices of officers kept for one instant of one decision (the officers differ while some are free).
+_PARTS_KEPT = 64
 
 #: Each decision's shared parts, by the decision's ``id`` (the entry holds the decision). Bounded: a report
 #: whose category was classified gets a decision of its own.
