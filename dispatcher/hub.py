@@ -74,12 +74,11 @@ from dispatcher.core.incidents import (
 )
 from dispatcher.core.lifecycle import ASSIGNMENT_MOVES, AssignmentState, IncidentAction, UnitAction
 from dispatcher.core.roster import (
-    Need,
     Roster,
     Shift,
     UnitState,
     UnitStatus,
-    choose_officer,
+    choose_officers,
     status_after_task_change,
 )
 from dispatcher.deadline_scheduler import DeadlineScheduler
@@ -829,15 +828,8 @@ class Hub:
         self, batch: Batch, report: Report, zones: tuple[str, ...], teams: Sequence[str | None], at: datetime
     ) -> dict[str, str | None]:
         """The chosen officer of each team that has a roster; teams without one are left out (sent whole)."""
-        chosen: dict[str, str | None] = {}
-        units = batch.all_units()  # one view for every team: nothing is recorded while choosing
-        for team in teams:
-            if team is None or not self.roster.team(team):
-                continue
-            need = Need(team=team, at=at, lat=report.lat, lon=report.lon, zones=zones)
-            officer = choose_officer(self.roster, units, need)
-            chosen[team] = officer  # an officer is on one team only: no one is chosen twice here
-        return chosen
+        # One view of the officers for every team: nothing is recorded while choosing.
+        return choose_officers(self.roster, batch.all_units(), teams, at, report.lat, report.lon, zones)
 
     def _replacement(self, batch: Batch, incident: Incident, entry: DueEntry, at: datetime) -> str | None:
         if entry.kind is not ev.DeadlineKind.ACK or not self.roster.team(entry.team):

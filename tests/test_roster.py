@@ -18,6 +18,7 @@ from dispatcher.core.roster import (
     UnitState,
     UnitStatus,
     choose_officer,
+    choose_officers,
     distance_m,
     rank,
 )
@@ -107,6 +108,21 @@ def test_the_choice_is_always_the_first_of_the_ranking() -> None:
                 assert choose_officer(roster, units, wanted) == (ranked[0][0] if ranked else None)
                 compared += 1
     assert compared == len(states) ** 2 * 6
+
+
+def test_a_reports_teams_are_each_given_the_officer_choose_officer_names() -> None:
+    """``choose_officers`` (one call for a new report's teams) answers as ``choose_officer`` for each team with a
+    roster, nobody excluded; teams without a roster and ``None`` are left out."""
+    roster = crew(officer("a", "t", zone="five-way"), officer("b", "t"), officer("c", "u"), officer("d", "w"))
+    units = {"a": UnitState(tasks=1, status=UnitStatus.ASSIGNED), "c": UnitState(tasks=2, status=UnitStatus.ASSIGNED)}
+    for zones in ((), ("five-way",)):
+        for lat, lon in ((None, None), FIVE_WAY):
+            chosen = choose_officers(roster, units, ("t", None, "u", "none", "w"), FRIDAY_4PM, lat, lon, zones)
+            assert chosen == {
+                team: choose_officer(roster, units, need(team=team, zones=zones, lat=lat, lon=lon))
+                for team in ("t", "u", "w")
+            }
+    assert chosen == {"t": "a", "u": None, "w": "d"}
 
 
 def test_a_night_shift_runs_past_midnight_and_belongs_to_the_day_it_began() -> None:

@@ -16,7 +16,7 @@ team of a routing decision:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -234,6 +234,7 @@ class Need:
 
 
 _IDLE = UnitState()
+_NOBODY: frozenset[str] = frozenset()
 
 
 def rank(roster: Roster, units: Mapping[str, UnitState], need: Need) -> list[tuple[str, float]]:
@@ -243,17 +244,45 @@ def rank(roster: Roster, units: Mapping[str, UnitState], need: Need) -> list[tup
 
 def choose_officer(roster: Roster, units: Mapping[str, UnitState], need: Need) -> str | None:
     """The best officer for ``need`` (see the module's rules), or ``None`` when nobody can go."""
+    return _best(roster.duty(need.team, need.at), units, roster.max_tasks, need.zones, need.lat, need.lon, need.exclude)
+
+
+def choose_officers(
+    roster: Roster,
+    units: Mapping[str, UnitState],
+    teams: Iterable[str | None],
+    at: datetime,
+    lat: float | None,
+    lon: float | None,
+    zones: tuple[str, ...],
+) -> dict[str, str | None]:
+    """For each of ``teams`` that has a roster, :func:`choose_officer` of the team with nobody excluded, at one
+    place and time (a new report's teams); a team without a roster (or ``None``) is left out. Nothing is recorded
+    between the choices: an officer is on one team only, so no one is chosen twice."""
+    chosen: dict[str, str | None] = {}
+    by_team, max_tasks, duty = roster._by_team, roster.max_tasks, roster.duty
+    for team in teams:
+        if team is not None and by_team.get(team):
+            chosen[team] = _best(duty(team, at), units, max_tasks, zones, lat, lon, _NOBODY)
+    return chosen
+
+
+def _best(
+    duty: Mapping[str, str | None],
+    units: Mapping[str, UnitState],
+    max_tasks: int,
+    zones: tuple[str, ...],
+    lat: float | None,
+    lon: float | None,
+    exclude: frozenset[str],
+) -> str | None:
     # The first of :func:`rank`, without sorting: :func:`_eligible`'s test and key written out in one loop (no
     # generator to resume an officer at a time; a key is made only for an officer who can go). Keys end with the
     # officer's id, so no two are equal and the smallest is the one ``min`` would pick.
-    zones = need.zones
-    exclude = need.exclude
-    max_tasks = roster.max_tasks
     off_duty = UnitStatus.OFF_DUTY
-    lat, lon = need.lat, need.lon
     get = units.get
     best: tuple[int, int, float, int, str] | None = None
-    for officer_id, posted in roster.duty(need.team, need.at).items():
+    for officer_id, posted in duty.items():
         if officer_id in exclude:
             continue
         unit = get(officer_id, _IDLE)
