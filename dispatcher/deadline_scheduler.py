@@ -18,7 +18,7 @@ from dispatcher.alarm import Alarm
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
 from dispatcher.core.deadlines import DeadlineWatch, DueEntry
-from dispatcher.core.incidents import NO_TEAM, DeadlineState, EscalationState, Incident
+from dispatcher.core.incidents import NO_TEAM, Assignment, DeadlineState, EscalationState, Incident
 from dispatcher.open_incidents import OpenIncidents
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,43 @@ def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
     return entries
 
 
+def _teams_pending(assignments: Iterable[Assignment]) -> list[tuple[datetime, str, ev.DeadlineKind, int]]:
+    """The teams' part of :func:`_all_due_entries` (due time, team, kind, step), for no incident in particular."""
+    pending, step_pending = DeadlineState.PENDING, EscalationState.PENDING
+    found: list[tuple[datetime, str, ev.DeadlineKind, int]] = []
+    for a in assignments:
+        team = a.team
+        found.extend((d.due_at, team, d.kind, 0) for d in a.deadlines if d.state is pending)
+        found.extend(
+            (e.due_at, team, ev.DeadlineKind(e.kind), e.step)
+            for e in a.escalations
+            if e.state is step_pending and e.kind in _DEADLINE_KINDS
+        )
+    return found
+
+
+def _new_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
+    """:func:`_all_due_entries` of incidents a batch created, in the same order. The incidents one decision opened
+    at one instant for the same officers share their assignments (:func:`~dispatcher.core.incidents.open_incident`):
+    the teams' pending entries are read once for each such tuple, and only the incident's id changes."""
+    new, entry_type = tuple.__new__, DueEntry
+    pending = DeadlineState.PENDING
+    entries: list[DueEntry] = []
+    # id(assignments) -> (the tuple, held so that its id stays its own; its entries without the incident's id)
+    read: dict[int, tuple[object, list[tuple[datetime, str, ev.DeadlineKind, int]]]] = {}
+    for incident in incidents:
+        assignments = incident.assignments
+        found = read.get(id(assignments))
+        if found is None or found[0] is not assignments:
+            found = read[id(assignments)] = (assignments, _teams_pending(assignments))
+        incident_id = incident.id
+        entries.extend([new(entry_type, (due, incident_id, team, kind, step)) for due, team, kind, step in found[1]])
+        for d in incident.loop.checks:  # the incident's own: verification due, parking review
+            if d.state is pending:
+                entries.append(new(entry_type, (d.due_at, incident_id, NO_TEAM, d.kind, 0)))
+    return entries
+
+
 class DeadlineScheduler:
     """Arms ``alarm`` for the earliest pending entry; on a ring, awaits ``fire(now)`` and never raises.
 
@@ -93,6 +130,11 @@ class DeadlineScheduler:
     def stop(self) -> None:
         self._alarm.stop()
         self._fire = None
+
+    def follow_new(self, incidents: Iterable[Incident]) -> None:
+        """After a commit: watch every entry of the incidents the batch created (:meth:`follow` of each with no
+        ``before``, in one push)."""
+        self._watch.push(_new_due_entries(incidents))
 
     def follow(self, incident: Incident, before: Incident | None) -> None:
         """After a commit: watch the incident's entries that ``before`` did not have."""

@@ -1047,10 +1047,15 @@ class Hub:
         # The boards first: the feed writes the frames to their sockets now, and nothing here yields, so nobody
         # can read the hub between this and the lines below (the index and deadlines took 80 µs before it).
         self.feed.publish(batch.records)
+        created: list[Incident] = []
         for incident in batch.touched.values():
             before = batch.originals.get(incident.id)
             self._open.follow(incident, before)
-            self._deadlines.follow(incident, before)
+            if before is None:
+                created.append(incident)
+            else:
+                self._deadlines.follow(incident, before)
+        self._deadlines.follow_new(created)  # every entry of theirs is new: one push for the batch
         self._open.follow_units(batch.units)
         for _, fact in batch.facts:
             if type(fact) is ev.NoteAdded and fact.note_id is not None:
