@@ -1050,12 +1050,14 @@ class Hub:
         created: list[Incident] = []
         for incident in batch.touched.values():
             before = batch.originals.get(incident.id)
-            self._open.follow(incident, before)
             if before is None:
                 created.append(incident)
             else:
+                self._open.follow(incident, before)
                 self._deadlines.follow(incident, before)
-        self._deadlines.follow_new(created)  # every entry of theirs is new: one push for the batch
+        # The new ones (most of a batch) together: what incidents opened together share is read once.
+        self._open.follow_new(created)
+        self._deadlines.follow_new(created)
         self._open.follow_units(batch.units)
         for _, fact in batch.facts:
             if type(fact) is ev.NoteAdded and fact.note_id is not None:

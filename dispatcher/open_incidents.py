@@ -95,6 +95,40 @@ class OpenIncidents:
                 self._finished.popitem(last=False)
         self._index(incident, before)
 
+    def follow_new(self, incidents: Iterable[Incident]) -> None:
+        """:meth:`follow` of each incident a batch created (no ``before``). The incidents one decision opened at one
+        instant for the same officers share their assignments (see :func:`~dispatcher.core.incidents.open_incident`):
+        which of their teams wait is read once for each such tuple."""
+        read: dict[int, tuple[object, tuple[str, ...], tuple[str, ...]]] = {}  # id(assignments) -> it, waits, not
+        waiting = self._waiting
+        for incident in incidents:
+            if not incident.is_open:
+                self.follow(incident, None)
+                continue
+            incident_id = incident.id
+            self.incidents[incident_id] = incident
+            self._finished.pop(incident_id, None)
+            if incident.category is not None:
+                ids = self._by_category.setdefault(incident.category, set())
+                if incident.status in JOINABLE_STATUSES:
+                    ids.add(incident_id)
+                else:
+                    ids.discard(incident_id)
+            assignments = incident.assignments
+            found = read.get(id(assignments))
+            if found is None or found[0] is not assignments:
+                waits = {a.team: a.waiting for a in reversed(assignments)}  # the first of a team says, as in _index
+                found = read[id(assignments)] = (
+                    assignments,
+                    tuple(team for team, waits_now in waits.items() if waits_now),
+                    tuple(team for team, waits_now in waits.items() if not waits_now),
+                )
+            for team in found[1]:
+                waiting.setdefault(team, set()).add(incident_id)
+            for team in found[2]:
+                if team in waiting:
+                    waiting[team].discard(incident_id)
+
     def follow_units(self, units: Mapping[str, UnitState]) -> None:
         self.units.update(units)
 

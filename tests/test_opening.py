@@ -101,3 +101,33 @@ def test_the_reports_of_one_instant_share_the_teams_parts_when_the_same_officers
     assert other.assignments is not first.assignments and other.assignments[0].officer == "someone"
     assert later.assignments is not first.assignments
     assert later.assignments[0].dispatched_at == AT + timedelta(minutes=1)
+
+
+def test_following_a_batchs_new_incidents_at_once_indexes_them_as_following_each_would(bundled_rules: RuleBook) -> None:
+    calendar = bundled_rules.work_calendar
+    opened: list[Incident] = []
+    for n, (category, zone) in enumerate(
+        [
+            ("traffic.congestion", "five-way"),
+            ("market.unlicensed_vendor", "market"),
+            ("labour.wage_arrears", "town-centre"),
+        ]
+        * 4
+    ):
+        decision = _decision(bundled_rules, category, zone)
+        teams = [team for team in (decision.lead, *decision.support) if team]
+        chosen: dict[str, str | None] = {team: (None if (n + i) % 3 else f"o-{i}") for i, team in enumerate(teams)}
+        report = Report(report_id=f"r-{n}", category=category, description="x", zone=zone)
+        opened.append(open_incident(n + 1, report, decision, AT, chosen if n % 4 else {}, calendar=calendar)[0])
+    opened.append(dataclasses.replace(opened[0], id=40, status=IncidentStatus.CANCELLED))  # finished at once
+    assert opened[2].assignments is opened[5].assignments  # shared: read once
+    one_by_one, at_once = OpenIncidents(), OpenIncidents()
+    for index in (one_by_one, at_once):  # an earlier incident already waiting in some teams
+        index.follow(opened[1], None)
+    for incident in opened[2:]:
+        one_by_one.follow(incident, None)
+    at_once.follow_new(opened[2:])
+    assert at_once.indexes() == one_by_one.indexes()
+    assert at_once.incidents == one_by_one.incidents
+    assert at_once.finished(40) == one_by_one.finished(40) is not None
+    assert at_once.indexes()[1]  # some teams wait
