@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -184,6 +184,19 @@ def test_the_duty_kept_by_minute_changes_on_the_minute_a_shift_does() -> None:
         for at, on in asked:
             assert roster.duty("t", at) == on, at
             assert roster.duty("t", at.astimezone(roster.tz)) == on, at  # the same instant in local time
+
+
+def test_the_same_instant_asked_for_every_team_and_then_another_gets_each_its_own_duty() -> None:
+    # The minute of the last instant is kept (a report's teams share it): another instant, even of the same
+    # minute or an equal one in another zone, is answered for itself.
+    day = Shift(id="d", team="t", start=time(8), end=time(20), officers=("a",))
+    roster = crew(officer("a"), officer("b", "u"), shifts=(day,))
+    start = datetime(2026, 6, 12, 0, 0, tzinfo=UTC)  # 08:00 local
+    before = start - timedelta(seconds=1)
+    shanghai = start.astimezone(timezone(timedelta(hours=8)))
+    for at, wanted in ((before, {}), (before, {}), (start, {"a": None}), (shanghai, {"a": None}), (before, {})):
+        assert roster.duty("t", at) == wanted
+        assert roster.duty("u", at) == {"b": None}
 
 
 def test_a_shift_that_starts_within_a_minute_is_answered_to_the_second() -> None:

@@ -119,6 +119,9 @@ class Roster:
     )
     _by_minute: bool = field(default=False, init=False, compare=False, repr=False)
     _zone: ZoneInfo | None = field(default=None, init=False, compare=False, repr=False)
+    #: The last instant :meth:`duty` was asked about and its minute: a report's teams, and a batch's reports,
+    #: share one instant (``timestamp`` took about a quarter of a microsecond a team).
+    _minute: tuple[datetime, float] | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_team: dict[str, list[Officer]] = {}
@@ -157,7 +160,12 @@ class Roster:
             return self._duty_at(team, at.astimezone(self.tz))
         # Shifts start and end on the minute and overrides hold for whole days, so the duty is the same all
         # through a minute of local time: worked out once for the reports of that minute (every team of each).
-        minute = at.timestamp() // 60
+        last = self._minute  # one read: the instant and its minute always belong together
+        if last is not None and last[0] is at:
+            minute = last[1]
+        else:
+            minute = at.timestamp() // 60
+            object.__setattr__(self, "_minute", (at, minute))
         found = self._duty.get((team, minute))
         if found is None:
             found = self._duty_at(team, at.astimezone(self.tz))
