@@ -3,6 +3,7 @@
 Commands queue up (bounded, so intake slows down instead of growing memory); the writer takes
 whatever has queued, applies each command to a :class:`Batch` in order, commits the whole group in
 one transaction, and only then lets the hub follow (cache, deadlines, feed) and answers the callers.
+While one batch commits, the next batch of new reports is applied on top of it (see ``_next``).
 A command the lifecycle refuses fails on its own and leaves no trace. When the database refuses a
 value of the group, the group is committed again in halves until only the command that carries it
 is refused; when the database cannot be reached, the group fails and changes nothing. Nothing is
