@@ -188,3 +188,26 @@ async def test_an_outage_under_the_batch_in_flight_fails_its_callers_and_not_the
     monkeypatch.setattr(pairs.hub.store, "commit", commits.real)
     retried = await pairs.hub.report_many(reports[:2], pairs.clock.now())
     assert [isinstance(o, ReportOutcome) and o.joined for o in retried] == [True, True]
+
+
+async def test_retries_older_than_memory_are_found_in_the_store_with_batches_in_flight(
+    database_url: str, bundled_rules: RuleBook
+) -> None:
+    """Memory keeps one report id: each retry's batch fails on the store's key and is redone with a lookup."""
+    rig = await started(HubRig(database_url, bundled_rules, duplicate_radius_m=0.0, batch_max=2, recent_reports=1))
+    try:
+        first = [report(f"r-{n}", (28.9 + n / 100, 118.9)) for n in range(4)]
+        made = await rig.hub.report_many(first, rig.clock.now())
+        again = await rig.hub.report_many([*first, report("r-4", HOME), report("r-5", AWAY)], rig.clock.now())
+
+        assert all(isinstance(o, ReportOutcome) for o in again)
+        assert [o.created for o in again if isinstance(o, ReportOutcome)] == [False] * 4 + [True] * 2
+        assert [o.incident.id for o in again[:4] if isinstance(o, ReportOutcome)] == [
+            o.incident.id for o in made if isinstance(o, ReportOutcome)
+        ]
+        assert rig.hub.stats.batches_applied["overlapped"] >= 1
+        _, count = await rig.hub.list_incidents(IncidentFilter(), limit=1, offset=0)
+        assert count == 6
+        assert [e.seq for e in await rig.hub.events_since(0, limit=1000)] == list(range(1, rig.hub.last_seq + 1))
+    finally:
+        await rig.hub.stop()
