@@ -196,6 +196,9 @@ _REFUSALS = (IllegalTransition, Refused)
 
 _NO_UNITS: dict[str, UnitState] = {}
 
+#: Commands applied beside a commit between two turns of the event loop (see ``Writer._overlapping``).
+_TURN = 64
+
 _MOVING = {AssignmentState.EN_ROUTE: UnitStatus.EN_ROUTE, AssignmentState.ON_SCENE: UnitStatus.ON_SCENE}
 
 
@@ -443,7 +446,7 @@ class Writer:
             if flight is not None:
                 await asyncio.sleep(0)  # the flight's commit starts (its thread or connection works from now)
                 try:
-                    overlapped = self._overlapping(commands, flight)
+                    overlapped = await self._overlapping(commands, flight)
                 except Exception:  # a defect: apply them again once the flight landed, where it is answered
                     log.exception("could not apply a batch beside the one being committed")
                     overlapped = None
@@ -473,8 +476,13 @@ class Writer:
                 _fail(failed, lambda: RuntimeError("the command failed inside the dispatcher; see the server log"))
             return None
 
-    def _overlapping(self, commands: list[Command], flight: _InFlight) -> tuple[Batch, list[Outcome]] | None:
-        """Apply ``commands`` on top of ``flight`` while it commits, when they may be (else ``None``, nothing done)."""
+    async def _overlapping(self, commands: list[Command], flight: _InFlight) -> tuple[Batch, list[Outcome]] | None:
+        """Apply ``commands`` on top of ``flight`` while it commits, when they may be (else ``None``, nothing done).
+
+        The loop gets a turn every :data:`_TURN` commands: a commit on the loop itself (PostgreSQL's) goes on
+        meanwhile, and so do the requests. Nothing another task does can change what the batch reads: the
+        index changes only when a batch lands, and this task lands them.
+        """
         prior = flight.batch
         if flight.commit is None or prior.roster_in_force is not None or prior.rules_in_force is not None:
             return None
@@ -484,9 +492,18 @@ class Writer:
         loaded = self._from_memory(set(reports.values()), prior)
         if loaded is None:  # an incident only the store holds: read it once the batch in flight landed
             return None
-        return self._apply_to(
-            commands, Batch(self._open, self._roster(), loaded, reports, prior.next_id, prior.next_seq, prior=prior)
-        )
+        batch = Batch(self._open, self._roster(), loaded, reports, prior.next_id, prior.next_seq, prior=prior)
+        results: list[Outcome] = []
+        try:
+            for start in range(0, len(commands), _TURN):
+                if start:
+                    await asyncio.sleep(0)
+                self._apply_each(commands[start : start + _TURN], batch, results)
+            self._ready(batch)
+        except BaseException:
+            self._restore(batch.popped)  # not recorded: watched again, chain steps included
+            raise
+        return batch, results
 
     def _launch(self, commands: list[Command], batch: Batch, results: list[Outcome]) -> _InFlight:
         """Start the commit of an applied batch (none when it has nothing to store)."""
@@ -638,29 +655,37 @@ class Writer:
         """Apply each command to ``batch`` in order (a refused one fails alone), then ready its changes."""
         results: list[Outcome] = []
         try:
-            for command in commands:
-                try:
-                    results.append((command, command.apply(batch), None))
-                except Exception as exc:  # noqa: BLE001 - a refused command fails alone
-                    if isinstance(exc, _REFUSALS):
-                        # The lifecycle's answer needs no traceback, and its traceback (these frames, which hold
-                        # the batch and the results, which hold the exception) was a reference cycle: each refusal
-                        # kept its batch alive until a full collection of the garbage collector. So was a hidden
-                        # context's (``raise ... from None`` after a KeyError: its frames reach this one).
-                        exc = exc.with_traceback(None)
-                        if exc.__suppress_context__:
-                            exc.__context__ = None
-                    results.append((command, None, exc))
-            if batch.freed:
-                try:
-                    self._before_commit(batch)
-                except Exception:  # the batch's own commands stand; waiting ones wait on
-                    log.exception("could not hand waiting assignments to free officers")
-            batch.finish()
+            self._apply_each(commands, batch, results)
+            self._ready(batch)
         except BaseException:
             self._restore(batch.popped)  # not recorded: watched again, chain steps included
             raise
         return batch, results
+
+    @staticmethod
+    def _apply_each(commands: list[Command], batch: Batch, results: list[Outcome]) -> None:
+        for command in commands:
+            try:
+                results.append((command, command.apply(batch), None))
+            except Exception as exc:  # noqa: BLE001 - a refused command fails alone
+                if isinstance(exc, _REFUSALS):
+                    # The lifecycle's answer needs no traceback, and its traceback (these frames, which hold
+                    # the batch and the results, which hold the exception) was a reference cycle: each refusal
+                    # kept its batch alive until a full collection of the garbage collector. So was a hidden
+                    # context's (``raise ... from None`` after a KeyError: its frames reach this one).
+                    exc = exc.with_traceback(None)
+                    if exc.__suppress_context__:
+                        exc.__context__ = None
+                results.append((command, None, exc))
+
+    def _ready(self, batch: Batch) -> None:
+        """After the commands: freed officers take waiting work (the hub's step), and the changes are made."""
+        if batch.freed:
+            try:
+                self._before_commit(batch)
+            except Exception:  # the batch's own commands stand; waiting ones wait on
+                log.exception("could not hand waiting assignments to free officers")
+        batch.finish()
 
 
 def _fail(commands: Sequence[Command], error: Callable[[], BaseException]) -> None:

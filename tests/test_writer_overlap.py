@@ -211,3 +211,30 @@ async def test_retries_older_than_memory_are_found_in_the_store_with_batches_in_
         assert [e.seq for e in await rig.hub.events_since(0, limit=1000)] == list(range(1, rig.hub.last_seq + 1))
     finally:
         await rig.hub.stop()
+
+
+async def test_a_long_batch_applied_beside_a_commit_gives_the_loop_turns_and_the_same_outcome(
+    database_url: str, tmp_path: Path, bundled_rules: RuleBook, bundled_roster: Roster, whole: HubRig
+) -> None:
+    """Batches of 150 (applied 64 commands at a time between turns of the loop) against one of 450."""
+    rig = await started(HubRig(database_url, bundled_rules, bundled_roster, duplicate_radius_m=200.0, batch_max=150))
+    try:
+        categories = ["traffic.congestion", "market.unlicensed_vendor", "environment.noise"]
+        # Every seventh report repeats a place of the ten before it (a join), every eleventh an earlier id.
+        reports = []
+        for n in range(450):
+            if n % 11 == 10:
+                reports.append(reports[n - 7])
+                continue
+            spot = n - n % 7 if n % 7 == 6 else n
+            reports.append(report(f"m-{n}", (28.8 + spot * 0.001, 118.8 + spot * 0.0013), categories[spot % 3]))
+        split = await rig.hub.report_many(reports, rig.clock.now())
+        one = await whole.hub.report_many(reports, whole.clock.now())
+
+        assert rig.hub.stats.batches_applied["overlapped"] == 2
+        assert summary(split) == summary(one)
+        kinds = {(o.created, o.joined) for o in split if isinstance(o, ReportOutcome)}
+        assert kinds == {(True, False), (False, True), (False, False)}  # new, joined, known
+        assert [e.seq for e in await rig.hub.events_since(0, limit=10_000)] == list(range(1, rig.hub.last_seq + 1))
+    finally:
+        await rig.hub.stop()
