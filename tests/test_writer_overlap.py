@@ -221,7 +221,7 @@ async def test_a_long_batch_applied_beside_a_commit_gives_the_loop_turns_and_the
     try:
         categories = ["traffic.congestion", "market.unlicensed_vendor", "environment.noise"]
         # Every seventh report repeats a place of the ten before it (a join), every eleventh an earlier id.
-        reports = []
+        reports: list[Report] = []
         for n in range(450):
             if n % 11 == 10:
                 reports.append(reports[n - 7])
