@@ -446,6 +446,21 @@ async def run_throughput_clients(
     }
 
 
+async def writer_batches(server: Server) -> dict[str, float]:
+    """The writer's batches so far, from ``/metrics``: how they were applied, their number and mean size."""
+    status, body = await http_get(LOOPBACK, server.port, "/metrics", timeout_s=60)
+    found: dict[str, float] = {}
+    if status != 200:
+        return found
+    for line in body.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("dispatcher_writer_batches_applied_total{"):
+            found[name.partition('how="')[2].partition('"')[0]] = float(value)
+        elif name.startswith(("dispatcher_writer_batch_size_count{", "dispatcher_writer_batch_size_sum{")):
+            found[name.partition("{")[0].removeprefix("dispatcher_writer_batch_size_")] = float(value)
+    return found
+
+
 async def stored_incident_count(server: Server) -> int | None:
     status, body = await http_get(LOOPBACK, server.port, "/api/v1/incidents?limit=1", timeout_s=60)
     if status != 200:
@@ -1057,6 +1072,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             stored = await stored_incident_count(server)
             expected = phase["ok"] + phase["warmup_ok"]
             phase["stored_incidents"] = stored
+            phase["writer_batches"] = await writer_batches(server)
             phase["server_rss_mib"] = server.rss_mib()
             result["phases"]["throughput"] = phase
             result["checks"]["throughput_no_errors"] = phase["errors"] == 0 and phase["warmup_errors"] == 0
@@ -1150,6 +1166,13 @@ def print_summary(result: dict[str, Any]) -> None:
             )
         print(f"  per second: {tp['per_second_ok']}")
         print(f"  stored incidents {tp['stored_incidents']} (201s incl. warm-up {tp['ok'] + tp['warmup_ok']})")
+        batches = tp.get("writer_batches") or {}
+        if batches.get("count"):
+            applied = ", ".join(f"{int(v)} {k}" for k, v in sorted(batches.items()) if k not in ("count", "sum"))
+            print(
+                f"  writer batches {int(batches['count'])}, {batches['sum'] / batches['count']:.0f} commands each"
+                + (f" ({applied})" if applied else "")
+            )
     lat = result["phases"].get("latency")
     if lat:
         board = lat["board"]

@@ -309,7 +309,7 @@ class Hub:
 
     async def report(self, report: Report, at: datetime) -> ReportOutcome:
         """Route and dispatch a report, or return the incident it already made (same ``report_id``)."""
-        return await self._submit(self._reporting(report, at), report_id=report.report_id)
+        return await self._submit(self._reporting(report, at), report_id=report.report_id, overlaps=True)
 
     async def report_many(self, reports: Sequence[Report], at: datetime) -> list[ReportOutcome | BaseException]:
         """Route and dispatch ``reports`` as :meth:`report` does each, queued together so that they commit
@@ -320,7 +320,9 @@ class Hub:
         answers the incident the first made. ``StoreUnavailable`` comes back for each report of a batch that
         could not be stored. Raises ``HubStopped`` (nothing queued) when the hub is not running.
         """
-        commands = [(self._reporting(report, at), {"report_id": report.report_id}) for report in reports]
+        commands = [
+            (self._reporting(report, at), {"report_id": report.report_id, "overlaps": True}) for report in reports
+        ]
         return await self._writer.submit_many(commands)
 
     def _reporting(self, report: Report, at: datetime) -> Callable[[Batch], ReportOutcome]:
@@ -845,7 +847,7 @@ class Hub:
         if report.lat is None and report.zone not in self.rules.small_zones:
             return None
         ids = set(self._open.in_category(category))
-        ids.update(i for i, inc in batch.touched.items() if inc.category == category)
+        ids.update(i for i, inc in batch.pending() if inc.category == category)
         return find_duplicate(
             report,
             category,
@@ -863,7 +865,7 @@ class Hub:
         batch.freed = set()
         for team in sorted(teams):
             ids = set(self._open.waiting_in(team)) | {
-                i for i, inc in batch.touched.items() if any(a.team == team and a.waiting for a in inc.assignments)
+                i for i, inc in batch.pending() if any(a.team == team and a.waiting for a in inc.assignments)
             }
             # Most urgent first; usually one officer came free, so only the first few are taken: a heap gives
             # them without sorting the whole queue (thousands wait for a team after a burst).

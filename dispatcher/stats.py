@@ -53,5 +53,8 @@ class HubStats:
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_BOUNDS))
     commit_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS_BOUNDS))
     commit_failures: Counter[str] = field(default_factory=Counter)  # "unavailable", "refused"
+    #: Writer batches by how they were applied: "overlapped" (beside the commit of the batch before them),
+    #: "after" (once every earlier batch had landed), "again" (applied beside one that then failed: redone).
+    batches_applied: Counter[str] = field(default_factory=Counter)
     #: From an event's publication after its commit to its frame written to a board's socket (one per board).
     board_latency: Histogram = field(default_factory=lambda: Histogram(SECONDS_BOUNDS))

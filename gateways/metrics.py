@@ -55,6 +55,12 @@ class DispatcherCollector(Collector):
         failures = CounterMetricFamily(
             "dispatcher_writer_failures", "Writer batches not stored, by kind", labels=["township", "kind"]
         )
+        applied = CounterMetricFamily(
+            "dispatcher_writer_batches_applied",
+            "Writer batches by how they were applied: overlapped (beside the commit of the batch before), "
+            "after (every earlier batch landed), again (applied beside a batch that then failed, and redone)",
+            labels=["township", "how"],
+        )
         gauges = {
             name: GaugeMetricFamily(f"dispatcher_{name}", text, labels=["township"])
             for name, text in (
@@ -90,6 +96,8 @@ class DispatcherCollector(Collector):
                 reports.add_metric([township_id, channel, outcome], count)
             for kind, count in sorted(stats.commit_failures.items()):
                 failures.add_metric([township_id, kind], count)
+            for how, count in sorted(stats.batches_applied.items()):
+                applied.add_metric([township_id, how], count)
             values = {
                 "open_incidents": len(hub.open_index),
                 "open_alarms": len(hub.alarms),
@@ -121,6 +129,7 @@ class DispatcherCollector(Collector):
         yield events
         yield reports
         yield failures
+        yield applied
         yield from gauges.values()
         yield from histograms
         yield from self._mqtt()

@@ -76,6 +76,9 @@ async def test_metrics_count_reports_events_incidents_commits_and_board_frames(s
     # POSTs and the client's sign-in: each goes in the writer's next batch), or fewer when they rode together.
     assert 1 <= commits <= 6 + 8
     assert _value(samples, "dispatcher_writer_batch_size_sum", **t) >= 7
+    # Every commit was of a batch applied either after the one before had landed or beside its commit.
+    applied = [_value(samples, "dispatcher_writer_batches_applied_total", **t, how=h) for h in ("after", "overlapped")]
+    assert sum(applied) >= commits and applied[0] >= 1
     hub = {**t, "source": "hub"}  # the township's hub runs here: its boards are fed by the hub, not the log's tail
     frames = _value(samples, "dispatcher_board_latency_seconds_count", **hub)
     assert frames == last_seq - 1  # every live frame after the snapshot (the rule table's event came before)
