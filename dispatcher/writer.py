@@ -131,16 +131,17 @@ class Batch:
                 self.originals[incident.id] = before
         self._count_tasks(before, incident, events)
         self.touched[incident.id] = incident
+        seq = self.next_seq
+        store, publish, keep = self.changes.events.append, self.records.append, self.facts.append
         for event in events:
-            seq = self.next_seq
-            self.next_seq += 1
             type_name = type(event).__name__
             payload = ev.to_json(event)
-            self.changes.events.append(
-                StoredEvent(seq=seq, incident_id=event.incident_id, type=type_name, at=event.at, payload=payload)
-            )
-            self.records.append(FeedRecord(seq, event.incident_id, feed_message(seq, type_name, payload)))
-            self.facts.append((seq, event))
+            incident_id = event.incident_id
+            store(StoredEvent(seq=seq, incident_id=incident_id, type=type_name, at=event.at, payload=payload))
+            publish(FeedRecord(seq, incident_id, feed_message(seq, type_name, payload)))
+            keep((seq, event))
+            seq += 1
+        self.next_seq = seq
 
     def record_township(self, event: ev.TownshipEvent) -> None:
         """Log a fact of the township's log (no incident): same log, same ``seq``, ``incident_id`` None."""
