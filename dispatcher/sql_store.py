@@ -63,7 +63,7 @@ from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentS
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, Step, transact
+from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, Insert, SqliteWriter, Step, transact
 from dispatcher.store import (
     Changes,
     CommitRefused,
@@ -1513,9 +1513,9 @@ def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: _SqliteTim
 
 
 @lru_cache(maxsize=64)
-def _sqlite_insert(table: str, names: tuple[str, ...]) -> str:
-    listed = ", ".join(f'"{name}"' for name in names)
-    return f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(names))})'
+def _sqlite_insert(table: str, names: tuple[str, ...]) -> Insert:
+    """New rows of ``table`` by position; the columns that may hold floats are its ``Float`` ones."""
+    return Insert(table, names, tuple(n for n, name in enumerate(names) if name in _FLOAT_COLUMNS[table]))
 
 
 def _sqlite_update(table: sa.Table, columns: Sequence[str], where: dict[str, str], extra: str = "") -> str:
@@ -1527,6 +1527,10 @@ def _sqlite_update(table: sa.Table, columns: Sequence[str], where: dict[str, str
 
 _TIME_COLUMNS = {
     table.name: frozenset(c.name for c in table.columns if isinstance(c.type, UtcDateTime))
+    for table in SQLModel.metadata.tables.values()
+}
+_FLOAT_COLUMNS = {
+    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.Float))
     for table in SQLModel.metadata.tables.values()
 }
 _SQLITE_INCIDENT_UPDATE = _sqlite_update(incident_t, _INCIDENT_STATE, {"id": "b_id"})
