@@ -1431,9 +1431,8 @@ class _SqliteTimes(dict[datetime | None, str | None]):
 def _sqlite_steps(changes: Changes) -> list[Step]:
     """The statements of ``rows`` in the order :meth:`SqlIncidentStore._write` runs them, times as text.
 
-    New rows go in by position (``?``): ``sqlite3`` binds a named parameter by making the name's string
-    and looking it up in the row, for every column of every row (a batch of 100 reports binds some 14,000
-    values, a fifth of its commit's time); the rare updates keep their names (their keys are ``b_`` ones).
+    New rows are by position, each table's as one :class:`Insert` (one JSON text, see ``sqlite_writer.write``;
+    bound by position where they cannot go so); the rare updates keep their names (their keys are ``b_`` ones).
     """
     times = _SqliteTimes()
     time = times.__getitem__

@@ -2,8 +2,15 @@
 
 The async driver (aiosqlite) hands every cursor, ``execute`` and ``close`` to its worker thread and
 back: some 25–30 hops of the event loop per report. Here a batch's whole commit (``BEGIN IMMEDIATE``,
-one ``executemany`` per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
+one statement per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
 one hop there and one back whatever its size.
+
+A table's new rows go to SQLite as one parameter, a JSON array of arrays that ``orjson`` writes in C and SQLite
+takes apart in C (``json_each``) with the GIL let go (:func:`write`): ``executemany`` binds every value of every
+row with the GIL held, and the event loop's thread waits for it meanwhile (a 100-report batch's rows hold some
+14,000 values; on the batch door the writer's thread held the GIL 41–55 µs a report in ``transact``, now 10–19 µs,
+``benchmarks/README.md``, i14-jsonrows). The values stored are those ``executemany`` stores, of the same types;
+rows holding a value JSON cannot carry exactly are bound one by one as before (:func:`json_rows`).
 
 The hops are as lean as they can be (a report's trip to the board waits for both): a call goes to the thread
 through a plain queue, and its outcome comes back by one ``call_soon_threadsafe`` that settles the caller's
