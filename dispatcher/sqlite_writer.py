@@ -76,6 +76,11 @@ class Insert(NamedTuple):
     floats: tuple[int, ...] = ()
 
 
+#: The fewest rows of an :class:`Insert` that go as one JSON text. SQLite's side costs more CPU than binding
+#: (about 15 µs a statement, and 1.5–2 times the binding's a row), which pays only while the GIL is fought over:
+#: a small batch (a quiet hour's, one report) is bound row by row, a busy door's (tens of reports) goes as JSON.
+JSON_MIN_ROWS = 8
+
 #: A statement and the rows it runs for (values by position, or by name), as one ``executemany``; or an
 #: :class:`Insert` and its rows by position, as one JSON parameter where they can go that way exactly.
 Step = tuple[str | Insert, Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]]
@@ -281,7 +286,8 @@ def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
 
 def write(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
     """Each step in turn, inside the caller's transaction: a statement as one ``executemany``; an :class:`Insert`'s
-    rows as one JSON text that SQLite takes apart itself (``json_each``), unless a value cannot go that way exactly.
+    rows as one JSON text that SQLite takes apart itself (``json_each``), unless a value cannot go that way exactly
+    or they are fewer than :data:`JSON_MIN_ROWS`.
 
     Why JSON: ``executemany`` binds every value of every row while it holds the GIL (it lets go of it only while
     SQLite steps the statement), and the event loop's thread waits for the GIL meanwhile: a batch of 100 reports
@@ -292,7 +298,7 @@ def write(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
         if not rows:
             continue
         if isinstance(statement, Insert):
-            text = json_rows(rows, statement.floats)  # type: ignore[arg-type]  # an Insert's rows are by position
+            text = json_rows(rows, statement.floats) if len(rows) >= JSON_MIN_ROWS else None  # type: ignore[arg-type]  # an Insert's rows are by position
             if text is not None:
                 conn.execute(_json_insert(statement), (text,))
                 continue

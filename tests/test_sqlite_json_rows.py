@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher import sql_store
+from dispatcher import sql_store, sqlite_writer
 from dispatcher.core.incidents import Report
 from dispatcher.sqlite_writer import Insert, json_rows, transact, write
 from rules import RuleBook
@@ -92,6 +92,12 @@ def _stored(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
     for row in conn.execute(f"SELECT {typed} FROM {table} ORDER BY rowid"):
         stored.append(tuple(struct.pack("<d", v) if isinstance(v, float) else v for v in row))
     return stored
+
+
+@pytest.fixture(autouse=True)
+def every_insert_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of any size go as JSON here (a batch's tables have fewer rows in these tests than on a busy door)."""
+    monkeypatch.setattr(sqlite_writer, "JSON_MIN_ROWS", 1)
 
 
 @pytest.fixture
@@ -182,6 +188,16 @@ def test_each_new_table_of_a_batch_takes_one_statement(twin_tables: sqlite3.Conn
     write(twin_tables, [(Insert("by_json", _COLUMNS, _FLOATS), rows)])
     assert len(statements) == 1 and "json_each" in statements[0]
     assert twin_tables.execute("SELECT count(*), sum(int_integer) FROM by_json").fetchone() == (50, sum(range(50)))
+
+
+def test_a_few_rows_are_bound_row_by_row(twin_tables: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_writer, "JSON_MIN_ROWS", 3)
+    statements: list[str] = []
+    twin_tables.set_trace_callback(statements.append)
+    rows = [tuple(n if name.startswith("int_") else None for name in _COLUMNS) for n in range(3)]
+    write(twin_tables, [(Insert("by_json", _COLUMNS), rows[:2]), (Insert("by_json", _COLUMNS), rows)])
+    assert ["json_each" in s for s in statements] == [False, False, True]
+    assert twin_tables.execute("SELECT count(*) FROM by_json").fetchone() == (5,)
 
 
 @pytest.fixture
