@@ -941,7 +941,8 @@ def _rows(changes: Changes, time: _Time = _as_is, *, audit: bool = True) -> _Row
             row = {"b_incident": after.id, "b_team": assignment.team, "position": position}
             row.update(zip(_STATE_COLUMNS, _assignment_state(assignment, _as_is), strict=True))
             rows.assignment_updates.append(row)
-    fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
+    # (map and attrgetter: no generator made for each new incident, most of which have neither)
+    fresh = [(None, i) for i in changes.created if i.reports or any(map(_ESCALATIONS, i.assignments))]
     _children_rows(rows, [*fresh, *changes.updated])
     rows.units = [
         {
@@ -985,6 +986,9 @@ def _rows(changes: Changes, time: _Time = _as_is, *, audit: bool = True) -> _Row
         rows.audit = [audit_row(e) for e in changes.audit]
     rows.events = [(e.seq, e.incident_id, e.type, time(e.at), e.payload) for e in changes.events]
     return rows
+
+
+_ESCALATIONS = operator.attrgetter("escalations")
 
 
 def _children_rows(rows: _Rows, pairs: Sequence[tuple[Incident | None, Incident]]) -> None:
