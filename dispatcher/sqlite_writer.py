@@ -8,7 +8,7 @@ one hop there and one back whatever its size.
 A table's new rows go to SQLite as one parameter, a JSON array of arrays that ``orjson`` writes in C and SQLite
 takes apart in C (``json_each``) with the GIL let go (:func:`write`): ``executemany`` binds every value of every
 row with the GIL held, and the event loop's thread waits for it meanwhile (a 100-report batch's rows hold some
-14,000 values; on the batch door the writer's thread held the GIL 41–55 µs a report in ``transact``, now 10–19 µs,
+14,000 values; on the batch door the writer's thread held the GIL 41–55 µs a report in ``transact``, now 10–15 µs,
 ``benchmarks/README.md``, i14-jsonrows). The values stored are those ``executemany`` stores, of the same types;
 rows holding a value JSON cannot carry exactly are bound one by one as before (:func:`json_rows`).
 
