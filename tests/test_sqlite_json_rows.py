@@ -17,9 +17,11 @@ import pytest
 
 from dispatcher import sql_store, sqlite_writer
 from dispatcher.core.incidents import Report
+from dispatcher.core.roster import Roster
 from dispatcher.sqlite_writer import Insert, json_rows, transact, write
 from rules import RuleBook
 from tests.conftest import HubRig
+from tests.test_restart_load import busy_township, state_of
 
 #: Declared types and the affinity each gives (DATETIME: NUMERIC, as SQLAlchemy's times on SQLite).
 _TYPES = ("TEXT", "INTEGER", "REAL", "NUMERIC", "BLOB", "DATETIME", "")
@@ -244,3 +246,44 @@ async def test_reports_with_values_json_cannot_carry_read_back_the_same_after_a_
     assert [row[1:] for row in before] == [(t, *p) for t, p in zip(texts, places, strict=True)]
     hub = await sqlite_rig.restart()
     assert seen(await hub.store.load_open()) == before
+
+
+def _database(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, each value with its type; a real by its bits."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        dump = {}
+        for table in tables:
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+            typed = ", ".join(f'typeof("{c}"), "{c}"' for c in columns)
+            dump[table] = [
+                tuple(struct.pack("<d", v) if isinstance(v, float) else v for v in row)
+                for row in conn.execute(f'SELECT {typed} FROM "{table}" ORDER BY rowid')
+            ]
+        return dump
+    finally:
+        conn.close()
+
+
+async def test_a_busy_township_stores_the_same_database_as_json_and_row_by_row(
+    tmp_path: Path, bundled_rules: RuleBook, bundled_roster: Roster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kind of row (joined reports, escalation steps, moves, notes, handovers...) written as JSON and written
+    by ``executemany``: the same tables, value for value and type for type; and a restart reads back the same."""
+    dumps = []
+    for json_from in (10**9, 1):
+        monkeypatch.setattr(sqlite_writer, "JSON_MIN_ROWS", json_from)
+        path = tmp_path / f"from-{json_from}.db"
+        crew = HubRig(f"sqlite+aiosqlite:///{path}", bundled_rules, bundled_roster, duplicate_radius_m=200.0)
+        await crew.hub.start()
+        try:
+            await busy_township(crew)
+            before = state_of(crew.hub)
+            assert state_of(await crew.restart()) == before
+        finally:
+            await crew.hub.stop()
+        dumps.append(_database(path))
+    by_rows, by_json = dumps
+    assert by_json == by_rows
+    assert by_json["incident_report"] and by_json["escalation"] and by_json["event"]
