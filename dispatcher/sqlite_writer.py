@@ -298,7 +298,8 @@ def write(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
         if not rows:
             continue
         if isinstance(statement, Insert):
-            text = json_rows(rows, statement.floats) if len(rows) >= JSON_MIN_ROWS else None  # type: ignore[arg-type]  # an Insert's rows are by position
+            by_position: Sequence[Sequence[Any]] = rows  # type: ignore[assignment]  # an Insert's rows are
+            text = json_rows(by_position, statement.floats) if len(rows) >= JSON_MIN_ROWS else None
             if text is not None:
                 conn.execute(_json_insert(statement), (text,))
                 continue
@@ -307,8 +308,8 @@ def write(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
 
 
 #: Anything orjson would write as something else than ``sqlite3`` binds: a datetime (``sqlite3`` adapts it to
-#: other text, or refuses it), an integer beyond 53 bits (SQLite reads the larger ones of JSON as REAL, where
-#: ``sqlite3`` binds to 64 bits and refuses the rest), a subclass of str or int that is no enum, a dataclass.
+#: other text, or refuses it), an integer beyond 53 bits (SQLite 3.40 reads one beyond 64 bits of JSON as REAL, where
+#: ``sqlite3`` refuses it), a subclass of str or int that is no enum, a dataclass.
 #: orjson then raises, and the rows are bound one by one instead.
 _JSON_OPTIONS = (
     orjson.OPT_STRICT_INTEGER
