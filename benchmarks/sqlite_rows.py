@@ -6,9 +6,10 @@ the single door adds per request (``--audit``: entries a batch, default one per 
 keeps each batch's :class:`Changes`. Then, on the captured batches only (no hub, no event loop):
 
 - ``rows``: ``_sqlite_steps(changes)``, the rows and statements the writer's thread builds;
-- ``bind``: the same steps run (``executemany``) into an in-memory copy of the schema with no indexes or
-  foreign keys, inside a transaction rolled back after each batch: the binding's Python and SQLite's
-  row-building, without the disk.
+- ``rows+bind``: the same steps run (``sqlite_writer.write``: new rows as one JSON text a table) into an
+  in-memory copy of the schema with no indexes or foreign keys, inside a transaction rolled back after each
+  batch: the binding's Python and SQLite's row-building, without the disk;
+- ``rows+executemany``: the same, every step bound row by row (``executemany``, the way before the JSON rows).
 
 ``--merge N`` joins each N captured batches into one (``--group 1 --merge 31``: a writer batch of the single
 door, 31 reports, each with a time of its own). Each is repeated ``--rounds`` times over all captured batches;
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import mixed_report
 
-from dispatcher import sql_store
+from dispatcher import sql_store, sqlite_writer
 from dispatcher.alarm import ManualAlarm
 from dispatcher.audit_entries import AuditEntry
 from dispatcher.clock import VirtualClock
@@ -165,12 +166,23 @@ def main() -> None:
 
     def bind(changes: Changes) -> None:
         conn.execute("BEGIN")
+        sqlite_writer.write(conn, sql_store._sqlite_steps(changes))
+        conn.execute("ROLLBACK")
+
+    def executemany(changes: Changes) -> None:
+        conn.execute("BEGIN")
         for statement, rows in sql_store._sqlite_steps(changes):
             if rows:
+                if isinstance(statement, sqlite_writer.Insert):
+                    statement = sqlite_writer._plain_insert(statement)
                 conn.executemany(statement, rows)
         conn.execute("ROLLBACK")
 
-    for name, function in (("rows", sql_store._sqlite_steps), ("rows+bind", bind)):
+    for name, function in (
+        ("rows", sql_store._sqlite_steps),
+        ("rows+bind", bind),
+        ("rows+executemany", executemany),
+    ):
         spent = rounds(function, batches, args.rounds)
         print(
             f"{name}: {min(spent) * 1e6 / reports:.2f} µs a report best, "

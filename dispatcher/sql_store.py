@@ -63,7 +63,7 @@ from dispatcher.core.lifecycle import FINAL_STATUSES, AssignmentState, IncidentS
 from dispatcher.core.roster import UnitState, UnitStatus
 from dispatcher.leases import Fence, LeaseLost, check_fence, raise_fence
 from dispatcher.migrations import upgrade_to_head
-from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, Step, transact
+from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, Insert, SqliteWriter, Step, transact
 from dispatcher.store import (
     Changes,
     CommitRefused,
@@ -941,7 +941,8 @@ def _rows(changes: Changes, time: _Time = _as_is, *, audit: bool = True) -> _Row
             row = {"b_incident": after.id, "b_team": assignment.team, "position": position}
             row.update(zip(_STATE_COLUMNS, _assignment_state(assignment, _as_is), strict=True))
             rows.assignment_updates.append(row)
-    fresh = [(None, i) for i in changes.created if i.reports or any(a.escalations for a in i.assignments)]
+    # (map and attrgetter: no generator made for each new incident, most of which have neither)
+    fresh = [(None, i) for i in changes.created if i.reports or any(map(_ESCALATIONS, i.assignments))]
     _children_rows(rows, [*fresh, *changes.updated])
     rows.units = [
         {
@@ -985,6 +986,9 @@ def _rows(changes: Changes, time: _Time = _as_is, *, audit: bool = True) -> _Row
         rows.audit = [audit_row(e) for e in changes.audit]
     rows.events = [(e.seq, e.incident_id, e.type, time(e.at), e.payload) for e in changes.events]
     return rows
+
+
+_ESCALATIONS = operator.attrgetter("escalations")
 
 
 def _children_rows(rows: _Rows, pairs: Sequence[tuple[Incident | None, Incident]]) -> None:
@@ -1431,9 +1435,8 @@ class _SqliteTimes(dict[datetime | None, str | None]):
 def _sqlite_steps(changes: Changes) -> list[Step]:
     """The statements of ``rows`` in the order :meth:`SqlIncidentStore._write` runs them, times as text.
 
-    New rows go in by position (``?``): ``sqlite3`` binds a named parameter by making the name's string
-    and looking it up in the row, for every column of every row (a batch of 100 reports binds some 14,000
-    values, a fifth of its commit's time); the rare updates keep their names (their keys are ``b_`` ones).
+    New rows are by position, each table's as one :class:`Insert` (one JSON text, see ``sqlite_writer.write``;
+    bound by position where they cannot go so); the rare updates keep their names (their keys are ``b_`` ones).
     """
     times = _SqliteTimes()
     time = times.__getitem__
@@ -1513,9 +1516,9 @@ def _sqlite_times(table: sa.Table, rows: list[dict[str, Any]], cache: _SqliteTim
 
 
 @lru_cache(maxsize=64)
-def _sqlite_insert(table: str, names: tuple[str, ...]) -> str:
-    listed = ", ".join(f'"{name}"' for name in names)
-    return f'INSERT INTO "{table}" ({listed}) VALUES ({", ".join("?" * len(names))})'
+def _sqlite_insert(table: str, names: tuple[str, ...]) -> Insert:
+    """New rows of ``table`` by position; the columns that may hold floats are its ``Float`` ones."""
+    return Insert(table, names, tuple(n for n, name in enumerate(names) if name in _FLOAT_COLUMNS[table]))
 
 
 def _sqlite_update(table: sa.Table, columns: Sequence[str], where: dict[str, str], extra: str = "") -> str:
@@ -1527,6 +1530,10 @@ def _sqlite_update(table: sa.Table, columns: Sequence[str], where: dict[str, str
 
 _TIME_COLUMNS = {
     table.name: frozenset(c.name for c in table.columns if isinstance(c.type, UtcDateTime))
+    for table in SQLModel.metadata.tables.values()
+}
+_FLOAT_COLUMNS = {
+    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.Float))
     for table in SQLModel.metadata.tables.values()
 }
 _SQLITE_INCIDENT_UPDATE = _sqlite_update(incident_t, _INCIDENT_STATE, {"id": "b_id"})

@@ -2,8 +2,15 @@
 
 The async driver (aiosqlite) hands every cursor, ``execute`` and ``close`` to its worker thread and
 back: some 25–30 hops of the event loop per report. Here a batch's whole commit (``BEGIN IMMEDIATE``,
-one ``executemany`` per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
+one statement per table, ``COMMIT``) is one function run on the writer's thread, so a batch costs
 one hop there and one back whatever its size.
+
+A table's new rows go to SQLite as one parameter, a JSON array of arrays that ``orjson`` writes in C and SQLite
+takes apart in C (``json_each``) with the GIL let go (:func:`write`): ``executemany`` binds every value of every
+row with the GIL held, and the event loop's thread waits for it meanwhile (a 100-report batch's rows hold some
+14,000 values; on the batch door the writer's thread held the GIL 41–55 µs a report in ``transact``, now 10–15 µs,
+``benchmarks/README.md``, i14-jsonrows). The values stored are those ``executemany`` stores, of the same types;
+rows holding a value JSON cannot carry exactly are bound one by one as before (:func:`json_rows`).
 
 The hops are as lean as they can be (a report's trip to the board waits for both): a call goes to the thread
 through a plain queue, and its outcome comes back by one ``call_soon_threadsafe`` that settles the caller's
@@ -33,11 +40,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import math
+import operator
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from functools import lru_cache
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 
@@ -52,8 +65,25 @@ GROUP_CALLS = 200
 #: a crash replays at most that much.
 WAL_AUTOCHECKPOINT_PAGES = 4000
 
-#: A statement and the rows it runs for (values by position, or by name), as one ``executemany``.
-Step = tuple[str, Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]]
+
+class Insert(NamedTuple):
+    """New rows of ``table``, each a sequence of values in the order of ``columns`` (see :func:`write`).
+
+    ``floats``: the positions of the columns whose values may be floats; any other column holds none."""
+
+    table: str
+    columns: tuple[str, ...]
+    floats: tuple[int, ...] = ()
+
+
+#: The fewest rows of an :class:`Insert` that go as one JSON text. SQLite's side costs more CPU than binding
+#: (about 15 µs a statement, and 1.5–2 times the binding's a row), which pays only while the GIL is fought over:
+#: a small batch (a quiet hour's, one report) is bound row by row, a busy door's (tens of reports) goes as JSON.
+JSON_MIN_ROWS = 8
+
+#: A statement and the rows it runs for (values by position, or by name), as one ``executemany``; or an
+#: :class:`Insert` and its rows by position, as one JSON parameter where they can go that way exactly.
+Step = tuple[str | Insert, Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]]
 
 #: A call for the writer's thread: the caller's loop, its future and what to run.
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
@@ -229,15 +259,13 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
-    """Run ``steps`` (each one ``executemany``) as one transaction: all of them, or, raising, none.
+    """Run ``steps`` as one transaction: all of them, or, raising, none (each as :func:`write` runs it).
 
     Inside a transaction already open (a throw-away database's group), as one savepoint of it."""
     if conn.in_transaction:
         conn.execute("SAVEPOINT batch")
         try:
-            for statement, rows in steps:
-                if rows:
-                    conn.executemany(statement, rows)
+            write(conn, steps)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # the caller hears the first error
                 conn.execute("ROLLBACK TO batch")
@@ -247,12 +275,101 @@ def transact(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement, rows in steps:
-            if rows:
-                conn.executemany(statement, rows)
+        write(conn, steps)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # the caller hears the first error; the writer reconnects
                 conn.execute("ROLLBACK")
         raise
+
+
+def write(conn: sqlite3.Connection, steps: Iterable[Step]) -> None:
+    """Each step in turn, inside the caller's transaction: a statement as one ``executemany``; an :class:`Insert`'s
+    rows as one JSON text that SQLite takes apart itself (``json_each``), unless a value cannot go that way exactly
+    or they are fewer than :data:`JSON_MIN_ROWS`.
+
+    Why JSON: ``executemany`` binds every value of every row while it holds the GIL (it lets go of it only while
+    SQLite steps the statement), and the event loop's thread waits for the GIL meanwhile: a batch of 100 reports
+    binds some 14,000 values. ``orjson`` writes the rows' text in C, and SQLite reads it back in C with the GIL
+    let go; the values stored are the same, of the same types (:func:`json_rows`).
+    """
+    for statement, rows in steps:
+        if not rows:
+            continue
+        if isinstance(statement, Insert):
+            by_position: Sequence[Sequence[Any]] = rows  # type: ignore[assignment]  # an Insert's rows are
+            text = json_rows(by_position, statement.floats) if len(rows) >= JSON_MIN_ROWS else None
+            if text is not None:
+                conn.execute(_json_insert(statement), (text,))
+                continue
+            statement = _plain_insert(statement)
+        conn.executemany(statement, rows)
+
+
+#: Anything orjson would write as something else than ``sqlite3`` binds: a datetime (``sqlite3`` adapts it to
+#: other text, or refuses it), an integer beyond 53 bits (SQLite 3.40 reads one beyond 64 bits of JSON as REAL, where
+#: ``sqlite3`` refuses it), a subclass of str or int that is no enum, a dataclass.
+#: orjson then raises, and the rows are bound one by one instead.
+_JSON_OPTIONS = (
+    orjson.OPT_STRICT_INTEGER
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def json_rows(rows: Sequence[Sequence[Any]], floats: Sequence[int] = ()) -> bytes | None:
+    """``rows`` as a JSON array of arrays that SQLite reads back as the very values ``sqlite3`` binds, or None
+    where some value cannot go that way: bytes, a str with a lone surrogate or a NUL (SQLite 3.40's ``->>``
+    ends a text at an escaped NUL), an infinite or NaN float in a column of ``floats`` (orjson writes null), an
+    integer beyond 53 bits, a datetime (see ``_JSON_OPTIONS``).
+
+    Exact otherwise: a float is written as its shortest text that reads back as the same double, an integer
+    as its digits, a str as UTF-8 with only ``"``, ``\\`` and control characters escaped, True and False as
+    1 and 0 (as ``sqlite3`` binds them); a column's affinity then applies as to a bound value.
+    Values that ``sqlite3`` would refuse (a list, a dict, an enum that is no str or int, a UUID) are not looked
+    for: orjson writes them, and the row builders make none. Nor are floats outside ``floats``.
+    """
+    if floats and not _finite(rows, floats):
+        return None
+    try:
+        text = orjson.dumps(rows, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return None
+    # An escaped backslash before the text "u0000" only costs the rows their JSON.
+    if b"\\u0000" in text:
+        return None
+    return text
+
+
+def _finite(rows: Sequence[Sequence[Any]], floats: Sequence[int]) -> bool:
+    """Whether every number in the columns ``floats`` of ``rows`` is finite (or too large to add up: then not)."""
+    column = operator.itemgetter(*floats)
+    values = map(column, rows) if len(floats) == 1 else itertools.chain.from_iterable(map(column, rows))
+    try:
+        # In C: fsum's total of finite numbers is finite unless it overflows (OverflowError); an infinity or
+        # NaN among them makes it one (or ValueError). None, 0 and the like are left out; a str is a TypeError.
+        return math.isfinite(math.fsum(filter(None, values)))
+    except (OverflowError, ValueError, TypeError):
+        return False
+
+
+@lru_cache(maxsize=64)
+def _json_insert(insert: Insert) -> str:
+    # Each row's array is taken out of the text once, into a temporary table (MATERIALIZED), and its values read
+    # from there: read straight from json_each, the array is rendered again as text for each of its columns (four
+    # times the SQLite's work at 42 columns). The parameter comes as bytes (a BLOB, which json_each refuses): CAST
+    # reads them as the UTF-8 text they are, without Python decoding them first.
+    listed = ", ".join(f'"{name}"' for name in insert.columns)
+    values = ", ".join(f"line ->> {n}" for n in range(len(insert.columns)))
+    return (
+        "WITH given AS MATERIALIZED (SELECT value AS line FROM json_each(CAST(? AS TEXT))) "
+        f'INSERT INTO "{insert.table}" ({listed}) SELECT {values} FROM given'
+    )
+
+
+@lru_cache(maxsize=64)
+def _plain_insert(insert: Insert) -> str:
+    listed = ", ".join(f'"{name}"' for name in insert.columns)
+    return f'INSERT INTO "{insert.table}" ({listed}) VALUES ({", ".join("?" * len(insert.columns))})'

@@ -297,7 +297,7 @@ async def test_a_batchs_rows_are_each_value_made_on_its_own(
     for changes in captured:
         steps = {statement: rows for statement, rows in sql_store._sqlite_steps(changes) if rows}
 
-        def rows_of(table: str, columns: tuple[str, ...], steps: dict[str, Any] = steps) -> list[tuple[Any, ...]]:
+        def rows_of(table: str, columns: tuple[str, ...], steps: dict[Any, Any] = steps) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in steps[sql_store._sqlite_insert(table, columns)]]
 
         assert rows_of("incident", sql_store._NEW_INCIDENT_COLUMNS) == [
