@@ -308,6 +308,10 @@ class RuleBook:
     _decided: dict[tuple[int | str, str | None, tuple[str, ...]], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: The instant and the situation :meth:`route` last worked out (empty until the first).
+    _last_situation: list[tuple[datetime | None, Situation]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def with_messages(self, model: MessageModel | None) -> RuleBook:
         """This book with a message model (:mod:`rules.messages`) deciding where the keywords are weak."""
@@ -353,6 +357,16 @@ class RuleBook:
     def situation(self, at: datetime | None) -> Situation:
         return Situation(at, self.tz, self.calendars)
 
+    def _situation_at(self, at: datetime | None) -> Situation:
+        """:meth:`situation`, the last one made again for the same instant: a batch's reports are routed at one
+        ``at``, and a situation works its local time and calendar days out once (it is never changed after)."""
+        last = self._last_situation
+        if last and last[0][0] == at:
+            return last[0][1]
+        made = Situation(at, self.tz, self.calendars)
+        last[:] = [(at, made)]
+        return made
+
     def candidates(self, category: str) -> list[CompiledRule]:
         """Every rule whose category condition can hold for ``category``, in file order."""
         index = self._index.get(category)
@@ -376,7 +390,7 @@ class RuleBook:
         if index is None:
             key, base = Queue.TRIAGE, self._fallback[Queue.TRIAGE]
         else:
-            best = self.winner(index, zones, self.situation(item.at), item)
+            best = self.winner(index, zones, self._situation_at(item.at), item)
             if best is None:
                 key, base = Queue.ADMISSION, self._fallback[Queue.ADMISSION]
             else:
