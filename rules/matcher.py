@@ -308,6 +308,10 @@ class RuleBook:
     _decided: dict[tuple[int | str, str | None, tuple[str, ...]], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: Decisions of reports placed by their zone alone, by what they depend on: see :meth:`route`.
+    _routed: dict[tuple[str, str | None, int | None, str | None, datetime | None], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     #: The instant and the situation :meth:`route` last worked out (empty until the first).
     _last_situation: list[tuple[datetime | None, Situation]] = field(
         default_factory=list, init=False, repr=False, compare=False
@@ -349,10 +353,13 @@ class RuleBook:
 
     def zones_of(self, item: RoutingInput) -> tuple[str, ...]:
         """The zone the report names, then every other zone its location falls in."""
-        placed = self.zones_at(item.lat, item.lon) if item.lat is not None and item.lon is not None else ()
-        if item.zone is None:
+        zone = item.zone
+        if item.lat is None or item.lon is None:
+            return (zone,) if zone is not None else ()
+        placed = self.zones_at(item.lat, item.lon)
+        if zone is None:
             return placed
-        return (item.zone, *(z for z in placed if z != item.zone))
+        return (zone, *(z for z in placed if z != zone))
 
     def situation(self, at: datetime | None) -> Situation:
         return Situation(at, self.tz, self.calendars)
@@ -373,6 +380,20 @@ class RuleBook:
         return index.all_rules() if index is not None else []
 
     def route(self, item: RoutingInput) -> Decision:
+        category = item.category
+        if category is None or (item.lat is not None and item.lon is not None):
+            return self._route(item)
+        # Placed by its zone alone (a hotline's import, most of a batch): everything the decision depends on is
+        # in the key, so an equal report of the same instant is routed once. Bounded as the decisions are.
+        key = (category, item.zone, item.severity, item.reporter_kind, item.at)
+        routed = self._routed.get(key)
+        if routed is None:
+            if len(self._routed) >= _DECISIONS_KEPT:
+                self._routed.clear()
+            routed = self._routed[key] = self._route(item)
+        return routed
+
+    def _route(self, item: RoutingInput) -> Decision:
         category = item.category
         classification = None
         message = None

@@ -196,6 +196,8 @@ rules:
         "traffic",
         "traffic",
     ]
+    again = RoutingInput(category="traffic.congestion", zone="junction", at=monday_noon)
+    assert book.route(again) is book.route(again)  # placed by its zone alone: routed once for the instant
     rush = book._situation_at(monday_rush)
     assert book._situation_at(same_rush) is rush and book._situation_at(monday_noon) is not rush
 
