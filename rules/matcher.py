@@ -155,6 +155,17 @@ class Situation:
 
 
 @dataclass(frozen=True, slots=True)
+class _Instant:
+    """One instant reports are routed at, and what is worked out once for it: its :class:`Situation` (never
+    changed once made, so shared), and the decisions of reports placed by their zone alone, by category, zone,
+    severity and reporter kind (at most one per distinct such report of the instant)."""
+
+    at: datetime | None
+    situation: Situation
+    routed: dict[tuple[str, str | None, int | None, str | None], Decision]
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
     """One condition of a rule and whether it held, for ``explain``."""
 
@@ -308,14 +319,8 @@ class RuleBook:
     _decided: dict[tuple[int | str, str | None, tuple[str, ...]], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    #: Decisions of reports placed by their zone alone, by what they depend on: see :meth:`route`.
-    _routed: dict[tuple[str, str | None, int | None, str | None, datetime | None], Decision] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    #: The instant and the situation :meth:`route` last worked out (empty until the first).
-    _last_situation: list[tuple[datetime | None, Situation]] = field(
-        default_factory=list, init=False, repr=False, compare=False
-    )
+    #: The instant :meth:`route` last routed at, in a list of one (empty until the first): see :class:`_Instant`.
+    _last: list[_Instant] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def with_messages(self, model: MessageModel | None) -> RuleBook:
         """This book with a message model (:mod:`rules.messages`) deciding where the keywords are weak."""
@@ -364,14 +369,13 @@ class RuleBook:
     def situation(self, at: datetime | None) -> Situation:
         return Situation(at, self.tz, self.calendars)
 
-    def _situation_at(self, at: datetime | None) -> Situation:
-        """:meth:`situation`, the last one made again for the same instant: a batch's reports are routed at one
-        ``at``, and a situation works its local time and calendar days out once (it is never changed after)."""
-        last = self._last_situation
-        if last and last[0][0] == at:
-            return last[0][1]
-        made = Situation(at, self.tz, self.calendars)
-        last[:] = [(at, made)]
+    def _instant(self, at: datetime | None) -> _Instant:
+        """The last instant routed at when ``at`` is it (a batch's reports are routed at one), else a new one."""
+        last = self._last
+        if last and last[0].at == at:
+            return last[0]
+        made = _Instant(at, Situation(at, self.tz, self.calendars), {})
+        last[:] = [made]
         return made
 
     def candidates(self, category: str) -> list[CompiledRule]:
@@ -383,15 +387,14 @@ class RuleBook:
         category = item.category
         if category is None or (item.lat is not None and item.lon is not None):
             return self._route(item)
-        # Placed by its zone alone (a hotline's import, most of a batch): everything the decision depends on is
-        # in the key, so an equal report of the same instant is routed once. Bounded as the decisions are.
-        key = (category, item.zone, item.severity, item.reporter_kind, item.at)
-        routed = self._routed.get(key)
-        if routed is None:
-            if len(self._routed) >= _DECISIONS_KEPT:
-                self._routed.clear()
-            routed = self._routed[key] = self._route(item)
-        return routed
+        # Placed by its zone alone (a hotline's import, most of a batch): the decision depends on nothing but
+        # the key and the instant, so an equal report of the same instant is routed once.
+        routed = self._instant(item.at).routed
+        key = (category, item.zone, item.severity, item.reporter_kind)
+        decision = routed.get(key)
+        if decision is None:
+            decision = routed[key] = self._route(item)
+        return decision
 
     def _route(self, item: RoutingInput) -> Decision:
         category = item.category
@@ -411,7 +414,7 @@ class RuleBook:
         if index is None:
             key, base = Queue.TRIAGE, self._fallback[Queue.TRIAGE]
         else:
-            best = self.winner(index, zones, self._situation_at(item.at), item)
+            best = self.winner(index, zones, self._instant(item.at).situation, item)
             if best is None:
                 key, base = Queue.ADMISSION, self._fallback[Queue.ADMISSION]
             else:

@@ -198,8 +198,8 @@ rules:
     ]
     again = RoutingInput(category="traffic.congestion", zone="junction", at=monday_noon)
     assert book.route(again) is book.route(again)  # placed by its zone alone: routed once for the instant
-    rush = book._situation_at(monday_rush)
-    assert book._situation_at(same_rush) is rush and book._situation_at(monday_noon) is not rush
+    rush = book._instant(monday_rush).situation
+    assert book._instant(same_rush).situation is rush and book._instant(monday_noon).situation is not rush
 
 
 # -- property: the checker agrees with brute force on random small tables ------------------------
