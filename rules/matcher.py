@@ -154,15 +154,18 @@ class Situation:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class _Instant:
     """One instant reports are routed at, and what is worked out once for it: its :class:`Situation` (never
     changed once made, so shared), and the decisions of reports placed by their zone alone, by category, zone,
-    severity and reporter kind (at most one per distinct such report of the instant)."""
+    severity and reporter kind (at most one per distinct such report of the instant). A plain class: one is made
+    for each report of the single door."""
 
-    at: datetime | None
-    situation: Situation
-    routed: dict[tuple[str, str | None, int | None, str | None], Decision]
+    __slots__ = ("at", "routed", "situation")
+
+    def __init__(self, at: datetime | None, situation: Situation) -> None:
+        self.at = at
+        self.situation = situation
+        self.routed: dict[tuple[str, str | None, int | None, str | None], Decision] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +377,7 @@ class RuleBook:
         last = self._last
         if last and last[0].at == at:
             return last[0]
-        made = _Instant(at, Situation(at, self.tz, self.calendars), {})
+        made = _Instant(at, Situation(at, self.tz, self.calendars))
         last[:] = [made]
         return made
 
@@ -389,14 +392,15 @@ class RuleBook:
             return self._route(item)
         # Placed by its zone alone (a hotline's import, most of a batch): the decision depends on nothing but
         # the key and the instant, so an equal report of the same instant is routed once.
-        routed = self._instant(item.at).routed
+        instant = self._instant(item.at)
         key = (category, item.zone, item.severity, item.reporter_kind)
-        decision = routed.get(key)
+        decision = instant.routed.get(key)
         if decision is None:
-            decision = routed[key] = self._route(item)
+            decision = instant.routed[key] = self._route(item, instant.situation)
         return decision
 
-    def _route(self, item: RoutingInput) -> Decision:
+    def _route(self, item: RoutingInput, situation: Situation | None = None) -> Decision:
+        """:meth:`route` worked out; ``situation``: the one of ``item.at`` when the caller has it."""
         category = item.category
         classification = None
         message = None
@@ -414,7 +418,7 @@ class RuleBook:
         if index is None:
             key, base = Queue.TRIAGE, self._fallback[Queue.TRIAGE]
         else:
-            best = self.winner(index, zones, self._instant(item.at).situation, item)
+            best = self.winner(index, zones, situation or self._instant(item.at).situation, item)
             if best is None:
                 key, base = Queue.ADMISSION, self._fallback[Queue.ADMISSION]
             else:
