@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
 
 from dispatcher.accounts import Account
@@ -42,6 +42,7 @@ from gateways.schemas import (
     incident_json,
 )
 from gateways.tenancy import township_of
+from rules import RuleBook
 
 
 async def get_hub(request: HTTPConnection) -> Hub:
@@ -141,43 +142,69 @@ _OUTCOME_HEADERS = {kind: ((b"x-report-outcome", kind.encode()),) for kind in ("
 )
 async def report_incidents(request: Request, body: IncidentsBatchCreate, hub: HubDep) -> Response:
     at = hub.clock.now()
+    rules = hub.rules
     outcomes: list[dict[str, Any]] = []
     accepted: list[tuple[dict[str, Any], Report]] = []
-    for index, item in enumerate(body.root):
-        outcome, report = _admit(index, item, hub)
+    for outcome, report in _admitted(body.root, rules):
         outcomes.append(outcome)
-        if report is not None:
-            # Most reports carry no photo and no place code: nothing to look up, no coroutine to make.
-            problem = (
-                await attachment_problem(request, report.photos, report.place)
-                if report.photos or report.place is not None
-                else None
-            )
+        if report is None:
+            continue
+        # Most reports carry no photo and no place code: nothing to look up, no coroutine to make.
+        if report.photos or report.place is not None:
+            problem = await attachment_problem(request, report.photos, report.place)
             if problem is not None:
                 errors = [{"field": problem[0], "message": problem[1]}]
                 outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
                 continue
-            accepted.append((outcome, report))
+        accepted.append((outcome, report))
     if accepted:
         answers = await hub.report_many([report for _, report in accepted], at)
         for unavailable in (a for a in answers if isinstance(a, StoreUnavailable | HubStopped)):
             raise unavailable  # 503 for the whole batch: a retry of it is answered `known` where it was stored
         account = principal_of(request).account
         scope = _read_scope(account)
+        roster_known = bool(hub.roster.officers)
         for (outcome, report), answer in zip(accepted, answers, strict=True):
-            _settle(outcome, answer, account, scope, hub)
+            _settle(outcome, answer, account, scope, roster_known)
             if report.photos and isinstance(answer, ReportOutcome):
                 await record_refs(request, answer.incident.id, report.photos)
-    counts = Counter(o["outcome"] for o in outcomes)
-    hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items()})
-    request.state.audit_detail = ", ".join(f"{counts[k]} {k}" for k in BATCH_KINDS if counts[k]) or "empty"
-    return json_response({"data": outcomes, "count": len(outcomes), **{k: counts[k] for k in BATCH_KINDS}})
+    counts = dict.fromkeys(BATCH_KINDS, 0)
+    for outcome in outcomes:
+        counts[outcome["outcome"]] += 1
+    hub.stats.reports.update({("http_batch", kind): n for kind, n in counts.items() if n})
+    request.state.audit_detail = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "empty"
+    return JsonAnswer(orjson.dumps({"data": outcomes, "count": len(outcomes), **counts}))
 
 
 BATCH_KINDS = ("created", "known", "joined", "refused")
 
+#: The whole batch's items validated in one call (pydantic's loop, not ours); the models are the ones
+#: ``IncidentCreate.model_validate`` makes of each.
+_BATCH_ITEMS: TypeAdapter[list[IncidentCreate]] = TypeAdapter(list[IncidentCreate])
 
-def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | None]:
+
+def _admitted(items: list[Any], rules: RuleBook) -> Iterator[tuple[dict[str, Any], Report | None]]:
+    """Each item's outcome so far and its report when valid, in order (see :func:`_admit`).
+
+    The items are validated together first; when any of them is not valid, each is validated on its own so
+    that its problems are its own.
+    """
+    try:
+        bodies = _BATCH_ITEMS.validate_python(items)
+    except ValidationError:
+        for index, item in enumerate(items):
+            yield _admit(index, item, rules)
+        return
+    for index, body in enumerate(bodies):
+        outcome: dict[str, Any] = {"index": index, "report_id": body.report_id}
+        zone = body.zone
+        if zone is not None and not rules.has_zone(zone):
+            yield _unknown_zone(outcome, zone, rules), None
+        else:
+            yield outcome, body.to_report()
+
+
+def _admit(index: int, item: Any, rules: RuleBook) -> tuple[dict[str, Any], Report | None]:
     """One batch item checked as the single door checks its body: its outcome so far, and its report when valid."""
     given = item.get("report_id") if isinstance(item, dict) else None
     outcome: dict[str, Any] = {"index": index, "report_id": given if isinstance(given, str) else None}
@@ -187,25 +214,35 @@ def _admit(index: int, item: Any, hub: Hub) -> tuple[dict[str, Any], Report | No
         errors = problems.field_errors(exc.errors(include_url=False, include_input=False))
         outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
         return problems.answerable(outcome), None
-    if body.zone is not None and not hub.rules.has_zone(body.zone):
-        errors = [{"field": "zone", "message": f"unknown zone {body.zone!r} in rule table {hub.rules.version}"}]
-        outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
-        return outcome, None
+    if body.zone is not None and not rules.has_zone(body.zone):
+        return _unknown_zone(outcome, body.zone, rules), None
     return outcome, body.to_report()
 
 
+def _unknown_zone(outcome: dict[str, Any], zone: str, rules: RuleBook) -> dict[str, Any]:
+    errors = [{"field": "zone", "message": f"unknown zone {zone!r} in rule table {rules.version}"}]
+    outcome.update(outcome="refused", code="invalid", problem=problems.one_line(errors), errors=errors)
+    return outcome
+
+
 def _settle(
-    outcome: dict[str, Any], answer: ReportOutcome | BaseException, account: Account, scope: Scope | None, hub: Hub
+    outcome: dict[str, Any],
+    answer: ReportOutcome | BaseException,
+    account: Account,
+    scope: Scope | None,
+    roster_known: bool,
 ) -> None:
     """Fill in a valid item's outcome from what the hub answered for it (an unexpected error is raised: 500).
 
-    ``scope``: the account's on ``GET /api/v1/incidents/{incident_id}`` (:func:`_read_scope`).
+    ``scope``: the account's on ``GET /api/v1/incidents/{incident_id}`` (:func:`_read_scope`); ``roster_known``:
+    whether the hub's roster has officers (the same for the whole batch).
     """
     if isinstance(answer, ReportOutcome):
         incident = answer.incident
-        kind = "created" if answer.created else "joined" if answer.joined else "known"
-        outcome.update(outcome=kind, id=incident.id, status=incident.status._value_)
-        if _readable(account, scope, incident, hub):
+        outcome["outcome"] = "created" if answer.created else "joined" if answer.joined else "known"
+        outcome["id"] = incident.id
+        outcome["status"] = incident.status._value_
+        if scope is not None and scope_refusal(account, scope, incident, roster_known=roster_known) is None:
             outcome["incident"] = incident_json(incident)
         return
     if isinstance(answer, CommitRefused):

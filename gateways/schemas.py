@@ -17,6 +17,7 @@ from dispatcher.briefing import Briefing
 from dispatcher.core.incidents import Deadline, Incident, Report
 from dispatcher.store import StoredEvent
 from dispatcher.values import IncidentId, Latitude, Longitude, Text, VersionNumber
+from rules.matcher import EscalationTarget
 from rules.workdays import format_window
 
 
@@ -456,6 +457,28 @@ def _deadlines_json(deadlines: tuple[Deadline, ...], built: dict[int, list[dict[
     return found
 
 
+#: The escalation chains' data, by chain (a tuple the rule book compiled once and every incident of the rule
+#: shares), each with the chain itself so that its id stays its own while it is kept. Bounded: a chain read back
+#: from the store is a tuple of its own.
+_escalations: dict[int, tuple[tuple[EscalationTarget, ...], list[dict[str, Any]]]] = {}
+_ESCALATIONS_KEPT = 1024
+
+
+def _escalation_json(chain: tuple[EscalationTarget, ...]) -> list[dict[str, Any]]:
+    """``chain`` as EscalationStepPublic data, built once per chain (a batch of one rule's reports shares it).
+
+    The list is shared by every answer that holds the chain: callers serialise it, never change it.
+    """
+    kept = _escalations.get(id(chain))
+    if kept is not None and kept[0] is chain:
+        return kept[1]
+    data = [{"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title} for t in chain]
+    if len(_escalations) >= _ESCALATIONS_KEPT:
+        _escalations.clear()
+    _escalations[id(chain)] = (chain, data)
+    return data
+
+
 def incident_json(incident: Incident) -> dict[str, Any]:
     """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson).
 
@@ -490,10 +513,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
             "handover": incident.handover,
         },
         "escalate_to": {"name": incident.escalate_to_name, "title": incident.escalate_to_title},
-        "escalation": [
-            {"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title}
-            for t in incident.escalation
-        ],
+        "escalation": _escalation_json(incident.escalation),
         "assignments": [
             {
                 "team": a.team,
@@ -559,6 +579,18 @@ _window_text = lru_cache(maxsize=256)(format_window)
 
 def closing_json(incident: Incident) -> dict[str, Any]:
     loop = incident.loop
+    if not (loop.requests or loop.checks or loop.verifications):
+        # A new incident's loop (most answers of the intake doors): what records() gives for nothing recorded,
+        # without its three empty walks and the two counts' generators.
+        return {
+            "verify_within": _window_text(loop.verify_within) if loop.verify_within is not None else None,
+            "max_extensions": loop.max_extensions,
+            "extensions": 0,
+            "reworks": 0,
+            "requests": [],
+            "checks": [],
+            "verifications": [],
+        }
     return {
         "verify_within": _window_text(loop.verify_within) if loop.verify_within is not None else None,
         "max_extensions": loop.max_extensions,

@@ -154,6 +154,20 @@ class Situation:
         )
 
 
+class _Instant:
+    """One instant reports are routed at, and what is worked out once for it: its :class:`Situation` (never
+    changed once made, so shared), and the decisions of reports placed by their zone alone, by category, zone,
+    severity and reporter kind (at most one per distinct such report of the instant). A plain class: one is made
+    for each report of the single door."""
+
+    __slots__ = ("at", "routed", "situation")
+
+    def __init__(self, at: datetime | None, situation: Situation) -> None:
+        self.at = at
+        self.situation = situation
+        self.routed: dict[tuple[str, str | None, int | None, str | None], Decision] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One condition of a rule and whether it held, for ``explain``."""
@@ -308,6 +322,8 @@ class RuleBook:
     _decided: dict[tuple[int | str, str | None, tuple[str, ...]], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: The instant :meth:`route` last routed at, in a list of one (empty until the first): see :class:`_Instant`.
+    _last: list[_Instant] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def with_messages(self, model: MessageModel | None) -> RuleBook:
         """This book with a message model (:mod:`rules.messages`) deciding where the keywords are weak."""
@@ -345,13 +361,25 @@ class RuleBook:
 
     def zones_of(self, item: RoutingInput) -> tuple[str, ...]:
         """The zone the report names, then every other zone its location falls in."""
-        placed = self.zones_at(item.lat, item.lon) if item.lat is not None and item.lon is not None else ()
-        if item.zone is None:
+        zone = item.zone
+        if item.lat is None or item.lon is None:
+            return (zone,) if zone is not None else ()
+        placed = self.zones_at(item.lat, item.lon)
+        if zone is None:
             return placed
-        return (item.zone, *(z for z in placed if z != item.zone))
+        return (zone, *(z for z in placed if z != zone))
 
     def situation(self, at: datetime | None) -> Situation:
         return Situation(at, self.tz, self.calendars)
+
+    def _instant(self, at: datetime | None) -> _Instant:
+        """The last instant routed at when ``at`` is it (a batch's reports are routed at one), else a new one."""
+        last = self._last
+        if last and last[0].at == at:
+            return last[0]
+        made = _Instant(at, Situation(at, self.tz, self.calendars))
+        last[:] = [made]
+        return made
 
     def candidates(self, category: str) -> list[CompiledRule]:
         """Every rule whose category condition can hold for ``category``, in file order."""
@@ -359,6 +387,20 @@ class RuleBook:
         return index.all_rules() if index is not None else []
 
     def route(self, item: RoutingInput) -> Decision:
+        category = item.category
+        if category is None or (item.lat is not None and item.lon is not None):
+            return self._route(item)
+        # Placed by its zone alone (a hotline's import, most of a batch): the decision depends on nothing but
+        # the key and the instant, so an equal report of the same instant is routed once.
+        instant = self._instant(item.at)
+        key = (category, item.zone, item.severity, item.reporter_kind)
+        decision = instant.routed.get(key)
+        if decision is None:
+            decision = instant.routed[key] = self._route(item, instant.situation)
+        return decision
+
+    def _route(self, item: RoutingInput, situation: Situation | None = None) -> Decision:
+        """:meth:`route` worked out; ``situation``: the one of ``item.at`` when the caller has it."""
         category = item.category
         classification = None
         message = None
@@ -376,7 +418,7 @@ class RuleBook:
         if index is None:
             key, base = Queue.TRIAGE, self._fallback[Queue.TRIAGE]
         else:
-            best = self.winner(index, zones, self.situation(item.at), item)
+            best = self.winner(index, zones, situation or self._instant(item.at).situation, item)
             if best is None:
                 key, base = Queue.ADMISSION, self._fallback[Queue.ADMISSION]
             else:

@@ -165,6 +165,43 @@ rules:
     assert miss["rule"] == "junction-at-rush-hour" and miss["failed"] == ["hours"]
 
 
+def test_routing_works_each_instant_out_on_its_own_and_reuses_one_for_the_same_instant() -> None:
+    """The book keeps the situation of the last instant it routed at (a batch routes at one): an equal instant
+    gets it again, another instant its own, in whatever order they come."""
+    source = load_source_text(
+        BASE
+        + """\
+rules:
+  - id: junction-at-rush-hour
+    when: {category: traffic.*, zone: junction, time: {hours: "07:00-09:00", weekdays: [mon, tue, wed, thu, fri]}}
+    then: {module: enforcement, lead: traffic, support: [police]}
+  - id: traffic
+    when: {category: traffic.*}
+    then: {module: enforcement, lead: traffic}
+"""
+    )
+    book = compile_table(source.table)
+    monday_rush = datetime(2026, 1, 5, 0, 30, tzinfo=UTC)  # 08:30 in Asia/Shanghai
+    monday_noon = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)
+    same_rush = monday_rush.astimezone(book.tz)  # the same instant, written in another zone
+
+    def rule_at(at: datetime | None) -> str | None:
+        return book.route(RoutingInput(category="traffic.congestion", zone="junction", at=at)).rule_id
+
+    assert [rule_at(a) for a in (monday_rush, monday_noon, monday_rush, same_rush, None, monday_noon)] == [
+        "junction-at-rush-hour",
+        "traffic",
+        "junction-at-rush-hour",
+        "junction-at-rush-hour",
+        "traffic",
+        "traffic",
+    ]
+    again = RoutingInput(category="traffic.congestion", zone="junction", at=monday_noon)
+    assert book.route(again) is book.route(again)  # placed by its zone alone: routed once for the instant
+    rush = book._instant(monday_rush).situation
+    assert book._instant(same_rush).situation is rush and book._instant(monday_noon).situation is not rush
+
+
 # -- property: the checker agrees with brute force on random small tables ------------------------
 
 CATEGORIES = ["traffic.congestion", "traffic.accident", "noise"]
