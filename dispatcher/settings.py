@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     feed_ring_size: int = Field(default=20_000, ge=1, description="recent events kept in memory for resuming boards")
     db_pool_size: int = Field(default=10, ge=1)
     gc_freeze: bool = Field(default=True, description="keep the garbage collector off long-lived objects")
+    switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="how long one thread may hold Python's GIL while another waits for it (Python's default: 5): "
+        "the SQLite writer's thread gets it back that soon after each statement while the event loop works",
+    )
     message_model: Path | None = Field(
         default=None,
         description="a message model file (dispatcher classify train) deciding a description's category where the "

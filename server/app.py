@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -557,6 +558,8 @@ def create_app(
             if freezer is not None:
                 freezer.start()
                 stack.push_async_callback(freezer.stop)
+            stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+            sys.setswitchinterval(settings.switch_interval_ms / 1000)  # see docs/architecture.md, "Two batches"
             await stack.enter_async_context(deliverer.running())
             tail_feeds.start()
             stack.push_async_callback(tail_feeds.stop)

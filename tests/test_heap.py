@@ -1,11 +1,19 @@
-"""The heap freezer takes full collections over while it runs, and gives the collector back as it was."""
+"""The heap freezer takes full collections over while it runs, and gives the collector back as it was; so does
+the server with the GIL's switch interval."""
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
 
 from dispatcher.heap import HeapFreezer
+from dispatcher.settings import Settings
+from server.app import create_app
 
 
 async def test_full_collections_are_the_freezers_while_it_runs() -> None:
@@ -94,3 +102,16 @@ def test_a_round_thaws_and_collects_in_full_once_the_thaw_is_due() -> None:
         freezer.tick()
 
     assert _collections_of(rounds) == [0, 2, 0]
+
+
+async def test_the_server_holds_its_switch_interval_while_it_runs_and_gives_the_old_one_back(tmp_path: Path) -> None:
+    """The GIL's switch interval is the server's setting while the app runs (the SQLite writer's thread takes the
+    GIL back that soon after each statement; docs/architecture.md), and Python's own again once it stops."""
+    before = sys.getswitchinterval()
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", gc_freeze=False, switch_interval_ms=2)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ValidationError):
+        Settings(database_url=settings.database_url, switch_interval_ms=0)
