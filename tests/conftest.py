@@ -194,6 +194,17 @@ async def rig(database_url: str, bundled_rules: RuleBook) -> AsyncIterator[HubRi
         await rig.hub.stop()
 
 
+@pytest.fixture
+async def sqlite_rig(tmp_path: Path, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
+    """A hub on a SQLite file without roster (the SQLite writer's own tests)."""
+    rig = HubRig(f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}", bundled_rules, duplicate_radius_m=0.0)
+    await rig.hub.start()
+    try:
+        yield rig
+    finally:
+        await rig.hub.stop()
+
+
 @pytest.fixture(scope="session")
 def bundled_roster(bundled_rules: RuleBook) -> Roster:
     from dispatcher.roster_file import BUNDLED_ROSTER, build_roster, read_roster

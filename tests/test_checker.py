@@ -138,10 +138,8 @@ def test_checker_finds_file_and_line_in_an_included_file(tmp_path: Any) -> None:
         raise AssertionError("the unknown team in the included file was not found")
 
 
-def test_explain_shows_the_winner_its_conditions_and_the_nearest_misses() -> None:
-    source = load_source_text(
-        BASE
-        + """\
+#: A rush-hour rule at the junction and a plain traffic rule under it (see the two tests below).
+JUNCTION_RULES = """\
 rules:
   - id: junction-at-rush-hour
     when: {category: traffic.*, zone: junction, time: {hours: "07:00-09:00", weekdays: [mon, tue, wed, thu, fri]}}
@@ -150,7 +148,10 @@ rules:
     when: {category: traffic.*}
     then: {module: enforcement, lead: traffic}
 """
-    )
+
+
+def test_explain_shows_the_winner_its_conditions_and_the_nearest_misses() -> None:
+    source = load_source_text(BASE + JUNCTION_RULES)
     book = compile_table(source.table)
     monday_noon = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)  # 12:00 in Asia/Shanghai
     answer = explanation_json(
@@ -168,18 +169,7 @@ rules:
 def test_routing_works_each_instant_out_on_its_own_and_reuses_one_for_the_same_instant() -> None:
     """The book keeps the situation of the last instant it routed at (a batch routes at one): an equal instant
     gets it again, another instant its own, in whatever order they come."""
-    source = load_source_text(
-        BASE
-        + """\
-rules:
-  - id: junction-at-rush-hour
-    when: {category: traffic.*, zone: junction, time: {hours: "07:00-09:00", weekdays: [mon, tue, wed, thu, fri]}}
-    then: {module: enforcement, lead: traffic, support: [police]}
-  - id: traffic
-    when: {category: traffic.*}
-    then: {module: enforcement, lead: traffic}
-"""
-    )
+    source = load_source_text(BASE + JUNCTION_RULES)
     book = compile_table(source.table)
     monday_rush = datetime(2026, 1, 5, 0, 30, tzinfo=UTC)  # 08:30 in Asia/Shanghai
     monday_noon = datetime(2026, 1, 5, 4, 0, tzinfo=UTC)

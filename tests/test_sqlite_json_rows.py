@@ -8,7 +8,7 @@ import math
 import random
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,16 +200,6 @@ def test_a_few_rows_are_bound_row_by_row(twin_tables: sqlite3.Connection, monkey
     write(twin_tables, [(Insert("by_json", _COLUMNS), rows[:2]), (Insert("by_json", _COLUMNS), rows)])
     assert ["json_each" in s for s in statements] == [False, False, True]
     assert twin_tables.execute("SELECT count(*) FROM by_json").fetchone() == (5,)
-
-
-@pytest.fixture
-async def sqlite_rig(tmp_path: Path, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
-    rig = HubRig(f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}", bundled_rules, duplicate_radius_m=0.0)
-    await rig.hub.start()
-    try:
-        yield rig
-    finally:
-        await rig.hub.stop()
 
 
 async def test_a_batch_of_reports_writes_each_table_in_one_statement(sqlite_rig: HubRig) -> None:

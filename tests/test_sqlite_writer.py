@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,6 @@ from dispatcher.sqlite_writer import WAL_AUTOCHECKPOINT_PAGES, SqliteWriter, tra
 from dispatcher.store import Changes, IncidentFilter, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import START, HubRig
-
-
-@pytest.fixture
-async def sqlite_rig(tmp_path: Path, bundled_rules: RuleBook) -> AsyncIterator[HubRig]:
-    rig = HubRig(f"sqlite+aiosqlite:///{tmp_path / 'dispatcher.db'}", bundled_rules, duplicate_radius_m=0.0)
-    await rig.hub.start()
-    try:
-        yield rig
-    finally:
-        await rig.hub.stop()
 
 
 def _writer(rig: HubRig) -> SqliteWriter:

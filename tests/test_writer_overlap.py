@@ -22,6 +22,7 @@ from dispatcher.hub import ReportOutcome
 from dispatcher.store import Changes, CommitRefused, IncidentFilter, StoreUnavailable
 from rules import RuleBook
 from tests.conftest import HubRig, drop_postgres_database, fresh_postgres_database
+from tests.test_writer_faults import FailingCommits
 
 HOME = (28.9012, 118.8734)
 AWAY = (28.9200, 118.9000)  # about 3 km from HOME: never a duplicate of it
@@ -119,22 +120,6 @@ async def test_reports_applied_beside_a_commit_come_out_as_in_one_batch(pairs: H
         assert (await hub.get(outcome.incident.id)).version >= outcome.incident.version
 
 
-class FailingCommits:
-    """The store's commit, refusing with ``refuse(changes)``'s exception where it names one."""
-
-    def __init__(self, rig: HubRig, refuse: Callable[[Changes], Exception | None]) -> None:
-        self.real = rig.hub.store.commit
-        self.refuse = refuse
-        self.failed = 0
-
-    async def __call__(self, changes: Changes) -> None:
-        problem = self.refuse(changes)
-        if problem is not None:
-            self.failed += 1
-            raise problem
-        await self.real(changes)
-
-
 def _refusing(report_id: str, problem: Callable[[], Exception]) -> Callable[[Changes], Exception | None]:
     def refuse(changes: Changes) -> Exception | None:
         return problem() if any(i.report.report_id == report_id for i in changes.created) else None
@@ -145,7 +130,7 @@ def _refusing(report_id: str, problem: Callable[[], Exception]) -> Callable[[Cha
 async def test_a_batch_applied_beside_one_that_is_refused_is_applied_again_on_what_was_committed(
     pairs: HubRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commits = FailingCommits(pairs, _refusing("poison", lambda: CommitRefused("the database refused a value")))
+    commits = FailingCommits(pairs.hub, _refusing("poison", lambda: CommitRefused("the database refused a value")))
     monkeypatch.setattr(pairs.hub.store, "commit", commits)
     # "poison" opens an incident at HOME in the first batch; "jam-2", in the second, was applied beside it
     # and joined that incident, which is never committed: applied again, it opens one of its own.
@@ -170,7 +155,9 @@ async def test_a_batch_applied_beside_one_that_is_refused_is_applied_again_on_wh
 async def test_an_outage_under_the_batch_in_flight_fails_its_callers_and_not_the_next(
     pairs: HubRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commits = FailingCommits(pairs, _refusing("lost-1", lambda: StoreUnavailable("the database could not be reached")))
+    commits = FailingCommits(
+        pairs.hub, _refusing("lost-1", lambda: StoreUnavailable("the database could not be reached"))
+    )
     monkeypatch.setattr(pairs.hub.store, "commit", commits)
     reports = [report("lost-1", HOME), report("lost-2", AWAY), report("kept-1", HOME), report("kept-2", AWAY)]
 
