@@ -100,8 +100,7 @@ class HeapFreezer:
             log.debug("full collection: %d unreachable, %.1f ms", found, (time.perf_counter() - started) * 1e3)
         else:
             gc.collect(0)
-            young_found = gc.get_stats()[0]["collected"]  # by every young collection so far, this one included
-            if young_found != self._young_found:
+            if gc.get_stats()[0]["collected"] != self._young_found:  # by every young collection so far, this one too
                 gc.collect(1)
-            self._young_found = young_found
+        self._young_found = gc.get_stats()[0]["collected"]  # the next round compares with this (a thaw's included)
         gc.freeze()
