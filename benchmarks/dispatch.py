@@ -193,7 +193,7 @@ async def bench_rearm(database_url: str | None, deadlines: int, keep: bool) -> d
             "backend": db.backend,
             "server_version": db.server_version,
             "open_incidents": incidents,
-            "pending_deadlines": runs[0][1],
+            "deadline_marks": runs[0][1],
             "fill_seconds": round(filled, 1),
             "start_seconds": [round(t, 2) for t, _, _ in runs],
             "median_start_seconds": round(statistics.median(t for t, _, _ in runs), 2),
@@ -238,7 +238,7 @@ def main() -> None:
     )
     rearm = run_async(bench_rearm(args.database_url, args.deadlines, args.keep))
     print(
-        f"re-arm at start ({rearm['backend']}): {rearm['pending_deadlines']} pending deadlines of "
+        f"re-arm at start ({rearm['backend']}): {rearm['deadline_marks']} deadline marks for "
         f"{rearm['open_incidents']} open incidents: {rearm['start_seconds']} s "
         f"(median {rearm['median_start_seconds']} s; CPU {rearm['start_cpu_seconds']} s)"
     )

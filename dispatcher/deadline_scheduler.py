@@ -1,8 +1,9 @@
 """The deadline scheduler: which deadline or escalation step is due next, and the alarm clock set for it.
 
 Deadlines are data stored with each incident (see :mod:`dispatcher.core.deadlines`); this room only
-keeps them in a heap, sets the one alarm (:mod:`dispatcher.alarm`) for the earliest live one, and when
-it rings asks the hub to record what fell due. The climb itself (missed deadline, the next officer, the
+keeps a mark per incident in a heap (when it has something due first), sets the one alarm
+(:mod:`dispatcher.alarm`) for the earliest live mark, and when it rings reads the marked incidents'
+deadlines and asks the hub to record what fell due. The climb itself (missed deadline, the next officer, the
 module lead, the party secretary) is decided by the pure core in the writer's batch.
 
 Runs on the hub's event loop.
@@ -17,8 +18,8 @@ from datetime import datetime, timedelta
 from dispatcher.alarm import Alarm
 from dispatcher.clock import Clock
 from dispatcher.core import events as ev
-from dispatcher.core.deadlines import DeadlineWatch, DueEntry
-from dispatcher.core.incidents import NO_TEAM, Assignment, DeadlineState, EscalationState, Incident
+from dispatcher.core.deadlines import DeadlineWatch, DueEntry, DueMark
+from dispatcher.core.incidents import Assignment, DeadlineState, EscalationState, Incident
 from dispatcher.open_incidents import OpenIncidents
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ _DEADLINE_KINDS = frozenset(k.value for k in ev.DeadlineKind)
 
 
 def due_entries(incident: Incident) -> list[DueEntry]:
-    """Every pending deadline and waiting escalation step of an incident, as heap entries."""
+    """Every pending deadline and waiting escalation step of an incident, as entries the writer can record."""
     entries = [DueEntry(d.due_at, incident.id, team, d.kind) for team, d in incident.pending_deadlines()]
     entries.extend(
         DueEntry(e.due_at, incident.id, team, ev.DeadlineKind(e.kind), e.step)
@@ -37,63 +38,51 @@ def due_entries(incident: Incident) -> list[DueEntry]:
     return entries
 
 
-def _all_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
-    """:func:`due_entries` of every incident in one pass (a restart may find a million pending ones)."""
+def _teams_earliest(assignments: Iterable[Assignment]) -> datetime | None:
+    """The earliest pending deadline or (deadline kind's) escalation step of ``assignments``, or None."""
     pending, step_pending = DeadlineState.PENDING, EscalationState.PENDING
-    # ``tuple.__new__`` itself: ``DueEntry._make`` is a Python function around the same call (an entry a deadline).
-    new, entry_type = tuple.__new__, DueEntry
-    entries: list[DueEntry] = []
-    for incident in incidents:
-        incident_id = incident.id
-        for a in incident.assignments:
-            team = a.team
-            for d in a.deadlines:
-                if d.state is pending:
-                    entries.append(new(entry_type, (d.due_at, incident_id, team, d.kind, 0)))
-            for e in a.escalations:
-                if e.state is step_pending and e.kind in _DEADLINE_KINDS:
-                    entries.append(new(entry_type, (e.due_at, incident_id, team, ev.DeadlineKind(e.kind), e.step)))
-        for d in incident.loop.checks:  # the incident's own: verification due, parking review
-            if d.state is pending:
-                entries.append(new(entry_type, (d.due_at, incident_id, NO_TEAM, d.kind, 0)))
-    return entries
-
-
-def _teams_pending(assignments: Iterable[Assignment]) -> list[tuple[datetime, str, ev.DeadlineKind, int]]:
-    """The teams' part of :func:`_all_due_entries` (due time, team, kind, step), for no incident in particular."""
-    pending, step_pending = DeadlineState.PENDING, EscalationState.PENDING
-    found: list[tuple[datetime, str, ev.DeadlineKind, int]] = []
+    earliest: datetime | None = None
     for a in assignments:
-        team = a.team
-        found.extend((d.due_at, team, d.kind, 0) for d in a.deadlines if d.state is pending)
-        found.extend(
-            (e.due_at, team, ev.DeadlineKind(e.kind), e.step)
-            for e in a.escalations
-            if e.state is step_pending and e.kind in _DEADLINE_KINDS
-        )
-    return found
+        for d in a.deadlines:
+            if d.state is pending and (earliest is None or d.due_at < earliest):
+                earliest = d.due_at
+        for e in a.escalations:
+            if e.state is step_pending and e.kind in _DEADLINE_KINDS and (earliest is None or e.due_at < earliest):
+                earliest = e.due_at
+    return earliest
 
 
-def _new_due_entries(incidents: Iterable[Incident]) -> list[DueEntry]:
-    """:func:`_all_due_entries` of incidents a batch created, in the same order. The incidents one decision opened
-    at one instant for the same officers share their assignments (:func:`~dispatcher.core.incidents.open_incident`):
-    the teams' pending entries are read once for each such tuple, and only the incident's id changes."""
-    new, entry_type = tuple.__new__, DueEntry
+def _with_checks(incident: Incident, earliest: datetime | None) -> datetime | None:
+    """``earliest`` or the incident's own pending check (verification due, parking review), whichever comes first."""
     pending = DeadlineState.PENDING
-    entries: list[DueEntry] = []
-    # id(assignments) -> (the tuple, held so that its id stays its own; its entries without the incident's id)
-    read: dict[int, tuple[object, list[tuple[datetime, str, ev.DeadlineKind, int]]]] = {}
+    for d in incident.loop.checks:
+        if d.state is pending and (earliest is None or d.due_at < earliest):
+            earliest = d.due_at
+    return earliest
+
+
+def earliest_due(incident: Incident) -> datetime | None:
+    """When ``incident`` has something due first (a deadline, an escalation step, a check), or None: nothing."""
+    return _with_checks(incident, _teams_earliest(incident.assignments))
+
+
+def _marks(incidents: Iterable[Incident]) -> list[DueMark]:
+    """A mark for each of ``incidents`` with something pending. The incidents one decision opened at one instant
+    for the same officers share their assignments (:func:`~dispatcher.core.incidents.open_incident`): their
+    earliest is found once for each such tuple."""
+    new, mark_type = tuple.__new__, DueMark  # ``DueMark._make`` is a Python function around the same call
+    marks: list[DueMark] = []
+    # id(assignments) -> (the tuple, held so that its id stays its own; its earliest pending due time)
+    read: dict[int, tuple[object, datetime | None]] = {}
     for incident in incidents:
         assignments = incident.assignments
         found = read.get(id(assignments))
         if found is None or found[0] is not assignments:
-            found = read[id(assignments)] = (assignments, _teams_pending(assignments))
-        incident_id = incident.id
-        entries.extend([new(entry_type, (due, incident_id, team, kind, step)) for due, team, kind, step in found[1]])
-        for d in incident.loop.checks:  # the incident's own: verification due, parking review
-            if d.state is pending:
-                entries.append(new(entry_type, (d.due_at, incident_id, NO_TEAM, d.kind, 0)))
-    return entries
+            found = read[id(assignments)] = (assignments, _teams_earliest(assignments))
+        due = _with_checks(incident, found[1]) if incident.loop.checks else found[1]
+        if due is not None:
+            marks.append(new(mark_type, (due, incident.id)))
+    return marks
 
 
 class DeadlineScheduler:
@@ -114,16 +103,23 @@ class DeadlineScheduler:
         self._fire: Callable[[datetime], Awaitable[int]] | None = None
 
     def __len__(self) -> int:
+        """How many marks the heap holds (an incident with something pending has one or more; some since stale)."""
         return len(self._watch)
 
     def pending(self) -> list[DueEntry]:
-        """The watched entries still pending, in due order (kept or voided ones wait in the heap until they come up)."""
-        return sorted(e for e in self._watch.entries() if self._still_pending(e))
+        """Every pending entry of the incidents watched, in due order: what the alarm will bring up."""
+        watched = {mark.incident_id for mark in self._watch.marks()}
+        entries = []
+        for incident_id in watched:
+            incident = self._open.get(incident_id)
+            if incident is not None:
+                entries.extend(due_entries(incident))
+        return sorted(entries)
 
     def start(self, fire: Callable[[datetime], Awaitable[int]]) -> None:
-        """Arm every pending entry of the open incidents and start the alarm clock."""
+        """Mark every open incident with something pending and start the alarm clock."""
         self._fire = fire
-        self._watch.arm_many(_all_due_entries(self._open.incidents.values()))
+        self._watch.mark_many(_marks(self._open.incidents.values()))
         self._alarm.start(self._ring)
         self.rearm()
 
@@ -132,30 +128,53 @@ class DeadlineScheduler:
         self._fire = None
 
     def follow_new(self, incidents: Iterable[Incident]) -> None:
-        """After a commit: watch every entry of the incidents the batch created (:meth:`follow` of each with no
-        ``before``, in one push)."""
-        self._watch.push(_new_due_entries(incidents))
+        """After a commit: mark the incidents the batch created (:meth:`follow` of each with no ``before``, in one
+        push)."""
+        self._watch.push(_marks(incidents))
 
     def follow(self, incident: Incident, before: Incident | None) -> None:
-        """After a commit: watch the incident's entries that ``before`` did not have."""
-        if before is None:  # a new incident (most of what a batch touches): every entry is new
-            self._watch.push(_all_due_entries((incident,)))
-            return
-        armed = set(due_entries(before))
-        self._watch.push(entry for entry in due_entries(incident) if entry not in armed)
+        """After a commit: mark the incident again where its earliest due time moved (a mark at the old one stays
+        until it comes up: :meth:`rearm` drops it, or :meth:`pop_due` finds nothing due in it)."""
+        due = earliest_due(incident)
+        if due is not None and (before is None or due != earliest_due(before)):
+            self._watch.mark(incident.id, due)
 
     def pop_due(self, at: datetime) -> list[DueEntry]:
-        """Take every entry due at ``at`` off the heap (the writer's batch records them)."""
-        return self._watch.pop_due(at)
+        """Every pending deadline and step of the incidents whose marks came up, due from their (earliest) mark up
+        to ``at``, earliest first: the writer's batch records them. Each such incident is marked again for what it
+        has due after ``at``. The first of several marks of one incident speaks for all of them."""
+        due: list[DueEntry] = []
+        seen: set[int] = set()
+        for mark in self._watch.pop_due(at):
+            incident_id = mark.incident_id
+            if incident_id in seen:
+                continue
+            seen.add(incident_id)
+            incident = self._open.get(incident_id)
+            if incident is None:
+                continue  # closed or cancelled since
+            # From the mark on: what was due before it was handed out when an earlier mark came up.
+            since, later = mark.due_at, None
+            for entry in due_entries(incident):
+                if entry.due_at > at:
+                    if later is None or entry.due_at < later:
+                        later = entry.due_at
+                elif entry.due_at >= since:
+                    due.append(entry)
+            if later is not None:
+                self._watch.mark(incident_id, later)
+        due.sort()
+        return due
 
     def restore(self, entries: Iterable[DueEntry]) -> None:
         """Watch again entries whose batch was not committed, chain steps included."""
         for entry in entries:
-            self._watch.arm(entry.incident_id, entry.team, entry.kind, entry.due_at, step=entry.step)
+            self._watch.mark(entry.incident_id, entry.due_at)
 
     def rearm(self) -> None:
-        """Set the alarm for the earliest live entry (entries kept or voided since are dropped first)."""
-        while (entry := self._watch.peek()) is not None and not self._still_pending(entry):
+        """Set the alarm for the earliest live mark (marks of incidents finished, or whose earliest due time moved
+        later since, are dropped first: the later time has its own mark)."""
+        while (mark := self._watch.peek()) is not None and not self._live(mark):
             self._watch.drop_first()
         due = self._watch.next_due()
         if due is not None and self._retry_at is not None and due < self._retry_at:
@@ -180,18 +199,10 @@ class DeadlineScheduler:
         else:
             self._retry_at = None
 
-    def _still_pending(self, entry: DueEntry) -> bool:
-        incident = self._open.get(entry.incident_id)
+    def _live(self, mark: DueMark) -> bool:
+        """Whether ``mark`` may still bring something up: its incident is open and has something due by then."""
+        incident = self._open.get(mark.incident_id)
         if incident is None:
             return False
-        if entry.team == NO_TEAM:
-            check = incident.loop.check(entry.kind)
-            return check is not None and check.state is DeadlineState.PENDING and check.due_at == entry.due_at
-        assignment = next((a for a in incident.assignments if a.team == entry.team), None)
-        if assignment is None:
-            return False
-        if entry.step:
-            step = assignment.escalation(entry.kind.value, entry.step)
-            return step is not None and step.state is EscalationState.PENDING and step.due_at == entry.due_at
-        deadline = assignment.deadline(entry.kind)
-        return deadline is not None and deadline.state is DeadlineState.PENDING and deadline.due_at == entry.due_at
+        due = earliest_due(incident)
+        return due is not None and due <= mark.due_at

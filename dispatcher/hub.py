@@ -242,7 +242,8 @@ class Hub:
 
     @property
     def armed_deadlines(self) -> int:
-        """How many deadlines and escalation steps the scheduler watches (some may since be kept)."""
+        """How many marks the deadline scheduler holds: one or more for each open incident with a deadline or
+        escalation step pending (some since stale: their deadlines kept)."""
         return len(self._deadlines)
 
     @property
@@ -279,7 +280,7 @@ class Hub:
         self._writer.start(last_id, last_seq)
         self._deadlines.start(self.fire_due)
         log.info(
-            "hub started: %d open incidents, %d deadlines armed, last event %d",
+            "hub started: %d open incidents, %d deadline marks, last event %d",
             len(self._open),
             len(self._deadlines),
             last_seq,

@@ -66,7 +66,7 @@ class DispatcherCollector(Collector):
             for name, text in (
                 ("open_incidents", "Incidents open now"),
                 ("open_alarms", "Alarms open on the board now"),
-                ("armed_deadlines", "Deadlines armed now"),
+                ("armed_deadlines", "Deadline marks held now (one or more per open incident with a deadline pending)"),
                 ("feed_subscribers", "Live feed subscribers now: boards, phones, the MQTT outbox, webhook workers"),
                 ("last_seq", "The last event's sequence number"),
                 ("writer_running", "1 while the hub's writer task runs"),
