@@ -4,6 +4,7 @@ the dispatcher's own lines, the libraries' chatter kept down.
 ``DISPATCHER_LOG_FORMAT=json`` writes one JSON object per line: ``time`` (UTC, ISO 8601), ``level``,
 ``logger``, ``message``, ``exception`` when there is one, and the ``request_id``, ``township`` and
 ``incident_id`` the request being served was bound to (:mod:`gateways.log_context`), when there is one.
+Either way the lines go to standard error, those of one turn of the event loop in one write (:class:`TurnLines`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class TurnLines(logging.StreamHandler[TextIO]):
     A busy server logs a line per request (the access log), and a stream handler writes and flushes each on its
     own: a system call per request. Here a line logged on a thread running an event loop is formatted at once
     (the same text, in the same order) and written with the others of that turn when the loop has run what is
-    ready; a line from any other thread, a flush (``logging.shutdown`` at exit) or a full buffer writes what is
-    held first, then its own, at once.
+    ready; a warning or an error, a line from any other thread, a flush (``logging.shutdown`` at exit) or a full
+    buffer writes what is held first, then its own, at once.
     """
 
     #: Lines held at most before they are written without waiting for the turn to end.
@@ -94,6 +95,9 @@ class TurnLines(logging.StreamHandler[TextIO]):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop on this thread (a worker thread, start-up, shutdown): now
+            loop = None
+        if loop is None or record.levelno >= logging.WARNING:
+            # A warning or an error is written at once: it may come just before the loop hangs or the process ends.
             self._held.append(line)
             self._write_held()
             return

@@ -148,3 +148,16 @@ def test_serve_writes_its_lines_to_standard_error_a_turn_at_a_time() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_a_warning_is_written_at_once_with_the_lines_held_before_it() -> None:
+    handler, stream = _turn_lines()
+    held = _access_record(201)
+    warning = logging.LogRecord("dispatcher.hub", logging.WARNING, __file__, 1, "store unreachable", (), None)
+
+    async def log() -> list[str]:
+        handler.handle(held)
+        handler.handle(warning)
+        return list(stream.writes)  # before the turn ends
+
+    assert asyncio.run(log()) == [TextLines().format(held) + "\n" + TextLines().format(warning) + "\n"]
