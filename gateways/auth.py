@@ -242,8 +242,7 @@ async def _check_scope(connection: HTTPConnection, scope: Scope, account: Accoun
 
 
 def principal_of(request: HTTPConnection) -> Principal:
-    """The principal the guard let in (read from the state's dict: ``request.state`` would wrap it first)."""
-    principal: Principal = request.scope["state"]["principal"]
+    principal: Principal = request.state.principal
     return principal
 
 

@@ -79,7 +79,7 @@ class Townships(Mapping[str, Township]):
 
 def township_of(connection: HTTPConnection) -> Township:
     """The township the guard settled for this request or websocket (400 when a county account did not choose)."""
-    chosen: str | None = connection.scope.get("state", {}).get("township")  # as the guard wrote it
+    chosen: str | None = getattr(connection.state, "township", None)
     townships: Townships = context_of(connection).townships
     if chosen is None:
         raise HTTPException(400, f"choose a township with ?township= or X-Township: one of {sorted(townships)}")
