@@ -115,7 +115,7 @@ async def report_incident(request: Request, body: IncidentCreate, hub: HubDep) -
     hub.stats.reports["http", kind] += 1
     status_code = 201 if outcome.created else 200
     if _may_read(principal_of(request).account, incident, hub):
-        answer = incident_json(incident)
+        answer = incident_json(incident, encoded=True)  # written below and read by nobody
     else:
         answer = {"id": incident.id, "report_id": body.report_id, "status": incident.status.value, "outcome": kind}
     return JsonAnswer(orjson.dumps(answer), status_code, _OUTCOME_HEADERS[kind])

@@ -176,8 +176,10 @@ async def guard(connection: HTTPConnection) -> None:
     if principal is None:
         _refuse(connection, 401, "sign in: a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
         return
-    state = connection.state
-    state.principal = principal
+    # The request's state as Starlette keeps it (``request.state`` reads the same dict), written without a
+    # ``State`` wrapper and its ``__setattr__`` per name.
+    state: dict[str, Any] = scope.setdefault("state", {})
+    state["principal"] = principal
     account = principal.account
     token_info = principal.token
     # Signed-in sessions of one account share a bucket; each device token has its own. Device messages carried
@@ -196,10 +198,10 @@ async def guard(connection: HTTPConnection) -> None:
     # Most requests have no query string: parsing an empty one costs a QueryParams each.
     asked = connection.query_params.get("township") if scope.get("query_string") else None
     try:
-        state.township = townships.choose(account, asked or township_header)
+        township = state["township"] = townships.choose(account, asked or township_header)
     except HTTPException as exc:
         _refuse(connection, exc.status_code, str(exc.detail))
-    log_context.bind(request_id, state.township, params.get("incident_id"))
+    log_context.bind(request_id, township, params.get("incident_id"))
     if role_scope is not Scope.TOWNSHIP and role_scope is not Scope.SELF:
         await _check_scope(connection, role_scope, account, township_of(connection).hub)
     if websocket:
@@ -211,7 +213,7 @@ async def guard(connection: HTTPConnection) -> None:
                 action=f"GET {path}",
                 outcome=101,
                 actor=principal.name,
-                township=getattr(state, "township", None),
+                township=township,
                 target=connection.url.path,
                 source=client.host if client else None,
                 detail="board feed subscribed",

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, SkipValidation, model_validator
 
 from dispatcher.briefing import Briefing
@@ -445,50 +446,58 @@ class EventsPublic(BaseModel):
     last_seq: int
 
 
-def _deadlines_json(deadlines: tuple[Deadline, ...], built: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _deadlines_json(deadlines: tuple[Deadline, ...], built: dict[int, Any], encoded: bool = False) -> Any:
     """``deadlines`` as DeadlinePublic data; ``built``: the lists made for this incident so far, by tuple (the
-    incident holds every tuple while its answer is built, so their ids stay theirs)."""
+    incident holds every tuple while its answer is built, so their ids stay theirs). ``encoded``: the list as an
+    ``orjson.Fragment``, encoded once for every assignment that shares the tuple."""
     found = built.get(id(deadlines))
     if found is None:
-        found = built[id(deadlines)] = [
+        found = [
             {"kind": d.kind._value_, "due_at": d.due_at, "state": d.state._value_, "settled_at": d.settled_at}
             for d in deadlines
         ]
+        if encoded:
+            found = orjson.Fragment(orjson.dumps(found))
+        built[id(deadlines)] = found
     return found
 
 
 #: The escalation chains' data, by chain (a tuple the rule book compiled once and every incident of the rule
 #: shares), each with the chain itself so that its id stays its own while it is kept. Bounded: a chain read back
 #: from the store is a tuple of its own.
-_escalations: dict[int, tuple[tuple[EscalationTarget, ...], list[dict[str, Any]]]] = {}
+_escalations: dict[int, tuple[tuple[EscalationTarget, ...], list[dict[str, Any]], orjson.Fragment]] = {}
 _ESCALATIONS_KEPT = 1024
 
 
-def _escalation_json(chain: tuple[EscalationTarget, ...]) -> list[dict[str, Any]]:
-    """``chain`` as EscalationStepPublic data, built once per chain (a batch of one rule's reports shares it).
+def _escalation_json(chain: tuple[EscalationTarget, ...], encoded: bool = False) -> Any:
+    """``chain`` as EscalationStepPublic data, built once per chain (a batch of one rule's reports shares it);
+    ``encoded``: as an ``orjson.Fragment`` of that data, encoded once per chain too.
 
     The list is shared by every answer that holds the chain: callers serialise it, never change it.
     """
     kept = _escalations.get(id(chain))
-    if kept is not None and kept[0] is chain:
-        return kept[1]
-    data = [{"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title} for t in chain]
-    if len(_escalations) >= _ESCALATIONS_KEPT:
-        _escalations.clear()
-    _escalations[id(chain)] = (chain, data)
-    return data
+    if kept is None or kept[0] is not chain:
+        data = [{"after_s": t.after.total_seconds(), "level": t.level, "name": t.name, "title": t.title} for t in chain]
+        if len(_escalations) >= _ESCALATIONS_KEPT:
+            _escalations.clear()
+        kept = _escalations[id(chain)] = (chain, data, orjson.Fragment(orjson.dumps(data)))
+    return kept[2] if encoded else kept[1]
 
 
-def incident_json(incident: Incident) -> dict[str, Any]:
+def incident_json(incident: Incident, *, encoded: bool = False) -> dict[str, Any]:
     """The :class:`IncidentPublic` shape as plain data (datetimes left for orjson).
 
     Enum members are read by ``_value_`` (the member's own attribute), not ``.value`` (a Python-level descriptor
     call each time): an answer holds some forty of them.
+
+    ``encoded``: for data that ``orjson.dumps`` writes at once and nobody reads (the single door's answer): the
+    escalation chain and each assignment's deadlines are ``orjson.Fragment``s, their JSON encoded once (the chain
+    once per chain, the deadlines once for every assignment that shares them), the same bytes in the end.
     """
     report = incident.report
     # A new incident's assignments share one tuple of deadlines (the same windows from the same instant): its
     # list is built once and written for each (orjson writes a shared list as often as it appears).
-    deadlines: dict[int, list[dict[str, Any]]] = {}
+    deadlines: dict[int, Any] = {}
     return {
         "id": incident.id,
         "report_id": report.report_id,
@@ -513,7 +522,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
             "handover": incident.handover,
         },
         "escalate_to": {"name": incident.escalate_to_name, "title": incident.escalate_to_title},
-        "escalation": _escalation_json(incident.escalation),
+        "escalation": _escalation_json(incident.escalation, encoded),
         "assignments": [
             {
                 "team": a.team,
@@ -524,7 +533,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
                 "tried": list(a.tried),
                 "dispatched_at": a.dispatched_at,
                 "updated_at": a.updated_at,
-                "deadlines": _deadlines_json(a.deadlines, deadlines),
+                "deadlines": _deadlines_json(a.deadlines, deadlines, encoded),
                 "escalations": [
                     {
                         "kind": e.kind,

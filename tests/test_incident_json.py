@@ -73,3 +73,17 @@ def test_a_windows_text_is_formatted_once_and_as_before() -> None:
         assert _window_text(window) == format_window(window)
     assert [_window_text(w) for w in windows[:3]] == ["1d", "1d", "1d12h"]
     assert _window_text(WorkSpan(3, "wd")) != _window_text(WorkSpan(3, "wh"))
+
+
+def test_the_encoded_answer_is_the_same_bytes_its_shared_parts_encoded_once(bundled_rules: RuleBook) -> None:
+    """``encoded=True`` (the single door's answer): the escalation chain and the shared deadlines as fragments."""
+    incident = _five_way(bundled_rules)
+    moved, _ = move_unit(incident, "traffic-police", UnitAction.ACKNOWLEDGE, AT + timedelta(minutes=1), None)
+    for case in (incident, moved):
+        assert orjson.dumps(incident_json(case, encoded=True)) == orjson.dumps(incident_json(case))
+    encoded = incident_json(incident, encoded=True)
+    assert isinstance(encoded["escalation"], orjson.Fragment)
+    assert encoded["escalation"] is incident_json(_five_way(bundled_rules), encoded=True)["escalation"]  # per chain
+    shared = {id(a["deadlines"]) for a in encoded["assignments"]}
+    assert len(shared) == 1 and isinstance(encoded["assignments"][0]["deadlines"], orjson.Fragment)
+    assert isinstance(incident_json(incident)["escalation"], list)  # the plain data stays data
