@@ -23,6 +23,7 @@ wall time, which shows how long the writer's thread waited for the GIL between i
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sqlite3
 import statistics
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,41 @@ def insert(table: str, names: list[str], by: str) -> str:
     return f'INSERT INTO "{table}" ({", ".join(names)}) VALUES ({marks})'
 
 
+def frames_by_tree(conn: sqlite3.Connection, wal: Path) -> list[tuple[str, str, int, int]]:
+    """The log's frames by the B-tree (table or index) their page belongs to, and by the page's kind (leaf,
+    internal, overflow): (tree, kind, frames, distinct pages), most frames first. The page numbers are read from
+    the frames' headers (the log's format: a 32-byte header, then per frame a 24-byte header and the page)."""
+    data = wal.read_bytes()
+    page_size = int.from_bytes(data[8:12], "big")
+    numbers = [int.from_bytes(data[at : at + 4], "big") for at in range(32, len(data) - 23, 24 + page_size)]
+    owner = {page: (name, kind) for name, page, kind in conn.execute("SELECT name, pageno, pagetype FROM dbstat")}
+    frames: dict[tuple[str, str], list[int]] = {}
+    for number in numbers:
+        frames.setdefault(owner.get(number, ("(free)", "")), []).append(number)
+    found = [(name, kind, len(pages), len(set(pages))) for (name, kind), pages in frames.items()]
+    return sorted(found, key=lambda row: (-row[2], row[0]))
+
+
+_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+
+def later(row: tuple[Any, ...], days: int) -> tuple[Any, ...]:
+    """``row`` with every stored time (``UtcDateTime``'s text) ``days`` later: a replayed batch's times then sort
+    after the stored ones, as a new batch's do in the server, and land at their indexes' right-hand ends."""
+    shift = timedelta(days=days)
+    return tuple(
+        (datetime.fromisoformat(v) + shift).isoformat(sep=" ") if isinstance(v, str) and _TIME.fullmatch(v) else v
+        for v in row
+    )
+
+
 def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    if args.page_size:  # the copy rebuilt with pages of this size (a new database's PRAGMA page_size)
+        rebuild = sqlite3.connect(path, isolation_level=None)
+        rebuild.execute("PRAGMA journal_mode=DELETE")
+        rebuild.execute(f"PRAGMA page_size={args.page_size}")
+        rebuild.execute("VACUUM")
+        rebuild.close()
     conn = sqlite3.connect(path, isolation_level=None)
     other = sqlite3.connect(path, isolation_level=None)  # the audit trail's connection
     conn.execute("PRAGMA journal_mode=WAL")
@@ -97,10 +133,11 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     frames = 0
     for n in range(args.batches):
         shift, seq_shift = top_id + 1 - first + n * len(incidents), top_seq + n * len(events)
+        days = 0 if args.same_times else 1000 * (n + 1)
         rows: dict[str, list[Any]] = {
-            "incident": [(r[0] + shift, f"{r[1]}-replay{n}", *r[2:]) for r in incidents],
-            "assignment": [(r[0] + shift, *r[1:]) for r in assignments],
-            "event": [(r[0] + seq_shift, r[1] + shift, *r[2:]) for r in events],
+            "incident": [later((r[0] + shift, f"{r[1]}-replay{n}", *r[2:]), days) for r in incidents],
+            "assignment": [later((r[0] + shift, *r[1:]), days) for r in assignments],
+            "event": [later((r[0] + seq_shift, r[1] + shift, *r[2:]), days) for r in events],
         }
         rows["report_key"] = [(r[1],) for r in rows["incident"]]
         if args.by == "name":
@@ -128,6 +165,7 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
             spent[step].append(end - start)
         if n == args.batches - 1:
             frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            trees = frames_by_tree(conn, Path(f"{path}-wal"))
     conn.close()
     other.close()
     totals = [sum(parts) for parts in zip(*spent.values(), strict=True)]
@@ -137,6 +175,7 @@ def replay(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         "total_ms": (statistics.median(totals) * 1e3, statistics.mean(totals) * 1e3),
         "wall_ms": statistics.median(walls) * 1e3,
         "wal_frames": frames,
+        "trees": trees,
     }
 
 
@@ -156,6 +195,11 @@ def main() -> None:
     parser.add_argument(
         "--pragma", action="append", default=[], help="PRAGMA this on the writer's connection (cache_size=-16000)"
     )
+    parser.add_argument(
+        "--same-times", action="store_true", help="replay the rows' times as stored (before: 1,000 days on a batch)"
+    )
+    parser.add_argument("--page-size", type=int, default=0, help="rebuild the copy with pages of this size first")
+    parser.add_argument("--trees", action="store_true", help="the last batch's WAL frames by B-tree")
     parser.add_argument("--drop-index", action="append", default=[], help="drop this index in the copy first")
     args = parser.parse_args()
     if not 1 <= args.batches <= 10_000 or not 1 <= args.reports <= 1_000:
@@ -186,7 +230,8 @@ def main() -> None:
     print(
         f"SQLite {sqlite3.sqlite_version}, synchronous={args.synchronous}, by {args.by}, "
         f"pragmas {', '.join(args.pragma) or 'none'}, "
-        f"dropped {', '.join(args.drop_index) or 'no index'}; a batch: {rows['incident']} incidents, "
+        f"dropped {', '.join(args.drop_index) or 'no index'}, "
+        f"page size {args.page_size or 'as stored'}; a batch: {rows['incident']} incidents, "
         f"{rows['assignment']} assignments, {rows['event']} events, {args.batches} batches"
         + (", beside a busy main thread" if args.busy else "")
     )
@@ -195,6 +240,11 @@ def main() -> None:
     print(f"wall time a batch: median {result['wall_ms']:.2f} ms")
     print("  " + "  ".join(f"{step} {ms:.2f}" for step, ms in result["ms"].items()))
     print(f"WAL frames written by the last batch: {result['wal_frames']}")
+    if args.trees:
+        print(
+            "  by B-tree (frames, distinct pages): "
+            + ", ".join(f"{name} {kind} {count} ({pages})" for name, kind, count, pages in result["trees"])
+        )
 
 
 if __name__ == "__main__":
