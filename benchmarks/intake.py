@@ -909,9 +909,21 @@ def summarize_collapsed(path: Path, top: int = 20) -> dict[str, Any]:
 
 
 def http_server(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
-    """``Server`` arguments for ``--http-server``: none for ``dispatcher serve``, a granian command otherwise."""
+    """``Server`` arguments for ``--http-server``: none for ``dispatcher serve``, a command otherwise."""
     if args.http_server == "uvicorn":
         return {}
+    if args.http_server == "bare":
+
+        def bare(port: int) -> list[str]:
+            return [
+                sys.executable,
+                *("-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent)),
+                *("--host", LOOPBACK, "--port", str(port), "--no-access-log"),
+                *("--log-level", args.server_log_level.lower()),
+                "_bare_app:app",
+            ]
+
+        return {"command": bare, "env": {}}
     granian = Path(sys.executable).parent / "granian"
     if not granian.exists():
         raise BenchError(f"--http-server granian: no {granian} (pip install granian into this venv)")
@@ -974,10 +986,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-log-level", default="info")
     parser.add_argument(
         "--http-server",
-        choices=("uvicorn", "granian"),
+        choices=("uvicorn", "granian", "bare"),
         default="uvicorn",
         help="uvicorn: `dispatcher serve` (httptools, uvloop); granian: the same application under granian "
-        "(one worker, uvloop; granian is not a project dependency: install it into the venv to compare)",
+        "(one worker, uvloop; granian is not a project dependency: install it into the venv to compare); "
+        "bare: the HTTP stack's floor, uvicorn and FastAPI answering the report door with nothing behind it "
+        "(benchmarks/_bare_app.py: validation, a token check and a 201 of the dispatcher's length; throughput only)",
     )
     parser.add_argument(
         "--json",
