@@ -199,6 +199,7 @@
     needFull = true;
     alarmsDirty = true;
     detailDirty = true;
+    unitsDirty = true; // the on-duty panel names its teams in the language too
     renderLanes();
     schedule();
   }
@@ -2505,6 +2506,7 @@
         const r = ((p.radius_m || 50) / M_PER_DEG) * map.scale;
         circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
         labelAt = [x, y - r, '0', '-0.4em'];
+        labelAt.below = (y + r).toFixed(1); // where it goes should it cover another zone's name
       } else {
         const rings = g.type === 'MultiPolygon' ? g.coordinates.flat(1) : g.coordinates;
         const d = rings.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
@@ -2517,9 +2519,27 @@
       const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), dx: labelAt[2], dy: labelAt[3],
         class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
       text.textContent = lang === 'en' ? p.name_en || p.name : p.name;
+      if (labelAt.below) text.dataset.below = labelAt.below;
       texts.push(text);
     }
     dom.mapZones.replaceChildren(...polys, ...circles, ...texts);
+    unstackLabels(texts);
+  }
+
+  /** A point zone's label that covers one drawn before it goes under its circle instead of above (two zones a
+   * street apart, such as a market beside a junction, would otherwise print their names over each other). */
+  function unstackLabels(texts) {
+    const boxes = [];
+    const overlaps = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+    for (const text of texts) {
+      let box = text.getBBox();
+      if (text.dataset.below && boxes.some((b) => overlaps(box, b))) {
+        text.setAttribute('y', text.dataset.below);
+        text.setAttribute('dy', '1.1em');
+        box = text.getBBox();
+      }
+      boxes.push(box);
+    }
   }
 
   /** Where an incident goes on the map: its location, else near its zone's centre (marked approx). */

@@ -91,6 +91,18 @@ async def test_officers_waiting_duplicates_and_operator_dispatch_actions(browser
             timeout=5_000,
         )
         await page.wait_for_function("document.getElementById('waiting-count').textContent === '1'", timeout=15_000)
+
+    # The units panel names its teams in the board's language, after a switch too (it was left in Chinese).
+    name = '#unit-teams [data-team="patrol"] .unit-team-name'
+    assert await page.locator(name).inner_text() == "巡逻队"
+    await page.click("#lang-toggle")
+    # Drawn in the same pass as the rows (the panel's own refresh comes only every 10 s).
+    await page.wait_for_function(
+        'document.querySelector(\'#incidents [data-incident-id="1"] .chip[data-team="patrol"]\')'
+        ".textContent.includes('Patrol')",
+        timeout=5_000,
+    )
+    assert await page.locator(name).inner_text() == "Patrol"
     await context.close()
 
 

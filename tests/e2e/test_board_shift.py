@@ -336,6 +336,30 @@ async def test_zooming_the_map_spreads_a_cluster_into_its_markers(browser: Any, 
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
+async def test_zone_names_on_the_map_do_not_cover_each_other_at_1920x1080(
+    browser: Any, server: ServerProcess, lang: str
+) -> None:
+    # The market and the five-way junction are 170 m apart: at the whole township's view their names, each
+    # above its circle, were printed over each other.
+    page = await open_board(browser, server, f"?lang={lang}")
+    await page.wait_for_function("document.querySelectorAll('#map-zones text').length >= 3", timeout=5_000)
+    boxes = await page.evaluate(
+        """() => [...document.querySelectorAll('#map-zones text')].map((t) => {
+      const r = t.getBoundingClientRect();
+      return [t.textContent, r.left, r.top, r.right, r.bottom];
+    })"""
+    )
+    covered = [
+        (a[0], b[0])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+    ]
+    assert covered == [], boxes
+    await page.context.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
 async def test_team_chips_stay_inside_their_cells_at_1920x1080(browser: Any, server: ServerProcess, lang: str) -> None:
     page = await open_board(browser, server, f"?lang={lang}")
     async with server.client() as http:
@@ -345,6 +369,10 @@ async def test_team_chips_stay_inside_their_cells_at_1920x1080(browser: Any, ser
             http, "chips-3", {"category": "environment.pollution", "zone": "town-centre", "description": "排污"}
         )
         await page.wait_for_selector('#main-rows [data-incident-id="3"] .chip', timeout=5_000)
+        # "Acknowledged", the longest one-word status, beside the others.
+        ack = await http.post("/api/v1/incidents/1/assignments/traffic-police/acknowledge", json={"actor": "交警"})
+        assert ack.status_code == 200, ack.text
+        await page.wait_for_selector('#main-rows [data-incident-id="1"][data-status="acknowledged"]', timeout=5_000)
     outside = await page.evaluate(
         """() => {
       const out = [];
@@ -360,6 +388,19 @@ async def test_team_chips_stay_inside_their_cells_at_1920x1080(browser: Any, ser
       for (const status of document.querySelectorAll('#main-rows .status')) {
         const cell = status.closest('.cell').getBoundingClientRect();
         if (status.getBoundingClientRect().right > cell.right + 0.5) out.push(status.textContent);
+        if (status.scrollWidth > status.clientWidth + 0.5) out.push(`${status.textContent} cut short`);
+      }
+      // A one-word English status or module is not broken inside the word (Chinese wraps between any two
+      // characters, as it should).
+      for (const cell of document.querySelectorAll('#main-rows .c-status, #main-rows .c-module')) {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const word = node.textContent.trim();
+          if (!/^[A-Za-z-]+$/.test(word)) continue;
+          const range = document.createRange();
+          range.selectNodeContents(node);
+          if (range.getClientRects().length > 1) out.push(`${word} broken`);
+        }
       }
       return out;
     }"""
