@@ -373,14 +373,19 @@ class SqlDirectory:
         key = name[:64]
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(failure_t).where(failure_t.c.name == key))).one_or_none()
-            hashed = (
-                await conn.execute(sa.select(account_t.c.password_hash).where(account_t.c.name == key))
-            ).scalar_one_or_none()
+            stored = (await conn.execute(sa.select(account_t).where(account_t.c.name == key))).one_or_none()
         state = Failures(row.failures, row.window_start, row.locked_until) if row else None
         until = locked_until(state, at)
         if until is not None:
             raise SignInRefused(until)
-        account = self._accounts.get(key)
+        # The account as stored, not as this process last read it: one made or locked on the machine
+        # (`dispatcher accounts create|lock|unlock`) while the dispatcher runs counts at its first sign-in.
+        account = _account(stored) if stored is not None else None
+        if account is not None:
+            self._accounts[key] = account
+        else:
+            self._accounts.pop(key, None)
+        hashed = stored.password_hash if stored is not None else None
         good = await asyncio.to_thread(_verify, hashed, password)
         if not good or account is None or account.disabled:
             after = await self._count_failure(key, at)

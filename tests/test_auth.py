@@ -14,7 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.accounts import AuditEntry, Failures, Lockout, Role, SqlDirectory, after_failure, locked_until
+from dispatcher.accounts import (
+    AuditEntry,
+    Failures,
+    Lockout,
+    Role,
+    SignInRefused,
+    SqlDirectory,
+    after_failure,
+    locked_until,
+)
 from dispatcher.settings import Settings
 from gateways.limits import TokenBuckets
 from gateways.privacy import MASK, mask
@@ -150,6 +159,32 @@ async def test_the_stored_count_follows_the_lockout_arithmetic(database_url: str
             assert await directory._count_failure("someone", at) == expected, minute
     finally:
         await directory.close()
+
+
+async def test_an_account_made_or_locked_on_the_machine_counts_at_the_running_dispatchers_next_sign_in(
+    database_url: str,
+) -> None:
+    running = SqlDirectory(database_url)  # the dispatcher's, opened at its start
+    machine = SqlDirectory(database_url)  # `dispatcher accounts ...` on the same database meanwhile
+    await running.open()
+    await machine.open()
+    try:
+        password = "correct horse battery"
+        await machine.create_account(
+            "late-officer", Role.FIELD_OFFICER, "ershili", START, officer_id="tp-02", password=password
+        )
+        token, principal = await running.sign_in("late-officer", password, START)
+        assert principal.account.officer_id == "tp-02" and running.authenticate(token, START) is not None
+
+        await machine.update_account("late-officer", START, disabled=True)
+        with pytest.raises(SignInRefused):
+            await running.sign_in("late-officer", password, START)
+        await machine.update_account("late-officer", START, disabled=False)
+        _, again = await running.sign_in("late-officer", password, START)
+        assert not again.account.disabled
+    finally:
+        await machine.close()
+        await running.close()
 
 
 async def test_the_first_start_creates_admin_once_with_a_generated_password(app: Any) -> None:
