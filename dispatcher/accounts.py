@@ -327,7 +327,8 @@ class SqlDirectory:
         officer_id: str | None = None,
         module: str | None = None,
     ) -> Account:
-        """Change an account; disabling it revokes all its tokens. Raises ``AccountError`` when unknown."""
+        """Change an account; disabling it revokes all its tokens, a new password or enabling it clears its failed
+        sign-ins. Raises ``AccountError`` when unknown."""
         account = self._accounts.get(name)
         if account is None:
             raise AccountError(f"no account {name!r}")
@@ -341,6 +342,10 @@ class SqlDirectory:
             values["disabled"] = disabled
         async with self._engine.begin() as conn:
             await conn.execute(account_t.update().where(account_t.c.name == name).values(**values))
+            if password is not None or disabled is False:
+                # A new password or an unlock lets the account in now: the failed sign-ins before it are forgotten
+                # (else an officer locked out by guesses waits out the lock after the administrator helped).
+                await conn.execute(failure_t.delete().where(failure_t.c.name == name))
             row = (await conn.execute(sa.select(account_t).where(account_t.c.name == name))).one()
         self._accounts[name] = _account(row)
         if disabled or role is not None or township is not None:

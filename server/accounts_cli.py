@@ -128,8 +128,8 @@ def _lock(name: str, disabled: bool, database_url: str | None) -> None:
 
     _run(database_url, work)
     typer.echo(
-        f"{name} {'locked' if disabled else 'unlocked'} (a dispatcher running on this database sees it at its next "
-        "start; PATCH /api/v1/accounts/NAME changes a running one at once)"
+        f"{name} {'locked' if disabled else 'unlocked'} (a dispatcher running on this database applies it at the next "
+        "sign-in; the tokens a lock revokes, at its next start: PATCH /api/v1/accounts/NAME revokes them at once)"
     )
 
 

@@ -182,6 +182,16 @@ async def test_an_account_made_or_locked_on_the_machine_counts_at_the_running_di
         await machine.update_account("late-officer", START, disabled=False)
         _, again = await running.sign_in("late-officer", password, START)
         assert not again.account.disabled
+
+        # Locked out by guesses; a new password set on the machine lets the officer in at once.
+        for _ in range(running.lockout.failures):
+            with pytest.raises(SignInRefused):
+                await running.sign_in("late-officer", "a wrong guess", START)
+        with pytest.raises(SignInRefused) as locked:
+            await running.sign_in("late-officer", password, START)
+        assert locked.value.locked_until is not None
+        await machine.update_account("late-officer", START, password="a new correct horse")
+        await running.sign_in("late-officer", "a new correct horse", START)
     finally:
         await machine.close()
         await running.close()
