@@ -304,3 +304,37 @@ async def test_team_tasks_are_one_tap_away_and_another_officers_part_offers_no_s
             await expect(page.locator("#task-detail [data-action=acknowledge]")).to_be_visible()
     finally:
         server.stop()
+
+
+async def test_a_tasks_map_keeps_the_zones_names_inside_it_and_no_empty_field_is_shown_in_english(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path)
+    try:
+        token = await make_officer(server)
+        incident = await dispatch_task(server, "map-1", "五岔口拥堵")  # by the command room: no reporter named
+        async with phone(server, token) as context:
+            page = await open_app(context, server)
+            await page.locator("#lang").tap()
+            await expect(page.locator("#nav button[data-go=tasks]")).to_contain_text("Tasks")
+            await page.locator(f'#task-list .task[data-id="{incident}"]').tap()
+            names = page.locator("#task-detail svg.map.wide text")
+            await expect(names.first).to_be_visible()
+            outside = await page.evaluate(
+                """() => {
+              const map = document.querySelector('#task-detail svg.map.wide').getBoundingClientRect();
+              return [...document.querySelectorAll('#task-detail svg.map.wide text')]
+                .map((t) => [t.textContent, t.getBoundingClientRect()])
+                .filter(([, r]) => r.left < map.left - 0.5 || r.right > map.right + 0.5)
+                .map(([name]) => name);
+            }"""
+            )
+            assert await names.count() >= 3 and outside == []
+            assert "Five-way intersection" in await names.all_text_contents()
+            empty = await page.evaluate(
+                "() => [...document.querySelectorAll('#task-detail dl.kv dd')]"
+                ".filter((dd) => !dd.textContent.trim()).map((dd) => dd.previousElementSibling.textContent)"
+            )
+            assert empty == []
+    finally:
+        server.stop()

@@ -327,7 +327,11 @@ function smallMap(incident, wide) {
   if (wide) {
     for (const z of state.zones) {
       const [x, y] = project(z.lon, z.lat);
-      map.append(svg('text', { x: (x + 4.5).toFixed(1), y: (y + 1).toFixed(1) }, named(z)));
+      // Beside the zone on the side with room (a zone in the right half has its name to its left), without the
+      // name's bracketed note, so that it stays inside a 390 px phone's map.
+      const right = x > 50;
+      map.append(svg('text', { x: (right ? x - 4.5 : x + 4.5).toFixed(1), y: (y + 1).toFixed(1),
+        'text-anchor': right ? 'end' : 'start' }, named(z).replace(/\s*[(（][^()（）]*[)）]\s*$/, '')));
     }
   }
   if (where) map.append(svg('circle', { class: 'here', cx: where[0].toFixed(1), cy: where[1].toFixed(1), r: 2.6 }));
@@ -591,7 +595,7 @@ function renderTask(incident) {
       el('dt', {}, t('task.state')), el('dd', { id: 'task-state' }, part ? t(`unit.${part.state}`) : t(`status.${incident.status}`)),
       el('dt', {}, t('task.team')), el('dd', {}, part ? teamName(incident, part) : ''),
       el('dt', {}, t('task.priority')), el('dd', {}, String(incident.priority)),
-      el('dt', {}, t('task.reporter')), el('dd', {}, incident.reporter || '')),
+      ...(incident.reporter ? [el('dt', {}, t('task.reporter')), el('dd', {}, incident.reporter)] : [])),
     deadline ? el('p', { class: 'due', dataset: { due: deadline.due_at, kind: deadline.kind } }) : null,
     smallMap(incident, true),
     waiting.length ? el('p', { class: 'pending', id: 'task-pending' },
