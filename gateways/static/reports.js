@@ -12,6 +12,13 @@
   let labels = {};
   let token = sessionStorage.getItem('board.token');
   let shown = null; // the period whose document is on the page
+  let asked = 0; // how many periods were asked for: an answer to an earlier one is not shown over a later one
+
+  /** This month by the browser's calendar ("2026-12"): what /reports opens when no period is given. */
+  function thisMonth() {
+    const now = new Date();
+    return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, '0')}`;
+  }
 
   function t(key, values = {}) {
     const text = labels[key] || key;
@@ -74,12 +81,15 @@
   async function open(ev) {
     if (ev) ev.preventDefault();
     const period = $('period').value.trim();
+    const mine = ++asked;
     status(t('reports.loading', { period }));
     $('behind').hidden = true;
     try {
       const res = await api(`/api/v1/reports/briefing?period=${encodeURIComponent(period)}&lang=${lang}`);
+      const fragment = await res.text();
+      if (mine !== asked) return; // another period was asked for meanwhile
       // The fragment is the dispatcher's own rendering (names escaped there); it carries no script.
-      $('document').innerHTML = await res.text();
+      $('document').innerHTML = fragment;
       shown = period;
       $('xlsx').disabled = false;
       const url = new URL(location.href);
@@ -87,10 +97,10 @@
       history.replaceState(null, '', url);
       status(t('reports.shown', { period }));
     } catch (err) {
-      status(String(err.message || err), true);
+      if (mine === asked) status(String(err.message || err), true);
       return;
     }
-    await loadAssessment(period);
+    await loadAssessment(period, mine);
   }
 
   // -- the assessment: scores (post, team, module), each with the lines and incidents behind it ------------
@@ -104,7 +114,7 @@
     return td;
   }
 
-  async function loadAssessment(period) {
+  async function loadAssessment(period, mine) {
     $('assessment').hidden = true;
     $('score').hidden = true;
     let data;
@@ -113,6 +123,7 @@
     } catch (err) {
       return; // the briefing stays readable without the scores (a role that may not read them)
     }
+    if (mine !== asked) return;
     scores = {};
     const tables = [];
     const lines = []; // filled once every kind's names are known (a module's lines name its teams)
@@ -267,7 +278,9 @@
       ev.preventDefault();
       showScore(link.dataset.score, link.dataset.unit);
     });
-    $('period').value = params.get('period') || '';
+    // Without ?period= the page opens this month so far: a leader sees figures, not an empty page.
+    $('period').placeholder = thisMonth();
+    $('period').value = params.get('period') || thisMonth();
     if (!token) needSignIn();
     else if ($('period').value) open();
   });

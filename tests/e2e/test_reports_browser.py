@@ -60,9 +60,10 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
     async with chromium() as browser:
         context = await signed_in_context(browser, june_server, accept_downloads=True)
         page: Any = await context.new_page()
-        await page.goto(f"{june_server.base_url}/reports")
+        await page.goto(f"{june_server.base_url}/reports")  # this month opens first
         await page.fill("#period", "2026-06")
         await page.click("#open")
+        await page.wait_for_function("document.getElementById('status').textContent === '2026-06 简报'")
         ranking = page.locator("#document table[data-table='组团排名'] tbody tr")
         await ranking.first.wait_for(timeout=10_000)
         first = [await c.inner_text() for c in await ranking.first.locator("td").all()]
@@ -140,3 +141,46 @@ async def test_in_english_and_on_a_phone(june_server: ServerProcess) -> None:
         box = await name.bounding_box()
         assert box is not None and box["height"] < 40  # one line, not 交警 / 中队
         await phone.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_without_a_period_this_month_opens_and_a_later_choice_is_not_overwritten(
+    june_server: ServerProcess,
+) -> None:
+    from datetime import datetime
+
+    months = {datetime.now().strftime("%Y-%m")}  # the browser's calendar is this machine's
+    async with chromium() as browser:
+        context = await signed_in_context(browser, june_server)
+        page: Any = await context.new_page()
+        await page.goto(f"{june_server.base_url}/reports?lang=en")
+        await page.wait_for_function("/[?&]period=/.test(location.search)", timeout=10_000)
+        months.add(datetime.now().strftime("%Y-%m"))  # should the month have turned meanwhile
+        opened = await page.locator("#period").input_value()
+        assert opened in months and f"period={opened}" in page.url
+        assert await page.locator("#document h2").first.inner_text() == "Whole township"
+
+        # This month asked for again, its answer held back, then June: June stays on the page when this month's
+        # answer comes last.
+        release = asyncio.Event()
+
+        async def held(route: Any) -> None:
+            await release.wait()
+            await route.continue_()
+
+        await page.route(f"**/api/v1/reports/briefing?period={opened}*", held)
+        await page.click("#open")
+        await page.fill("#period", "2026-06")
+        await page.click("#open")
+        await page.wait_for_function(
+            "document.getElementById('status').textContent === 'Briefing 2026-06'", timeout=10_000
+        )
+        ranking = page.locator("#document table[data-table='组团排名'] tbody tr")
+        async with page.expect_event("requestfinished", lambda r: f"period={opened}" in r.url and "/briefing" in r.url):
+            release.set()
+        # The page's own continuation of that fetch runs in a task after the body arrived: two turns of its loop.
+        await page.evaluate("() => new Promise((done) => setTimeout(() => setTimeout(done, 0), 0))")
+        assert "period=2026-06" in page.url
+        assert await page.locator("#status").inner_text() == "Briefing 2026-06"
+        assert await ranking.first.locator("td").nth(1).inner_text() == "Traffic police squadron"
+        await context.close()
