@@ -14,10 +14,12 @@
   let shown = null; // the period whose document is on the page
   let asked = 0; // how many periods were asked for: an answer to an earlier one is not shown over a later one
 
-  /** This month by the browser's calendar ("2026-12"): what /reports opens when no period is given. */
-  function thisMonth() {
+  /** The last whole month by the browser's calendar ("2026-11" in December): what /reports opens when no period
+   * is given. A month still running would count every incident due later in it as open past its deadline. */
+  function lastMonth() {
     const now = new Date();
-    return `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, '0')}`;
+    const last = new Date(now.getFullYear(), now.getMonth() - 1, 1);
+    return `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, '0')}`;
   }
 
   function t(key, values = {}) {
@@ -278,9 +280,9 @@
       ev.preventDefault();
       showScore(link.dataset.score, link.dataset.unit);
     });
-    // Without ?period= the page opens this month so far: a leader sees figures, not an empty page.
-    $('period').placeholder = thisMonth();
-    $('period').value = params.get('period') || thisMonth();
+    // Without ?period= the page opens the last whole month: a leader sees its briefing, not an empty page.
+    $('period').placeholder = lastMonth();
+    $('period').value = params.get('period') || lastMonth();
     if (!token) needSignIn();
     else if ($('period').value) open();
   });

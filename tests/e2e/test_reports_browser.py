@@ -60,7 +60,7 @@ async def test_open_a_period_follow_a_score_and_download_the_xlsx(june_server: S
     async with chromium() as browser:
         context = await signed_in_context(browser, june_server, accept_downloads=True)
         page: Any = await context.new_page()
-        await page.goto(f"{june_server.base_url}/reports")  # this month opens first
+        await page.goto(f"{june_server.base_url}/reports")  # the last whole month opens first
         await page.fill("#period", "2026-06")
         await page.click("#open")
         await page.wait_for_function("document.getElementById('status').textContent === '2026-06 简报'")
@@ -144,23 +144,27 @@ async def test_in_english_and_on_a_phone(june_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_without_a_period_this_month_opens_and_a_later_choice_is_not_overwritten(
+async def test_without_a_period_the_last_whole_month_opens_and_a_later_choice_is_not_overwritten(
     june_server: ServerProcess,
 ) -> None:
     from datetime import datetime
 
-    months = {datetime.now().strftime("%Y-%m")}  # the browser's calendar is this machine's
+    def last_month() -> str:
+        now = datetime.now()  # the browser's calendar is this machine's
+        return f"{now.year - 1}-12" if now.month == 1 else f"{now.year}-{now.month - 1:02d}"
+
+    months = {last_month()}
     async with chromium() as browser:
         context = await signed_in_context(browser, june_server)
         page: Any = await context.new_page()
         await page.goto(f"{june_server.base_url}/reports?lang=en")
         await page.wait_for_function("/[?&]period=/.test(location.search)", timeout=10_000)
-        months.add(datetime.now().strftime("%Y-%m"))  # should the month have turned meanwhile
+        months.add(last_month())  # should the month have turned meanwhile
         opened = await page.locator("#period").input_value()
         assert opened in months and f"period={opened}" in page.url
         assert await page.locator("#document h2").first.inner_text() == "Whole township"
 
-        # This month asked for again, its answer held back, then June: June stays on the page when this month's
+        # That month asked for again, its answer held back, then June: June stays on the page when that month's
         # answer comes last.
         release = asyncio.Event()
 
