@@ -301,8 +301,9 @@ def table_of_period(
     stored: Iterable[tuple[int, ev.ScoringPutInForce]], period: Period
 ) -> tuple[int, ev.ScoringPutInForce] | None:
     """The scoring table of ``period``: of the tables logged (with their seq), the last put in force before
-    the period's end (so a table put in force during a month scores that month). None: none was."""
-    before = [(seq, t) for seq, t in stored if t.at < period.end]
+    the period's end (so a table put in force during a month scores that month; a running period, read up to
+    now, takes every table put in force so far). None: none was."""
+    before = [(seq, t) for seq, t in stored if t.at < period.end or (period.running and t.at == period.end)]
     return max(before, key=lambda pair: pair[0]) if before else None
 
 

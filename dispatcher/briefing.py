@@ -675,6 +675,20 @@ class Period:
     start: datetime
     end: datetime
     months: tuple[tuple[str, datetime, datetime], ...]  # (``2026-10``, start, end) for the trend
+    #: Cut at the instant it was read (:meth:`so_far`): the period had not ended then.
+    running: bool = False
+
+    def so_far(self, now: datetime) -> Period:
+        """This period up to ``now`` while it runs, else itself (ended, or not begun).
+
+        Every figure is defined by the period's end (an incident due in the period and not closed by its end is
+        open past its deadline): read before the end, a period counts what was due up to ``now``, not what falls
+        due later in it. Its trend's months end at ``now`` too; those not begun are left out.
+        """
+        if not self.start < now < self.end:
+            return self
+        months = tuple((name, start, min(end, now)) for name, start, end in self.months if start < now)
+        return Period(name=self.name, start=self.start, end=now, months=months, running=True)
 
     @classmethod
     def parse(cls, text: str, *, tz: tzinfo = CHINA) -> Period:

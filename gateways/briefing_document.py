@@ -28,7 +28,7 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from pygal.style import CleanStyle
 
-from dispatcher.briefing import Document, Figure, Hotspot, Stage, Unit, UnitFigures, composite
+from dispatcher.briefing import CHINA, Document, Figure, Hotspot, Stage, Unit, UnitFigures, composite
 from rules.table import RuleTable
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL)
@@ -365,16 +365,20 @@ def render_html(doc: Document, *, fragment: bool = False, names: Names | None = 
     township = names.township or doc.township
     heading = f"{township} {_say('简报', lang)} {doc.period.name}"
     start, end = doc.period.start.date().isoformat(), doc.period.end.date().isoformat()
+    if doc.period.running:  # read before its end: up to the minute it was read
+        end = doc.period.end.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
     if lang == "en":
+        until = "so far, the period runs on" if doc.period.running else "not included"
         period = (
-            f"Period: {start} to {end} (not included), Beijing time. Drills are not counted; a merged duplicate "
+            f"Period: {start} to {end} ({until}), Beijing time. Drills are not counted; a merged duplicate "
             "counts once; the figures are defined in docs/reports.md. Stage times: acknowledge and arrive in "
             "minutes, resolve in hours (medians of the team leading the incident)."
         )
     else:
+        until = "截至目前, 期间未结束" if doc.period.running else "不含"
         period = (
-            f"统计期间: {start} 至 {end} (不含, 北京时间). 演练不计; 合并的重复事件只计一次; 定义见 docs/reports.md. "
-            "时长为牵头组团的中位数: 响应、到场以分钟计, 办结以小时计."
+            f"统计期间: {start} 至 {end} ({until}, 北京时间). 演练不计; 合并的重复事件只计一次; "
+            "定义见 docs/reports.md. 时长为牵头组团的中位数: 响应、到场以分钟计, 办结以小时计."
         )
     parts = [f"<h1>{esc(heading)}</h1>", f"<p class='period'>{esc(period)}</p>"]
     whole = doc.township_figures

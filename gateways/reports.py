@@ -53,6 +53,11 @@ def _period(text: str) -> Period:
         raise HTTPException(422, str(exc)) from exc
 
 
+def _read(text: str, hub: Hub) -> Period:
+    """The period ``text`` as it can be read now: a running one up to the hub's now (:meth:`Period.so_far`)."""
+    return _period(text).so_far(hub.clock.now())
+
+
 @router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
 async def reports_page() -> HTMLResponse:
     return HTMLResponse((STATIC_DIR / "reports.html").read_text(encoding="utf-8"))
@@ -62,7 +67,7 @@ async def reports_page() -> HTMLResponse:
 async def get_briefing_document(
     hub: HubDep, period: PeriodQuery, format: Literal["html", "xlsx"] = "html", lang: Lang = "zh-CN"
 ) -> Response:
-    named = _period(period)
+    named = _read(period, hub)
     doc = await hub.briefing_document(period=named)
     if format == "xlsx":
         return Response(
@@ -112,7 +117,7 @@ async def get_incidents_behind(
     unit: Annotated[str | None, Query(max_length=64, description="omit: the row without a unit")] = None,
     lang: Lang = "zh-CN",
 ) -> IncidentsBehindPublic:
-    named = _period(period)
+    named = _read(period, hub)
     lines = await hub.incidents_behind(start=named.start, end=named.end, by=by, unit=unit, figure=figure)
     names = _names(hub, lang)
     kind = by.value
@@ -213,7 +218,7 @@ def _bundled_scoring() -> ScoringTable:
     summary="Post points, team points and module scores of a period, each with the lines and incidents behind it",
 )
 async def get_assessment(hub: HubDep, period: PeriodQuery, lang: Lang = "zh-CN") -> AssessmentPublic:
-    named = _period(period)
+    named = _read(period, hub)
     stored = table_of_period(await hub.scoring_tables(), named)
     # A stored table was checked when it was put in force; loading it again only rebuilds the model.
     if stored is None:

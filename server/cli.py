@@ -578,7 +578,7 @@ def assess(
     from rules.scoring import BUNDLED_SCORING, LoadedScoring, check_scoring, load_scoring, load_scoring_text
 
     try:
-        named = Period.parse(period)
+        named = Period.parse(period).so_far(datetime.now(UTC))  # a running period: up to now
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     settings = Settings.model_validate({"database_url": database_url} if database_url else {})
@@ -665,7 +665,7 @@ def report(
     if html_out is None and xlsx_out is None:
         raise typer.BadParameter("say where to write it: --html out.html and/or --xlsx out.xlsx")
     try:
-        named = figures.Period.parse(period)
+        named = figures.Period.parse(period).so_far(datetime.now(UTC))  # a running period: up to now
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     settings = Settings.model_validate({"database_url": database_url} if database_url else {})

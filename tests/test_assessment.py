@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from server.app import create_app
 from server.cli import app
 from tests.conftest import HubRig, api_client, sign_in_as
 from tests.test_briefing import JUNE, History, june_history
+
+AFTER_JUNE = datetime(2026, 7, 1, tzinfo=UTC)  # June 30 16:00 UTC ends June in Beijing time
 
 BUNDLED = BUNDLED_SCORING.read_text(encoding="utf-8")
 D = timedelta(days=1)
@@ -147,6 +149,7 @@ def test_the_command_prints_scores_and_refuses_a_broken_table(tmp_path: Path) ->
 
 
 async def test_a_leader_reads_the_assessment_and_a_field_officer_is_refused(rig: HubRig) -> None:
+    rig.clock.advance_to(AFTER_JUNE)  # June read once it ended (a running period is read up to now)
     engine = build_engine(rig.url, durable=False)
     try:
         await june_with_misses(engine)
@@ -172,6 +175,7 @@ async def test_a_special_bonus_counts_once_a_second_person_approves_it(rig: HubR
         await june_with_misses(engine)
     finally:
         await engine.dispose()
+    rig.clock.advance_to(AFTER_JUNE)  # June read once it ended (a running period is read up to now)
     hub = await rig.restart()  # the history was written beside the hub: it takes the log's seq up again
     service = create_app(Settings(database_url=rig.url), hub=hub)
     entry = {"period": "2026-06", "unit_kind": "post", "unit": "tp-02", "points": 3, "reason": "抗洪抢险突出"}

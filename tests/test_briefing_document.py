@@ -56,6 +56,20 @@ def test_periods_are_named_in_beijing_time(text: str, name: str, start: datetime
     assert all(a[2] == b[1] for a, b in zip(period.months, period.months[1:], strict=False))
 
 
+def test_a_running_period_is_read_up_to_now_and_an_ended_or_future_one_whole() -> None:
+    quarter = Period.parse("2026-Q4")
+    now = datetime(2026, 11, 12, 9, 30, tzinfo=CHINA)
+    running = quarter.so_far(now)
+    assert (running.name, running.start, running.end, running.running) == ("2026-Q4", quarter.start, now, True)
+    # the trend's months up to now: December, not begun, is left out; November ends now
+    assert [(m, e) for m, _, e in running.months] == [
+        ("2026-10", datetime(2026, 11, 1, tzinfo=CHINA)),
+        ("2026-11", now),
+    ]
+    assert quarter.so_far(quarter.end) is quarter and quarter.so_far(datetime(2027, 3, 1, tzinfo=CHINA)) is quarter
+    assert quarter.so_far(quarter.start) is quarter and not quarter.running  # not begun: nothing is cut
+
+
 @pytest.mark.parametrize("text", ["2026-13", "2026-Q5", "26-11", "2026-11-01", "november", "1999"])
 def test_other_periods_are_refused_with_the_forms_allowed(text: str) -> None:
     with pytest.raises(ValueError, match="period"):

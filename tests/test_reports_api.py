@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import openpyxl
 import pytest
@@ -16,7 +17,10 @@ from dispatcher.settings import Settings
 from dispatcher.sql_store import build_engine
 from server.app import create_app
 from tests.conftest import HubRig, api_client, sign_in_as
-from tests.test_briefing import History, june_history
+from tests.test_briefing import JUNE, D, History, june_history
+
+AFTER_JUNE = datetime(2026, 7, 1, tzinfo=UTC)  # June 30 16:00 UTC ends June in Beijing time
+MID_JUNE = datetime(2026, 6, 12, 8, 0, tzinfo=UTC)  # 16:00 in Beijing
 
 
 @pytest.fixture
@@ -29,6 +33,7 @@ async def engine(rig: HubRig) -> AsyncIterator[AsyncEngine]:
 
 
 async def test_a_leader_reads_the_briefing_and_follows_a_figure(rig: HubRig, engine: AsyncEngine) -> None:
+    rig.clock.advance_to(AFTER_JUNE)  # June read once it ended (a running period is read up to now)
     await june_history(History(engine))
     app = create_app(Settings(database_url=rig.url), hub=rig.hub)
     async with api_client(app, await sign_in_as(app, Role.SUPERVISION)) as supervision:
@@ -76,6 +81,7 @@ async def test_a_leader_reads_the_briefing_and_follows_a_figure(rig: HubRig, eng
 
 
 async def test_units_carry_their_names_in_the_language_asked(rig: HubRig, engine: AsyncEngine) -> None:
+    rig.clock.advance_to(AFTER_JUNE)  # June read once it ended (a running period is read up to now)
     await june_history(History(engine))
     app = create_app(Settings(database_url=rig.url), hub=rig.hub)
     async with api_client(app, await sign_in_as(app, Role.SUPERVISION)) as supervision:
@@ -98,3 +104,23 @@ async def test_units_carry_their_names_in_the_language_asked(rig: HubRig, engine
         scores = (await supervision.get("/api/v1/assessment", params={"period": "2026-06", "lang": "en"})).json()
         assert {s["unit"]: s["name"] for s in scores["modules"]}["service"] == "Service"
         assert {s["unit"]: s["name"] for s in scores["teams"]}["traffic"] == "traffic"
+
+
+async def test_a_running_period_counts_what_was_due_up_to_now(rig: HubRig, engine: AsyncEngine) -> None:
+    history = History(engine)
+    await june_history(history)
+    # 90: reported on 11 June, due on 21 June: not due yet when June is read on the 12th
+    await history.incident(90, at=JUNE + 10 * D, team="market", resolve_within=10 * D)
+    app = create_app(Settings(database_url=rig.url), hub=rig.hub)
+    query = {"period": "2026-06", "by": "township", "figure": "due"}
+    now = rig.clock.now()
+    assert now == MID_JUNE
+    async with api_client(app, await sign_in_as(app, Role.SUPERVISION)) as supervision:
+        so_far = (await supervision.get("/api/v1/reports/incidents", params=query)).json()["incidents"]
+        page = await supervision.get("/api/v1/reports/briefing", params={"period": "2026-06"})
+        rig.clock.advance_to(AFTER_JUNE)
+        ended = (await supervision.get("/api/v1/reports/incidents", params=query)).json()["incidents"]
+    due_at = {i["incident_id"]: datetime.fromisoformat(i["due_at"]) for i in ended}
+    assert {i["incident_id"] for i in so_far} == {k for k, at in due_at.items() if at < now}
+    assert 0 < len(so_far) < len(ended)  # some of June's incidents fall due after the 12th
+    assert "统计期间: 2026-06-01 至 2026-06-12 16:00 (截至目前, 期间未结束, 北京时间)" in page.text
