@@ -2501,12 +2501,13 @@
       const p = f.properties || {};
       const g = f.geometry;
       let labelAt;
+      let below = null; // a point zone's other place for its name, under its circle (see unstackLabels)
       if (g.type === 'Point') {
         const [x, y] = map.proj(g.coordinates[0], g.coordinates[1]);
         const r = ((p.radius_m || 50) / M_PER_DEG) * map.scale;
         circles.push(svg('circle', { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1), class: 'zone zone-point', 'data-zone': f.id }));
         labelAt = [x, y - r, '0', '-0.4em'];
-        labelAt.below = (y + r).toFixed(1); // where it goes should it cover another zone's name
+        below = (y + r).toFixed(1);
       } else {
         const rings = g.type === 'MultiPolygon' ? g.coordinates.flat(1) : g.coordinates;
         const d = rings.map((ring) => `M${ring.map(([lon, lat]) => map.proj(lon, lat).map((v) => v.toFixed(1)).join(',')).join('L')}Z`).join('');
@@ -2519,7 +2520,7 @@
       const text = svg('text', { x: labelAt[0].toFixed(1), y: labelAt[1].toFixed(1), dx: labelAt[2], dy: labelAt[3],
         class: `zone-label ${g.type === 'Point' ? 'centre' : ''}` });
       text.textContent = lang === 'en' ? p.name_en || p.name : p.name;
-      if (labelAt.below) text.dataset.below = labelAt.below;
+      if (below !== null) text.dataset.below = below;
       texts.push(text);
     }
     dom.mapZones.replaceChildren(...polys, ...circles, ...texts);
